@@ -1,0 +1,20 @@
+"""PLD Studio, the Streamlit app: ``streamlit run app.py``.
+
+A thin view over the ``pld`` package: it opens the workspace, keeps the sidebar settings
+(workspace file, reviewer, teacher and student models) and hands over to the pages.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pld.ui import sidebar
+
+st.set_page_config(page_title="PLD Studio", page_icon="📐", layout="wide")
+
+pages = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+]
+nav = st.navigation(pages)
+sidebar.render()
+nav.run()

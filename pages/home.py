@@ -1,0 +1,49 @@
+"""Home: what is in the workspace and which models are in use."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pld.llm.local_backend import loaded_models
+from pld.overview import workspace_overview
+from pld.tasks import task_statuses
+from pld.ui import sidebar
+
+st.title("PLD Studio")
+st.caption("Prompt-Level Distillation with people in the loop: a teacher writes rules, people "
+           "approve them, a small student follows them.")
+
+ws = sidebar.workspace()
+if ws is not None:
+    ov = workspace_overview(ws)
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Tasks loaded", len(ov["tasks"]))
+    c2.metric("LLM calls", ov["calls"]["calls"], help="Cache hits included")
+    c3.metric("Cache hits", ov["calls"]["cache_hits"])
+    st.subheader("Tasks in this workspace")
+    if ov["tasks"]:
+        st.dataframe(pd.DataFrame([{
+            "task": t["name"], "labels": ", ".join(t["labels"]),
+            **{f"{s} examples": t["splits"].get(s, 0) for s in ("train", "val", "test")},
+            "rules": sum(t["rules"].values()), "heuristics": sum(t["heuristics"].values()),
+            "approved": t["heuristics"].get("approved", 0),
+            "prompt versions": t["prompt_versions"],
+        } for t in ov["tasks"]]), hide_index=True, use_container_width=True)
+    else:
+        st.info("No task loaded yet. Load one with `python -m pld load demo` (or from the Data "
+                "page).")
+
+st.subheader("Built-in tasks")
+st.dataframe(pd.DataFrame([{
+    "task": t["name"], "labels": ", ".join(t.get("labels") or []),
+    "data found": t.get("available"), "notes": t.get("notes") or "",
+} for t in task_statuses()]), hide_index=True, use_container_width=True)
+
+st.subheader("Models")
+st.write(f"Teacher: `{sidebar.model('teacher')}` · Student: `{sidebar.model('student')}`")
+loaded = loaded_models()
+if loaded:
+    st.dataframe(pd.DataFrame(loaded), hide_index=True)
+else:
+    st.caption("No local model loaded in this server process yet; it loads on first use.")

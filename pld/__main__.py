@@ -1,0 +1,3 @@
+from pld.cli import main
+
+main()

@@ -1,0 +1,643 @@
+"""``python -m pld``: the headless interface to everything the app does.
+
+Exit codes: 0 ok, 2 bad input (one line naming the file, field or option), 1 other failure.
+``--json`` prints exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from pld.errors import BadInput
+from pld.llm.base import ConfigError
+from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(code: int, message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(fn: F) -> F:
+    """Map our exceptions to the exit-code contract: bad input 2, anything else 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from pld.llm.calls import CallFailed
+
+        try:
+            return fn(*args, **kwargs)
+        except (BadInput, ConfigError, WorkspaceError) as e:
+            _fail(2, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except CallFailed as e:
+            _fail(1, f"LLM call failed (see llm_calls row {e.call_id}): {e}")
+        except KeyboardInterrupt:
+            _fail(1, "interrupted; run the same command again to resume")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _ws(ctx: click.Context) -> Workspace:
+    obj = ctx.find_root().obj
+    if obj.get("ws") is None:
+        obj["ws"] = open_workspace(obj["path"])
+        ctx.find_root().call_on_close(obj["ws"].close)
+    return obj["ws"]
+
+
+def _emit(data: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text(data))
+
+
+class _Progress:
+    """A one-line progress display on stderr, fed by the stages' ``on_progress(done, total)``."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not total:
+            return
+        pct = int(100 * done / total)
+        if self.tty:
+            width = 30
+            filled = int(width * done / total)
+            click.echo(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+                       err=True, nl=done >= total)
+        elif pct // 10 != self.last // 10 or done >= total:
+            click.echo(f"{self.label}: {done}/{total}", err=True)
+        self.last = pct
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--workspace", "workspace", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Workspace file (default: $PLD_WORKSPACE or data/workspace.db).")
+@click.version_option(package_name=None, version=__import__("pld").__version__, prog_name="pld")
+@click.pass_context
+def cli(ctx: click.Context, workspace: Path | None) -> None:
+    """PLD Studio: prompt-level distillation with people in the loop."""
+    ctx.obj = {"path": workspace or default_path(), "ws": None}
+
+
+# --- data -------------------------------------------------------------------------------
+
+@cli.command("tasks")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handles_errors
+def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Built-in tasks, whether their data was found, and split sizes."""
+    from pld.tasks import data_dir, task_statuses
+    from pld.tasks.store import loaded_tasks
+
+    ws = _ws(ctx)
+    loaded = {}
+    for t in loaded_tasks(ws):
+        counts = {r["split"]: r["n"] for r in ws.query(
+            "SELECT split, count(*) AS n FROM examples WHERE task = ? GROUP BY split", [t.name])}
+        loaded[t.name] = {"kind": t.kind, "labels": t.labels, "splits": counts}
+    data = {"data_dir": str(data_dir()), "workspace": str(ws.path),
+            "tasks": task_statuses(), "loaded": loaded}
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"data: {d['data_dir']}", f"workspace: {d['workspace']}", ""]
+        for t in d["tasks"]:
+            mark = "ok " if t.get("available") else "-- "
+            sizes = ", ".join(f"{k} {v}" for k, v in (t.get("split_sizes") or {}).items())
+            lines.append(f"{mark}{t['name']:<22} {len(t.get('labels') or [])} labels  {sizes}")
+            if t.get("notes"):
+                lines.append(f"     {t['notes']}")
+        if d["loaded"]:
+            lines.append("")
+            lines.append("loaded in this workspace:")
+            for name, info in d["loaded"].items():
+                sizes = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
+                lines.append(f"  {name:<22} {sizes}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+@cli.command("load")
+@click.argument("task")
+@click.option("--file", "file", type=click.Path(path_type=Path), help="custom: CSV or JSONL file.")
+@click.option("--name", help="custom: name of the task in the workspace (default: file stem).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--id-column", default=None, help="custom: optional column of unique ids.")
+@click.option("--train", "n_train", type=int, default=None, help="Training examples (0 = all).")
+@click.option("--val", "n_val", type=int, default=None, help="Validation examples (0 = all).")
+@click.option("--test", "n_test", type=int, default=None, help="Test examples (0 = all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
+             text_column: str, label_column: str, id_column: str | None,
+             n_train: int | None, n_val: int | None, n_test: int | None, seed: int,
+             as_json: bool) -> None:
+    """Load a task's splits into the workspace (deterministic for a seed)."""
+    from pld.tasks import load_custom, load_task
+
+    ws = _ws(ctx)
+    if task == "custom":
+        if file is None:
+            raise BadInput("load custom: --file PATH is required (a CSV or JSONL file)")
+        counts = load_custom(ws, file, name=name, text_column=text_column,
+                             label_column=label_column, id_column=id_column, n_train=n_train,
+                             n_val=n_val, n_test=n_test, seed=seed)
+        task = name or file.stem
+    else:
+        if file is not None:
+            raise BadInput(f"load {task}: --file is only for custom tasks")
+        counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    _emit({"task": task, "splits": counts}, as_json,
+          lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
+
+
+@cli.command("download")
+@click.argument("task")
+@handles_errors
+def download_cmd(task: str) -> None:
+    """Fetch a task's upstream files into data/ (needs internet)."""
+    from pld.tasks.download import download, download_dir
+
+    for path in download(task, download_dir()):
+        click.echo(f"wrote {path}")
+
+
+# --- models -----------------------------------------------------------------------------
+
+@cli.command("ask")
+@click.argument("model")
+@click.argument("text")
+@click.option("--system", default=None, help="System prompt.")
+@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("--no-cache", is_flag=True, help="Call the model even if the answer is cached.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def ask_cmd(ctx: click.Context, model: str, text: str, system: str | None, max_tokens: int,
+            no_cache: bool, as_json: bool) -> None:
+    """One call through the same cache and log (handy to check a key or a server)."""
+    from pld.llm.calls import complete
+    from pld.llm.registry import parse_model
+
+    parse_model(model)
+    ws = _ws(ctx)
+    result = complete(ws, model, [{"role": "user", "content": text}], system=system,
+                      max_tokens=max_tokens, stage="ask", use_cache=not no_cache)
+    r = result.reply
+    data = {"model": model, "text": r.text, "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
+            "latency_s": round(r.latency_s, 3), "cache_hit": result.cached,
+            "call_id": result.call_id}
+    _emit(data, as_json, lambda d: d["text"])
+
+
+@cli.command("calls")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=int, default=0, help="Also list the last N calls.")
+@click.pass_context
+@handles_errors
+def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """The call log: counts, tokens, cache hits, errors and cost, per model and stage."""
+    from pld.llm.calls import list_calls, summarize_calls
+
+    ws = _ws(ctx)
+    data = summarize_calls(ws)
+    if limit:
+        data["recent"] = [
+            {k: r[k] for k in ("id", "created_at", "model", "stage", "cache_hit", "attempt",
+                               "input_tokens", "output_tokens", "latency_s", "error")}
+            for r in list_calls(ws, limit=limit)
+        ]
+
+    def text(d: dict[str, Any]) -> str:
+        t = d["total"]
+        lines = [f"{t['calls']} calls, {t['cache_hits']} cache hits, {t['errors']} errors, "
+                 f"{t['input_tokens']} in / {t['output_tokens']} out tokens, "
+                 f"${t['cost_usd']:.4f} estimated", ""]
+        lines.append(f"{'model':<40} {'stage':<12} {'calls':>6} {'hits':>6} {'errors':>6} "
+                     f"{'in tok':>9} {'out tok':>8} {'cost $':>9}")
+        for g in d["by_model_stage"]:
+            lines.append(f"{g['model'][:40]:<40} {str(g['stage'])[:12]:<12} {g['calls']:>6} "
+                         f"{g['cache_hits']:>6} {g['errors']:>6} {g['input_tokens']:>9} "
+                         f"{g['output_tokens']:>8} {g['cost_usd']:>9.4f}")
+        for r in d.get("recent", []):
+            lines.append(f"#{r['id']} {r['created_at']} {r['model']} {r['stage']} "
+                         f"hit={r['cache_hit']} {r['error'] or ''}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+# --- the method, stage by stage ------------------------------------------------------------
+
+def _model_option(name: str, help_text: str) -> Callable[[F], F]:
+    return click.option(f"--{name}", name, required=True, metavar="MODEL", help=help_text)
+
+
+def _check_model(model: str) -> None:
+    from pld.llm.registry import parse_model
+
+    parse_model(model)
+
+
+@cli.command("extract")
+@click.argument("task")
+@_model_option("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
+@click.option("--limit", type=int, default=None, help="At most N training examples.")
+@click.option("--concurrency", type=int, default=None, help="Parallel teacher calls.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
+                concurrency: int | None, as_json: bool) -> None:
+    """Stage 1: one micro-instruction per training example."""
+    from dataclasses import asdict
+
+    from pld.pipeline.extract import extract
+
+    _check_model(teacher)
+    s = extract(_ws(ctx), task, teacher, limit=limit, concurrency=concurrency,
+                on_progress=_Progress("extract"))
+    _emit(asdict(s), as_json, lambda d: (
+        f"extract run {d['run_id']}: {d['done']}/{d['total']} rules, {d['skipped']} already "
+        f"done, {d['failed']} failed, {d['flagged']} flagged"))
+
+
+@cli.command("cluster")
+@click.argument("task")
+@click.option("--method", type=click.Choice(["dbscan", "hdbscan", "kmeans"]), default="dbscan",
+              show_default=True)
+@click.option("--eps", default="0.4", show_default=True,
+              help="DBSCAN radius (cosine distance) or 'auto' (knee of the k-distance curve).")
+@click.option("--min-samples", type=int, default=6, show_default=True)
+@click.option("--k", type=int, default=None, help="k-means: number of clusters.")
+@click.option("--embedder", default=None, help="Embedding model (default: minilm).")
+@click.option("--umap", is_flag=True, help="Reduce with UMAP before clustering.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--accept-as", default=None, metavar="NAME",
+              help="Accept this clustering as NAME (otherwise it stays proposed).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_samples: int,
+                k: int | None, embedder: str | None, umap: bool, seed: int,
+                accept_as: str | None, as_json: bool) -> None:
+    """Stage 2: embed the rules and cluster them (proposed until accepted)."""
+    from pld.pipeline import cluster as clustering
+    from pld.pipeline.embed import DEFAULT_EMBEDDER
+
+    eps_value: float | str
+    if eps == "auto":
+        eps_value = "auto"
+    else:
+        try:
+            eps_value = float(eps)
+        except ValueError:
+            raise BadInput(f"--eps: expected a number or 'auto', got {eps!r}") from None
+    ws = _ws(ctx)
+    cid = clustering.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
+                             k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
+                             seed=seed, on_progress=_Progress("embed"))
+    if accept_as:
+        clustering.accept_clustering(ws, cid, accept_as)
+    row = ws.query("SELECT * FROM clusterings WHERE id = ?", [cid])[0]
+    from pld.workspace import loads
+
+    data = {"clustering_id": cid, "status": row["status"], "params": loads(row["params"]),
+            "metrics": loads(row["metrics"]),
+            "clusters": clustering.cluster_summary(ws, cid)}
+
+    def text(d: dict[str, Any]) -> str:
+        m = d["metrics"]
+        lines = [f"clustering {d['clustering_id']} ({d['status']}): {m.get('n_clusters')} "
+                 f"clusters, noise {100 * (m.get('noise_share') or 0):.0f}%, silhouette "
+                 f"{m.get('silhouette')}"]
+        for c in d["clusters"]:
+            lines.append(f"  {str(c.get('id') or 'noise'):>5}  {c.get('size', 0):>4}  "
+                         f"{c.get('name') or ''}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+@cli.command("consolidate")
+@click.argument("task")
+@_model_option("teacher", "Teacher model string.")
+@click.option("--clustering", "clustering_id", type=int, default=None,
+              help="Clustering id (default: the accepted one, else the latest).")
+@click.option("--concurrency", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: int | None,
+                    concurrency: int | None, as_json: bool) -> None:
+    """Stage 3: one heuristic per cluster, keeping minority labels and edge cases."""
+    from dataclasses import asdict
+
+    from pld.pipeline.consolidate import consolidate
+
+    _check_model(teacher)
+    s = consolidate(_ws(ctx), task, teacher, clustering_id=clustering_id,
+                    concurrency=concurrency, on_progress=_Progress("consolidate"))
+    _emit(asdict(s), as_json, lambda d: (
+        f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
+        f"already there, {d['failed']} failed"))
+
+
+# --- review -------------------------------------------------------------------------------
+
+@cli.group("review")
+def review_group() -> None:
+    """List, show, edit, approve or reject heuristics as a named reviewer."""
+
+
+def _as_option(fn: F) -> F:
+    return click.option("--as", "who", required=True, metavar="NAME",
+                        help="Your name; recorded in the audit trail.")(fn)
+
+
+@review_group.command("list")
+@click.argument("task")
+@click.option("--status", default=None,
+              type=click.Choice(["draft", "approved", "rejected", "merged", "split"]))
+@click.option("--as", "who", default=None, metavar="NAME", help="Not needed to list.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_list(ctx: click.Context, task: str, status: str | None, who: str | None,
+                as_json: bool) -> None:
+    """Heuristics of TASK with status, version and who approved them."""
+    from pld import review
+    from pld.tasks.store import task_info
+
+    ws = _ws(ctx)
+    task_info(ws, task)
+    rows = review.list_heuristics(ws, task, status=status)
+    data = {"task": task, "heuristics": [
+        {k: r.get(k) for k in ("id", "status", "version", "updated_by", "approved_by", "text")}
+        for r in rows]}
+
+    def text(d: dict[str, Any]) -> str:
+        out = []
+        for h in d["heuristics"]:
+            first = (h["text"] or "").splitlines()[0][:90] if h["text"] else ""
+            out.append(f"#{h['id']:<4} {h['status']:<9} v{h['version']:<3} {first}")
+        return "\n".join(out) or f"no heuristics for {d['task']}"
+
+    _emit(data, as_json, text)
+
+
+@review_group.command("show")
+@click.argument("heuristic_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_show(ctx: click.Context, heuristic_id: int, as_json: bool) -> None:
+    """One heuristic with its source rules and examples, and its history."""
+    from pld import review
+
+    ws = _ws(ctx)
+    h = review.get_heuristic(ws, heuristic_id)
+    h["history"] = review.history(ws, heuristic_id)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"heuristic #{d['id']} v{d['version']} [{d['status']}]", "", d["text"], "",
+                 f"from {len(d.get('sources') or [])} rules:"]
+        for r in d.get("sources") or []:
+            lines.append(f"  - rule #{r.get('rule_id')} ({r.get('label')}): {r.get('rule')}")
+        lines.append("")
+        lines.append("history:")
+        for ev in d["history"]:
+            lines.append(f"  {ev['created_at']} {ev['who']} ({ev.get('identity_kind')}) "
+                         f"{ev['action']} {ev.get('comment') or ''}")
+        return "\n".join(lines)
+
+    _emit(h, as_json, text)
+
+
+@review_group.command("edit")
+@click.argument("heuristic_id", type=int)
+@click.option("--text", "new_text", default=None, help="The new text.")
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Read the new text from a file.")
+@click.option("--base-version", type=int, default=None,
+              help="The version your edit is based on (default: the current one).")
+@click.option("--comment", default=None)
+@_as_option
+@click.pass_context
+@handles_errors
+def review_edit(ctx: click.Context, heuristic_id: int, new_text: str | None, file: Path | None,
+                base_version: int | None, comment: str | None, who: str) -> None:
+    """Edit a heuristic; refused if someone else saved a newer version first."""
+    from pld import review
+
+    if (new_text is None) == (file is None):
+        raise BadInput("review edit: give exactly one of --text or --file")
+    text = new_text if new_text is not None else file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    ws = _ws(ctx)
+    if base_version is None:
+        base_version = review.get_heuristic(ws, heuristic_id)["version"]
+    h = review.edit(ws, heuristic_id, text, who=who, base_version=base_version, comment=comment)
+    click.echo(f"heuristic #{heuristic_id} is now v{h['version']} ({h['status']})")
+
+
+@review_group.command("approve")
+@click.argument("heuristic_ids", type=int, nargs=-1, required=True)
+@click.option("--comment", default=None)
+@_as_option
+@click.pass_context
+@handles_errors
+def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...], comment: str | None,
+                   who: str) -> None:
+    """Approve heuristics (four-eyes: not the last editor)."""
+    from pld import review
+
+    ws = _ws(ctx)
+    for hid in heuristic_ids:
+        review.approve(ws, hid, who=who, comment=comment)
+        click.echo(f"heuristic #{hid} approved by {who}")
+
+
+@review_group.command("reject")
+@click.argument("heuristic_ids", type=int, nargs=-1, required=True)
+@click.option("--comment", default=None)
+@_as_option
+@click.pass_context
+@handles_errors
+def review_reject(ctx: click.Context, heuristic_ids: tuple[int, ...], comment: str | None,
+                  who: str) -> None:
+    """Reject heuristics (they never enter a prompt)."""
+    from pld import review
+
+    ws = _ws(ctx)
+    for hid in heuristic_ids:
+        review.reject(ws, hid, who=who, comment=comment)
+        click.echo(f"heuristic #{hid} rejected by {who}")
+
+
+@review_group.command("proposals")
+@click.argument("task")
+@click.option("--status", default="pending", show_default=True,
+              type=click.Choice(["pending", "accepted", "rejected", "all"]))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_proposals(ctx: click.Context, task: str, status: str, as_json: bool) -> None:
+    """The teacher's proposed fixes from the conflict loop."""
+    from pld.pipeline.resolve import list_proposals
+
+    rows = list_proposals(_ws(ctx), task, status=None if status == "all" else status)
+    data = {"task": task, "proposals": rows}
+
+    def text(d: dict[str, Any]) -> str:
+        out = []
+        for p in d["proposals"]:
+            target = f"heuristic #{p['heuristic_id']}" if p.get("heuristic_id") else "new"
+            out.append(f"#{p['id']} iter {p['iteration']} {p['kind']} {target} "
+                       f"[{p['status']}]: {(p.get('text') or '')[:80]}")
+            out.append(f"     why: {(p.get('rationale') or '')[:100]}")
+        return "\n".join(out) or "no proposals"
+
+    _emit(data, as_json, text)
+
+
+@review_group.command("decide")
+@click.argument("proposal_id", type=int)
+@click.argument("decision", type=click.Choice(["accept", "reject"]))
+@click.option("--comment", default=None)
+@_as_option
+@click.pass_context
+@handles_errors
+def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: str | None,
+                  who: str) -> None:
+    """Accept or reject one proposal of the conflict loop."""
+    from pld.pipeline.resolve import decide_proposal
+
+    decide_proposal(_ws(ctx), proposal_id, decision == "accept", who, comment=comment)
+    click.echo(f"proposal #{proposal_id} {decision}ed by {who}")
+
+
+# --- student, conflicts, evaluation, export ------------------------------------------------
+
+@cli.command("resolve")
+@click.argument("task")
+@_model_option("student", "Student model string.")
+@_model_option("teacher", "Teacher model string.")
+@click.option("--iterations", type=int, default=3, show_default=True)
+@click.option("--auto-accept-as", default=None, metavar="NAME",
+              help="Accept proposals and approve their heuristics as NAME (benchmarks).")
+@click.option("--val-limit", type=int, default=None, help="At most N validation examples.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
+                auto_accept_as: str | None, val_limit: int | None, as_json: bool) -> None:
+    """Stage 6: run the student on validation, have the teacher propose fixes."""
+    from dataclasses import asdict
+
+    from pld.pipeline.resolve import resolve
+
+    _check_model(student)
+    _check_model(teacher)
+    s = resolve(_ws(ctx), task, student, teacher, iterations=iterations,
+                auto_accept_as=auto_accept_as, val_limit=val_limit,
+                on_progress=_Progress("resolve"))
+    data = asdict(s)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"resolve: {d.get('stop_reason')}; best prompt version {d.get('best_version')}"]
+        for h in d.get("history") or []:
+            lines.append(f"  iteration {h.get('iteration')}: v{h.get('prompt_version')} "
+                         f"val macro-F1 {h.get('macro_f1')} errors {h.get('n_errors')} "
+                         f"{'adopted' if h.get('adopted') else 'not adopted'}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+def _metrics_text(d: dict[str, Any]) -> str:
+    m = d["metrics"]
+    lo, hi = m["ci"]["macro_f1"]
+    lines = [f"{d['method']} on {d['split']} (n={m['n']}): macro-F1 {m['macro_f1']:.3f} "
+             f"[{lo:.3f}, {hi:.3f}], accuracy {m['accuracy']:.3f}"
+             + (f", {m['n_unparseable']} unparseable" if m.get("n_unparseable") else "")]
+    lines.append(f"  {'label':<24} {'P':>6} {'R':>6} {'F1':>6} {'n':>5}")
+    for label, v in m["per_label"].items():
+        lines.append(f"  {label[:24]:<24} {v['precision']:>6.3f} {v['recall']:>6.3f} "
+                     f"{v['f1']:>6.3f} {v['support']:>5}")
+    return "\n".join(lines)
+
+
+@cli.command("eval")
+@click.argument("task")
+@_model_option("student", "Student model string.")
+@click.option("--prompt", "prompt_file", type=click.Path(path_type=Path), default=None,
+              help="An exported prompt.md.")
+@click.option("--version", type=int, default=None, help="A prompt version of the workspace.")
+@click.option("--zero-shot", is_flag=True, help="Baseline: labels and task description only.")
+@click.option("--few-shot", type=int, default=None, metavar="K",
+              help="Baseline: K training examples as demonstrations.")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "val", "test"]))
+@click.option("--limit", type=int, default=None, help="First N items of the split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | None,
+             version: int | None, zero_shot: bool, few_shot: int | None, split: str,
+             limit: int | None, seed: int, as_json: bool) -> None:
+    """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion."""
+    from pld.pipeline.evaluate import evaluate
+
+    chosen = sum(x is not None and x is not False for x in (prompt_file, version, few_shot)) + int(
+        zero_shot)
+    if chosen != 1:
+        raise BadInput("eval: give exactly one of --prompt FILE, --version V, --zero-shot, "
+                       "--few-shot K")
+    _check_model(student)
+    r = evaluate(_ws(ctx), task, student, version=version, prompt_file=prompt_file,
+                 zero_shot=zero_shot, few_shot=few_shot, split=split, limit=limit, seed=seed,
+                 on_progress=_Progress("eval"))
+    data = {"task": task, "student": student, "split": split, "method": r.method,
+            "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
+            "run_id": r.run_id, "metrics": r.metrics}
+    _emit(data, as_json, _metrics_text)
+
+
+@cli.command("export")
+@click.argument("task")
+@click.option("--version", type=int, default=None, help="Prompt version (default: latest).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path,
+               as_json: bool) -> None:
+    """Write prompt.md and manifest.json of an approved prompt version."""
+    from pld.pipeline.export import export
+
+    r = export(_ws(ctx), task, out_dir, version=version)
+    data = {"prompt": str(r.prompt_path), "manifest": str(r.manifest_path),
+            "sha256": r.manifest.get("prompt_sha256"), "version": r.manifest.get("version")}
+    _emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}")
+
+
+def main() -> None:
+    """Entry point of ``python -m pld``."""
+    cli(prog_name="python -m pld")

@@ -1,0 +1,151 @@
+"""Anthropic Messages API backend, for ``anthropic/<model>``.
+
+One :meth:`AnthropicBackend.complete` is one HTTP request; the SDK's own retries are off
+(``max_retries=0``) because :mod:`pld.llm.calls` retries uniformly for every backend. The key
+comes from ``$ANTHROPIC_API_KEY`` only; the SDK reads ``$ANTHROPIC_BASE_URL`` itself.
+
+Decisions worth knowing:
+
+* The system prompt is sent as one text block marked ``cache_control: ephemeral``: the student's
+  system prompt (the heuristics) is the same for thousands of calls, and cached prefix tokens cost
+  a tenth. Prompts under the model's minimum cacheable length are simply not cached.
+* ``json_schema`` is answered with a forced tool call (``tool_choice`` naming one tool whose
+  ``input_schema`` is the schema), and the tool input is returned as JSON text. The API
+  always returns tool input as a parsed JSON object, so the reply is valid JSON by
+  construction, where "reply with JSON only" in the prompt still yields markdown fences or
+  prose now and then. Tool schemas must be objects; any other schema falls back to the prompt
+  instruction.
+* A reply with no content is *transient* (the API occasionally ends a turn with no blocks; a
+  retry usually answers, and :mod:`pld.llm.calls` bounds the retries), unless the model
+  refused (``stop_reason == "refusal"``), which asking again will not change. A body that is
+  not JSON is transient too: it is a truncated transfer or a proxy, not the request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import anthropic
+from anthropic.types import Message as AnthropicMessage
+
+from pld.llm.base import ConfigError, LLMError, Message, Reply
+from pld.llm.openai_backend import redact, status_error
+
+TOOL_NAME = "reply"
+
+
+def _map_error(err: anthropic.AnthropicError, secret: str, timeout: float) -> LLMError:
+    if isinstance(err, anthropic.APITimeoutError):
+        return LLMError(f"request timed out after {timeout:g} s", transient=True)
+    if isinstance(err, anthropic.APIConnectionError):
+        return LLMError(redact(f"connection error: {err}", secret), transient=True)
+    if isinstance(err, anthropic.APIStatusError):
+        return status_error(err.status_code, err.response.headers, err.body, secret)
+    return LLMError(redact(f"{type(err).__name__}: {err}", secret))
+
+
+class AnthropicBackend:
+    """Claude through the official ``anthropic`` SDK.
+
+    ``model`` is the full model string (``anthropic/claude-sonnet-4-5``), ``name`` the provider's
+    model id (``claude-sonnet-4-5``). Raises :class:`ConfigError` when no key is set.
+    """
+
+    constrains_choices = False
+
+    def __init__(self, model: str, name: str, *, timeout: float) -> None:
+        self.model = model
+        self.name = name
+        self.timeout = timeout
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise ConfigError(f"ANTHROPIC_API_KEY is not set; export it to use {model}")
+        self._secret = key
+        self._client = anthropic.Anthropic(api_key=key, timeout=timeout, max_retries=0)
+
+    def _request(self, messages: list[Message], system: str | None, max_tokens: int,
+                 temperature: float, json_schema: dict[str, Any] | None) -> dict[str, Any]:
+        use_tool = json_schema is not None and json_schema.get("type") == "object"
+        if json_schema is not None and not use_tool:
+            hint = ("Reply with a JSON object only, no other text, matching this JSON schema: "
+                    + json.dumps(json_schema, ensure_ascii=False))
+            system = f"{system}\n\n{hint}" if system else hint
+        kwargs: dict[str, Any] = {
+            "model": self.name,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        }
+        if system:  # the API rejects an empty text block
+            kwargs["system"] = [{"type": "text", "text": system,
+                                 "cache_control": {"type": "ephemeral"}}]
+        if use_tool:
+            kwargs["tools"] = [{
+                "name": TOOL_NAME,
+                "description": "Give the reply as a JSON object matching the input schema.",
+                "input_schema": json_schema,
+            }]
+            kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        return kwargs
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        choices: list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Reply:
+        """One Messages API call. ``choices`` is not enforced here: :mod:`pld.llm.calls` checks it."""
+        kwargs = self._request(messages, system, max_tokens, temperature, json_schema)
+        t0 = time.perf_counter()
+        try:
+            resp = self._client.messages.create(**kwargs)
+        except anthropic.AnthropicError as err:
+            raise _map_error(err, self._secret, self.timeout) from None
+        except json.JSONDecodeError as err:  # a 200 whose body is not JSON
+            raise LLMError(f"malformed response body: {err}", transient=True) from None
+        latency = time.perf_counter() - t0
+        if not isinstance(resp, AnthropicMessage):
+            # The SDK hands back the raw text when the content-type is not JSON.
+            raise LLMError("malformed response: not a message", transient=True)
+        text = self._text(resp, tool="tools" in kwargs)
+        usage = getattr(resp, "usage", None)
+        fresh = int(getattr(usage, "input_tokens", 0) or 0)
+        read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)
+        written = int(getattr(usage, "cache_creation_input_tokens", 0) or 0)
+        return Reply(
+            text=text,
+            # Anthropic reports cache reads and writes apart from input_tokens; all three are
+            # prompt tokens, and pricing discounts the cached share.
+            input_tokens=fresh + read + written,
+            output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
+            cached_tokens=read,
+            latency_s=latency,
+            model=self.model,
+        )
+
+    @staticmethod
+    def _text(resp: AnthropicMessage, *, tool: bool) -> str:
+        blocks = getattr(resp, "content", None) or []
+        stop = getattr(resp, "stop_reason", None)
+        if tool:
+            for block in blocks:
+                if getattr(block, "type", None) == "tool_use":
+                    if stop == "max_tokens":
+                        raise LLMError("JSON reply cut off at max_tokens; raise max_tokens")
+                    return json.dumps(block.input, ensure_ascii=False)
+        text = "".join(getattr(b, "text", "") or "" for b in blocks
+                       if getattr(b, "type", None) == "text")
+        if text:
+            return text
+        if stop == "refusal":
+            raise LLMError("model refused to answer")
+        if tool:
+            raise LLMError(f"no tool call in reply (stop_reason={stop})", transient=True)
+        raise LLMError(f"empty reply (stop_reason={stop})", transient=True)

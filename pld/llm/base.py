@@ -1,0 +1,73 @@
+"""The backend protocol: messages in; text, usage and latency out.
+
+A backend wraps one provider SDK or runtime. It does one attempt per :meth:`Backend.complete`
+call; retries, caching and logging live in :mod:`pld.llm.calls` so they are the same for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Message = dict[str, str]  # {"role": "user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One model answer with its usage and timing."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    latency_s: float = 0.0
+    model: str = ""
+
+
+class LLMError(Exception):
+    """A failed attempt. ``transient`` errors (429, 5xx, timeouts, connection drops) are retried.
+
+    ``retry_after`` carries the server's ``retry-after`` hint in seconds when it sent one.
+    ``status`` is the HTTP status when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        transient: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+        self.status = status
+
+
+class ConfigError(LLMError):
+    """The model string or the environment is wrong (unknown provider, missing API key...)."""
+
+
+class Backend(Protocol):
+    """What every backend offers. ``model`` is the full model string, e.g. ``anthropic/claude-x``.
+
+    ``constrains_choices`` is True when the backend can force the answer into ``choices`` itself
+    (grammar on the local model); otherwise :mod:`pld.llm.calls` validates and re-asks.
+    """
+
+    model: str
+    constrains_choices: bool
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        choices: list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Reply:
+        """Make one attempt. Raise :class:`LLMError` on failure; never retry internally."""
+        ...

@@ -1,0 +1,258 @@
+"""The one cache and call log that every LLM call goes through.
+
+:func:`complete` looks the call up by its cache key (sha256 of model, system prompt, messages and
+parameters) and serves a previous successful answer from the workspace without touching the
+network. Otherwise it calls the backend, retrying transient failures (429, 5xx, timeouts) with
+exponential backoff and jitter, honouring ``retry-after``. Every attempt outcome — cache hit,
+success or error — is one row in ``llm_calls``. API keys never pass through here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pld.llm.base import Backend, LLMError, Message, Reply
+from pld.llm.pricing import estimate_cost
+from pld.llm.registry import get_backend
+from pld.workspace import Workspace, dumps, now
+
+
+class CallFailed(Exception):
+    """The call failed for good (retries exhausted or a permanent error). Its rows are logged."""
+
+    def __init__(self, message: str, call_id: int) -> None:
+        super().__init__(message)
+        self.call_id = call_id
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """The answer of one logical call, and the ``llm_calls`` row that holds it."""
+
+    reply: Reply
+    call_id: int
+    cached: bool
+
+    @property
+    def text(self) -> str:
+        return self.reply.text
+
+
+def cache_key(model: str, system: str | None, messages: list[Message], params: dict[str, Any]) -> str:
+    """sha256 over everything that determines the answer."""
+    blob = json.dumps(
+        {"model": model, "system": system, "messages": messages, "params": params},
+        sort_keys=True, ensure_ascii=False,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _store_text(ws: Workspace, text: str | None) -> str | None:
+    if text is None:
+        return None
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    with ws.write() as db:
+        db["texts"].insert({"sha256": sha, "text": text}, ignore=True)
+    return sha
+
+
+def _log(ws: Workspace, **row: Any) -> int:
+    row.setdefault("created_at", now())
+    with ws.write() as db:
+        return int(db["llm_calls"].insert(row).last_pk)
+
+
+def _cached(ws: Workspace, key: str) -> dict[str, Any] | None:
+    rows = ws.query(
+        "SELECT id, response, model, input_tokens, output_tokens, cached_tokens FROM llm_calls "
+        "WHERE cache_key = ? AND error IS NULL AND cache_hit = 0 AND response IS NOT NULL "
+        "ORDER BY id LIMIT 1",
+        [key],
+    )
+    return rows[0] if rows else None
+
+
+def match_choice(text: str, choices: list[str]) -> str | None:
+    """The choice a free-text answer names, or None when it names none or several.
+
+    Accepts exact matches first, then case/whitespace/punctuation-insensitive ones, then a reply
+    that contains exactly one of the choices as a whole word.
+    """
+    stripped = text.strip()
+    if stripped in choices:
+        return stripped
+
+    def norm(s: str) -> str:
+        return re.sub(r"[\s\"'`.,:;!*()\[\]]+", " ", s).strip().lower()
+
+    by_norm = {norm(c): c for c in choices}
+    if norm(stripped) in by_norm:
+        return by_norm[norm(stripped)]
+    found = {
+        c for c in choices
+        if re.search(rf"(?<![\w-]){re.escape(c.lower())}(?![\w-])", stripped.lower())
+    }
+    return found.pop() if len(found) == 1 else None
+
+
+def _sleep_for(attempt: int, err: LLMError) -> float:
+    base = float(os.environ.get("PLD_RETRY_BASE_S", "1.0"))
+    cap = float(os.environ.get("PLD_RETRY_MAX_S", "60"))
+    if err.retry_after is not None:
+        return min(max(err.retry_after, 0.0), cap)
+    # Full jitter: spreads concurrent workers that hit the same rate limit.
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def complete(
+    ws: Workspace,
+    model: str,
+    messages: list[Message],
+    *,
+    system: str | None = None,
+    max_tokens: int = 512,
+    temperature: float = 0.0,
+    choices: list[str] | None = None,
+    json_schema: dict[str, Any] | None = None,
+    stage: str = "ask",
+    run_id: int | None = None,
+    role: str = "default",
+    use_cache: bool = True,
+    max_attempts: int | None = None,
+    backend: Backend | None = None,
+) -> CallResult:
+    """Answer ``messages`` with ``model``, through the cache and the call log.
+
+    Raises :class:`CallFailed` when every attempt failed; the attempts are in ``llm_calls``.
+    ``choices`` asks for one of a fixed set of answers: the local backend constrains decoding,
+    remote backends are validated here and re-asked once when the answer names no choice.
+    """
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    if choices is not None:
+        params["choices"] = list(choices)
+    if json_schema is not None:
+        params["json_schema"] = json_schema
+    key = cache_key(model, system, messages, params)
+    base_row: dict[str, Any] = {
+        "model": model, "stage": stage, "run_id": run_id, "cache_key": key,
+        "system_sha256": _store_text(ws, system), "messages": dumps(messages),
+        "params": dumps(params),
+    }
+
+    if use_cache:
+        t0 = time.perf_counter()
+        hit = _cached(ws, key)
+        if hit is not None:
+            latency = time.perf_counter() - t0
+            call_id = _log(
+                ws, **base_row, response=hit["response"], input_tokens=0, output_tokens=0,
+                cached_tokens=0, latency_s=latency, cost_usd=0.0, cache_hit=1, attempt=0,
+                error=None,
+            )
+            reply = Reply(hit["response"], 0, 0, 0, latency, hit["model"])
+            return CallResult(reply, call_id, cached=True)
+
+    if backend is None:
+        backend = get_backend(model, role)
+    attempts = max_attempts or int(os.environ.get("PLD_MAX_ATTEMPTS", "5"))
+    convo = list(messages)
+    reasked = False
+    attempt = 0
+    while True:
+        attempt += 1
+        t0 = time.perf_counter()
+        try:
+            reply = backend.complete(
+                convo, system=system, max_tokens=max_tokens, temperature=temperature,
+                choices=choices, json_schema=json_schema,
+            )
+        except LLMError as err:
+            call_id = _log(
+                ws, **base_row, latency_s=time.perf_counter() - t0, cache_hit=0,
+                attempt=attempt, error=f"{type(err).__name__}: {err}",
+            )
+            if err.transient and attempt < attempts:
+                time.sleep(_sleep_for(attempt, err))
+                continue
+            raise CallFailed(f"{model}: {err}", call_id) from err
+        except Exception as err:  # a bug or an SDK surprise must still leave a row
+            call_id = _log(
+                ws, **base_row, latency_s=time.perf_counter() - t0, cache_hit=0,
+                attempt=attempt, error=f"{type(err).__name__}: {err}",
+            )
+            raise CallFailed(f"{model}: {type(err).__name__}: {err}", call_id) from err
+
+        error = None
+        if choices and not backend.constrains_choices and match_choice(reply.text, choices) is None:
+            error = f"answer not in choices: {reply.text[:200]!r}"
+        row = dict(
+            base_row, response=reply.text, input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens, cached_tokens=reply.cached_tokens,
+            latency_s=reply.latency_s, cache_hit=0, attempt=attempt, error=error,
+            cost_usd=estimate_cost(model, reply.input_tokens, reply.output_tokens,
+                                   reply.cached_tokens),
+        )
+        call_id = _log(ws, **row)
+        if error and not reasked and attempt < attempts:
+            # Re-ask once with the allowed answers spelled out; the first answer stays logged.
+            reasked = True
+            convo = [*messages, {"role": "assistant", "content": reply.text},
+                     {"role": "user", "content": "Answer with exactly one of: "
+                      + ", ".join(choices or []) + ". Reply with the answer only."}]
+            continue
+        return CallResult(reply, call_id, cached=False)
+
+
+def summarize_calls(ws: Workspace) -> dict[str, Any]:
+    """Totals of the call log: calls, cache hits, errors, tokens, latency and cost, overall and
+    per (model, stage)."""
+    cols = (
+        "count(*) AS calls, coalesce(sum(cache_hit), 0) AS cache_hits, "
+        "coalesce(sum(CASE WHEN cache_hit = 0 AND error IS NULL THEN 1 ELSE 0 END), 0) "
+        "AS uncached_ok, "
+        "coalesce(sum(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END), 0) AS errors, "
+        "coalesce(sum(input_tokens), 0) AS input_tokens, "
+        "coalesce(sum(output_tokens), 0) AS output_tokens, "
+        "coalesce(sum(cached_tokens), 0) AS cached_tokens, "
+        "round(coalesce(sum(latency_s), 0), 3) AS latency_s, "
+        "round(coalesce(sum(cost_usd), 0), 6) AS cost_usd"
+    )
+    total = ws.query(f"SELECT {cols} FROM llm_calls")[0]
+    groups = ws.query(
+        f"SELECT model, stage, {cols} FROM llm_calls GROUP BY model, stage ORDER BY model, stage"
+    )
+    return {"total": total, "by_model_stage": groups}
+
+
+def list_calls(
+    ws: Workspace,
+    *,
+    model: str | None = None,
+    stage: str | None = None,
+    errors_only: bool = False,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Call-log rows, newest first, with the system prompt text joined in."""
+    where, args = [], []
+    if model:
+        where.append("c.model = ?")
+        args.append(model)
+    if stage:
+        where.append("c.stage = ?")
+        args.append(stage)
+    if errors_only:
+        where.append("c.error IS NOT NULL")
+    sql = (
+        "SELECT c.*, t.text AS system FROM llm_calls c LEFT JOIN texts t ON t.sha256 = c.system_sha256"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY c.id DESC LIMIT ? OFFSET ?"
+    )
+    return ws.query(sql, [*args, limit, offset])

@@ -1,0 +1,252 @@
+"""OpenAI Chat Completions backend, for ``openai/<model>`` and ``openai-compatible/<model>@<url>``.
+
+One :meth:`OpenAIBackend.complete` is one HTTP request (two only when an OpenAI-compatible server
+rejects ``json_schema`` and the call is re-sent once with ``json_object``, see below). The SDK's
+own retries are off (``max_retries=0``): :mod:`pld.llm.calls` retries uniformly for every
+backend, and SDK errors are mapped to :class:`~pld.llm.base.LLMError` here.
+
+This module also holds the HTTP-error helpers the Anthropic backend shares
+(:func:`retry_after_seconds`, :func:`status_error`, :func:`redact`): both SDKs are generated from
+the same template and fail the same way.
+
+Decisions worth knowing:
+
+* A 200 whose body is not JSON, or has no choices, is *transient*: that is a truncated transfer
+  or a misbehaving proxy, not a property of the request, and the retry budget in
+  :mod:`pld.llm.calls` bounds it. An empty answer that the model meant (``finish_reason`` of
+  ``length`` or ``content_filter``, or a refusal) is *permanent*: asking again gives the same.
+* Keys never leave this module: error messages are built from the status and the server's
+  message field, with the key text redacted, and the SDK exception is not chained.
+* Reasoning models (``o1``/``o3``/``o4``/``gpt-5`` prefixes) reject ``temperature`` other than the
+  default, so it is not sent to them; OpenAI gets ``max_completion_tokens`` (the current name),
+  compatible servers ``max_tokens`` (what llama.cpp and older vLLM understand).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from pld.llm.base import ConfigError, LLMError, Message, Reply
+
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+# Statuses worth retrying: the same set the SDKs retry themselves (408 request timeout,
+# 409 lock conflict, 429 rate limit, 5xx including Anthropic's 529 "overloaded").
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """The server's retry hint in seconds, from ``retry-after-ms`` or ``retry-after``.
+
+    ``retry-after`` may be a number of seconds or an HTTP date; a date in the past gives 0.
+    Returns None when there is no usable hint.
+    """
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced, so keys never reach logs."""
+    if secret and len(secret) >= 4:
+        return text.replace(secret, "[redacted]")
+    return text
+
+
+def server_message(body: object) -> str:
+    """The human part of an error body (OpenAI and Anthropic both use ``error.message``)."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    if body is None:
+        return ""
+    return str(body)[:300]
+
+
+def status_error(
+    status: int, headers: Mapping[str, str] | None, body: object, secret: str | None
+) -> LLMError:
+    """An :class:`LLMError` for an HTTP error status; 408/409/429/5xx are transient."""
+    msg = server_message(body)
+    text = f"HTTP {status}" + (f": {msg}" if msg else "")
+    return LLMError(
+        redact(text, secret),
+        transient=status in TRANSIENT_STATUSES or status >= 500,
+        retry_after=retry_after_seconds(headers),
+        status=status,
+    )
+
+
+def _map_error(err: openai.OpenAIError, secret: str, timeout: float) -> LLMError:
+    if isinstance(err, openai.APITimeoutError):
+        return LLMError(f"request timed out after {timeout:g} s", transient=True)
+    if isinstance(err, openai.APIConnectionError):
+        return LLMError(redact(f"connection error: {err}", secret), transient=True)
+    if isinstance(err, openai.APIStatusError):
+        return status_error(err.status_code, err.response.headers, err.body, secret)
+    return LLMError(redact(f"{type(err).__name__}: {err}", secret))
+
+
+def _api_key(base_url: str | None, model: str) -> str:
+    if base_url is None:
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise ConfigError(f"OPENAI_API_KEY is not set; export it to use {model}")
+        return key
+    # Local servers (llama.cpp, vLLM) accept any key, but the SDK insists on one.
+    return (os.environ.get("OPENAI_COMPATIBLE_API_KEY") or os.environ.get("OPENAI_API_KEY")
+            or "not-needed")
+
+
+class OpenAIBackend:
+    """Chat Completions through the official ``openai`` SDK.
+
+    ``model`` is the full model string (``openai/gpt-4o-mini``), ``name`` the provider's model id,
+    ``base_url`` the server of an ``openai-compatible`` model (None: OpenAI itself, or
+    ``$OPENAI_BASE_URL`` when set).
+    """
+
+    constrains_choices = False
+
+    def __init__(self, model: str, name: str, *, base_url: str | None = None,
+                 timeout: float) -> None:
+        self.model = model
+        self.name = name
+        self.base_url = base_url
+        self.timeout = timeout
+        self._secret = _api_key(base_url, model)
+        self._compatible = base_url is not None
+        # Flipped the first time a compatible server answers json_schema with 400.
+        self._json_schema_ok = True
+        self._client = openai.OpenAI(
+            api_key=self._secret, base_url=base_url, timeout=timeout, max_retries=0,
+        )
+
+    def _request(self, messages: list[Message], system: str | None, max_tokens: int,
+                 temperature: float, json_schema: dict[str, Any] | None) -> dict[str, Any]:
+        if json_schema is not None and not self._json_schema_ok:
+            # json_object only promises *some* JSON: spell the schema out for the model.
+            hint = ("Reply with a JSON object only, matching this JSON schema: "
+                    + json.dumps(json_schema, ensure_ascii=False))
+            system = f"{system}\n\n{hint}" if system else hint
+        convo: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+        convo += [{"role": m["role"], "content": m["content"]} for m in messages]
+        kwargs: dict[str, Any] = {"model": self.name, "messages": convo}
+        if self._compatible:
+            kwargs["max_tokens"] = max_tokens
+        else:
+            kwargs["max_completion_tokens"] = max_tokens
+        if self._compatible or not self.name.startswith(REASONING_PREFIXES):
+            kwargs["temperature"] = temperature
+        if json_schema is not None:
+            kwargs["response_format"] = (
+                {"type": "json_schema", "json_schema": {"name": "reply", "schema": json_schema}}
+                if self._json_schema_ok else {"type": "json_object"}
+            )
+        return kwargs
+
+    def _send(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            return self._client.chat.completions.create(**kwargs)
+        except openai.BadRequestError as err:
+            if self._compatible and "response_format" in kwargs and self._json_schema_ok:
+                raise _SchemaRejected from None
+            raise _map_error(err, self._secret, self.timeout) from None
+        except openai.OpenAIError as err:
+            raise _map_error(err, self._secret, self.timeout) from None
+        except json.JSONDecodeError as err:  # a 200 whose body is not JSON
+            raise LLMError(f"malformed response body: {err}", transient=True) from None
+
+    def complete(
+        self,
+        messages: list[Message],
+        *,
+        system: str | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        choices: list[str] | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Reply:
+        """One chat completion. ``choices`` is not enforced here: :mod:`pld.llm.calls` checks it."""
+        t0 = time.perf_counter()
+        try:
+            resp = self._send(self._request(messages, system, max_tokens, temperature,
+                                             json_schema))
+        except _SchemaRejected:
+            # Resend once with json_object. Only when that works was the 400 about json_schema;
+            # otherwise the request itself is bad and json_schema stays on for later calls.
+            self._json_schema_ok = False
+            try:
+                resp = self._send(self._request(messages, system, max_tokens, temperature,
+                                                 json_schema))
+            except LLMError:
+                self._json_schema_ok = True
+                raise
+        latency = time.perf_counter() - t0
+        return self._reply(resp, latency)
+
+    def _reply(self, resp: Any, latency: float) -> Reply:
+        if not isinstance(resp, ChatCompletion):
+            # The SDK hands back the raw text when the content-type is not JSON.
+            raise LLMError("malformed response: not a chat completion", transient=True)
+        choices = getattr(resp, "choices", None) or []
+        if not choices:
+            raise LLMError("empty response: no choices", transient=True)
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        text = getattr(message, "content", None)
+        finish = getattr(choice, "finish_reason", None)
+        if not text:
+            refusal = getattr(message, "refusal", None)
+            if refusal:
+                raise LLMError(f"model refused: {str(refusal)[:200]}")
+            if finish == "length":
+                raise LLMError("empty reply: max_tokens used up before any answer "
+                               "(reasoning models need a larger max_tokens)")
+            if finish == "content_filter":
+                raise LLMError("empty reply: blocked by the provider's content filter")
+            raise LLMError(f"empty reply (finish_reason={finish})", transient=True)
+        usage = getattr(resp, "usage", None)
+        details = getattr(usage, "prompt_tokens_details", None)
+        return Reply(
+            text=text,
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cached_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+            latency_s=latency,
+            model=self.model,
+        )
+
+
+class _SchemaRejected(Exception):
+    """A compatible server answered 400 to ``json_schema``: resend with ``json_object``."""

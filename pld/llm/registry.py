@@ -1,0 +1,83 @@
+"""Model string → backend.
+
+Model strings: ``anthropic/<model>``, ``openai/<model>``, ``openai-compatible/<model>@<base_url>``
+and ``local/<name>`` (``local/default``: the embedded Qwen2.5-Coder-1.5B; ``local/small``: the
+0.5B fallback). Backends are created once per process and model string (and, for local models,
+per role, so teacher and student keep separate prompt caches).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from pld.llm.base import Backend, ConfigError
+
+PROVIDERS = ("anthropic", "openai", "openai-compatible", "local")
+LOCAL_MODELS = ("default", "small")
+DEFAULT_MODEL = "local/default"
+
+_instances: dict[tuple[str, str], Backend] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model string."""
+
+    model: str
+    provider: str
+    name: str
+    base_url: str | None = None
+
+
+def parse_model(model: str) -> ModelSpec:
+    """Parse and validate a model string; raise :class:`ConfigError` with a one-line reason."""
+    provider, sep, rest = model.partition("/")
+    if not sep or not rest:
+        raise ConfigError(
+            f"model {model!r}: expected PROVIDER/NAME with PROVIDER one of {', '.join(PROVIDERS)}"
+        )
+    if provider not in PROVIDERS:
+        raise ConfigError(f"model {model!r}: unknown provider {provider!r} (use one of {', '.join(PROVIDERS)})")
+    if provider == "openai-compatible":
+        name, at, base_url = rest.partition("@")
+        if not at or not name or not base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"model {model!r}: expected openai-compatible/<model>@<http(s)://host:port/v1>"
+            )
+        return ModelSpec(model, provider, name, base_url)
+    if provider == "local" and rest not in LOCAL_MODELS:
+        raise ConfigError(f"model {model!r}: unknown local model (use local/default or local/small)")
+    return ModelSpec(model, provider, rest)
+
+
+def _create(spec: ModelSpec, role: str) -> Backend:
+    timeout = float(os.environ.get("PLD_LLM_TIMEOUT", "120"))
+    if spec.provider == "anthropic":
+        from pld.llm.anthropic_backend import AnthropicBackend
+
+        return AnthropicBackend(spec.model, spec.name, timeout=timeout)
+    if spec.provider == "openai":
+        from pld.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(spec.model, spec.name, timeout=timeout)
+    if spec.provider == "openai-compatible":
+        from pld.llm.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(spec.model, spec.name, base_url=spec.base_url, timeout=timeout)
+    from pld.llm.local_backend import LocalBackend
+
+    return LocalBackend(spec.name, role=role)
+
+
+def get_backend(model: str, role: str = "default") -> Backend:
+    """The process-wide backend for ``model`` (and ``role``, which only local models use)."""
+    spec = parse_model(model)
+    key = (model, role if spec.provider == "local" else "")
+    with _lock:
+        backend = _instances.get(key)
+        if backend is None:
+            backend = _instances[key] = _create(spec, role)
+    return backend

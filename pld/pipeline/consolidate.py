@@ -1,0 +1,443 @@
+"""Stage 3, consolidate: the teacher merges each cluster's rules into one draft heuristic.
+
+One heuristic per cluster of the chosen clustering (an explicit id, else the accepted clustering
+of the task, else the latest). Noise rules (``cluster_members.cluster_id`` NULL) are not
+consolidated; reviewers see them in the cluster view.
+
+The paper's known failure is that synthesis keeps the majority label's rule and drops the
+conditions under which a minority label applies. So the teacher sees the rules grouped under the
+label each leads to, with the label counts and the minority labels named, and the template
+(``pld/prompts/consolidate.md``) tells it to keep every label and edge case explicit. Labels the
+rules lead to but the reply does not claim to cover are reported in the summary.
+
+A cluster with more than ``max_rules_per_call`` rules is consolidated hierarchically: balanced
+chunks of rules (grouped by label, so a minority label's rules stay together) are consolidated
+into partial heuristics, which are merged again, in groups of at most ``max_rules_per_call``,
+until one call merges the rest. Every rule id stays in ``source_rule_ids`` either way.
+
+A reply that is not the expected JSON is re-asked once with the parse error; if that fails too the
+cluster is reported as failed and gets no heuristic row, so the next run tries it again (a cached
+unusable reply is asked afresh rather than replayed). Clusters that already have a heuristic are
+skipped, so a rerun makes no LLM call at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pld.errors import BadInput, NotReady
+from pld.llm import calls
+from pld.llm.base import ConfigError
+from pld.llm.registry import parse_model
+from pld.pipeline.runs import ProgressCallback, Run, stage_run
+from pld.prompts import render
+from pld.tasks.store import TaskInfo, task_info
+from pld.workspace import Workspace, dumps, now
+
+MAX_TOKENS = 1024
+DIRECT, HIERARCHICAL = "direct", "hierarchical"
+
+
+class BadReply(ValueError):
+    """The teacher's reply is not the JSON object the prompt asks for."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One micro-instruction of a cluster and the label it leads to."""
+
+    id: int
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Part:
+    """A (partial) heuristic and the label counts of the rules behind it."""
+
+    text: str
+    labels_covered: list[str]
+    counts: Counter[str]
+
+
+@dataclass
+class ConsolidateSummary:
+    """What one consolidate run did. ``hierarchical`` lists the cluster ids done in chunks;
+    ``errors`` maps failed cluster ids to the reason; ``dropped_labels`` maps cluster ids to
+    labels their rules lead to that the heuristic does not claim to cover."""
+
+    run_id: int
+    clustering_id: int
+    created: int = 0
+    skipped: int = 0
+    failed: int = 0
+    hierarchical: list[int] = field(default_factory=list)
+    heuristic_ids: list[int] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)
+    dropped_labels: dict[int, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for ``--json``)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Context:
+    ws: Workspace
+    task: TaskInfo
+    teacher: str
+    run_id: int
+    clustering_id: int
+    max_rules: int
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    cluster_id: int
+    heuristic_id: int | None = None
+    method: str = DIRECT
+    dropped: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def choose_clustering(ws: Workspace, task: str, clustering_id: int | None = None) -> dict[str, Any]:
+    """The clustering to consolidate: ``clustering_id``, else the accepted one, else the latest."""
+    if clustering_id is not None:
+        rows = ws.query("SELECT * FROM clusterings WHERE id = ? AND task = ?", [clustering_id, task])
+        if not rows:
+            raise BadInput(f"clustering {clustering_id} not found for task {task!r}")
+        return rows[0]
+    rows = ws.query(
+        "SELECT * FROM clusterings WHERE task = ? ORDER BY (status = 'accepted') DESC, id DESC "
+        "LIMIT 1", [task],
+    )
+    if not rows:
+        raise NotReady(f"task {task!r} has no clustering; run: python -m pld cluster {task}")
+    return rows[0]
+
+
+def cluster_rules(ws: Workspace, clustering_id: int) -> dict[int, list[Rule]]:
+    """Cluster id -> its rules (noise excluded), each with the label its example has."""
+    out: dict[int, list[Rule]] = {
+        r["id"]: [] for r in ws.query(
+            "SELECT id FROM clusters WHERE clustering_id = ? ORDER BY label, id", [clustering_id])
+    }
+    for r in ws.query(
+        "SELECT cm.cluster_id, mi.id, mi.rule, COALESCE(mi.label, e.label) AS label "
+        "FROM cluster_members cm JOIN micro_instructions mi ON mi.id = cm.rule_id "
+        "LEFT JOIN examples e ON e.id = mi.example_id "
+        "WHERE cm.clustering_id = ? AND cm.cluster_id IS NOT NULL AND mi.rule IS NOT NULL "
+        "ORDER BY cm.cluster_id, mi.id",
+        [clustering_id],
+    ):
+        if r["cluster_id"] in out:
+            out[r["cluster_id"]].append(Rule(r["id"], r["rule"], r["label"] or "?"))
+    return out
+
+
+def _done_clusters(ws: Workspace, clustering_id: int) -> set[int]:
+    rows = ws.query(
+        "SELECT DISTINCT cluster_id FROM heuristics WHERE clustering_id = ? "
+        "AND cluster_id IS NOT NULL", [clustering_id])
+    return {r["cluster_id"] for r in rows}
+
+
+def reply_schema(labels: Sequence[str]) -> dict[str, Any]:
+    """JSON schema of the teacher's reply (constrains decoding where the backend can)."""
+    return {
+        "type": "object",
+        "properties": {
+            "heuristic": {"type": "string"},
+            "labels_covered": {"type": "array", "items": {"type": "string", "enum": list(labels)}},
+        },
+        "required": ["heuristic", "labels_covered"],
+        "additionalProperties": False,
+    }
+
+
+def strip_fences(text: str) -> str:
+    """The reply without a surrounding Markdown code fence (```json ... ```)."""
+    body = text.strip()
+    if body.startswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        if body.rstrip().endswith("```"):
+            body = body.rstrip()[:-3]
+    return body.strip()
+
+
+def parse_reply(text: str) -> tuple[str, list[str]]:
+    """``(heuristic, labels_covered)`` from a reply; :class:`BadReply` naming what is wrong."""
+    try:
+        data = json.loads(strip_fences(text))
+    except json.JSONDecodeError as e:
+        raise BadReply(f"not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise BadReply("expected a JSON object")
+    heuristic = data.get("heuristic")
+    if not isinstance(heuristic, str) or not heuristic.strip():
+        raise BadReply('"heuristic" must be a non-empty string')
+    labels = data.get("labels_covered")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise BadReply('"labels_covered" must be a list of label strings')
+    return heuristic.strip(), labels
+
+
+def _usable(text: str) -> bool:
+    try:
+        parse_reply(text)
+    except BadReply:
+        return False
+    return True
+
+
+def _call(ctx: _Context, messages: list[dict[str, str]]) -> str:
+    def ask(use_cache: bool) -> calls.CallResult:
+        return calls.complete(
+            ctx.ws, ctx.teacher, messages, max_tokens=MAX_TOKENS, json_schema=ctx.schema,
+            stage="consolidate", run_id=ctx.run_id, role="teacher", use_cache=use_cache,
+        )
+
+    result = ask(True)
+    if result.cached and not _usable(result.text):
+        # Replaying a cached unusable reply would fail this cluster the same way on every rerun.
+        result = ask(False)
+    return result.text
+
+
+def _ask(ctx: _Context, prompt: str) -> tuple[str, list[str]]:
+    messages = [{"role": "user", "content": prompt}]
+    first = _call(ctx, messages)
+    try:
+        return parse_reply(first)
+    except BadReply as err:
+        retry = [*messages, {"role": "assistant", "content": first}, {
+            "role": "user",
+            "content": f"Your reply could not be used: {err}. Reply again with only the JSON "
+                       'object {"heuristic": "...", "labels_covered": [...]}, nothing else.',
+        }]
+        return parse_reply(_call(ctx, retry))
+
+
+def _ordered_labels(counts: Counter[str]) -> list[str]:
+    return sorted(counts, key=lambda lab: (-counts[lab], lab))
+
+
+def _counts_text(counts: Counter[str]) -> str:
+    return ", ".join(f"{lab}: {counts[lab]}" for lab in _ordered_labels(counts))
+
+
+def _minority_note(counts: Counter[str]) -> str:
+    top = max(counts.values())
+    minority = [lab for lab in _ordered_labels(counts) if counts[lab] < top]
+    if not minority:
+        return ""
+    named = ", ".join(f"{lab} ({counts[lab]})" for lab in minority)
+    return (f"Minority labels, whose conditions must stay explicit in the heuristic: {named}.")
+
+
+def _rules_text(rules: Sequence[Rule]) -> str:
+    counts = Counter(r.label for r in rules)
+    top = max(counts.values())
+    blocks = []
+    for lab in _ordered_labels(counts):
+        tag = ", minority label" if counts[lab] < top else ""
+        lines = [f'Rules leading to "{lab}" ({counts[lab]} of {len(rules)} rules{tag}):']
+        lines += [f"- [rule {r.id}] {r.text}" for r in rules if r.label == lab]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _parts_text(parts: Sequence[Part]) -> str:
+    return "\n\n".join(
+        f"Partial heuristic {i} (from {sum(p.counts.values())} rules: {_counts_text(p.counts)}; "
+        f"covers: {', '.join(p.labels_covered) or 'no label named'}):\n{p.text}"
+        for i, p in enumerate(parts, 1)
+    )
+
+
+def _prompt(ctx: _Context, items: str, n_items: int, source_kind: str,
+            counts: Counter[str]) -> str:
+    return render(
+        "consolidate", task=ctx.task.name, description=ctx.task.description,
+        labels=", ".join(ctx.task.labels), n_items=n_items, source_kind=source_kind,
+        label_counts=_counts_text(counts), minority_note=_minority_note(counts), items=items,
+    )
+
+
+def _from_rules(ctx: _Context, rules: Sequence[Rule]) -> Part:
+    counts = Counter(r.label for r in rules)
+    prompt = _prompt(ctx, _rules_text(rules), len(rules),
+                     "rules (micro-instructions), one per training example", counts)
+    return Part(*_ask(ctx, prompt), counts)
+
+
+def _from_parts(ctx: _Context, parts: Sequence[Part]) -> Part:
+    counts: Counter[str] = sum((p.counts for p in parts), Counter())
+    prompt = _prompt(ctx, _parts_text(parts), len(parts),
+                     "partial heuristics, each consolidated from a part of the cluster's rules",
+                     counts)
+    return Part(*_ask(ctx, prompt), counts)
+
+
+def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """``items`` cut into the fewest contiguous chunks of at most ``size``, sizes balanced."""
+    n = -(-len(items) // size)
+    base, extra = divmod(len(items), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + base + (1 if i < extra else 0)
+        out.append(list(items[start:end]))
+        start = end
+    return out
+
+
+def _reduce(ctx: _Context, rules: list[Rule]) -> tuple[Part, str]:
+    if len(rules) <= ctx.max_rules:
+        return _from_rules(ctx, rules), DIRECT
+    counts = Counter(r.label for r in rules)
+    # Same-label rules side by side: a minority label's rules land in one chunk, not one per chunk.
+    by_label = sorted(rules, key=lambda r: (-counts[r.label], r.label, r.id))
+    parts = [_from_rules(ctx, chunk) for chunk in chunks(by_label, ctx.max_rules)]
+    while len(parts) > ctx.max_rules:
+        # A group of one partial needs no call: it goes up a level as it is.
+        parts = [group[0] if len(group) == 1 else _from_parts(ctx, group)
+                 for group in chunks(parts, ctx.max_rules)]
+    return _from_parts(ctx, parts), HIERARCHICAL
+
+
+def _dropped(part: Part) -> tuple[str, ...]:
+    covered = {lab.strip().lower() for lab in part.labels_covered}
+    return tuple(lab for lab in _ordered_labels(part.counts) if lab.lower() not in covered)
+
+
+def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
+           method: str) -> int | None:
+    """Insert the draft and its audit row; None when another process stored one first."""
+    who = f"teacher:{ctx.teacher}"
+    with ctx.ws.write() as db:
+        if db.execute("SELECT 1 FROM heuristics WHERE clustering_id = ? AND cluster_id = ?",
+                      [ctx.clustering_id, cluster_id]).fetchone():
+            return None
+        ts = now()
+        row = {
+            "task": ctx.task.name, "cluster_id": cluster_id, "clustering_id": ctx.clustering_id,
+            "text": part.text, "status": "draft", "version": 1,
+            "source_rule_ids": dumps(sorted(r.id for r in rules)), "origin": "consolidate",
+            "created_by": who, "created_at": ts, "updated_at": ts,
+        }
+        hid = int(db["heuristics"].insert(row).last_pk)
+        after = {**row, "id": hid, "source_rule_ids": sorted(r.id for r in rules),
+                 "labels_covered": part.labels_covered, "method": method}
+        db["reviews"].insert({
+            "created_at": ts, "who": who, "identity_kind": "auto", "entity": "heuristic",
+            "entity_id": hid, "action": "create", "before": None, "after": dumps(after),
+            "comment": f"consolidated from {len(rules)} rules of cluster {cluster_id} "
+                       f"({method}, run {ctx.run_id})",
+        })
+    return hid
+
+
+def _consolidate_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _Outcome:
+    if not rules:
+        return _Outcome(cluster_id, error="cluster has no rules")
+    try:
+        part, method = _reduce(ctx, rules)
+    except (BadReply, calls.CallFailed) as e:
+        return _Outcome(cluster_id, error=f"{type(e).__name__}: {e}")
+    hid = _store(ctx, cluster_id, rules, part, method)
+    return _Outcome(cluster_id, hid, method, _dropped(part))
+
+
+def _record(summary: ConsolidateSummary, out: _Outcome) -> None:
+    if out.error is not None:
+        summary.failed += 1
+        summary.errors[out.cluster_id] = out.error
+        return
+    if out.heuristic_id is None:
+        summary.skipped += 1
+        return
+    summary.created += 1
+    summary.heuristic_ids.append(out.heuristic_id)
+    if out.method == HIERARCHICAL:
+        summary.hierarchical.append(out.cluster_id)
+    if out.dropped:
+        summary.dropped_labels[out.cluster_id] = list(out.dropped)
+
+
+def _check_args(teacher: str, concurrency: int | None, max_rules_per_call: int) -> int:
+    try:
+        provider = parse_model(teacher).provider
+    except ConfigError as e:
+        raise BadInput(str(e)) from e
+    if concurrency is None:
+        concurrency = 1 if provider == "local" else 8
+    if concurrency < 1:
+        raise BadInput(f"--concurrency must be at least 1, got {concurrency}")
+    if max_rules_per_call < 2:
+        raise BadInput(f"max_rules_per_call must be at least 2, got {max_rules_per_call}")
+    return concurrency
+
+
+def _work(ctx: _Context, todo: dict[int, list[Rule]], concurrency: int,
+          summary: ConsolidateSummary, run: Run) -> None:
+    """Consolidate clusters on a pool, writing each heuristic as it arrives."""
+    if not todo:
+        return
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)),
+                              thread_name_prefix="pld-consolidate")
+    try:
+        futures = [pool.submit(_consolidate_cluster, ctx, k, v) for k, v in todo.items()]
+        for fut in as_completed(futures):
+            try:
+                outcome = fut.result()
+            except ConfigError as e:  # e.g. a missing API key: no cluster can succeed
+                raise BadInput(str(e)) from e
+            _record(summary, outcome)
+            run.advance()
+    finally:
+        # Calls in flight finish (and land in the cache); queued clusters are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def consolidate(
+    ws: Workspace,
+    task: str,
+    teacher: str,
+    *,
+    clustering_id: int | None = None,
+    concurrency: int | None = None,
+    max_rules_per_call: int = 30,
+    on_progress: ProgressCallback | None = None,
+) -> ConsolidateSummary:
+    """Write one draft heuristic per cluster that has none yet; return what was done.
+
+    Raises :class:`BadInput` for a bad teacher string or clustering id, and :class:`NotReady`
+    when the task has no clustering or the clustering has no clusters.
+    """
+    concurrency = _check_args(teacher, concurrency, max_rules_per_call)
+    info = task_info(ws, task)
+    clustering = choose_clustering(ws, task, clustering_id)
+    cid = int(clustering["id"])
+    clusters = cluster_rules(ws, cid)
+    if not clusters:
+        raise NotReady(f"clustering {cid} of task {task!r} has no clusters (all rules are noise); "
+                       f"re-cluster with other parameters")
+    done = _done_clusters(ws, cid) & clusters.keys()
+    todo = {k: v for k, v in clusters.items() if k not in done}
+    params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
+              "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL}
+    with stage_run(ws, task, "consolidate", params, on_progress) as run:
+        summary = ConsolidateSummary(run.id, cid, skipped=len(done))
+        run.set_total(len(clusters), done=len(done))
+        ctx = _Context(ws, info, teacher, run.id, cid, max_rules_per_call,
+                       reply_schema(info.labels))
+        _work(ctx, todo, concurrency, summary, run)
+    summary.heuristic_ids.sort()
+    summary.hierarchical.sort()
+    return summary

@@ -1,0 +1,229 @@
+"""Stage 7, evaluate: score a prompt version, an exported prompt file, or the zero-shot and k-shot
+baselines, with the same student on the same items.
+
+Every method is just a different system prompt in front of the same example messages: the first
+``limit`` items of the split by id. That keeps methods comparable, and it makes evaluating an
+exported ``prompt.md`` hit the call cache of the version it was exported from, so the stored
+score is reproduced exactly. One ``evaluations`` row per evaluation holds the metrics together
+with the model, the split and the prompt's sha256.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pld import prompts
+from pld.errors import BadInput, NotReady
+from pld.metrics import score
+from pld.pipeline.runs import ProgressCallback
+from pld.pipeline.student import get_prompt, predict, sha256_text
+from pld.tasks.store import TaskInfo, task_info
+from pld.workspace import Workspace, dumps, loads, now
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One stored evaluation."""
+
+    evaluation_id: int
+    method: str
+    metrics: dict[str, Any]
+    prompt_sha256: str
+    run_id: int
+    student: str = ""
+    split: str = ""
+    n: int = 0
+    prompt_version: int | None = None
+
+
+def zero_shot_prompt(info: TaskInfo) -> str:
+    """The zero-shot baseline: task description, label set, answer with the label only."""
+    return prompts.render(
+        "zero_shot", description=info.description.strip(), labels=", ".join(info.labels)
+    ).strip()
+
+
+def few_shot_examples(ws: Workspace, task: str, k: int, *, seed: int = 0) -> list[dict[str, Any]]:
+    """``k`` training examples spread as evenly as possible across labels (seeded).
+
+    Labels take turns in a seeded order, each contributing its next seeded-random example, until
+    ``k`` are picked or the training split runs out; the picked demos are then shuffled so that
+    their order carries no label pattern.
+    """
+    if k < 1:
+        raise BadInput(f"--few-shot K must be at least 1, got {k}")
+    info = task_info(ws, task)
+    rows = ws.query(
+        "SELECT id, text, label FROM examples WHERE task = ? AND split = 'train' ORDER BY id",
+        [task],
+    )
+    if not rows:
+        raise NotReady(f"task {task} has no train examples for few-shot demonstrations")
+    rng = random.Random(seed)
+    pools: dict[str, list[dict[str, Any]]] = {label: [] for label in info.labels}
+    for r in rows:
+        pools.setdefault(r["label"], []).append(r)
+    for pool in pools.values():
+        rng.shuffle(pool)
+    order = [label for label in pools if pools[label]]
+    rng.shuffle(order)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < k and any(pools[label] for label in order):
+        for label in order:
+            if pools[label] and len(picked) < k:
+                picked.append(pools[label].pop())
+    rng.shuffle(picked)
+    return picked
+
+
+def few_shot_prompt(info: TaskInfo, demos: list[dict[str, Any]]) -> str:
+    """The k-shot baseline: demonstrations live in the system prompt, so the prefix is cached."""
+    blocks = [
+        f"Example {i}\nInput:\n{d['text'].strip()}\nLabel: {d['label']}"
+        for i, d in enumerate(demos, 1)
+    ]
+    return prompts.render(
+        "few_shot", description=info.description.strip(), demonstrations="\n\n".join(blocks),
+        labels=", ".join(info.labels),
+    ).strip()
+
+
+def read_prompt_file(path: str | Path) -> str:
+    """An exported prompt, exactly as stored: the file's bytes decoded as UTF-8."""
+    file = Path(path)
+    if not file.is_file():
+        raise BadInput(f"{file}: prompt file not found")
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{file}: prompt file is not UTF-8 ({e.reason} at byte {e.start})") from e
+    if not text.strip():
+        raise BadInput(f"{file}: prompt file is empty")
+    return text
+
+
+def _version_of(ws: Workspace, task: str, sha: str) -> int | None:
+    rows = ws.query(
+        "SELECT version FROM prompts WHERE task = ? AND sha256 = ? ORDER BY version LIMIT 1",
+        [task, sha],
+    )
+    return rows[0]["version"] if rows else None
+
+
+def evaluate(
+    ws: Workspace,
+    task: str,
+    student: str,
+    *,
+    version: int | None = None,
+    prompt_file: str | Path | None = None,
+    zero_shot: bool = False,
+    few_shot: int | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> EvalResult:
+    """Evaluate one method on the first ``limit`` items (by id) of ``split`` and store it.
+
+    Exactly one of ``version`` (a stored prompt version, method ``pld``), ``prompt_file`` (an
+    exported prompt.md, method ``file``), ``zero_shot`` or ``few_shot=K`` (``few-shot-K``, K
+    stratified training demos drawn with ``seed``) must be given. ``seed`` also seeds the
+    bootstrap CI.
+    """
+    chosen = [version is not None, prompt_file is not None, zero_shot, few_shot is not None]
+    if sum(chosen) != 1:
+        raise BadInput("choose exactly one of --version, --prompt, --zero-shot, --few-shot")
+    if limit is not None and limit < 1:
+        raise BadInput(f"--limit must be at least 1, got {limit}")
+    info = task_info(ws, task)
+    params: dict[str, Any] = {}
+    if version is not None:
+        prompt = get_prompt(ws, task, version)
+        method, text, prompt_version = "pld", prompt.text, prompt.version
+    elif prompt_file is not None:
+        text = read_prompt_file(prompt_file)
+        method, prompt_version = "file", _version_of(ws, task, sha256_text(text))
+        params["prompt_file"] = str(prompt_file)
+    elif zero_shot:
+        method, text, prompt_version = "zero-shot", zero_shot_prompt(info), None
+    else:
+        assert few_shot is not None
+        demos = few_shot_examples(ws, task, few_shot, seed=seed)
+        method, text, prompt_version = f"few-shot-{few_shot}", few_shot_prompt(info, demos), None
+        params.update(seed=seed, demo_ids=[d["id"] for d in demos])
+    sha = sha256_text(text)
+    with ws.write() as db:
+        # Kept so that compare() can diff any two evaluated prompts, baselines included.
+        db["texts"].insert({"sha256": sha, "text": text}, ignore=True)
+
+    result = predict(
+        ws, task, student, system_prompt=text, split=split, limit=limit, kind="eval",
+        params={"method": method, "prompt_version": prompt_version, **params},
+        on_progress=on_progress,
+    )
+    metrics = score(result.gold, result.pred, info.labels, seed=seed)
+    with ws.write() as db:
+        eval_id = int(db["evaluations"].insert({
+            "task": task, "run_id": result.run_id, "method": method,
+            "prompt_version": prompt_version, "prompt_sha256": sha, "student": student,
+            "split": split, "n": metrics["n"], "metrics": dumps(metrics), "created_at": now(),
+        }).last_pk)
+    return EvalResult(eval_id, method, metrics, sha, result.run_id, student, split,
+                      metrics["n"], prompt_version)
+
+
+def _row(ws: Workspace, eval_id: int) -> dict[str, Any]:
+    rows = ws.query("SELECT * FROM evaluations WHERE id = ?", [eval_id])
+    if not rows:
+        raise BadInput(f"evaluation {eval_id} not found")
+    row = rows[0]
+    row["metrics"] = loads(row["metrics"], {})
+    return row
+
+
+def list_evaluations(ws: Workspace, task: str) -> list[dict[str, Any]]:
+    """All evaluations of ``task``, oldest first, with ``metrics`` decoded."""
+    rows = ws.query("SELECT * FROM evaluations WHERE task = ? ORDER BY id", [task])
+    for r in rows:
+        r["metrics"] = loads(r["metrics"], {})
+    return rows
+
+
+def _prompt_text(ws: Workspace, sha: str) -> str:
+    rows = ws.query("SELECT text FROM texts WHERE sha256 = ?", [sha])
+    return rows[0]["text"] if rows else ""
+
+
+def compare(ws: Workspace, eval_id_a: int, eval_id_b: int) -> dict[str, Any]:
+    """Two evaluations side by side: scores, items that flipped, and the prompt diff.
+
+    ``right_to_wrong`` are example ids A got right and B got wrong, ``wrong_to_right`` the
+    reverse; only items both evaluations scored are compared (``common``).
+    """
+    a, b = _row(ws, eval_id_a), _row(ws, eval_id_b)
+    outcome_a = {r["example_id"]: r["correct"] for r in ws.query(
+        "SELECT example_id, correct FROM predictions WHERE run_id = ?", [a["run_id"]])}
+    outcome_b = {r["example_id"]: r["correct"] for r in ws.query(
+        "SELECT example_id, correct FROM predictions WHERE run_id = ?", [b["run_id"]])}
+    common = sorted(outcome_a.keys() & outcome_b.keys())
+    diff = "".join(difflib.unified_diff(
+        _prompt_text(ws, a["prompt_sha256"]).splitlines(keepends=True),
+        _prompt_text(ws, b["prompt_sha256"]).splitlines(keepends=True),
+        fromfile=f"evaluation {a['id']} ({a['method']})",
+        tofile=f"evaluation {b['id']} ({b['method']})",
+    ))
+    return {
+        "a": a,
+        "b": b,
+        "common": len(common),
+        "right_to_wrong": [i for i in common if outcome_a[i] and not outcome_b[i]],
+        "wrong_to_right": [i for i in common if not outcome_a[i] and outcome_b[i]],
+        "delta_macro_f1": b["metrics"]["macro_f1"] - a["metrics"]["macro_f1"],
+        "delta_accuracy": b["metrics"]["accuracy"] - a["metrics"]["accuracy"],
+        "diff": diff,
+    }

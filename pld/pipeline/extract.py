@@ -1,0 +1,459 @@
+"""Stage 1, Extract: one teacher call per training example, one micro-instruction per call.
+
+For each labelled example of a task's split the teacher answers the ``extract`` prompt with JSON
+``{"reasoning", "rule"}``. The rule is one generalised, yes/no-checkable sentence ending in the
+label it leads to. Each outcome is one ``micro_instructions`` row per (task, example, teacher):
+
+* ``ok`` — the reply parsed; ``flags`` lists heuristic warnings for reviewers (see :data:`FLAGS`);
+* ``failed`` — the reply was not valid JSON even after one re-ask with the parse error, or the call
+  itself failed for good; the raw reply, the error and the call id are kept, never dropped.
+
+The stage is idempotent: examples with an ``ok`` row are skipped, failed ones are tried again on
+the next invocation (updating the same row). Completed calls are cached in ``llm_calls``, so a run
+killed half-way resumes without repeating them. Each result is written in its own transaction as
+it arrives, so a kill loses only the calls in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from pld import prompts
+from pld.errors import BadInput, NotReady
+from pld.llm import calls
+from pld.llm.base import ConfigError, Message
+from pld.llm.registry import parse_model
+from pld.pipeline.runs import ProgressCallback, Run, stage_run
+from pld.tasks.store import TaskInfo, task_info
+from pld.tasks.store import examples as task_examples
+from pld.workspace import Workspace, dumps, loads, now
+
+STAGE = "extract"
+OK, FAILED = "ok", "failed"
+MAX_TOKENS = 400
+LOCAL_CONCURRENCY = 1  # llama.cpp runs one generation at a time; more threads only queue
+REMOTE_CONCURRENCY = 8
+
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string"}, "rule": {"type": "string"}},
+    "required": ["reasoning", "rule"],
+    "additionalProperties": False,
+}
+
+RETRY_MESSAGE = "Your reply was not valid JSON: {error}. Reply again with only the JSON object."
+
+FLAGS: dict[str, str] = {
+    "restates_label": "the rule has no condition (no if/when/unless/because/that... word) or "
+                      "fewer than two words besides the label and filler words",
+    "no_label": "the rule names none of the task's labels",
+    "wrong_label": "the rule names labels, but not the example's gold label",
+    "copies_example": "the rule copies 5 or more consecutive words from the example "
+                      "(likely names an entity or is not generalised)",
+}
+
+# Words that introduce a condition; a rule without any of them is "label is X" in disguise.
+_CONDITION_WORDS = frozenset(
+    "if when whenever unless because where wherever while whether that which who whom whose "
+    "with without since given provided once only".split()
+)
+# Words that carry no condition of their own in "If ..., then the label is X." style rules.
+_FILLER_WORDS = frozenset(
+    "the a an label labels labelled labeled is are be being should must then it its this text "
+    "texts example examples sample input sentence answer class category classified classify as "
+    "so therefore thus always of".split()
+)
+_COPY_SPAN = 5
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """The outcome of one :func:`extract` invocation.
+
+    ``total``: examples considered; ``skipped``: of those, already ``ok`` before this run;
+    ``done``: ``ok`` rows written by this run; ``failed``: ``failed`` rows written by this run;
+    ``flagged``: of this run's ``ok`` rows, those with at least one flag.
+    """
+
+    run_id: int
+    total: int
+    done: int
+    skipped: int
+    failed: int
+    flagged: int
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one example's teacher exchange produced, ready to be written."""
+
+    example_id: int
+    label: str
+    status: str
+    reasoning: str | None = None
+    rule: str | None = None
+    flags: list[str] = field(default_factory=list)
+    raw: str | None = None
+    error: str | None = None
+    call_id: int | None = None
+
+
+# -- parsing and flags --------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.S)
+
+
+def parse_reply(text: str) -> dict[str, str]:
+    """The ``{"reasoning", "rule"}`` object in a teacher reply; :class:`ValueError` if none.
+
+    Markdown fences are stripped first; a reply with prose around one JSON object is accepted by
+    reading from its first ``{`` to its last ``}``. Both keys must be non-empty strings.
+    """
+    fenced = _FENCE.search(text)
+    body = (fenced.group(1) if fenced else text).strip()
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as err:
+        obj = _embedded_object(body)
+        if obj is None:
+            raise ValueError(f"{err.msg} (line {err.lineno}, column {err.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    out: dict[str, str] = {}
+    for key in ("reasoning", "rule"):
+        if key not in obj:
+            raise ValueError(f"missing key {key!r}")
+        value = obj[key]
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{key!r} must be a non-empty string")
+        out[key] = " ".join(value.split())
+    return out
+
+
+def _embedded_object(body: str) -> Any:
+    """The JSON value between the first ``{`` and the last ``}``, or None."""
+    start, end = body.find("{"), body.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        return json.loads(body[start:end + 1])
+    except json.JSONDecodeError:
+        return None
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s_]+", " ", s.lower()).strip()
+
+
+def _label_pattern(label: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-]){re.escape(_norm(label))}(?![\w-])")
+
+
+def labels_named(rule: str, labels: Iterable[str]) -> list[str]:
+    """The labels a rule names as whole words (case- and ``_``/space-insensitive).
+
+    Longer labels are matched first and blanked out, so a rule naming ``not_entailment`` does not
+    also count as naming ``entailment``.
+    """
+    text = _norm(rule)
+    found = []
+    for label in sorted(labels, key=lambda lab: len(_norm(lab)), reverse=True):
+        pattern = _label_pattern(label)
+        if pattern.search(text):
+            found.append(label)
+            text = pattern.sub(" # ", text)
+    return found
+
+
+def flag_rule(rule: str, gold: str, labels: list[str], example_text: str) -> list[str]:
+    """Heuristic warnings for one rule (names from :data:`FLAGS`), in a fixed order."""
+    flags = []
+    named = labels_named(rule, labels)
+    without_labels = _norm(rule)
+    for label in sorted(labels, key=lambda lab: len(_norm(lab)), reverse=True):
+        without_labels = _label_pattern(label).sub(" ", without_labels)
+    words = re.findall(r"[^\W_]+(?:['-][^\W_]+)*", without_labels)
+    content = [w for w in words if w not in _FILLER_WORDS and w not in _CONDITION_WORDS]
+    if not any(w in _CONDITION_WORDS for w in words) or len(content) < 2:
+        flags.append("restates_label")
+    if not named:
+        flags.append("no_label")
+    elif gold not in named:
+        flags.append("wrong_label")
+    if _copies_span(rule, example_text, _COPY_SPAN):
+        flags.append("copies_example")
+    return flags
+
+
+def _copies_span(rule: str, text: str, n: int) -> bool:
+    def grams(s: str) -> set[tuple[str, ...]]:
+        tokens = re.findall(r"\w+", s.lower())
+        return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+    return bool(grams(rule) & grams(text))
+
+
+# -- prompting ----------------------------------------------------------------------------------
+
+def build_prompt(info: TaskInfo, example: dict[str, Any]) -> str:
+    """The teacher's user message for one example (template ``pld/prompts/extract.md``).
+
+    The example comes last so that local models reuse the cached prefix across examples.
+    """
+    return prompts.render(
+        "extract",
+        task=info.name,
+        description=info.description.strip() or f"Classify each text of task {info.name!r}.",
+        labels="\n".join(f"- {label}" for label in info.labels),
+        text=example["text"],
+        label=example["label"],
+    )
+
+
+def default_concurrency(teacher: str) -> int:
+    """Parallel teacher calls for a model string: 1 for local models, 8 for remote APIs."""
+    return LOCAL_CONCURRENCY if parse_model(teacher).provider == "local" else REMOTE_CONCURRENCY
+
+
+def _extract_one(ws: Workspace, info: TaskInfo, teacher: str, example: dict[str, Any],
+                 run_id: int, fresh: bool) -> _Outcome:
+    """Ask the teacher about one example, re-asking once when the reply does not parse.
+
+    ``fresh`` bypasses the cache: the example failed before, and replaying its cached bad reply
+    would only fail again.
+    """
+    messages: list[Message] = [{"role": "user", "content": build_prompt(info, example)}]
+    opts: dict[str, Any] = dict(
+        system=None, json_schema=SCHEMA, max_tokens=MAX_TOKENS, stage=STAGE, run_id=run_id,
+        role="teacher", use_cache=not fresh,
+    )
+    base = _Outcome(example["id"], example["label"], FAILED)
+    try:
+        first = calls.complete(ws, teacher, messages, **opts)
+        try:
+            return _ok(base, first, info, example)
+        except ValueError as err:
+            first_error = str(err)
+        retry = [*messages, {"role": "assistant", "content": first.text},
+                 {"role": "user", "content": RETRY_MESSAGE.format(error=first_error)}]
+        second = calls.complete(ws, teacher, retry, **opts)
+        try:
+            return _ok(base, second, info, example)
+        except ValueError as err:
+            return _failed(base, raw=second.text, call_id=second.call_id,
+                           error=f"invalid JSON twice: first reply: {first_error}; "
+                                 f"after re-ask: {err}")
+    except calls.CallFailed as err:
+        return _failed(base, raw=None, call_id=err.call_id, error=f"call failed: {err}")
+
+
+def _ok(base: _Outcome, result: calls.CallResult, info: TaskInfo,
+        example: dict[str, Any]) -> _Outcome:
+    parsed = parse_reply(result.text)
+    flags = flag_rule(parsed["rule"], example["label"], info.labels, example["text"])
+    return _Outcome(base.example_id, base.label, OK, parsed["reasoning"], parsed["rule"], flags,
+                    None, None, result.call_id)
+
+
+def _failed(base: _Outcome, *, raw: str | None, call_id: int, error: str) -> _Outcome:
+    return _Outcome(base.example_id, base.label, FAILED, raw=raw, error=error, call_id=call_id)
+
+
+_UPSERT = """
+INSERT INTO micro_instructions
+    (task, example_id, run_id, teacher, reasoning, rule, label, status, flags, raw, error,
+     call_id, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (task, example_id, teacher) DO UPDATE SET
+    run_id = excluded.run_id, reasoning = excluded.reasoning, rule = excluded.rule,
+    label = excluded.label, status = excluded.status, flags = excluded.flags,
+    raw = excluded.raw, error = excluded.error, call_id = excluded.call_id,
+    created_at = excluded.created_at
+WHERE excluded.status = 'ok' OR micro_instructions.status != 'ok'
+"""
+
+
+def _save(ws: Workspace, task: str, teacher: str, run_id: int, o: _Outcome) -> None:
+    # The WHERE above keeps an ok row from being overwritten by a failure from a parallel run.
+    with ws.write() as db:
+        db.execute(_UPSERT, [task, o.example_id, run_id, teacher, o.reasoning, o.rule, o.label,
+                             o.status, dumps(o.flags), o.raw, o.error, o.call_id, now()])
+
+
+# -- the stage ----------------------------------------------------------------------------------
+
+def extract(
+    ws: Workspace,
+    task: str,
+    teacher: str,
+    *,
+    limit: int | None = None,
+    concurrency: int | None = None,
+    split: str = "train",
+    on_progress: ProgressCallback | None = None,
+) -> ExtractSummary:
+    """Write one micro-instruction per example of ``task``'s ``split``, asking ``teacher``.
+
+    ``limit`` considers only the first N examples (by id). ``concurrency`` is the number of teacher
+    calls in flight (default: 1 for local models, 8 for remote ones). Raises :class:`BadInput`
+    for an unknown task, model string or option, :class:`NotReady` when the split is empty.
+    """
+    info = task_info(ws, task)
+    try:
+        if concurrency is None:
+            concurrency = default_concurrency(teacher)
+        else:
+            parse_model(teacher)
+    except ConfigError as err:
+        raise BadInput(str(err)) from err
+    if concurrency < 1:
+        raise BadInput(f"concurrency must be at least 1, got {concurrency}")
+    if limit is not None and limit < 1:
+        raise BadInput(f"limit must be at least 1, got {limit}")
+    rows = task_examples(ws, task, split, limit)
+    if not rows:
+        raise NotReady(f"task {task!r} has no {split!r} examples in {ws.path}; "
+                       f"run: python -m pld load {task}")
+    status = {r["example_id"]: r["status"] for r in ws.query(
+        "SELECT example_id, status FROM micro_instructions WHERE task = ? AND teacher = ?",
+        [task, teacher])}
+    todo = [r for r in rows if status.get(r["id"]) != OK]
+    skipped = len(rows) - len(todo)
+    params = {"teacher": teacher, "split": split, "limit": limit, "concurrency": concurrency}
+    with stage_run(ws, task, STAGE, params, on_progress) as run:
+        run.set_total(len(rows), skipped)
+        done, failed, flagged = _work(ws, info, teacher, todo, status, concurrency, run)
+    return ExtractSummary(run.id, len(rows), done, skipped, failed, flagged)
+
+
+def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]],
+          status: dict[int, str], concurrency: int, run: Run) -> tuple[int, int, int]:
+    """Run the teacher calls on a pool, writing each outcome as it arrives."""
+    done = failed = flagged = 0
+    if not todo:
+        return done, failed, flagged
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)),
+                              thread_name_prefix="pld-extract")
+    try:
+        futures = [pool.submit(_extract_one, ws, info, teacher, ex, run.id,
+                               status.get(ex["id"]) == FAILED) for ex in todo]
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except ConfigError as err:  # e.g. a missing API key: no example can succeed
+                raise BadInput(str(err)) from err
+            _save(ws, info.name, teacher, run.id, outcome)
+            if outcome.status == OK:
+                done += 1
+                flagged += bool(outcome.flags)
+            else:
+                failed += 1
+            run.advance()
+    finally:
+        # Calls already in flight finish (and land in the cache); queued ones are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
+    return done, failed, flagged
+
+
+# -- reading rules back -------------------------------------------------------------------------
+
+def _where(task: str, status: str | None, label: str | None, flagged: bool | str | None,
+           search: str | None, teacher: str | None) -> tuple[str, list[Any]]:
+    clauses, args = ["m.task = ?"], [task]
+    if status is not None:
+        clauses.append("m.status = ?")
+        args.append(status)
+    if label is not None:
+        clauses.append("m.label = ?")
+        args.append(label)
+    if teacher is not None:
+        clauses.append("m.teacher = ?")
+        args.append(teacher)
+    if flagged is True:
+        clauses.append("m.flags IS NOT NULL AND m.flags != '[]'")
+    elif flagged is False:
+        clauses.append("(m.flags IS NULL OR m.flags = '[]')")
+    elif isinstance(flagged, str):
+        clauses.append("EXISTS (SELECT 1 FROM json_each(m.flags) WHERE json_each.value = ?)")
+        args.append(flagged)
+    if search:
+        like = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append("(m.rule LIKE ? ESCAPE '\\' OR m.reasoning LIKE ? ESCAPE '\\' "
+                       "OR m.error LIKE ? ESCAPE '\\')")
+        args += [like, like, like]
+    return " AND ".join(clauses), args
+
+
+def list_rules(
+    ws: Workspace,
+    task: str,
+    *,
+    status: str | None = None,
+    label: str | None = None,
+    flagged: bool | str | None = None,
+    search: str | None = None,
+    teacher: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """One page of a task's micro-instructions, oldest first, with their example's text.
+
+    ``flagged``: True = any flag, False = none, a flag name = that flag. ``search`` matches rule,
+    reasoning or error text (case-insensitive substring). Paging is done in SQL.
+    """
+    where, args = _where(task, status, label, flagged, search, teacher)
+    rows = ws.query(
+        "SELECT m.*, e.ext_id, e.split, e.text AS example_text FROM micro_instructions m "
+        f"JOIN examples e ON e.id = m.example_id WHERE {where} ORDER BY m.id LIMIT ? OFFSET ?",
+        [*args, limit, offset],
+    )
+    for row in rows:
+        row["flags"] = loads(row["flags"], [])
+    return rows
+
+
+def count_rules(
+    ws: Workspace,
+    task: str,
+    *,
+    status: str | None = None,
+    label: str | None = None,
+    flagged: bool | str | None = None,
+    search: str | None = None,
+    teacher: str | None = None,
+) -> int:
+    """How many micro-instructions :func:`list_rules` would page through with these filters."""
+    where, args = _where(task, status, label, flagged, search, teacher)
+    return int(ws.query(f"SELECT count(*) AS n FROM micro_instructions m WHERE {where}",
+                        args)[0]["n"])
+
+
+def get_rule(ws: Workspace, rule_id: int) -> dict[str, Any]:
+    """One micro-instruction with its source ``example`` and the raw teacher ``call`` joined.
+
+    ``call`` is the ``llm_calls`` row that produced the stored outcome (messages and params
+    decoded, ``system`` text restored), or None when there was none.
+    """
+    rows = ws.query("SELECT * FROM micro_instructions WHERE id = ?", [rule_id])
+    if not rows:
+        raise BadInput(f"rule {rule_id} not found in {ws.path}")
+    rule = rows[0]
+    rule["flags"] = loads(rule["flags"], [])
+    example = ws.query("SELECT * FROM examples WHERE id = ?", [rule["example_id"]])[0]
+    example["meta"] = loads(example["meta"], {})
+    rule["example"] = example
+    rule["call"] = None
+    if rule["call_id"] is not None:
+        call = ws.query(
+            "SELECT c.*, t.text AS system FROM llm_calls c "
+            "LEFT JOIN texts t ON t.sha256 = c.system_sha256 WHERE c.id = ?", [rule["call_id"]])
+        if call:
+            call[0]["messages"] = loads(call[0]["messages"], [])
+            call[0]["params"] = loads(call[0]["params"], {})
+            rule["call"] = call[0]
+    return rule

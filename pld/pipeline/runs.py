@@ -1,0 +1,146 @@
+"""Runs: one ``runs`` row per stage invocation, with live progress.
+
+Stages are idempotent (they skip work already in the workspace), so resuming is simply running
+the stage again: the new run finds the finished rows and does the rest. This module keeps the
+book-keeping: status, progress ``done/total`` (polled by the app), errors, and which process owns
+a run so that a run whose process died (kill -9) is shown as ``interrupted`` rather than running.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pld.workspace import Workspace, dumps, loads, now
+
+ProgressCallback = Callable[[int, int], None]
+
+RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+
+
+@dataclass
+class Run:
+    """A live run: call :meth:`advance` as work completes; progress is written to the row."""
+
+    ws: Workspace
+    id: int
+    task: str
+    kind: str
+    total: int = 0
+    done: int = 0
+    on_progress: ProgressCallback | None = None
+    _last_write: float = field(default=0.0, repr=False)
+
+    def set_total(self, total: int, done: int = 0) -> None:
+        """Declare how many units this run has (including those already done before it)."""
+        self.total, self.done = total, done
+        self._write(force=True)
+
+    def advance(self, n: int = 1) -> None:
+        """Count ``n`` more units done."""
+        self.done += n
+        self._write()
+
+    def _write(self, force: bool = False) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+        # Throttled so that thousands of fast steps do not each cost a write transaction.
+        t = time.monotonic()
+        if force or self.done >= self.total or t - self._last_write > 0.5:
+            self._last_write = t
+            with self.ws.write() as db:
+                db["runs"].update(self.id, {"done": self.done, "total": self.total,
+                                            "updated_at": now()})
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_dead_runs(ws: Workspace) -> None:
+    """Runs still marked running whose process is gone become ``interrupted``."""
+    rows = ws.query("SELECT id, pid FROM runs WHERE status = ?", [RUNNING])
+    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _pid_alive(r["pid"])]
+    if dead:
+        with ws.write() as db:
+            for run_id in dead:
+                db["runs"].update(run_id, {"status": INTERRUPTED, "updated_at": now()})
+
+
+@contextmanager
+def stage_run(
+    ws: Workspace,
+    task: str,
+    kind: str,
+    params: dict[str, Any],
+    on_progress: ProgressCallback | None = None,
+) -> Iterator[Run]:
+    """Open a run row for one stage invocation and close it with its outcome.
+
+    An exception marks the run ``failed`` with its message (Ctrl-C marks it ``interrupted``) and
+    propagates; completed work already written stays, and the next invocation resumes from it.
+    """
+    mark_dead_runs(ws)
+    with ws.write() as db:
+        run_id = int(db["runs"].insert({
+            "task": task, "kind": kind, "params": dumps(params), "status": RUNNING,
+            "done": 0, "total": 0, "started_at": now(), "updated_at": now(), "pid": os.getpid(),
+        }).last_pk)
+    run = Run(ws, run_id, task, kind, on_progress=on_progress)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _finish(ws, run, INTERRUPTED, "interrupted by user")
+        raise
+    except BaseException as e:
+        _finish(ws, run, FAILED, f"{type(e).__name__}: {e}")
+        raise
+    else:
+        _finish(ws, run, DONE, None)
+
+
+def _finish(ws: Workspace, run: Run, status: str, error: str | None) -> None:
+    with ws.write() as db:
+        db["runs"].update(run.id, {"status": status, "error": error, "done": run.done,
+                                   "total": run.total, "finished_at": now(),
+                                   "updated_at": now()})
+
+
+def get_run(ws: Workspace, run_id: int) -> dict[str, Any]:
+    """One run row with its params decoded."""
+    rows = ws.query("SELECT * FROM runs WHERE id = ?", [run_id])
+    if not rows:
+        raise KeyError(f"run {run_id} not found")
+    row = rows[0]
+    row["params"] = loads(row["params"], {})
+    return row
+
+
+def list_runs(ws: Workspace, task: str | None = None, kind: str | None = None,
+              limit: int = 50) -> list[dict[str, Any]]:
+    """Most recent runs first, optionally for one task and/or kind."""
+    mark_dead_runs(ws)
+    where, args = [], []
+    if task:
+        where.append("task = ?")
+        args.append(task)
+    if kind:
+        where.append("kind = ?")
+        args.append(kind)
+    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+    rows = ws.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+    for r in rows:
+        r["params"] = loads(r["params"], {})
+    return rows

@@ -1,0 +1,348 @@
+"""Stage 5, the student: approved heuristics become a versioned system prompt, and the student
+model classifies examples with it, answering with a label only (no chain-of-thought).
+
+The system prompt is fixed and comes first, the example text is the one user message and comes
+last. That order is what lets the local backend keep the prompt's KV state between examples and
+lets remote providers cache the prefix. Prompt versions are content-addressed: building the same
+text again returns the version that already holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from pld import prompts
+from pld.errors import BadInput, NotReady
+from pld.llm import calls
+from pld.llm.base import ConfigError
+from pld.llm.registry import parse_model
+from pld.pipeline.runs import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    ProgressCallback,
+    Run,
+    mark_dead_runs,
+    stage_run,
+)
+from pld.tasks.store import examples as task_examples
+from pld.tasks.store import task_info
+from pld.workspace import Workspace, dumps, loads, now
+
+STUDENT_MAX_TOKENS = 16
+REMOTE_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class PromptVersion:
+    """One stored student prompt: ``text`` is the exact system prompt, ``sha256`` its digest."""
+
+    id: int
+    task: str
+    version: int
+    text: str
+    sha256: str
+    heuristic_ids: list[int]
+    origin: str = "review"
+    parent_version: int | None = None
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Predictions of one run, in example-id order; ``pred`` is None where unparseable."""
+
+    run_id: int
+    gold: list[str]
+    pred: list[str | None]
+    example_ids: list[int]
+    call_ids: list[int | None] = field(default_factory=list)
+
+
+def sha256_text(text: str) -> str:
+    """The sha256 of ``text`` encoded as UTF-8: the digest stored and exported for a prompt."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def heuristic_item(number: int, text: str) -> str:
+    """One numbered list entry as it appears in the prompt (continuation lines indented)."""
+    prefix = f"{number}. "
+    lines = [line.rstrip() for line in text.strip().splitlines()] or [""]
+    pad = " " * len(prefix)
+    return prefix + "\n".join([lines[0]] + [pad + line if line else "" for line in lines[1:]])
+
+
+def render_student_prompt(heuristics: list[str], labels: list[str], description: str) -> str:
+    """The student's system prompt for these heuristic texts (pure: same inputs, same text)."""
+    numbered = "\n".join(heuristic_item(i, h) for i, h in enumerate(heuristics, 1))
+    text = prompts.render(
+        "student", description=description.strip(), heuristics=numbered,
+        labels=", ".join(labels),
+    )
+    # An empty description would otherwise leave the prompt starting with blank lines.
+    return text.strip()
+
+
+def _from_row(row: dict[str, Any]) -> PromptVersion:
+    return PromptVersion(
+        id=row["id"], task=row["task"], version=row["version"], text=row["text"],
+        sha256=row["sha256"], heuristic_ids=loads(row["heuristic_ids"], []),
+        origin=row["origin"] or "", parent_version=row["parent_version"],
+        created_at=row["created_at"] or "",
+    )
+
+
+def store_prompt(
+    ws: Workspace,
+    task: str,
+    text: str,
+    heuristic_ids: list[int],
+    *,
+    origin: str = "review",
+    parent_version: int | None = None,
+) -> PromptVersion:
+    """Store ``text`` as the task's next prompt version, or return the version that has it."""
+    sha = sha256_text(text)
+    with ws.write() as db:
+        # Inside the write transaction, so two builders cannot both take the same max+1.
+        same = ws.query(
+            "SELECT * FROM prompts WHERE task = ? AND sha256 = ? ORDER BY version LIMIT 1",
+            [task, sha],
+        )
+        if same:
+            return _from_row(same[0])
+        top = ws.query("SELECT max(version) AS v FROM prompts WHERE task = ?", [task])[0]["v"]
+        row_id = db["prompts"].insert({
+            "task": task, "version": (top or 0) + 1, "text": text, "sha256": sha,
+            "heuristic_ids": dumps(list(heuristic_ids)), "origin": origin,
+            "parent_version": parent_version, "created_at": now(),
+        }).last_pk
+    return _from_row(ws.query("SELECT * FROM prompts WHERE id = ?", [row_id])[0])
+
+
+def approved_heuristics(ws: Workspace, task: str) -> list[dict[str, Any]]:
+    """The task's approved heuristics, by id."""
+    return ws.query(
+        "SELECT * FROM heuristics WHERE task = ? AND status = 'approved' ORDER BY id", [task]
+    )
+
+
+def build_prompt(
+    ws: Workspace, task: str, *, origin: str = "review", parent_version: int | None = None
+) -> PromptVersion:
+    """Render the approved heuristics of ``task`` into a prompt version (new or existing).
+
+    Raises :class:`NotReady` when no heuristic of the task is approved.
+    """
+    info = task_info(ws, task)
+    rows = approved_heuristics(ws, task)
+    if not rows:
+        raise NotReady(
+            f"no approved heuristics for task {task}; approve some with "
+            f"python -m pld review approve ID --as NAME"
+        )
+    text = render_student_prompt([r["text"] for r in rows], info.labels, info.description)
+    return store_prompt(ws, task, text, [int(r["id"]) for r in rows], origin=origin,
+                        parent_version=parent_version)
+
+
+def get_prompt(ws: Workspace, task: str, version: int | None = None) -> PromptVersion:
+    """Prompt ``version`` of ``task`` (the latest when None); :class:`BadInput` if missing."""
+    if version is None:
+        rows = ws.query(
+            "SELECT * FROM prompts WHERE task = ? ORDER BY version DESC LIMIT 1", [task]
+        )
+        if not rows:
+            raise BadInput(
+                f"task {task} has no prompt versions yet; approve heuristics and build one "
+                f"(python -m pld resolve or python -m pld run)"
+            )
+        return _from_row(rows[0])
+    rows = ws.query("SELECT * FROM prompts WHERE task = ? AND version = ?", [task, version])
+    if not rows:
+        have = [str(r["version"]) for r in ws.query(
+            "SELECT version FROM prompts WHERE task = ? ORDER BY version", [task])]
+        raise BadInput(
+            f"task {task} has no prompt version {version} "
+            f"(versions: {', '.join(have) if have else 'none'})"
+        )
+    return _from_row(rows[0])
+
+
+def list_prompts(ws: Workspace, task: str) -> list[PromptVersion]:
+    """All prompt versions of ``task``, oldest first."""
+    return [_from_row(r) for r in ws.query(
+        "SELECT * FROM prompts WHERE task = ? ORDER BY version", [task])]
+
+
+def _is_local(student: str) -> bool:
+    try:
+        return parse_model(student).provider == "local"
+    except ConfigError as e:
+        raise BadInput(str(e)) from e
+
+
+def _select(
+    ws: Workspace, task: str, split: str, example_ids: list[int] | None, limit: int | None
+) -> list[dict[str, Any]]:
+    if example_ids is None:
+        rows = task_examples(ws, task, split, limit)
+        if not rows:
+            raise NotReady(f"task {task} has no {split} examples; load them with python -m pld load")
+        return rows
+    wanted = sorted(set(example_ids))
+    rows = ws.query(
+        "SELECT * FROM examples WHERE task = ? AND id IN (SELECT value FROM json_each(?)) "
+        "ORDER BY id",
+        [task, dumps(wanted)],
+    )
+    missing = sorted(set(wanted) - {r["id"] for r in rows})
+    if missing:
+        raise BadInput(f"task {task} has no examples with ids {missing[:10]}")
+    if not rows:
+        raise BadInput("example_ids is empty")
+    return rows[:limit] if limit is not None else rows
+
+
+@contextmanager
+def _resume_run(
+    ws: Workspace, run_id: int, task: str, kind: str, params: dict[str, Any],
+    on_progress: ProgressCallback | None,
+) -> Iterator[Run]:
+    """Reopen an earlier prediction run so that its missing rows are filled in under its id."""
+    mark_dead_runs(ws)
+    rows = ws.query("SELECT * FROM runs WHERE id = ?", [run_id])
+    if not rows or rows[0]["task"] != task:
+        raise BadInput(f"run {run_id} is not a run of task {task}")
+    row = rows[0]
+    if row["status"] == RUNNING:
+        raise BadInput(f"run {run_id} is still running (pid {row['pid']})")
+    old = loads(row["params"], {})
+    for key in ("student", "prompt_sha256", "split"):
+        if old.get(key) != params.get(key):
+            raise BadInput(
+                f"run {run_id} was made with {key}={old.get(key)!r}, not {params.get(key)!r}"
+            )
+    with ws.write() as db:
+        db["runs"].update(run_id, {"status": RUNNING, "error": None, "finished_at": None,
+                                   "updated_at": now(), "pid": os.getpid()})
+    run = Run(ws, run_id, task, kind, on_progress=on_progress)
+    status, error = DONE, None
+    try:
+        yield run
+    except KeyboardInterrupt:
+        status, error = INTERRUPTED, "interrupted by user"
+        raise
+    except BaseException as e:
+        status, error = FAILED, f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        with ws.write() as db:
+            db["runs"].update(run_id, {"status": status, "error": error, "done": run.done,
+                                       "total": run.total, "finished_at": now(),
+                                       "updated_at": now()})
+
+
+def predict(
+    ws: Workspace,
+    task: str,
+    student: str,
+    *,
+    system_prompt: str,
+    split: str = "val",
+    example_ids: list[int] | None = None,
+    limit: int | None = None,
+    kind: str = "predict",
+    params: dict[str, Any] | None = None,
+    concurrency: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    run_id: int | None = None,
+) -> PredictResult:
+    """Classify examples of ``task`` with ``student`` under ``system_prompt``.
+
+    Items are ``example_ids`` (any split) or the first ``limit`` examples of ``split`` by id.
+    Each answer is parsed strictly against the label set; an unparseable answer is stored with a
+    NULL label and counts as wrong. One ``predictions`` row per (run, example) is written as it
+    arrives; passing the ``run_id`` of an earlier, unfinished run resumes it and skips the rows
+    it already has. Local models run one example at a time (they share one KV cache); remote
+    ones use a thread pool of ``concurrency`` (default 8). A call that fails for good fails the
+    run; its finished rows stay.
+    """
+    info = task_info(ws, task)
+    labels = info.labels
+    local = _is_local(student)
+    workers = concurrency if concurrency is not None else (1 if local else REMOTE_CONCURRENCY)
+    if workers < 1:
+        raise BadInput(f"concurrency must be at least 1, got {workers}")
+    items = _select(ws, task, split, example_ids, limit)
+    run_params: dict[str, Any] = {
+        **(params or {}), "student": student, "prompt_sha256": sha256_text(system_prompt),
+        "split": split if example_ids is None else None, "limit": limit, "n": len(items),
+    }
+    if example_ids is not None:
+        run_params["example_ids"] = [r["id"] for r in items]
+
+    opener = (stage_run(ws, task, kind, run_params, on_progress) if run_id is None
+              else _resume_run(ws, run_id, task, kind, run_params, on_progress))
+    with opener as run:
+        done = {r["example_id"]: r for r in ws.query(
+            "SELECT example_id, label, call_id FROM predictions WHERE run_id = ?", [run.id])}
+        todo = [r for r in items if r["id"] not in done]
+        run.set_total(len(items), done=len(items) - len(todo))
+
+        def classify(ex: dict[str, Any]) -> dict[str, Any]:
+            res = calls.complete(
+                ws, student, [{"role": "user", "content": ex["text"]}], system=system_prompt,
+                choices=labels, max_tokens=STUDENT_MAX_TOKENS, stage=kind, run_id=run.id,
+                role="student",
+            )
+            label = calls.match_choice(res.text, labels)
+            row = {"run_id": run.id, "example_id": ex["id"], "raw": res.text, "label": label,
+                   "correct": int(label == ex["label"]), "call_id": res.call_id,
+                   "created_at": now()}
+            with ws.write() as db:
+                db["predictions"].insert(row, ignore=True)
+            return row
+
+        if workers == 1 or len(todo) <= 1:
+            for ex in todo:
+                done[ex["id"]] = classify(ex)
+                run.advance()
+        else:
+            _run_pool(classify, todo, workers, done, run)
+
+    kept = [r for r in items if r["id"] in done]
+    return PredictResult(
+        run_id=run.id,
+        gold=[r["label"] for r in kept],
+        pred=[done[r["id"]]["label"] for r in kept],
+        example_ids=[r["id"] for r in kept],
+        call_ids=[done[r["id"]]["call_id"] for r in kept],
+    )
+
+
+def _run_pool(
+    classify: Any, todo: list[dict[str, Any]], workers: int, done: dict[int, Any], run: Run
+) -> None:
+    """Run ``classify`` over ``todo`` on a thread pool; stop at the first failure."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="student")
+    try:
+        pending: dict[Future[dict[str, Any]], int] = {
+            pool.submit(classify, ex): ex["id"] for ex in todo
+        }
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in finished:
+                example_id = pending.pop(fut)
+                done[example_id] = fut.result()  # re-raises the worker's failure here
+                # Progress is counted on this thread only: Run is not thread-safe.
+                run.advance()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,421 @@
+"""Stage 4, review: people edit, merge, split, approve and reject heuristics.
+
+Every action appends one row per heuristic it touches to ``reviews`` (who, identity kind, when,
+action, the row before and after as JSON, comment); nothing there is ever updated or deleted.
+
+Concurrency is optimistic. ``heuristics.version`` is the row's version: every action bumps it
+(an approval too, so an edit prepared before someone approved cannot silently undo that
+approval). An action based on an older version is refused with :class:`StaleEdit`, which carries
+the row as it is now and the review row of the change that was missed. The ``UPDATE ... WHERE
+version = ?`` runs inside one write transaction, so of two processes acting on the same version
+exactly one wins.
+
+Four-eyes: the last person who wrote a heuristic's text (``updated_by``) cannot approve it. A
+teacher's untouched draft has no human author, so anyone may approve it. When the task has an
+approver list, only the people on it may approve.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import sqlite_utils
+
+from pld.errors import BadInput
+from pld.tasks.store import task_info
+from pld.workspace import Workspace, dumps, loads, now
+
+log = logging.getLogger(__name__)
+
+DRAFT, APPROVED, REJECTED, MERGED, SPLIT = "draft", "approved", "rejected", "merged", "split"
+STATUSES = (DRAFT, APPROVED, REJECTED, MERGED, SPLIT)
+LIVE = (DRAFT, APPROVED, REJECTED)  # statuses a reviewer can still act on
+SELF_DECLARED, OIDC, AUTO = "self-declared", "oidc", "auto"
+IDENTITY_KINDS = (SELF_DECLARED, OIDC, AUTO)
+AUTO_COMMENT = "auto-approved (benchmark)"
+_NO_APPROVAL = {"approved_by": None, "approved_at": None, "identity_kind": None}
+
+
+class StaleEdit(BadInput):
+    """The action was based on an old version. ``current`` is the row now; ``theirs`` is the
+    review row of the first change the actor had not seen (None if there is none)."""
+
+    def __init__(self, message: str, current: dict[str, Any], theirs: dict[str, Any] | None):
+        super().__init__(message)
+        self.current = current
+        self.theirs = theirs
+
+
+class FourEyes(BadInput):
+    """The approver is the heuristic's last editor."""
+
+
+class NotApprover(BadInput):
+    """The task has an approver list and the actor is not on it."""
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    row["source_rule_ids"] = loads(row["source_rule_ids"], [])
+    return row
+
+
+def _get(ws: Workspace, heuristic_id: int) -> dict[str, Any]:
+    rows = ws.query("SELECT * FROM heuristics WHERE id = ?", [heuristic_id])
+    if not rows:
+        raise BadInput(f"heuristic {heuristic_id} not found")
+    return _decode(rows[0])
+
+
+_SHOW = """
+SELECT h.*, j.value AS src_id, mi.rule AS src_rule, mi.label AS src_rule_label,
+       e.id AS src_example_id, e.ext_id AS src_ext_id, e.split AS src_split,
+       e.text AS src_example_text, e.label AS src_gold_label
+FROM heuristics h
+LEFT JOIN json_each(h.source_rule_ids) j
+LEFT JOIN micro_instructions mi ON mi.id = j.value
+LEFT JOIN examples e ON e.id = mi.example_id
+WHERE h.id = ?
+ORDER BY j.value
+"""
+
+
+def get_heuristic(ws: Workspace, heuristic_id: int) -> dict[str, Any]:
+    """The heuristic with ``sources``: each source rule with its example text and gold label."""
+    rows = ws.query(_SHOW, [heuristic_id])
+    if not rows:
+        raise BadInput(f"heuristic {heuristic_id} not found")
+    out = _decode({k: v for k, v in rows[0].items() if not k.startswith("src_")})
+    out["sources"] = [
+        {"rule_id": r["src_id"], "rule": r["src_rule"], "rule_label": r["src_rule_label"],
+         "example_id": r["src_example_id"], "ext_id": r["src_ext_id"], "split": r["src_split"],
+         "example_text": r["src_example_text"], "gold_label": r["src_gold_label"]}
+        for r in rows if r["src_id"] is not None
+    ]
+    return out
+
+
+def list_heuristics(ws: Workspace, task: str, status: str | None = None) -> list[dict[str, Any]]:
+    """The task's heuristics by id, optionally only those with ``status``."""
+    if status is not None and status not in STATUSES:
+        raise BadInput(f"status {status!r}: use one of {', '.join(STATUSES)}")
+    sql, args = "SELECT * FROM heuristics WHERE task = ?", [task]
+    if status is not None:
+        sql += " AND status = ?"
+        args.append(status)
+    return [_decode(r) for r in ws.query(sql + " ORDER BY id", args)]
+
+
+def approved_heuristics(ws: Workspace, task: str) -> list[dict[str, Any]]:
+    """The approved heuristics of ``task`` by id: what goes into the student prompt."""
+    return list_heuristics(ws, task, APPROVED)
+
+
+def history(ws: Workspace, heuristic_id: int) -> list[dict[str, Any]]:
+    """The audit trail of one heuristic, oldest first, ``before``/``after`` decoded."""
+    rows = ws.query(
+        "SELECT * FROM reviews WHERE entity = 'heuristic' AND entity_id = ? ORDER BY id",
+        [heuristic_id])
+    for r in rows:
+        r["before"], r["after"] = loads(r["before"]), loads(r["after"])
+    return rows
+
+
+def list_approvers(ws: Workspace, task: str) -> list[str]:
+    """Names allowed to approve the task's heuristics; empty means anyone may."""
+    return [r["name"] for r in ws.query(
+        "SELECT name FROM approvers WHERE task = ? ORDER BY name", [task])]
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+def _check_actor(who: str, identity_kind: str) -> str:
+    who = (who or "").strip()
+    if not who:
+        raise BadInput("--as: a reviewer name is required")
+    if who.startswith("teacher:"):
+        raise BadInput(f"--as {who!r}: names starting with 'teacher:' are reserved for models")
+    if identity_kind not in IDENTITY_KINDS:
+        raise BadInput(f"identity kind {identity_kind!r}: use one of {', '.join(IDENTITY_KINDS)}")
+    return who
+
+
+def _check_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise BadInput("heuristic text is empty")
+    return text
+
+
+def _check_status(row: dict[str, Any], allowed: Iterable[str], action: str) -> None:
+    if row["status"] not in allowed:
+        raise BadInput(f"heuristic {row['id']} is {row['status']}; cannot {action} it")
+
+
+def _check_approver(ws: Workspace, task: str, who: str) -> None:
+    approvers = list_approvers(ws, task)
+    if approvers and who not in approvers:
+        raise NotApprover(f"{who} is not an approver of task {task!r} "
+                          f"(approvers: {', '.join(approvers)})")
+
+
+def _check_four_eyes(row: dict[str, Any], who: str) -> None:
+    if row["updated_by"] == who:
+        raise FourEyes(f"heuristic {row['id']} was last edited by {who}; four-eyes rule: "
+                       f"someone else must approve it")
+
+
+def _stale(ws: Workspace, heuristic_id: int, base_version: int) -> StaleEdit:
+    current = _get(ws, heuristic_id)
+    rows = ws.query(
+        "SELECT * FROM reviews WHERE entity = 'heuristic' AND entity_id = ? "
+        "AND json_extract(after, '$.version') > ? ORDER BY id LIMIT 1",
+        [heuristic_id, base_version])
+    theirs = rows[0] if rows else None
+    if theirs is None:
+        msg = (f"heuristic {heuristic_id} is at version {current['version']}, not "
+               f"{base_version}; reload it")
+    else:
+        theirs["before"], theirs["after"] = loads(theirs["before"]), loads(theirs["after"])
+        msg = (f"heuristic {heuristic_id} changed since your version {base_version}: "
+               f"{theirs['who']} did '{theirs['action']}' at {theirs['created_at']} "
+               f"(now version {current['version']}, {current['status']}); reload and redo yours")
+    return StaleEdit(msg, current, theirs)
+
+
+def _check_base(ws: Workspace, row: dict[str, Any], base_version: int | None) -> None:
+    if base_version is not None and base_version != row["version"]:
+        raise _stale(ws, row["id"], base_version)
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+def _audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
+           entity_id: int | None, action: str, before: Any, after: Any,
+           comment: str | None) -> None:
+    db["reviews"].insert({
+        "created_at": now(), "who": who, "identity_kind": identity_kind, "entity": entity,
+        "entity_id": entity_id, "action": action,
+        "before": None if before is None else dumps(before),
+        "after": None if after is None else dumps(after), "comment": comment,
+    })
+
+
+def _change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
+            changes: dict[str, Any], *, who: str, identity_kind: str, action: str,
+            comment: str | None, note: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply ``changes`` to ``row`` if it is still at ``row['version']``, and audit it."""
+    cols = {**changes, "updated_at": now()}
+    sets = ", ".join(f"{c} = ?" for c in cols)
+    cur = db.execute(
+        f"UPDATE heuristics SET {sets}, version = version + 1 WHERE id = ? AND version = ?",
+        [*cols.values(), row["id"], row["version"]])
+    if cur.rowcount != 1:
+        raise _stale(ws, row["id"], row["version"])
+    after = _get(ws, row["id"])
+    _audit(db, who, identity_kind, "heuristic", row["id"], action, row,
+           {**after, **(note or {})}, comment)
+    return after
+
+
+def _insert(db: sqlite_utils.Database, fields: dict[str, Any], *, who: str,
+            identity_kind: str, comment: str | None) -> int:
+    ts = now()
+    row = {"status": DRAFT, "version": 1, "created_by": who, "updated_by": who,
+           "created_at": ts, "updated_at": ts, **fields}
+    row["source_rule_ids"] = dumps(sorted(set(row.get("source_rule_ids") or [])))
+    hid = int(db["heuristics"].insert(row).last_pk)
+    after = {**row, "id": hid, "source_rule_ids": loads(row["source_rule_ids"])}
+    _audit(db, who, identity_kind, "heuristic", hid, "create", None, after, comment)
+    return hid
+
+
+def edit(ws: Workspace, heuristic_id: int, text: str, who: str, *, base_version: int,
+         identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
+    """Replace the text, based on ``base_version``; returns the new row.
+
+    The editor becomes ``updated_by`` (so cannot approve it), and an approved or rejected
+    heuristic goes back to draft: its approval does not cover the new text.
+    """
+    who, text = _check_actor(who, identity_kind), _check_text(text)
+    with ws.write() as db:
+        row = _get(ws, heuristic_id)
+        _check_base(ws, row, base_version)
+        _check_status(row, LIVE, "edit")
+        if text == row["text"]:
+            raise BadInput(f"heuristic {heuristic_id}: the new text is the same as the old")
+        changes = {"text": text, "updated_by": who, "status": DRAFT, **_NO_APPROVAL}
+        return _change(ws, db, row, changes, who=who, identity_kind=identity_kind,
+                       action="edit", comment=comment)
+
+
+def _approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: str,
+                 identity_kind: str, comment: str | None) -> dict[str, Any]:
+    _check_status(row, (DRAFT, REJECTED), "approve")
+    _check_four_eyes(row, who)
+    changes = {"status": APPROVED, "approved_by": who, "approved_at": now(),
+               "identity_kind": identity_kind}
+    return _change(ws, db, row, changes, who=who, identity_kind=identity_kind,
+                   action="approve", comment=comment)
+
+
+def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
+            identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
+    """Approve a draft (or rejected) heuristic; refused for its last editor, a non-approver,
+    or a stale ``base_version``. Returns the new row."""
+    who = _check_actor(who, identity_kind)
+    with ws.write() as db:
+        row = _get(ws, heuristic_id)
+        _check_base(ws, row, base_version)
+        _check_approver(ws, row["task"], who)
+        return _approve_row(ws, db, row, who, identity_kind, comment)
+
+
+def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
+           identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
+    """Reject a draft or approved heuristic (it leaves the prompt). Returns the new row."""
+    who = _check_actor(who, identity_kind)
+    with ws.write() as db:
+        row = _get(ws, heuristic_id)
+        _check_base(ws, row, base_version)
+        _check_status(row, (DRAFT, APPROVED), "reject")
+        return _change(ws, db, row, {"status": REJECTED, **_NO_APPROVAL}, who=who,
+                       identity_kind=identity_kind, action="reject", comment=comment)
+
+
+def auto_approve_all(ws: Workspace, task: str, who: str, *,
+                     on_skip: Callable[[str], None] | None = None) -> int:
+    """Approve every draft of ``task`` as ``who`` with identity kind ``auto`` (benchmarks,
+    ``run --auto-approve-as``); returns how many. Drafts ``who`` edited are skipped (four-eyes),
+    each reported through ``on_skip`` (and the log) with a one-line reason."""
+    who = _check_actor(who, AUTO)
+    task_info(ws, task)
+    _check_approver(ws, task, who)
+    approved = 0
+    with ws.write() as db:
+        for row in list_heuristics(ws, task, DRAFT):
+            if row["updated_by"] == who:
+                msg = (f"heuristic {row['id']} not auto-approved: {who} edited it "
+                       f"(four-eyes); someone else must approve it")
+                log.warning(msg)
+                if on_skip is not None:
+                    on_skip(msg)
+                continue
+            _approve_row(ws, db, row, who, AUTO, AUTO_COMMENT)
+            approved += 1
+    return approved
+
+
+def _check_rules(ws: Workspace, task: str, rule_ids: Iterable[int]) -> list[int]:
+    ids = sorted(set(int(i) for i in rule_ids))
+    if not ids:
+        return ids
+    marks = ",".join("?" * len(ids))
+    found = {r["id"] for r in ws.query(
+        f"SELECT id FROM micro_instructions WHERE task = ? AND id IN ({marks})", [task, *ids])}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise BadInput(f"source rules not found in task {task!r}: {missing}")
+    return ids
+
+
+def create_heuristic(ws: Workspace, task: str, text: str, who: str,
+                     source_rule_ids: Sequence[int] = (), origin: str = "manual", *,
+                     identity_kind: str = SELF_DECLARED, comment: str | None = None) -> int:
+    """Write a new draft heuristic by hand (``who`` is its author, so cannot approve it)."""
+    who, text = _check_actor(who, identity_kind), _check_text(text)
+    task_info(ws, task)
+    ids = _check_rules(ws, task, source_rule_ids)
+    with ws.write() as db:
+        return _insert(db, {"task": task, "text": text, "source_rule_ids": ids,
+                            "origin": origin}, who=who, identity_kind=identity_kind,
+                       comment=comment)
+
+
+def _shared(rows: Sequence[dict[str, Any]], column: str) -> Any:
+    values = {r[column] for r in rows}
+    return values.pop() if len(values) == 1 else None
+
+
+def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: str, *,
+                     base_versions: dict[int, int] | None = None,
+                     identity_kind: str = SELF_DECLARED,
+                     comment: str | None = None) -> int:
+    """Replace several heuristics of one task by one with ``text``; returns its id.
+
+    The new draft's sources are the union of theirs; the old ones become ``merged``.
+    ``base_versions`` (id -> version the merger saw) refuses the merge if any changed since.
+    """
+    who, text = _check_actor(who, identity_kind), _check_text(text)
+    unique = sorted(set(ids))
+    if len(unique) < 2:
+        raise BadInput("merge needs at least two different heuristic ids")
+    with ws.write() as db:
+        rows = [_get(ws, i) for i in unique]
+        for r in rows:
+            _check_base(ws, r, (base_versions or {}).get(r["id"]))
+            _check_status(r, LIVE, "merge")
+        task = _shared(rows, "task")
+        if task is None:
+            raise BadInput(f"heuristics {unique} belong to different tasks; cannot merge")
+        sources = sorted({s for r in rows for s in r["source_rule_ids"]})
+        new = _insert(db, {"task": task, "text": text, "source_rule_ids": sources,
+                           "origin": "merge", "cluster_id": _shared(rows, "cluster_id"),
+                           "clustering_id": _shared(rows, "clustering_id")},
+                      who=who, identity_kind=identity_kind,
+                      comment=comment or f"merged from {', '.join(f'#{i}' for i in unique)}")
+        for r in rows:
+            _change(ws, db, r, {"status": MERGED, **_NO_APPROVAL}, who=who,
+                    identity_kind=identity_kind, action="merge",
+                    comment=comment or f"merged into #{new}", note={"merged_into": new})
+    return new
+
+
+def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who: str, *,
+                    base_version: int | None = None, identity_kind: str = SELF_DECLARED,
+                    comment: str | None = None) -> list[int]:
+    """Replace one heuristic by several drafts (each keeps all its sources); the old one
+    becomes ``split``. Returns the new ids in the order of ``texts``."""
+    who = _check_actor(who, identity_kind)
+    parts = [_check_text(t) for t in texts]
+    if len(parts) < 2:
+        raise BadInput("split needs at least two texts")
+    with ws.write() as db:
+        row = _get(ws, heuristic_id)
+        _check_base(ws, row, base_version)
+        _check_status(row, LIVE, "split")
+        fields = {k: row[k] for k in ("task", "source_rule_ids", "cluster_id", "clustering_id")}
+        new = [_insert(db, {**fields, "text": t, "origin": "split"}, who=who,
+                       identity_kind=identity_kind,
+                       comment=comment or f"split from #{heuristic_id}") for t in parts]
+        _change(ws, db, row, {"status": SPLIT, **_NO_APPROVAL}, who=who,
+                identity_kind=identity_kind, action="split",
+                comment=comment or f"split into {', '.join(f'#{i}' for i in new)}",
+                note={"split_into": new})
+    return new
+
+
+def add_approver(ws: Workspace, task: str, name: str, who: str, *,
+                 identity_kind: str = SELF_DECLARED) -> bool:
+    """Put ``name`` on the task's approver list; False if already there.
+
+    Once the list is non-empty only its members may add names (else anyone could add
+    themselves); the first name may be added by anyone.
+    """
+    who = _check_actor(who, identity_kind)
+    name = _check_actor(name, identity_kind)
+    task_info(ws, task)
+    with ws.write() as db:
+        approvers = list_approvers(ws, task)
+        if approvers and who not in approvers:
+            raise NotApprover(f"{who} is not an approver of task {task!r}; only "
+                              f"{', '.join(approvers)} can add approvers")
+        if name in approvers:
+            return False
+        db["approvers"].insert({"task": task, "name": name, "added_at": now()})
+        _audit(db, who, identity_kind, "approver", None, "add", None,
+               {"task": task, "name": name}, None)
+    return True

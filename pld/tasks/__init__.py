@@ -1,0 +1,150 @@
+"""Built-in tasks, where their data is found, and loading a task into a workspace.
+
+Data folders searched, in order: ``$PLD_DATA_DIR`` if set, else ``../shared/data`` next to the
+repository root when it exists, else the repository's ``data/``; the repository's ``data/``
+(where ``python -m pld download`` puts upstream files) is always searched after the first.
+Paths are resolved from the package location, never from the current directory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+from pld.errors import BadInput
+from pld.tasks.base import DataDir, Size, Task, as_roots
+from pld.tasks.contract_nli import ContractNLI
+from pld.tasks.custom import CustomTask
+from pld.tasks.demo import DemoTask
+from pld.tasks.logiqa import LogiQA
+from pld.tasks.store import Example, save_task
+from pld.tasks.stereoset import StereoSetDomain, StereoSetStereotype
+from pld.workspace import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILTIN_TASKS = ["stereoset", "stereoset-stereotype", "contract-nli", "logiqa", "custom", "demo"]
+_CLASSES: dict[str, type[Task]] = {
+    "stereoset": StereoSetDomain, "stereoset-stereotype": StereoSetStereotype,
+    "contract-nli": ContractNLI, "logiqa": LogiQA, "custom": CustomTask, "demo": DemoTask,
+}
+
+__all__ = [
+    "BUILTIN_TASKS", "REPO_ROOT", "Task", "data_dir", "data_dirs", "download_dir", "get_task",
+    "load_custom", "load_task", "task_statuses",
+]
+
+
+def download_dir() -> Path:
+    """The repository's ``data/`` folder, where downloads land."""
+    return REPO_ROOT / "data"
+
+
+def data_dir() -> Path:
+    """The primary data folder: ``$PLD_DATA_DIR``, else ``../shared/data``, else ``data/``."""
+    env = os.environ.get("PLD_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else download_dir()
+
+
+def data_dirs() -> list[Path]:
+    """Folders searched for data files, in order: :func:`data_dir`, then ``data/``."""
+    first, dl = data_dir(), download_dir()
+    return [first] if first.resolve() == dl.resolve() else [first, dl]
+
+
+def get_task(name: str, **params: Any) -> Task:
+    """A built-in task by name (``params`` e.g. ``context_tokens`` for contract-nli)."""
+    cls = _CLASSES.get(name)
+    if cls is None:
+        raise BadInput(f"unknown task {name!r}; built-in tasks: {', '.join(BUILTIN_TASKS)}")
+    unknown = sorted(set(params) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise BadInput(f"task {name}: unknown option(s) {', '.join(unknown)}")
+    return cls(**params)
+
+
+def task_statuses(data_dir: DataDir = None) -> list[dict[str, Any]]:
+    """One JSON-ready dict per built-in task, for ``python -m pld tasks --json``.
+
+    Keys: name, kind, labels, description, available, complete, files, missing, notes, pools
+    (splits, size, files, label_counts), pool_sizes (per split) and default_sizes.
+    """
+    roots = as_roots(data_dir)
+    out = []
+    for name in BUILTIN_TASKS:
+        task = get_task(name)
+        st = task.status(roots)
+        out.append({"name": name, "kind": task.kind, "labels": list(task.labels),
+                    "description": task.description, "default_sizes": dict(task.default_sizes),
+                    **st.to_dict()})
+    return out
+
+
+def _save(ws: Workspace, task: Task, examples: list[Example], *, description: str, source: str,
+          params: dict[str, Any]) -> dict[str, int]:
+    # A reload with another seed or other sizes could put an example into a different split
+    # than the one it already has, mixing training and held-out data: refuse that.
+    have = {r["ext_id"]: r["split"] for r in ws.query(
+        "SELECT ext_id, split FROM examples WHERE task = ?", [task.name])}
+    moved = [e for e in examples if e.ext_id in have and have[e.ext_id] != e.split]
+    if moved:
+        e = moved[0]
+        raise BadInput(
+            f"task {task.name}: already loaded in {ws.path} with other splits ({len(moved)} "
+            f"examples would change split, e.g. {e.ext_id} from {have[e.ext_id]} to {e.split}); "
+            "use the seed and sizes it was loaded with, or a new workspace")
+    return save_task(ws, name=task.name, kind=task.kind, labels=list(task.labels),
+                     description=description, source=source, params=params, examples=examples)
+
+
+def load_task(
+    ws: Workspace, name: str, *, n_train: Size = None, n_val: Size = None, n_test: Size = None,
+    seed: int = 0, data_dir: DataDir = None, options: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """Load built-in task ``name`` into ``ws``; return example counts per split.
+
+    Sizes: None = task default (60/40/100 for benchmarks, 50%/20%/30% for demo), an int =
+    that many, 0 or "all" = the whole pool, a float in (0, 1) = that fraction of the pool.
+    ``options`` are task options (contract-nli: ``context_tokens``).
+    """
+    if name == "custom":
+        raise BadInput("custom needs a file: python -m pld load custom --file PATH")
+    task = get_task(name, **(options or {}))
+    roots = as_roots(data_dir)
+    examples = task.load_splits(roots, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    st = task.status(roots)
+    params = {"seed": seed, "sizes": {"train": n_train, "val": n_val, "test": n_test},
+              "complete": st.complete, "notes": st.notes,
+              "pools": [{"splits": p.splits, "files": p.files, "size": p.size} for p in st.pools],
+              **task.params()}
+    source = "; ".join(st.files)
+    return _save(ws, task, examples, description=task.task_description, source=source,
+                 params=params)
+
+
+def load_custom(
+    ws: Workspace, path: str | Path, *, name: str | None = None, text_column: str = "text",
+    label_column: str = "label", id_column: str | None = None, description: str | None = None,
+    n_train: Size = None, n_val: Size = None, n_test: Size = None, seed: int = 0,
+) -> dict[str, int]:
+    """Validate a user's CSV/JSONL file and load it as task ``name`` (default: the file stem).
+
+    Nothing is written unless the whole file is valid. Sizes as in :func:`load_task`; the
+    defaults are 50% / 20% / 30% of the rows, capped at 60 / 40 / 100.
+    """
+    if name is not None and name in BUILTIN_TASKS:
+        raise BadInput(f"--name {name!r} is a built-in task; choose another name")
+    task = CustomTask(path, name=name, text_column=text_column, label_column=label_column,
+                      id_column=id_column, description=description)
+    if task.name in BUILTIN_TASKS:
+        raise BadInput(f"task name {task.name!r} (from the file name) is a built-in task; "
+                       "pass --name")
+    examples = task.load_splits(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    params = {"seed": seed, "sizes": {"train": n_train, "val": n_val, "test": n_test},
+              **task.params()}
+    return _save(ws, task, examples, description=task.task_description,
+                 source=str(Path(path).resolve()), params=params)

@@ -1,0 +1,116 @@
+"""Tasks and examples in the workspace: save a loaded task atomically, read it back.
+
+Stages never need the loader classes: they read the task's label set and description from the
+``tasks`` row and the rendered model inputs from ``examples``. That is also what makes a user's
+custom task (which exists only in the workspace) work like a built-in one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pld.errors import BadInput
+from pld.workspace import Workspace, dumps, loads, now
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the stages need to know about a loaded task."""
+
+    name: str
+    kind: str
+    labels: list[str]
+    description: str
+    source: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled item. ``text`` is the exact model input; ``meta`` keeps the raw fields."""
+
+    ext_id: str
+    split: str
+    text: str
+    label: str
+    meta: dict[str, Any]
+
+
+def save_task(
+    ws: Workspace,
+    *,
+    name: str,
+    kind: str,
+    labels: list[str],
+    description: str,
+    source: str,
+    params: dict[str, Any],
+    examples: Iterable[Example],
+) -> dict[str, int]:
+    """Store a task and its examples in one transaction; return counts per split.
+
+    Re-loading a task with the same examples is a no-op for rows already there (matched by
+    ``ext_id``); loading with a different label set is refused so that rules, heuristics and
+    predictions made for the old labels are never silently orphaned.
+    """
+    rows = list(examples)
+    bad = [e for e in rows if e.split not in SPLITS]
+    if bad:
+        raise BadInput(f"task {name}: example {bad[0].ext_id} has unknown split {bad[0].split!r}")
+    with ws.write() as db:
+        existing = ws.query("SELECT labels FROM tasks WHERE name = ?", [name])
+        if existing and loads(existing[0]["labels"]) != labels:
+            raise BadInput(
+                f"task {name}: already loaded with labels {loads(existing[0]['labels'])}; "
+                f"use another --name for labels {labels}"
+            )
+        db["tasks"].upsert({
+            "name": name, "kind": kind, "labels": dumps(labels), "description": description,
+            "source": source, "params": dumps(params), "created_at": now(),
+        }, pk="name")
+        db["examples"].insert_all(
+            ({"task": name, "split": e.split, "ext_id": e.ext_id, "text": e.text,
+              "label": e.label, "meta": dumps(e.meta), "created_at": now()} for e in rows),
+            ignore=True, batch_size=500,
+        )
+    counts = {s: 0 for s in SPLITS}
+    for r in ws.query(
+        "SELECT split, count(*) AS n FROM examples WHERE task = ? GROUP BY split", [name]
+    ):
+        counts[r["split"]] = r["n"]
+    return counts
+
+
+def task_info(ws: Workspace, name: str) -> TaskInfo:
+    """The loaded task ``name``; :class:`BadInput` if it was never loaded into this workspace."""
+    rows = ws.query("SELECT * FROM tasks WHERE name = ?", [name])
+    if not rows:
+        loaded = [r["name"] for r in ws.query("SELECT name FROM tasks ORDER BY name")]
+        hint = f" (loaded: {', '.join(loaded)})" if loaded else ""
+        raise BadInput(f"task {name!r} is not loaded in {ws.path}; run: python -m pld load {name}{hint}")
+    r = rows[0]
+    return TaskInfo(r["name"], r["kind"], loads(r["labels"]), r["description"] or "",
+                    r["source"] or "", loads(r["params"], {}))
+
+
+def loaded_tasks(ws: Workspace) -> list[TaskInfo]:
+    """All tasks loaded in the workspace, by name."""
+    return [task_info(ws, r["name"]) for r in ws.query("SELECT name FROM tasks ORDER BY name")]
+
+
+def examples(ws: Workspace, task: str, split: str | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+    """Example rows of a task (optionally one split), in a stable order (by id)."""
+    sql, args = "SELECT * FROM examples WHERE task = ?", [task]
+    if split:
+        sql += " AND split = ?"
+        args.append(split)
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    return ws.query(sql, args)

@@ -1,0 +1,285 @@
+"""Open, create and migrate the one SQLite workspace that holds everything.
+
+A workspace is a single SQLite file (WAL mode) managed through sqlite-utils. Every table of the
+method lives here: examples, rules, embeddings, clusterings, heuristics, reviews, prompts, runs,
+predictions, evaluations, proposals and the LLM call log. The schema carries a version number in
+``schema_version``; opening an older file upgrades it in place, opening a newer file or a file that
+is not SQLite fails with :class:`WorkspaceError` and leaves the file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+SCHEMA_VERSION = 2
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class WorkspaceError(Exception):
+    """The workspace file cannot be opened or used (wrong format, newer schema, ...)."""
+
+
+def now() -> str:
+    """UTC timestamp in ISO-8601, the format every ``*_at`` column uses."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def default_path() -> Path:
+    """``$PLD_WORKSPACE`` when set, else ``data/workspace.db`` under the current directory."""
+    env = os.environ.get("PLD_WORKSPACE")
+    return Path(env) if env else Path("data") / "workspace.db"
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose ``with`` blocks nest.
+
+    sqlite-utils wraps each write in ``with conn:``; with the stock connection the innermost block
+    commits, so a multi-step write (an import, a review action) could be left half done. Here
+    only the outermost block commits (or rolls back on error), which makes :meth:`Workspace.write`
+    atomic however many sqlite-utils calls it contains.
+    """
+
+    _depth = 0
+
+    def __enter__(self) -> _Connection:
+        if self._depth == 0 and not self.in_transaction:
+            self.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+        self._depth -= 1
+        if self._depth == 0:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.rollback()
+        return False
+
+
+class Workspace:
+    """A handle on one workspace file.
+
+    ``db`` is a :class:`sqlite_utils.Database`. The connection may be used from several threads
+    (teacher calls run concurrently), so every write should go through :meth:`write`, which
+    serialises writers inside this process; SQLite's own locking plus WAL handles other processes.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.lock = threading.RLock()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite_utils.Database]:
+        """Hold the process-wide write lock and run the block in one transaction."""
+        with self.lock, self.conn:
+            yield self.db
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        """Run a read query and return the rows as dicts."""
+        with self.lock:
+            return list(self.db.query(sql, params))
+
+    def close(self) -> None:
+        """Close the underlying connection."""
+        self.conn.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_is_sqlite(path: Path) -> None:
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_MAGIC))
+    if head != SQLITE_MAGIC:
+        raise WorkspaceError(f"{path}: not a PLD Studio workspace (not an SQLite file); left untouched")
+
+
+def open_workspace(path: str | Path | None = None) -> Workspace:
+    """Open (creating if needed) the workspace at ``path`` and bring its schema up to date."""
+    path = Path(path) if path is not None else default_path()
+    _check_is_sqlite(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            str(path), check_same_thread=False, timeout=30, isolation_level=None,
+            factory=_Connection,
+        )
+        version = _read_version(conn)
+    except sqlite3.DatabaseError as e:
+        raise WorkspaceError(f"{path}: cannot be read as a workspace ({e}); left untouched") from e
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise WorkspaceError(
+            f"{path}: workspace schema version {version} is newer than this PLD Studio "
+            f"(supports up to {SCHEMA_VERSION}); upgrade PLD Studio. The file was left untouched."
+        )
+    # Autocommit mode (isolation_level=None): transactions are opened explicitly by
+    # _Connection.__enter__, never implicitly by the sqlite3 module.
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    ws = Workspace(path, conn)
+    if version < SCHEMA_VERSION:
+        _migrate(ws, version)
+    return ws
+
+
+def _read_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name='schema_version'"
+    ).fetchone()
+    if row is None:
+        # A file with tables but no version table is not ours.
+        other = conn.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        if other:
+            raise sqlite3.DatabaseError("SQLite file without a PLD schema_version table")
+        return 0
+    got = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    return int(got or 0)
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    """The initial schema: the tables of DESIGN.md."""
+    db["tasks"].create(
+        {"name": str, "kind": str, "labels": str, "description": str, "source": str,
+         "params": str, "created_at": str},
+        pk="name",
+    )
+    db["examples"].create(
+        {"id": int, "task": str, "split": str, "ext_id": str, "text": str, "label": str,
+         "meta": str, "created_at": str},
+        pk="id", foreign_keys=[("task", "tasks", "name")],
+    )
+    db["examples"].create_index(["task", "ext_id"], unique=True)
+    db["examples"].create_index(["task", "split"])
+    db["runs"].create(
+        {"id": int, "task": str, "kind": str, "params": str, "status": str, "done": int,
+         "total": int, "started_at": str, "updated_at": str, "finished_at": str,
+         "error": str, "pid": int},
+        pk="id",
+    )
+    db["runs"].create_index(["task", "kind"])
+    db["llm_calls"].create(
+        {"id": int, "created_at": str, "model": str, "stage": str, "run_id": int,
+         "cache_key": str, "system_sha256": str, "messages": str, "params": str, "response": str,
+         "input_tokens": int, "output_tokens": int, "cached_tokens": int, "latency_s": float,
+         "cost_usd": float, "cache_hit": int, "attempt": int, "error": str},
+        pk="id",
+    )
+    db["llm_calls"].create_index(["cache_key"])
+    # System prompts repeat across thousands of student calls: store each text once.
+    db["texts"].create({"sha256": str, "text": str}, pk="sha256")
+    db["llm_calls"].create_index(["stage"])
+    db["micro_instructions"].create(
+        {"id": int, "task": str, "example_id": int, "run_id": int, "teacher": str,
+         "reasoning": str, "rule": str, "label": str, "status": str, "flags": str, "raw": str,
+         "error": str, "call_id": int, "created_at": str},
+        pk="id", foreign_keys=[("example_id", "examples", "id")],
+    )
+    db["micro_instructions"].create_index(["task", "example_id", "teacher"], unique=True)
+    db["micro_instructions"].create_index(["task", "status"])
+    db["embeddings"].create(
+        {"rule_id": int, "model": str, "dim": int, "vector": bytes, "created_at": str},
+        pk=("rule_id", "model"),
+    )
+    db["clusterings"].create(
+        {"id": int, "task": str, "method": str, "embed_model": str, "params": str,
+         "metrics": str, "status": str, "created_at": str, "accepted_by": str,
+         "accepted_at": str},
+        pk="id",
+    )
+    db["clusters"].create(
+        {"id": int, "clustering_id": int, "label": int, "name": str, "keywords": str,
+         "size": int},
+        pk="id", foreign_keys=[("clustering_id", "clusterings", "id")],
+    )
+    db["clusters"].create_index(["clustering_id", "label"], unique=True)
+    db["cluster_members"].create(
+        {"clustering_id": int, "rule_id": int, "cluster_id": int, "x": float, "y": float},
+        pk=("clustering_id", "rule_id"),
+    )
+    db["heuristics"].create(
+        {"id": int, "task": str, "cluster_id": int, "clustering_id": int, "text": str,
+         "status": str, "version": int, "source_rule_ids": str, "origin": str,
+         "created_by": str, "updated_by": str, "approved_by": str, "approved_at": str,
+         "identity_kind": str, "created_at": str, "updated_at": str},
+        pk="id",
+    )
+    db["heuristics"].create_index(["task", "status"])
+    db["reviews"].create(
+        {"id": int, "created_at": str, "who": str, "identity_kind": str, "entity": str,
+         "entity_id": int, "action": str, "before": str, "after": str, "comment": str},
+        pk="id",
+    )
+    db["reviews"].create_index(["entity", "entity_id"])
+    db["prompts"].create(
+        {"id": int, "task": str, "version": int, "text": str, "sha256": str,
+         "heuristic_ids": str, "origin": str, "parent_version": int, "created_at": str},
+        pk="id",
+    )
+    db["prompts"].create_index(["task", "version"], unique=True)
+    db["predictions"].create(
+        {"id": int, "run_id": int, "example_id": int, "raw": str, "label": str,
+         "correct": int, "call_id": int, "created_at": str},
+        pk="id",
+    )
+    db["predictions"].create_index(["run_id", "example_id"], unique=True)
+    db["proposals"].create(
+        {"id": int, "task": str, "run_id": int, "iteration": int, "heuristic_id": int,
+         "kind": str, "text": str, "rationale": str, "evidence": str, "status": str,
+         "decided_by": str, "decided_at": str, "created_at": str},
+        pk="id",
+    )
+    db["proposals"].create_index(["task", "iteration"])
+
+
+def _v2(db: sqlite_utils.Database) -> None:
+    """Evaluations and the approver list."""
+    db["evaluations"].create(
+        {"id": int, "task": str, "run_id": int, "method": str, "prompt_version": int,
+         "prompt_sha256": str, "student": str, "split": str, "n": int, "metrics": str,
+         "created_at": str},
+        pk="id",
+    )
+    db["evaluations"].create_index(["task", "prompt_sha256"])
+    db["approvers"].create({"task": str, "name": str, "added_at": str}, pk=("task", "name"))
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+
+
+def _migrate(ws: Workspace, current: int) -> None:
+    with ws.write() as db:
+        if current == 0:
+            db["schema_version"].create({"version": int, "applied_at": str}, pk="version")
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version - 1](db)
+            db["schema_version"].insert({"version": version, "applied_at": now()})
+
+
+def dumps(value: Any) -> str:
+    """JSON-encode a value for a TEXT column (stable key order, unicode kept readable)."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def loads(value: str | None, default: Any = None) -> Any:
+    """Decode a JSON TEXT column, returning ``default`` for NULL."""
+    return default if value is None else json.loads(value)

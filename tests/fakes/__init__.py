@@ -1,0 +1,1 @@
+"""HTTP fakes of provider APIs, served on 127.0.0.1 for tests."""

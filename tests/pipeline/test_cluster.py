@@ -1,0 +1,332 @@
+"""Clustering stage on real MiniLM embeddings of synthetic rules in three clear topics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from sklearn.neighbors import NearestNeighbors
+
+from pld.errors import BadInput, NotReady
+from pld.pipeline.cluster import (
+    accept_clustering,
+    cluster,
+    cluster_summary,
+    current_clustering,
+    eps_auto,
+    get_clustering,
+    kdistances,
+    list_clusterings,
+    members,
+    merge_clusters,
+    move_rule,
+    points,
+    rename_cluster,
+    split_cluster,
+)
+from pld.pipeline.runs import list_runs
+from pld.workspace import Workspace, loads
+from tests.pipeline.test_embed import OUTLIERS, TOPICS, add_rules, topic_rules
+
+TASK = "support"
+# Calibrated on MiniLM for these rules: same-topic neighbours are within ~0.5 cosine distance.
+EPS = 0.55
+MIN_SAMPLES = 4
+TOPIC_WORDS = {
+    "billing": {"refund", "charged", "charge", "invoice", "card", "credit", "billing", "payment",
+                "fee"},
+    "shipping": {"delivery", "parcel", "package", "shipping", "tracking", "courier", "box",
+                 "address", "order"},
+    "account": {"password", "login", "account", "log", "sign", "reset", "profile", "user"},
+}
+
+
+@pytest.fixture
+def rules(ws: Workspace) -> dict[int, str]:
+    """The 39 topic rules stored as ok rules: rule id -> gold topic."""
+    ids = add_rules(ws, TASK, topic_rules())
+    return dict(zip(ids, [label for _, label in topic_rules()], strict=True))
+
+
+def _labels(ws: Workspace, clustering_id: int, rule_ids: list[int]) -> list[int]:
+    got = {r["rule_id"]: r["cluster_id"] for r in ws.query(
+        "SELECT rule_id, cluster_id FROM cluster_members WHERE clustering_id = ?",
+        [clustering_id])}
+    return [-1 if got[i] is None else got[i] for i in rule_ids]
+
+
+def _sizes_consistent(ws: Workspace, clustering_id: int) -> None:
+    for c in ws.query("SELECT id, size FROM clusters WHERE clustering_id = ?", [clustering_id]):
+        n = ws.query("SELECT count(*) AS n FROM cluster_members WHERE cluster_id = ?",
+                     [c["id"]])[0]["n"]
+        assert c["size"] == n
+    metrics = get_clustering(ws, clustering_id)["metrics"]
+    sizes = sorted((c["size"] for c in ws.query(
+        "SELECT size FROM clusters WHERE clustering_id = ?", [clustering_id])), reverse=True)
+    assert metrics["sizes"] == sizes and metrics["n_clusters"] == len(sizes)
+
+
+def _assert_keywords_match_topics(ws: Workspace, clustering_id: int,
+                                  rules: dict[int, str]) -> None:
+    for entry in cluster_summary(ws, clustering_id):
+        if entry["noise"]:
+            continue
+        topic = max(entry["labels"], key=entry["labels"].get)
+        assert set(entry["keywords"][:5]) & TOPIC_WORDS[topic], (topic, entry["keywords"])
+        assert entry["name"] == " · ".join(entry["keywords"][:3])
+
+
+def test_dbscan_recovers_topics(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, method="dbscan", eps=EPS, min_samples=MIN_SAMPLES)
+    ids = list(rules)
+    labels = _labels(ws, cid, ids)
+    gold = [rules[i] for i in ids]
+    assert adjusted_rand_score(gold, labels) > 0.8
+    c = get_clustering(ws, cid)
+    assert c["status"] == "proposed" and c["method"] == "dbscan" and c["embed_model"] == "minilm"
+    assert c["params"]["eps"] == EPS and c["params"]["eps_method"] == "given"
+    assert c["params"]["metric"] == "cosine" and c["params"]["projection"] == "pca"
+    assert c["metrics"]["n_clusters"] == 3
+    assert c["metrics"]["silhouette"] is not None and 0 < c["metrics"]["silhouette"] <= 1
+    _assert_keywords_match_topics(ws, cid, rules)
+    _sizes_consistent(ws, cid)
+    assert all(p["x"] is not None and p["y"] is not None for p in points(ws, cid))
+    assert len(points(ws, cid)) == len(rules)
+
+
+def test_kmeans_recovers_topics_without_reembedding(ws: Workspace, rules: dict[int, str]) -> None:
+    first = cluster(ws, TASK, method="dbscan", eps=EPS, min_samples=MIN_SAMPLES)
+    stamps = ws.query("SELECT rule_id, created_at FROM embeddings ORDER BY rule_id")
+    cid = cluster(ws, TASK, method="kmeans", k=3, seed=1)
+    assert cid != first
+    assert ws.query("SELECT rule_id, created_at FROM embeddings ORDER BY rule_id") == stamps
+    assert len(list_runs(ws, task=TASK, kind="embed")) == 1
+    ids = list(rules)
+    assert adjusted_rand_score([rules[i] for i in ids], _labels(ws, cid, ids)) > 0.9
+    c = get_clustering(ws, cid)
+    assert c["params"]["k"] == 3 and "eps" not in c["params"]
+    assert c["metrics"]["n_noise"] == 0 and c["metrics"]["noise_share"] == 0
+    _assert_keywords_match_topics(ws, cid, rules)
+    # Gold-label mix per cluster sums to its size.
+    for entry in cluster_summary(ws, cid):
+        assert sum(entry["labels"].values()) == entry["size"]
+
+
+def test_hdbscan_runs_through_bertopic(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, method="hdbscan", min_samples=3)
+    c = get_clustering(ws, cid)
+    assert c["params"]["min_samples"] == 3 and c["metrics"]["n_rules"] == len(rules)
+    assert c["metrics"]["n_clusters"] >= 2
+    _sizes_consistent(ws, cid)
+
+
+def test_noise_rules_are_kept_as_null_members(ws: Workspace, rules: dict[int, str]) -> None:
+    noise_ids = add_rules(ws, TASK, [(text, "billing") for text in OUTLIERS])
+    cid = cluster(ws, TASK, method="dbscan", eps=EPS, min_samples=MIN_SAMPLES)
+    noise = members(ws, cid, None)
+    assert set(noise_ids) <= {m["id"] for m in noise}
+    assert all(m["cluster_id"] is None and m["x"] is not None for m in noise)
+    total = len(rules) + len(OUTLIERS)
+    assert len(points(ws, cid)) == total
+    metrics = get_clustering(ws, cid)["metrics"]
+    assert metrics["n_noise"] == len(noise)
+    assert metrics["noise_share"] == pytest.approx(len(noise) / total)
+    entry = cluster_summary(ws, cid)[-1]
+    assert entry["noise"] and entry["id"] is None and entry["size"] == len(noise)
+    assert sum(entry["labels"].values()) == len(noise)
+
+
+def test_all_noise_gives_zero_clusters(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, method="dbscan", eps=0.001, min_samples=MIN_SAMPLES)
+    metrics = get_clustering(ws, cid)["metrics"]
+    assert metrics["n_clusters"] == 0 and metrics["noise_share"] == 1.0
+    assert metrics["silhouette"] is None and metrics["sizes"] == []
+    assert len(members(ws, cid, None)) == len(rules)
+    with pytest.raises(BadInput, match="no clusters"):
+        accept_clustering(ws, cid, "ana")
+
+
+def test_eps_auto_is_chosen_and_stored(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, method="dbscan", eps="auto", min_samples=MIN_SAMPLES)
+    params = get_clustering(ws, cid)["params"]
+    assert params["eps_method"] == "auto"
+    assert 0 < params["eps"] < 1
+    info = params["eps_auto"]
+    assert info["k"] == MIN_SAMPLES and info["n"] == len(rules) and info["eps"] == params["eps"]
+    assert info["kdist_min"] <= params["eps"] <= info["kdist_max"]
+
+
+def test_kdistances_match_nearest_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8))
+    for metric in ("cosine", "euclidean"):
+        nn = NearestNeighbors(n_neighbors=4, metric=metric).fit(x)
+        expected = nn.kneighbors(x)[0][:, 3]
+        assert np.allclose(kdistances(x, 4, metric), expected, atol=1e-6)
+
+
+def test_eps_auto_finds_the_knee_between_dense_and_sparse() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.eye(16)[:3]
+    dense = np.concatenate([c + rng.normal(scale=0.05, size=(40, 16)) for c in centres])
+    sparse = rng.normal(size=(6, 16))
+    eps, info = eps_auto(np.concatenate([dense, sparse]), 5)
+    within = np.sort(kdistances(dense, 5))
+    # Past the dense points' k-distances (those points are core) and well below the far ones.
+    assert np.quantile(within, 0.8) <= eps < 0.5
+    assert info["k"] == 5 and info["n"] == 126 and 0 <= info["knee_index"] < 126
+    with pytest.raises(BadInput, match="at least 2"):
+        eps_auto(dense[:1], 5)
+
+
+def test_same_seed_gives_the_same_clustering(ws: Workspace, rules: dict[int, str]) -> None:
+    def snapshot(cid: int) -> tuple[object, ...]:
+        pts = [(p["id"], p["x"], p["y"]) for p in points(ws, cid)]
+        summary = [(e["name"], e["keywords"], e["size"]) for e in cluster_summary(ws, cid)]
+        return pts, summary, _labels(ws, cid, list(rules)), get_clustering(ws, cid)["metrics"]
+
+    a = cluster(ws, TASK, method="kmeans", k=3, seed=7)
+    b = cluster(ws, TASK, method="kmeans", k=3, seed=7)
+    sa, sb = snapshot(a), snapshot(b)
+    assert sa[0] == sb[0] and sa[1] == sb[1] and sa[3] == sb[3]
+    assert adjusted_rand_score(sa[2], sb[2]) == 1.0
+    c = cluster(ws, TASK, method="dbscan", eps="auto", min_samples=MIN_SAMPLES)
+    d = cluster(ws, TASK, method="dbscan", eps="auto", min_samples=MIN_SAMPLES)
+    assert get_clustering(ws, c)["params"] == get_clustering(ws, d)["params"]
+    assert snapshot(c)[1] == snapshot(d)[1]
+
+
+def test_bad_options_are_one_line_bad_input(ws: Workspace, rules: dict[int, str]) -> None:
+    cases = [
+        ({"method": "spectral"}, "unknown --method 'spectral'"),
+        ({"eps": 0}, r"--eps must be in \(0, 2\]"),
+        ({"eps": 2.5}, r"--eps must be in \(0, 2\]"),
+        ({"eps": "wide"}, "--eps must be a number or 'auto'"),
+        ({"min_samples": 0}, "--min-samples must be an integer >= 1"),
+        ({"method": "kmeans"}, "needs --k"),
+        ({"method": "kmeans", "k": 1}, "--k must be an integer >= 2"),
+        ({"method": "kmeans", "k": len(rules) + 1}, "more than the number of rules"),
+        ({"embed_model": "word2vec"}, "unknown embedding model"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(BadInput, match=message) as err:
+            cluster(ws, TASK, **kwargs)
+        assert "\n" not in str(err.value)
+    with pytest.raises(BadInput, match="not loaded"):
+        cluster(ws, "nope")
+    assert list_clusterings(ws, TASK) == []
+    assert ws.query("SELECT count(*) AS n FROM embeddings")[0]["n"] == 0
+
+
+def test_eps_accepts_numeric_strings(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, eps=str(EPS), min_samples=MIN_SAMPLES)
+    assert get_clustering(ws, cid)["params"]["eps"] == EPS
+
+
+def test_no_ok_rules_is_not_ready(ws: Workspace) -> None:
+    add_rules(ws, TASK, topic_rules()[:3], status="failed")
+    with pytest.raises(NotReady, match="run extract first"):
+        cluster(ws, TASK)
+
+
+def test_accept_supersedes_previous(ws: Workspace, rules: dict[int, str]) -> None:
+    assert current_clustering(ws, TASK) is None
+    first = cluster(ws, TASK, method="kmeans", k=3)
+    second = cluster(ws, TASK, method="kmeans", k=2)
+    assert current_clustering(ws, TASK)["id"] == second
+    assert [c["id"] for c in list_clusterings(ws, TASK)] == [second, first]
+
+    accept_clustering(ws, first, "ana")
+    cur = current_clustering(ws, TASK)
+    assert cur["id"] == first and cur["status"] == "accepted" and cur["accepted_by"] == "ana"
+    cluster(ws, TASK, method="kmeans", k=4)
+    assert current_clustering(ws, TASK)["id"] == first
+
+    accept_clustering(ws, second, "bo")
+    assert get_clustering(ws, first)["status"] == "superseded"
+    assert get_clustering(ws, second)["status"] == "accepted"
+    assert len(ws.query("SELECT id FROM clusterings WHERE status = 'accepted'")) == 1
+    reviews = ws.query("SELECT * FROM reviews WHERE action = 'accept' ORDER BY id")
+    assert [(r["who"], r["entity"], r["entity_id"]) for r in reviews] == [
+        ("ana", "clustering", first), ("bo", "clustering", second)]
+    assert loads(reviews[1]["after"])["superseded"] == [first]
+    with pytest.raises(BadInput, match="reviewer name"):
+        accept_clustering(ws, first, " ")
+    with pytest.raises(BadInput, match="not found"):
+        accept_clustering(ws, 999, "ana")
+    with pytest.raises(BadInput, match="superseded"):
+        rename_cluster(ws, ws.query("SELECT id FROM clusters WHERE clustering_id = ?",
+                                    [first])[0]["id"], "x", "ana")
+
+
+def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, method="kmeans", k=3)
+    summary = [e for e in cluster_summary(ws, cid) if not e["noise"]]
+    by_topic = {max(e["labels"], key=e["labels"].get): e["id"] for e in summary}
+
+    rename_cluster(ws, by_topic["billing"], "Billing & refunds", "ana")
+    assert cluster_summary(ws, cid)[0]["name"] in {"Billing & refunds", summary[0]["name"]}
+    assert any(e["name"] == "Billing & refunds" for e in cluster_summary(ws, cid))
+
+    rule = members(ws, cid, by_topic["shipping"])[0]["id"]
+    move_rule(ws, cid, rule, None, "ana")
+    assert rule in {m["id"] for m in members(ws, cid, None)}
+    assert get_clustering(ws, cid)["metrics"]["n_noise"] == 1
+    move_rule(ws, cid, rule, by_topic["account"], "ana")
+    assert rule in {m["id"] for m in members(ws, cid, by_topic["account"])}
+    _sizes_consistent(ws, cid)
+
+    merged = merge_clusters(ws, cid, by_topic["billing"], by_topic["shipping"], "bo")
+    assert merged == by_topic["billing"]
+    assert not ws.query("SELECT id FROM clusters WHERE id = ?", [by_topic["shipping"]])
+    merged_members = members(ws, cid, merged)
+    assert len(merged_members) == len(TOPICS["billing"]) + len(TOPICS["shipping"]) - 1
+    # The reviewer's name survives the merge; keywords now cover both topics.
+    row = [e for e in cluster_summary(ws, cid) if e["id"] == merged][0]
+    assert row["name"] == "Billing & refunds"
+    assert set(row["keywords"]) & TOPIC_WORDS["shipping"]
+    _sizes_consistent(ws, cid)
+
+    parts = split_cluster(ws, cid, merged, 2, who="cy")
+    assert parts[0] == merged and len(parts) == 2
+    part_topics = [{m["gold_label"] for m in members(ws, cid, p)} for p in parts]
+    assert sorted(len(m) for p in parts for m in [members(ws, cid, p)]) == sorted(
+        [len(TOPICS["billing"]), len(TOPICS["shipping"]) - 1])
+    assert all(len(t) == 1 for t in part_topics)
+    new = [e for e in cluster_summary(ws, cid) if e["id"] == parts[1]][0]
+    assert new["name"] == " · ".join(new["keywords"][:3]) and new["keywords"]
+    _sizes_consistent(ws, cid)
+    assert len(points(ws, cid)) == len(rules)
+
+    reviews = ws.query("SELECT * FROM reviews WHERE entity = 'clustering' AND entity_id = ? "
+                       "ORDER BY id", [cid])
+    assert [(r["action"], r["who"]) for r in reviews] == [
+        ("rename_cluster", "ana"), ("move_rule", "ana"), ("move_rule", "ana"),
+        ("merge_clusters", "bo"), ("split_cluster", "cy")]
+    assert loads(reviews[1]["before"])["cluster_id"] == by_topic["shipping"]
+    assert loads(reviews[1]["after"])["cluster_id"] is None
+    assert loads(reviews[0]["after"])["name"] == "Billing & refunds"
+    assert len(loads(reviews[4]["after"])["clusters"]) == 2
+
+
+def test_edit_validation(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, method="kmeans", k=3)
+    a, b = [e["id"] for e in cluster_summary(ws, cid) if not e["noise"]][:2]
+    other = cluster(ws, TASK, method="kmeans", k=2)
+    foreign = [e["id"] for e in cluster_summary(ws, other) if not e["noise"]][0]
+    with pytest.raises(BadInput, match="itself"):
+        merge_clusters(ws, cid, a, a, "ana")
+    with pytest.raises(BadInput, match=f"cluster {foreign} is not in clustering {cid}"):
+        merge_clusters(ws, cid, a, foreign, "ana")
+    with pytest.raises(BadInput, match="cannot split"):
+        split_cluster(ws, cid, a, 99, who="ana")
+    with pytest.raises(BadInput, match="k >= 2"):
+        split_cluster(ws, cid, a, 1, who="ana")
+    with pytest.raises(BadInput, match="not in clustering"):
+        move_rule(ws, cid, 10_000, b, "ana")
+    with pytest.raises(BadInput, match="must not be empty"):
+        rename_cluster(ws, a, "  ", "ana")
+    with pytest.raises(BadInput, match="reviewer name"):
+        move_rule(ws, cid, list(rules)[0], None, "")
+    assert ws.query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
+    _sizes_consistent(ws, cid)

@@ -1,0 +1,60 @@
+"""The prompt templates in pld/prompts and their loader."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from pld import prompts
+
+
+def test_there_are_templates_and_extract_is_one() -> None:
+    assert "extract" in prompts.names()
+
+
+@pytest.mark.parametrize("name", prompts.names())
+def test_every_template_renders_with_its_placeholders(name: str) -> None:
+    wanted = prompts.placeholders(name)
+    values = {p: f"<<{p}>>" for p in wanted}
+    text = prompts.render(name, **values)
+    for p in wanted:
+        assert f"<<{p}>>" in text
+    assert re.search(r"\$\{?[A-Za-z_]", text) is None, "a placeholder was left unfilled"
+    assert text.strip()
+
+
+@pytest.mark.parametrize("name", prompts.names())
+def test_a_missing_placeholder_raises_a_clear_error(name: str) -> None:
+    wanted = sorted(prompts.placeholders(name))
+    if not wanted:  # a constant prompt: nothing can be missing
+        assert prompts.render(name) == prompts.path(name).read_text(encoding="utf-8")
+        return
+    for left_out in wanted:
+        values = {p: "x" for p in wanted if p != left_out}
+        with pytest.raises(prompts.PromptError,
+                           match=rf"{re.escape(name)}.*needs a value for \${left_out}$"):
+            prompts.render(name, **values)
+
+
+def test_extract_template_placeholders() -> None:
+    assert prompts.placeholders("extract") >= {"description", "labels", "text", "label"}
+
+
+def test_values_may_contain_dollars_and_braces() -> None:
+    text = prompts.render("extract", task="t", description="d", labels="- a",
+                          text='costs $5 {"a": 1} ${label}', label="a")
+    assert 'costs $5 {"a": 1} ${label}' in text
+
+
+def test_unknown_template_is_named() -> None:
+    with pytest.raises(prompts.PromptError, match="'no_such_prompt' not found"):
+        prompts.render("no_such_prompt")
+
+
+def test_malformed_template_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bad.md").write_text("costs $5 and $name\n", encoding="utf-8")
+    monkeypatch.setattr(prompts, "PROMPTS_DIR", tmp_path)
+    with pytest.raises(prompts.PromptError, match="write \\$\\$ for a dollar"):
+        prompts.render("bad", name="x")

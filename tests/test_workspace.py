@@ -1,0 +1,108 @@
+"""The workspace file: creation, WAL, migration of older files, refusal of foreign files."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pld.workspace import SCHEMA_VERSION, WorkspaceError, default_path, open_workspace
+
+DESIGN_TABLES = {
+    "tasks", "examples", "runs", "micro_instructions", "embeddings", "clusterings", "clusters",
+    "cluster_members", "heuristics", "reviews", "prompts", "predictions", "proposals",
+    "llm_calls", "evaluations", "approvers", "texts", "schema_version",
+}
+
+
+def test_new_workspace_has_every_table_and_wal(ws_path: Path) -> None:
+    ws = open_workspace(ws_path)
+    assert DESIGN_TABLES <= set(ws.db.table_names())
+    assert ws.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ws.query("SELECT max(version) AS v FROM schema_version")[0]["v"] == SCHEMA_VERSION
+    ws.close()
+
+
+def test_reopen_keeps_data(ws_path: Path) -> None:
+    with open_workspace(ws_path) as ws, ws.write() as db:
+        db["approvers"].insert({"task": "demo", "name": "ana", "added_at": "t"})
+    with open_workspace(ws_path) as ws:
+        assert ws.query("SELECT name FROM approvers") == [{"name": "ana"}]
+
+
+def test_older_file_is_upgraded(ws_path: Path) -> None:
+    """A version-1 file (no evaluations/approvers tables) gains them and keeps its rows."""
+    from pld import workspace
+
+    conn = sqlite3.connect(ws_path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    conn.execute("INSERT INTO schema_version VALUES (1, 'then')")
+    conn.commit()
+    conn.close()
+    # Build the v1 tables with the real v1 migration so the file is a genuine older workspace.
+    import sqlite_utils
+
+    db = sqlite_utils.Database(ws_path)
+    workspace._v1(db)
+    db["tasks"].insert({"name": "old", "kind": "custom", "labels": "[]"})
+    db.close()
+
+    ws = open_workspace(ws_path)
+    assert "evaluations" in ws.db.table_names()
+    assert [r["version"] for r in ws.query("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    assert ws.query("SELECT name FROM tasks") == [{"name": "old"}]
+    ws.close()
+
+
+def test_non_sqlite_file_refused_untouched(tmp_path: Path) -> None:
+    p = tmp_path / "notes.db"
+    p.write_bytes(b"hello, this is not a database\n" * 10)
+    before = p.read_bytes()
+    with pytest.raises(WorkspaceError, match="not an SQLite file"):
+        open_workspace(p)
+    assert p.read_bytes() == before
+    assert not (tmp_path / "notes.db-wal").exists()
+
+
+def test_foreign_sqlite_file_refused_untouched(tmp_path: Path) -> None:
+    p = tmp_path / "other.db"
+    conn = sqlite3.connect(p)
+    conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.commit()
+    conn.close()
+    before = p.read_bytes()
+    with pytest.raises(WorkspaceError, match="left untouched"):
+        open_workspace(p)
+    assert p.read_bytes() == before
+
+
+def test_newer_schema_refused_untouched(ws_path: Path) -> None:
+    open_workspace(ws_path).close()
+    conn = sqlite3.connect(ws_path)
+    conn.execute("INSERT INTO schema_version VALUES (?, 'future')", [SCHEMA_VERSION + 1])
+    conn.commit()
+    conn.close()
+    before = ws_path.read_bytes()
+    with pytest.raises(WorkspaceError, match="newer"):
+        open_workspace(ws_path)
+    assert ws_path.read_bytes() == before
+
+
+def test_write_block_is_atomic_across_sqlite_utils_calls(ws_path: Path) -> None:
+    """sqlite-utils commits in its own ``with conn``; our nested blocks must still roll back."""
+    ws = open_workspace(ws_path)
+    with pytest.raises(RuntimeError):
+        with ws.write() as db:
+            db["approvers"].insert({"task": "t", "name": "a", "added_at": "x"})
+            db["approvers"].insert_all([{"task": "t", "name": "b", "added_at": "x"}])
+            raise RuntimeError("boom")
+    assert ws.query("SELECT * FROM approvers") == []
+    ws.close()
+
+
+def test_default_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PLD_WORKSPACE", str(tmp_path / "w.db"))
+    assert default_path() == tmp_path / "w.db"
+    monkeypatch.delenv("PLD_WORKSPACE")
+    assert default_path() == Path("data") / "workspace.db"
