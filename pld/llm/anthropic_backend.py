@@ -2,19 +2,24 @@
 
 One :meth:`AnthropicBackend.complete` is one HTTP request; the SDK's own retries are off
 (``max_retries=0``) because :mod:`pld.llm.calls` retries uniformly for every backend. The key
-comes from ``$ANTHROPIC_API_KEY`` only; the SDK reads ``$ANTHROPIC_BASE_URL`` itself.
+comes from ``$ANTHROPIC_API_KEY`` only; the SDK reads ``$ANTHROPIC_BASE_URL`` itself (and, from
+SDK 2.x on, sends the key as ``Authorization: Bearer``).
 
 Decisions worth knowing:
 
 * The system prompt is sent as one text block marked ``cache_control: ephemeral``: the student's
   system prompt (the heuristics) is the same for thousands of calls, and cached prefix tokens cost
   a tenth. Prompts under the model's minimum cacheable length are simply not cached.
+* ``temperature`` is not sent. SDK 2.x speaks API version ``2026-10-21``, which rejects every
+  sampling parameter (even the default) and no longer offers them; it stays part of the cache
+  key in :mod:`pld.llm.calls`, where it is harmless.
 * ``json_schema`` is answered with a forced tool call (``tool_choice`` naming one tool whose
   ``input_schema`` is the schema), and the tool input is returned as JSON text. The API
   always returns tool input as a parsed JSON object, so the reply is valid JSON by
   construction, where "reply with JSON only" in the prompt still yields markdown fences or
   prose now and then. Tool schemas must be objects; any other schema falls back to the prompt
-  instruction.
+  instruction. (``output_config.format`` structured outputs would also enforce the schema, but
+  only newer models accept it; a forced tool call works on every Claude model.)
 * A reply with no content is *transient* (the API occasionally ends a turn with no blocks; a
   retry usually answers, and :mod:`pld.llm.calls` bounds the retries), unless the model
   refused (``stop_reason == "refusal"``), which asking again will not change. A body that is
@@ -67,7 +72,7 @@ class AnthropicBackend:
         self._client = anthropic.Anthropic(api_key=key, timeout=timeout, max_retries=0)
 
     def _request(self, messages: list[Message], system: str | None, max_tokens: int,
-                 temperature: float, json_schema: dict[str, Any] | None) -> dict[str, Any]:
+                 json_schema: dict[str, Any] | None) -> dict[str, Any]:
         use_tool = json_schema is not None and json_schema.get("type") == "object"
         if json_schema is not None and not use_tool:
             hint = ("Reply with a JSON object only, no other text, matching this JSON schema: "
@@ -76,7 +81,6 @@ class AnthropicBackend:
         kwargs: dict[str, Any] = {
             "model": self.name,
             "max_tokens": max_tokens,
-            "temperature": temperature,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
         }
         if system:  # the API rejects an empty text block
@@ -101,8 +105,11 @@ class AnthropicBackend:
         choices: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
     ) -> Reply:
-        """One Messages API call. ``choices`` is not enforced here: :mod:`pld.llm.calls` checks it."""
-        kwargs = self._request(messages, system, max_tokens, temperature, json_schema)
+        """One Messages API call. ``choices`` is not enforced here; :mod:`pld.llm.calls` checks.
+
+        ``temperature`` is accepted for the protocol but not sent (see the module notes).
+        """
+        kwargs = self._request(messages, system, max_tokens, json_schema)
         t0 = time.perf_counter()
         try:
             resp = self._client.messages.create(**kwargs)

@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -69,8 +69,8 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -180,7 +180,7 @@ class OpenAIBackend:
             return self._client.chat.completions.create(**kwargs)
         except openai.BadRequestError as err:
             if self._compatible and "response_format" in kwargs and self._json_schema_ok:
-                raise _SchemaRejected from None
+                raise _SchemaRejectedError from None
             raise _map_error(err, self._secret, self.timeout) from None
         except openai.OpenAIError as err:
             raise _map_error(err, self._secret, self.timeout) from None
@@ -202,7 +202,7 @@ class OpenAIBackend:
         try:
             resp = self._send(self._request(messages, system, max_tokens, temperature,
                                              json_schema))
-        except _SchemaRejected:
+        except _SchemaRejectedError:
             # Resend once with json_object. Only when that works was the 400 about json_schema;
             # otherwise the request itself is bad and json_schema stays on for later calls.
             self._json_schema_ok = False
@@ -248,5 +248,5 @@ class OpenAIBackend:
         )
 
 
-class _SchemaRejected(Exception):
+class _SchemaRejectedError(Exception):
     """A compatible server answered 400 to ``json_schema``: resend with ``json_object``."""

@@ -35,6 +35,7 @@ TOP_N_WORDS = 10
 NAME_WORDS = 3
 UMAP_DIMS = 5
 UMAP_MIN_RULES = 10
+KMEANS_RESTARTS = 10
 # Rows per block when computing k-distances, so memory stays O(block * n) not O(n^2).
 _KDIST_BLOCK = 1024
 
@@ -94,18 +95,26 @@ def eps_auto(vectors: np.ndarray, min_samples: int,
     k = min(max(min_samples, 2), n)
     curve = np.sort(kdistances(x, k, metric))
     lo, hi = float(curve[0]), float(curve[-1])
+    shape = "convex"
     if hi - lo <= 1e-12:
-        index = n - 1
+        # All points equally dense: any eps at that distance makes them all core.
+        index, shape = n - 1, "flat"
     else:
         xs = np.linspace(0.0, 1.0, n)
         ys = (curve - lo) / (hi - lo)
-        index = int(np.argmax(xs - ys))
+        below = xs - ys
+        if below.max() > 1e-9:
+            index = int(np.argmax(below))
+        else:
+            # No point below the chord (a concave curve): its knee is the farthest above it.
+            index, shape = int(np.argmax(ys - xs)), "concave"
     eps = float(curve[index])
     floor = 1e-6
     info = {
-        "method": "kneedle (max distance below the chord of the sorted k-distance curve)",
-        "metric": metric, "k": k, "n": n, "knee_index": index, "eps": max(eps, floor),
-        "kdist_min": lo, "kdist_median": float(np.median(curve)), "kdist_max": hi,
+        "method": "kneedle (max distance from the chord of the sorted k-distance curve)",
+        "metric": metric, "k": k, "n": n, "knee_index": index, "curve": shape,
+        "eps": max(eps, floor), "kdist_min": lo, "kdist_median": float(np.median(curve)),
+        "kdist_max": hi,
     }
     if eps < floor:
         # Duplicated rules give k-distances of 0; eps must stay > 0 for DBSCAN.
@@ -172,7 +181,9 @@ def _make_clusterer(method: str, eps: float, min_samples: int, k: int | None, se
                        metric=metric, copy=True)
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=int(k or 2), random_state=seed, n_init="auto")
+    # Ten restarts, not sklearn's single k-means++ start: one unlucky start can merge two
+    # topics, and restarts are cheap at the size of a rule set.
+    return KMeans(n_clusters=int(k or 2), random_state=seed, n_init=KMEANS_RESTARTS)
 
 
 def _reduce(vectors: np.ndarray, seed: int) -> np.ndarray:
@@ -258,8 +269,8 @@ def _fit_bertopic(docs: list[str], space: np.ndarray,
 
 
 def _metrics(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Cluster count, noise share, cosine silhouette over non-noise points, sizes (largest first)."""
-    n = int(len(labels))
+    """Cluster count, noise share, cosine silhouette (non-noise points), sizes (largest first)."""
+    n = len(labels)
     noise = int((labels == -1).sum())
     counts = Counter(int(v) for v in labels if v != -1)
     silhouette = None
@@ -326,7 +337,8 @@ def cluster(
         params["min_samples"] = min_samples
     if method == "kmeans":
         params["k"] = k
-    with stage_run(ws, task, "cluster", {**params, "eps": eps}, on_progress=on_progress) as run:
+    run_params = {**params, "eps": eps} if method == "dbscan" else params
+    with stage_run(ws, task, "cluster", run_params, on_progress=on_progress) as run:
         run.set_total(4)
         ids = [int(r["id"]) for r in rules]
         docs = [r["rule"] or "" for r in rules]
@@ -667,7 +679,7 @@ def split_cluster(ws: Workspace, clustering_id: int, cluster_id: int, k: int = 2
         vectors = load_vectors(ws, ids, c["embed_model"]).astype(np.float64)
         seed = int(c["params"].get("seed", 0))
         parts, _ = _relabel_by_size(
-            KMeans(n_clusters=k, random_state=seed, n_init="auto").fit_predict(vectors))
+            KMeans(n_clusters=k, random_state=seed, n_init=KMEANS_RESTARTS).fit_predict(vectors))
         next_label = int(ws.query("SELECT max(label) AS m FROM clusters WHERE clustering_id = ?",
                                   [clustering_id])[0]["m"]) + 1
         part_ids = [cluster_id]

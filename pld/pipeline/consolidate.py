@@ -41,9 +41,11 @@ from pld.workspace import Workspace, dumps, now
 
 MAX_TOKENS = 1024
 DIRECT, HIERARCHICAL = "direct", "hierarchical"
+RULES_KIND = "rules (micro-instructions), each written by a teacher for one training example"
+PARTS_KIND = "partial heuristics, each consolidated from a part of the cluster's rules"
 
 
-class BadReply(ValueError):
+class ReplyError(ValueError):
     """The teacher's reply is not the JSON object the prompt asks for."""
 
 
@@ -109,7 +111,8 @@ class _Outcome:
 def choose_clustering(ws: Workspace, task: str, clustering_id: int | None = None) -> dict[str, Any]:
     """The clustering to consolidate: ``clustering_id``, else the accepted one, else the latest."""
     if clustering_id is not None:
-        rows = ws.query("SELECT * FROM clusterings WHERE id = ? AND task = ?", [clustering_id, task])
+        rows = ws.query("SELECT * FROM clusterings WHERE id = ? AND task = ?",
+                        [clustering_id, task])
         if not rows:
             raise BadInput(f"clustering {clustering_id} not found for task {task!r}")
         return rows[0]
@@ -172,26 +175,26 @@ def strip_fences(text: str) -> str:
 
 
 def parse_reply(text: str) -> tuple[str, list[str]]:
-    """``(heuristic, labels_covered)`` from a reply; :class:`BadReply` naming what is wrong."""
+    """``(heuristic, labels_covered)`` from a reply; :class:`ReplyError` naming what is wrong."""
     try:
         data = json.loads(strip_fences(text))
     except json.JSONDecodeError as e:
-        raise BadReply(f"not valid JSON: {e}") from e
+        raise ReplyError(f"not valid JSON: {e}") from e
     if not isinstance(data, dict):
-        raise BadReply("expected a JSON object")
+        raise ReplyError("expected a JSON object")
     heuristic = data.get("heuristic")
     if not isinstance(heuristic, str) or not heuristic.strip():
-        raise BadReply('"heuristic" must be a non-empty string')
+        raise ReplyError('"heuristic" must be a non-empty string')
     labels = data.get("labels_covered")
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise BadReply('"labels_covered" must be a list of label strings')
+        raise ReplyError('"labels_covered" must be a list of label strings')
     return heuristic.strip(), labels
 
 
 def _usable(text: str) -> bool:
     try:
         parse_reply(text)
-    except BadReply:
+    except ReplyError:
         return False
     return True
 
@@ -215,7 +218,7 @@ def _ask(ctx: _Context, prompt: str) -> tuple[str, list[str]]:
     first = _call(ctx, messages)
     try:
         return parse_reply(first)
-    except BadReply as err:
+    except ReplyError as err:
         retry = [*messages, {"role": "assistant", "content": first}, {
             "role": "user",
             "content": f"Your reply could not be used: {err}. Reply again with only the JSON "
@@ -272,16 +275,13 @@ def _prompt(ctx: _Context, items: str, n_items: int, source_kind: str,
 
 def _from_rules(ctx: _Context, rules: Sequence[Rule]) -> Part:
     counts = Counter(r.label for r in rules)
-    prompt = _prompt(ctx, _rules_text(rules), len(rules),
-                     "rules (micro-instructions), one per training example", counts)
+    prompt = _prompt(ctx, _rules_text(rules), len(rules), RULES_KIND, counts)
     return Part(*_ask(ctx, prompt), counts)
 
 
 def _from_parts(ctx: _Context, parts: Sequence[Part]) -> Part:
     counts: Counter[str] = sum((p.counts for p in parts), Counter())
-    prompt = _prompt(ctx, _parts_text(parts), len(parts),
-                     "partial heuristics, each consolidated from a part of the cluster's rules",
-                     counts)
+    prompt = _prompt(ctx, _parts_text(parts), len(parts), PARTS_KIND, counts)
     return Part(*_ask(ctx, prompt), counts)
 
 
@@ -348,7 +348,7 @@ def _consolidate_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _
         return _Outcome(cluster_id, error="cluster has no rules")
     try:
         part, method = _reduce(ctx, rules)
-    except (BadReply, calls.CallFailed) as e:
+    except (ReplyError, calls.CallFailed) as e:
         return _Outcome(cluster_id, error=f"{type(e).__name__}: {e}")
     hid = _store(ctx, cluster_id, rules, part, method)
     return _Outcome(cluster_id, hid, method, _dropped(part))

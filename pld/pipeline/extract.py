@@ -58,16 +58,18 @@ FLAGS: dict[str, str] = {
 }
 
 # Words that introduce a condition; a rule without any of them is "label is X" in disguise.
-_CONDITION_WORDS = frozenset(
-    "if when whenever unless because where wherever while whether that which who whom whose "
-    "with without since given provided once only".split()
-)
+_CONDITION_WORDS = frozenset({
+    "if", "when", "whenever", "unless", "because", "where", "wherever", "while", "whether",
+    "that", "which", "who", "whom", "whose", "with", "without", "since", "given", "provided",
+    "once", "only",
+})
 # Words that carry no condition of their own in "If ..., then the label is X." style rules.
-_FILLER_WORDS = frozenset(
-    "the a an label labels labelled labeled is are be being should must then it its this text "
-    "texts example examples sample input sentence answer class category classified classify as "
-    "so therefore thus always of".split()
-)
+_FILLER_WORDS = frozenset({
+    "the", "a", "an", "label", "labels", "labelled", "labeled", "is", "are", "be", "being",
+    "should", "must", "then", "it", "its", "this", "text", "texts", "example", "examples",
+    "sample", "input", "sentence", "answer", "class", "category", "classified", "classify",
+    "as", "so", "therefore", "thus", "always", "of",
+})
 _COPY_SPAN = 5
 
 
@@ -401,7 +403,7 @@ def list_rules(
     limit: int = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """One page of a task's micro-instructions, oldest first, with their example's text.
+    """One page of a task's micro-instructions in example order, with their example's text.
 
     ``flagged``: True = any flag, False = none, a flag name = that flag. ``search`` matches rule,
     reasoning or error text (case-insensitive substring). Paging is done in SQL.
@@ -409,7 +411,7 @@ def list_rules(
     where, args = _where(task, status, label, flagged, search, teacher)
     rows = ws.query(
         "SELECT m.*, e.ext_id, e.split, e.text AS example_text FROM micro_instructions m "
-        f"JOIN examples e ON e.id = m.example_id WHERE {where} ORDER BY m.id LIMIT ? OFFSET ?",
+        f"JOIN examples e ON e.id = m.example_id WHERE {where} ORDER BY m.example_id, m.id LIMIT ? OFFSET ?",
         [*args, limit, offset],
     )
     for row in rows:

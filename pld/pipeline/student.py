@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ from pld.pipeline.runs import (
     mark_dead_runs,
     stage_run,
 )
+from pld.review import approved_heuristics
 from pld.tasks.store import examples as task_examples
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
@@ -127,13 +128,6 @@ def store_prompt(
     return _from_row(ws.query("SELECT * FROM prompts WHERE id = ?", [row_id])[0])
 
 
-def approved_heuristics(ws: Workspace, task: str) -> list[dict[str, Any]]:
-    """The task's approved heuristics, by id."""
-    return ws.query(
-        "SELECT * FROM heuristics WHERE task = ? AND status = 'approved' ORDER BY id", [task]
-    )
-
-
 def build_prompt(
     ws: Workspace, task: str, *, origin: str = "review", parent_version: int | None = None
 ) -> PromptVersion:
@@ -195,7 +189,9 @@ def _select(
     if example_ids is None:
         rows = task_examples(ws, task, split, limit)
         if not rows:
-            raise NotReady(f"task {task} has no {split} examples; load them with python -m pld load")
+            raise NotReady(
+                f"task {task} has no {split} examples; load them with python -m pld load"
+            )
         return rows
     wanted = sorted(set(example_ids))
     rows = ws.query(
@@ -338,7 +334,7 @@ def _run_pool(
             pool.submit(classify, ex): ex["id"] for ex in todo
         }
         while pending:
-            finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 example_id = pending.pop(fut)
                 done[example_id] = fut.result()  # re-raises the worker's failure here

@@ -31,12 +31,12 @@ def template(name: str) -> Template:
     """Load template ``name``; :class:`PromptError` if it does not exist or is malformed."""
     file = path(name)
     if not file.is_file():
-        raise PromptError(f"prompt template {name!r} not found ({file}); have: {', '.join(names())}")
+        have = ", ".join(names())
+        raise PromptError(f"prompt template {name!r} not found ({file}); have: {have}")
     tpl = Template(file.read_text(encoding="utf-8"))
     if not tpl.is_valid():
-        raise PromptError(
-            f"prompt template {file}: a '$' that starts no valid placeholder (write $$ for a dollar)"
-        )
+        raise PromptError(f"prompt template {file}: a '$' that starts no valid placeholder "
+                          "(write $$ for a dollar)")
     return tpl
 
 
@@ -45,7 +45,7 @@ def placeholders(name: str) -> set[str]:
     return set(template(name).get_identifiers())
 
 
-def render(name: str, **values: object) -> str:
+def render(name: str, /, **values: object) -> str:
     """Fill template ``name`` with ``values`` (converted with ``str``).
 
     Every placeholder needs a value: a missing one raises :class:`PromptError` naming the template

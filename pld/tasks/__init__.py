@@ -19,8 +19,8 @@ from pld.tasks.contract_nli import ContractNLI
 from pld.tasks.custom import CustomTask
 from pld.tasks.demo import DemoTask
 from pld.tasks.logiqa import LogiQA
-from pld.tasks.store import Example, save_task
 from pld.tasks.stereoset import StereoSetDomain, StereoSetStereotype
+from pld.tasks.store import Example, save_task
 from pld.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,16 +71,18 @@ def task_statuses(data_dir: DataDir = None) -> list[dict[str, Any]]:
     """One JSON-ready dict per built-in task, for ``python -m pld tasks --json``.
 
     Keys: name, kind, labels, description, available, complete, files, missing, notes, pools
-    (splits, size, files, label_counts), pool_sizes (per split) and default_sizes.
+    (splits, size, files, label_counts), pool_sizes (per split; ``split_sizes`` is the same)
+    and default_sizes.
     """
     roots = as_roots(data_dir)
     out = []
     for name in BUILTIN_TASKS:
         task = get_task(name)
         st = task.status(roots)
+        d = st.to_dict()
         out.append({"name": name, "kind": task.kind, "labels": list(task.labels),
                     "description": task.description, "default_sizes": dict(task.default_sizes),
-                    **st.to_dict()})
+                    "split_sizes": d["pool_sizes"], **d})
     return out
 
 

@@ -13,8 +13,9 @@ Split sizes (``n_train``, ``n_val``, ``n_test``) accept:
 * ``0`` or ``"all"`` – every item of the split's pool that the other splits did not take;
 * a float in (0, 1) – that fraction of the split's pool.
 
-Splits are drawn held-out first (test, then val, then train), so growing ``n_train`` never
-changes the validation or test items drawn with the same seed.
+Splits are drawn held-out first (test, then val, then train; a split asking for "all" of its
+pool comes last), so growing ``n_train`` never changes the validation or test items drawn with
+the same seed.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def label_quotas(available: Mapping[str, int], need: int) -> dict[str, int]:
     return quotas
 
 
-class PoolTooSmall(Exception):
+class PoolTooSmallError(Exception):
     """A split asked for more items than its pool has left (turned into BadInput by callers)."""
 
     def __init__(self, split: str, need: int, left: int) -> None:
@@ -252,6 +253,8 @@ def stratified_split(
     for k in keys:
         rng.shuffle(groups[k])
     order = [s for s in DRAW_ORDER if s in counts] + [s for s in counts if s not in DRAW_ORDER]
+    # "The rest of the pool" can only be known once every sized split has been drawn.
+    order.sort(key=lambda s: counts[s] is None)
     remaining = keys
     out: dict[str, list[Item]] = {}
     for i, split in enumerate(order):
@@ -262,7 +265,7 @@ def stratified_split(
             remaining = []
             continue
         if need > len(left):
-            raise PoolTooSmall(split, need, len(left))
+            raise PoolTooSmallError(split, need, len(left))
         later = [counts[s] for s in order[i + 1:]]
         later_fixed = sum(c for c in later if c is not None)
         spread = None not in later and len(remaining) - need >= later_fixed
@@ -368,7 +371,7 @@ class Task(ABC):
                                     caps=self.default_caps)
             try:
                 chosen.update(stratified_split(pool.items, counts, seed=seed))
-            except PoolTooSmall as e:
+            except PoolTooSmallError as e:
                 asked = " + ".join(f"{s} {c if c is not None else 'all'}"
                                    for s, c in counts.items())
                 grouped = any(it.group is not None for it in pool.items)

@@ -25,7 +25,14 @@ from typing import Any
 
 from pld.errors import BadInput
 from pld.tasks.base import (
-    DataDir, Item, Pool, Task, TaskStatus, as_roots, find_file, pool_info,
+    DataDir,
+    Item,
+    Pool,
+    Task,
+    TaskStatus,
+    as_roots,
+    find_file,
+    pool_info,
 )
 from pld.tasks.store import Example
 
@@ -34,10 +41,12 @@ FOLDER = "contract_nli"
 DEFAULT_CONTEXT_TOKENS = 1500
 CHARS_PER_TOKEN = 4
 
-_STOP = frozenset(
-    "a an and any are as at be by for from has have in is it its of on or shall such that the "
-    "this to was were which will with may not no all other than under upon into".split()
-)
+_STOP = frozenset({
+    "a", "an", "and", "any", "are", "as", "at", "be", "by", "for", "from", "has", "have", "in",
+    "is", "it", "its", "of", "on", "or", "shall", "such", "that", "the", "this", "to", "was",
+    "were", "which", "will", "with", "may", "not", "no", "all", "other", "than", "under",
+    "upon", "into",
+})
 _WORD = re.compile(r"[a-z0-9]+")
 
 
@@ -166,7 +175,8 @@ class ContractNLI(Task):
         missing = [f"{FOLDER}/{n}.json" for n in ("dev", "test") if f[n] is None]
         if missing:
             raise BadInput(f"contract-nli: {', '.join(missing)} not found under "
-                           f"{', '.join(map(str, roots))}; run: python -m pld download contract-nli")
+                           f"{', '.join(map(str, roots))}; "
+                           "run: python -m pld download contract-nli")
         dev, test = f["dev"], f["test"]
         assert dev is not None and test is not None
         pools = []

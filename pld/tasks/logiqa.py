@@ -20,10 +20,18 @@ from typing import Any
 
 from pld.errors import BadInput
 from pld.tasks.base import (
-    DataDir, Item, Pool, Task, TaskStatus, as_roots, find_file, pool_info,
+    DataDir,
+    Item,
+    Pool,
+    Task,
+    TaskStatus,
+    as_roots,
+    find_file,
+    pool_info,
 )
 
 LETTERS = "ABCD"
+LABELS = ["A", "B", "C", "D"]
 FOLDER = "logiqa"
 FILES = {"train": "Train.txt", "val": "Eval.txt", "test": "Test.txt"}
 # "A." / "a." / "A?" / "A．" / "A、" (any letter A-D), with optional spaces around the mark.
@@ -101,7 +109,7 @@ class LogiQA(Task):
 
     name = "logiqa"
     kind = "benchmark"
-    labels = list(LETTERS)
+    labels = LABELS
     description = (
         "LogiQA logical reasoning (English, from Chinese civil-service exam questions). Each "
         "item gives a short passage, a question about it and four options A-D; answer with "

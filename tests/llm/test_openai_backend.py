@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -56,9 +56,9 @@ def test_retry_after_seconds_reads_every_form() -> None:
     assert retry_after_seconds({"retry-after": "7"}) == 7.0
     assert retry_after_seconds({"retry-after": "1.5"}) == 1.5
     assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
-    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=120), usegmt=True)
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     assert 100 < (retry_after_seconds({"retry-after": later}) or 0) <= 120
-    earlier = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=120), usegmt=True)
+    earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=120), usegmt=True)
     assert retry_after_seconds({"retry-after": earlier}) == 0.0
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None and retry_after_seconds(None) is None

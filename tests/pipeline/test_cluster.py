@@ -29,8 +29,9 @@ from pld.workspace import Workspace, loads
 from tests.pipeline.test_embed import OUTLIERS, TOPICS, add_rules, topic_rules
 
 TASK = "support"
-# Calibrated on MiniLM for these rules: same-topic neighbours are within ~0.5 cosine distance.
-EPS = 0.55
+# Calibrated on MiniLM for these rules: 4th-nearest same-topic neighbours lie at 0.32-0.54
+# cosine distance, other topics at >= 0.6 (5th percentile); at 0.5 two topics chain together.
+EPS = 0.45
 MIN_SAMPLES = 4
 TOPIC_WORDS = {
     "billing": {"refund", "charged", "charge", "invoice", "card", "credit", "billing", "payment",
@@ -265,7 +266,6 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
     by_topic = {max(e["labels"], key=e["labels"].get): e["id"] for e in summary}
 
     rename_cluster(ws, by_topic["billing"], "Billing & refunds", "ana")
-    assert cluster_summary(ws, cid)[0]["name"] in {"Billing & refunds", summary[0]["name"]}
     assert any(e["name"] == "Billing & refunds" for e in cluster_summary(ws, cid))
 
     rule = members(ws, cid, by_topic["shipping"])[0]["id"]
@@ -282,7 +282,7 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
     merged_members = members(ws, cid, merged)
     assert len(merged_members) == len(TOPICS["billing"]) + len(TOPICS["shipping"]) - 1
     # The reviewer's name survives the merge; keywords now cover both topics.
-    row = [e for e in cluster_summary(ws, cid) if e["id"] == merged][0]
+    row = next(e for e in cluster_summary(ws, cid) if e["id"] == merged)
     assert row["name"] == "Billing & refunds"
     assert set(row["keywords"]) & TOPIC_WORDS["shipping"]
     _sizes_consistent(ws, cid)
@@ -293,7 +293,7 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
     assert sorted(len(m) for p in parts for m in [members(ws, cid, p)]) == sorted(
         [len(TOPICS["billing"]), len(TOPICS["shipping"]) - 1])
     assert all(len(t) == 1 for t in part_topics)
-    new = [e for e in cluster_summary(ws, cid) if e["id"] == parts[1]][0]
+    new = next(e for e in cluster_summary(ws, cid) if e["id"] == parts[1])
     assert new["name"] == " · ".join(new["keywords"][:3]) and new["keywords"]
     _sizes_consistent(ws, cid)
     assert len(points(ws, cid)) == len(rules)
@@ -313,7 +313,7 @@ def test_edit_validation(ws: Workspace, rules: dict[int, str]) -> None:
     cid = cluster(ws, TASK, method="kmeans", k=3)
     a, b = [e["id"] for e in cluster_summary(ws, cid) if not e["noise"]][:2]
     other = cluster(ws, TASK, method="kmeans", k=2)
-    foreign = [e["id"] for e in cluster_summary(ws, other) if not e["noise"]][0]
+    foreign = next(e["id"] for e in cluster_summary(ws, other) if not e["noise"])
     with pytest.raises(BadInput, match="itself"):
         merge_clusters(ws, cid, a, a, "ana")
     with pytest.raises(BadInput, match=f"cluster {foreign} is not in clustering {cid}"):
@@ -327,6 +327,6 @@ def test_edit_validation(ws: Workspace, rules: dict[int, str]) -> None:
     with pytest.raises(BadInput, match="must not be empty"):
         rename_cluster(ws, a, "  ", "ana")
     with pytest.raises(BadInput, match="reviewer name"):
-        move_rule(ws, cid, list(rules)[0], None, "")
+        move_rule(ws, cid, next(iter(rules)), None, "")
     assert ws.query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
     _sizes_consistent(ws, cid)

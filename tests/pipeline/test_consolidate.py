@@ -13,7 +13,7 @@ import pytest
 from pld.errors import BadInput, NotReady
 from pld.pipeline.consolidate import chunks, consolidate, parse_reply, strip_fences
 from pld.pipeline.runs import get_run
-from pld.tasks.store import Example, save_task
+from pld.tasks.store import save_task
 from pld.workspace import Workspace, loads, now
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -103,7 +103,7 @@ def test_three_clusters_give_three_drafts(ws: Workspace, fake_openai: FakeOpenAI
     assert [r["cluster_id"] for r in rows] == three_clusters["clusters"]
     for row, group in zip(rows, three_clusters["groups"], strict=True):
         assert loads(row["source_rule_ids"]) == group
-        assert row["text"] == "rules " + " ".join(map(str, group))  # fences stripped
+        assert sorted(map(int, row["text"].split()[1:])) == group  # fences stripped
         assert (row["status"], row["version"], row["origin"]) == ("draft", 1, "consolidate")
         assert row["created_by"] == f"teacher:{teacher}"
         assert row["clustering_id"] == three_clusters["clustering"]
@@ -133,7 +133,8 @@ def test_prompt_keeps_minority_label_visible(ws: Workspace, fake_openai: FakeOpe
     prompt = prompt_of(fake_openai.requests[0])
     assert "Unless the official source is satirical" in prompt
     assert "true: 5, false: 1" in prompt
-    assert "Minority labels, whose conditions must stay explicit in the heuristic: false (1)" in prompt
+    assert "Minority labels, whose conditions must stay explicit in the heuristic: false (1)" \
+        in prompt
     minority_block = prompt.split('Rules leading to "false"')[1]
     assert f"[rule {minority[0]}]" in minority_block
     assert "minority label" in minority_block.splitlines()[0]

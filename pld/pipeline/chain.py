@@ -1,0 +1,176 @@
+"""``python -m pld run``: every stage of the method for one task, in order.
+
+Each stage is idempotent, so running the chain again resumes an interrupted run and, once a run
+has finished, repeats it without a single uncached LLM call: extraction and consolidation skip
+what exists, the clustering with the same parameters over the same rules is reused, a finished
+conflict loop is not repeated, and evaluations hit the call cache.
+
+Without ``auto_approve_as`` the chain stops after consolidation: people review the heuristics
+(app or ``python -m pld review``) and continue with ``resolve``, ``eval`` and ``export``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pld import review
+from pld.errors import NotReady
+from pld.pipeline import cluster as clustering
+from pld.pipeline.consolidate import consolidate
+from pld.pipeline.embed import DEFAULT_EMBEDDER
+from pld.pipeline.evaluate import evaluate
+from pld.pipeline.export import export
+from pld.pipeline.extract import extract
+from pld.pipeline.resolve import resolve
+from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
+from pld.pipeline.student import build_prompt
+from pld.tasks import BUILTIN_TASKS, load_task
+from pld.tasks.store import loaded_tasks
+from pld.workspace import Workspace, dumps
+
+
+@dataclass
+class ChainOptions:
+    """Everything ``run`` can be told. Defaults suit the local CPU model on the demo task."""
+
+    teacher: str
+    student: str
+    auto_approve_as: str | None = None
+    limit: int | None = None
+    concurrency: int | None = None
+    method: str = "dbscan"
+    eps: float | str = "auto"
+    min_samples: int = 6
+    k: int | None = None
+    embed_model: str = DEFAULT_EMBEDDER
+    iterations: int = 2
+    val_limit: int | None = None
+    test_limit: int | None = None
+    few_shot: int | None = None
+    out_dir: Path | None = None
+    seed: int = 0
+
+
+@dataclass
+class ChainSummary:
+    """What the chain did, stage by stage."""
+
+    task: str
+    stages: dict[str, Any] = field(default_factory=dict)
+    stopped: str = "done"
+
+
+def _find_clustering(ws: Workspace, task: str, params: dict[str, Any]) -> int | None:
+    """A finished clustering of ``task`` with these options over exactly the current ok rules."""
+    n_rules = ws.query("SELECT count(*) AS n FROM micro_instructions WHERE task = ? "
+                       "AND status = 'ok'", [task])[0]["n"]
+    for run in list_runs(ws, task=task, kind="chain-cluster", limit=20):
+        if run["status"] != "done" or run["params"].get("options") != params:
+            continue
+        cid = run["params"].get("clustering_id")
+        rows = ws.query("SELECT count(*) AS n FROM cluster_members WHERE clustering_id = ?",
+                        [cid])
+        if cid and rows[0]["n"] == n_rules:
+            return int(cid)
+    return None
+
+
+def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
+    options = {"method": o.method, "eps": o.eps, "min_samples": o.min_samples, "k": o.k,
+               "embed_model": o.embed_model, "seed": o.seed}
+    cid = _find_clustering(ws, task, options)
+    reused = cid is not None
+    fallback = None
+    if cid is None:
+        with stage_run(ws, task, "chain-cluster", {"options": options}) as run:
+            cid = clustering.cluster(ws, task, method=o.method, eps=o.eps,
+                                     min_samples=o.min_samples, k=o.k,
+                                     embed_model=o.embed_model, seed=o.seed)
+            if clustering.get_clustering(ws, cid)["metrics"].get("n_clusters") == 0:
+                # Density clustering found no dense region (small task, or an embedder whose
+                # distances do not suit eps): fall back to k-means so the run can continue, and
+                # say so. A reviewer would re-cluster by hand in the app instead.
+                n = ws.query("SELECT count(*) AS n FROM micro_instructions WHERE task = ? "
+                             "AND status = 'ok'", [task])[0]["n"]
+                k = max(2, min(n - 1, round(math.sqrt(n / 2))))
+                fallback = f"{o.method} found no clusters; fell back to kmeans k={k}"
+                cid = clustering.cluster(ws, task, method="kmeans", k=k,
+                                         embed_model=o.embed_model, seed=o.seed)
+            with ws.write() as db:
+                db["runs"].update(run.id, {"params": dumps({"options": options,
+                                                            "clustering_id": cid})})
+    if o.auto_approve_as:
+        current = clustering.current_clustering(ws, task)
+        if current is None or current["id"] != cid:
+            clustering.accept_clustering(ws, cid, o.auto_approve_as)
+    metrics = clustering.get_clustering(ws, cid)["metrics"]
+    return {"clustering_id": cid, "reused": reused, "fallback": fallback,
+            "n_clusters": metrics.get("n_clusters"), "noise_share": metrics.get("noise_share")}
+
+
+def _resolve_done(ws: Workspace, task: str, params: dict[str, Any]) -> bool:
+    return any(r["status"] == "done" and r["params"] == params
+               for r in list_runs(ws, task=task, kind="chain-resolve", limit=20))
+
+
+def run_chain(ws: Workspace, task: str, o: ChainOptions,
+              on_progress: ProgressCallback | None = None) -> ChainSummary:
+    """Run every stage for ``task``; see the module docstring for what is skipped on a rerun."""
+    s = ChainSummary(task)
+    if task not in {t.name for t in loaded_tasks(ws)}:
+        if task not in BUILTIN_TASKS or task == "custom":
+            raise NotReady(f"task {task!r} is not loaded; load it first (python -m pld load)")
+        s.stages["load"] = load_task(ws, task, seed=o.seed)
+
+    ex = extract(ws, task, o.teacher, limit=o.limit, concurrency=o.concurrency,
+                 on_progress=on_progress)
+    s.stages["extract"] = {"run_id": ex.run_id, "total": ex.total, "done": ex.done,
+                           "skipped": ex.skipped, "failed": ex.failed, "flagged": ex.flagged}
+    s.stages["cluster"] = _cluster(ws, task, o)
+    cs = consolidate(ws, task, o.teacher, clustering_id=s.stages["cluster"]["clustering_id"],
+                     concurrency=o.concurrency, on_progress=on_progress)
+    s.stages["consolidate"] = cs.to_dict()
+    if not o.auto_approve_as:
+        s.stopped = "awaiting-review"
+        return s
+
+    s.stages["approve"] = {"approved": review.auto_approve_all(ws, task, o.auto_approve_as)}
+    first = build_prompt(ws, task, origin="consolidate")
+    s.stages["prompt"] = {"version": first.version, "sha256": first.sha256,
+                          "heuristics": len(first.heuristic_ids)}
+
+    resolve_params = {"student": o.student, "teacher": o.teacher, "iterations": o.iterations,
+                      "val_limit": o.val_limit, "from_version": first.version}
+    if o.iterations > 0 and not _resolve_done(ws, task, resolve_params):
+        with stage_run(ws, task, "chain-resolve", resolve_params):
+            rs = resolve(ws, task, o.student, o.teacher, iterations=o.iterations,
+                         auto_accept_as=o.auto_approve_as, val_limit=o.val_limit, seed=o.seed,
+                         on_progress=on_progress)
+        s.stages["resolve"] = {"stop_reason": rs.stop_reason, "best_version": rs.best_version}
+    from pld.pipeline.resolve import best_version
+
+    best = best_version(ws, task) or first.version
+
+    evals: dict[str, Any] = {}
+    for name, kwargs in (("zero-shot", {"zero_shot": True}),
+                         *((("few-shot", {"few_shot": o.few_shot}),) if o.few_shot else ()),
+                         ("pld-consolidated", {"version": first.version}),
+                         ("pld", {"version": best})):
+        if name == "pld" and best == first.version:
+            evals[name] = evals["pld-consolidated"]
+            continue
+        r = evaluate(ws, task, o.student, split="test", limit=o.test_limit, seed=o.seed,
+                     on_progress=on_progress, **kwargs)
+        evals[name] = {"evaluation_id": r.evaluation_id, "macro_f1": r.metrics["macro_f1"],
+                       "ci": r.metrics["ci"]["macro_f1"], "accuracy": r.metrics["accuracy"],
+                       "n": r.metrics["n"]}
+    s.stages["eval"] = evals
+
+    if o.out_dir is not None:
+        ex_res = export(ws, task, o.out_dir, version=best)
+        s.stages["export"] = {"prompt": str(ex_res.prompt_path),
+                              "manifest": str(ex_res.manifest_path), "version": best}
+    return s

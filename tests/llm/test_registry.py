@@ -1,0 +1,78 @@
+"""Model strings: parsing, validation messages, and which backend a string builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from pld.llm import registry
+from pld.llm.anthropic_backend import AnthropicBackend
+from pld.llm.base import ConfigError
+from pld.llm.openai_backend import OpenAIBackend
+from pld.llm.registry import ModelSpec, get_backend, parse_model
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_instances", {})
+
+
+@pytest.mark.parametrize(("model", "spec"), [
+    ("anthropic/claude-sonnet-4-5",
+     ModelSpec("anthropic/claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5")),
+    ("openai/gpt-4o-mini", ModelSpec("openai/gpt-4o-mini", "openai", "gpt-4o-mini")),
+    ("openai-compatible/qwen2.5@http://127.0.0.1:8080/v1",
+     ModelSpec("openai-compatible/qwen2.5@http://127.0.0.1:8080/v1", "openai-compatible",
+               "qwen2.5", "http://127.0.0.1:8080/v1")),
+    ("openai-compatible/meta/llama-3@https://vllm.example.org/v1",
+     ModelSpec("openai-compatible/meta/llama-3@https://vllm.example.org/v1", "openai-compatible",
+               "meta/llama-3", "https://vllm.example.org/v1")),
+    ("local/default", ModelSpec("local/default", "local", "default")),
+    ("local/small", ModelSpec("local/small", "local", "small")),
+])
+def test_parse_good_model_strings(model: str, spec: ModelSpec) -> None:
+    assert parse_model(model) == spec
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("gemini/gemini-2.5-pro", "unknown provider 'gemini'"),
+    ("claude-sonnet-4-5", "expected PROVIDER/NAME"),
+    ("anthropic/", "expected PROVIDER/NAME"),
+    ("", "expected PROVIDER/NAME"),
+    ("openai-compatible/qwen2.5", "expected openai-compatible/<model>@<http(s)://"),
+    ("openai-compatible/qwen2.5@127.0.0.1:8080/v1", "expected openai-compatible/<model>@"),
+    ("openai-compatible/@http://127.0.0.1:8080/v1", "expected openai-compatible/<model>@"),
+    ("local/huge", "unknown local model"),
+])
+def test_parse_bad_model_strings(model: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_model(model)
+    assert message in str(info.value)
+    assert repr(model) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_backends_are_built_once_per_model_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("PLD_LLM_TIMEOUT", "7")
+    claude = get_backend("anthropic/claude-sonnet-4-5")
+    assert isinstance(claude, AnthropicBackend)
+    assert (claude.model, claude.name, claude.timeout) == (
+        "anthropic/claude-sonnet-4-5", "claude-sonnet-4-5", 7.0)
+    assert get_backend("anthropic/claude-sonnet-4-5", role="student") is claude
+
+    gpt = get_backend("openai/gpt-4o-mini")
+    assert isinstance(gpt, OpenAIBackend) and gpt.base_url is None and gpt.name == "gpt-4o-mini"
+    assert gpt is not get_backend("openai/gpt-4o")
+
+    local = get_backend("openai-compatible/qwen@http://127.0.0.1:9/v1")
+    assert isinstance(local, OpenAIBackend)
+    assert (local.name, local.base_url) == ("qwen", "http://127.0.0.1:9/v1")
+    assert not claude.constrains_choices and not local.constrains_choices
+
+
+def test_a_failed_build_is_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        get_backend("anthropic/claude-haiku-4-5")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    assert isinstance(get_backend("anthropic/claude-haiku-4-5"), AnthropicBackend)

@@ -1,0 +1,183 @@
+"""Stage 7, evaluate: every method on the same items, stored with model, split and sha."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pld.errors import BadInput, NotReady
+from pld.pipeline import evaluate as ev
+from pld.pipeline.student import build_prompt
+from pld.tasks.store import task_info
+from pld.workspace import Workspace, loads
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pipeline.test_student import (
+    LABELS,
+    RULES,
+    TASK,
+    add_heuristic,
+    keyword_student,
+    load_reviews,
+    system_of,
+)
+
+
+def _items(ws: Workspace, eval_id: int) -> list[int]:
+    run_id = ws.query("SELECT run_id FROM evaluations WHERE id = ?", [eval_id])[0]["run_id"]
+    return [r["example_id"] for r in ws.query(
+        "SELECT example_id FROM predictions WHERE run_id = ? ORDER BY example_id", [run_id])]
+
+
+def test_all_methods_score_the_same_items(ws: Workspace, fake_openai: FakeOpenAI,
+                                          tmp_path: Path) -> None:
+    load_reviews(ws)
+    add_heuristic(ws, RULES[0])
+    add_heuristic(ws, RULES[1])
+    prompt = build_prompt(ws, TASK)
+    fake_openai.responder = keyword_student
+    model = fake_openai.model_string()
+    file = tmp_path / "prompt.md"
+    file.write_bytes(prompt.text.encode("utf-8"))
+
+    results = [
+        ev.evaluate(ws, TASK, model, version=1, limit=6),
+        ev.evaluate(ws, TASK, model, zero_shot=True, limit=6),
+        ev.evaluate(ws, TASK, model, few_shot=3, limit=6),
+        ev.evaluate(ws, TASK, model, prompt_file=file, limit=6),
+    ]
+    assert [r.method for r in results] == ["pld", "zero-shot", "few-shot-3", "file"]
+    first_six = [r["id"] for r in ws.query(
+        "SELECT id FROM examples WHERE split = 'test' ORDER BY id LIMIT 6")]
+    for r in results:
+        assert _items(ws, r.evaluation_id) == first_six
+        assert r.metrics["n"] == 6 and (r.student, r.split, r.n) == (model, "test", 6)
+
+    pld, zero, few, from_file = results
+    # Item 3 of the test split is unparseable for every method; the rest is keyword-driven.
+    assert pld.metrics["accuracy"] == pytest.approx(5 / 6)
+    assert pld.metrics["n_unparseable"] == 1
+    assert zero.metrics["accuracy"] == pytest.approx(2 / 6)
+    assert few.metrics["accuracy"] == pytest.approx(5 / 6)
+    assert pld.prompt_sha256 == prompt.sha256 and pld.prompt_version == 1
+    assert from_file.prompt_sha256 == prompt.sha256 and from_file.prompt_version == 1
+    assert from_file.metrics == pld.metrics
+
+    rows = ev.list_evaluations(ws, TASK)
+    assert [r["id"] for r in rows] == [r.evaluation_id for r in results]
+    for row, res in zip(rows, results, strict=True):
+        assert (row["method"], row["student"], row["split"], row["n"]) == (
+            res.method, model, "test", 6)
+        assert row["prompt_sha256"] == res.prompt_sha256
+        assert row["metrics"]["macro_f1"] == pytest.approx(res.metrics["macro_f1"])
+        assert row["metrics"]["ci"]["macro_f1"][0] <= res.metrics["macro_f1"]
+        assert row["prompt_version"] == res.prompt_version
+    kinds = {r["kind"] for r in ws.query("SELECT kind FROM runs")}
+    assert kinds == {"eval"}
+    assert few.metrics["confusion"]["columns"][-1] == "(unparseable)"
+
+
+def test_zero_shot_prompt_has_description_labels_and_answer_format(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    load_reviews(ws)
+    fake_openai.responder = keyword_student
+    res = ev.evaluate(ws, TASK, fake_openai.model_string(), zero_shot=True, limit=2)
+    system = system_of(fake_openai.requests[0])
+    assert system == ev.zero_shot_prompt(task_info(ws, TASK))
+    assert "Decide the sentiment" in system
+    assert "Answer with the label only: one of pos, neg, neutral" in system
+    assert res.prompt_sha256 == hashlib.sha256(system.encode("utf-8")).hexdigest()
+    assert res.prompt_version is None
+
+
+def test_few_shot_demos_are_stratified_seeded_and_in_the_system_prompt(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    load_reviews(ws, n_train=30)
+    train = {r["id"]: r for r in ws.query("SELECT * FROM examples WHERE split = 'train'")}
+    for k in (3, 4, 6, 8):
+        demos = ev.few_shot_examples(ws, TASK, k, seed=0)
+        assert len(demos) == k == len({d["id"] for d in demos})
+        assert all(d["id"] in train for d in demos)
+        counts = Counter(d["label"] for d in demos)
+        per_label = [counts.get(label, 0) for label in LABELS]
+        assert max(per_label) - min(per_label) <= 1
+    six = [d["id"] for d in ev.few_shot_examples(ws, TASK, 6, seed=0)]
+    assert [d["id"] for d in ev.few_shot_examples(ws, TASK, 6, seed=0)] == six
+    assert {d["id"] for d in ev.few_shot_examples(ws, TASK, 6, seed=1)} != set(six)
+    assert len(ev.few_shot_examples(ws, TASK, 100)) == 30
+
+    fake_openai.responder = keyword_student
+    res = ev.evaluate(ws, TASK, fake_openai.model_string(), few_shot=6, limit=3)
+    system = system_of(fake_openai.requests[0])
+    for d in ev.few_shot_examples(ws, TASK, 6, seed=0):
+        assert f"{d['text']}\nLabel: {d['label']}" in system
+    assert fake_openai.requests[0]["messages"][-1]["role"] == "user"
+    assert all(len(b["messages"]) == 2 for b in fake_openai.requests)
+    run = ws.query("SELECT params FROM runs WHERE id = ?", [res.run_id])[0]
+    assert loads(run["params"])["demo_ids"] == six
+
+
+def test_few_shot_needs_train_examples(ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    load_reviews(ws, n_train=0)
+    with pytest.raises(NotReady, match="no train examples"):
+        ev.evaluate(ws, TASK, fake_openai.model_string(), few_shot=2)
+    with pytest.raises(BadInput, match="at least 1"):
+        ev.few_shot_examples(ws, TASK, 0)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"version": 1, "zero_shot": True},
+    {"few_shot": 2, "prompt_file": "x.md"},
+])
+def test_exactly_one_method(ws: Workspace, kwargs: dict[str, object]) -> None:
+    load_reviews(ws)
+    with pytest.raises(BadInput, match="exactly one of"):
+        ev.evaluate(ws, TASK, "local/small", **kwargs)  # type: ignore[arg-type]
+
+
+def test_missing_or_bad_prompt_file_names_the_path(ws: Workspace, tmp_path: Path) -> None:
+    load_reviews(ws)
+    missing = tmp_path / "nowhere" / "prompt.md"
+    with pytest.raises(BadInput, match=re.escape(f"{missing}: prompt file not found")):
+        ev.evaluate(ws, TASK, "local/small", prompt_file=missing)
+    latin = tmp_path / "latin1.md"
+    latin.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(BadInput, match=re.escape(f"{latin}: prompt file is not UTF-8")):
+        ev.evaluate(ws, TASK, "local/small", prompt_file=latin)
+
+
+def test_missing_version_is_bad_input(ws: Workspace) -> None:
+    load_reviews(ws)
+    with pytest.raises(BadInput, match="no prompt version"):
+        ev.evaluate(ws, TASK, "local/small", version=3)
+
+
+def test_compare_lists_flipped_items_and_prompt_diff(ws: Workspace,
+                                                     fake_openai: FakeOpenAI) -> None:
+    load_reviews(ws)
+    add_heuristic(ws, RULES[0])
+    add_heuristic(ws, RULES[1])
+    build_prompt(ws, TASK)
+    fake_openai.responder = keyword_student
+    model = fake_openai.model_string()
+    zero = ev.evaluate(ws, TASK, model, zero_shot=True)
+    pld = ev.evaluate(ws, TASK, model, version=1)
+    out = ev.compare(ws, zero.evaluation_id, pld.evaluation_id)
+    test = ws.query("SELECT id, text, label FROM examples WHERE split = 'test' ORDER BY id")
+    fixed = [r["id"] for r in test if r["label"] != "neutral" and "weird" not in r["text"]]
+    assert out["wrong_to_right"] == fixed
+    assert out["right_to_wrong"] == []
+    assert out["common"] == 9
+    assert out["a"]["method"] == "zero-shot" and out["b"]["method"] == "pld"
+    assert out["delta_macro_f1"] == pytest.approx(
+        pld.metrics["macro_f1"] - zero.metrics["macro_f1"])
+    assert f"+1. {RULES[0]}" in out["diff"]
+    assert out["diff"].startswith(f"--- evaluation {zero.evaluation_id} (zero-shot)")
+    back = ev.compare(ws, pld.evaluation_id, zero.evaluation_id)
+    assert back["right_to_wrong"] == fixed and back["wrong_to_right"] == []
+    with pytest.raises(BadInput, match="evaluation 999 not found"):
+        ev.compare(ws, 999, zero.evaluation_id)

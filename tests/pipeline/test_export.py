@@ -1,0 +1,152 @@
+"""Stage 7, export: prompt.md byte-for-byte, manifest.json, refusals, reproducible scores."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pld import __version__
+from pld.errors import BadInput
+from pld.pipeline import evaluate as ev
+from pld.pipeline import export as xp
+from pld.pipeline.student import build_prompt
+from pld.workspace import Workspace, now
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pipeline.test_student import (
+    LABELS,
+    RULES,
+    TASK,
+    add_heuristic,
+    first_user,
+    keyword_student,
+    load_reviews,
+)
+
+TEACHERS = ["anthropic/teacher-a", "openai/teacher-b"]
+
+
+def add_rules(ws: Workspace, n: int, teacher: str) -> list[int]:
+    """``n`` micro-instructions by ``teacher`` on the first ``n`` training examples."""
+    train = ws.query("SELECT id, label FROM examples WHERE split = 'train' ORDER BY id LIMIT ?",
+                     [n])
+    with ws.write() as db:
+        return [int(db["micro_instructions"].insert({
+            "task": TASK, "example_id": r["id"], "teacher": teacher, "rule": f"rule {r['id']}",
+            "label": r["label"], "status": "ok", "created_at": now(),
+        }).last_pk) for r in train]
+
+
+def _setup(ws: Workspace) -> tuple[list[int], list[int]]:
+    load_reviews(ws)
+    rules_a = add_rules(ws, 5, TEACHERS[0])
+    rules_b = add_rules(ws, 3, TEACHERS[1])  # the same three examples, another teacher
+    h1 = add_heuristic(ws, RULES[0], source_rule_ids=rules_a[:4] + rules_b[:2])
+    h2 = add_heuristic(ws, RULES[1], approved_by="carol", source_rule_ids=[rules_a[4]])
+    return [h1, h2], rules_a + rules_b
+
+
+def test_export_writes_exact_prompt_and_manifest(ws: Workspace, fake_openai: FakeOpenAI,
+                                                 tmp_path: Path) -> None:
+    (h1, h2), _ = _setup(ws)
+    prompt = build_prompt(ws, TASK)
+    fake_openai.responder = keyword_student
+    model = fake_openai.model_string()
+    stored = ev.evaluate(ws, TASK, model, version=1, limit=6)
+    ev.evaluate(ws, TASK, model, version=1, split="val")
+    ev.evaluate(ws, TASK, model, zero_shot=True, limit=6)  # another prompt: not in manifest
+
+    res = xp.export(ws, TASK, tmp_path / "out" / "reviews")
+    assert res.prompt_path == tmp_path / "out" / "reviews" / "prompt.md"
+    data = res.prompt_path.read_bytes()
+    assert data == prompt.text.encode("utf-8")
+    manifest = json.loads(res.manifest_path.read_text(encoding="utf-8"))
+    assert manifest == res.manifest
+    assert manifest["prompt"]["sha256"] == hashlib.sha256(data).hexdigest() == prompt.sha256
+    assert manifest["prompt"]["version"] == 1 and manifest["prompt"]["file"] == "prompt.md"
+    assert manifest["task"] == TASK and manifest["labels"] == LABELS
+    assert [(h["id"], h["text"], h["approved_by"], h["identity_kind"], h["version"])
+            for h in manifest["heuristics"]] == [
+        (h1, RULES[0], "alice", "self-declared", 1), (h2, RULES[1], "carol", "self-declared", 1)]
+    assert all(h["approved_at"] for h in manifest["heuristics"])
+    assert manifest["source_rules"] == 7
+    assert manifest["source_examples"] == 5
+    assert manifest["models"] == {"teachers": TEACHERS, "students": [model]}
+    evals = manifest["evaluations"]
+    assert [(e["method"], e["model"], e["split"], e["n"]) for e in evals] == [
+        ("pld", model, "test", 6), ("pld", model, "val", 6)]
+    assert evals[0]["macro_f1"] == pytest.approx(stored.metrics["macro_f1"])
+    assert evals[0]["ci"] == stored.metrics["ci"]
+    assert manifest["pld_version"] == __version__ and manifest["created_at"]
+
+
+def test_exported_prompt_file_reproduces_the_stored_score(ws: Workspace,
+                                                          fake_openai: FakeOpenAI,
+                                                          tmp_path: Path) -> None:
+    _setup(ws)
+    build_prompt(ws, TASK)
+    fake_openai.responder = keyword_student
+    model = fake_openai.model_string()
+    stored = ev.evaluate(ws, TASK, model, version=1)
+    res = xp.export(ws, TASK, tmp_path / "exported", version=1)
+    asked = len(fake_openai.requests)
+    again = ev.evaluate(ws, TASK, model, prompt_file=res.prompt_path)
+    assert again.method == "file" and again.prompt_version == 1
+    assert again.prompt_sha256 == res.manifest["prompt"]["sha256"]
+    assert again.metrics["macro_f1"] == stored.metrics["macro_f1"]
+    assert again.metrics == stored.metrics
+    # Same items, same model, same system prompt: every labelled answer came from the cache
+    # (calls.py does not cache answers that named no label, so only those may be asked again).
+    assert all("weird" in first_user(b) for b in fake_openai.requests[asked:])
+    hits = ws.query("SELECT count(*) AS n FROM llm_calls WHERE run_id = ? AND cache_hit = 1",
+                    [again.run_id])[0]["n"]
+    assert hits == again.n - again.metrics["n_unparseable"] == 7
+    # The manifest of a later export lists both evaluations of this prompt text.
+    later = xp.export(ws, TASK, tmp_path / "later")
+    assert [e["method"] for e in later.manifest["evaluations"]] == ["pld", "file"]
+
+
+def test_unapproved_heuristic_refuses_export(ws: Workspace, tmp_path: Path) -> None:
+    (h1, h2), _ = _setup(ws)
+    build_prompt(ws, TASK)
+    with ws.write() as db:
+        db["heuristics"].update(h2, {"status": "rejected"})
+    with pytest.raises(xp.ExportRefused, match=f"heuristic {h2}: status is rejected") as err:
+        xp.export(ws, TASK, tmp_path / "out")
+    assert isinstance(err.value, BadInput)
+    assert f"heuristic {h1}" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_changed_heuristic_text_refuses_export(ws: Workspace, tmp_path: Path) -> None:
+    (h1, h2), _ = _setup(ws)
+    build_prompt(ws, TASK)
+    with ws.write() as db:
+        db["heuristics"].update(h1, {"text": RULES[0] + " Unless it is sarcastic.", "version": 2})
+        db["heuristics"].delete(h2)
+    with pytest.raises(xp.ExportRefused) as err:
+        xp.export(ws, TASK, tmp_path / "out")
+    msg = str(err.value)
+    assert f"heuristic {h1}: text changed since the prompt was built" in msg
+    assert f"heuristic {h2}: deleted" in msg
+    assert "\n" not in msg
+    # Rebuilding from the edited, approved heuristic gives a new version that exports.
+    with ws.write() as db:
+        db["heuristics"].update(h1, {"approved_by": "dave"})
+    rebuilt = build_prompt(ws, TASK)
+    assert rebuilt.version == 2
+    res = xp.export(ws, TASK, tmp_path / "out")
+    assert res.manifest["prompt"]["version"] == 2
+    assert [h["id"] for h in res.manifest["heuristics"]] == [h1]
+    assert res.manifest["evaluations"] == []
+
+
+def test_export_of_missing_version_is_bad_input(ws: Workspace, tmp_path: Path) -> None:
+    _setup(ws)
+    with pytest.raises(BadInput, match="no prompt versions"):
+        xp.export(ws, TASK, tmp_path / "out")
+    build_prompt(ws, TASK)
+    with pytest.raises(BadInput, match="no prompt version 4"):
+        xp.export(ws, TASK, tmp_path / "out", version=4)

@@ -1,0 +1,284 @@
+"""Stage 4, review: edits, approvals, four-eyes, approvers, audit trail, optimistic concurrency."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pld import review
+from pld.errors import BadInput
+from pld.review import FourEyes, NotApprover, StaleEdit
+from pld.tasks.store import save_task
+from pld.workspace import Workspace, dumps, now, open_workspace
+
+TASK = "claims"
+
+
+@pytest.fixture
+def task(ws: Workspace) -> str:
+    save_task(ws, name=TASK, kind="custom", labels=["true", "false"], description="",
+              source="test", params={}, examples=[])
+    return TASK
+
+
+def add_rules(ws: Workspace, specs: list[tuple[str, str]]) -> list[int]:
+    """One example and one micro-instruction per (rule text, gold label); returns rule ids."""
+    ids = []
+    with ws.write() as db:
+        for text, label in specs:
+            n = db.execute("SELECT count(*) FROM examples").fetchone()[0]
+            ex = db["examples"].insert({"task": TASK, "split": "train", "ext_id": f"e{n}",
+                                        "text": f"example {n}", "label": label,
+                                        "meta": "{}", "created_at": now()}).last_pk
+            ids.append(int(db["micro_instructions"].insert({
+                "task": TASK, "example_id": ex, "teacher": "t", "rule": text, "label": label,
+                "status": "ok", "created_at": now(),
+            }).last_pk))
+    return ids
+
+
+def teacher_draft(ws: Workspace, text: str, rule_ids: list[int] | None = None) -> int:
+    """A heuristic as consolidate leaves it: a teacher's draft no person has touched."""
+    with ws.write() as db:
+        return int(db["heuristics"].insert({
+            "task": TASK, "text": text, "status": "draft", "version": 1,
+            "source_rule_ids": dumps(rule_ids or []), "origin": "consolidate",
+            "created_by": "teacher:openai/x", "created_at": now(), "updated_at": now(),
+        }).last_pk)
+
+
+def row(ws: Workspace, hid: int) -> dict[str, Any]:
+    return ws.query("SELECT * FROM heuristics WHERE id = ?", [hid])[0]
+
+
+def test_edit_bumps_version_and_audits(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "old text")
+    after = review.edit(ws, hid, "new text", "alice", base_version=1, comment="clearer")
+
+    assert (after["version"], after["text"], after["updated_by"]) == (2, "new text", "alice")
+    (audit,) = review.history(ws, hid)
+    assert (audit["who"], audit["action"], audit["identity_kind"], audit["comment"]) \
+        == ("alice", "edit", "self-declared", "clearer")
+    assert (audit["before"]["text"], audit["before"]["version"]) == ("old text", 1)
+    assert (audit["after"]["text"], audit["after"]["version"]) == ("new text", 2)
+
+
+def test_stale_edit_is_refused_and_shows_their_change(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "old text")
+    review.edit(ws, hid, "alice's text", "alice", base_version=1)
+
+    with pytest.raises(StaleEdit) as err:
+        review.edit(ws, hid, "bob's text", "bob", base_version=1)
+
+    assert err.value.theirs is not None
+    assert (err.value.theirs["who"], err.value.theirs["after"]["text"]) == ("alice", "alice's text")
+    assert (err.value.current["version"], err.value.current["text"]) == (2, "alice's text")
+    assert "alice" in str(err.value) and "\n" not in str(err.value)
+    assert row(ws, hid)["text"] == "alice's text"
+    assert [h["who"] for h in review.history(ws, hid)] == ["alice"]
+
+
+def test_four_eyes(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "old text")
+    review.edit(ws, hid, "bob's text", "bob", base_version=1)
+
+    with pytest.raises(FourEyes, match="bob"):
+        review.approve(ws, hid, "bob")
+    approved = review.approve(ws, hid, "alice", base_version=2)
+
+    assert (approved["status"], approved["approved_by"]) == ("approved", "alice")
+    # A teacher's untouched draft has no human author: anyone may approve it.
+    untouched = teacher_draft(ws, "teacher text")
+    assert review.approve(ws, untouched, "bob")["status"] == "approved"
+    # A hand-written heuristic's author is its editor.
+    manual = review.create_heuristic(ws, TASK, "carol's rule", "carol")
+    with pytest.raises(FourEyes):
+        review.approve(ws, manual, "carol")
+
+
+def test_edit_after_approval_resets_to_draft(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "old text")
+    approved = review.approve(ws, hid, "alice")
+    assert [h["id"] for h in review.approved_heuristics(ws, TASK)] == [hid]
+
+    edited = review.edit(ws, hid, "new text", "bob", base_version=approved["version"])
+
+    assert (edited["status"], edited["approved_by"], edited["approved_at"]) \
+        == ("draft", None, None)
+    assert review.approved_heuristics(ws, TASK) == []
+
+
+def test_approve_and_reject_refuse_stale_base_version(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "old text")
+    review.edit(ws, hid, "new text", "bob", base_version=1)
+
+    with pytest.raises(StaleEdit, match="bob"):
+        review.approve(ws, hid, "alice", base_version=1)
+    with pytest.raises(StaleEdit):
+        review.reject(ws, hid, "alice", base_version=1)
+    rejected = review.reject(ws, hid, "alice", base_version=2, comment="too vague")
+    assert rejected["status"] == "rejected"
+    # An edit prepared before the rejection cannot silently revive it.
+    with pytest.raises(StaleEdit, match="reject"):
+        review.edit(ws, hid, "newer text", "bob", base_version=2)
+    revived = review.edit(ws, hid, "newer text", "bob", base_version=3)
+    assert revived["status"] == "draft"
+
+
+def test_approver_list(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "text")
+    assert review.list_approvers(ws, TASK) == []
+    assert review.add_approver(ws, TASK, "alice", "alice") is True
+    assert review.add_approver(ws, TASK, "alice", "alice") is False
+
+    with pytest.raises(NotApprover, match="bob is not an approver"):
+        review.approve(ws, hid, "bob")
+    with pytest.raises(NotApprover):
+        review.add_approver(ws, TASK, "bob", "bob")
+    review.add_approver(ws, TASK, "carol", "alice")
+
+    assert review.list_approvers(ws, TASK) == ["alice", "carol"]
+    assert review.approve(ws, hid, "carol")["approved_by"] == "carol"
+    added = ws.query("SELECT who, after FROM reviews WHERE entity = 'approver' ORDER BY id")
+    assert [a["who"] for a in added] == ["alice", "alice"]
+
+
+def test_auto_approve_all(ws: Workspace, task: str) -> None:
+    untouched = teacher_draft(ws, "teacher text")
+    by_bob = teacher_draft(ws, "teacher text 2")
+    review.edit(ws, by_bob, "bob's text", "bob", base_version=1)
+    by_bench = teacher_draft(ws, "teacher text 3")
+    review.edit(ws, by_bench, "bench's text", "bench", base_version=1)
+    rejected = teacher_draft(ws, "bad")
+    review.reject(ws, rejected, "bob")
+    skipped: list[str] = []
+
+    n = review.auto_approve_all(ws, TASK, "bench", on_skip=skipped.append)
+
+    assert n == 2
+    assert [h["id"] for h in review.approved_heuristics(ws, TASK)] == [untouched, by_bob]
+    assert len(skipped) == 1 and f"heuristic {by_bench}" in skipped[0]
+    assert row(ws, by_bench)["status"] == "draft"
+    audit = review.history(ws, untouched)[-1]
+    assert (audit["who"], audit["identity_kind"], audit["action"], audit["comment"]) \
+        == ("bench", "auto", "approve", "auto-approved (benchmark)")
+    assert row(ws, untouched)["identity_kind"] == "auto"
+
+
+def test_merge_unions_sources(ws: Workspace, task: str) -> None:
+    r1, r2, r3 = add_rules(ws, [("a", "true"), ("b", "false"), ("c", "true")])
+    h1 = teacher_draft(ws, "one", [r1, r2])
+    h2 = teacher_draft(ws, "two", [r2, r3])
+
+    new = review.merge_heuristics(ws, [h1, h2], "one and two", "alice")
+
+    merged = review.get_heuristic(ws, new)
+    assert (merged["text"], merged["origin"], merged["status"]) == ("one and two", "merge", "draft")
+    assert merged["source_rule_ids"] == [r1, r2, r3]
+    assert {row(ws, h)["status"] for h in (h1, h2)} == {"merged"}
+    assert review.history(ws, h1)[-1]["after"]["merged_into"] == new
+    with pytest.raises(BadInput, match="merged"):
+        review.merge_heuristics(ws, [h1, new], "again", "alice")
+    with pytest.raises(BadInput, match="merged"):
+        review.edit(ws, h1, "late edit", "bob", base_version=row(ws, h1)["version"])
+
+
+def test_split_replaces_one_by_several(ws: Workspace, task: str) -> None:
+    (r1,) = add_rules(ws, [("a", "true")])
+    hid = teacher_draft(ws, "a and b", [r1])
+
+    parts = review.split_heuristic(ws, hid, ["a", "b"], "alice", base_version=1)
+
+    assert [row(ws, p)["text"] for p in parts] == ["a", "b"]
+    assert all(review.get_heuristic(ws, p)["source_rule_ids"] == [r1] for p in parts)
+    assert row(ws, hid)["status"] == "split"
+    assert review.history(ws, hid)[-1]["after"]["split_into"] == parts
+    with pytest.raises(BadInput, match="two texts"):
+        review.split_heuristic(ws, parts[0], ["only one"], "alice")
+
+
+def test_history_is_oldest_first(ws: Workspace, task: str) -> None:
+    hid = review.create_heuristic(ws, TASK, "first", "carol")
+    review.edit(ws, hid, "second", "carol", base_version=1)
+    review.approve(ws, hid, "alice")
+    review.reject(ws, hid, "bob")
+
+    trail = review.history(ws, hid)
+
+    assert [(h["action"], h["who"]) for h in trail] == [
+        ("create", "carol"), ("edit", "carol"), ("approve", "alice"), ("reject", "bob")]
+    assert [h["after"]["version"] for h in trail] == [1, 2, 3, 4]
+
+
+def test_get_heuristic_shows_sources_with_examples(ws: Workspace, task: str) -> None:
+    r1, r2 = add_rules(ws, [("rule a", "true"), ("rule b", "false")])
+    hid = teacher_draft(ws, "h", [r2, r1])
+    empty = teacher_draft(ws, "no sources")
+
+    shown = review.get_heuristic(ws, hid)
+
+    assert [s["rule_id"] for s in shown["sources"]] == [r1, r2]
+    assert [(s["rule"], s["gold_label"]) for s in shown["sources"]] \
+        == [("rule a", "true"), ("rule b", "false")]
+    assert all(s["example_text"].startswith("example ") for s in shown["sources"])
+    assert (shown["id"], shown["text"], shown["version"]) == (hid, "h", 1)
+    assert review.get_heuristic(ws, empty)["sources"] == []
+    with pytest.raises(BadInput, match="heuristic 999 not found"):
+        review.get_heuristic(ws, 999)
+
+
+def test_list_heuristics_and_input_checks(ws: Workspace, task: str) -> None:
+    h1 = teacher_draft(ws, "one")
+    h2 = teacher_draft(ws, "two")
+    review.approve(ws, h2, "alice")
+
+    assert [h["id"] for h in review.list_heuristics(ws, TASK)] == [h1, h2]
+    assert [h["id"] for h in review.list_heuristics(ws, TASK, "draft")] == [h1]
+    with pytest.raises(BadInput, match="status"):
+        review.list_heuristics(ws, TASK, "pending")
+    with pytest.raises(BadInput, match="reviewer name"):
+        review.edit(ws, h1, "x", " ", base_version=1)
+    with pytest.raises(BadInput, match="reserved"):
+        review.approve(ws, h1, "teacher:me")
+    with pytest.raises(BadInput, match="identity kind"):
+        review.approve(ws, h1, "alice", identity_kind="trust-me")
+    with pytest.raises(BadInput, match="same"):
+        review.edit(ws, h1, "one", "alice", base_version=1)
+    with pytest.raises(BadInput, match="is approved"):
+        review.approve(ws, h2, "bob")
+    with pytest.raises(BadInput, match="not found"):
+        review.create_heuristic(ws, TASK, "x", "alice", source_rule_ids=[12345])
+    assert review.approve(ws, h1, "alice", identity_kind="oidc")["identity_kind"] == "oidc"
+
+
+def test_concurrent_edits_exactly_one_wins(ws: Workspace, ws_path: Path, task: str) -> None:
+    hid = teacher_draft(ws, "old text")
+    # Two connections to the same file behave like two processes: only SQLite serialises them.
+    handles = [open_workspace(ws_path) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def editor(name: str, handle: Workspace) -> None:
+        barrier.wait()
+        try:
+            review.edit(handle, hid, f"{name}'s text", name, base_version=1)
+            outcomes[name] = "won"
+        except StaleEdit:
+            outcomes[name] = "stale"
+
+    threads = [threading.Thread(target=editor, args=(n, h))
+               for n, h in zip(["alice", "bob"], handles, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for h in handles:
+        h.close()
+
+    assert sorted(outcomes.values()) == ["stale", "won"]
+    winner = next(n for n, o in outcomes.items() if o == "won")
+    assert (row(ws, hid)["text"], row(ws, hid)["version"]) == (f"{winner}'s text", 2)
+    assert [h["who"] for h in review.history(ws, hid)] == [winner]
