@@ -33,6 +33,7 @@ def handles_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from pld.llm.calls import CallFailed
+        from pld.tasks.download import DownloadError
 
         try:
             return fn(*args, **kwargs)
@@ -40,6 +41,8 @@ def handles_errors(fn: F) -> F:
             _fail(2, str(e).splitlines()[0] if str(e) else type(e).__name__)
         except CallFailed as e:
             _fail(1, f"LLM call failed (see llm_calls row {e.call_id}): {e}")
+        except DownloadError as e:
+            _fail(1, str(e).splitlines()[0])
         except KeyboardInterrupt:
             _fail(1, "interrupted; run the same command again to resume")
 
@@ -149,6 +152,7 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
              as_json: bool) -> None:
     """Load a task's splits into the workspace (deterministic for a seed)."""
     from pld.tasks import load_custom, load_task
+    from pld.tasks.custom import task_name_for
 
     ws = _ws(ctx)
     if task == "custom":
@@ -157,7 +161,7 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
         counts = load_custom(ws, file, name=name, text_column=text_column,
                              label_column=label_column, id_column=id_column, n_train=n_train,
                              n_val=n_val, n_test=n_test, seed=seed)
-        task = name or file.stem
+        task = name or task_name_for(file)
     else:
         if file is not None:
             raise BadInput(f"load {task}: --file is only for custom tasks")
@@ -171,8 +175,11 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
 @handles_errors
 def download_cmd(task: str) -> None:
     """Fetch a task's upstream files into data/ (needs internet)."""
-    from pld.tasks.download import download, download_dir
+    from pld.tasks import download_dir
+    from pld.tasks.download import NOTICES, download
 
+    if task in NOTICES:
+        click.echo(NOTICES[task], err=True)
     for path in download(task, download_dir()):
         click.echo(f"wrote {path}")
 
@@ -328,7 +335,7 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
                  f"clusters, noise {100 * (m.get('noise_share') or 0):.0f}%, silhouette "
                  f"{m.get('silhouette')}"]
         for c in d["clusters"]:
-            lines.append(f"  {str(c.get('id') or 'noise'):>5}  {c.get('size', 0):>4}  "
+            lines.append(f"  {c.get('id') or 'noise'!s:>5}  {c.get('size', 0):>4}  "
                          f"{c.get('name') or ''}")
         return "\n".join(lines)
 

@@ -206,15 +206,18 @@ def _audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
 
 def _change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
             changes: dict[str, Any], *, who: str, identity_kind: str, action: str,
-            comment: str | None, note: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Apply ``changes`` to ``row`` if it is still at ``row['version']``, and audit it."""
+            comment: str | None, base_version: int | None = None,
+            note: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply ``changes`` if the row is still at ``base_version`` (default: the version in
+    ``row``), bump its version and audit it."""
+    base = row["version"] if base_version is None else base_version
     cols = {**changes, "updated_at": now()}
     sets = ", ".join(f"{c} = ?" for c in cols)
     cur = db.execute(
         f"UPDATE heuristics SET {sets}, version = version + 1 WHERE id = ? AND version = ?",
-        [*cols.values(), row["id"], row["version"]])
+        [*cols.values(), row["id"], base])
     if cur.rowcount != 1:
-        raise _stale(ws, row["id"], row["version"])
+        raise _stale(ws, row["id"], base)
     after = _get(ws, row["id"])
     _audit(db, who, identity_kind, "heuristic", row["id"], action, row,
            {**after, **(note or {})}, comment)
@@ -243,23 +246,24 @@ def edit(ws: Workspace, heuristic_id: int, text: str, who: str, *, base_version:
     who, text = _check_actor(who, identity_kind), _check_text(text)
     with ws.write() as db:
         row = _get(ws, heuristic_id)
-        pass
+        _check_base(ws, row, base_version)
         _check_status(row, LIVE, "edit")
         if text == row["text"]:
             raise BadInput(f"heuristic {heuristic_id}: the new text is the same as the old")
         changes = {"text": text, "updated_by": who, "status": DRAFT, **_NO_APPROVAL}
         return _change(ws, db, row, changes, who=who, identity_kind=identity_kind,
-                       action="edit", comment=comment)
+                       action="edit", comment=comment, base_version=base_version)
 
 
 def _approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: str,
-                 identity_kind: str, comment: str | None) -> dict[str, Any]:
+                 identity_kind: str, comment: str | None,
+                 base_version: int | None = None) -> dict[str, Any]:
     _check_status(row, (DRAFT, REJECTED), "approve")
     _check_four_eyes(row, who)
     changes = {"status": APPROVED, "approved_by": who, "approved_at": now(),
                "identity_kind": identity_kind}
     return _change(ws, db, row, changes, who=who, identity_kind=identity_kind,
-                   action="approve", comment=comment)
+                   action="approve", comment=comment, base_version=base_version)
 
 
 def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
@@ -269,9 +273,9 @@ def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | N
     who = _check_actor(who, identity_kind)
     with ws.write() as db:
         row = _get(ws, heuristic_id)
-        pass
+        _check_base(ws, row, base_version)
         _check_approver(ws, row["task"], who)
-        return _approve_row(ws, db, row, who, identity_kind, comment)
+        return _approve_row(ws, db, row, who, identity_kind, comment, base_version)
 
 
 def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
@@ -280,10 +284,11 @@ def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | No
     who = _check_actor(who, identity_kind)
     with ws.write() as db:
         row = _get(ws, heuristic_id)
-        pass
+        _check_base(ws, row, base_version)
         _check_status(row, (DRAFT, APPROVED), "reject")
         return _change(ws, db, row, {"status": REJECTED, **_NO_APPROVAL}, who=who,
-                       identity_kind=identity_kind, action="reject", comment=comment)
+                       identity_kind=identity_kind, action="reject", comment=comment,
+                       base_version=base_version)
 
 
 def auto_approve_all(ws: Workspace, task: str, who: str, *,
@@ -370,7 +375,8 @@ def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: str, *,
         for r in rows:
             _change(ws, db, r, {"status": MERGED, **_NO_APPROVAL}, who=who,
                     identity_kind=identity_kind, action="merge",
-                    comment=comment or f"merged into #{new}", note={"merged_into": new})
+                    comment=comment or f"merged into #{new}", note={"merged_into": new},
+                    base_version=(base_versions or {}).get(r["id"]))
     return new
 
 
@@ -385,7 +391,7 @@ def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who:
         raise BadInput("split needs at least two texts")
     with ws.write() as db:
         row = _get(ws, heuristic_id)
-        pass
+        _check_base(ws, row, base_version)
         _check_status(row, LIVE, "split")
         fields = {k: row[k] for k in ("task", "source_rule_ids", "cluster_id", "clustering_id")}
         new = [_insert(db, {**fields, "text": t, "origin": "split"}, who=who,
@@ -394,7 +400,7 @@ def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who:
         _change(ws, db, row, {"status": SPLIT, **_NO_APPROVAL}, who=who,
                 identity_kind=identity_kind, action="split",
                 comment=comment or f"split into {', '.join(f'#{i}' for i in new)}",
-                note={"split_into": new})
+                base_version=base_version, note={"split_into": new})
     return new
 
 

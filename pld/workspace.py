@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class WorkspaceError(Exception):
 
 def now() -> str:
     """UTC timestamp in ISO-8601, the format every ``*_at`` column uses."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def default_path() -> Path:
@@ -109,7 +109,9 @@ def _check_is_sqlite(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(len(SQLITE_MAGIC))
     if head != SQLITE_MAGIC:
-        raise WorkspaceError(f"{path}: not a PLD Studio workspace (not an SQLite file); left untouched")
+        raise WorkspaceError(
+            f"{path}: not a PLD Studio workspace (not an SQLite file); left untouched"
+        )
 
 
 def open_workspace(path: str | Path | None = None) -> Workspace:

@@ -18,7 +18,7 @@ DESIGN_TABLES = {
 
 def test_new_workspace_has_every_table_and_wal(ws_path: Path) -> None:
     ws = open_workspace(ws_path)
-    assert DESIGN_TABLES <= set(ws.db.table_names())
+    assert set(ws.db.table_names()) >= DESIGN_TABLES
     assert ws.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert ws.query("SELECT max(version) AS v FROM schema_version")[0]["v"] == SCHEMA_VERSION
     ws.close()
@@ -50,7 +50,8 @@ def test_older_file_is_upgraded(ws_path: Path) -> None:
 
     ws = open_workspace(ws_path)
     assert "evaluations" in ws.db.table_names()
-    assert [r["version"] for r in ws.query("SELECT version FROM schema_version ORDER BY version")] == [1, 2]
+    versions = ws.query("SELECT version FROM schema_version ORDER BY version")
+    assert [r["version"] for r in versions] == [1, 2]
     assert ws.query("SELECT name FROM tasks") == [{"name": "old"}]
     ws.close()
 
@@ -92,11 +93,10 @@ def test_newer_schema_refused_untouched(ws_path: Path) -> None:
 def test_write_block_is_atomic_across_sqlite_utils_calls(ws_path: Path) -> None:
     """sqlite-utils commits in its own ``with conn``; our nested blocks must still roll back."""
     ws = open_workspace(ws_path)
-    with pytest.raises(RuntimeError):
-        with ws.write() as db:
-            db["approvers"].insert({"task": "t", "name": "a", "added_at": "x"})
-            db["approvers"].insert_all([{"task": "t", "name": "b", "added_at": "x"}])
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), ws.write() as db:
+        db["approvers"].insert({"task": "t", "name": "a", "added_at": "x"})
+        db["approvers"].insert_all([{"task": "t", "name": "b", "added_at": "x"}])
+        raise RuntimeError("boom")
     assert ws.query("SELECT * FROM approvers") == []
     ws.close()
 

@@ -37,7 +37,7 @@ import anthropic
 from anthropic.types import Message as AnthropicMessage
 
 from pld.llm.base import ConfigError, LLMError, Message, Reply
-from pld.llm.openai_backend import redact, status_error
+from pld.llm.http_errors import redact, status_error
 
 TOOL_NAME = "reply"
 

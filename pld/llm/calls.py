@@ -45,7 +45,9 @@ class CallResult:
         return self.reply.text
 
 
-def cache_key(model: str, system: str | None, messages: list[Message], params: dict[str, Any]) -> str:
+def cache_key(
+    model: str, system: str | None, messages: list[Message], params: dict[str, Any]
+) -> str:
     """sha256 over everything that determines the answer."""
     blob = json.dumps(
         {"model": model, "system": system, "messages": messages, "params": params},
@@ -251,7 +253,8 @@ def list_calls(
     if errors_only:
         where.append("c.error IS NOT NULL")
     sql = (
-        "SELECT c.*, t.text AS system FROM llm_calls c LEFT JOIN texts t ON t.sha256 = c.system_sha256"
+        "SELECT c.*, t.text AS system FROM llm_calls c "
+        "LEFT JOIN texts t ON t.sha256 = c.system_sha256"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY c.id DESC LIMIT ? OFFSET ?"
     )

@@ -5,10 +5,6 @@ rejects ``json_schema`` and the call is re-sent once with ``json_object``, see b
 own retries are off (``max_retries=0``): :mod:`pld.llm.calls` retries uniformly for every
 backend, and SDK errors are mapped to :class:`~pld.llm.base.LLMError` here.
 
-This module also holds the HTTP-error helpers the Anthropic backend shares
-(:func:`retry_after_seconds`, :func:`status_error`, :func:`redact`): both SDKs are generated from
-the same template and fail the same way.
-
 Decisions worth knowing:
 
 * A 200 whose body is not JSON, or has no choices, is *transient*: that is a truncated transfer
@@ -27,86 +23,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
 
 from pld.llm.base import ConfigError, LLMError, Message, Reply
+from pld.llm.http_errors import redact, status_error
 
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
-# Statuses worth retrying: the same set the SDKs retry themselves (408 request timeout,
-# 409 lock conflict, 429 rate limit, 5xx including Anthropic's 529 "overloaded").
-TRANSIENT_STATUSES = frozenset({408, 409, 429})
-
-
-def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
-    """The server's retry hint in seconds, from ``retry-after-ms`` or ``retry-after``.
-
-    ``retry-after`` may be a number of seconds or an HTTP date; a date in the past gives 0.
-    Returns None when there is no usable hint.
-    """
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced, so keys never reach logs."""
-    if secret and len(secret) >= 4:
-        return text.replace(secret, "[redacted]")
-    return text
-
-
-def server_message(body: object) -> str:
-    """The human part of an error body (OpenAI and Anthropic both use ``error.message``)."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-    if body is None:
-        return ""
-    return str(body)[:300]
-
-
-def status_error(
-    status: int, headers: Mapping[str, str] | None, body: object, secret: str | None
-) -> LLMError:
-    """An :class:`LLMError` for an HTTP error status; 408/409/429/5xx are transient."""
-    msg = server_message(body)
-    text = f"HTTP {status}" + (f": {msg}" if msg else "")
-    return LLMError(
-        redact(text, secret),
-        transient=status in TRANSIENT_STATUSES or status >= 500,
-        retry_after=retry_after_seconds(headers),
-        status=status,
-    )
-
-
 def _map_error(err: openai.OpenAIError, secret: str, timeout: float) -> LLMError:
     if isinstance(err, openai.APITimeoutError):
         return LLMError(f"request timed out after {timeout:g} s", transient=True)
@@ -123,9 +48,10 @@ def _api_key(base_url: str | None, model: str) -> str:
         if not key:
             raise ConfigError(f"OPENAI_API_KEY is not set; export it to use {model}")
         return key
-    # Local servers (llama.cpp, vLLM) accept any key, but the SDK insists on one.
-    return (os.environ.get("OPENAI_COMPATIBLE_API_KEY") or os.environ.get("OPENAI_API_KEY")
-            or "not-needed")
+    # Local servers (llama.cpp, vLLM) accept any key, but the SDK insists on one. OPENAI_API_KEY
+    # is deliberately not used here: it would hand a real OpenAI key to whatever host the model
+    # string names.
+    return os.environ.get("OPENAI_COMPATIBLE_API_KEY") or "not-needed"
 
 
 class OpenAIBackend:

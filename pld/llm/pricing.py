@@ -8,7 +8,12 @@ from __future__ import annotations
 
 # (prefix of the provider's model name, input $/Mtok, output $/Mtok)
 PRICES: list[tuple[str, float, float]] = [
+    ("claude-opus-4-5", 5.0, 25.0),
+    ("claude-opus-4-6", 5.0, 25.0),
     ("claude-opus-4", 15.0, 75.0),
+    ("claude-opus-5", 5.0, 25.0),
+    ("claude-sonnet-5", 3.0, 15.0),
+    ("claude-haiku-5", 1.0, 5.0),
     ("claude-sonnet-4", 3.0, 15.0),
     ("claude-3-7-sonnet", 3.0, 15.0),
     ("claude-3-5-sonnet", 3.0, 15.0),
@@ -28,7 +33,9 @@ PRICES: list[tuple[str, float, float]] = [
 ]
 
 
-def estimate_cost(model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+def estimate_cost(
+    model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0
+) -> float:
     """Estimated USD for one call. Cached input tokens are billed at a tenth, as both vendors do."""
     provider, _, name = model.partition("/")
     if provider not in ("anthropic", "openai"):

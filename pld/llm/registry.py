@@ -37,10 +37,13 @@ def parse_model(model: str) -> ModelSpec:
     provider, sep, rest = model.partition("/")
     if not sep or not rest:
         raise ConfigError(
-            f"model {model!r}: expected PROVIDER/NAME with PROVIDER one of {', '.join(PROVIDERS)}"
+            f"model {model!r}: expected PROVIDER/NAME with PROVIDER one of "
+            f"{', '.join(PROVIDERS)}"
         )
     if provider not in PROVIDERS:
-        raise ConfigError(f"model {model!r}: unknown provider {provider!r} (use one of {', '.join(PROVIDERS)})")
+        raise ConfigError(
+            f"model {model!r}: unknown provider {provider!r} (use one of {', '.join(PROVIDERS)})"
+        )
     if provider == "openai-compatible":
         name, at, base_url = rest.partition("@")
         if not at or not name or not base_url.startswith(("http://", "https://")):
@@ -49,7 +52,9 @@ def parse_model(model: str) -> ModelSpec:
             )
         return ModelSpec(model, provider, name, base_url)
     if provider == "local" and rest not in LOCAL_MODELS:
-        raise ConfigError(f"model {model!r}: unknown local model (use local/default or local/small)")
+        raise ConfigError(
+            f"model {model!r}: unknown local model (use local/default or local/small)"
+        )
     return ModelSpec(model, provider, rest)
 
 
@@ -81,3 +86,9 @@ def get_backend(model: str, role: str = "default") -> Backend:
         if backend is None:
             backend = _instances[key] = _create(spec, role)
     return backend
+
+
+def reset() -> None:
+    """Forget every backend built so far (after keys, base URLs or timeouts changed)."""
+    with _lock:
+        _instances.clear()

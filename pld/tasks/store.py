@@ -91,7 +91,9 @@ def task_info(ws: Workspace, name: str) -> TaskInfo:
     if not rows:
         loaded = [r["name"] for r in ws.query("SELECT name FROM tasks ORDER BY name")]
         hint = f" (loaded: {', '.join(loaded)})" if loaded else ""
-        raise BadInput(f"task {name!r} is not loaded in {ws.path}; run: python -m pld load {name}{hint}")
+        raise BadInput(
+            f"task {name!r} is not loaded in {ws.path}; run: python -m pld load {name}{hint}"
+        )
     r = rows[0]
     return TaskInfo(r["name"], r["kind"], loads(r["labels"]), r["description"] or "",
                     r["source"] or "", loads(r["params"], {}))

@@ -13,7 +13,8 @@ import pytest
 from pld.llm import registry
 from pld.llm.base import ConfigError, LLMError
 from pld.llm.calls import CallFailed, CallResult, complete, match_choice
-from pld.llm.openai_backend import OpenAIBackend, redact, retry_after_seconds
+from pld.llm.http_errors import redact, retry_after_seconds
+from pld.llm.openai_backend import OpenAIBackend
 from pld.llm.pricing import estimate_cost
 from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI
@@ -358,13 +359,15 @@ def test_missing_openai_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(("env", "sent"), [
     ({"OPENAI_COMPATIBLE_API_KEY": "sk-compat", "OPENAI_API_KEY": "sk-openai"}, "sk-compat"),
-    ({"OPENAI_API_KEY": "sk-openai"}, "sk-openai"),
+    # A real OpenAI key is never sent to an arbitrary compatible host.
+    ({"OPENAI_API_KEY": "sk-openai"}, "not-needed"),
     ({}, "not-needed"),
 ])
 def test_compatible_server_key_choice(
     fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], sent: str
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     b = OpenAIBackend(fake.model_string(), "fake-model", base_url=fake.base_url, timeout=5)

@@ -64,8 +64,8 @@ def test_export_writes_exact_prompt_and_manifest(ws: Workspace, fake_openai: Fak
     assert data == prompt.text.encode("utf-8")
     manifest = json.loads(res.manifest_path.read_text(encoding="utf-8"))
     assert manifest == res.manifest
-    assert manifest["prompt"]["sha256"] == hashlib.sha256(data).hexdigest() == prompt.sha256
-    assert manifest["prompt"]["version"] == 1 and manifest["prompt"]["file"] == "prompt.md"
+    assert manifest["prompt_sha256"] == hashlib.sha256(data).hexdigest() == prompt.sha256
+    assert manifest["version"] == 1 and manifest["prompt_file"] == "prompt.md"
     assert manifest["task"] == TASK and manifest["labels"] == LABELS
     assert [(h["id"], h["text"], h["approved_by"], h["identity_kind"], h["version"])
             for h in manifest["heuristics"]] == [
@@ -94,7 +94,7 @@ def test_exported_prompt_file_reproduces_the_stored_score(ws: Workspace,
     asked = len(fake_openai.requests)
     again = ev.evaluate(ws, TASK, model, prompt_file=res.prompt_path)
     assert again.method == "file" and again.prompt_version == 1
-    assert again.prompt_sha256 == res.manifest["prompt"]["sha256"]
+    assert again.prompt_sha256 == res.manifest["prompt_sha256"]
     assert again.metrics["macro_f1"] == stored.metrics["macro_f1"]
     assert again.metrics == stored.metrics
     # Same items, same model, same system prompt: every labelled answer came from the cache
@@ -138,7 +138,7 @@ def test_changed_heuristic_text_refuses_export(ws: Workspace, tmp_path: Path) ->
     rebuilt = build_prompt(ws, TASK)
     assert rebuilt.version == 2
     res = xp.export(ws, TASK, tmp_path / "out")
-    assert res.manifest["prompt"]["version"] == 2
+    assert res.manifest["version"] == 2
     assert [h["id"] for h in res.manifest["heuristics"]] == [h1]
     assert res.manifest["evaluations"] == []
 
