@@ -117,8 +117,9 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
         lines = [f"data: {d['data_dir']}", f"workspace: {d['workspace']}", ""]
         for t in d["tasks"]:
             mark = "ok " if t.get("available") else "-- "
-            sizes = ", ".join(f"{k} {v}" for k, v in (t.get("split_sizes") or {}).items())
-            lines.append(f"{mark}{t['name']:<22} {len(t.get('labels') or [])} labels  {sizes}")
+            sizes = " / ".join(f"{k} {v}" for k, v in (t.get("split_sizes") or {}).items())
+            lines.append(f"{mark}{t['name']:<22} {len(t.get('labels') or []):>2} labels  "
+                         + (f"load gives {sizes}" if sizes else ""))
             if t.get("notes"):
                 lines.append(f"     {t['notes']}")
         if d["loaded"]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
-from pld.tasks.base import DataDir, Size, Task, as_roots
+from pld.tasks.base import DataDir, Size, Task, TaskStatus, as_roots, resolve_counts
 from pld.tasks.contract_nli import ContractNLI
 from pld.tasks.custom import CustomTask
 from pld.tasks.demo import DemoTask
@@ -67,12 +67,23 @@ def get_task(name: str, **params: Any) -> Task:
     return cls(**params)
 
 
+def _default_split_sizes(task: Task, status: TaskStatus) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for pool in status.pools:
+        counts = resolve_counts(pool.size, pool.splits, {}, task.default_sizes,
+                                caps=task.default_caps)
+        fixed = sum(c for c in counts.values() if c is not None)
+        for split, c in counts.items():
+            sizes[split] = c if c is not None else max(pool.size - fixed, 0)
+    return {s: sizes[s] for s in ("train", "val", "test") if s in sizes}
+
+
 def task_statuses(data_dir: DataDir = None) -> list[dict[str, Any]]:
     """One JSON-ready dict per built-in task, for ``python -m pld tasks --json``.
 
     Keys: name, kind, labels, description, available, complete, files, missing, notes, pools
-    (splits, size, files, label_counts), pool_sizes (per split; ``split_sizes`` is the same)
-    and default_sizes.
+    (splits, size, files, label_counts), pool_sizes (the pool each split is drawn from),
+    default_sizes (as configured) and split_sizes (what ``load`` gives with no size options).
     """
     roots = as_roots(data_dir)
     out = []
@@ -82,7 +93,7 @@ def task_statuses(data_dir: DataDir = None) -> list[dict[str, Any]]:
         d = st.to_dict()
         out.append({"name": name, "kind": task.kind, "labels": list(task.labels),
                     "description": task.description, "default_sizes": dict(task.default_sizes),
-                    "split_sizes": d["pool_sizes"], **d})
+                    "split_sizes": _default_split_sizes(task, st), **d})
     return out
 
 
