@@ -60,7 +60,8 @@ def test_task_statuses_json(data: Path) -> None:
     by = {s["name"]: s for s in got}
     assert by["logiqa"]["available"] and not by["logiqa"]["complete"]
     assert by["logiqa"]["pool_sizes"] == {"train": 651, "val": 651, "test": 651}
-    assert by["logiqa"]["split_sizes"] == by["logiqa"]["pool_sizes"]
+    assert by["logiqa"]["split_sizes"] == {"train": 60, "val": 40, "test": 100}
+    assert by["demo"]["split_sizes"] == {"train": 50, "val": 20, "test": 30}
     assert by["logiqa"]["labels"] == ["A", "B", "C", "D"]
     assert by["contract-nli"]["pool_sizes"] == {"train": 1887, "val": 1887, "test": 2091}
     assert by["stereoset"]["complete"] and by["demo"]["complete"]
