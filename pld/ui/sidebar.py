@@ -1,15 +1,25 @@
-"""The sidebar every page shares: workspace file, reviewer identity and model strings."""
+"""The sidebar every page shares: workspace file, task, reviewer identity and model strings."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from pld.llm.base import ConfigError
 from pld.llm.registry import DEFAULT_MODEL, parse_model
+from pld.tasks.store import loaded_tasks
 from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is acting. ``kind`` is 'oidc' (logged in through st.login) or 'self-declared'."""
+
+    name: str
+    kind: str
 
 
 @st.cache_resource(show_spinner=False)
@@ -18,19 +28,48 @@ def _open(path: str) -> Workspace:
     return open_workspace(path)
 
 
+def workspace_path() -> Path:
+    """The workspace file chosen in the sidebar."""
+    return Path(st.session_state.get("ws_path") or default_path())
+
+
 def workspace() -> Workspace | None:
     """The workspace chosen in the sidebar, or None (with an error shown) if it cannot open."""
-    path = st.session_state.get("ws_path") or str(default_path())
     try:
-        return _open(path)
+        return _open(str(workspace_path()))
     except WorkspaceError as e:
         st.error(str(e))
         return None
 
 
+def auth_configured() -> bool:
+    """True when ``[auth]`` is set in .streamlit/secrets.toml, so reviewers log in with OIDC."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def identity() -> Identity | None:
+    """The acting reviewer: the OIDC user when login is configured, else the typed name."""
+    if auth_configured():
+        if getattr(st.user, "is_logged_in", False):
+            name = st.user.get("email") or st.user.get("name") or ""
+            return Identity(str(name), "oidc") if name else None
+        return None
+    name = (st.session_state.get("reviewer") or "").strip()
+    return Identity(name, "self-declared") if name else None
+
+
 def reviewer() -> str:
-    """The reviewer's name as typed in the sidebar ('' when none)."""
-    return (st.session_state.get("reviewer") or "").strip()
+    """The acting reviewer's name ('' when nobody is identified)."""
+    who = identity()
+    return who.name if who else ""
+
+
+def task() -> str | None:
+    """The task chosen in the sidebar (None when the workspace has no task loaded)."""
+    return st.session_state.get("task") or None
 
 
 def model(role: str) -> str:
@@ -43,8 +82,26 @@ def render() -> None:
     with st.sidebar:
         st.text_input("Workspace file", value=str(default_path()), key="ws_path",
                       help="One SQLite file holds everything; $PLD_WORKSPACE sets the default.")
-        st.text_input("Reviewer name", key="reviewer",
-                      help="Recorded with every edit and approval (self-declared identity).")
+        ws = workspace()
+        names = [t.name for t in loaded_tasks(ws)] if ws is not None else []
+        if names:
+            if st.session_state.get("task") not in names:
+                st.session_state["task"] = names[0]
+            st.selectbox("Task", names, key="task")
+        else:
+            st.session_state["task"] = None
+            st.caption("No task loaded yet: start on the Data page.")
+        if auth_configured():
+            if getattr(st.user, "is_logged_in", False):
+                st.write(f"Signed in as **{reviewer()}**")
+                st.button("Log out", on_click=st.logout)
+            else:
+                st.button("Log in to review", on_click=st.login)
+        else:
+            st.text_input("Reviewer name", key="reviewer",
+                          help="Recorded with every edit and approval as a self-declared "
+                               "identity (configure [auth] in .streamlit/secrets.toml for "
+                               "OIDC login).")
         for role in ("teacher", "student"):
             st.text_input(f"{role.title()} model", value=os.environ.get(
                 f"PLD_{role.upper()}", DEFAULT_MODEL), key=f"{role}_model")
@@ -52,4 +109,3 @@ def render() -> None:
                 parse_model(model(role))
             except ConfigError as e:
                 st.error(str(e))
-        st.caption(f"Workspace: `{Path(st.session_state.get('ws_path') or default_path())}`")
