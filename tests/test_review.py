@@ -76,7 +76,9 @@ def test_stale_edit_is_refused_and_shows_their_change(ws: Workspace, task: str) 
     assert err.value.theirs is not None
     assert (err.value.theirs["who"], err.value.theirs["after"]["text"]) == ("alice", "alice's text")
     assert (err.value.current["version"], err.value.current["text"]) == (2, "alice's text")
-    assert "alice" in str(err.value) and "\n" not in str(err.value)
+    message = str(err.value)
+    assert "alice" in message and err.value.theirs["created_at"] in message
+    assert "\n" not in message
     assert row(ws, hid)["text"] == "alice's text"
     assert [h["who"] for h in review.history(ws, hid)] == ["alice"]
 

@@ -71,12 +71,18 @@ def _log(ws: Workspace, **row: Any) -> int:
         return int(db["llm_calls"].insert(row).last_pk)
 
 
+# The final answer of a re-asked call that still named no choice is logged with this error
+# prefix and *is* served from the cache: at temperature 0 asking again gives the same, and a
+# stored evaluation must be reproducible item for item.
+FINAL_OFF_CHOICE = "answer not in choices after re-ask"
+
+
 def _cached(ws: Workspace, key: str) -> dict[str, Any] | None:
     rows = ws.query(
         "SELECT id, response, model, input_tokens, output_tokens, cached_tokens FROM llm_calls "
-        "WHERE cache_key = ? AND error IS NULL AND cache_hit = 0 AND response IS NOT NULL "
-        "ORDER BY id LIMIT 1",
-        [key],
+        "WHERE cache_key = ? AND cache_hit = 0 AND response IS NOT NULL "
+        "AND (error IS NULL OR error LIKE ?) ORDER BY id LIMIT 1",
+        [key, FINAL_OFF_CHOICE + "%"],
     )
     return rows[0] if rows else None
 
@@ -177,7 +183,8 @@ def complete(
             )
         except LLMError as err:
             call_id = _log(
-                ws, **base_row, latency_s=time.perf_counter() - t0, cache_hit=0,
+                ws, **{**base_row, "messages": dumps(convo)},
+                latency_s=time.perf_counter() - t0, cache_hit=0,
                 attempt=attempt, error=f"{type(err).__name__}: {err}",
             )
             if err.transient and attempt < attempts:
@@ -193,9 +200,11 @@ def complete(
 
         error = None
         if choices and not backend.constrains_choices and match_choice(reply.text, choices) is None:
-            error = f"answer not in choices: {reply.text[:200]!r}"
+            final = reasked or attempt >= attempts
+            error = (f"{FINAL_OFF_CHOICE if final else 'answer not in choices'}: "
+                     f"{reply.text[:200]!r}")
         row = dict(
-            base_row, response=reply.text, input_tokens=reply.input_tokens,
+            base_row, messages=dumps(convo), response=reply.text, input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens, cached_tokens=reply.cached_tokens,
             latency_s=reply.latency_s, cache_hit=0, attempt=attempt, error=error,
             cost_usd=estimate_cost(model, reply.input_tokens, reply.output_tokens,

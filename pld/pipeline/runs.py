@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from pld.errors import BadInput
 from pld.workspace import Workspace, dumps, loads, now
 
 ProgressCallback = Callable[[int, int], None]
@@ -86,18 +87,28 @@ def stage_run(
     kind: str,
     params: dict[str, Any],
     on_progress: ProgressCallback | None = None,
+    *,
+    run_id: int | None = None,
+    same: tuple[str, ...] = (),
 ) -> Iterator[Run]:
     """Open a run row for one stage invocation and close it with its outcome.
 
-    An exception marks the run ``failed`` with its message (Ctrl-C marks it ``interrupted``) and
-    propagates; completed work already written stays, and the next invocation resumes from it.
+    With ``run_id``, an earlier run of the same task and kind is reopened instead (to fill in
+    what it left undone under its own id); the keys named in ``same`` must have the same values
+    in its params, else :class:`BadInput`. An exception marks the run ``failed`` with its
+    message (Ctrl-C marks it ``interrupted``) and propagates; completed work already written
+    stays, and the next invocation resumes from it.
     """
     mark_dead_runs(ws)
-    with ws.write() as db:
-        run_id = int(db["runs"].insert({
-            "task": task, "kind": kind, "params": dumps(params), "status": RUNNING,
-            "done": 0, "total": 0, "started_at": now(), "updated_at": now(), "pid": os.getpid(),
-        }).last_pk)
+    if run_id is None:
+        with ws.write() as db:
+            run_id = int(db["runs"].insert({
+                "task": task, "kind": kind, "params": dumps(params), "status": RUNNING,
+                "done": 0, "total": 0, "started_at": now(), "updated_at": now(),
+                "pid": os.getpid(),
+            }).last_pk)
+    else:
+        _reopen(ws, run_id, task, kind, params, same)
     run = Run(ws, run_id, task, kind, on_progress=on_progress)
     try:
         yield run
@@ -109,6 +120,25 @@ def stage_run(
         raise
     else:
         _finish(ws, run, DONE, None)
+
+
+def _reopen(ws: Workspace, run_id: int, task: str, kind: str, params: dict[str, Any],
+            same: tuple[str, ...]) -> None:
+    rows = ws.query("SELECT * FROM runs WHERE id = ?", [run_id])
+    if not rows or rows[0]["task"] != task or rows[0]["kind"] != kind:
+        raise BadInput(f"run {run_id} is not a {kind} run of task {task}")
+    row = rows[0]
+    if row["status"] == RUNNING:
+        raise BadInput(f"run {run_id} is still running (pid {row['pid']})")
+    old = loads(row["params"], {})
+    for key in same:
+        if old.get(key) != params.get(key):
+            raise BadInput(
+                f"run {run_id} was made with {key}={old.get(key)!r}, not {params.get(key)!r}"
+            )
+    with ws.write() as db:
+        db["runs"].update(run_id, {"status": RUNNING, "error": None, "finished_at": None,
+                                   "updated_at": now(), "pid": os.getpid()})
 
 
 def _finish(ws: Workspace, run: Run, status: str, error: str | None) -> None:

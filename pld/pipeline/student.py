@@ -10,10 +10,7 @@ text again returns the version that already holds it.
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,13 +20,8 @@ from pld.llm import calls
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
 from pld.pipeline.runs import (
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    RUNNING,
     ProgressCallback,
     Run,
-    mark_dead_runs,
     stage_run,
 )
 from pld.review import approved_heuristics
@@ -207,45 +199,6 @@ def _select(
     return rows[:limit] if limit is not None else rows
 
 
-@contextmanager
-def _resume_run(
-    ws: Workspace, run_id: int, task: str, kind: str, params: dict[str, Any],
-    on_progress: ProgressCallback | None,
-) -> Iterator[Run]:
-    """Reopen an earlier prediction run so that its missing rows are filled in under its id."""
-    mark_dead_runs(ws)
-    rows = ws.query("SELECT * FROM runs WHERE id = ?", [run_id])
-    if not rows or rows[0]["task"] != task:
-        raise BadInput(f"run {run_id} is not a run of task {task}")
-    row = rows[0]
-    if row["status"] == RUNNING:
-        raise BadInput(f"run {run_id} is still running (pid {row['pid']})")
-    old = loads(row["params"], {})
-    for key in ("student", "prompt_sha256", "split"):
-        if old.get(key) != params.get(key):
-            raise BadInput(
-                f"run {run_id} was made with {key}={old.get(key)!r}, not {params.get(key)!r}"
-            )
-    with ws.write() as db:
-        db["runs"].update(run_id, {"status": RUNNING, "error": None, "finished_at": None,
-                                   "updated_at": now(), "pid": os.getpid()})
-    run = Run(ws, run_id, task, kind, on_progress=on_progress)
-    status, error = DONE, None
-    try:
-        yield run
-    except KeyboardInterrupt:
-        status, error = INTERRUPTED, "interrupted by user"
-        raise
-    except BaseException as e:
-        status, error = FAILED, f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        with ws.write() as db:
-            db["runs"].update(run_id, {"status": status, "error": error, "done": run.done,
-                                       "total": run.total, "finished_at": now(),
-                                       "updated_at": now()})
-
-
 def predict(
     ws: Workspace,
     task: str,
@@ -285,9 +238,8 @@ def predict(
     if example_ids is not None:
         run_params["example_ids"] = [r["id"] for r in items]
 
-    opener = (stage_run(ws, task, kind, run_params, on_progress) if run_id is None
-              else _resume_run(ws, run_id, task, kind, run_params, on_progress))
-    with opener as run:
+    with stage_run(ws, task, kind, run_params, on_progress, run_id=run_id,
+                   same=("student", "prompt_sha256", "split")) as run:
         done = {r["example_id"]: r for r in ws.query(
             "SELECT example_id, label, call_id FROM predictions WHERE run_id = ?", [run.id])}
         todo = [r for r in items if r["id"] not in done]

@@ -92,17 +92,21 @@ def test_failed_call_is_not_served_from_cache(ws: Workspace, fake_openai: FakeOp
     assert not res.cached and len(fake_openai.requests) == 2
 
 
-def test_two_answers_outside_choices_return_the_last_and_are_not_cached(
+def test_two_answers_outside_choices_return_the_last_which_is_then_cached(
     ws: Workspace, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.responder = lambda body: "hmm"
+    """The final off-label answer is reused, so a stored evaluation reproduces item for item."""
+    answers = iter(["hmm", "still unsure"])
+    fake_openai.responder = lambda body: next(answers)
     model = fake_openai.model_string()
     res = complete(ws, model, user("classify"), choices=CHOICES)
-    assert res.text == "hmm" and len(fake_openai.requests) == 2
-    rows = ws.query("SELECT error FROM llm_calls ORDER BY id")
+    assert res.text == "still unsure" and len(fake_openai.requests) == 2
+    rows = ws.query("SELECT error, messages FROM llm_calls ORDER BY id")
     assert len(rows) == 2 and all("not in choices" in r["error"] for r in rows)
-    complete(ws, model, user("classify"), choices=CHOICES)
-    assert len(fake_openai.requests) == 4
+    assert "after re-ask" in rows[1]["error"] and "after re-ask" not in rows[0]["error"]
+    assert "Answer with exactly one of" in rows[1]["messages"]  # the re-ask is what was logged
+    again = complete(ws, model, user("classify"), choices=CHOICES)
+    assert again.cached and again.text == "still unsure" and len(fake_openai.requests) == 2
 
 
 def test_timeout_comes_from_the_environment(

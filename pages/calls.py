@@ -1,0 +1,135 @@
+"""Calls: the LLM call log of the workspace (:mod:`pld.llm.calls`): totals per model and stage,
+a filtered and paged list of calls, and one call's full prompt and response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pld.llm import calls
+from pld.ui.page import setup
+from pld.workspace import Workspace, loads
+
+ALL = "(all)"
+PAGE_SIZES = (25, 50, 100, 250)
+
+
+def _totals(total: dict[str, Any]) -> None:
+    c = st.columns(6)
+    c[0].metric("Calls", total["calls"])
+    c[1].metric("Cache hits", total["cache_hits"],
+                help="Answered from the workspace cache, no model call made")
+    c[2].metric("Errors", total["errors"])
+    c[3].metric("Tokens in / out", f"{total['input_tokens']:,} / {total['output_tokens']:,}",
+                help=f"{total['cached_tokens']:,} input tokens served from a provider cache")
+    c[4].metric("Latency", f"{total['latency_s']:.1f} s", help="Sum over all calls")
+    c[5].metric("Cost", f"${total['cost_usd']:.4f}", help="Estimate from list prices")
+
+
+def _groups(groups: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "model": g["model"], "stage": g["stage"], "calls": g["calls"],
+        "cache hits": g["cache_hits"], "errors": g["errors"], "tokens in": g["input_tokens"],
+        "tokens out": g["output_tokens"], "cached tokens": g["cached_tokens"],
+        "latency s": g["latency_s"], "cost $": g["cost_usd"],
+    } for g in groups]), hide_index=True)
+
+
+def _filters(groups: list[dict[str, Any]]) -> tuple[str | None, str | None, bool, int]:
+    stages = sorted({g["stage"] for g in groups if g["stage"]})
+    models = sorted({g["model"] for g in groups if g["model"]})
+    c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
+    stage = c1.selectbox("Stage", [ALL, *stages], key="k_stage")
+    model = c2.selectbox("Model", [ALL, *models], key="k_model")
+    errors = c3.checkbox("Errors only", key="k_errors")
+    size = c4.selectbox("Rows per page", PAGE_SIZES, key="k_size")
+    return (None if stage == ALL else stage, None if model == ALL else model, errors, size)
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "id": r["id"], "when": r["created_at"], "model": r["model"], "stage": r["stage"],
+        "run": r["run_id"], "cache hit": bool(r["cache_hit"]), "tokens in": r["input_tokens"],
+        "tokens out": r["output_tokens"], "latency s": r["latency_s"], "cost $": r["cost_usd"],
+        "attempt": r["attempt"], "error": r["error"] or "",
+    } for r in rows]), hide_index=True)
+
+
+def _messages(raw: str | None) -> list[dict[str, Any]]:
+    try:
+        value = loads(raw, [])
+    except ValueError:
+        return [{"role": "?", "content": raw or ""}]
+    return value if isinstance(value, list) else [{"role": "?", "content": str(value)}]
+
+
+def _detail(row: dict[str, Any]) -> None:
+    hit = " · cache hit" if row["cache_hit"] else ""
+    st.caption(f"Call #{row['id']} · {row['created_at']} · `{row['model']}` · stage "
+               f"{row['stage']} · run {row['run_id']} · attempt {row['attempt']}{hit} · "
+               f"{row['latency_s'] or 0:.2f} s · key {(row['cache_key'] or '')[:16]}")
+    if row["error"]:
+        st.error(row["error"])
+    if row["system"]:
+        st.markdown("**System prompt**")
+        st.code(row["system"], language=None, wrap_lines=True)
+    st.markdown("**Messages**")
+    for m in _messages(row["messages"]):
+        content = m.get("content")
+        st.markdown(f"*{m.get('role', '?')}*")
+        st.code(content if isinstance(content, str) else str(content), language=None,
+                wrap_lines=True)
+    st.markdown("**Response**")
+    if row["response"] is None:
+        st.caption("No response (the call failed).")
+    else:
+        st.code(row["response"], language=None, wrap_lines=True)
+    params = loads(row["params"], None) if row["params"] else None
+    if params:
+        with st.expander("Parameters"):
+            st.json(params)
+
+
+def _log(ws: Workspace, groups: list[dict[str, Any]]) -> None:
+    stage, model, errors, size = _filters(groups)
+    page = int(st.number_input("Page", min_value=1, value=1, key="k_page"))
+    # One row more than a page tells whether there is a next page without counting.
+    rows = calls.list_calls(ws, model=model, stage=stage, errors_only=errors, limit=size + 1,
+                            offset=(page - 1) * size)
+    more, rows = len(rows) > size, rows[:size]
+    if not rows:
+        st.info("No call matches these filters" + (" on this page." if page > 1 else "."))
+        return
+    first = (page - 1) * size + 1
+    st.caption(f"Calls {first}–{first + len(rows) - 1}, newest first"
+               + ("; more on the next page." if more else "."))
+    _table(rows)
+    by_id = {r["id"]: r for r in rows}
+    chosen = st.selectbox("Open call", list(by_id), key="k_call",
+                          format_func=lambda i: f"#{i} · {by_id[i]['stage']} · "
+                                                f"{by_id[i]['model']}"
+                                                + (" · error" if by_id[i]["error"] else ""))
+    _detail(by_id[chosen])
+
+
+def main() -> None:
+    """Draw the page."""
+    ws, _task = setup()
+    st.title("Calls")
+    st.caption("Every LLM call goes through one cache and one log: tokens, latency, cost "
+               "estimate, cache hits and errors, by model and stage.")
+    summary = calls.summarize_calls(ws)
+    _totals(summary["total"])
+    if not summary["total"]["calls"]:
+        st.info("No LLM call in this workspace yet. Calls appear here as soon as a stage runs "
+                "(or `python -m pld ask MODEL \"text\"`).")
+        return
+    st.subheader("By model and stage")
+    _groups(summary["by_model_stage"])
+    st.subheader("Call log")
+    _log(ws, summary["by_model_stage"])
+
+
+main()

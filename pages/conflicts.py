@@ -1,0 +1,251 @@
+"""Conflicts: the student runs on validation, the teacher proposes per-heuristic changes from
+its errors, and reviewers accept or reject them (:mod:`pld.pipeline.resolve`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from pld import jobs
+from pld.errors import BadInput
+from pld.pipeline import resolve
+from pld.ui import diffs, sidebar
+from pld.ui.page import setup
+from pld.workspace import Workspace
+
+FLASH = "conflicts_flash"
+PAGE_SIZE = 10
+
+
+def _show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    if kind == "success":
+        st.success(message)
+    elif kind == "error":
+        st.error(message)
+
+
+def _label(value: str | None) -> str:
+    return value if value is not None else "(no valid label)"
+
+
+# -- callbacks ------------------------------------------------------------------------------------
+
+def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
+    who = sidebar.identity()
+    if who is None:
+        st.session_state[FLASH] = ("error", "Nobody is identified: enter your name in the "
+                                            "sidebar (or log in) first.")
+        return
+    comment = (st.session_state.get(comment_key) or "").strip() or None
+    try:
+        p = resolve.decide_proposal(ws, pid, accept, who.name, comment=comment,
+                                    identity_kind=who.kind)
+    except BadInput as e:
+        st.session_state[FLASH] = ("error", f"Proposal #{pid} not decided: {e}")
+        return
+    if not accept:
+        msg = f"Rejected proposal #{pid}."
+    elif p["kind"] == resolve.REMOVE:
+        msg = f"Accepted proposal #{pid}: heuristic #{p['heuristic_id']} is now rejected."
+    else:
+        msg = (f"Accepted proposal #{pid}: the new text is a draft by {who.name}; someone else "
+               "must approve it on the Heuristics page before the next iteration.")
+    st.session_state[FLASH] = ("success", msg)
+
+
+def _start(ws: Workspace, task: str, student: str, teacher: str) -> None:
+    args = ["resolve", task, "--student", student, "--teacher", teacher,
+            "--iterations", str(int(st.session_state.get("c_iterations") or 1))]
+    limit = int(st.session_state.get("c_val_limit") or 0)
+    if limit:
+        args += ["--val-limit", str(limit)]
+    try:
+        jobs.start(ws.path, args)
+    except (BadInput, OSError) as e:
+        st.session_state[FLASH] = ("error", f"Could not start the conflict loop: {e}")
+    else:
+        st.session_state[FLASH] = ("success", "Conflict loop started in the background.")
+
+
+# -- drawing --------------------------------------------------------------------------------------
+
+def _run_section(ws: Workspace, task: str, has_history: bool) -> None:
+    student, teacher = sidebar.model("student"), sidebar.model("teacher")
+    with st.expander("Run the student on validation and propose changes",
+                     expanded=not has_history):
+        st.write(f"Student `{student}` classifies the validation split with the approved "
+                 f"heuristics; teacher `{teacher}` proposes edits from its errors (and a sample "
+                 "of its successes). The loop stops after proposing, until you decide.")
+        c1, c2 = st.columns(2)
+        c1.number_input("New iterations", min_value=1, max_value=10, value=1, key="c_iterations")
+        c2.number_input("Validation items (0 = all)", min_value=0, value=0, step=10,
+                        key="c_val_limit")
+        busy = bool(jobs.active_jobs(ws, task, "resolve"))
+        st.button("Run conflict loop", key="c_run", type="primary", disabled=busy,
+                  on_click=_start, args=(ws, task, student, teacher))
+        jobs_panel(ws, task, "resolve")
+
+
+def _chart(history: list[dict[str, Any]]) -> None:
+    df = pd.DataFrame(history)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=df["iteration"], y=df["macro_f1"], mode="lines+markers", name="validation macro-F1",
+        marker={"size": 11, "color": ["#2e7d32" if a else "#c62828" for a in df["adopted"]]},
+        customdata=df[["prompt_version", "n_errors"]],
+        hovertemplate="iteration %{x}<br>macro-F1 %{y:.3f}<br>prompt v%{customdata[0]}"
+                      "<br>errors %{customdata[1]}<extra></extra>",
+    ))
+    fig.update_layout(xaxis_title="iteration", yaxis_title="validation macro-F1",
+                      xaxis={"dtick": 1}, height=320, margin={"t": 30, "b": 30})
+    st.plotly_chart(fig)
+    st.caption("Green: adopted (not below the best so far); red: scored lower and reverted.")
+
+
+def _history_table(history: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "iteration": h["iteration"], "prompt": f"v{h['prompt_version']}",
+        "macro-F1": h["macro_f1"], "Δ vs best": h["delta"], "errors": h["n_errors"],
+        "adopted": h["adopted"], "best": f"v{h['best_version']}",
+        "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],
+        "rejected": h["proposals_rejected"], "pending": h["proposals_pending"],
+        "stop": h["stop"] or "", "student": h["student"],
+    } for h in history]), hide_index=True,
+        column_config={"macro-F1": st.column_config.NumberColumn(format="%.3f"),
+                       "Δ vs best": st.column_config.NumberColumn(format="%+.3f")})
+
+
+def _change_html(p: dict[str, Any]) -> str:
+    current = (p["heuristic"] or {}).get("text") or ""
+    if p["kind"] == resolve.ADD:
+        return diffs.diff_html("", p["text"])
+    if p["kind"] == resolve.REMOVE:
+        return diffs.diff_html(current, "")
+    return diffs.diff_html(current, p["text"])
+
+
+def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None,
+                   prefix: str) -> None:
+    pid, kind = p["id"], p["kind"]
+    target = "a new heuristic" if kind == resolve.ADD else f"heuristic #{p['heuristic_id']}"
+    with st.container(border=True):
+        st.markdown(f"**Proposal #{pid}** · {kind} {target} · *{p['status']}*")
+        if p["rationale"]:
+            st.caption(p["rationale"])
+        if kind != resolve.ADD and p["heuristic"] is None:
+            st.warning(f"Heuristic #{p['heuristic_id']} no longer exists.")
+        st.html(_change_html(p))
+        if p["status"] != resolve.PENDING:
+            made = (f" (created heuristic #{p['created_heuristic_id']})"
+                    if p.get("created_heuristic_id") else "")
+            st.caption(f"{p['status']} by {p['decided_by']} at {p['decided_at']}{made}")
+            return
+        comment_key = f"{prefix}_comment_{pid}"
+        st.text_input("Comment", key=comment_key, disabled=me is None)
+        c1, c2 = st.columns(2)
+        c1.button("Accept", key=f"{prefix}_accept_{pid}", type="primary", disabled=me is None,
+                  on_click=_decide, args=(ws, pid, True, comment_key))
+        c2.button("Reject", key=f"{prefix}_reject_{pid}", disabled=me is None,
+                  on_click=_decide, args=(ws, pid, False, comment_key))
+
+
+def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, Any]],
+                me: sidebar.Identity | None) -> None:
+    involved = {h["id"] for h in err["heuristics"]}
+    related = [p for p in proposals
+               if p["heuristic_id"] in involved or err["example_id"] in p["evidence"]]
+    with st.container(border=True):
+        left, right = st.columns(2)
+        with left:
+            st.markdown(f"**Example #{err['example_id']}** ({err['ext_id']})")
+            st.text(err["text"])
+            st.markdown(f"Gold **{err['gold']}** · predicted **{_label(err['predicted'])}**")
+            if err["raw"] is not None and err["raw"] != err["predicted"]:
+                st.caption(f"Raw answer: {err['raw']!r}")
+        with right:
+            st.markdown("**Heuristics involved** (most similar first)")
+            if not err["heuristics"]:
+                st.caption("Not attributed yet: the teacher has not proposed for this "
+                           "iteration.")
+            for h in err["heuristics"]:
+                number = f"{h['number']}. " if h["number"] else ""
+                st.markdown(f"{number}#{h['id']} (similarity {h['similarity']:.2f}): "
+                            f"{h['text'] or '(deleted)'}")
+            st.markdown(f"**Proposed changes** ({len(related)})")
+            if not related:
+                st.caption("No proposal touches these heuristics.")
+            for p in related:
+                _proposal_card(ws, p, me, prefix=f"c_err{err['example_id']}")
+
+
+def _errors_tab(ws: Workspace, errors: list[dict[str, Any]], proposals: list[dict[str, Any]],
+                me: sidebar.Identity | None) -> None:
+    if not errors:
+        st.success("The student made no errors on the validation items of this iteration.")
+        return
+    pages = (len(errors) - 1) // PAGE_SIZE + 1
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
+                                   key="c_error_page"))
+    for err in errors[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
+        _error_card(ws, err, proposals, me)
+
+
+def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
+                   me: sidebar.Identity | None) -> None:
+    if not proposals:
+        st.info("No proposals for this iteration.")
+        return
+    for p in proposals:
+        _proposal_card(ws, p, me, prefix="c_all")
+        if p["evidence_examples"]:
+            with st.expander(f"Evidence of proposal #{p['id']} "
+                             f"({len(p['evidence_examples'])} examples)"):
+                st.dataframe(pd.DataFrame([{
+                    "example": e["id"], "gold": e["gold"], "predicted": _label(e["predicted"]),
+                    "text": e["text"]} for e in p["evidence_examples"]]),
+                    hide_index=True)
+
+
+def main() -> None:
+    """Draw the page."""
+    ws, task = setup()
+    st.title("Conflicts")
+    st.caption("The student's validation errors, the heuristics they point to, and the "
+               "teacher's proposed fixes. Accepted edits become drafts that someone else must "
+               "approve; test items are never used here.")
+    me = sidebar.identity()
+    if me is None:
+        st.warning("Nobody is identified: enter your name in the sidebar (or log in) to accept "
+                   "or reject proposals. Those buttons stay disabled until then.")
+    _show_flash()
+    history = resolve.iteration_history(ws, task)
+    _run_section(ws, task, bool(history))
+    if not history:
+        st.info(f"No conflict-loop iteration for task {task} yet. Approve some heuristics on "
+                "the Heuristics page, then run the loop above.")
+        return
+    _chart(history)
+    _history_table(history)
+    iterations = [h["iteration"] for h in history]
+    k = st.selectbox("Iteration", iterations, index=len(iterations) - 1, key="c_iteration")
+    proposals = resolve.list_proposals(ws, task, k)
+    errors = resolve.errors_for_iteration(ws, task, k)
+    pending = sum(p["status"] == resolve.PENDING for p in proposals)
+    if pending:
+        st.info(f"{pending} proposal(s) of iteration {k} wait for a decision. After deciding, "
+                "approve the resulting drafts on the Heuristics page and run the loop again.")
+    t_errors, t_proposals = st.tabs([f"Errors ({len(errors)})",
+                                     f"Proposals ({len(proposals)}, {pending} pending)"])
+    with t_errors:
+        _errors_tab(ws, errors, proposals, me)
+    with t_proposals:
+        _proposals_tab(ws, proposals, me)
+
+
+main()

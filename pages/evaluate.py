@@ -1,0 +1,209 @@
+"""Evaluate: score a prompt version and the zero-/k-shot baselines with the same student on the
+same items, look at one evaluation in detail, and compare two (:mod:`pld.pipeline.evaluate`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pld import jobs
+from pld.errors import BadInput
+from pld.pipeline import evaluate, student
+from pld.tasks.store import examples
+from pld.ui import sidebar
+from pld.ui.page import setup
+from pld.workspace import Workspace
+
+FLASH = "evaluate_flash"
+VERSION, ZERO, FEW = "Prompt version", "Zero-shot baseline", "Few-shot baseline"
+
+
+def _show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    if kind == "success":
+        st.success(message)
+    elif kind == "error":
+        st.error(message)
+
+
+def _eval_args(task: str, model: str) -> list[str]:
+    """The ``eval`` command line for the choices made in the run form."""
+    method = st.session_state.get("e_method") or VERSION
+    args = ["eval", task, "--student", model,
+            "--split", st.session_state.get("e_split") or "test"]
+    if method == VERSION:
+        args += ["--version", str(st.session_state["e_version"])]
+    elif method == ZERO:
+        args += ["--zero-shot"]
+    else:
+        args += ["--few-shot", str(int(st.session_state.get("e_k") or 8))]
+    limit = int(st.session_state.get("e_limit") or 0)
+    if limit:
+        args += ["--limit", str(limit)]
+    return args
+
+
+def _start(ws: Workspace, task: str, model: str) -> None:
+    args = _eval_args(task, model)
+    try:
+        jobs.start(ws.path, args)
+    except (BadInput, OSError) as e:
+        st.session_state[FLASH] = ("error", f"Could not start the evaluation: {e}")
+    else:
+        st.session_state[FLASH] = ("success", "Evaluation started in the background: "
+                                              f"`python -m pld {' '.join(args)}`")
+
+
+def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool) -> None:
+    model = sidebar.model("student")
+    with st.expander("Run an evaluation", expanded=not has_evals):
+        st.write(f"Student `{model}` answers the first items of the chosen split under each "
+                 "method's system prompt; every method sees the same items, so scores compare.")
+        methods = [VERSION, ZERO, FEW] if versions else [ZERO, FEW]
+        method = st.radio("Method", methods, key="e_method", horizontal=True)
+        c1, c2, c3 = st.columns(3)
+        if method == VERSION:
+            c1.selectbox("Prompt version", versions, index=len(versions) - 1, key="e_version",
+                         format_func=lambda v: f"v{v}")
+        elif method == FEW:
+            c1.number_input("Demonstrations (K)", min_value=1, max_value=64, value=8, key="e_k")
+        c2.selectbox("Split", ["test", "val"], key="e_split")
+        c3.number_input("Items (0 = all)", min_value=0, value=0, step=50, key="e_limit")
+        if not versions:
+            st.caption("No prompt version yet: build one on the Export page (or run the "
+                       "conflict loop) to evaluate distilled heuristics.")
+        busy = bool(jobs.active_jobs(ws, task, "eval"))
+        st.button("Run evaluation", key="e_run", type="primary", disabled=busy,
+                  on_click=_start, args=(ws, task, model))
+        jobs_panel(ws, task, "eval")
+
+
+def _name(ev: dict[str, Any]) -> str:
+    version = f" v{ev['prompt_version']}" if ev["prompt_version"] is not None else ""
+    f1 = ev["metrics"].get("macro_f1")
+    score = f" · F1 {f1:.3f}" if f1 is not None else ""
+    return f"#{ev['id']} {ev['method']}{version} · {ev['split']} n={ev['n']}{score}"
+
+
+def _ci(m: dict[str, Any], key: str) -> str:
+    ci = m.get("ci")
+    if not ci:
+        return "no CI"
+    lo, hi = ci[key]
+    return f"{int(ci['level'] * 100)}% CI [{lo:.3f}, {hi:.3f}]"
+
+
+def _table(evals: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "id": e["id"], "method": e["method"],
+        "prompt": f"v{e['prompt_version']}" if e["prompt_version"] is not None else "",
+        "student": e["student"], "split": e["split"], "n": e["n"],
+        "macro-F1": e["metrics"].get("macro_f1"), "CI": _ci(e["metrics"], "macro_f1"),
+        "accuracy": e["metrics"].get("accuracy"), "when": e["created_at"],
+    } for e in reversed(evals)]), hide_index=True,
+        column_config={"macro-F1": st.column_config.NumberColumn(format="%.3f"),
+                       "accuracy": st.column_config.NumberColumn(format="%.3f")})
+
+
+def _scores(ev: dict[str, Any]) -> None:
+    m = ev["metrics"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Macro-F1", f"{m['macro_f1']:.3f}", help=_ci(m, "macro_f1"))
+    c2.metric("Accuracy", f"{m['accuracy']:.3f}", help=_ci(m, "accuracy"))
+    c3.metric("Items", m["n"])
+    c4.metric("Unparseable answers", m.get("n_unparseable", 0))
+    st.caption(f"Macro-F1 {_ci(m, 'macro_f1')} · accuracy {_ci(m, 'accuracy')} "
+               f"(bootstrap over items) · student `{ev['student']}` on {ev['split']}")
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Per label**")
+        st.dataframe(pd.DataFrame([{"label": label, **vals}
+                                   for label, vals in m["per_label"].items()]),
+                     hide_index=True,
+                     column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                    for k in ("precision", "recall", "f1")})
+    with right:
+        cm = m["confusion"]
+        fig = px.imshow(cm["matrix"], x=cm["columns"], y=cm["rows"], text_auto=True,
+                        color_continuous_scale="Blues", aspect="auto",
+                        labels={"x": "predicted", "y": "gold", "color": "items"})
+        fig.update_layout(height=360, margin={"t": 30, "b": 10}, title="Confusion matrix")
+        st.plotly_chart(fig)
+
+
+def _flipped(ws: Workspace, task: str, split: str, ids: list[int], title: str) -> None:
+    st.markdown(f"**{title}** ({len(ids)})")
+    if not ids:
+        st.caption("None.")
+        return
+    wanted = set(ids)
+    st.dataframe(pd.DataFrame([{"example": r["id"], "gold": r["label"], "text": r["text"]}
+                               for r in examples(ws, task, split) if r["id"] in wanted]),
+                 hide_index=True)
+
+
+def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
+    if len(evals) < 2:
+        st.info("Run at least two evaluations to compare them.")
+        return
+    by_id = {e["id"]: e for e in evals}
+    ids = [e["id"] for e in reversed(evals)]
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("A", ids, index=1, key="e_cmp_a", format_func=lambda i: _name(by_id[i]))
+    b = c2.selectbox("B", ids, index=0, key="e_cmp_b", format_func=lambda i: _name(by_id[i]))
+    if a == b:
+        st.info("Choose two different evaluations.")
+        return
+    cmp = evaluate.compare(ws, a, b)
+    ea, eb = cmp["a"], cmp["b"]
+    if (ea["split"], ea["student"]) != (eb["split"], eb["student"]):
+        st.warning("These evaluations used different splits or students: the scores are not "
+                   "directly comparable.")
+    for col, ev in ((c1, ea), (c2, eb)):
+        col.metric("Macro-F1", f"{ev['metrics']['macro_f1']:.3f}",
+                   help=_ci(ev["metrics"], "macro_f1"))
+        col.metric("Accuracy", f"{ev['metrics']['accuracy']:.3f}")
+        col.caption(f"{ev['method']} · {ev['student']} · {ev['split']} · n={ev['n']} · "
+                    f"{_ci(ev['metrics'], 'macro_f1')}")
+    st.markdown(f"B − A: macro-F1 **{cmp['delta_macro_f1']:+.3f}**, accuracy "
+                f"**{cmp['delta_accuracy']:+.3f}** over {cmp['common']} items both scored.")
+    left, right = st.columns(2)
+    with left:
+        _flipped(ws, task, ea["split"], cmp["wrong_to_right"], "Fixed by B (wrong → right)")
+    with right:
+        _flipped(ws, task, ea["split"], cmp["right_to_wrong"], "Broken by B (right → wrong)")
+    st.markdown("**Prompt diff (A → B)**")
+    if cmp["diff"]:
+        st.code(cmp["diff"], language="diff")
+    else:
+        st.caption("The two prompts are identical.")
+
+
+def main() -> None:
+    """Draw the page."""
+    ws, task = setup()
+    st.title("Evaluate")
+    st.caption("Macro-F1 with a bootstrap 95% CI, per-label scores and the confusion matrix; "
+               "baselines run on exactly the same items.")
+    _show_flash()
+    versions = [p.version for p in student.list_prompts(ws, task)]
+    evals = evaluate.list_evaluations(ws, task)
+    _run_section(ws, task, versions, bool(evals))
+    if not evals:
+        st.info(f"No evaluation of task {task} yet: run one above.")
+        return
+    _table(evals)
+    t_scores, t_compare = st.tabs(["Scores", "Compare two"])
+    with t_scores:
+        by_id = {e["id"]: e for e in evals}
+        chosen = st.selectbox("Evaluation", list(reversed(by_id)), key="e_selected",
+                              format_func=lambda i: _name(by_id[i]))
+        _scores(by_id[chosen])
+    with t_compare:
+        _compare(ws, task, evals)
+
+
+main()

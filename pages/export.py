@@ -1,0 +1,151 @@
+"""Export: an approved prompt version becomes ``prompt.md`` plus ``manifest.json``
+(:mod:`pld.pipeline.export`). A version whose heuristics are no longer all approved, or no
+longer read as they did, is refused with the reason, and nothing can be downloaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pld import review
+from pld.errors import BadInput
+from pld.pipeline import export, student
+from pld.pipeline.student import PromptVersion
+from pld.ui.page import setup
+from pld.workspace import Workspace
+
+FLASH = "export_flash"
+
+
+def _show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    if kind == "success":
+        st.success(message)
+    elif kind == "error":
+        st.error(message)
+
+
+def _build(ws: Workspace, task: str) -> None:
+    try:
+        p = student.build_prompt(ws, task)
+    except BadInput as e:
+        st.session_state[FLASH] = ("error", str(e))
+    else:
+        st.session_state[FLASH] = ("success", f"Prompt v{p.version} holds "
+                                              f"{len(p.heuristic_ids)} approved heuristics.")
+        st.session_state["x_version"] = p.version
+
+
+def _write(ws: Workspace, task: str, version: int) -> None:
+    out = (st.session_state.get("x_out") or "").strip()
+    if not out:
+        st.session_state[FLASH] = ("error", "Choose a folder to write to.")
+        return
+    try:
+        res = export.export(ws, task, out, version=version)
+    except BadInput as e:
+        st.session_state[FLASH] = ("error", f"Not exported: {e}")
+    else:
+        st.session_state[FLASH] = ("success", f"Wrote {res.prompt_path} and "
+                                              f"{res.manifest_path}.")
+
+
+def _refusal(ws: Workspace, p: PromptVersion) -> str | None:
+    """Why ``p`` may not be exported, or None."""
+    if student.sha256_text(p.text) != p.sha256:
+        return (f"cannot export {p.task} prompt v{p.version}: stored text does not match its "
+                "sha256")
+    try:
+        export.check_exportable(ws, p)
+    except export.ExportRefused as e:
+        return str(e)
+    return None
+
+
+def _versions_table(prompts: list[PromptVersion], refusals: dict[int, str | None]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "version": p.version, "created": p.created_at, "origin": p.origin,
+        "parent": p.parent_version, "heuristics": len(p.heuristic_ids),
+        "sha256": p.sha256[:12], "exportable": refusals[p.version] is None,
+        "why not": refusals[p.version] or "",
+    } for p in reversed(prompts)]), hide_index=True)
+
+
+def _build_section(ws: Workspace, task: str) -> None:
+    n = len(review.approved_heuristics(ws, task))
+    with st.expander("Build a prompt version from the approved heuristics", expanded=False):
+        st.write(f"{n} heuristic(s) of {task} are approved. Building the same set again returns "
+                 "the version that already holds that text.")
+        st.button("Build prompt version", key="x_build", disabled=n == 0, on_click=_build,
+                  args=(ws, task))
+
+
+def _downloads(p: PromptVersion, manifest: dict[str, Any] | None) -> None:
+    refused = manifest is None
+    # The same bytes export() writes: the prompt exactly as stored, the manifest as indented JSON.
+    prompt_bytes = b"" if refused else p.text.encode("utf-8")
+    manifest_bytes = b"" if refused else (
+        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    c1, c2 = st.columns(2)
+    c1.download_button(f"Download {export.PROMPT_FILE}", prompt_bytes,
+                       file_name=export.PROMPT_FILE, mime="text/markdown", disabled=refused,
+                       key="x_dl_prompt", on_click="ignore")
+    c2.download_button(f"Download {export.MANIFEST_FILE}", manifest_bytes,
+                       file_name=export.MANIFEST_FILE, mime="application/json",
+                       disabled=refused, key="x_dl_manifest", on_click="ignore")
+
+
+def main() -> None:
+    """Draw the page."""
+    ws, task = setup()
+    st.title("Export")
+    st.caption("prompt.md is the exact system prompt (its sha256 is in the manifest); "
+               "manifest.json says which heuristics it holds, who approved them and how they "
+               "were identified, what they were distilled from, and every evaluation of it.")
+    _show_flash()
+    _build_section(ws, task)
+    prompts = student.list_prompts(ws, task)
+    if not prompts:
+        st.info(f"Task {task} has no prompt version yet. Approve heuristics on the Heuristics "
+                "page, then build one above (or run the conflict loop).")
+        return
+    refusals = {p.version: _refusal(ws, p) for p in prompts}
+    _versions_table(prompts, refusals)
+    by_version = {p.version: p for p in prompts}
+    ok = [v for v in by_version if refusals[v] is None]
+    default = (ok or list(by_version))[-1]
+    if st.session_state.get("x_version") not in by_version:
+        st.session_state["x_version"] = default
+    version = st.selectbox("Prompt version", list(reversed(by_version)), key="x_version",
+                           format_func=lambda v: f"v{v}" + (" (exportable)" if refusals[v]
+                                                            is None else " (refused)"))
+    p = by_version[version]
+    manifest = None
+    if refusals[version] is not None:
+        st.error(f"Refused: {refusals[version]}")
+    else:
+        try:
+            manifest = export.build_manifest(ws, p)
+        except BadInput as e:
+            st.error(f"Refused: {e}")
+    t_prompt, t_manifest = st.tabs([export.PROMPT_FILE, export.MANIFEST_FILE])
+    with t_prompt:
+        st.caption(f"sha256 {p.sha256}")
+        st.code(p.text, language="markdown", wrap_lines=True)
+    with t_manifest:
+        if manifest is None:
+            st.caption("No manifest: this version may not be exported.")
+        else:
+            st.json(manifest, expanded=2)
+    _downloads(p, manifest)
+    st.text_input("Or write both files to this folder", key="x_out",
+                  value=str(Path("data") / "exports" / f"{task}-v{version}"))
+    st.button("Write files", key="x_write", disabled=manifest is None, on_click=_write,
+              args=(ws, task, version))
+
+
+main()

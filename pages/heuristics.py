@@ -1,0 +1,368 @@
+"""Heuristics: consolidate clusters into draft heuristics, then review them.
+
+Every action goes through :mod:`pld.review` as the reviewer named in the sidebar. Buttons act in
+``on_click`` callbacks whose arguments are bound when the page is drawn, so an approval or an
+edit carries the version the reviewer was looking at: if someone else changed the heuristic in
+between, review refuses it as stale instead of silently overwriting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pld import jobs, review
+from pld.errors import BadInput
+from pld.ui import diffs, sidebar
+from pld.ui.page import setup
+from pld.workspace import Workspace
+
+FLASH = "heuristics_flash"
+
+
+def _flash(kind: str, message: str) -> None:
+    """Keep a message for the next run of the page (callbacks run before the page draws)."""
+    st.session_state[FLASH] = (kind, message)
+
+
+def _show_flash() -> None:
+    kind, message = st.session_state.pop(FLASH, (None, None))
+    if kind == "success":
+        st.success(message)
+    elif kind == "error":
+        st.error(message)
+    elif kind == "warning":
+        st.warning(message)
+
+
+def _actor() -> sidebar.Identity | None:
+    who = sidebar.identity()
+    if who is None:
+        _flash("error", "Nobody is identified: enter your name in the sidebar (or log in) first.")
+    return who
+
+
+def _short(text: str, n: int = 80) -> str:
+    one = " ".join((text or "").split())
+    return one if len(one) <= n else one[: n - 1] + "…"
+
+
+# -- callbacks ------------------------------------------------------------------------------------
+
+def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
+    who = _actor()
+    if who is None:
+        return
+    comment = (st.session_state.get(f"h_comment_{hid}") or "").strip() or None
+    act = review.approve if action == "approve" else review.reject
+    try:
+        row = act(ws, hid, who.name, base_version=version, identity_kind=who.kind,
+                  comment=comment)
+    except review.FourEyes as e:
+        _flash("error", f"Four-eyes rule: {e}")
+    except review.NotApprover as e:
+        _flash("error", f"Not an approver: {e}")
+    except review.StaleEdit as e:
+        _flash("error", f"Not {action}d: {e}")
+    except BadInput as e:
+        _flash("error", str(e))
+    else:
+        st.session_state[f"h_comment_{hid}"] = ""
+        _flash("success", f"Heuristic #{hid} {row['status']} by {who.name} "
+                          f"({who.kind}); now version {row['version']}.")
+
+
+def _open_edit(hid: int, version: int, text: str) -> None:
+    st.session_state[f"h_edit_base_{hid}"] = {"version": version, "text": text}
+    st.session_state[f"h_edit_text_{hid}"] = text
+    st.session_state.pop(f"h_stale_{hid}", None)
+
+
+def _close_edit(hid: int) -> None:
+    for key in (f"h_edit_base_{hid}", f"h_edit_text_{hid}", f"h_edit_comment_{hid}"):
+        st.session_state.pop(key, None)
+
+
+def _save_edit(ws: Workspace, hid: int) -> None:
+    who = _actor()
+    base = st.session_state.get(f"h_edit_base_{hid}")
+    if who is None or base is None:
+        return
+    text = st.session_state.get(f"h_edit_text_{hid}") or ""
+    comment = (st.session_state.get(f"h_edit_comment_{hid}") or "").strip() or None
+    try:
+        row = review.edit(ws, hid, text, who.name, base_version=base["version"],
+                          identity_kind=who.kind, comment=comment)
+    except review.StaleEdit as e:
+        theirs = e.theirs or {}
+        st.session_state[f"h_stale_{hid}"] = {
+            "mine": text, "base_version": base["version"], "message": str(e),
+            "theirs": e.current["text"], "version": e.current["version"],
+            "status": e.current["status"], "who": theirs.get("who"),
+            "action": theirs.get("action"), "at": theirs.get("created_at"),
+        }
+        _close_edit(hid)
+        _flash("error", f"Not saved: {e}")
+    except BadInput as e:
+        _flash("error", f"Not saved: {e}")
+    else:
+        _close_edit(hid)
+        _flash("success", f"Saved heuristic #{hid} as version {row['version']} (a draft: someone "
+                          f"other than {who.name} must approve it).")
+
+
+def _redo_on_theirs(hid: int) -> None:
+    """Reopen the editor on the current version with the reviewer's own text in it."""
+    stale = st.session_state.pop(f"h_stale_{hid}", None)
+    if stale is not None:
+        st.session_state[f"h_edit_base_{hid}"] = {"version": stale["version"],
+                                                  "text": stale["theirs"]}
+        st.session_state[f"h_edit_text_{hid}"] = stale["mine"]
+
+
+def _discard_stale(hid: int) -> None:
+    st.session_state.pop(f"h_stale_{hid}", None)
+
+
+def _add_approver(ws: Workspace, task: str) -> None:
+    who = _actor()
+    name = (st.session_state.get("h_new_approver") or "").strip()
+    if who is None:
+        return
+    try:
+        added = review.add_approver(ws, task, name, who.name, identity_kind=who.kind)
+    except BadInput as e:
+        _flash("error", f"Approver not added: {e}")
+    else:
+        st.session_state["h_new_approver"] = ""
+        _flash("success" if added else "warning",
+               f"{name} is now an approver of {task}." if added
+               else f"{name} is already an approver of {task}.")
+
+
+def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
+    try:
+        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher])
+    except (BadInput, OSError) as e:
+        _flash("error", f"Could not start consolidate: {e}")
+    else:
+        _flash("success", f"Consolidation started in the background ({job.describe()}).")
+
+
+# -- drawing --------------------------------------------------------------------------------------
+
+def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
+    teacher = sidebar.model("teacher")
+    with st.expander("Consolidate clusters into heuristics", expanded=empty):
+        st.write(f"The teacher `{teacher}` merges each cluster's rules into one draft heuristic, "
+                 "keeping minority labels and edge cases explicit. Clusters that already have "
+                 "a heuristic are skipped, so running it again only fills the gaps.")
+        busy = bool(jobs.active_jobs(ws, task, "consolidate"))
+        st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,
+                  on_click=_start_consolidate, args=(ws, task, teacher),
+                  help="Runs `python -m pld consolidate` in the background.")
+        jobs_panel(ws, task, "consolidate")
+
+
+def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) -> list[str]:
+    approvers = review.list_approvers(ws, task)
+    with st.expander(f"Approvers ({len(approvers) or 'anyone'})"):
+        if approvers:
+            st.write("Only these people may approve heuristics of this task (others may still "
+                     "edit, reject and comment): " + ", ".join(f"**{a}**" for a in approvers))
+        else:
+            st.write("No approver list: anyone except a heuristic's last editor may approve. "
+                     "Adding a name restricts approval to the list.")
+        may_add = me is not None and (not approvers or me.name in approvers)
+        st.text_input("Add an approver", key="h_new_approver", disabled=not may_add)
+        st.button("Add approver", key="h_add_approver", disabled=not may_add,
+                  on_click=_add_approver, args=(ws, task))
+        if me is not None and not may_add:
+            st.caption(f"Only approvers can add names; {me.name} is not on the list.")
+    return approvers
+
+
+def _overview(rows: list[dict[str, Any]]) -> None:
+    counts = pd.Series([r["status"] for r in rows]).value_counts()
+    cols = st.columns(len(review.STATUSES))
+    for col, status in zip(cols, review.STATUSES, strict=True):
+        col.metric(status.title(), int(counts.get(status, 0)))
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "id": r["id"], "status": r["status"], "version": r["version"],
+        "text": r["text"], "sources": len(r["source_rule_ids"]),
+        "last edited by": r["updated_by"] or r["created_by"],
+        "approved by": r["approved_by"] or "",
+    } for r in rows]), hide_index=True,
+        column_config={"text": st.column_config.TextColumn(width="large")})
+
+
+def _last_change(hist: list[dict[str, Any]], h: dict[str, Any]) -> None:
+    for r in reversed(hist):
+        before, after = r["before"] or {}, r["after"] or {}
+        if before.get("text") is not None and before.get("text") != after.get("text"):
+            st.caption(f"Last text change: v{before.get('version')} → v{after.get('version')} "
+                       f"by {r['who']} ({r['identity_kind']}, {r['action']}) at "
+                       f"{r['created_at']}")
+            st.html(diffs.diff_html(before["text"], after["text"]))
+            return
+    st.caption(f"Original text, written by {h['created_by']}.")
+
+
+def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
+                approvers: list[str]) -> None:
+    hid, status = h["id"], h["status"]
+    if me is None:
+        st.info("Enter your name in the sidebar (or log in) to approve or reject.")
+        return
+    if approvers and me.name not in approvers:
+        st.info(f"{me.name} is not on this task's approver list: you can edit, reject and "
+                "comment, not approve.")
+    elif h["updated_by"] == me.name and status != review.APPROVED:
+        st.warning(f"You ({me.name}) wrote the current text: the four-eyes rule needs someone "
+                   "else to approve it.")
+    st.text_input("Comment (recorded with the decision)", key=f"h_comment_{hid}")
+    c1, c2 = st.columns(2)
+    c1.button("Approve", key=f"h_approve_{hid}", type="primary",
+              disabled=status not in (review.DRAFT, review.REJECTED),
+              on_click=_decide, args=(ws, hid, h["version"], "approve"))
+    c2.button("Reject", key=f"h_reject_{hid}",
+              disabled=status not in (review.DRAFT, review.APPROVED),
+              on_click=_decide, args=(ws, hid, h["version"], "reject"))
+    st.caption(f"Signing as **{me.name}** ({me.kind}).")
+
+
+def _stale_view(hid: int, stale: dict[str, Any]) -> None:
+    st.error(f"Your edit was not saved: {stale['message']}")
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**Your text** (based on v{stale['base_version']}, not saved)")
+        st.code(stale["mine"], language=None, wrap_lines=True)
+    with right:
+        by = f" by {stale['who']} ({stale['action']})" if stale["who"] else ""
+        st.markdown(f"**Theirs**: v{stale['version']}, {stale['status']}{by}")
+        st.code(stale["theirs"], language=None, wrap_lines=True)
+    st.caption("Difference from their text to yours:")
+    st.html(diffs.diff_html(stale["theirs"], stale["mine"]))
+    c1, c2 = st.columns(2)
+    c1.button("Edit again from their version", key=f"h_redo_{hid}", on_click=_redo_on_theirs,
+              args=(hid,), help="Opens the editor on the current version with your text in it; "
+                                "nothing is saved until you save again.")
+    c2.button("Discard my text", key=f"h_discard_{hid}", on_click=_discard_stale, args=(hid,))
+
+
+def _edit_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> None:
+    hid = h["id"]
+    stale = st.session_state.get(f"h_stale_{hid}")
+    if stale is not None:
+        _stale_view(hid, stale)
+        return
+    if h["status"] not in review.LIVE:
+        st.info(f"This heuristic is {h['status']}; it can no longer be edited.")
+        return
+    if me is None:
+        st.info("Enter your name in the sidebar (or log in) to edit.")
+        return
+    base = st.session_state.get(f"h_edit_base_{hid}")
+    if base is None:
+        st.button("Edit this heuristic", key=f"h_open_edit_{hid}", on_click=_open_edit,
+                  args=(hid, h["version"], h["text"]))
+        return
+    st.caption(f"Editing from version {base['version']}. Saving makes it a draft that someone "
+               "else must approve.")
+    st.text_area("Text", key=f"h_edit_text_{hid}", height=160)
+    st.text_input("Comment", key=f"h_edit_comment_{hid}")
+    new = st.session_state.get(f"h_edit_text_{hid}") or ""
+    spans = diffs.word_diff(base["text"], new)
+    if diffs.changed(spans):
+        st.caption(f"Your change against version {base['version']}:")
+        st.html(diffs.spans_html(spans))
+    c1, c2 = st.columns(2)
+    c1.button("Save", key=f"h_save_{hid}", type="primary", on_click=_save_edit, args=(ws, hid))
+    c2.button("Cancel", key=f"h_cancel_{hid}", on_click=_close_edit, args=(hid,))
+
+
+def _sources_tab(h: dict[str, Any]) -> None:
+    if not h["sources"]:
+        st.caption("No source rules (written by hand or added by the conflict loop).")
+        return
+    st.dataframe(pd.DataFrame([{
+        "rule": s["rule_id"], "micro-instruction": s["rule"], "leads to": s["rule_label"],
+        "example": s["ext_id"], "split": s["split"], "gold label": s["gold_label"],
+        "example text": s["example_text"],
+    } for s in h["sources"]]), hide_index=True)
+
+
+def _history_tab(hist: list[dict[str, Any]]) -> None:
+    for r in reversed(hist):
+        before, after = r["before"] or {}, r["after"] or {}
+        version = f"v{before.get('version', '–')} → v{after.get('version', '–')}"
+        line = (f"**{r['action']}** by {r['who']} ({r['identity_kind']}) · {r['created_at']} · "
+                f"{version}")
+        st.markdown(line + (f"  \n> {r['comment']}" if r["comment"] else ""))
+        if before.get("text") is not None and before.get("text") != after.get("text"):
+            st.html(diffs.diff_html(before["text"], after.get("text") or ""))
+
+
+def _detail(ws: Workspace, hid: int, me: sidebar.Identity | None, approvers: list[str]) -> None:
+    h = review.get_heuristic(ws, hid)
+    hist = review.history(ws, hid)
+    st.subheader(f"Heuristic #{hid}")
+    approved = (f" · approved by {h['approved_by']} ({h['identity_kind']})"
+                if h["approved_by"] else "")
+    st.caption(f"{h['status']} · version {h['version']} · origin {h['origin'] or '–'} · "
+               f"created by {h['created_by']} · last edited by "
+               f"{h['updated_by'] or h['created_by']}{approved}")
+    with st.container(border=True):
+        st.markdown(h["text"])
+    _last_change(hist, h)
+    t_review, t_edit, t_sources, t_history = st.tabs(
+        ["Review", "Edit", f"Sources ({len(h['sources'])})", f"History ({len(hist)})"])
+    with t_review:
+        _review_tab(ws, h, me, approvers)
+    with t_edit:
+        _edit_tab(ws, h, me)
+    with t_sources:
+        _sources_tab(h)
+    with t_history:
+        _history_tab(hist)
+
+
+def main() -> None:
+    """Draw the page."""
+    ws, task = setup()
+    st.title("Heuristics")
+    st.caption("Each heuristic merges one cluster of micro-instructions. Only approved "
+               "heuristics enter the student's prompt; whoever last wrote a heuristic's text "
+               "cannot approve it (four-eyes).")
+    me = sidebar.identity()
+    if me is None:
+        st.warning("Nobody is identified: enter your name in the sidebar (or log in) to edit, "
+                   "approve or reject. Those buttons stay disabled until then.")
+    _show_flash()
+    rows = review.list_heuristics(ws, task)
+    _consolidate_section(ws, task, empty=not rows)
+    approvers = _approvers_section(ws, task, me)
+    if not rows:
+        st.info(f"Task {task} has no heuristics yet. Cluster its micro-instructions on the "
+                "Clusters page, then consolidate them above.")
+        return
+    _overview(rows)
+    show = st.selectbox("Show", ["all", *review.STATUSES], key="h_filter")
+    shown = rows if show == "all" else [r for r in rows if r["status"] == show]
+    if not shown:
+        st.info(f"No {show} heuristics.")
+        return
+    _table(shown)
+    by_id = {r["id"]: r for r in shown}
+    hid = st.selectbox("Open heuristic", list(by_id), key="h_selected",
+                       format_func=lambda i: f"#{i} · {by_id[i]['status']} · "
+                                             f"{_short(by_id[i]['text'])}")
+    _detail(ws, hid, me, approvers)
+
+
+main()
