@@ -20,7 +20,6 @@ from tests.pipeline.test_student import (
     RULES,
     TASK,
     add_heuristic,
-    first_user,
     keyword_student,
     load_reviews,
 )
