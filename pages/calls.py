@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pld.llm import calls
-from pld.ui.page import setup
+from pld.ui import page
 from pld.workspace import Workspace, loads
 
 ALL = "(all)"
@@ -116,7 +116,9 @@ def _log(ws: Workspace, groups: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     """Draw the page."""
-    ws, _task = setup()
+    ws, _task = page.setup()
+    if ws is None:
+        return
     st.title("Calls")
     st.caption("Every LLM call goes through one cache and one log: tokens, latency, cost "
                "estimate, cache hits and errors, by model and stage.")

@@ -12,20 +12,12 @@ import streamlit as st
 from pld import jobs
 from pld.errors import BadInput
 from pld.pipeline import resolve
-from pld.ui import diffs, sidebar
-from pld.ui.page import setup
+from pld.ui import diffs, page, sidebar
 from pld.workspace import Workspace
 
-FLASH = "conflicts_flash"
 PAGE_SIZE = 10
 
 
-def _show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH, (None, None))
-    if kind == "success":
-        st.success(message)
-    elif kind == "error":
-        st.error(message)
 
 
 def _label(value: str | None) -> str:
@@ -37,15 +29,15 @@ def _label(value: str | None) -> str:
 def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
     who = sidebar.identity()
     if who is None:
-        st.session_state[FLASH] = ("error", "Nobody is identified: enter your name in the "
-                                            "sidebar (or log in) first.")
+        page.flash("error", "Nobody is identified: enter your name in the sidebar (or log in) "
+                            "first.")
         return
     comment = (st.session_state.get(comment_key) or "").strip() or None
     try:
         p = resolve.decide_proposal(ws, pid, accept, who.name, comment=comment,
                                     identity_kind=who.kind)
     except BadInput as e:
-        st.session_state[FLASH] = ("error", f"Proposal #{pid} not decided: {e}")
+        page.flash("error", f"Proposal #{pid} not decided: {e}")
         return
     if not accept:
         msg = f"Rejected proposal #{pid}."
@@ -54,7 +46,7 @@ def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
     else:
         msg = (f"Accepted proposal #{pid}: the new text is a draft by {who.name}; someone else "
                "must approve it on the Heuristics page before the next iteration.")
-    st.session_state[FLASH] = ("success", msg)
+    page.flash("success", msg)
 
 
 def _start(ws: Workspace, task: str, student: str, teacher: str) -> None:
@@ -66,9 +58,9 @@ def _start(ws: Workspace, task: str, student: str, teacher: str) -> None:
     try:
         jobs.start(ws.path, args)
     except (BadInput, OSError) as e:
-        st.session_state[FLASH] = ("error", f"Could not start the conflict loop: {e}")
+        page.flash("error", f"Could not start the conflict loop: {e}")
     else:
-        st.session_state[FLASH] = ("success", "Conflict loop started in the background.")
+        page.flash("success", "Conflict loop started in the background.")
 
 
 # -- drawing --------------------------------------------------------------------------------------
@@ -84,10 +76,10 @@ def _run_section(ws: Workspace, task: str, has_history: bool) -> None:
         c1.number_input("New iterations", min_value=1, max_value=10, value=1, key="c_iterations")
         c2.number_input("Validation items (0 = all)", min_value=0, value=0, step=10,
                         key="c_val_limit")
-        busy = bool(jobs.active_jobs(ws, task, "resolve"))
+        busy = page.is_busy(ws, task, "resolve")
         st.button("Run conflict loop", key="c_run", type="primary", disabled=busy,
                   on_click=_start, args=(ws, task, student, teacher))
-        jobs_panel(ws, task, "resolve")
+        page.jobs_panel(ws, task, "resolve")
 
 
 def _chart(history: list[dict[str, Any]]) -> None:
@@ -214,7 +206,10 @@ def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
 
 def main() -> None:
     """Draw the page."""
-    ws, task = setup()
+    ws, task = page.setup()
+    if ws is None or not page.need_task(task):
+        return
+    assert task is not None
     st.title("Conflicts")
     st.caption("The student's validation errors, the heuristics they point to, and the "
                "teacher's proposed fixes. Accepted edits become drafts that someone else must "
@@ -223,7 +218,7 @@ def main() -> None:
     if me is None:
         st.warning("Nobody is identified: enter your name in the sidebar (or log in) to accept "
                    "or reject proposals. Those buttons stay disabled until then.")
-    _show_flash()
+    page.show_flash()
     history = resolve.iteration_history(ws, task)
     _run_section(ws, task, bool(history))
     if not history:

@@ -13,20 +13,12 @@ from pld import jobs
 from pld.errors import BadInput
 from pld.pipeline import evaluate, student
 from pld.tasks.store import examples
-from pld.ui import sidebar
-from pld.ui.page import setup
+from pld.ui import page, sidebar
 from pld.workspace import Workspace
 
-FLASH = "evaluate_flash"
 VERSION, ZERO, FEW = "Prompt version", "Zero-shot baseline", "Few-shot baseline"
 
 
-def _show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH, (None, None))
-    if kind == "success":
-        st.success(message)
-    elif kind == "error":
-        st.error(message)
 
 
 def _eval_args(task: str, model: str) -> list[str]:
@@ -51,10 +43,10 @@ def _start(ws: Workspace, task: str, model: str) -> None:
     try:
         jobs.start(ws.path, args)
     except (BadInput, OSError) as e:
-        st.session_state[FLASH] = ("error", f"Could not start the evaluation: {e}")
+        page.flash("error", f"Could not start the evaluation: {e}")
     else:
-        st.session_state[FLASH] = ("success", "Evaluation started in the background: "
-                                              f"`python -m pld {' '.join(args)}`")
+        page.flash("success", f"Evaluation started in the background: "
+                              f"`python -m pld {' '.join(args)}`")
 
 
 def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool) -> None:
@@ -75,10 +67,10 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
         if not versions:
             st.caption("No prompt version yet: build one on the Export page (or run the "
                        "conflict loop) to evaluate distilled heuristics.")
-        busy = bool(jobs.active_jobs(ws, task, "eval"))
+        busy = page.is_busy(ws, task, "eval")
         st.button("Run evaluation", key="e_run", type="primary", disabled=busy,
                   on_click=_start, args=(ws, task, model))
-        jobs_panel(ws, task, "eval")
+        page.jobs_panel(ws, task, "eval")
 
 
 def _name(ev: dict[str, Any]) -> str:
@@ -184,11 +176,14 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     """Draw the page."""
-    ws, task = setup()
+    ws, task = page.setup()
+    if ws is None or not page.need_task(task):
+        return
+    assert task is not None
     st.title("Evaluate")
     st.caption("Macro-F1 with a bootstrap 95% CI, per-label scores and the confusion matrix; "
                "baselines run on exactly the same items.")
-    _show_flash()
+    page.show_flash()
     versions = [p.version for p in student.list_prompts(ws, task)]
     evals = evaluate.list_evaluations(ws, task)
     _run_section(ws, task, versions, bool(evals))

@@ -15,43 +15,32 @@ from pld import review
 from pld.errors import BadInput
 from pld.pipeline import export, student
 from pld.pipeline.student import PromptVersion
-from pld.ui.page import setup
+from pld.ui import page
 from pld.workspace import Workspace
-
-FLASH = "export_flash"
-
-
-def _show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH, (None, None))
-    if kind == "success":
-        st.success(message)
-    elif kind == "error":
-        st.error(message)
 
 
 def _build(ws: Workspace, task: str) -> None:
     try:
         p = student.build_prompt(ws, task)
     except BadInput as e:
-        st.session_state[FLASH] = ("error", str(e))
+        page.flash("error", str(e))
     else:
-        st.session_state[FLASH] = ("success", f"Prompt v{p.version} holds "
-                                              f"{len(p.heuristic_ids)} approved heuristics.")
+        page.flash("success", f"Prompt v{p.version} holds {len(p.heuristic_ids)} approved "
+                              "heuristics.")
         st.session_state["x_version"] = p.version
 
 
 def _write(ws: Workspace, task: str, version: int) -> None:
     out = (st.session_state.get("x_out") or "").strip()
     if not out:
-        st.session_state[FLASH] = ("error", "Choose a folder to write to.")
+        page.flash("error", "Choose a folder to write to.")
         return
     try:
         res = export.export(ws, task, out, version=version)
     except BadInput as e:
-        st.session_state[FLASH] = ("error", f"Not exported: {e}")
+        page.flash("error", f"Not exported: {e}")
     else:
-        st.session_state[FLASH] = ("success", f"Wrote {res.prompt_path} and "
-                                              f"{res.manifest_path}.")
+        page.flash("success", f"Wrote {res.prompt_path} and {res.manifest_path}.")
 
 
 def _refusal(ws: Workspace, p: PromptVersion) -> str | None:
@@ -101,12 +90,15 @@ def _downloads(p: PromptVersion, manifest: dict[str, Any] | None) -> None:
 
 def main() -> None:
     """Draw the page."""
-    ws, task = setup()
+    ws, task = page.setup()
+    if ws is None or not page.need_task(task):
+        return
+    assert task is not None
     st.title("Export")
     st.caption("prompt.md is the exact system prompt (its sha256 is in the manifest); "
                "manifest.json says which heuristics it holds, who approved them and how they "
                "were identified, what they were distilled from, and every evaluation of it.")
-    _show_flash()
+    page.show_flash()
     _build_section(ws, task)
     prompts = student.list_prompts(ws, task)
     if not prompts:

@@ -15,32 +15,15 @@ import streamlit as st
 
 from pld import jobs, review
 from pld.errors import BadInput
-from pld.ui import diffs, sidebar
-from pld.ui.page import setup
+from pld.ui import diffs, page, sidebar
 from pld.workspace import Workspace
-
-FLASH = "heuristics_flash"
-
-
-def _flash(kind: str, message: str) -> None:
-    """Keep a message for the next run of the page (callbacks run before the page draws)."""
-    st.session_state[FLASH] = (kind, message)
-
-
-def _show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH, (None, None))
-    if kind == "success":
-        st.success(message)
-    elif kind == "error":
-        st.error(message)
-    elif kind == "warning":
-        st.warning(message)
 
 
 def _actor() -> sidebar.Identity | None:
     who = sidebar.identity()
     if who is None:
-        _flash("error", "Nobody is identified: enter your name in the sidebar (or log in) first.")
+        page.flash("error", "Nobody is identified: enter your name in the sidebar (or log in) "
+                            "first.")
     return who
 
 
@@ -61,17 +44,17 @@ def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
         row = act(ws, hid, who.name, base_version=version, identity_kind=who.kind,
                   comment=comment)
     except review.FourEyes as e:
-        _flash("error", f"Four-eyes rule: {e}")
+        page.flash("error", f"Four-eyes rule: {e}")
     except review.NotApprover as e:
-        _flash("error", f"Not an approver: {e}")
+        page.flash("error", f"Not an approver: {e}")
     except review.StaleEdit as e:
-        _flash("error", f"Not {action}d: {e}")
+        page.flash("error", f"Not {action}d: {e}")
     except BadInput as e:
-        _flash("error", str(e))
+        page.flash("error", str(e))
     else:
         st.session_state[f"h_comment_{hid}"] = ""
-        _flash("success", f"Heuristic #{hid} {row['status']} by {who.name} "
-                          f"({who.kind}); now version {row['version']}.")
+        page.flash("success", f"Heuristic #{hid} {row['status']} by {who.name} ({who.kind}); "
+                              f"now version {row['version']}.")
 
 
 def _open_edit(hid: int, version: int, text: str) -> None:
@@ -104,13 +87,13 @@ def _save_edit(ws: Workspace, hid: int) -> None:
             "action": theirs.get("action"), "at": theirs.get("created_at"),
         }
         _close_edit(hid)
-        _flash("error", f"Not saved: {e}")
+        page.flash("error", f"Not saved: {e}")
     except BadInput as e:
-        _flash("error", f"Not saved: {e}")
+        page.flash("error", f"Not saved: {e}")
     else:
         _close_edit(hid)
-        _flash("success", f"Saved heuristic #{hid} as version {row['version']} (a draft: someone "
-                          f"other than {who.name} must approve it).")
+        page.flash("success", f"Saved heuristic #{hid} as version {row['version']} (a draft: "
+                              f"someone other than {who.name} must approve it).")
 
 
 def _redo_on_theirs(hid: int) -> None:
@@ -134,21 +117,21 @@ def _add_approver(ws: Workspace, task: str) -> None:
     try:
         added = review.add_approver(ws, task, name, who.name, identity_kind=who.kind)
     except BadInput as e:
-        _flash("error", f"Approver not added: {e}")
+        page.flash("error", f"Approver not added: {e}")
     else:
         st.session_state["h_new_approver"] = ""
-        _flash("success" if added else "warning",
-               f"{name} is now an approver of {task}." if added
-               else f"{name} is already an approver of {task}.")
+        page.flash("success" if added else "warning",
+                   f"{name} is now an approver of {task}." if added
+                   else f"{name} is already an approver of {task}.")
 
 
 def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
     try:
         job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher])
     except (BadInput, OSError) as e:
-        _flash("error", f"Could not start consolidate: {e}")
+        page.flash("error", f"Could not start consolidate: {e}")
     else:
-        _flash("success", f"Consolidation started in the background ({job.describe()}).")
+        page.flash("success", f"Consolidation started in the background ({job.describe()}).")
 
 
 # -- drawing --------------------------------------------------------------------------------------
@@ -159,11 +142,11 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
         st.write(f"The teacher `{teacher}` merges each cluster's rules into one draft heuristic, "
                  "keeping minority labels and edge cases explicit. Clusters that already have "
                  "a heuristic are skipped, so running it again only fills the gaps.")
-        busy = bool(jobs.active_jobs(ws, task, "consolidate"))
+        busy = page.is_busy(ws, task, "consolidate")
         st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,
                   on_click=_start_consolidate, args=(ws, task, teacher),
                   help="Runs `python -m pld consolidate` in the background.")
-        jobs_panel(ws, task, "consolidate")
+        page.jobs_panel(ws, task, "consolidate")
 
 
 def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) -> list[str]:
@@ -218,22 +201,23 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
     hid, status = h["id"], h["status"]
     if me is None:
         st.info("Enter your name in the sidebar (or log in) to approve or reject.")
-        return
-    if approvers and me.name not in approvers:
+    elif approvers and me.name not in approvers:
         st.info(f"{me.name} is not on this task's approver list: you can edit, reject and "
                 "comment, not approve.")
     elif h["updated_by"] == me.name and status != review.APPROVED:
         st.warning(f"You ({me.name}) wrote the current text: the four-eyes rule needs someone "
                    "else to approve it.")
-    st.text_input("Comment (recorded with the decision)", key=f"h_comment_{hid}")
+    st.text_input("Comment (recorded with the decision)", key=f"h_comment_{hid}",
+                  disabled=me is None)
     c1, c2 = st.columns(2)
     c1.button("Approve", key=f"h_approve_{hid}", type="primary",
-              disabled=status not in (review.DRAFT, review.REJECTED),
+              disabled=me is None or status not in (review.DRAFT, review.REJECTED),
               on_click=_decide, args=(ws, hid, h["version"], "approve"))
     c2.button("Reject", key=f"h_reject_{hid}",
-              disabled=status not in (review.DRAFT, review.APPROVED),
+              disabled=me is None or status not in (review.DRAFT, review.APPROVED),
               on_click=_decide, args=(ws, hid, h["version"], "reject"))
-    st.caption(f"Signing as **{me.name}** ({me.kind}).")
+    if me is not None:
+        st.caption(f"Signing as **{me.name}** ({me.kind}).")
 
 
 def _stale_view(hid: int, stale: dict[str, Any]) -> None:
@@ -264,13 +248,12 @@ def _edit_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> 
     if h["status"] not in review.LIVE:
         st.info(f"This heuristic is {h['status']}; it can no longer be edited.")
         return
-    if me is None:
-        st.info("Enter your name in the sidebar (or log in) to edit.")
-        return
     base = st.session_state.get(f"h_edit_base_{hid}")
-    if base is None:
+    if me is None or base is None:
+        if me is None:
+            st.info("Enter your name in the sidebar (or log in) to edit.")
         st.button("Edit this heuristic", key=f"h_open_edit_{hid}", on_click=_open_edit,
-                  args=(hid, h["version"], h["text"]))
+                  args=(hid, h["version"], h["text"]), disabled=me is None)
         return
     st.caption(f"Editing from version {base['version']}. Saving makes it a draft that someone "
                "else must approve.")
@@ -334,7 +317,10 @@ def _detail(ws: Workspace, hid: int, me: sidebar.Identity | None, approvers: lis
 
 def main() -> None:
     """Draw the page."""
-    ws, task = setup()
+    ws, task = page.setup()
+    if ws is None or not page.need_task(task):
+        return
+    assert task is not None
     st.title("Heuristics")
     st.caption("Each heuristic merges one cluster of micro-instructions. Only approved "
                "heuristics enter the student's prompt; whoever last wrote a heuristic's text "
@@ -343,7 +329,7 @@ def main() -> None:
     if me is None:
         st.warning("Nobody is identified: enter your name in the sidebar (or log in) to edit, "
                    "approve or reject. Those buttons stay disabled until then.")
-    _show_flash()
+    page.show_flash()
     rows = review.list_heuristics(ws, task)
     _consolidate_section(ws, task, empty=not rows)
     approvers = _approvers_section(ws, task, me)

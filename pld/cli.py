@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -723,6 +724,13 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
     _emit(asdict(s), as_json, text)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # A cancelled background job (SIGTERM) ends like Ctrl-C: the run row says "interrupted"
+    # at once and the next invocation resumes, instead of looking "running" until noticed.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point of ``python -m pld``."""
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="python -m pld")

@@ -257,7 +257,10 @@ def _fit_bertopic(docs: list[str], space: np.ndarray,
         for topic in set(raw.tolist()) - {-1}:
             words = model.get_topic(topic) or []
             raw_keywords[topic] = [w for w, _ in words if w][:TOP_N_WORDS]
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
+        # ValueError: empty vocabulary. TypeError: BERTopic 0.17's c-TF-IDF fails on a
+        # one-word vocabulary (scipy.sparse.diags gets a scalar). Either way the clustering
+        # itself is done; keep it and say why there are no keywords.
         fitted = getattr(clusterer, "labels_", None)
         if fitted is None:
             raise
@@ -329,7 +332,8 @@ def cluster(
     if parsed_eps == "auto" and n < 2:
         raise BadInput(f"--eps auto needs at least 2 rules, the task has {n}")
 
-    embed_rules(ws, task, model=embed_model)
+    # Embedding (when rules are new) is the slow part, so the caller sees its progress first.
+    embed_rules(ws, task, model=embed_model, on_progress=on_progress)
     metric = "euclidean" if umap else "cosine"
     params: dict[str, Any] = {"method": method, "embed_model": embed_model, "umap": umap,
                               "seed": seed, "metric": metric if method != "kmeans" else None}
@@ -337,7 +341,7 @@ def cluster(
         params["min_samples"] = min_samples
     if method == "kmeans":
         params["k"] = k
-    run_params = {**params, "eps": eps} if method == "dbscan" else params
+    run_params = {**params, "eps": eps} if method == "dbscan" else dict(params)
     with stage_run(ws, task, "cluster", run_params, on_progress=on_progress) as run:
         run.set_total(4)
         ids = [int(r["id"]) for r in rules]
@@ -347,12 +351,12 @@ def cluster(
         run.advance()
         eps_value: float | None = None
         if method == "dbscan":
-            if parsed_eps == "auto":
+            if isinstance(parsed_eps, float):
+                eps_value = parsed_eps
+                params.update(eps=eps_value, eps_method="given")
+            else:
                 eps_value, info = eps_auto(space, min_samples, metric)
                 params.update(eps=eps_value, eps_method="auto", eps_auto=info)
-            else:
-                eps_value = float(parsed_eps)
-                params.update(eps=eps_value, eps_method="given")
         clusterer = _make_clusterer(method, eps_value or 0.0, min_samples, k, seed, metric)
         labels, keywords, note = _fit_bertopic(docs, space, clusterer)
         if note:
@@ -560,9 +564,10 @@ def _ctfidf_keywords(ws: Workspace, clustering_id: int) -> dict[int, list[str]]:
     vectorizer = _vectorizer()
     try:
         counts = vectorizer.fit_transform([" ".join(by_cluster[i]) for i in ids])
-    except ValueError:
+        weights = ClassTfidfTransformer().fit_transform(counts).toarray()
+    except (ValueError, TypeError):
+        # Empty or one-word vocabulary (see _fit_bertopic): no keywords to show.
         return {i: [] for i in ids}
-    weights = ClassTfidfTransformer().fit_transform(counts).toarray()
     words = vectorizer.get_feature_names_out()
     out = {}
     for row, cid in zip(weights, ids, strict=True):

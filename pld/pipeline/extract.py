@@ -209,7 +209,6 @@ def build_prompt(info: TaskInfo, example: dict[str, Any]) -> str:
     """
     return prompts.render(
         "extract",
-        task=info.name,
         description=info.description.strip() or f"Classify each text of task {info.name!r}.",
         labels="\n".join(f"- {label}" for label in info.labels),
         text=example["text"],
@@ -411,7 +410,8 @@ def list_rules(
     where, args = _where(task, status, label, flagged, search, teacher)
     rows = ws.query(
         "SELECT m.*, e.ext_id, e.split, e.text AS example_text FROM micro_instructions m "
-        f"JOIN examples e ON e.id = m.example_id WHERE {where} ORDER BY m.example_id, m.id LIMIT ? OFFSET ?",
+        f"JOIN examples e ON e.id = m.example_id WHERE {where} "
+        "ORDER BY m.example_id, m.id LIMIT ? OFFSET ?",
         [*args, limit, offset],
     )
     for row in rows:

@@ -78,7 +78,12 @@ def _assert_keywords_match_topics(ws: Workspace, clustering_id: int,
 
 
 def test_dbscan_recovers_topics(ws: Workspace, rules: dict[int, str]) -> None:
-    cid = cluster(ws, TASK, method="dbscan", eps=EPS, min_samples=MIN_SAMPLES)
+    seen: list[tuple[int, int]] = []
+    cid = cluster(ws, TASK, method="dbscan", eps=EPS, min_samples=MIN_SAMPLES,
+                  on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (4, 4)
+    run = list_runs(ws, task=TASK, kind="cluster")[0]
+    assert run["status"] == "done" and run["params"]["eps"] == EPS
     ids = list(rules)
     labels = _labels(ws, cid, ids)
     gold = [rules[i] for i in ids]
@@ -93,6 +98,17 @@ def test_dbscan_recovers_topics(ws: Workspace, rules: dict[int, str]) -> None:
     _sizes_consistent(ws, cid)
     assert all(p["x"] is not None and p["y"] is not None for p in points(ws, cid))
     assert len(points(ws, cid)) == len(rules)
+
+
+def test_umap_reduction_then_hdbscan(ws: Workspace, rules: dict[int, str]) -> None:
+    # Slow on a fresh process (numba compiles UMAP, ~20 s of CPU); the one test of this path.
+    cid = cluster(ws, TASK, method="hdbscan", min_samples=MIN_SAMPLES, umap=True)
+    c = get_clustering(ws, cid)
+    assert c["params"]["umap"] is True and c["params"]["metric"] == "euclidean"
+    assert c["params"]["projection"] == "umap"
+    ids = list(rules)
+    assert adjusted_rand_score([rules[i] for i in ids], _labels(ws, cid, ids)) > 0.8
+    _sizes_consistent(ws, cid)
 
 
 def test_kmeans_recovers_topics_without_reembedding(ws: Workspace, rules: dict[int, str]) -> None:
@@ -222,6 +238,30 @@ def test_bad_options_are_one_line_bad_input(ws: Workspace, rules: dict[int, str]
 def test_eps_accepts_numeric_strings(ws: Workspace, rules: dict[int, str]) -> None:
     cid = cluster(ws, TASK, eps=str(EPS), min_samples=MIN_SAMPLES)
     assert get_clustering(ws, cid)["params"]["eps"] == EPS
+
+
+def test_umap_needs_enough_rules_and_positive_eps(ws: Workspace) -> None:
+    add_rules(ws, TASK, topic_rules()[:5])
+    with pytest.raises(BadInput, match="--umap needs at least 10 rules"):
+        cluster(ws, TASK, umap=True)
+    with pytest.raises(BadInput, match="--eps must be > 0"):
+        cluster(ws, TASK, eps=-1, umap=True)
+
+
+@pytest.mark.parametrize("last", ["she has been here", "she has been here, ones"])
+def test_rules_of_stop_words_keep_clusters_without_keywords(ws: Workspace, last: str) -> None:
+    # Only stop words: an empty vocabulary. With "ones": a one-word vocabulary, which BERTopic's
+    # c-TF-IDF cannot handle either.
+    add_rules(ws, TASK, [(text, "billing") for text in
+                         ["the and of it", "it is the one", "of the and", "we are the",
+                          "he was not there", last]])
+    cid = cluster(ws, TASK, method="kmeans", k=2)
+    c = get_clustering(ws, cid)
+    assert "no c-TF-IDF keywords" in c["params"]["representation_note"]
+    summary = [e for e in cluster_summary(ws, cid) if not e["noise"]]
+    assert sorted(e["name"] for e in summary) == ["cluster 0", "cluster 1"]
+    assert all(e["keywords"] == [] for e in summary)
+    assert sum(e["size"] for e in summary) == 6
 
 
 def test_no_ok_rules_is_not_ready(ws: Workspace) -> None:

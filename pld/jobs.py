@@ -1,0 +1,380 @@
+"""Background jobs: run ``python -m pld`` commands in their own process, find them again later.
+
+Long stages (extract, cluster, consolidate, ...) must never block the app, and a page that is
+closed and reopened, or opened in a second tab, must still see them. So a job is a detached
+``python -m pld --workspace WS <args>`` process (its own session, so it survives the page and can
+be stopped as a group) whose output goes to a log file, and everything about it is found from
+disk, not from the page's session:
+
+* a small JSON record per job in a ``jobs/`` folder next to the workspace file (pid, args,
+  task, log file), written when the job starts: it covers the seconds before the process has
+  opened its ``runs`` row, and failures that end it before any (a bad model string, say);
+* the ``runs`` rows the stages write (status, ``done/total``, the pid of their process).
+
+A process that died without closing its run (killed, or cancelled here) leaves a row marked
+running; :func:`active_jobs` turns such rows into ``interrupted``, and since every stage skips
+work already done, running the same command again resumes it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pld.errors import BadInput
+from pld.pipeline.runs import DONE, FAILED, INTERRUPTED, RUNNING, list_runs
+from pld.workspace import Workspace, now
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOG_TAIL_CHARS = 4000
+# Processes started by this server process. Polling them reaps them: a finished child that is
+# never waited for stays a zombie, which os.kill(pid, 0) reports as alive.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class JobRunning(BadInput):
+    """A job of the same kind is already running for the task."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One launched ``python -m pld`` process, as recorded in the ``jobs/`` folder."""
+
+    id: str
+    pid: int
+    args: list[str]
+    task: str | None
+    kind: str
+    workspace: str
+    log: str
+    started_at: str
+    record: str = field(default="", compare=False)
+
+    def describe(self) -> str:
+        """One line for people: the command, its pid and where its log is."""
+        return f"`pld {' '.join(self.args)}`, pid {self.pid}, log {Path(self.log).name}"
+
+
+def jobs_dir(ws_path: str | Path) -> Path:
+    """The folder holding job records and logs: ``jobs/`` next to the workspace file."""
+    return Path(ws_path).resolve().parent / "jobs"
+
+
+def _ws_path(ws: Workspace | str | Path) -> Path:
+    return Path(ws.path if isinstance(ws, Workspace) else ws).resolve()
+
+
+def _connect(path: Path) -> Workspace:
+    """A plain handle on an existing workspace, for a quick look at its runs.
+
+    Not :func:`pld.workspace.open_workspace`: that reads the file's header with open()/close(),
+    and closing any descriptor of the file drops every POSIX lock this process holds on it,
+    including those of the app's own open connection; a job finishing then believes it is the
+    last user, checkpoints and deletes the WAL under that connection (corruption).
+    """
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
+    return Workspace(path, conn)
+
+
+@contextmanager
+def _locked(ws_path: Path) -> Iterator[None]:
+    # Serialises "is one running? then start" across tabs, sessions and server processes.
+    folder = jobs_dir(ws_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{ws_path.stem}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _alive(pid: int | None) -> bool:
+    """True while process ``pid`` runs (a zombie counts as ended)."""
+    if not pid:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal test is all there is
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state not in ("Z", "X")
+
+
+def _reap() -> None:
+    """Poll the children started here (which reaps those that ended)."""
+    finished = [pid for pid, child in _CHILDREN.items() if child.poll() is not None]
+    # Ended children keep their exit code for job_status; bound how many are remembered.
+    for pid in finished[:-100]:
+        del _CHILDREN[pid]
+
+
+def _mark_dead_runs(ws: Workspace) -> None:
+    """Runs still marked running whose process has ended become ``interrupted``."""
+    _reap()
+    rows = ws.query("SELECT id, pid FROM runs WHERE status = ?", [RUNNING])
+    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _alive(r["pid"])]
+    if dead:
+        with ws.write() as db:
+            for run_id in dead:
+                db["runs"].update(run_id, {
+                    "status": INTERRUPTED, "updated_at": now(), "finished_at": now(),
+                    "error": "the process ended before the run finished (killed or cancelled); "
+                             "start it again to resume"})
+
+
+def _infer(args: Sequence[str]) -> tuple[str, str | None]:
+    if not args:
+        raise BadInput("a job needs a pld command, e.g. ['extract', TASK, '--teacher', MODEL]")
+    kind = str(args[0])
+    task = str(args[1]) if len(args) > 1 and not str(args[1]).startswith("-") else None
+    return kind, task
+
+
+def _write_record(job: Job) -> None:
+    Path(job.record).write_text(json.dumps(asdict(job), indent=2), encoding="utf-8")
+
+
+def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None = None,
+          exclusive: bool = True) -> Job:
+    """Launch ``python -m pld --workspace WS <args>`` detached; return its :class:`Job`.
+
+    The command's kind is ``args[0]`` and its task ``args[1]`` (or ``task``). With ``exclusive``
+    (the default) a job of the same kind already running for the task raises
+    :class:`JobRunning` instead, checked under a file lock so two tabs cannot both start one.
+    """
+    path = _ws_path(ws)
+    kind, inferred = _infer(args)
+    task = task or inferred
+    with _locked(path):
+        if exclusive and task is not None:
+            handle = ws if isinstance(ws, Workspace) else _connect(path)
+            try:
+                running = active_jobs(handle, task, kind)
+            finally:
+                if handle is not ws:
+                    handle.close()
+            if running:
+                r = running[0]
+                raise JobRunning(f"a {kind} job for task {task!r} is already running "
+                                 f"(pid {r['pid']}, {r['done']}/{r['total']})")
+        folder = jobs_dir(path)
+        job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        log = folder / f"{path.stem}-{job_id}.log"
+        cmd = [sys.executable, "-m", "pld", "--workspace", str(path), *map(str, args)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT),
+                                                        env.get("PYTHONPATH")) if p)
+        with open(log, "wb") as out:
+            out.write(("$ " + " ".join(cmd) + "\n").encode())
+            out.flush()
+            child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+                                     start_new_session=True)
+        _CHILDREN[child.pid] = child
+        job = Job(id=job_id, pid=child.pid, args=[str(a) for a in args], task=task, kind=kind,
+                  workspace=str(path), log=str(log), started_at=now(),
+                  record=str(folder / f"{path.stem}-{job_id}.json"))
+        _write_record(job)
+    return job
+
+
+def list_jobs(ws: Workspace | str | Path, task: str | None = None, kind: str | None = None,
+              limit: int = 20) -> list[Job]:
+    """Jobs launched on this workspace, newest first (optionally one task and/or kind)."""
+    path = _ws_path(ws)
+    folder = jobs_dir(path)
+    if not folder.is_dir():
+        return []
+    out = []
+    for rec in sorted(folder.glob(f"{path.stem}-*.json"), reverse=True):
+        try:
+            data = json.loads(rec.read_text(encoding="utf-8"))
+            job = Job(**{**data, "record": str(rec)})
+        except (OSError, ValueError, TypeError):
+            continue  # a record being written, or not ours
+        if job.workspace != str(path):
+            continue
+        if (task is None or job.task == task) and (kind is None or job.kind == kind):
+            out.append(job)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def _job_runs(ws: Workspace, job: Job) -> list[dict[str, Any]]:
+    return ws.query("SELECT * FROM runs WHERE pid = ? AND started_at >= ? ORDER BY id",
+                    [job.pid, job.started_at])
+
+
+def active_jobs(ws: Workspace, task: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """What is running for ``task`` now (optionally of one ``kind``), from disk, newest first.
+
+    One dict per process: ``pid``, ``kind`` (the command), ``stage`` (the kind of its running
+    run, None while it starts up), ``run_id``, ``done``, ``total``, ``started_at``, ``job_id``
+    and ``log`` (None for a process started outside the app, e.g. in a terminal). A job matches
+    ``kind`` when its command or its current stage is that kind (``run`` runs ``extract``).
+    """
+    _mark_dead_runs(ws)
+    running = ws.query("SELECT * FROM runs WHERE status = ? AND task = ? ORDER BY id DESC",
+                       [RUNNING, task])
+    by_pid: dict[int, dict[str, Any]] = {}
+    for r in running:
+        by_pid.setdefault(r["pid"], r)
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for job in list_jobs(ws, task):
+        if job.pid in seen or not _alive(job.pid):
+            continue
+        seen.add(job.pid)
+        run = by_pid.get(job.pid)
+        stage = run["kind"] if run else None
+        if kind is not None and kind not in (job.kind, stage):
+            continue
+        out.append({"pid": job.pid, "kind": job.kind, "stage": stage,
+                    "run_id": run["id"] if run else None,
+                    "done": run["done"] if run else 0, "total": run["total"] if run else 0,
+                    "started_at": job.started_at, "job_id": job.id, "log": job.log,
+                    "args": job.args})
+    for pid, run in by_pid.items():
+        if pid in seen or (kind is not None and run["kind"] != kind):
+            continue
+        out.append({"pid": pid, "kind": run["kind"], "stage": run["kind"], "run_id": run["id"],
+                    "done": run["done"], "total": run["total"],
+                    "started_at": run["started_at"], "job_id": None, "log": None, "args": None})
+    return out
+
+
+def recent_runs(ws: Workspace, task: str, kind: str | None = None,
+                limit: int = 10) -> list[dict[str, Any]]:
+    """The latest runs of ``task`` (optionally one stage kind), newest first, params decoded."""
+    _mark_dead_runs(ws)
+    return list_runs(ws, task=task, kind=kind, limit=limit)
+
+
+def job_status(ws: Workspace, job: Job) -> str:
+    """``running``, ``done``, ``failed`` or ``interrupted`` for a launched job.
+
+    Decided by its process while it runs, then by the runs it wrote, then by its exit code when
+    this process started it, else by its log (the CLI prints ``error: ...`` when it fails).
+    """
+    if _alive(job.pid):
+        return RUNNING
+    _mark_dead_runs(ws)
+    statuses = {r["status"] for r in _job_runs(ws, job)}
+    for status in (FAILED, INTERRUPTED):
+        if status in statuses:
+            return status
+    child = _CHILDREN.get(job.pid)
+    if child is not None and child.returncode is not None:
+        if child.returncode == 0:
+            return DONE
+        return INTERRUPTED if child.returncode < 0 else FAILED
+    tail = job_log(job)
+    if "\nerror: " in "\n" + tail or "Traceback (most recent call last)" in tail:
+        return FAILED
+    return DONE
+
+
+def job_log(job: Job | dict[str, Any], max_chars: int = LOG_TAIL_CHARS) -> str:
+    """The last ``max_chars`` of a job's log ('' when it has none, e.g. started elsewhere).
+
+    ``job`` is a :class:`Job` or an entry of :func:`active_jobs`.
+    """
+    log = job.log if isinstance(job, Job) else job.get("log")
+    if not log:
+        return ""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_chars))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
+           timeout_s: float = 10.0) -> str:
+    """Stop a run (by run id), a launched job or an :func:`active_jobs` entry; return the status.
+
+    Sends SIGTERM to the process's group (its own session when started here), then SIGKILL if
+    it is still there after ``timeout_s``. Its running run becomes ``interrupted``; starting the
+    same command again resumes it.
+    """
+    if isinstance(target, Job):
+        pid, run_id = target.pid, None
+    elif isinstance(target, dict):
+        pid, run_id = int(target["pid"]), target.get("run_id")
+    else:
+        rows = ws.query("SELECT id, pid, status FROM runs WHERE id = ?", [target])
+        if not rows:
+            raise BadInput(f"run {target} not found")
+        pid, run_id = rows[0]["pid"], rows[0]["id"]
+        if rows[0]["status"] != RUNNING:
+            return str(rows[0]["status"])
+    if pid == os.getpid():
+        raise BadInput(f"run {run_id} runs inside this process; it cannot be cancelled here")
+    if _alive(pid):
+        _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            _signal(pid, signal.SIGKILL)
+            while _alive(pid) and time.monotonic() < deadline + 5:
+                time.sleep(0.05)
+    _mark_dead_runs(ws)
+    if run_id is None:
+        return INTERRUPTED
+    return str(ws.query("SELECT status FROM runs WHERE id = ?", [run_id])[0]["status"])
+
+
+def stop_jobs(ws: Workspace | str | Path, task: str | None = None,
+              timeout_s: float = 10.0) -> int:
+    """Cancel every job still running on a workspace (optionally one task); return how many."""
+    path = _ws_path(ws)
+    if not path.exists():
+        return 0
+    handle = ws if isinstance(ws, Workspace) else _connect(path)
+    try:
+        live = [j for j in list_jobs(path, task, limit=10_000) if _alive(j.pid)]
+        for job in live:
+            cancel(handle, job, timeout_s=timeout_s)
+    finally:
+        if handle is not ws:
+            handle.close()
+    return len(live)
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    try:
+        pgid = os.getpgid(pid)
+        # Never signal our own group (a run started from the same terminal as the server).
+        if pgid != os.getpgrp():
+            os.killpg(pgid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

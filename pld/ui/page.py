@@ -1,0 +1,141 @@
+"""What every page does first, and the background-job panel the stage pages share.
+
+A page runs inside ``app.py`` (which draws the sidebar once, before ``st.navigation`` runs the
+page) or on its own (``AppTest.from_file("pages/x.py")``, ``streamlit run pages/x.py``).
+:func:`setup` draws the sidebar only in the second case: ``app.py`` marks the session with
+:data:`SIDEBAR_FLAG` through :func:`render_sidebar`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pld import jobs
+from pld.pipeline.runs import FAILED, INTERRUPTED, RUNNING
+from pld.ui import sidebar
+from pld.workspace import Workspace
+
+SIDEBAR_FLAG = "_pld_sidebar_rendered"
+FLASH_KEY = "_pld_flash"
+POLL_S = 2.0
+
+
+def render_sidebar() -> None:
+    """Draw the sidebar and mark the session so pages do not draw it again (for ``app.py``)."""
+    sidebar.render()
+    st.session_state[SIDEBAR_FLAG] = True
+
+
+def setup() -> tuple[Workspace | None, str | None]:
+    """Draw the sidebar unless ``app.py`` did; return the workspace and the selected task.
+
+    The workspace is None when its file cannot be opened (the sidebar shows why).
+    """
+    if not st.session_state.get(SIDEBAR_FLAG):
+        sidebar.render()
+    return sidebar.workspace(), sidebar.task()
+
+
+def need_task(task: str | None) -> bool:
+    """Say what to do when no task is loaded; True when there is a task to show."""
+    if task:
+        return True
+    st.info("No task is loaded in this workspace yet. Load the demo, a built-in task or your "
+            "own CSV/JSONL file on the **Data** page, then come back.")
+    return False
+
+
+def flash(kind: str, message: str) -> None:
+    """Keep a message for the next run of the page (``kind``: success, info, warning, error).
+
+    Actions run in button callbacks, before the page is drawn; the page shows the message with
+    :func:`show_flash` where it starts.
+    """
+    st.session_state[FLASH_KEY] = (kind, message)
+
+
+def show_flash() -> None:
+    """Show (once) the message left by :func:`flash`."""
+    kind, message = st.session_state.pop(FLASH_KEY, (None, None))
+    if kind in ("success", "info", "warning", "error"):
+        getattr(st, kind)(message)
+
+
+def is_busy(ws: Workspace, task: str, kind: str) -> bool:
+    """True while a ``kind`` job runs for ``task`` (from the workspace: right in every tab)."""
+    return bool(jobs.active_jobs(ws, task, kind))
+
+
+def _progress_label(entry: dict[str, object]) -> str:
+    stage = entry.get("stage") or "starting"
+    done, total = entry.get("done") or 0, entry.get("total") or 0
+    count = f"{done}/{total}" if total else "…"
+    return f"{entry['kind']} ({stage}) {count} · pid {entry['pid']}"
+
+
+def _cancel(ws: Workspace, entry: dict[str, object]) -> None:
+    try:
+        status = jobs.cancel(ws, entry)
+    except Exception as e:  # noqa: BLE001  # shown to the user; the page must keep working
+        flash("error", f"Could not cancel pid {entry['pid']}: {e}")
+    else:
+        flash("warning", f"Cancelled {entry['kind']} (pid {entry['pid']}): the run is {status}; "
+                         "start it again to resume where it stopped.")
+
+
+def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
+    """Live progress of ``kind`` jobs of ``task`` with a Cancel button, then the last outcome.
+
+    Polls every :data:`POLL_S` seconds while something runs (an ``st.fragment``); everything
+    comes from the workspace and the ``jobs/`` folder, so closing and reopening the page or a
+    second tab shows the same. When the job ends the whole page reruns to show its results.
+    """
+    running = jobs.active_jobs(ws, task, kind)
+
+    @st.fragment(run_every=POLL_S if running else None, key=f"_pld_jobs_{kind}")
+    def _panel() -> None:
+        active = jobs.active_jobs(ws, task, kind)
+        seen_key = f"_pld_jobs_active_{kind}"
+        was_running = st.session_state.get(seen_key, False)
+        st.session_state[seen_key] = bool(active)
+        if was_running and not active:
+            st.rerun()  # the job ended: redraw the page with its results
+        for entry in active:
+            total = int(entry["total"] or 0)
+            st.progress(min(1.0, int(entry["done"] or 0) / total) if total else 0.0,
+                        text=_progress_label(entry))
+            st.button("Cancel", key=f"_pld_cancel_{kind}_{entry['pid']}", on_click=_cancel,
+                      args=(ws, entry), help="Stops the process; its finished work is kept.")
+        if active:
+            return
+        last = jobs.list_jobs(ws, task, kind, limit=1)
+        if last:
+            status = jobs.job_status(ws, last[0])
+            if status == FAILED:
+                st.error(f"The last {kind} job failed ({last[0].describe()}):")
+                st.code(jobs.job_log(last[0]) or "(empty log)", language=None)
+            elif status == INTERRUPTED:
+                st.warning(f"The last {kind} job was interrupted; start it again to resume.")
+        runs = jobs.recent_runs(ws, task, kind, limit=5)
+        if runs:
+            with st.expander(f"Recent {kind} runs"):
+                st.dataframe(pd.DataFrame([{
+                    "run": r["id"], "status": r["status"], "done": r["done"], "total": r["total"],
+                    "started": r["started_at"], "finished": r["finished_at"],
+                    "error": r["error"] or "",
+                } for r in runs]), hide_index=True)
+
+    _panel()
+
+
+def running_caption(ws: Workspace, task: str, kind: str) -> str | None:
+    """A reason to show next to a disabled Start button, or None when nothing runs."""
+    active = jobs.active_jobs(ws, task, kind)
+    if not active:
+        return None
+    return f"A {kind} job is running for {task} (pid {active[0]['pid']}); wait or cancel it."
+
+
+__all__ = ["FLASH_KEY", "POLL_S", "RUNNING", "SIDEBAR_FLAG", "flash", "is_busy", "jobs_panel",
+           "need_task", "render_sidebar", "running_caption", "setup", "show_flash"]

@@ -1,0 +1,169 @@
+"""The Conflicts page: validation errors, the heuristics involved, the teacher's proposals and
+decisions on them, after one real conflict-loop iteration against the fake OpenAI server."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pld import jobs
+from pld.pipeline import resolve
+from pld.tasks import load_task
+from pld.workspace import open_workspace
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pages.conftest import Populated
+
+OpenPage = Callable[..., AppTest]
+
+
+def _texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _frame(at: AppTest, column: str) -> Any:
+    """The first dataframe on the page with ``column`` (the jobs panel has its own)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _responder(body: dict[str, Any]) -> str:
+    """Student: always 'routine'. Teacher: edit the focus rule, citing the errors shown."""
+    content = body["messages"][-1]["content"]
+    focus = re.search(r"closely related to rule (\d+)", content)
+    if focus is None:
+        return "routine"
+    n = int(focus.group(1))
+    cited = [int(i) for i in re.findall(r"#(\d+) \(correct label", content)]
+    proposals = [{"kind": "edit", "text": f"Revised rule {n}: check the message's intent first.",
+                  "rationale": f"rule {n} is too narrow", "evidence": cited}]
+    if n == 1:
+        proposals.append({"kind": "add", "text": "If nothing else applies, answer routine.",
+                          "rationale": "a fallback", "evidence": cited[:1]})
+    return json.dumps({"proposals": proposals})
+
+
+@pytest.fixture
+def looped(populated_ws: Populated, fake_openai: FakeOpenAI) -> Populated:
+    """``populated_ws`` after one interactive iteration: scored, proposals pending."""
+    fake_openai.responder = _responder
+    model = fake_openai.model_string()
+    with populated_ws.open() as ws:
+        summary = resolve.resolve(ws, populated_ws.task, model, model, iterations=1,
+                                  attribution="tfidf")
+    assert summary.stop_reason == resolve.AWAITING_REVIEW and summary.pending > 0
+    return populated_ws
+
+
+def _proposals(pop: Populated) -> list[dict[str, Any]]:
+    with pop.open() as ws:
+        return resolve.list_proposals(ws, pop.task)
+
+
+def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
+    at = open_page("conflicts")
+    at.run()
+    assert not at.exception
+    assert "No task is loaded" in _texts(at.info)
+
+
+def test_no_iteration_yet_and_the_loop_starts_as_a_job(open_page: OpenPage, app_ws: Path,
+                                                      fake_openai: FakeOpenAI) -> None:
+    with open_workspace(app_ws) as ws:
+        load_task(ws, "demo")
+    model = fake_openai.model_string()
+    at = open_page("conflicts", task="demo", reviewer="ana", teacher=model, student=model)
+    at.run()
+    assert not at.exception
+    assert "No conflict-loop iteration" in _texts(at.info)
+    at.button(key="c_run").click().run()
+    assert not at.exception
+    assert "Conflict loop started" in _texts(at.success)
+    with open_workspace(app_ws) as ws:
+        started = jobs.list_jobs(ws, "demo", "resolve")
+    assert [j.args for j in started] == [
+        ["resolve", "demo", "--student", model, "--teacher", model, "--iterations", "1"]]
+
+
+def test_populated_without_loop_renders(open_page: OpenPage, populated_ws: Populated) -> None:
+    at = open_page("conflicts", task=populated_ws.task, reviewer="ana")
+    at.run()
+    assert not at.exception
+    assert "No conflict-loop iteration" in _texts(at.info)
+
+
+def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
+                                                          looped: Populated) -> None:
+    at = open_page("conflicts", task=looped.task, reviewer="ana")
+    at.run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    history = _frame(at, "adopted")
+    assert list(history["iteration"]) == [1] and list(history["adopted"]) == [True]
+    with looped.open() as ws:
+        errors = resolve.errors_for_iteration(ws, looped.task, 1)
+    first = errors[0]
+    markdown = _texts(at.markdown)
+    assert f"**Example #{first['example_id']}**" in markdown
+    assert f"Gold **{first['gold']}** · predicted **routine**" in markdown
+    assert f"#{first['heuristics'][0]['id']} (similarity" in markdown
+    assert first["text"] in _texts(at.text)
+    # Errors come ten to a page.
+    shown = sum("**Example #" in m.value for m in at.markdown)
+    assert shown == min(10, len(errors))
+    # Every pending proposal shows its change as a diff, with accept/reject buttons.
+    pending = [p for p in _proposals(looped) if p["status"] == "pending"]
+    assert "<ins" in _texts(at.get("html"))
+    for p in pending:
+        assert at.button(key=f"c_all_accept_{p['id']}")
+
+
+def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None:
+    edit = next(p for p in _proposals(looped) if p["kind"] == "edit")
+    before = edit["heuristic"]
+    at = open_page("conflicts", task=looped.task, reviewer="ana")
+    at.run()
+    at.text_input(key=f"c_all_comment_{edit['id']}").input("good catch")
+    at.button(key=f"c_all_accept_{edit['id']}").click().run()
+    assert not at.exception
+    assert f"Accepted proposal #{edit['id']}" in _texts(at.success)
+    after = next(p for p in _proposals(looped) if p["id"] == edit["id"])
+    assert (after["status"], after["decided_by"]) == ("accepted", "ana")
+    with looped.open() as ws:
+        row = ws.query("SELECT * FROM heuristics WHERE id = ?", [edit["heuristic_id"]])[0]
+        audit = ws.query("SELECT * FROM reviews WHERE entity = 'proposal' AND entity_id = ?",
+                         [edit["id"]])
+    assert (row["text"], row["status"], row["updated_by"], row["version"]) == (
+        edit["text"], "draft", "ana", before["version"] + 1)
+    assert [(r["action"], r["who"], r["identity_kind"], r["comment"]) for r in audit] == [
+        ("accept", "ana", "self-declared", "good catch")]
+    # Decided proposals show who decided instead of buttons.
+    assert not [b for b in at.button if b.key == f"c_all_accept_{edit['id']}"]
+
+
+def test_reject_from_an_error_card(open_page: OpenPage, looped: Populated) -> None:
+    with looped.open() as ws:
+        errors = resolve.errors_for_iteration(ws, looped.task, 1)
+    first = errors[0]
+    involved = {h["id"] for h in first["heuristics"]}
+    target = next(p for p in _proposals(looped)
+                  if p["heuristic_id"] in involved or first["example_id"] in p["evidence"])
+    at = open_page("conflicts", task=looped.task, reviewer="ana")
+    at.run()
+    at.button(key=f"c_err{first['example_id']}_reject_{target['id']}").click().run()
+    assert not at.exception
+    assert f"Rejected proposal #{target['id']}" in _texts(at.success)
+    assert next(p for p in _proposals(looped) if p["id"] == target["id"])["status"] == "rejected"
+
+
+def test_no_identity_disables_decisions(open_page: OpenPage, looped: Populated) -> None:
+    pending = [p for p in _proposals(looped) if p["status"] == "pending"]
+    at = open_page("conflicts", task=looped.task)
+    at.run()
+    assert not at.exception
+    assert "Nobody is identified" in _texts(at.warning)
+    assert all(at.button(key=f"c_all_accept_{p['id']}").disabled for p in pending)

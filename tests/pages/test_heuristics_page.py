@@ -1,0 +1,197 @@
+"""The Heuristics page: review through the app, as a named reviewer, with four-eyes, approver
+lists and stale-edit protection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+from pld import jobs, review
+from pld.tasks import load_task
+from pld.workspace import loads, open_workspace
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pages.conftest import Populated
+
+OpenPage = Callable[..., AppTest]
+
+
+def _texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _row(pop: Populated, hid: int) -> dict[str, Any]:
+    with pop.open() as ws:
+        return ws.query("SELECT * FROM heuristics WHERE id = ?", [hid])[0]
+
+
+def _reviews(pop: Populated, hid: int) -> list[dict[str, Any]]:
+    with pop.open() as ws:
+        return review.history(ws, hid)
+
+
+def _open(open_page: OpenPage, pop: Populated, hid: int, reviewer: str = "ana") -> AppTest:
+    """The page as ``reviewer`` with heuristic ``hid`` opened."""
+    at = open_page("heuristics", task=pop.task, reviewer=reviewer)
+    at.run()
+    at.selectbox(key="h_selected").set_value(hid).run()
+    assert not at.exception
+    return at
+
+
+def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
+    at = open_page("heuristics")
+    at.run()
+    assert not at.exception
+    assert "No task is loaded" in _texts(at.info)
+
+
+def test_task_without_heuristics_says_to_consolidate(open_page: OpenPage, app_ws: Path) -> None:
+    with open_workspace(app_ws) as ws:
+        load_task(ws, "demo")
+    at = open_page("heuristics", task="demo", reviewer="ana")
+    at.run()
+    assert not at.exception
+    assert "has no heuristics yet" in _texts(at.info)
+    assert at.button(key="h_consolidate")
+
+
+def test_populated_shows_table_sources_and_history(open_page: OpenPage,
+                                                   populated_ws: Populated) -> None:
+    hid = populated_ws.approved_heuristic_ids[0]
+    at = _open(open_page, populated_ws, hid)
+    assert len(at.selectbox(key="h_selected").options) == len(populated_ws.heuristic_ids)
+    table = at.dataframe[0].value
+    assert list(table["id"]) == populated_ws.heuristic_ids
+    assert list(table["status"]).count("approved") == len(populated_ws.approved_heuristic_ids)
+    sources = at.dataframe[1].value
+    assert list(sources["rule"]) == loads(_row(populated_ws, hid)["source_rule_ids"])
+    assert set(sources["gold label"]) == {populated_ws.labels[0]}
+    assert "**approve** by bea" in _texts(at.markdown)
+    # The status filter narrows the list.
+    at.selectbox(key="h_filter").set_value("draft").run()
+    assert list(at.dataframe[0].value["status"]) == ["draft"]
+
+
+def test_no_identity_disables_the_buttons(open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = open_page("heuristics", task=populated_ws.task)
+    at.run()
+    at.selectbox(key="h_selected").set_value(hid).run()
+    assert not at.exception
+    assert "Nobody is identified" in _texts(at.warning)
+    assert at.button(key=f"h_approve_{hid}").disabled
+    assert at.button(key=f"h_reject_{hid}").disabled
+    assert at.button(key=f"h_open_edit_{hid}").disabled
+
+
+def test_edit_bumps_version_and_audits(open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid)
+    at.button(key=f"h_open_edit_{hid}").click().run()
+    at.text_area(key=f"h_edit_text_{hid}").input("Answer routine for chequebooks.").run()
+    assert "<ins" in _texts(at.get("html"))  # the live diff against version 1
+    at.text_input(key=f"h_edit_comment_{hid}").input("shorter")
+    at.button(key=f"h_save_{hid}").click().run()
+    assert not at.exception
+    assert "as version 2" in _texts(at.success)
+    row = _row(populated_ws, hid)
+    assert (row["text"], row["version"], row["updated_by"], row["status"]) == (
+        "Answer routine for chequebooks.", 2, "ana", "draft")
+    last = _reviews(populated_ws, hid)[-1]
+    assert (last["action"], last["who"], last["identity_kind"], last["comment"]) == (
+        "edit", "ana", "self-declared", "shorter")
+    assert last["before"]["version"] == 1 and last["after"]["version"] == 2
+
+
+def test_approve_as_named_reviewer(open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid)
+    at.text_input(key=f"h_comment_{hid}").input("reads well")
+    at.button(key=f"h_approve_{hid}").click().run()
+    assert not at.exception
+    assert "approved by ana" in _texts(at.success)
+    row = _row(populated_ws, hid)
+    assert (row["status"], row["approved_by"], row["identity_kind"]) == (
+        "approved", "ana", "self-declared")
+    last = _reviews(populated_ws, hid)[-1]
+    assert (last["action"], last["comment"], last["identity_kind"]) == (
+        "approve", "reads well", "self-declared")
+
+
+def test_four_eyes_refusal(open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    with populated_ws.open() as ws:
+        review.edit(ws, hid, "Ana's own wording.", "ana", base_version=1)
+    at = _open(open_page, populated_ws, hid)
+    assert "four-eyes rule" in _texts(at.warning)
+    at.button(key=f"h_approve_{hid}").click().run()
+    assert not at.exception
+    assert "Four-eyes rule" in _texts(at.error)
+    row = _row(populated_ws, hid)
+    assert (row["status"], row["version"], row["approved_by"]) == ("draft", 2, None)
+
+
+def test_stale_edit_is_refused_and_shown_side_by_side(open_page: OpenPage,
+                                                      populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid)
+    at.button(key=f"h_open_edit_{hid}").click().run()
+    with populated_ws.open() as ws:
+        review.edit(ws, hid, "Bob's version of the rule.", "bob", base_version=1)
+    at.text_area(key=f"h_edit_text_{hid}").input("Ana's version of the rule.")
+    at.button(key=f"h_save_{hid}").click().run()
+    assert not at.exception
+    assert "changed since your version 1" in _texts(at.error)
+    shown = [c.value for c in at.code]
+    assert "Ana's version of the rule." in shown and "Bob's version of the rule." in shown
+    row = _row(populated_ws, hid)
+    assert (row["text"], row["version"], row["updated_by"]) == (
+        "Bob's version of the rule.", 2, "bob")
+    # Editing again starts from their version, with Ana's text kept in the editor.
+    at.button(key=f"h_redo_{hid}").click().run()
+    assert at.text_area(key=f"h_edit_text_{hid}").value == "Ana's version of the rule."
+    at.button(key=f"h_save_{hid}").click().run()
+    assert not at.exception
+    row = _row(populated_ws, hid)
+    assert (row["text"], row["version"], row["updated_by"]) == (
+        "Ana's version of the rule.", 3, "ana")
+
+
+def test_approver_list_limits_approval(open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid, reviewer="bea")
+    at.text_input(key="h_new_approver").input("bea")
+    at.button(key="h_add_approver").click().run()
+    assert not at.exception
+    assert "bea is now an approver" in _texts(at.success)
+    with populated_ws.open() as ws:
+        assert review.list_approvers(ws, populated_ws.task) == ["bea"]
+
+    other = _open(open_page, populated_ws, hid, reviewer="ana")
+    assert "not on this task's approver list" in _texts(other.info)
+    assert other.button(key="h_add_approver").disabled
+    other.button(key=f"h_approve_{hid}").click().run()
+    assert not other.exception
+    assert "Not an approver" in _texts(other.error)
+    assert _row(populated_ws, hid)["status"] == "draft"
+    # A non-approver may still edit.
+    other.button(key=f"h_open_edit_{hid}").click().run()
+    other.text_area(key=f"h_edit_text_{hid}").input("Ana may still edit.")
+    other.button(key=f"h_save_{hid}").click().run()
+    assert _row(populated_ws, hid)["text"] == "Ana may still edit."
+
+
+def test_consolidate_starts_a_background_job(open_page: OpenPage, populated_ws: Populated,
+                                             fake_openai: FakeOpenAI) -> None:
+    teacher = fake_openai.model_string()
+    at = open_page("heuristics", task=populated_ws.task, reviewer="ana", teacher=teacher)
+    at.run()
+    at.button(key="h_consolidate").click().run()
+    assert not at.exception
+    assert "Consolidation started" in _texts(at.success)
+    with populated_ws.open() as ws:
+        started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
+    assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher]]

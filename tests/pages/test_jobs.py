@@ -1,0 +1,161 @@
+"""pld.jobs: real ``python -m pld extract`` processes against the fake OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from pld import jobs
+from pld.errors import BadInput
+from pld.tasks import load_task
+from pld.workspace import Workspace
+from tests.pages.conftest import connect
+from tests.fakes.openai_server import FakeOpenAI
+
+T = TypeVar("T")
+GUARD_S = 120  # only so that a broken job cannot hang the suite; no test measures time
+
+
+def _wait(what: str, probe: Callable[[], T]) -> T:
+    import time
+
+    deadline = time.monotonic() + GUARD_S
+    while time.monotonic() < deadline:
+        got = probe()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def _reply(body: dict[str, Any]) -> str:
+    return json.dumps({"reasoning": "The message mentions a card.",
+                       "rule": "If the message mentions a card charge, the label is complaint."})
+
+
+@pytest.fixture
+def demo(ws: Workspace, app_ws: Path, fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The demo task in ``ws`` and a fake teacher that answers valid rules."""
+    load_task(ws, "demo")
+    fake_openai.responder = _reply
+    return fake_openai
+
+
+def _extract(ws_path: Path, fake: FakeOpenAI, limit: int) -> jobs.Job:
+    return jobs.start(ws_path, ["extract", "demo", "--teacher", fake.model_string(),
+                                "--limit", str(limit), "--concurrency", "1"])
+
+
+def _ok_rules(ws: Workspace) -> int:
+    return int(ws.query("SELECT count(*) AS n FROM micro_instructions WHERE status = 'ok'")[0]["n"])
+
+
+def test_extract_job_reports_progress_until_done(ws: Workspace, ws_path: Path,
+                                                 demo: FakeOpenAI) -> None:
+    demo.delay_s = 0.3
+    job = _extract(ws_path, demo, 6)
+    assert jobs.jobs_dir(ws_path).is_dir() and Path(job.log).exists()
+    assert job.kind == "extract" and job.task == "demo"
+
+    seen: list[tuple[int, int]] = []
+
+    def finished() -> bool:
+        for entry in jobs.active_jobs(ws, "demo", "extract"):
+            assert entry["pid"] == job.pid and entry["job_id"] == job.id
+            if entry["run_id"] is not None:
+                seen.append((entry["done"], entry["total"]))
+        return jobs.job_status(ws, job) != "running"
+
+    _wait("the extract job to end", finished)
+    # Progress was visible while it ran, from the workspace alone.
+    assert any(total == 6 and done < 6 for done, total in seen), seen
+    assert jobs.job_status(ws, job) == "done"
+    assert jobs.active_jobs(ws, "demo", "extract") == []
+    run = jobs.recent_runs(ws, "demo", "extract")[0]
+    assert (run["status"], run["done"], run["total"], run["pid"]) == ("done", 6, 6, job.pid)
+    assert _ok_rules(ws) == 6
+    assert "extract run" in jobs.job_log(job)
+    # Another handle (another tab, a reloaded page) finds the same job from disk.
+    with connect(ws_path) as other:
+        assert [j.id for j in jobs.list_jobs(other, "demo", "extract")] == [job.id]
+
+
+def test_cancel_midway_interrupts_and_rerun_resumes(ws: Workspace, ws_path: Path,
+                                                    demo: FakeOpenAI) -> None:
+    demo.delay_s = 0.4
+    job = _extract(ws_path, demo, 10)
+    entry = _wait("two rules to be written", lambda: next(
+        (e for e in jobs.active_jobs(ws, "demo", "extract")
+         if e["run_id"] is not None and _ok_rules(ws) >= 2), None))
+    assert jobs.cancel(ws, entry["run_id"]) == "interrupted"
+    assert jobs.job_status(ws, job) == "interrupted"
+    assert jobs.active_jobs(ws, "demo", "extract") == []
+    kept = _ok_rules(ws)
+    assert 2 <= kept < 10
+
+    demo.delay_s = 0.0
+    again = _extract(ws_path, demo, 10)
+    _wait("the resumed job to end", lambda: jobs.job_status(ws, again) != "running")
+    assert jobs.job_status(ws, again) == "done"
+    runs = jobs.recent_runs(ws, "demo", "extract")
+    assert [r["status"] for r in runs] == ["done", "interrupted"]
+    assert _ok_rules(ws) == 10
+    # Finished calls were not repeated: at most the one in flight at cancel time was asked again.
+    assert len(demo.requests) <= 11
+
+
+def test_second_job_of_same_kind_is_refused(ws: Workspace, ws_path: Path,
+                                            demo: FakeOpenAI) -> None:
+    demo.delay_s = 0.5
+    first = _extract(ws_path, demo, 10)
+    with pytest.raises(jobs.JobRunning, match="already running"):
+        _extract(ws_path, demo, 10)
+    assert [j.id for j in jobs.list_jobs(ws_path, "demo")] == [first.id]
+    assert jobs.cancel(ws, first) == "interrupted"
+
+
+def test_job_failing_before_its_run_shows_the_error(ws: Workspace, ws_path: Path,
+                                                    demo: FakeOpenAI) -> None:
+    job = jobs.start(ws_path, ["extract", "demo", "--teacher", "nosuchprovider/x"])
+    _wait("the job to exit", lambda: jobs.job_status(ws, job) != "running")
+    assert jobs.job_status(ws, job) == "failed"
+    assert "error:" in jobs.job_log(job) and "nosuchprovider" in jobs.job_log(job)
+    assert jobs.recent_runs(ws, "demo", "extract") == []
+
+
+def test_ended_child_that_nobody_reaped_is_not_running(ws: Workspace, ws_path: Path,
+                                                       demo: FakeOpenAI) -> None:
+    # As after a server restart: the process is not in this server's children, so it is not
+    # polled; once it exits it stays a zombie, which os.kill(pid, 0) still reports as alive.
+    demo.delay_s = 0.0
+    job = _extract(ws_path, demo, 2)
+    child = jobs._CHILDREN.pop(job.pid)
+    try:
+        _wait("the process to exit", lambda: _zombie_or_gone(job.pid))
+        assert jobs.job_status(ws, job) == "done"
+        assert jobs.active_jobs(ws, "demo") == []
+    finally:
+        child.wait()
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def test_cancel_refuses_a_run_of_this_process(ws: Workspace) -> None:
+    with ws.write() as db:
+        run_id = int(db["runs"].insert({"task": "demo", "kind": "extract", "status": "running",
+                                        "pid": os.getpid(), "done": 0, "total": 3}).last_pk)
+    with pytest.raises(BadInput, match="inside this process"):
+        jobs.cancel(ws, run_id)
+    assert jobs.active_jobs(ws, "demo", "extract")[0]["run_id"] == run_id

@@ -1,0 +1,114 @@
+"""The CLI contract: commands, ``--json`` output and exit codes (0 ok, 2 bad input, 1 failure).
+
+These run the real ``python -m pld`` in a subprocess, as a user or an outside check would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pld(*args: str, ws: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pld", "--workspace", str(ws), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "PLD_RETRY_BASE_S": "0.01", "PLD_RETRY_MAX_S": "0.05",
+             **(env or {})},
+    )
+
+
+def test_tasks_json_lists_every_builtin_task_with_split_sizes(ws_path: Path) -> None:
+    r = pld("tasks", "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    names = [t["name"] for t in data["tasks"]]
+    assert names == ["stereoset", "stereoset-stereotype", "contract-nli", "logiqa", "custom",
+                     "demo"]
+    by = {t["name"]: t for t in data["tasks"]}
+    assert by["demo"]["split_sizes"] == {"train": 50, "val": 20, "test": 30}
+    assert "partial" in by["logiqa"]["notes"]
+
+
+def test_load_demo_then_tasks_shows_it_loaded(ws_path: Path) -> None:
+    r = pld("load", "demo", "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["splits"] == {"train": 50, "val": 20, "test": 30}
+    data = json.loads(pld("tasks", "--json", ws=ws_path).stdout)
+    assert data["loaded"]["demo"]["splits"] == {"train": 50, "val": 20, "test": 30}
+
+
+@pytest.mark.parametrize("args", [
+    ["load", "nonexistent-task"],
+    ["load", "custom"],
+    ["ask", "nosuchprovider/x", "hi"],
+    ["ask", "local/huge", "hi"],
+    ["extract", "demo", "--teacher", "local/default"],  # task not loaded
+    ["eval", "demo", "--student", "local/default"],  # no method chosen
+])
+def test_bad_input_exits_2_with_one_line(ws_path: Path, args: list[str]) -> None:
+    r = pld(*args, ws=ws_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.startswith("error: ") or "Error:" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_custom_file_exits_2_naming_the_row_and_imports_nothing(
+    ws_path: Path, tmp_path: Path
+) -> None:
+    f = tmp_path / "alerts.csv"
+    f.write_text("text,label\nwire from new payee,fraud\n,fraud\nhello,routine\n",
+                 encoding="utf-8")
+    r = pld("load", "custom", "--file", str(f), ws=ws_path)
+    assert r.returncode == 2
+    assert "alerts.csv line 3" in r.stderr and "text" in r.stderr
+    data = json.loads(pld("tasks", "--json", ws=ws_path).stdout)
+    assert data["loaded"] == {}
+
+
+def test_stage_before_its_inputs_exits_2(ws_path: Path) -> None:
+    assert pld("load", "demo", ws=ws_path).returncode == 0
+    r = pld("cluster", "demo", ws=ws_path)
+    assert r.returncode == 2 and "extract" in r.stderr
+    r = pld("cluster", "demo", "--eps", "7", ws=ws_path)
+    assert r.returncode == 2 and "eps" in r.stderr
+
+
+def test_non_sqlite_workspace_exits_2_untouched(tmp_path: Path) -> None:
+    p = tmp_path / "notes.txt"
+    p.write_text("my notes\n")
+    r = pld("tasks", ws=p)
+    assert r.returncode == 2 and "not an SQLite file" in r.stderr
+    assert p.read_text() == "my notes\n"
+
+
+def test_ask_goes_through_cache_and_log(ws_path: Path) -> None:
+    with FakeOpenAI(responder=lambda body: "pong") as fake:
+        model = fake.model_string()
+        first = json.loads(pld("ask", model, "ping", "--json", ws=ws_path).stdout)
+        second = json.loads(pld("ask", model, "ping", "--json", ws=ws_path).stdout)
+        assert first["text"] == second["text"] == "pong"
+        assert not first["cache_hit"] and second["cache_hit"]
+        assert len(fake.requests) == 1
+    calls = json.loads(pld("calls", "--json", ws=ws_path).stdout)
+    assert calls["total"]["calls"] == 2 and calls["total"]["cache_hits"] == 1
+
+
+def test_failed_call_exits_1(ws_path: Path) -> None:
+    with FakeOpenAI() as fake:
+        for _ in range(5):
+            fake.add_fault("status", 503)
+        r = pld("ask", fake.model_string(), "ping", ws=ws_path,
+                env={"PLD_MAX_ATTEMPTS": "2"})
+    assert r.returncode == 1 and "LLM call failed" in r.stderr
+    calls = json.loads(pld("calls", "--json", ws=ws_path).stdout)
+    assert calls["total"]["errors"] == 2
