@@ -112,8 +112,9 @@ def _scores(ev: dict[str, Any]) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Per label**")
-        st.dataframe(pd.DataFrame([{"label": label, **vals}
-                                   for label, vals in m["per_label"].items()]),
+        # Stored JSON has its keys sorted; the confusion rows keep the task's label order.
+        st.dataframe(pd.DataFrame([{"label": label, **m["per_label"][label]}
+                                   for label in m["confusion"]["rows"]]),
                      hide_index=True,
                      column_config={k: st.column_config.NumberColumn(format="%.3f")
                                     for k in ("precision", "recall", "f1")})

@@ -63,7 +63,8 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _get(ws: Workspace, heuristic_id: int) -> dict[str, Any]:
+def fetch(ws: Workspace, heuristic_id: int) -> dict[str, Any]:
+    """The heuristic row (JSON decoded), without its sources; BadInput if there is none."""
     rows = ws.query("SELECT * FROM heuristics WHERE id = ?", [heuristic_id])
     if not rows:
         raise BadInput(f"heuristic {heuristic_id} not found")
@@ -168,8 +169,9 @@ def _check_four_eyes(row: dict[str, Any], who: str) -> None:
                        f"someone else must approve it")
 
 
-def _stale(ws: Workspace, heuristic_id: int, base_version: int) -> StaleEdit:
-    current = _get(ws, heuristic_id)
+def stale_error(ws: Workspace, heuristic_id: int, base_version: int) -> StaleEdit:
+    """The StaleEdit for a change based on ``base_version``, naming the change it missed."""
+    current = fetch(ws, heuristic_id)
     rows = ws.query(
         "SELECT * FROM reviews WHERE entity = 'heuristic' AND entity_id = ? "
         "AND json_extract(after, '$.version') > ? ORDER BY id LIMIT 1",
@@ -188,7 +190,7 @@ def _stale(ws: Workspace, heuristic_id: int, base_version: int) -> StaleEdit:
 
 def _check_base(ws: Workspace, row: dict[str, Any], base_version: int | None) -> None:
     if base_version is not None and base_version != row["version"]:
-        raise _stale(ws, row["id"], base_version)
+        raise stale_error(ws, row["id"], base_version)
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -204,10 +206,10 @@ def _audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
     })
 
 
-def _change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
-            changes: dict[str, Any], *, who: str, identity_kind: str, action: str,
-            comment: str | None, base_version: int | None = None,
-            note: dict[str, Any] | None = None) -> dict[str, Any]:
+def apply_change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
+                 changes: dict[str, Any], *, who: str, identity_kind: str, action: str,
+                 comment: str | None, base_version: int | None = None,
+                 note: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply ``changes`` if the row is still at ``base_version`` (default: the version in
     ``row``), bump its version and audit it."""
     base = row["version"] if base_version is None else base_version
@@ -217,15 +219,17 @@ def _change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
         f"UPDATE heuristics SET {sets}, version = version + 1 WHERE id = ? AND version = ?",
         [*cols.values(), row["id"], base])
     if cur.rowcount != 1:
-        raise _stale(ws, row["id"], base)
-    after = _get(ws, row["id"])
+        raise stale_error(ws, row["id"], base)
+    after = fetch(ws, row["id"])
     _audit(db, who, identity_kind, "heuristic", row["id"], action, row,
            {**after, **(note or {})}, comment)
     return after
 
 
-def _insert(db: sqlite_utils.Database, fields: dict[str, Any], *, who: str,
-            identity_kind: str, comment: str | None) -> int:
+def insert_row(db: sqlite_utils.Database, fields: dict[str, Any], *, who: str,
+               identity_kind: str, comment: str | None) -> int:
+    """Insert a draft heuristic inside the caller's transaction and audit it. Unlike
+    :func:`create_heuristic` it accepts model authors (``teacher:...``), for pipeline stages."""
     ts = now()
     row = {"status": DRAFT, "version": 1, "created_by": who, "updated_by": who,
            "created_at": ts, "updated_at": ts, **fields}
@@ -245,13 +249,13 @@ def edit(ws: Workspace, heuristic_id: int, text: str, who: str, *, base_version:
     """
     who, text = _check_actor(who, identity_kind), _check_text(text)
     with ws.write() as db:
-        row = _get(ws, heuristic_id)
+        row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
         _check_status(row, LIVE, "edit")
         if text == row["text"]:
             raise BadInput(f"heuristic {heuristic_id}: the new text is the same as the old")
         changes = {"text": text, "updated_by": who, "status": DRAFT, **_NO_APPROVAL}
-        return _change(ws, db, row, changes, who=who, identity_kind=identity_kind,
+        return apply_change(ws, db, row, changes, who=who, identity_kind=identity_kind,
                        action="edit", comment=comment, base_version=base_version)
 
 
@@ -262,7 +266,7 @@ def _approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], 
     _check_four_eyes(row, who)
     changes = {"status": APPROVED, "approved_by": who, "approved_at": now(),
                "identity_kind": identity_kind}
-    return _change(ws, db, row, changes, who=who, identity_kind=identity_kind,
+    return apply_change(ws, db, row, changes, who=who, identity_kind=identity_kind,
                    action="approve", comment=comment, base_version=base_version)
 
 
@@ -272,7 +276,7 @@ def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | N
     or a stale ``base_version``. Returns the new row."""
     who = _check_actor(who, identity_kind)
     with ws.write() as db:
-        row = _get(ws, heuristic_id)
+        row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
         _check_approver(ws, row["task"], who)
         return _approve_row(ws, db, row, who, identity_kind, comment, base_version)
@@ -283,10 +287,10 @@ def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | No
     """Reject a draft or approved heuristic (it leaves the prompt). Returns the new row."""
     who = _check_actor(who, identity_kind)
     with ws.write() as db:
-        row = _get(ws, heuristic_id)
+        row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
         _check_status(row, (DRAFT, APPROVED), "reject")
-        return _change(ws, db, row, {"status": REJECTED, **_NO_APPROVAL}, who=who,
+        return apply_change(ws, db, row, {"status": REJECTED, **_NO_APPROVAL}, who=who,
                        identity_kind=identity_kind, action="reject", comment=comment,
                        base_version=base_version)
 
@@ -335,7 +339,7 @@ def create_heuristic(ws: Workspace, task: str, text: str, who: str,
     task_info(ws, task)
     ids = _check_rules(ws, task, source_rule_ids)
     with ws.write() as db:
-        return _insert(db, {"task": task, "text": text, "source_rule_ids": ids,
+        return insert_row(db, {"task": task, "text": text, "source_rule_ids": ids,
                             "origin": origin}, who=who, identity_kind=identity_kind,
                        comment=comment)
 
@@ -359,7 +363,7 @@ def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: str, *,
     if len(unique) < 2:
         raise BadInput("merge needs at least two different heuristic ids")
     with ws.write() as db:
-        rows = [_get(ws, i) for i in unique]
+        rows = [fetch(ws, i) for i in unique]
         for r in rows:
             _check_base(ws, r, (base_versions or {}).get(r["id"]))
             _check_status(r, LIVE, "merge")
@@ -367,13 +371,13 @@ def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: str, *,
         if task is None:
             raise BadInput(f"heuristics {unique} belong to different tasks; cannot merge")
         sources = sorted({s for r in rows for s in r["source_rule_ids"]})
-        new = _insert(db, {"task": task, "text": text, "source_rule_ids": sources,
+        new = insert_row(db, {"task": task, "text": text, "source_rule_ids": sources,
                            "origin": "merge", "cluster_id": _shared(rows, "cluster_id"),
                            "clustering_id": _shared(rows, "clustering_id")},
                       who=who, identity_kind=identity_kind,
                       comment=comment or f"merged from {', '.join(f'#{i}' for i in unique)}")
         for r in rows:
-            _change(ws, db, r, {"status": MERGED, **_NO_APPROVAL}, who=who,
+            apply_change(ws, db, r, {"status": MERGED, **_NO_APPROVAL}, who=who,
                     identity_kind=identity_kind, action="merge",
                     comment=comment or f"merged into #{new}", note={"merged_into": new},
                     base_version=(base_versions or {}).get(r["id"]))
@@ -390,14 +394,14 @@ def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who:
     if len(parts) < 2:
         raise BadInput("split needs at least two texts")
     with ws.write() as db:
-        row = _get(ws, heuristic_id)
+        row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
         _check_status(row, LIVE, "split")
         fields = {k: row[k] for k in ("task", "source_rule_ids", "cluster_id", "clustering_id")}
-        new = [_insert(db, {**fields, "text": t, "origin": "split"}, who=who,
+        new = [insert_row(db, {**fields, "text": t, "origin": "split"}, who=who,
                        identity_kind=identity_kind,
                        comment=comment or f"split from #{heuristic_id}") for t in parts]
-        _change(ws, db, row, {"status": SPLIT, **_NO_APPROVAL}, who=who,
+        apply_change(ws, db, row, {"status": SPLIT, **_NO_APPROVAL}, who=who,
                 identity_kind=identity_kind, action="split",
                 comment=comment or f"split into {', '.join(f'#{i}' for i in new)}",
                 base_version=base_version, note={"split_into": new})

@@ -190,8 +190,9 @@ def _reduce(vectors: np.ndarray, seed: int) -> np.ndarray:
     from umap import UMAP
 
     n = vectors.shape[0]
+    # n_jobs=1: a fixed random_state makes UMAP single-threaded anyway (it warns otherwise).
     reducer = UMAP(n_components=UMAP_DIMS, n_neighbors=min(15, n - 1), min_dist=0.0,
-                   metric="cosine", random_state=seed)
+                   metric="cosine", random_state=seed, n_jobs=1)
     return np.asarray(reducer.fit_transform(vectors), dtype=np.float64)
 
 
@@ -204,7 +205,7 @@ def _project(vectors: np.ndarray, umap: bool, seed: int) -> tuple[np.ndarray, st
         from umap import UMAP
 
         reducer = UMAP(n_components=2, n_neighbors=min(15, n - 1), metric="cosine",
-                       random_state=seed)
+                       random_state=seed, n_jobs=1)
         return np.asarray(reducer.fit_transform(vectors), dtype=np.float64), "umap"
     from sklearn.decomposition import PCA
 

@@ -594,14 +594,14 @@ def _revert(ws: Workspace, o: _Options, best: dict[str, Any], comment: str) -> N
         if str(row["id"]) not in target:
             review.reject(ws, row["id"], REVERT_ACTOR, identity_kind=review.AUTO, comment=comment)
     for key, snap in target.items():
-        row = review._get(ws, int(key))
+        row = review.fetch(ws, int(key))
         if row["status"] == review.APPROVED and row["text"] == snap["text"]:
             continue
         changes = {"text": snap["text"], "status": review.APPROVED,
                    "approved_by": snap["approved_by"], "approved_at": snap["approved_at"],
                    "identity_kind": snap["identity_kind"], "updated_by": snap["updated_by"]}
         with ws.write() as db:
-            review._change(ws, db, row, changes, who=REVERT_ACTOR, identity_kind=review.AUTO,
+            review.apply_change(ws, db, row, changes, who=REVERT_ACTOR, identity_kind=review.AUTO,
                            action="revert", comment=comment)
     rows = review.approved_heuristics(ws, o.task.name)
     text = render_student_prompt([r["text"] for r in rows], o.task.labels, o.task.description)
@@ -816,11 +816,11 @@ def _apply(ws: Workspace, p: dict[str, Any], who: str, identity_kind: str, comme
             row = review.edit(ws, p["heuristic_id"], p["text"], who, base_version=base,
                               identity_kind=identity_kind, comment=comment)
         else:
-            row = review._get(ws, p["heuristic_id"])
+            row = review.fetch(ws, p["heuristic_id"])
             if row["version"] != base:
-                raise review._stale(ws, row["id"], base)
+                raise review.stale_error(ws, row["id"], base)
             with ws.write() as db:
-                row = review._change(
+                row = review.apply_change(
                     ws, db, row, {"text": p["text"], "updated_by": author, "status": review.DRAFT,
                                   "approved_by": None, "approved_at": None,
                                   "identity_kind": None},
@@ -832,12 +832,12 @@ def _apply(ws: Workspace, p: dict[str, Any], who: str, identity_kind: str, comme
                                           identity_kind=identity_kind, comment=comment)
         else:
             with ws.write() as db:
-                hid = review._insert(db, {"task": p["task"], "text": p["text"],
+                hid = review.insert_row(db, {"task": p["task"], "text": p["text"],
                                           "source_rule_ids": [], "origin": STAGE},
                                      who=author, identity_kind=review.AUTO, comment=comment)
     if approver is not None:
         review.approve(ws, hid, approver, identity_kind=review.AUTO, comment=AUTO_COMMENT)
-    row = review._get(ws, hid)
+    row = review.fetch(ws, hid)
     out.update(heuristic_id=hid, heuristic_version=row["version"], heuristic_status=row["status"])
     return out
 

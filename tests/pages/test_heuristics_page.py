@@ -22,6 +22,11 @@ def _texts(elements: Any) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
+def _frame(at: AppTest, column: str) -> Any:
+    """The first dataframe on the page with ``column`` (the jobs panel has its own)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
 def _row(pop: Populated, hid: int) -> dict[str, Any]:
     with pop.open() as ws:
         return ws.query("SELECT * FROM heuristics WHERE id = ?", [hid])[0]
@@ -63,16 +68,16 @@ def test_populated_shows_table_sources_and_history(open_page: OpenPage,
     hid = populated_ws.approved_heuristic_ids[0]
     at = _open(open_page, populated_ws, hid)
     assert len(at.selectbox(key="h_selected").options) == len(populated_ws.heuristic_ids)
-    table = at.dataframe[0].value
+    table = _frame(at, "last edited by")
     assert list(table["id"]) == populated_ws.heuristic_ids
     assert list(table["status"]).count("approved") == len(populated_ws.approved_heuristic_ids)
-    sources = at.dataframe[1].value
+    sources = _frame(at, "micro-instruction")
     assert list(sources["rule"]) == loads(_row(populated_ws, hid)["source_rule_ids"])
     assert set(sources["gold label"]) == {populated_ws.labels[0]}
     assert "**approve** by bea" in _texts(at.markdown)
     # The status filter narrows the list.
     at.selectbox(key="h_filter").set_value("draft").run()
-    assert list(at.dataframe[0].value["status"]) == ["draft"]
+    assert list(_frame(at, "last edited by")["status"]) == ["draft"]
 
 
 def test_no_identity_disables_the_buttons(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -104,6 +109,7 @@ def test_edit_bumps_version_and_audits(open_page: OpenPage, populated_ws: Popula
     assert (last["action"], last["who"], last["identity_kind"], last["comment"]) == (
         "edit", "ana", "self-declared", "shorter")
     assert last["before"]["version"] == 1 and last["after"]["version"] == 2
+    assert "Last text change: v1 → v2 by ana (self-declared, edit)" in _texts(at.caption)
 
 
 def test_approve_as_named_reviewer(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -119,6 +125,19 @@ def test_approve_as_named_reviewer(open_page: OpenPage, populated_ws: Populated)
     last = _reviews(populated_ws, hid)[-1]
     assert (last["action"], last["comment"], last["identity_kind"]) == (
         "approve", "reads well", "self-declared")
+
+
+def test_approving_a_version_someone_changed_meanwhile_is_refused(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid)  # ana sees version 1
+    with populated_ws.open() as ws:
+        review.edit(ws, hid, "Bob changed it.", "bob", base_version=1)
+    at.button(key=f"h_approve_{hid}").click().run()
+    assert not at.exception
+    assert "Not approved" in _texts(at.error) and "bob did 'edit'" in _texts(at.error)
+    row = _row(populated_ws, hid)
+    assert (row["status"], row["version"], row["text"]) == ("draft", 2, "Bob changed it.")
 
 
 def test_four_eyes_refusal(open_page: OpenPage, populated_ws: Populated) -> None:

@@ -164,6 +164,13 @@ def test_interactive_iteration_proposes_from_val_errors_and_waits(
         == [("resolve-iter-1", "val", h["prompt_version"])]
 
     ids = val_ids(ws)
+    # As many successes as errors (seeded) went to the teacher, each with its label.
+    book = loads(ev[0]["metrics"])["resolve"]
+    correct = {ids[t] for t, _ in VAL} - set(book["errors"])
+    assert len(book["successes"]) == 3 and set(book["successes"]) <= correct
+    shown = {int(i) for b in teacher_requests(fake_openai)
+             for i in re.findall(r"#(\d+) \(label:", b["messages"][0]["content"])}
+    assert shown == set(book["successes"])
     props = rs.list_proposals(ws, TASK, iteration=1)
     by_target = {p["heuristic_id"]: p for p in props}
     assert set(by_target) == {sports, finance}

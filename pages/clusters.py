@@ -1,0 +1,316 @@
+"""Clusters: cluster the rules in the background, inspect the result, edit it, accept it.
+
+Clustering is ``python -m pld cluster`` started through :mod:`pld.jobs` (embedding the rules the
+first time can take a while). Every clustering is kept as ``proposed`` with its cluster count
+and noise share, so a reviewer can compare settings before accepting one. Edits (rename, move
+rules, merge, split) go through :mod:`pld.pipeline.cluster` under the reviewer's name, which
+records each in the audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pld import jobs
+from pld.errors import BadInput
+from pld.pipeline import cluster as clu
+from pld.pipeline.extract import count_rules
+from pld.ui import sidebar
+from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, show_flash
+from pld.workspace import Workspace
+
+NOISE_LABEL = "noise"
+NO_REVIEWER = ("Nobody is identified: enter your name as Reviewer in the sidebar (or log in) "
+               "to accept or edit a clustering; every change is recorded under that name.")
+
+
+# -- actions (button callbacks: they run before the page is drawn) --------------------------------
+
+def _start(ws: Workspace, task: str) -> None:
+    method = st.session_state.get("c_method", "dbscan")
+    args = ["cluster", task, "--method", method]
+    if method == "dbscan":
+        eps = "auto" if st.session_state.get("c_eps_auto") else \
+            f"{float(st.session_state.get('c_eps') or 0.4):g}"
+        args += ["--eps", eps]
+    if method in ("dbscan", "hdbscan"):
+        args += ["--min-samples", str(int(st.session_state.get("c_min_samples") or 6))]
+    if method == "kmeans":
+        args += ["--k", str(int(st.session_state.get("c_k") or 8))]
+    if st.session_state.get("c_umap"):
+        args.append("--umap")
+    try:
+        job = jobs.start(ws, args)
+    except (BadInput, OSError) as e:
+        flash("error", f"Could not start clustering: {e}")
+    else:
+        flash("success", f"Clustering started in the background ({job.describe()}).")
+
+
+def _act(what: str, action: Callable[[str], str]) -> None:
+    """Run a reviewer action with the sidebar's name; leave its outcome as a flash message."""
+    who = sidebar.reviewer()
+    if not who:
+        flash("error", f"Cannot {what}: {NO_REVIEWER}")
+        return
+    try:
+        message = action(who)
+    except BadInput as e:
+        flash("error", f"Cannot {what}: {e}")
+    else:
+        flash("success", message)
+
+
+def _accept(ws: Workspace, clustering_id: int) -> None:
+    def run(who: str) -> str:
+        clu.accept_clustering(ws, clustering_id, who)
+        return f"Clustering #{clustering_id} accepted by {who}."
+
+    _act("accept", run)
+
+
+def _rename(ws: Workspace, cluster_id: int) -> None:
+    name = (st.session_state.get(f"c_name_{cluster_id}") or "").strip()
+
+    def run(who: str) -> str:
+        clu.rename_cluster(ws, cluster_id, name, who)
+        return f"Cluster {cluster_id} renamed to {name!r}."
+
+    _act("rename", run)
+
+
+def _move(ws: Workspace, clustering_id: int) -> None:
+    rule_ids = [int(r) for r in st.session_state.get("c_move_rules") or []]
+    target = st.session_state.get("c_move_to")
+
+    def run(who: str) -> str:
+        if not rule_ids:
+            raise BadInput("choose at least one rule to move")
+        for rule_id in rule_ids:
+            clu.move_rule(ws, clustering_id, rule_id, target, who)
+        where = NOISE_LABEL if target is None else f"cluster {target}"
+        return f"Moved {len(rule_ids)} rule(s) to {where}."
+
+    _act("move rules", run)
+    st.session_state["c_move_rules"] = []
+
+
+def _merge(ws: Workspace, clustering_id: int, a: int) -> None:
+    b = st.session_state.get("c_merge_with")
+
+    def run(who: str) -> str:
+        if b is None:
+            raise BadInput("choose the cluster to merge into this one")
+        clu.merge_clusters(ws, clustering_id, a, int(b), who)
+        return f"Merged cluster {b} into cluster {a}."
+
+    _act("merge", run)
+
+
+def _split(ws: Workspace, clustering_id: int, cluster_id: int) -> None:
+    k = int(st.session_state.get("c_split_k") or 2)
+
+    def run(who: str) -> str:
+        parts = clu.split_cluster(ws, clustering_id, cluster_id, k, who=who)
+        return f"Split cluster {cluster_id} into clusters {', '.join(map(str, parts))}."
+
+    _act("split", run)
+
+
+# -- drawing --------------------------------------------------------------------------------------
+
+def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
+    with st.expander("Cluster the rules", expanded=expanded):
+        st.write("Rules are embedded once (stored per embedding model), then clustered. The "
+                 "paper's DBSCAN eps 0.4 was tuned for another embedder: try **auto** (the knee "
+                 "of the k-distance curve) or compare a few settings before accepting one.")
+        c1, c2, c3, c4 = st.columns(4)
+        method = c1.selectbox("Method", list(clu.METHODS), key="c_method")
+        if method == "dbscan":
+            auto = c2.checkbox("eps auto", value=True, key="c_eps_auto",
+                               help="Pick eps at the knee of the k-distance curve.")
+            c2.number_input("eps (cosine distance)", min_value=0.01, max_value=2.0, value=0.4,
+                            step=0.05, key="c_eps", disabled=auto)
+        if method in ("dbscan", "hdbscan"):
+            c3.number_input("min samples", min_value=1, max_value=100, value=6,
+                            key="c_min_samples")
+        if method == "kmeans":
+            c3.number_input("k (clusters)", min_value=2, max_value=max(2, n_ok), value=8,
+                            key="c_k")
+        c4.checkbox("UMAP first", key="c_umap", help="Reduce to 5 dimensions before clustering "
+                                                      "(needs at least 10 rules).")
+        problem = running_caption(ws, task, "cluster")
+        if not n_ok:
+            problem = "No extracted rules yet: run extraction on the Micro-instructions page."
+        st.button("Start clustering", key="c_start", type="primary", disabled=problem is not None,
+                  on_click=_start, args=(ws, task),
+                  help="Runs `python -m pld cluster` in the background.")
+        if problem and not running_caption(ws, task, "cluster"):
+            st.caption(problem)
+        jobs_panel(ws, task, "cluster")
+
+
+def _describe(c: dict[str, Any]) -> str:
+    m = c["metrics"]
+    return (f"#{c['id']} · {c['method']} · {m.get('n_clusters', 0)} clusters · noise "
+            f"{100 * (m.get('noise_share') or 0):.0f}% · {c['status']}")
+
+
+def _settings(c: dict[str, Any]) -> str:
+    p = c["params"]
+    bits = [f"embedder {c['embed_model']}"]
+    if "eps" in p:
+        how = " (auto)" if p.get("eps_method") == "auto" else ""
+        bits.append(f"eps {p['eps']:.3g}{how}")
+    for key in ("min_samples", "k"):
+        if p.get(key) is not None:
+            bits.append(f"{key.replace('_', ' ')} {p[key]}")
+    if p.get("umap"):
+        bits.append("UMAP")
+    return " · ".join(bits)
+
+
+def _overview(ws: Workspace, c: dict[str, Any], who: str) -> None:
+    m = c["metrics"]
+    cols = st.columns(4)
+    cols[0].metric("Clusters", m.get("n_clusters", 0))
+    cols[1].metric("Noise share", f"{100 * (m.get('noise_share') or 0):.1f}%",
+                   help=f"{m.get('n_noise', 0)} rules in no cluster; noise is left out of "
+                        "consolidation.")
+    sil = m.get("silhouette")
+    cols[2].metric("Silhouette", "–" if sil is None else f"{sil:.2f}",
+                   help="Cosine silhouette of the clustered rules (-1..1; higher is better).")
+    cols[3].metric("Rules", m.get("n_rules", 0))
+    st.caption(_settings(c) + (" · edited by reviewers" if m.get("edited") else ""))
+    if c["status"] == clu.PROPOSED:
+        st.button("Accept this clustering", key="c_accept", type="primary", on_click=_accept,
+                  args=(ws, c["id"]),
+                  help="Consolidation uses the accepted clustering of the task.")
+        if not who:
+            st.warning(NO_REVIEWER)
+    elif c["status"] == clu.ACCEPTED:
+        st.success(f"Accepted by {c['accepted_by']} at {c['accepted_at']}.")
+    else:
+        st.caption("Superseded by a clustering accepted later; kept for comparison.")
+
+
+def _names(summary: list[dict[str, Any]]) -> dict[int | None, str]:
+    return {s["id"]: (NOISE_LABEL if s["noise"] else f"{s['id']}: {s['name']}") for s in summary}
+
+
+def _scatter(ws: Workspace, clustering_id: int, names: dict[int | None, str]) -> None:
+    pts = clu.points(ws, clustering_id)
+    if not pts:
+        return
+    df = pd.DataFrame([{
+        "x": p["x"], "y": p["y"], "cluster": names.get(p["cluster_id"], str(p["cluster_id"])),
+        "rule": p["rule"], "gold label": p["gold_label"], "rule id": p["id"],
+    } for p in pts])
+    order = [n for n in names.values() if n != NOISE_LABEL] + [NOISE_LABEL]
+    fig = px.scatter(df, x="x", y="y", color="cluster", category_orders={"cluster": order},
+                     hover_data={"rule": True, "gold label": True, "rule id": True,
+                                 "x": False, "y": False},
+                     color_discrete_map={NOISE_LABEL: "#b0b0b0"},
+                     title="Rule embeddings (2-D projection), coloured by cluster")
+    fig.update_traces(marker={"size": 7, "opacity": 0.8})
+    fig.update_layout(height=480, legend_title_text="cluster", margin={"t": 40, "b": 10})
+    st.plotly_chart(fig, key="c_scatter")
+
+
+def _summary_table(summary: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "cluster": NOISE_LABEL if s["noise"] else s["id"], "name": s["name"], "size": s["size"],
+        "keywords": ", ".join(s["keywords"]),
+        "label mix": ", ".join(f"{k} {v}" for k, v in s["labels"].items()),
+    } for s in summary]), hide_index=True, key="c_summary")
+
+
+def _keep_valid(key: str, options: list[Any]) -> None:
+    # Clusters come and go (merge, split, another clustering): drop a choice that is gone.
+    if key in st.session_state and st.session_state[key] not in options:
+        del st.session_state[key]
+
+
+def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, Any]],
+                    names: dict[int | None, str]) -> None:
+    sizes = {s["id"]: s["size"] for s in summary}
+    options = list(sizes)
+    _keep_valid("c_cluster", options)
+    cid = st.selectbox("Cluster", options, key="c_cluster",
+                       format_func=lambda i: f"{names[i]} ({sizes[i]} rules)")
+    entry = next(s for s in summary if s["id"] == cid)
+    if entry["keywords"]:
+        st.caption("Keywords (c-TF-IDF): " + ", ".join(entry["keywords"]))
+    rows = clu.members(ws, c["id"], cid)
+    st.dataframe(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
+                                "rule": r["rule"]} for r in rows]),
+                 hide_index=True, key="c_members",
+                 column_config={"rule": st.column_config.TextColumn(width="large")})
+    if c["status"] == clu.SUPERSEDED:
+        return
+    st.markdown("##### Edit")
+    others = [o for o in options if o != cid]
+    if cid is not None:
+        c1, c2 = st.columns([3, 1])
+        c1.text_input("New name", value=entry["name"], key=f"c_name_{cid}")
+        c2.button("Rename", key="c_rename", on_click=_rename, args=(ws, cid))
+    _keep_valid("c_move_to", others)
+    c1, c2, c3 = st.columns([3, 2, 1])
+    c1.multiselect("Rules to move", [r["id"] for r in rows], key="c_move_rules",
+                   format_func=lambda i: f"#{i}")
+    c2.selectbox("Move to", others, key="c_move_to", format_func=lambda i: names[i])
+    c3.button("Move", key="c_move", on_click=_move, args=(ws, c["id"]),
+              help="Send rules to another cluster, to noise, or back from noise.")
+    if cid is None:
+        return
+    merge_targets = [o for o in others if o is not None]
+    _keep_valid("c_merge_with", merge_targets)
+    c1, c2 = st.columns([3, 1])
+    c1.selectbox("Merge into this cluster", merge_targets, key="c_merge_with",
+                 format_func=lambda i: names[i])
+    c2.button("Merge", key="c_merge", on_click=_merge, args=(ws, c["id"], cid),
+              disabled=not merge_targets)
+    c1, c2 = st.columns([3, 1])
+    c1.number_input("Split into k parts", min_value=2, max_value=max(2, entry["size"]), value=2,
+                    key="c_split_k")
+    c2.button("Split", key="c_split", on_click=_split, args=(ws, c["id"], cid),
+              disabled=entry["size"] < 2)
+
+
+def main() -> None:
+    """Draw the page."""
+    st.title("Clusters")
+    ws, task = setup()
+    if ws is None or not need_task(task):
+        return
+    assert task is not None
+    show_flash()
+    clusterings = clu.list_clusterings(ws, task)
+    n_ok = count_rules(ws, task, status="ok")
+    _run_section(ws, task, n_ok, expanded=not clusterings)
+    if not clusterings:
+        st.info("No clustering yet." + ("" if n_ok else " Extract micro-instructions first."))
+        return
+    by_id = {c["id"]: c for c in clusterings}
+    if st.session_state.get("c_clustering") not in by_id:
+        current = clu.current_clustering(ws, task)
+        st.session_state["c_clustering"] = current["id"] if current else clusterings[0]["id"]
+    chosen = st.selectbox("Clustering", list(by_id), key="c_clustering",
+                          format_func=lambda i: _describe(by_id[i]))
+    c = by_id[chosen]
+    who = sidebar.reviewer()
+    _overview(ws, c, who)
+    summary = clu.cluster_summary(ws, c["id"])
+    names = _names(summary)
+    _scatter(ws, c["id"], names)
+    st.subheader("Clusters")
+    _summary_table(summary)
+    _cluster_detail(ws, c, summary, names)
+
+
+main()

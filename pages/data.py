@@ -1,0 +1,190 @@
+"""Data: load a built-in task or your own CSV/JSONL file; see split sizes and label balance.
+
+Loading runs in the button's callback (before the page is drawn), so the sidebar can switch to
+the task just loaded. Errors are shown inline, as :class:`BadInput` words them (file, line,
+field), and nothing is written when the file is not valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from pld.errors import BadInput
+from pld.tasks import load_task, task_statuses
+from pld.tasks.custom import task_name_for
+from pld.tasks.stats import label_counts, preview_rows
+from pld.ui import uploads
+from pld.ui.page import flash, setup, show_flash
+from pld.workspace import Workspace
+
+ERROR_KEY = "data_error"
+SPLITS = ("train", "val", "test")
+NO_ID = "(none: number the rows)"
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _statuses() -> list[dict[str, Any]]:
+    # Reading every task's data files takes about half a second: not on every rerun.
+    return task_statuses()
+
+
+def _select_task(name: str) -> None:
+    # Allowed here: callbacks run before the sidebar's task selectbox is drawn.
+    st.session_state["task"] = name
+
+
+def _load_builtin(ws: Workspace, name: str, defaults: dict[str, int]) -> None:
+    sizes: dict[str, int | None] = {}
+    for split in SPLITS:
+        value = int(st.session_state.get(f"data_n_{name}_{split}") or 0)
+        # The task's own default is kept as "default" (it may be a fraction of the pool).
+        sizes[split] = None if value == defaults.get(split) else value
+    seed = int(st.session_state.get("data_seed") or 0)
+    try:
+        counts = load_task(ws, name, n_train=sizes["train"], n_val=sizes["val"],
+                           n_test=sizes["test"], seed=seed)
+    except BadInput as e:
+        st.session_state[ERROR_KEY] = ("builtin", str(e))
+        return
+    st.session_state.pop(ERROR_KEY, None)
+    _select_task(name)
+    flash("success", f"Loaded {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _load_upload(ws: Workspace) -> None:
+    upload = st.session_state.get("data_upload")
+    if upload is None:
+        st.session_state[ERROR_KEY] = ("upload", "Choose a file first.")
+        return
+    id_column = st.session_state.get("data_id_col")
+    opts: dict[str, Any] = {
+        "text_column": st.session_state.get("data_text_col"),
+        "label_column": st.session_state.get("data_label_col"),
+        "id_column": None if id_column in (None, NO_ID) else id_column,
+        "seed": int(st.session_state.get("data_upload_seed") or 0),
+        "description": (st.session_state.get("data_description") or "").strip() or None,
+    }
+    try:
+        name, counts = uploads.load_custom_upload(
+            ws, upload.name, upload.getvalue(),
+            name=(st.session_state.get("data_task_name") or "").strip() or None, **opts)
+    except BadInput as e:
+        st.session_state[ERROR_KEY] = ("upload", str(e))
+        return
+    st.session_state.pop(ERROR_KEY, None)
+    _select_task(name)
+    flash("success", f"Loaded {name} from {upload.name}: "
+                     + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _inline_error(where: str) -> None:
+    err = st.session_state.get(ERROR_KEY)
+    if err and err[0] == where:
+        st.error(err[1])
+
+
+def _builtin_section(ws: Workspace) -> None:
+    statuses = [t for t in _statuses() if t["name"] != "custom"]
+    by_name = {t["name"]: t for t in statuses}
+    name = st.selectbox(
+        "Task", list(by_name), key="data_task",
+        format_func=lambda n: n + ("" if by_name[n].get("available") else "  (data not found)"))
+    info = by_name[name]
+    st.caption(info.get("description") or "")
+    if info.get("notes"):
+        st.caption(info["notes"])
+    defaults = {s: int(v) for s, v in (info.get("split_sizes") or {}).items()}
+    cols = st.columns(4)
+    for col, split in zip(cols, SPLITS, strict=False):
+        col.number_input(f"{split} examples", min_value=0, value=defaults.get(split, 0),
+                         step=10, key=f"data_n_{name}_{split}",
+                         help="0 = every example of the pool; the default is the task's.")
+    cols[3].number_input("Seed", min_value=0, value=0, key="data_seed")
+    available = bool(info.get("available"))
+    st.button("Load", key="data_load", type="primary", disabled=not available,
+              on_click=_load_builtin, args=(ws, name, defaults),
+              help=None if available else "Its data files were not found; see the notes above "
+                                          "(python -m pld download TASK).")
+    _inline_error("builtin")
+
+
+def _upload_section(ws: Workspace) -> None:
+    upload = st.file_uploader("CSV, TSV or JSONL with a text column and a label column",
+                              type=list(uploads.SUPPORTED), key="data_upload")
+    if upload is None:
+        _inline_error("upload")
+        return
+    try:
+        columns, rows = uploads.peek(upload.name, upload.getvalue())
+    except BadInput as e:
+        st.error(str(e))
+        return
+    if not columns:
+        st.error(f"{upload.name}: no columns found")
+        return
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox("Text column", columns, key="data_text_col",
+                 index=uploads.default_column(columns, "text", 0))
+    c2.selectbox("Label column", columns, key="data_label_col",
+                 index=uploads.default_column(columns, "label", 1))
+    id_options = [NO_ID, *columns]
+    lowered = [c.lower() for c in columns]
+    c3.selectbox("Id column (optional)", id_options, key="data_id_col",
+                 index=lowered.index("id") + 1 if "id" in lowered else 0)
+    st.caption(f"Preview: the first {len(rows)} rows of {upload.name}")
+    st.dataframe(pd.DataFrame(rows).astype(str), hide_index=True)
+    c1, c2 = st.columns([3, 1])
+    c1.text_input("Task name", value=task_name_for(upload.name), key="data_task_name")
+    c2.number_input("Seed", min_value=0, value=0, key="data_upload_seed")
+    st.text_area("Task description (optional)", key="data_description",
+                 help="What the labels mean; the teacher and the student read it.")
+    st.button("Load file", key="data_load_upload", type="primary", on_click=_load_upload,
+              args=(ws,))
+    _inline_error("upload")
+
+
+def _task_section(ws: Workspace, task: str) -> None:
+    counts = label_counts(ws, task)
+    st.subheader(f"Task: {task}")
+    cols = st.columns(len(SPLITS))
+    for col, split in zip(cols, SPLITS, strict=True):
+        col.metric(f"{split} examples", sum(counts.get(split, {}).values()))
+    long = pd.DataFrame([{"split": split, "label": label, "examples": n}
+                         for split, by_label in counts.items() for label, n in by_label.items()])
+    if not long.empty:
+        fig = px.bar(long, x="label", y="examples", color="split", barmode="group",
+                     title="Label balance per split")
+        fig.update_layout(height=340, margin={"t": 40, "b": 20})
+        st.plotly_chart(fig)
+    split = st.selectbox("Preview split", [s for s in SPLITS if s in counts] or list(SPLITS),
+                         key="data_preview_split")
+    rows = preview_rows(ws, task, split, limit=10)
+    st.dataframe(pd.DataFrame([{"id": r["ext_id"], "label": r["label"], "text": r["text"]}
+                               for r in rows]), hide_index=True)
+
+
+def main() -> None:
+    """Draw the page."""
+    st.title("Data")
+    ws, task = setup()
+    if ws is None:
+        return
+    show_flash()
+    builtin, own = st.tabs(["Built-in task", "Your CSV / JSONL"])
+    with builtin:
+        _builtin_section(ws)
+    with own:
+        _upload_section(ws)
+    st.divider()
+    if task:
+        _task_section(ws, task)
+    else:
+        st.info("No task is loaded in this workspace yet: load the demo task above to try "
+                "PLD Studio, a built-in benchmark, or your own labelled file.")
+
+
+main()

@@ -1,0 +1,193 @@
+"""Micro-instructions: run extraction in the background and browse the rules it wrote.
+
+Extraction is ``python -m pld extract`` started through :mod:`pld.jobs`: its progress comes from
+the workspace, so it survives a reload and shows in every tab. The rules table pages and filters
+in SQL (:func:`pld.pipeline.extract.list_rules` with LIMIT/OFFSET): only one page of rows is
+ever fetched, however many rules the task has.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pld import jobs
+from pld.errors import BadInput
+from pld.llm.base import ConfigError
+from pld.llm.registry import parse_model
+from pld.pipeline.extract import FLAGS, count_rules, get_rule, list_rules
+from pld.tasks.store import task_info
+from pld.ui import sidebar
+from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, show_flash
+from pld.workspace import Workspace
+
+ALL = "(all)"
+ANY_FLAG, NO_FLAG = "any flag", "no flag"
+PAGE_SIZES = (25, 50, 100)
+
+
+def _start(ws: Workspace, task: str, teacher: str) -> None:
+    args = ["extract", task, "--teacher", teacher]
+    limit = int(st.session_state.get("x_limit") or 0)
+    concurrency = int(st.session_state.get("x_concurrency") or 0)
+    if limit:
+        args += ["--limit", str(limit)]
+    if concurrency:
+        args += ["--concurrency", str(concurrency)]
+    try:
+        job = jobs.start(ws, args)
+    except (BadInput, OSError) as e:
+        flash("error", f"Could not start extraction: {e}")
+    else:
+        flash("success", f"Extraction started in the background ({job.describe()}).")
+
+
+def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
+    teacher = sidebar.model("teacher")
+    with st.expander("Extract micro-instructions", expanded=n_rules == 0):
+        st.write(f"The teacher `{teacher}` writes one reasoning trace and one general, "
+                 "checkable rule per training example. Examples that already have a rule are "
+                 "skipped, so starting again resumes an interrupted run; failed ones are retried.")
+        c1, c2 = st.columns(2)
+        c1.number_input("Training examples (0 = all)", min_value=0, value=0, step=10,
+                        key="x_limit")
+        c2.number_input("Parallel calls (0 = default: 1 local, 8 remote)", min_value=0,
+                        max_value=64, value=0, key="x_concurrency")
+        problem = running_caption(ws, task, "extract")
+        try:
+            parse_model(teacher)
+        except ConfigError as e:
+            problem = f"Teacher model: {e}"
+        st.button("Start extraction", key="x_start", type="primary", disabled=problem is not None,
+                  on_click=_start, args=(ws, task, teacher),
+                  help="Runs `python -m pld extract` in the background.")
+        if problem and "is running" not in problem:
+            st.caption(problem)
+        jobs_panel(ws, task, "extract")
+
+
+def _filters(labels: list[str]) -> dict[str, Any]:
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+    search = c1.text_input("Search rule, reasoning or error", key="x_search")
+    label = c2.selectbox("Gold label", [ALL, *labels], key="x_label")
+    status = c3.selectbox("Status", [ALL, "ok", "failed"], key="x_status")
+    flag = c4.selectbox("Flags", [ALL, ANY_FLAG, NO_FLAG, *FLAGS], key="x_flag",
+                        help="Heuristic warnings for reviewers: "
+                             + "; ".join(f"{k}: {v}" for k, v in FLAGS.items()))
+    flagged: bool | str | None = {ALL: None, ANY_FLAG: True, NO_FLAG: False}.get(flag, flag)
+    return {"search": search.strip() or None, "label": None if label == ALL else label,
+            "status": None if status == ALL else status, "flagged": flagged}
+
+
+def _table(rows: list[dict[str, Any]]) -> int | None:
+    """Draw one page of rules; return the id of a row the reviewer just selected, if any."""
+    df = pd.DataFrame([{
+        "id": r["id"], "gold label": r["label"], "status": r["status"],
+        "rule": r["rule"] if r["status"] == "ok" else f"(failed) {r['error'] or ''}",
+        "flags": ", ".join(r["flags"]), "example": r["example_text"],
+    } for r in rows])
+    event = st.dataframe(df, hide_index=True, key="x_table", on_select="rerun",
+                         selection_mode="single-row",
+                         column_config={"rule": st.column_config.TextColumn(width="large"),
+                                        "example": st.column_config.TextColumn(width="medium")})
+    selected = list(event.selection.rows) if event is not None else []
+    if not selected:
+        return None
+    return int(rows[selected[0]]["id"])
+
+
+def _detail(ws: Workspace, rule_id: int) -> None:
+    rule = get_rule(ws, rule_id)
+    example = rule["example"]
+    st.markdown(f"#### Rule #{rule['id']} · {rule['status']}")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Source example** "
+                    f"({example['split']} · `{example['ext_id']}` · gold **{example['label']}**)")
+        st.text(example["text"])
+    with c2:
+        if rule["status"] == "ok":
+            st.markdown("**Micro-instruction**")
+            st.info(rule["rule"])
+            st.markdown("**Teacher's reasoning**")
+            st.write(rule["reasoning"])
+        else:
+            st.markdown("**Failed**")
+            st.error(rule["error"] or "no error recorded")
+            if rule.get("raw"):
+                st.markdown("**Raw reply**")
+                st.code(rule["raw"], language=None)
+        if rule["flags"]:
+            st.warning("Flags: " + "; ".join(f"{f}: {FLAGS.get(f, '')}" for f in rule["flags"]))
+        st.caption(f"teacher `{rule['teacher']}` · run {rule['run_id']} · {rule['created_at']}")
+    call = rule.get("call")
+    with st.expander("The raw teacher call"):
+        if call is None:
+            st.write("No call is recorded for this rule.")
+        else:
+            st.caption(f"call #{call['id']} · {call['model']} · {call['input_tokens']} in / "
+                       f"{call['output_tokens']} out tokens · {call['latency_s']} s · cache hit "
+                       f"{bool(call['cache_hit'])} · attempt {call['attempt']}")
+            if call.get("system"):
+                st.markdown("System")
+                st.code(call["system"], language=None)
+            for m in call["messages"]:
+                st.markdown(m.get("role", "?"))
+                st.code(str(m.get("content", "")), language=None)
+            st.markdown("Response")
+            st.code(call["response"] or call.get("error") or "", language=None)
+            st.json(call["params"], expanded=False)
+
+
+def _rules_section(ws: Workspace, task: str, n_rules: int) -> None:
+    st.subheader("Rules")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Rules", n_rules)
+    c2.metric("Failed", count_rules(ws, task, status="failed"))
+    c3.metric("Flagged", count_rules(ws, task, status="ok", flagged=True))
+    if not n_rules:
+        st.info("No micro-instructions yet: start an extraction above.")
+        return
+    filters = _filters(task_info(ws, task).labels)
+    n = count_rules(ws, task, **filters)
+    size = st.selectbox("Rows per page", PAGE_SIZES, index=1, key="x_page_size")
+    pages = max(1, math.ceil(n / size))
+    page = min(int(st.session_state.get("x_page") or 1), pages)
+    rows = list_rules(ws, task, **filters, limit=size, offset=(page - 1) * size)
+    if not rows:
+        st.info("No rule matches these filters.")
+        return
+    st.caption(f"Rules {(page - 1) * size + 1:,}–{(page - 1) * size + len(rows):,} of {n:,} "
+               "matching")
+    picked = _table(rows)
+    st.pagination(pages, default=page, key="x_page")
+    ids = [int(r["id"]) for r in rows]
+    # A newly selected table row opens that rule (the selectbox can still pick another one).
+    if picked is not None and picked != st.session_state.get("x_last_pick"):
+        st.session_state["x_open"] = picked
+    st.session_state["x_last_pick"] = picked
+    if st.session_state.get("x_open") not in ids:
+        st.session_state["x_open"] = ids[0]
+    text = {int(r["id"]): (r["rule"] or r["error"] or "")[:90] for r in rows}
+    rule_id = st.selectbox("Open a rule", ids, key="x_open",
+                           format_func=lambda i: f"#{i} · {text[i]}")
+    _detail(ws, int(rule_id))
+
+
+def main() -> None:
+    """Draw the page."""
+    st.title("Micro-instructions")
+    ws, task = setup()
+    if ws is None or not need_task(task):
+        return
+    assert task is not None
+    show_flash()
+    n_rules = count_rules(ws, task)
+    _run_section(ws, task, n_rules)
+    _rules_section(ws, task, n_rules)
+
+
+main()

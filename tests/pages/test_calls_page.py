@@ -1,0 +1,111 @@
+"""The Calls page: totals, filters by stage/model/errors, paging, and one call in full."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pld.llm import calls
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pages.conftest import Populated
+
+OpenPage = Callable[..., AppTest]
+
+
+def _texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _log(at: AppTest) -> Any:
+    """The call-log table (the one with an ``attempt`` column)."""
+    return next(d.value for d in at.dataframe if "attempt" in d.value.columns)
+
+
+@pytest.fixture
+def logged(populated_ws: Populated, fake_openai: FakeOpenAI) -> tuple[Populated, str]:
+    """``populated_ws`` (extract calls of local/default) plus real calls to the fake server:
+    two answered ``consolidate`` calls, a cache hit, and an ``ask`` whose answer is not one of
+    the choices (logged with an error, then re-asked)."""
+    model = fake_openai.model_string("judge")
+    fake_openai.responder = lambda body: f"echo: {body['messages'][-1]['content']}"
+    with populated_ws.open() as ws:
+        for text in ("merge these rules", "merge those rules", "merge these rules"):
+            calls.complete(ws, model, [{"role": "user", "content": text}],
+                           system="You merge rules.", stage="consolidate")
+        calls.complete(ws, model, [{"role": "user", "content": "yes or no?"}],
+                       choices=["yes", "no"], stage="ask")
+    return populated_ws, model
+
+
+def test_empty_workspace_has_no_calls(open_page: OpenPage) -> None:
+    at = open_page("calls")
+    at.run()
+    assert not at.exception
+    assert "No LLM call in this workspace yet" in _texts(at.info)
+    assert at.metric[0].value == "0"
+
+
+def test_totals_and_groups(open_page: OpenPage, logged: tuple[Populated, str]) -> None:
+    pop, model = logged
+    at = open_page("calls")
+    at.run()
+    assert not at.exception
+    with pop.open() as ws:
+        total = calls.summarize_calls(ws)["total"]
+    assert [m.value for m in at.metric[:3]] == [
+        str(total["calls"]), str(total["cache_hits"]), str(total["errors"])]
+    assert total["cache_hits"] == 1 and total["errors"] >= 1
+    groups = next(d.value for d in at.dataframe if "cost $" in d.value.columns
+                  and "stage" in d.value.columns and "attempt" not in d.value.columns)
+    assert set(zip(groups["model"], groups["stage"], strict=True)) == {
+        ("local/default", "extract"), (model, "consolidate"), (model, "ask")}
+
+
+def test_filters_and_paging(open_page: OpenPage, logged: tuple[Populated, str]) -> None:
+    pop, model = logged
+    at = open_page("calls")
+    at.run()
+    with pop.open() as ws:
+        n_all = calls.summarize_calls(ws)["total"]["calls"]
+    assert len(_log(at)) == min(25, n_all)
+    assert "more on the next page" in _texts(at.caption)
+    at.number_input(key="k_page").set_value(2).run()
+    assert not at.exception
+    assert len(_log(at)) == min(25, n_all - 25)
+
+    at.number_input(key="k_page").set_value(1)
+    at.selectbox(key="k_stage").set_value("consolidate").run()
+    assert not at.exception
+    table = _log(at)
+    assert set(table["stage"]) == {"consolidate"} and len(table) == 3
+    assert list(table["cache hit"]) == [True, False, False]  # newest first
+
+    at.selectbox(key="k_stage").set_value("(all)")
+    at.selectbox(key="k_model").set_value(model)
+    at.checkbox(key="k_errors").check().run()
+    table = _log(at)
+    assert set(table["stage"]) == {"ask"} and all(table["error"].str.contains("not in choices"))
+
+    at.selectbox(key="k_model").set_value("local/default").run()
+    assert "No call matches these filters." in _texts(at.info)
+
+
+def test_a_call_in_full(open_page: OpenPage, logged: tuple[Populated, str]) -> None:
+    pop, _model = logged
+    at = open_page("calls")
+    at.run()
+    at.selectbox(key="k_stage").set_value("consolidate").run()
+    with pop.open() as ws:
+        rows = calls.list_calls(ws, stage="consolidate")
+    oldest = rows[-1]
+    at.selectbox(key="k_call").set_value(oldest["id"]).run()
+    assert not at.exception
+    shown = [c.value for c in at.code]
+    assert shown == ["You merge rules.", "merge these rules", "echo: merge these rules"]
+    assert f"Call #{oldest['id']}" in _texts(at.caption)
+    # A call with an error shows it.
+    at.selectbox(key="k_stage").set_value("ask").run()
+    assert "answer not in choices" in _texts(at.error)

@@ -1,0 +1,190 @@
+"""The Clusters page: start clustering as a job, inspect, accept and edit clusterings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from pld import jobs
+from pld.pipeline.cluster import cluster_summary, get_clustering, members
+from pld.tasks import load_task
+from pld.workspace import open_workspace
+from tests.pages.conftest import Populated, connect
+
+
+def _metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _open_proposed(open_page: Callable[..., AppTest], p: Populated,
+                   reviewer: str = "ana") -> AppTest:
+    at = open_page("clusters", task=p.task, reviewer=reviewer).run()
+    at.selectbox(key="c_clustering").set_value(p.proposed_clustering).run()
+    assert not at.exception
+    return at
+
+
+def _reviews(p: Populated) -> list[dict[str, object]]:
+    with connect(p.path) as ws:
+        return ws.query("SELECT who, action FROM reviews WHERE entity = 'clustering' "
+                        "ORDER BY id")
+
+
+def test_empty_workspace_says_what_to_do(open_page: Callable[..., AppTest]) -> None:
+    at = open_page("clusters").run()
+    assert not at.exception
+    assert any("No task" in i.value for i in at.info)
+
+
+def test_task_without_rules_cannot_start(open_page: Callable[..., AppTest], app_ws: Path) -> None:
+    with open_workspace(app_ws) as ws:
+        load_task(ws, "demo")
+    at = open_page("clusters", task="demo").run()
+    assert not at.exception
+    assert at.button(key="c_start").disabled
+    assert any("No clustering yet" in i.value for i in at.info)
+
+
+def test_populated_shows_current_clustering(open_page: Callable[..., AppTest],
+                                            populated_ws: Populated) -> None:
+    at = open_page("clusters", task="demo").run()
+    assert not at.exception
+    assert at.selectbox(key="c_clustering").value == populated_ws.accepted_clustering
+    assert _metrics(at) == {"Clusters": "4", "Noise share": "0.0%", "Silhouette": "0.61",
+                            "Rules": "48"}
+    assert any("Accepted by ana" in s.value for s in at.success)
+    summary = next(d for d in at.dataframe if d.key == "c_summary").value
+    assert len(summary) == 5 and list(summary["cluster"])[-1] == "noise"
+    assert list(summary["keywords"])[0] == "unauthorised, scam, card"
+    fig = at.get("plotly_chart")[0].proto.spec
+    assert '"hovertemplate"' in fig and "gold label" in fig
+    # Members of the first cluster are listed.
+    first = populated_ws.cluster_ids[populated_ws.accepted_clustering][0]
+    shown = next(d for d in at.dataframe if d.key == "c_members").value
+    with connect(populated_ws.path) as ws:
+        expected = [r["id"] for r in members(ws, populated_ws.accepted_clustering, first)]
+    assert list(shown["rule id"]) == expected
+
+
+def test_proposed_clustering_shows_noise_then_is_accepted(open_page: Callable[..., AppTest],
+                                                          populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    assert _metrics(at)["Noise share"] == "4.2%"
+    at.button(key="c_accept").click().run()
+    assert not at.exception
+    assert any("accepted by ana" in s.value for s in at.success)
+    with connect(populated_ws.path) as ws:
+        assert get_clustering(ws, populated_ws.proposed_clustering)["accepted_by"] == "ana"
+        assert get_clustering(ws, populated_ws.accepted_clustering)["status"] == "superseded"
+    assert _reviews(populated_ws)[-1] == {"who": "ana", "action": "accept"}
+
+
+def test_accept_without_reviewer_is_refused_clearly(open_page: Callable[..., AppTest],
+                                                    populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws, reviewer="")
+    assert any("enter your name" in w.value for w in at.warning)
+    at.button(key="c_accept").click().run()
+    assert any(e.value.startswith("Cannot accept: Nobody is identified") for e in at.error)
+    with connect(populated_ws.path) as ws:
+        assert get_clustering(ws, populated_ws.proposed_clustering)["status"] == "proposed"
+    assert _reviews(populated_ws) == []
+
+
+def test_rename_cluster(open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    cid = populated_ws.cluster_ids[populated_ws.proposed_clustering][1]
+    at.selectbox(key="c_cluster").set_value(cid).run()
+    at.text_input(key=f"c_name_{cid}").input("Data-protection rights").run()
+    at.button(key="c_rename").click().run()
+    assert not at.exception and not at.error
+    with connect(populated_ws.path) as ws:
+        names = {s["id"]: s["name"] for s in cluster_summary(ws, populated_ws.proposed_clustering)}
+    assert names[cid] == "Data-protection rights"
+    assert _reviews(populated_ws)[-1] == {"who": "ana", "action": "rename_cluster"}
+
+
+def test_merge_two_clusters(open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    a, b = populated_ws.cluster_ids[populated_ws.proposed_clustering][2:4]
+    with connect(populated_ws.path) as ws:
+        before = {s["id"]: s["size"] for s in cluster_summary(ws, populated_ws.proposed_clustering)}
+    at.selectbox(key="c_cluster").set_value(a).run()
+    at.selectbox(key="c_merge_with").set_value(b).run()
+    at.button(key="c_merge").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    with connect(populated_ws.path) as ws:
+        summary = {s["id"]: s for s in cluster_summary(ws, populated_ws.proposed_clustering)}
+        assert b not in summary and summary[a]["size"] == before[a] + before[b]
+        assert get_clustering(ws, populated_ws.proposed_clustering)["metrics"]["n_clusters"] == 3
+    assert _metrics(at)["Clusters"] == "3"
+    assert _reviews(populated_ws)[-1] == {"who": "ana", "action": "merge_clusters"}
+
+
+def test_send_rules_to_noise_and_back(open_page: Callable[..., AppTest],
+                                      populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    cid = populated_ws.cluster_ids[populated_ws.proposed_clustering][0]
+    at.selectbox(key="c_cluster").set_value(cid).run()
+    rule = at.multiselect(key="c_move_rules").options[0]
+    rule_id = int(rule.lstrip("#"))
+    at.multiselect(key="c_move_rules").select(rule_id)
+    at.selectbox(key="c_move_to").set_value(None).run()
+    at.button(key="c_move").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert _member_cluster(populated_ws, rule_id) is None
+    assert _metrics(at)["Noise share"] == "6.2%"
+    # Back from noise into its cluster.
+    at.selectbox(key="c_cluster").set_value(None).run()
+    at.multiselect(key="c_move_rules").select(rule_id)
+    at.selectbox(key="c_move_to").set_value(cid).run()
+    at.button(key="c_move").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert _member_cluster(populated_ws, rule_id) == cid
+
+
+def _member_cluster(p: Populated, rule_id: int) -> int | None:
+    with connect(p.path) as ws:
+        return ws.query("SELECT cluster_id FROM cluster_members WHERE clustering_id = ? AND "
+                        "rule_id = ?", [p.proposed_clustering, rule_id])[0]["cluster_id"]
+
+
+def test_split_cluster(open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    cid = populated_ws.cluster_ids[populated_ws.proposed_clustering][0]
+    at.selectbox(key="c_cluster").set_value(cid).run()
+    at.number_input(key="c_split_k").set_value(2)
+    at.button(key="c_split").click().run()
+    assert not at.error, [e.value for e in at.error]
+    assert _metrics(at)["Clusters"] == "5"
+
+
+def test_structural_edit_of_clustering_with_heuristics_is_refused(
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    at = open_page("clusters", task="demo", reviewer="ana").run()
+    a, b = populated_ws.cluster_ids[populated_ws.accepted_clustering][:2]
+    at.selectbox(key="c_merge_with").set_value(b).run()
+    at.button(key="c_merge").click().run()
+    assert any("already has heuristics" in e.value for e in at.error)
+    with connect(populated_ws.path) as ws:
+        assert len(cluster_summary(ws, populated_ws.accepted_clustering)) == 5
+    assert a != b
+
+
+def test_start_clustering_launches_a_job(open_page: Callable[..., AppTest],
+                                         populated_ws: Populated) -> None:
+    at = open_page("clusters", task="demo").run()
+    at.selectbox(key="c_method").set_value("dbscan").run()
+    at.checkbox(key="c_eps_auto").uncheck()
+    at.number_input(key="c_eps").set_value(0.35)
+    at.number_input(key="c_min_samples").set_value(4)
+    at.button(key="c_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    launched = jobs.list_jobs(populated_ws.path, "demo", "cluster")
+    assert len(launched) == 1
+    assert launched[0].args == ["cluster", "demo", "--method", "dbscan", "--eps", "0.35",
+                                "--min-samples", "4"]
+    assert any("Clustering started" in s.value for s in at.success)
+    with connect(populated_ws.path) as ws:
+        jobs.cancel(ws, launched[0])

@@ -1,0 +1,119 @@
+"""The Evaluate page: stored scores with CI, per-label table and confusion matrix, comparing
+two evaluations, and running one in the background."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+from pld import jobs
+from pld.pipeline import evaluate
+from pld.tasks import load_task
+from pld.workspace import open_workspace
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pages.conftest import Populated
+
+OpenPage = Callable[..., AppTest]
+
+
+def _texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _frame(at: AppTest, column: str) -> Any:
+    """The first dataframe on the page with ``column`` (the jobs panel has its own)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _evaluations(pop: Populated) -> list[dict[str, Any]]:
+    with pop.open() as ws:
+        return evaluate.list_evaluations(ws, pop.task)
+
+
+def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
+    at = open_page("evaluate")
+    at.run()
+    assert not at.exception
+    assert "No task is loaded" in _texts(at.info)
+
+
+def test_task_without_evaluations_offers_only_baselines(open_page: OpenPage,
+                                                        app_ws: Path) -> None:
+    with open_workspace(app_ws) as ws:
+        load_task(ws, "demo")
+    at = open_page("evaluate", task="demo")
+    at.run()
+    assert not at.exception
+    assert "No evaluation of task demo yet" in _texts(at.info)
+    assert at.radio(key="e_method").options == ["Zero-shot baseline", "Few-shot baseline"]
+
+
+def test_scores_of_the_latest_evaluation(open_page: OpenPage, populated_ws: Populated) -> None:
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    assert not at.exception
+    evals = _evaluations(populated_ws)
+    table = _frame(at, "macro-F1")
+    assert list(table["id"]) == [e["id"] for e in reversed(evals)]
+    latest = evals[-1]["metrics"]
+    assert at.metric[0].value == f"{latest['macro_f1']:.3f}"
+    lo, hi = latest["ci"]["macro_f1"]
+    assert f"Macro-F1 95% CI [{lo:.3f}, {hi:.3f}]" in _texts(at.caption)
+    per_label = _frame(at, "recall")
+    assert list(per_label["label"]) == populated_ws.labels
+    assert list(per_label["support"]) == [latest["per_label"][lab]["support"]
+                                          for lab in populated_ws.labels]
+    assert len(at.get("plotly_chart")) == 1  # the confusion matrix
+    # Choosing the other evaluation shows its scores.
+    first = evals[0]
+    at.selectbox(key="e_selected").set_value(first["id"]).run()
+    assert at.metric[0].value == f"{first['metrics']['macro_f1']:.3f}"
+
+
+def test_compare_two_evaluations(open_page: OpenPage, populated_ws: Populated) -> None:
+    a, b = populated_ws.evaluation_ids
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    assert (at.selectbox(key="e_cmp_a").value, at.selectbox(key="e_cmp_b").value) == (a, b)
+    assert not at.exception
+    with populated_ws.open() as ws:
+        cmp = evaluate.compare(ws, a, b)
+    assert f"macro-F1 **{cmp['delta_macro_f1']:+.3f}**" in _texts(at.markdown)
+    assert f"Broken by B (right → wrong)** ({len(cmp['right_to_wrong'])})" in _texts(at.markdown)
+    fixed = _frame(at, "example")
+    assert sorted(fixed["example"]) in (sorted(cmp["wrong_to_right"]),
+                                        sorted(cmp["right_to_wrong"]))
+    assert cmp["diff"] in [c.value for c in at.code]
+    at.selectbox(key="e_cmp_b").set_value(a).run()
+    assert "Choose two different evaluations." in _texts(at.info)
+
+
+def test_run_a_baseline_in_the_background(open_page: OpenPage, populated_ws: Populated,
+                                          fake_openai: FakeOpenAI) -> None:
+    fake_openai.responder = lambda body: "routine"
+    model = fake_openai.model_string("student")
+    at = open_page("evaluate", task=populated_ws.task, student=model)
+    at.run()
+    at.radio(key="e_method").set_value("Zero-shot baseline").run()
+    at.number_input(key="e_limit").set_value(4).run()
+    at.button(key="e_run").click().run()
+    assert not at.exception
+    assert "Evaluation started" in _texts(at.success)
+    with populated_ws.open() as ws:
+        [job] = jobs.list_jobs(ws, populated_ws.task, "eval")
+        assert job.args == ["eval", populated_ws.task, "--student", model, "--split", "test",
+                            "--zero-shot", "--limit", "4"]
+        for _ in range(600):  # the child process imports pld and makes four fake calls
+            if jobs.job_status(ws, job) != "running":
+                break
+            time.sleep(0.2)
+        assert jobs.job_status(ws, job) == "done", jobs.job_log(job)
+    new = _evaluations(populated_ws)[-1]
+    assert (new["method"], new["student"], new["n"]) == ("zero-shot", model, 4)
+    at.run()
+    assert not at.exception
+    assert new["id"] in list(_frame(at, "macro-F1")["id"])

@@ -1,0 +1,96 @@
+"""The Export page: preview and write an approved prompt version; refuse one whose heuristics
+are no longer approved, with the reason and nothing to download."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+from pld import review
+from pld.pipeline import student
+from pld.tasks import load_task
+from pld.workspace import open_workspace
+from tests.pages.conftest import Populated
+
+OpenPage = Callable[..., AppTest]
+
+
+def _texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
+    at = open_page("export")
+    at.run()
+    assert not at.exception
+    assert "No task is loaded" in _texts(at.info)
+
+
+def test_task_without_prompt_versions(open_page: OpenPage, app_ws: Path) -> None:
+    with open_workspace(app_ws) as ws:
+        load_task(ws, "demo")
+    at = open_page("export", task="demo")
+    at.run()
+    assert not at.exception
+    assert "has no prompt version yet" in _texts(at.info)
+    assert at.button(key="x_build").disabled  # nothing approved to build from
+
+
+def test_preview_download_and_write(open_page: OpenPage, populated_ws: Populated,
+                                    tmp_path: Path) -> None:
+    with populated_ws.open() as ws:
+        prompt = student.get_prompt(ws, populated_ws.task, populated_ws.prompt_version)
+    at = open_page("export", task=populated_ws.task)
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="x_version").value == prompt.version
+    assert prompt.text in [c.value for c in at.code]
+    assert f"sha256 {prompt.sha256}" in _texts(at.caption)
+    assert not at.error
+    assert not any(b.disabled for b in at.download_button)
+    assert not at.button(key="x_write").disabled
+    out = tmp_path / "out"
+    at.text_input(key="x_out").input(str(out))
+    at.button(key="x_write").click().run()
+    assert not at.exception
+    assert "Wrote" in _texts(at.success)
+    assert (out / "prompt.md").read_bytes() == prompt.text.encode("utf-8")
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["prompt_sha256"] == prompt.sha256
+    assert [h["id"] for h in manifest["heuristics"]] == populated_ws.approved_heuristic_ids
+    assert {h["approved_by"] for h in manifest["heuristics"]} == {"bea"}
+
+
+def test_refused_when_a_heuristic_is_no_longer_approved(open_page: OpenPage,
+                                                        populated_ws: Populated) -> None:
+    hid = populated_ws.approved_heuristic_ids[0]
+    with populated_ws.open() as ws:
+        review.reject(ws, hid, "carl", comment="misleads the student")
+    at = open_page("export", task=populated_ws.task)
+    at.run()
+    assert not at.exception
+    errors = _texts(at.error)
+    assert "Refused" in errors and f"heuristic {hid}: status is rejected" in errors
+    assert all(b.disabled for b in at.download_button)
+    assert at.button(key="x_write").disabled
+    assert "No manifest" in _texts(at.caption)
+
+
+def test_build_a_new_version_after_approving(open_page: OpenPage,
+                                             populated_ws: Populated) -> None:
+    draft = populated_ws.heuristic_ids[3]
+    with populated_ws.open() as ws:
+        review.approve(ws, draft, "bea")
+    at = open_page("export", task=populated_ws.task, reviewer="ana")
+    at.run()
+    at.button(key="x_build").click().run()
+    assert not at.exception
+    assert "Prompt v2 holds 4 approved heuristics." in _texts(at.success)
+    assert at.selectbox(key="x_version").value == 2
+    with populated_ws.open() as ws:
+        assert student.get_prompt(ws, populated_ws.task, 2).heuristic_ids == [
+            *populated_ws.approved_heuristic_ids, draft]

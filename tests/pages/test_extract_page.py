@@ -1,0 +1,166 @@
+"""The Micro-instructions page: start extraction as a job, page/filter/open the rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pld import jobs
+from pld.tasks.store import Example, save_task
+from pld.workspace import dumps, now, open_workspace
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pages.conftest import Populated, connect
+
+N_BIG = 10_000
+
+
+def _table(at: AppTest) -> pd.DataFrame:
+    tables = [d for d in at.dataframe if d.key == "x_table"]
+    assert len(tables) == 1
+    return tables[0].value
+
+
+@pytest.fixture
+def big_ws(app_ws: Path) -> Path:
+    """A workspace with one task of 10,000 training examples, each with an ok rule."""
+    ws = open_workspace(app_ws)
+    save_task(ws, name="big", kind="custom", labels=["no", "yes"], description="", source="",
+              params={}, examples=(Example(f"e{i}", "train", f"example {i}",
+                                           "yes" if i % 3 == 0 else "no", {})
+                                   for i in range(N_BIG)))
+    ids = [r["id"] for r in ws.query("SELECT id FROM examples ORDER BY id")]
+    stamp = now()
+    with ws.write() as db:
+        db["micro_instructions"].insert_all((
+            {"task": "big", "example_id": eid, "run_id": None, "teacher": "local/default",
+             "reasoning": f"reason {i}", "rule": f"If the text says thing {i}, the label is "
+             f"{'yes' if i % 3 == 0 else 'no'}.", "label": "yes" if i % 3 == 0 else "no",
+             "status": "ok", "flags": dumps([]), "created_at": stamp}
+            for i, eid in enumerate(ids)), batch_size=1000)
+    ws.close()
+    return app_ws
+
+
+def test_empty_workspace_says_what_to_do(open_page: Callable[..., AppTest]) -> None:
+    at = open_page("extract").run()
+    assert not at.exception
+    assert any("Data" in i.value and "No task" in i.value for i in at.info)
+
+
+def test_task_without_rules_offers_extraction(open_page: Callable[..., AppTest],
+                                              app_ws: Path) -> None:
+    from pld.tasks import load_task
+
+    with open_workspace(app_ws) as ws:
+        load_task(ws, "demo")
+    at = open_page("extract", task="demo").run()
+    assert not at.exception
+    assert any("No micro-instructions yet" in i.value for i in at.info)
+    assert not at.button(key="x_start").disabled
+
+
+def test_populated_rules_and_detail(open_page: Callable[..., AppTest],
+                                    populated_ws: Populated) -> None:
+    at = open_page("extract", task="demo").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Rules": "50", "Failed": "2", "Flagged": "8"}
+    table = _table(at)
+    assert list(table["id"]) == populated_ws.rule_ids
+    # The first rule is open: its example and reasoning are shown.
+    first = populated_ws.rule_ids[0]
+    assert at.selectbox(key="x_open").value == first
+    assert any(f"Rule #{first}" in m.value for m in at.markdown)
+
+
+def test_selecting_a_table_row_opens_that_rule(open_page: Callable[..., AppTest],
+                                               populated_ws: Populated) -> None:
+    at = open_page("extract", task="demo").run()
+    at.session_state["x_table"] = {"selection": {"rows": [3], "columns": [], "cells": []}}
+    at.run()
+    assert at.selectbox(key="x_open").value == populated_ws.rule_ids[3]
+    # The selectbox can still open another rule while the row stays selected.
+    at.selectbox(key="x_open").set_value(populated_ws.rule_ids[5]).run()
+    assert at.selectbox(key="x_open").value == populated_ws.rule_ids[5]
+
+
+def test_open_failed_rule_shows_error_raw_reply_and_call(open_page: Callable[..., AppTest],
+                                                         populated_ws: Populated) -> None:
+    at = open_page("extract", task="demo").run()
+    failed = populated_ws.failed_rule_ids[0]
+    at.selectbox(key="x_open").set_value(failed).run()
+    assert not at.exception
+    assert any("invalid JSON twice" in e.value for e in at.error)
+    codes = [c.value for c in at.code]
+    assert "Sure! The rule is..." in codes  # raw reply, and again as the call's response
+    assert any(c.startswith("Example: ") for c in codes)  # the call's user message
+
+
+def test_filters_by_status_flag_and_search(open_page: Callable[..., AppTest],
+                                           populated_ws: Populated) -> None:
+    at = open_page("extract", task="demo").run()
+    at.selectbox(key="x_status").set_value("failed").run()
+    assert list(_table(at)["id"]) == populated_ws.failed_rule_ids
+    at.selectbox(key="x_status").set_value("(all)")
+    at.selectbox(key="x_flag").set_value("copies_example").run()
+    assert list(_table(at)["id"]) == populated_ws.flagged_rule_ids
+    at.selectbox(key="x_flag").set_value("(all)")
+    at.text_input(key="x_search").input("chequebook").run()
+    table = _table(at)
+    assert len(table) > 0 and all("chequebook" in r for r in table["rule"])
+
+
+def test_ten_thousand_rules_page_without_loading_all(open_page: Callable[..., AppTest],
+                                                     big_ws: Path) -> None:
+    at = open_page("extract", task="big").run()
+    assert not at.exception
+    assert at.metric[0].value == "10000"
+    first = _table(at)
+    assert len(first) == 50  # one page is all the page holds
+    assert any("Rules 1–50 of 10,000" in c.value for c in at.caption)
+    assert at.pagination[0].num_pages == N_BIG // 50
+    at.pagination[0].set_value(2).run()
+    second = _table(at)
+    assert len(second) == 50
+    assert set(first["id"]).isdisjoint(second["id"])
+    assert any("Rules 51–100 of 10,000" in c.value for c in at.caption)
+
+
+def test_filter_by_label_counts_and_pages(open_page: Callable[..., AppTest],
+                                          big_ws: Path) -> None:
+    at = open_page("extract", task="big").run()
+    at.selectbox(key="x_label").set_value("yes").run()
+    table = _table(at)
+    assert len(table) == 50 and set(table["gold label"]) == {"yes"}
+    n_yes = len([i for i in range(N_BIG) if i % 3 == 0])
+    assert any(f"of {n_yes:,} matching" in c.value for c in at.caption)
+    assert at.pagination[0].num_pages == -(-n_yes // 50)
+
+
+def test_start_launches_a_job_and_disables_start(open_page: Callable[..., AppTest],
+                                                 populated_ws: Populated,
+                                                 fake_openai: FakeOpenAI) -> None:
+    fake_openai.delay_s = 2.0
+    at = open_page("extract", task="demo", teacher=fake_openai.model_string()).run()
+    assert not at.button(key="x_start").disabled
+    at.number_input(key="x_limit").set_value(3)
+    at.number_input(key="x_concurrency").set_value(1)
+    at.button(key="x_start").click().run()
+    assert not at.exception
+    launched = jobs.list_jobs(populated_ws.path, "demo", "extract")
+    assert len(launched) == 1
+    assert launched[0].args == ["extract", "demo", "--teacher", fake_openai.model_string(),
+                                "--limit", "3", "--concurrency", "1"]
+    assert any("Extraction started" in s.value for s in at.success)
+    # The next run (or another tab) sees it running: Start is disabled, progress is shown.
+    at.run()
+    assert at.button(key="x_start").disabled
+    assert len(at.get("progress")) == 1
+    other = open_page("extract", task="demo", teacher=fake_openai.model_string()).run()
+    assert other.button(key="x_start").disabled
+    with connect(populated_ws.path) as ws:
+        assert jobs.cancel(ws, launched[0]) == "interrupted"
