@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pld.ui import sidebar
+from pld.ui import page
 
 st.set_page_config(page_title="PLD Studio", page_icon="📐", layout="wide")
 
@@ -24,5 +24,5 @@ pages = [
     st.Page("pages/calls.py", title="Calls", icon="📞"),
 ]
 nav = st.navigation(pages)
-sidebar.render()
+page.render_sidebar()
 nav.run()

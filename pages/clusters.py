@@ -25,6 +25,7 @@ from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, sh
 from pld.workspace import Workspace
 
 NOISE_LABEL = "noise"
+NOISE_ID = -1  # the noise "cluster" in selectboxes (clusters.id is positive; None means unset)
 NO_REVIEWER = ("Nobody is identified: enter your name as Reviewer in the sidebar (or log in) "
                "to accept or edit a clustering; every change is recorded under that name.")
 
@@ -86,11 +87,14 @@ def _rename(ws: Workspace, cluster_id: int) -> None:
 
 def _move(ws: Workspace, clustering_id: int) -> None:
     rule_ids = [int(r) for r in st.session_state.get("c_move_rules") or []]
-    target = st.session_state.get("c_move_to")
+    chosen = st.session_state.get("c_move_to")
+    target = None if chosen in (None, NOISE_ID) else int(chosen)
 
     def run(who: str) -> str:
         if not rule_ids:
             raise BadInput("choose at least one rule to move")
+        if chosen is None:
+            raise BadInput("choose where to move the rules")
         for rule_id in rule_ids:
             clu.move_rule(ws, clustering_id, rule_id, target, who)
         where = NOISE_LABEL if target is None else f"cluster {target}"
@@ -199,16 +203,22 @@ def _overview(ws: Workspace, c: dict[str, Any], who: str) -> None:
         st.caption("Superseded by a clustering accepted later; kept for comparison.")
 
 
-def _names(summary: list[dict[str, Any]]) -> dict[int | None, str]:
-    return {s["id"]: (NOISE_LABEL if s["noise"] else f"{s['id']}: {s['name']}") for s in summary}
+def _option(entry: dict[str, Any]) -> int:
+    return NOISE_ID if entry["noise"] else int(entry["id"])
 
 
-def _scatter(ws: Workspace, clustering_id: int, names: dict[int | None, str]) -> None:
+def _names(summary: list[dict[str, Any]]) -> dict[int, str]:
+    return {_option(s): (NOISE_LABEL if s["noise"] else f"{s['id']}: {s['name']}")
+            for s in summary}
+
+
+def _scatter(ws: Workspace, clustering_id: int, names: dict[int, str]) -> None:
     pts = clu.points(ws, clustering_id)
     if not pts:
         return
     df = pd.DataFrame([{
-        "x": p["x"], "y": p["y"], "cluster": names.get(p["cluster_id"], str(p["cluster_id"])),
+        "x": p["x"], "y": p["y"],
+        "cluster": names[NOISE_ID if p["cluster_id"] is None else p["cluster_id"]],
         "rule": p["rule"], "gold label": p["gold_label"], "rule id": p["id"],
     } for p in pts])
     order = [n for n in names.values() if n != NOISE_LABEL] + [NOISE_LABEL]
@@ -224,7 +234,7 @@ def _scatter(ws: Workspace, clustering_id: int, names: dict[int | None, str]) ->
 
 def _summary_table(summary: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
-        "cluster": NOISE_LABEL if s["noise"] else s["id"], "name": s["name"], "size": s["size"],
+        "cluster": NOISE_LABEL if s["noise"] else str(s["id"]), "name": s["name"], "size": s["size"],
         "keywords": ", ".join(s["keywords"]),
         "label mix": ", ".join(f"{k} {v}" for k, v in s["labels"].items()),
     } for s in summary]), hide_index=True, key="c_summary")
@@ -237,16 +247,16 @@ def _keep_valid(key: str, options: list[Any]) -> None:
 
 
 def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, Any]],
-                    names: dict[int | None, str]) -> None:
-    sizes = {s["id"]: s["size"] for s in summary}
+                    names: dict[int, str]) -> None:
+    sizes = {_option(s): s["size"] for s in summary}
     options = list(sizes)
     _keep_valid("c_cluster", options)
     cid = st.selectbox("Cluster", options, key="c_cluster",
                        format_func=lambda i: f"{names[i]} ({sizes[i]} rules)")
-    entry = next(s for s in summary if s["id"] == cid)
+    entry = next(s for s in summary if _option(s) == cid)
     if entry["keywords"]:
         st.caption("Keywords (c-TF-IDF): " + ", ".join(entry["keywords"]))
-    rows = clu.members(ws, c["id"], cid)
+    rows = clu.members(ws, c["id"], None if cid == NOISE_ID else cid)
     st.dataframe(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
                                 "rule": r["rule"]} for r in rows]),
                  hide_index=True, key="c_members",
@@ -255,7 +265,7 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
         return
     st.markdown("##### Edit")
     others = [o for o in options if o != cid]
-    if cid is not None:
+    if cid != NOISE_ID:
         c1, c2 = st.columns([3, 1])
         c1.text_input("New name", value=entry["name"], key=f"c_name_{cid}")
         c2.button("Rename", key="c_rename", on_click=_rename, args=(ws, cid))
@@ -266,9 +276,9 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
     c2.selectbox("Move to", others, key="c_move_to", format_func=lambda i: names[i])
     c3.button("Move", key="c_move", on_click=_move, args=(ws, c["id"]),
               help="Send rules to another cluster, to noise, or back from noise.")
-    if cid is None:
+    if cid == NOISE_ID:
         return
-    merge_targets = [o for o in others if o is not None]
+    merge_targets = [o for o in others if o != NOISE_ID]
     _keep_valid("c_merge_with", merge_targets)
     c1, c2 = st.columns([3, 1])
     c1.selectbox("Merge into this cluster", merge_targets, key="c_merge_with",

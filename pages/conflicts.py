@@ -18,8 +18,6 @@ from pld.workspace import Workspace
 PAGE_SIZE = 10
 
 
-
-
 def _label(value: str | None) -> str:
     return value if value is not None else "(no valid label)"
 

@@ -19,8 +19,6 @@ from pld.workspace import Workspace
 VERSION, ZERO, FEW = "Prompt version", "Zero-shot baseline", "Few-shot baseline"
 
 
-
-
 def _eval_args(task: str, model: str) -> list[str]:
     """The ``eval`` command line for the choices made in the run form."""
     method = st.session_state.get("e_method") or VERSION

@@ -321,7 +321,7 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
     ws = _ws(ctx)
     cid = clustering.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
                              k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
-                             seed=seed, on_progress=_Progress("embed"))
+                             seed=seed, on_progress=_Progress("cluster"))
     if accept_as:
         clustering.accept_clustering(ws, cid, accept_as)
     row = ws.query("SELECT * FROM clusterings WHERE id = ?", [cid])[0]

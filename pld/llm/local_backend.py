@@ -146,6 +146,10 @@ class LocalBackend:
         """Load ``slot`` if needed; the caller holds ``slot.lock``."""
         if slot.llm is not None:
             return slot.llm
+        # The wheel's OpenMP threads spin while waiting by default; on a small, busy CPU a
+        # spinning thread starves the one it waits for (a 16-token answer went from ~4 s to
+        # 15-25 s). libgomp reads this once, when llama_cpp first loads it.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             from llama_cpp import Llama
         except ImportError as err:

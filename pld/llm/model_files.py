@@ -153,6 +153,7 @@ def join_parts(parts: Sequence[Path], out: Path, *, size: int, sha256: str) -> P
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the weights are no secret
         digest = hashlib.sha256()
         written = 0
         with os.fdopen(fd, "wb") as w:

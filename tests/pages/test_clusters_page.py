@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
@@ -24,6 +25,13 @@ def _open_proposed(open_page: Callable[..., AppTest], p: Populated,
     at.selectbox(key="c_clustering").set_value(p.proposed_clustering).run()
     assert not at.exception
     return at
+
+
+def _frame(at: AppTest, column: str) -> pd.DataFrame:
+    """The one dataframe on the page with ``column`` (summary: keywords; members: rule id)."""
+    frames = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(frames) == 1
+    return frames[0]
 
 
 def _reviews(p: Populated) -> list[dict[str, object]]:
@@ -55,14 +63,14 @@ def test_populated_shows_current_clustering(open_page: Callable[..., AppTest],
     assert _metrics(at) == {"Clusters": "4", "Noise share": "0.0%", "Silhouette": "0.61",
                             "Rules": "48"}
     assert any("Accepted by ana" in s.value for s in at.success)
-    summary = next(d for d in at.dataframe if d.key == "c_summary").value
+    summary = _frame(at, "keywords")
     assert len(summary) == 5 and list(summary["cluster"])[-1] == "noise"
     assert list(summary["keywords"])[0] == "unauthorised, scam, card"
     fig = at.get("plotly_chart")[0].proto.spec
     assert '"hovertemplate"' in fig and "gold label" in fig
     # Members of the first cluster are listed.
     first = populated_ws.cluster_ids[populated_ws.accepted_clustering][0]
-    shown = next(d for d in at.dataframe if d.key == "c_members").value
+    shown = _frame(at, "rule id")
     with connect(populated_ws.path) as ws:
         expected = [r["id"] for r in members(ws, populated_ws.accepted_clustering, first)]
     assert list(shown["rule id"]) == expected
@@ -130,13 +138,13 @@ def test_send_rules_to_noise_and_back(open_page: Callable[..., AppTest],
     rule = at.multiselect(key="c_move_rules").options[0]
     rule_id = int(rule.lstrip("#"))
     at.multiselect(key="c_move_rules").select(rule_id)
-    at.selectbox(key="c_move_to").set_value(None).run()
+    at.selectbox(key="c_move_to").set_value(-1).run()
     at.button(key="c_move").click().run()
     assert not at.error, [e.value for e in at.error]
     assert _member_cluster(populated_ws, rule_id) is None
     assert _metrics(at)["Noise share"] == "6.2%"
     # Back from noise into its cluster.
-    at.selectbox(key="c_cluster").set_value(None).run()
+    at.selectbox(key="c_cluster").set_value(-1).run()
     at.multiselect(key="c_move_rules").select(rule_id)
     at.selectbox(key="c_move_to").set_value(cid).run()
     at.button(key="c_move").click().run()
@@ -176,7 +184,7 @@ def test_start_clustering_launches_a_job(open_page: Callable[..., AppTest],
                                          populated_ws: Populated) -> None:
     at = open_page("clusters", task="demo").run()
     at.selectbox(key="c_method").set_value("dbscan").run()
-    at.checkbox(key="c_eps_auto").uncheck()
+    at.checkbox(key="c_eps_auto").uncheck().run()
     at.number_input(key="c_eps").set_value(0.35)
     at.number_input(key="c_min_samples").set_value(4)
     at.button(key="c_start").click().run()

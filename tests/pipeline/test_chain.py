@@ -1,0 +1,106 @@
+"""``python -m pld run``: the whole method on the demo task, against a scripted provider.
+
+The fake OpenAI-compatible server plays teacher and student (it tells them apart by the reply
+format asked for), so the test checks the plumbing end to end through the real CLI: every stage
+runs, the export is written, a second run makes no uncached call, and evaluating the exported
+prompt reproduces the stored score. The real local model runs the same chain in
+``tests/test_run_local.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.test_cli import pld
+
+LABELS = ["escalate-fraud", "data-privacy-request", "complaint", "routine"]
+KEYWORDS = {"escalate-fraud": "fraud", "data-privacy-request": "data",
+            "complaint": "unhappy", "routine": "ordinary"}
+
+
+def _schema_keys(body: dict[str, Any]) -> set[str]:
+    fmt = body.get("response_format") or {}
+    schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    return set(schema.get("properties") or {})
+
+
+def _user(body: dict[str, Any]) -> str:
+    return [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+
+
+def scripted(body: dict[str, Any]) -> str:
+    keys = _schema_keys(body)
+    if {"reasoning", "rule"} <= keys:
+        gold = re.search(r"Gold label: (\S+)", _user(body)).group(1)  # type: ignore[union-attr]
+        return json.dumps({"reasoning": "The text shows the deciding feature.",
+                           "rule": f"If the text is about {KEYWORDS[gold]} matters, then the "
+                                   f"label is {gold}."})
+    if "heuristic" in keys:
+        found = [lab for lab in LABELS if lab in _user(body)]
+        text = " ".join(f"If the text is about {KEYWORDS[lab]} matters, the label is {lab}."
+                        for lab in found)
+        return json.dumps({"heuristic": text, "labels_covered": found})
+    if "proposals" in keys:
+        return json.dumps({"proposals": []})
+    # The student: a stable pseudo-random label, so scores are neither 0 nor 1.
+    digest = hashlib.sha256(_user(body).encode()).digest()[0]
+    return LABELS[digest % len(LABELS)]
+
+
+def _uncached_ok(ws: Path) -> int:
+    calls = json.loads(pld("calls", "--json", ws=ws).stdout)
+    return int(calls["total"]["uncached_ok"])
+
+
+def test_run_exports_and_a_second_run_makes_no_uncached_call(
+    ws_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "exported"
+    with FakeOpenAI(responder=scripted) as fake:
+        model = fake.model_string()
+        args = ["run", "demo", "--teacher", model, "--student", model,
+                "--auto-approve-as", "ci", "--method", "kmeans", "--k", "4",
+                "--iterations", "1", "--out", str(out), "--json"]
+        first = pld(*args, ws=ws_path)
+        assert first.returncode == 0, first.stderr
+        summary = json.loads(first.stdout)
+        stages = summary["stages"]
+        assert stages["extract"]["done"] == 50 and stages["extract"]["failed"] == 0
+        assert stages["cluster"]["n_clusters"] == 4
+        assert stages["approve"]["approved"] >= 1
+        assert {"zero-shot", "pld"} <= set(stages["eval"])
+        assert (out / "prompt.md").exists() and (out / "manifest.json").exists()
+        calls_after_first = _uncached_ok(ws_path)
+        requests_after_first = len(fake.requests)
+
+        second = pld(*args, ws=ws_path)
+        assert second.returncode == 0, second.stderr
+        assert _uncached_ok(ws_path) == calls_after_first
+        assert len(fake.requests) == requests_after_first
+
+        manifest = json.loads((out / "manifest.json").read_text())
+        stored = {e["method"]: e for e in manifest["evaluations"]}
+        assert "pld" in stored
+        again = pld("eval", "demo", "--student", model, "--prompt", str(out / "prompt.md"),
+                    "--json", ws=ws_path)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["metrics"]["macro_f1"] == stored["pld"]["macro_f1"]
+        assert len(fake.requests) == requests_after_first
+
+
+def test_run_without_auto_approval_stops_for_review(ws_path: Path) -> None:
+    with FakeOpenAI(responder=scripted) as fake:
+        model = fake.model_string()
+        r = pld("run", "demo", "--teacher", model, "--student", model, "--method", "kmeans",
+                "--k", "3", "--limit", "12", "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["stopped"] == "awaiting-review"
+    assert "approve" not in summary["stages"] and "eval" not in summary["stages"]
+    listed = json.loads(pld("review", "list", "demo", "--json", ws=ws_path).stdout)
+    assert listed["heuristics"] and all(h["status"] == "draft" for h in listed["heuristics"])
