@@ -234,7 +234,8 @@ def _scatter(ws: Workspace, clustering_id: int, names: dict[int, str]) -> None:
 
 def _summary_table(summary: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
-        "cluster": NOISE_LABEL if s["noise"] else str(s["id"]), "name": s["name"], "size": s["size"],
+        "cluster": NOISE_LABEL if s["noise"] else str(s["id"]), "name": s["name"],
+        "size": s["size"],
         "keywords": ", ".join(s["keywords"]),
         "label mix": ", ".join(f"{k} {v}" for k, v in s["labels"].items()),
     } for s in summary]), hide_index=True, key="c_summary")

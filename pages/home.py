@@ -8,13 +8,13 @@ import streamlit as st
 from pld.llm.local_backend import loaded_models
 from pld.overview import workspace_overview
 from pld.tasks import task_statuses
-from pld.ui import sidebar
+from pld.ui import page, sidebar
 
 st.title("PLD Studio")
 st.caption("Prompt-Level Distillation with people in the loop: a teacher writes rules, people "
            "approve them, a small student follows them.")
 
-ws = sidebar.workspace()
+ws, _task = page.setup()
 if ws is not None:
     ov = workspace_overview(ws)
     c1, c2, c3 = st.columns(3)

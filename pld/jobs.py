@@ -286,13 +286,16 @@ def job_status(ws: Workspace, job: Job) -> str:
     for status in (FAILED, INTERRUPTED):
         if status in statuses:
             return status
+    tail = job_log(job)
+    errors = [line for line in tail.splitlines() if line.startswith("error: ")]
+    if errors and "interrupted" in errors[-1]:
+        return INTERRUPTED  # the CLI's own words for SIGTERM / Ctrl-C
     child = _CHILDREN.get(job.pid)
     if child is not None and child.returncode is not None:
         if child.returncode == 0:
             return DONE
         return INTERRUPTED if child.returncode < 0 else FAILED
-    tail = job_log(job)
-    if "\nerror: " in "\n" + tail or "Traceback (most recent call last)" in tail:
+    if errors or "Traceback (most recent call last)" in tail:
         return FAILED
     return DONE
 

@@ -23,7 +23,6 @@ skipped, so a rerun makes no LLM call at all.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -33,6 +32,7 @@ from typing import Any
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
+from pld.llm.json_reply import loads_reply
 from pld.llm.registry import parse_model
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.prompts import render
@@ -164,22 +164,12 @@ def reply_schema(labels: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def strip_fences(text: str) -> str:
-    """The reply without a surrounding Markdown code fence (```json ... ```)."""
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.split("\n", 1)[1] if "\n" in body else ""
-        if body.rstrip().endswith("```"):
-            body = body.rstrip()[:-3]
-    return body.strip()
-
-
 def parse_reply(text: str) -> tuple[str, list[str]]:
     """``(heuristic, labels_covered)`` from a reply; :class:`ReplyError` naming what is wrong."""
     try:
-        data = json.loads(strip_fences(text))
-    except json.JSONDecodeError as e:
-        raise ReplyError(f"not valid JSON: {e}") from e
+        data = loads_reply(text)
+    except ValueError as e:
+        raise ReplyError(str(e)) from e
     if not isinstance(data, dict):
         raise ReplyError("expected a JSON object")
     heuristic = data.get("heuristic")

@@ -16,7 +16,6 @@ it arrives, so a kill loses only the calls in flight.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -27,6 +26,7 @@ from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError, Message
+from pld.llm.json_reply import loads_reply
 from pld.llm.registry import parse_model
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.tasks.store import TaskInfo, task_info
@@ -107,23 +107,13 @@ class _Outcome:
 
 # -- parsing and flags --------------------------------------------------------------------------
 
-_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.S)
-
-
 def parse_reply(text: str) -> dict[str, str]:
     """The ``{"reasoning", "rule"}`` object in a teacher reply; :class:`ValueError` if none.
 
     Markdown fences are stripped first; a reply with prose around one JSON object is accepted by
     reading from its first ``{`` to its last ``}``. Both keys must be non-empty strings.
     """
-    fenced = _FENCE.search(text)
-    body = (fenced.group(1) if fenced else text).strip()
-    try:
-        obj = json.loads(body)
-    except json.JSONDecodeError as err:
-        obj = _embedded_object(body)
-        if obj is None:
-            raise ValueError(f"{err.msg} (line {err.lineno}, column {err.colno})") from None
+    obj = loads_reply(text)
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     out: dict[str, str] = {}
@@ -135,17 +125,6 @@ def parse_reply(text: str) -> dict[str, str]:
             raise ValueError(f"{key!r} must be a non-empty string")
         out[key] = " ".join(value.split())
     return out
-
-
-def _embedded_object(body: str) -> Any:
-    """The JSON value between the first ``{`` and the last ``}``, or None."""
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    try:
-        return json.loads(body[start:end + 1])
-    except json.JSONDecodeError:
-        return None
 
 
 def _norm(s: str) -> str:

@@ -60,7 +60,6 @@ version, because their scores are not comparable.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -74,9 +73,9 @@ from pld import review
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
+from pld.llm.json_reply import loads_reply
 from pld.llm.registry import parse_model
 from pld.metrics import score
-from pld.pipeline.consolidate import strip_fences
 from pld.pipeline.embed import check_embedder_name, get_embedder
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.pipeline.student import (
@@ -423,9 +422,9 @@ def parse_reply(text: str) -> list[dict[str, Any]]:
     """The proposals of a reply as dicts (kind, text, rationale, evidence);
     :class:`BadReplyError` naming what is wrong."""
     try:
-        data = json.loads(strip_fences(text))
-    except json.JSONDecodeError as e:
-        raise BadReplyError(f"not valid JSON: {e}") from e
+        data = loads_reply(text)
+    except ValueError as e:
+        raise BadReplyError(str(e)) from e
     if not isinstance(data, dict) or not isinstance(data.get("proposals"), list):
         raise BadReplyError('expected a JSON object with a "proposals" list')
     out = []

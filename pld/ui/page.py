@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from pld import jobs
-from pld.pipeline.runs import FAILED, INTERRUPTED, RUNNING
+from pld.pipeline.runs import FAILED, INTERRUPTED
 from pld.ui import sidebar
 from pld.workspace import Workspace
 
@@ -77,7 +77,7 @@ def _progress_label(entry: dict[str, object]) -> str:
 def _cancel(ws: Workspace, entry: dict[str, object]) -> None:
     try:
         status = jobs.cancel(ws, entry)
-    except Exception as e:  # noqa: BLE001  # shown to the user; the page must keep working
+    except Exception as e:  # shown to the user; the page must keep working
         flash("error", f"Could not cancel pid {entry['pid']}: {e}")
     else:
         flash("warning", f"Cancelled {entry['kind']} (pid {entry['pid']}): the run is {status}; "
@@ -136,6 +136,3 @@ def running_caption(ws: Workspace, task: str, kind: str) -> str | None:
         return None
     return f"A {kind} job is running for {task} (pid {active[0]['pid']}); wait or cancel it."
 
-
-__all__ = ["FLASH_KEY", "POLL_S", "RUNNING", "SIDEBAR_FLAG", "flash", "is_busy", "jobs_panel",
-           "need_task", "render_sidebar", "running_caption", "setup", "show_flash"]

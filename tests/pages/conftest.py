@@ -30,7 +30,7 @@ from pld.pipeline.cluster import auto_name
 from pld.pipeline.student import build_prompt
 from pld.tasks import load_task
 from pld.tasks.store import examples
-from pld.workspace import Workspace, dumps, now, open_workspace
+from pld.workspace import Workspace, _Connection, dumps, now, open_workspace
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 TEACHER = "local/default"
@@ -91,8 +91,9 @@ def connect(path: Path) -> Workspace:
     SQLite locks on the file (see pld.jobs._connect); tests that look at a workspace the page
     (or a job) has open use this instead.
     """
+    # The workspace's own connection class, so that writes through ws.write() stay atomic.
     return Workspace(path, sqlite3.connect(str(path), check_same_thread=False, timeout=30,
-                                           isolation_level=None))
+                                           isolation_level=None, factory=_Connection))
 
 
 @pytest.fixture
@@ -154,7 +155,8 @@ def _build(path: Path) -> Populated:
             phrases, _ = RULE_PHRASES[ex["label"]]
             failed = i in (3, 17)
             flags = ["copies_example"] if i % 7 == 0 and not failed else []
-            rule = None if failed else f"If the message {phrases[i % 3]}, the label is {ex['label']}."
+            rule = (None if failed
+                    else f"If the message {phrases[i % 3]}, the label is {ex['label']}.")
             reasoning = None if failed else f"The message {phrases[i % 3]}."
             reply = "Sure! The rule is..." if failed else dumps(
                 {"reasoning": reasoning, "rule": rule})

@@ -65,7 +65,7 @@ def test_populated_shows_current_clustering(open_page: Callable[..., AppTest],
     assert any("Accepted by ana" in s.value for s in at.success)
     summary = _frame(at, "keywords")
     assert len(summary) == 5 and list(summary["cluster"])[-1] == "noise"
-    assert list(summary["keywords"])[0] == "unauthorised, scam, card"
+    assert summary["keywords"].iloc[0] == "unauthorised, scam, card"
     fig = at.get("plotly_chart")[0].proto.spec
     assert '"hovertemplate"' in fig and "gold label" in fig
     # Members of the first cluster are listed.

@@ -86,7 +86,8 @@ def test_bad_upload_shows_specific_error_and_adds_nothing(open_page: Callable[..
     assert not at.exception
     errors = _errors(at)
     assert len(errors) == 1
-    assert errors[0].startswith("alerts.csv line 4: field 'label': label 'biling' appears only once")
+    assert errors[0].startswith(
+        "alerts.csv line 4: field 'label': label 'biling' appears only once")
     assert "pld-upload" not in errors[0]  # the temporary folder is not shown
     assert _counts(populated_ws.path) == before
 

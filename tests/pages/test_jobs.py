@@ -14,8 +14,8 @@ from pld import jobs
 from pld.errors import BadInput
 from pld.tasks import load_task
 from pld.workspace import Workspace
-from tests.pages.conftest import connect
 from tests.fakes.openai_server import FakeOpenAI
+from tests.pages.conftest import connect
 
 T = TypeVar("T")
 GUARD_S = 120  # only so that a broken job cannot hang the suite; no test measures time
@@ -117,6 +117,14 @@ def test_second_job_of_same_kind_is_refused(ws: Workspace, ws_path: Path,
         _extract(ws_path, demo, 10)
     assert [j.id for j in jobs.list_jobs(ws_path, "demo")] == [first.id]
     assert jobs.cancel(ws, first) == "interrupted"
+
+
+def test_job_cancelled_while_starting_is_interrupted(ws: Workspace, ws_path: Path,
+                                                      demo: FakeOpenAI) -> None:
+    job = _extract(ws_path, demo, 5)
+    assert jobs.cancel(ws, job) == "interrupted"
+    assert jobs.job_status(ws, job) == "interrupted"
+    assert jobs.active_jobs(ws, "demo") == []
 
 
 def test_job_failing_before_its_run_shows_the_error(ws: Workspace, ws_path: Path,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from pld.errors import BadInput, NotReady
-from pld.pipeline.consolidate import chunks, consolidate, parse_reply, strip_fences
+from pld.pipeline.consolidate import chunks, consolidate, parse_reply
 from pld.pipeline.runs import get_run
 from pld.tasks.store import save_task
 from pld.workspace import Workspace, loads, now
@@ -290,7 +290,6 @@ def test_not_ready_and_bad_input(ws: Workspace, fake_openai: FakeOpenAI) -> None
 def test_parse_reply_and_helpers() -> None:
     assert parse_reply('```json\n{"heuristic": " h ", "labels_covered": ["a"]}\n```') \
         == ("h", ["a"])
-    assert strip_fences("```\n{}\n```") == "{}"
     for bad, why in [("[]", "JSON object"), ('{"heuristic": ""}', "non-empty"),
                      ('{"heuristic": "h", "labels_covered": "a"}', "list"), ("{", "JSON")]:
         with pytest.raises(ValueError, match=why):

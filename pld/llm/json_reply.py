@@ -1,0 +1,39 @@
+"""Reading JSON out of a model's reply, the way every teacher stage needs it.
+
+Models asked for JSON still wrap it in a Markdown fence (```json ... ```) or put a sentence
+before it; both are tolerated here, once, for all stages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.S)
+
+
+def strip_fences(text: str) -> str:
+    """The body of the first Markdown code fence in ``text``, else ``text`` stripped."""
+    m = _FENCE.search(text)
+    return (m.group(1) if m else text).strip()
+
+
+def loads_reply(text: str) -> Any:
+    """The JSON value in a reply; :class:`ValueError` with the parser's message if there is none.
+
+    Fences are stripped first; prose around one JSON object is tolerated by reading from its
+    first ``{`` to its last ``}``.
+    """
+    body = strip_fences(text)
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as err:
+        start, end = body.find("{"), body.rfind("}")
+        if 0 <= start < end:
+            try:
+                return json.loads(body[start:end + 1])
+            except json.JSONDecodeError:
+                pass
+        raise ValueError(f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+                         ) from None

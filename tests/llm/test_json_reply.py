@@ -1,0 +1,27 @@
+"""Reading JSON out of model replies: fences and surrounding prose tolerated, errors clear."""
+
+from __future__ import annotations
+
+import pytest
+
+from pld.llm.json_reply import loads_reply, strip_fences
+
+
+def test_strip_fences() -> None:
+    assert strip_fences('```json\n{"a": 1}\n```') == '{"a": 1}'
+    assert strip_fences('```\n{"a": 1}```') == '{"a": 1}'
+    assert strip_fences('  {"a": 1} ') == '{"a": 1}'
+
+
+@pytest.mark.parametrize("text", [
+    '{"a": 1}',
+    '```json\n{"a": 1}\n```',
+    'Here is the JSON you asked for:\n{"a": 1}\nHope it helps.',
+])
+def test_loads_reply_accepts_what_models_write(text: str) -> None:
+    assert loads_reply(text) == {"a": 1}
+
+
+def test_loads_reply_names_the_parse_error() -> None:
+    with pytest.raises(ValueError, match=r"not valid JSON: .*line 1"):
+        loads_reply('{"a": ')

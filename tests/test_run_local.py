@@ -1,0 +1,47 @@
+"""End to end on the real embedded model: ``run demo`` with local/default as teacher and student.
+
+A small slice (12 training rules, 8 validation and 10 test items) keeps it to a few minutes on
+two CPU cores. It checks what the issue promises a user: the run finishes, the export is written,
+a second run makes zero uncached LLM calls, and evaluating the exported prompt gives the stored
+score.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.test_cli import pld
+
+ARGS = ["run", "demo", "--teacher", "local/default", "--student", "local/default",
+        "--auto-approve-as", "ci", "--limit", "12", "--method", "kmeans", "--k", "3",
+        "--iterations", "1", "--val-limit", "8", "--test-limit", "10", "--json"]
+
+
+def test_run_demo_on_the_embedded_model(ws_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "exported"
+    first = pld(*ARGS, "--out", str(out), ws=ws_path)
+    assert first.returncode == 0, first.stderr
+    stages = json.loads(first.stdout)["stages"]
+    assert stages["extract"]["done"] + stages["extract"]["skipped"] == 12
+    assert stages["approve"]["approved"] >= 1
+    assert set(stages["eval"]) >= {"zero-shot", "pld"}
+    for ev in stages["eval"].values():
+        assert ev["n"] == 10 and 0.0 <= ev["macro_f1"] <= 1.0
+    manifest = json.loads((out / "manifest.json").read_text())
+    prompt = (out / "prompt.md").read_text(encoding="utf-8")
+    assert manifest["labels"] == ["escalate-fraud", "data-privacy-request", "complaint",
+                                  "routine"]
+    assert all(label in prompt for label in manifest["labels"])
+
+    before = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached_ok"]
+    second = pld(*ARGS, "--out", str(out), ws=ws_path)
+    assert second.returncode == 0, second.stderr
+    after = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached_ok"]
+    assert after == before, "a repeated run made uncached LLM calls"
+
+    stored = next(e for e in manifest["evaluations"] if e["method"] == "pld")
+    again = pld("eval", "demo", "--student", "local/default", "--prompt", str(out / "prompt.md"),
+                "--limit", "10", "--json", ws=ws_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["metrics"]["macro_f1"] == stored["macro_f1"]
