@@ -69,12 +69,20 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
         jobs_panel(ws, task, "extract")
 
 
+def _first_page() -> None:
+    # Other filters, other pages: start again from the first one.
+    st.session_state.pop("x_page", None)
+
+
 def _filters(labels: list[str]) -> dict[str, Any]:
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    search = c1.text_input("Search rule, reasoning or error", key="x_search")
-    label = c2.selectbox("Gold label", [ALL, *labels], key="x_label")
-    status = c3.selectbox("Status", [ALL, "ok", "failed"], key="x_status")
+    search = c1.text_input("Search rule, reasoning or error", key="x_search",
+                           on_change=_first_page)
+    label = c2.selectbox("Gold label", [ALL, *labels], key="x_label", on_change=_first_page)
+    status = c3.selectbox("Status", [ALL, "ok", "failed"], key="x_status",
+                          on_change=_first_page)
     flag = c4.selectbox("Flags", [ALL, ANY_FLAG, NO_FLAG, *FLAGS], key="x_flag",
+                        on_change=_first_page,
                         help="Heuristic warnings for reviewers: "
                              + "; ".join(f"{k}: {v}" for k, v in FLAGS.items()))
     flagged: bool | str | None = {ALL: None, ANY_FLAG: True, NO_FLAG: False}.get(flag, flag)
@@ -153,7 +161,8 @@ def _rules_section(ws: Workspace, task: str, n_rules: int) -> None:
         return
     filters = _filters(task_info(ws, task).labels)
     n = count_rules(ws, task, **filters)
-    size = st.selectbox("Rows per page", PAGE_SIZES, index=1, key="x_page_size")
+    size = st.selectbox("Rows per page", PAGE_SIZES, index=1, key="x_page_size",
+                        on_change=_first_page)
     pages = max(1, math.ceil(n / size))
     page = min(int(st.session_state.get("x_page") or 1), pages)
     rows = list_rules(ws, task, **filters, limit=size, offset=(page - 1) * size)

@@ -124,10 +124,11 @@ def _alive(pid: int | None) -> bool:
 
 def _reap() -> None:
     """Poll the children started here (which reaps those that ended)."""
-    finished = [pid for pid, child in _CHILDREN.items() if child.poll() is not None]
+    # A copy: sessions run in threads, and another one may be starting a job right now.
+    finished = [pid for pid, child in list(_CHILDREN.items()) if child.poll() is not None]
     # Ended children keep their exit code for job_status; bound how many are remembered.
     for pid in finished[:-100]:
-        del _CHILDREN[pid]
+        _CHILDREN.pop(pid, None)
 
 
 def _mark_dead_runs(ws: Workspace) -> None:

@@ -10,12 +10,14 @@ import json
 import re
 from typing import Any
 
-_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.S)
+_WHOLE_FENCE = re.compile(r"^\s*```[\w-]*[ \t]*\n?(.*?)\n?\s*```\s*$", re.S)
+_FENCE = re.compile(r"```[\w-]*[ \t]*\n(.*?)```", re.S)
 
 
 def strip_fences(text: str) -> str:
-    """The body of the first Markdown code fence in ``text``, else ``text`` stripped."""
-    m = _FENCE.search(text)
+    """The body of a fence around the whole reply, else of the first fenced block on its own
+    lines, else ``text``; stripped. A ``` inside a JSON string is left alone."""
+    m = _WHOLE_FENCE.match(text) or _FENCE.search(text)
     return (m.group(1) if m else text).strip()
 
 

@@ -10,7 +10,6 @@ second instance costs little more than its KV cache. Nothing here ever calls ``r
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pld.llm.base import ConfigError, LLMError, Message, Reply
+from pld.llm.json_reply import strip_fences
 from pld.llm.model_files import get_model_file, model_path
 from pld.workspace import now
 
@@ -28,18 +28,30 @@ DEFAULT_N_CTX = 8192
 # Qwen adds "You are Qwen, created by Alibaba Cloud..." when no system message is sent.
 NEUTRAL_SYSTEM = "You are a helpful assistant."
 
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*[ \t]*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 _OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def _env_int(var: str, default: int) -> int:
+    raw = os.environ.get(var)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{var}={raw!r}: expected a positive whole number")
+    return value
 
 
 def n_ctx() -> int:
     """Context window for new instances: ``$PLD_LOCAL_N_CTX``, default 8192."""
-    return int(os.environ.get("PLD_LOCAL_N_CTX", DEFAULT_N_CTX))
+    return _env_int("PLD_LOCAL_N_CTX", DEFAULT_N_CTX)
 
 
 def n_threads() -> int:
     """CPU threads for new instances: ``$PLD_LOCAL_THREADS``, default all cores."""
-    return int(os.environ.get("PLD_LOCAL_THREADS") or os.cpu_count() or 1)
+    return _env_int("PLD_LOCAL_THREADS", os.cpu_count() or 1)
 
 
 @dataclass
@@ -107,12 +119,6 @@ def _choice_grammar(choices: tuple[str, ...]) -> Any:
     from llama_cpp import LlamaGrammar
 
     return LlamaGrammar.from_string(choice_grammar_text(choices), verbose=False)
-
-
-def strip_fences(text: str) -> str:
-    """The body of a reply wrapped in a Markdown code fence (```json ... ```), else ``text``."""
-    m = _FENCE.match(text)
-    return m.group(1).strip() if m else text
 
 
 def _common_prefix(a: Any, b: Any) -> int:
@@ -263,6 +269,3 @@ class LocalBackend:
         return LLMError(f"{self.model}: llama.cpp failed: {type(err).__name__}: {err}")
 
 
-def parse_json_reply(text: str) -> Any:
-    """``json.loads`` of a reply, tolerating a Markdown code fence around it."""
-    return json.loads(strip_fences(text))

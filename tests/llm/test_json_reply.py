@@ -11,6 +11,8 @@ def test_strip_fences() -> None:
     assert strip_fences('```json\n{"a": 1}\n```') == '{"a": 1}'
     assert strip_fences('```\n{"a": 1}```') == '{"a": 1}'
     assert strip_fences('  {"a": 1} ') == '{"a": 1}'
+    assert strip_fences('{"a": "```"}') == '{"a": "```"}'
+    assert strip_fences('Sure:\n```json\n{"a": 1}\n```\nDone.') == '{"a": 1}'
 
 
 @pytest.mark.parametrize("text", [

@@ -13,8 +13,6 @@ from pld.llm.local_backend import (
     LocalBackend,
     choice_grammar_text,
     loaded_models,
-    parse_json_reply,
-    strip_fences,
 )
 from pld.workspace import Workspace
 
@@ -116,14 +114,14 @@ def test_roles_get_distinct_instances_and_a_role_shares_one() -> None:
 def test_concurrent_calls_on_one_instance_are_serialised() -> None:
     backend = LocalBackend("small", role="student")
     replies: list[Reply] = []
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
 
     def ask(text: str) -> None:
         try:
             replies.append(backend.complete(
                 [{"role": "user", "content": text}], system=ROUTER, choices=LABELS,
             ))
-        except BaseException as err:  # noqa: BLE001 - surfaced by the assert below
+        except Exception as err:  # surfaced by the assert below
             errors.append(err)
 
     threads = [threading.Thread(target=ask, args=(t,)) for t in
@@ -151,13 +149,6 @@ def test_unknown_local_model_is_a_config_error() -> None:
         LocalBackend("huge")
 
 
-def test_strip_fences() -> None:
-    assert strip_fences('```json\n{"a": 1}\n```') == '{"a": 1}'
-    assert strip_fences('```\n{"a": 1}```') == '{"a": 1}'
-    assert strip_fences('{"a": "```"}') == '{"a": "```"}'
-    assert parse_json_reply(' ```json\n{"rule": "x"}\n``` ') == {"rule": "x"}
-
-
 def test_calls_complete_logs_free_local_call_and_caches_it(ws: Workspace) -> None:
     msgs = [{"role": "user", "content": "The login page shows error 403."}]
     first = complete(ws, "local/small", msgs, system=ROUTER, choices=LABELS, role="student",
@@ -172,3 +163,10 @@ def test_calls_complete_logs_free_local_call_and_caches_it(ws: Workspace) -> Non
         ("local/small", 0.0, 0, None), ("local/small", 0.0, 1, None),
     ]
     assert rows[0]["input_tokens"] > 0
+
+
+def test_bad_thread_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLD_LOCAL_THREADS", "two")
+    with pytest.raises(ConfigError, match="PLD_LOCAL_THREADS='two'"):
+        LocalBackend("small", role="bad-threads").llama()
+    assert all(m["role"] != "bad-threads" for m in loaded_models())

@@ -133,7 +133,9 @@ def test_ten_thousand_rules_page_without_loading_all(open_page: Callable[..., Ap
 def test_filter_by_label_counts_and_pages(open_page: Callable[..., AppTest],
                                           big_ws: Path) -> None:
     at = open_page("extract", task="big").run()
+    at.pagination[0].set_value(3).run()
     at.selectbox(key="x_label").set_value("yes").run()
+    assert at.pagination[0].value == 1  # a new filter starts from the first page
     table = _table(at)
     assert len(table) == 50 and set(table["gold label"]) == {"yes"}
     n_yes = len([i for i in range(N_BIG) if i % 3 == 0])

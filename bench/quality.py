@@ -1,0 +1,537 @@
+"""Quality benchmark: zero-shot, 5-shot, PLD after consolidation and PLD after the conflict loop,
+on the same fixed test items, for StereoSet, Contract-NLI and LogiQA.
+
+It drives the real pipeline (:func:`pld.pipeline.chain.run_chain`, the same code as
+``python -m pld run``) on one workspace per task and configuration under ``bench/.work/``. Every
+heuristic and proposal is auto-approved as ``bench`` (identity kind ``auto`` in the audit trail),
+which is what makes an unattended run possible; the JSON says so. Rerunning the same command
+resumes: the stages skip what the workspace holds and every finished LLM call is answered from the
+workspace's call cache. Results of separate ``--task`` runs merge into one JSON file.
+
+Default subset sizes are chosen so that one task takes about an hour with ``local/default`` as
+teacher and student on a quiet 2-core CPU machine; the script prints its estimate before it
+starts. ``--train/--val/--test`` scale them up for a GPU server
+(``--teacher openai-compatible/<model>@http://host:port/v1``) or an API (``--teacher
+anthropic/<model>``, key in ``ANTHROPIC_API_KEY``).
+
+    python bench/quality.py --task stereoset
+    python bench/quality.py --task all --teacher anthropic/claude-sonnet-4-5 --train 600 --test 500
+    python bench/quality.py --quick --task all          # tiny smoke run on local/small
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    REPO,
+    RESULTS,
+    WORK,
+    count_tokens,
+    machine_info,
+    merge_json,
+    print_table,
+)
+
+from pld.errors import BadInput, NotReady
+from pld.llm.base import ConfigError
+from pld.llm.registry import parse_model
+
+TASKS = ("stereoset", "contract-nli", "logiqa")
+APPROVER = "bench"
+TEACHER_STAGES = ("extract", "consolidate", "resolve")
+STUDENT_STAGES = ("eval", "resolve-predict")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Subset sizes and the few options that depend on the task."""
+
+    train: int
+    val: int
+    test: int
+    iterations: int
+    context_tokens: int | None = None  # contract-nli only: input budget per example
+
+
+# About one hour per task with local/default on a quiet 2-core CPU (see estimate()): StereoSet
+# inputs are ~60 tokens, LogiQA ~250, Contract-NLI is cut to a 500-token budget (its own default,
+# 1,500, costs ~19 s per student call at ~80 prompt tokens/s on this CPU).
+DEFAULTS: dict[str, Sizes] = {
+    "stereoset": Sizes(train=120, val=60, test=200, iterations=2),
+    "logiqa": Sizes(train=80, val=40, test=100, iterations=1),
+    "contract-nli": Sizes(train=48, val=24, test=48, iterations=1, context_tokens=500),
+}
+QUICK: dict[str, Sizes] = {
+    "stereoset": Sizes(train=8, val=4, test=4, iterations=1),
+    "logiqa": Sizes(train=8, val=4, test=4, iterations=1),
+    "contract-nli": Sizes(train=8, val=4, test=4, iterations=1, context_tokens=200),
+}
+
+PAPER = {  # arXiv 2602.21103, Gemma-3 4B student: baseline -> PLD (their test sets)
+    "stereoset": ("macro-F1", 0.57, 0.90),
+    "contract-nli": ("macro-F1", 0.67, 0.83),
+    "logiqa": ("accuracy", 0.67, 0.70),
+}
+README = REPO / "bench" / "README.md"
+TABLE_START, TABLE_END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
+
+
+# -- estimate -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Speed:
+    """Measured speed of an embedded model on the 2-core project CPU (shared/RUNTIME.md)."""
+
+    prompt_tps: float
+    gen_tps: float
+    overhead_s: float
+
+
+SPEEDS = {"local/default": Speed(80, 23, 0.3), "local/small": Speed(180, 43, 0.2)}
+
+
+def _call_s(speed: Speed, new_prompt_tokens: float, gen_tokens: float) -> float:
+    return speed.overhead_s + new_prompt_tokens / speed.prompt_tps + gen_tokens / speed.gen_tps
+
+
+def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
+             few_shot: int) -> dict[str, float] | None:
+    """Seconds per stage for local models on a quiet machine, None for remote ones.
+
+    ``tokens``: mean input tokens per split. Clusters are guessed as sqrt(n_train / 2) (the
+    k-means fallback's k) and each heuristic as ~80 tokens; the teacher's conflict prompts hold
+    the rules plus up to 16 clipped examples. Cached calls cost nothing, so a resumed run is
+    faster than this.
+    """
+    t, s = SPEEDS.get(teacher), SPEEDS.get(student)
+    if t is None or s is None:
+        return None
+    x_tr, x_va, x_te = tokens["train"], tokens["val"], tokens["test"]
+    k = max(2, round(math.sqrt(sizes.train / 2)))
+    p_tokens = 120 + 80 * k
+    per_test = _call_s(s, x_te + 12, 3)
+    per_val = _call_s(s, x_va + 12, 3)
+    out = {
+        "extract": 350 / t.prompt_tps + sizes.train * _call_s(t, x_tr + 40, 90),
+        "cluster": 60.0,
+        "consolidate": k * _call_s(t, 400 + 45 * sizes.train / k, 200),
+        "resolve": (sizes.iterations + 1) * (p_tokens / s.prompt_tps + sizes.val * per_val)
+        + sizes.iterations * k * _call_s(t, p_tokens + 600 + 12 * min(x_va, 375), 250),
+    }
+    prompts = [60, 100 + few_shot * (x_tr + 15), p_tokens, p_tokens]
+    out["eval"] = sum(p / s.prompt_tps for p in prompts) + len(prompts) * sizes.test * per_test
+    return out
+
+
+# -- workspace ------------------------------------------------------------------------------------
+
+def _slug(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", model).strip("-")[:60]
+
+
+def workspace_path(work: Path, task: str, sizes: Sizes, seed: int, teacher: str,
+                   student: str) -> Path:
+    """One workspace per task, sizes, seed and models: results of different settings never mix
+    (a task's splits cannot change inside a workspace anyway)."""
+    ctx = f"-ctx{sizes.context_tokens}" if sizes.context_tokens else ""
+    name = (f"{task}-tr{sizes.train}-va{sizes.val}-te{sizes.test}{ctx}-s{seed}"
+            f"--{_slug(teacher)}--{_slug(student)}.db")
+    return work / name
+
+
+def _needed_ctx(prompt_tokens: int, longest_input: int) -> int:
+    """A context window that fits the longest student call, rounded up to 4,096."""
+    need = int((prompt_tokens + longest_input) * 1.15) + 64
+    return min(32768, max(8192, 4096 * math.ceil(need / 4096)))
+
+
+class Progress:
+    """Prints ``[elapsed] stage done/total`` about every 10% (and at least every minute)."""
+
+    def __init__(self, ws: Any, task: str) -> None:
+        self.ws, self.task = ws, task
+        self.t0 = time.monotonic()
+        self.last: tuple[str, int] = ("", -1)
+        self.last_t = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not total:
+            return
+        rows = self.ws.query("SELECT kind FROM runs WHERE task = ? AND status = 'running' "
+                             "ORDER BY id DESC LIMIT 1", [self.task])
+        stage = rows[0]["kind"] if rows else "?"
+        decile = 10 * done // total
+        t = time.monotonic()
+        if (stage, decile) != self.last or done >= total or t - self.last_t > 60:
+            self.last, self.last_t = (stage, decile), t
+            m, sec = divmod(int(t - self.t0), 60)
+            print(f"  [{m:3d}:{sec:02d}] {self.task} {stage} {done}/{total}", flush=True)
+
+
+# -- results --------------------------------------------------------------------------------------
+
+def _method(ws: Any, evaluation_id: int, count: Any) -> dict[str, Any]:
+    row = ws.query("SELECT * FROM evaluations WHERE id = ?", [evaluation_id])[0]
+    from pld.workspace import loads
+
+    m = loads(row["metrics"], {})
+    ci = m.get("ci") or {}
+    text = ws.query("SELECT text FROM texts WHERE sha256 = ?", [row["prompt_sha256"]])
+    n_tokens, _ = count(text[0]["text"]) if text else (None, "")
+    return {
+        "macro_f1": round(m["macro_f1"], 4),
+        "ci": [round(v, 4) for v in ci.get("macro_f1", [])] or None,
+        "accuracy": round(m["accuracy"], 4),
+        "accuracy_ci": [round(v, 4) for v in ci.get("accuracy", [])] or None,
+        "n": m["n"],
+        "n_unparseable": m.get("n_unparseable", 0),
+        "prompt_tokens": n_tokens,
+        "prompt_version": row["prompt_version"],
+        "evaluation_id": evaluation_id,
+    }
+
+
+def _tokens(ws: Any, model: str, stages: tuple[str, ...]) -> dict[str, Any]:
+    """Tokens actually spent (cache hits log zero tokens, so resumed runs are not counted twice)."""
+    marks = ",".join("?" * len(stages))
+    rows = ws.query(
+        "SELECT stage, count(*) AS calls, coalesce(sum(cache_hit), 0) AS cache_hits, "
+        "coalesce(sum(input_tokens), 0) AS input_tokens, "
+        "coalesce(sum(output_tokens), 0) AS output_tokens, "
+        "coalesce(sum(cached_tokens), 0) AS cached_input_tokens, "
+        "round(coalesce(sum(latency_s), 0), 1) AS latency_s, "
+        "round(coalesce(sum(cost_usd), 0), 4) AS cost_usd "
+        f"FROM llm_calls WHERE model = ? AND stage IN ({marks}) GROUP BY stage ORDER BY stage",
+        [model, *stages])
+    total = {k: 0 for k in ("calls", "cache_hits", "input_tokens", "output_tokens",
+                            "cached_input_tokens", "latency_s", "cost_usd")}
+    for r in rows:
+        for key in total:
+            total[key] += r[key]
+    total["latency_s"] = round(total["latency_s"], 1)
+    total["cost_usd"] = round(total["cost_usd"], 4)
+    return {**total, "by_stage": {r.pop("stage"): r for r in rows}}
+
+
+def _stage_seconds(ws: Any, task: str, first_run_id: int) -> dict[str, float]:
+    rows = ws.query(
+        "SELECT kind, started_at, finished_at FROM runs WHERE task = ? AND id > ? "
+        "AND finished_at IS NOT NULL", [task, first_run_id])
+    from datetime import datetime
+
+    out: dict[str, float] = {}
+    for r in rows:
+        s = (datetime.fromisoformat(r["finished_at"]) - datetime.fromisoformat(r["started_at"]))
+        out[r["kind"]] = round(out.get(r["kind"], 0.0) + s.total_seconds(), 1)
+    return out
+
+
+def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
+    """Run (or resume) the chain for one task and return its results block."""
+    from pld.pipeline.chain import ChainOptions, run_chain
+    from pld.pipeline.evaluate import few_shot_examples, few_shot_prompt
+    from pld.pipeline.student import get_prompt
+    from pld.tasks import load_task
+    from pld.tasks.store import loaded_tasks, task_info
+    from pld.workspace import open_workspace
+
+    path = workspace_path(Path(args.work), task, sizes, args.seed, args.teacher, args.student)
+    ws = open_workspace(path)
+    if task not in {t.name for t in loaded_tasks(ws)}:
+        options = {"context_tokens": sizes.context_tokens} if sizes.context_tokens else None
+        load_task(ws, task, n_train=sizes.train, n_val=sizes.val, n_test=sizes.test,
+                  seed=args.seed, options=options)
+    info = task_info(ws, task)
+    counts = {r["split"]: r["n"] for r in ws.query(
+        "SELECT split, count(*) AS n FROM examples WHERE task = ? GROUP BY split", [task])}
+    local_name = next((parse_model(m).name for m in (args.student, args.teacher)
+                       if parse_model(m).provider == "local"), "default")
+
+    def count(text: str) -> tuple[int, str]:
+        return count_tokens(text, local_name)
+
+    toks: dict[str, float] = {}
+    longest = 0
+    for split in ("train", "val", "test"):
+        texts = [r["text"] for r in ws.query(
+            "SELECT text FROM examples WHERE task = ? AND split = ?", [task, split])]
+        n = [count(t)[0] for t in texts]
+        toks[split] = sum(n) / max(len(n), 1)
+        longest = max([longest, *n])
+    few_tokens = 0
+    if args.few_shot:
+        few_tokens = count(few_shot_prompt(info, few_shot_examples(
+            ws, task, args.few_shot, seed=args.seed)))[0]
+    if any(parse_model(m).provider == "local" for m in (args.teacher, args.student)) \
+            and not os.environ.get("PLD_LOCAL_N_CTX"):
+        # The k-shot prompt of long-input tasks can outgrow the default 8,192-token window.
+        ctx = _needed_ctx(few_tokens, longest)
+        if ctx > 8192:
+            os.environ["PLD_LOCAL_N_CTX"] = str(ctx)
+            print(f"  PLD_LOCAL_N_CTX={ctx} (the {args.few_shot}-shot prompt is {few_tokens} "
+                  f"tokens, the longest input {longest})")
+
+    est = estimate(sizes, toks, args.teacher, args.student, args.few_shot)
+    print(f"\n== {task}: train {counts.get('train')} / val {counts.get('val')} / test "
+          f"{counts.get('test')}, mean input tokens "
+          + ", ".join(f"{k} {v:.0f}" for k, v in toks.items()) + f"\n   workspace {path}")
+    if est is None:
+        print("   estimate: none for remote models (it depends on the API's latency and rate "
+              "limits); student calls: "
+              f"{(sizes.iterations + 1) * counts.get('val', 0) + 4 * counts.get('test', 0)}, "
+              f"teacher calls: ~{counts.get('train', 0) + 20}")
+    else:
+        print("   estimated time on a quiet 2-core CPU (cached parts are free): "
+              + ", ".join(f"{k} {v / 60:.0f} min" for k, v in est.items())
+              + f"; total ~{sum(est.values()) / 60:.0f} min")
+    if args.estimate_only:
+        ws.close()
+        return {}
+
+    first_run = ws.query("SELECT coalesce(max(id), 0) AS n FROM runs")[0]["n"]
+    t0 = time.monotonic()
+    options = ChainOptions(
+        teacher=args.teacher, student=args.student, auto_approve_as=APPROVER,
+        concurrency=args.concurrency, method=args.method, eps=args.eps,
+        min_samples=args.min_samples, k=args.k, iterations=sizes.iterations,
+        few_shot=args.few_shot or None, seed=args.seed)
+    summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
+    wall = time.monotonic() - t0
+    st = summary.stages
+    evals = st["eval"]
+    first = get_prompt(ws, task, st["prompt"]["version"])
+    methods = {key: _method(ws, evals[name]["evaluation_id"], count) if name in evals else None
+               for key, name in (("zero_shot", "zero-shot"), ("few_shot", "few-shot"),
+                                 ("pld_clustered", "pld-consolidated"),
+                                 ("pld_post_conflict", "pld"))}
+    best = get_prompt(ws, task, methods["pld_post_conflict"]["prompt_version"])
+    prompt_tokens, how = count(best.text)
+    n_rules, n_failed = (ws.query(
+        "SELECT count(*) AS n FROM micro_instructions WHERE task = ? AND status = ?",
+        [task, status])[0]["n"] for status in ("ok", "failed"))
+    auto = ws.query("SELECT count(*) AS n FROM reviews WHERE who = ? AND identity_kind = 'auto' "
+                    "AND action = 'approve'", [APPROVER])[0]["n"]
+    block = {
+        "n_train": counts.get("train"), "n_val": counts.get("val"), "n_test": counts.get("test"),
+        "seed": args.seed,
+        "context_tokens": sizes.context_tokens,
+        **methods,
+        "rules": n_rules,
+        "rules_failed": n_failed,
+        "clusters": st["cluster"]["n_clusters"],
+        "cluster_noise_share": st["cluster"]["noise_share"],
+        "cluster_fallback": st["cluster"]["fallback"],
+        "heuristics_clustered": len(first.heuristic_ids),
+        "heuristics": len(best.heuristic_ids),
+        "prompt_tokens": prompt_tokens,
+        "prompt_tokens_counted_with": how,
+        "prompt_version": best.version,
+        "prompt_sha256": best.sha256,
+        "conflict_loop": {"iterations": sizes.iterations,
+                          "stop_reason": st.get("resolve", {}).get("stop_reason"),
+                          "val_history": _val_history(ws, task, args.student)},
+        "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
+                    "kind 'auto' in the audit trail (no human review)",
+        "tokens": {"teacher": _tokens(ws, args.teacher, TEACHER_STAGES),
+                   "student": _tokens(ws, args.student, STUDENT_STAGES)},
+        "models": {"teacher": args.teacher, "student": args.student},
+        "wall_s_this_invocation": round(wall, 1),
+        "stage_s_this_invocation": _stage_seconds(ws, task, first_run),
+        "estimate_s": {k: round(v) for k, v in est.items()} if est else None,
+        "workspace": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
+    }
+    ws.close()
+    return block
+
+
+def _val_history(ws: Any, task: str, student: str) -> list[dict[str, Any]]:
+    """Validation macro-F1 of each prompt version the conflict loop evaluated, in order."""
+    rows = ws.query(
+        "SELECT method, prompt_version, n, json_extract(metrics, '$.macro_f1') AS f1 "
+        "FROM evaluations WHERE task = ? AND split = 'val' AND student = ? ORDER BY id",
+        [task, student])
+    seen: set[tuple[str, int]] = set()
+    out = []
+    for r in rows:
+        if (r["method"], r["prompt_version"]) not in seen:
+            seen.add((r["method"], r["prompt_version"]))
+            out.append({"method": r["method"], "version": r["prompt_version"], "n": r["n"],
+                        "macro_f1": round(r["f1"], 4)})
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+def _fmt(block: dict[str, Any] | None, key: str = "macro_f1") -> str:
+    if not block:
+        return "-"
+    ci = block.get("ci" if key == "macro_f1" else "accuracy_ci") or ["?", "?"]
+    return f"{block[key]:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci[0] != "?" else f"{block[key]:.3f}"
+
+
+def print_results(tasks: dict[str, Any]) -> None:
+    """The comparison table of every task in the results file."""
+    rows = []
+    for name, t in tasks.items():
+        if not t or "zero_shot" not in t:
+            continue
+        for key, label in (("macro_f1", "macro-F1"), ("accuracy", "accuracy")):
+            rows.append([name, label, _fmt(t["zero_shot"], key), _fmt(t["few_shot"], key),
+                         _fmt(t["pld_clustered"], key), _fmt(t["pld_post_conflict"], key),
+                         t["clusters"], t["heuristics"], t["prompt_tokens"],
+                         f"{t['n_train']}/{t['n_val']}/{t['n_test']}"])
+    print_table(["task", "metric", "zero-shot", "few-shot", "PLD clustered", "PLD conflict",
+                 "clusters", "heuristics", "prompt tok", "train/val/test"], rows)
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    """The README table: the paper's published numbers beside ours."""
+    lines = [
+        "| task | metric | paper: Gemma-3 4B baseline → PLD | ours: zero-shot | ours: 5-shot | "
+        "ours: PLD clustered | ours: PLD after conflicts | ours: test items |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    tasks = data.get("tasks", {})
+    for name in TASKS:
+        metric, before, after = PAPER[name]
+        key = "accuracy" if metric == "accuracy" else "macro_f1"
+        t = tasks.get(name) or {}
+        if "zero_shot" in t:
+            ours = [_fmt(t["zero_shot"], key), _fmt(t["few_shot"], key),
+                    _fmt(t["pld_clustered"], key), _fmt(t["pld_post_conflict"], key),
+                    str(t["n_test"])]
+        else:
+            ours = ["not run yet"] + ["-"] * 4
+        lines.append(f"| {name} | {metric} | {before:.2f} → {after:.2f} | " + " | ".join(ours)
+                     + " |")
+    models = sorted({f"{t['models']['teacher']} → {t['models']['student']}"
+                     for t in tasks.values() if t and "models" in t})
+    if models:
+        lines.append("")
+        lines.append(f"Ours: teacher → student {', '.join(models)}; machine "
+                     f"{data.get('machine', {}).get('cpu_model', '?')}, "
+                     f"{data.get('machine', {}).get('date', '?')}. Brackets: bootstrap 95% CI.")
+    return "\n".join(lines)
+
+
+def update_readme(data: dict[str, Any]) -> None:
+    """Replace the table between the README's markers with the current results."""
+    if not README.exists():
+        return
+    text = README.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        return
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    README.write_text(f"{head}{TABLE_START}\n{markdown_table(data)}\n{TABLE_END}{tail}")
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see ``--help``)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="all", choices=[*TASKS, "all"])
+    p.add_argument("--teacher", default="local/default", help="Teacher model string.")
+    p.add_argument("--student", default="local/default", help="Student model string.")
+    p.add_argument("--train", type=int, default=None, help="Training examples (extraction).")
+    p.add_argument("--val", type=int, default=None, help="Validation examples (conflict loop).")
+    p.add_argument("--test", type=int, default=None, help="Test items (all four methods).")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="Conflict-loop iterations after the first evaluation.")
+    p.add_argument("--context-tokens", type=int, default=None,
+                   help="contract-nli: input budget per example (default 500 here; the task's "
+                        "own default is 1500).")
+    p.add_argument("--few-shot", type=int, default=5, help="k of the k-shot baseline (0: skip).")
+    p.add_argument("--method", default="dbscan", choices=["dbscan", "hdbscan", "kmeans"])
+    p.add_argument("--eps", default="auto")
+    p.add_argument("--min-samples", type=int, default=6)
+    p.add_argument("--k", type=int, default=None, help="k-means: number of clusters.")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="Parallel teacher calls (default: 1 local, 8 remote).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default=str(WORK), help="Folder of the benchmark workspaces.")
+    p.add_argument("--out", default=None, help="Results file (default bench/results/quality.json"
+                                               ", quality.quick.json with --quick).")
+    p.add_argument("--quick", action="store_true",
+                   help="Tiny smoke run: 8/4/4 items, local/small, k-means k=2, 2-shot.")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="Load the data, print the time estimate and stop.")
+    args = p.parse_args(argv)
+    if args.quick:
+        if args.teacher == "local/default":
+            args.teacher = "local/small"
+        if args.student == "local/default":
+            args.student = "local/small"
+        if args.method == "dbscan":
+            args.method, args.k = "kmeans", args.k or 2
+        args.few_shot = min(args.few_shot, 2)
+    if args.eps != "auto":
+        args.eps = float(args.eps)
+    for m in (args.teacher, args.student):
+        try:
+            parse_model(m)
+        except ConfigError as e:
+            p.error(str(e))
+    out = args.out or RESULTS / ("quality.quick.json" if args.quick else "quality.json")
+    args.out = Path(out)
+    return args
+
+
+def sizes_for(task: str, args: argparse.Namespace) -> Sizes:
+    """The task's default sizes, overridden by the command-line flags."""
+    d = (QUICK if args.quick else DEFAULTS)[task]
+    ctx = args.context_tokens if args.context_tokens is not None else d.context_tokens
+    return Sizes(train=args.train or d.train, val=args.val or d.val, test=args.test or d.test,
+                 iterations=args.iterations if args.iterations is not None else d.iterations,
+                 context_tokens=ctx if task == "contract-nli" else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen tasks, merge their results into the JSON file, print the table."""
+    args = parse_args(argv)
+    tasks = TASKS if args.task == "all" else (args.task,)
+    failed = False
+    for task in tasks:
+        sizes = sizes_for(task, args)
+        try:
+            block = run_task(task, args, sizes)
+        except (BadInput, NotReady, ConfigError) as e:
+            print(f"{task}: {e}", file=sys.stderr)
+            failed = True
+            continue
+        if not block:
+            continue
+        block["quick"] = args.quick
+
+        def update(data: dict[str, Any], task: str = task, block: dict[str, Any] = block) -> None:
+            data["machine"] = machine_info({"teacher": args.teacher, "student": args.student})
+            data.setdefault("tasks", {})[task] = block
+            data["paper"] = {k: {"metric": m, "baseline": b, "pld": a, "model": "Gemma-3 4B"}
+                             for k, (m, b, a) in PAPER.items()}
+            data["notes"] = ("Each task block comes from its own run (see its models, sizes "
+                             "and workspace); 'machine' describes the latest run. Our models "
+                             "and subsets differ from the paper's.")
+
+        data = merge_json(args.out, update)
+        print(f"\nwrote {args.out}")
+        print_results(data["tasks"])
+        if not args.quick and args.out.resolve() == (RESULTS / "quality.json").resolve():
+            update_readme(data)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
