@@ -4,6 +4,6 @@ import os
 # 2-core machine; libgomp reads this once when it loads, so it is set before anything imports it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pld.cli import main  # noqa: E402
+from pld.cli import main
 
 main()

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -34,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
-from pld.pipeline.runs import DONE, FAILED, INTERRUPTED, RUNNING, list_runs
-from pld.workspace import Workspace, now
+from pld.pipeline.runs import DONE, FAILED, INTERRUPTED, RUNNING, list_runs, pid_alive
+from pld.workspace import Workspace, now, open_workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOG_TAIL_CHARS = 4000
@@ -76,18 +75,6 @@ def _ws_path(ws: Workspace | str | Path) -> Path:
     return Path(ws.path if isinstance(ws, Workspace) else ws).resolve()
 
 
-def _connect(path: Path) -> Workspace:
-    """A plain handle on an existing workspace, for a quick look at its runs.
-
-    Not :func:`pld.workspace.open_workspace`: that reads the file's header with open()/close(),
-    and closing any descriptor of the file drops every POSIX lock this process holds on it,
-    including those of the app's own open connection; a job finishing then believes it is the
-    last user, checkpoints and deletes the WAL under that connection (corruption).
-    """
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30, isolation_level=None)
-    return Workspace(path, conn)
-
-
 @contextmanager
 def _locked(ws_path: Path) -> Iterator[None]:
     # Serialises "is one running? then start" across tabs, sessions and server processes.
@@ -108,18 +95,7 @@ def _alive(pid: int | None) -> bool:
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): the signal test is all there is
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
+    return pid_alive(pid)
 
 
 def _reap() -> None:
@@ -170,7 +146,7 @@ def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None =
     task = task or inferred
     with _locked(path):
         if exclusive and task is not None:
-            handle = ws if isinstance(ws, Workspace) else _connect(path)
+            handle = ws if isinstance(ws, Workspace) else open_workspace(path)
             try:
                 running = active_jobs(handle, task, kind)
             finally:
@@ -361,7 +337,7 @@ def stop_jobs(ws: Workspace | str | Path, task: str | None = None,
     path = _ws_path(ws)
     if not path.exists():
         return 0
-    handle = ws if isinstance(ws, Workspace) else _connect(path)
+    handle = ws if isinstance(ws, Workspace) else open_workspace(path)
     try:
         live = [j for j in list_jobs(path, task, limit=10_000) if _alive(j.pid)]
         for job in live:

@@ -22,7 +22,6 @@ from typing import Any
 import sqlite_utils
 
 SCHEMA_VERSION = 2
-SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class WorkspaceError(Exception):
@@ -103,23 +102,15 @@ class Workspace:
         self.close()
 
 
-def _check_is_sqlite(path: Path) -> None:
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb") as f:
-        head = f.read(len(SQLITE_MAGIC))
-    if head != SQLITE_MAGIC:
-        raise WorkspaceError(
-            f"{path}: not a PLD Studio workspace (not an SQLite file); left untouched"
-        )
-
-
 def open_workspace(path: str | Path | None = None) -> Workspace:
     """Open (creating if needed) the workspace at ``path`` and bring its schema up to date."""
     path = Path(path) if path is not None else default_path()
-    _check_is_sqlite(path)
+    # The file is never opened with plain open(): closing any other descriptor of a database
+    # drops SQLite's POSIX locks held by this process, and another process may then delete the
+    # WAL under a live connection. SQLite itself tells a foreign file apart, without writing.
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(
             str(path), check_same_thread=False, timeout=30, isolation_level=None,
@@ -127,6 +118,12 @@ def open_workspace(path: str | Path | None = None) -> Workspace:
         )
         version = _read_version(conn)
     except sqlite3.DatabaseError as e:
+        if conn is not None:
+            conn.close()
+        if "not a database" in str(e):
+            raise WorkspaceError(
+                f"{path}: not a PLD Studio workspace (not an SQLite file); left untouched"
+            ) from e
         raise WorkspaceError(f"{path}: cannot be read as a workspace ({e}); left untouched") from e
     if version > SCHEMA_VERSION:
         conn.close()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
@@ -58,7 +59,9 @@ class Run:
                                             "updated_at": now()})
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """True while process ``pid`` runs. A zombie (ended, not yet reaped by its parent) counts
+    as ended: ``os.kill(pid, 0)`` alone would report it alive."""
     if not pid:
         return False
     try:
@@ -67,13 +70,17 @@ def _pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal test is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 def mark_dead_runs(ws: Workspace) -> None:
     """Runs still marked running whose process is gone become ``interrupted``."""
     rows = ws.query("SELECT id, pid FROM runs WHERE status = ?", [RUNNING])
-    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _pid_alive(r["pid"])]
+    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not pid_alive(r["pid"])]
     if dead:
         with ws.write() as db:
             for run_id in dead:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ from pld.pipeline.cluster import auto_name
 from pld.pipeline.student import build_prompt
 from pld.tasks import load_task
 from pld.tasks.store import examples
-from pld.workspace import Workspace, _Connection, dumps, now, open_workspace
+from pld.workspace import Workspace, dumps, now, open_workspace
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 TEACHER = "local/default"
@@ -85,15 +84,8 @@ class Populated:
 
 
 def connect(path: Path) -> Workspace:
-    """A handle on an existing workspace that is safe while the page holds its own.
-
-    ``open_workspace`` reads the file header with open()/close(), which drops this process's
-    SQLite locks on the file (see pld.jobs._connect); tests that look at a workspace the page
-    (or a job) has open use this instead.
-    """
-    # The workspace's own connection class, so that writes through ws.write() stay atomic.
-    return Workspace(path, sqlite3.connect(str(path), check_same_thread=False, timeout=30,
-                                           isolation_level=None, factory=_Connection))
+    """A second handle on a workspace the page (or a job) may hold open too."""
+    return open_workspace(path)
 
 
 @pytest.fixture
