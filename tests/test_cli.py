@@ -18,10 +18,12 @@ from tests.fakes.openai_server import FakeOpenAI
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pld(*args: str, ws: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def pld(*args: str, ws: Path, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m pld --workspace WS ARGS`` and return the finished process."""
     return subprocess.run(
         [sys.executable, "-m", "pld", "--workspace", str(ws), *args],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
         env={**os.environ, "PLD_RETRY_BASE_S": "0.01", "PLD_RETRY_MAX_S": "0.05",
              **(env or {})},
     )

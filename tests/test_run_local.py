@@ -20,7 +20,8 @@ ARGS = ["run", "demo", "--teacher", "local/default", "--student", "local/default
 
 def test_run_demo_on_the_embedded_model(ws_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "exported"
-    first = pld(*ARGS, "--out", str(out), ws=ws_path)
+    # Generous: about 3 minutes on an idle 2-core machine, far more when it is busy.
+    first = pld(*ARGS, "--out", str(out), ws=ws_path, timeout=3600)
     assert first.returncode == 0, first.stderr
     stages = json.loads(first.stdout)["stages"]
     assert stages["extract"]["done"] + stages["extract"]["skipped"] == 12
@@ -35,13 +36,13 @@ def test_run_demo_on_the_embedded_model(ws_path: Path, tmp_path: Path) -> None:
     assert all(label in prompt for label in manifest["labels"])
 
     before = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached_ok"]
-    second = pld(*ARGS, "--out", str(out), ws=ws_path)
+    second = pld(*ARGS, "--out", str(out), ws=ws_path, timeout=600)
     assert second.returncode == 0, second.stderr
     after = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached_ok"]
     assert after == before, "a repeated run made uncached LLM calls"
 
     stored = next(e for e in manifest["evaluations"] if e["method"] == "pld")
     again = pld("eval", "demo", "--student", "local/default", "--prompt", str(out / "prompt.md"),
-                "--limit", "10", "--json", ws=ws_path)
+                "--limit", "10", "--json", ws=ws_path, timeout=600)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["metrics"]["macro_f1"] == stored["macro_f1"]
