@@ -710,7 +710,9 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
                          f"{100 * (c['noise_share'] or 0):.0f}%"
                          + (f" ({c['fallback']})" if c.get("fallback") else ""))
         if "consolidate" in st:
-            lines.append(f"  consolidate: {len(st['consolidate']['heuristic_ids'])} heuristics")
+            c = st["consolidate"]
+            lines.append(f"  consolidate: {c['created']} heuristics created, {c['skipped']} "
+                         f"already there, {c['failed']} failed")
         for name, ev in st.get("eval", {}).items():
             lines.append(f"  eval {name}: macro-F1 {ev['macro_f1']:.3f} "
                          f"[{ev['ci'][0]:.3f}, {ev['ci'][1]:.3f}] accuracy {ev['accuracy']:.3f} "

@@ -24,7 +24,7 @@ from pld.pipeline.embed import DEFAULT_EMBEDDER
 from pld.pipeline.evaluate import evaluate
 from pld.pipeline.export import export
 from pld.pipeline.extract import extract
-from pld.pipeline.resolve import resolve
+from pld.pipeline.resolve import best_version, resolve
 from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
 from pld.pipeline.student import build_prompt
 from pld.tasks import BUILTIN_TASKS, load_task
@@ -150,9 +150,7 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
                          auto_accept_as=o.auto_approve_as, val_limit=o.val_limit, seed=o.seed,
                          on_progress=on_progress)
         s.stages["resolve"] = {"stop_reason": rs.stop_reason, "best_version": rs.best_version}
-    from pld.pipeline.resolve import best_version
-
-    best = best_version(ws, task) or first.version
+    best = best_version(ws, task, o.student) or first.version
 
     evals: dict[str, Any] = {}
     for name, kwargs in (("zero-shot", {"zero_shot": True}),
