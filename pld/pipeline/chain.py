@@ -26,7 +26,7 @@ from pld.pipeline.export import export
 from pld.pipeline.extract import extract
 from pld.pipeline.resolve import best_version, resolve
 from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
-from pld.pipeline.student import build_prompt
+from pld.pipeline.student import PromptVersion, build_prompt, get_prompt
 from pld.tasks import BUILTIN_TASKS, load_task
 from pld.tasks.store import loaded_tasks
 from pld.workspace import Workspace, dumps
@@ -111,6 +111,24 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
             "n_clusters": metrics.get("n_clusters"), "noise_share": metrics.get("noise_share")}
 
 
+def _consolidated_prompt(ws: Workspace, task: str, clustering_id: int) -> PromptVersion:
+    """The prompt version built right after consolidating ``clustering_id``.
+
+    Built once and remembered in a run row: the conflict loop later edits and approves
+    heuristics, so building "the approved set" again on a rerun would give a later version and
+    restart the loop (with new LLM calls) instead of recognising the finished one.
+    """
+    for run in list_runs(ws, task=task, kind="chain-prompt", limit=20):
+        if run["status"] == "done" and run["params"].get("clustering_id") == clustering_id:
+            return get_prompt(ws, task, run["params"]["version"])
+    with stage_run(ws, task, "chain-prompt", {"clustering_id": clustering_id}) as run:
+        prompt = build_prompt(ws, task, origin="consolidate")
+        with ws.write() as db:
+            db["runs"].update(run.id, {"params": dumps({"clustering_id": clustering_id,
+                                                        "version": prompt.version})})
+    return prompt
+
+
 def _resolve_done(ws: Workspace, task: str, params: dict[str, Any]) -> bool:
     return any(r["status"] == "done" and r["params"] == params
                for r in list_runs(ws, task=task, kind="chain-resolve", limit=20))
@@ -138,7 +156,7 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
         return s
 
     s.stages["approve"] = {"approved": review.auto_approve_all(ws, task, o.auto_approve_as)}
-    first = build_prompt(ws, task, origin="consolidate")
+    first = _consolidated_prompt(ws, task, s.stages["cluster"]["clustering_id"])
     s.stages["prompt"] = {"version": first.version, "sha256": first.sha256,
                           "heuristics": len(first.heuristic_ids)}
 
