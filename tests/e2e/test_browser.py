@@ -1,0 +1,347 @@
+"""The review app in a real browser: headless Chromium drives `streamlit run app.py` like a user.
+
+One walk through the method on the demo task, by clicking and typing only: load the demo task,
+extract micro-instructions, cluster them (k-means, k=4) and accept the clustering, consolidate,
+edit a heuristic as bob (whose own approval the four-eyes rule refuses), approve it and the
+others as alice, build a prompt version, evaluate it and the zero-shot baseline, export it to a
+folder and download it. Teacher and student are the fake OpenAI-compatible server of
+``tests/fakes`` with the chain test's scripted answers, not the local LLM, so the walk is fast and
+its outcome fixed; the background jobs the pages start (``python -m pld ...``) reach it over
+127.0.0.1. Each step saves a screenshot under ``test-artifacts/e2e/`` and fails on any
+Streamlit exception box or any error box it did not expect.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from playwright.sync_api import Locator, Page, expect
+
+from tests.e2e.conftest import RunningApp
+
+STEP_TIMEOUT_MS = 30_000    # a page run, a button's callback
+JOB_TIMEOUT_MS = 180_000    # a background job (clustering loads the embedding model first)
+QUIET_MS = 300              # how long the app must stay idle to count as settled
+
+# Counts the runs the app starts: the attribute flips to "running" for each script run.
+_RUN_COUNTER = """
+(() => {
+  window.__pldRuns = 0;
+  new MutationObserver((records) => {
+    for (const r of records) {
+      if (r.target.getAttribute('data-test-script-state') === 'running') window.__pldRuns++;
+    }
+  }).observe(document, {attributes: true, subtree: true,
+                        attributeFilter: ['data-test-script-state']});
+})();
+"""
+_IDLE_FOR = """
+([quietMs]) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const idle = app && app.getAttribute('data-test-script-state') === 'notRunning';
+  const now = performance.now();
+  if (!idle) { window.__pldIdleSince = null; return false; }
+  if (window.__pldIdleSince == null) window.__pldIdleSince = now;
+  return now - window.__pldIdleSince >= quietMs;
+}
+"""
+_CONTENT_HEIGHT = """
+() => Math.max(...['stMain', 'stAppViewContainer', 'stSidebarContent'].map((id) => {
+  const el = document.querySelector(`[data-testid="${id}"]`);
+  return el ? el.scrollHeight : 0;
+}), document.documentElement.scrollHeight)
+"""
+
+
+class Ui:
+    """What a person does in the app, each action followed by waiting for the app to settle."""
+
+    def __init__(self, page: Page, artifacts: Path) -> None:
+        self.page = page
+        self.artifacts = artifacts
+        self.main = page.get_by_test_id("stMain")
+        self.sidebar = page.get_by_test_id("stSidebar")
+        self.shots: list[Path] = []
+
+    # -- waiting ---------------------------------------------------------------------------
+    def settle(self, timeout_ms: int = STEP_TIMEOUT_MS) -> None:
+        """Wait until no script run has been going for :data:`QUIET_MS`."""
+        self.page.evaluate("window.__pldIdleSince = null")
+        self.page.wait_for_function(_IDLE_FOR, arg=[QUIET_MS], timeout=timeout_ms,
+                                    polling=50)
+
+    def rerun(self, action: object) -> None:
+        """Do ``action`` (a callable) that makes the app run again; wait for that run to end."""
+        before = self.page.evaluate("window.__pldRuns")
+        action()  # type: ignore[operator]
+        self.page.wait_for_function("(n) => window.__pldRuns > n", arg=before,
+                                    timeout=STEP_TIMEOUT_MS, polling=20)
+        self.settle()
+
+    def see(self, locator: Locator, timeout_ms: int = STEP_TIMEOUT_MS) -> None:
+        """Wait until ``locator`` is visible, then until the app settles."""
+        expect(locator).to_be_visible(timeout=timeout_ms)
+        self.settle()
+
+    # -- widgets ---------------------------------------------------------------------------
+    def button(self, name: str, scope: Locator | None = None) -> Locator:
+        return (scope or self.main).get_by_role("button", name=name, exact=True)
+
+    def click(self, name: str, scope: Locator | None = None) -> None:
+        """Click a button (it reruns the app)."""
+        self.rerun(lambda: self.button(name, scope).click())
+
+    def go(self, link: str, title: str | None = None) -> None:
+        """Open a page from the sidebar navigation; wait for its title."""
+        nav = self.page.get_by_test_id("stSidebarNav")
+        self.rerun(lambda: nav.get_by_role("link", name=link, exact=True).click())
+        self.see(self.main.get_by_role("heading", name=title or link, level=1))
+
+    def choose(self, label: str, option: str | re.Pattern[str],
+               scope: Locator | None = None) -> None:
+        """Pick ``option`` in the select box labelled ``label`` (a BaseWeb select)."""
+        box = (scope or self.main).get_by_role("combobox", name=label, exact=True)
+        box.click()
+        opt = self.page.get_by_role("option").filter(has_text=option).first
+        self.rerun(opt.click)
+
+    def type(self, label: str, text: str, scope: Locator | None = None,
+             role: str = "textbox") -> None:
+        """Replace the text of the input labelled ``label`` and press Enter (commits it)."""
+        field = (scope or self.main).get_by_role(role, name=label, exact=True)  # type: ignore[arg-type]
+        field.fill(text)
+        self.rerun(lambda: field.press("Enter"))
+
+    def tab(self, name: str | re.Pattern[str]) -> None:
+        """Show a tab (tabs switch in the browser, without a run)."""
+        self.main.get_by_role("tab", name=name).click()
+
+    def expand(self, title: str) -> None:
+        """Open an expander if it is closed (no run either)."""
+        summary = self.main.locator("summary", has_text=title)
+        details = summary.locator("xpath=..")
+        if details.get_attribute("open") is None:
+            summary.click()
+        expect(details).to_have_attribute("open", re.compile(".*"))
+
+    def metric(self, label: str) -> Locator:
+        """The value of the metric labelled ``label``."""
+        box = self.main.get_by_test_id("stMetric").filter(
+            has=self.page.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+        return box.get_by_test_id("stMetricValue")
+
+    def flash(self, text: str | re.Pattern[str], kind: str = "Success") -> Locator:
+        """An alert box of ``kind`` (Success, Info, Warning, Error) holding ``text``."""
+        return self.main.get_by_test_id(f"stAlertContent{kind}").filter(has_text=text)
+
+    # -- evidence --------------------------------------------------------------------------
+    def check(self, name: str, expected_errors: tuple[str, ...] = ()) -> None:
+        """Screenshot the whole page as ``NN-name.png``; fail on exceptions and stray errors."""
+        self.settle()
+        path = self.artifacts / f"{len(self.shots) + 1:02d}-{name}.png"
+        size = self.page.viewport_size or {"width": 1400, "height": 1000}
+        height = int(self.page.evaluate(_CONTENT_HEIGHT))
+        # The app scrolls inside its own containers: a tall window shows all of it at once.
+        self.page.set_viewport_size({"width": size["width"],
+                                     "height": max(size["height"], min(height + 120, 12_000))})
+        try:
+            self.page.evaluate("() => new Promise((r) => requestAnimationFrame(() => "
+                               "requestAnimationFrame(r)))")
+            self.page.screenshot(path=str(path), full_page=True)
+        finally:
+            self.page.set_viewport_size(size)
+        self.shots.append(path)
+        exceptions = self.page.get_by_test_id("stException")
+        assert exceptions.count() == 0, (
+            f"{name}: Streamlit exception on the page (see {path}):\n"
+            + "\n---\n".join(exceptions.all_inner_texts()))
+        errors = [e.lower() for e in
+                  self.page.get_by_test_id("stAlertContentError").all_inner_texts()]
+        expected = [x.lower() for x in expected_errors]
+        stray = [e for e in errors if not any(x in e for x in expected)]
+        assert not stray, f"{name}: unexpected error box(es) (see {path}): {stray}"
+        for wanted in expected:
+            assert any(wanted in e for e in errors), f"{name}: expected error {wanted!r} missing"
+
+
+def _open_heuristic(ui: Ui) -> int:
+    """The id of the heuristic shown in detail (from its heading, redrawn on every run)."""
+    heading = ui.main.get_by_role("heading", name=re.compile(r"^Heuristic #\d+$"))
+    return int(re.sub(r"\D", "", heading.inner_text()))
+
+
+def _approve_drafts(ui: Ui) -> int:
+    """As the current reviewer, approve every draft heuristic one by one; return how many.
+
+    Drafts are found in the open list of the "Open heuristic" box: the box's own text can lag
+    behind (Streamlit keeps a keyed select box's old label when its format_func output changes).
+    """
+    approved = 0
+    box = ui.main.get_by_role("combobox", name="Open heuristic", exact=True)
+    while True:
+        current = _open_heuristic(ui)  # read before the list opens: it hides the page from roles
+        box.click()
+        options = ui.page.get_by_role("option")
+        expect(options.first).to_be_visible()
+        drafts = [int(m[1]) for t in options.all_inner_texts()
+                  if (m := re.match(r"#(\d+) · draft · ", t))]
+        if not drafts or current in drafts:
+            ui.page.keyboard.press("Escape")
+            expect(options.first).to_be_hidden()
+        else:
+            ui.rerun(options.filter(has_text=re.compile(rf"^#{drafts[0]} · ")).first.click)
+            expect(ui.main.get_by_role("heading", name=f"Heuristic #{drafts[0]}")).to_be_visible()
+        if not drafts:
+            return approved
+        ui.tab("Review")
+        ui.click("Approve")
+        expect(ui.flash(re.compile(r"Heuristic #\d+ approved by alice"))).to_be_visible()
+        approved += 1
+
+
+def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, artifacts: Path,
+                               tmp_path: Path) -> None:
+    page = browser_page
+    page.add_init_script(_RUN_COUNTER)
+    ui = Ui(page, artifacts)
+
+    # Home: nothing loaded yet; the models are the fake's.
+    page.goto(streamlit_app.url)
+    ui.see(ui.main.get_by_role("heading", name="PLD Studio", level=1))
+    expect(ui.main.get_by_text(streamlit_app.model).first).to_be_visible()
+    ui.check("home")
+
+    # Data: load the demo task.
+    ui.go("Data")
+    ui.choose("Task", "demo")
+    ui.see(ui.main.get_by_text("in-house demo data", exact=False).first)
+    ui.click("Load")
+    ui.see(ui.flash("Loaded demo:"))
+    expect(ui.main.get_by_role("heading", name="Task: demo")).to_be_visible()
+    expect(ui.metric("train examples")).to_have_text("50")
+    expect(ui.sidebar.get_by_role("combobox", name="Task", exact=True)).to_have_value("demo")
+    ui.check("data")
+
+    # Micro-instructions: extract a rule from each of the 50 training examples.
+    ui.go("Micro-instructions")
+    ui.click("Start extraction")
+    ui.see(ui.flash("Extraction started in the background"))
+    ui.see(ui.main.get_by_text("Rules 1–50 of 50 matching"), timeout_ms=JOB_TIMEOUT_MS)
+    expect(ui.metric("Failed")).to_have_text("0")
+    expect(ui.main.get_by_text("Micro-instruction", exact=True)).to_be_visible()
+    ui.check("extract")
+
+    # Clusters: k-means with k=4, then accept it as bob.
+    ui.go("Clusters")
+    ui.choose("Method", "kmeans")
+    ui.type("k (clusters)", "4", role="spinbutton")
+    ui.click("Start clustering")
+    ui.see(ui.flash("Clustering started in the background"))
+    accept = ui.button("Accept this clustering")
+    ui.see(accept, timeout_ms=JOB_TIMEOUT_MS)
+    expect(ui.metric("Clusters").first).to_have_text("4")
+    ui.type("Reviewer name", "bob", scope=ui.sidebar)
+    ui.click("Accept this clustering")
+    ui.see(ui.main.get_by_text(re.compile(r"Accepted by bob at")).first)
+    ui.check("clusters")
+
+    # Heuristics: consolidate the four clusters into four drafts.
+    ui.go("Heuristics")
+    ui.click("Consolidate")
+    ui.see(ui.main.get_by_role("combobox", name="Open heuristic", exact=True),
+           timeout_ms=JOB_TIMEOUT_MS)
+    expect(ui.metric("Draft")).to_have_text("4")
+    ui.check("heuristics-drafts")
+
+    # bob edits the open heuristic; the four-eyes rule refuses his own approval.
+    hid = _open_heuristic(ui)
+    ui.tab("Edit")
+    ui.click("Edit this heuristic")
+    text = ui.main.get_by_role("textbox", name="Text", exact=True)
+    edited = (text.input_value().strip() + " A caller who asks for a one-time passcode is "
+              "escalate-fraud even when the customer sounds calm.")
+    text.fill(edited)
+    ui.rerun(lambda: text.press("Control+Enter"))
+    ui.type("Comment", "Added the passcode case.")
+    ui.click("Save")
+    ui.see(ui.flash(f"Saved heuristic #{hid} as version 2"))
+    ui.tab("Review")
+    ui.see(ui.main.get_by_text("You (bob) wrote the current text"))
+    ui.click("Approve")
+    ui.see(ui.flash(re.compile("four-eyes rule", re.IGNORECASE), kind="Error"))
+    ui.check("heuristics-four-eyes", expected_errors=("four-eyes rule",))
+
+    # alice approves bob's edit and the three teacher drafts.
+    ui.type("Reviewer name", "alice", scope=ui.sidebar)
+    expect(ui.main.get_by_text("Signing as alice (self-declared).")).to_be_visible()
+    assert _approve_drafts(ui) == 4
+    expect(ui.metric("Approved")).to_have_text("4")
+    expect(ui.metric("Draft")).to_have_text("0")
+    ui.choose("Open heuristic", re.compile(rf"^#{hid} · "))
+    expect(ui.main.get_by_role("heading", name=f"Heuristic #{hid}")).to_be_visible()
+    expect(ui.main.get_by_text(re.compile(r"approved · version 3 .*approved by alice"))
+           ).to_be_visible()
+    ui.tab(re.compile(r"^History"))
+    history = ui.main.get_by_role("tabpanel").filter(has_text="edit by bob")
+    expect(history).to_contain_text("approve by alice")
+    expect(history).to_contain_text("Added the passcode case.")
+    ui.check("heuristics-approved")
+
+    # Export: build prompt version 1 from the four approved heuristics.
+    ui.go("Export")
+    ui.expand("Build a prompt version from the approved heuristics")
+    ui.click("Build prompt version")
+    ui.see(ui.flash("Prompt v1 holds 4 approved heuristics."))
+    expect(ui.main.get_by_role("combobox", name="Prompt version", exact=True)
+           ).to_have_value("v1 (exportable)")
+    expect(ui.main.get_by_text("passcode").first).to_be_visible()
+    ui.check("export-built")
+
+    # Evaluate: prompt v1, then the zero-shot baseline on the same items.
+    ui.go("Evaluate")
+    ui.click("Run evaluation")
+    ui.see(ui.flash("Evaluation started in the background"))
+    ui.see(ui.main.get_by_role("combobox", name="Evaluation", exact=True),
+           timeout_ms=JOB_TIMEOUT_MS)
+    expect(ui.metric("Macro-F1").first).to_have_text(re.compile(r"^0\.\d{3}$"))
+    ui.check("evaluate-v1")
+    ui.expand("Run an evaluation")
+    ui.rerun(lambda: ui.main.get_by_text("Zero-shot baseline", exact=True).click())
+    ui.click("Run evaluation")
+    ui.see(ui.flash("--zero-shot"))
+    # The Compare tab is drawn (hidden) once two evaluations exist; the page's rerun at the end
+    # of the job shows the first tab again, so open it after that.
+    delta = ui.main.get_by_text(re.compile(r"B − A: macro-F1"))
+    expect(delta).to_be_attached(timeout=JOB_TIMEOUT_MS)
+    ui.settle()
+    ui.tab("Compare two")
+    ui.see(delta)
+    # ``has_text``, not ``has=delta``: a ``has`` locator is resolved inside the outer one, and
+    # ``delta`` starts from the page's main block, which no tab panel contains.
+    compare = ui.main.get_by_role("tabpanel").filter(has_text=re.compile(r"B − A: macro-F1"))
+    expect(compare).to_contain_text("zero-shot")
+    ui.check("evaluate-compare")
+
+    # Export: write prompt.md and manifest.json to a folder, and download prompt.md.
+    ui.go("Export")
+    out = tmp_path / "exported"
+    ui.type("Or write both files to this folder", str(out))
+    ui.click("Write files")
+    ui.see(ui.flash("Wrote "))
+    prompt, manifest_file = out / "prompt.md", out / "manifest.json"
+    assert prompt.is_file() and manifest_file.is_file()
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    assert len(manifest["heuristics"]) == 4
+    assert {e["method"] for e in manifest["evaluations"]} >= {"pld"}
+    assert "passcode" in prompt.read_text(encoding="utf-8")
+    with page.expect_download() as download:
+        ui.button("Download prompt.md").click()
+    assert Path(download.value.path()).read_bytes() == prompt.read_bytes()
+    ui.check("export-written")
+
+    # Calls: every teacher and student call of the walk is in the log.
+    ui.go("Calls")
+    expect(ui.metric("Errors")).to_have_text("0")
+    ui.check("calls")
