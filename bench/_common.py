@@ -128,6 +128,21 @@ def merge_json(path: Path, update: Callable[[dict[str, Any]], None]) -> dict[str
     return data
 
 
+def replace_block(path: Path, name: str, body: str) -> bool:
+    """Replace the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in ``path``
+    (the README's result tables); False when the file or the markers are missing."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+    return True
+
+
 def median(xs: Sequence[float]) -> float:
     """The median of a non-empty sequence."""
     return float(statistics.median(xs))
@@ -178,7 +193,9 @@ def _schema_keys(body: dict[str, Any]) -> set[str]:
 
 
 def _last_user(body: dict[str, Any]) -> str:
-    return [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+    # A request cut off by a killed client arrives without a body: answer it with nothing.
+    users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
+    return str(users[-1]) if users else ""
 
 
 def scripted_reply(labels: Sequence[str]) -> Callable[[dict[str, Any]], str]:

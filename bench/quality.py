@@ -41,6 +41,7 @@ from _common import (
     machine_info,
     merge_json,
     print_table,
+    replace_block,
 )
 
 from pld.errors import BadInput, NotReady
@@ -84,7 +85,6 @@ PAPER = {  # arXiv 2602.21103, Gemma-3 4B student: baseline -> PLD (their test s
     "logiqa": ("accuracy", 0.67, 0.70),
 }
 README = REPO / "bench" / "README.md"
-TABLE_START, TABLE_END = "<!-- quality-table:start -->", "<!-- quality-table:end -->"
 
 
 # -- estimate -------------------------------------------------------------------------------------
@@ -106,8 +106,9 @@ def _call_s(speed: Speed, new_prompt_tokens: float, gen_tokens: float) -> float:
 
 
 def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
-             few_shot: int) -> dict[str, float] | None:
-    """Seconds per stage for local models on a quiet machine, None for remote ones.
+             few_shot: int) -> dict[str, float | None]:
+    """Seconds per stage on a quiet 2-core CPU; None for the parts a remote model does (they
+    depend on the API's latency and rate limits).
 
     ``tokens``: mean input tokens per split. Clusters are guessed as sqrt(n_train / 2) (the
     k-means fallback's k) and each heuristic as ~80 tokens; the teacher's conflict prompts hold
@@ -115,22 +116,23 @@ def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
     faster than this.
     """
     t, s = SPEEDS.get(teacher), SPEEDS.get(student)
-    if t is None or s is None:
-        return None
     x_tr, x_va, x_te = tokens["train"], tokens["val"], tokens["test"]
     k = max(2, round(math.sqrt(sizes.train / 2)))
     p_tokens = 120 + 80 * k
-    per_test = _call_s(s, x_te + 12, 3)
-    per_val = _call_s(s, x_va + 12, 3)
-    out = {
-        "extract": 350 / t.prompt_tps + sizes.train * _call_s(t, x_tr + 40, 90),
-        "cluster": 60.0,
-        "consolidate": k * _call_s(t, 400 + 45 * sizes.train / k, 200),
-        "resolve": (sizes.iterations + 1) * (p_tokens / s.prompt_tps + sizes.val * per_val)
-        + sizes.iterations * k * _call_s(t, p_tokens + 600 + 12 * min(x_va, 375), 250),
-    }
-    prompts = [60, 100 + few_shot * (x_tr + 15), p_tokens, p_tokens]
-    out["eval"] = sum(p / s.prompt_tps for p in prompts) + len(prompts) * sizes.test * per_test
+    out: dict[str, float | None] = {"extract": None, "cluster": 60.0, "consolidate": None,
+                                    "resolve (teacher)": None, "resolve (student)": None,
+                                    "eval": None}
+    if t is not None:
+        out["extract"] = 350 / t.prompt_tps + sizes.train * _call_s(t, x_tr + 40, 90)
+        out["consolidate"] = k * _call_s(t, 400 + 45 * sizes.train / k, 200)
+        out["resolve (teacher)"] = sizes.iterations * k * _call_s(
+            t, p_tokens + 600 + 12 * min(x_va, 375), 250)
+    if s is not None:
+        out["resolve (student)"] = (sizes.iterations + 1) * (
+            p_tokens / s.prompt_tps + sizes.val * _call_s(s, x_va + 12, 3))
+        prompts = [60, 100 + few_shot * (x_tr + 15), p_tokens, p_tokens]
+        out["eval"] = (sum(p / s.prompt_tps for p in prompts)
+                       + len(prompts) * sizes.test * _call_s(s, x_te + 12, 3))
     return out
 
 
@@ -240,7 +242,8 @@ def _stage_seconds(ws: Any, task: str, first_run_id: int) -> dict[str, float]:
 def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     """Run (or resume) the chain for one task and return its results block."""
     from pld.pipeline.chain import ChainOptions, run_chain
-    from pld.pipeline.evaluate import few_shot_examples, few_shot_prompt
+    from pld.pipeline.evaluate import evaluate, few_shot_examples, few_shot_prompt
+    from pld.pipeline.resolve import best_version
     from pld.pipeline.student import get_prompt
     from pld.tasks import load_task
     from pld.tasks.store import loaded_tasks, task_info
@@ -286,36 +289,47 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     print(f"\n== {task}: train {counts.get('train')} / val {counts.get('val')} / test "
           f"{counts.get('test')}, mean input tokens "
           + ", ".join(f"{k} {v:.0f}" for k, v in toks.items()) + f"\n   workspace {path}")
-    if est is None:
-        print("   estimate: none for remote models (it depends on the API's latency and rate "
-              "limits); student calls: "
-              f"{(sizes.iterations + 1) * counts.get('val', 0) + 4 * counts.get('test', 0)}, "
-              f"teacher calls: ~{counts.get('train', 0) + 20}")
-    else:
-        print("   estimated time on a quiet 2-core CPU (cached parts are free): "
-              + ", ".join(f"{k} {v / 60:.0f} min" for k, v in est.items())
-              + f"; total ~{sum(est.values()) / 60:.0f} min")
+    known = sum(v for v in est.values() if v is not None)
+    remote = [k for k, v in est.items() if v is None]
+    print("   estimated time on a quiet 2-core CPU (cached parts are free): "
+          + ", ".join(f"{k} {'remote' if v is None else f'{v / 60:.0f} min'}"
+                      for k, v in est.items())
+          + f"; total ~{known / 60:.0f} min" + (" + the remote calls" if remote else ""))
+    n_student = (sizes.iterations + 1) * counts.get("val", 0) + 4 * counts.get("test", 0)
+    print(f"   calls: student {n_student}, teacher "
+          f"~{counts.get('train', 0) + 10 + 8 * sizes.iterations}")
     if args.estimate_only:
         ws.close()
         return {}
 
     first_run = ws.query("SELECT coalesce(max(id), 0) AS n FROM runs")[0]["n"]
     t0 = time.monotonic()
+    finished = _loop_finished(ws, task, args, sizes)
     options = ChainOptions(
         teacher=args.teacher, student=args.student, auto_approve_as=APPROVER,
         concurrency=args.concurrency, method=args.method, eps=args.eps,
-        min_samples=args.min_samples, k=args.k, iterations=sizes.iterations,
+        min_samples=args.min_samples, k=args.k,
+        # A finished conflict loop is not entered again (see _loop_finished).
+        iterations=0 if finished else sizes.iterations,
         few_shot=args.few_shot or None, seed=args.seed)
     summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
-    wall = time.monotonic() - t0
     st = summary.stages
-    evals = st["eval"]
-    first = get_prompt(ws, task, st["prompt"]["version"])
-    methods = {key: _method(ws, evals[name]["evaluation_id"], count) if name in evals else None
-               for key, name in (("zero_shot", "zero-shot"), ("few_shot", "few-shot"),
-                                 ("pld_clustered", "pld-consolidated"),
-                                 ("pld_post_conflict", "pld"))}
-    best = get_prompt(ws, task, methods["pld_post_conflict"]["prompt_version"])
+    # The four methods are scored here rather than read from the chain's summary: the chain
+    # names the prompt built from the *current* approved heuristics "consolidated", which after
+    # a finished conflict loop is the post-conflict one. Every call below is a cache hit.
+    v_first = _consolidated_version(ws, task)
+    v_best = best_version(ws, task, args.student) or v_first
+    plan: dict[str, dict[str, Any] | None] = {
+        "zero_shot": {"zero_shot": True},
+        "few_shot": {"few_shot": args.few_shot} if args.few_shot else None,
+        "pld_clustered": {"version": v_first},
+        "pld_post_conflict": {"version": v_best},
+    }
+    methods = {key: None if kw is None else _method(ws, evaluate(
+        ws, task, args.student, split="test", seed=args.seed, **kw).evaluation_id, count)
+        for key, kw in plan.items()}
+    wall = time.monotonic() - t0
+    first, best = get_prompt(ws, task, v_first), get_prompt(ws, task, v_best)
     prompt_tokens, how = count(best.text)
     n_rules, n_failed = (ws.query(
         "SELECT count(*) AS n FROM micro_instructions WHERE task = ? AND status = ?",
@@ -339,7 +353,8 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "prompt_version": best.version,
         "prompt_sha256": best.sha256,
         "conflict_loop": {"iterations": sizes.iterations,
-                          "stop_reason": st.get("resolve", {}).get("stop_reason"),
+                          "stop_reason": _stop_reason(ws, task, args.student),
+                          "skipped_as_finished_this_invocation": finished,
                           "val_history": _val_history(ws, task, args.student)},
         "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
                     "kind 'auto' in the audit trail (no human review)",
@@ -348,27 +363,65 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "models": {"teacher": args.teacher, "student": args.student},
         "wall_s_this_invocation": round(wall, 1),
         "stage_s_this_invocation": _stage_seconds(ws, task, first_run),
-        "estimate_s": {k: round(v) for k, v in est.items()} if est else None,
+        "estimate_s": {k: None if v is None else round(v) for k, v in est.items()},
         "workspace": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
     }
     ws.close()
     return block
 
 
+def _consolidated_version(ws: Any, task: str) -> int:
+    """The prompt version built from the heuristics as consolidation wrote them."""
+    row = ws.query("SELECT min(version) AS v FROM prompts WHERE task = ? AND "
+                   "origin = 'consolidate'", [task])[0]
+    if row["v"] is None:
+        raise NotReady(f"{task}: no prompt was built from the consolidated heuristics")
+    return int(row["v"])
+
+
+def _loop_finished(ws: Any, task: str, args: argparse.Namespace, sizes: Sizes) -> bool:
+    """Whether this workspace already holds a finished conflict loop with these settings.
+
+    ``run_chain`` keys its conflict loop on the prompt version it starts from, which it builds
+    from the approved heuristics; after a loop those are the post-conflict ones, so a rerun
+    would start a new loop from there. Asking for 0 iterations instead keeps a rerun free.
+    """
+    rows = ws.query("SELECT params FROM runs WHERE task = ? AND kind = 'chain-resolve' AND "
+                    "status = 'done'", [task])
+    if not rows:
+        return False
+    from pld.workspace import loads
+
+    v_first = _consolidated_version(ws, task)
+    want = {"student": args.student, "teacher": args.teacher, "iterations": sizes.iterations,
+            "val_limit": None, "from_version": v_first}
+    return any(loads(r["params"], {}) == want for r in rows)
+
+
+def _loop_records(ws: Any, task: str, student: str) -> list[dict[str, Any]]:
+    from pld.workspace import loads
+
+    rows = ws.query("SELECT method, prompt_version, n, metrics FROM evaluations WHERE task = ? "
+                    "AND split = 'val' AND student = ? AND method LIKE 'resolve-iter-%' "
+                    "ORDER BY id", [task, student])
+    return [{**r, "metrics": loads(r["metrics"], {})} for r in rows]
+
+
+def _stop_reason(ws: Any, task: str, student: str) -> str | None:
+    """Why the conflict loop stopped, from its last iteration's record."""
+    recs = _loop_records(ws, task, student)
+    if not recs:
+        return None
+    return recs[-1]["metrics"].get("resolve", {}).get("stop") or "max-iterations"
+
+
 def _val_history(ws: Any, task: str, student: str) -> list[dict[str, Any]]:
     """Validation macro-F1 of each prompt version the conflict loop evaluated, in order."""
-    rows = ws.query(
-        "SELECT method, prompt_version, n, json_extract(metrics, '$.macro_f1') AS f1 "
-        "FROM evaluations WHERE task = ? AND split = 'val' AND student = ? ORDER BY id",
-        [task, student])
-    seen: set[tuple[str, int]] = set()
-    out = []
-    for r in rows:
-        if (r["method"], r["prompt_version"]) not in seen:
-            seen.add((r["method"], r["prompt_version"]))
-            out.append({"method": r["method"], "version": r["prompt_version"], "n": r["n"],
-                        "macro_f1": round(r["f1"], 4)})
-    return out
+    return [{"iteration": r["method"].removeprefix("resolve-iter-"),
+             "version": r["prompt_version"], "n": r["n"],
+             "macro_f1": round(r["metrics"]["macro_f1"], 4),
+             "adopted": r["metrics"].get("resolve", {}).get("adopted")}
+            for r in _loop_records(ws, task, student)]
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -426,15 +479,8 @@ def markdown_table(data: dict[str, Any]) -> str:
 
 
 def update_readme(data: dict[str, Any]) -> None:
-    """Replace the table between the README's markers with the current results."""
-    if not README.exists():
-        return
-    text = README.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        return
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    README.write_text(f"{head}{TABLE_START}\n{markdown_table(data)}\n{TABLE_END}{tail}")
+    """Put the current results into the README's quality table."""
+    replace_block(README, "quality-table", markdown_table(data))
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -516,8 +562,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         block["quick"] = args.quick
 
-        def update(data: dict[str, Any], task: str = task, block: dict[str, Any] = block) -> None:
-            data["machine"] = machine_info({"teacher": args.teacher, "student": args.student})
+        machine = machine_info({"teacher": args.teacher, "student": args.student})
+        block.update(measured_at=machine["date"], machine_cpu=machine["cpu_model"],
+                     load_average_1_5_15=machine["load_average_1_5_15"])
+
+        def update(data: dict[str, Any], task: str = task, block: dict[str, Any] = block,
+                   machine: dict[str, Any] = machine) -> None:
+            data["machine"] = machine
             data.setdefault("tasks", {})[task] = block
             data["paper"] = {k: {"metric": m, "baseline": b, "pld": a, "model": "Gemma-3 4B"}
                              for k, (m, b, a) in PAPER.items()}

@@ -1,0 +1,590 @@
+"""Speed benchmark: every figure is a ratio (or a count) measured within one run, so that a noisy,
+shared machine still gives comparable numbers.
+
+* ``prefix_cache.speedup`` — the student classifies the same N examples under a ~4,000-token rule
+  prompt on the local model, re-processing the prompt for every example ÷ reusing its KV state.
+  Three ``Llama`` instances of the same weights (roles of :class:`LocalBackend`) run interleaved,
+  example by example, so machine noise hits all arms alike: *reuse* keeps its KV state between
+  calls (what the student stage does), *re-process* gets ``Llama.reset()`` before every call
+  (the KV cache is emptied, so the whole prompt is evaluated again), *floor* gets no rule prompt
+  at all (the backend's one-line neutral system message). Each arm makes one untimed warm-up
+  call first, so the figures are per example in steady state; the one-time cost of evaluating
+  the prompt on the reuse arm is reported as ``first_call_s``.
+* ``prefix_cache.vs_limit`` — reuse ÷ floor, per example.
+* ``rerun.uncached_calls`` — ``llm_calls`` rows that missed the cache (``cache_hit = 0``,
+  no error) added by repeating a finished ``run`` of the demo task: against the fake
+  OpenAI-compatible server (every stage, with a conflict loop that really changes the prompt),
+  and with ``--local-rerun`` also on the local model (a small slice of the demo task).
+* ``resume.repeated_calls`` — an ``extract`` subprocess (the real CLI, 8 parallel calls against
+  the fake server) is killed with SIGKILL once half the rules are written, then run again:
+  completed calls that were made a second time.
+* ``concurrency.speedup_8`` — extraction of 64 examples against the fake server answering after
+  a fixed 200 ms: concurrency 1 ÷ concurrency 8, wall time.
+* ``pages.ratio_10k_vs_100`` — median time to render the micro-instructions page
+  (``pages/extract.py`` in ``AppTest``) for a task with 10,000 rules ÷ one with 100.
+
+    python bench/speed.py                        # everything, local/default, N=50 (~50 min)
+    python bench/speed.py --only prefix_cache --model local/small
+    python bench/speed.py --quick                # tiny smoke run of every measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    DEMO_HEURISTICS,
+    REPO,
+    RESULTS,
+    WORK,
+    count_tokens,
+    machine_info,
+    median,
+    merge_json,
+    print_table,
+    replace_block,
+    scripted_reply,
+)
+
+from pld.workspace import Workspace, open_workspace
+
+SECTIONS = ("prefix_cache", "rerun", "resume", "concurrency", "pages")
+DEMO_LABELS = ["escalate-fraud", "data-privacy-request", "complaint", "routine"]
+TARGETS = {
+    ("prefix_cache", "speedup"): (">=", 5),
+    ("prefix_cache", "vs_limit"): ("<=", 1.5),
+    ("rerun", "uncached_calls"): ("==", 0),
+    ("resume", "repeated_calls"): ("==", 0),
+    ("concurrency", "speedup_8"): (">=", 6),
+    ("pages", "ratio_10k_vs_100"): ("<=", 3),
+}
+
+
+def _entry(section: str, key: str, value: float | int, detail: dict[str, Any]) -> dict[str, Any]:
+    op, target = TARGETS[(section, key)]
+    met = {">=": value >= target, "<=": value <= target, "==": value == target}[op]
+    return {"value": value, "target": f"{op} {target}", "detail": {"met": met, **detail}}
+
+
+def _fresh_ws(name: str) -> Workspace:
+    """A new, empty workspace under bench/.work/speed/ (a stale one is deleted first)."""
+    path = WORK / "speed" / name
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return open_workspace(path)
+
+
+def _load_demo(ws: Workspace, **sizes: int) -> None:
+    from pld.tasks import load_task
+
+    load_task(ws, "demo", **sizes)
+
+
+# -- prefix cache ---------------------------------------------------------------------------------
+
+def rule_prompt(target_tokens: int, local_name: str) -> tuple[str, int]:
+    """A student system prompt of at least ``target_tokens`` tokens, in the real template.
+
+    Realistic heuristic lines are repeated (and numbered on) until the prompt is long enough.
+    """
+    from pld.pipeline.student import render_student_prompt
+    from pld.tasks.demo import DemoTask
+
+    description = DemoTask.description
+    heuristics: list[str] = []
+    while True:
+        heuristics.append(DEMO_HEURISTICS[len(heuristics) % len(DEMO_HEURISTICS)])
+        text = render_student_prompt(heuristics, DEMO_LABELS, description)
+        if len(text) / 5 < target_tokens:  # cheap lower bound first; count exactly near the end
+            continue
+        n, _ = count_tokens(text, local_name)
+        if n >= target_tokens:
+            return text, n
+
+
+def bench_prefix_cache(args: argparse.Namespace) -> dict[str, Any]:
+    """Student calls with the rule prompt's KV state reused, re-processed and absent."""
+    from pld.llm import calls
+    from pld.llm.local_backend import LocalBackend
+    from pld.llm.registry import parse_model
+
+    spec = parse_model(args.model)
+    if spec.provider != "local":
+        raise SystemExit(f"--model must be a local model (local/default or local/small), "
+                         f"not {args.model}")
+    ws = _fresh_ws("prefix.db")
+    _load_demo(ws)
+    texts = [r["text"] for r in ws.query(
+        "SELECT text FROM examples WHERE task = 'demo' ORDER BY id")]
+    if len(texts) < args.n + 1:
+        raise SystemExit(f"--n {args.n}: the demo task has only {len(texts) - 1} examples "
+                         "besides the warm-up one")
+    warm, items = texts[-1], texts[:args.n]
+    system, prompt_tokens = rule_prompt(args.prompt_tokens, spec.name)
+    arms = {
+        "floor": (LocalBackend(spec.name, role="bench-floor"), None),
+        "reuse": (LocalBackend(spec.name, role="bench-reuse"), system),
+        "reprocess": (LocalBackend(spec.name, role="bench-reprocess"), system),
+    }
+
+    def call(arm: str, text: str) -> tuple[float, calls.CallResult]:
+        backend, sys_prompt = arms[arm]
+        if arm == "reprocess":
+            # Empties the instance's KV state: the whole prompt is evaluated again.
+            backend.llama().reset()
+        t0 = time.perf_counter()
+        res = calls.complete(ws, args.model, [{"role": "user", "content": text}],
+                             system=sys_prompt, choices=DEMO_LABELS, max_tokens=16,
+                             stage=f"bench-{arm}", role=f"bench-{arm}", use_cache=False,
+                             backend=backend)
+        return time.perf_counter() - t0, res
+
+    print(f"prefix_cache: {args.model}, {prompt_tokens}-token rule prompt, {args.n} examples, "
+          "arms interleaved per example", flush=True)
+    first_call = {arm: call(arm, warm)[0] for arm in arms}
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    cached: dict[str, list[int]] = {arm: [] for arm in arms}
+    answers: dict[str, list[str]] = {arm: [] for arm in arms}
+    t_start = time.monotonic()
+    for i, text in enumerate(items, 1):
+        for arm in arms:
+            dt, res = call(arm, text)
+            times[arm].append(dt)
+            cached[arm].append(res.reply.cached_tokens)
+            answers[arm].append(res.text)
+        if i == 1 or i % max(1, args.n // 10) == 0 or i == args.n:
+            elapsed = time.monotonic() - t_start
+            print(f"  {i}/{args.n}  reuse {times['reuse'][-1]:.2f}s  reprocess "
+                  f"{times['reprocess'][-1]:.2f}s  floor {times['floor'][-1]:.2f}s  "
+                  f"(elapsed {elapsed / 60:.1f} min, ~{elapsed / i * (args.n - i) / 60:.1f} "
+                  "min left)", flush=True)
+    ws.close()
+
+    total = {arm: sum(ts) for arm, ts in times.items()}
+    arm_detail = {arm: {"mean_s": round(total[arm] / args.n, 4),
+                        "median_s": round(median(times[arm]), 4),
+                        "total_s": round(total[arm], 2),
+                        "warmup_call_s": round(first_call[arm], 2),
+                        "mean_reused_prompt_tokens": round(statistics.mean(cached[arm]), 1)}
+                  for arm in arms}
+    common = {"model": args.model, "n_examples": args.n, "rule_prompt_tokens": prompt_tokens,
+              "arms": arm_detail,
+              "how": "three Llama instances of the same weights, calls interleaved per "
+                     "example; reprocess = Llama.reset() before each call; floor = no rule "
+                     "prompt (neutral one-line system message); each arm's warm-up call is "
+                     "untimed"}
+    speedup = total["reprocess"] / total["reuse"]
+    vs_limit = total["reuse"] / total["floor"]
+    same = sum(a == b for a, b in zip(answers["reuse"], answers["reprocess"], strict=True))
+    return {
+        "speedup": _entry("prefix_cache", "speedup", round(speedup, 2), {
+            **common,
+            "first_call_s": round(first_call["reuse"], 2),
+            "speedup_including_first_call": round(
+                (total["reprocess"] + first_call["reprocess"])
+                / (total["reuse"] + first_call["reuse"]), 2),
+            "median_ratio": round(median(times["reprocess"]) / median(times["reuse"]), 2),
+            "same_answer_reuse_vs_reprocess": f"{same}/{args.n}"}),
+        "vs_limit": _entry("prefix_cache", "vs_limit", round(vs_limit, 3), {
+            "model": args.model, "n_examples": args.n, "rule_prompt_tokens": prompt_tokens,
+            "reuse_mean_s": arm_detail["reuse"]["mean_s"],
+            "floor_mean_s": arm_detail["floor"]["mean_s"],
+            "median_ratio": round(median(times["reuse"]) / median(times["floor"]), 3)}),
+    }
+
+
+# -- rerun ----------------------------------------------------------------------------------------
+
+def _chain_twice(ws: Workspace, teacher: str, student: str, **options: Any) -> dict[str, Any]:
+    """Run the chain on the demo task, then again; what the second run added to the call log."""
+    from pld.pipeline.chain import ChainOptions, run_chain
+
+    o = ChainOptions(teacher=teacher, student=student, auto_approve_as="bench", **options)
+    t0 = time.monotonic()
+    first = run_chain(ws, "demo", o)
+    t1 = time.monotonic()
+    mark = ws.query("SELECT coalesce(max(id), 0) AS n FROM llm_calls")[0]["n"]
+    second = run_chain(ws, "demo", o)
+    t2 = time.monotonic()
+    added = ws.query(
+        "SELECT coalesce(sum(cache_hit = 0 AND error IS NULL), 0) AS uncached, "
+        "coalesce(sum(cache_hit), 0) AS hits, coalesce(sum(error IS NOT NULL), 0) AS errors, "
+        "count(*) AS calls FROM llm_calls WHERE id > ?", [mark])[0]
+    by_stage = {r["stage"]: r["n"] for r in ws.query(
+        "SELECT stage, count(*) AS n FROM llm_calls WHERE id > ? AND cache_hit = 0 "
+        "GROUP BY stage", [mark])}
+    first_calls = ws.query("SELECT count(*) AS n FROM llm_calls WHERE id <= ? AND cache_hit = 0",
+                           [mark])[0]["n"]
+    evals = second.stages.get("eval", {})
+    return {"uncached_calls": int(added["uncached"]), "cache_hits": int(added["hits"]),
+            "errors": int(added["errors"]), "calls_logged": int(added["calls"]),
+            "uncached_by_stage": by_stage, "first_run_uncached_calls": first_calls,
+            "first_run_s": round(t1 - t0, 1), "second_run_s": round(t2 - t1, 1),
+            "same_scores": {k: v["macro_f1"] for k, v in evals.items()}
+            == {k: v["macro_f1"] for k, v in first.stages.get("eval", {}).items()},
+            "options": {k: v for k, v in options.items()}}
+
+
+def bench_rerun(args: argparse.Namespace) -> dict[str, Any]:
+    """Repeat a finished run: every call must come from the cache."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    print("rerun: chain on the demo task twice against the fake server", flush=True)
+    with FakeOpenAI(responder=scripted_reply(DEMO_LABELS)) as fake:
+        model = fake.model_string("bench-fake")
+        ws = _fresh_ws("rerun-fake.db")
+        fake_detail = _chain_twice(ws, model, model, method="kmeans", k=4, iterations=2,
+                                   few_shot=5)
+        requests_total = len(fake.requests)
+        ws.close()
+    fake_detail["server_requests_total"] = requests_total
+    detail: dict[str, Any] = {"fake_openai_compatible": fake_detail}
+    value = fake_detail["uncached_calls"]
+    if args.local_rerun:
+        print(f"rerun: chain on a slice of the demo task twice with {args.rerun_model}",
+              flush=True)
+        ws = _fresh_ws("rerun-local.db")
+        sizes = (dict(limit=6, val_limit=4, test_limit=4, k=2) if args.quick
+                 else dict(limit=20, val_limit=10, test_limit=10, k=3))
+        local = _chain_twice(ws, args.rerun_model, args.rerun_model, method="kmeans",
+                             iterations=1, few_shot=2, **sizes)
+        ws.close()
+        local["model"] = args.rerun_model
+        detail["local"] = local
+        value += local["uncached_calls"]
+    else:
+        detail["local"] = "not run (pass --local-rerun)"
+    return {"uncached_calls": _entry("rerun", "uncached_calls", value, detail)}
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+def _count(path: Path, sql: str) -> int:
+    # Its own connection, only reading: the child process writes the workspace meanwhile.
+    con = sqlite3.connect(str(path), timeout=30)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0  # the child has not created the tables yet
+    finally:
+        con.close()
+
+
+def bench_resume(args: argparse.Namespace) -> dict[str, Any]:
+    """Kill an extraction subprocess at ~50% (SIGKILL), resume it, count repeated calls."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    ws = _fresh_ws("resume.db")
+    _load_demo(ws)
+    n = ws.query("SELECT count(*) AS n FROM examples WHERE split = 'train'")[0]["n"]
+    path = ws.path
+    ws.close()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ok_sql = "SELECT count(*) FROM micro_instructions WHERE status = 'ok'"
+    print(f"resume: extract {n} examples, {args.resume_concurrency} in parallel, SIGKILL at "
+          f"~50%, resume", flush=True)
+    with FakeOpenAI(responder=scripted_reply(DEMO_LABELS), delay_s=args.resume_delay) as fake:
+        model = fake.model_string("bench-fake")
+        cmd = [sys.executable, "-m", "pld", "--workspace", str(path), "extract", "demo",
+               "--teacher", model, "--concurrency", str(args.resume_concurrency)]
+        log = Path(tempfile.gettempdir()) / f"pld-bench-resume-{os.getpid()}.log"
+        with open(log, "w") as err:
+            child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=err)
+        deadline = time.monotonic() + 300  # a guard against a hung child, not a measurement
+        try:
+            while _count(path, ok_sql) < n // 2:
+                if child.poll() is not None:
+                    raise SystemExit(f"resume: the extract child exited early "
+                                     f"({child.returncode}): {log.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise SystemExit("resume: the extract child made no progress in 300 s")
+                time.sleep(0.01)
+            child.send_signal(signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+        at_kill = _count(path, ok_sql)
+        requests_at_kill = len(fake.requests)
+        resumed = subprocess.run([*cmd, "--json"], cwd=REPO, env=env, capture_output=True,
+                                 text=True, timeout=600)
+        if resumed.returncode != 0:
+            raise SystemExit(f"resume: the resumed extract failed: {resumed.stderr[-2000:]}")
+        requests_total = len(fake.requests)
+    with open_workspace(path) as ws:
+        repeated = ws.query(
+            "SELECT coalesce(sum(n - 1), 0) AS extra, count(*) AS keys FROM (SELECT cache_key, "
+            "count(*) AS n FROM llm_calls WHERE cache_hit = 0 AND error IS NULL "
+            "GROUP BY cache_key HAVING n > 1)")[0]
+        per_example = ws.query(
+            "SELECT count(*) AS n FROM (SELECT e.id, count(m.id) AS rows, "
+            "coalesce(sum(m.status = 'ok'), 0) AS ok FROM examples e LEFT JOIN "
+            "micro_instructions m ON m.example_id = e.id WHERE e.split = 'train' GROUP BY e.id "
+            "HAVING rows = 1 AND ok = 1)")[0]["n"]
+        runs = ws.query("SELECT status FROM runs WHERE kind = 'extract' ORDER BY id")
+        completed = ws.query("SELECT count(DISTINCT cache_key) AS n FROM llm_calls "
+                             "WHERE cache_hit = 0 AND error IS NULL")[0]["n"]
+    return {"repeated_calls": _entry("resume", "repeated_calls", int(repeated["extra"]), {
+        "examples": n, "ok_rules_at_kill": at_kill, "killed_at_share": round(at_kill / n, 2),
+        "concurrency": args.resume_concurrency, "server_delay_s": args.resume_delay,
+        "server_requests_before_kill": requests_at_kill,
+        "server_requests_total": requests_total,
+        "distinct_completed_calls": completed,
+        "in_flight_at_kill_resent": requests_total - completed,
+        "examples_with_exactly_one_ok_row": per_example,
+        "run_statuses": [r["status"] for r in runs],
+        "how": "python -m pld extract as a subprocess against the fake server; SIGKILL once "
+               "half the rules are written; the same command again; repeated = completed calls "
+               "(cache_hit 0, no error) logged more than once for the same cache key. Calls in "
+               "flight at the kill never completed, so they are sent again: "
+               "in_flight_at_kill_resent"})}
+
+
+# -- concurrency ----------------------------------------------------------------------------------
+
+def bench_concurrency(args: argparse.Namespace) -> dict[str, Any]:
+    """Extraction wall time at concurrency 1 and 8 against a server with a fixed delay."""
+    from pld.pipeline.extract import extract
+    from tests.fakes.openai_server import FakeOpenAI
+
+    n = args.concurrency_examples
+    print(f"concurrency: extract {n} examples against a {args.delay * 1000:.0f} ms fake server, "
+          "concurrency 1 and 8", flush=True)
+    wall: dict[int, float] = {}
+    requests: dict[int, int] = {}
+    with FakeOpenAI(responder=scripted_reply(DEMO_LABELS), delay_s=args.delay) as fake:
+        model = fake.model_string("bench-fake")
+        # Untimed warm-up: imports, the HTTP client and its connection pool are set up once,
+        # so the first timed arm does not pay for them.
+        ws = _fresh_ws("concurrency-warmup.db")
+        _load_demo(ws)
+        extract(ws, "demo", model, limit=8, concurrency=8)
+        ws.close()
+        for c in (1, 8):
+            ws = _fresh_ws(f"concurrency-{c}.db")
+            _load_demo(ws, n_train=n, n_val=1, n_test=1)
+            before = len(fake.requests)
+            t0 = time.perf_counter()
+            s = extract(ws, "demo", model, concurrency=c)
+            wall[c] = time.perf_counter() - t0
+            requests[c] = len(fake.requests) - before
+            if s.done != n:
+                raise SystemExit(f"concurrency: {s.done} of {n} rules extracted at "
+                                 f"concurrency {c} ({s.failed} failed)")
+            ws.close()
+    speedup = wall[1] / wall[8]
+    return {"speedup_8": _entry("concurrency", "speedup_8", round(speedup, 2), {
+        "examples": n, "server_delay_s": args.delay,
+        "wall_s_concurrency_1": round(wall[1], 2), "wall_s_concurrency_8": round(wall[8], 2),
+        "requests": requests, "ideal_speedup": 8,
+        "overhead_per_call_s_at_1": round(wall[1] / n - args.delay, 4)})}
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+def _rules_ws(name: str, n: int) -> Path:
+    """A workspace with task ``big``: ``n`` training examples, each with an ok rule."""
+    from pld.tasks.store import Example, save_task
+    from pld.workspace import dumps, now
+
+    ws = _fresh_ws(name)
+    save_task(ws, name="big", kind="custom", labels=["no", "yes"], description="", source="",
+              params={}, examples=(Example(f"e{i}", "train", f"Example message number {i}.",
+                                           "yes" if i % 3 == 0 else "no", {})
+                                   for i in range(n)))
+    ids = [r["id"] for r in ws.query("SELECT id FROM examples ORDER BY id")]
+    stamp = now()
+    with ws.write() as db:
+        db["micro_instructions"].insert_all((
+            {"task": "big", "example_id": eid, "run_id": None, "teacher": "local/default",
+             "reasoning": f"The message has feature {i % 97}.",
+             "rule": f"If the message mentions feature {i % 97}, then the label is "
+                     f"{'yes' if i % 3 == 0 else 'no'}.",
+             "label": "yes" if i % 3 == 0 else "no", "status": "ok",
+             "flags": dumps(["copies_example"] if i % 11 == 0 else []), "created_at": stamp}
+            for i, eid in enumerate(ids)), batch_size=1000)
+    path = ws.path
+    ws.close()
+    return path
+
+
+def bench_pages(args: argparse.Namespace) -> dict[str, Any]:
+    """Median render time of the micro-instructions page at 10,000 rules ÷ at 100."""
+    import streamlit.logger
+    from streamlit.testing.v1 import AppTest
+
+    # "missing ScriptRunContext" warnings from building the workspaces outside a script run.
+    streamlit.logger.set_log_level("error")
+    small, big = args.rules_small, args.rules_big
+    paths = {small: _rules_ws("pages-small.db", small), big: _rules_ws("pages-big.db", big)}
+    page = str(REPO / "pages" / "extract.py")
+    print(f"pages: render {page} with {small} and {big} rules, median of {args.renders}",
+          flush=True)
+
+    def render(n: int) -> float:
+        os.environ["PLD_WORKSPACE"] = str(paths[n])
+        at = AppTest.from_file(page, default_timeout=300)
+        at.session_state["task"] = "big"
+        t0 = time.perf_counter()
+        at.run()
+        dt = time.perf_counter() - t0
+        if at.exception:
+            raise SystemExit(f"pages: the page raised: {at.exception[0].value}")
+        shown = {m.label: m.value for m in at.metric}.get("Rules")
+        if shown != f"{n:,}".replace(",", "") and shown != f"{n:,}":
+            raise SystemExit(f"pages: the page shows {shown!r} rules, expected {n}")
+        return dt
+
+    warm = {n: render(n) for n in (small, big)}  # imports, caches: not timed
+    times: dict[int, list[float]] = {small: [], big: []}
+    for _ in range(args.renders):
+        for n in (small, big):  # interleaved, so noise hits both sizes alike
+            times[n].append(render(n))
+    ratio = median(times[big]) / median(times[small])
+    return {"ratio_10k_vs_100": _entry("pages", "ratio_10k_vs_100", round(ratio, 2), {
+        "rules_small": small, "rules_big": big, "renders_each": args.renders,
+        "median_s_small": round(median(times[small]), 3),
+        "median_s_big": round(median(times[big]), 3),
+        "all_s": {str(k): [round(t, 3) for t in v] for k, v in times.items()},
+        "warmup_s": {str(k): round(v, 3) for k, v in warm.items()},
+        "page": "pages/extract.py (Micro-instructions), streamlit AppTest"})}
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "prefix_cache": bench_prefix_cache, "rerun": bench_rerun, "resume": bench_resume,
+    "concurrency": bench_concurrency, "pages": bench_pages,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see ``--help``)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"Comma-separated sections to run (default all: {','.join(SECTIONS)}); "
+                        "the others keep their values in the results file.")
+    p.add_argument("--model", default=None,
+                   help="prefix_cache: local model (default local/default; local/small "
+                        "with --quick).")
+    p.add_argument("--n", type=int, default=None, help="prefix_cache: examples (default 50).")
+    p.add_argument("--prompt-tokens", type=int, default=None,
+                   help="prefix_cache: rule prompt length in tokens (default 4000).")
+    p.add_argument("--local-rerun", action="store_true",
+                   help="rerun: also repeat a run on the local model.")
+    p.add_argument("--rerun-model", default=None,
+                   help="rerun --local-rerun: model (default local/default; local/small with "
+                        "--quick).")
+    p.add_argument("--resume-concurrency", type=int, default=8)
+    p.add_argument("--resume-delay", type=float, default=0.3,
+                   help="resume: fake server delay per call, seconds.")
+    p.add_argument("--concurrency-examples", type=int, default=None,
+                   help="concurrency: examples (default 64).")
+    p.add_argument("--delay", type=float, default=0.2,
+                   help="concurrency: fake server delay per call, seconds.")
+    p.add_argument("--rules-big", type=int, default=None, help="pages: default 10000.")
+    p.add_argument("--rules-small", type=int, default=100)
+    p.add_argument("--renders", type=int, default=None, help="pages: renders each (default 5).")
+    p.add_argument("--out", default=None,
+                   help="Results file (default bench/results/speed.json; speed.quick.json "
+                        "with --quick).")
+    p.add_argument("--quick", action="store_true",
+                   help="Tiny smoke run: local/small, 3 examples, 600-token prompt, 16 "
+                        "extraction examples, 1,000 vs 100 rules, 2 renders.")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.model = args.model or ("local/small" if quick else "local/default")
+    args.rerun_model = args.rerun_model or ("local/small" if quick else "local/default")
+    args.n = args.n or (3 if quick else 50)
+    args.prompt_tokens = args.prompt_tokens or (600 if quick else 4000)
+    args.concurrency_examples = args.concurrency_examples or (16 if quick else 64)
+    args.rules_big = args.rules_big or (1000 if quick else 10_000)
+    args.renders = args.renders or (2 if quick else 5)
+    args.out = Path(args.out or RESULTS / ("speed.quick.json" if quick else "speed.json"))
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        p.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from "
+                f"{', '.join(SECTIONS)}")
+    if not 1 <= args.concurrency_examples <= 83:
+        p.error("--concurrency-examples must be 1..83 (the demo task has 100 items)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen sections, merging each into the results file as it finishes."""
+    args = parse_args(argv)
+    models = {"prefix_cache": args.model, "rerun_local": args.rerun_model
+              if args.local_rerun else None, "fake": "tests/fakes FakeOpenAI (127.0.0.1)"}
+    for section in args.sections:
+        t0 = time.monotonic()
+        result = RUNNERS[section](args)
+        print(f"  {section} took {time.monotonic() - t0:.1f} s", flush=True)
+
+        machine = machine_info(models)
+        for entry in result.values():
+            # Sections may come from different runs (--only): each says when and how it ran.
+            entry["detail"].update(measured_at=machine["date"], quick=args.quick,
+                                   load_average_1_5_15=machine["load_average_1_5_15"])
+
+        def update(data: dict[str, Any], section: str = section,
+                   result: dict[str, Any] = result, machine: dict[str, Any] = machine) -> None:
+            data["machine"] = machine
+            data[section] = result
+
+        data = merge_json(args.out, update)
+    rows = []
+    for section in SECTIONS:
+        for key, entry in (data.get(section) or {}).items():
+            rows.append([f"{section}.{key}", entry["value"], entry["target"],
+                         "yes" if entry["detail"].get("met") else "NO",
+                         entry["detail"].get("measured_at", "")])
+    print(f"\nwrote {args.out}")
+    print_table(["measure", "value", "target", "met", "measured"], rows)
+    if args.out.resolve() == (RESULTS / "speed.json").resolve():
+        replace_block(REPO / "bench" / "README.md", "speed-table", markdown_table(data))
+    return 0
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    """The README's speed table from a results file."""
+    lines = ["| measure | value | target | met | model / scale | measured |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for section in SECTIONS:
+        for key, entry in (data.get(section) or {}).items():
+            d = entry["detail"]
+            scale = {"prefix_cache": f"{d.get('model')}, {d.get('n_examples')} examples, "
+                                     f"{d.get('rule_prompt_tokens')}-token prompt",
+                     "rerun": "fake server" + (" + local" if isinstance(d.get("local"), dict)
+                                               else ""),
+                     "resume": f"{d.get('examples')} examples, concurrency "
+                               f"{d.get('concurrency')}",
+                     "concurrency": f"{d.get('examples')} examples, "
+                                    f"{d.get('server_delay_s')} s server",
+                     "pages": f"{d.get('rules_big')} vs {d.get('rules_small')} rules"}[section]
+            lines.append(f"| `{section}.{key}` | {entry['value']} | {entry['target']} | "
+                         f"{'yes' if d.get('met') else 'no'} | {scale} | "
+                         f"{d.get('measured_at', '')[:10]} |")
+    m = data.get("machine", {})
+    lines += ["", f"Machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, "
+                  f"{m.get('ram_gib', '?')} GiB, Python {m.get('python', '?')}."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
