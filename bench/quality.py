@@ -242,8 +242,7 @@ def _stage_seconds(ws: Any, task: str, first_run_id: int) -> dict[str, float]:
 def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any]:
     """Run (or resume) the chain for one task and return its results block."""
     from pld.pipeline.chain import ChainOptions, run_chain
-    from pld.pipeline.evaluate import evaluate, few_shot_examples, few_shot_prompt
-    from pld.pipeline.resolve import best_version
+    from pld.pipeline.evaluate import few_shot_examples, few_shot_prompt
     from pld.pipeline.student import get_prompt
     from pld.tasks import load_task
     from pld.tasks.store import loaded_tasks, task_info
@@ -304,30 +303,21 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
 
     first_run = ws.query("SELECT coalesce(max(id), 0) AS n FROM runs")[0]["n"]
     t0 = time.monotonic()
-    finished = _loop_finished(ws, task, args, sizes)
     options = ChainOptions(
         teacher=args.teacher, student=args.student, auto_approve_as=APPROVER,
         concurrency=args.concurrency, method=args.method, eps=args.eps,
-        min_samples=args.min_samples, k=args.k,
-        # A finished conflict loop is not entered again (see _loop_finished).
-        iterations=0 if finished else sizes.iterations,
+        min_samples=args.min_samples, k=args.k, iterations=sizes.iterations,
         few_shot=args.few_shot or None, seed=args.seed)
+    # A rerun resumes: the chain recognises its finished stages, the conflict loop included.
     summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
     st = summary.stages
-    # The four methods are scored here rather than read from the chain's summary: the chain
-    # names the prompt built from the *current* approved heuristics "consolidated", which after
-    # a finished conflict loop is the post-conflict one. Every call below is a cache hit.
-    v_first = _consolidated_version(ws, task)
-    v_best = best_version(ws, task, args.student) or v_first
-    plan: dict[str, dict[str, Any] | None] = {
-        "zero_shot": {"zero_shot": True},
-        "few_shot": {"few_shot": args.few_shot} if args.few_shot else None,
-        "pld_clustered": {"version": v_first},
-        "pld_post_conflict": {"version": v_best},
-    }
-    methods = {key: None if kw is None else _method(ws, evaluate(
-        ws, task, args.student, split="test", seed=args.seed, **kw).evaluation_id, count)
-        for key, kw in plan.items()}
+    evals = st["eval"]
+    methods = {key: _method(ws, evals[name]["evaluation_id"], count) if name in evals else None
+               for key, name in (("zero_shot", "zero-shot"), ("few_shot", "few-shot"),
+                                 ("pld_clustered", "pld-consolidated"),
+                                 ("pld_post_conflict", "pld"))}
+    v_first = st["prompt"]["version"]
+    v_best = methods["pld_post_conflict"]["prompt_version"]
     wall = time.monotonic() - t0
     first, best = get_prompt(ws, task, v_first), get_prompt(ws, task, v_best)
     prompt_tokens, how = count(best.text)
@@ -354,7 +344,6 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "prompt_sha256": best.sha256,
         "conflict_loop": {"iterations": sizes.iterations,
                           "stop_reason": _stop_reason(ws, task, args.student),
-                          "skipped_as_finished_this_invocation": finished,
                           "val_history": _val_history(ws, task, args.student)},
         "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
                     "kind 'auto' in the audit trail (no human review)",
@@ -368,34 +357,6 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     }
     ws.close()
     return block
-
-
-def _consolidated_version(ws: Any, task: str) -> int:
-    """The prompt version built from the heuristics as consolidation wrote them."""
-    row = ws.query("SELECT min(version) AS v FROM prompts WHERE task = ? AND "
-                   "origin = 'consolidate'", [task])[0]
-    if row["v"] is None:
-        raise NotReady(f"{task}: no prompt was built from the consolidated heuristics")
-    return int(row["v"])
-
-
-def _loop_finished(ws: Any, task: str, args: argparse.Namespace, sizes: Sizes) -> bool:
-    """Whether this workspace already holds a finished conflict loop with these settings.
-
-    ``run_chain`` keys its conflict loop on the prompt version it starts from, which it builds
-    from the approved heuristics; after a loop those are the post-conflict ones, so a rerun
-    would start a new loop from there. Asking for 0 iterations instead keeps a rerun free.
-    """
-    rows = ws.query("SELECT params FROM runs WHERE task = ? AND kind = 'chain-resolve' AND "
-                    "status = 'done'", [task])
-    if not rows:
-        return False
-    from pld.workspace import loads
-
-    v_first = _consolidated_version(ws, task)
-    want = {"student": args.student, "teacher": args.teacher, "iterations": sizes.iterations,
-            "val_limit": None, "from_version": v_first}
-    return any(loads(r["params"], {}) == want for r in rows)
 
 
 def _loop_records(ws: Any, task: str, student: str) -> list[dict[str, Any]]:
