@@ -18,7 +18,8 @@ from pld import jobs
 from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
-from pld.pipeline.extract import FLAGS, count_rules, get_rule, list_rules
+from pld.pipeline.cluster import cluster_summary, current_clustering
+from pld.pipeline.extract import FLAGS, ClusterFilter, count_rules, get_rule, list_rules
 from pld.tasks.store import task_info
 from pld.ui import sidebar
 from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, show_flash
@@ -26,6 +27,7 @@ from pld.workspace import Workspace
 
 ALL = "(all)"
 ANY_FLAG, NO_FLAG = "any flag", "no flag"
+NOISE = "noise"
 PAGE_SIZES = (25, 50, 100)
 
 
@@ -74,7 +76,26 @@ def _first_page() -> None:
     st.session_state.pop("x_page", None)
 
 
-def _filters(labels: list[str]) -> dict[str, Any]:
+def _cluster_filter(ws: Workspace, task: str) -> ClusterFilter | None:
+    """The cluster selectbox over the task's current (accepted, else latest) clustering."""
+    clustering = current_clustering(ws, task)
+    if clustering is None:
+        return None
+    clusters = [c for c in cluster_summary(ws, clustering["id"]) if not c["noise"]]
+    names: dict[Any, str] = {ALL: ALL, NOISE: f"{NOISE} (in no cluster)"}
+    names.update({c["id"]: f"{c['id']}: {c['name']} ({c['size']})" for c in clusters})
+    # The clustering id is in the key: another clustering has other clusters, so a choice
+    # kept in session state from the previous one must not survive.
+    chosen = st.selectbox(
+        f"Cluster (clustering #{clustering['id']}, {clustering['status']})",
+        [ALL, *(c["id"] for c in clusters), NOISE], key=f"x_cluster_{clustering['id']}",
+        format_func=lambda v: names.get(v, str(v)), on_change=_first_page)
+    if chosen == ALL or chosen is None:
+        return None
+    return (int(clustering["id"]), None if chosen == NOISE else int(chosen))
+
+
+def _filters(ws: Workspace, task: str, labels: list[str]) -> dict[str, Any]:
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
     search = c1.text_input("Search rule, reasoning or error", key="x_search",
                            on_change=_first_page)
@@ -87,7 +108,8 @@ def _filters(labels: list[str]) -> dict[str, Any]:
                              + "; ".join(f"{k}: {v}" for k, v in FLAGS.items()))
     flagged: bool | str | None = {ALL: None, ANY_FLAG: True, NO_FLAG: False}.get(flag, flag)
     return {"search": search.strip() or None, "label": None if label == ALL else label,
-            "status": None if status == ALL else status, "flagged": flagged}
+            "status": None if status == ALL else status, "flagged": flagged,
+            "cluster": _cluster_filter(ws, task)}
 
 
 def _table(rows: list[dict[str, Any]]) -> int | None:
@@ -159,7 +181,7 @@ def _rules_section(ws: Workspace, task: str, n_rules: int) -> None:
     if not n_rules:
         st.info("No micro-instructions yet: start an extraction above.")
         return
-    filters = _filters(task_info(ws, task).labels)
+    filters = _filters(ws, task, task_info(ws, task).labels)
     n = count_rules(ws, task, **filters)
     size = st.selectbox("Rows per page", PAGE_SIZES, index=1, key="x_page_size",
                         on_change=_first_page)

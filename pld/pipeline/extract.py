@@ -342,9 +342,22 @@ def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]
 
 # -- reading rules back -------------------------------------------------------------------------
 
+ClusterFilter = tuple[int, int | None]
+"""(clustering id, cluster id) for :func:`list_rules`; a cluster id of None means its noise."""
+
+
 def _where(task: str, status: str | None, label: str | None, flagged: bool | str | None,
-           search: str | None, teacher: str | None) -> tuple[str, list[Any]]:
+           search: str | None, teacher: str | None,
+           cluster: ClusterFilter | None = None) -> tuple[str, list[Any]]:
     clauses, args = ["m.task = ?"], [task]
+    if cluster is not None:
+        # A subquery on cluster_members (primary key clustering_id, rule_id), so paging and
+        # counting stay in SQL. Rules outside the clustering (failed ones) match no cluster.
+        clustering_id, cluster_id = cluster
+        member = "cm.cluster_id IS NULL" if cluster_id is None else "cm.cluster_id = ?"
+        clauses.append("m.id IN (SELECT cm.rule_id FROM cluster_members cm "
+                       f"WHERE cm.clustering_id = ? AND {member})")
+        args += [clustering_id] if cluster_id is None else [clustering_id, cluster_id]
     if status is not None:
         clauses.append("m.status = ?")
         args.append(status)
@@ -378,15 +391,18 @@ def list_rules(
     flagged: bool | str | None = None,
     search: str | None = None,
     teacher: str | None = None,
+    cluster: ClusterFilter | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """One page of a task's micro-instructions in example order, with their example's text.
 
     ``flagged``: True = any flag, False = none, a flag name = that flag. ``search`` matches rule,
-    reasoning or error text (case-insensitive substring). Paging is done in SQL.
+    reasoning or error text (case-insensitive substring). ``cluster``: only the members of
+    ``(clustering_id, cluster_id)``, or that clustering's noise when ``cluster_id`` is None.
+    Paging is done in SQL.
     """
-    where, args = _where(task, status, label, flagged, search, teacher)
+    where, args = _where(task, status, label, flagged, search, teacher, cluster)
     rows = ws.query(
         "SELECT m.*, e.ext_id, e.split, e.text AS example_text FROM micro_instructions m "
         f"JOIN examples e ON e.id = m.example_id WHERE {where} "
@@ -407,9 +423,10 @@ def count_rules(
     flagged: bool | str | None = None,
     search: str | None = None,
     teacher: str | None = None,
+    cluster: ClusterFilter | None = None,
 ) -> int:
     """How many micro-instructions :func:`list_rules` would page through with these filters."""
-    where, args = _where(task, status, label, flagged, search, teacher)
+    where, args = _where(task, status, label, flagged, search, teacher, cluster)
     return int(ws.query(f"SELECT count(*) AS n FROM micro_instructions m WHERE {where}",
                         args)[0]["n"])
 

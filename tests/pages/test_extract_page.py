@@ -166,3 +166,103 @@ def test_start_launches_a_job_and_disables_start(open_page: Callable[..., AppTes
     assert other.button(key="x_start").disabled
     with connect(populated_ws.path) as ws:
         assert jobs.cancel(ws, launched[0]) == "interrupted"
+
+
+def _members(populated: Populated, clustering_id: int, cluster_id: int | None) -> list[int]:
+    with connect(populated.path) as ws:
+        sql = ("SELECT rule_id FROM cluster_members WHERE clustering_id = ? AND "
+               + ("cluster_id IS NULL" if cluster_id is None else "cluster_id = ?")
+               + " ORDER BY rule_id")
+        args = [clustering_id] if cluster_id is None else [clustering_id, cluster_id]
+        return [r["rule_id"] for r in ws.query(sql, args)]
+
+
+def test_cluster_filter_shows_one_cluster_of_the_accepted_clustering(
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    accepted = populated_ws.accepted_clustering
+    key = f"x_cluster_{accepted}"
+    at = open_page("extract", task="demo").run()
+    box = at.selectbox(key=key)
+    clusters = populated_ws.cluster_ids[accepted]
+    assert box.options == ["(all)", *(box.format_func(c) for c in clusters),
+                           box.format_func("noise")]
+    second = clusters[1]
+    box.set_value(second).run()
+    assert not at.exception
+    expected = _members(populated_ws, accepted, second)
+    assert 0 < len(expected) < len(populated_ws.ok_rule_ids)
+    assert list(_table(at)["id"]) == expected
+    assert any(f"of {len(expected):,} matching" in c.value for c in at.caption)
+    # The accepted clustering has no noise: nothing matches, and the page says so.
+    at.selectbox(key=key).set_value("noise").run()
+    assert any("No rule matches" in i.value for i in at.info)
+
+
+def test_cluster_filter_follows_a_newly_accepted_clustering(
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    from pld.pipeline.cluster import accept_clustering
+
+    at = open_page("extract", task="demo").run()
+    at.selectbox(key=f"x_cluster_{populated_ws.accepted_clustering}").set_value("noise").run()
+    proposed = populated_ws.proposed_clustering
+    with connect(populated_ws.path) as ws:
+        accept_clustering(ws, proposed, "bea")
+    at.run()
+    box = at.selectbox(key=f"x_cluster_{proposed}")
+    assert box.value == "(all)"  # the old clustering's choice does not carry over
+    box.set_value("noise").run()
+    assert list(_table(at)["id"]) == populated_ws.noise_rule_ids == _members(
+        populated_ws, proposed, None)
+
+
+@pytest.fixture
+def big_clustered(big_ws: Path) -> tuple[Path, int, int]:
+    """``big_ws`` with an accepted clustering: every 4th rule in cluster A, every 4th+1 in B,
+    the rest noise. Returns (path, clustering id, id of cluster A)."""
+    ws = open_workspace(big_ws)
+    ids = [r["id"] for r in ws.query("SELECT id FROM micro_instructions ORDER BY id")]
+    with ws.write() as db:
+        cid = int(db["clusterings"].insert({
+            "task": "big", "method": "kmeans", "embed_model": "minilm", "params": dumps({}),
+            "metrics": dumps({"n_clusters": 2}), "status": "accepted",
+            "created_at": now()}).last_pk)
+        a, b = (int(db["clusters"].insert({
+            "clustering_id": cid, "label": k, "name": name, "keywords": dumps([]),
+            "size": N_BIG // 4}).last_pk) for k, name in enumerate(("a", "b")))
+        db["cluster_members"].insert_all(
+            ({"clustering_id": cid, "rule_id": rid,
+              "cluster_id": {0: a, 1: b}.get(i % 4), "x": 0.0, "y": 0.0}
+             for i, rid in enumerate(ids)), batch_size=1000)
+    ws.close()
+    return big_ws, cid, a
+
+
+def test_count_and_list_rules_filter_by_cluster_in_sql(
+        big_clustered: tuple[Path, int, int]) -> None:
+    from pld.pipeline.extract import count_rules, list_rules
+
+    path, clustering, a = big_clustered
+    with open_workspace(path) as ws:
+        all_ids = [r["id"] for r in ws.query("SELECT id FROM micro_instructions ORDER BY id")]
+        assert count_rules(ws, "big", cluster=(clustering, a)) == N_BIG // 4
+        assert count_rules(ws, "big", cluster=(clustering, None)) == N_BIG // 2
+        assert count_rules(ws, "big", cluster=(clustering + 99, None)) == 0
+        assert count_rules(ws, "big", cluster=(clustering, a), label="yes") == len(
+            [i for i in range(0, N_BIG, 4) if i % 3 == 0])
+        page = list_rules(ws, "big", cluster=(clustering, a), limit=10, offset=10)
+        assert [r["id"] for r in page] == all_ids[40:80:4]
+
+
+def test_ten_thousand_rules_filter_by_cluster_and_page(
+        open_page: Callable[..., AppTest], big_clustered: tuple[Path, int, int]) -> None:
+    _, clustering, a = big_clustered
+    at = open_page("extract", task="big").run()
+    at.pagination[0].set_value(4).run()
+    at.selectbox(key=f"x_cluster_{clustering}").set_value(a).run()
+    assert not at.exception
+    assert at.pagination[0].value == 1  # a new filter starts from the first page
+    assert len(_table(at)) == 50
+    assert at.pagination[0].num_pages == N_BIG // 4 // 50
+    assert any("Rules 1–50 of 2,500 matching" in c.value for c in at.caption)
+    at.selectbox(key=f"x_cluster_{clustering}").set_value("noise").run()
+    assert any("of 5,000 matching" in c.value for c in at.caption)
