@@ -114,3 +114,39 @@ def test_failed_call_exits_1(ws_path: Path) -> None:
     assert r.returncode == 1 and "LLM call failed" in r.stderr
     calls = json.loads(pld("calls", "--json", ws=ws_path).stdout)
     assert calls["total"]["errors"] == 2
+
+
+def _call_rows(ws: Path) -> list[dict[str, object]]:
+    import sqlite3
+
+    with sqlite3.connect(ws) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM llm_calls ORDER BY id")]
+
+
+def test_ask_without_api_key_exits_2_and_logs_the_error(ws_path: Path) -> None:
+    r = pld("ask", "anthropic/claude-test", "hi", ws=ws_path, env={"ANTHROPIC_API_KEY": ""})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "ANTHROPIC_API_KEY is not set" in r.stderr
+    [row] = _call_rows(ws_path)
+    assert row["model"] == "anthropic/claude-test" and row["cache_hit"] == 0
+    assert "ANTHROPIC_API_KEY is not set" in str(row["error"])
+
+
+def test_extract_without_api_key_exits_2_and_stores_no_failed_rules(ws_path: Path) -> None:
+    """A setup error is not a failed example: nothing is stored as failed, the CLI says why."""
+    assert pld("load", "demo", ws=ws_path).returncode == 0
+    r = pld("extract", "demo", "--teacher", "anthropic/claude-test", "--limit", "3",
+            "--concurrency", "1", ws=ws_path, env={"ANTHROPIC_API_KEY": ""})
+    assert r.returncode == 2, r.stderr
+    assert "ANTHROPIC_API_KEY is not set" in r.stderr and "Traceback" not in r.stderr
+    import sqlite3
+
+    with sqlite3.connect(ws_path) as db:
+        assert db.execute("SELECT count(*) FROM micro_instructions").fetchone()[0] == 0
+        [status] = db.execute("SELECT status FROM runs WHERE kind = 'extract'").fetchone()
+    assert status == "failed"
+    # Workers already started may each log their attempt before the stage stops.
+    rows = _call_rows(ws_path)
+    assert rows and all(row["stage"] == "extract" and "ANTHROPIC_API_KEY" in str(row["error"])
+                        for row in rows)

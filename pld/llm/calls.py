@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from pld.llm.base import Backend, LLMError, Message, Reply
+from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply
+from pld.llm.env import env_float, env_int
 from pld.llm.pricing import estimate_cost
 from pld.llm.registry import get_backend
 from pld.workspace import Workspace, dumps, now
@@ -110,9 +110,25 @@ def match_choice(text: str, choices: list[str]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def _sleep_for(attempt: int, err: LLMError) -> float:
-    base = float(os.environ.get("PLD_RETRY_BASE_S", "1.0"))
-    cap = float(os.environ.get("PLD_RETRY_MAX_S", "60"))
+@dataclass(frozen=True)
+class _RetryPolicy:
+    """How often and how patiently to retry, from ``$PLD_MAX_ATTEMPTS`` and ``$PLD_RETRY_*``."""
+
+    attempts: int
+    base: float
+    cap: float
+
+    @classmethod
+    def from_env(cls, max_attempts: int | None) -> _RetryPolicy:
+        return cls(
+            attempts=max_attempts or env_int("PLD_MAX_ATTEMPTS", 5),
+            base=env_float("PLD_RETRY_BASE_S", 1.0),
+            cap=env_float("PLD_RETRY_MAX_S", 60.0),
+        )
+
+
+def _sleep_for(attempt: int, err: LLMError, policy: _RetryPolicy) -> float:
+    base, cap = policy.base, policy.cap
     if err.retry_after is not None:
         return min(max(err.retry_after, 0.0), cap)
     # Full jitter: spreads concurrent workers that hit the same rate limit.
@@ -139,6 +155,8 @@ def complete(
     """Answer ``messages`` with ``model``, through the cache and the call log.
 
     Raises :class:`CallFailed` when every attempt failed; the attempts are in ``llm_calls``.
+    Raises :class:`ConfigError` (after logging a row) when the model cannot be used as set up
+    (missing API key or model files, a bad ``$PLD_*`` number): that is no per-call failure.
     ``choices`` asks for one of a fixed set of answers: the local backend constrains decoding,
     remote backends are validated here and re-asked once when the answer names no choice.
     """
@@ -167,9 +185,17 @@ def complete(
             reply = Reply(hit["response"], 0, 0, 0, latency, hit["model"])
             return CallResult(reply, call_id, cached=True)
 
-    if backend is None:
-        backend = get_backend(model, role)
-    attempts = max_attempts or int(os.environ.get("PLD_MAX_ATTEMPTS", "5"))
+    t0 = time.perf_counter()
+    try:
+        policy = _RetryPolicy.from_env(max_attempts)
+        if backend is None:
+            backend = get_backend(model, role)
+    except ConfigError as err:
+        # No attempt can succeed until the user fixes the setup; the row says why.
+        _log(ws, **base_row, latency_s=time.perf_counter() - t0, cache_hit=0, attempt=1,
+             error=f"{type(err).__name__}: {err}")
+        raise
+    attempts = policy.attempts
     convo = list(messages)
     reasked = False
     attempt = 0
@@ -181,6 +207,13 @@ def complete(
                 convo, system=system, max_tokens=max_tokens, temperature=temperature,
                 choices=choices, json_schema=json_schema,
             )
+        except ConfigError as err:
+            # A setup problem found on first use (model files, llama-cpp-python missing): it
+            # is the user's to fix, not a failed example, so it propagates after its row.
+            _log(ws, **{**base_row, "messages": dumps(convo)},
+                 latency_s=time.perf_counter() - t0, cache_hit=0, attempt=attempt,
+                 error=f"{type(err).__name__}: {err}")
+            raise
         except LLMError as err:
             call_id = _log(
                 ws, **{**base_row, "messages": dumps(convo)},
@@ -188,7 +221,7 @@ def complete(
                 attempt=attempt, error=f"{type(err).__name__}: {err}",
             )
             if err.transient and attempt < attempts:
-                time.sleep(_sleep_for(attempt, err))
+                time.sleep(_sleep_for(attempt, err, policy))
                 continue
             raise CallFailed(f"{model}: {err}", call_id) from err
         except Exception as err:  # a bug or an SDK surprise must still leave a row

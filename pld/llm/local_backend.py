@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pld.llm.base import ConfigError, LLMError, Message, Reply
+from pld.llm.env import env_int
 from pld.llm.json_reply import strip_fences
 from pld.llm.model_files import get_model_file, model_path
 from pld.workspace import now
@@ -31,27 +32,14 @@ NEUTRAL_SYSTEM = "You are a helpful assistant."
 _OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
 
 
-def _env_int(var: str, default: int) -> int:
-    raw = os.environ.get(var)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{var}={raw!r}: expected a positive whole number")
-    return value
-
-
 def n_ctx() -> int:
     """Context window for new instances: ``$PLD_LOCAL_N_CTX``, default 8192."""
-    return _env_int("PLD_LOCAL_N_CTX", DEFAULT_N_CTX)
+    return env_int("PLD_LOCAL_N_CTX", DEFAULT_N_CTX)
 
 
 def n_threads() -> int:
     """CPU threads for new instances: ``$PLD_LOCAL_THREADS``, default all cores."""
-    return _env_int("PLD_LOCAL_THREADS", os.cpu_count() or 1)
+    return env_int("PLD_LOCAL_THREADS", os.cpu_count() or 1)
 
 
 @dataclass

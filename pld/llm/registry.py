@@ -8,11 +8,11 @@ per role, so teacher and student keep separate prompt caches).
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 
 from pld.llm.base import Backend, ConfigError
+from pld.llm.env import env_float
 
 PROVIDERS = ("anthropic", "openai", "openai-compatible", "local")
 LOCAL_MODELS = ("default", "small")
@@ -59,7 +59,7 @@ def parse_model(model: str) -> ModelSpec:
 
 
 def _create(spec: ModelSpec, role: str) -> Backend:
-    timeout = float(os.environ.get("PLD_LLM_TIMEOUT", "120"))
+    timeout = env_float("PLD_LLM_TIMEOUT", 120.0, minimum=0.001)
     if spec.provider == "anthropic":
         from pld.llm.anthropic_backend import AnthropicBackend
 

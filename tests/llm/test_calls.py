@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pld.llm import registry
+from pld.llm.base import ConfigError
 from pld.llm.calls import CallFailed, cache_key, complete, match_choice
 from pld.llm.openai_backend import OpenAIBackend
 from pld.workspace import Workspace, loads
@@ -140,3 +141,26 @@ def test_concurrent_calls_each_get_a_row(ws: Workspace, fake_openai: FakeOpenAI)
     assert [r.text for r in results] == [f"ITEM {i}" for i in range(8)]
     assert len({r.call_id for r in results}) == 8
     assert ws.query("SELECT count(*) AS n FROM llm_calls WHERE error IS NULL")[0]["n"] == 8
+
+
+@pytest.mark.parametrize("var", ["PLD_MAX_ATTEMPTS", "PLD_RETRY_BASE_S", "PLD_RETRY_MAX_S",
+                                 "PLD_LLM_TIMEOUT"])
+def test_bad_number_in_the_environment_is_a_config_error_with_a_row(
+    ws: Workspace, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    monkeypatch.setenv(var, "abc")
+    with pytest.raises(ConfigError, match=f"{var}='abc'"):
+        complete(ws, fake_openai.model_string(), user("hello"))
+    [row] = ws.query("SELECT * FROM llm_calls")
+    assert var in row["error"] and row["cache_hit"] == 0
+    assert fake_openai.requests == []
+
+
+def test_missing_api_key_is_a_config_error_not_a_failed_call(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        complete(ws, "openai/gpt-test", user("hello"))
+    [row] = ws.query("SELECT * FROM llm_calls")
+    assert row["model"] == "openai/gpt-test" and "OPENAI_API_KEY" in row["error"]
