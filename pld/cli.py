@@ -439,6 +439,16 @@ def review_show(ctx: click.Context, heuristic_id: int, as_json: bool) -> None:
     _emit(h, as_json, text)
 
 
+def _read_text(path: Path, option: str) -> str:
+    """A UTF-8 text file given on the command line; :class:`BadInput` naming it otherwise."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{option} {path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+    except OSError as e:
+        raise BadInput(f"{option} {path}: cannot read ({e.strerror or e})") from e
+
+
 @review_group.command("edit")
 @click.argument("heuristic_id", type=int)
 @click.option("--text", "new_text", default=None, help="The new text.")
@@ -457,7 +467,7 @@ def review_edit(ctx: click.Context, heuristic_id: int, new_text: str | None, fil
 
     if (new_text is None) == (file is None):
         raise BadInput("review edit: give exactly one of --text or --file")
-    text = new_text if new_text is not None else file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    text = new_text if new_text is not None else _read_text(file, "--file")  # type: ignore[arg-type]
     ws = _ws(ctx)
     if base_version is None:
         base_version = review.get_heuristic(ws, heuristic_id)["version"]
@@ -641,7 +651,10 @@ def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path
     """Write prompt.md and manifest.json of an approved prompt version."""
     from pld.pipeline.export import export
 
-    r = export(_ws(ctx), task, out_dir, version=version)
+    try:
+        r = export(_ws(ctx), task, out_dir, version=version)
+    except OSError as e:  # the workspace is SQLite, so an OSError here is about --out
+        raise BadInput(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
     data = {"prompt": str(r.prompt_path), "manifest": str(r.manifest_path),
             "sha256": r.manifest.get("prompt_sha256"), "version": r.manifest.get("version")}
     _emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}")

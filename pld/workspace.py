@@ -109,7 +109,12 @@ def open_workspace(path: str | Path | None = None) -> Workspace:
     # drops SQLite's POSIX locks held by this process, and another process may then delete the
     # WAL under a live connection. SQLite itself tells a foreign file apart, without writing.
     if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WorkspaceError(
+                f"{path}: cannot create its folder {path.parent} ({e.strerror or e})"
+            ) from e
     conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(

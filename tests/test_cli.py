@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pld.pipeline.student import build_prompt
+from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,7 @@ def test_load_demo_then_tasks_shows_it_loaded(ws_path: Path) -> None:
     ["ask", "local/huge", "hi"],
     ["extract", "demo", "--teacher", "local/default"],  # task not loaded
     ["eval", "demo", "--student", "local/default"],  # no method chosen
+    ["--workspace", "/proc/nope/ws.db", "tasks"],  # its folder cannot be created
 ])
 def test_bad_input_exits_2_with_one_line(ws_path: Path, args: list[str]) -> None:
     r = pld(*args, ws=ws_path)
@@ -150,3 +153,42 @@ def test_extract_without_api_key_exits_2_and_stores_no_failed_rules(ws_path: Pat
     rows = _call_rows(ws_path)
     assert rows and all(row["stage"] == "extract" and "ANTHROPIC_API_KEY" in str(row["error"])
                         for row in rows)
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("PLD_LLM_TIMEOUT", "abc"), ("PLD_MAX_ATTEMPTS", "many"), ("PLD_MAX_ATTEMPTS", "0"),
+    ("PLD_RETRY_BASE_S", "fast"), ("PLD_RETRY_MAX_S", "-1"),
+])
+def test_bad_number_in_the_environment_exits_2_naming_it(
+    ws_path: Path, var: str, value: str
+) -> None:
+    # Nothing listens on port 9: the setting must be refused before any request.
+    r = pld("ask", "openai-compatible/m@http://127.0.0.1:9/v1", "hi", ws=ws_path,
+            env={var: value})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"error: {var}={value!r}") and r.stderr.count("\n") == 1
+
+
+def test_review_edit_with_a_non_utf8_file_exits_2_naming_it(
+    ws_path: Path, tmp_path: Path
+) -> None:
+    f = tmp_path / "heuristic.txt"
+    f.write_bytes("If the invoice is overdue, label it billing \u2013 always.".encode("cp1252"))
+    r = pld("review", "edit", "1", "--file", str(f), "--base-version", "1", "--as", "bob",
+            ws=ws_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and f"--file {f}: not UTF-8" in r.stderr
+
+
+def test_export_to_an_unwritable_out_exits_2_naming_it(ws: Workspace, tmp_path: Path) -> None:
+    from tests.pipeline.test_export import TASK, _setup
+
+    _setup(ws)
+    build_prompt(ws, TASK)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    out = blocker / "export"
+    r = pld("export", TASK, "--out", str(out), ws=ws.path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"error: --out {out}: cannot write") and "Traceback" not in r.stderr
+    assert blocker.read_text() == "not a folder\n"
