@@ -156,7 +156,7 @@ def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
                   help="Runs `python -m pld cluster` in the background.")
         if problem and not running_caption(ws, task, "cluster"):
             st.caption(problem)
-        jobs_panel(ws, task, "cluster")
+    jobs_panel(ws, task, "cluster")  # outside: the expander is collapsed once results exist
 
 
 def _describe(c: dict[str, Any]) -> str:

@@ -77,7 +77,7 @@ def _run_section(ws: Workspace, task: str, has_history: bool) -> None:
         busy = page.is_busy(ws, task, "resolve")
         st.button("Run conflict loop", key="c_run", type="primary", disabled=busy,
                   on_click=_start, args=(ws, task, student, teacher))
-        page.jobs_panel(ws, task, "resolve")
+    page.jobs_panel(ws, task, "resolve")  # outside: the expander is collapsed once run
 
 
 def _chart(history: list[dict[str, Any]]) -> None:

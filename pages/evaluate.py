@@ -68,7 +68,7 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
         busy = page.is_busy(ws, task, "eval")
         st.button("Run evaluation", key="e_run", type="primary", disabled=busy,
                   on_click=_start, args=(ws, task, model))
-        page.jobs_panel(ws, task, "eval")
+    page.jobs_panel(ws, task, "eval")  # outside: the expander is collapsed once scores exist
 
 
 def _name(ev: dict[str, Any]) -> str:

@@ -68,7 +68,7 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
                   help="Runs `python -m pld extract` in the background.")
         if problem and "is running" not in problem:
             st.caption(problem)
-        jobs_panel(ws, task, "extract")
+    jobs_panel(ws, task, "extract")  # outside: the expander is collapsed once rules exist
 
 
 def _first_page() -> None:

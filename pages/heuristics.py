@@ -146,7 +146,7 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
         st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,
                   on_click=_start_consolidate, args=(ws, task, teacher),
                   help="Runs `python -m pld consolidate` in the background.")
-        page.jobs_panel(ws, task, "consolidate")
+    page.jobs_panel(ws, task, "consolidate")  # outside: collapsed once heuristics exist
 
 
 def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) -> list[str]:

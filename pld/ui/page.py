@@ -90,6 +90,9 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
     Polls every :data:`POLL_S` seconds while something runs (an ``st.fragment``); everything
     comes from the workspace and the ``jobs/`` folder, so closing and reopening the page or a
     second tab shows the same. When the job ends the whole page reruns to show its results.
+
+    Draw it outside any expander that may be collapsed: a reviewer who reopens the page while
+    a job runs must see its progress without looking for it.
     """
     running = jobs.active_jobs(ws, task, kind)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Block, Expander, Node
 
 from pld import jobs, review
 from pld.metrics import score
@@ -282,3 +284,47 @@ def populated_ws(app_ws: Path, _populated_template: Populated) -> Populated:
     """``app_ws`` holding the demo task with rules, clusterings, heuristics, a prompt, evals."""
     shutil.copyfile(_populated_template.path, app_ws)
     return replace(_populated_template, path=app_ws)
+
+
+def _walk(node: Node, hidden: bool) -> Iterator[tuple[Node, bool]]:
+    if isinstance(node, Block):
+        # A collapsed expander still sends its content; a person does not see it.
+        hidden = hidden or (isinstance(node, Expander) and not node.proto.expanded)
+        for child in node.children.values():
+            yield from _walk(child, hidden)
+    else:
+        yield node, hidden
+
+
+def shown(at: AppTest, element_type: str) -> list[Node]:
+    """Elements of ``element_type`` (e.g. "progress") in the main area that are not inside a
+    collapsed expander: what a reviewer sees without opening anything."""
+    return [n for n, hidden in _walk(at.main, False) if n.type == element_type and not hidden]
+
+
+def collapsed(at: AppTest, element_type: str) -> list[Node]:
+    """Elements of ``element_type`` in the main area inside a collapsed expander."""
+    return [n for n, hidden in _walk(at.main, False) if n.type == element_type and hidden]
+
+
+@pytest.fixture
+def running_job(app_ws: Path) -> Iterator[Callable[[str, str], int]]:
+    """``running_job(task, kind)`` makes a ``kind`` run of ``task`` look in progress (3/10):
+    a live process (``sleep``, as if started in a terminal) owns a ``running`` runs row.
+    Returns the run id; the processes are stopped when the test ends."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def _start(task: str, kind: str) -> int:
+        proc = subprocess.Popen(["sleep", "300"])
+        procs.append(proc)
+        stamp = now()
+        with connect(app_ws) as ws, ws.write() as db:
+            return int(db["runs"].insert({
+                "task": task, "kind": kind, "params": dumps({}), "status": "running",
+                "done": 3, "total": 10, "started_at": stamp, "updated_at": stamp,
+                "pid": proc.pid}).last_pk)
+
+    yield _start
+    for proc in procs:
+        proc.kill()
+        proc.wait()

@@ -17,7 +17,7 @@ from pld.pipeline import resolve
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.fakes.openai_server import FakeOpenAI
-from tests.pages.conftest import Populated
+from tests.pages.conftest import Populated, collapsed, shown
 
 OpenPage = Callable[..., AppTest]
 
@@ -167,3 +167,13 @@ def test_no_identity_disables_decisions(open_page: OpenPage, looped: Populated) 
     assert not at.exception
     assert "Nobody is identified" in _texts(at.warning)
     assert all(at.button(key=f"c_all_accept_{p['id']}").disabled for p in pending)
+
+
+def test_running_loop_is_shown_when_the_run_section_is_collapsed(
+        open_page: OpenPage, looped: Populated, running_job: Callable[[str, str], int]) -> None:
+    running_job(looped.task, "resolve")
+    at = open_page("conflicts", task=looped.task, reviewer="ana").run()
+    assert not at.exception
+    assert at.button(key="c_run") in collapsed(at, "button")  # the loop has history
+    bars = shown(at, "progress")
+    assert len(bars) == 1 and "3/10" in bars[0].proto.text

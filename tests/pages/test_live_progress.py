@@ -1,0 +1,44 @@
+"""A running job's progress is visible on a reopened page, even when the page's Start section
+is a collapsed expander (it is once the stage has results)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.pages.conftest import Populated, collapsed, shown
+
+# page -> (the job kind its panel follows, the key of its Start button)
+PAGES = {
+    "extract": ("extract", "x_start"),
+    "clusters": ("cluster", "c_start"),
+    "heuristics": ("consolidate", "h_consolidate"),
+    "evaluate": ("eval", "e_run"),
+}
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_running_job_is_shown_on_a_page_with_results(
+        page: str, open_page: Callable[..., AppTest], populated_ws: Populated,
+        running_job: Callable[[str, str], int]) -> None:
+    kind, start_key = PAGES[page]
+    running_job(populated_ws.task, kind)
+    at = open_page(page, task=populated_ws.task, reviewer="ana").run()
+    assert not at.exception
+    # The Start section is collapsed (the stage has results) and Start is disabled...
+    start = at.button(key=start_key)
+    assert start.disabled and start in collapsed(at, "button")
+    # ...but the progress of the running job is in plain sight, with its Cancel button.
+    bars = shown(at, "progress")
+    assert len(bars) == 1 and "3/10" in bars[0].proto.text
+    assert any(b.label == "Cancel" for b in shown(at, "button"))
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_no_progress_when_nothing_runs(page: str, open_page: Callable[..., AppTest],
+                                       populated_ws: Populated) -> None:
+    at = open_page(page, task=populated_ws.task, reviewer="ana").run()
+    assert not at.exception
+    assert not at.get("progress")
