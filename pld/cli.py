@@ -235,7 +235,8 @@ def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
 
     def text(d: dict[str, Any]) -> str:
         t = d["total"]
-        lines = [f"{t['calls']} calls, {t['cache_hits']} cache hits, {t['errors']} errors, "
+        lines = [f"{t['calls']} calls, {t['cache_hits']} cache hits, {t['uncached']} uncached, "
+                 f"{t['errors']} errors, "
                  f"{t['input_tokens']} in / {t['output_tokens']} out tokens, "
                  f"${t['cost_usd']:.4f} estimated", ""]
         lines.append(f"{'model':<40} {'stage':<12} {'calls':>6} {'hits':>6} {'errors':>6} "
@@ -269,11 +270,13 @@ def _check_model(model: str) -> None:
 @_model_option("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
 @click.option("--limit", type=int, default=None, help="At most N training examples.")
 @click.option("--concurrency", type=int, default=None, help="Parallel teacher calls.")
+@click.option("--retry-failed", is_flag=True,
+              help="Ask again, with a fresh call, the examples that failed before.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
-                concurrency: int | None, as_json: bool) -> None:
+                concurrency: int | None, retry_failed: bool, as_json: bool) -> None:
     """Stage 1: one micro-instruction per training example."""
     from dataclasses import asdict
 
@@ -281,10 +284,15 @@ def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
 
     _check_model(teacher)
     s = extract(_ws(ctx), task, teacher, limit=limit, concurrency=concurrency,
-                on_progress=_Progress("extract"))
+                retry_failed=retry_failed, on_progress=_Progress("extract"))
     _emit(asdict(s), as_json, lambda d: (
         f"extract run {d['run_id']}: {d['done']}/{d['total']} rules, {d['skipped']} already "
-        f"done, {d['failed']} failed, {d['flagged']} flagged"))
+        f"done, {d['failed']} failed, {d['flagged']} flagged" + _failed_before_note(d)))
+
+
+def _failed_before_note(d: dict[str, Any]) -> str:
+    n = d.get("failed_before") or 0
+    return f"; {n} failed before, kept as failed (--retry-failed asks them again)" if n else ""
 
 
 @cli.command("cluster")
@@ -350,11 +358,13 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
 @click.option("--clustering", "clustering_id", type=int, default=None,
               help="Clustering id (default: the accepted one, else the latest).")
 @click.option("--concurrency", type=int, default=None)
+@click.option("--retry-failed", is_flag=True,
+              help="Ask again, with a fresh call, the clusters that failed before.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: int | None,
-                    concurrency: int | None, as_json: bool) -> None:
+                    concurrency: int | None, retry_failed: bool, as_json: bool) -> None:
     """Stage 3: one heuristic per cluster, keeping minority labels and edge cases."""
     from dataclasses import asdict
 
@@ -362,10 +372,11 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
 
     _check_model(teacher)
     s = consolidate(_ws(ctx), task, teacher, clustering_id=clustering_id,
-                    concurrency=concurrency, on_progress=_Progress("consolidate"))
+                    concurrency=concurrency, retry_failed=retry_failed,
+                    on_progress=_Progress("consolidate"))
     _emit(asdict(s), as_json, lambda d: (
         f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
-        f"already there, {d['failed']} failed"))
+        f"already there, {d['failed']} failed" + _failed_before_note(d)))
 
 
 # --- review -------------------------------------------------------------------------------

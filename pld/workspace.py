@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class WorkspaceError(Exception):
@@ -267,7 +267,17 @@ def _v2(db: sqlite_utils.Database) -> None:
     db["approvers"].create({"task": str, "name": str, "added_at": str}, pk=("task", "name"))
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    """Clusters whose consolidation failed, so that a rerun shows them failed instead of
+    asking the teacher again (which only ``--retry-failed`` does)."""
+    db["consolidate_failures"].create(
+        {"clustering_id": int, "cluster_id": int, "teacher": str, "task": str, "run_id": int,
+         "error": str, "created_at": str},
+        pk=("clustering_id", "cluster_id", "teacher"),
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 
 
 def _migrate(ws: Workspace, current: int) -> None:

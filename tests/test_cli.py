@@ -192,3 +192,29 @@ def test_export_to_an_unwritable_out_exits_2_naming_it(ws: Workspace, tmp_path: 
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith(f"error: --out {out}: cannot write") and "Traceback" not in r.stderr
     assert blocker.read_text() == "not a folder\n"
+
+
+def _uncached(ws: Path) -> int:
+    return int(json.loads(pld("calls", "--json", ws=ws).stdout)["total"]["uncached"])
+
+
+def test_rerun_leaves_failed_examples_failed_until_retry_failed(ws_path: Path) -> None:
+    assert pld("load", "demo", ws=ws_path).returncode == 0
+    reply = json.dumps({"reasoning": "It asks for a refund.",
+                        "rule": "If the text asks for money back, then the label is complaint."})
+    with FakeOpenAI(responder=lambda body: reply) as fake:
+        for _ in range(2):
+            fake.add_fault("status", 500)
+        args = ["extract", "demo", "--teacher", fake.model_string(), "--limit", "2",
+                "--concurrency", "1", "--json"]
+        first = json.loads(pld(*args, ws=ws_path, env={"PLD_MAX_ATTEMPTS": "1"}).stdout)
+        assert (first["done"], first["failed"]) == (0, 2)
+        assert _uncached(ws_path) == 2  # two error rows: uncached calls all the same
+
+        again = json.loads(pld(*args, ws=ws_path).stdout)
+        assert (again["done"], again["failed"], again["failed_before"]) == (0, 0, 2)
+        assert _uncached(ws_path) == 2 and len(fake.requests) == 2
+
+        r = pld(*args[:-1], "--retry-failed", ws=ws_path)
+        assert r.returncode == 0, r.stderr
+        assert "2/2 rules" in r.stdout and len(fake.requests) == 4

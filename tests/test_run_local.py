@@ -35,10 +35,10 @@ def test_run_demo_on_the_embedded_model(ws_path: Path, tmp_path: Path) -> None:
                                   "routine"]
     assert all(label in prompt for label in manifest["labels"])
 
-    before = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached_ok"]
+    before = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached"]
     second = pld(*ARGS, "--out", str(out), ws=ws_path, timeout=600)
     assert second.returncode == 0, second.stderr
-    after = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached_ok"]
+    after = json.loads(pld("calls", "--json", ws=ws_path).stdout)["total"]["uncached"]
     assert after == before, "a repeated run made uncached LLM calls"
 
     stored = next(e for e in manifest["evaluations"] if e["method"] == "pld")

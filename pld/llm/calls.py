@@ -255,12 +255,16 @@ def complete(
 
 
 def summarize_calls(ws: Workspace) -> dict[str, Any]:
-    """Totals of the call log: calls, cache hits, errors, tokens, latency and cost, overall and
-    per (model, stage)."""
+    """Totals of the call log: calls, cache hits, uncached calls (``uncached``, errors included;
+    ``uncached_ok`` without them), errors, tokens, latency and cost, overall and per (model,
+    stage)."""
     cols = (
         "count(*) AS calls, coalesce(sum(cache_hit), 0) AS cache_hits, "
         "coalesce(sum(CASE WHEN cache_hit = 0 AND error IS NULL THEN 1 ELSE 0 END), 0) "
         "AS uncached_ok, "
+        # Every call that was not served from the cache, errors included: what "a rerun makes
+        # no uncached call" is checked against.
+        "coalesce(sum(CASE WHEN cache_hit = 0 THEN 1 ELSE 0 END), 0) AS uncached, "
         "coalesce(sum(CASE WHEN error IS NOT NULL THEN 1 ELSE 0 END), 0) AS errors, "
         "coalesce(sum(input_tokens), 0) AS input_tokens, "
         "coalesce(sum(output_tokens), 0) AS output_tokens, "

@@ -16,9 +16,11 @@ into partial heuristics, which are merged again, in groups of at most ``max_rule
 until one call merges the rest. Every rule id stays in ``source_rule_ids`` either way.
 
 A reply that is not the expected JSON is re-asked once with the parse error; if that fails too the
-cluster is reported as failed and gets no heuristic row, so the next run tries it again (a cached
-unusable reply is asked afresh rather than replayed). Clusters that already have a heuristic are
-skipped, so a rerun makes no LLM call at all.
+cluster is reported as failed, gets no heuristic row, and its error is kept in
+``consolidate_failures``. Clusters that already have a heuristic are skipped, and so are clusters
+that failed before with the same teacher (reported in ``failed_before``), so a rerun makes no LLM
+call at all. ``retry_failed`` (``--retry-failed``) asks the failed ones again; a cached unusable
+reply is then asked afresh rather than replayed.
 """
 
 from __future__ import annotations
@@ -70,14 +72,17 @@ class Part:
 @dataclass
 class ConsolidateSummary:
     """What one consolidate run did. ``hierarchical`` lists the cluster ids done in chunks;
-    ``errors`` maps failed cluster ids to the reason; ``dropped_labels`` maps cluster ids to
-    labels their rules lead to that the heuristic does not claim to cover."""
+    ``errors`` maps failed cluster ids to the reason (this run's failures and the
+    ``failed_before`` ones, which an earlier run left failed and this run did not ask again);
+    ``dropped_labels`` maps cluster ids to labels their rules lead to that the heuristic does
+    not claim to cover."""
 
     run_id: int
     clustering_id: int
     created: int = 0
     skipped: int = 0
     failed: int = 0
+    failed_before: int = 0
     hierarchical: list[int] = field(default_factory=list)
     heuristic_ids: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
@@ -149,6 +154,22 @@ def _done_clusters(ws: Workspace, clustering_id: int) -> set[int]:
         "SELECT DISTINCT cluster_id FROM heuristics WHERE clustering_id = ? "
         "AND cluster_id IS NOT NULL", [clustering_id])
     return {r["cluster_id"] for r in rows}
+
+
+def _failed_clusters(ws: Workspace, clustering_id: int, teacher: str) -> dict[int, str]:
+    """Cluster id -> error, for the clusters ``teacher`` failed to consolidate before."""
+    rows = ws.query("SELECT cluster_id, error FROM consolidate_failures WHERE clustering_id = ? "
+                    "AND teacher = ?", [clustering_id, teacher])
+    return {r["cluster_id"]: r["error"] for r in rows}
+
+
+def _store_failure(ctx: _Context, cluster_id: int, error: str) -> None:
+    with ctx.ws.write() as db:
+        db["consolidate_failures"].upsert({
+            "clustering_id": ctx.clustering_id, "cluster_id": cluster_id,
+            "teacher": ctx.teacher, "task": ctx.task.name, "run_id": ctx.run_id,
+            "error": error, "created_at": now()},
+            pk=("clustering_id", "cluster_id", "teacher"))
 
 
 def reply_schema(labels: Sequence[str]) -> dict[str, Any]:
@@ -314,6 +335,9 @@ def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
         if db.execute("SELECT 1 FROM heuristics WHERE clustering_id = ? AND cluster_id = ?",
                       [ctx.clustering_id, cluster_id]).fetchone():
             return None
+        # Failed before and now done (--retry-failed): the failure no longer holds.
+        db.execute("DELETE FROM consolidate_failures WHERE clustering_id = ? AND cluster_id = ?",
+                   [ctx.clustering_id, cluster_id])
         ts = now()
         row = {
             "task": ctx.task.name, "cluster_id": cluster_id, "clustering_id": ctx.clustering_id,
@@ -334,6 +358,13 @@ def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
 
 
 def _consolidate_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _Outcome:
+    out = _try_cluster(ctx, cluster_id, rules)
+    if out.error is not None:
+        _store_failure(ctx, cluster_id, out.error)
+    return out
+
+
+def _try_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _Outcome:
     if not rules:
         return _Outcome(cluster_id, error="cluster has no rules")
     try:
@@ -403,9 +434,13 @@ def consolidate(
     clustering_id: int | None = None,
     concurrency: int | None = None,
     max_rules_per_call: int = 30,
+    retry_failed: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> ConsolidateSummary:
     """Write one draft heuristic per cluster that has none yet; return what was done.
+
+    Clusters this teacher failed to consolidate before stay failed (no call) unless
+    ``retry_failed``.
 
     Raises :class:`BadInput` for a bad teacher string or clustering id, and :class:`NotReady`
     when the task has no clustering or the clustering has no clusters.
@@ -419,12 +454,17 @@ def consolidate(
         raise NotReady(f"clustering {cid} of task {task!r} has no clusters (all rules are noise); "
                        f"re-cluster with other parameters")
     done = _done_clusters(ws, cid) & clusters.keys()
-    todo = {k: v for k, v in clusters.items() if k not in done}
+    failed_before = {} if retry_failed else {
+        k: e for k, e in _failed_clusters(ws, cid, teacher).items()
+        if k in clusters and k not in done}
+    todo = {k: v for k, v in clusters.items() if k not in done and k not in failed_before}
     params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
-              "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL}
+              "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL,
+              "retry_failed": retry_failed}
     with stage_run(ws, task, "consolidate", params, on_progress) as run:
-        summary = ConsolidateSummary(run.id, cid, skipped=len(done))
-        run.set_total(len(clusters), done=len(done))
+        summary = ConsolidateSummary(run.id, cid, skipped=len(done),
+                                     failed_before=len(failed_before), errors=failed_before)
+        run.set_total(len(clusters), done=len(done) + len(failed_before))
         ctx = _Context(ws, info, teacher, run.id, cid, max_rules_per_call,
                        reply_schema(info.labels))
         _work(ctx, todo, concurrency, summary, run)

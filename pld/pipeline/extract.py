@@ -8,10 +8,12 @@ label it leads to. Each outcome is one ``micro_instructions`` row per (task, exa
 * ``failed`` — the reply was not valid JSON even after one re-ask with the parse error, or the call
   itself failed for good; the raw reply, the error and the call id are kept, never dropped.
 
-The stage is idempotent: examples with an ``ok`` row are skipped, failed ones are tried again on
-the next invocation (updating the same row). Completed calls are cached in ``llm_calls``, so a run
-killed half-way resumes without repeating them. Each result is written in its own transaction as
-it arrives, so a kill loses only the calls in flight.
+The stage is idempotent: examples with an ``ok`` row are skipped, and so are ``failed`` ones, which
+stay visible as failed (counted in ``failed_before``): a rerun makes no uncached call. They are
+asked again, with a fresh call, only when ``retry_failed`` is set (``--retry-failed``), updating the
+same row. Completed calls are cached in ``llm_calls``, so a run killed half-way resumes without
+repeating them. Each result is written in its own transaction as it arrives, so a kill loses only
+the calls in flight.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ class ExtractSummary:
 
     ``total``: examples considered; ``skipped``: of those, already ``ok`` before this run;
     ``done``: ``ok`` rows written by this run; ``failed``: ``failed`` rows written by this run;
-    ``flagged``: of this run's ``ok`` rows, those with at least one flag.
+    ``flagged``: of this run's ``ok`` rows, those with at least one flag; ``failed_before``:
+    examples left ``failed`` by an earlier run and not asked again (see ``retry_failed``).
     """
 
     run_id: int
@@ -88,6 +91,7 @@ class ExtractSummary:
     skipped: int
     failed: int
     flagged: int
+    failed_before: int = 0
 
 
 @dataclass(frozen=True)
@@ -275,13 +279,16 @@ def extract(
     limit: int | None = None,
     concurrency: int | None = None,
     split: str = "train",
+    retry_failed: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> ExtractSummary:
     """Write one micro-instruction per example of ``task``'s ``split``, asking ``teacher``.
 
     ``limit`` considers only the first N examples (by id). ``concurrency`` is the number of teacher
-    calls in flight (default: 1 for local models, 8 for remote ones). Raises :class:`BadInput`
-    for an unknown task, model string or option, :class:`NotReady` when the split is empty.
+    calls in flight (default: 1 for local models, 8 for remote ones). Examples that failed before
+    are left as they are unless ``retry_failed``, which asks them again bypassing the cache (a
+    cached bad reply would only fail again). Raises :class:`BadInput` for an unknown task, model
+    string or option, :class:`NotReady` when the split is empty.
     """
     info = task_info(ws, task)
     try:
@@ -302,13 +309,16 @@ def extract(
     status = {r["example_id"]: r["status"] for r in ws.query(
         "SELECT example_id, status FROM micro_instructions WHERE task = ? AND teacher = ?",
         [task, teacher])}
-    todo = [r for r in rows if status.get(r["id"]) != OK]
-    skipped = len(rows) - len(todo)
-    params = {"teacher": teacher, "split": split, "limit": limit, "concurrency": concurrency}
+    keep = (OK,) if retry_failed else (OK, FAILED)
+    todo = [r for r in rows if status.get(r["id"]) not in keep]
+    skipped = sum(status.get(r["id"]) == OK for r in rows)
+    failed_before = len(rows) - len(todo) - skipped
+    params = {"teacher": teacher, "split": split, "limit": limit, "concurrency": concurrency,
+              "retry_failed": retry_failed}
     with stage_run(ws, task, STAGE, params, on_progress) as run:
-        run.set_total(len(rows), skipped)
+        run.set_total(len(rows), skipped + failed_before)
         done, failed, flagged = _work(ws, info, teacher, todo, status, concurrency, run)
-    return ExtractSummary(run.id, len(rows), done, skipped, failed, flagged)
+    return ExtractSummary(run.id, len(rows), done, skipped, failed, flagged, failed_before)
 
 
 def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]],

@@ -205,7 +205,7 @@ def test_rerun_makes_no_llm_call(ws: Workspace, fake_openai: FakeOpenAI,
     assert ws.query("SELECT count(*) AS n FROM heuristics")[0]["n"] == 3
 
 
-def test_invalid_json_twice_fails_cluster_then_next_run_retries(
+def test_invalid_json_twice_fails_cluster_kept_on_rerun_retried_when_asked(
         ws: Workspace, fake_openai: FakeOpenAI) -> None:
     load_task(ws)
     good = add_rules(ws, [("If the claim cites a study, answer true.", "true")] * 2)
@@ -230,10 +230,22 @@ def test_invalid_json_twice_fails_cluster_then_next_run_retries(
 
     fake_openai.responder = echo_responder
     before = len(fake_openai.requests)
-    retry = consolidate(ws, TASK, fake_openai.model_string())
+    calls_before = ws.query("SELECT count(*) AS n FROM llm_calls WHERE cache_hit = 0")[0]["n"]
+    rerun = consolidate(ws, TASK, fake_openai.model_string())
 
-    assert (retry.created, retry.skipped, retry.failed) == (1, 1, 0)
+    # A plain rerun asks nothing: the failed cluster stays failed, with its earlier error.
+    assert (rerun.created, rerun.skipped, rerun.failed, rerun.failed_before) == (0, 1, 0, 1)
+    assert "not valid JSON" in rerun.errors[bad_cluster]
+    assert len(fake_openai.requests) == before
+    assert ws.query("SELECT count(*) AS n FROM llm_calls WHERE cache_hit = 0")[0]["n"] \
+        == calls_before
+    assert get_run(ws, rerun.run_id)["done"] == 2
+
+    retry = consolidate(ws, TASK, fake_openai.model_string(), retry_failed=True)
+
+    assert (retry.created, retry.skipped, retry.failed, retry.failed_before) == (1, 1, 0, 0)
     assert len(fake_openai.requests) == before + 1  # the cached bad reply was asked afresh
+    assert ws.query("SELECT count(*) AS n FROM consolidate_failures")[0]["n"] == 0
     assert {r["cluster_id"] for r in ws.query("SELECT cluster_id FROM heuristics")} \
         == {good_cluster, bad_cluster}
 

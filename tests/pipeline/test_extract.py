@@ -196,8 +196,8 @@ def test_second_run_makes_no_requests_and_no_duplicates(ws: Workspace,
     assert run["status"] == "done" and run["done"] == run["total"] == 10
 
 
-def test_failed_rows_are_retried_next_time_in_place(ws: Workspace,
-                                                    fake_openai: FakeOpenAI) -> None:
+def test_failed_rows_are_kept_on_a_rerun_and_retried_in_place_when_asked(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
     make_task(ws, n=4)
     broken = TEXTS[1]
     fake_openai.responder = lambda b: "no json here" if broken in first_user(b) else good_reply(b)
@@ -207,12 +207,19 @@ def test_failed_rows_are_retried_next_time_in_place(ws: Workspace,
 
     fake_openai.responder = good_reply
     sent = len(fake_openai.requests)
-    second = ex.extract(ws, "tickets", fake_openai.model_string())
+    rerun = ex.extract(ws, "tickets", fake_openai.model_string())
+    # A plain rerun asks nothing: the failed row stays failed and is counted as such.
+    assert len(fake_openai.requests) == sent
+    assert (rerun.skipped, rerun.done, rerun.failed, rerun.failed_before) == (3, 0, 0, 1)
+    assert [r["status"] for r in rows(ws)].count("failed") == 1
+    assert get_run(ws, rerun.run_id)["done"] == 4
+
+    second = ex.extract(ws, "tickets", fake_openai.model_string(), retry_failed=True)
 
     # The cached bad reply is not replayed: one fresh request, for the failed example only.
     assert len(fake_openai.requests) == sent + 1
     assert broken in first_user(fake_openai.requests[-1])
-    assert (second.skipped, second.done, second.failed) == (3, 1, 0)
+    assert (second.skipped, second.done, second.failed, second.failed_before) == (3, 1, 0, 0)
     redone = ws.query("SELECT * FROM micro_instructions WHERE id = ?", [failed[0]["id"]])[0]
     assert redone["status"] == "ok" and redone["error"] is None and redone["raw"] is None
     assert redone["run_id"] == second.run_id
@@ -237,7 +244,8 @@ def test_call_failure_is_a_failed_row_and_the_run_goes_on(
     assert (summary.done, summary.failed) == (2, 1)
     assert get_run(ws, summary.run_id)["status"] == "done"
 
-    retry = ex.extract(ws, "tickets", fake_openai.model_string(), concurrency=1)
+    retry = ex.extract(ws, "tickets", fake_openai.model_string(), concurrency=1,
+                       retry_failed=True)
     assert (retry.done, retry.failed, retry.skipped) == (1, 0, 2)
     assert [r["status"] for r in rows(ws)] == ["ok", "ok", "ok"]
 
