@@ -20,6 +20,7 @@ from pld import jobs
 from pld.errors import BadInput
 from pld.pipeline import cluster as clu
 from pld.pipeline.extract import count_rules
+from pld.review import StaleEdit
 from pld.ui import sidebar
 from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, show_flash
 from pld.workspace import Workspace
@@ -53,14 +54,16 @@ def _start(ws: Workspace, task: str) -> None:
         flash("success", f"Clustering started in the background ({job.describe()}).")
 
 
-def _act(what: str, action: Callable[[str], str]) -> None:
-    """Run a reviewer action with the sidebar's name; leave its outcome as a flash message."""
-    who = sidebar.reviewer()
-    if not who:
+def _act(what: str, action: Callable[[sidebar.Identity], str]) -> None:
+    """Run a reviewer action as the sidebar's identity; leave its outcome as a flash message."""
+    who = sidebar.identity()
+    if who is None:
         flash("error", f"Cannot {what}: {NO_REVIEWER}")
         return
     try:
         message = action(who)
+    except StaleEdit as e:
+        flash("warning", f"Not saved, someone changed it first: {e}")
     except BadInput as e:
         flash("error", f"Cannot {what}: {e}")
     else:
@@ -68,18 +71,21 @@ def _act(what: str, action: Callable[[str], str]) -> None:
 
 
 def _accept(ws: Workspace, clustering_id: int) -> None:
-    def run(who: str) -> str:
-        clu.accept_clustering(ws, clustering_id, who)
-        return f"Clustering #{clustering_id} accepted by {who}."
+    def run(who: sidebar.Identity) -> str:
+        clu.accept_clustering(ws, clustering_id, who.name, identity_kind=who.kind)
+        return f"Clustering #{clustering_id} accepted by {who.name} ({who.kind})."
 
     _act("accept", run)
 
 
-def _rename(ws: Workspace, cluster_id: int) -> None:
+def _rename(ws: Workspace, cluster_id: int, seen_name: str) -> None:
     name = (st.session_state.get(f"c_name_{cluster_id}") or "").strip()
 
-    def run(who: str) -> str:
-        clu.rename_cluster(ws, cluster_id, name, who)
+    def run(who: sidebar.Identity) -> str:
+        # seen_name is the name on the page the reviewer edited: a rename by someone else
+        # since then is refused (StaleEdit) rather than overwritten.
+        clu.rename_cluster(ws, cluster_id, name, who.name, expected_name=seen_name,
+                           identity_kind=who.kind)
         return f"Cluster {cluster_id} renamed to {name!r}."
 
     _act("rename", run)
@@ -90,13 +96,13 @@ def _move(ws: Workspace, clustering_id: int) -> None:
     chosen = st.session_state.get("c_move_to")
     target = None if chosen in (None, NOISE_ID) else int(chosen)
 
-    def run(who: str) -> str:
+    def run(who: sidebar.Identity) -> str:
         if not rule_ids:
             raise BadInput("choose at least one rule to move")
         if chosen is None:
             raise BadInput("choose where to move the rules")
         for rule_id in rule_ids:
-            clu.move_rule(ws, clustering_id, rule_id, target, who)
+            clu.move_rule(ws, clustering_id, rule_id, target, who.name, identity_kind=who.kind)
         where = NOISE_LABEL if target is None else f"cluster {target}"
         return f"Moved {len(rule_ids)} rule(s) to {where}."
 
@@ -107,10 +113,10 @@ def _move(ws: Workspace, clustering_id: int) -> None:
 def _merge(ws: Workspace, clustering_id: int, a: int) -> None:
     b = st.session_state.get("c_merge_with")
 
-    def run(who: str) -> str:
+    def run(who: sidebar.Identity) -> str:
         if b is None:
             raise BadInput("choose the cluster to merge into this one")
-        clu.merge_clusters(ws, clustering_id, a, int(b), who)
+        clu.merge_clusters(ws, clustering_id, a, int(b), who.name, identity_kind=who.kind)
         return f"Merged cluster {b} into cluster {a}."
 
     _act("merge", run)
@@ -119,8 +125,9 @@ def _merge(ws: Workspace, clustering_id: int, a: int) -> None:
 def _split(ws: Workspace, clustering_id: int, cluster_id: int) -> None:
     k = int(st.session_state.get("c_split_k") or 2)
 
-    def run(who: str) -> str:
-        parts = clu.split_cluster(ws, clustering_id, cluster_id, k, who=who)
+    def run(who: sidebar.Identity) -> str:
+        parts = clu.split_cluster(ws, clustering_id, cluster_id, k, who=who.name,
+                                  identity_kind=who.kind)
         return f"Split cluster {cluster_id} into clusters {', '.join(map(str, parts))}."
 
     _act("split", run)
@@ -269,7 +276,7 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
     if cid != NOISE_ID:
         c1, c2 = st.columns([3, 1])
         c1.text_input("New name", value=entry["name"], key=f"c_name_{cid}")
-        c2.button("Rename", key="c_rename", on_click=_rename, args=(ws, cid))
+        c2.button("Rename", key="c_rename", on_click=_rename, args=(ws, cid, entry["name"]))
     _keep_valid("c_move_to", others)
     c1, c2, c3 = st.columns([3, 2, 1])
     c1.multiselect("Rules to move", [r["id"] for r in rows], key="c_move_rules",

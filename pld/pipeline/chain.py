@@ -52,6 +52,7 @@ class ChainOptions:
     few_shot: int | None = None
     out_dir: Path | None = None
     seed: int = 0
+    retry_failed: bool = False  # ask failed extract rows and consolidate clusters again
 
 
 @dataclass
@@ -102,10 +103,10 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
             with ws.write() as db:
                 db["runs"].update(run.id, {"params": dumps({"options": options,
                                                             "clustering_id": cid})})
-    if o.auto_approve_as:
-        current = clustering.current_clustering(ws, task)
-        if current is None or current["id"] != cid:
-            clustering.accept_clustering(ws, cid, o.auto_approve_as)
+    # Not "is it the current one": a task's only clustering is current while merely proposed,
+    # and the run's sign-off must still be recorded.
+    if o.auto_approve_as and clustering.get_clustering(ws, cid)["status"] != clustering.ACCEPTED:
+        clustering.accept_clustering(ws, cid, o.auto_approve_as, identity_kind=review.AUTO)
     metrics = clustering.get_clustering(ws, cid)["metrics"]
     return {"clustering_id": cid, "reused": reused, "fallback": fallback,
             "n_clusters": metrics.get("n_clusters"), "noise_share": metrics.get("noise_share")}
@@ -144,12 +145,14 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
         s.stages["load"] = load_task(ws, task, seed=o.seed)
 
     ex = extract(ws, task, o.teacher, limit=o.limit, concurrency=o.concurrency,
-                 on_progress=on_progress)
+                 retry_failed=o.retry_failed, on_progress=on_progress)
     s.stages["extract"] = {"run_id": ex.run_id, "total": ex.total, "done": ex.done,
-                           "skipped": ex.skipped, "failed": ex.failed, "flagged": ex.flagged}
+                           "skipped": ex.skipped, "failed": ex.failed, "flagged": ex.flagged,
+                           "failed_before": ex.failed_before}
     s.stages["cluster"] = _cluster(ws, task, o)
     cs = consolidate(ws, task, o.teacher, clustering_id=s.stages["cluster"]["clustering_id"],
-                     concurrency=o.concurrency, on_progress=on_progress)
+                     concurrency=o.concurrency, retry_failed=o.retry_failed,
+                     on_progress=on_progress)
     s.stages["consolidate"] = cs.to_dict()
     if not o.auto_approve_as:
         s.stopped = "awaiting-review"

@@ -26,6 +26,7 @@ import numpy as np
 from pld.errors import BadInput, NotReady
 from pld.pipeline.embed import DEFAULT_EMBEDDER, check_embedder_name, embed_rules, load_vectors
 from pld.pipeline.runs import ProgressCallback, stage_run
+from pld.review import IDENTITY_KINDS, SELF_DECLARED, StaleEdit
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -484,22 +485,32 @@ def points(ws: Workspace, clustering_id: int) -> list[dict[str, Any]]:
 # reviewer actions
 
 
-def _who(who: str) -> str:
+def _who(who: str, identity_kind: str) -> str:
     if not isinstance(who, str) or not who.strip():
         raise BadInput("a reviewer name is required (--as NAME)")
+    if identity_kind not in IDENTITY_KINDS:
+        raise BadInput(f"identity kind {identity_kind!r}: use one of {', '.join(IDENTITY_KINDS)}")
     return who.strip()
 
 
-def _review(db: Any, who: str, clustering_id: int, action: str, before: Any, after: Any) -> None:
+def _review(db: Any, who: str, identity_kind: str, clustering_id: int, action: str,
+            before: Any, after: Any) -> None:
+    # The same audit row as pld.review writes for heuristics, identity kind included, so a
+    # clustering sign-off says whether its reviewer logged in or typed a name.
     db["reviews"].insert({
-        "created_at": now(), "who": who, "entity": "clustering", "entity_id": clustering_id,
+        "created_at": now(), "who": who, "identity_kind": identity_kind,
+        "entity": "clustering", "entity_id": clustering_id,
         "action": action, "before": dumps(before), "after": dumps(after),
     })
 
 
-def accept_clustering(ws: Workspace, clustering_id: int, who: str) -> None:
-    """Accept a clustering for its task; a previously accepted one becomes ``superseded``."""
-    who = _who(who)
+def accept_clustering(ws: Workspace, clustering_id: int, who: str, *,
+                      identity_kind: str = SELF_DECLARED) -> None:
+    """Accept a clustering for its task; a previously accepted one becomes ``superseded``.
+
+    ``identity_kind`` (see :data:`pld.review.IDENTITY_KINDS`) is recorded with the sign-off.
+    """
+    who = _who(who, identity_kind)
     with ws.write() as db:
         c = get_clustering(ws, clustering_id)
         if not c["metrics"].get("n_clusters"):
@@ -514,7 +525,7 @@ def accept_clustering(ws: Workspace, clustering_id: int, who: str) -> None:
         stamp = now()
         db["clusterings"].update(clustering_id, {"status": ACCEPTED, "accepted_by": who,
                                                  "accepted_at": stamp})
-        _review(db, who, clustering_id, "accept", {"status": c["status"]},
+        _review(db, who, identity_kind, clustering_id, "accept", {"status": c["status"]},
                 {"status": ACCEPTED, "superseded": [p["id"] for p in previous]})
 
 
@@ -602,9 +613,31 @@ def _refresh(ws: Workspace, db: Any, clustering_id: int, renamed: set[int]) -> N
     db["clusterings"].update(clustering_id, {"metrics": dumps(metrics)})
 
 
-def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: str) -> None:
-    """Give a cluster a reviewer-chosen name."""
-    who = _who(who)
+def _stale_rename(ws: Workspace, row: dict[str, Any], expected_name: str) -> StaleEdit:
+    """The StaleEdit for renaming a cluster whose name is no longer ``expected_name``."""
+    rows = ws.query(
+        "SELECT * FROM reviews WHERE entity = 'clustering' AND entity_id = ? "
+        "AND action = 'rename_cluster' AND json_extract(after, '$.cluster_id') = ? "
+        "ORDER BY id DESC LIMIT 1", [row["clustering_id"], row["id"]])
+    theirs = rows[0] if rows else None
+    by = f" by {theirs['who']} at {theirs['created_at']}" if theirs else ""
+    if theirs is not None:
+        theirs["before"], theirs["after"] = loads(theirs["before"]), loads(theirs["after"])
+    return StaleEdit(f"cluster {row['id']} is now named {row['name']!r}{by}, not "
+                     f"{expected_name!r} as you saw it; nothing was changed: reload and rename "
+                     "again if you still want to", row, theirs)
+
+
+def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: str, *,
+                   expected_name: str | None = None,
+                   identity_kind: str = SELF_DECLARED) -> None:
+    """Give a cluster a reviewer-chosen name.
+
+    ``expected_name`` is the name the reviewer saw: when someone renamed the cluster since,
+    :class:`pld.review.StaleEdit` is raised and nothing changes (two tabs cannot silently
+    overwrite each other's names).
+    """
+    who = _who(who, identity_kind)
     if not isinstance(name, str) or not name.strip():
         raise BadInput("a cluster name must not be empty")
     rows = ws.query("SELECT clustering_id FROM clusters WHERE id = ?", [cluster_id])
@@ -614,16 +647,18 @@ def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: str) -> None:
     with ws.write() as db:
         _editable(ws, clustering_id, structural=False)
         row = _cluster_row(ws, clustering_id, cluster_id)
+        if expected_name is not None and row["name"] != expected_name:
+            raise _stale_rename(ws, row, expected_name)
         db["clusters"].update(cluster_id, {"name": name.strip()})
-        _review(db, who, clustering_id, "rename_cluster",
+        _review(db, who, identity_kind, clustering_id, "rename_cluster",
                 {"cluster_id": cluster_id, "name": row["name"]},
                 {"cluster_id": cluster_id, "name": name.strip()})
 
 
 def move_rule(ws: Workspace, clustering_id: int, rule_id: int, to_cluster_id: int | None,
-              who: str) -> None:
+              who: str, *, identity_kind: str = SELF_DECLARED) -> None:
     """Move one rule to another cluster of the same clustering (``None``: to noise)."""
-    who = _who(who)
+    who = _who(who, identity_kind)
     with ws.write() as db:
         _editable(ws, clustering_id, structural=True)
         rows = ws.query("SELECT cluster_id FROM cluster_members WHERE clustering_id = ? "
@@ -638,14 +673,15 @@ def move_rule(ws: Workspace, clustering_id: int, rule_id: int, to_cluster_id: in
         db.execute("UPDATE cluster_members SET cluster_id = ? WHERE clustering_id = ? "
                    "AND rule_id = ?", [to_cluster_id, clustering_id, rule_id])
         _refresh(ws, db, clustering_id, set())
-        _review(db, who, clustering_id, "move_rule",
+        _review(db, who, identity_kind, clustering_id, "move_rule",
                 {"rule_id": rule_id, "cluster_id": source},
                 {"rule_id": rule_id, "cluster_id": to_cluster_id})
 
 
-def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: str) -> int:
+def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: str, *,
+                   identity_kind: str = SELF_DECLARED) -> int:
     """Merge cluster ``b`` into ``a``; return ``a`` (``b`` is deleted). Keywords are recomputed."""
-    who = _who(who)
+    who = _who(who, identity_kind)
     if a == b:
         raise BadInput(f"cannot merge cluster {a} with itself")
     with ws.write() as db:
@@ -658,20 +694,20 @@ def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: str) 
         db.execute("DELETE FROM clusters WHERE id = ?", [b])
         _refresh(ws, db, clustering_id, {a})
         after = _cluster_row(ws, clustering_id, a)
-        _review(db, who, clustering_id, "merge_clusters",
+        _review(db, who, identity_kind, clustering_id, "merge_clusters",
                 {"a": _brief(row_a), "b": {**_brief(row_b), "rule_ids": moved}},
                 {"cluster": _brief(after)})
     return a
 
 
 def split_cluster(ws: Workspace, clustering_id: int, cluster_id: int, k: int = 2, *,
-                  who: str) -> list[int]:
+                  who: str, identity_kind: str = SELF_DECLARED) -> list[int]:
     """Split a cluster in ``k`` with k-means on its stored vectors; return the ids of the parts.
 
     The largest part keeps ``cluster_id``; the others become new clusters. Keywords of all parts
     are recomputed with c-TF-IDF.
     """
-    who = _who(who)
+    who = _who(who, identity_kind)
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise BadInput(f"split needs k >= 2, got {k!r}")
     with ws.write() as db:
@@ -705,7 +741,7 @@ def split_cluster(ws: Workspace, clustering_id: int, cluster_id: int, k: int = 2
         for pid in part_ids:
             after.append({**_brief(_cluster_row(ws, clustering_id, pid)),
                           "rule_ids": _member_ids(ws, clustering_id, pid)})
-        _review(db, who, clustering_id, "split_cluster",
+        _review(db, who, identity_kind, clustering_id, "split_cluster",
                 {"cluster": {**_brief(row), "rule_ids": ids}, "k": k}, {"clusters": after})
     return part_ids
 

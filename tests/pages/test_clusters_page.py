@@ -9,7 +9,7 @@ import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
-from pld.pipeline.cluster import cluster_summary, get_clustering, members
+from pld.pipeline.cluster import cluster_summary, get_clustering, members, rename_cluster
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.pages.conftest import Populated, connect
@@ -36,8 +36,8 @@ def _frame(at: AppTest, column: str) -> pd.DataFrame:
 
 def _reviews(p: Populated) -> list[dict[str, object]]:
     with connect(p.path) as ws:
-        return ws.query("SELECT who, action FROM reviews WHERE entity = 'clustering' "
-                        "ORDER BY id")
+        return ws.query("SELECT who, identity_kind, action FROM reviews "
+                        "WHERE entity = 'clustering' ORDER BY id")
 
 
 def test_empty_workspace_says_what_to_do(open_page: Callable[..., AppTest]) -> None:
@@ -86,7 +86,8 @@ def test_proposed_clustering_shows_noise_then_is_accepted(open_page: Callable[..
     with connect(populated_ws.path) as ws:
         assert get_clustering(ws, populated_ws.proposed_clustering)["accepted_by"] == "ana"
         assert get_clustering(ws, populated_ws.accepted_clustering)["status"] == "superseded"
-    assert _reviews(populated_ws)[-1] == {"who": "ana", "action": "accept"}
+    assert _reviews(populated_ws)[-1] == {"who": "ana", "identity_kind": "self-declared",
+                                       "action": "accept"}
 
 
 def test_accept_without_reviewer_is_refused_clearly(open_page: Callable[..., AppTest],
@@ -110,7 +111,8 @@ def test_rename_cluster(open_page: Callable[..., AppTest], populated_ws: Populat
     with connect(populated_ws.path) as ws:
         names = {s["id"]: s["name"] for s in cluster_summary(ws, populated_ws.proposed_clustering)}
     assert names[cid] == "Data-protection rights"
-    assert _reviews(populated_ws)[-1] == {"who": "ana", "action": "rename_cluster"}
+    assert _reviews(populated_ws)[-1] == {"who": "ana", "identity_kind": "self-declared",
+                                       "action": "rename_cluster"}
 
 
 def test_merge_two_clusters(open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
@@ -127,7 +129,8 @@ def test_merge_two_clusters(open_page: Callable[..., AppTest], populated_ws: Pop
         assert b not in summary and summary[a]["size"] == before[a] + before[b]
         assert get_clustering(ws, populated_ws.proposed_clustering)["metrics"]["n_clusters"] == 3
     assert _metrics(at)["Clusters"] == "3"
-    assert _reviews(populated_ws)[-1] == {"who": "ana", "action": "merge_clusters"}
+    assert _reviews(populated_ws)[-1] == {"who": "ana", "identity_kind": "self-declared",
+                                       "action": "merge_clusters"}
 
 
 def test_send_rules_to_noise_and_back(open_page: Callable[..., AppTest],
@@ -196,3 +199,30 @@ def test_start_clustering_launches_a_job(open_page: Callable[..., AppTest],
     assert any("Clustering started" in s.value for s in at.success)
     with connect(populated_ws.path) as ws:
         jobs.cancel(ws, launched[0])
+
+
+def test_stale_rename_is_refused_and_shown(open_page: Callable[..., AppTest],
+                                           populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    cid = populated_ws.cluster_ids[populated_ws.proposed_clustering][1]
+    at.selectbox(key="c_cluster").set_value(cid).run()
+    seen = at.text_input(key=f"c_name_{cid}").value
+    # Someone else renames the cluster in another tab, after this page was drawn.
+    with connect(populated_ws.path) as ws:
+        rename_cluster(ws, cid, "Privacy (bea)", "bea", expected_name=seen)
+    at.text_input(key=f"c_name_{cid}").input("Privacy (ana)")
+    at.button(key="c_rename").click().run()
+    assert not at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "someone changed it first" in warning and "'Privacy (bea)'" in warning
+    assert "by bea" in warning and repr(seen) in warning
+    with connect(populated_ws.path) as ws:
+        names = {s["id"]: s["name"] for s in cluster_summary(ws, populated_ws.proposed_clustering)}
+    assert names[cid] == "Privacy (bea)"  # theirs is kept, nothing overwritten
+    assert [r["who"] for r in _reviews(populated_ws)] == ["bea"]
+    # Reloaded, the page shows their name, and a rename from there is saved.
+    at.run()
+    at.text_input(key=f"c_name_{cid}").input("Privacy").run()
+    at.button(key="c_rename").click().run()
+    assert not at.warning and not at.error
+    assert [r["who"] for r in _reviews(populated_ws)] == ["bea", "ana"]

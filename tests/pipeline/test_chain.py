@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pld.workspace import open_workspace
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_cli import pld
 
@@ -52,9 +53,9 @@ def scripted(body: dict[str, Any]) -> str:
     return LABELS[digest % len(LABELS)]
 
 
-def _uncached_ok(ws: Path) -> int:
+def _uncached(ws: Path) -> int:
     calls = json.loads(pld("calls", "--json", ws=ws).stdout)
-    return int(calls["total"]["uncached_ok"])
+    return int(calls["total"]["uncached"])
 
 
 def test_run_exports_and_a_second_run_makes_no_uncached_call(
@@ -75,12 +76,16 @@ def test_run_exports_and_a_second_run_makes_no_uncached_call(
         assert stages["approve"]["approved"] >= 1
         assert {"zero-shot", "pld"} <= set(stages["eval"])
         assert (out / "prompt.md").exists() and (out / "manifest.json").exists()
-        calls_after_first = _uncached_ok(ws_path)
+        with open_workspace(ws_path) as ws:
+            accepted = ws.query("SELECT who, identity_kind FROM reviews "
+                                "WHERE entity = 'clustering' AND action = 'accept'")
+        assert accepted == [{"who": "ci", "identity_kind": "auto"}]
+        calls_after_first = _uncached(ws_path)
         requests_after_first = len(fake.requests)
 
         second = pld(*args, ws=ws_path)
         assert second.returncode == 0, second.stderr
-        assert _uncached_ok(ws_path) == calls_after_first
+        assert _uncached(ws_path) == calls_after_first
         assert len(fake.requests) == requests_after_first
 
         manifest = json.loads((out / "manifest.json").read_text())
