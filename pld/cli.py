@@ -694,6 +694,8 @@ def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Export the final prompt here (default: data/exports/TASK).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--retry-failed", is_flag=True,
+              help="Ask failed extract examples and consolidate clusters again.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -701,7 +703,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
             auto_approve_as: str | None, limit: int | None, concurrency: int | None,
             method: str, eps: str, min_samples: int, k: int | None, iterations: int,
             val_limit: int | None, test_limit: int | None, few_shot: int | None,
-            out_dir: Path | None, seed: int, as_json: bool) -> None:
+            out_dir: Path | None, seed: int, retry_failed: bool, as_json: bool) -> None:
     """All stages for one task: extract, cluster, consolidate, (approve, resolve, eval, export)."""
     from dataclasses import asdict
 
@@ -719,7 +721,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         teacher=teacher, student=student, auto_approve_as=auto_approve_as, limit=limit,
         concurrency=concurrency, method=method, eps=eps_value, min_samples=min_samples, k=k,
         iterations=iterations, val_limit=val_limit, test_limit=test_limit, few_shot=few_shot,
-        out_dir=out_dir or Path("data") / "exports" / task, seed=seed)
+        out_dir=out_dir or Path("data") / "exports" / task, seed=seed, retry_failed=retry_failed)
     s = run_chain(_ws(ctx), task, options, on_progress=_Progress(task))
 
     def text(d: dict[str, Any]) -> str:
@@ -727,7 +729,8 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         lines = [f"run {d['task']}: {d['stopped']}"]
         if "extract" in st:
             e = st["extract"]
-            lines.append(f"  extract: {e['done']}/{e['total']} rules ({e['failed']} failed)")
+            lines.append(f"  extract: {e['done']}/{e['total']} rules ({e['failed']} failed)"
+                         + _failed_before_note(e))
         if "cluster" in st:
             c = st["cluster"]
             lines.append(f"  cluster: {c['n_clusters']} clusters, noise "
@@ -736,7 +739,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         if "consolidate" in st:
             c = st["consolidate"]
             lines.append(f"  consolidate: {c['created']} heuristics created, {c['skipped']} "
-                         f"already there, {c['failed']} failed")
+                         f"already there, {c['failed']} failed" + _failed_before_note(c))
         for name, ev in st.get("eval", {}).items():
             lines.append(f"  eval {name}: macro-F1 {ev['macro_f1']:.3f} "
                          f"[{ev['ci'][0]:.3f}, {ev['ci'][1]:.3f}] accuracy {ev['accuracy']:.3f} "
