@@ -466,7 +466,7 @@ def _read_text(path: Path, option: str) -> str:
 @click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Read the new text from a file.")
 @click.option("--base-version", type=int, default=None,
-              help="The version your edit is based on (default: the current one).")
+              help="Required: the version your edit is based on (see review show).")
 @click.option("--comment", default=None)
 @_as_option
 @click.pass_context
@@ -478,45 +478,69 @@ def review_edit(ctx: click.Context, heuristic_id: int, new_text: str | None, fil
 
     if (new_text is None) == (file is None):
         raise BadInput("review edit: give exactly one of --text or --file")
+    if base_version is None:
+        # Filling in the current version would overwrite a change this reviewer never saw.
+        raise BadInput(f"review edit: --base-version is required (the version you read; see "
+                       f"python -m pld review show {heuristic_id})")
     text = new_text if new_text is not None else _read_text(file, "--file")  # type: ignore[arg-type]
     ws = _ws(ctx)
-    if base_version is None:
-        base_version = review.get_heuristic(ws, heuristic_id)["version"]
     h = review.edit(ws, heuristic_id, text, who=who, base_version=base_version, comment=comment)
     click.echo(f"heuristic #{heuristic_id} is now v{h['version']} ({h['status']})")
 
 
+def _base_version_option(fn: F) -> F:
+    return click.option(
+        "--base-version", "base_versions", type=int, multiple=True,
+        help="The version you reviewed (see review show); refused if it changed since. "
+             "Give one per heuristic id, in the same order.")(fn)
+
+
+def _with_base_versions(command: str, ids: tuple[int, ...],
+                        versions: tuple[int, ...]) -> list[tuple[int, int | None]]:
+    """Pair each heuristic id with the version the reviewer saw (None when not given)."""
+    if not versions:
+        return [(hid, None) for hid in ids]
+    if len(versions) != len(ids):
+        raise BadInput(f"review {command}: give one --base-version per heuristic id "
+                       f"({len(ids)} ids, {len(versions)} versions)")
+    return list(zip(ids, versions, strict=True))
+
+
 @review_group.command("approve")
 @click.argument("heuristic_ids", type=int, nargs=-1, required=True)
+@_base_version_option
 @click.option("--comment", default=None)
 @_as_option
 @click.pass_context
 @handles_errors
-def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...], comment: str | None,
-                   who: str) -> None:
+def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
+                   base_versions: tuple[int, ...], comment: str | None, who: str) -> None:
     """Approve heuristics (four-eyes: not the last editor)."""
     from pld import review
 
+    pairs = _with_base_versions("approve", heuristic_ids, base_versions)
     ws = _ws(ctx)
-    for hid in heuristic_ids:
-        review.approve(ws, hid, who=who, comment=comment)
+    for hid, base in pairs:
+        review.approve(ws, hid, who=who, base_version=base, comment=comment)
         click.echo(f"heuristic #{hid} approved by {who}")
 
 
 @review_group.command("reject")
 @click.argument("heuristic_ids", type=int, nargs=-1, required=True)
+@_base_version_option
 @click.option("--comment", default=None)
 @_as_option
 @click.pass_context
 @handles_errors
-def review_reject(ctx: click.Context, heuristic_ids: tuple[int, ...], comment: str | None,
-                  who: str) -> None:
+def review_reject(ctx: click.Context, heuristic_ids: tuple[int, ...],
+                  base_versions: tuple[int, ...], comment: str | None, who: str) -> None:
     """Reject heuristics (they never enter a prompt)."""
     from pld import review
 
+    pairs = _with_base_versions("reject", heuristic_ids, base_versions)
     ws = _ws(ctx)
-    for hid in heuristic_ids:
-        review.reject(ws, hid, who=who, comment=comment)
+    for hid, base in pairs:
+        review.reject(ws, hid, who=who, base_version=base, comment=comment)
         click.echo(f"heuristic #{hid} rejected by {who}")
 
 

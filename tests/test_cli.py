@@ -218,3 +218,50 @@ def test_rerun_leaves_failed_examples_failed_until_retry_failed(ws_path: Path) -
         r = pld(*args[:-1], "--retry-failed", ws=ws_path)
         assert r.returncode == 0, r.stderr
         assert "2/2 rules" in r.stdout and len(fake.requests) == 4
+
+
+def _heuristic(ws: Workspace, hid: int) -> dict[str, object]:
+    return ws.query("SELECT text, version, status FROM heuristics WHERE id = ?", [hid])[0]
+
+
+def test_review_edit_requires_the_version_it_is_based_on(ws: Workspace) -> None:
+    from tests.pipeline.test_student import add_heuristic, load_reviews
+
+    load_reviews(ws)
+    hid = add_heuristic(ws, "If the review says good, then the label is pos.", status="draft")
+    r = pld("review", "edit", str(hid), "--text", "new text", "--as", "bob", ws=ws.path)
+    assert r.returncode == 2, r.stderr
+    assert "--base-version is required" in r.stderr and f"review show {hid}" in r.stderr
+    assert _heuristic(ws, hid)["version"] == 1
+
+    r = pld("review", "edit", str(hid), "--text", "new text", "--base-version", "1",
+            "--as", "bob", ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    assert _heuristic(ws, hid) == {"text": "new text", "version": 2, "status": "draft"}
+
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+def test_review_approve_and_reject_refuse_a_stale_base_version(
+    ws: Workspace, action: str
+) -> None:
+    from tests.pipeline.test_student import add_heuristic, load_reviews
+
+    load_reviews(ws)
+    hid = add_heuristic(ws, "If the review says bad, then the label is neg.", status="draft")
+    other = add_heuristic(ws, "If the review says okay, then the label is neutral.",
+                          status="draft")
+    assert pld("review", "edit", str(hid), "--text", "changed", "--base-version", "1",
+               "--as", "bob", ws=ws.path).returncode == 0
+
+    stale = pld("review", action, str(hid), "--base-version", "1", "--as", "alice", ws=ws.path)
+    assert stale.returncode == 2 and "changed since your version 1" in stale.stderr
+    assert _heuristic(ws, hid)["status"] == "draft"
+    mismatch = pld("review", action, str(hid), str(other), "--base-version", "2",
+                   "--as", "alice", ws=ws.path)
+    assert mismatch.returncode == 2 and "one --base-version per heuristic id" in mismatch.stderr
+
+    ok = pld("review", action, str(hid), str(other), "--base-version", "2",
+             "--base-version", "1", "--as", "alice", ws=ws.path)
+    assert ok.returncode == 0, ok.stderr
+    expected = "approved" if action == "approve" else "rejected"
+    assert _heuristic(ws, hid)["status"] == _heuristic(ws, other)["status"] == expected
