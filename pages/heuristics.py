@@ -125,6 +125,96 @@ def _add_approver(ws: Workspace, task: str) -> None:
                    else f"{name} is already an approver of {task}.")
 
 
+def _comment(key: str) -> str | None:
+    return (st.session_state.get(key) or "").strip() or None
+
+
+def _open_heuristic(hid: int) -> None:
+    """Select ``hid`` in the page's list (a new draft: make sure the filter shows it)."""
+    if st.session_state.get("h_filter") not in (None, "all", review.DRAFT):
+        st.session_state["h_filter"] = "all"
+    st.session_state["h_selected"] = hid
+
+
+def _split_keys(hid: int, version: int) -> list[str]:
+    n = int(st.session_state.get(f"h_split_n_{hid}") or 2)
+    return [f"h_split_{hid}_v{version}_{i}" for i in range(n)]
+
+
+def _split(ws: Workspace, hid: int, version: int) -> None:
+    who = _actor()
+    if who is None:
+        return
+    keys = _split_keys(hid, version)
+    texts = [st.session_state.get(k) or "" for k in keys]
+    try:
+        new = review.split_heuristic(ws, hid, texts, who.name, base_version=version,
+                                     identity_kind=who.kind,
+                                     comment=_comment(f"h_split_comment_{hid}"))
+    except review.StaleEdit as e:
+        page.flash("error", f"Not split: {e}")
+    except BadInput as e:
+        page.flash("error", f"Not split: {e}")
+    else:
+        for key in [*keys, f"h_split_comment_{hid}", f"h_split_n_{hid}"]:
+            st.session_state.pop(key, None)
+        _open_heuristic(new[0])
+        page.flash("success", f"Split #{hid} into {', '.join(f'#{i}' for i in new)}: drafts "
+                              f"that someone other than {who.name} must approve.")
+
+
+def _fill_merge_text(texts: dict[int, str]) -> None:
+    """Start the merged text from the chosen heuristics' texts, unless the reviewer typed."""
+    current = st.session_state.get("h_merge_text") or ""
+    if current.strip() and current != st.session_state.get("_h_merge_auto"):
+        return
+    ids = st.session_state.get("h_merge_ids") or []
+    auto = "\n".join(texts[i] for i in ids if i in texts)
+    st.session_state["h_merge_text"] = st.session_state["_h_merge_auto"] = auto
+
+
+def _merge(ws: Workspace, versions: dict[int, int]) -> None:
+    who = _actor()
+    if who is None:
+        return
+    ids = [int(i) for i in st.session_state.get("h_merge_ids") or []]
+    try:
+        # The versions the reviewer saw: a heuristic changed since is refused as stale.
+        new = review.merge_heuristics(ws, ids, st.session_state.get("h_merge_text") or "",
+                                      who.name, base_versions={i: versions[i] for i in ids},
+                                      identity_kind=who.kind,
+                                      comment=_comment("h_merge_comment"))
+    except review.StaleEdit as e:
+        page.flash("error", f"Not merged: {e}")
+    except BadInput as e:
+        page.flash("error", f"Not merged: {e}")
+    else:
+        st.session_state["h_merge_ids"] = []
+        for key in ("h_merge_text", "h_merge_comment", "_h_merge_auto"):
+            st.session_state.pop(key, None)
+        _open_heuristic(new)
+        page.flash("success", f"Merged {', '.join(f'#{i}' for i in sorted(set(ids)))} into "
+                              f"draft #{new}; someone other than {who.name} must approve it.")
+
+
+def _create(ws: Workspace, task: str) -> None:
+    who = _actor()
+    if who is None:
+        return
+    try:
+        new = review.create_heuristic(ws, task, st.session_state.get("h_new_text") or "",
+                                      who.name, identity_kind=who.kind,
+                                      comment=_comment("h_new_comment"))
+    except BadInput as e:
+        page.flash("error", f"Not added: {e}")
+    else:
+        for key in ("h_new_text", "h_new_comment"):
+            st.session_state.pop(key, None)
+        _open_heuristic(new)
+        page.flash("success", f"Added draft heuristic #{new}; someone other than {who.name} "
+                              "must approve it.")
+
+
 def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
     try:
         job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher])
@@ -165,6 +255,39 @@ def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) ->
         if me is not None and not may_add:
             st.caption(f"Only approvers can add names; {me.name} is not on the list.")
     return approvers
+
+
+def _merge_section(ws: Workspace, rows: list[dict[str, Any]],
+                   me: sidebar.Identity | None) -> None:
+    live = [r for r in rows if r["status"] in review.LIVE]
+    with st.expander("Merge heuristics"):
+        if len(live) < 2:
+            st.caption("Merging needs at least two draft, approved or rejected heuristics.")
+            return
+        st.write("Replace several heuristics by one draft whose sources are all of theirs; the "
+                 "old ones become *merged* and leave the prompt.")
+        versions = {r["id"]: r["version"] for r in live}
+        texts = {r["id"]: r["text"] for r in live}
+        # Merged or split since: drop them from the choice before the widget is drawn.
+        if "h_merge_ids" in st.session_state:
+            st.session_state["h_merge_ids"] = [
+                i for i in st.session_state["h_merge_ids"] if i in versions]
+        st.multiselect("Heuristics to merge", list(versions), key="h_merge_ids",
+                       format_func=lambda i: f"#{i} · {_short(texts[i], 60)}",
+                       on_change=_fill_merge_text, args=(texts,), disabled=me is None)
+        st.text_area("Merged text", key="h_merge_text", height=140, disabled=me is None)
+        st.text_input("Comment", key="h_merge_comment", disabled=me is None)
+        st.button("Merge", key="h_merge", on_click=_merge, args=(ws, versions),
+                  disabled=me is None)
+
+
+def _create_section(ws: Workspace, task: str, me: sidebar.Identity | None) -> None:
+    with st.expander("Write a new heuristic"):
+        st.text_area("Text", key="h_new_text", height=100, disabled=me is None)
+        st.text_input("Comment", key="h_new_comment", disabled=me is None)
+        st.button("Add draft", key="h_new", on_click=_create, args=(ws, task),
+                  disabled=me is None, help="You are its author, so someone else must approve "
+                                            "it.")
 
 
 def _overview(rows: list[dict[str, Any]]) -> None:
@@ -269,6 +392,26 @@ def _edit_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> 
     c2.button("Cancel", key=f"h_cancel_{hid}", on_click=_close_edit, args=(hid,))
 
 
+def _split_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> None:
+    hid, version = h["id"], h["version"]
+    if h["status"] not in review.LIVE:
+        st.info(f"This heuristic is {h['status']}; it can no longer be split.")
+        return
+    if me is None:
+        st.info("Enter your name in the sidebar (or log in) to split.")
+    st.caption("Replace this heuristic by several drafts, each keeping all its sources; this "
+               "one becomes *split* and leaves the prompt.")
+    st.number_input("Parts", min_value=2, max_value=6, value=2, key=f"h_split_n_{hid}",
+                    disabled=me is None)
+    # The version is in the keys: parts prefilled from an older text must not survive an edit.
+    for i, key in enumerate(_split_keys(hid, version)):
+        st.text_area(f"Part {i + 1}", value=h["text"], key=key, height=100,
+                     disabled=me is None)
+    st.text_input("Comment", key=f"h_split_comment_{hid}", disabled=me is None)
+    st.button("Split", key=f"h_split_{hid}", on_click=_split, args=(ws, hid, version),
+              disabled=me is None)
+
+
 def _sources_tab(h: dict[str, Any]) -> None:
     if not h["sources"]:
         st.caption("No source rules (written by hand or added by the conflict loop).")
@@ -303,12 +446,14 @@ def _detail(ws: Workspace, hid: int, me: sidebar.Identity | None, approvers: lis
     with st.container(border=True):
         st.markdown(h["text"])
     _last_change(hist, h)
-    t_review, t_edit, t_sources, t_history = st.tabs(
-        ["Review", "Edit", f"Sources ({len(h['sources'])})", f"History ({len(hist)})"])
+    t_review, t_edit, t_split, t_sources, t_history = st.tabs(
+        ["Review", "Edit", "Split", f"Sources ({len(h['sources'])})", f"History ({len(hist)})"])
     with t_review:
         _review_tab(ws, h, me, approvers)
     with t_edit:
         _edit_tab(ws, h, me)
+    with t_split:
+        _split_tab(ws, h, me)
     with t_sources:
         _sources_tab(h)
     with t_history:
@@ -333,11 +478,13 @@ def main() -> None:
     rows = review.list_heuristics(ws, task)
     _consolidate_section(ws, task, empty=not rows)
     approvers = _approvers_section(ws, task, me)
+    _create_section(ws, task, me)
     if not rows:
         st.info(f"Task {task} has no heuristics yet. Cluster its micro-instructions on the "
                 "Clusters page, then consolidate them above.")
         return
     _overview(rows)
+    _merge_section(ws, rows, me)
     show = st.selectbox("Show", ["all", *review.STATUSES], key="h_filter")
     shown = rows if show == "all" else [r for r in rows if r["status"] == show]
     if not shown:

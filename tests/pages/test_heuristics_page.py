@@ -214,3 +214,101 @@ def test_consolidate_starts_a_background_job(open_page: OpenPage, populated_ws: 
     with populated_ws.open() as ws:
         started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
     assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher]]
+
+
+def test_merge_two_heuristics_into_a_draft(open_page: OpenPage, populated_ws: Populated) -> None:
+    a, b = populated_ws.heuristic_ids[2:4]  # one approved, one draft
+    at = _open(open_page, populated_ws, a)
+    at.multiselect(key="h_merge_ids").select(a).run()
+    at.multiselect(key="h_merge_ids").select(b).run()
+    # The merged text starts from theirs, one per line.
+    assert at.text_area(key="h_merge_text").value == "\n".join(
+        _row(populated_ws, i)["text"] for i in (a, b))
+    at.text_area(key="h_merge_text").input("Complaints and routine requests, merged.")
+    at.text_input(key="h_merge_comment").input("overlap")
+    at.button(key="h_merge").click().run()
+    assert not at.exception and not at.error
+    assert "into draft #" in _texts(at.success)
+    with populated_ws.open() as ws:
+        new = ws.query("SELECT * FROM heuristics WHERE origin = 'merge'")
+    assert len(new) == 1
+    merged = new[0]
+    assert (merged["text"], merged["status"], merged["created_by"]) == (
+        "Complaints and routine requests, merged.", "draft", "ana")
+    assert set(loads(merged["source_rule_ids"])) == set(
+        loads(_row(populated_ws, a)["source_rule_ids"])) | set(
+        loads(_row(populated_ws, b)["source_rule_ids"]))
+    assert [_row(populated_ws, i)["status"] for i in (a, b)] == ["merged", "merged"]
+    last = _reviews(populated_ws, a)[-1]
+    assert (last["action"], last["who"], last["identity_kind"], last["comment"]) == (
+        "merge", "ana", "self-declared", "overlap")
+    # The page opens the new draft, and the merged ones are no longer offered.
+    assert at.selectbox(key="h_selected").value == merged["id"]
+    assert at.multiselect(key="h_merge_ids").value == []
+    assert not any(f"#{a} " in o for o in at.multiselect(key="h_merge_ids").options)
+
+
+def test_merge_of_a_heuristic_changed_meanwhile_is_refused(open_page: OpenPage,
+                                                           populated_ws: Populated) -> None:
+    a, b = populated_ws.heuristic_ids[2:4]
+    at = _open(open_page, populated_ws, a)  # ana sees version 1 of b
+    at.multiselect(key="h_merge_ids").select(a).select(b).run()
+    with populated_ws.open() as ws:
+        review.edit(ws, b, "Bob changed it.", "bob", base_version=1)
+    at.button(key="h_merge").click().run()
+    assert not at.exception
+    assert "Not merged" in _texts(at.error) and "bob did 'edit'" in _texts(at.error)
+    assert [_row(populated_ws, i)["status"] for i in (a, b)] == ["approved", "draft"]
+    with populated_ws.open() as ws:
+        assert not ws.query("SELECT id FROM heuristics WHERE origin = 'merge'")
+
+
+def test_split_a_heuristic_in_two(open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid)
+    first, second = f"h_split_{hid}_v1_0", f"h_split_{hid}_v1_1"
+    assert at.text_area(key=first).value == _row(populated_ws, hid)["text"]
+    at.text_area(key=first).input("Chequebook orders are routine.")
+    at.text_area(key=second).input("Address changes are routine.").run()
+    at.button(key=f"h_split_{hid}").click().run()
+    assert not at.exception and not at.error
+    with populated_ws.open() as ws:
+        parts = ws.query("SELECT * FROM heuristics WHERE origin = 'split' ORDER BY id")
+    assert [p["text"] for p in parts] == ["Chequebook orders are routine.",
+                                          "Address changes are routine."]
+    assert all(p["status"] == "draft" and p["created_by"] == "ana" for p in parts)
+    assert _row(populated_ws, hid)["status"] == "split"
+    assert f"Split #{hid} into #{parts[0]['id']}, #{parts[1]['id']}" in _texts(at.success)
+    assert at.selectbox(key="h_selected").value == parts[0]["id"]
+
+
+def test_split_needs_two_texts_and_changes_nothing_otherwise(open_page: OpenPage,
+                                                              populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid)
+    at.text_area(key=f"h_split_{hid}_v1_1").input("   ")
+    at.button(key=f"h_split_{hid}").click().run()
+    assert not at.exception
+    assert "Not split: heuristic text is empty" in _texts(at.error)
+    assert _row(populated_ws, hid)["status"] == "draft"
+
+
+def test_write_a_new_heuristic(open_page: OpenPage, populated_ws: Populated) -> None:
+    at = _open(open_page, populated_ws, populated_ws.heuristic_ids[0])
+    at.text_area(key="h_new_text").input("If the message mentions a lost card, answer "
+                                         "escalate-fraud.")
+    at.button(key="h_new").click().run()
+    assert not at.exception and not at.error
+    with populated_ws.open() as ws:
+        [new] = ws.query("SELECT * FROM heuristics WHERE origin = 'manual'")
+    assert (new["status"], new["created_by"], new["updated_by"]) == ("draft", "ana", "ana")
+    assert at.selectbox(key="h_selected").value == new["id"]
+
+
+def test_merge_split_and_new_are_disabled_without_identity(open_page: OpenPage,
+                                                           populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid, reviewer="")
+    assert at.button(key="h_merge").disabled
+    assert at.button(key=f"h_split_{hid}").disabled
+    assert at.button(key="h_new").disabled
