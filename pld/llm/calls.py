@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -87,27 +86,36 @@ def _cached(ws: Workspace, key: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+_QUOTES = "\"'`"
+
+
+def _unwrap(text: str) -> str:
+    """``text`` without surrounding whitespace, matching quotes/backticks and one final period."""
+    s = text.strip()
+    period = s.endswith(".")
+    if period:  # "billing". or billing.
+        s = s[:-1].rstrip()
+    while len(s) >= 2 and s[0] == s[-1] and s[0] in _QUOTES:
+        s = s[1:-1].strip()
+    if not period and s.endswith("."):  # "billing."
+        s = s[:-1].rstrip()
+    return s
+
+
 def match_choice(text: str, choices: list[str]) -> str | None:
-    """The choice a free-text answer names, or None when it names none or several.
+    """The choice a student's answer is, parsed strictly; None when it is not exactly one.
 
-    Accepts exact matches first, then case/whitespace/punctuation-insensitive ones, then a reply
-    that contains exactly one of the choices as a whole word.
+    The answer must be a choice, compared case-insensitively once surrounding whitespace,
+    quotes or backticks and one trailing period are removed. Anything else ("The answer is
+    billing", "billing or shipping") is unparseable: counted wrong, never guessed at.
     """
-    stripped = text.strip()
-    if stripped in choices:
-        return stripped
-
-    def norm(s: str) -> str:
-        return re.sub(r"[\s\"'`.,:;!*()\[\]]+", " ", s).strip().lower()
-
-    by_norm = {norm(c): c for c in choices}
-    if norm(stripped) in by_norm:
-        return by_norm[norm(stripped)]
-    found = {
-        c for c in choices
-        if re.search(rf"(?<![\w-]){re.escape(c.lower())}(?![\w-])", stripped.lower())
-    }
-    return found.pop() if len(found) == 1 else None
+    for candidate in (text.strip(), _unwrap(text)):
+        if candidate in choices:
+            return candidate
+        folded = [c for c in choices if c.casefold() == candidate.casefold()]
+        if len(folded) == 1:
+            return folded[0]
+    return None
 
 
 @dataclass(frozen=True)
