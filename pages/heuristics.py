@@ -215,6 +215,23 @@ def _create(ws: Workspace, task: str) -> None:
                               "must approve it.")
 
 
+def _remove_approver(ws: Workspace, task: str) -> None:
+    who = _actor()
+    name = st.session_state.get("h_remove_approver")
+    if who is None or not name:
+        return
+    try:
+        removed = review.remove_approver(ws, task, name, who.name, identity_kind=who.kind)
+    except BadInput as e:
+        page.flash("error", f"Approver not removed: {e}")
+    else:
+        left = review.list_approvers(ws, task)
+        after = "" if left else " The list is empty: anyone may approve again."
+        page.flash("success" if removed else "warning",
+                   (f"{name} is no longer an approver of {task}.{after}" if removed
+                    else f"{name} was not an approver of {task}."))
+
+
 def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
     try:
         job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher])
@@ -243,8 +260,9 @@ def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) ->
     approvers = review.list_approvers(ws, task)
     with st.expander(f"Approvers ({len(approvers) or 'anyone'})"):
         if approvers:
-            st.write("Only these people may approve heuristics of this task (others may still "
-                     "edit, reject and comment): " + ", ".join(f"**{a}**" for a in approvers))
+            st.write("Only these people may approve or reject heuristics of this task (others "
+                     "may still edit, merge, split and comment): "
+                     + ", ".join(f"**{a}**" for a in approvers))
         else:
             st.write("No approver list: anyone except a heuristic's last editor may approve. "
                      "Adding a name restricts approval to the list.")
@@ -253,7 +271,16 @@ def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) ->
         st.button("Add approver", key="h_add_approver", disabled=not may_add,
                   on_click=_add_approver, args=(ws, task))
         if me is not None and not may_add:
-            st.caption(f"Only approvers can add names; {me.name} is not on the list.")
+            st.caption(f"Only approvers can add or remove names; {me.name} is not on the list.")
+        if approvers:
+            may_remove = me is not None and me.name in approvers
+            if st.session_state.get("h_remove_approver") not in approvers:
+                st.session_state.pop("h_remove_approver", None)  # removed meanwhile
+            st.selectbox("Remove an approver", approvers, key="h_remove_approver",
+                         disabled=not may_remove)
+            st.button("Remove approver", key="h_remove_approver_btn", disabled=not may_remove,
+                      on_click=_remove_approver, args=(ws, task),
+                      help="Removing the last name lets anyone approve again.")
     return approvers
 
 
@@ -325,8 +352,8 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
     if me is None:
         st.info("Enter your name in the sidebar (or log in) to approve or reject.")
     elif approvers and me.name not in approvers:
-        st.info(f"{me.name} is not on this task's approver list: you can edit, reject and "
-                "comment, not approve.")
+        st.info(f"{me.name} is not on this task's approver list: you can edit and comment, "
+                "not approve or reject.")
     elif h["updated_by"] == me.name and status != review.APPROVED:
         st.warning(f"You ({me.name}) wrote the current text: the four-eyes rule needs someone "
                    "else to approve it.")

@@ -12,7 +12,8 @@ exactly one wins.
 
 Four-eyes: the last person who wrote a heuristic's text (``updated_by``) cannot approve it. A
 teacher's untouched draft has no human author, so anyone may approve it. When the task has an
-approver list, only the people on it may approve.
+approver list, only the people on it may approve or reject (both decide what enters the prompt),
+and add or remove names; anyone may still edit, merge, split and comment.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class FourEyes(BadInput):
 
 
 class NotApprover(BadInput):
-    """The task has an approver list and the actor is not on it."""
+    """The task has an approver list and the actor is not on it (approve, reject, or change
+    the list)."""
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -156,10 +158,10 @@ def _check_status(row: dict[str, Any], allowed: Iterable[str], action: str) -> N
         raise BadInput(f"heuristic {row['id']} is {row['status']}; cannot {action} it")
 
 
-def _check_approver(ws: Workspace, task: str, who: str) -> None:
+def _check_approver(ws: Workspace, task: str, who: str, action: str = "approve") -> None:
     approvers = list_approvers(ws, task)
     if approvers and who not in approvers:
-        raise NotApprover(f"{who} is not an approver of task {task!r} "
+        raise NotApprover(f"{who} is not an approver of task {task!r}, so cannot {action} "
                           f"(approvers: {', '.join(approvers)})")
 
 
@@ -284,11 +286,14 @@ def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | N
 
 def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
            identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
-    """Reject a draft or approved heuristic (it leaves the prompt). Returns the new row."""
+    """Reject a draft or approved heuristic (it leaves the prompt); refused for a non-approver
+    (like :func:`approve`) or a stale ``base_version``. Returns the new row."""
     who = _check_actor(who, identity_kind)
     with ws.write() as db:
         row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
+        # Rejecting takes a heuristic out of the prompt: as much a sign-off as approving.
+        _check_approver(ws, row["task"], who, "reject")
         _check_status(row, (DRAFT, APPROVED), "reject")
         return apply_change(ws, db, row, {"status": REJECTED, **_NO_APPROVAL}, who=who,
                        identity_kind=identity_kind, action="reject", comment=comment,
@@ -428,4 +433,28 @@ def add_approver(ws: Workspace, task: str, name: str, who: str, *,
         db["approvers"].insert({"task": task, "name": name, "added_at": now()})
         _audit(db, who, identity_kind, "approver", None, "add", None,
                {"task": task, "name": name}, None)
+    return True
+
+
+
+def remove_approver(ws: Workspace, task: str, name: str, who: str, *,
+                    identity_kind: str = SELF_DECLARED) -> bool:
+    """Take ``name`` off the task's approver list; False if it was not on it.
+
+    Only an approver may remove names (themselves included). Removing the last name empties
+    the list, and then anyone may approve again.
+    """
+    who = _check_actor(who, identity_kind)
+    name = (name or "").strip()
+    task_info(ws, task)
+    with ws.write() as db:
+        approvers = list_approvers(ws, task)
+        if approvers and who not in approvers:
+            raise NotApprover(f"{who} is not an approver of task {task!r}; only "
+                              f"{', '.join(approvers)} can remove approvers")
+        if name not in approvers:
+            return False
+        db.execute("DELETE FROM approvers WHERE task = ? AND name = ?", [task, name])
+        _audit(db, who, identity_kind, "approver", None, "remove", {"task": task, "name": name},
+               None, None)
     return True

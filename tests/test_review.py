@@ -12,7 +12,7 @@ from pld import review
 from pld.errors import BadInput
 from pld.review import FourEyes, NotApprover, StaleEdit
 from pld.tasks.store import save_task
-from pld.workspace import Workspace, dumps, now, open_workspace
+from pld.workspace import Workspace, dumps, loads, now, open_workspace
 
 TASK = "claims"
 
@@ -284,3 +284,35 @@ def test_concurrent_edits_exactly_one_wins(ws: Workspace, ws_path: Path, task: s
     winner = next(n for n, o in outcomes.items() if o == "won")
     assert (row(ws, hid)["text"], row(ws, hid)["version"]) == (f"{winner}'s text", 2)
     assert [h["who"] for h in review.history(ws, hid)] == [winner]
+
+
+def test_reject_is_for_approvers_only_when_there_is_a_list(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "text")
+    review.add_approver(ws, TASK, "alice", "alice")
+    with pytest.raises(NotApprover, match=r"bob is not an approver .* cannot reject"):
+        review.reject(ws, hid, "bob")
+    assert row(ws, hid)["status"] == "draft" and row(ws, hid)["version"] == 1
+    # A non-approver may still edit; an approver rejects.
+    review.edit(ws, hid, "bob's text", "bob", base_version=1)
+    assert review.reject(ws, hid, "alice", base_version=2)["status"] == "rejected"
+
+
+def test_remove_approver(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "text")
+    review.add_approver(ws, TASK, "alice", "alice")
+    review.add_approver(ws, TASK, "carol", "alice", identity_kind="oidc")
+    with pytest.raises(NotApprover, match="only alice, carol can remove"):
+        review.remove_approver(ws, TASK, "alice", "bob")
+    assert review.remove_approver(ws, TASK, "dave", "alice") is False
+    assert review.remove_approver(ws, TASK, "alice", "carol", identity_kind="oidc") is True
+    assert review.list_approvers(ws, TASK) == ["carol"]
+    with pytest.raises(NotApprover):
+        review.approve(ws, hid, "alice")
+    removed = ws.query("SELECT who, identity_kind, action, before FROM reviews "
+                       "WHERE entity = 'approver' AND action = 'remove'")
+    assert [(r["who"], r["identity_kind"], loads(r["before"])) for r in removed] == [
+        ("carol", "oidc", {"task": TASK, "name": "alice"})]
+    # The last approver may leave: the list is empty and anyone may approve again.
+    assert review.remove_approver(ws, TASK, "carol", "carol") is True
+    assert review.list_approvers(ws, TASK) == []
+    assert review.approve(ws, hid, "alice")["approved_by"] == "alice"

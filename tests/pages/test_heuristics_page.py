@@ -312,3 +312,55 @@ def test_merge_split_and_new_are_disabled_without_identity(open_page: OpenPage,
     assert at.button(key="h_merge").disabled
     assert at.button(key=f"h_split_{hid}").disabled
     assert at.button(key="h_new").disabled
+
+
+def test_remove_an_approver(open_page: OpenPage, populated_ws: Populated) -> None:
+    with populated_ws.open() as ws:
+        review.add_approver(ws, populated_ws.task, "bea", "bea")
+        review.add_approver(ws, populated_ws.task, "cy", "bea")
+    outsider = _open(open_page, populated_ws, populated_ws.heuristic_ids[3], reviewer="ana")
+    assert outsider.button(key="h_remove_approver_btn").disabled
+    at = _open(open_page, populated_ws, populated_ws.heuristic_ids[3], reviewer="bea")
+    at.selectbox(key="h_remove_approver").set_value("cy")
+    at.button(key="h_remove_approver_btn").click().run()
+    assert not at.exception and not at.error
+    assert "cy is no longer an approver" in _texts(at.success)
+    with populated_ws.open() as ws:
+        assert review.list_approvers(ws, populated_ws.task) == ["bea"]
+    assert at.selectbox(key="h_remove_approver").options == ["bea"]
+    # The last one may leave; then anyone may approve again.
+    at.button(key="h_remove_approver_btn").click().run()
+    assert "anyone may approve again" in _texts(at.success)
+    with populated_ws.open() as ws:
+        assert review.list_approvers(ws, populated_ws.task) == []
+    assert "h_remove_approver_btn" not in [b.key for b in at.button]
+
+
+def test_reject_as_a_non_approver_is_refused(open_page: OpenPage,
+                                            populated_ws: Populated) -> None:
+    hid = populated_ws.approved_heuristic_ids[0]
+    with populated_ws.open() as ws:
+        review.add_approver(ws, populated_ws.task, "bea", "bea")
+    at = _open(open_page, populated_ws, hid, reviewer="ana")
+    assert "not approve or reject" in _texts(at.info)
+    at.button(key=f"h_reject_{hid}").click().run()
+    assert not at.exception
+    assert "Not an approver" in _texts(at.error) and "cannot reject" in _texts(at.error)
+    assert _row(populated_ws, hid)["status"] == "approved"
+
+
+def test_reject_a_heuristic(open_page: OpenPage, populated_ws: Populated) -> None:
+    hid = populated_ws.approved_heuristic_ids[0]
+    at = _open(open_page, populated_ws, hid, reviewer="ana")
+    at.text_input(key=f"h_comment_{hid}").input("too broad")
+    at.button(key=f"h_reject_{hid}").click().run()
+    assert not at.exception and not at.error
+    assert f"Heuristic #{hid} rejected by ana" in _texts(at.success)
+    row = _row(populated_ws, hid)
+    assert (row["status"], row["version"], row["approved_by"]) == ("rejected", 3, None)
+    last = _reviews(populated_ws, hid)[-1]
+    assert (last["action"], last["who"], last["identity_kind"], last["comment"]) == (
+        "reject", "ana", "self-declared", "too broad")
+    with populated_ws.open() as ws:
+        assert hid not in [h["id"] for h in review.approved_heuristics(ws, populated_ws.task)]
+    assert at.button(key=f"h_reject_{hid}").disabled  # nothing left to reject

@@ -543,3 +543,29 @@ def test_evaluation_rows_carry_dumps_compatible_metrics(
     assert {"macro_f1", "accuracy", "per_label", "confusion", "ci"} <= set(metrics)
     assert metrics["resolve"]["iteration"] == 1
     assert dumps(metrics)  # stays JSON-serialisable after the bookkeeping is added
+
+
+def test_regression_reverts_with_an_approver_list(ws: Workspace,
+                                                  fake_openai: FakeOpenAI) -> None:
+    """Undoing an adopted heuristic is the loop's bookkeeping, not a reviewer's rejection:
+    it works when only named approvers may reject."""
+    sports, finance = setup(ws)
+    review.add_approver(ws, TASK, "bench", "bench")
+
+    def teacher(prompt: str, focus: str, ids: list[int]) -> list[dict[str, Any]]:
+        if "were undone" in prompt or "finance" in focus:
+            return []
+        return [{"kind": "add", "text": "Texts mentioning story are finance.",
+                 "rationale": "x", "evidence": ids}]
+
+    fake_openai.responder = responder(teacher)
+
+    s = run(ws, fake_openai, iterations=2, auto_accept_as="bench")
+
+    assert [h["adopted"] for h in s.history][:2] == [True, False]
+    [added] = ws.query("SELECT * FROM heuristics WHERE origin = 'resolve'")
+    assert added["status"] == "rejected"
+    last = review.history(ws, added["id"])[-1]
+    assert (last["action"], last["who"], last["identity_kind"]) == ("revert", "pld-resolve",
+                                                                    "auto")
+    assert {r["id"] for r in review.approved_heuristics(ws, TASK)} == {sports, finance}
