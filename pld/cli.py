@@ -588,6 +588,12 @@ def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: 
 
 # --- student, conflicts, evaluation, export ------------------------------------------------
 
+def _concurrency_option(help_text: str) -> Callable[[F], F]:
+    # IntRange: a zero or negative pool size is bad input (exit 2), not a crash in the pool.
+    return click.option("--concurrency", type=click.IntRange(min=1), default=None,
+                        metavar="K", help=help_text)
+
+
 @cli.command("resolve")
 @click.argument("task")
 @_model_option("student", "Student model string.")
@@ -596,11 +602,13 @@ def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: 
 @click.option("--auto-accept-as", default=None, metavar="NAME",
               help="Accept proposals and approve their heuristics as NAME (benchmarks).")
 @click.option("--val-limit", type=int, default=None, help="At most N validation examples.")
+@_concurrency_option("Parallel student and teacher calls (default: 1 local, 8 remote).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
-                auto_accept_as: str | None, val_limit: int | None, as_json: bool) -> None:
+                auto_accept_as: str | None, val_limit: int | None, concurrency: int | None,
+                as_json: bool) -> None:
     """Stage 6: run the student on validation, have the teacher propose fixes."""
     from dataclasses import asdict
 
@@ -609,7 +617,7 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
     _check_model(student)
     _check_model(teacher)
     s = resolve(_ws(ctx), task, student, teacher, iterations=iterations,
-                auto_accept_as=auto_accept_as, val_limit=val_limit,
+                auto_accept_as=auto_accept_as, val_limit=val_limit, concurrency=concurrency,
                 on_progress=_Progress("resolve"))
     data = asdict(s)
 
@@ -650,12 +658,13 @@ def _metrics_text(d: dict[str, Any]) -> str:
               type=click.Choice(["train", "val", "test"]))
 @click.option("--limit", type=int, default=None, help="First N items of the split.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@_concurrency_option("Parallel student calls (default: 1 local, 8 remote).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | None,
              version: int | None, zero_shot: bool, few_shot: int | None, split: str,
-             limit: int | None, seed: int, as_json: bool) -> None:
+             limit: int | None, seed: int, concurrency: int | None, as_json: bool) -> None:
     """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion."""
     from pld.pipeline.evaluate import evaluate
 
@@ -667,7 +676,7 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
     _check_model(student)
     r = evaluate(_ws(ctx), task, student, version=version, prompt_file=prompt_file,
                  zero_shot=zero_shot, few_shot=few_shot, split=split, limit=limit, seed=seed,
-                 on_progress=_Progress("eval"))
+                 concurrency=concurrency, on_progress=_Progress("eval"))
     data = {"task": task, "student": student, "split": split, "method": r.method,
             "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
             "run_id": r.run_id, "metrics": r.metrics}

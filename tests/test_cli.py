@@ -265,3 +265,50 @@ def test_review_approve_and_reject_refuse_a_stale_base_version(
     assert ok.returncode == 0, ok.stderr
     expected = "approved" if action == "approve" else "rejected"
     assert _heuristic(ws, hid)["status"] == _heuristic(ws, other)["status"] == expected
+
+
+class _InFlight:
+    """A fake student that answers from the text's keyword and records peak parallel calls."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.now = self.peak = 0
+
+    def __call__(self, body: dict[str, object]) -> str:
+        import time
+
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        time.sleep(0.3)  # long enough for every worker of the pool to be in flight at once
+        with self.lock:
+            self.now -= 1
+        text = str(body["messages"][-1]["content"])  # type: ignore[index]
+        return next((label for word, label in (("good", "pos"), ("bad", "neg"))
+                     if word in text), "neutral")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_eval_and_resolve_take_concurrency(ws: Workspace, k: int) -> None:
+    from tests.pipeline.test_student import RULES, add_heuristic, load_reviews
+
+    load_reviews(ws, n_val=6, n_test=6)
+    for rule in RULES:
+        add_heuristic(ws, rule)
+    student = _InFlight()
+    with FakeOpenAI(responder=student) as fake:
+        model = fake.model_string()
+        r = pld("eval", "reviews", "--student", model, "--zero-shot", "--concurrency", str(k),
+                "--json", ws=ws.path)
+        assert r.returncode == 0, r.stderr
+        assert student.peak == k
+        student.peak = 0
+        r = pld("resolve", "reviews", "--student", model, "--teacher", model, "--iterations",
+                "1", "--concurrency", str(k), "--json", ws=ws.path)
+        assert r.returncode == 0, r.stderr
+        assert student.peak == k and json.loads(r.stdout)["stop_reason"] == "no-errors"
+    r = pld("eval", "reviews", "--student", model, "--zero-shot", "--concurrency", "0",
+            ws=ws.path)
+    assert r.returncode == 2 and "--concurrency" in r.stderr

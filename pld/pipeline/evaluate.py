@@ -126,6 +126,7 @@ def evaluate(
     split: str = "test",
     limit: int | None = None,
     seed: int = 0,
+    concurrency: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EvalResult:
     """Evaluate one method on the first ``limit`` items (by id) of ``split`` and store it.
@@ -133,7 +134,8 @@ def evaluate(
     Exactly one of ``version`` (a stored prompt version, method ``pld``), ``prompt_file`` (an
     exported prompt.md, method ``file``), ``zero_shot`` or ``few_shot=K`` (``few-shot-K``, K
     stratified training demos drawn with ``seed``) must be given. ``seed`` also seeds the
-    bootstrap CI.
+    bootstrap CI. ``concurrency``: student calls in flight (default: 1 for local models, 8 for
+    remote ones).
     """
     chosen = [version is not None, prompt_file is not None, zero_shot, few_shot is not None]
     if sum(chosen) != 1:
@@ -164,7 +166,7 @@ def evaluate(
     result = predict(
         ws, task, student, system_prompt=text, split=split, limit=limit, kind="eval",
         params={"method": method, "prompt_version": prompt_version, **params},
-        on_progress=on_progress,
+        concurrency=concurrency, on_progress=on_progress,
     )
     metrics = score(result.gold, result.pred, info.labels, seed=seed)
     with ws.write() as db:
