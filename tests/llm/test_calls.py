@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -172,3 +173,22 @@ def test_missing_api_key_is_a_config_error_not_a_failed_call(
         complete(ws, "openai/gpt-test", user("hello"))
     [row] = ws.query("SELECT * FROM llm_calls")
     assert row["model"] == "openai/gpt-test" and "OPENAI_API_KEY" in row["error"]
+
+
+def test_retry_after_hint_is_the_wait_before_the_next_attempt_capped_by_the_setting(
+    ws: Workspace, fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # conftest caps every wait at 0.05 s; raise the cap so the server's hint is what counts.
+    monkeypatch.setenv("PLD_RETRY_MAX_S", "30")
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    fake_openai.add_fault("status", 429, {"retry-after": "7"})
+    fake_openai.add_fault("status", 503, {"retry-after": "120"})
+
+    assert complete(ws, fake_openai.model_string(), user("hello")).text == "ok"
+
+    assert slept == [7.0, 30.0]  # the hint as sent, then a longer one capped at PLD_RETRY_MAX_S
+    logged = ws.query("SELECT attempt, error FROM llm_calls ORDER BY id")
+    assert [r["attempt"] for r in logged] == [1, 2, 3]
+    assert "HTTP 429" in logged[0]["error"] and "HTTP 503" in logged[1]["error"]
+    assert logged[2]["error"] is None
