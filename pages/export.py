@@ -4,7 +4,6 @@ longer read as they did, is refused with the reason, and nothing can be download
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,14 @@ def _build(ws: Workspace, task: str) -> None:
         st.session_state["x_version"] = p.version
 
 
+def _out_key(task: str, version: int) -> str:
+    # Per version: a widget keeps its stored value, so one key would keep the first version's
+    # default folder after switching to another version.
+    return f"x_out_{task}_v{version}"
+
+
 def _write(ws: Workspace, task: str, version: int) -> None:
-    out = (st.session_state.get("x_out") or "").strip()
+    out = (st.session_state.get(_out_key(task, version)) or "").strip()
     if not out:
         page.flash("error", "Choose a folder to write to.")
         return
@@ -41,18 +46,6 @@ def _write(ws: Workspace, task: str, version: int) -> None:
         page.flash("error", f"Not exported: {e}")
     else:
         page.flash("success", f"Wrote {res.prompt_path} and {res.manifest_path}.")
-
-
-def _refusal(ws: Workspace, p: PromptVersion) -> str | None:
-    """Why ``p`` may not be exported, or None."""
-    if student.sha256_text(p.text) != p.sha256:
-        return (f"cannot export {p.task} prompt v{p.version}: stored text does not match its "
-                "sha256")
-    try:
-        export.check_exportable(ws, p)
-    except export.ExportRefused as e:
-        return str(e)
-    return None
 
 
 def _versions_table(prompts: list[PromptVersion], refusals: dict[int, str | None]) -> None:
@@ -75,10 +68,9 @@ def _build_section(ws: Workspace, task: str) -> None:
 
 def _downloads(p: PromptVersion, manifest: dict[str, Any] | None) -> None:
     refused = manifest is None
-    # The same bytes export() writes: the prompt exactly as stored, the manifest as indented JSON.
-    prompt_bytes = b"" if refused else p.text.encode("utf-8")
-    manifest_bytes = b"" if refused else (
-        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    # The same bytes export() writes to the folder.
+    prompt_bytes = b"" if manifest is None else export.prompt_bytes(p)
+    manifest_bytes = b"" if manifest is None else export.manifest_bytes(manifest)
     c1, c2 = st.columns(2)
     c1.download_button(f"Download {export.PROMPT_FILE}", prompt_bytes,
                        file_name=export.PROMPT_FILE, mime="text/markdown", disabled=refused,
@@ -90,11 +82,11 @@ def _downloads(p: PromptVersion, manifest: dict[str, Any] | None) -> None:
 
 def main() -> None:
     """Draw the page."""
+    st.title("Export")
     ws, task = page.setup()
     if ws is None or not page.need_task(task):
         return
     assert task is not None
-    st.title("Export")
     st.caption("prompt.md is the exact system prompt (its sha256 is in the manifest); "
                "manifest.json says which heuristics it holds, who approved them and how they "
                "were identified, what they were distilled from, and every evaluation of it.")
@@ -105,7 +97,7 @@ def main() -> None:
         st.info(f"Task {task} has no prompt version yet. Approve heuristics on the Heuristics "
                 "page, then build one above (or run the conflict loop).")
         return
-    refusals = {p.version: _refusal(ws, p) for p in prompts}
+    refusals = {p.version: export.refusal(ws, p) for p in prompts}
     _versions_table(prompts, refusals)
     by_version = {p.version: p for p in prompts}
     ok = [v for v in by_version if refusals[v] is None]
@@ -134,7 +126,7 @@ def main() -> None:
         else:
             st.json(manifest, expanded=2)
     _downloads(p, manifest)
-    st.text_input("Or write both files to this folder", key="x_out",
+    st.text_input("Or write both files to this folder", key=_out_key(task, version),
                   value=str(Path("data") / "exports" / f"{task}-v{version}"))
     st.button("Write files", key="x_write", disabled=manifest is None, on_click=_write,
               args=(ws, task, version))

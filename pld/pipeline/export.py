@@ -53,9 +53,18 @@ def _in_prompt(item: str, text: str) -> bool:
     return f"\n{item}\n" in f"\n{text}\n"
 
 
+def check_integrity(prompt: PromptVersion) -> None:
+    """:class:`ExportRefused` when the stored prompt text no longer has its stored sha256."""
+    if sha256_text(prompt.text) != prompt.sha256:
+        raise ExportRefused(f"cannot export {prompt.task} prompt v{prompt.version}: stored text "
+                            "does not match its sha256")
+
+
 def check_exportable(ws: Workspace, prompt: PromptVersion) -> dict[int, dict[str, Any]]:
-    """The prompt's heuristic rows; :class:`ExportRefused` naming each one that is not
-    currently approved or whose text changed since the prompt was built."""
+    """The prompt's heuristic rows; :class:`ExportRefused` when its text does not match its
+    sha256, or naming each heuristic that is not currently approved or whose text changed
+    since the prompt was built."""
+    check_integrity(prompt)
     rows = _heuristics(ws, prompt.heuristic_ids)
     problems = []
     for number, hid in enumerate(prompt.heuristic_ids, 1):
@@ -110,6 +119,25 @@ def _evaluations(ws: Workspace, task: str, sha: str) -> list[dict[str, Any]]:
     return out
 
 
+def refusal(ws: Workspace, prompt: PromptVersion) -> str | None:
+    """Why ``prompt`` may not be exported (the :class:`ExportRefused` message), or None."""
+    try:
+        check_exportable(ws, prompt)
+    except ExportRefused as e:
+        return str(e)
+    return None
+
+
+def prompt_bytes(prompt: PromptVersion) -> bytes:
+    """The bytes of ``prompt.md``: the stored text exactly, so its sha256 is the manifest's."""
+    return prompt.text.encode("utf-8")
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The bytes of ``manifest.json``: indented UTF-8 JSON with a final newline."""
+    return (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
 def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
     """The manifest of ``prompt``; :class:`ExportRefused` if it may not be exported."""
     rows = check_exportable(ws, prompt)
@@ -152,19 +180,13 @@ def export(ws: Workspace, task: str, out_dir: str | Path, *,
            version: int | None = None) -> ExportResult:
     """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None)."""
     prompt = get_prompt(ws, task, version)
-    if sha256_text(prompt.text) != prompt.sha256:
-        raise ExportRefused(
-            f"cannot export {task} prompt v{prompt.version}: stored text does not match its sha256"
-        )
-    manifest = build_manifest(ws, prompt)
+    manifest = build_manifest(ws, prompt)  # refuses a text that no longer has its sha256
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out}: --out must be a directory")
     out.mkdir(parents=True, exist_ok=True)
     prompt_path, manifest_path = out / PROMPT_FILE, out / MANIFEST_FILE
     # Bytes, not text mode: no newline translation may touch what the sha256 vouches for.
-    prompt_path.write_bytes(prompt.text.encode("utf-8"))
-    manifest_path.write_bytes(
-        (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-    )
+    prompt_path.write_bytes(prompt_bytes(prompt))
+    manifest_path.write_bytes(manifest_bytes(manifest))
     return ExportResult(prompt_path, manifest_path, manifest)

@@ -27,6 +27,7 @@ def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
     at = open_page("export")
     at.run()
     assert not at.exception
+    assert [t.value for t in at.title] == ["Export"]
     assert "No task is loaded" in _texts(at.info)
 
 
@@ -54,7 +55,7 @@ def test_preview_download_and_write(open_page: OpenPage, populated_ws: Populated
     assert not any(b.disabled for b in at.download_button)
     assert not at.button(key="x_write").disabled
     out = tmp_path / "out"
-    at.text_input(key="x_out").input(str(out))
+    at.text_input(key=f"x_out_demo_v{prompt.version}").input(str(out))
     at.button(key="x_write").click().run()
     assert not at.exception
     assert "Wrote" in _texts(at.success)
@@ -94,3 +95,37 @@ def test_build_a_new_version_after_approving(open_page: OpenPage,
     with populated_ws.open() as ws:
         assert student.get_prompt(ws, populated_ws.task, 2).heuristic_ids == [
             *populated_ws.approved_heuristic_ids, draft]
+
+
+def test_refused_when_the_stored_text_no_longer_has_its_sha256(open_page: OpenPage,
+                                                               populated_ws: Populated) -> None:
+    with populated_ws.open() as ws, ws.write() as db:
+        db.execute("UPDATE prompts SET text = text || ' (tampered)' WHERE task = ? AND "
+                   "version = ?", [populated_ws.task, populated_ws.prompt_version])
+    at = open_page("export", task=populated_ws.task)
+    at.run()
+    assert not at.exception
+    assert "stored text does not match its sha256" in _texts(at.error)
+    assert all(b.disabled for b in at.download_button)
+    assert at.button(key="x_write").disabled
+
+
+def test_default_folder_follows_the_chosen_version(open_page: OpenPage,
+                                                  populated_ws: Populated,
+                                                  tmp_path: Path) -> None:
+    with populated_ws.open() as ws:
+        review.approve(ws, populated_ws.heuristic_ids[3], "bea")
+        assert student.build_prompt(ws, populated_ws.task).version == 2
+    at = open_page("export", task=populated_ws.task)
+    at.run()
+    assert at.selectbox(key="x_version").value == 2
+    assert at.text_input(key="x_out_demo_v2").value == str(Path("data/exports/demo-v2"))
+    at.selectbox(key="x_version").set_value(1).run()
+    assert at.text_input(key="x_out_demo_v1").value == str(Path("data/exports/demo-v1"))
+    # Writing uses the folder shown for the chosen version.
+    out = tmp_path / "v1"
+    at.text_input(key="x_out_demo_v1").input(str(out))
+    at.button(key="x_write").click().run()
+    assert not at.exception and not at.error
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["version"] == 1

@@ -12,7 +12,7 @@ from pld import __version__
 from pld.errors import BadInput
 from pld.pipeline import evaluate as ev
 from pld.pipeline import export as xp
-from pld.pipeline.student import build_prompt
+from pld.pipeline.student import build_prompt, get_prompt
 from pld.workspace import Workspace, now
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pipeline.test_student import (
@@ -149,3 +149,27 @@ def test_export_of_missing_version_is_bad_input(ws: Workspace, tmp_path: Path) -
     build_prompt(ws, TASK)
     with pytest.raises(BadInput, match="no prompt version 4"):
         xp.export(ws, TASK, tmp_path / "out", version=4)
+
+
+def test_refusal_names_a_tampered_text_and_the_files_are_the_stored_bytes(
+        ws: Workspace, tmp_path: Path) -> None:
+    _setup(ws)
+    prompt = build_prompt(ws, TASK)
+    assert xp.refusal(ws, prompt) is None
+    res = xp.export(ws, TASK, tmp_path / "out")
+    assert res.prompt_path.read_bytes() == xp.prompt_bytes(prompt)
+    assert res.manifest_path.read_bytes() == xp.manifest_bytes(res.manifest)
+    assert json.loads(xp.manifest_bytes(res.manifest)) == res.manifest
+    assert xp.manifest_bytes(res.manifest).endswith(b"}\n")
+
+    with ws.write() as db:
+        db.execute("UPDATE prompts SET text = text || ' ' WHERE id = ?", [prompt.id])
+    tampered = get_prompt(ws, TASK, prompt.version)
+    reason = xp.refusal(ws, tampered)
+    assert reason == (f"cannot export {TASK} prompt v{prompt.version}: stored text does not "
+                      "match its sha256")
+    with pytest.raises(xp.ExportRefused, match="does not match its sha256"):
+        xp.check_exportable(ws, tampered)
+    with pytest.raises(xp.ExportRefused, match="does not match its sha256"):
+        xp.export(ws, TASK, tmp_path / "again")
+    assert not (tmp_path / "again").exists()
