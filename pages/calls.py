@@ -13,6 +13,7 @@ from pld.ui import page
 from pld.workspace import Workspace, loads
 
 ALL = "(all)"
+HITS, MISSES = "cache hits", "model calls"
 PAGE_SIZES = (25, 50, 100, 250)
 
 
@@ -37,15 +38,25 @@ def _groups(groups: list[dict[str, Any]]) -> None:
     } for g in groups]), hide_index=True)
 
 
-def _filters(groups: list[dict[str, Any]]) -> tuple[str | None, str | None, bool, int]:
+def _first_page() -> None:
+    # Other filters, other rows: page 3 of the old ones means nothing; start from page 1.
+    st.session_state.pop("k_page", None)
+
+
+def _filters(groups: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """The filter widgets; returns :func:`pld.llm.calls.list_calls` arguments and page size."""
     stages = sorted({g["stage"] for g in groups if g["stage"]})
     models = sorted({g["model"] for g in groups if g["model"]})
-    c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
-    stage = c1.selectbox("Stage", [ALL, *stages], key="k_stage")
-    model = c2.selectbox("Model", [ALL, *models], key="k_model")
-    errors = c3.checkbox("Errors only", key="k_errors")
-    size = c4.selectbox("Rows per page", PAGE_SIZES, key="k_size")
-    return (None if stage == ALL else stage, None if model == ALL else model, errors, size)
+    c1, c2, c3, c4, c5 = st.columns([2, 3, 2, 1, 1])
+    stage = c1.selectbox("Stage", [ALL, *stages], key="k_stage", on_change=_first_page)
+    model = c2.selectbox("Model", [ALL, *models], key="k_model", on_change=_first_page)
+    cache = c3.selectbox("Cache", [ALL, HITS, MISSES], key="k_cache", on_change=_first_page,
+                         help="Cache hits were answered from the workspace cache; model calls "
+                              "reached the model (or failed trying).")
+    errors = c4.checkbox("Errors only", key="k_errors", on_change=_first_page)
+    size = c5.selectbox("Rows per page", PAGE_SIZES, key="k_size", on_change=_first_page)
+    return {"stage": None if stage == ALL else stage, "model": None if model == ALL else model,
+            "cache_hit": {HITS: True, MISSES: False}.get(cache), "errors_only": errors}, size
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
@@ -93,11 +104,10 @@ def _detail(row: dict[str, Any]) -> None:
 
 
 def _log(ws: Workspace, groups: list[dict[str, Any]]) -> None:
-    stage, model, errors, size = _filters(groups)
+    filters, size = _filters(groups)
     page = int(st.number_input("Page", min_value=1, value=1, key="k_page"))
     # One row more than a page tells whether there is a next page without counting.
-    rows = calls.list_calls(ws, model=model, stage=stage, errors_only=errors, limit=size + 1,
-                            offset=(page - 1) * size)
+    rows = calls.list_calls(ws, **filters, limit=size + 1, offset=(page - 1) * size)
     more, rows = len(rows) > size, rows[:size]
     if not rows:
         st.info("No call matches these filters" + (" on this page." if page > 1 else "."))

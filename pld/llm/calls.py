@@ -293,10 +293,14 @@ def list_calls(
     model: str | None = None,
     stage: str | None = None,
     errors_only: bool = False,
+    cache_hit: bool | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Call-log rows, newest first, with the system prompt text joined in."""
+    """Call-log rows, newest first, with the system prompt text joined in.
+
+    ``cache_hit``: True = only calls answered from the cache, False = only real model calls.
+    """
     where, args = [], []
     if model:
         where.append("c.model = ?")
@@ -306,6 +310,9 @@ def list_calls(
         args.append(stage)
     if errors_only:
         where.append("c.error IS NOT NULL")
+    if cache_hit is not None:
+        where.append("c.cache_hit = ?")
+        args.append(1 if cache_hit else 0)
     sql = (
         "SELECT c.*, t.text AS system FROM llm_calls c "
         "LEFT JOIN texts t ON t.sha256 = c.system_sha256"

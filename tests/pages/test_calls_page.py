@@ -109,3 +109,43 @@ def test_a_call_in_full(open_page: OpenPage, logged: tuple[Populated, str]) -> N
     # A call with an error shows it.
     at.selectbox(key="k_stage").set_value("ask").run()
     assert "answer not in choices" in _texts(at.error)
+
+
+def test_list_calls_filters_cache_hits_in_sql(logged: tuple[Populated, str]) -> None:
+    pop, model = logged
+    with pop.open() as ws:
+        every = calls.list_calls(ws, limit=1000)
+        hits = calls.list_calls(ws, cache_hit=True, limit=1000)
+        misses = calls.list_calls(ws, cache_hit=False, limit=1000)
+        assert [r["id"] for r in hits] == [r["id"] for r in every if r["cache_hit"]]
+        assert [r["id"] for r in misses] == [r["id"] for r in every if not r["cache_hit"]]
+        assert len(hits) == 1 and hits[0]["model"] == model
+        assert calls.list_calls(ws, cache_hit=True, stage="ask") == []
+
+
+def test_cache_filter(open_page: OpenPage, logged: tuple[Populated, str]) -> None:
+    _pop, model = logged
+    at = open_page("calls")
+    at.run()
+    at.selectbox(key="k_cache").set_value("cache hits").run()
+    assert not at.exception
+    table = _log(at)
+    assert list(table["cache hit"]) == [True] and list(table["model"]) == [model]
+    at.selectbox(key="k_cache").set_value("model calls").run()
+    table = _log(at)
+    assert len(table) == 25 and not any(table["cache hit"])
+
+
+def test_a_new_filter_starts_from_the_first_page(open_page: OpenPage,
+                                                logged: tuple[Populated, str]) -> None:
+    at = open_page("calls")
+    at.run()
+    at.number_input(key="k_page").set_value(3).run()
+    # Only 3 consolidate calls: page 3 of them would be empty.
+    at.selectbox(key="k_stage").set_value("consolidate").run()
+    assert not at.exception
+    assert at.number_input(key="k_page").value == 1
+    assert len(_log(at)) == 3
+    at.number_input(key="k_page").set_value(2).run()
+    at.selectbox(key="k_cache").set_value("cache hits").run()
+    assert at.number_input(key="k_page").value == 1 and len(_log(at)) == 1
