@@ -126,10 +126,10 @@ def _log(ws: Workspace, groups: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     """Draw the page."""
+    st.title("Calls")
     ws, _task = page.setup()
     if ws is None:
         return
-    st.title("Calls")
     st.caption("Every LLM call goes through one cache and one log: tokens, latency, cost "
                "estimate, cache hits and errors, by model and stage.")
     summary = calls.summarize_calls(ws)

@@ -202,13 +202,27 @@ def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
                     hide_index=True)
 
 
+def _iteration_key(task: str, iterations: list[int]) -> str:
+    """The iteration selectbox's key, its value moved to the newest iteration when one appears.
+
+    A keyed selectbox keeps its stored value and ignores ``index=``: without this it would stay
+    on the iteration that was newest when the page was first drawn.
+    """
+    key, newest = "c_iteration", (task, iterations[-1])
+    if (st.session_state.get("_c_newest_iteration") != newest
+            or st.session_state.get(key) not in iterations):
+        st.session_state[key] = iterations[-1]
+        st.session_state["_c_newest_iteration"] = newest
+    return key
+
+
 def main() -> None:
     """Draw the page."""
+    st.title("Conflicts")
     ws, task = page.setup()
     if ws is None or not page.need_task(task):
         return
     assert task is not None
-    st.title("Conflicts")
     st.caption("The student's validation errors, the heuristics they point to, and the "
                "teacher's proposed fixes. Accepted edits become drafts that someone else must "
                "approve; test items are never used here.")
@@ -226,7 +240,7 @@ def main() -> None:
     _chart(history)
     _history_table(history)
     iterations = [h["iteration"] for h in history]
-    k = st.selectbox("Iteration", iterations, index=len(iterations) - 1, key="c_iteration")
+    k = st.selectbox("Iteration", iterations, key=_iteration_key(task, iterations))
     proposals = resolve.list_proposals(ws, task, k)
     errors = resolve.errors_for_iteration(ws, task, k)
     pending = sum(p["status"] == resolve.PENDING for p in proposals)

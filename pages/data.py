@@ -24,6 +24,8 @@ from pld.workspace import Workspace
 ERROR_KEY = "data_error"
 SPLITS = ("train", "val", "test")
 NO_ID = "(none: number the rows)"
+# Widgets whose defaults come from the uploaded file (its name, its columns).
+UPLOAD_DEFAULTED = ("data_text_col", "data_label_col", "data_id_col", "data_task_name")
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -112,12 +114,26 @@ def _builtin_section(ws: Workspace) -> None:
     _inline_error("builtin")
 
 
+def _forget_old_upload(upload: Any) -> None:
+    """Drop the mapping chosen for a previous file when another one is uploaded.
+
+    A keyed widget keeps its stored value and ignores a new ``value=``/``index=``, so without
+    this a second file would get the first file's task name and columns as defaults.
+    """
+    seen = getattr(upload, "file_id", None) or f"{upload.name}:{upload.size}"
+    if st.session_state.get("_data_upload_seen") != seen:
+        for key in UPLOAD_DEFAULTED:
+            st.session_state.pop(key, None)
+        st.session_state["_data_upload_seen"] = seen
+
+
 def _upload_section(ws: Workspace) -> None:
     upload = st.file_uploader("CSV, TSV or JSONL with a text column and a label column",
                               type=list(uploads.SUPPORTED), key="data_upload")
     if upload is None:
         _inline_error("upload")
         return
+    _forget_old_upload(upload)
     try:
         columns, rows = uploads.peek(upload.name, upload.getvalue())
     except BadInput as e:

@@ -175,11 +175,11 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     """Draw the page."""
+    st.title("Evaluate")
     ws, task = page.setup()
     if ws is None or not page.need_task(task):
         return
     assert task is not None
-    st.title("Evaluate")
     st.caption("Macro-F1 with a bootstrap 95% CI, per-label scores and the confusion matrix; "
                "baselines run on exactly the same items.")
     page.show_flash()

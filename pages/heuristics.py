@@ -489,11 +489,11 @@ def _detail(ws: Workspace, hid: int, me: sidebar.Identity | None, approvers: lis
 
 def main() -> None:
     """Draw the page."""
+    st.title("Heuristics")
     ws, task = page.setup()
     if ws is None or not page.need_task(task):
         return
     assert task is not None
-    st.title("Heuristics")
     st.caption("Each heuristic merges one cluster of micro-instructions. Only approved "
                "heuristics enter the student's prompt; whoever last wrote a heuristic's text "
                "cannot approve it (four-eyes).")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pld import jobs
+from pld import jobs, review
 from pld.pipeline import resolve
 from pld.tasks import load_task
 from pld.workspace import open_workspace
@@ -68,6 +68,7 @@ def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
     at = open_page("conflicts")
     at.run()
     assert not at.exception
+    assert [t.value for t in at.title] == ["Conflicts"]
     assert "No task is loaded" in _texts(at.info)
 
 
@@ -177,3 +178,26 @@ def test_running_loop_is_shown_when_the_run_section_is_collapsed(
     assert at.button(key="c_run") in collapsed(at, "button")  # the loop has history
     bars = shown(at, "progress")
     assert len(bars) == 1 and "3/10" in bars[0].proto.text
+
+
+def test_iteration_choice_moves_to_a_new_iteration(open_page: OpenPage, looped: Populated,
+                                                   fake_openai: FakeOpenAI) -> None:
+    at = open_page("conflicts", task=looped.task, reviewer="ana")
+    at.run()
+    assert at.selectbox(key="c_iteration").value == 1
+    model = fake_openai.model_string()
+    with looped.open() as ws:
+        for p in resolve.list_proposals(ws, looped.task, 1):
+            resolve.decide_proposal(ws, p["id"], True, "bea")
+        for h in review.list_heuristics(ws, looped.task, review.DRAFT):
+            review.approve(ws, h["id"], "carl")
+        resolve.resolve(ws, looped.task, model, model, iterations=1, attribution="tfidf")
+        newest = resolve.iteration_history(ws, looped.task)[-1]["iteration"]
+    assert newest > 1
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="c_iteration").value == newest
+    # A reviewer's own choice of an older iteration is kept while no newer one appears.
+    at.selectbox(key="c_iteration").set_value(1).run()
+    at.run()
+    assert at.selectbox(key="c_iteration").value == 1

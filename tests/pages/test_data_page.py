@@ -112,3 +112,24 @@ def test_populated_workspace_shows_label_balance(open_page: Callable[..., AppTes
     assert fig is not None
     at.selectbox(key="data_preview_split").set_value("test").run()
     assert len(at.dataframe[-1].value) == 10
+
+
+def test_a_second_upload_gets_its_own_defaults(open_page: Callable[..., AppTest],
+                                               app_ws: Path) -> None:
+    at = open_page("data").run()
+    at.file_uploader(key="data_upload").set_value(("Bank Mail.csv", GOOD_CSV, "text/csv")).run()
+    assert at.text_input(key="data_task_name").value == "bank-mail"
+    at.selectbox(key="data_label_col").set_value("category").run()
+    other = b"id,body,topic\n" + b"".join(
+        f"x{i},note {i} on {'rates' if i % 2 else 'fees'},{'rates' if i % 2 else 'fees'}\n"
+        .encode() for i in range(12))
+    at.file_uploader(key="data_upload").set_value(("Branch Notes.csv", other, "text/csv")).run()
+    assert not at.exception
+    assert at.text_input(key="data_task_name").value == "branch-notes"
+    assert at.selectbox(key="data_text_col").options == ["id", "body", "topic"]
+    assert at.selectbox(key="data_id_col").value == "id"
+    at.selectbox(key="data_text_col").set_value("body")
+    at.selectbox(key="data_label_col").set_value("topic")
+    at.button(key="data_load_upload").click().run()
+    assert not _errors(at), _errors(at)
+    assert _counts(app_ws) == {"branch-notes": 12}

@@ -38,6 +38,7 @@ def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
     at = open_page("evaluate")
     at.run()
     assert not at.exception
+    assert [t.value for t in at.title] == ["Evaluate"]
     assert "No task is loaded" in _texts(at.info)
 
 

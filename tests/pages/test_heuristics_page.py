@@ -50,6 +50,7 @@ def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
     at = open_page("heuristics")
     at.run()
     assert not at.exception
+    assert [t.value for t in at.title] == ["Heuristics"]
     assert "No task is loaded" in _texts(at.info)
 
 
