@@ -29,7 +29,7 @@ if ws is not None:
             "rules": sum(t["rules"].values()), "heuristics": sum(t["heuristics"].values()),
             "approved": t["heuristics"].get("approved", 0),
             "prompt versions": t["prompt_versions"],
-        } for t in ov["tasks"]]), hide_index=True, use_container_width=True)
+        } for t in ov["tasks"]]), hide_index=True, width="stretch")
     else:
         st.info("No task loaded yet. Load one with `python -m pld load demo` (or from the Data "
                 "page).")
@@ -38,7 +38,7 @@ st.subheader("Built-in tasks")
 st.dataframe(pd.DataFrame([{
     "task": t["name"], "labels": ", ".join(t.get("labels") or []),
     "data found": t.get("available"), "notes": t.get("notes") or "",
-} for t in task_statuses()]), hide_index=True, use_container_width=True)
+} for t in task_statuses()]), hide_index=True, width="stretch")
 
 st.subheader("Models")
 st.write(f"Teacher: `{sidebar.model('teacher')}` · Student: `{sidebar.model('student')}`")

@@ -1,0 +1,60 @@
+"""The app entry (``app.py`` with st.navigation) and its Home page, on an empty and on a
+populated workspace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from tests.pages.conftest import PAGES_DIR, Populated
+
+APP = PAGES_DIR.parent / "app.py"
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=60)
+
+
+def _tasks_table(at: AppTest) -> list[dict[str, object]]:
+    frames = [d.value for d in at.dataframe if "approved" in d.value.columns]
+    assert len(frames) == 1
+    return frames[0].to_dict("records")
+
+
+def test_app_opens_home_on_an_empty_workspace(app_ws: Path) -> None:
+    at = _app().run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["PLD Studio"]
+    assert {m.label: m.value for m in at.metric} == {
+        "Tasks loaded": "0", "LLM calls": "0", "Cache hits": "0"}
+    assert any("No task loaded yet" in i.value for i in at.info)
+    # The built-in tasks are listed, the demo among them.
+    builtin = next(d.value for d in at.dataframe if "data found" in d.value.columns)
+    assert "demo" in set(builtin["task"])
+    # app.py draws the sidebar once; the page does not draw it again.
+    assert [t.label for t in at.sidebar.text_input].count("Workspace file") == 1
+    assert at.sidebar.text_input(key="ws_path").value == str(app_ws)
+
+
+def test_app_home_on_a_populated_workspace(populated_ws: Populated) -> None:
+    at = _app().run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Tasks loaded"] == "1" and int(metrics["LLM calls"]) == len(
+        populated_ws.rule_ids)
+    [row] = _tasks_table(at)
+    assert (row["task"], row["rules"], row["heuristics"], row["approved"],
+            row["prompt versions"]) == ("demo", len(populated_ws.rule_ids),
+                                        len(populated_ws.heuristic_ids),
+                                        len(populated_ws.approved_heuristic_ids), 1)
+    assert at.sidebar.selectbox(key="task").value == "demo"
+
+
+def test_home_page_on_its_own(open_page: Callable[..., AppTest],
+                              populated_ws: Populated) -> None:
+    at = open_page("home").run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["PLD Studio"]
+    assert _tasks_table(at)[0]["task"] == "demo"
