@@ -202,20 +202,6 @@ def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
                     hide_index=True)
 
 
-def _iteration_key(task: str, iterations: list[int]) -> str:
-    """The iteration selectbox's key, its value moved to the newest iteration when one appears.
-
-    A keyed selectbox keeps its stored value and ignores ``index=``: without this it would stay
-    on the iteration that was newest when the page was first drawn.
-    """
-    key, newest = "c_iteration", (task, iterations[-1])
-    if (st.session_state.get("_c_newest_iteration") != newest
-            or st.session_state.get(key) not in iterations):
-        st.session_state[key] = iterations[-1]
-        st.session_state["_c_newest_iteration"] = newest
-    return key
-
-
 def main() -> None:
     """Draw the page."""
     st.title("Conflicts")
@@ -240,7 +226,8 @@ def main() -> None:
     _chart(history)
     _history_table(history)
     iterations = [h["iteration"] for h in history]
-    k = st.selectbox("Iteration", iterations, key=_iteration_key(task, iterations))
+    page.follow_newest("c_iteration", iterations, iterations[-1], scope=task)
+    k = st.selectbox("Iteration", iterations, key="c_iteration")
     proposals = resolve.list_proposals(ws, task, k)
     errors = resolve.errors_for_iteration(ws, task, k)
     pending = sum(p["status"] == resolve.PENDING for p in proposals)

@@ -56,7 +56,8 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
         method = st.radio("Method", methods, key="e_method", horizontal=True)
         c1, c2, c3 = st.columns(3)
         if method == VERSION:
-            c1.selectbox("Prompt version", versions, index=len(versions) - 1, key="e_version",
+            page.follow_newest("e_version", versions, versions[-1], scope=task)
+            c1.selectbox("Prompt version", versions, key="e_version",
                          format_func=lambda v: f"v{v}")
         elif method == FEW:
             c1.number_input("Demonstrations (K)", min_value=1, max_value=64, value=8, key="e_k")
@@ -193,6 +194,8 @@ def main() -> None:
     t_scores, t_compare = st.tabs(["Scores", "Compare two"])
     with t_scores:
         by_id = {e["id"]: e for e in evals}
+        # A finished evaluation is shown as soon as it appears (a choice is kept otherwise).
+        page.follow_newest("e_selected", list(by_id), max(by_id), scope=task)
         chosen = st.selectbox("Evaluation", list(reversed(by_id)), key="e_selected",
                               format_func=lambda i: _name(by_id[i]))
         _scores(by_id[chosen])

@@ -8,6 +8,9 @@ page) or on its own (``AppTest.from_file("pages/x.py")``, ``streamlit run pages/
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -60,6 +63,20 @@ def show_flash() -> None:
     kind, message = st.session_state.pop(FLASH_KEY, (None, None))
     if kind in ("success", "info", "warning", "error"):
         getattr(st, kind)(message)
+
+
+def follow_newest(key: str, options: Sequence[Any], newest: Any, scope: str = "") -> None:
+    """Call before drawing the keyed selectbox ``key``: move its value to ``newest`` when a
+    newer option appeared (in ``scope``, e.g. the task) or its value is no longer an option;
+    otherwise keep the reviewer's own choice.
+
+    A keyed widget keeps its stored value and ignores ``index=``, so without this it would stay
+    on whatever was newest when the page was first drawn. Draw the widget without ``index=``.
+    """
+    seen_key, marker = f"_pld_newest_{key}", (scope, newest)
+    if st.session_state.get(seen_key) != marker or st.session_state.get(key) not in options:
+        st.session_state[key] = newest
+        st.session_state[seen_key] = marker
 
 
 def is_busy(ws: Workspace, task: str, kind: str) -> bool:

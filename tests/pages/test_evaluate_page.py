@@ -10,12 +10,12 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
-from pld import jobs
-from pld.pipeline import evaluate
+from pld import jobs, review
+from pld.pipeline import evaluate, student
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.fakes.openai_server import FakeOpenAI
-from tests.pages.conftest import Populated
+from tests.pages.conftest import Populated, _evaluation
 
 OpenPage = Callable[..., AppTest]
 
@@ -118,3 +118,26 @@ def test_run_a_baseline_in_the_background(open_page: OpenPage, populated_ws: Pop
     at.run()
     assert not at.exception
     assert new["id"] in list(_frame(at, "macro-F1")["id"])
+
+
+def test_a_new_evaluation_and_a_new_version_are_chosen_when_they_appear(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    first, second = populated_ws.evaluation_ids
+    assert at.selectbox(key="e_selected").value == second
+    at.selectbox(key="e_selected").set_value(first).run()
+    at.radio(key="e_method").set_value("Prompt version").run()
+    assert at.selectbox(key="e_version").value == populated_ws.prompt_version
+    at.run()
+    assert at.selectbox(key="e_selected").value == first  # the reviewer's choice is kept
+    # An evaluation finishes and a new prompt version is built (another tab, a job).
+    with populated_ws.open() as ws:
+        newest = _evaluation(ws, populated_ws.task, populated_ws.labels, "few-shot", None,
+                             None, 2)
+        review.approve(ws, populated_ws.heuristic_ids[3], "bea")
+        version = student.build_prompt(ws, populated_ws.task).version
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="e_selected").value == newest
+    assert at.selectbox(key="e_version").value == version > populated_ws.prompt_version
