@@ -22,7 +22,15 @@ from pld.pipeline import cluster as clu
 from pld.pipeline.extract import count_rules
 from pld.review import StaleEdit
 from pld.ui import sidebar
-from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, show_flash
+from pld.ui.page import (
+    flash,
+    follow_value,
+    jobs_panel,
+    need_task,
+    running_caption,
+    setup,
+    show_flash,
+)
 from pld.workspace import Workspace
 
 NOISE_LABEL = "noise"
@@ -275,7 +283,9 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
     others = [o for o in options if o != cid]
     if cid != NOISE_ID:
         c1, c2 = st.columns([3, 1])
-        c1.text_input("New name", value=entry["name"], key=f"c_name_{cid}")
+        # A rename saved elsewhere shows here; a stale name would be sent back otherwise.
+        follow_value(f"c_name_{cid}", entry["name"])
+        c1.text_input("New name", key=f"c_name_{cid}")
         c2.button("Rename", key="c_rename", on_click=_rename, args=(ws, cid, entry["name"]))
     _keep_valid("c_move_to", others)
     c1, c2, c3 = st.columns([3, 2, 1])

@@ -79,6 +79,18 @@ def follow_newest(key: str, options: Sequence[Any], newest: Any, scope: str = ""
         st.session_state[seen_key] = marker
 
 
+def follow_value(key: str, value: Any) -> None:
+    """Call before drawing the keyed input ``key`` (without ``value=``): set it to ``value``
+    whenever ``value`` changed since the last call, e.g. a name someone else saved meanwhile.
+
+    Otherwise the input would keep showing (and resubmit) the old value it was first drawn with.
+    """
+    seen_key = f"_pld_value_{key}"
+    if seen_key not in st.session_state or st.session_state[seen_key] != value:
+        st.session_state[key] = value
+        st.session_state[seen_key] = value
+
+
 def is_busy(ws: Workspace, task: str, kind: str) -> bool:
     """True while a ``kind`` job runs for ``task`` (from the workspace: right in every tab)."""
     return bool(jobs.active_jobs(ws, task, kind))

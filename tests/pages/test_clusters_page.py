@@ -222,7 +222,24 @@ def test_stale_rename_is_refused_and_shown(open_page: Callable[..., AppTest],
     assert [r["who"] for r in _reviews(populated_ws)] == ["bea"]
     # Reloaded, the page shows their name, and a rename from there is saved.
     at.run()
+    assert at.text_input(key=f"c_name_{cid}").value == "Privacy (bea)"
     at.text_input(key=f"c_name_{cid}").input("Privacy").run()
     at.button(key="c_rename").click().run()
     assert not at.warning and not at.error
     assert [r["who"] for r in _reviews(populated_ws)] == ["bea", "ana"]
+
+
+def test_name_saved_in_another_tab_shows_after_a_rerun(open_page: Callable[..., AppTest],
+                                                       populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    cid = populated_ws.cluster_ids[populated_ws.proposed_clustering][1]
+    at.selectbox(key="c_cluster").set_value(cid).run()
+    with connect(populated_ws.path) as ws:
+        rename_cluster(ws, cid, "Privacy (bea)", "bea")
+    at.run()
+    assert at.text_input(key=f"c_name_{cid}").value == "Privacy (bea)"
+    # Clicking Rename now sends nothing stale back: the name stays theirs.
+    at.button(key="c_rename").click().run()
+    with connect(populated_ws.path) as ws:
+        names = {s["id"]: s["name"] for s in cluster_summary(ws, populated_ws.proposed_clustering)}
+    assert names[cid] == "Privacy (bea)"
