@@ -383,7 +383,8 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
 
 @cli.group("review")
 def review_group() -> None:
-    """List, show, edit, approve or reject heuristics as a named reviewer."""
+    """List, show, write, edit, merge, split, approve or reject heuristics as a named reviewer;
+    manage who may approve."""
 
 
 def _as_option(fn: F) -> F:
@@ -542,6 +543,164 @@ def review_reject(ctx: click.Context, heuristic_ids: tuple[int, ...],
     for hid, base in pairs:
         review.reject(ws, hid, who=who, base_version=base, comment=comment)
         click.echo(f"heuristic #{hid} rejected by {who}")
+
+
+def _one_text(command: str, text: str | None, file: Path | None) -> str:
+    """The text of ``--text`` or ``--file`` (exactly one of them)."""
+    if (text is None) == (file is None):
+        raise BadInput(f"review {command}: give exactly one of --text or --file")
+    return text if text is not None else _read_text(file, "--file")  # type: ignore[arg-type]
+
+
+def _new_ids_text(d: dict[str, Any]) -> str:
+    """One line for review new / merge / split: the new drafts and who must approve them."""
+    ids = ", ".join(f"#{i}" for i in d["ids"])
+    drafts = f"draft {ids}" if len(d["ids"]) == 1 else f"drafts {ids}"
+    sources = ", ".join(f"#{i}" for i in d.get("from", []))
+    head = {"new": f"wrote {drafts}", "merge": f"merged {sources} into {drafts}",
+            "split": f"split {sources} into {drafts}"}[d["action"]]
+    return (f"{head} as {d['by']}; someone else must approve "
+            f"{'it' if len(d['ids']) == 1 else 'them'}")
+
+
+@review_group.command("new")
+@click.argument("task")
+@click.option("--text", "new_text", default=None, help="The heuristic's text.")
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Read the text from a file.")
+@click.option("--source-rule", "source_rule_ids", type=int, multiple=True, metavar="RULE_ID",
+              help="A micro-instruction this heuristic comes from (repeatable).")
+@click.option("--comment", default=None)
+@_as_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_new(ctx: click.Context, task: str, new_text: str | None, file: Path | None,
+               source_rule_ids: tuple[int, ...], comment: str | None, who: str,
+               as_json: bool) -> None:
+    """Write a new draft heuristic by hand (you are its author, so someone else approves it)."""
+    from pld import review
+
+    text = _one_text("new", new_text, file)
+    hid = review.create_heuristic(_ws(ctx), task, text, who, source_rule_ids, comment=comment)
+    _emit({"action": "new", "ids": [hid], "by": who}, as_json, _new_ids_text)
+
+
+@review_group.command("merge")
+@click.argument("heuristic_ids", type=int, nargs=-1, required=True)
+@click.option("--text", "new_text", default=None, help="The merged heuristic's text.")
+@click.option("--file", "file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Read the merged text from a file.")
+@_base_version_option
+@click.option("--comment", default=None)
+@_as_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_merge(ctx: click.Context, heuristic_ids: tuple[int, ...], new_text: str | None,
+                 file: Path | None, base_versions: tuple[int, ...], comment: str | None,
+                 who: str, as_json: bool) -> None:
+    """Replace several heuristics by one new draft; the old ones become merged.
+
+    --base-version is required, one per id: the merged text is written from the versions
+    you read, so one that changed since is refused rather than silently dropped.
+    """
+    from pld import review
+
+    text = _one_text("merge", new_text, file)
+    if not base_versions:
+        raise BadInput("review merge: --base-version is required, one per heuristic id "
+                       "(the versions you read; see python -m pld review show ID)")
+    pairs = _with_base_versions("merge", heuristic_ids, base_versions)
+    new = review.merge_heuristics(_ws(ctx), heuristic_ids, text, who,
+                                  base_versions=dict(pairs),  # type: ignore[arg-type]
+                                  comment=comment)
+    _emit({"action": "merge", "from": sorted(set(heuristic_ids)), "ids": [new], "by": who},
+          as_json, _new_ids_text)
+
+
+@review_group.command("split")
+@click.argument("heuristic_id", type=int)
+@click.option("--text", "texts", multiple=True,
+              help="The text of one part (repeat: at least two).")
+@click.option("--file", "files", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="Read one part from a file (repeat: at least two).")
+@click.option("--base-version", type=int, default=None,
+              help="Required: the version you split (see review show).")
+@click.option("--comment", default=None)
+@_as_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_split(ctx: click.Context, heuristic_id: int, texts: tuple[str, ...],
+                 files: tuple[Path, ...], base_version: int | None, comment: str | None,
+                 who: str, as_json: bool) -> None:
+    """Replace one heuristic by several drafts (each keeps all its sources)."""
+    from pld import review
+
+    if texts and files:
+        # Click cannot tell how --text and --file were interleaved, so the order would be a guess.
+        raise BadInput("review split: give the parts either all as --text or all as --file")
+    if base_version is None:
+        raise BadInput(f"review split: --base-version is required (the version you read; see "
+                       f"python -m pld review show {heuristic_id})")
+    parts = list(texts) or [_read_text(f, "--file") for f in files]
+    new = review.split_heuristic(_ws(ctx), heuristic_id, parts, who, base_version=base_version,
+                                 comment=comment)
+    _emit({"action": "split", "from": [heuristic_id], "ids": new, "by": who}, as_json,
+          _new_ids_text)
+
+
+@review_group.command("approvers")
+@click.argument("task")
+@click.option("--add", "add_name", default=None, metavar="NAME", help="Put NAME on the list.")
+@click.option("--remove", "remove_name", default=None, metavar="NAME",
+              help="Take NAME off the list (the last one off lets anyone approve again).")
+@click.option("--as", "who", default=None, metavar="NAME",
+              help="Your name; required with --add or --remove (recorded in the audit trail).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_approvers(ctx: click.Context, task: str, add_name: str | None,
+                     remove_name: str | None, who: str | None, as_json: bool) -> None:
+    """List who may approve TASK's heuristics, or change that list (--add, --remove).
+
+    An empty list means anyone (but a heuristic's last editor) may approve. Once it has names,
+    only the people on it may approve, reject, or change the list.
+    """
+    from pld import review
+    from pld.tasks.store import task_info
+
+    if add_name is not None and remove_name is not None:
+        raise BadInput("review approvers: give --add or --remove, not both")
+    ws = _ws(ctx)
+    task_info(ws, task)
+    data: dict[str, Any] = {"task": task}
+    if add_name is not None or remove_name is not None:
+        if who is None:
+            raise BadInput("review approvers: --as NAME is required to change the list")
+        if add_name is not None:
+            changed = review.add_approver(ws, task, add_name, who)
+            data.update(action="add", name=add_name.strip(), changed=changed)
+        else:
+            changed = review.remove_approver(ws, task, remove_name or "", who)
+            data.update(action="remove", name=(remove_name or "").strip(), changed=changed)
+    data["approvers"] = review.list_approvers(ws, task)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = []
+        if d.get("action") == "add":
+            lines.append(f"{d['name']} {'is now' if d['changed'] else 'was already'} an "
+                         f"approver of {d['task']}")
+        elif d.get("action") == "remove":
+            lines.append(f"{d['name']} {'is no longer' if d['changed'] else 'was not'} an "
+                         f"approver of {d['task']}")
+        lines.append(f"approvers of {d['task']}: " + ", ".join(d["approvers"]) if d["approvers"]
+                     else f"{d['task']} has no approver list: anyone but a heuristic's last "
+                          "editor may approve")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
 
 
 @review_group.command("proposals")
