@@ -436,7 +436,6 @@ def add_approver(ws: Workspace, task: str, name: str, who: str, *,
     return True
 
 
-
 def remove_approver(ws: Workspace, task: str, name: str, who: str, *,
                     identity_kind: str = SELF_DECLARED) -> bool:
     """Take ``name`` off the task's approver list; False if it was not on it.
