@@ -1,0 +1,65 @@
+"""``python -m pld prompts build|list|show``: the Export page's "Build prompt version" and its
+versions table, headless (real subprocesses on a real workspace, as in tests/test_cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pld.pipeline.student import list_prompts
+from pld.workspace import Workspace
+from tests.pipeline.test_student import RULES, TASK, add_heuristic, load_reviews
+from tests.test_cli import pld
+
+
+def _ok(*args: str, ws: Workspace) -> str:
+    r = pld(*args, ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_prompts_build_list_show_from_approved_heuristics(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    load_reviews(ws)
+    drafts = [add_heuristic(ws, text, status="draft") for text in RULES]
+
+    r = pld("prompts", "build", TASK, ws=ws.path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "no approved heuristics" in r.stderr
+    assert "no prompt versions" in _ok("prompts", "list", TASK, ws=ws)
+    r = pld("prompts", "show", TASK, ws=ws.path)
+    assert r.returncode == 2 and "no prompt versions" in r.stderr
+    assert list_prompts(ws, TASK) == []
+
+    _ok("review", "approve", *map(str, drafts), "--as", "alice", ws=ws)
+    first = json.loads(_ok("prompts", "build", TASK, "--json", ws=ws))
+    assert (first["version"], first["new"], first["heuristic_ids"]) == (1, True, drafts)
+    again = json.loads(_ok("prompts", "build", TASK, "--json", ws=ws))
+    assert (again["version"], again["new"], again["sha256"]) == (1, False, first["sha256"])
+    assert "already there" in _ok("prompts", "build", TASK, ws=ws)
+    [stored] = list_prompts(ws, TASK)
+    assert stored.sha256 == first["sha256"] and stored.heuristic_ids == drafts
+
+    # show prints the stored text byte for byte: the prompt.md that export writes.
+    shown = pld("prompts", "show", TASK, ws=ws.path)
+    assert shown.returncode == 0 and shown.stdout.rstrip("\n") == stored.text.rstrip("\n")
+    assert all(rule in shown.stdout for rule in RULES)
+    _ok("export", TASK, "--out", str(tmp_path / "out"), ws=ws)
+    exported = (tmp_path / "out" / "prompt.md").read_text(encoding="utf-8")
+    assert exported == stored.text
+    assert json.loads(_ok("prompts", "show", TASK, "--json", ws=ws))["text"] == exported
+
+    # An edit takes the heuristic out of the approved set: v1 is refused, a rebuild is v2.
+    _ok("review", "edit", str(drafts[1]), "--text", "If the review says awful, then the label "
+        "is neg.", "--base-version", "2", "--as", "bob", ws=ws)
+    listed = json.loads(_ok("prompts", "list", TASK, "--json", ws=ws))["prompts"]
+    assert [(p["version"], p["exportable"]) for p in listed] == [(1, False)]
+    assert f"heuristic {drafts[1]}: status is draft" in listed[0]["refused"]
+    assert "refused: cannot export" in _ok("prompts", "list", TASK, ws=ws)
+    second = json.loads(_ok("prompts", "build", TASK, "--json", ws=ws))
+    assert (second["version"], second["new"], second["heuristic_ids"]) == (2, True, drafts[:1])
+    assert RULES[1] in _ok("prompts", "show", TASK, "--version", "1", ws=ws)
+    assert RULES[1] not in _ok("prompts", "show", TASK, ws=ws)
+    r = pld("prompts", "show", TASK, "--version", "9", ws=ws.path)
+    assert r.returncode == 2 and "no prompt version 9 (versions: 1, 2)" in r.stderr
