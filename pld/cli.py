@@ -141,6 +141,8 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--id-column", default=None, help="custom: optional column of unique ids.")
+@click.option("--description", default=None,
+              help="custom: what the task decides, one sentence (goes into the prompts).")
 @click.option("--train", "n_train", type=int, default=None, help="Training examples (0 = all).")
 @click.option("--val", "n_val", type=int, default=None, help="Validation examples (0 = all).")
 @click.option("--test", "n_test", type=int, default=None, help="Test examples (0 = all).")
@@ -150,8 +152,8 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @handles_errors
 def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
              text_column: str, label_column: str, id_column: str | None,
-             n_train: int | None, n_val: int | None, n_test: int | None, seed: int,
-             as_json: bool) -> None:
+             description: str | None, n_train: int | None, n_val: int | None,
+             n_test: int | None, seed: int, as_json: bool) -> None:
     """Load a task's splits into the workspace (deterministic for a seed)."""
     from pld.tasks import load_custom, load_task
     from pld.tasks.custom import task_name_for
@@ -162,11 +164,13 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
             raise BadInput("load custom: --file PATH is required (a CSV or JSONL file)")
         counts = load_custom(ws, file, name=name, text_column=text_column,
                              label_column=label_column, id_column=id_column, n_train=n_train,
-                             n_val=n_val, n_test=n_test, seed=seed)
+                             n_val=n_val, n_test=n_test, seed=seed,
+                             description=(description or "").strip() or None)
         task = name or task_name_for(file)
     else:
-        if file is not None:
-            raise BadInput(f"load {task}: --file is only for custom tasks")
+        if file is not None or description is not None:
+            # A built-in task brings its own description; silently dropping one would mislead.
+            raise BadInput(f"load {task}: --file and --description are only for custom tasks")
         counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
     _emit({"task": task, "splits": counts}, as_json,
           lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))

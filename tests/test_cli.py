@@ -80,6 +80,24 @@ def test_bad_custom_file_exits_2_naming_the_row_and_imports_nothing(
     assert data["loaded"] == {}
 
 
+def test_load_custom_takes_the_description_the_upload_form_takes(
+    ws_path: Path, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    f = tmp_path / "alerts.csv"
+    f.write_text("text,label\n" + "".join(f"wire {i} from new payee,fraud\nhello {i},routine\n"
+                                          for i in range(5)), encoding="utf-8")
+    r = pld("load", "custom", "--file", str(f), "--description",
+            "Decide whether a bank alert is fraud.", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(ws_path) as db:
+        [desc] = db.execute("SELECT description FROM tasks WHERE name = 'alerts'").fetchone()
+    assert desc == "Decide whether a bank alert is fraud."
+    r = pld("load", "demo", "--description", "x", ws=ws_path)
+    assert r.returncode == 2 and "only for custom tasks" in r.stderr
+
+
 def test_stage_before_its_inputs_exits_2(ws_path: Path) -> None:
     assert pld("load", "demo", ws=ws_path).returncode == 0
     r = pld("cluster", "demo", ws=ws_path)
