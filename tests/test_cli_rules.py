@@ -1,0 +1,88 @@
+"""``python -m pld rules list|show``: the Micro-instructions page's table and rule detail,
+headless (real subprocesses on a real workspace, as in tests/test_cli.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pld.tasks.store import save_task
+from pld.workspace import Workspace, dumps, now
+from tests.test_cli import pld
+from tests.test_review import TASK, add_rules
+
+
+@pytest.fixture
+def rules(ws: Workspace) -> list[int]:
+    """Four rules of ``claims``: one flagged, one failed, two in cluster 1 (one in noise)."""
+    save_task(ws, name=TASK, kind="custom", labels=["true", "false"], description="",
+              source="test", params={}, examples=[])
+    ids = add_rules(ws, [("If the claim cites a source, it is true.", "true"),
+                         ("If the claim has no date, it is false.", "false"),
+                         ("Claims quoting a study are true.", "true"),
+                         ("unused", "false")])
+    with ws.write() as db:
+        db.execute("UPDATE micro_instructions SET flags = ? WHERE id = ?",
+                   [dumps(["no_label"]), ids[2]])
+        db.execute("UPDATE micro_instructions SET status = 'failed', rule = NULL, "
+                   "error = 'reply was not JSON' WHERE id = ?", [ids[3]])
+        cg = db["clusterings"].insert({"task": TASK, "method": "kmeans", "embed_model": "m",
+                                       "params": "{}", "metrics": "{}", "status": "proposed",
+                                       "created_at": now()}).last_pk
+        c = db["clusters"].insert({"clustering_id": cg, "label": 0, "name": "sources",
+                                   "keywords": "[]", "size": 2}).last_pk
+        db["cluster_members"].insert_all([
+            {"clustering_id": cg, "rule_id": ids[0], "cluster_id": c, "x": 0.0, "y": 0.0},
+            {"clustering_id": cg, "rule_id": ids[2], "cluster_id": c, "x": 0.0, "y": 0.0},
+            {"clustering_id": cg, "rule_id": ids[1], "cluster_id": None, "x": 0.0, "y": 0.0}])
+    return ids
+
+
+def _ids(ws: Workspace, *args: str) -> tuple[int, list[int]]:
+    r = pld("rules", "list", TASK, *args, "--json", ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    return data["total"], [x["id"] for x in data["rules"]]
+
+
+def test_rules_list_filters_and_pages_like_the_page(ws: Workspace, rules: list[int]) -> None:
+    a, b, c, failed = rules
+    assert _ids(ws) == (4, rules)
+    assert _ids(ws, "--status", "failed") == (1, [failed])
+    assert _ids(ws, "--label", "true") == (2, [a, c])
+    assert _ids(ws, "--flag", "any") == (1, [c])
+    assert _ids(ws, "--flag", "no_label") == (1, [c])
+    assert _ids(ws, "--flag", "none", "--status", "ok") == (2, [a, b])
+    assert _ids(ws, "--search", "DATE") == (1, [b])
+    assert _ids(ws, "--search", "not json") == (1, [failed])
+    [cl] = ws.query("SELECT id, clustering_id FROM clusters")
+    clustering, cluster = str(cl["clustering_id"]), str(cl["id"])
+    assert _ids(ws, "--clustering", clustering, "--cluster", cluster) == (2, [a, c])
+    assert _ids(ws, "--clustering", clustering, "--cluster", "noise") == (1, [b])
+    assert _ids(ws, "--limit", "2", "--offset", "1") == (4, [b, c])
+
+    text = pld("rules", "list", TASK, "--limit", "2", ws=ws.path).stdout
+    assert text.startswith("rules 1-2 of 4 matching") and "cites a source" in text
+    assert "(failed) reply was not JSON" in pld("rules", "list", TASK, "--status", "failed",
+                                                ws=ws.path).stdout
+
+    for args, says in ((["--flag", "sus"], "--flag 'sus'"),
+                       (["--cluster", "1"], "go together"),
+                       (["--clustering", "1", "--cluster", "x"], "--cluster: expected")):
+        r = pld("rules", "list", TASK, *args, ws=ws.path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    r = pld("rules", "list", "no-such-task", ws=ws.path)
+    assert r.returncode == 2 and "no-such-task" in r.stderr
+
+
+def test_rules_show_gives_the_rule_with_its_example(ws: Workspace, rules: list[int]) -> None:
+    r = pld("rules", "show", str(rules[2]), ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    assert "rule: Claims quoting a study are true." in r.stdout
+    assert "gold true" in r.stdout and "flag no_label: the rule names none" in r.stdout
+    data = json.loads(pld("rules", "show", str(rules[3]), "--json", ws=ws.path).stdout)
+    assert (data["status"], data["error"], data["example"]["label"]) == (
+        "failed", "reply was not JSON", "false")
+    r = pld("rules", "show", "999", ws=ws.path)
+    assert r.returncode == 2 and "rule 999 not found" in r.stderr
