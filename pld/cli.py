@@ -1158,6 +1158,72 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
     _emit(data, as_json, _metrics_text)
 
 
+@cli.group("evals")
+def evals_group() -> None:
+    """List and compare the evaluations that `eval` stored (the Evaluate page's tables)."""
+
+
+def _eval_name(e: dict[str, Any]) -> str:
+    version = f" v{e['prompt_version']}" if e.get("prompt_version") is not None else ""
+    return f"#{e['id']} {e['method']}{version} {e['student']} on {e['split']} (n={e['n']})"
+
+
+@evals_group.command("list")
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
+    """TASK's evaluations, oldest first: method, prompt version, student, split, scores."""
+    from pld.pipeline.evaluate import list_evaluations
+    from pld.tasks.store import task_info
+
+    ws = _ws(ctx)
+    task_info(ws, task)
+    data = {"task": task, "evaluations": list_evaluations(ws, task)}
+
+    def text(d: dict[str, Any]) -> str:
+        out = []
+        for e in d["evaluations"]:
+            m = e["metrics"]
+            lo, hi = (m.get("ci") or {}).get("macro_f1") or (None, None)
+            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+            out.append(f"{_eval_name(e)}: macro-F1 {m.get('macro_f1', 0):.3f}{ci}, accuracy "
+                       f"{m.get('accuracy', 0):.3f}")
+        return "\n".join(out) or f"no evaluations of {d['task']}; run python -m pld eval"
+
+    _emit(data, as_json, text)
+
+
+@evals_group.command("compare")
+@click.argument("eval_a", type=int)
+@click.argument("eval_b", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -> None:
+    """Two evaluations side by side: score deltas, items that flipped, the prompt diff (A → B)."""
+    from pld.pipeline.evaluate import compare
+
+    if eval_a == eval_b:
+        raise BadInput("evals compare: give two different evaluation ids")
+    data = compare(_ws(ctx), eval_a, eval_b)
+
+    def text(d: dict[str, Any]) -> str:
+        a, b = d["a"], d["b"]
+        lines = [f"A {_eval_name(a)}", f"B {_eval_name(b)}"]
+        if (a["split"], a["student"]) != (b["split"], b["student"]):
+            lines.append("note: different splits or students, so the scores do not compare")
+        lines.append(f"B - A: macro-F1 {d['delta_macro_f1']:+.3f}, accuracy "
+                     f"{d['delta_accuracy']:+.3f} over {d['common']} items both scored")
+        lines.append(f"fixed by B (wrong -> right): {d['wrong_to_right'] or 'none'}")
+        lines.append(f"broken by B (right -> wrong): {d['right_to_wrong'] or 'none'}")
+        lines.append(d["diff"].rstrip("\n") if d["diff"] else "the two prompts are identical")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
 @cli.group("prompts")
 def prompts_group() -> None:
     """Build, list and show the prompt versions of a task (what eval --version and export use)."""
