@@ -148,7 +148,7 @@ def get_prompt(ws: Workspace, task: str, version: int | None = None) -> PromptVe
         if not rows:
             raise BadInput(
                 f"task {task} has no prompt versions yet; approve heuristics and build one "
-                f"(python -m pld resolve or python -m pld run)"
+                f"(python -m pld prompts build {task}, or the Export page)"
             )
         return _from_row(rows[0])
     rows = ws.query("SELECT * FROM prompts WHERE task = ? AND version = ?", [task, version])
