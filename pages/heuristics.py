@@ -233,8 +233,9 @@ def _remove_approver(ws: Workspace, task: str) -> None:
 
 
 def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
+    by_label = ["--by-label"] if st.session_state.get("h_by_label") else []
     try:
-        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher])
+        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher, *by_label])
     except (BadInput, OSError) as e:
         page.flash("error", f"Could not start consolidate: {e}")
     else:
@@ -249,6 +250,10 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
         st.write(f"The teacher `{teacher}` merges each cluster's rules into one draft heuristic, "
                  "keeping minority labels and edge cases explicit. Clusters that already have "
                  "a heuristic are skipped, so running it again only fills the gaps.")
+        st.checkbox("Merge each label's rules on their own", key="h_by_label",
+                    help="Each label's rules of a cluster are merged separately and the parts "
+                         "joined, so no label can be dropped. Helps a small teacher, which "
+                         "tends to keep only the majority label when merging.")
         busy = page.is_busy(ws, task, "consolidate")
         st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,
                   on_click=_start_consolidate, args=(ws, task, teacher),

@@ -15,6 +15,9 @@ chunks of rules (grouped by label, so a minority label's rules stay together) ar
 into partial heuristics, which are merged again, in groups of at most ``max_rules_per_call``,
 until one call merges the rest. Every rule id stays in ``source_rule_ids`` either way.
 
+``by_label`` (``--by-label``) goes one step further for weak teachers: each label's rules of a
+cluster are merged on their own and the parts joined as they are, so a label cannot be dropped.
+
 A reply that is not the expected JSON is re-asked once with the parse error; if that fails too the
 cluster is reported as failed, gets no heuristic row, and its error is kept in
 ``consolidate_failures``. Clusters that already have a heuristic are skipped, and so are clusters
@@ -42,7 +45,7 @@ from pld.tasks.store import TaskInfo, task_info
 from pld.workspace import Workspace, dumps, now
 
 MAX_TOKENS = 1024
-DIRECT, HIERARCHICAL = "direct", "hierarchical"
+DIRECT, HIERARCHICAL, BY_LABEL = "direct", "hierarchical", "by-label"
 RULES_KIND = "rules (micro-instructions), each written by a teacher for one training example"
 PARTS_KIND = "partial heuristics, each consolidated from a part of the cluster's rules"
 
@@ -102,6 +105,7 @@ class _Context:
     clustering_id: int
     max_rules: int
     schema: dict[str, Any]
+    by_label: bool = False
 
 
 @dataclass(frozen=True)
@@ -322,6 +326,24 @@ def _reduce(ctx: _Context, rules: list[Rule]) -> tuple[Part, str]:
     return _from_parts(ctx, parts), HIERARCHICAL
 
 
+def _reduce_by_label(ctx: _Context, rules: list[Rule]) -> tuple[Part, str]:
+    """Each label's rules merged on their own, the results joined without another call.
+
+    A weak teacher asked to merge rules of several labels tends to keep the majority's and drop
+    the rest (the paper's known failure, seen here with a 1.5B teacher). Merging same-label rules
+    is an easier task, and joining the parts mechanically means no label can be lost.
+    """
+    counts = Counter(r.label for r in rules)
+    if len(counts) == 1 and len(rules) > 1:
+        return _reduce(ctx, rules)
+    texts = []
+    for lab in _ordered_labels(counts):
+        group = [r for r in rules if r.label == lab]
+        # A single rule already is a heuristic for its label: no call needed.
+        texts.append(group[0].text if len(group) == 1 else _reduce(ctx, group)[0].text)
+    return Part(" ".join(texts), _ordered_labels(counts), counts), BY_LABEL
+
+
 def _dropped(part: Part) -> tuple[str, ...]:
     covered = {lab.strip().lower() for lab in part.labels_covered}
     return tuple(lab for lab in _ordered_labels(part.counts) if lab.lower() not in covered)
@@ -368,7 +390,7 @@ def _try_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _Outcome:
     if not rules:
         return _Outcome(cluster_id, error="cluster has no rules")
     try:
-        part, method = _reduce(ctx, rules)
+        part, method = (_reduce_by_label if ctx.by_label else _reduce)(ctx, rules)
     except (ReplyError, calls.CallFailed) as e:
         return _Outcome(cluster_id, error=f"{type(e).__name__}: {e}")
     hid = _store(ctx, cluster_id, rules, part, method)
@@ -435,9 +457,13 @@ def consolidate(
     concurrency: int | None = None,
     max_rules_per_call: int = 30,
     retry_failed: bool = False,
+    by_label: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> ConsolidateSummary:
     """Write one draft heuristic per cluster that has none yet; return what was done.
+
+    ``by_label`` merges each label's rules of a cluster separately and joins the results (see
+    :func:`_reduce_by_label`), instead of one merge over all of the cluster's rules.
 
     Clusters this teacher failed to consolidate before stay failed (no call) unless
     ``retry_failed``.
@@ -460,13 +486,13 @@ def consolidate(
     todo = {k: v for k, v in clusters.items() if k not in done and k not in failed_before}
     params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
               "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL,
-              "retry_failed": retry_failed}
+              "retry_failed": retry_failed, "by_label": by_label}
     with stage_run(ws, task, "consolidate", params, on_progress) as run:
         summary = ConsolidateSummary(run.id, cid, skipped=len(done),
                                      failed_before=len(failed_before), errors=failed_before)
         run.set_total(len(clusters), done=len(done) + len(failed_before))
         ctx = _Context(ws, info, teacher, run.id, cid, max_rules_per_call,
-                       reply_schema(info.labels))
+                       reply_schema(info.labels), by_label)
         _work(ctx, todo, concurrency, summary, run)
     summary.heuristic_ids.sort()
     summary.hierarchical.sort()

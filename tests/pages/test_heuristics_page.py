@@ -217,6 +217,20 @@ def test_consolidate_starts_a_background_job(open_page: OpenPage, populated_ws: 
     assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher]]
 
 
+def test_consolidate_by_label_passes_the_flag(open_page: OpenPage, populated_ws: Populated,
+                                              fake_openai: FakeOpenAI) -> None:
+    teacher = fake_openai.model_string()
+    at = open_page("heuristics", task=populated_ws.task, reviewer="ana", teacher=teacher)
+    at.run()
+    at.checkbox(key="h_by_label").check().run()
+    at.button(key="h_consolidate").click().run()
+    assert not at.exception
+    with populated_ws.open() as ws:
+        started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
+    assert [j.args for j in started] == [
+        ["consolidate", populated_ws.task, "--teacher", teacher, "--by-label"]]
+
+
 def test_merge_two_heuristics_into_a_draft(open_page: OpenPage, populated_ws: Populated) -> None:
     a, b = populated_ws.heuristic_ids[2:4]  # one approved, one draft
     at = _open(open_page, populated_ws, a)

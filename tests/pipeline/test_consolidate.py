@@ -145,6 +145,37 @@ def test_prompt_keeps_minority_label_visible(ws: Workspace, fake_openai: FakeOpe
     assert schema["required"] == ["heuristic", "labels_covered"]
 
 
+def test_by_label_merges_each_label_apart_and_keeps_every_label(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    load_task(ws)
+    majority = add_rules(ws, [(f"If the claim quotes official source {i}, answer true.", "true")
+                              for i in range(3)])
+    minority = add_rules(ws, [(f"If the source is satirical ({i}), answer false.", "false")
+                              for i in range(2)])
+    lone = add_rules(ws, [("If the claim is a rumour, answer false.", "false")])
+    _, (mixed, single) = add_clustering(ws, [majority + minority, lone])
+    # A teacher that always drops the minority label when merging several labels at once.
+    fake_openai.responder = lambda body: json.dumps(
+        {"heuristic": "merged " + " ".join(map(str, rule_ids_in(prompt_of(body)))),
+         "labels_covered": ["true"]})
+
+    summary = consolidate(ws, TASK, fake_openai.model_string(), by_label=True)
+
+    prompts = [prompt_of(b) for b in fake_openai.requests]
+    # One call per label group of the mixed cluster; the lone rule needs none.
+    assert sorted(sorted(rule_ids_in(p)) for p in prompts) == [majority, minority]
+    texts = {r["cluster_id"]: r for r in ws.query("SELECT * FROM heuristics")}
+    assert texts[mixed]["text"] == ("merged " + " ".join(map(str, majority)) + " merged "
+                                    + " ".join(map(str, minority)))
+    assert loads(texts[mixed]["source_rule_ids"]) == majority + minority
+    assert texts[single]["text"] == "If the claim is a rumour, answer false."
+    assert summary.dropped_labels == {}
+    audits = [loads(r["after"])["method"] for r in ws.query("SELECT after FROM reviews")]
+    assert "by-label" in audits
+    (run,) = ws.query("SELECT params FROM runs WHERE kind = 'consolidate'")
+    assert loads(run["params"])["by_label"] is True
+
+
 def test_large_cluster_is_consolidated_hierarchically(ws: Workspace,
                                                       fake_openai: FakeOpenAI) -> None:
     load_task(ws)
