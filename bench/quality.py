@@ -22,6 +22,7 @@ anthropic/<model>``, key in ``ANTHROPIC_API_KEY``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -143,13 +144,34 @@ def _slug(model: str) -> str:
 
 
 def workspace_path(work: Path, task: str, sizes: Sizes, seed: int, teacher: str,
-                   student: str) -> Path:
-    """One workspace per task, sizes, seed and models: results of different settings never mix
-    (a task's splits cannot change inside a workspace anyway)."""
+                   student: str, variant: str = "") -> Path:
+    """One workspace per task, sizes, seed, models and method variant: results of different
+    settings never mix (a task's splits cannot change inside a workspace anyway)."""
     ctx = f"-ctx{sizes.context_tokens}" if sizes.context_tokens else ""
     name = (f"{task}-tr{sizes.train}-va{sizes.val}-te{sizes.test}{ctx}-s{seed}"
-            f"--{_slug(teacher)}--{_slug(student)}.db")
+            f"--{_slug(teacher)}--{_slug(student)}{f'--{variant}' if variant else ''}.db")
     return work / name
+
+
+def seed_call_cache(ws: Any, source: Path) -> int:
+    """Copy the LLM call log of the workspace at ``source`` into the new, empty ``ws``.
+
+    A method variant (``--by-label``) starts from the base run's workspace cache, so every call
+    it shares with the base run (all of extraction, the baselines) is answered from the cache
+    instead of being paid for again. Returns the highest copied call id: rows up to it were
+    made by the base run and are left out of this run's token counts.
+    """
+    # ATTACH and DETACH cannot run inside a transaction: only the copy is one.
+    ws.db.execute("ATTACH DATABASE ? AS src", [str(source)])
+    try:
+        with ws.write() as db:
+            cols = ", ".join(c.name for c in db["llm_calls"].columns)
+            db.execute(f"INSERT INTO llm_calls ({cols}) SELECT {cols} FROM src.llm_calls")
+            db.execute("INSERT OR IGNORE INTO texts (sha256, text) "
+                       "SELECT sha256, text FROM src.texts")
+    finally:
+        ws.db.execute("DETACH DATABASE src")
+    return int(ws.query("SELECT coalesce(max(id), 0) AS n FROM llm_calls")[0]["n"])
 
 
 def _needed_ctx(prompt_tokens: int, longest_input: int) -> int:
@@ -204,8 +226,9 @@ def _method(ws: Any, evaluation_id: int, count: Any) -> dict[str, Any]:
     }
 
 
-def _tokens(ws: Any, model: str, stages: tuple[str, ...]) -> dict[str, Any]:
-    """Tokens actually spent (cache hits log zero tokens, so resumed runs are not counted twice)."""
+def _tokens(ws: Any, model: str, stages: tuple[str, ...], after_id: int = 0) -> dict[str, Any]:
+    """Tokens actually spent (cache hits log zero tokens, so resumed runs are not counted twice;
+    calls up to ``after_id`` were copied from another workspace and are not counted at all)."""
     marks = ",".join("?" * len(stages))
     rows = ws.query(
         "SELECT stage, count(*) AS calls, coalesce(sum(cache_hit), 0) AS cache_hits, "
@@ -214,8 +237,9 @@ def _tokens(ws: Any, model: str, stages: tuple[str, ...]) -> dict[str, Any]:
         "coalesce(sum(cached_tokens), 0) AS cached_input_tokens, "
         "round(coalesce(sum(latency_s), 0), 1) AS latency_s, "
         "round(coalesce(sum(cost_usd), 0), 4) AS cost_usd "
-        f"FROM llm_calls WHERE model = ? AND stage IN ({marks}) GROUP BY stage ORDER BY stage",
-        [model, *stages])
+        f"FROM llm_calls WHERE model = ? AND stage IN ({marks}) AND id > ? "
+        "GROUP BY stage ORDER BY stage",
+        [model, *stages, after_id])
     total = {k: 0 for k in ("calls", "cache_hits", "input_tokens", "output_tokens",
                             "cached_input_tokens", "latency_s", "cost_usd")}
     for r in rows:
@@ -248,8 +272,19 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     from pld.tasks.store import loaded_tasks, task_info
     from pld.workspace import open_workspace
 
-    path = workspace_path(Path(args.work), task, sizes, args.seed, args.teacher, args.student)
+    variant = "bylabel" if args.by_label else ""
+    path = workspace_path(Path(args.work), task, sizes, args.seed, args.teacher, args.student,
+                          variant)
+    seed_file = path.with_suffix(".seed.json")
     ws = open_workspace(path)
+    base = workspace_path(Path(args.work), task, sizes, args.seed, args.teacher, args.student)
+    unused = not ws.query("SELECT 1 FROM llm_calls LIMIT 1")
+    if variant and unused and base.exists():
+        seed_file.write_text(json.dumps({"source": base.name,
+                                         "max_call_id": seed_call_cache(ws, base)}))
+        print(f"   call cache seeded from {base.name}")
+    seeded = json.loads(seed_file.read_text()) if seed_file.exists() else None
+    after_id = seeded["max_call_id"] if seeded else 0
     if task not in {t.name for t in loaded_tasks(ws)}:
         options = {"context_tokens": sizes.context_tokens} if sizes.context_tokens else None
         load_task(ws, task, n_train=sizes.train, n_val=sizes.val, n_test=sizes.test,
@@ -307,7 +342,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         teacher=args.teacher, student=args.student, auto_approve_as=APPROVER,
         concurrency=args.concurrency, method=args.method, eps=args.eps,
         min_samples=args.min_samples, k=args.k, iterations=sizes.iterations,
-        few_shot=args.few_shot or None, seed=args.seed)
+        few_shot=args.few_shot or None, seed=args.seed, by_label=args.by_label)
     # A rerun resumes: the chain recognises its finished stages, the conflict loop included.
     summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
     st = summary.stages
@@ -347,8 +382,10 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
                           "val_history": _val_history(ws, task, args.student)},
         "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
                     "kind 'auto' in the audit trail (no human review)",
-        "tokens": {"teacher": _tokens(ws, args.teacher, TEACHER_STAGES),
-                   "student": _tokens(ws, args.student, STUDENT_STAGES)},
+        "consolidation": "by-label" if args.by_label else "all labels in one merge",
+        "call_cache_seeded_from": seeded["source"] if seeded else None,
+        "tokens": {"teacher": _tokens(ws, args.teacher, TEACHER_STAGES, after_id),
+                   "student": _tokens(ws, args.student, STUDENT_STAGES, after_id)},
         "models": {"teacher": args.teacher, "student": args.student},
         "wall_s_this_invocation": round(wall, 1),
         "stage_s_this_invocation": _stage_seconds(ws, task, first_run),
@@ -429,8 +466,17 @@ def markdown_table(data: dict[str, Any]) -> str:
             ours = ["not run yet"] + ["-"] * 4
         lines.append(f"| {name} | {metric} | {before:.2f} → {after:.2f} | " + " | ".join(ours)
                      + " |")
+        for variant, blocks in data.get("variants", {}).items():
+            v = blocks.get(name)
+            if v and "zero_shot" in v:
+                lines.append(f"| {name}, {variant.replace('_', '-')} consolidation | {metric} | "
+                             f"| {_fmt(v['zero_shot'], key)} | {_fmt(v['few_shot'], key)} | "
+                             f"{_fmt(v['pld_clustered'], key)} | "
+                             f"{_fmt(v['pld_post_conflict'], key)} | {v['n_test']} |")
+    blocks = [*tasks.values(), *(b for v in data.get("variants", {}).values()
+                                  for b in v.values())]
     models = sorted({f"{t['models']['teacher']} → {t['models']['student']}"
-                     for t in tasks.values() if t and "models" in t})
+                     for t in blocks if t and "models" in t})
     if models:
         lines.append("")
         lines.append(f"Ours: teacher → student {', '.join(models)}; machine "
@@ -469,6 +515,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=None,
                    help="Parallel teacher calls (default: 1 local, 8 remote).")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--by-label", action="store_true",
+                   help="Consolidate each label's rules apart (consolidate --by-label). "
+                        "Results go to variants.by_label.TASK; a new workspace's call cache is "
+                        "seeded from the base run's, so shared calls are not paid again.")
     p.add_argument("--work", default=str(WORK), help="Folder of the benchmark workspaces.")
     p.add_argument("--out", default=None, help="Results file (default bench/results/quality.json"
                                                ", quality.quick.json with --quick).")
@@ -530,7 +580,10 @@ def main(argv: list[str] | None = None) -> int:
         def update(data: dict[str, Any], task: str = task, block: dict[str, Any] = block,
                    machine: dict[str, Any] = machine) -> None:
             data["machine"] = machine
-            data.setdefault("tasks", {})[task] = block
+            if args.by_label:  # a variant of the method: kept beside the base run, not over it
+                data.setdefault("variants", {}).setdefault("by_label", {})[task] = block
+            else:
+                data.setdefault("tasks", {})[task] = block
             data["paper"] = {k: {"metric": m, "baseline": b, "pld": a, "model": "Gemma-3 4B"}
                              for k, (m, b, a) in PAPER.items()}
             data["notes"] = ("Each task block comes from its own run (see its models, sizes "
@@ -539,7 +592,11 @@ def main(argv: list[str] | None = None) -> int:
 
         data = merge_json(args.out, update)
         print(f"\nwrote {args.out}")
-        print_results(data["tasks"])
+        print_results(data.get("tasks", {}))
+        if data.get("variants"):
+            print("\nvariants:")
+            print_results({f"{t} ({v})": b for v, blocks in data["variants"].items()
+                           for t, b in blocks.items()})
         if not args.quick and args.out.resolve() == (RESULTS / "quality.json").resolve():
             update_readme(data)
     return 1 if failed else 0
