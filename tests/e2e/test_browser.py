@@ -25,15 +25,26 @@ STEP_TIMEOUT_MS = 30_000    # a page run, a button's callback
 JOB_TIMEOUT_MS = 180_000    # a background job (clustering loads the embedding model first)
 QUIET_MS = 300              # how long the app must stay idle to count as settled
 
-# Counts the runs the app starts: the attribute flips to "running" for each script run.
+# Counts the runs the app starts: the attribute flips to "running" for each script run. Under
+# load React may also re-mount the element already "running" (a childList change, no attribute
+# change), so added nodes are looked at too.
 _RUN_COUNTER = """
 (() => {
   window.__pldRuns = 0;
+  const RUNNING = '[data-test-script-state="running"]';
   new MutationObserver((records) => {
     for (const r of records) {
-      if (r.target.getAttribute('data-test-script-state') === 'running') window.__pldRuns++;
+      if (r.type === 'attributes') {
+        if (r.target.getAttribute('data-test-script-state') === 'running') window.__pldRuns++;
+        continue;
+      }
+      for (const n of r.addedNodes) {
+        if (n.nodeType === 1 && (n.matches(RUNNING) || n.querySelector(RUNNING))) {
+          window.__pldRuns++;
+        }
+      }
     }
-  }).observe(document, {attributes: true, subtree: true,
+  }).observe(document, {attributes: true, childList: true, subtree: true,
                         attributeFilter: ['data-test-script-state']});
 })();
 """
