@@ -85,7 +85,7 @@ PAPER = {  # arXiv 2602.21103, Gemma-3 4B student: baseline -> PLD (their test s
     "contract-nli": ("macro-F1", 0.67, 0.83),
     "logiqa": ("accuracy", 0.67, 0.70),
 }
-README = REPO / "bench" / "README.md"
+READMES = (REPO / "README.md", REPO / "bench" / "README.md")
 
 
 # -- estimate -------------------------------------------------------------------------------------
@@ -486,8 +486,9 @@ def markdown_table(data: dict[str, Any]) -> str:
 
 
 def update_readme(data: dict[str, Any]) -> None:
-    """Put the current results into the README's quality table."""
-    replace_block(README, "quality-table", markdown_table(data))
+    """Put the current results into the READMEs' quality tables."""
+    for readme in READMES:
+        replace_block(readme, "quality-table", markdown_table(data))
 
 
 # -- main -----------------------------------------------------------------------------------------

@@ -557,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.out}")
     print_table(["measure", "value", "target", "met", "measured"], rows)
     if args.out.resolve() == (RESULTS / "speed.json").resolve():
-        replace_block(REPO / "bench" / "README.md", "speed-table", markdown_table(data))
+        for readme in (REPO / "README.md", REPO / "bench" / "README.md"):
+            replace_block(readme, "speed-table", markdown_table(data))
     return 0
 
 
