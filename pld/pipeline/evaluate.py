@@ -6,6 +6,10 @@ Every method is just a different system prompt in front of the same example mess
 exported ``prompt.md`` hit the call cache of the version it was exported from, so the stored
 score is reproduced exactly. One ``evaluations`` row per evaluation holds the metrics together
 with the model, the split and the prompt's sha256.
+
+Evaluating is idempotent and resumable like every stage: the same method, prompt, student, split,
+limit and seed again returns the stored evaluation (no new rows), and an evaluation whose run was
+interrupted continues that run, skipping the items it already has.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.metrics import score
-from pld.pipeline.runs import ProgressCallback
+from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
 from pld.pipeline.student import get_prompt, predict, sha256_text
 from pld.tasks.store import TaskInfo, task_info
 from pld.workspace import Workspace, dumps, loads, now
@@ -163,10 +167,17 @@ def evaluate(
         # Kept so that compare() can diff any two evaluated prompts, baselines included.
         db["texts"].insert({"sha256": sha, "text": text}, ignore=True)
 
+    params["seed"] = seed  # it seeds the bootstrap CI: another seed is another evaluation
+    same = {"method": method, "prompt_sha256": sha, "student": student, "split": split,
+            "limit": limit, "seed": seed}
+    run, stored = _earlier(ws, task, same)
+    if stored is not None:
+        return _result(stored)
     result = predict(
         ws, task, student, system_prompt=text, split=split, limit=limit, kind="eval",
         params={"method": method, "prompt_version": prompt_version, **params},
         concurrency=concurrency, on_progress=on_progress,
+        run_id=run["id"] if run is not None else None,
     )
     metrics = score(result.gold, result.pred, info.labels, seed=seed)
     with ws.write() as db:
@@ -177,6 +188,35 @@ def evaluate(
         }).last_pk)
     return EvalResult(eval_id, method, metrics, sha, result.run_id, student, split,
                       metrics["n"], prompt_version)
+
+
+def _earlier(ws: Workspace, task: str, same: dict[str, Any]
+             ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The latest eval run of ``task`` whose params match ``same``, and its stored evaluation.
+
+    ``(None, None)``: never evaluated. ``(run, evaluation)``: done, nothing to do.
+    ``(run, None)``: the run stopped before its evaluation was stored, so it is resumed.
+    """
+    mark_dead_runs(ws)  # a killed evaluation's run is no longer "running"
+    for run in ws.query("SELECT * FROM runs WHERE task = ? AND kind = 'eval' AND "
+                        "status != 'running' ORDER BY id DESC", [task]):
+        params = loads(run["params"], {})
+        if any(params.get(k) != v for k, v in same.items()):
+            continue
+        rows = ws.query("SELECT * FROM evaluations WHERE run_id = ? ORDER BY id DESC LIMIT 1",
+                        [run["id"]])
+        if rows and run["status"] == DONE:
+            row = rows[0]
+            row["metrics"] = loads(row["metrics"], {})
+            return run, row
+        return run, None
+    return None, None
+
+
+def _result(row: dict[str, Any]) -> EvalResult:
+    return EvalResult(row["id"], row["method"], row["metrics"], row["prompt_sha256"],
+                      row["run_id"], row["student"], row["split"], row["n"],
+                      row["prompt_version"])
 
 
 def _row(ws: Workspace, eval_id: int) -> dict[str, Any]:

@@ -181,3 +181,58 @@ def test_compare_lists_flipped_items_and_prompt_diff(ws: Workspace,
     assert back["right_to_wrong"] == fixed and back["wrong_to_right"] == []
     with pytest.raises(BadInput, match="evaluation 999 not found"):
         ev.compare(ws, 999, zero.evaluation_id)
+
+
+def test_same_evaluation_again_returns_the_stored_one(ws: Workspace,
+                                                      fake_openai: FakeOpenAI) -> None:
+    load_reviews(ws)
+    fake_openai.responder = keyword_student
+    model = fake_openai.model_string()
+    first = ev.evaluate(ws, TASK, model, zero_shot=True, limit=6)
+    requests = len(fake_openai.requests)
+    rows = {t: ws.query(f"SELECT count(*) AS n FROM {t}")[0]["n"]
+            for t in ("runs", "predictions", "evaluations", "llm_calls")}
+
+    again = ev.evaluate(ws, TASK, model, zero_shot=True, limit=6)
+
+    assert again == first
+    assert len(fake_openai.requests) == requests
+    assert rows == {t: ws.query(f"SELECT count(*) AS n FROM {t}")[0]["n"] for t in rows}
+    # Another bootstrap seed or another limit is another evaluation.
+    assert ev.evaluate(ws, TASK, model, zero_shot=True, limit=6, seed=1).evaluation_id \
+        != first.evaluation_id
+    assert ev.evaluate(ws, TASK, model, zero_shot=True, limit=5).evaluation_id \
+        != first.evaluation_id
+
+
+def test_interrupted_evaluation_resumes_its_run(ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    load_reviews(ws)
+    items = ws.query("SELECT text FROM examples WHERE split = 'test' ORDER BY id LIMIT 6")
+    broken = {"on": True}
+
+    def flaky(body: dict[str, object]) -> str:
+        # The fourth item cannot be answered until the "server" is fixed.
+        if broken["on"] and items[3]["text"] in str(body["messages"]):
+            raise RuntimeError("server down")
+        return keyword_student(body)
+
+    fake_openai.responder = flaky
+    model = fake_openai.model_string()
+    with pytest.raises(Exception, match="fake-model"):
+        ev.evaluate(ws, TASK, model, zero_shot=True, limit=6, concurrency=1)
+    (run,) = ws.query("SELECT * FROM runs WHERE kind = 'eval'")
+    assert run["status"] == "failed"
+    assert ws.query("SELECT count(*) AS n FROM predictions")[0]["n"] == 3
+    assert ws.query("SELECT count(*) AS n FROM evaluations")[0]["n"] == 0
+
+    broken["on"] = False
+    before = len(fake_openai.requests)
+    result = ev.evaluate(ws, TASK, model, zero_shot=True, limit=6, concurrency=1)
+
+    assert result.run_id == run["id"] and result.n == 6
+    # Only the items the first try lacked were asked (an unparseable one is re-asked once).
+    asked = {next(m for m in b["messages"] if m["role"] == "user")["content"]
+             for b in fake_openai.requests[before:]}
+    assert asked == {r["text"] for r in items[3:]}
+    assert ws.query("SELECT count(*) AS n FROM predictions")[0]["n"] == 6
+    assert ws.query("SELECT count(*) AS n FROM runs")[0]["n"] == 1
