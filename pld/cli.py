@@ -147,13 +147,16 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--val", "n_val", type=int, default=None, help="Validation examples (0 = all).")
 @click.option("--test", "n_test", type=int, default=None, help="Test examples (0 = all).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--context-tokens", type=int, default=None,
+              help="contract-nli: input budget per example in tokens (default 1500); a longer "
+                   "NDA keeps its passages most relevant to the hypothesis, and says so.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
              text_column: str, label_column: str, id_column: str | None,
              description: str | None, n_train: int | None, n_val: int | None,
-             n_test: int | None, seed: int, as_json: bool) -> None:
+             n_test: int | None, seed: int, context_tokens: int | None, as_json: bool) -> None:
     """Load a task's splits into the workspace (deterministic for a seed)."""
     from pld.tasks import load_custom, load_task
     from pld.tasks.custom import task_name_for
@@ -171,7 +174,11 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
         if file is not None or description is not None:
             # A built-in task brings its own description; silently dropping one would mislead.
             raise BadInput(f"load {task}: --file and --description are only for custom tasks")
-        counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+        if context_tokens is not None and task != "contract-nli":
+            raise BadInput(f"load {task}: --context-tokens is only for contract-nli")
+        options = {"context_tokens": context_tokens} if context_tokens is not None else None
+        counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                           options=options)
     _emit({"task": task, "splits": counts}, as_json,
           lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
 

@@ -59,6 +59,8 @@ def test_load_demo_then_tasks_shows_it_loaded(ws_path: Path) -> None:
     ["extract", "demo", "--teacher", "local/default"],  # task not loaded
     ["eval", "demo", "--student", "local/default"],  # no method chosen
     ["--workspace", "/proc/nope/ws.db", "tasks"],  # its folder cannot be created
+    ["load", "demo", "--context-tokens", "500"],  # only contract-nli has an input budget
+    ["load", "contract-nli", "--context-tokens", "10"],  # too small to hold a hypothesis
 ])
 def test_bad_input_exits_2_with_one_line(ws_path: Path, args: list[str]) -> None:
     r = pld(*args, ws=ws_path)
@@ -96,6 +98,20 @@ def test_load_custom_takes_the_description_the_upload_form_takes(
     assert desc == "Decide whether a bank alert is fraud."
     r = pld("load", "demo", "--description", "x", ws=ws_path)
     assert r.returncode == 2 and "only for custom tasks" in r.stderr
+
+
+def test_load_contract_nli_with_a_smaller_input_budget(ws_path: Path) -> None:
+    import sqlite3
+
+    r = pld("load", "contract-nli", "--context-tokens", "300", "--train", "4", "--val", "2",
+            "--test", "2", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(ws_path) as db:
+        [params] = db.execute("SELECT params FROM tasks WHERE name = 'contract-nli'").fetchone()
+        texts = [t for (t,) in db.execute("SELECT text FROM examples")]
+    assert json.loads(params)["context_tokens"] == 300
+    # NDAs are far longer than 300 tokens: every input is shortened, and says so.
+    assert all("[Excerpt: " in t and "the rest omitted]" in t for t in texts)
 
 
 def test_stage_before_its_inputs_exits_2(ws_path: Path) -> None:
