@@ -156,10 +156,10 @@ def workspace_path(work: Path, task: str, sizes: Sizes, seed: int, teacher: str,
 def seed_call_cache(ws: Any, source: Path) -> int:
     """Copy the LLM call log of the workspace at ``source`` into the new, empty ``ws``.
 
-    A method variant (``--by-label``) starts from the base run's workspace cache, so every call
-    it shares with the base run (all of extraction, the baselines) is answered from the cache
-    instead of being paid for again. Returns the highest copied call id: rows up to it were
-    made by the base run and are left out of this run's token counts.
+    A method variant (``--merge by-label`` or ``medoid``) starts from the base run's workspace
+    cache, so every call it shares with the base run (all of extraction, the baselines) is
+    answered from the cache instead of being paid for again. Returns the highest copied call
+    id: rows up to it were made by the base run and are left out of this run's token counts.
     """
     # ATTACH and DETACH cannot run inside a transaction: only the copy is one.
     ws.db.execute("ATTACH DATABASE ? AS src", [str(source)])
@@ -272,7 +272,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     from pld.tasks.store import loaded_tasks, task_info
     from pld.workspace import open_workspace
 
-    variant = "bylabel" if args.by_label else ""
+    variant = "" if args.merge == "all" else f"merge-{args.merge}"
     path = workspace_path(Path(args.work), task, sizes, args.seed, args.teacher, args.student,
                           variant)
     seed_file = path.with_suffix(".seed.json")
@@ -342,7 +342,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         teacher=args.teacher, student=args.student, auto_approve_as=APPROVER,
         concurrency=args.concurrency, method=args.method, eps=args.eps,
         min_samples=args.min_samples, k=args.k, iterations=sizes.iterations,
-        few_shot=args.few_shot or None, seed=args.seed, by_label=args.by_label)
+        few_shot=args.few_shot or None, seed=args.seed, merge=args.merge)
     # A rerun resumes: the chain recognises its finished stages, the conflict loop included.
     summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
     st = summary.stages
@@ -382,7 +382,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
                           "val_history": _val_history(ws, task, args.student)},
         "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
                     "kind 'auto' in the audit trail (no human review)",
-        "consolidation": "by-label" if args.by_label else "all labels in one merge",
+        "consolidation_merge": args.merge,
         "call_cache_seeded_from": seeded["source"] if seeded else None,
         "tokens": {"teacher": _tokens(ws, args.teacher, TEACHER_STAGES, after_id),
                    "student": _tokens(ws, args.student, STUDENT_STAGES, after_id)},
@@ -469,7 +469,7 @@ def markdown_table(data: dict[str, Any]) -> str:
         for variant, blocks in data.get("variants", {}).items():
             v = blocks.get(name)
             if v and "zero_shot" in v:
-                lines.append(f"| {name}, {variant.replace('_', '-')} consolidation | {metric} | "
+                lines.append(f"| {name}, consolidate --{variant.replace('-', ' ', 1)} | {metric} | "
                              f"| {_fmt(v['zero_shot'], key)} | {_fmt(v['few_shot'], key)} | "
                              f"{_fmt(v['pld_clustered'], key)} | "
                              f"{_fmt(v['pld_post_conflict'], key)} | {v['n_test']} |")
@@ -516,10 +516,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=None,
                    help="Parallel teacher calls (default: 1 local, 8 remote).")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--by-label", action="store_true",
-                   help="Consolidate each label's rules apart (consolidate --by-label). "
-                        "Results go to variants.by_label.TASK; a new workspace's call cache is "
-                        "seeded from the base run's, so shared calls are not paid again.")
+    p.add_argument("--merge", default="all", choices=["all", "by-label", "medoid"],
+                   help="How consolidate turns a cluster into a heuristic (consolidate --merge). "
+                        "Other than 'all', results go to variants.merge-MODE.TASK and a new "
+                        "workspace's call cache is seeded from the base run's, so shared calls "
+                        "are not paid again.")
     p.add_argument("--work", default=str(WORK), help="Folder of the benchmark workspaces.")
     p.add_argument("--out", default=None, help="Results file (default bench/results/quality.json"
                                                ", quality.quick.json with --quick).")
@@ -581,8 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         def update(data: dict[str, Any], task: str = task, block: dict[str, Any] = block,
                    machine: dict[str, Any] = machine) -> None:
             data["machine"] = machine
-            if args.by_label:  # a variant of the method: kept beside the base run, not over it
-                data.setdefault("variants", {}).setdefault("by_label", {})[task] = block
+            if args.merge != "all":  # a variant of the method: kept beside the base run
+                data.setdefault("variants", {}).setdefault(f"merge-{args.merge}", {})[task] = block
             else:
                 data.setdefault("tasks", {})[task] = block
             data["paper"] = {k: {"metric": m, "baseline": b, "pld": a, "model": "Gemma-3 4B"}

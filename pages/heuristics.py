@@ -233,9 +233,10 @@ def _remove_approver(ws: Workspace, task: str) -> None:
 
 
 def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
-    by_label = ["--by-label"] if st.session_state.get("h_by_label") else []
+    merge = st.session_state.get("h_merge_mode", "all")
+    extra = [] if merge == "all" else ["--merge", merge]
     try:
-        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher, *by_label])
+        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher, *extra])
     except (BadInput, OSError) as e:
         page.flash("error", f"Could not start consolidate: {e}")
     else:
@@ -244,16 +245,22 @@ def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
 
 # -- drawing --------------------------------------------------------------------------------------
 
+MERGE_MODES = {"all": "teacher merges all rules (paper)",
+               "by-label": "teacher merges each label apart",
+               "medoid": "most typical rule per label (no teacher call)"}
+
+
 def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
     teacher = sidebar.model("teacher")
     with st.expander("Consolidate clusters into heuristics", expanded=empty):
         st.write(f"The teacher `{teacher}` merges each cluster's rules into one draft heuristic, "
                  "keeping minority labels and edge cases explicit. Clusters that already have "
                  "a heuristic are skipped, so running it again only fills the gaps.")
-        st.checkbox("Merge each label's rules on their own", key="h_by_label",
-                    help="Each label's rules of a cluster are merged separately and the parts "
-                         "joined, so no label can be dropped. Helps a small teacher, which "
-                         "tends to keep only the majority label when merging.")
+        st.radio("How a cluster becomes a heuristic", list(MERGE_MODES), key="h_merge_mode",
+                 format_func=MERGE_MODES.get, horizontal=True,
+                 help="The paper lets the teacher merge all of a cluster's rules. A small "
+                      "teacher tends to keep one odd rule and drop the minority labels: merging "
+                      "each label apart, or keeping each label's most typical rule, avoids that.")
         busy = page.is_busy(ws, task, "consolidate")
         st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,
                   on_click=_start_consolidate, args=(ws, task, teacher),

@@ -688,14 +688,16 @@ def clusters_split(ctx: click.Context, clustering_id: int, cluster_id: int, k: i
 @click.option("--concurrency", type=int, default=None)
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the clusters that failed before.")
-@click.option("--by-label", is_flag=True,
-              help="Merge each label's rules of a cluster on their own and join the parts, so "
-                   "no label is dropped (helps weak teachers).")
+@click.option("--merge", type=click.Choice(["all", "by-label", "medoid"]), default="all",
+              show_default=True,
+              help="How a cluster becomes a heuristic: the teacher merges all its rules (the "
+                   "paper), or each label's rules apart (parts joined), or no teacher call: "
+                   "each label's most central rule (medoid), joined.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: int | None,
-                    concurrency: int | None, retry_failed: bool, by_label: bool,
+                    concurrency: int | None, retry_failed: bool, merge: str,
                     as_json: bool) -> None:
     """Stage 3: one heuristic per cluster, keeping minority labels and edge cases."""
     from dataclasses import asdict
@@ -704,7 +706,7 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
 
     _check_model(teacher)
     s = consolidate(_ws(ctx), task, teacher, clustering_id=clustering_id,
-                    concurrency=concurrency, retry_failed=retry_failed, by_label=by_label,
+                    concurrency=concurrency, retry_failed=retry_failed, merge=merge,
                     on_progress=_Progress("consolidate"))
     _emit(asdict(s), as_json, lambda d: (
         f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
@@ -1363,9 +1365,11 @@ def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--retry-failed", is_flag=True,
               help="Ask failed extract examples and consolidate clusters again.")
-@click.option("--by-label", is_flag=True,
-              help="Merge each label's rules of a cluster on their own and join the parts, so "
-                   "no label is dropped (helps weak teachers).")
+@click.option("--merge", type=click.Choice(["all", "by-label", "medoid"]), default="all",
+              show_default=True,
+              help="How a cluster becomes a heuristic: the teacher merges all its rules (the "
+                   "paper), or each label's rules apart (parts joined), or no teacher call: "
+                   "each label's most central rule (medoid), joined.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -1373,7 +1377,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
             auto_approve_as: str | None, limit: int | None, concurrency: int | None,
             method: str, eps: str, min_samples: int, k: int | None, iterations: int,
             val_limit: int | None, test_limit: int | None, few_shot: int | None,
-            out_dir: Path | None, seed: int, retry_failed: bool, by_label: bool,
+            out_dir: Path | None, seed: int, retry_failed: bool, merge: str,
             as_json: bool) -> None:
     """All stages for one task: extract, cluster, consolidate, (approve, resolve, eval, export)."""
     from dataclasses import asdict
@@ -1393,7 +1397,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         concurrency=concurrency, method=method, eps=eps_value, min_samples=min_samples, k=k,
         iterations=iterations, val_limit=val_limit, test_limit=test_limit, few_shot=few_shot,
         out_dir=out_dir or Path("data") / "exports" / task, seed=seed, retry_failed=retry_failed,
-        by_label=by_label)
+        merge=merge)
     s = run_chain(_ws(ctx), task, options, on_progress=_Progress(task))
 
     def text(d: dict[str, Any]) -> str:

@@ -53,7 +53,7 @@ class ChainOptions:
     out_dir: Path | None = None
     seed: int = 0
     retry_failed: bool = False  # ask failed extract rows and consolidate clusters again
-    by_label: bool = False  # consolidate each label's rules of a cluster on their own
+    merge: str = "all"  # how consolidate turns a cluster into a heuristic: all, by-label, medoid
 
 
 @dataclass
@@ -153,7 +153,7 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
     s.stages["cluster"] = _cluster(ws, task, o)
     cs = consolidate(ws, task, o.teacher, clustering_id=s.stages["cluster"]["clustering_id"],
                      concurrency=o.concurrency, retry_failed=o.retry_failed,
-                     by_label=o.by_label, on_progress=on_progress)
+                     merge=o.merge, on_progress=on_progress)
     s.stages["consolidate"] = cs.to_dict()
     if not o.auto_approve_as:
         s.stopped = "awaiting-review"

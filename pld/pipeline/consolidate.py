@@ -15,8 +15,15 @@ chunks of rules (grouped by label, so a minority label's rules stay together) ar
 into partial heuristics, which are merged again, in groups of at most ``max_rules_per_call``,
 until one call merges the rest. Every rule id stays in ``source_rule_ids`` either way.
 
-``by_label`` (``--by-label``) goes one step further for weak teachers: each label's rules of a
-cluster are merged on their own and the parts joined as they are, so a label cannot be dropped.
+``merge`` chooses how a cluster's rules become one heuristic:
+
+* ``all`` (default, the paper's method): the teacher merges all of them in one go, as above.
+* ``by-label``: the teacher merges each label's rules on its own and the parts are joined as
+  they are, so a label cannot be dropped.
+* ``medoid``: no teacher call. Of each label's rules in the cluster, the most central one (the
+  closest to the group's mean embedding) is kept, and those are joined. For a teacher too weak
+  to generalise many rules into one (a small local model tends to copy one odd rule), the most
+  typical rule it wrote is often the better summary.
 
 A reply that is not the expected JSON is re-asked once with the parse error; if that fails too the
 cluster is reported as failed, gets no heuristic row, and its error is kept in
@@ -34,18 +41,22 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import parse_model
+from pld.pipeline.embed import load_vectors
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.prompts import render
 from pld.tasks.store import TaskInfo, task_info
 from pld.workspace import Workspace, dumps, now
 
 MAX_TOKENS = 1024
-DIRECT, HIERARCHICAL, BY_LABEL = "direct", "hierarchical", "by-label"
+DIRECT, HIERARCHICAL, BY_LABEL, MEDOID = "direct", "hierarchical", "by-label", "medoid"
+MERGES = ("all", BY_LABEL, MEDOID)
 RULES_KIND = "rules (micro-instructions), each written by a teacher for one training example"
 PARTS_KIND = "partial heuristics, each consolidated from a part of the cluster's rules"
 
@@ -105,7 +116,8 @@ class _Context:
     clustering_id: int
     max_rules: int
     schema: dict[str, Any]
-    by_label: bool = False
+    merge: str = "all"
+    embed_model: str = ""
 
 
 @dataclass(frozen=True)
@@ -344,6 +356,19 @@ def _reduce_by_label(ctx: _Context, rules: list[Rule]) -> tuple[Part, str]:
     return Part(" ".join(texts), _ordered_labels(counts), counts), BY_LABEL
 
 
+def _medoids(ctx: _Context, rules: list[Rule]) -> tuple[Part, str]:
+    """Each label's most central rule (cosine to the group's mean embedding), joined."""
+    counts = Counter(r.label for r in rules)
+    texts = []
+    for lab in _ordered_labels(counts):
+        group = [r for r in rules if r.label == lab]
+        vectors = load_vectors(ctx.ws, [r.id for r in group], ctx.embed_model)
+        centre = vectors.mean(axis=0)
+        # Ties go to the lowest rule id: the same rules always give the same heuristic.
+        texts.append(group[int(np.argmax(vectors @ centre))].text)
+    return Part(" ".join(texts), _ordered_labels(counts), counts), MEDOID
+
+
 def _dropped(part: Part) -> tuple[str, ...]:
     covered = {lab.strip().lower() for lab in part.labels_covered}
     return tuple(lab for lab in _ordered_labels(part.counts) if lab.lower() not in covered)
@@ -390,7 +415,8 @@ def _try_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _Outcome:
     if not rules:
         return _Outcome(cluster_id, error="cluster has no rules")
     try:
-        part, method = (_reduce_by_label if ctx.by_label else _reduce)(ctx, rules)
+        reduce = {"all": _reduce, BY_LABEL: _reduce_by_label, MEDOID: _medoids}[ctx.merge]
+        part, method = reduce(ctx, rules)
     except (ReplyError, calls.CallFailed) as e:
         return _Outcome(cluster_id, error=f"{type(e).__name__}: {e}")
     hid = _store(ctx, cluster_id, rules, part, method)
@@ -457,13 +483,14 @@ def consolidate(
     concurrency: int | None = None,
     max_rules_per_call: int = 30,
     retry_failed: bool = False,
-    by_label: bool = False,
+    merge: str = "all",
     on_progress: ProgressCallback | None = None,
 ) -> ConsolidateSummary:
     """Write one draft heuristic per cluster that has none yet; return what was done.
 
-    ``by_label`` merges each label's rules of a cluster separately and joins the results (see
-    :func:`_reduce_by_label`), instead of one merge over all of the cluster's rules.
+    ``merge``: ``all`` (the teacher merges a cluster's rules in one go), ``by-label`` (each
+    label's rules apart, parts joined) or ``medoid`` (each label's most central rule, joined; no
+    teacher call). See the module docstring.
 
     Clusters this teacher failed to consolidate before stay failed (no call) unless
     ``retry_failed``.
@@ -472,6 +499,8 @@ def consolidate(
     when the task has no clustering or the clustering has no clusters.
     """
     concurrency = _check_args(teacher, concurrency, max_rules_per_call)
+    if merge not in MERGES:
+        raise BadInput(f"--merge must be one of {', '.join(MERGES)}, got {merge!r}")
     info = task_info(ws, task)
     clustering = choose_clustering(ws, task, clustering_id)
     cid = int(clustering["id"])
@@ -486,13 +515,13 @@ def consolidate(
     todo = {k: v for k, v in clusters.items() if k not in done and k not in failed_before}
     params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
               "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL,
-              "retry_failed": retry_failed, "by_label": by_label}
+              "retry_failed": retry_failed, "merge": merge}
     with stage_run(ws, task, "consolidate", params, on_progress) as run:
         summary = ConsolidateSummary(run.id, cid, skipped=len(done),
                                      failed_before=len(failed_before), errors=failed_before)
         run.set_total(len(clusters), done=len(done) + len(failed_before))
         ctx = _Context(ws, info, teacher, run.id, cid, max_rules_per_call,
-                       reply_schema(info.labels), by_label)
+                       reply_schema(info.labels), merge, clustering.get("embed_model") or "")
         _work(ctx, todo, concurrency, summary, run)
     summary.heuristic_ids.sort()
     summary.hierarchical.sort()

@@ -217,18 +217,19 @@ def test_consolidate_starts_a_background_job(open_page: OpenPage, populated_ws: 
     assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher]]
 
 
-def test_consolidate_by_label_passes_the_flag(open_page: OpenPage, populated_ws: Populated,
-                                              fake_openai: FakeOpenAI) -> None:
+def test_consolidate_with_another_merge_mode_passes_it(open_page: OpenPage,
+                                                      populated_ws: Populated,
+                                                      fake_openai: FakeOpenAI) -> None:
     teacher = fake_openai.model_string()
     at = open_page("heuristics", task=populated_ws.task, reviewer="ana", teacher=teacher)
     at.run()
-    at.checkbox(key="h_by_label").check().run()
+    at.radio(key="h_merge_mode").set_value("medoid").run()
     at.button(key="h_consolidate").click().run()
     assert not at.exception
     with populated_ws.open() as ws:
         started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
     assert [j.args for j in started] == [
-        ["consolidate", populated_ws.task, "--teacher", teacher, "--by-label"]]
+        ["consolidate", populated_ws.task, "--teacher", teacher, "--merge", "medoid"]]
 
 
 def test_merge_two_heuristics_into_a_draft(open_page: OpenPage, populated_ws: Populated) -> None:

@@ -159,7 +159,7 @@ def test_by_label_merges_each_label_apart_and_keeps_every_label(
         {"heuristic": "merged " + " ".join(map(str, rule_ids_in(prompt_of(body)))),
          "labels_covered": ["true"]})
 
-    summary = consolidate(ws, TASK, fake_openai.model_string(), by_label=True)
+    summary = consolidate(ws, TASK, fake_openai.model_string(), merge="by-label")
 
     prompts = [prompt_of(b) for b in fake_openai.requests]
     # One call per label group of the mixed cluster; the lone rule needs none.
@@ -173,7 +173,58 @@ def test_by_label_merges_each_label_apart_and_keeps_every_label(
     audits = [loads(r["after"])["method"] for r in ws.query("SELECT after FROM reviews")]
     assert "by-label" in audits
     (run,) = ws.query("SELECT params FROM runs WHERE kind = 'consolidate'")
-    assert loads(run["params"])["by_label"] is True
+    assert loads(run["params"])["merge"] == "by-label"
+
+
+def add_vectors(ws: Workspace, vectors: dict[int, list[float]], model: str = "toy") -> None:
+    """Stored embeddings of rules (the clustering names ``model`` as its embedder)."""
+    import numpy as np
+
+    with ws.write() as db:
+        db["embeddings"].insert_all(
+            {"rule_id": rid, "model": model, "dim": len(v),
+             "vector": np.asarray(v, dtype=np.float32).tobytes(), "created_at": now()}
+            for rid, v in vectors.items())
+        db.execute("UPDATE clusterings SET embed_model = ?", [model])
+
+
+def test_medoid_keeps_each_labels_most_central_rule_without_a_call(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    load_task(ws)
+    odd, typical, near = add_rules(ws, [("If the claim mentions pants, answer true.", "true"),
+                                        ("If the claim cites a study, answer true.", "true"),
+                                        ("If the claim cites research, answer true.", "true")])
+    (minority,) = add_rules(ws, [("If the claim is satire, answer false.", "false")])
+    add_clustering(ws, [[odd, typical, near, minority]])
+    add_vectors(ws, {odd: [1.0, 0.0, 0.0], typical: [0.6, 0.8, 0.0], near: [0.0, 1.0, 0.0],
+                     minority: [0.0, 0.0, 1.0]})
+
+    summary = consolidate(ws, TASK, fake_openai.model_string(), merge="medoid")
+
+    assert fake_openai.requests == []
+    (row,) = ws.query("SELECT * FROM heuristics")
+    # The majority label's central rule first, then the minority label's only rule.
+    assert row["text"] == ("If the claim cites a study, answer true. "
+                           "If the claim is satire, answer false.")
+    assert loads(row["source_rule_ids"]) == [odd, typical, near, minority]
+    assert (summary.created, summary.dropped_labels) == (1, {})
+    (audit,) = ws.query("SELECT after FROM reviews")
+    assert loads(audit["after"])["method"] == "medoid"
+
+
+def test_medoid_needs_the_embeddings_and_a_known_mode(ws: Workspace,
+                                                      fake_openai: FakeOpenAI) -> None:
+    load_task(ws)
+    rules = add_rules(ws, [("If the claim cites a study, answer true.", "true")] * 2)
+    add_clustering(ws, [rules])
+    add_vectors(ws, {rules[0]: [1.0, 0.0]})  # the second rule was never embedded
+
+    # A setup problem of the whole stage, not a failed cluster: exit 2 with what to do.
+    with pytest.raises(NotReady, match="embed first"):
+        consolidate(ws, TASK, fake_openai.model_string(), merge="medoid")
+    assert ws.query("SELECT count(*) AS n FROM heuristics")[0]["n"] == 0
+    with pytest.raises(BadInput, match="--merge must be one of all, by-label, medoid"):
+        consolidate(ws, TASK, fake_openai.model_string(), merge="vote")
 
 
 def test_large_cluster_is_consolidated_hierarchically(ws: Workspace,
