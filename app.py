@@ -10,18 +10,19 @@ import streamlit as st
 
 from pld.ui import page
 
-st.set_page_config(page_title="PLD Studio", page_icon="📐", layout="wide")
+# Material icons ship with Streamlit as a font: emoji would need one on the reviewer's machine.
+st.set_page_config(page_title="PLD Studio", page_icon=":material/straighten:", layout="wide")
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/data.py", title="Data", icon="📥"),
-    st.Page("pages/extract.py", title="Micro-instructions", icon="✍️"),
-    st.Page("pages/clusters.py", title="Clusters", icon="🧩"),
-    st.Page("pages/heuristics.py", title="Heuristics", icon="✅"),
-    st.Page("pages/conflicts.py", title="Conflicts", icon="⚖️"),
-    st.Page("pages/evaluate.py", title="Evaluate", icon="📊"),
-    st.Page("pages/export.py", title="Export", icon="📦"),
-    st.Page("pages/calls.py", title="Calls", icon="📞"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/upload_file:"),
+    st.Page("pages/extract.py", title="Micro-instructions", icon=":material/edit_note:"),
+    st.Page("pages/clusters.py", title="Clusters", icon=":material/bubble_chart:"),
+    st.Page("pages/heuristics.py", title="Heuristics", icon=":material/rule:"),
+    st.Page("pages/conflicts.py", title="Conflicts", icon=":material/balance:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/bar_chart:"),
+    st.Page("pages/export.py", title="Export", icon=":material/ios_share:"),
+    st.Page("pages/calls.py", title="Calls", icon=":material/receipt_long:"),
 ]
 nav = st.navigation(pages)
 page.render_sidebar()

@@ -92,8 +92,10 @@ def _inline_error(where: str) -> None:
 def _builtin_section(ws: Workspace) -> None:
     statuses = [t for t in _statuses() if t["name"] != "custom"]
     by_name = {t["name"]: t for t in statuses}
+    names = list(by_name)
     name = st.selectbox(
-        "Task", list(by_name), key="data_task",
+        # The demo first: it needs no download, so a new user can start right away.
+        "Task", names, key="data_task", index=names.index("demo") if "demo" in names else 0,
         format_func=lambda n: n + ("" if by_name[n].get("available") else "  (data not found)"))
     info = by_name[name]
     st.caption(info.get("description") or "")

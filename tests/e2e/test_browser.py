@@ -85,6 +85,9 @@ class Ui:
 
     def rerun(self, action: object) -> None:
         """Do ``action`` (a callable) that makes the app run again; wait for that run to end."""
+        # A run still going (say, from a download click) would absorb the new one without a
+        # fresh flip to "running", and the counter below would wait for nothing.
+        self.settle()
         before = self.page.evaluate("window.__pldRuns")
         action()  # type: ignore[operator]
         self.page.wait_for_function("(n) => window.__pldRuns > n", arg=before,
@@ -114,6 +117,8 @@ class Ui:
                scope: Locator | None = None) -> None:
         """Pick ``option`` in the select box labelled ``label`` (a BaseWeb select)."""
         box = (scope or self.main).get_by_role("combobox", name=label, exact=True)
+        if isinstance(option, str) and box.input_value() == option:
+            return  # already chosen: picking it again would not rerun the app
         box.click()
         opt = self.page.get_by_role("option").filter(has_text=option).first
         self.rerun(opt.click)
