@@ -109,3 +109,22 @@ def test_run_without_auto_approval_stops_for_review(ws_path: Path) -> None:
     assert "approve" not in summary["stages"] and "eval" not in summary["stages"]
     listed = json.loads(pld("review", "list", "demo", "--json", ws=ws_path).stdout)
     assert listed["heuristics"] and all(h["status"] == "draft" for h in listed["heuristics"])
+
+
+def test_run_with_default_clustering_options(ws_path: Path) -> None:
+    # `run` without clustering options: DBSCAN with ε picked from the k-distance curve, as a
+    # new user would run it. The scripted rules are four near-identical groups, so DBSCAN must
+    # find them without falling back to k-means.
+    with FakeOpenAI(responder=scripted) as fake:
+        model = fake.model_string()
+        r = pld("run", "demo", "--teacher", model, "--student", model, "--auto-approve-as", "ci",
+                "--iterations", "0", "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    cluster = json.loads(r.stdout)["stages"]["cluster"]
+    assert cluster["fallback"] is None
+    assert cluster["n_clusters"] == 4 and cluster["noise_share"] == 0
+    with open_workspace(ws_path) as ws:
+        (row,) = ws.query("SELECT method, params FROM clusterings")
+    params = json.loads(row["params"])
+    assert row["method"] == "dbscan" and params["eps_method"] == "auto"
+    assert 0 < params["eps"] < 1
