@@ -128,3 +128,28 @@ def test_run_with_default_clustering_options(ws_path: Path) -> None:
     params = json.loads(row["params"])
     assert row["method"] == "dbscan" and params["eps_method"] == "auto"
     assert 0 < params["eps"] < 1
+
+
+def test_run_falls_back_to_kmeans_when_dbscan_finds_no_cluster(ws_path: Path) -> None:
+    def distinct_rules(body: dict[str, Any]) -> str:
+        if {"reasoning", "rule"} <= _schema_keys(body):
+            # Every rule quotes its own example, so no two are close at a tiny ε.
+            example = _user(body).split("## Example")[-1].split("Gold label")[0].strip()
+            gold = re.search(r"Gold label: (\S+)", _user(body)).group(1)  # type: ignore[union-attr]
+            return json.dumps({"reasoning": "r", "rule": f"If the text reads like "
+                                                         f"'{example[:60]}', then the label is "
+                                                         f"{gold}."})
+        return scripted(body)
+
+    with FakeOpenAI(responder=distinct_rules) as fake:
+        model = fake.model_string()
+        r = pld("run", "demo", "--teacher", model, "--student", model, "--auto-approve-as", "ci",
+                "--limit", "20", "--eps", "0.0001", "--iterations", "0", "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    cluster = json.loads(r.stdout)["stages"]["cluster"]
+    assert cluster["fallback"] == "dbscan found no clusters; fell back to kmeans k=3"
+    assert cluster["n_clusters"] == 3
+    with open_workspace(ws_path) as ws:
+        methods = [r["method"] for r in ws.query("SELECT method FROM clusterings ORDER BY id")]
+    # The empty DBSCAN clustering stays visible beside the k-means one the run went on with.
+    assert methods == ["dbscan", "kmeans"]
