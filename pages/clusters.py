@@ -105,12 +105,9 @@ def _move(ws: Workspace, clustering_id: int) -> None:
     target = None if chosen in (None, NOISE_ID) else int(chosen)
 
     def run(who: sidebar.Identity) -> str:
-        if not rule_ids:
-            raise BadInput("choose at least one rule to move")
         if chosen is None:
             raise BadInput("choose where to move the rules")
-        for rule_id in rule_ids:
-            clu.move_rule(ws, clustering_id, rule_id, target, who.name, identity_kind=who.kind)
+        clu.move_rules(ws, clustering_id, rule_ids, target, who.name, identity_kind=who.kind)
         where = NOISE_LABEL if target is None else f"cluster {target}"
         return f"Moved {len(rule_ids)} rule(s) to {where}."
 

@@ -613,14 +613,7 @@ def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, .
     to = _cluster_ref(target, "--to")
     ws = _ws(ctx)
     clu.get_clustering(ws, clustering_id)
-    # Checked before the first move: a typo in the last id must not leave half of them moved.
-    known = {p["id"] for p in clu.points(ws, clustering_id)}
-    missing = [r for r in rule_ids if r not in known]
-    if missing:
-        raise BadInput(f"rules not in clustering {clustering_id}: "
-                       f"{', '.join(map(str, missing))}; nothing was moved")
-    for rule_id in dict.fromkeys(rule_ids):
-        clu.move_rule(ws, clustering_id, rule_id, to, who)
+    clu.move_rules(ws, clustering_id, rule_ids, to, who)  # all or nothing
     where = NOISE if to is None else f"cluster {to}"
     click.echo(f"moved {len(set(rule_ids))} rule(s) to {where} as {who}")
 

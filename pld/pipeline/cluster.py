@@ -655,27 +655,47 @@ def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: str, *,
                 {"cluster_id": cluster_id, "name": name.strip()})
 
 
+def move_rules(ws: Workspace, clustering_id: int, rule_ids: Sequence[int],
+               to_cluster_id: int | None, who: str, *,
+               identity_kind: str = SELF_DECLARED) -> int:
+    """Move rules to another cluster of the same clustering (``None``: to noise), all or none.
+
+    One transaction: an id that is not in the clustering refuses the whole move, so a typo in
+    the last id never leaves the first ones moved. Each moved rule gets its audit row. Returns
+    how many rules changed cluster (those already there are left alone).
+    """
+    who = _who(who, identity_kind)
+    ids = list(dict.fromkeys(int(r) for r in rule_ids))
+    if not ids:
+        raise BadInput("choose at least one rule to move")
+    with ws.write() as db:
+        _editable(ws, clustering_id, structural=True)
+        if to_cluster_id is not None:
+            _cluster_row(ws, clustering_id, to_cluster_id)
+        marks = ",".join("?" * len(ids))
+        source = {r["rule_id"]: r["cluster_id"] for r in ws.query(
+            f"SELECT rule_id, cluster_id FROM cluster_members WHERE clustering_id = ? "
+            f"AND rule_id IN ({marks})", [clustering_id, *ids])}
+        missing = [r for r in ids if r not in source]
+        if missing:
+            raise BadInput(f"rules not in clustering {clustering_id}: "
+                           f"{', '.join(map(str, missing))}; nothing was moved")
+        moving = [r for r in ids if source[r] != to_cluster_id]
+        for rule_id in moving:
+            db.execute("UPDATE cluster_members SET cluster_id = ? WHERE clustering_id = ? "
+                       "AND rule_id = ?", [to_cluster_id, clustering_id, rule_id])
+            _review(db, who, identity_kind, clustering_id, "move_rule",
+                    {"rule_id": rule_id, "cluster_id": source[rule_id]},
+                    {"rule_id": rule_id, "cluster_id": to_cluster_id})
+        if moving:  # sizes and metrics once, not once per rule
+            _refresh(ws, db, clustering_id, set())
+    return len(moving)
+
+
 def move_rule(ws: Workspace, clustering_id: int, rule_id: int, to_cluster_id: int | None,
               who: str, *, identity_kind: str = SELF_DECLARED) -> None:
     """Move one rule to another cluster of the same clustering (``None``: to noise)."""
-    who = _who(who, identity_kind)
-    with ws.write() as db:
-        _editable(ws, clustering_id, structural=True)
-        rows = ws.query("SELECT cluster_id FROM cluster_members WHERE clustering_id = ? "
-                        "AND rule_id = ?", [clustering_id, rule_id])
-        if not rows:
-            raise BadInput(f"rule {rule_id} is not in clustering {clustering_id}")
-        if to_cluster_id is not None:
-            _cluster_row(ws, clustering_id, to_cluster_id)
-        source = rows[0]["cluster_id"]
-        if source == to_cluster_id:
-            return
-        db.execute("UPDATE cluster_members SET cluster_id = ? WHERE clustering_id = ? "
-                   "AND rule_id = ?", [to_cluster_id, clustering_id, rule_id])
-        _refresh(ws, db, clustering_id, set())
-        _review(db, who, identity_kind, clustering_id, "move_rule",
-                {"rule_id": rule_id, "cluster_id": source},
-                {"rule_id": rule_id, "cluster_id": to_cluster_id})
+    move_rules(ws, clustering_id, [rule_id], to_cluster_id, who, identity_kind=identity_kind)
 
 
 def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: str, *,

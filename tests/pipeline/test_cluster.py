@@ -20,6 +20,7 @@ from pld.pipeline.cluster import (
     members,
     merge_clusters,
     move_rule,
+    move_rules,
     points,
     rename_cluster,
     split_cluster,
@@ -347,6 +348,25 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
     assert loads(reviews[1]["after"])["cluster_id"] is None
     assert loads(reviews[0]["after"])["name"] == "Billing & refunds"
     assert len(loads(reviews[4]["after"])["clusters"]) == 2
+
+
+def test_moving_several_rules_is_all_or_nothing(ws: Workspace, rules: dict[int, str]) -> None:
+    cid = cluster(ws, TASK, method="kmeans", k=3)
+    a, b = [e["id"] for e in cluster_summary(ws, cid) if not e["noise"]][:2]
+    two = [m["id"] for m in members(ws, cid, a)][:2]
+    before = {m["id"] for m in members(ws, cid, b)}
+
+    with pytest.raises(BadInput, match=r"rules not in clustering \d+: 10000; nothing was moved"):
+        move_rules(ws, cid, [*two, 10_000], b, "ana")
+    assert {m["id"] for m in members(ws, cid, b)} == before
+    assert ws.query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
+
+    assert move_rules(ws, cid, [*two, *two], b, "ana") == 2  # a repeated id moves once
+    assert {m["id"] for m in members(ws, cid, b)} == before | set(two)
+    assert move_rules(ws, cid, two, b, "ana") == 0  # already there: nothing to record
+    assert [loads(r["after"])["rule_id"] for r in ws.query(
+        "SELECT after FROM reviews WHERE action = 'move_rule' ORDER BY id")] == two
+    _sizes_consistent(ws, cid)
 
 
 def test_edit_validation(ws: Workspace, rules: dict[int, str]) -> None:
