@@ -39,6 +39,8 @@ def _start(ws: Workspace, task: str, teacher: str) -> None:
         args += ["--limit", str(limit)]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
+    if st.session_state.get("x_retry_failed"):
+        args.append("--retry-failed")
     try:
         job = jobs.start(ws, args)
     except (BadInput, OSError) as e:
@@ -52,12 +54,15 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
     with st.expander("Extract micro-instructions", expanded=n_rules == 0):
         st.write(f"The teacher `{teacher}` writes one reasoning trace and one general, "
                  "checkable rule per training example. Examples that already have a rule are "
-                 "skipped, so starting again resumes an interrupted run; failed ones are retried.")
+                 "skipped, so starting again resumes an interrupted run. Failed ones stay failed "
+                 "(a rerun makes no new call) unless you ask for them again.")
         c1, c2 = st.columns(2)
         c1.number_input("Training examples (0 = all)", min_value=0, value=0, step=10,
                         key="x_limit")
         c2.number_input("Parallel calls (0 = default: 1 local, 8 remote)", min_value=0,
                         max_value=64, value=0, key="x_concurrency")
+        st.checkbox("Ask the failed examples again", key="x_retry_failed",
+                    help="A fresh teacher call for each example whose reply was not usable.")
         problem = running_caption(ws, task, "extract")
         try:
             parse_model(teacher)

@@ -151,12 +151,13 @@ def test_start_launches_a_job_and_disables_start(open_page: Callable[..., AppTes
     assert not at.button(key="x_start").disabled
     at.number_input(key="x_limit").set_value(3)
     at.number_input(key="x_concurrency").set_value(1)
+    at.checkbox(key="x_retry_failed").check()
     at.button(key="x_start").click().run()
     assert not at.exception
     launched = jobs.list_jobs(populated_ws.path, "demo", "extract")
     assert len(launched) == 1
     assert launched[0].args == ["extract", "demo", "--teacher", fake_openai.model_string(),
-                                "--limit", "3", "--concurrency", "1"]
+                                "--limit", "3", "--concurrency", "1", "--retry-failed"]
     assert any("Extraction started" in s.value for s in at.success)
     # The next run (or another tab) sees it running: Start is disabled, progress is shown.
     at.run()
