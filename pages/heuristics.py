@@ -235,6 +235,8 @@ def _remove_approver(ws: Workspace, task: str) -> None:
 def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
     merge = st.session_state.get("h_merge_mode", "all")
     extra = [] if merge == "all" else ["--merge", merge]
+    if st.session_state.get("h_retry_failed"):
+        extra.append("--retry-failed")
     try:
         job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher, *extra])
     except (BadInput, OSError) as e:
@@ -255,12 +257,14 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
     with st.expander("Consolidate clusters into heuristics", expanded=empty):
         st.write(f"The teacher `{teacher}` merges each cluster's rules into one draft heuristic, "
                  "keeping minority labels and edge cases explicit. Clusters that already have "
-                 "a heuristic are skipped, so running it again only fills the gaps.")
+                 "a heuristic are skipped, so running it again only fills the gaps; clusters "
+                 "whose reply was unusable stay failed unless you ask for them again.")
         st.radio("How a cluster becomes a heuristic", list(MERGE_MODES), key="h_merge_mode",
                  format_func=MERGE_MODES.get, horizontal=True,
                  help="The paper lets the teacher merge all of a cluster's rules. A small "
                       "teacher tends to keep one odd rule and drop the minority labels: merging "
                       "each label apart, or keeping each label's most typical rule, avoids that.")
+        st.checkbox("Ask the failed clusters again", key="h_retry_failed")
         busy = page.is_busy(ws, task, "consolidate")
         st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,
                   on_click=_start_consolidate, args=(ws, task, teacher),

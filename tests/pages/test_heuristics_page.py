@@ -224,12 +224,14 @@ def test_consolidate_with_another_merge_mode_passes_it(open_page: OpenPage,
     at = open_page("heuristics", task=populated_ws.task, reviewer="ana", teacher=teacher)
     at.run()
     at.radio(key="h_merge_mode").set_value("medoid").run()
+    at.checkbox(key="h_retry_failed").check().run()
     at.button(key="h_consolidate").click().run()
     assert not at.exception
     with populated_ws.open() as ws:
         started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
     assert [j.args for j in started] == [
-        ["consolidate", populated_ws.task, "--teacher", teacher, "--merge", "medoid"]]
+        ["consolidate", populated_ws.task, "--teacher", teacher, "--merge", "medoid",
+         "--retry-failed"]]
 
 
 def test_merge_two_heuristics_into_a_draft(open_page: OpenPage, populated_ws: Populated) -> None:
