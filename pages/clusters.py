@@ -9,6 +9,7 @@ records each in the audit trail.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,7 @@ def _start(ws: Workspace, task: str) -> None:
     if method in ("dbscan", "hdbscan"):
         args += ["--min-samples", str(int(st.session_state.get("c_min_samples") or 6))]
     if method == "kmeans":
-        args += ["--k", str(int(st.session_state.get("c_k") or 8))]
+        args += ["--k", str(int(st.session_state.get("c_k") or 2))]
     if st.session_state.get("c_umap"):
         args.append("--umap")
     try:
@@ -156,8 +157,13 @@ def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
             c3.number_input("min samples", min_value=1, max_value=100, value=6,
                             key="c_min_samples")
         if method == "kmeans":
-            c3.number_input("k (clusters)", min_value=2, max_value=max(2, n_ok), value=8,
-                            key="c_k")
+            most = max(2, n_ok)
+            # sqrt(n/2), as `run` falls back to; never above the number of rules (a new task
+            # may have only a handful).
+            k = min(most, max(2, round(math.sqrt(n_ok / 2))))
+            if st.session_state.get("c_k", 0) > most:  # rules were removed since
+                del st.session_state["c_k"]
+            c3.number_input("k (clusters)", min_value=2, max_value=most, value=k, key="c_k")
         c4.checkbox("UMAP first", key="c_umap", help="Reduce to 5 dimensions before clustering "
                                                       "(needs at least 10 rules).")
         problem = running_caption(ws, task, "cluster")

@@ -55,6 +55,24 @@ def test_task_without_rules_cannot_start(open_page: Callable[..., AppTest], app_
     assert any("No clustering yet" in i.value for i in at.info)
 
 
+def test_kmeans_on_a_handful_of_rules_offers_a_k_that_fits(
+        open_page: Callable[..., AppTest], app_ws: Path) -> None:
+    # A new user extracts 6 rules to try things out: k must not default above 6.
+    with open_workspace(app_ws) as ws:
+        load_task(ws, "demo")
+        train = ws.query("SELECT id, label FROM examples WHERE split = 'train' LIMIT 6")
+        with ws.write() as db:
+            db["micro_instructions"].insert_all(
+                {"task": "demo", "example_id": e["id"], "teacher": "t", "rule": f"rule {i}",
+                 "label": e["label"], "status": "ok", "created_at": "2026-01-01"}
+                for i, e in enumerate(train))
+    at = open_page("clusters", task="demo").run()
+    at.selectbox(key="c_method").set_value("kmeans").run()
+    assert not at.exception
+    k = at.number_input(key="c_k")
+    assert (k.value, k.proto.max) == (2, 6)
+
+
 def test_populated_shows_current_clustering(open_page: Callable[..., AppTest],
                                             populated_ws: Populated) -> None:
     at = open_page("clusters", task="demo").run()
