@@ -18,12 +18,14 @@ import re
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.e2e.conftest import RunningApp
 
 STEP_TIMEOUT_MS = 30_000    # a page run, a button's callback
 JOB_TIMEOUT_MS = 180_000    # a background job (clustering loads the embedding model first)
 QUIET_MS = 300              # how long the app must stay idle to count as settled
+RETYPE_TIMEOUT_MS = 10_000  # no run this long after Enter: the typed text was lost, type again
 
 # Counts the runs the app starts: the attribute flips to "running" for each script run. Under
 # load React may also re-mount the element already "running" (a childList change, no attribute
@@ -83,7 +85,7 @@ class Ui:
         self.page.wait_for_function(_IDLE_FOR, arg=[QUIET_MS], timeout=timeout_ms,
                                     polling=50)
 
-    def rerun(self, action: object) -> None:
+    def rerun(self, action: object, timeout_ms: int = STEP_TIMEOUT_MS) -> None:
         """Do ``action`` (a callable) that makes the app run again; wait for that run to end."""
         # A run still going (say, from a download click) would absorb the new one without a
         # fresh flip to "running", and the counter below would wait for nothing.
@@ -91,7 +93,7 @@ class Ui:
         before = self.page.evaluate("window.__pldRuns")
         action()  # type: ignore[operator]
         self.page.wait_for_function("(n) => window.__pldRuns > n", arg=before,
-                                    timeout=STEP_TIMEOUT_MS, polling=20)
+                                    timeout=timeout_ms, polling=20)
         self.settle()
 
     def see(self, locator: Locator, timeout_ms: int = STEP_TIMEOUT_MS) -> None:
@@ -127,8 +129,17 @@ class Ui:
              role: str = "textbox") -> None:
         """Replace the text of the input labelled ``label`` and press Enter (commits it)."""
         field = (scope or self.main).get_by_role(role, name=label, exact=True)  # type: ignore[arg-type]
-        field.fill(text)
-        self.rerun(lambda: field.press("Enter"))
+        # Under heavy load (CI beside a benchmark) React can re-mount the input between fill
+        # and Enter, dropping the typed text, so no run follows: type it again, twice at most.
+        for attempt in range(3):
+            try:
+                field.fill(text)
+                self.rerun(lambda: field.press("Enter"), timeout_ms=RETYPE_TIMEOUT_MS)
+                break
+            except PlaywrightTimeoutError:
+                if attempt == 2:
+                    raise
+        expect(field).to_have_value(text)
 
     def tab(self, name: str | re.Pattern[str]) -> None:
         """Show a tab (tabs switch in the browser, without a run)."""
