@@ -13,6 +13,8 @@ from pld.llm.registry import DEFAULT_MODEL, parse_model
 from pld.tasks.store import loaded_tasks
 from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
 
+CREATE_OK_KEY = "_pld_ws_create_ok"
+
 
 @dataclass(frozen=True)
 class Identity:
@@ -33,8 +35,23 @@ def workspace_path() -> Path:
     return Path(st.session_state.get("ws_path") or default_path())
 
 
+def may_open(path: Path) -> bool:
+    """True when ``path`` may be opened: it exists, is the default, or the user chose to create it.
+
+    A mistyped path must not quietly start an empty workspace beside the real one.
+    """
+    return (path.exists() or path == default_path()
+            or str(path) in st.session_state.get(CREATE_OK_KEY, ()))
+
+
+def _allow_create(path: str) -> None:
+    st.session_state[CREATE_OK_KEY] = [*st.session_state.get(CREATE_OK_KEY, ()), path]
+
+
 def workspace() -> Workspace | None:
-    """The workspace chosen in the sidebar, or None (with an error shown) if it cannot open."""
+    """The workspace chosen in the sidebar, or None (the sidebar says why) if it cannot open."""
+    if not may_open(workspace_path()):
+        return None
     try:
         return _open(str(workspace_path()))
     except WorkspaceError as e:
@@ -82,6 +99,11 @@ def render() -> None:
     with st.sidebar:
         st.text_input("Workspace file", value=str(default_path()), key="ws_path",
                       help="One SQLite file holds everything; $PLD_WORKSPACE sets the default.")
+        path = workspace_path()
+        if not may_open(path):
+            st.warning(f"There is no workspace file at {path}.")
+            st.button("Create a new workspace there", key="ws_create", on_click=_allow_create,
+                      args=(str(path),))
         ws = workspace()
         names = [t.name for t in loaded_tasks(ws)] if ws is not None else []
         if names:

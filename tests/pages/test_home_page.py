@@ -58,3 +58,21 @@ def test_home_page_on_its_own(open_page: Callable[..., AppTest],
     assert not at.exception
     assert [t.value for t in at.title] == ["PLD Studio"]
     assert _tasks_table(at)[0]["task"] == "demo"
+
+
+def test_a_mistyped_workspace_path_is_not_created_until_asked(
+        open_page: Callable[..., AppTest], populated_ws: Populated, tmp_path: Path) -> None:
+    at = open_page("home").run()
+    typo = tmp_path / "wrokspace.db"
+    at.sidebar.text_input(key="ws_path").set_value(str(typo)).run()
+    assert not at.exception
+    assert any(f"no workspace file at {typo}" in w.value for w in at.sidebar.warning)
+    assert not typo.exists()
+    at.sidebar.button(key="ws_create").click().run()
+    assert not at.exception and typo.exists()
+    assert not at.sidebar.warning
+    assert {m.label: m.value for m in at.metric}["Tasks loaded"] == "0"
+    # An existing file opens at once, without asking.
+    at.sidebar.text_input(key="ws_path").set_value(str(populated_ws.path)).run()
+    assert not at.sidebar.warning
+    assert {m.label: m.value for m in at.metric}["Tasks loaded"] == "1"
