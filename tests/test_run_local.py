@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.test_cli import pld
+from tests.cli.test_contract import pld
 
 ARGS = ["run", "demo", "--teacher", "local/default", "--student", "local/default",
         "--auto-approve-as", "ci", "--limit", "12", "--method", "kmeans", "--k", "3",

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pld.workspace import open_workspace
+from tests.cli.test_contract import pld
 from tests.fakes.openai_server import FakeOpenAI
-from tests.test_cli import pld
 
 LABELS = ["escalate-fraud", "data-privacy-request", "complaint", "routine"]
 KEYWORDS = {"escalate-fraud": "fraud", "data-privacy-request": "data",

@@ -17,7 +17,7 @@ from pld.pipeline.student import build_prompt
 from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def pld(*args: str, ws: Path, env: dict[str, str] | None = None,

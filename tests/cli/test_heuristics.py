@@ -1,7 +1,7 @@
 """``python -m pld review new|merge|split|approvers``: the Heuristics page's actions, headless.
 
-Real subprocesses on real workspaces, as in tests/test_cli.py; the rows they leave are read
-back with SQL, so a command that printed success but wrote nothing fails here.
+Real subprocesses on real workspaces, as in tests/cli/test_contract.py; the rows they leave are
+read back with SQL, so a command that printed success but wrote nothing fails here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from pld.tasks.store import save_task
 from pld.workspace import Workspace, loads
-from tests.test_cli import pld
+from tests.cli.test_contract import pld
 from tests.test_review import TASK, add_rules, row, teacher_draft
 
 

@@ -1,5 +1,6 @@
 """``python -m pld prompts build|list|show``: the Export page's "Build prompt version" and its
-versions table, headless (real subprocesses on a real workspace, as in tests/test_cli.py)."""
+versions table, headless (real subprocesses on a real workspace, as in
+tests/cli/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 from pld.pipeline.student import list_prompts
 from pld.workspace import Workspace
+from tests.cli.test_contract import pld
 from tests.pipeline.test_student import RULES, TASK, add_heuristic, load_reviews
-from tests.test_cli import pld
 
 
 def _ok(*args: str, ws: Workspace) -> str:

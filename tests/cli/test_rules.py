@@ -1,5 +1,5 @@
 """``python -m pld rules list|show``: the Micro-instructions page's table and rule detail,
-headless (real subprocesses on a real workspace, as in tests/test_cli.py)."""
+headless (real subprocesses on a real workspace, as in tests/cli/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from pld.tasks.store import save_task
 from pld.workspace import Workspace, dumps, now
-from tests.test_cli import pld
+from tests.cli.test_contract import pld
 from tests.test_review import TASK, add_rules
 
 

@@ -10,9 +10,9 @@ import json
 
 from pld.pipeline.student import build_prompt
 from pld.workspace import Workspace
+from tests.cli.test_contract import pld
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pipeline.test_student import RULES, TASK, add_heuristic, keyword_student, load_reviews
-from tests.test_cli import pld
 
 
 def test_evals_list_and_compare(ws: Workspace) -> None:

@@ -1,0 +1,275 @@
+"""Stage 2 ``cluster``; ``clusters ...`` inspects, accepts and edits clusterings, headless."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pld.cli.common import NOISE, _as_option, _cluster_ref, _emit, _Progress, _ws, handles_errors
+from pld.cli.root import cli
+from pld.errors import BadInput
+
+
+@cli.command("cluster")
+@click.argument("task")
+@click.option("--method", type=click.Choice(["dbscan", "hdbscan", "kmeans"]), default="dbscan",
+              show_default=True)
+@click.option("--eps", default="0.4", show_default=True,
+              help="DBSCAN radius (cosine distance) or 'auto' (knee of the k-distance curve).")
+@click.option("--min-samples", type=int, default=6, show_default=True)
+@click.option("--k", type=int, default=None, help="k-means: number of clusters.")
+@click.option("--embedder", default=None, help="Embedding model (default: minilm).")
+@click.option("--umap", is_flag=True, help="Reduce with UMAP before clustering.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--accept-as", default=None, metavar="NAME",
+              help="Accept this clustering as NAME (otherwise it stays proposed).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_samples: int,
+                k: int | None, embedder: str | None, umap: bool, seed: int,
+                accept_as: str | None, as_json: bool) -> None:
+    """Stage 2: embed the rules and cluster them (proposed until accepted)."""
+    from pld.pipeline import cluster as clustering
+    from pld.pipeline.embed import DEFAULT_EMBEDDER
+
+    eps_value: float | str
+    if eps == "auto":
+        eps_value = "auto"
+    else:
+        try:
+            eps_value = float(eps)
+        except ValueError:
+            raise BadInput(f"--eps: expected a number or 'auto', got {eps!r}") from None
+    ws = _ws(ctx)
+    cid = clustering.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
+                             k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
+                             seed=seed, on_progress=_Progress("cluster"))
+    if accept_as:
+        clustering.accept_clustering(ws, cid, accept_as)
+    row = ws.query("SELECT * FROM clusterings WHERE id = ?", [cid])[0]
+    from pld.workspace import loads
+
+    data = {"clustering_id": cid, "status": row["status"], "params": loads(row["params"]),
+            "metrics": loads(row["metrics"]),
+            "clusters": clustering.cluster_summary(ws, cid)}
+
+    def text(d: dict[str, Any]) -> str:
+        m = d["metrics"]
+        lines = [f"clustering {d['clustering_id']} ({d['status']}): {m.get('n_clusters')} "
+                 f"clusters, noise {100 * (m.get('noise_share') or 0):.0f}%, silhouette "
+                 f"{m.get('silhouette')}"]
+        for c in d["clusters"]:
+            lines.append(f"  {c.get('id') or 'noise'!s:>5}  {c.get('size', 0):>4}  "
+                         f"{c.get('name') or ''}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+@cli.group("clusters")
+def clusters_group() -> None:
+    """List, show, accept and edit the clusterings that `cluster` made, as a named reviewer."""
+
+
+def _noise_pct(metrics: dict[str, Any]) -> str:
+    return f"{100 * (metrics.get('noise_share') or 0):.0f}%"
+
+
+@clusters_group.command("list")
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def clusters_list(ctx: click.Context, task: str, as_json: bool) -> None:
+    """TASK's clusterings, with cluster count and noise share.
+
+    Newest first; * marks the one consolidate uses (the accepted one, else the latest).
+    """
+    from pld.pipeline import cluster as clu
+    from pld.tasks.store import task_info
+
+    ws = _ws(ctx)
+    task_info(ws, task)
+    current = clu.current_clustering(ws, task)
+    data = {"task": task, "current": current["id"] if current else None,
+            "clusterings": [{k: c[k] for k in ("id", "method", "embed_model", "status",
+                                               "created_at", "accepted_by", "accepted_at",
+                                               "params", "metrics")}
+                            for c in clu.list_clusterings(ws, task)]}
+
+    def text(d: dict[str, Any]) -> str:
+        out = []
+        for c in d["clusterings"]:
+            m = c["metrics"]
+            mark = "*" if c["id"] == d["current"] else " "
+            out.append(f"{mark}#{c['id']:<4} {c['method']:<8} {m.get('n_clusters', 0):>3} "
+                       f"clusters  noise {_noise_pct(m):>4}  {c['status']}"
+                       + (f" by {c['accepted_by']}" if c["accepted_by"] else "")
+                       + ("  (edited)" if m.get("edited") else ""))
+        if not out:
+            return f"no clusterings for {d['task']}; run python -m pld cluster {d['task']}"
+        return "\n".join([*out, "* the one consolidate uses (accepted, else the latest)"])
+
+    _emit(data, as_json, text)
+
+
+@clusters_group.command("show")
+@click.argument("clustering_id", type=int)
+@click.option("--cluster", "cluster_ref", default=None, metavar="ID|noise",
+              help="List the rules of this cluster (or the noise) instead of the summary.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | None,
+                  as_json: bool) -> None:
+    """A clustering's clusters, or one cluster's rules.
+
+    Per cluster: id, size, name, c-TF-IDF keywords and the gold-label mix; the rules of one
+    cluster (--cluster) give the rule ids that clusters move takes.
+    """
+    from pld.pipeline import cluster as clu
+
+    ws = _ws(ctx)
+    c = clu.get_clustering(ws, clustering_id)
+    if cluster_ref is not None:
+        cid = _cluster_ref(cluster_ref, "--cluster")
+        summary = clu.cluster_summary(ws, clustering_id)
+        if cid is not None and cid not in {s["id"] for s in summary}:
+            raise BadInput(f"--cluster {cid}: not a cluster of clustering {clustering_id} "
+                           f"(see python -m pld clusters show {clustering_id})")
+        rules = [{"id": r["id"], "gold_label": r["gold_label"], "rule": r["rule"]}
+                 for r in clu.members(ws, clustering_id, cid)]
+        data: dict[str, Any] = {"clustering_id": clustering_id, "cluster_id": cid,
+                                "rules": rules}
+        _emit(data, as_json, lambda d: "\n".join(
+            f"rule #{r['id']:<5} {r['gold_label']!s:<12} {r['rule']}" for r in d["rules"])
+            or "no rules")
+        return
+    data = {**{k: c[k] for k in ("id", "task", "method", "embed_model", "status", "created_at",
+                                 "accepted_by", "accepted_at", "params", "metrics")},
+            "clusters": clu.cluster_summary(ws, clustering_id)}
+
+    def text(d: dict[str, Any]) -> str:
+        m = d["metrics"]
+        lines = [f"clustering #{d['id']} of {d['task']} ({d['status']}"
+                 + (f" by {d['accepted_by']}" if d["accepted_by"] else "") + f"): {d['method']}, "
+                 f"{m.get('n_clusters', 0)} clusters, noise {_noise_pct(m)}, silhouette "
+                 f"{m.get('silhouette')}" + (", edited by reviewers" if m.get("edited") else "")]
+        for s in d["clusters"]:
+            mix = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
+            lines.append(f"  {NOISE if s['noise'] else s['id']!s:>6} {s['size']:>4}  "
+                         f"{s['name']}  [{mix}]")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+@clusters_group.command("accept")
+@click.argument("clustering_id", type=int)
+@_as_option
+@click.pass_context
+@handles_errors
+def clusters_accept(ctx: click.Context, clustering_id: int, who: str) -> None:
+    """Accept a clustering for consolidate to use.
+
+    A clustering accepted before becomes superseded (kept for comparison, no longer editable).
+    """
+    from pld.pipeline import cluster as clu
+
+    clu.accept_clustering(_ws(ctx), clustering_id, who)
+    click.echo(f"clustering #{clustering_id} accepted by {who}")
+
+
+@clusters_group.command("rename")
+@click.argument("cluster_id", type=int)
+@click.argument("name")
+@click.option("--expected-name", default=None, metavar="OLD",
+              help="The name you saw (see clusters show); refused if it was renamed since.")
+@_as_option
+@click.pass_context
+@handles_errors
+def clusters_rename(ctx: click.Context, cluster_id: int, name: str, expected_name: str | None,
+                    who: str) -> None:
+    """Rename a cluster (a name you chose is kept when its keywords change)."""
+    from pld.pipeline import cluster as clu
+
+    clu.rename_cluster(_ws(ctx), cluster_id, name, who, expected_name=expected_name)
+    click.echo(f"cluster {cluster_id} renamed to {name.strip()!r} by {who}")
+
+
+@clusters_group.command("move")
+@click.argument("clustering_id", type=int)
+@click.argument("rule_ids", type=int, nargs=-1, required=True)
+@click.option("--to", "target", required=True, metavar="ID|noise",
+              help="The cluster to move the rules to, or 'noise' to send them to noise.")
+@_as_option
+@click.pass_context
+@handles_errors
+def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, ...],
+                  target: str, who: str) -> None:
+    """Move rules to another cluster or to noise (or back from noise)."""
+    from pld.pipeline import cluster as clu
+
+    to = _cluster_ref(target, "--to")
+    ws = _ws(ctx)
+    clu.get_clustering(ws, clustering_id)
+    clu.move_rules(ws, clustering_id, rule_ids, to, who)  # all or nothing
+    where = NOISE if to is None else f"cluster {to}"
+    click.echo(f"moved {len(set(rule_ids))} rule(s) to {where} as {who}")
+
+
+@clusters_group.command("merge")
+@click.argument("clustering_id", type=int)
+@click.argument("cluster_id", type=int)
+@click.argument("other_ids", type=int, nargs=-1, required=True)
+@_as_option
+@click.pass_context
+@handles_errors
+def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
+                   other_ids: tuple[int, ...], who: str) -> None:
+    """Merge clusters into CLUSTER_ID.
+
+    The OTHER_IDS clusters are removed and their rules join CLUSTER_ID, whose keywords are
+    recomputed; a name you gave it is kept.
+    """
+    from pld.pipeline import cluster as clu
+
+    ws = _ws(ctx)
+    ids = {s["id"] for s in clu.cluster_summary(ws, clustering_id) if not s["noise"]}
+    # Checked before the first merge, so a bad id leaves the clustering as it was.
+    for cid in (cluster_id, *other_ids):
+        if cid not in ids:
+            raise BadInput(f"cluster {cid} is not in clustering {clustering_id}; nothing was "
+                           "merged")
+    if cluster_id in other_ids:
+        raise BadInput(f"cannot merge cluster {cluster_id} with itself")
+    others = list(dict.fromkeys(other_ids))
+    for other in others:
+        clu.merge_clusters(ws, clustering_id, cluster_id, other, who)
+    click.echo(f"merged cluster(s) {', '.join(map(str, others))} into cluster {cluster_id} "
+               f"as {who}")
+
+
+@clusters_group.command("split")
+@click.argument("clustering_id", type=int)
+@click.argument("cluster_id", type=int)
+@click.option("--k", type=int, default=2, show_default=True, help="Number of parts.")
+@_as_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def clusters_split(ctx: click.Context, clustering_id: int, cluster_id: int, k: int, who: str,
+                   as_json: bool) -> None:
+    """Split a cluster in K parts.
+
+    k-means on the rules' stored vectors; the largest part keeps CLUSTER_ID, the others get new
+    ids and fresh keywords.
+    """
+    from pld.pipeline import cluster as clu
+
+    parts = clu.split_cluster(_ws(ctx), clustering_id, cluster_id, k, who=who)
+    _emit({"clustering_id": clustering_id, "cluster_id": cluster_id, "parts": parts}, as_json,
+          lambda d: f"split cluster {d['cluster_id']} into clusters "
+                    f"{', '.join(map(str, d['parts']))} as {who}")

@@ -1,0 +1,174 @@
+"""Stage 6 ``resolve`` (the conflict loop), ``eval`` and ``evals list/compare``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pld.cli.common import F, _check_model, _emit, _model_option, _Progress, _ws, handles_errors
+from pld.cli.root import cli
+from pld.errors import BadInput
+
+
+def _concurrency_option(help_text: str) -> Callable[[F], F]:
+    # IntRange: a zero or negative pool size is bad input (exit 2), not a crash in the pool.
+    return click.option("--concurrency", type=click.IntRange(min=1), default=None,
+                        metavar="K", help=help_text)
+
+
+@cli.command("resolve")
+@click.argument("task")
+@_model_option("student", "Student model string.")
+@_model_option("teacher", "Teacher model string.")
+@click.option("--iterations", type=int, default=3, show_default=True)
+@click.option("--auto-accept-as", default=None, metavar="NAME",
+              help="Accept proposals and approve their heuristics as NAME (benchmarks).")
+@click.option("--val-limit", type=int, default=None, help="At most N validation examples.")
+@_concurrency_option("Parallel student and teacher calls (default: 1 local, 8 remote).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
+                auto_accept_as: str | None, val_limit: int | None, concurrency: int | None,
+                as_json: bool) -> None:
+    """Stage 6: run the student on validation, have the teacher propose fixes."""
+    from dataclasses import asdict
+
+    from pld.pipeline.resolve import resolve
+
+    _check_model(student)
+    _check_model(teacher)
+    s = resolve(_ws(ctx), task, student, teacher, iterations=iterations,
+                auto_accept_as=auto_accept_as, val_limit=val_limit, concurrency=concurrency,
+                on_progress=_Progress("resolve"))
+    data = asdict(s)
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"resolve: {d.get('stop_reason')}; best prompt version {d.get('best_version')}"]
+        for h in d.get("history") or []:
+            lines.append(f"  iteration {h.get('iteration')}: v{h.get('prompt_version')} "
+                         f"val macro-F1 {h.get('macro_f1')} errors {h.get('n_errors')} "
+                         f"{'adopted' if h.get('adopted') else 'not adopted'}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+def _metrics_text(d: dict[str, Any]) -> str:
+    m = d["metrics"]
+    lo, hi = m["ci"]["macro_f1"]
+    lines = [f"{d['method']} on {d['split']} (n={m['n']}): macro-F1 {m['macro_f1']:.3f} "
+             f"[{lo:.3f}, {hi:.3f}], accuracy {m['accuracy']:.3f}"
+             + (f", {m['n_unparseable']} unparseable" if m.get("n_unparseable") else "")]
+    lines.append(f"  {'label':<24} {'P':>6} {'R':>6} {'F1':>6} {'n':>5}")
+    for label, v in m["per_label"].items():
+        lines.append(f"  {label[:24]:<24} {v['precision']:>6.3f} {v['recall']:>6.3f} "
+                     f"{v['f1']:>6.3f} {v['support']:>5}")
+    return "\n".join(lines)
+
+
+@cli.command("eval")
+@click.argument("task")
+@_model_option("student", "Student model string.")
+@click.option("--prompt", "prompt_file", type=click.Path(path_type=Path), default=None,
+              help="An exported prompt.md.")
+@click.option("--version", type=int, default=None, help="A prompt version of the workspace.")
+@click.option("--zero-shot", is_flag=True, help="Baseline: labels and task description only.")
+@click.option("--few-shot", type=int, default=None, metavar="K",
+              help="Baseline: K training examples as demonstrations.")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["train", "val", "test"]))
+@click.option("--limit", type=int, default=None, help="First N items of the split.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_concurrency_option("Parallel student calls (default: 1 local, 8 remote).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | None,
+             version: int | None, zero_shot: bool, few_shot: int | None, split: str,
+             limit: int | None, seed: int, concurrency: int | None, as_json: bool) -> None:
+    """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion."""
+    from pld.pipeline.evaluate import evaluate
+
+    chosen = sum(x is not None and x is not False for x in (prompt_file, version, few_shot)) + int(
+        zero_shot)
+    if chosen != 1:
+        raise BadInput("eval: give exactly one of --prompt FILE, --version V, --zero-shot, "
+                       "--few-shot K")
+    _check_model(student)
+    r = evaluate(_ws(ctx), task, student, version=version, prompt_file=prompt_file,
+                 zero_shot=zero_shot, few_shot=few_shot, split=split, limit=limit, seed=seed,
+                 concurrency=concurrency, on_progress=_Progress("eval"))
+    data = {"task": task, "student": student, "split": split, "method": r.method,
+            "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
+            "run_id": r.run_id, "metrics": r.metrics}
+    _emit(data, as_json, _metrics_text)
+
+
+@cli.group("evals")
+def evals_group() -> None:
+    """List and compare the evaluations that `eval` stored (the Evaluate page's tables)."""
+
+
+def _eval_name(e: dict[str, Any]) -> str:
+    version = f" v{e['prompt_version']}" if e.get("prompt_version") is not None else ""
+    return f"#{e['id']} {e['method']}{version} {e['student']} on {e['split']} (n={e['n']})"
+
+
+@evals_group.command("list")
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
+    """TASK's evaluations, oldest first: method, prompt version, student, split, scores."""
+    from pld.pipeline.evaluate import list_evaluations
+    from pld.tasks.store import task_info
+
+    ws = _ws(ctx)
+    task_info(ws, task)
+    data = {"task": task, "evaluations": list_evaluations(ws, task)}
+
+    def text(d: dict[str, Any]) -> str:
+        out = []
+        for e in d["evaluations"]:
+            m = e["metrics"]
+            lo, hi = (m.get("ci") or {}).get("macro_f1") or (None, None)
+            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+            out.append(f"{_eval_name(e)}: macro-F1 {m.get('macro_f1', 0):.3f}{ci}, accuracy "
+                       f"{m.get('accuracy', 0):.3f}")
+        return "\n".join(out) or f"no evaluations of {d['task']}; run python -m pld eval"
+
+    _emit(data, as_json, text)
+
+
+@evals_group.command("compare")
+@click.argument("eval_a", type=int)
+@click.argument("eval_b", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -> None:
+    """Two evaluations side by side: score deltas, items that flipped, the prompt diff (A → B)."""
+    from pld.pipeline.evaluate import compare
+
+    if eval_a == eval_b:
+        raise BadInput("evals compare: give two different evaluation ids")
+    data = compare(_ws(ctx), eval_a, eval_b)
+
+    def text(d: dict[str, Any]) -> str:
+        a, b = d["a"], d["b"]
+        lines = [f"A {_eval_name(a)}", f"B {_eval_name(b)}"]
+        if (a["split"], a["student"]) != (b["split"], b["student"]):
+            lines.append("note: different splits or students, so the scores do not compare")
+        lines.append(f"B - A: macro-F1 {d['delta_macro_f1']:+.3f}, accuracy "
+                     f"{d['delta_accuracy']:+.3f} over {d['common']} items both scored")
+        lines.append(f"fixed by B (wrong -> right): {d['wrong_to_right'] or 'none'}")
+        lines.append(f"broken by B (right -> wrong): {d['right_to_wrong'] or 'none'}")
+        lines.append(d["diff"].rstrip("\n") if d["diff"] else "the two prompts are identical")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)

@@ -1,0 +1,75 @@
+"""Model commands: ``ask`` (one call) and ``calls`` (the call log)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pld.cli.common import _emit, _ws, handles_errors
+from pld.cli.root import cli
+
+
+@cli.command("ask")
+@click.argument("model")
+@click.argument("text")
+@click.option("--system", default=None, help="System prompt.")
+@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("--no-cache", is_flag=True, help="Call the model even if the answer is cached.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def ask_cmd(ctx: click.Context, model: str, text: str, system: str | None, max_tokens: int,
+            no_cache: bool, as_json: bool) -> None:
+    """One call through the same cache and log (handy to check a key or a server)."""
+    from pld.llm.calls import complete
+    from pld.llm.registry import parse_model
+
+    parse_model(model)
+    ws = _ws(ctx)
+    result = complete(ws, model, [{"role": "user", "content": text}], system=system,
+                      max_tokens=max_tokens, stage="ask", use_cache=not no_cache)
+    r = result.reply
+    data = {"model": model, "text": r.text, "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
+            "latency_s": round(r.latency_s, 3), "cache_hit": result.cached,
+            "call_id": result.call_id}
+    _emit(data, as_json, lambda d: d["text"])
+
+
+@cli.command("calls")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=int, default=0, help="Also list the last N calls.")
+@click.pass_context
+@handles_errors
+def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """The call log: counts, tokens, cache hits, errors and cost, per model and stage."""
+    from pld.llm.calls import list_calls, summarize_calls
+
+    ws = _ws(ctx)
+    data = summarize_calls(ws)
+    if limit:
+        data["recent"] = [
+            {k: r[k] for k in ("id", "created_at", "model", "stage", "cache_hit", "attempt",
+                               "input_tokens", "output_tokens", "latency_s", "error")}
+            for r in list_calls(ws, limit=limit)
+        ]
+
+    def text(d: dict[str, Any]) -> str:
+        t = d["total"]
+        lines = [f"{t['calls']} calls, {t['cache_hits']} cache hits, {t['uncached']} uncached, "
+                 f"{t['errors']} errors, "
+                 f"{t['input_tokens']} in / {t['output_tokens']} out tokens, "
+                 f"${t['cost_usd']:.4f} estimated", ""]
+        lines.append(f"{'model':<40} {'stage':<12} {'calls':>6} {'hits':>6} {'errors':>6} "
+                     f"{'in tok':>9} {'out tok':>8} {'cost $':>9}")
+        for g in d["by_model_stage"]:
+            lines.append(f"{g['model'][:40]:<40} {str(g['stage'])[:12]:<12} {g['calls']:>6} "
+                         f"{g['cache_hits']:>6} {g['errors']:>6} {g['input_tokens']:>9} "
+                         f"{g['output_tokens']:>8} {g['cost_usd']:>9.4f}")
+        for r in d.get("recent", []):
+            lines.append(f"#{r['id']} {r['created_at']} {r['model']} {r['stage']} "
+                         f"hit={r['cache_hit']} {r['error'] or ''}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)

@@ -1,0 +1,116 @@
+"""Prompt versions: ``prompts build/list/show``, and ``export`` to write one out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pld.cli.common import _emit, _ws, handles_errors
+from pld.cli.root import cli
+from pld.errors import BadInput
+from pld.workspace import Workspace
+
+
+@cli.group("prompts")
+def prompts_group() -> None:
+    """Build, list and show the prompt versions of a task (what eval --version and export use)."""
+
+
+def _prompt_row(ws: Workspace, p: Any) -> dict[str, Any]:
+    """One prompt version as the Export page's table shows it, with why it may not be exported."""
+    from pld.pipeline.export import refusal
+
+    why = refusal(ws, p)
+    return {"version": p.version, "created_at": p.created_at, "origin": p.origin,
+            "parent_version": p.parent_version, "heuristic_ids": p.heuristic_ids,
+            "sha256": p.sha256, "exportable": why is None, "refused": why}
+
+
+@prompts_group.command("build")
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def prompts_build(ctx: click.Context, task: str, as_json: bool) -> None:
+    """Render TASK's approved heuristics into a prompt version.
+
+    Building the same approved set again gives back the version that already holds that text.
+    """
+    from pld.pipeline.student import build_prompt, list_prompts
+
+    ws = _ws(ctx)
+    before = {p.version for p in list_prompts(ws, task)}
+    p = build_prompt(ws, task)
+    data = {"task": task, **_prompt_row(ws, p), "new": p.version not in before}
+    _emit(data, as_json, lambda d: (
+        f"prompt v{d['version']} of {d['task']} holds {len(d['heuristic_ids'])} approved "
+        f"heuristics ({'new' if d['new'] else 'already there'}); sha256 {d['sha256'][:12]}"))
+
+
+@prompts_group.command("list")
+@click.argument("task")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def prompts_list(ctx: click.Context, task: str, as_json: bool) -> None:
+    """TASK's prompt versions and whether each may be exported (oldest first)."""
+    from pld.pipeline.student import list_prompts
+    from pld.tasks.store import task_info
+
+    ws = _ws(ctx)
+    task_info(ws, task)
+    data = {"task": task, "prompts": [_prompt_row(ws, p) for p in list_prompts(ws, task)]}
+
+    def text(d: dict[str, Any]) -> str:
+        out = []
+        for p in d["prompts"]:
+            parent = f" from v{p['parent_version']}" if p["parent_version"] else ""
+            out.append(f"v{p['version']:<3} {p['created_at']} {p['origin']}{parent}: "
+                       f"{len(p['heuristic_ids'])} heuristics, sha256 {p['sha256'][:12]}, "
+                       + ("exportable" if p["exportable"] else f"refused: {p['refused']}"))
+        return "\n".join(out) or (f"no prompt versions for {d['task']}; approve heuristics, then "
+                                  f"python -m pld prompts build {d['task']}")
+
+    _emit(data, as_json, text)
+
+
+@prompts_group.command("show")
+@click.argument("task")
+@click.option("--version", type=int, default=None, help="Prompt version (default: latest).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def prompts_show(ctx: click.Context, task: str, version: int | None, as_json: bool) -> None:
+    """Print a prompt version's exact system prompt (export's prompt.md)."""
+    from pld.pipeline.student import get_prompt
+
+    ws = _ws(ctx)
+    p = get_prompt(ws, task, version)
+    if as_json:
+        _emit({"task": task, **_prompt_row(ws, p), "text": p.text}, True, str)
+    else:
+        # The text as stored: no newline added to one that has it, so it can be diffed.
+        click.echo(p.text, nl=not p.text.endswith("\n"))
+
+
+@cli.command("export")
+@click.argument("task")
+@click.option("--version", type=int, default=None, help="Prompt version (default: latest).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path,
+               as_json: bool) -> None:
+    """Write prompt.md and manifest.json of an approved prompt version."""
+    from pld.pipeline.export import export
+
+    try:
+        r = export(_ws(ctx), task, out_dir, version=version)
+    except OSError as e:  # the workspace is SQLite, so an OSError here is about --out
+        raise BadInput(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
+    data = {"prompt": str(r.prompt_path), "manifest": str(r.manifest_path),
+            "sha256": r.manifest.get("prompt_sha256"), "version": r.manifest.get("version")}
+    _emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}")

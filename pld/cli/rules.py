@@ -1,0 +1,128 @@
+"""Stage 1 ``extract``, and ``rules list/show`` to browse the micro-instructions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pld.cli.common import (
+    _check_model,
+    _cluster_ref,
+    _emit,
+    _failed_before_note,
+    _model_option,
+    _Progress,
+    _ws,
+    handles_errors,
+)
+from pld.cli.root import cli
+from pld.errors import BadInput
+
+
+@cli.command("extract")
+@click.argument("task")
+@_model_option("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
+@click.option("--limit", type=int, default=None, help="At most N training examples.")
+@click.option("--concurrency", type=int, default=None, help="Parallel teacher calls.")
+@click.option("--retry-failed", is_flag=True,
+              help="Ask again, with a fresh call, the examples that failed before.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
+                concurrency: int | None, retry_failed: bool, as_json: bool) -> None:
+    """Stage 1: one micro-instruction per training example."""
+    from dataclasses import asdict
+
+    from pld.pipeline.extract import extract
+
+    _check_model(teacher)
+    s = extract(_ws(ctx), task, teacher, limit=limit, concurrency=concurrency,
+                retry_failed=retry_failed, on_progress=_Progress("extract"))
+    _emit(asdict(s), as_json, lambda d: (
+        f"extract run {d['run_id']}: {d['done']}/{d['total']} rules, {d['skipped']} already "
+        f"done, {d['failed']} failed, {d['flagged']} flagged" + _failed_before_note(d)))
+
+
+@cli.group("rules")
+def rules_group() -> None:
+    """Browse the extracted micro-instructions (the Micro-instructions page's table)."""
+
+
+@rules_group.command("list")
+@click.argument("task")
+@click.option("--status", type=click.Choice(["ok", "failed"]), default=None)
+@click.option("--label", default=None, help="Only rules of examples with this gold label.")
+@click.option("--flag", "flag", default=None, metavar="any|none|NAME",
+              help="Flagged rules: any flag, none, or one flag (see rules show).")
+@click.option("--search", default=None, help="Substring of the rule, reasoning or error.")
+@click.option("--clustering", "clustering_id", type=int, default=None,
+              help="With --cluster: the clustering the cluster belongs to.")
+@click.option("--cluster", "cluster_ref", default=None, metavar="ID|noise",
+              help="Only the rules of this cluster (or the noise) of --clustering.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def rules_list(ctx: click.Context, task: str, status: str | None, label: str | None,
+               flag: str | None, search: str | None, clustering_id: int | None,
+               cluster_ref: str | None, limit: int, offset: int, as_json: bool) -> None:
+    """One page of TASK's rules, in example order, with the number that match."""
+    from pld.pipeline.extract import FLAGS, count_rules, list_rules
+    from pld.tasks.store import task_info
+
+    flagged: bool | str | None = {None: None, "any": True, "none": False}.get(flag, flag)
+    if isinstance(flagged, str) and flagged not in FLAGS:
+        raise BadInput(f"--flag {flag!r}: use any, none or one of {', '.join(FLAGS)}")
+    if (clustering_id is None) != (cluster_ref is None):
+        raise BadInput("rules list: --cluster and --clustering go together")
+    cluster = None if clustering_id is None else (
+        clustering_id, _cluster_ref(cluster_ref or "", "--cluster"))
+    ws = _ws(ctx)
+    task_info(ws, task)
+    filters: dict[str, Any] = {"status": status, "label": label, "flagged": flagged,
+                               "search": search, "cluster": cluster}
+    rows = list_rules(ws, task, **filters, limit=limit, offset=offset)
+    keep = ("id", "status", "label", "flags", "rule", "reasoning", "error", "teacher",
+            "example_id", "ext_id", "split", "example_text")
+    data = {"task": task, "total": count_rules(ws, task, **filters), "offset": offset,
+            "limit": limit, "rules": [{k: r.get(k) for k in keep} for r in rows]}
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"rules {d['offset'] + 1}-{d['offset'] + len(d['rules'])} of {d['total']} "
+                 f"matching" if d["rules"] else f"no rule of {d['task']} matches"]
+        for r in d["rules"]:
+            body = r["rule"] if r["status"] == "ok" else f"(failed) {r['error'] or ''}"
+            flags = f" [{', '.join(r['flags'])}]" if r["flags"] else ""
+            lines.append(f"#{r['id']:<5} {str(r['label'])[:12]:<12} {body}{flags}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+@rules_group.command("show")
+@click.argument("rule_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def rules_show(ctx: click.Context, rule_id: int, as_json: bool) -> None:
+    """One rule with its reasoning, its example and the teacher call that wrote it."""
+    from pld.pipeline.extract import FLAGS, get_rule
+
+    r = get_rule(_ws(ctx), rule_id)
+
+    def text(d: dict[str, Any]) -> str:
+        ex = d["example"]
+        lines = [f"rule #{d['id']} [{d['status']}] by {d['teacher']}",
+                 f"rule: {d['rule'] or ''}" if d["status"] == "ok" else f"error: {d['error']}",
+                 f"reasoning: {d['reasoning'] or ''}",
+                 f"example {ex['ext_id']} ({ex['split']}, gold {ex['label']}): {ex['text']}"]
+        lines += [f"flag {f}: {FLAGS.get(f, '')}" for f in d["flags"]]
+        if d["call"]:
+            lines.append(f"teacher call: llm_calls row {d['call']['id']} "
+                         f"(python -m pld calls --limit N lists calls)")
+        return "\n".join(lines)
+
+    _emit(r, as_json, text)

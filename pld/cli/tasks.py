@@ -1,0 +1,113 @@
+"""Data commands: ``tasks``, ``load`` and ``download``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pld.cli.common import _emit, _ws, handles_errors
+from pld.cli.root import cli
+from pld.errors import BadInput
+
+
+@cli.command("tasks")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@handles_errors
+def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Built-in tasks, whether their data was found, and split sizes."""
+    from pld.tasks import data_dir, task_statuses
+    from pld.tasks.store import loaded_tasks
+
+    ws = _ws(ctx)
+    loaded = {}
+    for t in loaded_tasks(ws):
+        counts = {r["split"]: r["n"] for r in ws.query(
+            "SELECT split, count(*) AS n FROM examples WHERE task = ? GROUP BY split", [t.name])}
+        loaded[t.name] = {"kind": t.kind, "labels": t.labels, "splits": counts}
+    data = {"data_dir": str(data_dir()), "workspace": str(ws.path),
+            "tasks": task_statuses(), "loaded": loaded}
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"data: {d['data_dir']}", f"workspace: {d['workspace']}", ""]
+        for t in d["tasks"]:
+            mark = "ok " if t.get("available") else "-- "
+            sizes = " / ".join(f"{k} {v}" for k, v in (t.get("split_sizes") or {}).items())
+            lines.append(f"{mark}{t['name']:<22} {len(t.get('labels') or []):>2} labels  "
+                         + (f"load gives {sizes}" if sizes else ""))
+            if t.get("notes"):
+                lines.append(f"     {t['notes']}")
+        if d["loaded"]:
+            lines.append("")
+            lines.append("loaded in this workspace:")
+            for name, info in d["loaded"].items():
+                sizes = ", ".join(f"{k} {v}" for k, v in info["splits"].items())
+                lines.append(f"  {name:<22} {sizes}")
+        return "\n".join(lines)
+
+    _emit(data, as_json, text)
+
+
+@cli.command("load")
+@click.argument("task")
+@click.option("--file", "file", type=click.Path(path_type=Path), help="custom: CSV or JSONL file.")
+@click.option("--name", help="custom: name of the task in the workspace (default: file stem).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--id-column", default=None, help="custom: optional column of unique ids.")
+@click.option("--description", default=None,
+              help="custom: what the task decides, one sentence (goes into the prompts).")
+@click.option("--train", "n_train", type=int, default=None, help="Training examples (0 = all).")
+@click.option("--val", "n_val", type=int, default=None, help="Validation examples (0 = all).")
+@click.option("--test", "n_test", type=int, default=None, help="Test examples (0 = all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--context-tokens", type=int, default=None,
+              help="contract-nli: input budget per example in tokens (default 1500); a longer "
+                   "NDA keeps its passages most relevant to the hypothesis, and says so.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
+             text_column: str, label_column: str, id_column: str | None,
+             description: str | None, n_train: int | None, n_val: int | None,
+             n_test: int | None, seed: int, context_tokens: int | None, as_json: bool) -> None:
+    """Load a task's splits into the workspace (deterministic for a seed)."""
+    from pld.tasks import load_custom, load_task
+    from pld.tasks.custom import task_name_for
+
+    ws = _ws(ctx)
+    if task == "custom":
+        if file is None:
+            raise BadInput("load custom: --file PATH is required (a CSV or JSONL file)")
+        counts = load_custom(ws, file, name=name, text_column=text_column,
+                             label_column=label_column, id_column=id_column, n_train=n_train,
+                             n_val=n_val, n_test=n_test, seed=seed,
+                             description=(description or "").strip() or None)
+        task = name or task_name_for(file)
+    else:
+        if file is not None or description is not None:
+            # A built-in task brings its own description; silently dropping one would mislead.
+            raise BadInput(f"load {task}: --file and --description are only for custom tasks")
+        if context_tokens is not None and task != "contract-nli":
+            raise BadInput(f"load {task}: --context-tokens is only for contract-nli")
+        options = {"context_tokens": context_tokens} if context_tokens is not None else None
+        counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                           options=options)
+    _emit({"task": task, "splits": counts}, as_json,
+          lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
+
+
+@cli.command("download")
+@click.argument("task")
+@handles_errors
+def download_cmd(task: str) -> None:
+    """Fetch a task's upstream files into data/ (needs internet)."""
+    from pld.tasks import download_dir
+    from pld.tasks.download import NOTICES, download
+
+    if task in NOTICES:
+        click.echo(NOTICES[task], err=True)
+    for path in download(task, download_dir()):
+        click.echo(f"wrote {path}")
