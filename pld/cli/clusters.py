@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from pld.cli.common import NOISE, _as_option, _cluster_ref, _emit, _Progress, _ws, handles_errors
+from pld.cli.common import (
+    NOISE,
+    Progress,
+    as_option,
+    ctx_workspace,
+    emit,
+    handles_errors,
+    parse_cluster_ref,
+)
 from pld.cli.root import cli
 from pld.errors import BadInput
 
@@ -42,10 +50,10 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
             eps_value = float(eps)
         except ValueError:
             raise BadInput(f"--eps: expected a number or 'auto', got {eps!r}") from None
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     cid = clustering.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
                              k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
-                             seed=seed, on_progress=_Progress("cluster"))
+                             seed=seed, on_progress=Progress("cluster"))
     if accept_as:
         clustering.accept_clustering(ws, cid, accept_as)
     row = ws.query("SELECT * FROM clusterings WHERE id = ?", [cid])[0]
@@ -65,7 +73,7 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
                          f"{c.get('name') or ''}")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @cli.group("clusters")
@@ -90,7 +98,7 @@ def clusters_list(ctx: click.Context, task: str, as_json: bool) -> None:
     from pld.pipeline import cluster as clu
     from pld.tasks.store import task_info
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     task_info(ws, task)
     current = clu.current_clustering(ws, task)
     data = {"task": task, "current": current["id"] if current else None,
@@ -112,7 +120,7 @@ def clusters_list(ctx: click.Context, task: str, as_json: bool) -> None:
             return f"no clusterings for {d['task']}; run python -m pld cluster {d['task']}"
         return "\n".join([*out, "* the one consolidate uses (accepted, else the latest)"])
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @clusters_group.command("show")
@@ -131,10 +139,10 @@ def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | Non
     """
     from pld.pipeline import cluster as clu
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     c = clu.get_clustering(ws, clustering_id)
     if cluster_ref is not None:
-        cid = _cluster_ref(cluster_ref, "--cluster")
+        cid = parse_cluster_ref(cluster_ref, "--cluster")
         summary = clu.cluster_summary(ws, clustering_id)
         if cid is not None and cid not in {s["id"] for s in summary}:
             raise BadInput(f"--cluster {cid}: not a cluster of clustering {clustering_id} "
@@ -143,7 +151,7 @@ def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | Non
                  for r in clu.members(ws, clustering_id, cid)]
         data: dict[str, Any] = {"clustering_id": clustering_id, "cluster_id": cid,
                                 "rules": rules}
-        _emit(data, as_json, lambda d: "\n".join(
+        emit(data, as_json, lambda d: "\n".join(
             f"rule #{r['id']:<5} {r['gold_label']!s:<12} {r['rule']}" for r in d["rules"])
             or "no rules")
         return
@@ -163,12 +171,12 @@ def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | Non
                          f"{s['name']}  [{mix}]")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @clusters_group.command("accept")
 @click.argument("clustering_id", type=int)
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def clusters_accept(ctx: click.Context, clustering_id: int, who: str) -> None:
@@ -178,7 +186,7 @@ def clusters_accept(ctx: click.Context, clustering_id: int, who: str) -> None:
     """
     from pld.pipeline import cluster as clu
 
-    clu.accept_clustering(_ws(ctx), clustering_id, who)
+    clu.accept_clustering(ctx_workspace(ctx), clustering_id, who)
     click.echo(f"clustering #{clustering_id} accepted by {who}")
 
 
@@ -187,7 +195,7 @@ def clusters_accept(ctx: click.Context, clustering_id: int, who: str) -> None:
 @click.argument("name")
 @click.option("--expected-name", default=None, metavar="OLD",
               help="The name you saw (see clusters show); refused if it was renamed since.")
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def clusters_rename(ctx: click.Context, cluster_id: int, name: str, expected_name: str | None,
@@ -195,7 +203,7 @@ def clusters_rename(ctx: click.Context, cluster_id: int, name: str, expected_nam
     """Rename a cluster (a name you chose is kept when its keywords change)."""
     from pld.pipeline import cluster as clu
 
-    clu.rename_cluster(_ws(ctx), cluster_id, name, who, expected_name=expected_name)
+    clu.rename_cluster(ctx_workspace(ctx), cluster_id, name, who, expected_name=expected_name)
     click.echo(f"cluster {cluster_id} renamed to {name.strip()!r} by {who}")
 
 
@@ -204,7 +212,7 @@ def clusters_rename(ctx: click.Context, cluster_id: int, name: str, expected_nam
 @click.argument("rule_ids", type=int, nargs=-1, required=True)
 @click.option("--to", "target", required=True, metavar="ID|noise",
               help="The cluster to move the rules to, or 'noise' to send them to noise.")
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, ...],
@@ -212,8 +220,8 @@ def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, .
     """Move rules to another cluster or to noise (or back from noise)."""
     from pld.pipeline import cluster as clu
 
-    to = _cluster_ref(target, "--to")
-    ws = _ws(ctx)
+    to = parse_cluster_ref(target, "--to")
+    ws = ctx_workspace(ctx)
     clu.get_clustering(ws, clustering_id)
     clu.move_rules(ws, clustering_id, rule_ids, to, who)  # all or nothing
     where = NOISE if to is None else f"cluster {to}"
@@ -224,7 +232,7 @@ def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, .
 @click.argument("clustering_id", type=int)
 @click.argument("cluster_id", type=int)
 @click.argument("other_ids", type=int, nargs=-1, required=True)
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
@@ -236,7 +244,7 @@ def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
     """
     from pld.pipeline import cluster as clu
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     ids = {s["id"] for s in clu.cluster_summary(ws, clustering_id) if not s["noise"]}
     # Checked before the first merge, so a bad id leaves the clustering as it was.
     for cid in (cluster_id, *other_ids):
@@ -256,7 +264,7 @@ def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
 @click.argument("clustering_id", type=int)
 @click.argument("cluster_id", type=int)
 @click.option("--k", type=int, default=2, show_default=True, help="Number of parts.")
-@_as_option
+@as_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -269,7 +277,7 @@ def clusters_split(ctx: click.Context, clustering_id: int, cluster_id: int, k: i
     """
     from pld.pipeline import cluster as clu
 
-    parts = clu.split_cluster(_ws(ctx), clustering_id, cluster_id, k, who=who)
-    _emit({"clustering_id": clustering_id, "cluster_id": cluster_id, "parts": parts}, as_json,
+    parts = clu.split_cluster(ctx_workspace(ctx), clustering_id, cluster_id, k, who=who)
+    emit({"clustering_id": clustering_id, "cluster_id": cluster_id, "parts": parts}, as_json,
           lambda d: f"split cluster {d['cluster_id']} into clusters "
                     f"{', '.join(map(str, d['parts']))} as {who}")

@@ -17,7 +17,8 @@ from pld.workspace import Workspace, WorkspaceError, open_workspace
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fail(code: int, message: str) -> None:
+def fail(code: int, message: str) -> None:
+    """Print ``error: message`` on stderr and exit with ``code``."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -33,18 +34,19 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (BadInput, ConfigError, WorkspaceError) as e:
-            _fail(2, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            fail(2, str(e).splitlines()[0] if str(e) else type(e).__name__)
         except CallFailed as e:
-            _fail(1, f"LLM call failed (see llm_calls row {e.call_id}): {e}")
+            fail(1, f"LLM call failed (see llm_calls row {e.call_id}): {e}")
         except DownloadError as e:
-            _fail(1, str(e).splitlines()[0])
+            fail(1, str(e).splitlines()[0])
         except KeyboardInterrupt:
-            _fail(1, "interrupted; run the same command again to resume")
+            fail(1, "interrupted; run the same command again to resume")
 
     return wrapper  # type: ignore[return-value]
 
 
-def _ws(ctx: click.Context) -> Workspace:
+def ctx_workspace(ctx: click.Context) -> Workspace:
+    """The workspace of ``--workspace``, opened on first use and closed when the command ends."""
     obj = ctx.find_root().obj
     if obj.get("ws") is None:
         obj["ws"] = open_workspace(obj["path"])
@@ -52,11 +54,12 @@ def _ws(ctx: click.Context) -> Workspace:
     return obj["ws"]
 
 
-def _emit(data: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
+def emit(data: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
+    """Print ``data`` as one JSON object with ``--json``, else as ``text(data)`` for people."""
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text(data))
 
 
-class _Progress:
+class Progress:
     """A one-line progress display on stderr, fed by the stages' ``on_progress(done, total)``."""
 
     def __init__(self, label: str) -> None:
@@ -78,22 +81,26 @@ class _Progress:
         self.last = pct
 
 
-def _model_option(name: str, help_text: str) -> Callable[[F], F]:
+def model_option(name: str, help_text: str) -> Callable[[F], F]:
+    """A required ``--NAME MODEL`` option (``--teacher``, ``--student``)."""
     return click.option(f"--{name}", name, required=True, metavar="MODEL", help=help_text)
 
 
-def _as_option(fn: F) -> F:
+def as_option(fn: F) -> F:
+    """The required ``--as NAME`` of every action a person signs."""
     return click.option("--as", "who", required=True, metavar="NAME",
                         help="Your name; recorded in the audit trail.")(fn)
 
 
-def _check_model(model: str) -> None:
+def check_model(model: str) -> None:
+    """Refuse an unknown model string before any work starts (ConfigError, exit 2)."""
     from pld.llm.registry import parse_model
 
     parse_model(model)
 
 
-def _failed_before_note(d: dict[str, Any]) -> str:
+def failed_before_note(d: dict[str, Any]) -> str:
+    """The tail of a stage's summary line that says how many items stayed failed."""
     n = d.get("failed_before") or 0
     return f"; {n} failed before, kept as failed (--retry-failed asks them again)" if n else ""
 
@@ -101,7 +108,7 @@ def _failed_before_note(d: dict[str, Any]) -> str:
 NOISE = "noise"
 
 
-def _cluster_ref(value: str, option: str) -> int | None:
+def parse_cluster_ref(value: str, option: str) -> int | None:
     """A cluster id, or None for ``noise`` (the rules in no cluster)."""
     if value.strip().lower() == NOISE:
         return None

@@ -8,7 +8,15 @@ from typing import Any
 
 import click
 
-from pld.cli.common import F, _check_model, _emit, _model_option, _Progress, _ws, handles_errors
+from pld.cli.common import (
+    F,
+    Progress,
+    check_model,
+    ctx_workspace,
+    emit,
+    handles_errors,
+    model_option,
+)
 from pld.cli.root import cli
 from pld.errors import BadInput
 
@@ -21,8 +29,8 @@ def _concurrency_option(help_text: str) -> Callable[[F], F]:
 
 @cli.command("resolve")
 @click.argument("task")
-@_model_option("student", "Student model string.")
-@_model_option("teacher", "Teacher model string.")
+@model_option("student", "Student model string.")
+@model_option("teacher", "Teacher model string.")
 @click.option("--iterations", type=int, default=3, show_default=True)
 @click.option("--auto-accept-as", default=None, metavar="NAME",
               help="Accept proposals and approve their heuristics as NAME (benchmarks).")
@@ -39,11 +47,11 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
 
     from pld.pipeline.resolve import resolve
 
-    _check_model(student)
-    _check_model(teacher)
-    s = resolve(_ws(ctx), task, student, teacher, iterations=iterations,
+    check_model(student)
+    check_model(teacher)
+    s = resolve(ctx_workspace(ctx), task, student, teacher, iterations=iterations,
                 auto_accept_as=auto_accept_as, val_limit=val_limit, concurrency=concurrency,
-                on_progress=_Progress("resolve"))
+                on_progress=Progress("resolve"))
     data = asdict(s)
 
     def text(d: dict[str, Any]) -> str:
@@ -54,7 +62,7 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
                          f"{'adopted' if h.get('adopted') else 'not adopted'}")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 def _metrics_text(d: dict[str, Any]) -> str:
@@ -72,7 +80,7 @@ def _metrics_text(d: dict[str, Any]) -> str:
 
 @cli.command("eval")
 @click.argument("task")
-@_model_option("student", "Student model string.")
+@model_option("student", "Student model string.")
 @click.option("--prompt", "prompt_file", type=click.Path(path_type=Path), default=None,
               help="An exported prompt.md.")
 @click.option("--version", type=int, default=None, help="A prompt version of the workspace.")
@@ -98,14 +106,14 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
     if chosen != 1:
         raise BadInput("eval: give exactly one of --prompt FILE, --version V, --zero-shot, "
                        "--few-shot K")
-    _check_model(student)
-    r = evaluate(_ws(ctx), task, student, version=version, prompt_file=prompt_file,
+    check_model(student)
+    r = evaluate(ctx_workspace(ctx), task, student, version=version, prompt_file=prompt_file,
                  zero_shot=zero_shot, few_shot=few_shot, split=split, limit=limit, seed=seed,
-                 concurrency=concurrency, on_progress=_Progress("eval"))
+                 concurrency=concurrency, on_progress=Progress("eval"))
     data = {"task": task, "student": student, "split": split, "method": r.method,
             "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
             "run_id": r.run_id, "metrics": r.metrics}
-    _emit(data, as_json, _metrics_text)
+    emit(data, as_json, _metrics_text)
 
 
 @cli.group("evals")
@@ -128,7 +136,7 @@ def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
     from pld.pipeline.evaluate import list_evaluations
     from pld.tasks.store import task_info
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     task_info(ws, task)
     data = {"task": task, "evaluations": list_evaluations(ws, task)}
 
@@ -142,7 +150,7 @@ def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
                        f"{m.get('accuracy', 0):.3f}")
         return "\n".join(out) or f"no evaluations of {d['task']}; run python -m pld eval"
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @evals_group.command("compare")
@@ -157,7 +165,7 @@ def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -
 
     if eval_a == eval_b:
         raise BadInput("evals compare: give two different evaluation ids")
-    data = compare(_ws(ctx), eval_a, eval_b)
+    data = compare(ctx_workspace(ctx), eval_a, eval_b)
 
     def text(d: dict[str, Any]) -> str:
         a, b = d["a"], d["b"]
@@ -171,4 +179,4 @@ def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -
         lines.append(d["diff"].rstrip("\n") if d["diff"] else "the two prompts are identical")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)

@@ -9,14 +9,14 @@ import click
 
 from pld.cli.common import (
     F,
-    _as_option,
-    _check_model,
-    _emit,
-    _failed_before_note,
-    _model_option,
-    _Progress,
-    _ws,
+    Progress,
+    as_option,
+    check_model,
+    ctx_workspace,
+    emit,
+    failed_before_note,
     handles_errors,
+    model_option,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -24,7 +24,7 @@ from pld.errors import BadInput
 
 @cli.command("consolidate")
 @click.argument("task")
-@_model_option("teacher", "Teacher model string.")
+@model_option("teacher", "Teacher model string.")
 @click.option("--clustering", "clustering_id", type=int, default=None,
               help="Clustering id (default: the accepted one, else the latest).")
 @click.option("--concurrency", type=int, default=None)
@@ -46,13 +46,13 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
 
     from pld.pipeline.consolidate import consolidate
 
-    _check_model(teacher)
-    s = consolidate(_ws(ctx), task, teacher, clustering_id=clustering_id,
+    check_model(teacher)
+    s = consolidate(ctx_workspace(ctx), task, teacher, clustering_id=clustering_id,
                     concurrency=concurrency, retry_failed=retry_failed, merge=merge,
-                    on_progress=_Progress("consolidate"))
-    _emit(asdict(s), as_json, lambda d: (
+                    on_progress=Progress("consolidate"))
+    emit(asdict(s), as_json, lambda d: (
         f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
-        f"already there, {d['failed']} failed" + _failed_before_note(d)))
+        f"already there, {d['failed']} failed" + failed_before_note(d)))
 
 
 @cli.group("review")
@@ -75,7 +75,7 @@ def review_list(ctx: click.Context, task: str, status: str | None, who: str | No
     from pld import review
     from pld.tasks.store import task_info
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     task_info(ws, task)
     rows = review.list_heuristics(ws, task, status=status)
     data = {"task": task, "heuristics": [
@@ -89,7 +89,7 @@ def review_list(ctx: click.Context, task: str, status: str | None, who: str | No
             out.append(f"#{h['id']:<4} {h['status']:<9} v{h['version']:<3} {first}")
         return "\n".join(out) or f"no heuristics for {d['task']}"
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @review_group.command("show")
@@ -101,7 +101,7 @@ def review_show(ctx: click.Context, heuristic_id: int, as_json: bool) -> None:
     """One heuristic with its source rules and examples, and its history."""
     from pld import review
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     h = review.get_heuristic(ws, heuristic_id)
     h["history"] = review.history(ws, heuristic_id)
 
@@ -117,7 +117,7 @@ def review_show(ctx: click.Context, heuristic_id: int, as_json: bool) -> None:
                          f"{ev['action']} {ev.get('comment') or ''}")
         return "\n".join(lines)
 
-    _emit(h, as_json, text)
+    emit(h, as_json, text)
 
 
 def _read_text(path: Path, option: str) -> str:
@@ -138,7 +138,7 @@ def _read_text(path: Path, option: str) -> str:
 @click.option("--base-version", type=int, default=None,
               help="Required: the version your edit is based on (see review show).")
 @click.option("--comment", default=None)
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def review_edit(ctx: click.Context, heuristic_id: int, new_text: str | None, file: Path | None,
@@ -153,7 +153,7 @@ def review_edit(ctx: click.Context, heuristic_id: int, new_text: str | None, fil
         raise BadInput(f"review edit: --base-version is required (the version you read; see "
                        f"python -m pld review show {heuristic_id})")
     text = new_text if new_text is not None else _read_text(file, "--file")  # type: ignore[arg-type]
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     h = review.edit(ws, heuristic_id, text, who=who, base_version=base_version, comment=comment)
     click.echo(f"heuristic #{heuristic_id} is now v{h['version']} ({h['status']})")
 
@@ -180,7 +180,7 @@ def _with_base_versions(command: str, ids: tuple[int, ...],
 @click.argument("heuristic_ids", type=int, nargs=-1, required=True)
 @_base_version_option
 @click.option("--comment", default=None)
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
@@ -189,7 +189,7 @@ def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
     from pld import review
 
     pairs = _with_base_versions("approve", heuristic_ids, base_versions)
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     for hid, base in pairs:
         review.approve(ws, hid, who=who, base_version=base, comment=comment)
         click.echo(f"heuristic #{hid} approved by {who}")
@@ -199,7 +199,7 @@ def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
 @click.argument("heuristic_ids", type=int, nargs=-1, required=True)
 @_base_version_option
 @click.option("--comment", default=None)
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def review_reject(ctx: click.Context, heuristic_ids: tuple[int, ...],
@@ -208,7 +208,7 @@ def review_reject(ctx: click.Context, heuristic_ids: tuple[int, ...],
     from pld import review
 
     pairs = _with_base_versions("reject", heuristic_ids, base_versions)
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     for hid, base in pairs:
         review.reject(ws, hid, who=who, base_version=base, comment=comment)
         click.echo(f"heuristic #{hid} rejected by {who}")
@@ -240,7 +240,7 @@ def _new_ids_text(d: dict[str, Any]) -> str:
 @click.option("--source-rule", "source_rule_ids", type=int, multiple=True, metavar="RULE_ID",
               help="A micro-instruction this heuristic comes from (repeatable).")
 @click.option("--comment", default=None)
-@_as_option
+@as_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -251,8 +251,9 @@ def review_new(ctx: click.Context, task: str, new_text: str | None, file: Path |
     from pld import review
 
     text = _one_text("new", new_text, file)
-    hid = review.create_heuristic(_ws(ctx), task, text, who, source_rule_ids, comment=comment)
-    _emit({"action": "new", "ids": [hid], "by": who}, as_json, _new_ids_text)
+    hid = review.create_heuristic(ctx_workspace(ctx), task, text, who, source_rule_ids,
+                                  comment=comment)
+    emit({"action": "new", "ids": [hid], "by": who}, as_json, _new_ids_text)
 
 
 @review_group.command("merge")
@@ -262,7 +263,7 @@ def review_new(ctx: click.Context, task: str, new_text: str | None, file: Path |
               default=None, help="Read the merged text from a file.")
 @_base_version_option
 @click.option("--comment", default=None)
-@_as_option
+@as_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -281,10 +282,10 @@ def review_merge(ctx: click.Context, heuristic_ids: tuple[int, ...], new_text: s
         raise BadInput("review merge: --base-version is required, one per heuristic id "
                        "(the versions you read; see python -m pld review show ID)")
     pairs = _with_base_versions("merge", heuristic_ids, base_versions)
-    new = review.merge_heuristics(_ws(ctx), heuristic_ids, text, who,
+    new = review.merge_heuristics(ctx_workspace(ctx), heuristic_ids, text, who,
                                   base_versions=dict(pairs),  # type: ignore[arg-type]
                                   comment=comment)
-    _emit({"action": "merge", "from": sorted(set(heuristic_ids)), "ids": [new], "by": who},
+    emit({"action": "merge", "from": sorted(set(heuristic_ids)), "ids": [new], "by": who},
           as_json, _new_ids_text)
 
 
@@ -297,7 +298,7 @@ def review_merge(ctx: click.Context, heuristic_ids: tuple[int, ...], new_text: s
 @click.option("--base-version", type=int, default=None,
               help="Required: the version you split (see review show).")
 @click.option("--comment", default=None)
-@_as_option
+@as_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -314,9 +315,9 @@ def review_split(ctx: click.Context, heuristic_id: int, texts: tuple[str, ...],
         raise BadInput(f"review split: --base-version is required (the version you read; see "
                        f"python -m pld review show {heuristic_id})")
     parts = list(texts) or [_read_text(f, "--file") for f in files]
-    new = review.split_heuristic(_ws(ctx), heuristic_id, parts, who, base_version=base_version,
-                                 comment=comment)
-    _emit({"action": "split", "from": [heuristic_id], "ids": new, "by": who}, as_json,
+    new = review.split_heuristic(ctx_workspace(ctx), heuristic_id, parts, who,
+                                 base_version=base_version, comment=comment)
+    emit({"action": "split", "from": [heuristic_id], "ids": new, "by": who}, as_json,
           _new_ids_text)
 
 
@@ -342,7 +343,7 @@ def review_approvers(ctx: click.Context, task: str, add_name: str | None,
 
     if add_name is not None and remove_name is not None:
         raise BadInput("review approvers: give --add or --remove, not both")
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     task_info(ws, task)
     data: dict[str, Any] = {"task": task}
     if add_name is not None or remove_name is not None:
@@ -369,7 +370,7 @@ def review_approvers(ctx: click.Context, task: str, add_name: str | None,
                           "editor may approve")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @review_group.command("proposals")
@@ -383,7 +384,7 @@ def review_proposals(ctx: click.Context, task: str, status: str, as_json: bool) 
     """The teacher's proposed fixes from the conflict loop."""
     from pld.pipeline.resolve import list_proposals
 
-    rows = list_proposals(_ws(ctx), task, status=None if status == "all" else status)
+    rows = list_proposals(ctx_workspace(ctx), task, status=None if status == "all" else status)
     data = {"task": task, "proposals": rows}
 
     def text(d: dict[str, Any]) -> str:
@@ -395,14 +396,14 @@ def review_proposals(ctx: click.Context, task: str, status: str, as_json: bool) 
             out.append(f"     why: {(p.get('rationale') or '')[:100]}")
         return "\n".join(out) or "no proposals"
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @review_group.command("decide")
 @click.argument("proposal_id", type=int)
 @click.argument("decision", type=click.Choice(["accept", "reject"]))
 @click.option("--comment", default=None)
-@_as_option
+@as_option
 @click.pass_context
 @handles_errors
 def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: str | None,
@@ -410,5 +411,5 @@ def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: 
     """Accept or reject one proposal of the conflict loop."""
     from pld.pipeline.resolve import decide_proposal
 
-    decide_proposal(_ws(ctx), proposal_id, decision == "accept", who, comment=comment)
+    decide_proposal(ctx_workspace(ctx), proposal_id, decision == "accept", who, comment=comment)
     click.echo(f"proposal #{proposal_id} {decision}ed by {who}")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pld.cli.common import _emit, _ws, handles_errors
+from pld.cli.common import ctx_workspace, emit, handles_errors
 from pld.cli.root import cli
 
 
@@ -26,7 +26,7 @@ def ask_cmd(ctx: click.Context, model: str, text: str, system: str | None, max_t
     from pld.llm.registry import parse_model
 
     parse_model(model)
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     result = complete(ws, model, [{"role": "user", "content": text}], system=system,
                       max_tokens=max_tokens, stage="ask", use_cache=not no_cache)
     r = result.reply
@@ -34,7 +34,7 @@ def ask_cmd(ctx: click.Context, model: str, text: str, system: str | None, max_t
             "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
             "latency_s": round(r.latency_s, 3), "cache_hit": result.cached,
             "call_id": result.call_id}
-    _emit(data, as_json, lambda d: d["text"])
+    emit(data, as_json, lambda d: d["text"])
 
 
 @cli.command("calls")
@@ -46,7 +46,7 @@ def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
     """The call log: counts, tokens, cache hits, errors and cost, per model and stage."""
     from pld.llm.calls import list_calls, summarize_calls
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     data = summarize_calls(ws)
     if limit:
         data["recent"] = [
@@ -72,4 +72,4 @@ def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
                          f"hit={r['cache_hit']} {r['error'] or ''}")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)

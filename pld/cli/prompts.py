@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pld.cli.common import _emit, _ws, handles_errors
+from pld.cli.common import ctx_workspace, emit, handles_errors
 from pld.cli.root import cli
 from pld.errors import BadInput
 from pld.workspace import Workspace
@@ -40,11 +40,11 @@ def prompts_build(ctx: click.Context, task: str, as_json: bool) -> None:
     """
     from pld.pipeline.student import build_prompt, list_prompts
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     before = {p.version for p in list_prompts(ws, task)}
     p = build_prompt(ws, task)
     data = {"task": task, **_prompt_row(ws, p), "new": p.version not in before}
-    _emit(data, as_json, lambda d: (
+    emit(data, as_json, lambda d: (
         f"prompt v{d['version']} of {d['task']} holds {len(d['heuristic_ids'])} approved "
         f"heuristics ({'new' if d['new'] else 'already there'}); sha256 {d['sha256'][:12]}"))
 
@@ -59,7 +59,7 @@ def prompts_list(ctx: click.Context, task: str, as_json: bool) -> None:
     from pld.pipeline.student import list_prompts
     from pld.tasks.store import task_info
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     task_info(ws, task)
     data = {"task": task, "prompts": [_prompt_row(ws, p) for p in list_prompts(ws, task)]}
 
@@ -73,7 +73,7 @@ def prompts_list(ctx: click.Context, task: str, as_json: bool) -> None:
         return "\n".join(out) or (f"no prompt versions for {d['task']}; approve heuristics, then "
                                   f"python -m pld prompts build {d['task']}")
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @prompts_group.command("show")
@@ -86,10 +86,10 @@ def prompts_show(ctx: click.Context, task: str, version: int | None, as_json: bo
     """Print a prompt version's exact system prompt (export's prompt.md)."""
     from pld.pipeline.student import get_prompt
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     p = get_prompt(ws, task, version)
     if as_json:
-        _emit({"task": task, **_prompt_row(ws, p), "text": p.text}, True, str)
+        emit({"task": task, **_prompt_row(ws, p), "text": p.text}, True, str)
     else:
         # The text as stored: no newline added to one that has it, so it can be diffed.
         click.echo(p.text, nl=not p.text.endswith("\n"))
@@ -108,9 +108,9 @@ def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path
     from pld.pipeline.export import export
 
     try:
-        r = export(_ws(ctx), task, out_dir, version=version)
+        r = export(ctx_workspace(ctx), task, out_dir, version=version)
     except OSError as e:  # the workspace is SQLite, so an OSError here is about --out
         raise BadInput(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
     data = {"prompt": str(r.prompt_path), "manifest": str(r.manifest_path),
             "sha256": r.manifest.get("prompt_sha256"), "version": r.manifest.get("version")}
-    _emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}")
+    emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}")

@@ -7,14 +7,14 @@ from typing import Any
 import click
 
 from pld.cli.common import (
-    _check_model,
-    _cluster_ref,
-    _emit,
-    _failed_before_note,
-    _model_option,
-    _Progress,
-    _ws,
+    Progress,
+    check_model,
+    ctx_workspace,
+    emit,
+    failed_before_note,
     handles_errors,
+    model_option,
+    parse_cluster_ref,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -22,7 +22,7 @@ from pld.errors import BadInput
 
 @cli.command("extract")
 @click.argument("task")
-@_model_option("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
+@model_option("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
 @click.option("--limit", type=int, default=None, help="At most N training examples.")
 @click.option("--concurrency", type=int, default=None, help="Parallel teacher calls.")
 @click.option("--retry-failed", is_flag=True,
@@ -37,12 +37,12 @@ def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
 
     from pld.pipeline.extract import extract
 
-    _check_model(teacher)
-    s = extract(_ws(ctx), task, teacher, limit=limit, concurrency=concurrency,
-                retry_failed=retry_failed, on_progress=_Progress("extract"))
-    _emit(asdict(s), as_json, lambda d: (
+    check_model(teacher)
+    s = extract(ctx_workspace(ctx), task, teacher, limit=limit, concurrency=concurrency,
+                retry_failed=retry_failed, on_progress=Progress("extract"))
+    emit(asdict(s), as_json, lambda d: (
         f"extract run {d['run_id']}: {d['done']}/{d['total']} rules, {d['skipped']} already "
-        f"done, {d['failed']} failed, {d['flagged']} flagged" + _failed_before_note(d)))
+        f"done, {d['failed']} failed, {d['flagged']} flagged" + failed_before_note(d)))
 
 
 @cli.group("rules")
@@ -79,8 +79,8 @@ def rules_list(ctx: click.Context, task: str, status: str | None, label: str | N
     if (clustering_id is None) != (cluster_ref is None):
         raise BadInput("rules list: --cluster and --clustering go together")
     cluster = None if clustering_id is None else (
-        clustering_id, _cluster_ref(cluster_ref or "", "--cluster"))
-    ws = _ws(ctx)
+        clustering_id, parse_cluster_ref(cluster_ref or "", "--cluster"))
+    ws = ctx_workspace(ctx)
     task_info(ws, task)
     filters: dict[str, Any] = {"status": status, "label": label, "flagged": flagged,
                                "search": search, "cluster": cluster}
@@ -99,7 +99,7 @@ def rules_list(ctx: click.Context, task: str, status: str | None, label: str | N
             lines.append(f"#{r['id']:<5} {str(r['label'])[:12]:<12} {body}{flags}")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @rules_group.command("show")
@@ -111,7 +111,7 @@ def rules_show(ctx: click.Context, rule_id: int, as_json: bool) -> None:
     """One rule with its reasoning, its example and the teacher call that wrote it."""
     from pld.pipeline.extract import FLAGS, get_rule
 
-    r = get_rule(_ws(ctx), rule_id)
+    r = get_rule(ctx_workspace(ctx), rule_id)
 
     def text(d: dict[str, Any]) -> str:
         ex = d["example"]
@@ -125,4 +125,4 @@ def rules_show(ctx: click.Context, rule_id: int, as_json: bool) -> None:
                          f"(python -m pld calls --limit N lists calls)")
         return "\n".join(lines)
 
-    _emit(r, as_json, text)
+    emit(r, as_json, text)

@@ -8,13 +8,13 @@ from typing import Any
 import click
 
 from pld.cli.common import (
-    _check_model,
-    _emit,
-    _failed_before_note,
-    _model_option,
-    _Progress,
-    _ws,
+    Progress,
+    check_model,
+    ctx_workspace,
+    emit,
+    failed_before_note,
     handles_errors,
+    model_option,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -22,8 +22,8 @@ from pld.errors import BadInput
 
 @cli.command("run")
 @click.argument("task")
-@_model_option("teacher", "Teacher model string.")
-@_model_option("student", "Student model string.")
+@model_option("teacher", "Teacher model string.")
+@model_option("student", "Student model string.")
 @click.option("--auto-approve-as", default=None, metavar="NAME",
               help="Approve every heuristic and proposal as NAME (benchmarks; recorded as auto). "
                    "Without it the run stops after consolidation for people to review.")
@@ -64,8 +64,8 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
 
     from pld.pipeline.chain import ChainOptions, run_chain
 
-    _check_model(teacher)
-    _check_model(student)
+    check_model(teacher)
+    check_model(student)
     eps_value: float | str = eps
     if eps != "auto":
         try:
@@ -78,7 +78,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         iterations=iterations, val_limit=val_limit, test_limit=test_limit, few_shot=few_shot,
         out_dir=out_dir or Path("data") / "exports" / task, seed=seed, retry_failed=retry_failed,
         merge=merge)
-    s = run_chain(_ws(ctx), task, options, on_progress=_Progress(task))
+    s = run_chain(ctx_workspace(ctx), task, options, on_progress=Progress(task))
 
     def text(d: dict[str, Any]) -> str:
         st = d["stages"]
@@ -86,7 +86,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         if "extract" in st:
             e = st["extract"]
             lines.append(f"  extract: {e['done']}/{e['total']} rules ({e['failed']} failed)"
-                         + _failed_before_note(e))
+                         + failed_before_note(e))
         if "cluster" in st:
             c = st["cluster"]
             lines.append(f"  cluster: {c['n_clusters']} clusters, noise "
@@ -95,7 +95,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         if "consolidate" in st:
             c = st["consolidate"]
             lines.append(f"  consolidate: {c['created']} heuristics created, {c['skipped']} "
-                         f"already there, {c['failed']} failed" + _failed_before_note(c))
+                         f"already there, {c['failed']} failed" + failed_before_note(c))
         for name, ev in st.get("eval", {}).items():
             lines.append(f"  eval {name}: macro-F1 {ev['macro_f1']:.3f} "
                          f"[{ev['ci'][0]:.3f}, {ev['ci'][1]:.3f}] accuracy {ev['accuracy']:.3f} "
@@ -106,4 +106,4 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
             lines.append(f"  next: review the heuristics (python -m pld review list {d['task']})")
         return "\n".join(lines)
 
-    _emit(asdict(s), as_json, text)
+    emit(asdict(s), as_json, text)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pld.cli.common import _emit, _ws, handles_errors
+from pld.cli.common import ctx_workspace, emit, handles_errors
 from pld.cli.root import cli
 from pld.errors import BadInput
 
@@ -21,7 +21,7 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
     from pld.tasks import data_dir, task_statuses
     from pld.tasks.store import loaded_tasks
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     loaded = {}
     for t in loaded_tasks(ws):
         counts = {r["split"]: r["n"] for r in ws.query(
@@ -47,7 +47,7 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
                 lines.append(f"  {name:<22} {sizes}")
         return "\n".join(lines)
 
-    _emit(data, as_json, text)
+    emit(data, as_json, text)
 
 
 @cli.command("load")
@@ -77,7 +77,7 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
     from pld.tasks import load_custom, load_task
     from pld.tasks.custom import task_name_for
 
-    ws = _ws(ctx)
+    ws = ctx_workspace(ctx)
     if task == "custom":
         if file is None:
             raise BadInput("load custom: --file PATH is required (a CSV or JSONL file)")
@@ -95,7 +95,7 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
         options = {"context_tokens": context_tokens} if context_tokens is not None else None
         counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
                            options=options)
-    _emit({"task": task, "splits": counts}, as_json,
+    emit({"task": task, "splits": counts}, as_json,
           lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
 
 
