@@ -118,7 +118,8 @@ def test_run_with_default_clustering_options(ws_path: Path) -> None:
     with FakeOpenAI(responder=scripted) as fake:
         model = fake.model_string()
         r = pld("run", "demo", "--teacher", model, "--student", model, "--auto-approve-as", "ci",
-                "--iterations", "0", "--json", ws=ws_path)
+                "--iterations", "0", "--out", str(ws_path.parent / "export"), "--json",
+                ws=ws_path)
     assert r.returncode == 0, r.stderr
     cluster = json.loads(r.stdout)["stages"]["cluster"]
     assert cluster["fallback"] is None
@@ -144,7 +145,8 @@ def test_run_falls_back_to_kmeans_when_dbscan_finds_no_cluster(ws_path: Path) ->
     with FakeOpenAI(responder=distinct_rules) as fake:
         model = fake.model_string()
         r = pld("run", "demo", "--teacher", model, "--student", model, "--auto-approve-as", "ci",
-                "--limit", "20", "--eps", "0.0001", "--iterations", "0", "--json", ws=ws_path)
+                "--limit", "20", "--eps", "0.0001", "--iterations", "0",
+                "--out", str(ws_path.parent / "export"), "--json", ws=ws_path)
     assert r.returncode == 0, r.stderr
     cluster = json.loads(r.stdout)["stages"]["cluster"]
     assert cluster["fallback"] == "dbscan found no clusters; fell back to kmeans k=3"
