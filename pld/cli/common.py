@@ -86,6 +86,16 @@ def model_option(name: str, help_text: str) -> Callable[[F], F]:
     return click.option(f"--{name}", name, required=True, metavar="MODEL", help=help_text)
 
 
+def merge_option(fn: F) -> F:
+    """``--merge all|by-label|medoid``: how consolidation turns a cluster into a heuristic."""
+    return click.option(
+        "--merge", type=click.Choice(["all", "by-label", "medoid"]), default="all",
+        show_default=True,
+        help="How a cluster becomes a heuristic: the teacher merges all its rules (the paper), "
+             "or each label's rules apart (parts joined), or no teacher call: each label's "
+             "most central rule (medoid), joined.")(fn)
+
+
 def as_option(fn: F) -> F:
     """The required ``--as NAME`` of every action a person signs."""
     return click.option("--as", "who", required=True, metavar="NAME",

@@ -16,6 +16,7 @@ from pld.cli.common import (
     emit,
     failed_before_note,
     handles_errors,
+    merge_option,
     model_option,
 )
 from pld.cli.root import cli
@@ -30,11 +31,7 @@ from pld.errors import BadInput
 @click.option("--concurrency", type=int, default=None)
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the clusters that failed before.")
-@click.option("--merge", type=click.Choice(["all", "by-label", "medoid"]), default="all",
-              show_default=True,
-              help="How a cluster becomes a heuristic: the teacher merges all its rules (the "
-                   "paper), or each label's rules apart (parts joined), or no teacher call: "
-                   "each label's most central rule (medoid), joined.")
+@merge_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -176,6 +173,20 @@ def _with_base_versions(command: str, ids: tuple[int, ...],
     return list(zip(ids, versions, strict=True))
 
 
+def _sign_each(ctx: click.Context, command: str, ids: tuple[int, ...],
+               versions: tuple[int, ...], comment: str | None, who: str) -> None:
+    # One at a time, in the order given: a refusal (four-eyes, stale version) stops there
+    # and leaves the ones before it signed, each its own audit row.
+    from pld import review
+
+    sign, done = ((review.approve, "approved") if command == "approve"
+                  else (review.reject, "rejected"))
+    ws = ctx_workspace(ctx)
+    for hid, base in _with_base_versions(command, ids, versions):
+        sign(ws, hid, who=who, base_version=base, comment=comment)
+        click.echo(f"heuristic #{hid} {done} by {who}")
+
+
 @review_group.command("approve")
 @click.argument("heuristic_ids", type=int, nargs=-1, required=True)
 @_base_version_option
@@ -186,13 +197,7 @@ def _with_base_versions(command: str, ids: tuple[int, ...],
 def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
                    base_versions: tuple[int, ...], comment: str | None, who: str) -> None:
     """Approve heuristics (four-eyes: not the last editor)."""
-    from pld import review
-
-    pairs = _with_base_versions("approve", heuristic_ids, base_versions)
-    ws = ctx_workspace(ctx)
-    for hid, base in pairs:
-        review.approve(ws, hid, who=who, base_version=base, comment=comment)
-        click.echo(f"heuristic #{hid} approved by {who}")
+    _sign_each(ctx, "approve", heuristic_ids, base_versions, comment, who)
 
 
 @review_group.command("reject")
@@ -205,13 +210,7 @@ def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
 def review_reject(ctx: click.Context, heuristic_ids: tuple[int, ...],
                   base_versions: tuple[int, ...], comment: str | None, who: str) -> None:
     """Reject heuristics (they never enter a prompt)."""
-    from pld import review
-
-    pairs = _with_base_versions("reject", heuristic_ids, base_versions)
-    ws = ctx_workspace(ctx)
-    for hid, base in pairs:
-        review.reject(ws, hid, who=who, base_version=base, comment=comment)
-        click.echo(f"heuristic #{hid} rejected by {who}")
+    _sign_each(ctx, "reject", heuristic_ids, base_versions, comment, who)
 
 
 def _one_text(command: str, text: str | None, file: Path | None) -> str:

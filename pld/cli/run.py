@@ -14,6 +14,7 @@ from pld.cli.common import (
     emit,
     failed_before_note,
     handles_errors,
+    merge_option,
     model_option,
 )
 from pld.cli.root import cli
@@ -45,11 +46,7 @@ from pld.errors import BadInput
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--retry-failed", is_flag=True,
               help="Ask failed extract examples and consolidate clusters again.")
-@click.option("--merge", type=click.Choice(["all", "by-label", "medoid"]), default="all",
-              show_default=True,
-              help="How a cluster becomes a heuristic: the teacher merges all its rules (the "
-                   "paper), or each label's rules apart (parts joined), or no teacher call: "
-                   "each label's most central rule (medoid), joined.")
+@merge_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
