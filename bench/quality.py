@@ -68,7 +68,7 @@ class Sizes:
 
 # About one hour per task with local/default on a quiet 2-core CPU (see estimate()): StereoSet
 # inputs are ~60 tokens, LogiQA ~250, Contract-NLI is cut to a 500-token budget (its own default,
-# 1,500, costs ~19 s per student call at ~80 prompt tokens/s on this CPU).
+# 1,500, costs ~25 s per student call at ~60 prompt tokens/s on this CPU).
 DEFAULTS: dict[str, Sizes] = {
     "stereoset": Sizes(train=120, val=60, test=200, iterations=2),
     "logiqa": Sizes(train=80, val=40, test=100, iterations=1),
@@ -92,14 +92,19 @@ READMES = (REPO / "README.md", REPO / "bench" / "README.md")
 
 @dataclass(frozen=True)
 class Speed:
-    """Measured speed of an embedded model on the 2-core project CPU (shared/RUNTIME.md)."""
+    """Throughput of an embedded model on the 2-core project CPU, as the pipeline sees it."""
 
-    prompt_tps: float
-    gen_tps: float
+    prompt_tps: float  # new (uncached) prompt tokens per second
+    gen_tps: float  # generated tokens per second, JSON-schema decoding included
     overhead_s: float
 
 
-SPEEDS = {"local/default": Speed(80, 23, 0.3), "local/small": Speed(180, 43, 0.2)}
+# local/default is fitted to the call log of the StereoSet and LogiQA runs (bench/.work, median
+# latency per stage): extraction 12.7 s (63 new + 77 generated tokens) and 20.2 s (207 + 125),
+# consolidation 40 s, student calls 1.4 s and 4.5 s all fall within 10% of these figures.
+# shared/RUNTIME.md's 80 / 23 tok/s were a short free-text probe; long JSON replies under a
+# schema and a busy page cache run slower. local/small is RUNTIME.md's probe scaled the same way.
+SPEEDS = {"local/default": Speed(60, 7, 0.3), "local/small": Speed(135, 13, 0.2)}
 
 
 def _call_s(speed: Speed, new_prompt_tokens: float, gen_tokens: float) -> float:
@@ -111,10 +116,13 @@ def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
     """Seconds per stage on a quiet 2-core CPU; None for the parts a remote model does (they
     depend on the API's latency and rate limits).
 
-    ``tokens``: mean input tokens per split. Clusters are guessed as sqrt(n_train / 2) (the
-    k-means fallback's k) and each heuristic as ~80 tokens; the teacher's conflict prompts hold
-    the rules plus up to 16 clipped examples. Cached calls cost nothing, so a resumed run is
-    faster than this.
+    ``tokens``: mean input tokens per split (``train``, ``val``, ``test``) and ``template``, the
+    extraction prompt's own tokens (the same for every example, so the model's prefix cache
+    skips all but the first ~20 after the first call). Clusters are guessed as sqrt(n_train / 2)
+    (the k-means fallback's k) and each heuristic as ~80 tokens; the teacher's conflict prompts
+    hold the rules plus up to 16 clipped examples; a rule reply is ~70 tokens plus 0.3 per input
+    token (measured: 77 on StereoSet, 125 on LogiQA). Cached calls cost nothing, so a resumed
+    run is faster than this.
     """
     t, s = SPEEDS.get(teacher), SPEEDS.get(student)
     x_tr, x_va, x_te = tokens["train"], tokens["val"], tokens["test"]
@@ -124,16 +132,17 @@ def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
                                     "resolve (teacher)": None, "resolve (student)": None,
                                     "eval": None}
     if t is not None:
-        out["extract"] = 350 / t.prompt_tps + sizes.train * _call_s(t, x_tr + 40, 90)
-        out["consolidate"] = k * _call_s(t, 400 + 45 * sizes.train / k, 200)
+        out["extract"] = (tokens.get("template", 400) / t.prompt_tps
+                          + sizes.train * _call_s(t, x_tr + 20, 70 + 0.3 * x_tr))
+        out["consolidate"] = k * _call_s(t, 400 + 45 * sizes.train / k, 150)
         out["resolve (teacher)"] = sizes.iterations * k * _call_s(
-            t, p_tokens + 600 + 12 * min(x_va, 375), 250)
+            t, p_tokens + 600 + 12 * min(x_va, 375), 150)
     if s is not None:
         out["resolve (student)"] = (sizes.iterations + 1) * (
-            p_tokens / s.prompt_tps + sizes.val * _call_s(s, x_va + 12, 3))
+            p_tokens / s.prompt_tps + sizes.val * _call_s(s, x_va + 12, 1))
         prompts = [60, 100 + few_shot * (x_tr + 15), p_tokens, p_tokens]
         out["eval"] = (sum(p / s.prompt_tps for p in prompts)
-                       + len(prompts) * sizes.test * _call_s(s, x_te + 12, 3))
+                       + len(prompts) * sizes.test * _call_s(s, x_te + 12, 1))
     return out
 
 
@@ -267,6 +276,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     """Run (or resume) the chain for one task and return its results block."""
     from pld.pipeline.chain import ChainOptions, run_chain
     from pld.pipeline.evaluate import few_shot_examples, few_shot_prompt
+    from pld.pipeline.extract import build_prompt
     from pld.pipeline.student import get_prompt
     from pld.tasks import load_task
     from pld.tasks.store import loaded_tasks, task_info
@@ -306,6 +316,9 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         n = [count(t)[0] for t in texts]
         toks[split] = sum(n) / max(len(n), 1)
         longest = max([longest, *n])
+    first = ws.query("SELECT * FROM examples WHERE task = ? AND split = 'train' LIMIT 1", [task])
+    if first:
+        toks["template"] = count(build_prompt(info, first[0]))[0] - count(first[0]["text"])[0]
     few_tokens = 0
     if args.few_shot:
         few_tokens = count(few_shot_prompt(info, few_shot_examples(
@@ -322,7 +335,8 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     est = estimate(sizes, toks, args.teacher, args.student, args.few_shot)
     print(f"\n== {task}: train {counts.get('train')} / val {counts.get('val')} / test "
           f"{counts.get('test')}, mean input tokens "
-          + ", ".join(f"{k} {v:.0f}" for k, v in toks.items()) + f"\n   workspace {path}")
+          + ", ".join(f"{k} {toks[k]:.0f}" for k in ("train", "val", "test"))
+          + f" (extraction template {toks.get('template', 0):.0f})\n   workspace {path}")
     known = sum(v for v in est.values() if v is not None)
     remote = [k for k, v in est.items() if v is None]
     print("   estimated time on a quiet 2-core CPU (cached parts are free): "
