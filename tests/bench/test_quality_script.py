@@ -1,0 +1,110 @@
+"""bench/quality.py end to end with remote models: an Anthropic teacher and an OpenAI-compatible
+student, both fake servers on 127.0.0.1, on four StereoSet items per split.
+
+The local model's benchmark takes an hour per task, so CI checks the script's plumbing here:
+that ``--teacher anthropic/...`` works unchanged, that the JSON holds every block the README
+table reads, and that a rerun resumes from the workspace without one uncached call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pld.tasks.stereoset import DOMAINS
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.openai_server import FakeOpenAI
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import quality  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(block.get("text", "") for block in content)
+
+
+def _last_user(body: dict[str, Any]) -> str:
+    return _text([m for m in body["messages"] if m["role"] == "user"][-1]["content"])
+
+
+def _schema_keys(body: dict[str, Any]) -> set[str]:
+    """Property names of the requested JSON schema, in either provider's wire format."""
+    if body.get("tools"):  # Anthropic: a forced tool call carries the schema
+        return set(body["tools"][0]["input_schema"].get("properties") or {})
+    fmt = body.get("response_format") or {}
+    return set(((fmt.get("json_schema") or {}).get("schema") or {}).get("properties") or {})
+
+
+def reply(body: dict[str, Any]) -> str:
+    """A teacher that writes one keyword rule per domain and a student that guesses stably."""
+    keys, user = _schema_keys(body), _last_user(body)
+    if {"reasoning", "rule"} <= keys:
+        gold = re.search(r"Gold label: (\S+)", user).group(1)  # type: ignore[union-attr]
+        return json.dumps({"reasoning": "The candidates are about this domain.",
+                           "rule": f"If the candidates talk about {gold} roles, then the label "
+                                   f"is {gold}."})
+    if "heuristic" in keys:
+        found = [d for d in DOMAINS if d in user]
+        return json.dumps({"heuristic": " ".join(
+            f"If the candidates talk about {d} roles, the label is {d}." for d in found),
+            "labels_covered": found})
+    if "proposals" in keys:
+        return json.dumps({"proposals": []})
+    return DOMAINS[hashlib.sha256(user.encode()).digest()[0] % len(DOMAINS)]
+
+
+def _uncached(ws: Path) -> int:
+    with sqlite3.connect(ws) as db:
+        return db.execute("SELECT count(*) FROM llm_calls WHERE cache_hit = 0").fetchone()[0]
+
+
+def test_quality_script_with_remote_teacher_and_student_resumes_without_new_calls(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with FakeAnthropic(responder=reply) as teacher, FakeOpenAI(responder=reply) as student:
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", teacher.base_url)
+        out = tmp_path / "quality.json"
+        argv = ["--task", "stereoset", "--teacher", "anthropic/claude-test",
+                "--student", student.model_string(), "--train", "8", "--val", "4", "--test",
+                "4", "--few-shot", "2", "--method", "kmeans", "--k", "2",
+                "--work", str(tmp_path / "work"), "--out", str(out)]
+        assert quality.main(argv) == 0
+        first = json.loads(out.read_text())
+        (ws,) = (tmp_path / "work").glob("*.db")
+        calls_after_first = _uncached(ws)
+
+        assert quality.main(argv) == 0
+        second = json.loads(out.read_text())
+
+    block = first["tasks"]["stereoset"]
+    assert (block["n_train"], block["n_val"], block["n_test"]) == (8, 4, 4)
+    assert block["models"] == {"teacher": "anthropic/claude-test",
+                               "student": student.model_string()}
+    for method in ("zero_shot", "few_shot", "pld_clustered", "pld_post_conflict"):
+        lo, hi = block[method]["ci"]
+        assert 0 <= lo <= block[method]["macro_f1"] <= hi <= 1, method
+        assert block[method]["n"] == 4 and block[method]["n_unparseable"] == 0, method
+    assert block["rules"] == 8 and block["clusters"] == 2
+    assert block["heuristics"] >= 1 and block["prompt_tokens"] > 0
+    for role in ("teacher", "student"):
+        assert block["tokens"][role]["calls"] > 0 and block["tokens"][role]["input_tokens"] > 0
+    assert "auto-approved" in block["approval"]
+    # Remote parts have no CPU-time estimate: they depend on the API, not on this machine.
+    assert block["estimate_s"]["extract"] is None and block["estimate_s"]["eval"] is None
+    assert first["paper"]["stereoset"]["baseline"] == 0.57
+
+    assert _uncached(ws) == calls_after_first
+    assert second["tasks"]["stereoset"]["pld_post_conflict"] == block["pld_post_conflict"]
+    assert "stereoset" in capsys.readouterr().out
