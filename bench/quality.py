@@ -162,13 +162,41 @@ def workspace_path(work: Path, task: str, sizes: Sizes, seed: int, teacher: str,
     return work / name
 
 
+# The base configuration; any other clustering or merge option makes a variant of the method.
+BASE_METHOD = {"method": "dbscan", "eps": "auto", "min_samples": 6, "k": None, "merge": "all"}
+
+
+def variant_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """The method options of this run that differ from the base configuration, in flag order."""
+    base = {**BASE_METHOD, **getattr(args, "base_method", {})}
+    return [(name, getattr(args, name)) for name, default in base.items()
+            if getattr(args, name) != default]
+
+
+def variant_name(args: argparse.Namespace) -> str:
+    """The variant's key in ``quality.json`` and its workspace suffix; "" for the base run.
+
+    ``--merge medoid`` gives ``merge-medoid``; ``--method kmeans --k 8`` gives ``kmeans-k8``.
+    """
+    parts = []
+    flags = dict(variant_flags(args))
+    if any(name in flags for name in ("method", "eps", "min_samples", "k")):
+        parts.append(args.method + "".join(f"-{short}{flags[name]}" for name, short in
+                                           (("eps", "eps"), ("min_samples", "ms"), ("k", "k"))
+                                           if name in flags))
+    if "merge" in flags:
+        parts.append(f"merge-{args.merge}")
+    return "+".join(parts)
+
+
 def seed_call_cache(ws: Any, source: Path) -> int:
     """Copy the LLM call log of the workspace at ``source`` into the new, empty ``ws``.
 
-    A method variant (``--merge by-label`` or ``medoid``) starts from the base run's workspace
-    cache, so every call it shares with the base run (all of extraction, the baselines) is
-    answered from the cache instead of being paid for again. Returns the highest copied call
-    id: rows up to it were made by the base run and are left out of this run's token counts.
+    A method variant (``--merge medoid``, ``--method kmeans --k 8``) starts from the base run's
+    workspace cache, so every call it shares with the base run (all of extraction, the
+    baselines) is answered from the cache instead of being paid for again. Returns the highest
+    copied call id: rows up to it were made by the base run and are left out of this run's token
+    counts.
     """
     # ATTACH and DETACH cannot run inside a transaction: only the copy is one.
     ws.db.execute("ATTACH DATABASE ? AS src", [str(source)])
@@ -282,7 +310,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     from pld.tasks.store import loaded_tasks, task_info
     from pld.workspace import open_workspace
 
-    variant = "" if args.merge == "all" else f"merge-{args.merge}"
+    variant = variant_name(args)
     path = workspace_path(Path(args.work), task, sizes, args.seed, args.teacher, args.student,
                           variant)
     seed_file = path.with_suffix(".seed.json")
@@ -397,6 +425,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
                     "kind 'auto' in the audit trail (no human review)",
         "consolidation_merge": args.merge,
+        "variant_flags": " ".join(f"--{n.replace('_', '-')} {v}" for n, v in variant_flags(args)),
         "call_cache_seeded_from": seeded["source"] if seeded else None,
         "tokens": {"teacher": _tokens(ws, args.teacher, TEACHER_STAGES, after_id),
                    "student": _tokens(ws, args.student, STUDENT_STAGES, after_id)},
@@ -483,7 +512,8 @@ def markdown_table(data: dict[str, Any]) -> str:
         for variant, blocks in data.get("variants", {}).items():
             v = blocks.get(name)
             if v and "zero_shot" in v:
-                lines.append(f"| {name}, consolidate --{variant.replace('-', ' ', 1)} | {metric} | "
+                flags = v.get("variant_flags") or f"--{variant.replace('-', ' ', 1)}"
+                lines.append(f"| {name}, {flags} | {metric} | "
                              f"| {_fmt(v['zero_shot'], key)} | {_fmt(v['few_shot'], key)} | "
                              f"{_fmt(v['pld_clustered'], key)} | "
                              f"{_fmt(v['pld_post_conflict'], key)} | {v['n_test']} |")
@@ -532,9 +562,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--merge", default="all", choices=["all", "by-label", "medoid"],
                    help="How consolidate turns a cluster into a heuristic (consolidate --merge). "
-                        "Other than 'all', results go to variants.merge-MODE.TASK and a new "
-                        "workspace's call cache is seeded from the base run's, so shared calls "
-                        "are not paid again.")
+                        "This or any clustering option other than the default makes a variant: "
+                        "its results go to variants.NAME.TASK (NAME e.g. merge-medoid, "
+                        "kmeans-k8) and its new workspace's call cache is seeded from the base "
+                        "run's, so shared calls are not paid again.")
     p.add_argument("--work", default=str(WORK), help="Folder of the benchmark workspaces.")
     p.add_argument("--out", default=None, help="Results file (default bench/results/quality.json"
                                                ", quality.quick.json with --quick).")
@@ -550,6 +581,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.student = "local/small"
         if args.method == "dbscan":
             args.method, args.k = "kmeans", args.k or 2
+            args.base_method = {"method": "kmeans", "k": args.k}  # not a variant: the smoke run
         args.few_shot = min(args.few_shot, 2)
     if args.eps != "auto":
         args.eps = float(args.eps)
@@ -596,8 +628,8 @@ def main(argv: list[str] | None = None) -> int:
         def update(data: dict[str, Any], task: str = task, block: dict[str, Any] = block,
                    machine: dict[str, Any] = machine) -> None:
             data["machine"] = machine
-            if args.merge != "all":  # a variant of the method: kept beside the base run
-                data.setdefault("variants", {}).setdefault(f"merge-{args.merge}", {})[task] = block
+            if variant_name(args):  # a variant of the method: kept beside the base run
+                data.setdefault("variants", {}).setdefault(variant_name(args), {})[task] = block
             else:
                 data.setdefault("tasks", {})[task] = block
             data["paper"] = {k: {"metric": m, "baseline": b, "pld": a, "model": "Gemma-3 4B"}

@@ -69,7 +69,7 @@ def _uncached(ws: Path) -> int:
         return db.execute("SELECT count(*) FROM llm_calls WHERE cache_hit = 0").fetchone()[0]
 
 
-def test_quality_script_with_remote_teacher_and_student_resumes_without_new_calls(
+def test_quality_script_with_remote_models_resumes_and_seeds_a_variant(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     with FakeAnthropic(responder=reply) as teacher, FakeOpenAI(responder=reply) as student:
@@ -78,8 +78,7 @@ def test_quality_script_with_remote_teacher_and_student_resumes_without_new_call
         out = tmp_path / "quality.json"
         argv = ["--task", "stereoset", "--teacher", "anthropic/claude-test",
                 "--student", student.model_string(), "--train", "8", "--val", "4", "--test",
-                "4", "--few-shot", "2", "--method", "kmeans", "--k", "2",
-                "--work", str(tmp_path / "work"), "--out", str(out)]
+                "4", "--few-shot", "2", "--work", str(tmp_path / "work"), "--out", str(out)]
         assert quality.main(argv) == 0
         first = json.loads(out.read_text())
         (ws,) = (tmp_path / "work").glob("*.db")
@@ -87,6 +86,10 @@ def test_quality_script_with_remote_teacher_and_student_resumes_without_new_call
 
         assert quality.main(argv) == 0
         second = json.loads(out.read_text())
+        assert _uncached(ws) == calls_after_first
+
+        assert quality.main([*argv, "--method", "kmeans", "--k", "3"]) == 0
+        variant = json.loads(out.read_text())["variants"]["kmeans-k3"]["stereoset"]
 
     block = first["tasks"]["stereoset"]
     assert (block["n_train"], block["n_val"], block["n_test"]) == (8, 4, 4)
@@ -96,7 +99,7 @@ def test_quality_script_with_remote_teacher_and_student_resumes_without_new_call
         lo, hi = block[method]["ci"]
         assert 0 <= lo <= block[method]["macro_f1"] <= hi <= 1, method
         assert block[method]["n"] == 4 and block[method]["n_unparseable"] == 0, method
-    assert block["rules"] == 8 and block["clusters"] == 2
+    assert block["rules"] == 8 and block["clusters"] >= 1
     assert block["heuristics"] >= 1 and block["prompt_tokens"] > 0
     for role in ("teacher", "student"):
         assert block["tokens"][role]["calls"] > 0 and block["tokens"][role]["input_tokens"] > 0
@@ -105,6 +108,16 @@ def test_quality_script_with_remote_teacher_and_student_resumes_without_new_call
     assert block["estimate_s"]["extract"] is None and block["estimate_s"]["eval"] is None
     assert first["paper"]["stereoset"]["baseline"] == 0.57
 
-    assert _uncached(ws) == calls_after_first
     assert second["tasks"]["stereoset"]["pld_post_conflict"] == block["pld_post_conflict"]
+
+    # The variant reuses the base run's calls: extraction and both baselines come from the cache.
+    assert variant["call_cache_seeded_from"] == ws.name
+    assert variant["variant_flags"] == "--method kmeans --k 3" and variant["clusters"] == 3
+    assert variant["tokens"]["teacher"]["by_stage"]["extract"]["input_tokens"] == 0
+    for method in ("zero_shot", "few_shot"):
+        assert variant[method]["macro_f1"] == block[method]["macro_f1"]
+        assert variant[method]["ci"] == block[method]["ci"]
+    assert second["tasks"]["stereoset"] == {**block, **{k: second["tasks"]["stereoset"][k] for k in
+                                            ("wall_s_this_invocation", "stage_s_this_invocation",
+                                             "tokens", "measured_at", "load_average_1_5_15")}}
     assert "stereoset" in capsys.readouterr().out
