@@ -163,7 +163,8 @@ def workspace_path(work: Path, task: str, sizes: Sizes, seed: int, teacher: str,
 
 
 # The base configuration; any other clustering or merge option makes a variant of the method.
-BASE_METHOD = {"method": "dbscan", "eps": "auto", "min_samples": 6, "k": None, "merge": "all"}
+BASE_METHOD = {"method": "dbscan", "eps": "auto", "min_samples": 6, "k": None,
+               "cover_labels": False, "merge": "all"}
 
 
 def variant_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
@@ -173,10 +174,15 @@ def variant_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
             if getattr(args, name) != default]
 
 
+def _flag(name: str, value: Any) -> str:
+    return f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
+
+
 def variant_name(args: argparse.Namespace) -> str:
     """The variant's key in ``quality.json`` and its workspace suffix; "" for the base run.
 
-    ``--merge medoid`` gives ``merge-medoid``; ``--method kmeans --k 8`` gives ``kmeans-k8``.
+    ``--merge medoid`` gives ``merge-medoid``; ``--method kmeans --k 8`` gives ``kmeans-k8``;
+    ``--cover-labels --merge medoid`` gives ``cover+merge-medoid``.
     """
     parts = []
     flags = dict(variant_flags(args))
@@ -184,6 +190,8 @@ def variant_name(args: argparse.Namespace) -> str:
         parts.append(args.method + "".join(f"-{short}{flags[name]}" for name, short in
                                            (("eps", "eps"), ("min_samples", "ms"), ("k", "k"))
                                            if name in flags))
+    if "cover_labels" in flags:
+        parts.append("cover")
     if "merge" in flags:
         parts.append(f"merge-{args.merge}")
     return "+".join(parts)
@@ -383,7 +391,8 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     options = ChainOptions(
         teacher=args.teacher, student=args.student, auto_approve_as=APPROVER,
         concurrency=args.concurrency, method=args.method, eps=args.eps,
-        min_samples=args.min_samples, k=args.k, iterations=sizes.iterations,
+        min_samples=args.min_samples, k=args.k, cover_labels=args.cover_labels,
+        iterations=sizes.iterations,
         few_shot=args.few_shot or None, seed=args.seed, merge=args.merge)
     # A rerun resumes: the chain recognises its finished stages, the conflict loop included.
     summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
@@ -425,7 +434,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
                     "kind 'auto' in the audit trail (no human review)",
         "consolidation_merge": args.merge,
-        "variant_flags": " ".join(f"--{n.replace('_', '-')} {v}" for n, v in variant_flags(args)),
+        "variant_flags": " ".join(_flag(n, v) for n, v in variant_flags(args)),
         "call_cache_seeded_from": seeded["source"] if seeded else None,
         "tokens": {"teacher": _tokens(ws, args.teacher, TEACHER_STAGES, after_id),
                    "student": _tokens(ws, args.student, STUDENT_STAGES, after_id)},
@@ -557,6 +566,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eps", default="auto")
     p.add_argument("--min-samples", type=int, default=6)
     p.add_argument("--k", type=int, default=None, help="k-means: number of clusters.")
+    p.add_argument("--cover-labels", action="store_true",
+                   help="A cluster for each label whose rules all fall into noise "
+                        "(cluster --cover-labels).")
     p.add_argument("--concurrency", type=int, default=None,
                    help="Parallel teacher calls (default: 1 local, 8 remote).")
     p.add_argument("--seed", type=int, default=0)

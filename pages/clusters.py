@@ -55,6 +55,8 @@ def _start(ws: Workspace, task: str) -> None:
         args += ["--k", str(int(st.session_state.get("c_k") or 2))]
     if st.session_state.get("c_umap"):
         args.append("--umap")
+    if method != "kmeans" and st.session_state.get("c_cover"):
+        args.append("--cover-labels")
     try:
         job = jobs.start(ws, args)
     except (BadInput, OSError) as e:
@@ -166,6 +168,10 @@ def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
             c3.number_input("k (clusters)", min_value=2, max_value=most, value=k, key="c_k")
         c4.checkbox("UMAP first", key="c_umap", help="Reduce to 5 dimensions before clustering "
                                                       "(needs at least 10 rules).")
+        if method != "kmeans":
+            c4.checkbox("Keep labels lost in noise", key="c_cover",
+                        help="A label whose rules all fall into noise gets one cluster of them, "
+                             "so it still gets a heuristic.")
         problem = running_caption(ws, task, "cluster")
         if not n_ok:
             problem = "No extracted rules yet: run extraction on the Micro-instructions page."
@@ -194,6 +200,8 @@ def _settings(c: dict[str, Any]) -> str:
             bits.append(f"{key.replace('_', ' ')} {p[key]}")
     if p.get("umap"):
         bits.append("UMAP")
+    if p.get("label_clusters"):
+        bits.append("kept from noise: " + ", ".join(p["label_clusters"]))
     return " · ".join(bits)
 
 

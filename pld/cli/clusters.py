@@ -29,6 +29,9 @@ from pld.errors import BadInput
 @click.option("--k", type=int, default=None, help="k-means: number of clusters.")
 @click.option("--embedder", default=None, help="Embedding model (default: minilm).")
 @click.option("--umap", is_flag=True, help="Reduce with UMAP before clustering.")
+@click.option("--cover-labels", is_flag=True,
+              help="Give each label whose rules all fall into noise one cluster of them, so it "
+                   "still gets a heuristic.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--accept-as", default=None, metavar="NAME",
               help="Accept this clustering as NAME (otherwise it stays proposed).")
@@ -36,7 +39,7 @@ from pld.errors import BadInput
 @click.pass_context
 @handles_errors
 def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_samples: int,
-                k: int | None, embedder: str | None, umap: bool, seed: int,
+                k: int | None, embedder: str | None, umap: bool, cover_labels: bool, seed: int,
                 accept_as: str | None, as_json: bool) -> None:
     """Stage 2: embed the rules and cluster them (proposed until accepted)."""
     from pld.pipeline import cluster as clustering
@@ -53,7 +56,7 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
     ws = ctx_workspace(ctx)
     cid = clustering.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
                              k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
-                             seed=seed, on_progress=Progress("cluster"))
+                             seed=seed, cover=cover_labels, on_progress=Progress("cluster"))
     if accept_as:
         clustering.accept_clustering(ws, cid, accept_as)
     row = ws.query("SELECT * FROM clusterings WHERE id = ?", [cid])[0]

@@ -35,6 +35,9 @@ from pld.errors import BadInput
 @click.option("--eps", default="auto", show_default=True)
 @click.option("--min-samples", type=int, default=6, show_default=True)
 @click.option("--k", type=int, default=None)
+@click.option("--cover-labels", is_flag=True,
+              help="Give each label whose rules all fall into noise one cluster of them, so it "
+                   "still gets a heuristic.")
 @click.option("--iterations", type=int, default=2, show_default=True,
               help="Conflict-resolution iterations (0 to skip).")
 @click.option("--val-limit", type=int, default=None)
@@ -52,7 +55,8 @@ from pld.errors import BadInput
 @handles_errors
 def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
             auto_approve_as: str | None, limit: int | None, concurrency: int | None,
-            method: str, eps: str, min_samples: int, k: int | None, iterations: int,
+            method: str, eps: str, min_samples: int, k: int | None, cover_labels: bool,
+            iterations: int,
             val_limit: int | None, test_limit: int | None, few_shot: int | None,
             out_dir: Path | None, seed: int, retry_failed: bool, merge: str,
             as_json: bool) -> None:
@@ -72,7 +76,8 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
     options = ChainOptions(
         teacher=teacher, student=student, auto_approve_as=auto_approve_as, limit=limit,
         concurrency=concurrency, method=method, eps=eps_value, min_samples=min_samples, k=k,
-        iterations=iterations, val_limit=val_limit, test_limit=test_limit, few_shot=few_shot,
+        cover_labels=cover_labels, iterations=iterations, val_limit=val_limit,
+        test_limit=test_limit, few_shot=few_shot,
         out_dir=out_dir or Path("data") / "exports" / task, seed=seed, retry_failed=retry_failed,
         merge=merge)
     s = run_chain(ctx_workspace(ctx), task, options, on_progress=Progress(task))

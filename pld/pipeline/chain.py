@@ -45,6 +45,7 @@ class ChainOptions:
     eps: float | str = "auto"
     min_samples: int = 6
     k: int | None = None
+    cover_labels: bool = False  # a cluster for each label whose rules are all noise
     embed_model: str = DEFAULT_EMBEDDER
     iterations: int = 2
     val_limit: int | None = None
@@ -83,6 +84,8 @@ def _find_clustering(ws: Workspace, task: str, params: dict[str, Any]) -> int | 
 def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
     options = {"method": o.method, "eps": o.eps, "min_samples": o.min_samples, "k": o.k,
                "embed_model": o.embed_model, "seed": o.seed}
+    if o.cover_labels:  # only when set, so clusterings of earlier runs are still found
+        options["cover_labels"] = True
     cid = _find_clustering(ws, task, options)
     reused = cid is not None
     fallback = None
@@ -90,7 +93,8 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
         with stage_run(ws, task, "chain-cluster", {"options": options}) as run:
             cid = clustering.cluster(ws, task, method=o.method, eps=o.eps,
                                      min_samples=o.min_samples, k=o.k,
-                                     embed_model=o.embed_model, seed=o.seed)
+                                     embed_model=o.embed_model, seed=o.seed,
+                                     cover=o.cover_labels)
             if clustering.get_clustering(ws, cid)["metrics"].get("n_clusters") == 0:
                 # Density clustering found no dense region (small task, or an embedder whose
                 # distances do not suit eps): fall back to k-means so the run can continue, and

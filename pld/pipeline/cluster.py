@@ -9,7 +9,9 @@ keywords name each cluster for reviewers.
 
 The paper's eps is calibrated to Gemini embeddings; ``eps="auto"`` picks it from the k-distance
 curve of the actual embeddings (:func:`eps_auto`). Noise rules are kept as members with a NULL
-``cluster_id`` so reviewers can see and move them. Every clustering is one ``clusterings`` row
+``cluster_id`` so reviewers can see and move them; ``cover_labels=True`` gives each label whose
+rules all fell into noise one cluster of them (:func:`cover_labels`), so no label is left without
+a heuristic. Every clustering is one ``clusterings`` row
 (params + metrics) with status ``proposed``; a reviewer accepts one per task. Reviewer edits
 (rename, move, merge, split) keep ``clusters.size`` and the metrics consistent and write an audit
 row to ``reviews``.
@@ -291,6 +293,25 @@ def _metrics(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
+def cover_labels(labels: np.ndarray,
+                 rule_labels: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """Give every task label whose rules are all noise one cluster made of those rules.
+
+    Density clustering leaves a label with few rules (StereoSet's religion: 5 of 120) in noise,
+    and noise rules reach no heuristic, so the student can never answer that label. Returns the
+    new cluster labels and, for each added cluster, the task label it keeps.
+    """
+    clustered = {lab for lab, c in zip(rule_labels, labels, strict=True) if c != -1}
+    out = np.array(labels, dtype=int, copy=True)
+    added: dict[int, str] = {}
+    next_label = int(out.max(initial=-1)) + 1
+    for lab in sorted(set(rule_labels) - clustered):
+        out[[i for i, x in enumerate(rule_labels) if x == lab]] = next_label
+        added[next_label] = lab
+        next_label += 1
+    return out, added
+
+
 def auto_name(keywords: Sequence[str], label: int) -> str:
     """A reviewer-facing name from the top keywords, e.g. ``refund · charge · card``."""
     words = [w for w in keywords if w][:NAME_WORDS]
@@ -308,20 +329,23 @@ def cluster(
     embed_model: str = DEFAULT_EMBEDDER,
     umap: bool = False,
     seed: int = 0,
+    cover: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> int:
     """Cluster the task's ok rules and store a ``proposed`` clustering; return its id.
 
     Embeds missing rules first (:func:`embed_rules`), then clusters the stored vectors. ``eps``
     (DBSCAN only) is a cosine distance in (0, 2], or ``"auto"`` to pick it with
-    :func:`eps_auto`. Raises :class:`BadInput` for bad options and :class:`NotReady` when the
+    :func:`eps_auto`. ``cover`` adds a cluster for each label left wholly in noise
+    (:func:`cover_labels`). Raises :class:`BadInput` for bad options and :class:`NotReady` when the
     task has no ok rules.
     """
     parsed_eps = _validate(method, eps, min_samples, k, umap)
     check_embedder_name(embed_model)
     task_info(ws, task)
     rules = ws.query(
-        "SELECT id, rule FROM micro_instructions WHERE task = ? AND status = 'ok' ORDER BY id",
+        "SELECT id, rule, label FROM micro_instructions WHERE task = ? AND status = 'ok' "
+        "ORDER BY id",
         [task],
     )
     if not rules:
@@ -343,6 +367,8 @@ def cluster(
         params["min_samples"] = min_samples
     if method == "kmeans":
         params["k"] = k
+    if cover:
+        params["cover_labels"] = True
     run_params = {**params, "eps": eps} if method == "dbscan" else dict(params)
     with stage_run(ws, task, "cluster", run_params, on_progress=on_progress) as run:
         run.set_total(4)
@@ -363,6 +389,10 @@ def cluster(
         labels, keywords, note = _fit_bertopic(docs, space, clusterer)
         if note:
             params["representation_note"] = note
+        added: dict[int, str] = {}
+        if cover:
+            labels, added = cover_labels(labels, [r["label"] for r in rules])
+            params["label_clusters"] = sorted(added.values())
         run.advance()
         xy, projection = _project(vectors, umap, seed)
         params["projection"] = projection
@@ -370,6 +400,8 @@ def cluster(
         run.advance()
         clustering_id = _store(ws, task, method, embed_model, params, metrics, ids, labels,
                                keywords, xy)
+        if added:
+            _name_label_clusters(ws, clustering_id, added)
         run.advance()
     return clustering_id
 
@@ -397,6 +429,21 @@ def _store(ws: Workspace, task: str, method: str, embed_model: str, params: dict
             batch_size=500,
         )
     return clustering_id
+
+
+def _name_label_clusters(ws: Workspace, clustering_id: int, added: dict[int, str]) -> None:
+    """Keywords (c-TF-IDF, as for every cluster) and a name that says why the cluster exists."""
+    keywords = _ctfidf_keywords(ws, clustering_id)
+    with ws.write() as db:
+        for row in ws.query("SELECT id, label FROM clusters WHERE clustering_id = ?",
+                            [clustering_id]):
+            if row["label"] in added:
+                words = keywords.get(row["id"], [])
+                words_name = auto_name(words, row["label"])
+                db["clusters"].update(row["id"], {
+                    "keywords": dumps(words),
+                    "name": f"{added[row['label']]}: kept from noise ({words_name})",
+                })
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,6 +87,28 @@ def _audit(ws: Workspace, clustering_id: int) -> list[tuple[str, str]]:
         "ORDER BY id", [clustering_id])]
 
 
+def test_cluster_cover_labels_keeps_a_label_lost_in_noise(ws: Workspace,
+                                                          rules: dict[int, str]) -> None:
+    rare = add_rules(ws, TASK, [("If the caller mentions a lawsuit, escalate.", "legal"),
+                                ("If a lawyer writes in, escalate to legal.", "legal")])
+    with ws.write() as db:
+        for rid in rare:
+            v = np.zeros(DIM)
+            v[DIM - 1] = 1.0
+            db["embeddings"].insert({"rule_id": rid, "model": DEFAULT_EMBEDDER, "dim": DIM,
+                                     "vector": v.astype(np.float32).tobytes(),
+                                     "created_at": now()})
+    args = ["cluster", TASK, "--method", "dbscan", "--eps", "0.3", "--min-samples", "4", "--json"]
+    plain = _json(ok(ws, *args))
+    assert plain["metrics"]["n_clusters"] == 3 and "label_clusters" not in plain["params"]
+    covered = _json(ok(ws, *args, "--cover-labels"))
+    assert covered["params"]["label_clusters"] == ["legal"]
+    assert covered["metrics"]["n_clusters"] == 4
+    (legal,) = [c for c in covered["clusters"] if c.get("labels") == {"legal": 2}]
+    assert legal["name"].startswith("legal: kept from noise")
+    assert "kept from noise" in ok(ws, *args[:-1], "--cover-labels").stdout
+
+
 def test_clusters_list_show_and_accept(ws: Workspace, rules: dict[int, str]) -> None:
     empty = ok(ws, "clusters", "list", TASK)
     assert "no clusterings" in empty.stdout

@@ -208,12 +208,13 @@ def test_start_clustering_launches_a_job(open_page: Callable[..., AppTest],
     at.checkbox(key="c_eps_auto").uncheck().run()
     at.number_input(key="c_eps").set_value(0.35)
     at.number_input(key="c_min_samples").set_value(4)
+    at.checkbox(key="c_cover").check()
     at.button(key="c_start").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     launched = jobs.list_jobs(populated_ws.path, "demo", "cluster")
     assert len(launched) == 1
     assert launched[0].args == ["cluster", "demo", "--method", "dbscan", "--eps", "0.35",
-                                "--min-samples", "4"]
+                                "--min-samples", "4", "--cover-labels"]
     assert any("Clustering started" in s.value for s in at.success)
     with connect(populated_ws.path) as ws:
         jobs.cancel(ws, launched[0])

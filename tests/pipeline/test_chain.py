@@ -155,3 +155,33 @@ def test_run_falls_back_to_kmeans_when_dbscan_finds_no_cluster(ws_path: Path) ->
         methods = [r["method"] for r in ws.query("SELECT method FROM clusterings ORDER BY id")]
     # The empty DBSCAN clustering stays visible beside the k-means one the run went on with.
     assert methods == ["dbscan", "kmeans"]
+
+
+def test_run_cover_labels_gives_a_label_lost_in_noise_its_own_heuristic(ws_path: Path) -> None:
+    def routine_is_scattered(body: dict[str, Any]) -> str:
+        if {"reasoning", "rule"} <= _schema_keys(body) and "Gold label: routine" in _user(body):
+            # Each routine rule quotes its own example: too far apart for any dense region.
+            example = _user(body).split("## Example")[-1].split("Gold label")[0].strip()
+            return json.dumps({"reasoning": "r", "rule": f"If the text reads like "
+                                                         f"'{example[:60]}', then the label is "
+                                                         "routine."})
+        return scripted(body)
+
+    args = ["run", "demo", "--auto-approve-as", "ci", "--limit", "24", "--eps", "0.05",
+            "--min-samples", "3", "--iterations", "0", "--test-limit", "4", "--cover-labels",
+            "--out", str(ws_path.parent / "export"), "--json"]
+    with FakeOpenAI(responder=routine_is_scattered) as fake:
+        model = fake.model_string()
+        first = pld(*args, "--teacher", model, "--student", model, ws=ws_path)
+        again = pld(*args, "--teacher", model, "--student", model, ws=ws_path)
+    assert first.returncode == 0, first.stderr
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["stages"]["cluster"]["reused"] is True
+    with open_workspace(ws_path) as ws:
+        (row,) = ws.query("SELECT id, params FROM clusterings")
+        assert json.loads(row["params"])["label_clusters"] == ["routine"]
+        covered = ws.query(
+            "SELECT h.text, c.size FROM heuristics h JOIN clusters c ON c.id = h.cluster_id "
+            "WHERE c.clustering_id = ? AND c.name LIKE 'routine: kept from noise%'", [row["id"]])
+    assert len(covered) == 1 and covered[0]["size"] >= 3
+    assert "routine" in covered[0]["text"]

@@ -12,6 +12,7 @@ from pld.pipeline.cluster import (
     accept_clustering,
     cluster,
     cluster_summary,
+    cover_labels,
     current_clustering,
     eps_auto,
     get_clustering,
@@ -152,6 +153,33 @@ def test_noise_rules_are_kept_as_null_members(ws: Workspace, rules: dict[int, st
     entry = cluster_summary(ws, cid)[-1]
     assert entry["noise"] and entry["id"] is None and entry["size"] == len(noise)
     assert sum(entry["labels"].values()) == len(noise)
+
+
+def test_cover_labels_adds_a_cluster_only_for_labels_wholly_in_noise() -> None:
+    labels = np.array([0, 0, -1, 1, -1, -1, -1])
+    rule_labels = ["a", "a", "a", "b", "c", "d", "c"]
+    out, added = cover_labels(labels, rule_labels)
+    # "a" keeps its noise rule in noise (it has a cluster); "c" and "d" get one cluster each.
+    assert out.tolist() == [0, 0, -1, 1, 2, 3, 2]
+    assert added == {2: "c", 3: "d"}
+    assert labels.tolist() == [0, 0, -1, 1, -1, -1, -1]  # the input is left alone
+    assert cover_labels(np.array([-1, -1]), ["x", "x"])[0].tolist() == [0, 0]
+
+
+def test_cover_keeps_a_label_that_fell_into_noise(ws: Workspace, rules: dict[int, str]) -> None:
+    odd_ids = add_rules(ws, TASK, [(text, "off-topic") for text in OUTLIERS])
+    plain = cluster(ws, TASK, method="dbscan", eps=EPS, min_samples=MIN_SAMPLES)
+    assert set(odd_ids) <= {m["id"] for m in members(ws, plain, None)}
+
+    cid = cluster(ws, TASK, method="dbscan", eps=EPS, min_samples=MIN_SAMPLES, cover=True)
+    c = get_clustering(ws, cid)
+    assert c["params"]["cover_labels"] is True and c["params"]["label_clusters"] == ["off-topic"]
+    assert c["metrics"]["n_clusters"] == get_clustering(ws, plain)["metrics"]["n_clusters"] + 1
+    (kept,) = [e for e in cluster_summary(ws, cid) if e["name"].startswith("off-topic: ")]
+    assert kept["labels"] == {"off-topic": len(OUTLIERS)} and kept["keywords"]
+    assert "kept from noise" in kept["name"]
+    assert sorted(m["id"] for m in members(ws, cid, kept["id"])) == sorted(odd_ids)
+    _sizes_consistent(ws, cid)
 
 
 def test_all_noise_gives_zero_clusters(ws: Workspace, rules: dict[int, str]) -> None:
