@@ -36,12 +36,14 @@ def _concurrency_option(help_text: str) -> Callable[[F], F]:
               help="Accept proposals and approve their heuristics as NAME (benchmarks).")
 @click.option("--val-limit", type=int, default=None, help="At most N validation examples.")
 @_concurrency_option("Parallel student and teacher calls (default: 1 local, 8 remote).")
+@click.option("--retry-failed", is_flag=True,
+              help="Ask the teacher again after an iteration where every call failed.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
                 auto_accept_as: str | None, val_limit: int | None, concurrency: int | None,
-                as_json: bool) -> None:
+                retry_failed: bool, as_json: bool) -> None:
     """Stage 6: run the student on validation, have the teacher propose fixes."""
     from dataclasses import asdict
 
@@ -51,7 +53,7 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
     check_model(teacher)
     s = resolve(ctx_workspace(ctx), task, student, teacher, iterations=iterations,
                 auto_accept_as=auto_accept_as, val_limit=val_limit, concurrency=concurrency,
-                on_progress=Progress("resolve"))
+                retry_failed=retry_failed, on_progress=Progress("resolve"))
     data = asdict(s)
 
     def text(d: dict[str, Any]) -> str:
@@ -60,6 +62,8 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
             lines.append(f"  iteration {h.get('iteration')}: v{h.get('prompt_version')} "
                          f"val macro-F1 {h.get('macro_f1')} errors {h.get('n_errors')} "
                          f"{'adopted' if h.get('adopted') else 'not adopted'}")
+        for hid, error in (d.get("failed_groups") or {}).items():
+            lines.append(f"  teacher call for heuristic {hid} failed: {error}")
         return "\n".join(lines)
 
     emit(data, as_json, text)

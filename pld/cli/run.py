@@ -48,7 +48,8 @@ from pld.errors import BadInput
               help="Export the final prompt here (default: data/exports/TASK).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--retry-failed", is_flag=True,
-              help="Ask failed extract examples and consolidate clusters again.")
+              help="Ask failed extract examples, consolidate clusters and conflict-loop "
+                   "teacher calls again.")
 @merge_option
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

@@ -170,11 +170,11 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
 
     resolve_params = {"student": o.student, "teacher": o.teacher, "iterations": o.iterations,
                       "val_limit": o.val_limit, "from_version": first.version}
-    if o.iterations > 0 and not _resolve_done(ws, task, resolve_params):
+    if o.iterations > 0 and (o.retry_failed or not _resolve_done(ws, task, resolve_params)):
         with stage_run(ws, task, "chain-resolve", resolve_params):
             rs = resolve(ws, task, o.student, o.teacher, iterations=o.iterations,
                          auto_accept_as=o.auto_approve_as, val_limit=o.val_limit, seed=o.seed,
-                         on_progress=on_progress)
+                         retry_failed=o.retry_failed, on_progress=on_progress)
         s.stages["resolve"] = {"stop_reason": rs.stop_reason, "best_version": rs.best_version}
     best = best_version(ws, task, o.student) or first.version
 

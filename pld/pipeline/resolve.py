@@ -34,7 +34,10 @@ the previous iteration's proposals led to. Per iteration:
    visible to it. Errors are grouped by their most similar heuristic and the teacher gets one
    call per group (``pld/prompts/resolve.md``): that heuristic's errors and successes, and a
    request for at most one ``edit``/``remove`` of it and a few ``add``. A reply that is not the
-   JSON asked for is re-asked once with the parse error. When the iteration was not adopted, the
+   JSON asked for is re-asked once with the parse error. When every teacher call of an iteration
+   fails (a local model that writes past ``max_tokens`` fails the same way every time), the loop
+   stops with ``teacher-failed``: the best version so far stands, the failures are stored in the
+   iteration's record, and ``retry_failed=True`` asks again. When the iteration was not adopted, the
    changes that caused the drop are listed in the prompt as tried and undone. Proposals are
    stored together, status ``pending``, with the example ids they cite as evidence.
 5. **Decide.** :func:`decide_proposal` applies a person's decision through :mod:`pld.review`:
@@ -98,7 +101,7 @@ PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
 PROPOSAL_STATUSES = (PENDING, ACCEPTED, REJECTED)
 ADD, EDIT, REMOVE = "add", "edit", "remove"
 KINDS = (ADD, EDIT, REMOVE)
-CONVERGED, MAX_ITERATIONS = "converged", "max-iterations"
+CONVERGED, MAX_ITERATIONS, TEACHER_FAILED = "converged", "max-iterations", "teacher-failed"
 AWAITING_REVIEW, NO_ERRORS = "awaiting-review", "no-errors"
 AUTO_COMMENT = "auto-accepted (benchmark)"
 REVERT_ACTOR = "pld-resolve"
@@ -115,10 +118,6 @@ class SplitLeakError(RuntimeError):
 
 class BadReplyError(ValueError):
     """The teacher's reply is not the JSON object the prompt asks for."""
-
-
-class ResolveError(RuntimeError):
-    """Every teacher call of an iteration failed; nothing was stored, a rerun tries again."""
 
 
 @dataclass
@@ -154,6 +153,7 @@ class _Options:
     max_examples: int
     concurrency: int | None
     on_progress: ProgressCallback | None
+    retry_failed: bool = False
 
 
 # -- reading the loop's state ----------------------------------------------------------------------
@@ -695,8 +695,11 @@ def _tried(ws: Workspace, series: list[dict[str, Any]],
 
 
 def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
-             series: list[dict[str, Any]], summary: ResolveSummary) -> int:
-    """Attribute the basis errors, ask the teacher per group, store the proposals of ``rec``."""
+             series: list[dict[str, Any]], summary: ResolveSummary) -> int | None:
+    """Attribute the basis errors, ask the teacher per group, store the proposals of ``rec``.
+
+    Returns how many proposals were stored, or None when every teacher call failed (recorded as
+    the iteration's stop, ``teacher-failed``, with each group's error)."""
     k = rec["iteration"]
     preds = _predictions(ws, rec["basis"]["run_id"])
     errors = [p for p in preds if not p["correct"]]
@@ -749,8 +752,12 @@ def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if groups and len(failed) == len(groups):
-        raise ResolveError(f"every teacher call of iteration {k} failed; first: "
-                            f"{next(iter(failed.values()))}")
+        # Nothing to store; the evaluated best version stands. Not an exception: a run that
+        # reaches this point has paid for its evaluations, and the chain goes on to the test set.
+        _update(ws, o.task.name, k, stop=TEACHER_FAILED,
+                failed_groups={str(h): e for h, e in failed.items()})
+        summary.failed_groups.update(failed)
+        return None
     unique = list({(p["kind"], p["heuristic_id"], p["text"]): p for p in found}.values())
     with ws.write() as db:
         if db.execute("SELECT 1 FROM proposals WHERE task = ? AND iteration = ?",
@@ -977,6 +984,8 @@ def _loop(ws: Workspace, o: _Options, run: Run, summary: ResolveSummary) -> tupl
                 ran += 1
             elif last.get("stop") in (CONVERGED, NO_ERRORS):
                 return last["stop"], ran
+            elif last.get("stop") == TEACHER_FAILED and not o.retry_failed:
+                return TEACHER_FAILED, ran
             else:
                 rec = last  # evaluated, never proposed (budget ran out, or interrupted)
         if rec.get("stop") in (CONVERGED, NO_ERRORS):
@@ -985,6 +994,8 @@ def _loop(ws: Workspace, o: _Options, run: Run, summary: ResolveSummary) -> tupl
             _update(ws, task, rec["iteration"], stop=MAX_ITERATIONS)
             return MAX_ITERATIONS, ran
         made = _propose(ws, o, run, rec, _series(ws, task, o.student, o.val_limit), summary)
+        if made is None:
+            return TEACHER_FAILED, ran
         summary.proposals_made += made
         if o.auto_accept_as:
             _auto_accept(ws, o, rec["iteration"])
@@ -1013,10 +1024,12 @@ def resolve(
     top_k: int = 2,
     max_examples: int = 8,
     concurrency: int | None = None,
+    retry_failed: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> ResolveSummary:
     """Run the conflict loop of ``task`` (see the module docstring) and say where it stopped:
-    ``converged``, ``max-iterations``, ``awaiting-review`` or ``no-errors``.
+    ``converged``, ``max-iterations``, ``awaiting-review``, ``no-errors`` or ``teacher-failed``
+    (every teacher call of the last iteration failed; ``retry_failed=True`` asks again).
 
     ``iterations``: new versions this call may evaluate after the first. ``auto_accept_as``:
     accept every proposal and approve its heuristic as this name (benchmarks). ``n_success``:
@@ -1032,7 +1045,8 @@ def resolve(
                        max_examples=max_examples)
     o = _Options(info, student, teacher, iterations,
                  auto_accept_as.strip() if auto_accept_as else None, n_success, val_limit, seed,
-                 min_delta, attribution, top_k, max_examples, concurrency, on_progress)
+                 min_delta, attribution, top_k, max_examples, concurrency, on_progress,
+                 retry_failed)
     params = {"student": student, "teacher": teacher, "iterations": iterations,
               "auto_accept_as": o.auto_accept_as, "n_success": n_success, "val_limit": val_limit,
               "seed": seed, "min_delta": min_delta, "attribution": attribution, "top_k": top_k,

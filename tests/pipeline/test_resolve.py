@@ -569,3 +569,33 @@ def test_regression_reverts_with_an_approver_list(ws: Workspace,
     assert (last["action"], last["who"], last["identity_kind"]) == ("revert", "pld-resolve",
                                                                     "auto")
     assert {r["id"] for r in review.approved_heuristics(ws, TASK)} == {sports, finance}
+
+
+def test_every_teacher_call_failing_stops_the_loop_until_asked_to_retry(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    setup(ws)
+    good = responder(fixing_teacher({"sports": ["team"]}))
+    teacher_ok = False
+
+    def respond(body: dict[str, Any]) -> str:
+        if any(m["role"] == "system" for m in body["messages"]) or teacher_ok:
+            return good(body)
+        return "Sure! Here are my ideas: make rule 1 broader."  # not JSON, also when re-asked
+
+    fake_openai.responder = respond
+
+    s = run(ws, fake_openai, iterations=1)
+    assert s.stop_reason == "teacher-failed" and s.proposals_made == 0
+    assert s.failed_groups and all("BadReplyError" in e for e in s.failed_groups.values())
+    (record,) = rs.iteration_history(ws, TASK)
+    assert record.get("stop") == "teacher-failed"
+    assert not ws.query("SELECT 1 FROM proposals")
+
+    asked = len(teacher_requests(fake_openai))
+    again = run(ws, fake_openai, iterations=1)  # a deterministic failure is not asked again
+    assert again.stop_reason == "teacher-failed"
+    assert len(teacher_requests(fake_openai)) == asked
+
+    teacher_ok = True
+    retried = run(ws, fake_openai, iterations=1, retry_failed=True)
+    assert retried.stop_reason == "awaiting-review" and retried.proposals_made == 1
