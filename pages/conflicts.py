@@ -47,9 +47,11 @@ def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
     page.flash("success", msg)
 
 
-def _start(ws: Workspace, task: str, student: str, teacher: str) -> None:
+def _start(ws: Workspace, task: str, student: str, teacher: str, retry: bool) -> None:
     args = ["resolve", task, "--student", student, "--teacher", teacher,
             "--iterations", str(int(st.session_state.get("c_iterations") or 1))]
+    if retry:
+        args.append("--retry-failed")
     limit = int(st.session_state.get("c_val_limit") or 0)
     if limit:
         args += ["--val-limit", str(limit)]
@@ -63,7 +65,7 @@ def _start(ws: Workspace, task: str, student: str, teacher: str) -> None:
 
 # -- drawing --------------------------------------------------------------------------------------
 
-def _run_section(ws: Workspace, task: str, has_history: bool) -> None:
+def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> None:
     student, teacher = sidebar.model("student"), sidebar.model("teacher")
     with st.expander("Run the student on validation and propose changes",
                      expanded=not has_history):
@@ -76,7 +78,7 @@ def _run_section(ws: Workspace, task: str, has_history: bool) -> None:
                         key="c_val_limit")
         busy = page.is_busy(ws, task, "resolve")
         st.button("Run conflict loop", key="c_run", type="primary", disabled=busy,
-                  on_click=_start, args=(ws, task, student, teacher))
+                  on_click=_start, args=(ws, task, student, teacher, retry))
     page.jobs_panel(ws, task, "resolve")  # outside: the expander is collapsed once run
 
 
@@ -218,7 +220,14 @@ def main() -> None:
                    "or reject proposals. Those buttons stay disabled until then.")
     page.show_flash()
     history = resolve.iteration_history(ws, task)
-    _run_section(ws, task, bool(history))
+    failed = bool(history) and history[-1]["stop"] == resolve.TEACHER_FAILED
+    if failed:
+        last = history[-1]
+        reasons = "; ".join(f"heuristic #{h}: {e}" for h, e in last["failed_groups"].items())
+        st.warning(f"Every teacher call of iteration {last['iteration']} failed, so the loop "
+                   f"stopped and prompt v{last['best_version']} stands. {reasons} Running the "
+                   "loop again asks the teacher again (a larger teacher model may be needed).")
+    _run_section(ws, task, bool(history), retry=failed)
     if not history:
         st.info(f"No conflict-loop iteration for task {task} yet. Approve some heuristics on "
                 "the Heuristics page, then run the loop above.")

@@ -201,3 +201,32 @@ def test_iteration_choice_moves_to_a_new_iteration(open_page: OpenPage, looped: 
     at.selectbox(key="c_iteration").set_value(1).run()
     at.run()
     assert at.selectbox(key="c_iteration").value == 1
+
+
+def test_a_loop_whose_teacher_failed_says_so_and_retries(open_page: OpenPage,
+                                                         populated_ws: Populated,
+                                                         fake_openai: FakeOpenAI) -> None:
+    def rambling(body: dict[str, Any]) -> str:
+        if re.search(r"closely related to rule \d+", body["messages"][-1]["content"]):
+            return "Let me think about every rule in turn."  # never the JSON asked for
+        return "routine"
+
+    fake_openai.responder = rambling
+    model = fake_openai.model_string()
+    with populated_ws.open() as ws:
+        summary = resolve.resolve(ws, populated_ws.task, model, model, iterations=1,
+                                  attribution="tfidf")
+    assert summary.stop_reason == resolve.TEACHER_FAILED
+
+    at = open_page("conflicts", task=populated_ws.task, reviewer="ana", teacher=model,
+                   student=model)
+    at.run()
+    assert not at.exception
+    warning = _texts(at.warning)
+    assert "Every teacher call of iteration 1 failed" in warning and "BadReplyError" in warning
+    assert "teacher-failed" in _frame(at, "stop")["stop"].tolist()
+    at.button(key="c_run").click().run()
+    with populated_ws.open() as ws:
+        (job,) = jobs.list_jobs(ws, populated_ws.task, "resolve")
+        jobs.cancel(ws, job)
+    assert job.args[-1] == "--retry-failed"
