@@ -9,12 +9,11 @@ keywords name each cluster for reviewers.
 
 The paper's eps is calibrated to Gemini embeddings; ``eps="auto"`` picks it from the k-distance
 curve of the actual embeddings (:func:`eps_auto`). Noise rules are kept as members with a NULL
-``cluster_id`` so reviewers can see and move them; ``cover_labels=True`` gives each label whose
-rules all fell into noise one cluster of them (:func:`cover_labels`), so no label is left without
-a heuristic. Every clustering is one ``clusterings`` row
-(params + metrics) with status ``proposed``; a reviewer accepts one per task. Reviewer edits
-(rename, move, merge, split) keep ``clusters.size`` and the metrics consistent and write an audit
-row to ``reviews``.
+``cluster_id`` so reviewers can see and move them; ``cluster(..., cover=True)`` gives each label
+whose rules all fell into noise one cluster of them (:func:`cover_labels`), so no label is left
+without a heuristic. Every clustering is one ``clusterings`` row (params + metrics) with status
+``proposed``; a reviewer accepts one per task. Reviewer edits (rename, move, merge, split) keep
+``clusters.size`` and the metrics consistent and write an audit row to ``reviews``.
 """
 
 from __future__ import annotations
