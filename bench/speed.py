@@ -61,11 +61,15 @@ from _common import (
 
 from pld.workspace import Workspace, open_workspace
 
-SECTIONS = ("prefix_cache", "rerun", "resume", "concurrency", "pages")
+SECTIONS = ("prefix_cache", "local_concurrency", "local_json", "local_teacher", "rerun", "resume",
+            "concurrency", "pages")
 DEMO_LABELS = ["escalate-fraud", "data-privacy-request", "complaint", "routine"]
 TARGETS = {
     ("prefix_cache", "speedup"): (">=", 5),
     ("prefix_cache", "vs_limit"): ("<=", 1.5),
+    ("local_concurrency", "speedup_4"): (">=", 1.8),
+    ("local_json", "vs_free"): ("<=", 1.1),
+    ("local_teacher", "vs_floor"): ("<=", 1.3),
     ("rerun", "uncached_calls"): ("==", 0),
     ("resume", "repeated_calls"): ("==", 0),
     ("concurrency", "speedup_8"): (">=", 6),
@@ -394,6 +398,189 @@ def bench_concurrency(args: argparse.Namespace) -> dict[str, Any]:
         "overhead_per_call_s_at_1": round(wall[1] / n - args.delay, 4)})}
 
 
+# -- the local runtime: concurrency, JSON constraint, distance from the floor --------------------
+
+def _local_model(args: argparse.Namespace) -> str:
+    from pld.llm.registry import parse_model
+
+    if parse_model(args.model).provider != "local":
+        raise SystemExit(f"--model must be a local model, not {args.model}")
+    return args.model
+
+
+def _extraction_messages(n: int, skip: int = 0) -> list[list[dict[str, str]]]:
+    """The teacher's real extraction prompts (``extract.md``) for ``n`` demo training examples."""
+    from pld.pipeline.extract import build_prompt
+    from pld.tasks.store import task_info
+
+    ws = _fresh_ws("local-prompts.db")
+    _load_demo(ws)
+    info = task_info(ws, "demo")
+    rows = ws.query("SELECT id, text, label FROM examples WHERE task = 'demo' AND split = 'train' "
+                    "ORDER BY id LIMIT ? OFFSET ?", [n, skip])
+    ws.close()
+    if len(rows) < n:
+        raise SystemExit(f"the demo task has only {len(rows)} training examples past {skip}")
+    return [[{"role": "user", "content": build_prompt(info, r)}] for r in rows]
+
+
+def _fresh_process(model: str) -> Any:
+    """A newly started model process for ``model`` (earlier ones stopped: no warm slots)."""
+    from pld.llm.local_backend import LocalBackend
+    from pld.llm.local_process import stop_all
+
+    stop_all()
+    backend = LocalBackend(model.split("/", 1)[1], role="bench")
+    backend.process()
+    return backend
+
+
+def bench_local_concurrency(args: argparse.Namespace) -> dict[str, Any]:
+    """Real extraction on the local model at concurrency 1, 2 and 4: wall time."""
+    from pld.llm.local_process import stop_all
+    from pld.pipeline.extract import extract
+
+    model = _local_model(args)
+    n = args.local_examples
+    levels = (1, 4, 2)  # 1 and 4 first: the figure that matters is measured before any drift
+    print(f"local_concurrency: extract {n} demo examples with {model} as teacher at "
+          f"concurrency {', '.join(map(str, levels))}, a fresh model process each", flush=True)
+    wall: dict[int, float] = {}
+    calls_made: dict[int, int] = {}
+    tokens: dict[int, dict[str, int]] = {}
+    for c in levels:
+        _fresh_process(model)
+        ws = _fresh_ws(f"local-concurrency-{c}.db")
+        _load_demo(ws)
+        # Untimed warm-up on another example: the first call pays for page faults in the weights.
+        extract(ws, "demo", model, limit=1, concurrency=1)
+        with ws.write() as db:
+            db.execute("DELETE FROM micro_instructions")
+            first = db.execute("SELECT min(id) FROM examples WHERE task = 'demo' AND "
+                               "split = 'train'").fetchone()[0]
+            # The warm-up example leaves the training split, so the timed items are n others.
+            db.execute("UPDATE examples SET split = 'warmup' WHERE id = ?", [first])
+        mark = ws.query("SELECT coalesce(max(id), 0) AS n FROM llm_calls")[0]["n"]
+        t0 = time.perf_counter()
+        s = extract(ws, "demo", model, limit=n, concurrency=c)
+        wall[c] = time.perf_counter() - t0
+        row = ws.query("SELECT count(*) AS calls, sum(input_tokens) AS prompt, "
+                       "sum(cached_tokens) AS cached, sum(output_tokens) AS output "
+                       "FROM llm_calls WHERE id > ? AND cache_hit = 0", [mark])[0]
+        calls_made[c] = int(row["calls"])
+        tokens[c] = {k: int(row[k] or 0) for k in ("prompt", "cached", "output")}
+        ws.close()
+        print(f"  concurrency {c}: {wall[c]:.1f} s for {s.done} rules ({s.failed} failed), "
+              f"{calls_made[c]} calls", flush=True)
+    stop_all()
+    return {"speedup_4": _entry("local_concurrency", "speedup_4", round(wall[1] / wall[4], 2), {
+        "model": model, "examples": n,
+        "wall_s": {str(c): round(wall[c], 1) for c in sorted(wall)},
+        "speedup_2": round(wall[1] / wall[2], 2),
+        "calls": {str(c): calls_made[c] for c in sorted(calls_made)},
+        "tokens": {str(c): tokens[c] for c in sorted(tokens)},
+        "how": "pld.pipeline.extract on the demo task, real extract.md prompts and JSON schema; "
+               "one untimed warm-up call per arm; a fresh model process per arm"})}
+
+
+def _timed_calls(backend: Any, messages: list[dict[str, str]],
+                 **kwargs: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    reply = backend.complete(messages, **kwargs)
+    return time.perf_counter() - t0, reply
+
+
+def bench_local_json(args: argparse.Namespace) -> dict[str, Any]:
+    """The same extraction calls with and without the JSON schema, alternating per example."""
+    from pld.pipeline.extract import MAX_TOKENS, SCHEMA
+
+    model = _local_model(args)
+    n = args.local_examples // 2
+    msgs = _extraction_messages(n + 1)
+    backend = _fresh_process(model)
+    backend.complete(msgs[-1], max_tokens=MAX_TOKENS)  # untimed warm-up
+    print(f"local_json: {n} extraction calls on {model}, each asked with the JSON schema and "
+          "without, the order alternating", flush=True)
+    arms: dict[str, dict[str, list[float]]] = {
+        a: {"s": [], "out": [], "uncached": []} for a in ("json", "free")}
+    for i, m in enumerate(msgs[:n]):
+        # Both arms of an example share its whole prompt, so the second one asked finds it
+        # cached; alternating which goes first gives each arm that advantage equally often.
+        order = ("json", "free") if i % 2 == 0 else ("free", "json")
+        for arm in order:
+            dt, r = _timed_calls(backend, m, max_tokens=MAX_TOKENS,
+                                 json_schema=SCHEMA if arm == "json" else None)
+            arms[arm]["s"].append(dt)
+            arms[arm]["out"].append(r.output_tokens)
+            arms[arm]["uncached"].append(r.input_tokens - r.cached_tokens)
+    from pld.llm.local_process import stop_all
+
+    stop_all()
+    tot = {a: sum(v["s"]) for a, v in arms.items()}
+    out = {a: sum(v["out"]) for a, v in arms.items()}
+    ratio = tot["json"] / tot["free"]
+    return {"vs_free": _entry("local_json", "vs_free", round(ratio, 3), {
+        "model": model, "calls_each": n,
+        "mean_s": {a: round(t / n, 3) for a, t in tot.items()},
+        "output_tokens": out,
+        "s_per_output_token": {a: round(tot[a] / max(1, out[a]), 4) for a in arms},
+        "per_token_ratio": round((tot["json"] / max(1, out["json"]))
+                                 / (tot["free"] / max(1, out["free"])), 3),
+        "how": "extract.md prompts of the demo task, max_tokens 400, concurrency 1, one model "
+               "process; json = response_format json_schema (grammar), free = no constraint"})}
+
+
+def bench_local_teacher(args: argparse.Namespace) -> dict[str, Any]:
+    """Mean extraction call time against the floor of the runtime's own measured rates."""
+    from pld.pipeline.extract import MAX_TOKENS, SCHEMA
+
+    model = _local_model(args)
+    n = args.local_examples // 2
+    msgs = _extraction_messages(n + 2, skip=args.local_examples)
+    backend = _fresh_process(model)
+    backend.complete(msgs[-1], max_tokens=8)  # untimed warm-up
+    print(f"local_teacher: prompt and generation rates of {model}, then {n} extraction calls",
+          flush=True)
+    # Prompt rate: a long, never-seen prompt answered with one token. Generation rate: a short
+    # prompt and a long free answer. Each taken from the server's own timings, twice.
+    filler = " ".join(f"item{i} costs {i * 7 % 101} dollars;" for i in range(260))
+    pp_rates, tg_rates = [], []
+    for k in range(2):
+        before = time.perf_counter()
+        r = backend.complete([{"role": "user", "content": f"Run {k}. {filler} Reply OK."}],
+                             max_tokens=1)
+        pp_rates.append((r.input_tokens - r.cached_tokens) / (time.perf_counter() - before))
+        before = time.perf_counter()
+        r = backend.complete([{"role": "user", "content": f"Count from {k} to 400 in words."}],
+                             max_tokens=160)
+        t_gen = time.perf_counter() - before - (r.input_tokens - r.cached_tokens) / pp_rates[-1]
+        tg_rates.append(r.output_tokens / t_gen)
+    pp, tg = statistics.mean(pp_rates), statistics.mean(tg_rates)
+    times, floors, uncached, outputs = [], [], [], []
+    for m in msgs[:n]:
+        dt, r = _timed_calls(backend, m, max_tokens=MAX_TOKENS, json_schema=SCHEMA)
+        fresh = r.input_tokens - r.cached_tokens
+        times.append(dt)
+        floors.append(fresh / pp + r.output_tokens / tg)
+        uncached.append(fresh)
+        outputs.append(r.output_tokens)
+    from pld.llm.local_process import stop_all
+
+    stop_all()
+    ratio = statistics.mean(times) / statistics.mean(floors)
+    return {"vs_floor": _entry("local_teacher", "vs_floor", round(ratio, 3), {
+        "model": model, "calls": n, "mean_call_s": round(statistics.mean(times), 3),
+        "mean_floor_s": round(statistics.mean(floors), 3),
+        "prompt_tok_per_s": round(pp, 1), "gen_tok_per_s": round(tg, 1),
+        "mean_uncached_prompt_tokens": round(statistics.mean(uncached), 1),
+        "mean_output_tokens": round(statistics.mean(outputs), 1),
+        "how": "rates measured in the same run and process, client-side wall time: prompt = "
+               "uncached tokens / time of a ~2,500-token prompt answered with 1 token; "
+               "generation = 160 free tokens after a short prompt, its prompt time removed; "
+               "floor per call = uncached prompt tokens / prompt rate + output tokens / "
+               "generation rate; calls = extract.md with the JSON schema, concurrency 1"})}
+
+
 # -- pages ----------------------------------------------------------------------------------------
 
 def _rules_ws(name: str, n: int) -> Path:
@@ -467,7 +654,9 @@ def bench_pages(args: argparse.Namespace) -> dict[str, Any]:
 # -- main -----------------------------------------------------------------------------------------
 
 RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "prefix_cache": bench_prefix_cache, "rerun": bench_rerun, "resume": bench_resume,
+    "prefix_cache": bench_prefix_cache, "local_concurrency": bench_local_concurrency,
+    "local_json": bench_local_json, "local_teacher": bench_local_teacher,
+    "rerun": bench_rerun, "resume": bench_resume,
     "concurrency": bench_concurrency, "pages": bench_pages,
 }
 
@@ -485,6 +674,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=None, help="prefix_cache: examples (default 50).")
     p.add_argument("--prompt-tokens", type=int, default=None,
                    help="prefix_cache: rule prompt length in tokens (default 4000).")
+    p.add_argument("--local-examples", type=int, default=None,
+                   help="local_concurrency: extraction examples per arm (default 24; half that "
+                        "for local_json and local_teacher).")
     p.add_argument("--local-rerun", action="store_true",
                    help="rerun: also repeat a run on the local model.")
     p.add_argument("--rerun-model", default=None,
@@ -511,6 +703,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.model = args.model or ("local/small" if quick else "local/default")
     args.rerun_model = args.rerun_model or ("local/small" if quick else "local/default")
     args.n = args.n or (3 if quick else 50)
+    args.local_examples = args.local_examples or (8 if quick else 24)
     args.prompt_tokens = args.prompt_tokens or (600 if quick else 4000)
     args.concurrency_examples = args.concurrency_examples or (16 if quick else 64)
     args.rules_big = args.rules_big or (1000 if quick else 10_000)
@@ -529,8 +722,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections, merging each into the results file as it finishes."""
     args = parse_args(argv)
-    models = {"prefix_cache": args.model, "rerun_local": args.rerun_model
-              if args.local_rerun else None, "fake": "tests/fakes FakeOpenAI (127.0.0.1)"}
+    models = {"prefix_cache": args.model, "local_runtime": args.model,
+              "rerun_local": args.rerun_model if args.local_rerun else None, "fake": "tests/fakes FakeOpenAI (127.0.0.1)"}
     for section in args.sections:
         t0 = time.monotonic()
         result = RUNNERS[section](args)
@@ -577,6 +770,9 @@ def markdown_table(data: dict[str, Any]) -> str:
                                f"{d.get('concurrency')}",
                      "concurrency": f"{d.get('examples')} examples, "
                                     f"{d.get('server_delay_s')} s server",
+                     "local_concurrency": f"{d.get('model')}, {d.get('examples')} examples",
+                     "local_json": f"{d.get('model')}, {d.get('calls_each')} calls each",
+                     "local_teacher": f"{d.get('model')}, {d.get('calls')} calls",
                      "pages": f"{d.get('rules_big')} vs {d.get('rules_small')} rules"}[section]
             lines.append(f"| `{section}.{key}` | {entry['value']} | {entry['target']} | "
                          f"{'yes' if d.get('met') else 'no'} | {scale} | "

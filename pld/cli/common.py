@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from pld.errors import BadInput
-from pld.llm.base import ConfigError
+from pld.llm.base import ConfigError, RuntimeCrashed
 from pld.workspace import Workspace, WorkspaceError, open_workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +37,8 @@ def handles_errors(fn: F) -> F:
             fail(2, str(e).splitlines()[0] if str(e) else type(e).__name__)
         except CallFailed as e:
             fail(1, f"LLM call failed (see llm_calls row {e.call_id}): {e}")
+        except RuntimeCrashed as e:
+            fail(1, str(e))
         except DownloadError as e:
             fail(1, str(e).splitlines()[0])
         except KeyboardInterrupt:

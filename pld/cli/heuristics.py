@@ -28,7 +28,8 @@ from pld.errors import BadInput
 @model_option("teacher", "Teacher model string.")
 @click.option("--clustering", "clustering_id", type=int, default=None,
               help="Clustering id (default: the accepted one, else the latest).")
-@click.option("--concurrency", type=int, default=None)
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Teacher calls in flight (default: remote 8, local $PLD_LOCAL_PARALLEL, 4).")
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the clusters that failed before.")
 @merge_option

@@ -45,6 +45,14 @@ class LLMError(Exception):
         self.status = status
 
 
+class RuntimeCrashed(LLMError):
+    """The embedded model's process died (a native crash, or killed) while loading or answering.
+
+    Not a failed example: no call on that runtime can be trusted to succeed, so stages stop
+    with this one-line reason instead of marking item after item failed.
+    """
+
+
 class ConfigError(LLMError):
     """The model string or the environment is wrong (unknown provider, missing API key...)."""
 

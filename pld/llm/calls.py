@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply
+from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply, RuntimeCrashed
 from pld.llm.env import env_float, env_int
 from pld.llm.pricing import estimate_cost
 from pld.llm.registry import get_backend
@@ -215,9 +215,10 @@ def complete(
                 convo, system=system, max_tokens=max_tokens, temperature=temperature,
                 choices=choices, json_schema=json_schema,
             )
-        except ConfigError as err:
-            # A setup problem found on first use (model files, llama-cpp-python missing): it
-            # is the user's to fix, not a failed example, so it propagates after its row.
+        except (ConfigError, RuntimeCrashed) as err:
+            # A setup problem found on first use (model files, the runtime missing) or a dead
+            # model process: no item can succeed until someone acts, so it is no failed example
+            # and propagates after its row.
             _log(ws, **{**base_row, "messages": dumps(convo)},
                  latency_s=time.perf_counter() - t0, cache_hit=0, attempt=attempt,
                  error=f"{type(err).__name__}: {err}")

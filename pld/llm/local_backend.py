@@ -1,91 +1,74 @@
-"""The embedded model: Qwen2.5-Coder GGUF weights run in-process by llama-cpp-python.
+"""The embedded model: Qwen2.5-Coder GGUF weights on llama.cpp's server, in a process of its own.
 
-One ``llama_cpp.Llama`` per (model file, role) per process, created on first use and shared by
-every :class:`LocalBackend` of that key. ``Llama`` is not thread-safe, so each instance sits
-behind its own lock. Roles exist for the prompt cache: a ``Llama`` reuses the longest token
-prefix it shares with its previous call, so the student's long system prompt stays evaluated
-only if teacher calls do not run on the same instance in between. Weights are mmapped, so a
-second instance costs little more than its KV cache. Nothing here ever calls ``reset()``.
+:mod:`pld.llm.local_process` runs one model process per model file and settings, shared by every
+:class:`LocalBackend` of this process. The server keeps ``$PLD_LOCAL_PARALLEL`` sequences (slots)
+and decodes them together, so callers may have that many calls in flight. A slot keeps the
+tokens of its last prompt and a new request goes to the slot sharing the longest prefix with it,
+so the student's long system prompt is evaluated once, not per example; teacher calls sent in
+between land in other slots.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import threading
 import time
-from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from pld.llm.base import ConfigError, LLMError, Message, Reply
-from pld.llm.env import env_int
+from pld.llm.env import env_float, env_int
 from pld.llm.json_reply import strip_fences
+from pld.llm.local_process import (
+    ModelProcess,
+    ProcessSettings,
+    model_process,
+    running_processes,
+)
 from pld.llm.model_files import get_model_file, model_path
-from pld.workspace import now
 
 DEFAULT_N_CTX = 8192
+DEFAULT_PARALLEL = 4
+# Prompt states of slots that were reused for something else, kept in RAM to be restored.
+DEFAULT_CACHE_RAM_MIB = 2048
 # Qwen adds "You are Qwen, created by Alibaba Cloud..." when no system message is sent.
 NEUTRAL_SYSTEM = "You are a helpful assistant."
 
-_OVERFLOW = re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)")
-
 
 def n_ctx() -> int:
-    """Context window for new instances: ``$PLD_LOCAL_N_CTX``, default 8192."""
+    """Context window of each sequence: ``$PLD_LOCAL_N_CTX``, default 8192."""
     return env_int("PLD_LOCAL_N_CTX", DEFAULT_N_CTX)
 
 
 def n_threads() -> int:
-    """CPU threads for new instances: ``$PLD_LOCAL_THREADS``, default all cores."""
+    """CPU threads of the model process: ``$PLD_LOCAL_THREADS``, default all cores."""
     return env_int("PLD_LOCAL_THREADS", os.cpu_count() or 1)
 
 
-@dataclass
-class _Slot:
-    """One shared ``Llama`` and what the status page shows about it."""
-
-    name: str
-    role: str
-    path: Path | None = None
-    llm: Any = None
-    load_s: float = 0.0
-    loaded_at: str = ""
-    n_ctx: int = 0
-    n_threads: int = 0
-    calls: int = 0
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
+def n_parallel() -> int:
+    """Sequences the model process decodes together: ``$PLD_LOCAL_PARALLEL``, default 4."""
+    return env_int("PLD_LOCAL_PARALLEL", DEFAULT_PARALLEL)
 
 
-_slots: dict[tuple[str, str], _Slot] = {}
-_slots_lock = threading.Lock()
-
-
-def _slot(name: str, role: str) -> _Slot:
-    # Keyed by the model file (the table's filename), not by backend object.
-    key = (get_model_file(name).filename, role)
-    with _slots_lock:
-        slot = _slots.get(key)
-        if slot is None:
-            slot = _slots[key] = _Slot(name, role)
-        return slot
+def settings_for(name: str) -> ProcessSettings:
+    """The model process settings for ``local/<name>`` from the environment (joins the weights
+    on first use, see :func:`~pld.llm.model_files.model_path`)."""
+    return ProcessSettings(
+        name=name, model_path=model_path(name), n_ctx=n_ctx(), parallel=n_parallel(),
+        threads=n_threads(),
+        cache_ram_mib=env_int("PLD_LOCAL_CACHE_RAM_MIB", DEFAULT_CACHE_RAM_MIB, minimum=0),
+    )
 
 
 def loaded_models() -> list[dict[str, Any]]:
-    """The instances loaded in this process: model, role, file, load time, settings, calls."""
-    with _slots_lock:
-        slots = list(_slots.values())
+    """The model processes this process runs: model, pid, file, load time, settings, calls."""
     return [
         {
-            "model": f"local/{s.name}", "role": s.role, "path": str(s.path),
-            "load_s": s.load_s, "loaded_at": s.loaded_at, "n_ctx": s.n_ctx,
-            "n_threads": s.n_threads, "calls": s.calls,
+            "model": mp.model, "pid": mp.proc.pid if mp.proc else None,
+            "path": str(mp.settings.model_path), "load_s": round(mp.load_s, 2),
+            "loaded_at": mp.loaded_at, "n_ctx": mp.settings.n_ctx,
+            "parallel": mp.settings.parallel, "n_threads": mp.settings.threads,
+            "calls": mp.calls,
         }
-        for s in slots
-        if s.llm is not None
+        for mp in running_processes()
     ]
 
 
@@ -102,70 +85,28 @@ def choice_grammar_text(choices: tuple[str, ...]) -> str:
     return "root ::= " + " | ".join(_gbnf_literal(c) for c in choices)
 
 
-@lru_cache(maxsize=256)
-def _choice_grammar(choices: tuple[str, ...]) -> Any:
-    from llama_cpp import LlamaGrammar
-
-    return LlamaGrammar.from_string(choice_grammar_text(choices), verbose=False)
-
-
-def _common_prefix(a: Any, b: Any) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    import numpy as np
-
-    diff = np.nonzero(np.asarray(a[:n]) != np.asarray(b[:n]))[0]
-    return int(diff[0]) if len(diff) else n
-
-
 class LocalBackend:
-    """Backend for ``local/<name>``; ``role`` picks the shared instance (and its prompt cache)."""
+    """Backend for ``local/<name>``: calls into this process's model process for that model.
+
+    ``role`` is kept for the registry (teacher and student backends stay apart), but all roles
+    share one model process: its slots keep each prompt prefix cached. ``reuse_prefix=False``
+    makes the server evaluate every prompt from scratch (the benchmark's no-cache arm).
+    """
 
     constrains_choices = True
 
-    def __init__(self, name: str, role: str = "default") -> None:
+    def __init__(self, name: str, role: str = "default", *, reuse_prefix: bool = True) -> None:
         get_model_file(name)  # fail early on an unknown name
         self.name = name
         self.role = role
         self.model = f"local/{name}"
+        self.reuse_prefix = reuse_prefix
 
-    def llama(self) -> Any:
-        """The shared ``llama_cpp.Llama`` of this model and role, loading it on first use."""
-        slot = _slot(self.name, self.role)
-        with slot.lock:
-            return self._loaded(slot)
-
-    def _loaded(self, slot: _Slot) -> Any:
-        """Load ``slot`` if needed; the caller holds ``slot.lock``."""
-        if slot.llm is not None:
-            return slot.llm
-        # The wheel's OpenMP threads spin while waiting by default; on a small, busy CPU a
-        # spinning thread starves the one it waits for (a 16-token answer went from ~4 s to
-        # 15-25 s). libgomp reads this once, when llama_cpp first loads it.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        try:
-            from llama_cpp import Llama
-        except ImportError as err:
-            raise ConfigError(
-                f"{self.model}: llama-cpp-python is not installed "
-                f"(pip install llama-cpp-python==0.3.36): {err}"
-            ) from err
-        path = model_path(self.name)
-        ctx, threads = n_ctx(), n_threads()
-        t0 = time.perf_counter()
-        try:
-            llm = Llama(
-                model_path=str(path), n_ctx=ctx, n_threads=threads, n_threads_batch=threads,
-                verbose=False,
-            )
-        except Exception as err:
-            raise LLMError(f"{self.model}: cannot load {path}: {err}") from err
-        slot.load_s = time.perf_counter() - t0
-        slot.loaded_at = now()
-        slot.path, slot.n_ctx, slot.n_threads = path, ctx, threads
-        slot.llm = llm
-        return llm
+    def process(self) -> ModelProcess:
+        """The model process serving this backend, started (weights loaded) on first use."""
+        mp = model_process(settings_for(self.name))
+        mp.ensure_started()
+        return mp
 
     def complete(
         self,
@@ -177,44 +118,41 @@ class LocalBackend:
         choices: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
     ) -> Reply:
-        """One chat completion on the shared instance.
+        """One chat completion on the model process; safe to call from many threads at once.
 
         ``choices`` constrains decoding to exactly one of the labels (a GBNF grammar);
         ``json_schema`` constrains it to JSON matching the schema. A JSON answer cut off by
-        ``max_tokens`` is an error, since it cannot parse. All failures are permanent
-        :class:`LLMError`: retrying the same prompt on the same weights gives the same result.
+        ``max_tokens`` is an error, since it cannot parse. Failures are permanent
+        :class:`LLMError`: the same prompt on the same weights gives the same result.
+        :class:`~pld.llm.base.RuntimeCrashed` means the model process died.
         """
-        chat = [{"role": "system", "content": system or NEUTRAL_SYSTEM}, *messages]
-        kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
+        body: dict[str, Any] = {
+            "messages": [{"role": "system", "content": system or NEUTRAL_SYSTEM}, *messages],
+            "temperature": temperature, "max_tokens": max_tokens, "seed": 0,
+            "cache_prompt": self.reuse_prefix,
+        }
         if choices is not None:
             labels = tuple(choices)
             if not labels or any(not c for c in labels):
                 raise LLMError(f"{self.model}: choices must be non-empty strings: {choices!r}")
-            kwargs["grammar"] = _choice_grammar(labels)
+            body["grammar"] = choice_grammar_text(labels)
             # Every token carries at least one byte, so this always fits the longest label;
             # the grammar ends generation right after the label anyway.
-            kwargs["max_tokens"] = max(len(c.encode("utf-8")) for c in labels) + 1
+            body["max_tokens"] = max(len(c.encode("utf-8")) for c in labels) + 1
         elif json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "reply", "schema": json_schema}}
 
-        slot = _slot(self.name, self.role)
-        with slot.lock:
-            llm = self._loaded(slot)
-            before = getattr(llm, "_input_ids", None)
-            before = before.copy() if before is not None else None
-            t0 = time.perf_counter()
-            try:
-                resp = llm.create_chat_completion(messages=chat, **kwargs)
-            except Exception as err:
-                raise self._error(err) from err
-            latency = time.perf_counter() - t0
-            slot.calls += 1
-            usage = resp.get("usage") or {}
-            prompt_tokens = int(usage.get("prompt_tokens", 0))
-            cached = self._cached_tokens(before, getattr(llm, "_input_ids", None), prompt_tokens)
-
-        choice = resp["choices"][0]
-        text = choice["message"].get("content") or ""
+        timeout = env_float("PLD_LOCAL_TIMEOUT", 1800.0, minimum=1.0)
+        mp = self.process()
+        # Wall time as the caller sees it, waiting for a free slot included, like remote calls.
+        t0 = time.perf_counter()
+        status, data = mp.request("/v1/chat/completions", body, timeout=timeout)
+        latency = time.perf_counter() - t0
+        if status != 200:
+            raise self._error(status, data)
+        choice = data["choices"][0]
+        text = (choice.get("message") or {}).get("content") or ""
         if choices is not None:
             if text not in choices and text.strip() in choices:
                 text = text.strip()
@@ -227,33 +165,32 @@ class LocalBackend:
                     f"{self.model}: JSON answer cut off at max_tokens={max_tokens} "
                     f"({text[:80]!r}...)"
                 )
+        usage, timings = data.get("usage") or {}, data.get("timings") or {}
         return Reply(
-            text=text, input_tokens=prompt_tokens,
-            output_tokens=int(usage.get("completion_tokens", 0)), cached_tokens=cached,
+            text=text, input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+            cached_tokens=int(timings.get("cache_n", 0)),
             latency_s=latency, model=self.model,
         )
 
-    @staticmethod
-    def _cached_tokens(before: Any, after: Any, prompt_tokens: int) -> int:
-        """Prompt tokens whose KV entries were reused from the previous call.
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under this model's tokenizer (no special tokens added)."""
+        status, data = self.process().request(
+            "/tokenize", {"content": text, "add_special": False}, timeout=60)
+        if status != 200:
+            raise self._error(status, data)
+        return len(data["tokens"])
 
-        After a call the instance's token history starts with this call's prompt, so its common
-        prefix with the history before the call is what llama-cpp-python kept. When the whole
-        prompt matched, it still re-evaluates the last token to get fresh logits.
-        """
-        if before is None or after is None or prompt_tokens <= 0:
-            return 0
-        shared = _common_prefix(before, after[:prompt_tokens])
-        return min(shared, prompt_tokens - 1)
-
-    def _error(self, err: Exception) -> LLMError:
-        m = _OVERFLOW.search(str(err))
-        if m:
+    def _error(self, status: int, data: Any) -> LLMError:
+        err = data.get("error") if isinstance(data, dict) else None
+        err = err if isinstance(err, dict) else {"message": str(data)[:300]}
+        if err.get("type") == "exceed_context_size_error":
             return LLMError(
-                f"{self.model}: prompt is {m.group(1)} tokens but the context window is "
-                f"{m.group(2)} (raise PLD_LOCAL_N_CTX, up to "
+                f"{self.model}: prompt is {err.get('n_prompt_tokens')} tokens but the context "
+                f"window is {err.get('n_ctx')} (raise PLD_LOCAL_N_CTX, up to "
                 f"{get_model_file(self.name).context_length}, or shorten the input)"
             )
-        return LLMError(f"{self.model}: llama.cpp failed: {type(err).__name__}: {err}")
-
-
+        if status == 401:
+            # Only our own key is ever sent; a refusal means another program holds the port.
+            return ConfigError(f"{self.model}: the model process refused our key (HTTP 401)")
+        return LLMError(f"{self.model}: llama.cpp answered HTTP {status}: {err.get('message')}")

@@ -77,6 +77,24 @@ def _create(spec: ModelSpec, role: str) -> Backend:
     return LocalBackend(spec.name, role=role)
 
 
+REMOTE_CONCURRENCY = 8
+
+
+def default_concurrency(model: str, role: str = "teacher") -> int:
+    """Calls in flight by default for ``model`` in ``role``: remote APIs 8.
+
+    The local teacher gets as many as its process decodes together (``$PLD_LOCAL_PARALLEL``,
+    default 4; more only queue). The local student gets 1: its calls are one long shared system
+    prompt and a label, so each extra slot would first evaluate that prompt again, costing more
+    than decoding a few label tokens side by side saves.
+    """
+    if parse_model(model).provider == "local":
+        from pld.llm.local_backend import n_parallel
+
+        return 1 if role == "student" else n_parallel()
+    return REMOTE_CONCURRENCY
+
+
 def get_backend(model: str, role: str = "default") -> Backend:
     """The process-wide backend for ``model`` (and ``role``, which only local models use)."""
     spec = parse_model(model)

@@ -47,7 +47,7 @@ from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
 from pld.llm.json_reply import loads_reply
-from pld.llm.registry import parse_model
+from pld.llm.registry import default_concurrency, parse_model
 from pld.pipeline.embed import load_vectors
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.prompts import render
@@ -441,11 +441,12 @@ def _record(summary: ConsolidateSummary, out: _Outcome) -> None:
 
 def _check_args(teacher: str, concurrency: int | None, max_rules_per_call: int) -> int:
     try:
-        provider = parse_model(teacher).provider
+        if concurrency is None:
+            concurrency = default_concurrency(teacher)
+        else:
+            parse_model(teacher)
     except ConfigError as e:
         raise BadInput(str(e)) from e
-    if concurrency is None:
-        concurrency = 1 if provider == "local" else 8
     if concurrency < 1:
         raise BadInput(f"--concurrency must be at least 1, got {concurrency}")
     if max_rules_per_call < 2:

@@ -29,7 +29,7 @@ from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError, Message
 from pld.llm.json_reply import loads_reply
-from pld.llm.registry import parse_model
+from pld.llm.registry import default_concurrency, parse_model
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.tasks.store import TaskInfo, task_info
 from pld.tasks.store import examples as task_examples
@@ -38,8 +38,6 @@ from pld.workspace import Workspace, dumps, loads, now
 STAGE = "extract"
 OK, FAILED = "ok", "failed"
 MAX_TOKENS = 400
-LOCAL_CONCURRENCY = 1  # llama.cpp runs one generation at a time; more threads only queue
-REMOTE_CONCURRENCY = 8
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -197,11 +195,6 @@ def build_prompt(info: TaskInfo, example: dict[str, Any]) -> str:
         text=example["text"],
         label=example["label"],
     )
-
-
-def default_concurrency(teacher: str) -> int:
-    """Parallel teacher calls for a model string: 1 for local models, 8 for remote APIs."""
-    return LOCAL_CONCURRENCY if parse_model(teacher).provider == "local" else REMOTE_CONCURRENCY
 
 
 def _extract_one(ws: Workspace, info: TaskInfo, teacher: str, example: dict[str, Any],

@@ -77,7 +77,7 @@ from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
 from pld.llm.json_reply import loads_reply
-from pld.llm.registry import parse_model
+from pld.llm.registry import default_concurrency, parse_model
 from pld.metrics import score
 from pld.pipeline.embed import check_embedder_name, get_embedder
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
@@ -735,7 +735,7 @@ def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
         raw = _ask_teacher(ws, o, run.id, _teacher_prompt(o, rules, group, tried))
         return _keep(group, texts, raw)
 
-    workers = o.concurrency or (1 if parse_model(o.teacher).provider == "local" else 8)
+    workers = o.concurrency or default_concurrency(o.teacher)
     found: list[dict[str, Any]] = []
     failed: dict[int, str] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(groups) or 1)),

@@ -18,7 +18,7 @@ from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
-from pld.llm.registry import parse_model
+from pld.llm.registry import default_concurrency
 from pld.pipeline.runs import (
     ProgressCallback,
     Run,
@@ -30,7 +30,6 @@ from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
 STUDENT_MAX_TOKENS = 16
-REMOTE_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -168,9 +167,9 @@ def list_prompts(ws: Workspace, task: str) -> list[PromptVersion]:
         "SELECT * FROM prompts WHERE task = ? ORDER BY version", [task])]
 
 
-def _is_local(student: str) -> bool:
+def _default_workers(student: str) -> int:
     try:
-        return parse_model(student).provider == "local"
+        return default_concurrency(student, role="student")
     except ConfigError as e:
         raise BadInput(str(e)) from e
 
@@ -220,14 +219,13 @@ def predict(
     Each answer is parsed strictly against the label set; an unparseable answer is stored with a
     NULL label and counts as wrong. One ``predictions`` row per (run, example) is written as it
     arrives; passing the ``run_id`` of an earlier, unfinished run resumes it and skips the rows
-    it already has. Local models run one example at a time (they share one KV cache); remote
-    ones use a thread pool of ``concurrency`` (default 8). A call that fails for good fails the
+    it already has. Calls run on a thread pool of ``concurrency``
+    (default: :func:`~pld.llm.registry.default_concurrency`). A call that fails for good fails the
     run; its finished rows stay.
     """
     info = task_info(ws, task)
     labels = info.labels
-    local = _is_local(student)
-    workers = concurrency if concurrency is not None else (1 if local else REMOTE_CONCURRENCY)
+    workers = concurrency if concurrency is not None else _default_workers(student)
     if workers < 1:
         raise BadInput(f"concurrency must be at least 1, got {workers}")
     items = _select(ws, task, split, example_ids, limit)
