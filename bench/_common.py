@@ -30,7 +30,7 @@ RESULTS = REPO / "bench" / "results"
 # Scratch workspaces (SQLite files, ignored by git through *.db): kept between runs so that a
 # rerun resumes from the workspace and its LLM call cache.
 WORK = REPO / "bench" / ".work"
-PACKAGES = ("llama-cpp-python", "torch", "streamlit", "sentence-transformers")
+PACKAGES = ("xllamacpp", "torch", "streamlit", "sentence-transformers")
 
 
 def _read(path: str) -> str:
@@ -161,13 +161,10 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 # -- tokens ---------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=4)
-def _vocab(name: str) -> Any:
-    # vocab_only loads the tokenizer without the weights' compute buffers: well under a second.
-    from llama_cpp import Llama
+def _backend(name: str) -> Any:
+    from pld.llm.local_backend import LocalBackend
 
-    from pld.llm.model_files import model_path
-
-    return Llama(model_path=str(model_path(name)), vocab_only=True, verbose=False)
+    return LocalBackend(name, role="bench-tokens")
 
 
 def count_tokens(text: str, local_name: str = "default") -> tuple[int, str]:
@@ -177,10 +174,9 @@ def count_tokens(text: str, local_name: str = "default") -> tuple[int, str]:
     ``len(text) / 4`` — an estimate, said so in the second element.
     """
     try:
-        vocab = _vocab(local_name)
-        return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False)), \
+        return _backend(local_name).count_tokens(text), \
             f"qwen2.5 tokenizer (local/{local_name} GGUF)"
-    except Exception:  # no llama-cpp-python or no weights: estimate instead
+    except Exception:  # no runtime or no weights: estimate instead
         return round(len(text) / 4), "estimate: characters / 4"
 
 

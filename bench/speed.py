@@ -3,13 +3,21 @@ shared machine still gives comparable numbers.
 
 * ``prefix_cache.speedup`` — the student classifies the same N examples under a ~4,000-token rule
   prompt on the local model, re-processing the prompt for every example ÷ reusing its KV state.
-  Three ``Llama`` instances of the same weights (roles of :class:`LocalBackend`) run interleaved,
-  example by example, so machine noise hits all arms alike: *reuse* keeps its KV state between
-  calls (what the student stage does), *re-process* gets ``Llama.reset()`` before every call
-  (the KV cache is emptied, so the whole prompt is evaluated again), *floor* gets no rule prompt
-  at all (the backend's one-line neutral system message). Each arm makes one untimed warm-up
-  call first, so the figures are per example in steady state; the one-time cost of evaluating
-  the prompt on the reuse arm is reported as ``first_call_s``.
+  Three arms share one model process and run interleaved, example by example, so machine noise
+  hits all alike: *reuse* lets the server keep the prompt's KV state in its slot (what the
+  student stage does), *re-process* asks with ``cache_prompt: false`` (the whole prompt is
+  evaluated again), *floor* gets no rule prompt at all (the backend's one-line neutral system
+  message). Each arm makes one untimed warm-up call first, so the figures are per example in
+  steady state; the one-time cost of evaluating the prompt on the reuse arm is reported as
+  ``first_call_s``.
+* ``local_concurrency.speedup_4`` — real extraction (``extract.md``, JSON schema) of 24 demo
+  examples on the local model at concurrency 1 ÷ concurrency 4, wall time; a fresh model process
+  per arm (concurrency 2 is reported beside it).
+* ``local_json.vs_free`` — the same extraction calls with the JSON schema ÷ without any
+  constraint, time per call, the order of the two arms alternating per example.
+* ``local_teacher.vs_floor`` — mean extraction call time ÷ the floor from the same run's measured
+  prompt-processing and generation rates (uncached prompt tokens ÷ prompt rate + output tokens ÷
+  generation rate).
 * ``prefix_cache.vs_limit`` — reuse ÷ floor, per example.
 * ``rerun.uncached_calls`` — ``llm_calls`` rows that missed the cache (``cache_hit = 0``,
   no error) added by repeating a finished ``run`` of the demo task: against the fake
@@ -141,14 +149,13 @@ def bench_prefix_cache(args: argparse.Namespace) -> dict[str, Any]:
     arms = {
         "floor": (LocalBackend(spec.name, role="bench-floor"), None),
         "reuse": (LocalBackend(spec.name, role="bench-reuse"), system),
-        "reprocess": (LocalBackend(spec.name, role="bench-reprocess"), system),
+        # cache_prompt false: the server evaluates the whole prompt again for every call.
+        "reprocess": (LocalBackend(spec.name, role="bench-reprocess", reuse_prefix=False),
+                      system),
     }
 
     def call(arm: str, text: str) -> tuple[float, calls.CallResult]:
         backend, sys_prompt = arms[arm]
-        if arm == "reprocess":
-            # Empties the instance's KV state: the whole prompt is evaluated again.
-            backend.llama().reset()
         t0 = time.perf_counter()
         res = calls.complete(ws, args.model, [{"role": "user", "content": text}],
                              system=sys_prompt, choices=DEMO_LABELS, max_tokens=16,
@@ -186,8 +193,8 @@ def bench_prefix_cache(args: argparse.Namespace) -> dict[str, Any]:
                   for arm in arms}
     common = {"model": args.model, "n_examples": args.n, "rule_prompt_tokens": prompt_tokens,
               "arms": arm_detail,
-              "how": "three Llama instances of the same weights, calls interleaved per "
-                     "example; reprocess = Llama.reset() before each call; floor = no rule "
+              "how": "one model process (llama.cpp server, xllamacpp), calls interleaved per "
+                     "example; reprocess = cache_prompt false on each call; floor = no rule "
                      "prompt (neutral one-line system message); each arm's warm-up call is "
                      "untimed"}
     speedup = total["reprocess"] / total["reuse"]
@@ -485,8 +492,16 @@ def bench_local_concurrency(args: argparse.Namespace) -> dict[str, Any]:
 
 def _timed_calls(backend: Any, messages: list[dict[str, str]],
                  **kwargs: Any) -> tuple[float, Any]:
+    """Seconds and reply of one call; the reply is None when the call failed (a JSON answer
+    cut off at max_tokens, say: the small teacher sometimes loops until the limit)."""
+    from pld.llm.base import LLMError
+
     t0 = time.perf_counter()
-    reply = backend.complete(messages, **kwargs)
+    try:
+        reply = backend.complete(messages, **kwargs)
+    except LLMError as err:
+        print(f"  (failed call, left out of the figure: {str(err)[:100]})", flush=True)
+        reply = None
     return time.perf_counter() - t0, reply
 
 
@@ -503,16 +518,24 @@ def bench_local_json(args: argparse.Namespace) -> dict[str, Any]:
           "without, the order alternating", flush=True)
     arms: dict[str, dict[str, list[float]]] = {
         a: {"s": [], "out": [], "uncached": []} for a in ("json", "free")}
+    left_out = 0
     for i, m in enumerate(msgs[:n]):
         # Both arms of an example share its whole prompt, so the second one asked finds it
         # cached; alternating which goes first gives each arm that advantage equally often.
         order = ("json", "free") if i % 2 == 0 else ("free", "json")
-        for arm in order:
-            dt, r = _timed_calls(backend, m, max_tokens=MAX_TOKENS,
+        got = {arm: _timed_calls(backend, m, max_tokens=MAX_TOKENS,
                                  json_schema=SCHEMA if arm == "json" else None)
+               for arm in order}
+        if any(r is None for _, r in got.values()):
+            left_out += 1  # an example counts only when both arms answered it
+            continue
+        for arm, (dt, r) in got.items():
             arms[arm]["s"].append(dt)
             arms[arm]["out"].append(r.output_tokens)
             arms[arm]["uncached"].append(r.input_tokens - r.cached_tokens)
+    n = len(arms["json"]["s"])
+    if n == 0:
+        raise SystemExit("local_json: every example had a failed call")
     from pld.llm.local_process import stop_all
 
     stop_all()
@@ -520,7 +543,7 @@ def bench_local_json(args: argparse.Namespace) -> dict[str, Any]:
     out = {a: sum(v["out"]) for a, v in arms.items()}
     ratio = tot["json"] / tot["free"]
     return {"vs_free": _entry("local_json", "vs_free", round(ratio, 3), {
-        "model": model, "calls_each": n,
+        "model": model, "calls_each": n, "examples_left_out_failed_call": left_out,
         "mean_s": {a: round(t / n, 3) for a, t in tot.items()},
         "output_tokens": out,
         "s_per_output_token": {a: round(tot[a] / max(1, out[a]), 4) for a in arms},
@@ -552,13 +575,17 @@ def bench_local_teacher(args: argparse.Namespace) -> dict[str, Any]:
         pp_rates.append((r.input_tokens - r.cached_tokens) / (time.perf_counter() - before))
         before = time.perf_counter()
         r = backend.complete([{"role": "user", "content": f"Count from {k} to 400 in words."}],
-                             max_tokens=160)
+                             max_tokens=160)  # free text: running into the limit is fine
         t_gen = time.perf_counter() - before - (r.input_tokens - r.cached_tokens) / pp_rates[-1]
         tg_rates.append(r.output_tokens / t_gen)
     pp, tg = statistics.mean(pp_rates), statistics.mean(tg_rates)
     times, floors, uncached, outputs = [], [], [], []
+    left_out = 0
     for m in msgs[:n]:
         dt, r = _timed_calls(backend, m, max_tokens=MAX_TOKENS, json_schema=SCHEMA)
+        if r is None:
+            left_out += 1
+            continue
         fresh = r.input_tokens - r.cached_tokens
         times.append(dt)
         floors.append(fresh / pp + r.output_tokens / tg)
@@ -569,7 +596,8 @@ def bench_local_teacher(args: argparse.Namespace) -> dict[str, Any]:
     stop_all()
     ratio = statistics.mean(times) / statistics.mean(floors)
     return {"vs_floor": _entry("local_teacher", "vs_floor", round(ratio, 3), {
-        "model": model, "calls": n, "mean_call_s": round(statistics.mean(times), 3),
+        "model": model, "calls": len(times), "calls_left_out_failed": left_out,
+        "mean_call_s": round(statistics.mean(times), 3),
         "mean_floor_s": round(statistics.mean(floors), 3),
         "prompt_tok_per_s": round(pp, 1), "gen_tok_per_s": round(tg, 1),
         "mean_uncached_prompt_tokens": round(statistics.mean(uncached), 1),
@@ -723,7 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen sections, merging each into the results file as it finishes."""
     args = parse_args(argv)
     models = {"prefix_cache": args.model, "local_runtime": args.model,
-              "rerun_local": args.rerun_model if args.local_rerun else None, "fake": "tests/fakes FakeOpenAI (127.0.0.1)"}
+              "rerun_local": args.rerun_model if args.local_rerun else None,
+              "fake": "tests/fakes FakeOpenAI (127.0.0.1)"}
     for section in args.sections:
         t0 = time.monotonic()
         result = RUNNERS[section](args)

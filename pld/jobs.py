@@ -264,17 +264,23 @@ def job_status(ws: Workspace, job: Job) -> str:
         if status in statuses:
             return status
     tail = job_log(job)
-    errors = [line for line in tail.splitlines() if line.startswith("error: ")]
-    if errors and "interrupted" in errors[-1]:
+    error = job_error(job)
+    if error and "interrupted" in error:
         return INTERRUPTED  # the CLI's own words for SIGTERM / Ctrl-C
     child = _CHILDREN.get(job.pid)
     if child is not None and child.returncode is not None:
         if child.returncode == 0:
             return DONE
         return INTERRUPTED if child.returncode < 0 else FAILED
-    if errors or "Traceback (most recent call last)" in tail:
+    if error or "Traceback (most recent call last)" in tail:
         return FAILED
     return DONE
+
+
+def job_error(job: Job | dict[str, Any]) -> str | None:
+    """The one-line reason a job gave for failing (its last ``error: ...`` line), if any."""
+    errors = [line for line in job_log(job).splitlines() if line.startswith("error: ")]
+    return errors[-1].removeprefix("error: ") if errors else None
 
 
 def job_log(job: Job | dict[str, Any], max_chars: int = LOG_TAIL_CHARS) -> str:

@@ -145,8 +145,13 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
         if last:
             status = jobs.job_status(ws, last[0])
             if status == FAILED:
-                st.error(f"The last {kind} job failed ({last[0].describe()}):")
-                st.code(jobs.job_log(last[0]) or "(empty log)", language=None)
+                reason = jobs.job_error(last[0])
+                st.error(f"The last {kind} job failed" + (":" if reason else "."))
+                if reason:
+                    # Plain text, never Markdown: it can quote model output or a file's lines.
+                    st.text(reason)
+                with st.expander(f"Its log ({last[0].describe()})", expanded=reason is None):
+                    st.code(jobs.job_log(last[0]) or "(empty log)", language=None)
             elif status == INTERRUPTED:
                 st.warning(f"The last {kind} job was interrupted; start it again to resume.")
         runs = jobs.recent_runs(ws, task, kind, limit=5)

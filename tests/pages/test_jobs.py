@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from pld import jobs
 from pld.errors import BadInput
@@ -167,3 +168,46 @@ def test_cancel_refuses_a_run_of_this_process(ws: Workspace) -> None:
     with pytest.raises(BadInput, match="inside this process"):
         jobs.cancel(ws, run_id)
     assert jobs.active_jobs(ws, "demo", "extract")[0]["run_id"] == run_id
+
+
+def _model_process_of(pid: int) -> int | None:
+    """The pid of the model process (``pld.llm.local_server``) started by process ``pid``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().split(") ", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and b"pld.llm.local_server" in cmdline:
+            return int(stat.parent.name)
+    return None
+
+
+def test_model_process_crash_fails_the_job_with_its_reason(
+        ws: Workspace, ws_path: Path, app_ws: Path,
+        open_page: Callable[..., AppTest]) -> None:
+    """A native crash of the embedded runtime mid-call, on a real job with the real model."""
+    import signal
+
+    load_task(ws, "demo")
+    job = jobs.start(ws_path, ["extract", "demo", "--teacher", "local/small", "--limit", "8",
+                               "--concurrency", "4"])
+    model_pid = _wait("the job's model process", lambda: _model_process_of(job.pid))
+    # Once the first answer is stored the other three calls are being decoded.
+    _wait("a first rule", lambda: ws.query("SELECT count(*) AS n FROM llm_calls")[0]["n"])
+    os.kill(model_pid, signal.SIGSEGV)
+    _wait("the job to end", lambda: jobs.job_status(ws, job) != "running")
+
+    assert jobs.job_status(ws, job) == "failed"
+    run = jobs.recent_runs(ws, "demo", "extract")[0]
+    assert run["status"] == "failed"
+    assert "crashed with signal 11 (SIGSEGV)" in run["error"]
+    reason = jobs.job_error(job)
+    assert reason is not None and reason.startswith(
+        "local/small: the embedded runtime (llama.cpp) crashed with signal 11 (SIGSEGV)")
+    # The rules finished before the crash are kept; the test process (the app's) lives on.
+    assert 1 <= _ok_rules(ws) < 8
+    at = open_page("extract", task="demo").run()
+    assert not at.exception
+    assert any("The last extract job failed" in e.value for e in at.error)
+    assert any(reason in t.value for t in at.text)

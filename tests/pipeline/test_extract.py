@@ -277,12 +277,6 @@ def test_calls_run_concurrently(ws: Workspace, fake_openai: FakeOpenAI) -> None:
     assert get_run(ws, summary.run_id)["params"]["concurrency"] == 8
 
 
-def test_default_concurrency_by_backend() -> None:
-    assert ex.default_concurrency("local/default") == 1
-    assert ex.default_concurrency("openai-compatible/m@http://127.0.0.1:1/v1") == 8
-    assert ex.default_concurrency("anthropic/claude-x") == 8
-
-
 def test_unknown_task_bad_model_and_empty_split(ws: Workspace) -> None:
     with pytest.raises(BadInput, match="nope"):
         ex.extract(ws, "nope", "local/default")
