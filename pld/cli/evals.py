@@ -35,8 +35,8 @@ def _concurrency_option(help_text: str) -> Callable[[F], F]:
 @click.option("--auto-accept-as", default=None, metavar="NAME",
               help="Accept proposals and approve their heuristics as NAME (benchmarks).")
 @click.option("--val-limit", type=int, default=None, help="At most N validation examples.")
-@_concurrency_option("Calls in flight (default: remote 8; local teacher $PLD_LOCAL_PARALLEL, "
-                     "4 unless set; local student 1).")
+@_concurrency_option("Calls in flight (default: remote 8, local 1; the local model decodes "
+                     "up to $PLD_LOCAL_PARALLEL, 4, together).")
 @click.option("--retry-failed", is_flag=True,
               help="Ask the teacher again after an iteration where every call failed.")
 @click.option("--json", "as_json", is_flag=True)
@@ -96,7 +96,8 @@ def _metrics_text(d: dict[str, Any]) -> str:
               type=click.Choice(["train", "val", "test"]))
 @click.option("--limit", type=int, default=None, help="First N items of the split.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@_concurrency_option("Student calls in flight (default: remote 8, local 1).")
+@_concurrency_option("Student calls in flight (default: remote 8, local 1; the local model "
+                     "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors

@@ -29,7 +29,8 @@ from pld.errors import BadInput
 @click.option("--clustering", "clustering_id", type=int, default=None,
               help="Clustering id (default: the accepted one, else the latest).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Teacher calls in flight (default: remote 8, local $PLD_LOCAL_PARALLEL, 4).")
+              help="Teacher calls in flight (default: remote 8, local 1; the local model "
+                   "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the clusters that failed before.")
 @merge_option

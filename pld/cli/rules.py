@@ -25,7 +25,8 @@ from pld.errors import BadInput
 @model_option("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
 @click.option("--limit", type=int, default=None, help="At most N training examples.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Teacher calls in flight (default: remote 8, local $PLD_LOCAL_PARALLEL, 4).")
+              help="Teacher calls in flight (default: remote 8, local 1; the local model "
+                   "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the examples that failed before.")
 @click.option("--json", "as_json", is_flag=True)

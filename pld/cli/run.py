@@ -30,8 +30,8 @@ from pld.errors import BadInput
                    "Without it the run stops after consolidation for people to review.")
 @click.option("--limit", type=int, default=None, help="At most N training examples to extract.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Calls in flight (default: remote 8; local teacher $PLD_LOCAL_PARALLEL, 4; "
-                   "local student 1).")
+              help="Calls in flight (default: remote 8, local 1; the local model decodes up "
+                   "to $PLD_LOCAL_PARALLEL, 4, together).")
 @click.option("--method", type=click.Choice(["dbscan", "hdbscan", "kmeans"]), default="dbscan",
               show_default=True)
 @click.option("--eps", default="auto", show_default=True)

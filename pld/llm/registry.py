@@ -80,19 +80,19 @@ def _create(spec: ModelSpec, role: str) -> Backend:
 REMOTE_CONCURRENCY = 8
 
 
-def default_concurrency(model: str, role: str = "teacher") -> int:
-    """Calls in flight by default for ``model`` in ``role``: remote APIs 8.
+LOCAL_CONCURRENCY = 1
 
-    The local teacher gets as many as its process decodes together (``$PLD_LOCAL_PARALLEL``,
-    default 4; more only queue). The local student gets 1: its calls are one long shared system
-    prompt and a label, so each extra slot would first evaluate that prompt again, costing more
-    than decoding a few label tokens side by side saves.
+
+def default_concurrency(model: str) -> int:
+    """Calls in flight by default for ``model``: 8 for remote APIs, 1 for the local model.
+
+    The local model can decode up to ``$PLD_LOCAL_PARALLEL`` calls together (``--concurrency``),
+    but on 2 CPU cores that measured slower, not faster: extracting 24 demo rules took 219 s at
+    concurrency 1, 232 s at 2 and 275 s at 4 (AMD EPYC, bench/speed.py local_concurrency). Two
+    cores are compute-bound, so batching adds little (free text 1.35x tokens/s at 4), and each
+    extra slot first evaluates the shared prompt template once more.
     """
-    if parse_model(model).provider == "local":
-        from pld.llm.local_backend import n_parallel
-
-        return 1 if role == "student" else n_parallel()
-    return REMOTE_CONCURRENCY
+    return LOCAL_CONCURRENCY if parse_model(model).provider == "local" else REMOTE_CONCURRENCY
 
 
 def get_backend(model: str, role: str = "default") -> Backend:

@@ -169,7 +169,7 @@ def list_prompts(ws: Workspace, task: str) -> list[PromptVersion]:
 
 def _default_workers(student: str) -> int:
     try:
-        return default_concurrency(student, role="student")
+        return default_concurrency(student)
     except ConfigError as e:
         raise BadInput(str(e)) from e
 

@@ -78,13 +78,8 @@ def test_a_failed_build_is_not_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(get_backend("anthropic/claude-haiku-4-5"), AnthropicBackend)
 
 
-def test_default_concurrency_by_backend_and_role(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PLD_LOCAL_PARALLEL", raising=False)
-    # The local teacher fills the model process's slots; the local student stays on one (its
-    # long system prompt would be evaluated again in every other slot).
-    assert registry.default_concurrency("local/default") == 4
-    assert registry.default_concurrency("local/default", role="student") == 1
-    monkeypatch.setenv("PLD_LOCAL_PARALLEL", "2")
-    assert registry.default_concurrency("local/small") == 2
+def test_default_concurrency_by_backend() -> None:
+    assert registry.default_concurrency("local/default") == 1
+    assert registry.default_concurrency("local/small") == 1
     assert registry.default_concurrency("openai-compatible/m@http://127.0.0.1:1/v1") == 8
-    assert registry.default_concurrency("anthropic/claude-x", role="student") == 8
+    assert registry.default_concurrency("anthropic/claude-x") == 8
