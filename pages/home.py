@@ -55,4 +55,5 @@ loaded = loaded_models()
 if loaded:
     st.dataframe(pd.DataFrame(loaded), hide_index=True)
 else:
-    st.caption("No local model loaded in this server process yet; it loads on first use.")
+    st.caption("No local model process started by this server yet; one starts on first use "
+               "(background jobs start their own).")
