@@ -24,7 +24,11 @@ def test_run_demo_on_the_embedded_model(ws_path: Path, tmp_path: Path) -> None:
     first = pld(*ARGS, "--out", str(out), ws=ws_path, timeout=3600)
     assert first.returncode == 0, first.stderr
     stages = json.loads(first.stdout)["stages"]
-    assert stages["extract"]["done"] + stages["extract"]["skipped"] == 12
+    ex = stages["extract"]
+    # Every example gets a row; the 1.5B teacher now and then loops until max_tokens, and such
+    # an example is stored as failed (never dropped) while the run goes on.
+    assert ex["done"] + ex["skipped"] + ex["failed"] == 12
+    assert ex["done"] + ex["skipped"] >= 9
     assert stages["approve"]["approved"] >= 1
     assert set(stages["eval"]) >= {"zero-shot", "pld"}
     for ev in stages["eval"].values():

@@ -96,6 +96,11 @@ class ModelProcess:
 
     def _start(self) -> None:
         s = self.settings
+        if self.proc is not None:  # a dead predecessor: release its pipes
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self.proc.wait()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
