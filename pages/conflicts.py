@@ -127,7 +127,7 @@ def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None
     with st.container(border=True):
         st.markdown(f"**Proposal #{pid}** · {kind} {target} · *{p['status']}*")
         if p["rationale"]:
-            st.caption(p["rationale"])
+            st.text(p["rationale"])  # the teacher's words: plain, never Markdown
         if kind != resolve.ADD and p["heuristic"] is None:
             st.warning(f"Heuristic #{p['heuristic_id']} no longer exists.")
         st.html(_change_html(p))

@@ -142,7 +142,8 @@ def _upload_section(ws: Workspace) -> None:
         st.error(str(e))
         return
     if not columns:
-        st.error(f"{upload.name}: no columns found")
+        st.error("No columns found in the uploaded file:")
+        st.text(upload.name)  # the uploader's file name: plain, never Markdown
         return
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Text column", columns, key="data_text_col",

@@ -146,9 +146,10 @@ def _detail(ws: Workspace, rule_id: int) -> None:
     with c2:
         if rule["status"] == "ok":
             st.markdown("**Micro-instruction**")
-            st.info(rule["rule"])
+            # Model text: plain, never Markdown.
+            st.text(rule["rule"])
             st.markdown("**Teacher's reasoning**")
-            st.write(rule["reasoning"])
+            st.text(rule["reasoning"])
         else:
             st.markdown("**Failed**")
             st.error(rule["error"] or "no error recorded")
