@@ -9,6 +9,7 @@ the same formulas with numpy over resampled items, which is what keeps 1000 resa
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,8 @@ def score(
     recall, f1, support}), ``confusion`` ({rows: gold labels, columns: predicted labels plus
     ``"(unparseable)"`` when any prediction is None, matrix}), ``ci`` (percentile bootstrap
     95% intervals for macro-F1 and accuracy, resampling items with a numpy Generator seeded by
-    ``seed``; None when ``n_boot`` is 0), ``n`` and ``n_unparseable``.
+    ``seed``; None when ``n_boot`` is 0), ``n``, ``n_unparseable``, and ``top_answer`` with
+    ``top_answer_share`` (the most frequent answer and the share of items that got it).
     """
     _check(gold, pred, labels)
     y_pred = [_SENTINEL if p is None else p for p in pred]
@@ -124,4 +126,13 @@ def score(
         "ci": ci,
         "n": len(gold),
         "n_unparseable": n_unparseable,
+        **_top_answer(pred),
     }
+
+
+def _top_answer(pred: list[str | None]) -> dict[str, Any]:
+    """The most frequent answer and its share: a student that answers one label for almost
+    everything must show it beside its scores."""
+    counts = Counter(UNPARSEABLE if p is None else p for p in pred)
+    answer, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    return {"top_answer": answer, "top_answer_share": n / len(pred)}

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class WorkspaceError(Exception):
@@ -277,7 +277,22 @@ def _v3(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Label scores and calibration: each label's log-probability on a student call and its
+    prediction, and the per-label bias fitted on validation for a (prompt, student)."""
+    db["llm_calls"].add_column("label_logprobs", str)
+    db["predictions"].add_column("scores", str)
+    db["calibrations"].create(
+        {"id": int, "task": str, "student": str, "prompt_sha256": str, "method": str,
+         "split": str, "val_limit": int, "run_id": int, "n": int, "bias": str,
+         "status": str, "reason": str, "metrics": str, "created_at": str},
+        pk="id",
+    )
+    db["calibrations"].create_index(
+        ["task", "student", "prompt_sha256", "method", "val_limit"], unique=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 
 
 def _migrate(ws: Workspace, current: int) -> None:

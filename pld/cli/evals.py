@@ -70,24 +70,63 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
     emit(data, as_json, text)
 
 
+def _score_line(name: str, m: dict[str, Any]) -> str:
+    ci = (m.get("ci") or {}).get("macro_f1")
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    share = m.get("top_answer_share")
+    top = (f"; most frequent answer {m.get('top_answer')!r} {share:.0%}"
+           if share is not None else "")
+    return (f"{name}: macro-F1 {m['macro_f1']:.3f}{interval}, accuracy {m['accuracy']:.3f}"
+            + (f", {m['n_unparseable']} unparseable" if m.get("n_unparseable") else "") + top)
+
+
+def _calibration_text(m: dict[str, Any]) -> list[str]:
+    cal = m.get("calibration")
+    if not cal:
+        return ["  calibrated: not asked for (--calibration none)"]
+    if cal.get("status") != "fitted":
+        return [f"  calibrated: unavailable: {cal.get('reason')}"]
+    bias = ", ".join(f"{label} {v:+.3f}" for label, v in (cal.get("bias") or {}).items())
+    where = (f"from {cal['source']}" if cal.get("source")
+             else f"{cal.get('method')} on {cal.get('n_val')} validation items")
+    lines = ["  " + _score_line("calibrated", m["calibrated"]),
+             f"  bias ({where}): {bias}"]
+    if cal.get("in_sample"):
+        lines.append("  note: the bias was fitted on this split, so the calibrated score is "
+                     "optimistic")
+    return lines
+
+
 def _metrics_text(d: dict[str, Any]) -> str:
     m = d["metrics"]
-    lo, hi = m["ci"]["macro_f1"]
-    lines = [f"{d['method']} on {d['split']} (n={m['n']}): macro-F1 {m['macro_f1']:.3f} "
-             f"[{lo:.3f}, {hi:.3f}], accuracy {m['accuracy']:.3f}"
-             + (f", {m['n_unparseable']} unparseable" if m.get("n_unparseable") else "")]
-    lines.append(f"  {'label':<24} {'P':>6} {'R':>6} {'F1':>6} {'n':>5}")
+    lines = [f"{d['method']} on {d['split']} (n={m['n']})",
+             "  " + _score_line("raw", m), *_calibration_text(m)]
+    lines.append(f"  {'label':<24} {'P':>6} {'R':>6} {'F1':>6} {'n':>5}   (raw answers)")
     for label, v in m["per_label"].items():
         lines.append(f"  {label[:24]:<24} {v['precision']:>6.3f} {v['recall']:>6.3f} "
                      f"{v['f1']:>6.3f} {v['support']:>5}")
     return "\n".join(lines)
 
 
+def _calibration_option() -> Callable[[F], F]:
+    def wrap(f: F) -> F:
+        f = click.option("--val-limit", type=click.IntRange(min=1), default=None, metavar="N",
+                         help="Fit the calibration on the first N validation items "
+                              "(default: all).")(f)
+        return click.option(
+            "--calibration", type=click.Choice(["max-f1", "content-free", "none"]),
+            default="max-f1", show_default=True,
+            help="Per-label bias on the student's label scores, fitted on validation only and "
+                 "reported beside the raw scores. An export's manifest brings its own.")(f)
+    return wrap
+
+
 @cli.command("eval")
 @click.argument("task")
 @model_option("student", "Student model string.")
 @click.option("--prompt", "prompt_file", type=click.Path(path_type=Path), default=None,
-              help="An exported prompt.md.")
+              help="An exported prompt.md, or the export directory (its manifest's calibration "
+                   "is then applied).")
 @click.option("--version", type=int, default=None, help="A prompt version of the workspace.")
 @click.option("--zero-shot", is_flag=True, help="Baseline: labels and task description only.")
 @click.option("--few-shot", type=int, default=None, metavar="K",
@@ -98,13 +137,23 @@ def _metrics_text(d: dict[str, Any]) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @_concurrency_option("Student calls in flight (default: remote 8, local 1; the local model "
                      "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
+@_calibration_option()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | None,
              version: int | None, zero_shot: bool, few_shot: int | None, split: str,
-             limit: int | None, seed: int, concurrency: int | None, as_json: bool) -> None:
-    """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion."""
+             limit: int | None, seed: int, concurrency: int | None, calibration: str,
+             val_limit: int | None, as_json: bool) -> None:
+    """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion, raw
+    and calibrated.
+
+    \b
+    Examples:
+      python -m pld eval demo --student local/default --zero-shot
+      python -m pld eval demo --student local/default --version 3 --limit 200
+      python -m pld eval demo --student local/default --prompt exported/
+    """
     from pld.pipeline.evaluate import evaluate
 
     chosen = sum(x is not None and x is not False for x in (prompt_file, version, few_shot)) + int(
@@ -115,7 +164,9 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
     check_model(student)
     r = evaluate(ctx_workspace(ctx), task, student, version=version, prompt_file=prompt_file,
                  zero_shot=zero_shot, few_shot=few_shot, split=split, limit=limit, seed=seed,
-                 concurrency=concurrency, on_progress=Progress("eval"))
+                 concurrency=concurrency, on_progress=Progress("eval"),
+                 calibration=None if calibration == "none" else calibration,
+                 val_limit=val_limit)
     data = {"task": task, "student": student, "split": split, "method": r.method,
             "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
             "run_id": r.run_id, "metrics": r.metrics}
@@ -152,8 +203,12 @@ def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
             m = e["metrics"]
             lo, hi = (m.get("ci") or {}).get("macro_f1") or (None, None)
             ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+            cal = m.get("calibrated")
+            calibrated = f"; calibrated {cal['macro_f1']:.3f}" if cal else ""
+            share = m.get("top_answer_share")
+            top = f"; top answer {share:.0%}" if share is not None else ""
             out.append(f"{_eval_name(e)}: macro-F1 {m.get('macro_f1', 0):.3f}{ci}, accuracy "
-                       f"{m.get('accuracy', 0):.3f}")
+                       f"{m.get('accuracy', 0):.3f}{top}{calibrated}")
         return "\n".join(out) or f"no evaluations of {d['task']}; run python -m pld eval"
 
     emit(data, as_json, text)

@@ -60,6 +60,8 @@ class AnthropicBackend:
     """
 
     constrains_choices = False
+    # The Messages API returns no token log-probabilities: answers stay raw (uncalibrated).
+    scores_choices = False
 
     def __init__(self, model: str, name: str, *, timeout: float) -> None:
         self.model = model

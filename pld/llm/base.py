@@ -14,7 +14,12 @@ Message = dict[str, str]  # {"role": "user"|"assistant", "content": str}
 
 @dataclass(frozen=True)
 class Reply:
-    """One model answer with its usage and timing."""
+    """One model answer with its usage and timing.
+
+    ``label_logprobs`` holds, for a call with ``choices``, each choice's log-probability at the
+    first answer token (see :mod:`pld.llm.label_scores`); None where the backend exposes none
+    (Anthropic) or the call had no choices.
+    """
 
     text: str
     input_tokens: int = 0
@@ -22,6 +27,7 @@ class Reply:
     cached_tokens: int = 0
     latency_s: float = 0.0
     model: str = ""
+    label_logprobs: dict[str, float] | None = None
 
 
 class LLMError(Exception):
@@ -62,10 +68,13 @@ class Backend(Protocol):
 
     ``constrains_choices`` is True when the backend can force the answer into ``choices`` itself
     (grammar on the local model); otherwise :mod:`pld.llm.calls` validates and re-asks.
+    ``scores_choices`` is True when a reply to a call with ``choices`` carries
+    ``label_logprobs``.
     """
 
     model: str
     constrains_choices: bool
+    scores_choices: bool
 
     def complete(
         self,

@@ -20,7 +20,7 @@ from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply, Runtime
 from pld.llm.env import env_float, env_int
 from pld.llm.pricing import estimate_cost
 from pld.llm.registry import get_backend
-from pld.workspace import Workspace, dumps, now
+from pld.workspace import Workspace, dumps, loads, now
 
 
 class CallFailed(Exception):
@@ -78,7 +78,8 @@ FINAL_OFF_CHOICE = "answer not in choices after re-ask"
 
 def _cached(ws: Workspace, key: str) -> dict[str, Any] | None:
     rows = ws.query(
-        "SELECT id, response, model, input_tokens, output_tokens, cached_tokens FROM llm_calls "
+        "SELECT id, response, model, input_tokens, output_tokens, cached_tokens, label_logprobs "
+        "FROM llm_calls "
         "WHERE cache_key = ? AND cache_hit = 0 AND response IS NOT NULL "
         "AND (error IS NULL OR error LIKE ?) ORDER BY id LIMIT 1",
         [key, FINAL_OFF_CHOICE + "%"],
@@ -171,6 +172,8 @@ def complete(
     params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
     if choices is not None:
         params["choices"] = list(choices)
+        # Answers to choices carry label scores now; a cached answer from before would not.
+        params["label_scores"] = "first-token"
     if json_schema is not None:
         params["json_schema"] = json_schema
     key = cache_key(model, system, messages, params)
@@ -188,9 +191,10 @@ def complete(
             call_id = _log(
                 ws, **base_row, response=hit["response"], input_tokens=0, output_tokens=0,
                 cached_tokens=0, latency_s=latency, cost_usd=0.0, cache_hit=1, attempt=0,
-                error=None,
+                error=None, label_logprobs=hit["label_logprobs"],
             )
-            reply = Reply(hit["response"], 0, 0, 0, latency, hit["model"])
+            reply = Reply(hit["response"], 0, 0, 0, latency, hit["model"],
+                          label_logprobs=loads(hit["label_logprobs"]))
             return CallResult(reply, call_id, cached=True)
 
     t0 = time.perf_counter()
@@ -251,6 +255,8 @@ def complete(
             latency_s=reply.latency_s, cache_hit=0, attempt=attempt, error=error,
             cost_usd=estimate_cost(model, reply.input_tokens, reply.output_tokens,
                                    reply.cached_tokens),
+            label_logprobs=(dumps(reply.label_logprobs) if reply.label_logprobs is not None
+                            else None),
         )
         call_id = _log(ws, **row)
         if error and not reasked and attempt < attempts:

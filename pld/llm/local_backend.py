@@ -17,6 +17,7 @@ from typing import Any
 from pld.llm.base import ConfigError, LLMError, Message, Reply
 from pld.llm.env import env_float, env_int
 from pld.llm.json_reply import strip_fences
+from pld.llm.label_scores import TOP_LOGPROBS_LOCAL, scores_from_top
 from pld.llm.local_process import (
     ModelProcess,
     ProcessSettings,
@@ -85,6 +86,23 @@ def choice_grammar_text(choices: tuple[str, ...]) -> str:
     return "root ::= " + " | ".join(_gbnf_literal(c) for c in choices)
 
 
+def _label_logprobs(choice: dict[str, Any], choices: list[str] | None) -> dict[str, float] | None:
+    """Per-label scores from the first answer token's ``top_logprobs``.
+
+    llama.cpp reports the model's own distribution there, before the grammar restricts it, so
+    the scores are what the student leaned to, not what the grammar let through.
+    """
+    if not choices:
+        return None
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if not content:
+        return None
+    first = content[0]
+    top = [(t.get("token", ""), t.get("logprob")) for t in first.get("top_logprobs") or []]
+    top.append((first.get("token", ""), first.get("logprob")))
+    return scores_from_top([(t, lp) for t, lp in top if lp is not None], choices)
+
+
 class LocalBackend:
     """Backend for ``local/<name>``: calls into this process's model process for that model.
 
@@ -94,6 +112,7 @@ class LocalBackend:
     """
 
     constrains_choices = True
+    scores_choices = True
 
     def __init__(self, name: str, role: str = "default", *, reuse_prefix: bool = True) -> None:
         get_model_file(name)  # fail early on an unknown name
@@ -136,6 +155,9 @@ class LocalBackend:
             if not labels or any(not c for c in labels):
                 raise LLMError(f"{self.model}: choices must be non-empty strings: {choices!r}")
             body["grammar"] = choice_grammar_text(labels)
+            # The first token's alternatives give every label a score (calibration).
+            body["logprobs"] = True
+            body["top_logprobs"] = TOP_LOGPROBS_LOCAL
             # Every token carries at least one byte, so this always fits the longest label;
             # the grammar ends generation right after the label anyway.
             body["max_tokens"] = max(len(c.encode("utf-8")) for c in labels) + 1
@@ -171,6 +193,7 @@ class LocalBackend:
             output_tokens=int(usage.get("completion_tokens", 0)),
             cached_tokens=int(timings.get("cache_n", 0)),
             latency_s=latency, model=self.model,
+            label_logprobs=_label_logprobs(choice, choices),
         )
 
     def count_tokens(self, text: str) -> int:

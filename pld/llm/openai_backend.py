@@ -30,6 +30,7 @@ from openai.types.chat import ChatCompletion
 
 from pld.llm.base import ConfigError, LLMError, Message, Reply
 from pld.llm.http_errors import redact, status_error
+from pld.llm.label_scores import TOP_LOGPROBS_OPENAI, scores_from_top
 
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 def _map_error(err: openai.OpenAIError, secret: str, timeout: float) -> LLMError:
@@ -72,14 +73,23 @@ class OpenAIBackend:
         self.timeout = timeout
         self._secret = _api_key(base_url, model)
         self._compatible = base_url is not None
-        # Flipped the first time a compatible server answers json_schema with 400.
+        # Flipped the first time a compatible server answers json_schema (or logprobs) with 400.
         self._json_schema_ok = True
+        self._logprobs_ok = True
         self._client = openai.OpenAI(
             api_key=self._secret, base_url=base_url, timeout=timeout, max_retries=0,
         )
 
+    @property
+    def scores_choices(self) -> bool:
+        """Whether answers to calls with ``choices`` carry label log-probabilities: OpenAI's
+        reasoning models have none, and a compatible server may turn ``logprobs`` down."""
+        reasoning = not self._compatible and self.name.startswith(REASONING_PREFIXES)
+        return self._logprobs_ok and not reasoning
+
     def _request(self, messages: list[Message], system: str | None, max_tokens: int,
-                 temperature: float, json_schema: dict[str, Any] | None) -> dict[str, Any]:
+                 temperature: float, json_schema: dict[str, Any] | None,
+                 choices: list[str] | None = None) -> dict[str, Any]:
         if json_schema is not None and not self._json_schema_ok:
             # json_object only promises *some* JSON: spell the schema out for the model.
             hint = ("Reply with a JSON object only, matching this JSON schema: "
@@ -94,6 +104,10 @@ class OpenAIBackend:
             kwargs["max_completion_tokens"] = max_tokens
         if self._compatible or not self.name.startswith(REASONING_PREFIXES):
             kwargs["temperature"] = temperature
+        if choices and self.scores_choices:
+            # The first token's alternatives give every label a score (calibration).
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = TOP_LOGPROBS_OPENAI
         if json_schema is not None:
             kwargs["response_format"] = (
                 {"type": "json_schema", "json_schema": {"name": "reply", "schema": json_schema}}
@@ -105,6 +119,9 @@ class OpenAIBackend:
         try:
             return self._client.chat.completions.create(**kwargs)
         except openai.BadRequestError as err:
+            if (self._compatible and kwargs.get("logprobs") and self._logprobs_ok
+                    and "logprob" in str(err).lower()):
+                raise _LogprobsRejectedError from None
             if self._compatible and "response_format" in kwargs and self._json_schema_ok:
                 raise _SchemaRejectedError from None
             raise _map_error(err, self._secret, self.timeout) from None
@@ -123,25 +140,39 @@ class OpenAIBackend:
         choices: list[str] | None = None,
         json_schema: dict[str, Any] | None = None,
     ) -> Reply:
-        """One chat completion. ``choices`` is not enforced here: :mod:`pld.llm.calls` checks it."""
+        """One chat completion. ``choices`` is not enforced here: :mod:`pld.llm.calls` checks it,
+        but a call with ``choices`` asks for the first token's log-probabilities, from which the
+        reply's ``label_logprobs`` come."""
         t0 = time.perf_counter()
+
+        def send() -> Any:
+            return self._send(self._request(messages, system, max_tokens, temperature,
+                                            json_schema, choices))
+
         try:
-            resp = self._send(self._request(messages, system, max_tokens, temperature,
-                                             json_schema))
+            resp = send()
+        except _LogprobsRejectedError:
+            # The answer matters more than its scores: go on without them (raw answers only).
+            # Only when that works was the 400 about logprobs.
+            self._logprobs_ok = False
+            try:
+                resp = send()
+            except LLMError:
+                self._logprobs_ok = True
+                raise
         except _SchemaRejectedError:
             # Resend once with json_object. Only when that works was the 400 about json_schema;
             # otherwise the request itself is bad and json_schema stays on for later calls.
             self._json_schema_ok = False
             try:
-                resp = self._send(self._request(messages, system, max_tokens, temperature,
-                                                 json_schema))
+                resp = send()
             except LLMError:
                 self._json_schema_ok = True
                 raise
         latency = time.perf_counter() - t0
-        return self._reply(resp, latency)
+        return self._reply(resp, latency, choices)
 
-    def _reply(self, resp: Any, latency: float) -> Reply:
+    def _reply(self, resp: Any, latency: float, choices: list[str] | None = None) -> Reply:
         if not isinstance(resp, ChatCompletion):
             # The SDK hands back the raw text when the content-type is not JSON.
             raise LLMError("malformed response: not a chat completion", transient=True)
@@ -171,7 +202,25 @@ class OpenAIBackend:
             cached_tokens=int(getattr(details, "cached_tokens", 0) or 0),
             latency_s=latency,
             model=self.model,
+            label_logprobs=_label_logprobs(choice, choices),
         )
+
+
+def _label_logprobs(choice: Any, choices: list[str] | None) -> dict[str, float] | None:
+    """Per-label scores from the first answer token's ``top_logprobs``, when the reply has them."""
+    if not choices:
+        return None
+    content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+    if not content:
+        return None
+    first = content[0]
+    top = [(t.token, t.logprob) for t in (getattr(first, "top_logprobs", None) or [])]
+    top.append((first.token, first.logprob))
+    return scores_from_top(top, choices)
+
+
+class _LogprobsRejectedError(Exception):
+    """A compatible server answered 400 to ``logprobs``: resend without it."""
 
 
 class _SchemaRejectedError(Exception):

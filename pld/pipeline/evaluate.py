@@ -15,6 +15,7 @@ interrupted continues that run, skipping the items it already has.
 from __future__ import annotations
 
 import difflib
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.metrics import score
+from pld.pipeline.calibrate import DEFAULT_METHOD, FITTED, calibrate, calibrated_answers
+from pld.pipeline.calibrate import METHODS as CALIBRATION_METHODS
 from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
 from pld.pipeline.student import get_prompt, predict, sha256_text
 from pld.tasks.store import TaskInfo, task_info
@@ -97,8 +100,13 @@ def few_shot_prompt(info: TaskInfo, demos: list[dict[str, Any]]) -> str:
 
 
 def read_prompt_file(path: str | Path) -> str:
-    """An exported prompt, exactly as stored: the file's bytes decoded as UTF-8."""
+    """An exported prompt, exactly as stored: the file's bytes decoded as UTF-8.
+
+    ``path`` may be the export directory, whose ``prompt.md`` is read.
+    """
     file = Path(path)
+    if file.is_dir():
+        file = file / "prompt.md"
     if not file.is_file():
         raise BadInput(f"{file}: prompt file not found")
     try:
@@ -108,6 +116,36 @@ def read_prompt_file(path: str | Path) -> str:
     if not text.strip():
         raise BadInput(f"{file}: prompt file is empty")
     return text
+
+
+def manifest_calibration(path: str | Path, labels: list[str], student: str,
+                         prompt_sha256: str) -> dict[str, Any] | None:
+    """The calibration an export's ``manifest.json`` carries for ``student``, if any.
+
+    ``path`` is the export directory or its ``prompt.md``. None when there is no manifest, it
+    has no fitted calibration, or it was fitted for another student. A manifest that does not
+    describe this prompt (another sha256) or whose bias names other labels is bad input.
+    """
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    file = folder / "manifest.json"
+    if not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f"{file}: not a readable JSON manifest ({e})") from e
+    if not isinstance(manifest, dict):
+        raise BadInput(f"{file}: the manifest is not a JSON object")
+    if manifest.get("prompt_sha256") not in (None, prompt_sha256):
+        raise BadInput(f"{file}: prompt_sha256 does not match the prompt file beside it")
+    cal = manifest.get("calibration")
+    if not isinstance(cal, dict) or cal.get("status") != FITTED or cal.get("student") != student:
+        return None
+    bias = cal.get("bias")
+    if not isinstance(bias, dict) or set(bias) != set(labels) or not all(
+            isinstance(v, int | float) for v in bias.values()):
+        raise BadInput(f"{file}: calibration.bias must give a number for each label {labels}")
+    return {**cal, "bias": {k: float(v) for k, v in bias.items()}, "source": str(file)}
 
 
 def _version_of(ws: Workspace, task: str, sha: str) -> int | None:
@@ -131,23 +169,34 @@ def evaluate(
     limit: int | None = None,
     seed: int = 0,
     concurrency: int | None = None,
+    calibration: str | None = DEFAULT_METHOD,
+    val_limit: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EvalResult:
     """Evaluate one method on the first ``limit`` items (by id) of ``split`` and store it.
 
     Exactly one of ``version`` (a stored prompt version, method ``pld``), ``prompt_file`` (an
-    exported prompt.md, method ``file``), ``zero_shot`` or ``few_shot=K`` (``few-shot-K``, K
-    stratified training demos drawn with ``seed``) must be given. ``seed`` also seeds the
-    bootstrap CI. ``concurrency``: student calls in flight (default: 1 for local models, 8 for
-    remote ones).
+    exported prompt.md or its directory, method ``file``), ``zero_shot`` or ``few_shot=K``
+    (``few-shot-K``, K stratified training demos drawn with ``seed``) must be given. ``seed``
+    also seeds the bootstrap CI. ``concurrency``: student calls in flight (default: 1 for local
+    models, 8 for remote ones).
+
+    ``metrics`` are the raw answers' scores; ``metrics["calibrated"]`` the same scores of the
+    calibrated answers, and ``metrics["calibration"]`` the bias used: the one an export's
+    manifest carries for this student, else the one fitted with ``calibration`` (a method of
+    :mod:`pld.pipeline.calibrate`, None for none) on the first ``val_limit`` validation items.
     """
     chosen = [version is not None, prompt_file is not None, zero_shot, few_shot is not None]
     if sum(chosen) != 1:
         raise BadInput("choose exactly one of --version, --prompt, --zero-shot, --few-shot")
     if limit is not None and limit < 1:
         raise BadInput(f"--limit must be at least 1, got {limit}")
+    if calibration is not None and calibration not in CALIBRATION_METHODS:
+        raise BadInput(f"calibration must be one of {', '.join(CALIBRATION_METHODS)} or none, "
+                       f"got {calibration!r}")
     info = task_info(ws, task)
     params: dict[str, Any] = {}
+    from_manifest = None
     if version is not None:
         prompt = get_prompt(ws, task, version)
         method, text, prompt_version = "pld", prompt.text, prompt.version
@@ -155,6 +204,7 @@ def evaluate(
         text = read_prompt_file(prompt_file)
         method, prompt_version = "file", _version_of(ws, task, sha256_text(text))
         params["prompt_file"] = str(prompt_file)
+        from_manifest = manifest_calibration(prompt_file, info.labels, student, sha256_text(text))
     elif zero_shot:
         method, text, prompt_version = "zero-shot", zero_shot_prompt(info), None
     else:
@@ -168,8 +218,13 @@ def evaluate(
         db["texts"].insert({"sha256": sha, "text": text}, ignore=True)
 
     params["seed"] = seed  # it seeds the bootstrap CI: another seed is another evaluation
+    params["calibration"] = ("manifest" if from_manifest is not None else calibration) or "none"
+    params["val_limit"] = val_limit
+    if from_manifest is not None:
+        params["bias"] = from_manifest["bias"]
     same = {"method": method, "prompt_sha256": sha, "student": student, "split": split,
-            "limit": limit, "seed": seed}
+            "limit": limit, "seed": seed, "calibration": params["calibration"],
+            "val_limit": val_limit, "bias": params.get("bias")}
     run, stored = _earlier(ws, task, same)
     if stored is not None:
         return _result(stored)
@@ -180,6 +235,20 @@ def evaluate(
         run_id=run["id"] if run is not None else None,
     )
     metrics = score(result.gold, result.pred, info.labels, seed=seed)
+    if from_manifest is not None:
+        summary: dict[str, Any] | None = from_manifest
+    elif calibration is not None:
+        summary = calibrate(ws, task, student, text, method=calibration, val_limit=val_limit,
+                            concurrency=concurrency, on_progress=on_progress).summary()
+    else:
+        summary = None
+    if summary is not None:
+        # Fitted on validation: scored on validation it is an in-sample (optimistic) number.
+        summary = {**summary, "in_sample": split == "val" and from_manifest is None}
+        metrics["calibration"] = summary
+        if summary.get("status") == FITTED:
+            cal = calibrated_answers(result.scores, result.pred, summary["bias"], info.labels)
+            metrics["calibrated"] = score(result.gold, cal, info.labels, seed=seed)
     with ws.write() as db:
         eval_id = int(db["evaluations"].insert({
             "task": task, "run_id": result.run_id, "method": method,

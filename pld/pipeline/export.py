@@ -19,6 +19,7 @@ from typing import Any
 
 from pld import __version__
 from pld.errors import BadInput
+from pld.pipeline.calibrate import list_calibrations
 from pld.pipeline.student import PromptVersion, get_prompt, heuristic_item, sha256_text
 from pld.review import APPROVED
 from pld.tasks.store import task_info
@@ -114,9 +115,35 @@ def _evaluations(ws: Workspace, task: str, sha: str) -> list[dict[str, Any]]:
             "n": r["n"], "prompt_version": r["prompt_version"],
             "macro_f1": m.get("macro_f1"), "accuracy": m.get("accuracy"), "ci": m.get("ci"),
             "n_unparseable": m.get("n_unparseable"), "per_label": m.get("per_label"),
-            "run_id": r["run_id"], "created_at": r["created_at"],
+            "top_answer": m.get("top_answer"), "top_answer_share": m.get("top_answer_share"),
+            "calibrated": _calibrated(m), "run_id": r["run_id"], "created_at": r["created_at"],
         })
     return out
+
+
+def _calibrated(m: dict[str, Any]) -> dict[str, Any] | None:
+    c, cal = m.get("calibrated"), m.get("calibration") or {}
+    if not c:
+        return None
+    return {"macro_f1": c.get("macro_f1"), "accuracy": c.get("accuracy"), "ci": c.get("ci"),
+            "top_answer": c.get("top_answer"), "top_answer_share": c.get("top_answer_share"),
+            "calibration_method": cal.get("method"), "bias": cal.get("bias")}
+
+
+HOW_TO_APPLY = (
+    "Add bias[label] to the score of the label's first token before choosing the answer. "
+    "On OpenAI, vLLM and llama.cpp servers: logit_bias = {first token id of label: bias[label]} "
+    "with the student's tokenizer, at temperature 0, the answer restricted to the labels. "
+    "Only differences between labels matter. The bias was fitted for this student only."
+)
+
+
+def _calibration(ws: Workspace, prompt: PromptVersion) -> dict[str, Any] | None:
+    """The latest fitted calibration of this prompt text (any student), for the manifest."""
+    fitted = [c for c in list_calibrations(ws, prompt.task, prompt.sha256) if c.available]
+    if not fitted:
+        return None
+    return {**fitted[-1].summary(), "how_to_apply": HOW_TO_APPLY}
 
 
 def refusal(ws: Workspace, prompt: PromptVersion) -> str | None:
@@ -171,6 +198,7 @@ def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
         "models": {"teachers": sources["teachers"],
                    "students": sorted({e["model"] for e in evaluations if e["model"]})},
         "evaluations": evaluations,
+        "calibration": _calibration(ws, prompt),
         "created_at": now(),
         "pld_version": __version__,
     }

@@ -49,13 +49,17 @@ class PromptVersion:
 
 @dataclass(frozen=True)
 class PredictResult:
-    """Predictions of one run, in example-id order; ``pred`` is None where unparseable."""
+    """Predictions of one run, in example-id order; ``pred`` is None where unparseable.
+
+    ``scores`` holds each answer's label log-probabilities, None where the backend gave none.
+    """
 
     run_id: int
     gold: list[str]
     pred: list[str | None]
     example_ids: list[int]
     call_ids: list[int | None] = field(default_factory=list)
+    scores: list[dict[str, float] | None] = field(default_factory=list)
 
 
 def sha256_text(text: str) -> str:
@@ -239,7 +243,8 @@ def predict(
     with stage_run(ws, task, kind, run_params, on_progress, run_id=run_id,
                    same=("student", "prompt_sha256", "split")) as run:
         done = {r["example_id"]: r for r in ws.query(
-            "SELECT example_id, label, call_id FROM predictions WHERE run_id = ?", [run.id])}
+            "SELECT example_id, label, call_id, scores FROM predictions WHERE run_id = ?",
+            [run.id])}
         todo = [r for r in items if r["id"] not in done]
         run.set_total(len(items), done=len(items) - len(todo))
 
@@ -250,8 +255,10 @@ def predict(
                 role="student",
             )
             label = calls.match_choice(res.text, labels)
+            scores = res.reply.label_logprobs
             row = {"run_id": run.id, "example_id": ex["id"], "raw": res.text, "label": label,
                    "correct": int(label == ex["label"]), "call_id": res.call_id,
+                   "scores": dumps(scores) if scores is not None else None,
                    "created_at": now()}
             with ws.write() as db:
                 db["predictions"].insert(row, ignore=True)
@@ -271,6 +278,7 @@ def predict(
         pred=[done[r["id"]]["label"] for r in kept],
         example_ids=[r["id"] for r in kept],
         call_ids=[done[r["id"]]["call_id"] for r in kept],
+        scores=[loads(done[r["id"]]["scores"]) for r in kept],
     )
 
 

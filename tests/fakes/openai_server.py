@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes.server import FakeServer
@@ -23,11 +24,16 @@ class FakeOpenAI(FakeServer):
 
     ``cached_tokens`` is reported as ``usage.prompt_tokens_details.cached_tokens``. With
     ``reject_json_schema`` set, a request with ``response_format`` of type ``json_schema`` gets the
-    400 that servers without structured outputs send (``json_object`` is still accepted).
+    400 that servers without structured outputs send (``json_object`` is still accepted); with
+    ``reject_logprobs``, a request asking for ``logprobs`` gets a 400.
     """
 
     cached_tokens: int = 0
     reject_json_schema: bool = False
+    reject_logprobs: bool = False
+    # body -> [(token, logprob), ...]: the first answer token's alternatives, sent back as
+    # ``logprobs.content[0].top_logprobs`` when a request asks for logprobs.
+    first_token_logprobs: Callable[[dict[str, Any]], list[tuple[str, float]]] | None = None
 
     @property
     def base_url(self) -> str:
@@ -45,14 +51,23 @@ class FakeOpenAI(FakeServer):
             return 400, {"error": {"message": "response_format type 'json_schema' is not supported",
                                    "type": "invalid_request_error", "param": "response_format",
                                    "code": None}}
+        if self.reject_logprobs and body.get("logprobs"):
+            return 400, {"error": {"message": "logprobs is not supported", "param": "logprobs",
+                                   "type": "invalid_request_error", "code": None}}
         text = self.responder(body)
         prompt = _prompt_tokens(body)
         completion = len(text.split())
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": text}}
+        if body.get("logprobs") and self.first_token_logprobs is not None:
+            top = self.first_token_logprobs(body)[: int(body.get("top_logprobs") or 0)]
+            entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
+            first = dict(entries[0]) if entries else {"token": text, "logprob": 0.0, "bytes": []}
+            choice["logprobs"] = {"content": [{**first, "top_logprobs": entries}]}
         return 200, {
             "id": f"chatcmpl-{next(_ids)}", "object": "chat.completion", "created": 0,
             "model": body.get("model", "fake"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
+            "choices": [choice],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                       "total_tokens": prompt + completion,
                       "prompt_tokens_details": {"cached_tokens": self.cached_tokens}},

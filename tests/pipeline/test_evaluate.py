@@ -76,7 +76,9 @@ def test_all_methods_score_the_same_items(ws: Workspace, fake_openai: FakeOpenAI
         assert row["metrics"]["ci"]["macro_f1"][0] <= res.metrics["macro_f1"]
         assert row["prompt_version"] == res.prompt_version
     kinds = {r["kind"] for r in ws.query("SELECT kind FROM runs")}
-    assert kinds == {"eval"}
+    # The fake sends no label scores, so calibration ran the validation split and found none.
+    assert kinds == {"eval", "calibrate"}
+    assert pld.metrics["calibration"]["status"] == "unavailable" and "calibrated" not in pld.metrics
     assert few.metrics["confusion"]["columns"][-1] == "(unparseable)"
 
 
@@ -218,8 +220,9 @@ def test_interrupted_evaluation_resumes_its_run(ws: Workspace, fake_openai: Fake
 
     fake_openai.responder = flaky
     model = fake_openai.model_string()
+    # No calibration: the point is which test items are asked again.
     with pytest.raises(Exception, match="fake-model"):
-        ev.evaluate(ws, TASK, model, zero_shot=True, limit=6, concurrency=1)
+        ev.evaluate(ws, TASK, model, zero_shot=True, limit=6, concurrency=1, calibration=None)
     (run,) = ws.query("SELECT * FROM runs WHERE kind = 'eval'")
     assert run["status"] == "failed"
     assert ws.query("SELECT count(*) AS n FROM predictions")[0]["n"] == 3
@@ -227,7 +230,8 @@ def test_interrupted_evaluation_resumes_its_run(ws: Workspace, fake_openai: Fake
 
     broken["on"] = False
     before = len(fake_openai.requests)
-    result = ev.evaluate(ws, TASK, model, zero_shot=True, limit=6, concurrency=1)
+    result = ev.evaluate(ws, TASK, model, zero_shot=True, limit=6, concurrency=1,
+                         calibration=None)
 
     assert result.run_id == run["id"] and result.n == 6
     # Only the items the first try lacked were asked (an unparseable one is re-asked once).
