@@ -119,8 +119,9 @@ class OpenAIBackend:
         try:
             return self._client.chat.completions.create(**kwargs)
         except openai.BadRequestError as err:
-            if (self._compatible and kwargs.get("logprobs") and self._logprobs_ok
-                    and "logprob" in str(err).lower()):
+            # Not gated on _logprobs_ok: calls in flight when another thread learned it still
+            # carry logprobs and must be resent too.
+            if self._compatible and kwargs.get("logprobs") and "logprob" in str(err).lower():
                 raise _LogprobsRejectedError from None
             if self._compatible and "response_format" in kwargs and self._json_schema_ok:
                 raise _SchemaRejectedError from None
@@ -172,7 +173,7 @@ class OpenAIBackend:
         latency = time.perf_counter() - t0
         return self._reply(resp, latency, choices)
 
-    def _reply(self, resp: Any, latency: float, choices: list[str] | None = None) -> Reply:
+    def _reply(self, resp: Any, latency: float, labels: list[str] | None = None) -> Reply:
         if not isinstance(resp, ChatCompletion):
             # The SDK hands back the raw text when the content-type is not JSON.
             raise LLMError("malformed response: not a chat completion", transient=True)
@@ -202,7 +203,7 @@ class OpenAIBackend:
             cached_tokens=int(getattr(details, "cached_tokens", 0) or 0),
             latency_s=latency,
             model=self.model,
-            label_logprobs=_label_logprobs(choice, choices),
+            label_logprobs=_label_logprobs(choice, labels),
         )
 
 

@@ -68,6 +68,22 @@ def test_choices_constrain_the_answer_to_one_label() -> None:
     assert backend.constrains_choices is True
 
 
+def test_choices_come_with_a_score_per_label() -> None:
+    backend = LocalBackend("default", role="student")
+    assert backend.scores_choices is True
+    answers = {}
+    for text in ("I was charged twice on my last invoice, please refund.",
+                 "The app crashes with an error whenever I log in."):
+        reply = backend.complete([{"role": "user", "content": text}], system=ROUTER,
+                                 choices=LABELS)
+        scores = reply.label_logprobs
+        assert scores is not None and set(scores) == set(LABELS)
+        # Log-probabilities of the model's own first-token distribution (before the grammar).
+        assert all(v <= 1e-6 for v in scores.values())
+        answers[reply.text] = max(scores, key=scores.__getitem__)
+    assert answers == {"billing": "billing", "technical": "technical"}
+
+
 def test_labels_with_quotes_and_backslashes_are_escaped() -> None:
     labels = ['say "yes"', "back\\slash"]
     assert choice_grammar_text(tuple(labels)) == 'root ::= "say \\"yes\\"" | "back\\\\slash"'
