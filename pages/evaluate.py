@@ -33,6 +33,7 @@ def _eval_args(task: str, model: str) -> list[str]:
     limit = int(st.session_state.get("e_limit") or 0)
     if limit:
         args += ["--limit", str(limit)]
+    args += ["--calibration", st.session_state.get("e_calibration") or "max-f1"]
     return args
 
 
@@ -63,6 +64,12 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
             c1.number_input("Demonstrations (K)", min_value=1, max_value=64, value=8, key="e_k")
         c2.selectbox("Split", ["test", "val"], key="e_split")
         c3.number_input("Items (0 = all)", min_value=0, value=0, step=50, key="e_limit")
+        st.selectbox(
+            "Calibration", ["max-f1", "content-free", "none"], key="e_calibration",
+            help="A per-label bias on the student's label scores, fitted on the validation "
+                 "split only (max-f1: the bias with the best validation macro-F1; "
+                 "content-free: cancels the student's answer on inputs without content). "
+                 "Scores are shown raw and calibrated.")
         if not versions:
             st.caption("No prompt version yet: build one on the Export page (or run the "
                        "conflict loop) to evaluate distilled heuristics.")
@@ -75,7 +82,9 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
 def _name(ev: dict[str, Any]) -> str:
     version = f" v{ev['prompt_version']}" if ev["prompt_version"] is not None else ""
     f1 = ev["metrics"].get("macro_f1")
-    score = f" · F1 {f1:.3f}" if f1 is not None else ""
+    cal = _calibrated(ev["metrics"]).get("macro_f1")
+    score = (f" · F1 {f1:.3f}" if f1 is not None else "") + (
+        f" (calibrated {cal:.3f})" if cal is not None else "")
     return f"#{ev['id']} {ev['method']}{version} · {ev['split']} n={ev['n']}{score}"
 
 
@@ -87,42 +96,95 @@ def _ci(m: dict[str, Any], key: str) -> str:
     return f"{int(ci['level'] * 100)}% CI [{lo:.3f}, {hi:.3f}]"
 
 
+def _calibrated(m: dict[str, Any]) -> dict[str, Any]:
+    return m.get("calibrated") or {}
+
+
 def _table(evals: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
         "id": e["id"], "method": e["method"],
         "prompt": f"v{e['prompt_version']}" if e["prompt_version"] is not None else "",
         "student": e["student"], "split": e["split"], "n": e["n"],
         "macro-F1": e["metrics"].get("macro_f1"), "CI": _ci(e["metrics"], "macro_f1"),
-        "accuracy": e["metrics"].get("accuracy"), "when": e["created_at"],
+        "accuracy": e["metrics"].get("accuracy"),
+        "top answer share": e["metrics"].get("top_answer_share"),
+        "calibrated macro-F1": _calibrated(e["metrics"]).get("macro_f1"),
+        "calibrated CI": (_ci(_calibrated(e["metrics"]), "macro_f1")
+                          if _calibrated(e["metrics"]) else ""),
+        "calibrated top share": _calibrated(e["metrics"]).get("top_answer_share"),
+        "when": e["created_at"],
     } for e in reversed(evals)]), hide_index=True,
-        column_config={"macro-F1": st.column_config.NumberColumn(format="%.3f"),
-                       "accuracy": st.column_config.NumberColumn(format="%.3f")})
+        column_config={k: st.column_config.NumberColumn(format="%.3f")
+                       for k in ("macro-F1", "accuracy", "calibrated macro-F1")}
+        | {k: st.column_config.NumberColumn(format="percent")
+           for k in ("top answer share", "calibrated top share")})
+
+
+def _calibration(m: dict[str, Any]) -> None:
+    cal = m.get("calibration")
+    if not cal:
+        st.caption("Not calibrated (run with a calibration method to see calibrated scores).")
+        return
+    if cal.get("status") != "fitted":
+        st.caption("Calibration unavailable: " + str(cal.get("reason") or ""))
+        return
+    source = (f"from the export's manifest ({cal['source']})" if cal.get("source")
+              else f"{cal.get('method')}, fitted on {cal.get('n_val')} validation items")
+    st.markdown("**Calibration bias**")
+    st.caption(f"Added to each label's score before the answer is chosen: {source}. "
+               "Exported with the prompt as a logit_bias on each label's first token.")
+    st.dataframe(pd.DataFrame([{"label": k, "bias": v}
+                               for k, v in (cal.get("bias") or {}).items()]),
+                 hide_index=True,
+                 column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
+    if cal.get("in_sample"):
+        st.warning("The bias was fitted on this split: the calibrated score is optimistic.")
+
+
+def _share(m: dict[str, Any]) -> str:
+    share = m.get("top_answer_share")
+    return "" if share is None else f"{share:.0%} answered {m.get('top_answer')}"
 
 
 def _scores(ev: dict[str, Any]) -> None:
     m = ev["metrics"]
+    cal = _calibrated(m)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Macro-F1", f"{m['macro_f1']:.3f}", help=_ci(m, "macro_f1"))
-    c2.metric("Accuracy", f"{m['accuracy']:.3f}", help=_ci(m, "accuracy"))
-    c3.metric("Items", m["n"])
-    c4.metric("Unparseable answers", m.get("n_unparseable", 0))
+    c1.metric("Macro-F1 (raw)", f"{m['macro_f1']:.3f}", help=_ci(m, "macro_f1"))
+    c2.metric("Macro-F1 (calibrated)", f"{cal['macro_f1']:.3f}" if cal else "—",
+              delta=f"{cal['macro_f1'] - m['macro_f1']:+.3f}" if cal else None,
+              help=_ci(cal, "macro_f1") if cal else "no calibration")
+    c3.metric("Accuracy (raw / calibrated)",
+              f"{m['accuracy']:.3f}" + (f" / {cal['accuracy']:.3f}" if cal else ""))
+    c4.metric("Items", m["n"], help=f"{m.get('n_unparseable', 0)} unparseable answers")
     st.caption(f"Macro-F1 {_ci(m, 'macro_f1')} · accuracy {_ci(m, 'accuracy')} "
-               f"(bootstrap over items) · student `{ev['student']}` on {ev['split']}")
+               f"(bootstrap over items) · student `{ev['student']}` on {ev['split']} · "
+               f"most frequent answer: raw {_share(m)}"
+               + (f", calibrated {_share(cal)}" if cal else ""))
+    if (m.get("top_answer_share") or 0) >= 0.9:
+        st.warning(f"The raw student answered {m.get('top_answer')} for "
+                   f"{m['top_answer_share']:.0%} of the items: its raw score says little "
+                   "about the prompt.")
+    _calibration(m)
+    views = ["Raw", "Calibrated"] if cal else ["Raw"]
+    view = st.radio("Answers", views, horizontal=True, key=f"e_view_{ev['id']}")
+    shown = cal if view == "Calibrated" else m
     left, right = st.columns(2)
     with left:
         st.markdown("**Per label**")
         # Stored JSON has its keys sorted; the confusion rows keep the task's label order.
-        st.dataframe(pd.DataFrame([{"label": label, **m["per_label"][label]}
-                                   for label in m["confusion"]["rows"]]),
+        st.dataframe(pd.DataFrame([{"label": label, **shown["per_label"][label]}
+                                   for label in shown["confusion"]["rows"]]),
                      hide_index=True,
                      column_config={k: st.column_config.NumberColumn(format="%.3f")
                                     for k in ("precision", "recall", "f1")})
     with right:
-        cm = m["confusion"]
+        cm = shown["confusion"]
         fig = px.imshow(cm["matrix"], x=cm["columns"], y=cm["rows"], text_auto=True,
                         color_continuous_scale="Blues", aspect="auto",
                         labels={"x": "predicted", "y": "gold", "color": "items"})
-        fig.update_layout(height=360, margin={"t": 30, "b": 10}, title="Confusion matrix")
+        fig.update_layout(height=360, margin={"t": 30, "b": 10},
+                          title=f"Confusion matrix ({view.lower()})")
         st.plotly_chart(fig)
 
 
@@ -181,8 +243,9 @@ def main() -> None:
     if ws is None or not page.need_task(task):
         return
     assert task is not None
-    st.caption("Macro-F1 with a bootstrap 95% CI, per-label scores and the confusion matrix; "
-               "baselines run on exactly the same items.")
+    st.caption("Macro-F1 with a bootstrap 95% CI, per-label scores and the confusion matrix, "
+               "raw and calibrated; baselines run on exactly the same items and get the same "
+               "calibration.")
     page.show_flash()
     versions = [p.version for p in student.list_prompts(ws, task)]
     evals = evaluate.list_evaluations(ws, task)

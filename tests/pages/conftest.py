@@ -254,6 +254,16 @@ def _evaluation(ws: Workspace, task: str, labels: list[str], method: str,
     pred = [labels[(labels.index(g) + 1) % len(labels)] if i % every == 0 else g
             for i, g in enumerate(gold)]
     metrics = score(gold, pred, labels, n_boot=200)
+    if method == "pld":
+        # Calibrated as evaluate() stores it: a bias fitted on validation, fewer errors.
+        fixed = [g if i % (every * 2) else p for i, (g, p) in enumerate(zip(gold, pred,
+                                                                          strict=True))]
+        metrics["calibrated"] = score(gold, fixed, labels, n_boot=200)
+        metrics["calibration"] = {
+            "id": 1, "method": "max-f1", "status": "fitted", "fitted_on": "val", "n_val": 20,
+            "val_limit": None, "student": STUDENT, "reason": "", "in_sample": False,
+            "bias": {label: round(0.5 - k * 0.25, 3) for k, label in enumerate(labels)},
+            "val": {}}
     text = f"{method} system prompt"
     sha = sha or hashlib.sha256(text.encode()).hexdigest()
     stamp = now()

@@ -75,6 +75,33 @@ def test_scores_of_the_latest_evaluation(open_page: OpenPage, populated_ws: Popu
     assert at.metric[0].value == f"{first['metrics']['macro_f1']:.3f}"
 
 
+def test_raw_and_calibrated_side_by_side(open_page: OpenPage, populated_ws: Populated) -> None:
+    pld_eval = _evaluations(populated_ws)[0]
+    m, cal = pld_eval["metrics"], pld_eval["metrics"]["calibrated"]
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    table = _frame(at, "calibrated macro-F1")
+    row = table[table["id"] == pld_eval["id"]].iloc[0]
+    assert row["calibrated macro-F1"] == cal["macro_f1"]
+    assert row["top answer share"] == m["top_answer_share"]
+    at.selectbox(key="e_selected").set_value(pld_eval["id"]).run()
+    assert not at.exception
+    assert [x.value for x in at.metric[:2]] == [f"{m['macro_f1']:.3f}", f"{cal['macro_f1']:.3f}"]
+    bias = _frame(at, "bias")
+    assert dict(zip(bias["label"], bias["bias"], strict=True)) == \
+        m["calibration"]["bias"]
+    assert "fitted on 20 validation items" in _texts(at.caption)
+    # The confusion matrix and per-label table follow the chosen answers.
+    at.radio(key=f"e_view_{pld_eval['id']}").set_value("Calibrated").run()
+    recall = _frame(at, "recall")
+    assert list(recall["f1"]) == [cal["per_label"][lab]["f1"] for lab in populated_ws.labels]
+    # An evaluation without calibration says so and offers raw answers only.
+    zero = _evaluations(populated_ws)[1]
+    at.selectbox(key="e_selected").set_value(zero["id"]).run()
+    assert at.metric[1].value == "—"
+    assert at.radio(key=f"e_view_{zero['id']}").options == ["Raw"]
+
+
 def test_compare_two_evaluations(open_page: OpenPage, populated_ws: Populated) -> None:
     a, b = populated_ws.evaluation_ids
     at = open_page("evaluate", task=populated_ws.task)
@@ -107,7 +134,7 @@ def test_run_a_baseline_in_the_background(open_page: OpenPage, populated_ws: Pop
     with populated_ws.open() as ws:
         [job] = jobs.list_jobs(ws, populated_ws.task, "eval")
         assert job.args == ["eval", populated_ws.task, "--student", model, "--split", "test",
-                            "--zero-shot", "--limit", "4"]
+                            "--zero-shot", "--limit", "4", "--calibration", "max-f1"]
         for _ in range(600):  # the child process imports pld and makes four fake calls
             if jobs.job_status(ws, job) != "running":
                 break
