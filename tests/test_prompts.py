@@ -43,7 +43,7 @@ def test_extract_template_placeholders() -> None:
 
 
 def test_values_may_contain_dollars_and_braces() -> None:
-    text = prompts.render("extract", description="d", labels="- a",
+    text = prompts.render("extract", description="d", labels="- a", rule_form="r",
                           text='costs $5 {"a": 1} ${label}', label="a")
     assert 'costs $5 {"a": 1} ${label}' in text
 

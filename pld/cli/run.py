@@ -102,9 +102,11 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
             lines.append(f"  consolidate: {c['created']} heuristics created, {c['skipped']} "
                          f"already there, {c['failed']} failed" + failed_before_note(c))
         for name, ev in st.get("eval", {}).items():
+            cal = ev.get("calibrated_macro_f1")
             lines.append(f"  eval {name}: macro-F1 {ev['macro_f1']:.3f} "
                          f"[{ev['ci'][0]:.3f}, {ev['ci'][1]:.3f}] accuracy {ev['accuracy']:.3f} "
-                         f"(n={ev['n']})")
+                         f"(n={ev['n']}; top answer {ev['top_answer_share']:.0%})"
+                         + (f"; calibrated {cal:.3f}" if cal is not None else ""))
         if "export" in st:
             lines.append(f"  export: {st['export']['prompt']}")
         if d["stopped"] == "awaiting-review":

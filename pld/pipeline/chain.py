@@ -188,9 +188,13 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
             continue
         r = evaluate(ws, task, o.student, split="test", limit=o.test_limit, seed=o.seed,
                      on_progress=on_progress, **kwargs)
+        cal = r.metrics.get("calibrated") or {}
         evals[name] = {"evaluation_id": r.evaluation_id, "macro_f1": r.metrics["macro_f1"],
                        "ci": r.metrics["ci"]["macro_f1"], "accuracy": r.metrics["accuracy"],
-                       "n": r.metrics["n"]}
+                       "n": r.metrics["n"], "top_answer_share": r.metrics["top_answer_share"],
+                       "calibrated_macro_f1": cal.get("macro_f1"),
+                       "calibrated_ci": (cal.get("ci") or {}).get("macro_f1"),
+                       "calibrated_top_answer_share": cal.get("top_answer_share")}
     s.stages["eval"] = evals
 
     if o.out_dir is not None:

@@ -48,6 +48,7 @@ from pld.llm import calls
 from pld.llm.base import ConfigError
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
+from pld.llm.teacher_json import UnusableReply, ask_json
 from pld.pipeline.embed import load_vectors
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.prompts import render
@@ -218,40 +219,11 @@ def parse_reply(text: str) -> tuple[str, list[str]]:
     return heuristic.strip(), labels
 
 
-def _usable(text: str) -> bool:
-    try:
-        parse_reply(text)
-    except ReplyError:
-        return False
-    return True
-
-
-def _call(ctx: _Context, messages: list[dict[str, str]]) -> str:
-    def ask(use_cache: bool) -> calls.CallResult:
-        return calls.complete(
-            ctx.ws, ctx.teacher, messages, max_tokens=MAX_TOKENS, json_schema=ctx.schema,
-            stage="consolidate", run_id=ctx.run_id, role="teacher", use_cache=use_cache,
-        )
-
-    result = ask(True)
-    if result.cached and not _usable(result.text):
-        # Replaying a cached unusable reply would fail this cluster the same way on every rerun.
-        result = ask(False)
-    return result.text
-
-
 def _ask(ctx: _Context, prompt: str) -> tuple[str, list[str]]:
-    messages = [{"role": "user", "content": prompt}]
-    first = _call(ctx, messages)
-    try:
-        return parse_reply(first)
-    except ReplyError as err:
-        retry = [*messages, {"role": "assistant", "content": first}, {
-            "role": "user",
-            "content": f"Your reply could not be used: {err}. Reply again with only the JSON "
-                       'object {"heuristic": "...", "labels_covered": [...]}, nothing else.',
-        }]
-        return parse_reply(_call(ctx, retry))
+    parsed, _ = ask_json(ctx.ws, ctx.teacher, prompt, parse_reply, schema=ctx.schema,
+                         max_tokens=MAX_TOKENS, stage="consolidate", run_id=ctx.run_id,
+                         shape_hint=' {"heuristic": "...", "labels_covered": [...]}')
+    return parsed
 
 
 def _ordered_labels(counts: Counter[str]) -> list[str]:
@@ -297,7 +269,16 @@ def _prompt(ctx: _Context, items: str, n_items: int, source_kind: str,
         "consolidate", task=ctx.task.name, description=ctx.task.description,
         labels=", ".join(ctx.task.labels), n_items=n_items, source_kind=source_kind,
         label_counts=_counts_text(counts), minority_note=_minority_note(counts), items=items,
+        shape_note=shape_note(ctx.task.shape),
     )
+
+
+def shape_note(shape: str) -> str:
+    """What a heuristic must respect for tasks of this shape (``pld/prompts/shape_note_*.md``;
+    none for single-text tasks)."""
+    if shape == "single":
+        return ""
+    return render(f"shape_note_{shape.replace('-', '_')}").strip()
 
 
 def _from_rules(ctx: _Context, rules: Sequence[Rule]) -> Part:
@@ -417,7 +398,7 @@ def _try_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _Outcome:
     try:
         reduce = {"all": _reduce, BY_LABEL: _reduce_by_label, MEDOID: _medoids}[ctx.merge]
         part, method = reduce(ctx, rules)
-    except (ReplyError, calls.CallFailed) as e:
+    except (UnusableReply, calls.CallFailed) as e:
         return _Outcome(cluster_id, error=f"{type(e).__name__}: {e}")
     hid = _store(ctx, cluster_id, rules, part, method)
     return _Outcome(cluster_id, hid, method, _dropped(part))

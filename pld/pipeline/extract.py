@@ -27,9 +27,10 @@ from typing import Any
 from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
-from pld.llm.base import ConfigError, Message
+from pld.llm.base import ConfigError
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
+from pld.llm.teacher_json import UnusableReply, ask_json
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.tasks.store import TaskInfo, task_info
 from pld.tasks.store import examples as task_examples
@@ -46,7 +47,6 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-RETRY_MESSAGE = "Your reply was not valid JSON: {error}. Reply again with only the JSON object."
 
 FLAGS: dict[str, str] = {
     "restates_label": "the rule has no condition (no if/when/unless/because/that... word) or "
@@ -55,6 +55,8 @@ FLAGS: dict[str, str] = {
     "wrong_label": "the rule names labels, but not the example's gold label",
     "copies_example": "the rule copies 5 or more consecutive words from the example "
                       "(likely names an entity or is not generalised)",
+    "names_option": "a multiple-choice rule names an option letter, which says nothing about "
+                    "another question",
 }
 
 # Words that introduce a condition; a rule without any of them is "label is X" in disguise.
@@ -153,21 +155,45 @@ def labels_named(rule: str, labels: Iterable[str]) -> list[str]:
     return found
 
 
-def flag_rule(rule: str, gold: str, labels: list[str], example_text: str) -> list[str]:
-    """Heuristic warnings for one rule (names from :data:`FLAGS`), in a fixed order."""
-    flags = []
-    named = labels_named(rule, labels)
+def names_option(rule: str, letters: Iterable[str]) -> bool:
+    """Whether a rule names an option letter: "option B", "answer is (C)", "(D)", "'A'".
+
+    Case-sensitive on the letter, so the article "a" is not taken for option A.
+    """
+    alt = "|".join(re.escape(x) for x in letters)
+    pattern = (rf"(?:\b(?:[Oo]ption|[Aa]nswer|[Cc]hoice|[Ll]etter)\s+(?:is\s+)?\(?(?:{alt})\)?"
+               rf"|\((?:{alt})\)|[\"'](?:{alt})[\"'])(?![\w-])")
+    return re.search(pattern, rule) is not None
+
+
+def _lacks_condition(rule: str, labels: list[str]) -> bool:
     without_labels = _norm(rule)
     for label in sorted(labels, key=lambda lab: len(_norm(lab)), reverse=True):
         without_labels = _label_pattern(label).sub(" ", without_labels)
     words = re.findall(r"[^\W_]+(?:['-][^\W_]+)*", without_labels)
     content = [w for w in words if w not in _FILLER_WORDS and w not in _CONDITION_WORDS]
-    if not any(w in _CONDITION_WORDS for w in words) or len(content) < 2:
+    return not any(w in _CONDITION_WORDS for w in words) or len(content) < 2
+
+
+def flag_rule(rule: str, gold: str, labels: list[str], example_text: str,
+              shape: str = "single") -> list[str]:
+    """Heuristic warnings for one rule (names from :data:`FLAGS`), in a fixed order.
+
+    A multiple-choice rule says how to choose an option rather than naming the gold letter, so
+    it is checked for naming a letter instead of for naming the gold label.
+    """
+    flags = []
+    if _lacks_condition(rule, [] if shape == "multiple-choice" else labels):
         flags.append("restates_label")
-    if not named:
-        flags.append("no_label")
-    elif gold not in named:
-        flags.append("wrong_label")
+    if shape == "multiple-choice":
+        if names_option(rule, labels):
+            flags.append("names_option")
+    else:
+        named = labels_named(rule, labels)
+        if not named:
+            flags.append("no_label")
+        elif gold not in named:
+            flags.append("wrong_label")
     if _copies_span(rule, example_text, _COPY_SPAN):
         flags.append("copies_example")
     return flags
@@ -192,47 +218,36 @@ def build_prompt(info: TaskInfo, example: dict[str, Any]) -> str:
         "extract",
         description=info.description.strip() or f"Classify each text of task {info.name!r}.",
         labels="\n".join(f"- {label}" for label in info.labels),
+        rule_form=rule_form(info.shape),
         text=example["text"],
         label=example["label"],
     )
 
 
+def rule_form(shape: str) -> str:
+    """How a rule must read for tasks of this shape (``pld/prompts/rule_form_<shape>.md``)."""
+    return prompts.render(f"rule_form_{shape.replace('-', '_')}").strip()
+
+
 def _extract_one(ws: Workspace, info: TaskInfo, teacher: str, example: dict[str, Any],
                  run_id: int, fresh: bool) -> _Outcome:
-    """Ask the teacher about one example, re-asking once when the reply does not parse.
+    """Ask the teacher about one example (re-asked once when the reply does not parse).
 
     ``fresh`` bypasses the cache: the example failed before, and replaying its cached bad reply
     would only fail again.
     """
-    messages: list[Message] = [{"role": "user", "content": build_prompt(info, example)}]
-    opts: dict[str, Any] = dict(
-        system=None, json_schema=SCHEMA, max_tokens=MAX_TOKENS, stage=STAGE, run_id=run_id,
-        role="teacher", use_cache=not fresh,
-    )
     base = _Outcome(example["id"], example["label"], FAILED)
     try:
-        first = calls.complete(ws, teacher, messages, **opts)
-        try:
-            return _ok(base, first, info, example)
-        except ValueError as err:
-            first_error = str(err)
-        retry = [*messages, {"role": "assistant", "content": first.text},
-                 {"role": "user", "content": RETRY_MESSAGE.format(error=first_error)}]
-        second = calls.complete(ws, teacher, retry, **opts)
-        try:
-            return _ok(base, second, info, example)
-        except ValueError as err:
-            return _failed(base, raw=second.text, call_id=second.call_id,
-                           error=f"invalid JSON twice: first reply: {first_error}; "
-                                 f"after re-ask: {err}")
+        parsed, result = ask_json(
+            ws, teacher, build_prompt(info, example), parse_reply, schema=SCHEMA,
+            max_tokens=MAX_TOKENS, stage=STAGE, run_id=run_id, fresh=fresh,
+            shape_hint=' {"reasoning": "...", "rule": "..."}')
+    except UnusableReply as err:
+        return _failed(base, raw=err.raw, call_id=err.call_id, error=str(err))
     except calls.CallFailed as err:
         return _failed(base, raw=None, call_id=err.call_id, error=f"call failed: {err}")
-
-
-def _ok(base: _Outcome, result: calls.CallResult, info: TaskInfo,
-        example: dict[str, Any]) -> _Outcome:
-    parsed = parse_reply(result.text)
-    flags = flag_rule(parsed["rule"], example["label"], info.labels, example["text"])
+    flags = flag_rule(parsed["rule"], example["label"], info.labels, example["text"],
+                      info.shape)
     return _Outcome(base.example_id, base.label, OK, parsed["reasoning"], parsed["rule"], flags,
                     None, None, result.call_id)
 

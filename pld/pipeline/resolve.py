@@ -78,6 +78,7 @@ from pld.llm import calls
 from pld.llm.base import ConfigError
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
+from pld.llm.teacher_json import UnusableReply, ask_json
 from pld.metrics import score
 from pld.pipeline.embed import check_embedder_name, get_embedder
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
@@ -448,14 +449,6 @@ def parse_reply(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def _usable(text: str) -> bool:
-    try:
-        parse_reply(text)
-    except BadReplyError:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class _Group:
     """The errors (and successes) most similar to one heuristic."""
@@ -509,30 +502,10 @@ def _teacher_prompt(o: _Options, rules: Sequence[dict[str, Any]], group: _Group,
 
 
 def _ask_teacher(ws: Workspace, o: _Options, run_id: int, prompt: str) -> list[dict[str, Any]]:
-    schema = reply_schema()
-
-    def call(messages: list[dict[str, str]]) -> str:
-        def ask(use_cache: bool) -> calls.CallResult:
-            return calls.complete(ws, o.teacher, messages, max_tokens=MAX_TOKENS,
-                                  json_schema=schema, stage=STAGE, run_id=run_id, role="teacher",
-                                  use_cache=use_cache)
-
-        result = ask(True)
-        if result.cached and not _usable(result.text):
-            # Replaying a cached unusable reply would fail this group the same way every time.
-            result = ask(False)
-        return result.text
-
-    messages = [{"role": "user", "content": prompt}]
-    first = call(messages)
-    try:
-        return parse_reply(first)
-    except BadReplyError as err:
-        retry = [*messages, {"role": "assistant", "content": first}, {
-            "role": "user",
-            "content": f"Your reply could not be used: {err}. Reply again with only the JSON "
-                       'object {"proposals": [...]}, nothing else.'}]
-        return parse_reply(call(retry))
+    parsed, _ = ask_json(ws, o.teacher, prompt, parse_reply, schema=reply_schema(),
+                         max_tokens=MAX_TOKENS, stage=STAGE, run_id=run_id,
+                         shape_hint=' {"proposals": [...]}')
+    return parsed
 
 
 def _keep(group: _Group, texts: dict[int, str],
@@ -748,7 +721,7 @@ def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
                 found.extend(fut.result())
             except ConfigError as e:  # e.g. a missing API key: no group can succeed
                 raise BadInput(str(e)) from e
-            except (BadReplyError, calls.CallFailed) as e:
+            except (UnusableReply, calls.CallFailed) as e:
                 failed[g.heuristic_id] = f"{type(e).__name__}: {e}"
             run.advance()
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
-from pld.tasks.base import DataDir, Size, Task, TaskStatus, as_roots, resolve_counts
+from pld.tasks.base import SHAPES, DataDir, Size, Task, TaskStatus, as_roots, resolve_counts
 from pld.tasks.contract_nli import ContractNLI
 from pld.tasks.custom import CustomTask
 from pld.tasks.demo import DemoTask
@@ -133,7 +133,7 @@ def load_task(
     params = {"seed": seed, "sizes": {"train": n_train, "val": n_val, "test": n_test},
               "complete": st.complete, "notes": st.notes,
               "pools": [{"splits": p.splits, "files": p.files, "size": p.size} for p in st.pools],
-              **task.params()}
+              "shape": task.shape, **task.params()}
     source = "; ".join(st.files)
     return _save(ws, task, examples, description=task.task_description, source=source,
                  params=params)
@@ -143,14 +143,20 @@ def load_custom(
     ws: Workspace, path: str | Path, *, name: str | None = None, text_column: str = "text",
     label_column: str = "label", id_column: str | None = None, description: str | None = None,
     n_train: Size = None, n_val: Size = None, n_test: Size = None, seed: int = 0,
+    shape: str = "single",
 ) -> dict[str, int]:
     """Validate a user's CSV/JSONL file and load it as task ``name`` (default: the file stem).
 
     Nothing is written unless the whole file is valid. Sizes as in :func:`load_task`; the
-    defaults are 50% / 20% / 30% of the rows, capped at 60 / 40 / 100.
+    defaults are 50% / 20% / 30% of the rows, capped at 60 / 40 / 100. ``shape`` says how
+    each text is built (:data:`~pld.tasks.base.SHAPES`); it picks the form of the teacher's
+    rules. ``description`` is the first thing teacher and student read: without one they only
+    learn the file name and the labels.
     """
     if name is not None and name in BUILTIN_TASKS:
         raise BadInput(f"--name {name!r} is a built-in task; choose another name")
+    if shape not in SHAPES:
+        raise BadInput(f"--shape {shape!r}: use one of {', '.join(SHAPES)}")
     task = CustomTask(path, name=name, text_column=text_column, label_column=label_column,
                       id_column=id_column, description=description)
     if task.name in BUILTIN_TASKS:
@@ -158,6 +164,6 @@ def load_custom(
                        "pass --name")
     examples = task.load_splits(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
     params = {"seed": seed, "sizes": {"train": n_train, "val": n_val, "test": n_test},
-              **task.params()}
+              "shape": shape, **task.params()}
     return _save(ws, task, examples, description=task.task_description,
                  source=str(Path(path).resolve()), params=params)

@@ -320,6 +320,9 @@ def _fill(
     return chosen, used_set
 
 
+SHAPES = ("single", "pair", "multiple-choice")
+
+
 class Task(ABC):
     """A labelled classification task that can be loaded into a workspace.
 
@@ -331,6 +334,8 @@ class Task(ABC):
     kind: ClassVar[str]
     description: ClassVar[str]
     labels: list[str]
+    # How an input is built; it picks the form of the rules the teacher writes (see SHAPES).
+    shape: ClassVar[str] = "single"
     default_sizes: ClassVar[Mapping[str, Size]] = BENCHMARK_SIZES
     default_caps: ClassVar[Mapping[str, int] | None] = None
 

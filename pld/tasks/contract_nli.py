@@ -143,6 +143,7 @@ class ContractNLI(Task):
 
     name = "contract-nli"
     kind = "benchmark"
+    shape = "pair"  # a hypothesis and the contract
     labels = LABELS
     description = (
         "Contract-NLI: document-level natural language inference on non-disclosure agreements. "

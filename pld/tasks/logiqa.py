@@ -109,6 +109,7 @@ class LogiQA(Task):
 
     name = "logiqa"
     kind = "benchmark"
+    shape = "multiple-choice"
     labels = LABELS
     description = (
         "LogiQA logical reasoning (English, from Chinese civil-service exam questions). Each "

@@ -182,6 +182,7 @@ class StereoSetStereotype(_StereoSetBase):
     """Whether one candidate sentence is a stereotype, an anti-stereotype or unrelated."""
 
     name = "stereoset-stereotype"
+    shape = "pair"  # a context and one candidate continuation
     labels = STEREOTYPE_LABELS
     description = (
         "StereoSet stereotype detection. Each item shows a context sentence and one candidate "

@@ -28,6 +28,12 @@ class TaskInfo:
     source: str
     params: dict[str, Any]
 
+    @property
+    def shape(self) -> str:
+        """How an input is built: ``single`` (one text), ``pair`` (two parts whose relation
+        decides the label) or ``multiple-choice`` (a question with lettered options)."""
+        return str(self.params.get("shape") or "single")
+
 
 @dataclass(frozen=True)
 class Example:

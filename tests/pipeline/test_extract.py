@@ -132,8 +132,9 @@ def test_invalid_json_then_valid_retry_is_ok(ws: Workspace, fake_openai: FakeOpe
     retry = fake_openai.requests[1]["messages"]
     assert [m["role"] for m in retry] == ["user", "assistant", "user"]
     assert retry[1]["content"] == "Sure! The rule is"
-    assert retry[2]["content"].startswith("Your reply was not valid JSON: ")
-    assert retry[2]["content"].endswith("Reply again with only the JSON object.")
+    assert retry[2]["content"].startswith("Your reply could not be used: not valid JSON: ")
+    assert retry[2]["content"].endswith(
+        'Reply again with only the JSON object {"reasoning": "...", "rule": "..."}, nothing else.')
 
 
 def test_invalid_json_twice_is_a_failed_row_with_raw_reply(ws: Workspace,

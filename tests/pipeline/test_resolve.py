@@ -586,7 +586,7 @@ def test_every_teacher_call_failing_stops_the_loop_until_asked_to_retry(
 
     s = run(ws, fake_openai, iterations=1)
     assert s.stop_reason == "teacher-failed" and s.proposals_made == 0
-    assert s.failed_groups and all("BadReplyError" in e for e in s.failed_groups.values())
+    assert s.failed_groups and all("unusable reply twice" in e for e in s.failed_groups.values())
     (record,) = rs.iteration_history(ws, TASK)
     assert record.get("stop") == "teacher-failed"
     assert not ws.query("SELECT 1 FROM proposals")
