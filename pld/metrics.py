@@ -136,3 +136,42 @@ def _top_answer(pred: list[str | None]) -> dict[str, Any]:
     counts = Counter(UNPARSEABLE if p is None else p for p in pred)
     answer, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
     return {"top_answer": answer, "top_answer_share": n / len(pred)}
+
+
+def paired_delta(
+    gold: list[str],
+    pred_a: list[str | None],
+    pred_b: list[str | None],
+    labels: list[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Macro-F1 of ``pred_a`` minus that of ``pred_b`` on the same items, with a paired
+    percentile-bootstrap 95% interval (each resample draws the same items for both).
+
+    Returns ``delta``, ``ci`` ([low, high], None when ``n_boot`` is 0), and the items ``a``
+    gets right that ``b`` gets wrong (``a_only_right``) and the reverse (``b_only_right``), as
+    positions in ``gold``.
+    """
+    _check(gold, pred_a, labels)
+    _check(gold, pred_b, labels)
+    delta = score(gold, pred_a, labels, n_boot=0)["macro_f1"] - score(
+        gold, pred_b, labels, n_boot=0)["macro_f1"]
+    ci = None
+    if n_boot > 0:
+        code = {label: i for i, label in enumerate(labels)}
+        g = np.array([code[x] for x in gold])
+        a = np.array([code.get(x, len(labels)) if x is not None else len(labels) for x in pred_a])
+        b = np.array([code.get(x, len(labels)) if x is not None else len(labels) for x in pred_b])
+        # The same seed draws the same resampled items for both: the difference is paired.
+        f1_a, _ = _bootstrap(g, a, len(labels), n_boot, seed)
+        f1_b, _ = _bootstrap(g, b, len(labels), n_boot, seed)
+        ci = _interval(f1_a - f1_b)
+    right_a = [p == x for p, x in zip(pred_a, gold, strict=True)]
+    right_b = [p == x for p, x in zip(pred_b, gold, strict=True)]
+    return {"delta": float(delta), "ci": ci,
+            "a_only_right": [i for i, (ra, rb) in enumerate(zip(right_a, right_b, strict=True))
+                             if ra and not rb],
+            "b_only_right": [i for i, (ra, rb) in enumerate(zip(right_a, right_b, strict=True))
+                             if rb and not ra]}

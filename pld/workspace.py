@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class WorkspaceError(Exception):
@@ -292,7 +292,18 @@ def _v4(db: sqlite_utils.Database) -> None:
         ["task", "student", "prompt_sha256", "method", "val_limit"], unique=True)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    """Impact reports: each approved heuristic's leave-one-out effect on validation."""
+    db["impacts"].create(
+        {"id": int, "task": str, "student": str, "prompt_sha256": str, "val_limit": int,
+         "calibration": str, "report": str, "created_at": str},
+        pk="id",
+    )
+    db["impacts"].create_index(
+        ["task", "student", "prompt_sha256", "val_limit", "calibration"], unique=True)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 def _migrate(ws: Workspace, current: int) -> None:

@@ -414,3 +414,54 @@ def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: 
 
     decide_proposal(ctx_workspace(ctx), proposal_id, decision == "accept", who, comment=comment)
     click.echo(f"proposal #{proposal_id} {decision}ed by {who}")
+
+
+def _impact_text(d: dict[str, Any]) -> str:
+    def f1(block: dict[str, Any]) -> str:
+        cal = block.get("calibrated_macro_f1")
+        return f"{block['macro_f1']:.3f}" + (f" (calibrated {cal:.3f})" if cal is not None else "")
+
+    lines = [f"{d['task']}: effect of each approved heuristic on {d['student']}, "
+             f"{d['n_val']} validation items, {d['metric']} answers",
+             f"  all heuristics: macro-F1 {f1(d['full'])}; no heuristics: {f1(d['no_rules'])}",
+             f"  {'#':>3} {'id':>5} {'effect':>7} {'95% CI':>17} {'fixes':>5} {'breaks':>6}  text"]
+    for h in d["heuristics"]:
+        lo, hi = h["ci"] or (float("nan"), float("nan"))
+        lines.append(f"  {h['number']:>3} {h['heuristic_id']:>5} {h['effect']:>+7.3f} "
+                     f"[{lo:+.3f}, {hi:+.3f}] {len(h['fixes']):>5} {len(h['breaks']):>6}  "
+                     f"{' '.join(h['text'].split())[:60]}"
+                     + ("  <- removing it raised validation macro-F1" if h["harmful"] else ""))
+    return "\n".join(lines)
+
+
+@review_group.command("impact")
+@click.argument("task")
+@click.option("--student", default="local/default", show_default=True, metavar="MODEL",
+              help="Student model string.")
+@click.option("--val-limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="First N validation items (default: all).")
+@click.option("--calibration", type=click.Choice(["max-f1", "content-free", "none"]),
+              default="max-f1", show_default=True,
+              help="Read the effect on calibrated answers (each prompt's own bias).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Student calls in flight (default: remote 8, local 1).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_impact(ctx: click.Context, task: str, student: str, val_limit: int | None,
+                  calibration: str, concurrency: int | None, as_json: bool) -> None:
+    """Each approved heuristic's measured effect on validation: macro-F1 with and without it
+    (leave-one-out, paired bootstrap CI), the answers it fixes and breaks. Harmful ones first.
+
+    \b
+    Examples:
+      python -m pld review impact demo
+      python -m pld review impact demo --student openai/gpt-4o-mini --json
+    """
+    from pld.pipeline.impact import measure_impact
+
+    check_model(student)
+    report = measure_impact(ctx_workspace(ctx), task, student, val_limit=val_limit,
+                            calibration=None if calibration == "none" else calibration,
+                            concurrency=concurrency, on_progress=Progress("impact"))
+    emit(report, as_json, _impact_text)

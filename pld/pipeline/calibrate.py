@@ -34,7 +34,7 @@ from pld.llm.base import ConfigError
 from pld.llm.registry import get_backend
 from pld.metrics import score
 from pld.pipeline.runs import ProgressCallback
-from pld.pipeline.student import STUDENT_MAX_TOKENS, predict, sha256_text
+from pld.pipeline.student import STUDENT_MAX_TOKENS, PredictResult, predict, sha256_text
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -264,7 +264,7 @@ def calibrate(
     stored = get_calibration(ws, task, student, sha, method=method, val_limit=val_limit)
     if stored is not None:
         return stored
-    info = task_info(ws, task)
+    task_info(ws, task)  # an unknown task is bad input before any call
     base = {"task": task, "student": student, "prompt_sha256": sha, "method": method,
             "split": "val", "val_limit": val_limit}
     reason = _unavailable_reason(student)
@@ -273,20 +273,47 @@ def calibrate(
     val = predict(ws, task, student, system_prompt=system_prompt, split="val", limit=val_limit,
                   kind="calibrate", params={"method": method}, concurrency=concurrency,
                   on_progress=on_progress)
+    return fit_calibration(ws, task, student, system_prompt, val, method=method,
+                           val_limit=val_limit)
+
+
+def fit_calibration(ws: Workspace, task: str, student: str, system_prompt: str,
+                    val: PredictResult, *, method: str = DEFAULT_METHOD,
+                    val_limit: int | None = None) -> Calibration:
+    """Fit and store the calibration of ``system_prompt`` from ``val``, the student's answers
+    on the first ``val_limit`` validation items under it (the stored one when it exists)."""
+    sha = sha256_text(system_prompt)
+    stored = get_calibration(ws, task, student, sha, method=method, val_limit=val_limit)
+    if stored is not None:
+        return stored
+    labels = task_info(ws, task).labels
+    base = {"task": task, "student": student, "prompt_sha256": sha, "method": method,
+            "split": "val", "val_limit": val_limit}
+    _check_validation(ws, task, val.example_ids)
     scored = [i for i, sc in enumerate(val.scores) if sc is not None]
     if not scored:
         return _store(ws, {**base, "status": UNAVAILABLE, "run_id": val.run_id, "n": 0,
                            "reason": f"{student} gave no label scores on validation"})
     if method == "max-f1":
         bias = fit_max_f1([val.scores[i] for i in scored], [val.gold[i] for i in scored],
-                          info.labels)
+                          labels)
     else:
-        cf = _content_free_scores(ws, student, system_prompt, info.labels, val.run_id)
+        cf = _content_free_scores(ws, student, system_prompt, labels, val.run_id)
         if not cf:
             return _store(ws, {**base, "status": UNAVAILABLE, "run_id": val.run_id, "n": 0,
                                "reason": f"{student} gave no label scores on content-free inputs"})
-        bias = fit_content_free(cf, info.labels)
-    cal = calibrated_answers(val.scores, val.pred, bias, info.labels)
+        bias = fit_content_free(cf, labels)
+    cal = calibrated_answers(val.scores, val.pred, bias, labels)
     return _store(ws, {**base, "status": FITTED, "bias": dumps(bias), "run_id": val.run_id,
                        "n": len(scored), "metrics": dumps(_val_metrics(val.gold, val.pred, cal,
-                                                                        info.labels))})
+                                                                        labels))})
+
+
+def _check_validation(ws: Workspace, task: str, example_ids: list[int]) -> None:
+    """Refuse to fit on anything but validation items: a bias fitted on test items would make
+    every calibrated test score a lie."""
+    rows = ws.query("SELECT id FROM examples WHERE task = ? AND split != 'val' AND id IN "
+                    "(SELECT value FROM json_each(?))", [task, dumps(example_ids)])
+    if rows:
+        raise BadInput(f"calibration is fitted on validation items only; got non-validation "
+                       f"examples {[r['id'] for r in rows][:10]}")
