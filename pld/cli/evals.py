@@ -39,12 +39,18 @@ def _concurrency_option(help_text: str) -> Callable[[F], F]:
                      "up to $PLD_LOCAL_PARALLEL, 4, together).")
 @click.option("--retry-failed", is_flag=True,
               help="Ask the teacher again after an iteration where every call failed.")
+@click.option("--calibration", type=click.Choice(["max-f1", "content-free", "none"]),
+              default="max-f1", show_default=True,
+              help="Score each version on calibrated answers (its own per-label bias).")
+@click.option("--no-impact", "no_impact", is_flag=True,
+              help="Do not measure each heuristic's leave-one-out effect (no measured "
+                   "remove proposals).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
                 auto_accept_as: str | None, val_limit: int | None, concurrency: int | None,
-                retry_failed: bool, as_json: bool) -> None:
+                retry_failed: bool, calibration: str, no_impact: bool, as_json: bool) -> None:
     """Stage 6: run the student on validation, have the teacher propose fixes."""
     from dataclasses import asdict
 
@@ -54,7 +60,9 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
     check_model(teacher)
     s = resolve(ctx_workspace(ctx), task, student, teacher, iterations=iterations,
                 auto_accept_as=auto_accept_as, val_limit=val_limit, concurrency=concurrency,
-                retry_failed=retry_failed, on_progress=Progress("resolve"))
+                retry_failed=retry_failed, on_progress=Progress("resolve"),
+                calibration=None if calibration == "none" else calibration,
+                impact=not no_impact)
     data = asdict(s)
 
     def text(d: dict[str, Any]) -> str:

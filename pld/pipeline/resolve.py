@@ -80,7 +80,14 @@ from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
 from pld.llm.teacher_json import UnusableReply, ask_json
 from pld.metrics import score
+from pld.pipeline.calibrate import DEFAULT_METHOD as DEFAULT_CALIBRATION
+from pld.pipeline.calibrate import (
+    apply_bias,
+    calibrated_answers,
+    fit_calibration,
+)
 from pld.pipeline.embed import check_embedder_name, get_embedder
+from pld.pipeline.impact import measure_impact
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.pipeline.student import (
     PromptVersion,
@@ -155,6 +162,8 @@ class _Options:
     concurrency: int | None
     on_progress: ProgressCallback | None
     retry_failed: bool = False
+    calibration: str | None = DEFAULT_CALIBRATION
+    impact: bool = True
 
 
 # -- reading the loop's state ----------------------------------------------------------------------
@@ -174,7 +183,15 @@ def _records(ws: Workspace, task: str) -> list[dict[str, Any]]:
         rec = dict(metrics.get("resolve") or {})
         rec.update(evaluation_id=row["id"], run_id=row["run_id"], student=row["student"],
                    prompt_version=row["prompt_version"], prompt_sha256=row["prompt_sha256"],
-                   n=row["n"], macro_f1=metrics.get("macro_f1"),
+                   n=row["n"],
+                   # What adoption compares: calibrated answers when the student could be
+                   # calibrated (what ships), raw answers otherwise.
+                   macro_f1=(metrics.get("calibrated") or metrics).get("macro_f1"),
+                   raw_macro_f1=metrics.get("macro_f1"),
+                   calibrated_macro_f1=(metrics.get("calibrated") or {}).get("macro_f1"),
+                   metric="calibrated" if metrics.get("calibrated") else "raw",
+                   bias=((metrics.get("calibration") or {}).get("bias")
+                         if metrics.get("calibrated") else None),
                    accuracy=metrics.get("accuracy"), created_at=row["created_at"],
                    iteration=_iteration_of(row["method"]))
         out.append(rec)
@@ -283,14 +300,36 @@ def _examples_by_id(ws: Workspace, ids: Sequence[int]) -> dict[int, dict[str, An
     return {r["id"]: r for r in rows}
 
 
-def _predictions(ws: Workspace, run_id: int) -> list[dict[str, Any]]:
-    """Predictions of a run with their example, checked to be validation items only."""
+def _predictions(ws: Workspace, run_id: int,
+                 bias: dict[str, float] | None = None,
+                 labels: list[str] | None = None) -> list[dict[str, Any]]:
+    """Predictions of a run with their example, checked to be validation items only.
+
+    With a calibration ``bias``, ``predicted`` and ``correct`` are the calibrated answer's
+    (``raw`` stays the student's own answer).
+    """
     rows = ws.query(
-        "SELECT p.example_id, p.label AS predicted, p.raw, p.correct, e.ext_id, e.split, e.text, "
-        "e.label AS gold FROM predictions p JOIN examples e ON e.id = p.example_id "
-        "WHERE p.run_id = ? ORDER BY p.example_id", [run_id])
+        "SELECT p.example_id, p.label AS predicted, p.raw, p.correct, p.scores, e.ext_id, "
+        "e.split, e.text, e.label AS gold FROM predictions p JOIN examples e "
+        "ON e.id = p.example_id WHERE p.run_id = ? ORDER BY p.example_id", [run_id])
     _check_val(rows)
+    for r in rows:
+        if bias is not None and labels is not None:
+            r["predicted"] = apply_bias(loads(r["scores"]), bias, r["predicted"], labels)
+            r["correct"] = int(r["predicted"] == r["gold"])
+        del r["scores"]
     return rows
+
+
+def _basis_predictions(ws: Workspace, task: str, basis: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answers of the run a proposal step worked from, calibrated as that iteration was
+    scored (so the errors shown are the errors that counted)."""
+    if not basis.get("run_id"):
+        return []
+    rec = next((r for r in _records(ws, task) if r["run_id"] == basis["run_id"]), None)
+    if rec is None or rec.get("bias") is None:
+        return _predictions(ws, basis["run_id"])
+    return _predictions(ws, basis["run_id"], rec["bias"], task_info(ws, task).labels)
 
 
 def _check_val(rows: Sequence[dict[str, Any]]) -> None:
@@ -316,8 +355,8 @@ def list_proposals(ws: Workspace, task: str, iteration: int | None = None,
     predicted: dict[int, dict[int, str | None]] = {}
     for k in {r["iteration"] for r in rows}:
         basis = (recs.get(k) or {}).get("basis") or {}
-        predicted[k] = {p["example_id"]: p["predicted"] for p in (
-            _predictions(ws, basis["run_id"]) if basis.get("run_id") else [])}
+        predicted[k] = {p["example_id"]: p["predicted"]
+                        for p in _basis_predictions(ws, task, basis)}
     examples = _examples_by_id(ws, [i for r in rows for i in r["evidence"]])
     for r in rows:
         r["evidence_examples"] = [
@@ -350,7 +389,7 @@ def errors_for_iteration(ws: Workspace, task: str, iteration: int) -> list[dict[
         "SELECT id, text FROM heuristics WHERE id IN (SELECT value FROM json_each(?))",
         [dumps(ids)])} if ids else {}
     out = []
-    for p in _predictions(ws, basis["run_id"]):
+    for p in _basis_predictions(ws, task, basis):
         if p["correct"]:
             continue
         pairs = attribution.get(str(p["example_id"]), [])
@@ -602,8 +641,16 @@ def _evaluate(ws: Workspace, o: _Options, run: Run, k: int,
                      concurrency=o.concurrency, on_progress=o.on_progress)
     _check_val([{**r, "id": i} for i, r in _examples_by_id(ws, result.example_ids).items()])
     metrics = score(result.gold, result.pred, o.task.labels, seed=o.seed)
-    f1 = metrics["macro_f1"]
-    n_errors = sum(g != p for g, p in zip(result.gold, result.pred, strict=True))
+    answers = result.pred
+    if o.calibration is not None:
+        cal = fit_calibration(ws, o.task.name, o.student, prompt.text, result,
+                              method=o.calibration, val_limit=o.val_limit)
+        if cal.available:
+            answers = calibrated_answers(result.scores, result.pred, cal.bias, o.task.labels)
+            metrics["calibrated"] = score(result.gold, answers, o.task.labels, seed=o.seed)
+            metrics["calibration"] = {**cal.summary(), "in_sample": True}
+    f1 = (metrics.get("calibrated") or metrics)["macro_f1"]
+    n_errors = sum(g != p for g, p in zip(result.gold, answers, strict=True))
     best_f1 = best["best_macro_f1"] if best else None
     adopted = best is None or f1 >= best_f1 - 1e-12
     delta = None if best is None else f1 - best_f1
@@ -676,7 +723,7 @@ def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
     Returns how many proposals were stored, or None when every teacher call failed (recorded as
     the iteration's stop, ``teacher-failed``, with each group's error)."""
     k = rec["iteration"]
-    preds = _predictions(ws, rec["basis"]["run_id"])
+    preds = _basis_predictions(ws, o.task.name, rec["basis"])
     errors = [p for p in preds if not p["correct"]]
     successes = [p for p in preds if p["correct"]]
     rng = random.Random(f"{o.seed}:{k}")
@@ -726,7 +773,9 @@ def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
             run.advance()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    if groups and len(failed) == len(groups):
+    removals = _impact_removals(ws, o, found) if o.impact else []
+    found.extend(removals)
+    if groups and len(failed) == len(groups) and not removals:
         # Nothing to store; the evaluated best version stands. Not an exception: a run that
         # reaches this point has paid for its evaluations, and the chain goes on to the test set.
         _update(ws, o.task.name, k, stop=TEACHER_FAILED,
@@ -754,6 +803,35 @@ def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
                 n_proposals=len(unique), attribution_method=o.attribution)
     summary.failed_groups.update(failed)
     return len(unique)
+
+
+def _impact_removals(ws: Workspace, o: _Options,
+                     found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ``remove`` proposal, carrying the measured evidence, for each approved heuristic whose
+    removal raised validation macro-F1 and that no teacher proposal already edits or removes."""
+    report = measure_impact(ws, o.task.name, o.student, val_limit=o.val_limit,
+                            calibration=o.calibration, seed=o.seed,
+                            concurrency=o.concurrency, on_progress=o.on_progress)
+    targeted = {p["heuristic_id"] for p in found if p["kind"] in (EDIT, REMOVE)}
+    out = []
+    for h in report["heuristics"]:
+        if not h["harmful"] or h["heuristic_id"] in targeted:
+            continue
+        lo, hi = h["ci"] or (None, None)
+        ci = f", paired 95% CI of the change [{lo:+.3f}, {hi:+.3f}]" if lo is not None else ""
+        with_f1 = report["full"].get("calibrated_macro_f1" if report["metric"] == "calibrated"
+                                     else "macro_f1")
+        out.append({
+            "heuristic_id": h["heuristic_id"], "kind": REMOVE, "text": "",
+            "rationale": (f"Measured, not proposed by the teacher: on {report['n_val']} "
+                          f"validation items ({report['metric']} answers) macro-F1 is "
+                          f"{with_f1:.3f} with this heuristic and {with_f1 - h['effect']:.3f} "
+                          f"without it{ci}; it breaks {len(h['breaks'])} answers and fixes "
+                          f"{len(h['fixes'])}."),
+            # The answers it breaks first: they are the case for removing it.
+            "evidence": [*h["breaks"], *h["fixes"]],
+        })
+    return out
 
 
 # -- decisions ------------------------------------------------------------------------------------
@@ -1000,6 +1078,8 @@ def resolve(
     max_examples: int = 8,
     concurrency: int | None = None,
     retry_failed: bool = False,
+    calibration: str | None = DEFAULT_CALIBRATION,
+    impact: bool = True,
     on_progress: ProgressCallback | None = None,
 ) -> ResolveSummary:
     """Run the conflict loop of ``task`` (see the module docstring) and say where it stopped:
@@ -1011,7 +1091,10 @@ def resolve(
     successes shown to the teacher (default: as many as errors). ``val_limit``: the first N
     validation items. ``attribution``: ``minilm``/``e5-small`` (embeddings) or ``tfidf``.
     ``top_k``: heuristics kept per example. ``max_examples``: errors (and successes) per teacher
-    call. Raises :class:`NotReady` without approved heuristics or validation examples and
+    call. ``calibration``: each version is scored on calibrated answers (its own per-label
+    bias, fitted on the same validation items; None: raw answers). ``impact``: measure every
+    heuristic's leave-one-out effect and propose removing those whose removal raises validation
+    macro-F1. Raises :class:`NotReady` without approved heuristics or validation examples and
     :class:`BadInput` for bad model strings or options.
     """
     info = _check_args(ws, task, student, teacher, iterations=iterations,
@@ -1021,11 +1104,11 @@ def resolve(
     o = _Options(info, student, teacher, iterations,
                  auto_accept_as.strip() if auto_accept_as else None, n_success, val_limit, seed,
                  min_delta, attribution, top_k, max_examples, concurrency, on_progress,
-                 retry_failed)
+                 retry_failed, calibration, impact)
     params = {"student": student, "teacher": teacher, "iterations": iterations,
               "auto_accept_as": o.auto_accept_as, "n_success": n_success, "val_limit": val_limit,
               "seed": seed, "min_delta": min_delta, "attribution": attribution, "top_k": top_k,
-              "max_examples": max_examples}
+              "max_examples": max_examples, "calibration": calibration, "impact": impact}
     with stage_run(ws, task, STAGE, params, on_progress) as run:
         summary = ResolveSummary(run.id, task, 0, "", None, None)
         stop, ran = _loop(ws, o, run, summary)

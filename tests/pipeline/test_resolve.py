@@ -138,6 +138,8 @@ def heuristic(ws: Workspace, hid: int) -> dict[str, Any]:
 def run(ws: Workspace, fake: FakeOpenAI, **kw: Any) -> rs.ResolveSummary:
     kw.setdefault("attribution", "tfidf")
     kw.setdefault("concurrency", 1)
+    # The teacher-driven loop; test_measured_harm_becomes_a_remove_proposal covers impact.
+    kw.setdefault("impact", False)
     return rs.resolve(ws, TASK, fake.model_string("student"), fake.model_string("teacher"), **kw)
 
 
@@ -599,3 +601,32 @@ def test_every_teacher_call_failing_stops_the_loop_until_asked_to_retry(
     teacher_ok = True
     retried = run(ws, fake_openai, iterations=1, retry_failed=True)
     assert retried.stop_reason == "awaiting-review" and retried.proposals_made == 1
+
+
+def test_measured_harm_becomes_a_remove_proposal(ws: Workspace,
+                                                 fake_openai: FakeOpenAI) -> None:
+    load(ws)
+    harmful = approved(ws, "Texts mentioning story are other.")
+    sports, finance = approved(ws, SPORTS), approved(ws, FINANCE)
+    fake_openai.responder = responder(lambda prompt, focus, ids: [])  # the teacher has nothing
+
+    s = run(ws, fake_openai, impact=True)
+    assert s.stop_reason == "awaiting-review"
+    [p] = rs.list_proposals(ws, TASK, status="pending")
+    assert (p["kind"], p["heuristic_id"]) == ("remove", harmful)
+    assert p["rationale"].startswith("Measured, not proposed by the teacher")
+    report = rs.measure_impact(ws, TASK, fake_openai.model_string("student"))
+    [worst] = [h for h in report["heuristics"] if h["harmful"]]
+    assert worst["heuristic_id"] == harmful and worst["effect"] < 0
+    # The answers it breaks: the items a keyword rule gets right once it is gone.
+    ids = val_ids(ws)
+    assert set(worst["breaks"]) == {ids[VAL[0][0]], ids[VAL[3][0]], ids[VAL[4][0]]}
+    assert p["evidence"] == worst["breaks"] + worst["fixes"]
+    # Evidence is measured on validation only: no test item was ever sent.
+    assert not any("TESTONLY" in json.dumps(b) for b in fake_openai.requests)
+
+    rs.decide_proposal(ws, p["id"], True, "dana")
+    s = run(ws, fake_openai, impact=True)
+    assert heuristic(ws, harmful)["status"] == "rejected"
+    best = rs.best_version(ws, TASK, fake_openai.model_string("student"))
+    assert get_prompt(ws, TASK, best).heuristic_ids == [sports, finance]
