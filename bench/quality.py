@@ -49,10 +49,10 @@ from pld.errors import BadInput, NotReady
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
 
-TASKS = ("stereoset", "contract-nli", "logiqa")
+TASKS = ("stereoset", "contract-nli", "logiqa", "demo")
 APPROVER = "bench"
 TEACHER_STAGES = ("extract", "consolidate", "resolve")
-STUDENT_STAGES = ("eval", "resolve-predict")
+STUDENT_STAGES = ("eval", "resolve-predict", "calibrate", "impact")
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,21 @@ DEFAULTS: dict[str, Sizes] = {
     "stereoset": Sizes(train=120, val=60, test=200, iterations=2),
     "logiqa": Sizes(train=80, val=40, test=100, iterations=1),
     "contract-nli": Sizes(train=48, val=24, test=48, iterations=1, context_tokens=500),
+    # The in-house demo has 100 messages in all.
+    "demo": Sizes(train=40, val=25, test=35, iterations=2),
 }
 QUICK: dict[str, Sizes] = {
     "stereoset": Sizes(train=8, val=4, test=4, iterations=1),
     "logiqa": Sizes(train=8, val=4, test=4, iterations=1),
     "contract-nli": Sizes(train=8, val=4, test=4, iterations=1, context_tokens=200),
+    "demo": Sizes(train=8, val=4, test=4, iterations=1),
 }
 
 PAPER = {  # arXiv 2602.21103, Gemma-3 4B student: baseline -> PLD (their test sets)
     "stereoset": ("macro-F1", 0.57, 0.90),
     "contract-nli": ("macro-F1", 0.67, 0.83),
     "logiqa": ("accuracy", 0.67, 0.70),
+    "demo": None,  # our own task: no published number
 }
 READMES = (REPO / "README.md", REPO / "bench" / "README.md")
 
@@ -258,17 +262,44 @@ def _method(ws: Any, evaluation_id: int, count: Any) -> dict[str, Any]:
     ci = m.get("ci") or {}
     text = ws.query("SELECT text FROM texts WHERE sha256 = ?", [row["prompt_sha256"]])
     n_tokens, _ = count(text[0]["text"]) if text else (None, "")
+    cal, how = m.get("calibrated"), m.get("calibration") or {}
+    cal_ci = (cal or {}).get("ci") or {}
     return {
         "macro_f1": round(m["macro_f1"], 4),
         "ci": [round(v, 4) for v in ci.get("macro_f1", [])] or None,
         "accuracy": round(m["accuracy"], 4),
         "accuracy_ci": [round(v, 4) for v in ci.get("accuracy", [])] or None,
+        "top_answer": m.get("top_answer"),
+        "top_answer_share": m.get("top_answer_share"),
+        "calibrated": None if cal is None else {
+            "macro_f1": round(cal["macro_f1"], 4),
+            "ci": [round(v, 4) for v in cal_ci.get("macro_f1", [])] or None,
+            "accuracy": round(cal["accuracy"], 4),
+            "accuracy_ci": [round(v, 4) for v in cal_ci.get("accuracy", [])] or None,
+            "top_answer": cal.get("top_answer"), "top_answer_share": cal.get("top_answer_share"),
+            "method": how.get("method"), "bias": how.get("bias"), "n_val": how.get("n_val")},
+        "calibration_status": how.get("status"),
         "n": m["n"],
         "n_unparseable": m.get("n_unparseable", 0),
         "prompt_tokens": n_tokens,
         "prompt_version": row["prompt_version"],
         "evaluation_id": evaluation_id,
     }
+
+
+def _impact_block(ws: Any, task: str) -> dict[str, Any] | None:
+    """The last leave-one-out report of the conflict loop: each heuristic's effect on
+    validation, and the prompt without any heuristic beside the full one."""
+    from pld.pipeline.impact import latest_impact
+
+    r = latest_impact(ws, task)
+    if r is None:
+        return None
+    return {"metric": r["metric"], "n_val": r["n_val"], "full": r["full"],
+            "no_rules": r["no_rules"],
+            "heuristics": [{"id": h["heuristic_id"], "effect": round(h["effect"], 4),
+                            "ci": h["ci"], "fixes": len(h["fixes"]), "breaks": len(h["breaks"])}
+                           for h in r["heuristics"]]}
 
 
 def _tokens(ws: Any, model: str, stages: tuple[str, ...], after_id: int = 0) -> dict[str, Any]:
@@ -428,6 +459,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "prompt_tokens_counted_with": how,
         "prompt_version": best.version,
         "prompt_sha256": best.sha256,
+        "impact": _impact_block(ws, task),
         "conflict_loop": {"iterations": sizes.iterations,
                           "stop_reason": _stop_reason(ws, task, args.student),
                           "val_history": _val_history(ws, task, args.student)},
@@ -483,23 +515,47 @@ def _fmt(block: dict[str, Any] | None, key: str = "macro_f1") -> str:
     return f"{block[key]:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci[0] != "?" else f"{block[key]:.3f}"
 
 
+def _share(block: dict[str, Any] | None) -> str:
+    share = (block or {}).get("top_answer_share")
+    return "-" if share is None else f"{share:.0%}"
+
+
+def _cell(block: dict[str, Any] | None, key: str) -> str:
+    """Raw score → calibrated score, each with its most frequent answer's share."""
+    if not block:
+        return "-"
+    raw = f"{_fmt(block, key)} ({_share(block)})"
+    cal = block.get("calibrated")
+    return raw + (f" → {_fmt(cal, key)} ({_share(cal)})" if cal else " → n/a")
+
+
+METHOD_KEYS = (("zero_shot", "zero-shot"), ("few_shot", "5-shot"),
+               ("pld_clustered", "PLD clustered"), ("pld_post_conflict", "PLD after conflicts"))
+
+
+def _metric_of(name: str) -> tuple[str, str]:
+    paper = PAPER.get(name)
+    metric = paper[0] if paper else "macro-F1"
+    return metric, "accuracy" if metric == "accuracy" else "macro_f1"
+
+
 def print_results(tasks: dict[str, Any]) -> None:
-    """The comparison table of every task in the results file."""
+    """The comparison table of every task in the results file: raw → calibrated."""
     rows = []
     for name, t in tasks.items():
         if not t or "zero_shot" not in t:
             continue
         for key, label in (("macro_f1", "macro-F1"), ("accuracy", "accuracy")):
-            rows.append([name, label, _fmt(t["zero_shot"], key), _fmt(t["few_shot"], key),
-                         _fmt(t["pld_clustered"], key), _fmt(t["pld_post_conflict"], key),
+            rows.append([name, label, *(_cell(t[k], key) for k, _ in METHOD_KEYS),
                          t["clusters"], t["heuristics"], t["prompt_tokens"],
                          f"{t['n_train']}/{t['n_val']}/{t['n_test']}"])
-    print_table(["task", "metric", "zero-shot", "few-shot", "PLD clustered", "PLD conflict",
-                 "clusters", "heuristics", "prompt tok", "train/val/test"], rows)
+    print_table(["task", "metric", *(label for _, label in METHOD_KEYS), "clusters",
+                 "heuristics", "prompt tok", "train/val/test"], rows)
 
 
 def markdown_table(data: dict[str, Any]) -> str:
-    """The README table: the paper's published numbers beside ours."""
+    """The README table: each method raw → calibrated, the share of the most frequent answer in
+    brackets, and the paper's published numbers beside ours."""
     lines = [
         "| task | metric | paper: Gemma-3 4B baseline → PLD | ours: zero-shot | ours: 5-shot | "
         "ours: PLD clustered | ours: PLD after conflicts | ours: test items |",
@@ -507,25 +563,22 @@ def markdown_table(data: dict[str, Any]) -> str:
     ]
     tasks = data.get("tasks", {})
     for name in TASKS:
-        metric, before, after = PAPER[name]
-        key = "accuracy" if metric == "accuracy" else "macro_f1"
+        metric, key = _metric_of(name)
+        paper = PAPER.get(name)
+        published = f"{paper[1]:.2f} → {paper[2]:.2f}" if paper else "(our own task)"
         t = tasks.get(name) or {}
         if "zero_shot" in t:
-            ours = [_fmt(t["zero_shot"], key), _fmt(t["few_shot"], key),
-                    _fmt(t["pld_clustered"], key), _fmt(t["pld_post_conflict"], key),
-                    str(t["n_test"])]
+            ours = [*(_cell(t[k], key) for k, _ in METHOD_KEYS), str(t["n_test"])]
         else:
             ours = ["not run yet"] + ["-"] * 4
-        lines.append(f"| {name} | {metric} | {before:.2f} → {after:.2f} | " + " | ".join(ours)
-                     + " |")
+        lines.append(f"| {name} | {metric} | {published} | " + " | ".join(ours) + " |")
         for variant, blocks in data.get("variants", {}).items():
             v = blocks.get(name)
             if v and "zero_shot" in v:
                 flags = v.get("variant_flags") or f"--{variant.replace('-', ' ', 1)}"
-                lines.append(f"| {name}, {flags} | {metric} | "
-                             f"| {_fmt(v['zero_shot'], key)} | {_fmt(v['few_shot'], key)} | "
-                             f"{_fmt(v['pld_clustered'], key)} | "
-                             f"{_fmt(v['pld_post_conflict'], key)} | {v['n_test']} |")
+                lines.append(f"| {name}, {flags} | {metric} | | "
+                             + " | ".join(_cell(v[k], key) for k, _ in METHOD_KEYS)
+                             + f" | {v['n_test']} |")
     blocks = [*tasks.values(), *(b for v in data.get("variants", {}).values()
                                   for b in v.values())]
     models = sorted({f"{t['models']['teacher']} → {t['models']['student']}"
@@ -534,7 +587,10 @@ def markdown_table(data: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"Ours: teacher → student {', '.join(models)}; machine "
                      f"{data.get('machine', {}).get('cpu_model', '?')}, "
-                     f"{data.get('machine', {}).get('date', '?')}. Brackets: bootstrap 95% CI.")
+                     f"{data.get('machine', {}).get('date', '?')}. Each cell: raw score → "
+                     "calibrated score (per-label bias fitted on validation only); brackets: "
+                     "bootstrap 95% CI, then the share of the most frequent answer. n/a: the "
+                     "student gave no label scores.")
     return "\n".join(lines)
 
 
@@ -644,8 +700,8 @@ def main(argv: list[str] | None = None) -> int:
                 data.setdefault("variants", {}).setdefault(variant_name(args), {})[task] = block
             else:
                 data.setdefault("tasks", {})[task] = block
-            data["paper"] = {k: {"metric": m, "baseline": b, "pld": a, "model": "Gemma-3 4B"}
-                             for k, (m, b, a) in PAPER.items()}
+            data["paper"] = {k: {"metric": v[0], "baseline": v[1], "pld": v[2],
+                                 "model": "Gemma-3 4B"} for k, v in PAPER.items() if v}
             data["notes"] = ("Each task block comes from its own run (see its models, sizes "
                              "and workspace); 'machine' describes the latest run. Our models "
                              "and subsets differ from the paper's.")
