@@ -457,3 +457,40 @@ def remove_approver(ws: Workspace, task: str, name: str, who: str, *,
         _audit(db, who, identity_kind, "approver", None, "remove", {"task": task, "name": name},
                None, None)
     return True
+
+
+class StaleDescription(BadInput):
+    """The task's description changed since the editor read it."""
+
+
+def set_description(ws: Workspace, task: str, text: str, who: str, *,
+                    base: str | None = None, identity_kind: str = SELF_DECLARED,
+                    comment: str | None = None) -> bool:
+    """Keep ``text`` as the description of ``task`` (what teacher and student read first);
+    False when it already is.
+
+    ``base`` is the description the editor started from: when someone changed it since, the
+    edit is refused (:class:`StaleDescription`) rather than silently overwriting theirs. When
+    the task has an approver list only its members may change the description, since it goes
+    into every prompt built from now on. Prompt versions already built keep their text.
+    """
+    who = _check_actor(who, identity_kind)
+    text = " ".join((text or "").split())
+    if not text:
+        raise BadInput("a task description cannot be empty")
+    with ws.write() as db:
+        current = task_info(ws, task).description
+        if base is not None and " ".join(base.split()) != " ".join(current.split()):
+            raise StaleDescription(f"the description of task {task!r} was changed since you "
+                                   f"read it; it now reads: {current}")
+        approvers = list_approvers(ws, task)
+        if approvers and who not in approvers:
+            raise NotApprover(f"{who} is not an approver of task {task!r}; only "
+                              f"{', '.join(approvers)} can change its description")
+        if text == current:
+            return False
+        db.execute("UPDATE tasks SET description = ? WHERE name = ?", [text, task])
+        _audit(db, who, identity_kind, "task", None, "describe",
+               {"task": task, "description": current}, {"task": task, "description": text},
+               comment)
+    return True

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from pld import prompts
+from pld.tasks import BUILTIN_TASKS, get_task
+from pld.tasks.store import TaskInfo
 
 
 def test_there_are_templates_and_extract_is_one() -> None:
@@ -58,3 +60,32 @@ def test_malformed_template_is_reported(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(prompts, "PROMPTS_DIR", tmp_path)
     with pytest.raises(prompts.PromptError, match="write \\$\\$ for a dollar"):
         prompts.render("bad", name="x")
+
+
+@pytest.mark.parametrize("name", BUILTIN_TASKS)
+def test_rule_templates_fit_every_builtin_task(name: str) -> None:
+    from pld.pipeline.consolidate import shape_note
+    from pld.pipeline.extract import build_prompt
+
+    task = get_task(name)
+    labels = list(task.labels) or ["yes", "no"]
+    info = TaskInfo(name, task.kind, labels, task.task_description, "", {"shape": task.shape})
+    text = build_prompt(info, {"text": "An input.", "label": labels[0]})
+    assert "$" not in text and "An input." in text
+    # Nothing from another domain that a rule could copy.
+    assert not re.search(r"money back|refund", text, re.IGNORECASE)
+    expected = {"single": "then the label is <LABEL>",
+                "pair": "the relation between the two parts",
+                "multiple-choice": "choose the option"}[task.shape]
+    assert expected in text
+    if task.shape == "multiple-choice":
+        assert "then the label is" not in text
+    note = shape_note(task.shape)
+    assert (note == "") == (task.shape == "single")
+
+
+def test_builtin_task_shapes() -> None:
+    shapes = {name: get_task(name).shape for name in BUILTIN_TASKS}
+    assert shapes == {"stereoset": "single", "stereoset-stereotype": "pair",
+                      "contract-nli": "pair", "logiqa": "multiple-choice", "custom": "single",
+                      "demo": "single"}

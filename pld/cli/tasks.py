@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pld.cli.common import ctx_workspace, emit, handles_errors
+from pld.cli.common import check_model, ctx_workspace, emit, handles_errors
 from pld.cli.root import cli
 from pld.errors import BadInput
 
@@ -58,7 +58,13 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--label-column", default="label", show_default=True)
 @click.option("--id-column", default=None, help="custom: optional column of unique ids.")
 @click.option("--description", default=None,
-              help="custom: what the task decides, one sentence (goes into the prompts).")
+              help="custom: what the task decides and what an input is made of (goes into "
+                   "every prompt). Without it, draft one: python -m pld describe TASK.")
+@click.option("--shape", type=click.Choice(["single", "pair", "multiple-choice"]),
+              default="single", show_default=True,
+              help="custom: an input is one text, two parts whose relation decides the label "
+                   "(question + clause, claim + document), or a question with lettered "
+                   "options; it picks the form of the teacher's rules.")
 @click.option("--train", "n_train", type=int, default=None, help="Training examples (0 = all).")
 @click.option("--val", "n_val", type=int, default=None, help="Validation examples (0 = all).")
 @click.option("--test", "n_test", type=int, default=None, help="Test examples (0 = all).")
@@ -71,7 +77,7 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @handles_errors
 def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
              text_column: str, label_column: str, id_column: str | None,
-             description: str | None, n_train: int | None, n_val: int | None,
+             description: str | None, shape: str, n_train: int | None, n_val: int | None,
              n_test: int | None, seed: int, context_tokens: int | None, as_json: bool) -> None:
     """Load a task's splits into the workspace (deterministic for a seed)."""
     from pld.tasks import load_custom, load_task
@@ -83,13 +89,19 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
             raise BadInput("load custom: --file PATH is required (a CSV or JSONL file)")
         counts = load_custom(ws, file, name=name, text_column=text_column,
                              label_column=label_column, id_column=id_column, n_train=n_train,
-                             n_val=n_val, n_test=n_test, seed=seed,
+                             n_val=n_val, n_test=n_test, seed=seed, shape=shape,
                              description=(description or "").strip() or None)
         task = name or task_name_for(file)
+        if not (description or "").strip():
+            # Not an error (the file loaded), but the models would work blind: say so.
+            click.echo(f"note: {task} has no description, so teacher and student only see its "
+                       f"file name and labels; write one (load again with --description) or "
+                       f"draft one: python -m pld describe {task} --teacher MODEL", err=True)
     else:
-        if file is not None or description is not None:
+        if file is not None or description is not None or shape != "single":
             # A built-in task brings its own description; silently dropping one would mislead.
-            raise BadInput(f"load {task}: --file and --description are only for custom tasks")
+            raise BadInput(f"load {task}: --file, --description and --shape are only for custom "
+                           "tasks")
         if context_tokens is not None and task != "contract-nli":
             raise BadInput(f"load {task}: --context-tokens is only for contract-nli")
         options = {"context_tokens": context_tokens} if context_tokens is not None else None
@@ -111,3 +123,65 @@ def download_cmd(task: str) -> None:
         click.echo(NOTICES[task], err=True)
     for path in download(task, download_dir()):
         click.echo(f"wrote {path}")
+
+
+@cli.command("describe")
+@click.argument("task")
+@click.option("--teacher", default=None, metavar="MODEL",
+              help="Teacher model string that drafts the description.")
+@click.option("--text", "text", default=None,
+              help="Keep this description (an edited draft) instead of drafting one.")
+@click.option("--keep", is_flag=True, help="Keep the teacher's draft as the description.")
+@click.option("--as", "who", default=None, metavar="NAME",
+              help="Who keeps the description (with --keep or --text).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the sample of labelled examples the teacher reads.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def describe_cmd(ctx: click.Context, task: str, teacher: str | None, text: str | None,
+                 keep: bool, who: str | None, seed: int, as_json: bool) -> None:
+    """Draft a task description from labelled examples, for a person to edit and keep.
+
+    The description is the first thing teacher and student read. Drafting prints the draft and
+    stores nothing; --keep (or --text with an edited version) makes it the task's description,
+    recorded in the audit trail under --as.
+
+    \b
+    Examples:
+      python -m pld describe privacy-qa --teacher local/default
+      python -m pld describe privacy-qa --teacher local/default --keep --as ana
+      python -m pld describe privacy-qa --text "Each input is a question and ..." --as ana
+    """
+    from pld.pipeline.describe import draft_description
+    from pld.review import set_description
+    from pld.tasks.store import task_info
+
+    ws = ctx_workspace(ctx)
+    before = task_info(ws, task).description
+    given = text is not None
+    if given and (keep or teacher):
+        raise BadInput("describe: give --text to keep your own, or --teacher to draft one")
+    if (keep or given) and not who:
+        raise BadInput("describe: --as NAME is required to keep a description")
+    if text is None:
+        if not teacher:
+            raise BadInput("describe: --teacher MODEL is required to draft a description")
+        check_model(teacher)
+        text = draft_description(ws, task, teacher, seed=seed)
+    if keep or given:
+        assert who is not None
+        set_description(ws, task, text, who, base=before)
+    data = {"task": task, "description": " ".join(text.split()), "previous": before,
+            "kept": keep or given}
+
+    def show(d: dict[str, Any]) -> str:
+        lines = [d["description"], ""]
+        if d["kept"]:
+            lines.append(f"kept as the description of {d['task']}")
+        else:
+            lines.append(f"draft only; keep it with: python -m pld describe {d['task']} "
+                         f"--text \"...\" --as NAME (edit it first), or --keep --as NAME")
+        return "\n".join(lines)
+
+    emit(data, as_json, show)

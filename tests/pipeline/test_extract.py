@@ -420,3 +420,21 @@ def test_get_rule_joins_example_and_call(ws: Workspace, fake_openai: FakeOpenAI)
     assert rule["call"]["params"]["json_schema"] == ex.SCHEMA
     with pytest.raises(BadInput, match="rule 999"):
         ex.get_rule(ws, 999)
+
+
+def test_multiple_choice_rules_say_how_to_choose_and_name_no_letter() -> None:
+    from pld.pipeline.extract import flag_rule
+
+    letters = ["A", "B", "C", "D"]
+    good = ("If the question asks which option weakens the argument, choose the option that "
+            "gives a reason the conclusion may not follow.")
+    assert flag_rule(good, "B", letters, "passage", "multiple-choice") == []
+    assert "names_option" in flag_rule("If the question is about cause, then the answer is "
+                                       "option B.", "B", letters, "p", "multiple-choice")
+    assert "names_option" in flag_rule("If the passage is long, choose (C) that repeats it.",
+                                       "C", letters, "p", "multiple-choice")
+    # The article "a" is no option letter, and no gold letter is expected.
+    assert flag_rule("If a question asks for an assumption, choose the option that the "
+                     "argument needs.", "A", letters, "p", "multiple-choice") == []
+    # Read as a single-text rule it is wrongly flagged: the article "a" reads as label A.
+    assert flag_rule(good, "B", letters, "passage") == ["wrong_label"]

@@ -178,3 +178,23 @@ def test_read_rows_keeps_values_and_lines(tmp_path: Path) -> None:
     rows = read_rows(path)
     assert [(r.line, r.text, r.label) for r in rows] == [
         (2, "multi\nline, quoted", "a"), (4, "plain", "a"), (5, "3", "b"), (6, "x", "b")]
+
+
+def test_shape_is_kept_and_checked(ws: Workspace, tmp_path: Path, ws_path: Path) -> None:
+    from tests.cli.test_contract import pld
+
+    path = _csv(tmp_path / "pairs.csv", _rows(30))
+    load_custom(ws, path, id_column="id", shape="pair", description="A note and a payment.")
+    info = task_info(ws, "pairs")
+    assert info.shape == "pair" and info.description == "A note and a payment."
+    with pytest.raises(BadInput, match="--shape"):
+        load_custom(ws, path, name="other", shape="triple")
+    assert load_task(ws, "demo") and task_info(ws, "demo").shape == "single"
+
+    # Without a description the command loads and says what the models will miss.
+    r = pld("load", "custom", "--file", str(path), "--name", "blind", "--id-column", "id",
+            ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    assert "no description" in r.stderr and "python -m pld describe blind" in r.stderr
+    bad = pld("load", "demo", "--shape", "pair", ws=ws_path)
+    assert bad.returncode == 2 and "--shape" in bad.stderr
