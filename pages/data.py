@@ -13,11 +13,17 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pld.errors import BadInput
+from pld import review
+from pld.errors import BadInput, NotReady
+from pld.llm.calls import CallFailed
+from pld.llm.teacher_json import UnusableReply
+from pld.pipeline.describe import draft_description
 from pld.tasks import load_task, task_statuses
+from pld.tasks.base import SHAPES
 from pld.tasks.custom import task_name_for
 from pld.tasks.stats import label_counts, preview_rows
-from pld.ui import uploads
+from pld.tasks.store import task_info
+from pld.ui import sidebar, uploads
 from pld.ui.page import flash, setup, show_flash
 from pld.workspace import Workspace
 
@@ -26,6 +32,8 @@ SPLITS = ("train", "val", "test")
 NO_ID = "(none: number the rows)"
 # Widgets whose defaults come from the uploaded file (its name, its columns).
 UPLOAD_DEFAULTED = ("data_text_col", "data_label_col", "data_id_col", "data_task_name")
+SHAPE_NAMES = {"single": "one text", "pair": "two parts (e.g. question + passage)",
+               "multiple-choice": "a question with lettered options"}
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -69,6 +77,7 @@ def _load_upload(ws: Workspace) -> None:
         "id_column": None if id_column in (None, NO_ID) else id_column,
         "seed": int(st.session_state.get("data_upload_seed") or 0),
         "description": (st.session_state.get("data_description") or "").strip() or None,
+        "shape": st.session_state.get("data_shape") or "single",
     }
     try:
         name, counts = uploads.load_custom_upload(
@@ -159,16 +168,73 @@ def _upload_section(ws: Workspace) -> None:
     c1, c2 = st.columns([3, 1])
     c1.text_input("Task name", value=task_name_for(upload.name), key="data_task_name")
     c2.number_input("Seed", min_value=0, value=0, key="data_upload_seed")
-    st.text_area("Task description (optional)", key="data_description",
-                 help="What the labels mean; the teacher and the student read it.")
+    st.text_area(
+        "Task description", key="data_description",
+        placeholder="What one input is made of and what each label means. Example: Each "
+                    "input is a customer question and one clause of a policy; relevant if the "
+                    "clause answers the question, irrelevant otherwise.",
+        help="The first thing the teacher and the student read. Left empty, they only learn "
+             "the file name and the labels; you can draft one with the teacher after loading.")
+    st.radio("An input is", list(SHAPES), key="data_shape", horizontal=True,
+             format_func=SHAPE_NAMES.get,
+             help="Picks the form of the teacher's rules: about one text, about how two parts "
+                  "relate, or about how to choose among lettered options.")
     st.button("Load file", key="data_load_upload", type="primary", on_click=_load_upload,
               args=(ws,))
     _inline_error("upload")
 
 
+def _keep_description(ws: Workspace, task: str, base: str) -> None:
+    text = st.session_state.get(f"data_desc_edit_{task}") or ""
+    try:
+        changed = review.set_description(ws, task, text, sidebar.reviewer(), base=base)
+    except BadInput as e:
+        st.session_state[ERROR_KEY] = ("describe", str(e))
+        return
+    st.session_state.pop(ERROR_KEY, None)
+    flash("success", "Description kept." if changed else "The description was already this.")
+
+
+def _draft_description(ws: Workspace, task: str) -> None:
+    teacher = sidebar.model("teacher")
+    try:
+        with st.spinner(f"{teacher} is reading a sample of labelled examples..."):
+            draft = draft_description(ws, task, teacher)
+    except (BadInput, NotReady, UnusableReply, CallFailed) as e:
+        st.session_state[ERROR_KEY] = ("describe", f"No draft: {e}")
+        return
+    st.session_state.pop(ERROR_KEY, None)
+    # A callback runs before the text area is drawn, so the draft can fill it.
+    st.session_state[f"data_desc_edit_{task}"] = draft
+    flash("info", "The teacher's draft is in the box below: edit it, then keep it.")
+
+
+def _description_section(ws: Workspace, task: str) -> None:
+    info = task_info(ws, task)
+    st.markdown("**Description** (what the teacher and the student read first)")
+    if info.description.strip():
+        st.text(info.description)  # uploader-written text: plain, never Markdown
+    else:
+        st.warning("This task has no description: the models only see its labels.")
+    with st.expander("Edit the description", expanded=not info.description.strip()):
+        st.text_area("Description", value=info.description, key=f"data_desc_edit_{task}",
+                     height=120)
+        c1, c2 = st.columns(2)
+        c1.button("Draft with the teacher", key="data_desc_draft", on_click=_draft_description,
+                  args=(ws, task), help="The teacher reads a few labelled training examples "
+                                        "per label and proposes a description; nothing is "
+                                        "kept until you keep it.")
+        c2.button("Keep this description", key="data_desc_keep", type="primary",
+                  on_click=_keep_description, args=(ws, task, info.description),
+                  help="Recorded in the audit trail under your reviewer name; prompts built "
+                       "from now on start with it.")
+        _inline_error("describe")
+
+
 def _task_section(ws: Workspace, task: str) -> None:
     counts = label_counts(ws, task)
     st.subheader(f"Task: {task}")
+    _description_section(ws, task)
     cols = st.columns(len(SPLITS))
     for col, split in zip(cols, SPLITS, strict=True):
         col.metric(f"{split} examples", sum(counts.get(split, {}).values()))

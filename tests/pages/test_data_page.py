@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from pld.tasks.store import task_info
+from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import Populated, connect
 
 GOOD_CSV = (b"message,category,ref\n" + b"".join(
@@ -133,3 +136,33 @@ def test_a_second_upload_gets_its_own_defaults(open_page: Callable[..., AppTest]
     at.button(key="data_load_upload").click().run()
     assert not _errors(at), _errors(at)
     assert _counts(app_ws) == {"branch-notes": 12}
+
+
+def test_upload_keeps_description_and_shape_then_a_draft_is_kept(
+        open_page: Callable[..., AppTest], app_ws: Path, fake_openai: FakeOpenAI) -> None:
+    draft = "Each input is a bank message. cards: about cards; loans: about loans."
+    fake_openai.responder = lambda body: json.dumps({"description": draft})
+    at = open_page("data", reviewer="ana", teacher=fake_openai.model_string()).run()
+    at.file_uploader(key="data_upload").set_value(("Bank Mail.csv", GOOD_CSV, "text/csv")).run()
+    at.selectbox(key="data_text_col").set_value("message")
+    at.selectbox(key="data_label_col").set_value("category")
+    at.radio(key="data_shape").set_value("pair")
+    at.button(key="data_load_upload").click().run()
+    assert not _errors(at), _errors(at)
+    with connect(app_ws) as ws:
+        info = task_info(ws, "bank-mail")
+    assert info.shape == "pair" and info.description.startswith("Custom task from")
+
+    at.button(key="data_desc_draft").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.text_area(key="data_desc_edit_bank-mail").value == draft
+    with connect(app_ws) as ws:
+        assert task_info(ws, "bank-mail").description != draft  # a draft keeps nothing
+    at.text_area(key="data_desc_edit_bank-mail").set_value(draft + " Edited.")
+    at.button(key="data_desc_keep").click().run()
+    assert not _errors(at), _errors(at)
+    with connect(app_ws) as ws:
+        assert task_info(ws, "bank-mail").description == draft + " Edited."
+        [row] = ws.query("SELECT who, action FROM reviews WHERE entity = 'task'")
+    assert (row["who"], row["action"]) == ("ana", "describe")
+    assert draft + " Edited." in [t.value for t in at.text]
