@@ -15,6 +15,7 @@ import streamlit as st
 
 from pld import jobs, review
 from pld.errors import BadInput
+from pld.pipeline import impact
 from pld.ui import diffs, page, sidebar
 from pld.workspace import Workspace
 
@@ -272,6 +273,62 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
     page.jobs_panel(ws, task, "consolidate")  # outside: collapsed once heuristics exist
 
 
+def _start_impact(ws: Workspace, task: str, student: str) -> None:
+    try:
+        job = jobs.start(ws.path, ["review", "impact", task, "--student", student])
+    except (BadInput, OSError) as e:
+        page.flash("error", f"Could not start the measurement: {e}")
+    else:
+        page.flash("success", f"Measuring each heuristic's effect in the background "
+                              f"({job.describe()}).")
+
+
+def _impact_section(ws: Workspace, task: str) -> None:
+    student = sidebar.model("student")
+    report = impact.latest_impact(ws, task)
+    with st.expander("Measured effect on the student (evidence per heuristic)",
+                     expanded=report is not None):
+        st.write(f"The student `{student}` answers the validation split with all approved "
+                 "heuristics, without each one in turn, and with none. A heuristic's effect is "
+                 "validation macro-F1 with it minus without it (paired bootstrap 95% CI); it "
+                 "*fixes* answers that are right only with it and *breaks* answers that are "
+                 "right only without it. Harmful ones come first.")
+        busy = page.is_busy(ws, task, "impact")
+        st.button("Measure the approved heuristics", key="h_impact", disabled=busy,
+                  on_click=_start_impact, args=(ws, task, student),
+                  help="Runs `python -m pld review impact` in the background; every prompt is "
+                       "one pass over the validation split (cached calls are free).")
+        if report is None:
+            st.caption("Not measured yet.")
+        else:
+            _impact_report(report)
+    page.jobs_panel(ws, task, "impact")
+
+
+def _impact_report(report: dict[str, Any]) -> None:
+    key = "calibrated_macro_f1" if report["metric"] == "calibrated" else "macro_f1"
+    if not report.get("current"):
+        st.warning("Measured on an earlier set of approved heuristics: measure again to see "
+                   "the current set.")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("All approved heuristics", f"{report['full'][key]:.3f}")
+    c2.metric("No heuristics", f"{report['no_rules'][key]:.3f}",
+              delta=f"{report['no_rules'][key] - report['full'][key]:+.3f}")
+    c3.metric("Harmful heuristics", sum(h["harmful"] for h in report["heuristics"]))
+    st.caption(f"Student {report['student']} · {report['n_val']} validation items · "
+               f"{report['metric']} answers (macro-F1) · measured {report['created_at']}")
+    st.dataframe(pd.DataFrame([{
+        "#": h["number"], "id": h["heuristic_id"], "effect": h["effect"],
+        "CI low": (h["ci"] or [None, None])[0], "CI high": (h["ci"] or [None, None])[1],
+        "fixes": len(h["fixes"]), "breaks": len(h["breaks"]),
+        "F1 without": h["without"].get(key), "harmful": h["harmful"], "text": h["text"],
+    } for h in report["heuristics"]]), hide_index=True,
+        column_config={**{k: st.column_config.NumberColumn(format="%+.3f")
+                          for k in ("effect", "CI low", "CI high")},
+                       "F1 without": st.column_config.NumberColumn(format="%.3f"),
+                       "text": st.column_config.TextColumn(width="large")})
+
+
 def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) -> list[str]:
     approvers = review.list_approvers(ws, task)
     with st.expander(f"Approvers ({len(approvers) or 'anyone'})"):
@@ -527,6 +584,7 @@ def main() -> None:
                 "Clusters page, then consolidate them above.")
         return
     _overview(rows)
+    _impact_section(ws, task)
     _merge_section(ws, rows, me)
     show = st.selectbox("Show", ["all", *review.STATUSES], key="h_filter")
     shown = rows if show == "all" else [r for r in rows if r["status"] == show]

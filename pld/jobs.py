@@ -121,9 +121,15 @@ def _mark_dead_runs(ws: Workspace) -> None:
                              "start it again to resume"})
 
 
+_GROUPS = ("review", "evals", "rules", "clusters", "prompts")
+
+
 def _infer(args: Sequence[str]) -> tuple[str, str | None]:
     if not args:
         raise BadInput("a job needs a pld command, e.g. ['extract', TASK, '--teacher', MODEL]")
+    if str(args[0]) in _GROUPS and len(args) > 1:
+        # "review impact TASK": the subcommand is the kind (its runs carry that kind too).
+        args = args[1:]
     kind = str(args[0])
     task = str(args[1]) if len(args) > 1 and not str(args[1]).startswith("-") else None
     return kind, task

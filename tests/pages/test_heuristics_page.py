@@ -382,3 +382,40 @@ def test_reject_a_heuristic(open_page: OpenPage, populated_ws: Populated) -> Non
     with populated_ws.open() as ws:
         assert hid not in [h["id"] for h in review.approved_heuristics(ws, populated_ws.task)]
     assert at.button(key=f"h_reject_{hid}").disabled  # nothing left to reject
+
+
+def test_impact_of_each_heuristic_is_shown_harmful_first(
+        open_page: OpenPage, populated_ws: Populated, fake_openai: FakeOpenAI) -> None:
+    from pld.pipeline.impact import measure_impact
+
+    first = populated_ws.approved_heuristic_ids[0]
+    with populated_ws.open() as ws:
+        first_text = review.fetch(ws, first)["text"]
+
+    def student(body: dict[str, Any]) -> str:
+        # Misled by the first heuristic: with it, everything is that label.
+        system = next(m["content"] for m in body["messages"] if m["role"] == "system")
+        return populated_ws.labels[0] if first_text in system else populated_ws.labels[1]
+
+    fake_openai.responder = student
+    model = fake_openai.model_string("student")
+    with populated_ws.open() as ws:
+        report = measure_impact(ws, populated_ws.task, model)
+    at = open_page("heuristics", task=populated_ws.task, reviewer="ana", student=model)
+    at.run()
+    assert not at.exception
+    table = _frame(at, "effect")
+    assert list(table["id"]) == [h["heuristic_id"] for h in report["heuristics"]]
+    assert list(table["effect"]) == [h["effect"] for h in report["heuristics"]]
+    assert list(table["effect"]) == sorted(table["effect"])
+    assert "Measured on an earlier set" not in _texts(at.warning)
+
+    at.button(key="h_impact").click().run()
+    assert "Measuring each heuristic's effect" in _texts(at.success)
+    with populated_ws.open() as ws:
+        [job] = jobs.list_jobs(ws, populated_ws.task, "impact")
+        assert job.args == ["review", "impact", populated_ws.task, "--student", model]
+        # Once the approved set changes, the report says it is about an earlier set.
+        review.reject(ws, first, "ana")
+    at.run()
+    assert "Measured on an earlier set" in _texts(at.warning)
