@@ -101,14 +101,21 @@ def _chart(history: list[dict[str, Any]]) -> None:
 def _history_table(history: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
         "iteration": h["iteration"], "prompt": f"v{h['prompt_version']}",
-        "macro-F1": h["macro_f1"], "Δ vs best": h["delta"], "errors": h["n_errors"],
+        "macro-F1": h["macro_f1"], "answers": h.get("metric", "raw"),
+        "raw macro-F1": h.get("raw_macro_f1"), "Δ vs best": h["delta"],
+        "errors": h["n_errors"],
         "adopted": h["adopted"], "best": f"v{h['best_version']}",
         "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],
         "rejected": h["proposals_rejected"], "pending": h["proposals_pending"],
         "stop": h["stop"] or "", "student": h["student"],
     } for h in history]), hide_index=True,
         column_config={"macro-F1": st.column_config.NumberColumn(format="%.3f"),
+                       "raw macro-F1": st.column_config.NumberColumn(format="%.3f"),
                        "Δ vs best": st.column_config.NumberColumn(format="%+.3f")})
+    if any(h.get("metric") == "calibrated" for h in history):
+        st.caption("macro-F1 is scored on calibrated answers (each version's own per-label "
+                   "bias, fitted on these validation items): what adoption compares and what "
+                   "ships. The raw column is the student's own answers.")
 
 
 def _change_html(p: dict[str, Any]) -> str:

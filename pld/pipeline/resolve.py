@@ -262,7 +262,8 @@ def best_version(ws: Workspace, task: str, student: str | None = None) -> int | 
 
 def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
     """One dict per iteration of ``task``, oldest first: iteration, prompt_version, macro_f1
-    (validation), accuracy, n, n_errors, proposals_made / proposals_accepted /
+    (validation, on ``metric`` answers: calibrated when the student could be calibrated, what
+    adoption compares), raw_macro_f1, accuracy, n, n_errors, proposals_made / proposals_accepted /
     proposals_rejected / proposals_pending, adopted, best_version after it, delta (against the
     best before it), basis_version (the version whose errors the proposals address), stop,
     failed_groups (heuristic id -> error of each teacher call that failed), student and
@@ -277,6 +278,7 @@ def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
         made = sum(counts.get((k, s), 0) for s in PROPOSAL_STATUSES)
         out.append({
             "iteration": k, "prompt_version": r["prompt_version"], "macro_f1": r["macro_f1"],
+            "metric": r["metric"], "raw_macro_f1": r["raw_macro_f1"],
             "accuracy": r["accuracy"], "n": r["n"], "n_errors": r.get("n_errors"),
             "proposals_made": made, "proposals_accepted": counts.get((k, ACCEPTED), 0),
             "proposals_rejected": counts.get((k, REJECTED), 0),

@@ -223,7 +223,7 @@ def test_a_loop_whose_teacher_failed_says_so_and_retries(open_page: OpenPage,
     at.run()
     assert not at.exception
     warning = _texts(at.warning)
-    assert "Every teacher call of iteration 1 failed" in warning and "BadReplyError" in warning
+    assert "Every teacher call of iteration 1 failed" in warning and "UnusableReply" in warning
     assert "teacher-failed" in _frame(at, "stop")["stop"].tolist()
     at.button(key="c_run").click().run()
     with populated_ws.open() as ws:
