@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +45,7 @@ import numpy as np
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
+from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
 from pld.llm.teacher_json import UnusableReply, ask_json
@@ -438,22 +438,12 @@ def _check_args(teacher: str, concurrency: int | None, max_rules_per_call: int) 
 def _work(ctx: _Context, todo: dict[int, list[Rule]], concurrency: int,
           summary: ConsolidateSummary, run: Run) -> None:
     """Consolidate clusters on a pool, writing each heuristic as it arrives."""
-    if not todo:
-        return
-    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)),
-                              thread_name_prefix="pld-consolidate")
-    try:
-        futures = [pool.submit(_consolidate_cluster, ctx, k, v) for k, v in todo.items()]
-        for fut in as_completed(futures):
-            try:
-                outcome = fut.result()
-            except ConfigError as e:  # e.g. a missing API key: no cluster can succeed
-                raise BadInput(str(e)) from e
-            _record(summary, outcome)
-            run.advance()
-    finally:
-        # Calls in flight finish (and land in the cache); queued clusters are dropped.
-        pool.shutdown(wait=True, cancel_futures=True)
+    def work(cluster_id: int) -> Any:
+        return _consolidate_cluster(ctx, cluster_id, todo[cluster_id])
+
+    for _, outcome in fan_out(work, list(todo), workers=concurrency, name="consolidate"):
+        _record(summary, outcome)
+        run.advance()
 
 
 def consolidate(

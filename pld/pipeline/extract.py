@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
+from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
 from pld.llm.teacher_json import UnusableReply, ask_json
@@ -333,28 +333,18 @@ def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]
           status: dict[int, str], concurrency: int, run: Run) -> tuple[int, int, int]:
     """Run the teacher calls on a pool, writing each outcome as it arrives."""
     done = failed = flagged = 0
-    if not todo:
-        return done, failed, flagged
-    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(todo)),
-                              thread_name_prefix="pld-extract")
-    try:
-        futures = [pool.submit(_extract_one, ws, info, teacher, ex, run.id,
-                               status.get(ex["id"]) == FAILED) for ex in todo]
-        for future in as_completed(futures):
-            try:
-                outcome = future.result()
-            except ConfigError as err:  # e.g. a missing API key: no example can succeed
-                raise BadInput(str(err)) from err
-            _save(ws, info.name, teacher, run.id, outcome)
-            if outcome.status == OK:
-                done += 1
-                flagged += bool(outcome.flags)
-            else:
-                failed += 1
-            run.advance()
-    finally:
-        # Calls already in flight finish (and land in the cache); queued ones are dropped.
-        pool.shutdown(wait=True, cancel_futures=True)
+
+    def work(ex: dict[str, Any]) -> _Outcome:
+        return _extract_one(ws, info, teacher, ex, run.id, status.get(ex["id"]) == FAILED)
+
+    for _, outcome in fan_out(work, todo, workers=concurrency, name="extract"):
+        _save(ws, info.name, teacher, run.id, outcome)
+        if outcome.status == OK:
+            done += 1
+            flagged += bool(outcome.flags)
+        else:
+            failed += 1
+        run.advance()
     return done, failed, flagged
 
 

@@ -66,7 +66,6 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +75,7 @@ from pld import review
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
+from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
 from pld.llm.teacher_json import UnusableReply, ask_json
@@ -753,28 +753,27 @@ def _propose(ws: Workspace, o: _Options, run: Run, rec: dict[str, Any],
     texts = {r["id"]: r["text"] for r in rules}
     run.set_total(len(groups))
 
-    def work(group: _Group) -> list[dict[str, Any]]:
-        raw = _ask_teacher(ws, o, run.id, _teacher_prompt(o, rules, group, tried))
+    def work(group: _Group) -> list[dict[str, Any]] | str:
+        try:
+            raw = _ask_teacher(ws, o, run.id, _teacher_prompt(o, rules, group, tried))
+        except (UnusableReply, calls.CallFailed) as e:
+            return f"{type(e).__name__}: {e}"  # this group failed; the others go on
         return _keep(group, texts, raw)
 
     workers = o.concurrency or default_concurrency(o.teacher)
+    outcomes: dict[int, list[dict[str, Any]] | str] = {}
+    for g, outcome in fan_out(work, groups, workers=workers, name="resolve"):
+        outcomes[g.heuristic_id] = outcome
+        run.advance()
     found: list[dict[str, Any]] = []
     failed: dict[int, str] = {}
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(groups) or 1)),
-                              thread_name_prefix="pld-resolve")
-    try:
-        # Collected in group order, so the stored proposals do not depend on thread timing.
-        futures = [(g, pool.submit(work, g)) for g in groups]
-        for g, fut in futures:
-            try:
-                found.extend(fut.result())
-            except ConfigError as e:  # e.g. a missing API key: no group can succeed
-                raise BadInput(str(e)) from e
-            except (UnusableReply, calls.CallFailed) as e:
-                failed[g.heuristic_id] = f"{type(e).__name__}: {e}"
-            run.advance()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    # Collected in group order, so the stored proposals do not depend on thread timing.
+    for g in groups:
+        outcome = outcomes[g.heuristic_id]
+        if isinstance(outcome, str):
+            failed[g.heuristic_id] = outcome
+        else:
+            found.extend(outcome)
     removals = _impact_removals(ws, o, found) if o.impact else []
     found.extend(removals)
     if groups and len(failed) == len(groups) and not removals:

@@ -10,7 +10,6 @@ text again returns the version that already holds it.
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +17,10 @@ from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
+from pld.llm.fan_out import fan_out
 from pld.llm.registry import default_concurrency
 from pld.pipeline.runs import (
     ProgressCallback,
-    Run,
     stage_run,
 )
 from pld.review import approved_heuristics
@@ -264,12 +263,10 @@ def predict(
                 db["predictions"].insert(row, ignore=True)
             return row
 
-        if workers == 1 or len(todo) <= 1:
-            for ex in todo:
-                done[ex["id"]] = classify(ex)
-                run.advance()
-        else:
-            _run_pool(classify, todo, workers, done, run)
+        for ex, row in fan_out(classify, todo, workers=workers, name="student"):
+            done[ex["id"]] = row
+            # Progress is counted on this thread only: Run is not thread-safe.
+            run.advance()
 
     kept = [r for r in items if r["id"] in done]
     return PredictResult(
@@ -280,23 +277,3 @@ def predict(
         call_ids=[done[r["id"]]["call_id"] for r in kept],
         scores=[loads(done[r["id"]]["scores"]) for r in kept],
     )
-
-
-def _run_pool(
-    classify: Any, todo: list[dict[str, Any]], workers: int, done: dict[int, Any], run: Run
-) -> None:
-    """Run ``classify`` over ``todo`` on a thread pool; stop at the first failure."""
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="student")
-    try:
-        pending: dict[Future[dict[str, Any]], int] = {
-            pool.submit(classify, ex): ex["id"] for ex in todo
-        }
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                example_id = pending.pop(fut)
-                done[example_id] = fut.result()  # re-raises the worker's failure here
-                # Progress is counted on this thread only: Run is not thread-safe.
-                run.advance()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
