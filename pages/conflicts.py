@@ -11,7 +11,7 @@ import streamlit as st
 
 from pld import jobs
 from pld.errors import BadInput
-from pld.pipeline import resolve
+from pld.pipeline import decisions, resolve_state, resolve_view
 from pld.ui import diffs, page, sidebar
 from pld.workspace import Workspace
 
@@ -32,14 +32,14 @@ def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
         return
     comment = (st.session_state.get(comment_key) or "").strip() or None
     try:
-        p = resolve.decide_proposal(ws, pid, accept, who.name, comment=comment,
+        p = decisions.decide_proposal(ws, pid, accept, who.name, comment=comment,
                                     identity_kind=who.kind)
     except BadInput as e:
         page.flash("error", f"Proposal #{pid} not decided: {e}")
         return
     if not accept:
         msg = f"Rejected proposal #{pid}."
-    elif p["kind"] == resolve.REMOVE:
+    elif p["kind"] == resolve_state.REMOVE:
         msg = f"Accepted proposal #{pid}: heuristic #{p['heuristic_id']} is now rejected."
     else:
         msg = (f"Accepted proposal #{pid}: the new text is a draft by {who.name}; someone else "
@@ -120,9 +120,9 @@ def _history_table(history: list[dict[str, Any]]) -> None:
 
 def _change_html(p: dict[str, Any]) -> str:
     current = (p["heuristic"] or {}).get("text") or ""
-    if p["kind"] == resolve.ADD:
+    if p["kind"] == resolve_state.ADD:
         return diffs.diff_html("", p["text"])
-    if p["kind"] == resolve.REMOVE:
+    if p["kind"] == resolve_state.REMOVE:
         return diffs.diff_html(current, "")
     return diffs.diff_html(current, p["text"])
 
@@ -130,15 +130,15 @@ def _change_html(p: dict[str, Any]) -> str:
 def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None,
                    prefix: str) -> None:
     pid, kind = p["id"], p["kind"]
-    target = "a new heuristic" if kind == resolve.ADD else f"heuristic #{p['heuristic_id']}"
+    target = "a new heuristic" if kind == resolve_state.ADD else f"heuristic #{p['heuristic_id']}"
     with st.container(border=True):
         st.markdown(f"**Proposal #{pid}** · {kind} {target} · *{p['status']}*")
         if p["rationale"]:
             st.text(p["rationale"])  # the teacher's words: plain, never Markdown
-        if kind != resolve.ADD and p["heuristic"] is None:
+        if kind != resolve_state.ADD and p["heuristic"] is None:
             st.warning(f"Heuristic #{p['heuristic_id']} no longer exists.")
         st.html(_change_html(p))
-        if p["status"] != resolve.PENDING:
+        if p["status"] != resolve_state.PENDING:
             made = (f" (created heuristic #{p['created_heuristic_id']})"
                     if p.get("created_heuristic_id") else "")
             st.caption(f"{p['status']} by {p['decided_by']} at {p['decided_at']}{made}")
@@ -226,8 +226,8 @@ def main() -> None:
         st.warning("Nobody is identified: enter your name in the sidebar (or log in) to accept "
                    "or reject proposals. Those buttons stay disabled until then.")
     page.show_flash()
-    history = resolve.iteration_history(ws, task)
-    failed = bool(history) and history[-1]["stop"] == resolve.TEACHER_FAILED
+    history = resolve_view.iteration_history(ws, task)
+    failed = bool(history) and history[-1]["stop"] == resolve_state.TEACHER_FAILED
     if failed:
         last = history[-1]
         reasons = "; ".join(f"heuristic #{h}: {e}" for h, e in last["failed_groups"].items())
@@ -244,9 +244,9 @@ def main() -> None:
     iterations = [h["iteration"] for h in history]
     page.follow_newest("c_iteration", iterations, iterations[-1], scope=task)
     k = st.selectbox("Iteration", iterations, key="c_iteration")
-    proposals = resolve.list_proposals(ws, task, k)
-    errors = resolve.errors_for_iteration(ws, task, k)
-    pending = sum(p["status"] == resolve.PENDING for p in proposals)
+    proposals = resolve_view.list_proposals(ws, task, k)
+    errors = resolve_view.errors_for_iteration(ws, task, k)
+    pending = sum(p["status"] == resolve_state.PENDING for p in proposals)
     if pending:
         st.info(f"{pending} proposal(s) of iteration {k} wait for a decision. After deciding, "
                 "approve the resulting drafts on the Heuristics page and run the loop again.")

@@ -383,7 +383,7 @@ def review_approvers(ctx: click.Context, task: str, add_name: str | None,
 @handles_errors
 def review_proposals(ctx: click.Context, task: str, status: str, as_json: bool) -> None:
     """The teacher's proposed fixes from the conflict loop."""
-    from pld.pipeline.resolve import list_proposals
+    from pld.pipeline.resolve_view import list_proposals
 
     rows = list_proposals(ctx_workspace(ctx), task, status=None if status == "all" else status)
     data = {"task": task, "proposals": rows}
@@ -410,7 +410,7 @@ def review_proposals(ctx: click.Context, task: str, status: str, as_json: bool) 
 def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: str | None,
                   who: str) -> None:
     """Accept or reject one proposal of the conflict loop."""
-    from pld.pipeline.resolve import decide_proposal
+    from pld.pipeline.decisions import decide_proposal
 
     decide_proposal(ctx_workspace(ctx), proposal_id, decision == "accept", who, comment=comment)
     click.echo(f"proposal #{proposal_id} {decision}ed by {who}")

@@ -24,7 +24,8 @@ from pld.pipeline.embed import DEFAULT_EMBEDDER
 from pld.pipeline.evaluate import evaluate
 from pld.pipeline.export import export
 from pld.pipeline.extract import extract
-from pld.pipeline.resolve import best_version, resolve
+from pld.pipeline.resolve import resolve
+from pld.pipeline.resolve_state import best_version
 from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
 from pld.pipeline.student import PromptVersion, build_prompt, get_prompt
 from pld.tasks import BUILTIN_TASKS, load_task

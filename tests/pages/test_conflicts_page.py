@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs, review
-from pld.pipeline import resolve
+from pld.pipeline import decisions, resolve, resolve_state, resolve_view
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.fakes.openai_server import FakeOpenAI
@@ -55,13 +55,13 @@ def looped(populated_ws: Populated, fake_openai: FakeOpenAI) -> Populated:
     with populated_ws.open() as ws:
         summary = resolve.resolve(ws, populated_ws.task, model, model, iterations=1,
                                   attribution="tfidf")
-    assert summary.stop_reason == resolve.AWAITING_REVIEW and summary.pending > 0
+    assert summary.stop_reason == resolve_state.AWAITING_REVIEW and summary.pending > 0
     return populated_ws
 
 
 def _proposals(pop: Populated) -> list[dict[str, Any]]:
     with pop.open() as ws:
-        return resolve.list_proposals(ws, pop.task)
+        return resolve_view.list_proposals(ws, pop.task)
 
 
 def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
@@ -106,7 +106,7 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
     history = _frame(at, "adopted")
     assert list(history["iteration"]) == [1] and list(history["adopted"]) == [True]
     with looped.open() as ws:
-        errors = resolve.errors_for_iteration(ws, looped.task, 1)
+        errors = resolve_view.errors_for_iteration(ws, looped.task, 1)
     first = errors[0]
     markdown = _texts(at.markdown)
     assert f"**Example #{first['example_id']}**" in markdown
@@ -148,7 +148,7 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
 
 def test_reject_from_an_error_card(open_page: OpenPage, looped: Populated) -> None:
     with looped.open() as ws:
-        errors = resolve.errors_for_iteration(ws, looped.task, 1)
+        errors = resolve_view.errors_for_iteration(ws, looped.task, 1)
     first = errors[0]
     involved = {h["id"] for h in first["heuristics"]}
     target = next(p for p in _proposals(looped)
@@ -187,12 +187,12 @@ def test_iteration_choice_moves_to_a_new_iteration(open_page: OpenPage, looped: 
     assert at.selectbox(key="c_iteration").value == 1
     model = fake_openai.model_string()
     with looped.open() as ws:
-        for p in resolve.list_proposals(ws, looped.task, 1):
-            resolve.decide_proposal(ws, p["id"], True, "bea")
+        for p in resolve_view.list_proposals(ws, looped.task, 1):
+            decisions.decide_proposal(ws, p["id"], True, "bea")
         for h in review.list_heuristics(ws, looped.task, review.DRAFT):
             review.approve(ws, h["id"], "carl")
         resolve.resolve(ws, looped.task, model, model, iterations=1, attribution="tfidf")
-        newest = resolve.iteration_history(ws, looped.task)[-1]["iteration"]
+        newest = resolve_view.iteration_history(ws, looped.task)[-1]["iteration"]
     assert newest > 1
     at.run()
     assert not at.exception
@@ -216,7 +216,7 @@ def test_a_loop_whose_teacher_failed_says_so_and_retries(open_page: OpenPage,
     with populated_ws.open() as ws:
         summary = resolve.resolve(ws, populated_ws.task, model, model, iterations=1,
                                   attribution="tfidf")
-    assert summary.stop_reason == resolve.TEACHER_FAILED
+    assert summary.stop_reason == resolve_state.TEACHER_FAILED
 
     at = open_page("conflicts", task=populated_ws.task, reviewer="ana", teacher=model,
                    student=model)

@@ -13,6 +13,7 @@ import pytest
 
 from pld import review
 from pld.errors import BadInput, NotReady
+from pld.pipeline import decisions, impact, proposals, resolve_state, resolve_view
 from pld.pipeline import resolve as rs
 from pld.pipeline.student import get_prompt
 from pld.review import FourEyes, StaleEdit
@@ -135,7 +136,7 @@ def heuristic(ws: Workspace, hid: int) -> dict[str, Any]:
     return ws.query("SELECT * FROM heuristics WHERE id = ?", [hid])[0]
 
 
-def run(ws: Workspace, fake: FakeOpenAI, **kw: Any) -> rs.ResolveSummary:
+def run(ws: Workspace, fake: FakeOpenAI, **kw: Any) -> resolve_state.ResolveSummary:
     kw.setdefault("attribution", "tfidf")
     kw.setdefault("concurrency", 1)
     # The teacher-driven loop; test_measured_harm_becomes_a_remove_proposal covers impact.
@@ -160,7 +161,7 @@ def test_interactive_iteration_proposes_from_val_errors_and_waits(
     (h,) = s.history
     assert (h["iteration"], h["n_errors"], h["adopted"], h["proposals_made"]) == (1, 3, True, 2)
     assert h["macro_f1"] == pytest.approx((0.5 + 0.8 + 4 / 7) / 3)
-    assert s.best_version == h["prompt_version"] == rs.best_version(ws, TASK)
+    assert s.best_version == h["prompt_version"] == resolve_state.best_version(ws, TASK)
     ev = ws.query("SELECT * FROM evaluations WHERE task = ?", [TASK])
     assert [(e["method"], e["split"], e["prompt_version"]) for e in ev] \
         == [("resolve-iter-1", "val", h["prompt_version"])]
@@ -173,7 +174,7 @@ def test_interactive_iteration_proposes_from_val_errors_and_waits(
     shown = {int(i) for b in teacher_requests(fake_openai)
              for i in re.findall(r"#(\d+) \(label:", b["messages"][0]["content"])}
     assert shown == set(book["successes"])
-    props = rs.list_proposals(ws, TASK, iteration=1)
+    props = resolve_view.list_proposals(ws, TASK, iteration=1)
     by_target = {p["heuristic_id"]: p for p in props}
     assert set(by_target) == {sports, finance}
     assert all((p["kind"], p["status"], p["run_id"]) == ("edit", "pending", s.run_id)
@@ -187,7 +188,7 @@ def test_interactive_iteration_proposes_from_val_errors_and_waits(
     # Nothing changed yet: people decide.
     assert heuristic(ws, sports)["text"] == SPORTS
 
-    errors = rs.errors_for_iteration(ws, TASK, 1)
+    errors = resolve_view.errors_for_iteration(ws, TASK, 1)
     assert [(e["gold"], e["predicted"]) for e in errors] \
         == [("sports", "other"), ("sports", "other"), ("finance", "other")]
     assert [e["heuristics"][0]["id"] for e in errors] == [sports, sports, finance]
@@ -199,7 +200,7 @@ def test_interactive_iteration_proposes_from_val_errors_and_waits(
     again = run(ws, fake_openai, iterations=1)
     assert again.stop_reason == "awaiting-review"
     assert len(fake_openai.requests) == n
-    assert len(rs.list_proposals(ws, TASK)) == 2
+    assert len(resolve_view.list_proposals(ws, TASK)) == 2
 
 
 def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
@@ -208,16 +209,16 @@ def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
     fake_openai.responder = responder(fixing_teacher({"sports": ["team", "cup"],
                                                       "finance": ["bond"]}))
     first = run(ws, fake_openai, iterations=1)
-    props = {p["heuristic_id"]: p for p in rs.list_proposals(ws, TASK)}
+    props = {p["heuristic_id"]: p for p in resolve_view.list_proposals(ws, TASK)}
 
-    rs.decide_proposal(ws, props[sports]["id"], True, "alice", comment="good catch")
-    rs.decide_proposal(ws, props[finance]["id"], False, "alice")
+    decisions.decide_proposal(ws, props[sports]["id"], True, "alice", comment="good catch")
+    decisions.decide_proposal(ws, props[finance]["id"], False, "alice")
 
     h = heuristic(ws, sports)
     assert (h["text"], h["status"], h["updated_by"]) == (props[sports]["text"], "draft", "alice")
     assert heuristic(ws, finance)["text"] == FINANCE
     assert heuristic(ws, finance)["status"] == "approved"
-    decided = {p["id"]: p for p in rs.list_proposals(ws, TASK)}
+    decided = {p["id"]: p for p in resolve_view.list_proposals(ws, TASK)}
     assert (decided[props[sports]["id"]]["status"], decided[props[sports]["id"]]["decided_by"]) \
         == ("accepted", "alice")
     assert decided[props[finance]["id"]]["status"] == "rejected"
@@ -230,7 +231,7 @@ def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
     assert (edit["who"], edit["before"]["text"], edit["after"]["text"]) \
         == ("alice", SPORTS, props[sports]["text"])
     with pytest.raises(BadInput, match="already accepted"):
-        rs.decide_proposal(ws, props[sports]["id"], False, "bob")
+        decisions.decide_proposal(ws, props[sports]["id"], False, "bob")
 
     # The edited heuristic is a draft: the loop waits for someone other than alice to approve.
     n = len(fake_openai.requests)
@@ -253,7 +254,7 @@ def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
     prompt = get_prompt(ws, TASK, two["prompt_version"])
     assert (prompt.origin, prompt.parent_version) == ("resolve", one["prompt_version"])
     # Iteration 2 proposes for the one error left: the finance rule again.
-    (p2,) = rs.list_proposals(ws, TASK, iteration=2)
+    (p2,) = resolve_view.list_proposals(ws, TASK, iteration=2)
     assert (p2["heuristic_id"], p2["status"]) == (finance, "pending")
 
 
@@ -262,14 +263,14 @@ def test_accepting_a_proposal_on_a_heuristic_changed_since_is_stale(
     sports, _ = setup(ws)
     fake_openai.responder = responder(fixing_teacher({"sports": ["team"]}))
     run(ws, fake_openai, iterations=1)
-    (p,) = rs.list_proposals(ws, TASK)
+    (p,) = resolve_view.list_proposals(ws, TASK)
     review.edit(ws, sports, "Texts mentioning goal, match or trophy are sports.", "dave",
                 base_version=heuristic(ws, sports)["version"])
 
     with pytest.raises(StaleEdit):
-        rs.decide_proposal(ws, p["id"], True, "alice")
+        decisions.decide_proposal(ws, p["id"], True, "alice")
 
-    assert rs.list_proposals(ws, TASK)[0]["status"] == "pending"
+    assert resolve_view.list_proposals(ws, TASK)[0]["status"] == "pending"
     assert heuristic(ws, sports)["text"] == "Texts mentioning goal, match or trophy are sports."
     assert not ws.query("SELECT * FROM reviews WHERE entity = 'proposal'")
 
@@ -286,17 +287,17 @@ def test_add_and_remove_proposals(ws: Workspace, fake_openai: FakeOpenAI) -> Non
 
     fake_openai.responder = responder(teacher)
     run(ws, fake_openai, iterations=1)
-    props = {p["kind"]: p for p in rs.list_proposals(ws, TASK)}
+    props = {p["kind"]: p for p in resolve_view.list_proposals(ws, TASK)}
     assert set(props) == {"add", "remove"}
     assert props["add"]["heuristic_id"] is None and props["remove"]["heuristic_id"] == finance
     # Evidence is limited to examples the teacher was shown; "#12" is read as 12.
     assert props["add"]["evidence"] == [val_ids(ws)[VAL[5][0]]]
 
-    rs.decide_proposal(ws, props["remove"]["id"], True, "alice")
-    rs.decide_proposal(ws, props["add"]["id"], True, "alice")
+    decisions.decide_proposal(ws, props["remove"]["id"], True, "alice")
+    decisions.decide_proposal(ws, props["add"]["id"], True, "alice")
 
     assert heuristic(ws, finance)["status"] == "rejected"
-    (added,) = [r for r in rs.list_proposals(ws, TASK) if r["kind"] == "add"]
+    (added,) = [r for r in resolve_view.list_proposals(ws, TASK) if r["kind"] == "add"]
     new = heuristic(ws, added["created_heuristic_id"])
     assert (new["text"], new["status"], new["created_by"], new["origin"]) \
         == ("Texts mentioning bond or yields are finance.", "draft", "alice", "resolve")
@@ -325,7 +326,7 @@ def test_auto_mode_converges_and_stores_every_iteration(
     assert [loads(e["metrics"])["macro_f1"] for e in ev] == f1
 
     # Accepted by "bench", written by the teacher, approved by "bench": four-eyes holds.
-    (p,) = rs.list_proposals(ws, TASK, status="accepted")
+    (p,) = resolve_view.list_proposals(ws, TASK, status="accepted")
     assert p["decided_by"] == "bench"
     h = heuristic(ws, sports)
     assert h["text"] == "Texts mentioning goal, match, team or cup are sports."
@@ -337,11 +338,11 @@ def test_auto_mode_converges_and_stores_every_iteration(
     assert not any("TESTONLY" in json.dumps(b) for b in fake_openai.requests)
 
     # A rerun of a converged loop with unchanged heuristics calls nothing and stores nothing.
-    n, n_props = len(fake_openai.requests), len(rs.list_proposals(ws, TASK))
+    n, n_props = len(fake_openai.requests), len(resolve_view.list_proposals(ws, TASK))
     again = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
     assert again.stop_reason == "converged" and again.iterations_run == 0
     assert len(fake_openai.requests) == n
-    assert len(rs.list_proposals(ws, TASK)) == n_props
+    assert len(resolve_view.list_proposals(ws, TASK)) == n_props
     assert len(ws.query("SELECT * FROM evaluations")) == 3
 
 
@@ -368,7 +369,7 @@ def test_auto_mode_max_iterations_leaves_nothing_unevaluated(
     assert s.stop_reason == "max-iterations"
     assert [h["iteration"] for h in s.history] == [1, 2]
     assert (s.history[-1]["proposals_made"], s.history[-1]["stop"]) == (0, "max-iterations")
-    assert not rs.list_proposals(ws, TASK, status="pending")
+    assert not resolve_view.list_proposals(ws, TASK, status="pending")
     assert len(student_requests(fake_openai)) == 7 + 7
     assert s.history[0]["n"] == 7
 
@@ -476,9 +477,9 @@ def test_not_ready_and_bad_input(ws: Workspace, fake_openai: FakeOpenAI) -> None
     with pytest.raises(BadInput, match="teacher:"):
         run(ws, fake_openai, auto_accept_as="teacher:me")
     with pytest.raises(BadInput, match="proposal 42 not found"):
-        rs.decide_proposal(ws, 42, True, "alice")
+        decisions.decide_proposal(ws, 42, True, "alice")
     with pytest.raises(BadInput, match="status"):
-        rs.list_proposals(ws, TASK, status="maybe")
+        resolve_view.list_proposals(ws, TASK, status="maybe")
     assert not fake_openai.requests
 
     save_task(ws, name="empty", kind="custom", labels=LABELS, description="", source="test",
@@ -498,37 +499,37 @@ def test_a_non_validation_item_in_the_loop_is_refused(
         db["predictions"].insert({"run_id": run_id, "example_id": test_id, "raw": "other",
                                   "label": "other", "correct": 0, "created_at": now()})
 
-    with pytest.raises(rs.SplitLeakError):
-        rs.errors_for_iteration(ws, TASK, 1)
+    with pytest.raises(resolve_state.SplitLeakError):
+        resolve_view.errors_for_iteration(ws, TASK, 1)
 
 
 def test_parse_reply() -> None:
     reply = '```json\n{"proposals": [{"kind": "Edit", "text": " new ", "rationale": "r", ' \
             '"evidence": ["#3", 4]}]}\n```'
-    assert rs.parse_reply(reply) == [
+    assert proposals.parse_reply(reply) == [
         {"kind": "edit", "text": "new", "rationale": "r", "evidence": [3, 4]}]
-    assert rs.parse_reply('{"proposals": []}') == []
+    assert proposals.parse_reply('{"proposals": []}') == []
     for bad in ("no json", '{"ideas": []}', '{"proposals": [{"kind": "merge", "text": "x"}]}',
                 '{"proposals": [{"kind": "add", "text": ""}]}',
                 '{"proposals": [{"kind": "add", "text": "x", "evidence": ["example"]}]}'):
-        with pytest.raises(rs.BadReplyError):
-            rs.parse_reply(bad)
+        with pytest.raises(proposals.BadReplyError):
+            proposals.parse_reply(bad)
 
 
 def test_tfidf_attribution_is_deterministic() -> None:
     texts = ["A sports story: the team lifted the cup.", "A finance story: bond yields climbed.",
              "nothing in common"]
-    got = rs.attribute(texts, [SPORTS, FINANCE], method="tfidf", top_k=2)
+    got = proposals.attribute(texts, [SPORTS, FINANCE], method="tfidf", top_k=2)
     assert [g[0][0] for g in got] == [0, 1, 0]  # no overlap: ties keep the rules' order
     assert got[2] == [(0, 0.0), (1, 0.0)]
-    assert got == rs.attribute(texts, [SPORTS, FINANCE], method="tfidf", top_k=2)
-    assert rs.attribute([], [SPORTS]) == []
+    assert got == proposals.attribute(texts, [SPORTS, FINANCE], method="tfidf", top_k=2)
+    assert proposals.attribute([], [SPORTS]) == []
 
 
 def test_embedding_attribution_groups_by_meaning() -> None:
     texts = ["The striker scored twice and the team lifted the trophy.",
              "Shares slid as investors sold off their holdings."]
-    got = rs.attribute(texts, ["If the text is about a sporting contest, it is sports.",
+    got = proposals.attribute(texts, ["If the text is about a sporting contest, it is sports.",
                                "If the text is about markets or money, it is finance."],
                        method="minilm", top_k=1)
     assert [g[0][0] for g in got] == [0, 1]
@@ -589,7 +590,7 @@ def test_every_teacher_call_failing_stops_the_loop_until_asked_to_retry(
     s = run(ws, fake_openai, iterations=1)
     assert s.stop_reason == "teacher-failed" and s.proposals_made == 0
     assert s.failed_groups and all("unusable reply twice" in e for e in s.failed_groups.values())
-    (record,) = rs.iteration_history(ws, TASK)
+    (record,) = resolve_view.iteration_history(ws, TASK)
     assert record.get("stop") == "teacher-failed"
     assert not ws.query("SELECT 1 FROM proposals")
 
@@ -612,10 +613,10 @@ def test_measured_harm_becomes_a_remove_proposal(ws: Workspace,
 
     s = run(ws, fake_openai, impact=True)
     assert s.stop_reason == "awaiting-review"
-    [p] = rs.list_proposals(ws, TASK, status="pending")
+    [p] = resolve_view.list_proposals(ws, TASK, status="pending")
     assert (p["kind"], p["heuristic_id"]) == ("remove", harmful)
     assert p["rationale"].startswith("Measured, not proposed by the teacher")
-    report = rs.measure_impact(ws, TASK, fake_openai.model_string("student"))
+    report = impact.measure_impact(ws, TASK, fake_openai.model_string("student"))
     [worst] = [h for h in report["heuristics"] if h["harmful"]]
     assert worst["heuristic_id"] == harmful and worst["effect"] < 0
     # The answers it breaks: the items a keyword rule gets right once it is gone.
@@ -625,8 +626,8 @@ def test_measured_harm_becomes_a_remove_proposal(ws: Workspace,
     # Evidence is measured on validation only: no test item was ever sent.
     assert not any("TESTONLY" in json.dumps(b) for b in fake_openai.requests)
 
-    rs.decide_proposal(ws, p["id"], True, "dana")
+    decisions.decide_proposal(ws, p["id"], True, "dana")
     s = run(ws, fake_openai, impact=True)
     assert heuristic(ws, harmful)["status"] == "rejected"
-    best = rs.best_version(ws, TASK, fake_openai.model_string("student"))
+    best = resolve_state.best_version(ws, TASK, fake_openai.model_string("student"))
     assert get_prompt(ws, TASK, best).heuristic_ids == [sports, finance]

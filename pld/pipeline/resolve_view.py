@@ -1,0 +1,120 @@
+"""What the Conflicts page and ``review proposals`` show of the conflict loop: each
+iteration's score and proposals, the errors they address, the proposals with their evidence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pld.errors import BadInput
+from pld.pipeline.resolve_state import (
+    ACCEPTED,
+    ADD,
+    PENDING,
+    PROPOSAL_STATUSES,
+    REJECTED,
+    basis_predictions,
+    decision_of,
+    examples_by_id,
+    iteration_record,
+    iteration_records,
+    proposal_rows,
+)
+from pld.workspace import Workspace, dumps
+
+
+def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
+    """One dict per iteration of ``task``, oldest first: iteration, prompt_version, macro_f1
+    (validation, on ``metric`` answers: calibrated when the student could be calibrated, what
+    adoption compares), raw_macro_f1, accuracy, n, n_errors, proposals_made / proposals_accepted /
+    proposals_rejected / proposals_pending, adopted, best_version after it, delta (against the
+    best before it), basis_version (the version whose errors the proposals address), stop,
+    failed_groups (heuristic id -> error of each teacher call that failed), student and
+    evaluation_id."""
+    counts: dict[tuple[int, str], int] = {
+        (r["iteration"], r["status"]): r["n"] for r in ws.query(
+            "SELECT iteration, status, count(*) AS n FROM proposals WHERE task = ? "
+            "GROUP BY iteration, status", [task])}
+    out = []
+    for r in iteration_records(ws, task):
+        k = r["iteration"]
+        made = sum(counts.get((k, s), 0) for s in PROPOSAL_STATUSES)
+        out.append({
+            "iteration": k, "prompt_version": r["prompt_version"], "macro_f1": r["macro_f1"],
+            "metric": r["metric"], "raw_macro_f1": r["raw_macro_f1"],
+            "accuracy": r["accuracy"], "n": r["n"], "n_errors": r.get("n_errors"),
+            "proposals_made": made, "proposals_accepted": counts.get((k, ACCEPTED), 0),
+            "proposals_rejected": counts.get((k, REJECTED), 0),
+            "proposals_pending": counts.get((k, PENDING), 0),
+            "adopted": bool(r.get("adopted")), "best_version": r.get("best_version"),
+            "delta": r.get("delta"), "basis_version": (r.get("basis") or {}).get("version"),
+            "proposed": bool(r.get("proposed")), "stop": r.get("stop"),
+            "failed_groups": r.get("failed_groups") or {},
+            "student": r["student"], "val_limit": r.get("val_limit"),
+            "evaluation_id": r["evaluation_id"], "run_id": r["run_id"],
+        })
+    return out
+
+
+def list_proposals(ws: Workspace, task: str, iteration: int | None = None,
+                   status: str | None = None) -> list[dict[str, Any]]:
+    """Proposals of ``task`` by id, optionally of one iteration and/or status.
+
+    Each has ``evidence`` (example ids) and ``evidence_examples`` (id, ext_id, text, gold,
+    predicted: the label the student gave under the prompt the teacher saw), ``heuristic``
+    (the target heuristic as it is now, None for ``add``) and ``created_heuristic_id`` (the
+    draft an accepted ``add`` created).
+    """
+    if status is not None and status not in PROPOSAL_STATUSES:
+        raise BadInput(f"proposal status {status!r}: use one of {', '.join(PROPOSAL_STATUSES)}")
+    rows = proposal_rows(ws, task, iteration, status)
+    recs = {r["iteration"]: r for r in iteration_records(ws, task)}
+    predicted: dict[int, dict[int, str | None]] = {}
+    for k in {r["iteration"] for r in rows}:
+        basis = (recs.get(k) or {}).get("basis") or {}
+        predicted[k] = {p["example_id"]: p["predicted"]
+                        for p in basis_predictions(ws, task, basis)}
+    examples = examples_by_id(ws, [i for r in rows for i in r["evidence"]])
+    for r in rows:
+        r["evidence_examples"] = [
+            {"id": i, "ext_id": examples[i]["ext_id"], "text": examples[i]["text"],
+             "gold": examples[i]["label"], "predicted": predicted[r["iteration"]].get(i)}
+            for i in r["evidence"] if i in examples]
+        r["heuristic"] = None
+        if r["heuristic_id"] is not None:
+            h = ws.query("SELECT id, text, status, version FROM heuristics WHERE id = ?",
+                         [r["heuristic_id"]])
+            r["heuristic"] = h[0] if h else None
+        r["created_heuristic_id"] = None
+        if r["kind"] == ADD and r["status"] == ACCEPTED:
+            r["created_heuristic_id"] = (decision_of(ws, r["id"]) or {}).get("heuristic_id")
+    return rows
+
+
+def errors_for_iteration(ws: Workspace, task: str, iteration: int) -> list[dict[str, Any]]:
+    """The validation errors that the proposals of ``iteration`` address (the best version's
+    when the iteration was not adopted), by example id: example_id, ext_id, text, gold,
+    predicted, raw, and ``heuristics``: the attributed heuristics, most similar first, each
+    with its number in the prompt the teacher saw, its text now and the similarity (empty
+    until the iteration has proposed)."""
+    rec = iteration_record(ws, task, iteration)
+    basis = rec.get("basis") or {"run_id": rec["run_id"]}
+    attribution = rec.get("attribution") or {}
+    rules = rec.get("rules") or []
+    ids = sorted({hid for pairs in attribution.values() for hid, _ in pairs})
+    texts = {r["id"]: r["text"] for r in ws.query(
+        "SELECT id, text FROM heuristics WHERE id IN (SELECT value FROM json_each(?))",
+        [dumps(ids)])} if ids else {}
+    out = []
+    for p in basis_predictions(ws, task, basis):
+        if p["correct"]:
+            continue
+        pairs = attribution.get(str(p["example_id"]), [])
+        out.append({
+            "example_id": p["example_id"], "ext_id": p["ext_id"], "text": p["text"],
+            "gold": p["gold"], "predicted": p["predicted"], "raw": p["raw"],
+            "heuristics": [{"id": hid, "number": rules.index(hid) + 1 if hid in rules else None,
+                            "text": texts.get(hid), "similarity": sim} for hid, sim in pairs],
+        })
+    return out
+
