@@ -66,6 +66,22 @@ def _build_section(ws: Workspace, task: str) -> None:
                   args=(ws, task))
 
 
+def _calibration(manifest: dict[str, Any] | None) -> None:
+    cal = (manifest or {}).get("calibration")
+    if manifest is None:
+        return
+    if not cal:
+        st.caption("No calibration travels with this prompt: evaluate it with a student that "
+                   "gives label scores to fit one on validation.")
+        return
+    st.markdown("**Calibration exported with the prompt**")
+    st.caption(f"Fitted for {cal['student']} ({cal['method']}, {cal['n_val']} validation "
+               f"items). {cal['how_to_apply']}")
+    st.dataframe(pd.DataFrame([{"label": k, "bias": v} for k, v in cal["bias"].items()]),
+                 hide_index=True,
+                 column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
+
+
 def _downloads(p: PromptVersion, manifest: dict[str, Any] | None) -> None:
     refused = manifest is None
     # The same bytes export() writes to the folder.
@@ -125,6 +141,7 @@ def main() -> None:
             st.caption("No manifest: this version may not be exported.")
         else:
             st.json(manifest, expanded=2)
+    _calibration(manifest)
     _downloads(p, manifest)
     st.text_input("Or write both files to this folder", key=_out_key(task, version),
                   value=str(Path("data") / "exports" / f"{task}-v{version}"))
