@@ -424,7 +424,8 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         concurrency=args.concurrency, method=args.method, eps=args.eps,
         min_samples=args.min_samples, k=args.k, cover_labels=args.cover_labels,
         iterations=sizes.iterations,
-        few_shot=args.few_shot or None, seed=args.seed, merge=args.merge)
+        few_shot=args.few_shot or None, seed=args.seed, merge=args.merge,
+        worked_examples=args.worked_examples)
     # A rerun resumes: the chain recognises its finished stages, the conflict loop included.
     summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
     st = summary.stages
@@ -432,7 +433,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     methods = {key: _method(ws, evals[name]["evaluation_id"], count) if name in evals else None
                for key, name in (("zero_shot", "zero-shot"), ("few_shot", "few-shot"),
                                  ("pld_clustered", "pld-consolidated"),
-                                 ("pld_post_conflict", "pld"))}
+                                 ("pld_post_conflict", "pld"), ("pld_worked", "pld-worked"))}
     v_first = st["prompt"]["version"]
     v_best = methods["pld_post_conflict"]["prompt_version"]
     wall = time.monotonic() - t0
@@ -530,7 +531,8 @@ def _cell(block: dict[str, Any] | None, key: str) -> str:
 
 
 METHOD_KEYS = (("zero_shot", "zero-shot"), ("few_shot", "5-shot"),
-               ("pld_clustered", "PLD clustered"), ("pld_post_conflict", "PLD after conflicts"))
+               ("pld_clustered", "PLD clustered"), ("pld_post_conflict", "PLD after conflicts"),
+               ("pld_worked", "PLD + worked examples"))
 
 
 def _metric_of(name: str) -> tuple[str, str]:
@@ -546,7 +548,7 @@ def print_results(tasks: dict[str, Any]) -> None:
         if not t or "zero_shot" not in t:
             continue
         for key, label in (("macro_f1", "macro-F1"), ("accuracy", "accuracy")):
-            rows.append([name, label, *(_cell(t[k], key) for k, _ in METHOD_KEYS),
+            rows.append([name, label, *(_cell(t.get(k), key) for k, _ in METHOD_KEYS),
                          t["clusters"], t["heuristics"], t["prompt_tokens"],
                          f"{t['n_train']}/{t['n_val']}/{t['n_test']}"])
     print_table(["task", "metric", *(label for _, label in METHOD_KEYS), "clusters",
@@ -558,8 +560,9 @@ def markdown_table(data: dict[str, Any]) -> str:
     brackets, and the paper's published numbers beside ours."""
     lines = [
         "| task | metric | paper: Gemma-3 4B baseline → PLD | ours: zero-shot | ours: 5-shot | "
-        "ours: PLD clustered | ours: PLD after conflicts | ours: test items |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "ours: PLD clustered | ours: PLD after conflicts | ours: PLD + worked examples | "
+        "ours: test items |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     tasks = data.get("tasks", {})
     for name in TASKS:
@@ -568,16 +571,16 @@ def markdown_table(data: dict[str, Any]) -> str:
         published = f"{paper[1]:.2f} → {paper[2]:.2f}" if paper else "(our own task)"
         t = tasks.get(name) or {}
         if "zero_shot" in t:
-            ours = [*(_cell(t[k], key) for k, _ in METHOD_KEYS), str(t["n_test"])]
+            ours = [*(_cell(t.get(k), key) for k, _ in METHOD_KEYS), str(t["n_test"])]
         else:
-            ours = ["not run yet"] + ["-"] * 4
+            ours = ["not run yet"] + ["-"] * len(METHOD_KEYS)
         lines.append(f"| {name} | {metric} | {published} | " + " | ".join(ours) + " |")
         for variant, blocks in data.get("variants", {}).items():
             v = blocks.get(name)
             if v and "zero_shot" in v:
                 flags = v.get("variant_flags") or f"--{variant.replace('-', ' ', 1)}"
                 lines.append(f"| {name}, {flags} | {metric} | | "
-                             + " | ".join(_cell(v[k], key) for k, _ in METHOD_KEYS)
+                             + " | ".join(_cell(v.get(k), key) for k, _ in METHOD_KEYS)
                              + f" | {v['n_test']} |")
     blocks = [*tasks.values(), *(b for v in data.get("variants", {}).values()
                                   for b in v.values())]
@@ -618,6 +621,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="contract-nli: input budget per example (default 500 here; the task's "
                         "own default is 1500).")
     p.add_argument("--few-shot", type=int, default=5, help="k of the k-shot baseline (0: skip).")
+    p.add_argument("--worked-examples", action="store_true",
+                   help="Also evaluate the adopted prompt with each heuristic followed by its "
+                        "most typical source example (eval --worked-examples).")
     p.add_argument("--method", default="dbscan", choices=["dbscan", "hdbscan", "kmeans"])
     p.add_argument("--eps", default="auto")
     p.add_argument("--min-samples", type=int, default=6)

@@ -139,6 +139,9 @@ def _calibration_option() -> Callable[[F], F]:
 @click.option("--zero-shot", is_flag=True, help="Baseline: labels and task description only.")
 @click.option("--few-shot", type=int, default=None, metavar="K",
               help="Baseline: K training examples as demonstrations.")
+@click.option("--worked-examples", is_flag=True,
+              help="With --version: each heuristic followed by its most typical source "
+                   "example and label (a measured variant, never exported).")
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["train", "val", "test"]))
 @click.option("--limit", type=int, default=None, help="First N items of the split.")
@@ -150,7 +153,8 @@ def _calibration_option() -> Callable[[F], F]:
 @click.pass_context
 @handles_errors
 def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | None,
-             version: int | None, zero_shot: bool, few_shot: int | None, split: str,
+             version: int | None, zero_shot: bool, few_shot: int | None,
+             worked_examples: bool, split: str,
              limit: int | None, seed: int, concurrency: int | None, calibration: str,
              val_limit: int | None, as_json: bool) -> None:
     """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion, raw
@@ -171,7 +175,8 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
                        "--few-shot K")
     check_model(student)
     r = evaluate(ctx_workspace(ctx), task, student, version=version, prompt_file=prompt_file,
-                 zero_shot=zero_shot, few_shot=few_shot, split=split, limit=limit, seed=seed,
+                 zero_shot=zero_shot, few_shot=few_shot, worked_examples=worked_examples,
+                 split=split, limit=limit, seed=seed,
                  concurrency=concurrency, on_progress=Progress("eval"),
                  calibration=None if calibration == "none" else calibration,
                  val_limit=val_limit)

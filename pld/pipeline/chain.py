@@ -56,6 +56,7 @@ class ChainOptions:
     seed: int = 0
     retry_failed: bool = False  # ask failed extract rows and consolidate clusters again
     merge: str = "all"  # how consolidate turns a cluster into a heuristic: all, by-label, medoid
+    worked_examples: bool = False  # also evaluate the adopted version with worked examples
 
 
 @dataclass
@@ -183,7 +184,9 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
     for name, kwargs in (("zero-shot", {"zero_shot": True}),
                          *((("few-shot", {"few_shot": o.few_shot}),) if o.few_shot else ()),
                          ("pld-consolidated", {"version": first.version}),
-                         ("pld", {"version": best})):
+                         ("pld", {"version": best}),
+                         *((("pld-worked", {"version": best, "worked_examples": True}),)
+                           if o.worked_examples else ())):
         if name == "pld" and best == first.version:
             evals[name] = evals["pld-consolidated"]
             continue

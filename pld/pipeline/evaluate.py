@@ -28,6 +28,7 @@ from pld.pipeline.calibrate import DEFAULT_METHOD, FITTED, calibrate, calibrated
 from pld.pipeline.calibrate import METHODS as CALIBRATION_METHODS
 from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
 from pld.pipeline.student import get_prompt, predict, sha256_text
+from pld.pipeline.worked import worked_examples_prompt
 from pld.tasks.store import TaskInfo, task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -165,6 +166,7 @@ def evaluate(
     prompt_file: str | Path | None = None,
     zero_shot: bool = False,
     few_shot: int | None = None,
+    worked_examples: bool = False,
     split: str = "test",
     limit: int | None = None,
     seed: int = 0,
@@ -177,7 +179,9 @@ def evaluate(
 
     Exactly one of ``version`` (a stored prompt version, method ``pld``), ``prompt_file`` (an
     exported prompt.md or its directory, method ``file``), ``zero_shot`` or ``few_shot=K``
-    (``few-shot-K``, K stratified training demos drawn with ``seed``) must be given. ``seed``
+    (``few-shot-K``, K stratified training demos drawn with ``seed``) must be given;
+    ``worked_examples`` with ``version`` evaluates that version with each heuristic followed by
+    its most typical source example (method ``pld-worked``, never exported). ``seed``
     also seeds the bootstrap CI. ``concurrency``: student calls in flight (default: 1 for local
     models, 8 for remote ones).
 
@@ -191,6 +195,8 @@ def evaluate(
         raise BadInput("choose exactly one of --version, --prompt, --zero-shot, --few-shot")
     if limit is not None and limit < 1:
         raise BadInput(f"--limit must be at least 1, got {limit}")
+    if worked_examples and version is None:
+        raise BadInput("--worked-examples goes with --version V")
     if calibration is not None and calibration not in CALIBRATION_METHODS:
         raise BadInput(f"calibration must be one of {', '.join(CALIBRATION_METHODS)} or none, "
                        f"got {calibration!r}")
@@ -200,6 +206,8 @@ def evaluate(
     if version is not None:
         prompt = get_prompt(ws, task, version)
         method, text, prompt_version = "pld", prompt.text, prompt.version
+        if worked_examples:
+            method, text = "pld-worked", worked_examples_prompt(ws, prompt)
     elif prompt_file is not None:
         text = read_prompt_file(prompt_file)
         method, prompt_version = "file", _version_of(ws, task, sha256_text(text))
