@@ -46,7 +46,15 @@ def test_run_demo_on_the_embedded_model(ws_path: Path, tmp_path: Path) -> None:
     assert after == before, "a repeated run made uncached LLM calls"
 
     stored = next(e for e in manifest["evaluations"] if e["method"] == "pld")
-    again = pld("eval", "demo", "--student", "local/default", "--prompt", str(out / "prompt.md"),
+    # The real model gives label scores, so every method is also reported calibrated, and the
+    # export carries the bias.
+    assert all(ev["calibrated_macro_f1"] is not None for ev in stages["eval"].values())
+    assert manifest["calibration"]["student"] == "local/default"
+    assert set(manifest["calibration"]["bias"]) == set(manifest["labels"])
+    again = pld("eval", "demo", "--student", "local/default", "--prompt", str(out),
                 "--limit", "10", "--json", ws=ws_path, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["metrics"]["macro_f1"] == stored["macro_f1"]
+    metrics = json.loads(again.stdout)["metrics"]
+    assert metrics["macro_f1"] == stored["macro_f1"]
+    assert metrics["calibration"]["bias"] == manifest["calibration"]["bias"]
+    assert metrics["calibrated"]["macro_f1"] == stored["calibrated"]["macro_f1"]

@@ -190,8 +190,10 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
         if name == "pld" and best == first.version:
             evals[name] = evals["pld-consolidated"]
             continue
+        # Calibrated on the validation items the conflict loop used, so every method's bias
+        # comes from the same items.
         r = evaluate(ws, task, o.student, split="test", limit=o.test_limit, seed=o.seed,
-                     on_progress=on_progress, **kwargs)
+                     val_limit=o.val_limit, on_progress=on_progress, **kwargs)
         cal = r.metrics.get("calibrated") or {}
         evals[name] = {"evaluation_id": r.evaluation_id, "macro_f1": r.metrics["macro_f1"],
                        "ci": r.metrics["ci"]["macro_f1"], "accuracy": r.metrics["accuracy"],
