@@ -139,11 +139,19 @@ HOW_TO_APPLY = (
 
 
 def _calibration(ws: Workspace, prompt: PromptVersion) -> dict[str, Any] | None:
-    """The latest fitted calibration of this prompt text (any student), for the manifest."""
-    fitted = [c for c in list_calibrations(ws, prompt.task, prompt.sha256) if c.available]
+    """The calibration the manifest carries: the one the latest test evaluation of this prompt
+    applied (so ``eval --prompt DIR`` reproduces that score), else the latest fitted one."""
+    fitted = {c.id: c for c in list_calibrations(ws, prompt.task, prompt.sha256) if c.available}
     if not fitted:
         return None
-    return {**fitted[-1].summary(), "how_to_apply": HOW_TO_APPLY}
+    chosen = fitted[max(fitted)]
+    for r in ws.query("SELECT metrics FROM evaluations WHERE task = ? AND prompt_sha256 = ? "
+                      "AND split = 'test' ORDER BY id DESC", [prompt.task, prompt.sha256]):
+        used = (loads(r["metrics"], {}).get("calibration") or {}).get("id")
+        if used in fitted:
+            chosen = fitted[used]
+            break
+    return {**chosen.summary(), "how_to_apply": HOW_TO_APPLY}
 
 
 def refusal(ws: Workspace, prompt: PromptVersion) -> str | None:
