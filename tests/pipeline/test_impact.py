@@ -111,3 +111,23 @@ def test_review_impact_command(ws: Workspace, ws_path: Path, three_rules: str) -
     assert "removing it raised validation macro-F1" in text.stdout
     missing = pld("review", "impact", "nope", "--student", three_rules, ws=ws_path)
     assert missing.returncode == 2 and "not loaded" in missing.stderr
+
+
+def test_effects_are_read_on_calibrated_answers_when_the_student_has_scores(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    from tests.pipeline.test_calibrate import lazy_student, leaning_scores
+
+    load_reviews(ws, n_val=12)
+    add_heuristic(ws, RULES[0])
+    add_heuristic(ws, RULES[1])
+    fake_openai.responder = lazy_student
+    fake_openai.first_token_logprobs = leaning_scores
+    report = measure_impact(ws, TASK, fake_openai.model_string())
+    assert report["metric"] == "calibrated"
+    # The scores do not depend on the rules here, so no heuristic changes a calibrated answer.
+    assert report["full"]["calibrated_macro_f1"] == pytest.approx(1.0)
+    assert report["full"]["macro_f1"] < 0.25
+    assert all(h["effect"] == 0 and not h["fixes"] and not h["breaks"]
+               for h in report["heuristics"])
+    stored = ws.query("SELECT count(*) AS n FROM calibrations WHERE status = 'fitted'")[0]["n"]
+    assert stored == 4  # the full prompt, no rules, and each prompt without one heuristic
