@@ -294,7 +294,7 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
             failed[g.heuristic_id] = outcome
         else:
             found.extend(outcome)
-    removals = _impact_removals(ws, o, found) if o.impact else []
+    removals, effects = _impact_removals(ws, o, found) if o.impact else ([], {})
     found.extend(removals)
     if groups and len(failed) == len(groups) and not removals:
         # Nothing to store; the evaluated best version stands. Not an exception: a run that
@@ -303,7 +303,8 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
                 failed_groups={str(h): e for h, e in failed.items()})
         summary.failed_groups.update(failed)
         return None
-    unique = list({(p["kind"], p["heuristic_id"], p["text"]): p for p in found}.values())
+    unique = _keep_one(list({(p["kind"], p["heuristic_id"], p["text"]): p
+                             for p in found}.values()), rules, effects)
     with ws.write() as db:
         if db.execute("SELECT 1 FROM proposals WHERE task = ? AND iteration = ?",
                       [o.task.name, k]).fetchone():
@@ -326,10 +327,23 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
     return len(unique)
 
 
-def _impact_removals(ws: Workspace, o: LoopOptions,
-                     found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _keep_one(proposals: list[dict[str, Any]], rules: list[dict[str, Any]],
+              effects: dict[int, float]) -> list[dict[str, Any]]:
+    """Drop one ``remove`` when together they would leave no approved heuristic and nothing is
+    added: a prompt needs a rule. The one kept is the heuristic whose removal helped least
+    (by measured effect, else the last in the prompt)."""
+    removed = {p["heuristic_id"] for p in proposals if p["kind"] == REMOVE}
+    if any(p["kind"] == ADD for p in proposals) or not removed >= {r["id"] for r in rules}:
+        return proposals
+    keep = max((r["id"] for r in rules), key=lambda hid: (effects.get(hid, 0.0), hid))
+    return [p for p in proposals if not (p["kind"] == REMOVE and p["heuristic_id"] == keep)]
+
+
+def _impact_removals(ws: Workspace, o: LoopOptions, found: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], dict[int, float]]:
     """A ``remove`` proposal, carrying the measured evidence, for each approved heuristic whose
-    removal raised validation macro-F1 and that no teacher proposal already edits or removes."""
+    removal raised validation macro-F1 and that no teacher proposal already edits or removes;
+    and every approved heuristic's measured effect."""
     report = measure_impact(ws, o.task.name, o.student, val_limit=o.val_limit,
                             calibration=o.calibration, seed=o.seed,
                             concurrency=o.concurrency, on_progress=o.on_progress)
@@ -352,5 +366,5 @@ def _impact_removals(ws: Workspace, o: LoopOptions,
             # The answers it breaks first: they are the case for removing it.
             "evidence": [*h["breaks"], *h["fixes"]],
         })
-    return out
+    return out, {h["heuristic_id"]: h["effect"] for h in report["heuristics"]}
 

@@ -631,3 +631,17 @@ def test_measured_harm_becomes_a_remove_proposal(ws: Workspace,
     assert heuristic(ws, harmful)["status"] == "rejected"
     best = resolve_state.best_version(ws, TASK, fake_openai.model_string("student"))
     assert get_prompt(ws, TASK, best).heuristic_ids == [sports, finance]
+
+
+def test_the_last_heuristic_is_never_proposed_for_removal(ws: Workspace,
+                                                          fake_openai: FakeOpenAI) -> None:
+    load(ws)
+    only = approved(ws, "Texts mentioning story are other.")
+    # The teacher, too, wants it gone; nothing would be left to prompt with.
+    fake_openai.responder = responder(lambda prompt, focus, ids: [
+        {"kind": "remove", "text": "", "rationale": "it sends everything to other",
+         "evidence": ids}])
+    s = run(ws, fake_openai, impact=True, auto_accept_as="dana", iterations=2)
+    assert heuristic(ws, only)["status"] == "approved"
+    assert not [p for p in resolve_view.list_proposals(ws, TASK) if p["kind"] == "remove"]
+    assert s.stop_reason in ("converged", "max-iterations", "no-errors")
