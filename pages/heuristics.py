@@ -584,19 +584,21 @@ def main() -> None:
                 "Clusters page, then consolidate them above.")
         return
     _overview(rows)
-    _impact_section(ws, task)
     _merge_section(ws, rows, me)
     show = st.selectbox("Show", ["all", *review.STATUSES], key="h_filter")
     shown = rows if show == "all" else [r for r in rows if r["status"] == show]
     if not shown:
         st.info(f"No {show} heuristics.")
-        return
-    _table(shown)
-    by_id = {r["id"]: r for r in shown}
-    hid = st.selectbox("Open heuristic", list(by_id), key="h_selected",
-                       format_func=lambda i: f"#{i} · {by_id[i]['status']} · "
-                                             f"{_short(by_id[i]['text'])}")
-    _detail(ws, hid, me, approvers)
+    else:
+        _table(shown)
+        by_id = {r["id"]: r for r in shown}
+        hid = st.selectbox("Open heuristic", list(by_id), key="h_selected",
+                           format_func=lambda i: f"#{i} · {by_id[i]['status']} · "
+                                                 f"{_short(by_id[i]['text'])}")
+        _detail(ws, hid, me, approvers)
+    st.divider()
+    # Last: the evidence is about the approved set as a whole, not the heuristic opened above.
+    _impact_section(ws, task)
 
 
 main()

@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -102,7 +103,16 @@ def artifacts() -> Path:
 @pytest.fixture
 def fake_llm() -> Iterator[FakeOpenAI]:
     """The scripted teacher and student of the chain test, on 127.0.0.1."""
+    from pld.tasks.demo import DEMO_LABELS
+
+    def first_token(body: dict[str, Any]) -> list[tuple[str, float]]:
+        # The student leans to its answer; every other label gets a score too, so the
+        # Evaluate page has calibrated answers to show.
+        answer = scripted(body)
+        return [(answer, -0.2), *((label, -2.5) for label in DEMO_LABELS if label != answer)]
+
     with FakeOpenAI(responder=scripted) as fake:
+        fake.first_token_logprobs = first_token
         yield fake
 
 

@@ -332,7 +332,8 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     ui.see(ui.flash("Evaluation started in the background"))
     ui.see(ui.main.get_by_role("combobox", name="Evaluation", exact=True),
            timeout_ms=JOB_TIMEOUT_MS)
-    expect(ui.metric("Macro-F1").first).to_have_text(re.compile(r"^0\.\d{3}$"))
+    expect(ui.metric("Macro-F1 (raw)").first).to_have_text(re.compile(r"^[01]\.\d{3}$"))
+    expect(ui.metric("Macro-F1 (calibrated)").first).to_have_text(re.compile(r"^[01]\.\d{3}$"))
     ui.check("evaluate-v1")
     ui.expand("Run an evaluation")
     ui.rerun(lambda: ui.main.get_by_text("Zero-shot baseline", exact=True).click())
