@@ -226,7 +226,7 @@ def _keep(group: _Group, texts: dict[int, str],
 
 
 def tried_changes(ws: Workspace, series: list[dict[str, Any]],
-           rec: dict[str, Any]) -> dict[str, Any] | None:
+                  rec: dict[str, Any]) -> dict[str, Any] | None:
     """The accepted changes that made ``rec``'s version, when it was not adopted."""
     if rec.get("adopted") or rec.get("delta") is None:
         return None
@@ -239,7 +239,7 @@ def tried_changes(ws: Workspace, series: list[dict[str, Any]],
 
 
 def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
-             series: list[dict[str, Any]], summary: ResolveSummary) -> int | None:
+            series: list[dict[str, Any]], summary: ResolveSummary) -> int | None:
     """Attribute the basis errors, ask the teacher per group, store the proposals of ``rec``.
 
     Returns how many proposals were stored, or None when every teacher call failed (recorded as
@@ -300,7 +300,7 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
         # Nothing to store; the evaluated best version stands. Not an exception: a run that
         # reaches this point has paid for its evaluations, and the chain goes on to the test set.
         update_record(ws, o.task.name, k, stop=TEACHER_FAILED,
-                failed_groups={str(h): e for h, e in failed.items()})
+                      failed_groups={str(h): e for h, e in failed.items()})
         summary.failed_groups.update(failed)
         return None
     unique = _keep_one(list({(p["kind"], p["heuristic_id"], p["text"]): p
@@ -317,12 +317,12 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
               "rationale": p["rationale"], "evidence": dumps(p["evidence"]), "status": PENDING,
               "created_at": stamp} for p in unique), pk="id")
         update_record(ws, o.task.name, k, proposed=True, stop=None,
-                errors=[p["example_id"] for p in errors],
-                successes=[p["example_id"] for p in sample], attribution=attribution,
-                rules=[r["id"] for r in rules],
-                heuristic_versions={str(r["id"]): r["version"] for r in rules},
-                groups=[g.heuristic_id for g in groups], failed_groups=failed,
-                n_proposals=len(unique), attribution_method=o.attribution)
+                      errors=[p["example_id"] for p in errors],
+                      successes=[p["example_id"] for p in sample], attribution=attribution,
+                      rules=[r["id"] for r in rules],
+                      heuristic_versions={str(r["id"]): r["version"] for r in rules},
+                      groups=[g.heuristic_id for g in groups], failed_groups=failed,
+                      n_proposals=len(unique), attribution_method=o.attribution)
     summary.failed_groups.update(failed)
     return len(unique)
 

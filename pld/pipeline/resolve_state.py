@@ -126,7 +126,7 @@ def iteration_record(ws: Workspace, task: str, iteration: int) -> dict[str, Any]
 
 
 def proposal_rows(ws: Workspace, task: str, iteration: int | None = None,
-                   status: str | None = None) -> list[dict[str, Any]]:
+                  status: str | None = None) -> list[dict[str, Any]]:
     sql, args = "SELECT * FROM proposals WHERE task = ?", [task]
     if iteration is not None:
         sql += " AND iteration = ?"
@@ -185,8 +185,8 @@ def examples_by_id(ws: Workspace, ids: Sequence[int]) -> dict[int, dict[str, Any
 
 
 def run_predictions(ws: Workspace, run_id: int,
-                 bias: dict[str, float] | None = None,
-                 labels: list[str] | None = None) -> list[dict[str, Any]]:
+                    bias: dict[str, float] | None = None,
+                    labels: list[str] | None = None) -> list[dict[str, Any]]:
     """Predictions of a run with their example, checked to be validation items only.
 
     With a calibration ``bias``, ``predicted`` and ``correct`` are the calibrated answer's
