@@ -526,8 +526,14 @@ def _cell(block: dict[str, Any] | None, key: str) -> str:
     if not block:
         return "-"
     raw = f"{_fmt(block, key)} ({_share(block)})"
-    cal = block.get("calibrated")
+    if "calibrated" not in block:  # measured before calibration existed
+        return raw + " → not measured"
+    cal = block["calibrated"]
     return raw + (f" → {_fmt(cal, key)} ({_share(cal)})" if cal else " → n/a")
+
+
+def _items(t: dict[str, Any]) -> str:
+    return f"{t['n_test']} ({str(t.get('measured_at') or '?')[:10]})"
 
 
 METHOD_KEYS = (("zero_shot", "zero-shot"), ("few_shot", "5-shot"),
@@ -561,7 +567,7 @@ def markdown_table(data: dict[str, Any]) -> str:
     lines = [
         "| task | metric | paper: Gemma-3 4B baseline → PLD | ours: zero-shot | ours: 5-shot | "
         "ours: PLD clustered | ours: PLD after conflicts | ours: PLD + worked examples | "
-        "ours: test items |",
+        "ours: test items (measured) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     tasks = data.get("tasks", {})
@@ -571,7 +577,7 @@ def markdown_table(data: dict[str, Any]) -> str:
         published = f"{paper[1]:.2f} → {paper[2]:.2f}" if paper else "(our own task)"
         t = tasks.get(name) or {}
         if "zero_shot" in t:
-            ours = [*(_cell(t.get(k), key) for k, _ in METHOD_KEYS), str(t["n_test"])]
+            ours = [*(_cell(t.get(k), key) for k, _ in METHOD_KEYS), _items(t)]
         else:
             ours = ["not run yet"] + ["-"] * len(METHOD_KEYS)
         lines.append(f"| {name} | {metric} | {published} | " + " | ".join(ours) + " |")
@@ -581,19 +587,22 @@ def markdown_table(data: dict[str, Any]) -> str:
                 flags = v.get("variant_flags") or f"--{variant.replace('-', ' ', 1)}"
                 lines.append(f"| {name}, {flags} | {metric} | | "
                              + " | ".join(_cell(v.get(k), key) for k, _ in METHOD_KEYS)
-                             + f" | {v['n_test']} |")
+                             + f" | {_items(v)} |")
     blocks = [*tasks.values(), *(b for v in data.get("variants", {}).values()
                                   for b in v.values())]
     models = sorted({f"{t['models']['teacher']} → {t['models']['student']}"
                      for t in blocks if t and "models" in t})
     if models:
         lines.append("")
-        lines.append(f"Ours: teacher → student {', '.join(models)}; machine "
-                     f"{data.get('machine', {}).get('cpu_model', '?')}, "
-                     f"{data.get('machine', {}).get('date', '?')}. Each cell: raw score → "
+        machines = sorted({(str(t.get("measured_at") or "?")[:10], t.get("machine_cpu") or "?")
+                           for t in blocks if t and "models" in t})
+        lines.append(f"Ours: teacher → student {', '.join(models)}; machines: "
+                     + "; ".join(f"{cpu} (rows measured {day})" for day, cpu in machines)
+                     + ". Each cell: raw score → "
                      "calibrated score (per-label bias fitted on validation only); brackets: "
                      "bootstrap 95% CI, then the share of the most frequent answer. n/a: the "
-                     "student gave no label scores.")
+                     "student gave no label scores; not measured: a run from before "
+                     "calibration existed (older templates too).")
     return "\n".join(lines)
 
 
