@@ -204,6 +204,18 @@ class LocalBackend:
             raise self._error(status, data)
         return len(data["tokens"])
 
+    def first_token_ids(self, labels: list[str]) -> dict[str, int]:
+        """Each label's first token id under this model's tokenizer: the keys of a
+        ``logit_bias`` that applies a calibration in production."""
+        out = {}
+        for label in labels:
+            status, data = self.process().request(
+                "/tokenize", {"content": label, "add_special": False}, timeout=60)
+            if status != 200:
+                raise self._error(status, data)
+            out[label] = int(data["tokens"][0])
+        return out
+
     def _error(self, status: int, data: Any) -> LLMError:
         err = data.get("error") if isinstance(data, dict) else None
         err = err if isinstance(err, dict) else {"message": str(data)[:300]}

@@ -77,9 +77,11 @@ class Calibration:
 
     def summary(self) -> dict[str, Any]:
         """What evaluations, manifests and pages show of this calibration."""
+        val = {k: v for k, v in self.metrics.items() if k != "logit_bias"}
         return {"id": self.id, "method": self.method, "status": self.status, "bias": self.bias,
-                "fitted_on": "val", "n_val": self.n, "val_limit": self.val_limit,
-                "student": self.student, "reason": self.reason, "val": self.metrics}
+                "logit_bias": self.metrics.get("logit_bias"), "fitted_on": "val",
+                "n_val": self.n, "val_limit": self.val_limit, "student": self.student,
+                "reason": self.reason, "val": val}
 
 
 def apply_bias(scores: Scores | None, bias: dict[str, float] | None, raw: str | None,
@@ -304,9 +306,23 @@ def fit_calibration(ws: Workspace, task: str, student: str, system_prompt: str,
                                "reason": f"{student} gave no label scores on content-free inputs"})
         bias = fit_content_free(cf, labels)
     cal = calibrated_answers(val.scores, val.pred, bias, labels)
+    metrics = _val_metrics(val.gold, val.pred, cal, labels)
+    metrics["logit_bias"] = _logit_bias(student, bias)
     return _store(ws, {**base, "status": FITTED, "bias": dumps(bias), "run_id": val.run_id,
-                       "n": len(scored), "metrics": dumps(_val_metrics(val.gold, val.pred, cal,
-                                                                        labels))})
+                       "n": len(scored), "metrics": dumps(metrics)})
+
+
+def _logit_bias(student: str, bias: dict[str, float]) -> dict[str, float] | None:
+    """``{first token id: bias}`` ready for a ``logit_bias`` parameter, where the student's
+    tokenizer is at hand (the embedded model); None elsewhere."""
+    backend = get_backend(student, "student")
+    ids = getattr(backend, "first_token_ids", None)
+    if ids is None:
+        return None
+    by_label = ids(list(bias))
+    if len(set(by_label.values())) < len(by_label):
+        return None  # labels sharing a first token cannot be biased apart
+    return {str(by_label[label]): value for label, value in bias.items()}
 
 
 def _check_validation(ws: Workspace, task: str, example_ids: list[int]) -> None:

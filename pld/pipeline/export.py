@@ -134,7 +134,8 @@ HOW_TO_APPLY = (
     "Add bias[label] to the score of the label's first token before choosing the answer. "
     "On OpenAI, vLLM and llama.cpp servers: logit_bias = {first token id of label: bias[label]} "
     "with the student's tokenizer, at temperature 0, the answer restricted to the labels. "
-    "Only differences between labels matter. The bias was fitted for this student only."
+    "Only differences between labels matter. The bias was fitted for this student only; "
+    "logit_bias, where given, is that mapping for the student's own tokenizer."
 )
 
 

@@ -82,6 +82,9 @@ def test_choices_come_with_a_score_per_label() -> None:
         assert all(v <= 1e-6 for v in scores.values())
         answers[reply.text] = max(scores, key=scores.__getitem__)
     assert answers == {"billing": "billing", "technical": "technical"}
+    ids = backend.first_token_ids(LABELS)
+    assert set(ids) == set(LABELS) and len(set(ids.values())) == len(LABELS)
+    assert all(isinstance(i, int) and i >= 0 for i in ids.values())
 
 
 def test_labels_with_quotes_and_backslashes_are_escaped() -> None:
