@@ -499,10 +499,13 @@ def _stop_reason(ws: Any, task: str, student: str) -> str | None:
 
 
 def _val_history(ws: Any, task: str, student: str) -> list[dict[str, Any]]:
-    """Validation macro-F1 of each prompt version the conflict loop evaluated, in order."""
+    """Validation macro-F1 of each prompt version the conflict loop evaluated, in order: raw,
+    and calibrated (what adoption compared) when the student could be calibrated."""
     return [{"iteration": r["method"].removeprefix("resolve-iter-"),
              "version": r["prompt_version"], "n": r["n"],
              "macro_f1": round(r["metrics"]["macro_f1"], 4),
+             "calibrated_macro_f1": (round(r["metrics"]["calibrated"]["macro_f1"], 4)
+                                     if r["metrics"].get("calibrated") else None),
              "adopted": r["metrics"].get("resolve", {}).get("adopted")}
             for r in _loop_records(ws, task, student)]
 

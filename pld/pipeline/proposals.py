@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pld import review
-from pld.errors import BadInput, NotReady
+from pld.errors import BadInput
 from pld.llm import calls
 from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
@@ -254,7 +254,10 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
                     key=lambda p: p["example_id"])
     rules = review.approved_heuristics(ws, o.task.name)
     if not rules:
-        raise NotReady(f"no approved heuristics for task {o.task.name!r} to propose changes to")
+        # Every heuristic was removed: nothing to attribute errors to or to change.
+        update_record(ws, o.task.name, k, proposed=True, stop=None, rules=[], n_proposals=0,
+                      heuristic_versions={}, errors=[], successes=[], groups=[])
+        return 0
     ranked = attribute([p["text"] for p in (*errors, *sample)], [r["text"] for r in rules],
                        method=o.attribution, top_k=o.top_k)
     attribution = {str(p["example_id"]): [[rules[i]["id"], s] for i, s in pairs]
@@ -294,7 +297,7 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
             failed[g.heuristic_id] = outcome
         else:
             found.extend(outcome)
-    removals, effects = _impact_removals(ws, o, found) if o.impact else ([], {})
+    removals = _impact_removals(ws, o, found) if o.impact else []
     found.extend(removals)
     if groups and len(failed) == len(groups) and not removals:
         # Nothing to store; the evaluated best version stands. Not an exception: a run that
@@ -303,8 +306,7 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
                       failed_groups={str(h): e for h, e in failed.items()})
         summary.failed_groups.update(failed)
         return None
-    unique = _keep_one(list({(p["kind"], p["heuristic_id"], p["text"]): p
-                             for p in found}.values()), rules, effects)
+    unique = list({(p["kind"], p["heuristic_id"], p["text"]): p for p in found}.values())
     with ws.write() as db:
         if db.execute("SELECT 1 FROM proposals WHERE task = ? AND iteration = ?",
                       [o.task.name, k]).fetchone():
@@ -327,23 +329,10 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
     return len(unique)
 
 
-def _keep_one(proposals: list[dict[str, Any]], rules: list[dict[str, Any]],
-              effects: dict[int, float]) -> list[dict[str, Any]]:
-    """Drop one ``remove`` when together they would leave no approved heuristic and nothing is
-    added: a prompt needs a rule. The one kept is the heuristic whose removal helped least
-    (by measured effect, else the last in the prompt)."""
-    removed = {p["heuristic_id"] for p in proposals if p["kind"] == REMOVE}
-    if any(p["kind"] == ADD for p in proposals) or not removed >= {r["id"] for r in rules}:
-        return proposals
-    keep = max((r["id"] for r in rules), key=lambda hid: (effects.get(hid, 0.0), hid))
-    return [p for p in proposals if not (p["kind"] == REMOVE and p["heuristic_id"] == keep)]
-
-
-def _impact_removals(ws: Workspace, o: LoopOptions, found: list[dict[str, Any]]
-                     ) -> tuple[list[dict[str, Any]], dict[int, float]]:
+def _impact_removals(ws: Workspace, o: LoopOptions,
+                     found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A ``remove`` proposal, carrying the measured evidence, for each approved heuristic whose
-    removal raised validation macro-F1 and that no teacher proposal already edits or removes;
-    and every approved heuristic's measured effect."""
+    removal raised validation macro-F1 and that no teacher proposal already edits or removes."""
     report = measure_impact(ws, o.task.name, o.student, val_limit=o.val_limit,
                             calibration=o.calibration, seed=o.seed,
                             concurrency=o.concurrency, on_progress=o.on_progress)
@@ -366,5 +355,5 @@ def _impact_removals(ws: Workspace, o: LoopOptions, found: list[dict[str, Any]]
             # The answers it breaks first: they are the case for removing it.
             "evidence": [*h["breaks"], *h["fixes"]],
         })
-    return out, {h["heuristic_id"]: h["effect"] for h in report["heuristics"]}
+    return out
 

@@ -130,8 +130,10 @@ def _current_prompt(ws: Workspace, o: LoopOptions,
                     parent: int | None) -> tuple[PromptVersion, dict[str, dict[str, Any]]]:
     """Build the prompt of the approved heuristics and snapshot the rows it was built from."""
     for _ in range(3):
+        # After the first iteration every heuristic may have been removed: the prompt without
+        # rules is then scored like any other, so an adopted prompt never scores below it.
         prompt = build_prompt(ws, o.task.name, origin="resolve" if parent else "review",
-                              parent_version=parent)
+                              parent_version=parent, allow_empty=parent is not None)
         rows = {r["id"]: r for r in review.approved_heuristics(ws, o.task.name)}
         if list(rows) == prompt.heuristic_ids and render_student_prompt(
                 [rows[i]["text"] for i in prompt.heuristic_ids], o.task.labels,

@@ -123,15 +123,18 @@ def store_prompt(
 
 
 def build_prompt(
-    ws: Workspace, task: str, *, origin: str = "review", parent_version: int | None = None
+    ws: Workspace, task: str, *, origin: str = "review", parent_version: int | None = None,
+    allow_empty: bool = False,
 ) -> PromptVersion:
     """Render the approved heuristics of ``task`` into a prompt version (new or existing).
 
-    Raises :class:`NotReady` when no heuristic of the task is approved.
+    Raises :class:`NotReady` when no heuristic of the task is approved, unless ``allow_empty``
+    (the conflict loop, after people removed every heuristic: the prompt without rules is then
+    a candidate like any other).
     """
     info = task_info(ws, task)
     rows = approved_heuristics(ws, task)
-    if not rows:
+    if not rows and not allow_empty:
         raise NotReady(
             f"no approved heuristics for task {task}; approve some with "
             f"python -m pld review approve ID --as NAME"

@@ -633,15 +633,20 @@ def test_measured_harm_becomes_a_remove_proposal(ws: Workspace,
     assert get_prompt(ws, TASK, best).heuristic_ids == [sports, finance]
 
 
-def test_the_last_heuristic_is_never_proposed_for_removal(ws: Workspace,
-                                                          fake_openai: FakeOpenAI) -> None:
-    load(ws)
-    only = approved(ws, "Texts mentioning story are other.")
-    # The teacher, too, wants it gone; nothing would be left to prompt with.
-    fake_openai.responder = responder(lambda prompt, focus, ids: [
-        {"kind": "remove", "text": "", "rationale": "it sends everything to other",
-         "evidence": ids}])
-    s = run(ws, fake_openai, impact=True, auto_accept_as="dana", iterations=2)
-    assert heuristic(ws, only)["status"] == "approved"
-    assert not [p for p in resolve_view.list_proposals(ws, TASK) if p["kind"] == "remove"]
-    assert s.stop_reason in ("converged", "max-iterations", "no-errors")
+def test_removing_every_heuristic_makes_the_rule_free_prompt_a_candidate(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    # Mostly "other" stories: the student's own default is right for most of them.
+    load(ws, val=[*VAL[5:], ("A travel story: the train was late.", "other"),
+                  ("A music story: the band played on.", "other"),
+                  ("A garden story: the roses bloomed.", "other")])
+    only = approved(ws, "Texts mentioning story are sports.")
+    fake_openai.responder = responder(lambda prompt, focus, ids: [])
+    s = run(ws, fake_openai, impact=True, auto_accept_as="dana", iterations=3)
+    assert heuristic(ws, only)["status"] == "rejected"
+    history = resolve_view.iteration_history(ws, TASK)
+    # Without the rule that sends every story to "other", validation macro-F1 cannot be lower:
+    # the rule-free prompt is adopted, and the loop stops there.
+    assert history[1]["adopted"] and history[1]["macro_f1"] >= history[0]["macro_f1"]
+    best = resolve_state.best_version(ws, TASK, fake_openai.model_string("student"))
+    assert get_prompt(ws, TASK, best).heuristic_ids == []
+    assert s.stop_reason in ("converged", "no-errors", "max-iterations")
