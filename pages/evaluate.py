@@ -128,11 +128,13 @@ def _calibration(m: dict[str, Any]) -> None:
     if cal.get("status") != "fitted":
         st.caption("Calibration unavailable: " + str(cal.get("reason") or ""))
         return
-    source = (f"from the export's manifest ({cal['source']})" if cal.get("source")
+    source = ("from the export's manifest" if cal.get("source")
               else f"{cal.get('method')}, fitted on {cal.get('n_val')} validation items")
     st.markdown("**Calibration bias**")
     st.caption(f"Added to each label's score before the answer is chosen: {source}. "
                "Exported with the prompt as a logit_bias on each label's first token.")
+    if cal.get("source"):
+        st.text(cal["source"])  # a path the user chose: plain text, never Markdown
     st.dataframe(pd.DataFrame([{"label": k, "bias": v}
                                for k, v in (cal.get("bias") or {}).items()]),
                  hide_index=True,
