@@ -145,7 +145,8 @@ def _calibration(m: dict[str, Any]) -> None:
 
 def _share(m: dict[str, Any]) -> str:
     share = m.get("top_answer_share")
-    return "" if share is None else f"{share:.0%} answered {m.get('top_answer')}"
+    # A label comes from the uploader's file: a code span shows it literally, not as Markdown.
+    return "" if share is None else f"{share:.0%} answered `{m.get('top_answer')}`"
 
 
 def _scores(ev: dict[str, Any]) -> None:
@@ -164,7 +165,7 @@ def _scores(ev: dict[str, Any]) -> None:
                f"most frequent answer: raw {_share(m)}"
                + (f", calibrated {_share(cal)}" if cal else ""))
     if (m.get("top_answer_share") or 0) >= 0.9:
-        st.warning(f"The raw student answered {m.get('top_answer')} for "
+        st.warning(f"The raw student answered `{m.get('top_answer')}` for "
                    f"{m['top_answer_share']:.0%} of the items: its raw score says little "
                    "about the prompt.")
     _calibration(m)
