@@ -75,7 +75,14 @@ def heuristic_item(number: int, text: str) -> str:
 
 
 def render_student_prompt(heuristics: list[str], labels: list[str], description: str) -> str:
-    """The student's system prompt for these heuristic texts (pure: same inputs, same text)."""
+    """The student's system prompt for these heuristic texts (pure: same inputs, same text).
+
+    Without heuristics it is the zero-shot prompt: the rule-free candidate of the conflict loop
+    and the floor every measured effect is compared with is then exactly the zero-shot baseline.
+    """
+    if not heuristics:
+        return prompts.render("zero_shot", description=description.strip(),
+                              labels=", ".join(labels)).strip()
     numbered = "\n".join(heuristic_item(i, h) for i, h in enumerate(heuristics, 1))
     text = prompts.render(
         "student", description=description.strip(), heuristics=numbered,

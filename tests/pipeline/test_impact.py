@@ -60,6 +60,9 @@ def test_each_heuristic_effect_matches_a_direct_evaluation_without_it(
     full = ev.evaluate(ws, TASK, three_rules, prompt_file=_file(
         tmp_path / "full.md", [r["text"] for r in rows], info), split="val", calibration=None)
     assert report["full"]["macro_f1"] == pytest.approx(full.metrics["macro_f1"])
+    # The prompt without any heuristic is the zero-shot baseline itself.
+    zero = ev.evaluate(ws, TASK, three_rules, zero_shot=True, split="val", calibration=None)
+    assert report["no_rules"]["macro_f1"] == pytest.approx(zero.metrics["macro_f1"])
     for h in report["heuristics"]:
         rest = [r["text"] for r in rows if r["id"] != h["heuristic_id"]]
         direct = ev.evaluate(ws, TASK, three_rules, prompt_file=_file(
