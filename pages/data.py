@@ -25,6 +25,7 @@ from pld.tasks.stats import label_counts, preview_rows
 from pld.tasks.store import task_info
 from pld.ui import sidebar, uploads
 from pld.ui.page import flash, setup, show_flash
+from pld.ui.plain import literal
 from pld.workspace import Workspace
 
 ERROR_KEY = "data_error"
@@ -163,7 +164,7 @@ def _upload_section(ws: Workspace) -> None:
     lowered = [c.lower() for c in columns]
     c3.selectbox("Id column (optional)", id_options, key="data_id_col",
                  index=lowered.index("id") + 1 if "id" in lowered else 0)
-    st.caption(f"Preview: the first {len(rows)} rows of {upload.name}")
+    st.caption(f"Preview: the first {len(rows)} rows of {literal(upload.name)}")
     st.dataframe(pd.DataFrame(rows).astype(str), hide_index=True)
     c1, c2 = st.columns([3, 1])
     c1.text_input("Task name", value=task_name_for(upload.name), key="data_task_name")

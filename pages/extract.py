@@ -23,6 +23,7 @@ from pld.pipeline.extract import FLAGS, ClusterFilter, count_rules, get_rule, li
 from pld.tasks.store import task_info
 from pld.ui import sidebar
 from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, show_flash
+from pld.ui.plain import literal
 from pld.workspace import Workspace
 
 ALL = "(all)"
@@ -158,7 +159,8 @@ def _detail(ws: Workspace, rule_id: int) -> None:
                 st.code(rule["raw"], language=None)
         if rule["flags"]:
             st.warning("Flags: " + "; ".join(f"{f}: {FLAGS.get(f, '')}" for f in rule["flags"]))
-        st.caption(f"teacher `{rule['teacher']}` · run {rule['run_id']} · {rule['created_at']}")
+        st.caption(f"teacher {literal(rule['teacher'])} · run {rule['run_id']} · "
+                   f"{rule['created_at']}")
     call = rule.get("call")
     with st.expander("The raw teacher call"):
         if call is None:

@@ -17,6 +17,7 @@ from pld import jobs, review
 from pld.errors import BadInput
 from pld.pipeline import impact
 from pld.ui import diffs, page, sidebar
+from pld.ui.plain import literal
 from pld.workspace import Workspace
 
 
@@ -344,7 +345,8 @@ def _approvers_section(ws: Workspace, task: str, me: sidebar.Identity | None) ->
         st.button("Add approver", key="h_add_approver", disabled=not may_add,
                   on_click=_add_approver, args=(ws, task))
         if me is not None and not may_add:
-            st.caption(f"Only approvers can add or remove names; {me.name} is not on the list.")
+            st.caption(f"Only approvers can add or remove names; {literal(me.name)} is not on "
+                       "the list.")
         if approvers:
             may_remove = me is not None and me.name in approvers
             if st.session_state.get("h_remove_approver") not in approvers:
@@ -425,11 +427,11 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
     if me is None:
         st.info("Enter your name in the sidebar (or log in) to approve or reject.")
     elif approvers and me.name not in approvers:
-        st.info(f"{me.name} is not on this task's approver list: you can edit and comment, "
-                "not approve or reject.")
+        st.info(f"{literal(me.name)} is not on this task's approver list: you can edit and "
+                "comment, not approve or reject.")
     elif h["updated_by"] == me.name and status != review.APPROVED:
-        st.warning(f"You ({me.name}) wrote the current text: the four-eyes rule needs someone "
-                   "else to approve it.")
+        st.warning(f"You ({literal(me.name)}) wrote the current text: the four-eyes rule needs "
+                   "someone else to approve it.")
     st.text_input("Comment (recorded with the decision)", key=f"h_comment_{hid}",
                   disabled=me is None)
     c1, c2 = st.columns(2)

@@ -35,6 +35,7 @@ STATUSES = (DRAFT, APPROVED, REJECTED, MERGED, SPLIT)
 LIVE = (DRAFT, APPROVED, REJECTED)  # statuses a reviewer can still act on
 SELF_DECLARED, OIDC, AUTO = "self-declared", "oidc", "auto"
 IDENTITY_KINDS = (SELF_DECLARED, OIDC, AUTO)
+TEACHER_PREFIX = "teacher:"  # the author name of text a model wrote; no person may use it
 AUTO_COMMENT = "auto-approved (benchmark)"
 _NO_APPROVAL = {"approved_by": None, "approved_at": None, "identity_kind": None}
 
@@ -135,11 +136,13 @@ def list_approvers(ws: Workspace, task: str) -> list[str]:
 
 # -- checks ---------------------------------------------------------------------------------------
 
-def _check_actor(who: str, identity_kind: str) -> str:
+def check_actor(who: str, identity_kind: str) -> str:
+    """``who`` stripped, when it may act: non-empty, not a model's ``teacher:`` name, with a
+    known identity kind; :class:`BadInput` otherwise. The one check of who is acting."""
     who = (who or "").strip()
     if not who:
         raise BadInput("--as: a reviewer name is required")
-    if who.startswith("teacher:"):
+    if who.startswith(TEACHER_PREFIX):
         raise BadInput(f"--as {who!r}: names starting with 'teacher:' are reserved for models")
     if identity_kind not in IDENTITY_KINDS:
         raise BadInput(f"identity kind {identity_kind!r}: use one of {', '.join(IDENTITY_KINDS)}")
@@ -249,7 +252,7 @@ def edit(ws: Workspace, heuristic_id: int, text: str, who: str, *, base_version:
     The editor becomes ``updated_by`` (so cannot approve it), and an approved or rejected
     heuristic goes back to draft: its approval does not cover the new text.
     """
-    who, text = _check_actor(who, identity_kind), _check_text(text)
+    who, text = check_actor(who, identity_kind), _check_text(text)
     with ws.write() as db:
         row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
@@ -276,7 +279,7 @@ def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | N
             identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
     """Approve a draft (or rejected) heuristic; refused for its last editor, a non-approver,
     or a stale ``base_version``. Returns the new row."""
-    who = _check_actor(who, identity_kind)
+    who = check_actor(who, identity_kind)
     with ws.write() as db:
         row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
@@ -288,7 +291,7 @@ def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | No
            identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
     """Reject a draft or approved heuristic (it leaves the prompt); refused for a non-approver
     (like :func:`approve`) or a stale ``base_version``. Returns the new row."""
-    who = _check_actor(who, identity_kind)
+    who = check_actor(who, identity_kind)
     with ws.write() as db:
         row = fetch(ws, heuristic_id)
         _check_base(ws, row, base_version)
@@ -305,7 +308,7 @@ def auto_approve_all(ws: Workspace, task: str, who: str, *,
     """Approve every draft of ``task`` as ``who`` with identity kind ``auto`` (benchmarks,
     ``run --auto-approve-as``); returns how many. Drafts ``who`` edited are skipped (four-eyes),
     each reported through ``on_skip`` (and the log) with a one-line reason."""
-    who = _check_actor(who, AUTO)
+    who = check_actor(who, AUTO)
     task_info(ws, task)
     _check_approver(ws, task, who)
     approved = 0
@@ -340,7 +343,7 @@ def create_heuristic(ws: Workspace, task: str, text: str, who: str,
                      source_rule_ids: Sequence[int] = (), origin: str = "manual", *,
                      identity_kind: str = SELF_DECLARED, comment: str | None = None) -> int:
     """Write a new draft heuristic by hand (``who`` is its author, so cannot approve it)."""
-    who, text = _check_actor(who, identity_kind), _check_text(text)
+    who, text = check_actor(who, identity_kind), _check_text(text)
     task_info(ws, task)
     ids = _check_rules(ws, task, source_rule_ids)
     with ws.write() as db:
@@ -363,7 +366,7 @@ def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: str, *,
     The new draft's sources are the union of theirs; the old ones become ``merged``.
     ``base_versions`` (id -> version the merger saw) refuses the merge if any changed since.
     """
-    who, text = _check_actor(who, identity_kind), _check_text(text)
+    who, text = check_actor(who, identity_kind), _check_text(text)
     unique = sorted(set(ids))
     if len(unique) < 2:
         raise BadInput("merge needs at least two different heuristic ids")
@@ -394,7 +397,7 @@ def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who:
                     comment: str | None = None) -> list[int]:
     """Replace one heuristic by several drafts (each keeps all its sources); the old one
     becomes ``split``. Returns the new ids in the order of ``texts``."""
-    who = _check_actor(who, identity_kind)
+    who = check_actor(who, identity_kind)
     parts = [_check_text(t) for t in texts]
     if len(parts) < 2:
         raise BadInput("split needs at least two texts")
@@ -420,8 +423,8 @@ def add_approver(ws: Workspace, task: str, name: str, who: str, *,
     Once the list is non-empty only its members may add names (else anyone could add
     themselves); the first name may be added by anyone.
     """
-    who = _check_actor(who, identity_kind)
-    name = _check_actor(name, identity_kind)
+    who = check_actor(who, identity_kind)
+    name = check_actor(name, identity_kind)
     task_info(ws, task)
     with ws.write() as db:
         approvers = list_approvers(ws, task)
@@ -443,7 +446,7 @@ def remove_approver(ws: Workspace, task: str, name: str, who: str, *,
     Only an approver may remove names (themselves included). Removing the last name empties
     the list, and then anyone may approve again.
     """
-    who = _check_actor(who, identity_kind)
+    who = check_actor(who, identity_kind)
     name = (name or "").strip()
     task_info(ws, task)
     with ws.write() as db:
@@ -474,7 +477,7 @@ def set_description(ws: Workspace, task: str, text: str, who: str, *,
     the task has an approver list only its members may change the description, since it goes
     into every prompt built from now on. Prompt versions already built keep their text.
     """
-    who = _check_actor(who, identity_kind)
+    who = check_actor(who, identity_kind)
     text = " ".join((text or "").split())
     if not text:
         raise BadInput("a task description cannot be empty")

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from pld import review
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
@@ -358,7 +359,7 @@ def _dropped(part: Part) -> tuple[str, ...]:
 def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
            method: str) -> int | None:
     """Insert the draft and its audit row; None when another process stored one first."""
-    who = f"teacher:{ctx.teacher}"
+    who = review.TEACHER_PREFIX + ctx.teacher
     with ctx.ws.write() as db:
         if db.execute("SELECT 1 FROM heuristics WHERE clustering_id = ? AND cluster_id = ?",
                       [ctx.clustering_id, cluster_id]).fetchone():

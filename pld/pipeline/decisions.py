@@ -10,7 +10,6 @@ from typing import Any
 from pld import review
 from pld.errors import BadInput
 from pld.pipeline.resolve_state import (
-    _TEACHER_PREFIX,
     ACCEPTED,
     AUTO_COMMENT,
     EDIT,
@@ -23,18 +22,6 @@ from pld.pipeline.resolve_state import (
     proposal_rows,
 )
 from pld.workspace import Workspace, dumps, loads, now
-
-
-def check_who(who: str, identity_kind: str) -> str:
-    who = (who or "").strip()
-    if not who:
-        raise BadInput("--as: a reviewer name is required")
-    if who.startswith(_TEACHER_PREFIX):
-        raise BadInput(f"--as {who!r}: names starting with 'teacher:' are reserved for models")
-    if identity_kind not in review.IDENTITY_KINDS:
-        raise BadInput(f"identity kind {identity_kind!r}: use one of "
-                       f"{', '.join(review.IDENTITY_KINDS)}")
-    return who
 
 
 def _proposal(ws: Workspace, proposal_id: int) -> dict[str, Any]:
@@ -132,7 +119,7 @@ def decide_proposal(ws: Workspace, proposal_id: int, accept: bool, who: str,
     ``who``; a ``remove`` rejects the heuristic. Every decision appends a ``reviews`` row for
     the proposal (entity ``proposal``), besides the heuristic's own rows, in one transaction.
     """
-    who = check_who(who, identity_kind)
+    who = review.check_actor(who, identity_kind)
     return _decide(ws, proposal_id, accept, who, identity_kind=identity_kind, comment=comment)
 
 
@@ -141,7 +128,7 @@ def auto_accept(ws: Workspace, o: LoopOptions, k: int) -> int:
     n = 0
     for p in proposal_rows(ws, o.task.name, k, PENDING):
         _decide(ws, p["id"], True, o.auto_accept_as, identity_kind=review.AUTO,
-                comment=AUTO_COMMENT, author=_TEACHER_PREFIX + o.teacher,
+                comment=AUTO_COMMENT, author=review.TEACHER_PREFIX + o.teacher,
                 approver=o.auto_accept_as)
         n += 1
     return n

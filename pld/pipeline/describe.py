@@ -15,6 +15,7 @@ from typing import Any
 from pld import prompts
 from pld.errors import BadInput, NotReady
 from pld.llm.base import ConfigError
+from pld.llm.json_reply import loads_reply
 from pld.llm.teacher_json import ask_json
 from pld.tasks.store import task_info
 from pld.workspace import Workspace
@@ -51,8 +52,6 @@ def sample_examples(ws: Workspace, task: str, *, per_label: int = PER_LABEL,
 
 def parse_reply(text: str) -> str:
     """The description in a reply; :class:`ValueError` naming what is wrong."""
-    from pld.llm.json_reply import loads_reply
-
     data = loads_reply(text)
     if not isinstance(data, dict):
         raise ValueError("expected a JSON object")

@@ -81,7 +81,7 @@ from pld.pipeline.calibrate import (
     calibrated_answers,
     fit_calibration,
 )
-from pld.pipeline.decisions import auto_accept, check_who
+from pld.pipeline.decisions import auto_accept
 from pld.pipeline.embed import check_embedder_name
 from pld.pipeline.proposals import propose
 from pld.pipeline.resolve_state import (
@@ -258,7 +258,7 @@ def _check_args(ws: Workspace, task: str, student: str, teacher: str, *, iterati
     if attribution != TFIDF:
         check_embedder_name(attribution)
     if auto_accept_as is not None:
-        check_who(auto_accept_as, review.AUTO)
+        review.check_actor(auto_accept_as, review.AUTO)
     info = task_info(ws, task)
     n_val = ws.query("SELECT count(*) AS n FROM examples WHERE task = ? AND split = ?",
                      [task, VAL])[0]["n"]

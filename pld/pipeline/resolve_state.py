@@ -33,7 +33,6 @@ TFIDF = "tfidf"
 MAX_TOKENS = 1024
 MAX_ADD = 2
 TEXT_CHARS = 1500  # an example longer than this is cut in the teacher prompt
-_TEACHER_PREFIX = "teacher:"
 
 
 class SplitLeakError(RuntimeError):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pld.errors import NotReady
+from pld.pipeline.embed import load_vectors
 from pld.pipeline.student import PromptVersion, render_student_prompt
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads
@@ -45,8 +46,6 @@ def typical_example(ws: Workspace, source_rule_ids: list[int]) -> dict[str, Any]
     model = _embed_model(ws, [r["id"] for r in rules])
     if model is None:
         return mine[0]
-    from pld.pipeline.embed import load_vectors
-
     vectors = load_vectors(ws, [r["id"] for r in rules], model).astype(np.float64)
     centre = vectors.mean(axis=0)
     index = {r["id"]: i for i, r in enumerate(rules)}
