@@ -10,20 +10,29 @@ the row as it is now and the review row of the change that was missed. The ``UPD
 version = ?`` runs inside one write transaction, so of two processes acting on the same version
 exactly one wins.
 
-Four-eyes: the last person who wrote a heuristic's text (``updated_by``) cannot approve it. A
-teacher's untouched draft has no human author, so anyone may approve it. When the task has an
-approver list, only the people on it may approve or reject (both decide what enters the prompt),
-and add or remove names; anyone may still edit, merge, split and comment.
+Four-eyes: the last person who wrote a heuristic's text (``updated_by``) cannot approve it; for
+a draft a job wrote that is the person who started the job. A teacher's draft from a job nobody
+named has no human author, so anyone may approve it. When the task has an approver list, only
+the people on it may approve or reject (both decide what enters the prompt), and add or remove
+names; anyone may still edit, merge, split and comment. A task may also require OIDC-identified
+approvals. Names are compared in one spelling (:func:`normalize_name`).
+
+The student prompt's preamble (task description, label list, output instruction; see
+:mod:`pld.preamble`) is reviewed like a heuristic: the same edit, approve and reject with
+``entity='preamble'``, the same versions, four-eyes and trail. Every row written to ``reviews``
+goes through :func:`audit`, which chains it (:mod:`pld.trail`).
 """
 
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlite_utils
 
+from pld import trail
 from pld.errors import BadInput
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
@@ -36,6 +45,10 @@ LIVE = (DRAFT, APPROVED, REJECTED)  # statuses a reviewer can still act on
 SELF_DECLARED, OIDC, AUTO = "self-declared", "oidc", "auto"
 IDENTITY_KINDS = (SELF_DECLARED, OIDC, AUTO)
 TEACHER_PREFIX = "teacher:"  # the author name of text a model wrote; no person may use it
+SYSTEM_PREFIX = "pld:"  # PLD Studio's own actors (the template, the conflict loop's revert)
+RESERVED_PREFIXES = (TEACHER_PREFIX, SYSTEM_PREFIX)
+HEURISTIC, PREAMBLE = "heuristic", "preamble"
+TABLES = {HEURISTIC: "heuristics", PREAMBLE: "preambles"}  # reviewed items and their tables
 AUTO_COMMENT = "auto-approved (benchmark)"
 _NO_APPROVAL = {"approved_by": None, "approved_at": None, "identity_kind": None}
 
@@ -66,12 +79,12 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def fetch(ws: Workspace, heuristic_id: int) -> dict[str, Any]:
-    """The heuristic row (JSON decoded), without its sources; BadInput if there is none."""
-    rows = ws.query("SELECT * FROM heuristics WHERE id = ?", [heuristic_id])
+def fetch(ws: Workspace, item_id: int, entity: str = HEURISTIC) -> dict[str, Any]:
+    """The heuristic (or preamble) row, JSON decoded, without sources; BadInput if none."""
+    rows = ws.query(f"SELECT * FROM {TABLES[entity]} WHERE id = ?", [item_id])
     if not rows:
-        raise BadInput(f"heuristic {heuristic_id} not found")
-    return _decode(rows[0])
+        raise BadInput(f"{entity} {item_id} not found")
+    return _decode(rows[0]) if entity == HEURISTIC else rows[0]
 
 
 _SHOW = """
@@ -118,11 +131,12 @@ def approved_heuristics(ws: Workspace, task: str) -> list[dict[str, Any]]:
     return list_heuristics(ws, task, APPROVED)
 
 
-def history(ws: Workspace, heuristic_id: int) -> list[dict[str, Any]]:
-    """The audit trail of one heuristic, oldest first, ``before``/``after`` decoded."""
+def history(ws: Workspace, item_id: int, entity: str = HEURISTIC) -> list[dict[str, Any]]:
+    """The audit trail of one heuristic (or preamble), oldest first, ``before``/``after``
+    decoded."""
     rows = ws.query(
-        "SELECT * FROM reviews WHERE entity = 'heuristic' AND entity_id = ? ORDER BY id",
-        [heuristic_id])
+        "SELECT * FROM reviews WHERE entity = ? AND entity_id = ? ORDER BY id",
+        [entity, item_id])
     for r in rows:
         r["before"], r["after"] = loads(r["before"]), loads(r["after"])
     return rows
@@ -136,17 +150,34 @@ def list_approvers(ws: Workspace, task: str) -> list[str]:
 
 # -- checks ---------------------------------------------------------------------------------------
 
+def normalize_name(name: str) -> str:
+    """The one spelling of a person's name: NFKC, invisible and control characters removed,
+    runs of whitespace made one space, casefolded. "Alice", "alice" and "alice" followed by a
+    zero-width space are one person."""
+    text = unicodedata.normalize("NFKC", name or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Cc", "Co", "Cn")
+                   or ch in " \t\n")
+    return " ".join(text.split()).casefold()
+
+
 def check_actor(who: str, identity_kind: str) -> str:
-    """``who`` stripped, when it may act: non-empty, not a model's ``teacher:`` name, with a
-    known identity kind; :class:`BadInput` otherwise. The one check of who is acting."""
-    who = (who or "").strip()
+    """``who`` normalised (:func:`normalize_name`), when it may act: non-empty, not a reserved
+    ``teacher:``/``pld:`` name, with a known identity kind; :class:`BadInput` otherwise. The
+    one check of who is acting."""
+    who = normalize_name(who)
     if not who:
         raise BadInput("--as: a reviewer name is required")
-    if who.startswith(TEACHER_PREFIX):
-        raise BadInput(f"--as {who!r}: names starting with 'teacher:' are reserved for models")
+    if who.startswith(RESERVED_PREFIXES):
+        raise BadInput(f"--as {who!r}: names starting with 'teacher:' or 'pld:' are reserved "
+                       "for models and PLD Studio itself")
     if identity_kind not in IDENTITY_KINDS:
         raise BadInput(f"identity kind {identity_kind!r}: use one of {', '.join(IDENTITY_KINDS)}")
     return who
+
+
+def is_person(name: str | None) -> bool:
+    """True when ``name`` is a person's (not a model's or PLD Studio's own actor)."""
+    return bool(name) and not str(name).startswith(RESERVED_PREFIXES)
 
 
 def _check_text(text: str) -> str:
@@ -156,38 +187,79 @@ def _check_text(text: str) -> str:
     return text
 
 
+def _entity(row: dict[str, Any]) -> str:
+    return HEURISTIC if "source_rule_ids" in row else PREAMBLE
+
+
 def _check_status(row: dict[str, Any], allowed: Iterable[str], action: str) -> None:
     if row["status"] not in allowed:
-        raise BadInput(f"heuristic {row['id']} is {row['status']}; cannot {action} it")
+        raise BadInput(f"{_entity(row)} {row['id']} is {row['status']}; cannot {action} it")
 
 
 def _check_approver(ws: Workspace, task: str, who: str, action: str = "approve") -> None:
     approvers = list_approvers(ws, task)
-    if approvers and who not in approvers:
+    if approvers and who not in {normalize_name(a) for a in approvers}:
         raise NotApprover(f"{who} is not an approver of task {task!r}, so cannot {action} "
                           f"(approvers: {', '.join(approvers)})")
 
 
+class IdentityRequired(BadInput):
+    """The task requires approvals by logged-in (OIDC) reviewers and this one is not."""
+
+
+def requires_oidc(ws: Workspace, task: str) -> bool:
+    """True when only OIDC-identified people may approve the task's items (and export then
+    refuses approvals of any other kind)."""
+    rows = ws.query("SELECT require_oidc FROM tasks WHERE name = ?", [task])
+    return bool(rows and rows[0]["require_oidc"])
+
+
+def _check_identity(ws: Workspace, task: str, identity_kind: str, action: str) -> None:
+    if identity_kind != OIDC and requires_oidc(ws, task):
+        raise IdentityRequired(f"task {task!r} requires sign-offs by logged-in (OIDC) "
+                               f"reviewers; a {identity_kind} identity cannot {action}")
+
+
+def set_require_oidc(ws: Workspace, task: str, required: bool, who: str, *,
+                     identity_kind: str = SELF_DECLARED) -> None:
+    """Require (or stop requiring) OIDC-identified approvals for ``task``; only its approvers
+    may change this once it has some, and only an OIDC identity may turn it off."""
+    who = check_actor(who, identity_kind)
+    task_info(ws, task)
+    with ws.write() as db:
+        _check_approver(ws, task, who, "change the identity requirement")
+        before = requires_oidc(ws, task)
+        if before and not required:
+            _check_identity(ws, task, identity_kind, "lift the OIDC requirement")
+        if before == required:
+            return
+        db.execute("UPDATE tasks SET require_oidc = ? WHERE name = ?", [int(required), task])
+        _audit(db, who, identity_kind, "task", None, "require-oidc",
+               {"task": task, "require_oidc": before}, {"task": task, "require_oidc": required},
+               None)
+
+
 def _check_four_eyes(row: dict[str, Any], who: str) -> None:
-    if row["updated_by"] == who:
-        raise FourEyes(f"heuristic {row['id']} was last edited by {who}; four-eyes rule: "
-                       f"someone else must approve it")
+    if normalize_name(row["updated_by"] or "") == who:
+        raise FourEyes(f"{_entity(row)} {row['id']} was last written by {who} (or by a job "
+                       f"{who} started); four-eyes rule: someone else must approve it")
 
 
-def stale_error(ws: Workspace, heuristic_id: int, base_version: int) -> StaleEdit:
+def stale_error(ws: Workspace, item_id: int, base_version: int,
+                entity: str = HEURISTIC) -> StaleEdit:
     """The StaleEdit for a change based on ``base_version``, naming the change it missed."""
-    current = fetch(ws, heuristic_id)
+    current = fetch(ws, item_id, entity)
     rows = ws.query(
-        "SELECT * FROM reviews WHERE entity = 'heuristic' AND entity_id = ? "
+        "SELECT * FROM reviews WHERE entity = ? AND entity_id = ? "
         "AND json_extract(after, '$.version') > ? ORDER BY id LIMIT 1",
-        [heuristic_id, base_version])
+        [entity, item_id, base_version])
     theirs = rows[0] if rows else None
     if theirs is None:
-        msg = (f"heuristic {heuristic_id} is at version {current['version']}, not "
+        msg = (f"{entity} {item_id} is at version {current['version']}, not "
                f"{base_version}; reload it")
     else:
         theirs["before"], theirs["after"] = loads(theirs["before"]), loads(theirs["after"])
-        msg = (f"heuristic {heuristic_id} changed since your version {base_version}: "
+        msg = (f"{entity} {item_id} changed since your version {base_version}: "
                f"{theirs['who']} did '{theirs['action']}' at {theirs['created_at']} "
                f"(now version {current['version']}, {current['status']}); reload and redo yours")
     return StaleEdit(msg, current, theirs)
@@ -195,78 +267,93 @@ def stale_error(ws: Workspace, heuristic_id: int, base_version: int) -> StaleEdi
 
 def _check_base(ws: Workspace, row: dict[str, Any], base_version: int | None) -> None:
     if base_version is not None and base_version != row["version"]:
-        raise stale_error(ws, row["id"], base_version)
+        raise stale_error(ws, row["id"], base_version, _entity(row))
 
 
 # -- writing --------------------------------------------------------------------------------------
 
-def _audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
-           entity_id: int | None, action: str, before: Any, after: Any,
-           comment: str | None) -> None:
-    db["reviews"].insert({
-        "created_at": now(), "who": who, "identity_kind": identity_kind, "entity": entity,
-        "entity_id": entity_id, "action": action,
-        "before": None if before is None else dumps(before),
-        "after": None if after is None else dumps(after), "comment": comment,
-    })
+def audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
+          entity_id: int | None, action: str, before: Any, after: Any,
+          comment: str | None) -> trail.Link:
+    """Append one row to the audit trail (``before``/``after`` JSON-encoded here); call inside
+    ``ws.write()``. The one way every stage records who did what."""
+    return trail.append(
+        db, who=who, identity_kind=identity_kind, entity=entity, entity_id=entity_id,
+        action=action, before=None if before is None else dumps(before),
+        after=None if after is None else dumps(after), comment=comment)
+
+
+_audit = audit
 
 
 def apply_change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
                  changes: dict[str, Any], *, who: str, identity_kind: str, action: str,
                  comment: str | None, base_version: int | None = None,
                  note: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Apply ``changes`` if the row is still at ``base_version`` (default: the version in
-    ``row``), bump its version and audit it."""
+    """Apply ``changes`` to a heuristic (or preamble) row if it is still at ``base_version``
+    (default: the version in ``row``), bump its version and audit it."""
+    entity = _entity(row)
     base = row["version"] if base_version is None else base_version
     cols = {**changes, "updated_at": now()}
     sets = ", ".join(f"{c} = ?" for c in cols)
     cur = db.execute(
-        f"UPDATE heuristics SET {sets}, version = version + 1 WHERE id = ? AND version = ?",
+        f"UPDATE {TABLES[entity]} SET {sets}, version = version + 1 WHERE id = ? AND version = ?",
         [*cols.values(), row["id"], base])
     if cur.rowcount != 1:
-        raise stale_error(ws, row["id"], base)
-    after = fetch(ws, row["id"])
-    _audit(db, who, identity_kind, "heuristic", row["id"], action, row,
+        raise stale_error(ws, row["id"], base, entity)
+    after = fetch(ws, row["id"], entity)
+    _audit(db, who, identity_kind, entity, row["id"], action, row,
            {**after, **(note or {})}, comment)
     return after
 
 
 def insert_row(db: sqlite_utils.Database, fields: dict[str, Any], *, who: str,
-               identity_kind: str, comment: str | None) -> int:
-    """Insert a draft heuristic inside the caller's transaction and audit it. Unlike
-    :func:`create_heuristic` it accepts model authors (``teacher:...``), for pipeline stages."""
+               identity_kind: str, comment: str | None, author: str | None = None,
+               note: dict[str, Any] | None = None) -> int:
+    """Insert a draft heuristic inside the caller's transaction and audit it: the one way a
+    heuristic is created. Unlike :func:`create_heuristic` it accepts model writers
+    (``teacher:...``), for pipeline stages; ``author`` is then the person who started the job,
+    who counts as the text's last editor for four-eyes (the writer when None)."""
     ts = now()
-    row = {"status": DRAFT, "version": 1, "created_by": who, "updated_by": who,
+    row = {"status": DRAFT, "version": 1, "created_by": who, "updated_by": author or who,
            "created_at": ts, "updated_at": ts, **fields}
     row["source_rule_ids"] = dumps(sorted(set(row.get("source_rule_ids") or [])))
     hid = int(db["heuristics"].insert(row).last_pk)
-    after = {**row, "id": hid, "source_rule_ids": loads(row["source_rule_ids"])}
-    _audit(db, who, identity_kind, "heuristic", hid, "create", None, after, comment)
+    after = {**row, "id": hid, "source_rule_ids": loads(row["source_rule_ids"]), **(note or {})}
+    _audit(db, who, identity_kind, HEURISTIC, hid, "create", None, after, comment)
     return hid
 
 
 def edit(ws: Workspace, heuristic_id: int, text: str, who: str, *, base_version: int,
-         identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
-    """Replace the text, based on ``base_version``; returns the new row.
+         identity_kind: str = SELF_DECLARED, comment: str | None = None,
+         entity: str = HEURISTIC) -> dict[str, Any]:
+    """Replace the text of a heuristic (or, with ``entity='preamble'``, a preamble), based on
+    ``base_version``; returns the new row.
 
     The editor becomes ``updated_by`` (so cannot approve it), and an approved or rejected
-    heuristic goes back to draft: its approval does not cover the new text.
+    item goes back to draft: its approval does not cover the new text.
     """
     who, text = check_actor(who, identity_kind), _check_text(text)
     with ws.write() as db:
-        row = fetch(ws, heuristic_id)
+        row = fetch(ws, heuristic_id, entity)
         _check_base(ws, row, base_version)
         _check_status(row, LIVE, "edit")
         if text == row["text"]:
-            raise BadInput(f"heuristic {heuristic_id}: the new text is the same as the old")
+            raise BadInput(f"{entity} {heuristic_id}: the new text is the same as the old")
         changes = {"text": text, "updated_by": who, "status": DRAFT, **_NO_APPROVAL}
         return apply_change(ws, db, row, changes, who=who, identity_kind=identity_kind,
                        action="edit", comment=comment, base_version=base_version)
 
 
-def _approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: str,
-                 identity_kind: str, comment: str | None,
-                 base_version: int | None = None) -> dict[str, Any]:
+def approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: str,
+                identity_kind: str, comment: str | None,
+                base_version: int | None = None) -> dict[str, Any]:
+    """Approve ``row`` inside the caller's transaction after every check a sign-off needs
+    (status, approver list, required identity kind, four-eyes, version): the one place that
+    sets ``approved``. ``who`` must already have passed :func:`check_actor`."""
+    _check_base(ws, row, base_version)
+    _check_approver(ws, row["task"], who)
+    _check_identity(ws, row["task"], identity_kind, "approve")
     _check_status(row, (DRAFT, REJECTED), "approve")
     _check_four_eyes(row, who)
     changes = {"status": APPROVED, "approved_by": who, "approved_at": now(),
@@ -275,25 +362,28 @@ def _approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], 
                    action="approve", comment=comment, base_version=base_version)
 
 
-def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
-            identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
-    """Approve a draft (or rejected) heuristic; refused for its last editor, a non-approver,
-    or a stale ``base_version``. Returns the new row."""
+def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int,
+            identity_kind: str = SELF_DECLARED, comment: str | None = None,
+            entity: str = HEURISTIC) -> dict[str, Any]:
+    """Approve a draft (or rejected) heuristic (or preamble) at ``base_version``, the version
+    the reviewer read; refused for its last editor, a non-approver, a stale version, or a
+    self-declared identity on a task that requires OIDC. Returns the new row."""
     who = check_actor(who, identity_kind)
+    if base_version is None:
+        raise BadInput("approving needs the version you reviewed (--base-version)")
     with ws.write() as db:
-        row = fetch(ws, heuristic_id)
-        _check_base(ws, row, base_version)
-        _check_approver(ws, row["task"], who)
-        return _approve_row(ws, db, row, who, identity_kind, comment, base_version)
+        row = fetch(ws, heuristic_id, entity)
+        return approve_row(ws, db, row, who, identity_kind, comment, base_version)
 
 
 def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
-           identity_kind: str = SELF_DECLARED, comment: str | None = None) -> dict[str, Any]:
-    """Reject a draft or approved heuristic (it leaves the prompt); refused for a non-approver
-    (like :func:`approve`) or a stale ``base_version``. Returns the new row."""
+           identity_kind: str = SELF_DECLARED, comment: str | None = None,
+           entity: str = HEURISTIC) -> dict[str, Any]:
+    """Reject a draft or approved heuristic (or preamble): it leaves the prompt. Refused for
+    a non-approver (like :func:`approve`) or a stale ``base_version``. Returns the new row."""
     who = check_actor(who, identity_kind)
     with ws.write() as db:
-        row = fetch(ws, heuristic_id)
+        row = fetch(ws, heuristic_id, entity)
         _check_base(ws, row, base_version)
         # Rejecting takes a heuristic out of the prompt: as much a sign-off as approving.
         _check_approver(ws, row["task"], who, "reject")
@@ -303,25 +393,30 @@ def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | No
                        base_version=base_version)
 
 
-def auto_approve_all(ws: Workspace, task: str, who: str, *,
+def auto_approve_all(ws: Workspace, task: str, who: str, *, run_ids: Iterable[int],
                      on_skip: Callable[[str], None] | None = None) -> int:
-    """Approve every draft of ``task`` as ``who`` with identity kind ``auto`` (benchmarks,
-    ``run --auto-approve-as``); returns how many. Drafts ``who`` edited are skipped (four-eyes),
-    each reported through ``on_skip`` (and the log) with a one-line reason."""
+    """Approve the drafts of ``task`` that runs ``run_ids`` wrote, as ``who`` with identity
+    kind ``auto`` (benchmarks, ``run --auto-approve-as``); returns how many. Only those: a
+    person's own draft, or one from another run, waits for a person. Drafts ``who`` wrote or
+    whose job ``who`` started are skipped (four-eyes), each reported through ``on_skip`` (and
+    the log) with a one-line reason."""
     who = check_actor(who, AUTO)
     task_info(ws, task)
     _check_approver(ws, task, who)
+    runs = set(run_ids)
     approved = 0
     with ws.write() as db:
         for row in list_heuristics(ws, task, DRAFT):
-            if row["updated_by"] == who:
+            if row.get("run_id") not in runs:
+                continue
+            if normalize_name(row["updated_by"] or "") == who:
                 msg = (f"heuristic {row['id']} not auto-approved: {who} edited it "
                        f"(four-eyes); someone else must approve it")
                 log.warning(msg)
                 if on_skip is not None:
                     on_skip(msg)
                 continue
-            _approve_row(ws, db, row, who, AUTO, AUTO_COMMENT)
+            approve_row(ws, db, row, who, AUTO, AUTO_COMMENT)
             approved += 1
     return approved
 
@@ -427,10 +522,10 @@ def add_approver(ws: Workspace, task: str, name: str, who: str, *,
     name = check_actor(name, identity_kind)
     task_info(ws, task)
     with ws.write() as db:
-        approvers = list_approvers(ws, task)
+        approvers = {normalize_name(a) for a in list_approvers(ws, task)}
         if approvers and who not in approvers:
             raise NotApprover(f"{who} is not an approver of task {task!r}; only "
-                              f"{', '.join(approvers)} can add approvers")
+                              f"{', '.join(sorted(approvers))} can add approvers")
         if name in approvers:
             return False
         db["approvers"].insert({"task": task, "name": name, "added_at": now()})
@@ -447,16 +542,16 @@ def remove_approver(ws: Workspace, task: str, name: str, who: str, *,
     the list, and then anyone may approve again.
     """
     who = check_actor(who, identity_kind)
-    name = (name or "").strip()
+    name = normalize_name(name)
     task_info(ws, task)
     with ws.write() as db:
-        approvers = list_approvers(ws, task)
-        if approvers and who not in approvers:
+        stored = {normalize_name(a): a for a in list_approvers(ws, task)}
+        if stored and who not in stored:
             raise NotApprover(f"{who} is not an approver of task {task!r}; only "
-                              f"{', '.join(approvers)} can remove approvers")
-        if name not in approvers:
+                              f"{', '.join(sorted(stored))} can remove approvers")
+        if name not in stored:
             return False
-        db.execute("DELETE FROM approvers WHERE task = ? AND name = ?", [task, name])
+        db.execute("DELETE FROM approvers WHERE task = ? AND name = ?", [task, stored[name]])
         _audit(db, who, identity_kind, "approver", None, "remove", {"task": task, "name": name},
                None, None)
     return True
@@ -486,14 +581,29 @@ def set_description(ws: Workspace, task: str, text: str, who: str, *,
         if base is not None and " ".join(base.split()) != " ".join(current.split()):
             raise StaleDescription(f"the description of task {task!r} was changed since you "
                                    f"read it; it now reads: {current}")
-        approvers = list_approvers(ws, task)
-        if approvers and who not in approvers:
-            raise NotApprover(f"{who} is not an approver of task {task!r}; only "
-                              f"{', '.join(approvers)} can change its description")
+        _check_approver(ws, task, who, "change its description")
         if text == current:
             return False
         db.execute("UPDATE tasks SET description = ? WHERE name = ?", [text, task])
         _audit(db, who, identity_kind, "task", None, "describe",
                {"task": task, "description": current}, {"task": task, "description": text},
                comment)
+        _follow_description(ws, db, task, current, text, who, identity_kind)
     return True
+
+
+def _follow_description(ws: Workspace, db: sqlite_utils.Database, task: str, old: str,
+                        new: str, who: str, identity_kind: str) -> None:
+    """Carry a new description into the task's preamble as an edit by ``who`` (a draft again,
+    for someone else to approve). A preamble someone rewrote so that it no longer holds the old
+    description is left as it is: their wording is not overwritten."""
+    rows = ws.query("SELECT * FROM preambles WHERE task = ?", [task])
+    if not rows or not old.strip() or old.strip() not in rows[0]["text"]:
+        return
+    row = rows[0]
+    text = row["text"].replace(old.strip(), new.strip(), 1)
+    if text != row["text"]:
+        apply_change(ws, db, row, {"text": text, "updated_by": who, "status": DRAFT,
+                                   **_NO_APPROVAL},
+                     who=who, identity_kind=identity_kind, action="edit",
+                     comment="the task description changed")

@@ -21,7 +21,9 @@ from typing import Any
 
 import sqlite_utils
 
-SCHEMA_VERSION = 5
+from pld import trail
+
+SCHEMA_VERSION = 6
 
 
 class WorkspaceError(Exception):
@@ -303,7 +305,27 @@ def _v5(db: sqlite_utils.Database) -> None:
         ["task", "student", "prompt_sha256", "val_limit", "calibration"], unique=True)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    """The sign-off trail: ``reviews`` becomes a hash chain (existing rows are hashed once, in
+    id order), the student prompt's preamble becomes a reviewed item, heuristics remember the
+    run that wrote them and runs who started them."""
+    db["reviews"].add_column("prev_hash", str)
+    db["reviews"].add_column("row_hash", str)
+    trail.hash_existing(db)
+    db["preambles"].create(
+        {"id": int, "task": str, "text": str, "status": str, "version": int,
+         "created_by": str, "updated_by": str, "approved_by": str, "approved_at": str,
+         "identity_kind": str, "created_at": str, "updated_at": str},
+        pk="id", foreign_keys=[("task", "tasks", "name")],
+    )
+    db["preambles"].create_index(["task"], unique=True)
+    db["heuristics"].add_column("run_id", int)
+    db["runs"].add_column("started_by", str)
+    db["runs"].add_column("started_by_kind", str)
+    db["tasks"].add_column("require_oidc", int)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 
 
 def _migrate(ws: Workspace, current: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +38,11 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     """A fake OpenAI-compatible server on 127.0.0.1; set ``.responder`` to script answers."""
     with FakeOpenAI() as f:
         yield f
+
+
+def approve_seen(ws: Workspace, heuristic_id: int, who: str, **kwargs: Any) -> dict[str, Any]:
+    """Approve a heuristic as a reviewer who has just read its current version."""
+    from pld import review
+
+    version = review.fetch(ws, heuristic_id)["version"]
+    return review.approve(ws, heuristic_id, who, base_version=version, **kwargs)

@@ -13,6 +13,7 @@ from pld.errors import BadInput
 from pld.review import FourEyes, NotApprover, StaleEdit
 from pld.tasks.store import save_task
 from pld.workspace import Workspace, dumps, loads, now, open_workspace
+from tests.conftest import approve_seen
 
 TASK = "claims"
 
@@ -88,22 +89,22 @@ def test_four_eyes(ws: Workspace, task: str) -> None:
     review.edit(ws, hid, "bob's text", "bob", base_version=1)
 
     with pytest.raises(FourEyes, match="bob"):
-        review.approve(ws, hid, "bob")
-    approved = review.approve(ws, hid, "alice", base_version=2)
+        approve_seen(ws, hid, "bob")
+    approved = approve_seen(ws, hid, "alice", base_version=2)
 
     assert (approved["status"], approved["approved_by"]) == ("approved", "alice")
     # A teacher's untouched draft has no human author: anyone may approve it.
     untouched = teacher_draft(ws, "teacher text")
-    assert review.approve(ws, untouched, "bob")["status"] == "approved"
+    assert approve_seen(ws, untouched, "bob")["status"] == "approved"
     # A hand-written heuristic's author is its editor.
     manual = review.create_heuristic(ws, TASK, "carol's rule", "carol")
     with pytest.raises(FourEyes):
-        review.approve(ws, manual, "carol")
+        approve_seen(ws, manual, "carol")
 
 
 def test_edit_after_approval_resets_to_draft(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "old text")
-    approved = review.approve(ws, hid, "alice")
+    approved = approve_seen(ws, hid, "alice")
     assert [h["id"] for h in review.approved_heuristics(ws, TASK)] == [hid]
 
     edited = review.edit(ws, hid, "new text", "bob", base_version=approved["version"])
@@ -118,7 +119,7 @@ def test_approve_and_reject_refuse_stale_base_version(ws: Workspace, task: str) 
     review.edit(ws, hid, "new text", "bob", base_version=1)
 
     with pytest.raises(StaleEdit, match="bob"):
-        review.approve(ws, hid, "alice", base_version=1)
+        approve_seen(ws, hid, "alice", base_version=1)
     with pytest.raises(StaleEdit):
         review.reject(ws, hid, "alice", base_version=1)
     rejected = review.reject(ws, hid, "alice", base_version=2, comment="too vague")
@@ -137,13 +138,13 @@ def test_approver_list(ws: Workspace, task: str) -> None:
     assert review.add_approver(ws, TASK, "alice", "alice") is False
 
     with pytest.raises(NotApprover, match="bob is not an approver"):
-        review.approve(ws, hid, "bob")
+        approve_seen(ws, hid, "bob")
     with pytest.raises(NotApprover):
         review.add_approver(ws, TASK, "bob", "bob")
     review.add_approver(ws, TASK, "carol", "alice")
 
     assert review.list_approvers(ws, TASK) == ["alice", "carol"]
-    assert review.approve(ws, hid, "carol")["approved_by"] == "carol"
+    assert approve_seen(ws, hid, "carol")["approved_by"] == "carol"
     added = ws.query("SELECT who, after FROM reviews WHERE entity = 'approver' ORDER BY id")
     assert [a["who"] for a in added] == ["alice", "alice"]
 
@@ -205,7 +206,7 @@ def test_split_replaces_one_by_several(ws: Workspace, task: str) -> None:
 def test_history_is_oldest_first(ws: Workspace, task: str) -> None:
     hid = review.create_heuristic(ws, TASK, "first", "carol")
     review.edit(ws, hid, "second", "carol", base_version=1)
-    review.approve(ws, hid, "alice")
+    approve_seen(ws, hid, "alice")
     review.reject(ws, hid, "bob")
 
     trail = review.history(ws, hid)
@@ -235,7 +236,7 @@ def test_get_heuristic_shows_sources_with_examples(ws: Workspace, task: str) -> 
 def test_list_heuristics_and_input_checks(ws: Workspace, task: str) -> None:
     h1 = teacher_draft(ws, "one")
     h2 = teacher_draft(ws, "two")
-    review.approve(ws, h2, "alice")
+    approve_seen(ws, h2, "alice")
 
     assert [h["id"] for h in review.list_heuristics(ws, TASK)] == [h1, h2]
     assert [h["id"] for h in review.list_heuristics(ws, TASK, "draft")] == [h1]
@@ -244,16 +245,16 @@ def test_list_heuristics_and_input_checks(ws: Workspace, task: str) -> None:
     with pytest.raises(BadInput, match="reviewer name"):
         review.edit(ws, h1, "x", " ", base_version=1)
     with pytest.raises(BadInput, match="reserved"):
-        review.approve(ws, h1, "teacher:me")
+        approve_seen(ws, h1, "teacher:me")
     with pytest.raises(BadInput, match="identity kind"):
-        review.approve(ws, h1, "alice", identity_kind="trust-me")
+        approve_seen(ws, h1, "alice", identity_kind="trust-me")
     with pytest.raises(BadInput, match="same"):
         review.edit(ws, h1, "one", "alice", base_version=1)
     with pytest.raises(BadInput, match="is approved"):
-        review.approve(ws, h2, "bob")
+        approve_seen(ws, h2, "bob")
     with pytest.raises(BadInput, match="not found"):
         review.create_heuristic(ws, TASK, "x", "alice", source_rule_ids=[12345])
-    assert review.approve(ws, h1, "alice", identity_kind="oidc")["identity_kind"] == "oidc"
+    assert approve_seen(ws, h1, "alice", identity_kind="oidc")["identity_kind"] == "oidc"
 
 
 def test_concurrent_edits_exactly_one_wins(ws: Workspace, ws_path: Path, task: str) -> None:
@@ -307,7 +308,7 @@ def test_remove_approver(ws: Workspace, task: str) -> None:
     assert review.remove_approver(ws, TASK, "alice", "carol", identity_kind="oidc") is True
     assert review.list_approvers(ws, TASK) == ["carol"]
     with pytest.raises(NotApprover):
-        review.approve(ws, hid, "alice")
+        approve_seen(ws, hid, "alice")
     removed = ws.query("SELECT who, identity_kind, action, before FROM reviews "
                        "WHERE entity = 'approver' AND action = 'remove'")
     assert [(r["who"], r["identity_kind"], loads(r["before"])) for r in removed] == [
@@ -315,4 +316,4 @@ def test_remove_approver(ws: Workspace, task: str) -> None:
     # The last approver may leave: the list is empty and anyone may approve again.
     assert review.remove_approver(ws, TASK, "carol", "carol") is True
     assert review.list_approvers(ws, TASK) == []
-    assert review.approve(ws, hid, "alice")["approved_by"] == "alice"
+    assert approve_seen(ws, hid, "alice")["approved_by"] == "alice"

@@ -12,7 +12,17 @@ from __future__ import annotations
 import signal
 
 # Importing a command module registers its commands on ``cli``.
-from pld.cli import clusters, evals, heuristics, models, prompts, rules, run, tasks  # noqa: F401
+from pld.cli import (  # noqa: F401
+    clusters,
+    evals,
+    heuristics,
+    models,
+    preamble,
+    prompts,
+    rules,
+    run,
+    tasks,
+)
 from pld.cli.root import cli
 
 __all__ = ["cli", "main"]

@@ -34,11 +34,14 @@ from pld.errors import BadInput
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the clusters that failed before.")
 @merge_option
+@click.option("--as", "who", default=None, metavar="NAME",
+              help="Who starts the job: the drafts count as yours, so someone else must "
+                   "approve them (recorded on the run).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: int | None,
-                    concurrency: int | None, retry_failed: bool, merge: str,
+                    concurrency: int | None, retry_failed: bool, merge: str, who: str | None,
                     as_json: bool) -> None:
     """Stage 3: one heuristic per cluster, keeping minority labels and edge cases."""
     from dataclasses import asdict
@@ -48,7 +51,7 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
     check_model(teacher)
     s = consolidate(ctx_workspace(ctx), task, teacher, clustering_id=clustering_id,
                     concurrency=concurrency, retry_failed=retry_failed, merge=merge,
-                    on_progress=Progress("consolidate"))
+                    started_by=who, on_progress=Progress("consolidate"))
     emit(asdict(s), as_json, lambda d: (
         f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
         f"already there, {d['failed']} failed" + failed_before_note(d)))
@@ -166,8 +169,12 @@ def _base_version_option(fn: F) -> F:
 
 def _with_base_versions(command: str, ids: tuple[int, ...],
                         versions: tuple[int, ...]) -> list[tuple[int, int | None]]:
-    """Pair each heuristic id with the version the reviewer saw (None when not given)."""
+    """Pair each heuristic id with the version the reviewer saw (None when not given, which
+    only reject allows: an approval covers exactly the version its reviewer read)."""
     if not versions:
+        if command == "approve":
+            raise BadInput("review approve: --base-version is required (the version you read; "
+                           "see python -m pld review show ID)")
         return [(hid, None) for hid in ids]
     if len(versions) != len(ids):
         raise BadInput(f"review {command}: give one --base-version per heuristic id "
@@ -198,7 +205,12 @@ def _sign_each(ctx: click.Context, command: str, ids: tuple[int, ...],
 @handles_errors
 def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
                    base_versions: tuple[int, ...], comment: str | None, who: str) -> None:
-    """Approve heuristics (four-eyes: not the last editor)."""
+    """Approve heuristics at the versions you read (four-eyes: not the last editor).
+
+    \b
+    Example:
+      python -m pld review approve 12 14 --base-version 3 --base-version 1 --as bob
+    """
     _sign_each(ctx, "approve", heuristic_ids, base_versions, comment, who)
 
 

@@ -99,18 +99,73 @@ def prompts_show(ctx: click.Context, task: str, version: int | None, as_json: bo
 @click.argument("task")
 @click.option("--version", type=int, default=None, help="Prompt version (default: latest).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--as", "who", default=None, metavar="NAME",
+              help="Who exports; recorded in the trail (default: pld:cli).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path,
-               as_json: bool) -> None:
-    """Write prompt.md and manifest.json of an approved prompt version."""
+               who: str | None, as_json: bool) -> None:
+    """Write prompt.md and manifest.json of an approved prompt version.
+
+    Refused unless the preamble and every heuristic in the prompt is approved. The export is
+    recorded in the trail; check it later with python -m pld verify DIR.
+
+    \b
+    Example:
+      python -m pld export demo --out exported/ --as alice
+    """
     from pld.pipeline.export import export
 
     try:
-        r = export(ctx_workspace(ctx), task, out_dir, version=version)
+        r = export(ctx_workspace(ctx), task, out_dir, version=version, who=who)
     except OSError as e:  # the workspace is SQLite, so an OSError here is about --out
         raise BadInput(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
     data = {"prompt": str(r.prompt_path), "manifest": str(r.manifest_path),
             "sha256": r.manifest.get("prompt_sha256"), "version": r.manifest.get("version")}
     emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}")
+
+
+@cli.command("verify")
+@click.argument("export_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workspace", "ws_path", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The workspace the export came from (default: the global --workspace).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def verify_cmd(ctx: click.Context, export_dir: Path, ws_path: Path | None,
+               as_json: bool) -> None:
+    """Prove that an export is what the people its manifest names approved.
+
+    Checks prompt.md against its sha256, the workspace's hash-chained trail, that the manifest
+    is the one the export wrote, and that the preamble and every heuristic was approved, by
+    someone other than its last editor, for exactly the text in the prompt. Exit 0 when all
+    hold, 1 naming the first broken link.
+
+    \b
+    Example:
+      python -m pld verify exported/ --workspace team.db
+    """
+    from pld.pipeline.verify import verify
+
+    root = ctx.find_root().obj
+    if ws_path is not None:
+        root["path"] = ws_path
+    if not Path(root["path"]).is_file():
+        raise BadInput(f"--workspace {root['path']}: no such workspace file")
+    result = verify(ctx_workspace(ctx), export_dir)
+    data = {"export_dir": result.export_dir, "ok": result.ok, "checks": result.checks,
+            "broken": result.broken}
+
+    def text(d: dict[str, Any]) -> str:
+        lines = [f"ok: {c}" for c in d["checks"]]
+        if d["broken"]:
+            lines.append(f"BROKEN: {d['broken']}")
+        else:
+            lines.append(f"verified: {d['export_dir']}")
+        return "\n".join(lines)
+
+    emit(data, as_json, text)
+    if not result.ok:
+        ctx.exit(1)

@@ -28,6 +28,7 @@ from pld.pipeline.resolve import resolve
 from pld.pipeline.resolve_state import best_version
 from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
 from pld.pipeline.student import PromptVersion, build_prompt, get_prompt
+from pld.preamble import auto_approve_template
 from pld.tasks import BUILTIN_TASKS, load_task
 from pld.tasks.store import loaded_tasks
 from pld.workspace import Workspace, dumps
@@ -165,7 +166,12 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
         s.stopped = "awaiting-review"
         return s
 
-    s.stages["approve"] = {"approved": review.auto_approve_all(ws, task, o.auto_approve_as)}
+    cid = s.stages["cluster"]["clustering_id"]
+    runs = [r["id"] for r in list_runs(ws, task=task, kind="consolidate", limit=1000)
+            if r["params"].get("clustering_id") == cid]
+    s.stages["approve"] = {
+        "approved": review.auto_approve_all(ws, task, o.auto_approve_as, run_ids=runs),
+        "preamble": auto_approve_template(ws, task, o.auto_approve_as)}
     first = _consolidated_prompt(ws, task, s.stages["cluster"]["clustering_id"])
     s.stages["prompt"] = {"version": first.version, "sha256": first.sha256,
                           "heuristics": len(first.heuristic_ids)}

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from pld import review
 from pld.errors import BadInput, NotReady
 from pld.pipeline.embed import DEFAULT_EMBEDDER, check_embedder_name, embed_rules, load_vectors
 from pld.pipeline.runs import ProgressCallback, stage_run
-from pld.review import IDENTITY_KINDS, SELF_DECLARED, StaleEdit
+from pld.review import SELF_DECLARED, StaleEdit
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -531,23 +532,12 @@ def points(ws: Workspace, clustering_id: int) -> list[dict[str, Any]]:
 # reviewer actions
 
 
-def _who(who: str, identity_kind: str) -> str:
-    if not isinstance(who, str) or not who.strip():
-        raise BadInput("a reviewer name is required (--as NAME)")
-    if identity_kind not in IDENTITY_KINDS:
-        raise BadInput(f"identity kind {identity_kind!r}: use one of {', '.join(IDENTITY_KINDS)}")
-    return who.strip()
-
-
 def _review(db: Any, who: str, identity_kind: str, clustering_id: int, action: str,
             before: Any, after: Any) -> None:
-    # The same audit row as pld.review writes for heuristics, identity kind included, so a
-    # clustering sign-off says whether its reviewer logged in or typed a name.
-    db["reviews"].insert({
-        "created_at": now(), "who": who, "identity_kind": identity_kind,
-        "entity": "clustering", "entity_id": clustering_id,
-        "action": action, "before": dumps(before), "after": dumps(after),
-    })
+    # The same chained audit row as heuristics get, identity kind included, so a clustering
+    # sign-off says whether its reviewer logged in or typed a name.
+    review.audit(db, who, identity_kind, "clustering", clustering_id, action, before, after,
+                 None)
 
 
 def accept_clustering(ws: Workspace, clustering_id: int, who: str, *,
@@ -556,7 +546,7 @@ def accept_clustering(ws: Workspace, clustering_id: int, who: str, *,
 
     ``identity_kind`` (see :data:`pld.review.IDENTITY_KINDS`) is recorded with the sign-off.
     """
-    who = _who(who, identity_kind)
+    who = review.check_actor(who, identity_kind)
     with ws.write() as db:
         c = get_clustering(ws, clustering_id)
         if not c["metrics"].get("n_clusters"):
@@ -683,7 +673,7 @@ def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: str, *,
     :class:`pld.review.StaleEdit` is raised and nothing changes (two tabs cannot silently
     overwrite each other's names).
     """
-    who = _who(who, identity_kind)
+    who = review.check_actor(who, identity_kind)
     if not isinstance(name, str) or not name.strip():
         raise BadInput("a cluster name must not be empty")
     rows = ws.query("SELECT clustering_id FROM clusters WHERE id = ?", [cluster_id])
@@ -710,7 +700,7 @@ def move_rules(ws: Workspace, clustering_id: int, rule_ids: Sequence[int],
     the last id never leaves the first ones moved. Each moved rule gets its audit row. Returns
     how many rules changed cluster (those already there are left alone).
     """
-    who = _who(who, identity_kind)
+    who = review.check_actor(who, identity_kind)
     ids = list(dict.fromkeys(int(r) for r in rule_ids))
     if not ids:
         raise BadInput("choose at least one rule to move")
@@ -747,7 +737,7 @@ def move_rule(ws: Workspace, clustering_id: int, rule_id: int, to_cluster_id: in
 def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: str, *,
                    identity_kind: str = SELF_DECLARED) -> int:
     """Merge cluster ``b`` into ``a``; return ``a`` (``b`` is deleted). Keywords are recomputed."""
-    who = _who(who, identity_kind)
+    who = review.check_actor(who, identity_kind)
     if a == b:
         raise BadInput(f"cannot merge cluster {a} with itself")
     with ws.write() as db:
@@ -773,7 +763,7 @@ def split_cluster(ws: Workspace, clustering_id: int, cluster_id: int, k: int = 2
     The largest part keeps ``cluster_id``; the others become new clusters. Keywords of all parts
     are recomputed with c-TF-IDF.
     """
-    who = _who(who, identity_kind)
+    who = review.check_actor(who, identity_kind)
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise BadInput(f"split needs k >= 2, got {k!r}")
     with ws.write() as db:

@@ -54,7 +54,7 @@ from pld.pipeline.embed import load_vectors
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.prompts import render
 from pld.tasks.store import TaskInfo, task_info
-from pld.workspace import Workspace, dumps, now
+from pld.workspace import Workspace, now
 
 MAX_TOKENS = 1024
 DIRECT, HIERARCHICAL, BY_LABEL, MEDOID = "direct", "hierarchical", "by-label", "medoid"
@@ -120,6 +120,7 @@ class _Context:
     schema: dict[str, Any]
     merge: str = "all"
     embed_model: str = ""
+    author: str | None = None  # the person who started the job: counts as the drafts' author
 
 
 @dataclass(frozen=True)
@@ -367,23 +368,15 @@ def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
         # Failed before and now done (--retry-failed): the failure no longer holds.
         db.execute("DELETE FROM consolidate_failures WHERE clustering_id = ? AND cluster_id = ?",
                    [ctx.clustering_id, cluster_id])
-        ts = now()
-        row = {
-            "task": ctx.task.name, "cluster_id": cluster_id, "clustering_id": ctx.clustering_id,
-            "text": part.text, "status": "draft", "version": 1,
-            "source_rule_ids": dumps(sorted(r.id for r in rules)), "origin": "consolidate",
-            "created_by": who, "created_at": ts, "updated_at": ts,
-        }
-        hid = int(db["heuristics"].insert(row).last_pk)
-        after = {**row, "id": hid, "source_rule_ids": sorted(r.id for r in rules),
-                 "labels_covered": part.labels_covered, "method": method}
-        db["reviews"].insert({
-            "created_at": ts, "who": who, "identity_kind": "auto", "entity": "heuristic",
-            "entity_id": hid, "action": "create", "before": None, "after": dumps(after),
-            "comment": f"consolidated from {len(rules)} rules of cluster {cluster_id} "
-                       f"({method}, run {ctx.run_id})",
-        })
-    return hid
+        return review.insert_row(
+            db, {"task": ctx.task.name, "cluster_id": cluster_id,
+                 "clustering_id": ctx.clustering_id, "text": part.text,
+                 "source_rule_ids": [r.id for r in rules], "origin": "consolidate",
+                 "run_id": ctx.run_id},
+            who=who, identity_kind=review.AUTO, author=ctx.author,
+            note={"labels_covered": part.labels_covered, "method": method},
+            comment=f"consolidated from {len(rules)} rules of cluster {cluster_id} "
+                    f"({method}, run {ctx.run_id})")
 
 
 def _consolidate_cluster(ctx: _Context, cluster_id: int, rules: list[Rule]) -> _Outcome:
@@ -457,6 +450,8 @@ def consolidate(
     max_rules_per_call: int = 30,
     retry_failed: bool = False,
     merge: str = "all",
+    started_by: str | None = None,
+    identity_kind: str = review.SELF_DECLARED,
     on_progress: ProgressCallback | None = None,
 ) -> ConsolidateSummary:
     """Write one draft heuristic per cluster that has none yet; return what was done.
@@ -466,12 +461,15 @@ def consolidate(
     teacher call). See the module docstring.
 
     Clusters this teacher failed to consolidate before stay failed (no call) unless
-    ``retry_failed``.
+    ``retry_failed``. ``started_by`` is the person starting the job: the drafts count as
+    theirs for four-eyes, so someone else must approve them.
 
     Raises :class:`BadInput` for a bad teacher string or clustering id, and :class:`NotReady`
     when the task has no clustering or the clustering has no clusters.
     """
     concurrency = _check_args(teacher, concurrency, max_rules_per_call)
+    if started_by is not None:
+        started_by = review.check_actor(started_by, identity_kind)
     if merge not in MERGES:
         raise BadInput(f"--merge must be one of {', '.join(MERGES)}, got {merge!r}")
     info = task_info(ws, task)
@@ -489,12 +487,14 @@ def consolidate(
     params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
               "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL,
               "retry_failed": retry_failed, "merge": merge}
-    with stage_run(ws, task, "consolidate", params, on_progress) as run:
+    with stage_run(ws, task, "consolidate", params, on_progress, started_by=started_by,
+                   started_by_kind=identity_kind) as run:
         summary = ConsolidateSummary(run.id, cid, skipped=len(done),
                                      failed_before=len(failed_before), errors=failed_before)
         run.set_total(len(clusters), done=len(done) + len(failed_before))
         ctx = _Context(ws, info, teacher, run.id, cid, max_rules_per_call,
-                       reply_schema(info.labels), merge, clustering.get("embed_model") or "")
+                       reply_schema(info.labels), merge, clustering.get("embed_model") or "",
+                       started_by)
         _work(ctx, todo, concurrency, summary, run)
     summary.heuristic_ids.sort()
     summary.hierarchical.sort()

@@ -21,7 +21,7 @@ from pld.pipeline.resolve_state import (
     iteration_record,
     proposal_rows,
 )
-from pld.workspace import Workspace, dumps, loads, now
+from pld.workspace import Workspace, loads, now
 
 
 def _proposal(ws: Workspace, proposal_id: int) -> dict[str, Any]:
@@ -74,10 +74,12 @@ def _apply(ws: Workspace, p: dict[str, Any], who: str, identity_kind: str, comme
         else:
             with ws.write() as db:
                 hid = review.insert_row(db, {"task": p["task"], "text": p["text"],
-                                          "source_rule_ids": [], "origin": STAGE},
+                                          "source_rule_ids": [], "origin": STAGE,
+                                          "run_id": p["run_id"]},
                                      who=author, identity_kind=review.AUTO, comment=comment)
     if approver is not None:
-        review.approve(ws, hid, approver, identity_kind=review.AUTO, comment=AUTO_COMMENT)
+        review.approve(ws, hid, approver, base_version=review.fetch(ws, hid)["version"],
+                       identity_kind=review.AUTO, comment=AUTO_COMMENT)
     row = review.fetch(ws, hid)
     out.update(heuristic_id=hid, heuristic_version=row["version"], heuristic_status=row["status"])
     return out
@@ -100,12 +102,9 @@ def _decide(ws: Workspace, proposal_id: int, accept: bool, who: str, *, identity
         stamp = now()
         db["proposals"].update(proposal_id, {"status": status, "decided_by": who,
                                              "decided_at": stamp})
-        db["reviews"].insert({
-            "created_at": stamp, "who": who, "identity_kind": identity_kind,
-            "entity": "proposal", "entity_id": proposal_id,
-            "action": "accept" if accept else "reject", "before": dumps({"status": PENDING}),
-            "after": dumps({"status": status, "kind": p["kind"], **effect}), "comment": comment,
-        })
+        review.audit(db, who, identity_kind, "proposal", proposal_id,
+                     "accept" if accept else "reject", {"status": PENDING},
+                     {"status": status, "kind": p["kind"], **effect}, comment)
     return _proposal(ws, proposal_id)
 
 

@@ -27,7 +27,8 @@ from pld.metrics import score
 from pld.pipeline.calibrate import DEFAULT_METHOD, FITTED, calibrate, calibrated_answers
 from pld.pipeline.calibrate import METHODS as CALIBRATION_METHODS
 from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
-from pld.pipeline.student import get_prompt, predict, render_student_prompt, sha256_text
+from pld.pipeline.student import get_prompt, predict, sha256_text
+from pld.pipeline.student import zero_shot_prompt as student_zero_shot
 from pld.pipeline.worked import worked_examples_prompt
 from pld.tasks.store import TaskInfo, task_info
 from pld.workspace import Workspace, dumps, loads, now
@@ -51,7 +52,7 @@ class EvalResult:
 def zero_shot_prompt(info: TaskInfo) -> str:
     """The zero-shot baseline: task description, label set, answer with the label only (the
     student's prompt without any heuristic)."""
-    return render_student_prompt([], info.labels, info.description)
+    return student_zero_shot(info.labels, info.description)
 
 
 def few_shot_examples(ws: Workspace, task: str, k: int, *, seed: int = 0) -> list[dict[str, Any]]:

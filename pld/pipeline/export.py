@@ -6,22 +6,34 @@ where the prompt came from: the heuristics with who approved them and how that p
 identified, how many rules and examples they were distilled from, which teachers wrote those
 rules, and every evaluation stored for this exact prompt text.
 
-A version is only exported while it still stands for what people approved: every heuristic in
-it must still be approved and still read as it did when the prompt was built.
+A version is only exported while it still stands for what people approved: the task's preamble
+and every heuristic in it must be approved, each by an approval row of the audit trail that made
+its current version, and composing the approved preamble with the approved heuristic texts must
+give the prompt's text byte for byte. A task that requires OIDC sign-offs refuses any other kind.
+
+The manifest names, for the preamble and every heuristic, who created it, who last wrote it and
+who approved it, with the id and hash of that approval row in the trail, plus the trail's head
+when it was written. Writing the export appends an ``export`` row to the trail holding the
+manifest's sha256, so :mod:`pld.pipeline.verify` can prove later that neither file nor trail was
+altered. Both files are written atomically (temp file, then rename) and never through a link.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pld import __version__
+from pld import __version__, review, trail
 from pld.errors import BadInput
 from pld.pipeline.calibrate import list_calibrations
-from pld.pipeline.student import PromptVersion, get_prompt, heuristic_item, sha256_text
-from pld.review import APPROVED
+from pld.pipeline.student import PromptVersion, get_prompt, sha256_text
+from pld.preamble import compose, get_preamble
+from pld.review import APPROVED, HEURISTIC, OIDC, PREAMBLE
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -49,9 +61,29 @@ def _heuristics(ws: Workspace, ids: list[int]) -> dict[int, dict[str, Any]]:
     return {r["id"]: r for r in rows}
 
 
-def _in_prompt(item: str, text: str) -> bool:
-    # Whole lines only, so that "1. X" does not match inside "11. X" or a longer item.
-    return f"\n{item}\n" in f"\n{text}\n"
+def approval_row(ws: Workspace, entity: str, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The trail's ``approve`` row that made ``row``'s current version, or None when its
+    status was set some other way (which no export accepts)."""
+    got = ws.query("SELECT * FROM reviews WHERE entity = ? AND entity_id = ? "
+                   "AND action = 'approve' ORDER BY id DESC LIMIT 1", [entity, row["id"]])
+    if not got or loads(got[0]["after"], {}).get("version") != row["version"]:
+        return None
+    return got[0]
+
+
+def _sign_off_problems(ws: Workspace, entity: str, row: dict[str, Any] | None, name: str,
+                       oidc_only: bool) -> list[str]:
+    if row is None:
+        return [f"{name}: deleted"]
+    if row["status"] != APPROVED:
+        return [f"{name}: status is {row['status']}, not approved"]
+    found = approval_row(ws, entity, row)
+    if found is None:
+        return [f"{name}: approved without an approval row in the trail"]
+    if oidc_only and found["identity_kind"] != OIDC:
+        return [f"{name}: approved by a {found['identity_kind']} identity; this task requires "
+                f"OIDC sign-offs"]
+    return []
 
 
 def check_integrity(prompt: PromptVersion) -> None:
@@ -63,23 +95,28 @@ def check_integrity(prompt: PromptVersion) -> None:
 
 def check_exportable(ws: Workspace, prompt: PromptVersion) -> dict[int, dict[str, Any]]:
     """The prompt's heuristic rows; :class:`ExportRefused` when its text does not match its
-    sha256, or naming each heuristic that is not currently approved or whose text changed
-    since the prompt was built."""
+    sha256, when it has no heuristic (that is the zero-shot baseline), or naming the preamble
+    or each heuristic that is not approved by an approval row (by OIDC where the task requires
+    it), and saying so when the approved texts no longer compose to the prompt."""
     check_integrity(prompt)
+    if not prompt.heuristic_ids:
+        raise ExportRefused(f"cannot export {prompt.task} prompt v{prompt.version}: it has no "
+                            "heuristics (it is the zero-shot baseline)")
     rows = _heuristics(ws, prompt.heuristic_ids)
-    problems = []
-    for number, hid in enumerate(prompt.heuristic_ids, 1):
-        row = rows.get(hid)
-        if row is None:
-            problems.append(f"heuristic {hid}: deleted")
-            continue
-        reasons = []
-        if row["status"] != APPROVED:
-            reasons.append(f"status is {row['status']}, not approved")
-        if not _in_prompt(heuristic_item(number, row["text"] or ""), prompt.text):
-            reasons.append("text changed since the prompt was built")
-        if reasons:
-            problems.append(f"heuristic {hid}: " + " and ".join(reasons))
+    oidc_only = review.requires_oidc(ws, prompt.task)
+    preamble = get_preamble(ws, prompt.task)
+    problems = _sign_off_problems(ws, PREAMBLE, preamble, "the preamble", oidc_only)
+    for hid in prompt.heuristic_ids:
+        problems += _sign_off_problems(ws, HEURISTIC, rows.get(hid), f"heuristic {hid}",
+                                       oidc_only)
+    if not problems:
+        assert preamble is not None
+        texts = [rows[h]["text"] for h in prompt.heuristic_ids]
+        if compose(preamble["text"], texts) != prompt.text:
+            changed = [f"heuristic {h}" for h in prompt.heuristic_ids
+                       if rows[h]["text"] not in prompt.text] or ["the preamble"]
+            problems.append("the approved texts no longer make this prompt ("
+                            + ", ".join(changed) + " changed since it was built)")
     if problems:
         raise ExportRefused(
             f"cannot export {prompt.task} prompt v{prompt.version}: " + "; ".join(problems)
@@ -174,21 +211,31 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
+def _sign_off(ws: Workspace, entity: str, r: dict[str, Any]) -> dict[str, Any]:
+    """Who made and signed one item of the prompt, with the approval's place in the trail."""
+    row = approval_row(ws, entity, r)
+    assert row is not None  # check_exportable refused otherwise
+    return {"id": r["id"], "text": r["text"], "version": r["version"],
+            "created_by": r["created_by"], "last_edited_by": r["updated_by"],
+            "approved_by": r["approved_by"], "approved_at": r["approved_at"],
+            "identity_kind": r["identity_kind"],
+            "approval": {"row_id": row["id"], "row_hash": row["row_hash"]}}
+
+
 def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
     """The manifest of ``prompt``; :class:`ExportRefused` if it may not be exported."""
     rows = check_exportable(ws, prompt)
     info = task_info(ws, prompt.task)
+    preamble = get_preamble(ws, prompt.task)
+    assert preamble is not None
+    head = trail.head(ws)
     heuristics = []
     rule_ids: list[int] = []
     for hid in prompt.heuristic_ids:
         r = rows[hid]
         source = [int(i) for i in loads(r["source_rule_ids"], [])]
         rule_ids.extend(source)
-        heuristics.append({
-            "id": hid, "text": r["text"], "version": r["version"],
-            "approved_by": r["approved_by"], "approved_at": r["approved_at"],
-            "identity_kind": r["identity_kind"], "source_rules": len(source),
-        })
+        heuristics.append({**_sign_off(ws, HEURISTIC, r), "source_rules": len(source)})
     sources = _sources(ws, rule_ids)
     evaluations = _evaluations(ws, prompt.task, prompt.sha256)
     return {
@@ -201,7 +248,10 @@ def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
         "prompt_origin": prompt.origin,
         "parent_version": prompt.parent_version,
         "prompt_created_at": prompt.created_at,
+        "preamble": _sign_off(ws, PREAMBLE, preamble),
         "heuristics": heuristics,
+        "require_oidc": review.requires_oidc(ws, prompt.task),
+        "trail": {"head_row_id": head.id, "head_hash": head.hash},
         "source_rules": sources["source_rules"],
         "source_examples": sources["source_examples"],
         "models": {"teachers": sources["teachers"],
@@ -213,17 +263,50 @@ def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
     }
 
 
-def export(ws: Workspace, task: str, out_dir: str | Path, *,
-           version: int | None = None) -> ExportResult:
-    """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None)."""
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename, so a
+    reader never sees half a file; a link at ``path`` is refused, never followed."""
+    if path.is_symlink():
+        raise BadInput(f"{path}: is a symbolic link; refusing to write an export through it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None = None,
+           who: str | None = None, identity_kind: str = review.SELF_DECLARED) -> ExportResult:
+    """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None) and
+    record the export in the trail as ``who`` (``pld:cli`` when nobody is named)."""
+    actor = review.check_actor(who, identity_kind) if who else review.SYSTEM_PREFIX + "cli"
     prompt = get_prompt(ws, task, version)
     manifest = build_manifest(ws, prompt)  # refuses a text that no longer has its sha256
     out = Path(out_dir)
+    if out.is_symlink():
+        raise BadInput(f"{out}: --out is a symbolic link; give the real folder")
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out}: --out must be a directory")
     out.mkdir(parents=True, exist_ok=True)
     prompt_path, manifest_path = out / PROMPT_FILE, out / MANIFEST_FILE
+    data = manifest_bytes(manifest)
     # Bytes, not text mode: no newline translation may touch what the sha256 vouches for.
-    prompt_path.write_bytes(prompt_bytes(prompt))
-    manifest_path.write_bytes(manifest_bytes(manifest))
+    _write_atomic(prompt_path, prompt_bytes(prompt))
+    _write_atomic(manifest_path, data)
+    with ws.write() as db:
+        review.audit(db, actor, identity_kind if who else review.AUTO, "export", prompt.id,
+                     "export", None,
+                     {"task": task, "version": prompt.version, "prompt_sha256": prompt.sha256,
+                      "manifest_sha256": sha256_bytes(data), "out": str(out.resolve())},
+                     None)
     return ExportResult(prompt_path, manifest_path, manifest)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """The hex sha256 of ``data`` (the digest the trail keeps of a manifest)."""
+    return hashlib.sha256(data).hexdigest()

@@ -26,7 +26,7 @@ from pld.pipeline.calibrate import (
     fit_calibration,
 )
 from pld.pipeline.runs import ProgressCallback
-from pld.pipeline.student import predict, render_student_prompt, sha256_text
+from pld.pipeline.student import predict, prompt_text, sha256_text
 from pld.review import approved_heuristics
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
@@ -73,9 +73,7 @@ def current_prompt_sha(ws: Workspace, task: str) -> str | None:
     rows = approved_heuristics(ws, task)
     if not rows:
         return None
-    info = task_info(ws, task)
-    return sha256_text(render_student_prompt([r["text"] for r in rows], info.labels,
-                                             info.description))
+    return sha256_text(prompt_text(ws, task, [r["text"] for r in rows]))
 
 
 def measure_impact(
@@ -102,7 +100,7 @@ def measure_impact(
     if not rows:
         raise NotReady(f"no approved heuristics for task {task}: nothing to measure")
     texts = [r["text"] for r in rows]
-    full_text = render_student_prompt(texts, info.labels, info.description)
+    full_text = prompt_text(ws, task, texts)
     key = {"task": task, "student": student, "prompt_sha256": sha256_text(full_text),
            "val_limit": val_limit, "calibration": calibration or "none"}
     stored = _stored(ws, key)
@@ -114,9 +112,9 @@ def measure_impact(
                         concurrency=concurrency, on_progress=on_progress)
 
     full = answers(full_text)
-    empty = answers(render_student_prompt([], info.labels, info.description))
-    without = [answers(render_student_prompt(texts[:i] + texts[i + 1:], info.labels,
-                                             info.description)) for i in range(len(rows))]
+    empty = answers(prompt_text(ws, task, []))
+    without = [answers(prompt_text(ws, task, texts[:i] + texts[i + 1:]))
+               for i in range(len(rows))]
     # Calibrated only when every prompt could be: effects must compare like with like.
     use_cal = all(a["calibrated"] is not None for a in (full, empty, *without))
     metric = "calibrated" if use_cal else "raw"

@@ -42,9 +42,7 @@ from pld.pipeline.resolve_state import (
     update_record,
 )
 from pld.pipeline.runs import Run
-from pld.pipeline.student import (
-    heuristic_item,
-)
+from pld.preamble import heuristic_item
 from pld.prompts import render
 from pld.workspace import Workspace, dumps, now
 

@@ -16,11 +16,14 @@ the previous iteration's proposals led to. Per iteration:
 2. **Adopt or revert.** A version is *adopted* when its macro-F1 is not below the best so far
    (iteration 1 is always adopted). ``best_version`` is the last adopted version. A version that
    scores lower is kept (prompt row, predictions, score) but not adopted, and the heuristics are
-   reverted to the best version's set in the same transaction that stores the score: every
-   heuristic of the best version gets back the exact text and approval it had then (a review row
-   with action ``revert``), every other approved heuristic is rejected (comment naming the
-   iteration and the drop). Rebuilding the prompt therefore returns the best version again, and
-   the next iteration starts from it.
+   reverted in the same transaction that stores the score, but only the loop's own adopted
+   changes (accepted proposals, automatic decisions, approvals of those): a heuristic of the best
+   version gets back the text it had then as a *draft* (a review row with action ``revert``),
+   which people must approve again (in automatic mode the automatic approver re-signs what it
+   had signed); an approved heuristic the loop added is rejected, any other approved heuristic
+   the best version lacked goes back to draft. The loop never sets ``approved`` itself, and
+   what people rejected, merged, split or edited outside the loop is left alone. The ids go
+   into the iteration's record (``reverted_to_draft``, ``not_reverted``).
 3. **Stop?** When ``|ΔF1| < min_delta`` against the best version before this iteration the loop
    has converged; when the best version makes no errors there is nothing to fix.
 4. **Propose.** The errors of the best version's run (this iteration's when adopted), plus a
@@ -114,11 +117,12 @@ from pld.pipeline.student import (
     PromptVersion,
     build_prompt,
     predict,
-    render_student_prompt,
-    sha256_text,
+    prompt_text,
 )
 from pld.tasks.store import TaskInfo, task_info
-from pld.workspace import Workspace, dumps, now
+from pld.workspace import Workspace, dumps, loads, now
+
+NO_APPROVAL = {"approved_by": None, "approved_at": None, "identity_kind": None}
 
 
 def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
@@ -135,41 +139,98 @@ def _current_prompt(ws: Workspace, o: LoopOptions,
         prompt = build_prompt(ws, o.task.name, origin="resolve" if parent else "review",
                               parent_version=parent, allow_empty=parent is not None)
         rows = {r["id"]: r for r in review.approved_heuristics(ws, o.task.name)}
-        if list(rows) == prompt.heuristic_ids and render_student_prompt(
-                [rows[i]["text"] for i in prompt.heuristic_ids], o.task.labels,
-                o.task.description) == prompt.text:
+        if list(rows) == prompt.heuristic_ids and prompt_text(
+                ws, o.task.name, [rows[i]["text"] for i in prompt.heuristic_ids]) == prompt.text:
             return prompt, {str(i): _snapshot(rows[i]) for i in prompt.heuristic_ids}
     raise BadInput(f"the heuristics of task {o.task.name!r} keep changing while the prompt is "
                    f"built; try again when reviewers are done")
 
 
-def _revert(ws: Workspace, o: LoopOptions, best: dict[str, Any], comment: str) -> None:
-    """Give the approved heuristics back the best version's set; call inside ``ws.write()``."""
+def _loop_versions(ws: Workspace, task: str) -> dict[int, set[int]]:
+    """Heuristic id -> the versions that accepting this task's proposals produced."""
+    out: dict[int, set[int]] = {}
+    for r in ws.query("SELECT r.after FROM reviews r JOIN proposals p ON p.id = r.entity_id "
+                      "WHERE r.entity = 'proposal' AND r.action = 'accept' AND p.task = ?",
+                      [task]):
+        after = loads(r["after"], {})
+        if after.get("heuristic_id") is not None and after.get("heuristic_version") is not None:
+            out.setdefault(int(after["heuristic_id"]), set()).add(int(after["heuristic_version"]))
+    return out
+
+
+def _only_loop_changes(ws: Workspace, o: LoopOptions, heuristic_id: int, since: int,
+                       loop_versions: dict[int, set[int]]) -> bool:
+    """True when every change to the heuristic after version ``since`` was the loop's own: an
+    accepted proposal, an automatic decision, a revert, or an approval of one of those."""
+    actors = {REVERT_ACTOR, review.TEACHER_PREFIX + o.teacher}
+    if o.auto_accept_as:
+        actors.add(o.auto_accept_as)
+    for r in review.history(ws, heuristic_id):
+        version = (r["after"] or {}).get("version")
+        if version is None or version <= since or r["action"] == "approve":
+            continue
+        if r["who"] not in actors and version not in loop_versions.get(heuristic_id, set()):
+            return False
+    return True
+
+
+def _revert(ws: Workspace, o: LoopOptions, best: dict[str, Any], comment: str) -> dict[str, Any]:
+    """Undo the loop's own adopted changes since the best version; call inside
+    ``ws.write()``. Returns what it did: ``to_draft`` (heuristics people must approve again)
+    and ``left`` (ones people changed since, not touched).
+
+    The loop never approves: a heuristic whose best-version text it restores goes back to
+    draft, last written by whoever wrote that text, except in automatic mode where the
+    automatic approver re-signs what it had signed itself. Heuristics people rejected, merged,
+    split or edited outside the loop are left as they are; an approved heuristic the best
+    version lacked leaves the prompt (rejected if the loop added it, back to draft otherwise).
+    """
     target: dict[str, dict[str, Any]] = best["heuristics"]
+    loop_versions = _loop_versions(ws, o.task.name)
+    to_draft: list[int] = []
+    left: list[int] = []
+
+    def change(row: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        with ws.write() as db:
+            return review.apply_change(ws, db, row, {**changes, **NO_APPROVAL},
+                                       who=REVERT_ACTOR, identity_kind=review.AUTO,
+                                       action="revert", comment=comment)
+
     for row in review.approved_heuristics(ws, o.task.name):
-        if str(row["id"]) not in target:
-            # Not review.reject: that is a person's decision, open only to the task's
-            # approvers; undoing an adopted change is the loop's own bookkeeping.
-            with ws.write() as db:
-                review.apply_change(ws, db, row, {"status": review.REJECTED, "approved_by": None,
-                                                  "approved_at": None, "identity_kind": None},
-                                    who=REVERT_ACTOR, identity_kind=review.AUTO, action="revert",
-                                    comment=comment)
+        if str(row["id"]) in target:
+            continue
+        own = row["origin"] == STAGE and _only_loop_changes(ws, o, row["id"], 0, loop_versions)
+        change(row, {"status": review.REJECTED if own else review.DRAFT})
+        if not own:
+            to_draft.append(row["id"])
     for key, snap in target.items():
         row = review.fetch(ws, int(key))
         if row["status"] == review.APPROVED and row["text"] == snap["text"]:
             continue
-        changes = {"text": snap["text"], "status": review.APPROVED,
-                   "approved_by": snap["approved_by"], "approved_at": snap["approved_at"],
-                   "identity_kind": snap["identity_kind"], "updated_by": snap["updated_by"]}
+        if not _only_loop_changes(ws, o, row["id"], snap["version"], loop_versions):
+            left.append(row["id"])
+            continue
+        row = change(row, {"text": snap["text"], "status": review.DRAFT,
+                           "updated_by": snap["updated_by"]})
+        if not _auto_resign(ws, o, row, snap):
+            to_draft.append(row["id"])
+    return {"to_draft": sorted(to_draft), "left": sorted(left)}
+
+
+def _auto_resign(ws: Workspace, o: LoopOptions, row: dict[str, Any],
+                 snap: dict[str, Any]) -> bool:
+    """In automatic mode, approve a restored text again when the same automatic approver had
+    approved it; True when it did."""
+    if not (o.auto_accept_as and snap.get("identity_kind") == review.AUTO
+            and review.normalize_name(snap.get("approved_by") or "") == o.auto_accept_as):
+        return False
+    try:
         with ws.write() as db:
-            review.apply_change(ws, db, row, changes, who=REVERT_ACTOR, identity_kind=review.AUTO,
-                           action="revert", comment=comment)
-    rows = review.approved_heuristics(ws, o.task.name)
-    text = render_student_prompt([r["text"] for r in rows], o.task.labels, o.task.description)
-    if sha256_text(text) != best["prompt_sha256"]:
-        raise RuntimeError(f"reverting task {o.task.name!r} to prompt v{best['prompt_version']} "
-                           f"did not restore its text; nothing was changed")
+            review.approve_row(ws, db, row, o.auto_accept_as, review.AUTO,
+                               "re-approved after revert (automatic)")
+    except BadInput:
+        return False
+    return True
 
 
 def _evaluate(ws: Workspace, o: LoopOptions, run: Run, k: int,
@@ -231,9 +292,11 @@ def _evaluate(ws: Workspace, o: LoopOptions, run: Run, k: int,
         if not adopted:
             assert best is not None and delta is not None
             best_rec = iteration_record(ws, o.task.name, best["best_iteration"])
-            _revert(ws, o, best_rec, f"reverted by resolve: iteration {k} (prompt "
-                    f"v{prompt.version}) lowered validation macro-F1 {best_f1:.3f} -> {f1:.3f}; "
-                    f"back to prompt v{parent}")
+            undone = _revert(ws, o, best_rec, f"reverted by resolve: iteration {k} (prompt "
+                             f"v{prompt.version}) lowered validation macro-F1 {best_f1:.3f} -> "
+                             f"{f1:.3f}; back to prompt v{parent}")
+            update_record(ws, o.task.name, k, reverted_to_draft=undone["to_draft"],
+                          not_reverted=undone["left"])
     return iteration_record(ws, o.task.name, k)
 
 
@@ -294,7 +357,7 @@ def _loop(ws: Workspace, o: LoopOptions, run: Run, summary: ResolveSummary) -> t
         if last is None:
             if not review.approved_heuristics(ws, task):
                 raise NotReady(f"no approved heuristics for task {task!r}; approve some with "
-                               f"python -m pld review approve ID --as NAME")
+                               f"python -m pld review approve ID --base-version V --as NAME")
             rec = _evaluate(ws, o, run, _next_iteration(ws, task), None)
         elif last.get("proposed"):
             pending = proposal_rows(ws, task, last["iteration"], PENDING)

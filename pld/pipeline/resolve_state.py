@@ -28,7 +28,7 @@ KINDS = (ADD, EDIT, REMOVE)
 CONVERGED, MAX_ITERATIONS, TEACHER_FAILED = "converged", "max-iterations", "teacher-failed"
 AWAITING_REVIEW, NO_ERRORS = "awaiting-review", "no-errors"
 AUTO_COMMENT = "auto-accepted (benchmark)"
-REVERT_ACTOR = "pld-resolve"
+REVERT_ACTOR = "pld:resolve"  # a reserved name: no person can act as the loop
 TFIDF = "tfidf"
 MAX_TOKENS = 1024
 MAX_ADD = 2
@@ -148,8 +148,9 @@ def decision_of(ws: Workspace, proposal_id: int) -> dict[str, Any] | None:
 
 
 def touched_heuristics(ws: Workspace, task: str, iteration: int) -> list[int]:
-    """Heuristics that accepted edit/add proposals of ``iteration`` left as drafts."""
-    ids = []
+    """Heuristics that accepted edit/add proposals of ``iteration``, or its revert, left as
+    drafts: the loop waits for people to approve or reject them."""
+    ids = [int(i) for i in iteration_record(ws, task, iteration).get("reverted_to_draft") or []]
     for p in proposal_rows(ws, task, iteration, ACCEPTED):
         if p["kind"] == EDIT:
             ids.append(p["heuristic_id"])

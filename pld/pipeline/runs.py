@@ -97,6 +97,8 @@ def stage_run(
     *,
     run_id: int | None = None,
     same: tuple[str, ...] = (),
+    started_by: str | None = None,
+    started_by_kind: str | None = None,
 ) -> Iterator[Run]:
     """Open a run row for one stage invocation and close it with its outcome.
 
@@ -104,7 +106,9 @@ def stage_run(
     what it left undone under its own id); the keys named in ``same`` must have the same values
     in its params, else :class:`BadInput`. An exception marks the run ``failed`` with its
     message (Ctrl-C marks it ``interrupted``) and propagates; completed work already written
-    stays, and the next invocation resumes from it.
+    stays, and the next invocation resumes from it. ``started_by`` (with its identity kind)
+    is the person who started the job, recorded on the run; what it writes counts as theirs
+    for four-eyes.
     """
     mark_dead_runs(ws)
     if run_id is None:
@@ -112,7 +116,8 @@ def stage_run(
             run_id = int(db["runs"].insert({
                 "task": task, "kind": kind, "params": dumps(params), "status": RUNNING,
                 "done": 0, "total": 0, "started_at": now(), "updated_at": now(),
-                "pid": os.getpid(),
+                "pid": os.getpid(), "started_by": started_by,
+                "started_by_kind": started_by_kind if started_by else None,
             }).last_pk)
     else:
         _reopen(ws, run_id, task, kind, params, same)

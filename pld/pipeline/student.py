@@ -23,6 +23,7 @@ from pld.pipeline.runs import (
     ProgressCallback,
     stage_run,
 )
+from pld.preamble import compose, default_text, ensure_preamble
 from pld.review import approved_heuristics
 from pld.tasks.store import examples as task_examples
 from pld.tasks.store import task_info
@@ -66,30 +67,33 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def heuristic_item(number: int, text: str) -> str:
-    """One numbered list entry as it appears in the prompt (continuation lines indented)."""
-    prefix = f"{number}. "
-    lines = [line.rstrip() for line in text.strip().splitlines()] or [""]
-    pad = " " * len(prefix)
-    return prefix + "\n".join([lines[0]] + [pad + line if line else "" for line in lines[1:]])
-
-
 def render_student_prompt(heuristics: list[str], labels: list[str], description: str) -> str:
-    """The student's system prompt for these heuristic texts (pure: same inputs, same text).
+    """The student's system prompt for these heuristic texts under the template's first-draft
+    preamble (pure: same inputs, same text). Without heuristics it is the zero-shot prompt.
 
-    Without heuristics it is the zero-shot prompt: the rule-free candidate of the conflict loop
-    and the floor every measured effect is compared with is then exactly the zero-shot baseline.
+    Prompts of a task in a workspace come from :func:`prompt_text`, which uses the task's
+    reviewed preamble instead.
     """
     if not heuristics:
-        return prompts.render("zero_shot", description=description.strip(),
-                              labels=", ".join(labels)).strip()
-    numbered = "\n".join(heuristic_item(i, h) for i, h in enumerate(heuristics, 1))
-    text = prompts.render(
-        "student", description=description.strip(), heuristics=numbered,
-        labels=", ".join(labels),
-    )
-    # An empty description would otherwise leave the prompt starting with blank lines.
-    return text.strip()
+        return zero_shot_prompt(labels, description)
+    return compose(default_text(description, labels), heuristics)
+
+
+def zero_shot_prompt(labels: list[str], description: str) -> str:
+    """The prompt without rules: the zero-shot baseline, and the floor every measured effect
+    of a heuristic is compared with."""
+    return prompts.render("zero_shot", description=description.strip(),
+                          labels=", ".join(labels)).strip()
+
+
+def prompt_text(ws: Workspace, task: str, heuristics: list[str]) -> str:
+    """The system prompt the student runs with for these heuristic texts: the task's preamble
+    as reviewers last left it, with the heuristics in its rules slot. Without heuristics it is
+    the zero-shot prompt (the conflict loop's rule-free candidate, impact's floor)."""
+    info = task_info(ws, task)
+    if not heuristics:
+        return zero_shot_prompt(info.labels, info.description)
+    return compose(ensure_preamble(ws, task)["text"], heuristics)
 
 
 def _from_row(row: dict[str, Any]) -> PromptVersion:
@@ -139,14 +143,14 @@ def build_prompt(
     (the conflict loop, after people removed every heuristic: the prompt without rules is then
     a candidate like any other).
     """
-    info = task_info(ws, task)
+    task_info(ws, task)
     rows = approved_heuristics(ws, task)
     if not rows and not allow_empty:
         raise NotReady(
             f"no approved heuristics for task {task}; approve some with "
-            f"python -m pld review approve ID --as NAME"
+            f"python -m pld review approve ID --base-version V --as NAME"
         )
-    text = render_student_prompt([r["text"] for r in rows], info.labels, info.description)
+    text = prompt_text(ws, task, [r["text"] for r in rows])
     return store_prompt(ws, task, text, [int(r["id"]) for r in rows], origin=origin,
                         parent_version=parent_version)
 

@@ -17,8 +17,7 @@ import numpy as np
 
 from pld.errors import NotReady
 from pld.pipeline.embed import load_vectors
-from pld.pipeline.student import PromptVersion, render_student_prompt
-from pld.tasks.store import task_info
+from pld.pipeline.student import PromptVersion, prompt_text
 from pld.workspace import Workspace, dumps, loads
 
 EXAMPLE_CHARS = 600  # a long example is cut: the variant must stay a prompt, not a dataset
@@ -60,7 +59,6 @@ def _clip(text: str) -> str:
 
 def worked_examples_prompt(ws: Workspace, prompt: PromptVersion) -> str:
     """``prompt``'s heuristics, each followed by its most typical source example and label."""
-    info = task_info(ws, prompt.task)
     rows = {r["id"]: r for r in ws.query(
         "SELECT id, text, source_rule_ids FROM heuristics WHERE id IN "
         "(SELECT value FROM json_each(?))", [dumps(prompt.heuristic_ids)])}
@@ -76,4 +74,4 @@ def worked_examples_prompt(ws: Workspace, prompt: PromptVersion) -> str:
         if ex is not None:
             text += f"\nExample: {_clip(ex['text'])}\nLabel: {ex['label']}"
         items.append(text)
-    return render_student_prompt(items, info.labels, info.description)
+    return prompt_text(ws, prompt.task, items)

@@ -25,13 +25,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Expander, Node
 
-from pld import jobs, review
+from pld import jobs
 from pld.metrics import score
 from pld.pipeline.cluster import auto_name
 from pld.pipeline.student import build_prompt
 from pld.tasks import load_task
 from pld.tasks.store import examples
 from pld.workspace import Workspace, dumps, now, open_workspace
+from tests.conftest import approve_seen
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 TEACHER = "local/default"
@@ -203,7 +204,7 @@ def _build(path: Path) -> Populated:
                 "created_at": now(), "updated_at": now()}).last_pk))
     approved = heuristic_ids[:3]
     for hid in approved:
-        review.approve(ws, hid, "bea")
+        approve_seen(ws, hid, "bea")
     prompt = build_prompt(ws, task)
     evaluation_ids = [_evaluation(ws, task, labels, "pld", prompt.version, prompt.sha256, 5),
                       _evaluation(ws, task, labels, "zero-shot", None, None, 3)]

@@ -16,6 +16,7 @@ from pld import jobs, review
 from pld.pipeline import decisions, resolve, resolve_state, resolve_view
 from pld.tasks import load_task
 from pld.workspace import open_workspace
+from tests.conftest import approve_seen
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import Populated, collapsed, shown
 
@@ -190,7 +191,7 @@ def test_iteration_choice_moves_to_a_new_iteration(open_page: OpenPage, looped: 
         for p in resolve_view.list_proposals(ws, looped.task, 1):
             decisions.decide_proposal(ws, p["id"], True, "bea")
         for h in review.list_heuristics(ws, looped.task, review.DRAFT):
-            review.approve(ws, h["id"], "carl")
+            approve_seen(ws, h["id"], "carl")
         resolve.resolve(ws, looped.task, model, model, iterations=1, attribution="tfidf")
         newest = resolve_view.iteration_history(ws, looped.task)[-1]["iteration"]
     assert newest > 1

@@ -10,10 +10,11 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
-from pld import jobs, review
+from pld import jobs
 from pld.pipeline import evaluate, student
 from pld.tasks import load_task
 from pld.workspace import open_workspace
+from tests.conftest import approve_seen
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import Populated, _evaluation
 
@@ -162,7 +163,7 @@ def test_a_new_evaluation_and_a_new_version_are_chosen_when_they_appear(
     with populated_ws.open() as ws:
         newest = _evaluation(ws, populated_ws.task, populated_ws.labels, "few-shot", None,
                              None, 2)
-        review.approve(ws, populated_ws.heuristic_ids[3], "bea")
+        approve_seen(ws, populated_ws.heuristic_ids[3], "bea")
         version = student.build_prompt(ws, populated_ws.task).version
     at.run()
     assert not at.exception

@@ -14,6 +14,7 @@ from pld import review
 from pld.pipeline import student
 from pld.tasks import load_task
 from pld.workspace import open_workspace
+from tests.conftest import approve_seen
 from tests.pages.conftest import Populated
 
 OpenPage = Callable[..., AppTest]
@@ -85,7 +86,7 @@ def test_build_a_new_version_after_approving(open_page: OpenPage,
                                              populated_ws: Populated) -> None:
     draft = populated_ws.heuristic_ids[3]
     with populated_ws.open() as ws:
-        review.approve(ws, draft, "bea")
+        approve_seen(ws, draft, "bea")
     at = open_page("export", task=populated_ws.task, reviewer="ana")
     at.run()
     at.button(key="x_build").click().run()
@@ -114,7 +115,7 @@ def test_default_folder_follows_the_chosen_version(open_page: OpenPage,
                                                   populated_ws: Populated,
                                                   tmp_path: Path) -> None:
     with populated_ws.open() as ws:
-        review.approve(ws, populated_ws.heuristic_ids[3], "bea")
+        approve_seen(ws, populated_ws.heuristic_ids[3], "bea")
         assert student.build_prompt(ws, populated_ws.task).version == 2
     at = open_page("export", task=populated_ws.task)
     at.run()

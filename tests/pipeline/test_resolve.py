@@ -19,6 +19,7 @@ from pld.pipeline.student import get_prompt
 from pld.review import FourEyes, StaleEdit
 from pld.tasks.store import Example, save_task
 from pld.workspace import Workspace, dumps, loads, now
+from tests.conftest import approve_seen
 from tests.fakes.openai_server import FakeOpenAI
 
 TASK = "news"
@@ -238,8 +239,8 @@ def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
     assert run(ws, fake_openai, iterations=1).stop_reason == "awaiting-review"
     assert len(fake_openai.requests) == n
     with pytest.raises(FourEyes):
-        review.approve(ws, sports, "alice")
-    review.approve(ws, sports, "bob")
+        approve_seen(ws, sports, "alice")
+    approve_seen(ws, sports, "bob")
 
     s = run(ws, fake_openai, iterations=1)
 

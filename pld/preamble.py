@@ -1,0 +1,134 @@
+"""The student prompt's preamble: every word of the system prompt that is not a heuristic.
+
+That is the task description, the line that introduces the rules, the label list and the output
+instruction. It is a reviewed item like a heuristic (one per task, in ``preambles``): it has
+versions, four-eyes, history and approval through :mod:`pld.review` with ``entity='preamble'``,
+so that every byte of an exported prompt is something a person approved.
+
+Its text holds the line :data:`RULES_SLOT` where the numbered heuristics go; :func:`compose`
+puts them there. The first draft is the ``student`` template filled in with the task's
+description and labels, written by ``pld:template`` (no person, so anyone may approve it).
+A prompt is built from the preamble's stored text, never from the template on disk, so a change
+to the template does not change what people approved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pld import prompts, review
+from pld.errors import BadInput
+from pld.tasks.store import TaskInfo, task_info
+from pld.workspace import Workspace, now
+
+RULES_SLOT = "{rules}"
+TEMPLATE_AUTHOR = review.SYSTEM_PREFIX + "template"
+
+
+def default_text(description: str, labels: list[str]) -> str:
+    """The first draft: the ``student`` template with the rules left as :data:`RULES_SLOT`."""
+    return prompts.render("student", description=description.strip(), heuristics=RULES_SLOT,
+                          labels=", ".join(labels)).strip()
+
+
+def check_text(text: str) -> str:
+    """``text`` when it is a usable preamble: non-empty with exactly one line that is
+    :data:`RULES_SLOT`; :class:`BadInput` naming the problem otherwise."""
+    text = (text or "").strip()
+    slots = sum(line.strip() == RULES_SLOT for line in text.split("\n"))
+    if slots != 1:
+        raise BadInput(f"the preamble must have exactly one line that reads {RULES_SLOT} "
+                       f"(where the heuristics go); this text has {slots}")
+    return text
+
+
+def heuristic_item(number: int, text: str) -> str:
+    """One numbered list entry as it appears in the prompt (continuation lines indented)."""
+    prefix = f"{number}. "
+    lines = [line.rstrip() for line in text.strip().splitlines()] or [""]
+    pad = " " * len(prefix)
+    return prefix + "\n".join([lines[0]] + [pad + line if line else "" for line in lines[1:]])
+
+
+def compose(preamble: str, heuristics: list[str]) -> str:
+    """The system prompt: ``preamble`` with its :data:`RULES_SLOT` line replaced by the
+    numbered ``heuristics`` (pure: the same texts always give the same bytes)."""
+    if not heuristics:
+        raise BadInput("a prompt needs at least one heuristic")
+    numbered = "\n".join(heuristic_item(i, h) for i, h in enumerate(heuristics, 1))
+    # split("\n"), not splitlines(): other line breaks in a description must stay as they are.
+    lines = check_text(preamble).split("\n")
+    return "\n".join(numbered if line.strip() == RULES_SLOT else line for line in lines).strip()
+
+
+def get_preamble(ws: Workspace, task: str) -> dict[str, Any] | None:
+    """The task's preamble row, or None when it has none yet."""
+    rows = ws.query("SELECT * FROM preambles WHERE task = ?", [task])
+    return rows[0] if rows else None
+
+
+def ensure_preamble(ws: Workspace, task: str) -> dict[str, Any]:
+    """The task's preamble, first drafted from the template when it has none."""
+    row = get_preamble(ws, task)
+    if row is not None:
+        return row
+    info: TaskInfo = task_info(ws, task)
+    text = default_text(info.description, info.labels)
+    with ws.write() as db:
+        if get_preamble(ws, task) is None:  # another writer may have drafted it meanwhile
+            ts = now()
+            new = {"task": task, "text": text, "status": review.DRAFT, "version": 1,
+                   "created_by": TEMPLATE_AUTHOR, "updated_by": TEMPLATE_AUTHOR,
+                   "created_at": ts, "updated_at": ts}
+            pid = int(db["preambles"].insert(new).last_pk)
+            review.audit(db, TEMPLATE_AUTHOR, review.AUTO, review.PREAMBLE, pid, "create", None,
+                         {**new, "id": pid}, "drafted from the student template")
+    row = get_preamble(ws, task)
+    assert row is not None
+    return row
+
+
+def edit_preamble(ws: Workspace, task: str, text: str, who: str, *, base_version: int,
+                  identity_kind: str = review.SELF_DECLARED,
+                  comment: str | None = None) -> dict[str, Any]:
+    """Rewrite the task's preamble (back to draft; ``who`` cannot approve it)."""
+    row = ensure_preamble(ws, task)
+    return review.edit(ws, row["id"], check_text(text), who, base_version=base_version,
+                       identity_kind=identity_kind, comment=comment, entity=review.PREAMBLE)
+
+
+def approve_preamble(ws: Workspace, task: str, who: str, *, base_version: int,
+                     identity_kind: str = review.SELF_DECLARED,
+                     comment: str | None = None) -> dict[str, Any]:
+    """Approve the task's preamble at ``base_version`` (the checks of :func:`review.approve`)."""
+    row = ensure_preamble(ws, task)
+    return review.approve(ws, row["id"], who, base_version=base_version,
+                          identity_kind=identity_kind, comment=comment, entity=review.PREAMBLE)
+
+
+def reject_preamble(ws: Workspace, task: str, who: str, *, base_version: int | None = None,
+                    identity_kind: str = review.SELF_DECLARED,
+                    comment: str | None = None) -> dict[str, Any]:
+    """Reject the task's preamble: no prompt of the task can be exported until it is rewritten
+    and approved."""
+    row = ensure_preamble(ws, task)
+    return review.reject(ws, row["id"], who, base_version=base_version,
+                         identity_kind=identity_kind, comment=comment, entity=review.PREAMBLE)
+
+
+def preamble_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
+    """The audit trail of the task's preamble, oldest first."""
+    row = get_preamble(ws, task)
+    return [] if row is None else review.history(ws, row["id"], review.PREAMBLE)
+
+
+def auto_approve_template(ws: Workspace, task: str, who: str) -> bool:
+    """Approve the task's preamble as ``who`` with identity kind ``auto`` (``run
+    --auto-approve-as``) when it is still the template's untouched draft; True when it did.
+    A preamble a person wrote or edited waits for a person."""
+    row = ensure_preamble(ws, task)
+    if row["status"] != review.DRAFT or row["updated_by"] != TEMPLATE_AUTHOR:
+        return False
+    approve_preamble(ws, task, who, base_version=row["version"], identity_kind=review.AUTO,
+                     comment=review.AUTO_COMMENT)
+    return True
