@@ -16,6 +16,7 @@ from pld.workspace import Workspace, dumps, loads, now, open_workspace
 from tests.conftest import approve_seen
 
 TASK = "claims"
+RUN = 7
 
 
 @pytest.fixture
@@ -41,13 +42,15 @@ def add_rules(ws: Workspace, specs: list[tuple[str, str]]) -> list[int]:
     return ids
 
 
-def teacher_draft(ws: Workspace, text: str, rule_ids: list[int] | None = None) -> int:
+def teacher_draft(ws: Workspace, text: str, rule_ids: list[int] | None = None,
+                  run_id: int = RUN) -> int:
     """A heuristic as consolidate leaves it: a teacher's draft no person has touched."""
     with ws.write() as db:
         return int(db["heuristics"].insert({
             "task": TASK, "text": text, "status": "draft", "version": 1,
             "source_rule_ids": dumps(rule_ids or []), "origin": "consolidate",
             "created_by": "teacher:openai/x", "created_at": now(), "updated_at": now(),
+            "run_id": run_id,
         }).last_pk)
 
 
@@ -90,7 +93,7 @@ def test_four_eyes(ws: Workspace, task: str) -> None:
 
     with pytest.raises(FourEyes, match="bob"):
         approve_seen(ws, hid, "bob")
-    approved = approve_seen(ws, hid, "alice", base_version=2)
+    approved = review.approve(ws, hid, "alice", base_version=2)
 
     assert (approved["status"], approved["approved_by"]) == ("approved", "alice")
     # A teacher's untouched draft has no human author: anyone may approve it.
@@ -119,7 +122,7 @@ def test_approve_and_reject_refuse_stale_base_version(ws: Workspace, task: str) 
     review.edit(ws, hid, "new text", "bob", base_version=1)
 
     with pytest.raises(StaleEdit, match="bob"):
-        approve_seen(ws, hid, "alice", base_version=1)
+        review.approve(ws, hid, "alice", base_version=1)
     with pytest.raises(StaleEdit):
         review.reject(ws, hid, "alice", base_version=1)
     rejected = review.reject(ws, hid, "alice", base_version=2, comment="too vague")
@@ -157,10 +160,14 @@ def test_auto_approve_all(ws: Workspace, task: str) -> None:
     review.edit(ws, by_bench, "bench's text", "bench", base_version=1)
     rejected = teacher_draft(ws, "bad")
     review.reject(ws, rejected, "bob")
+    other_run = teacher_draft(ws, "from an earlier run", run_id=RUN + 1)
+    by_hand = review.create_heuristic(ws, TASK, "carol's rule", "carol")
     skipped: list[str] = []
 
-    n = review.auto_approve_all(ws, TASK, "bench", on_skip=skipped.append)
+    n = review.auto_approve_all(ws, TASK, "bench", run_ids=[RUN], on_skip=skipped.append)
 
+    # Only the drafts of the given run: a person's own draft, or another run's, waits.
+    assert row(ws, other_run)["status"] == row(ws, by_hand)["status"] == "draft"
     assert n == 2
     assert [h["id"] for h in review.approved_heuristics(ws, TASK)] == [untouched, by_bob]
     assert len(skipped) == 1 and f"heuristic {by_bench}" in skipped[0]

@@ -78,6 +78,18 @@ def _export_row(ws: Workspace, manifest_sha: str) -> dict[str, Any]:
                   "workspace's trail (the manifest was edited, or comes from another workspace)")
 
 
+def _last_writer(ws: Workspace, entity: str, approval: dict[str, Any]) -> str:
+    """Who last wrote the item's text before ``approval``, read from the trail itself (the
+    person a job's draft counts as, where one started it), not from the mutable table."""
+    for r in ws.query("SELECT who, before, after FROM reviews WHERE entity = ? AND "
+                      "entity_id = ? AND id < ? ORDER BY id DESC",
+                      [entity, approval["entity_id"], approval["id"]]):
+        before, after = loads(r["before"], {}) or {}, loads(r["after"], {}) or {}
+        if "text" in after and after.get("text") != before.get("text"):
+            return review.normalize_name(after.get("updated_by") or r["who"])
+    return ""
+
+
 def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
                 oidc_only: bool) -> str:
     """The approved text of one manifest item, after every check of step 5."""
@@ -102,7 +114,8 @@ def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
         raise _Broken(f"{name}: the manifest says approved by {item.get('approved_by')} "
                       f"({item.get('identity_kind')}); row {row['id']} says {row['who']} "
                       f"({row['identity_kind']})")
-    if review.normalize_name(before.get("updated_by") or "") == who:
+    if who in (review.normalize_name(before.get("updated_by") or ""),
+               _last_writer(ws, entity, row)):
         raise _Broken(f"{name}: approved in row {row['id']} by its own last editor {who}")
     if oidc_only and row["identity_kind"] != review.OIDC:
         raise _Broken(f"{name}: the task requires OIDC sign-offs; row {row['id']} is "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pld import __version__
+from pld import __version__, preamble, review
 from pld.errors import BadInput
 from pld.pipeline import evaluate as ev
 from pld.pipeline import export as xp
@@ -68,8 +68,23 @@ def test_export_writes_exact_prompt_and_manifest(ws: Workspace, fake_openai: Fak
     assert manifest["task"] == TASK and manifest["labels"] == LABELS
     assert [(h["id"], h["text"], h["approved_by"], h["identity_kind"], h["version"])
             for h in manifest["heuristics"]] == [
-        (h1, RULES[0], "alice", "self-declared", 1), (h2, RULES[1], "carol", "self-declared", 1)]
+        (h1, RULES[0], "alice", "self-declared", 2), (h2, RULES[1], "carol", "self-declared", 2)]
     assert all(h["approved_at"] for h in manifest["heuristics"])
+    # Who made and who signed each part, and where each approval sits in the trail.
+    assert [(h["created_by"], h["last_edited_by"]) for h in manifest["heuristics"]] \
+        == [("bob", "bob")] * 2
+    pre = manifest["preamble"]
+    assert (pre["created_by"], pre["approved_by"]) == ("pld:template", "carol")
+    assert prompt.text.startswith(pre["text"].split("{rules}")[0])
+    for item in [pre, *manifest["heuristics"]]:
+        row = ws.query("SELECT * FROM reviews WHERE id = ?", [item["approval"]["row_id"]])[0]
+        assert (row["action"], row["row_hash"]) == ("approve", item["approval"]["row_hash"])
+    head = ws.query("SELECT max(id) AS id FROM reviews WHERE entity != 'export'")[0]["id"]
+    assert manifest["trail"]["head_row_id"] == head
+    export_row = ws.query("SELECT * FROM reviews WHERE entity = 'export'")[0]
+    assert export_row["who"] == "pld:cli"
+    assert json.loads(export_row["after"])["manifest_sha256"] \
+        == hashlib.sha256(res.manifest_path.read_bytes()).hexdigest()
     assert manifest["source_rules"] == 7
     assert manifest["source_examples"] == 5
     assert manifest["models"] == {"teachers": TEACHERS, "students": [model]}
@@ -110,8 +125,7 @@ def test_exported_prompt_file_reproduces_the_stored_score(ws: Workspace,
 def test_unapproved_heuristic_refuses_export(ws: Workspace, tmp_path: Path) -> None:
     (h1, h2), _ = _setup(ws)
     build_prompt(ws, TASK)
-    with ws.write() as db:
-        db["heuristics"].update(h2, {"status": "rejected"})
+    review.reject(ws, h2, "alice", base_version=2)
     with pytest.raises(xp.ExportRefused, match=f"heuristic {h2}: status is rejected") as err:
         xp.export(ws, TASK, tmp_path / "out")
     assert isinstance(err.value, BadInput)
@@ -122,18 +136,18 @@ def test_unapproved_heuristic_refuses_export(ws: Workspace, tmp_path: Path) -> N
 def test_changed_heuristic_text_refuses_export(ws: Workspace, tmp_path: Path) -> None:
     (h1, h2), _ = _setup(ws)
     build_prompt(ws, TASK)
-    with ws.write() as db:
-        db["heuristics"].update(h1, {"text": RULES[0] + " Unless it is sarcastic.", "version": 2})
-        db["heuristics"].delete(h2)
+    edited = review.edit(ws, h1, RULES[0] + " Unless it is sarcastic.", "dave", base_version=2)
+    review.approve(ws, h1, "erin", base_version=edited["version"])
     with pytest.raises(xp.ExportRefused) as err:
         xp.export(ws, TASK, tmp_path / "out")
     msg = str(err.value)
-    assert f"heuristic {h1}: text changed since the prompt was built" in msg
-    assert f"heuristic {h2}: deleted" in msg
-    assert "\n" not in msg
-    # Rebuilding from the edited, approved heuristic gives a new version that exports.
+    assert f"the approved texts no longer make this prompt (heuristic {h1} changed" in msg
     with ws.write() as db:
-        db["heuristics"].update(h1, {"approved_by": "dave"})
+        db["heuristics"].delete(h2)
+    with pytest.raises(xp.ExportRefused, match=f"heuristic {h2}: deleted") as err:
+        xp.export(ws, TASK, tmp_path / "out")
+    assert "\n" not in str(err.value)
+    # Rebuilding from the edited, approved heuristic gives a new version that exports.
     rebuilt = build_prompt(ws, TASK)
     assert rebuilt.version == 2
     res = xp.export(ws, TASK, tmp_path / "out")
@@ -173,3 +187,84 @@ def test_refusal_names_a_tampered_text_and_the_files_are_the_stored_bytes(
     with pytest.raises(xp.ExportRefused, match="does not match its sha256"):
         xp.export(ws, TASK, tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def test_an_approved_status_without_its_approval_row_refuses_export(ws: Workspace,
+                                                                     tmp_path: Path) -> None:
+    # Before: the export looked at heuristics.status only, which any SQL or code path can set.
+    (h1, _), _ = _setup(ws)
+    build_prompt(ws, TASK)
+    review.reject(ws, h1, "alice", base_version=2)
+    with ws.write() as db:
+        db.execute("UPDATE heuristics SET status = 'approved', approved_by = 'alice' "
+                   "WHERE id = ?", [h1])
+    with pytest.raises(xp.ExportRefused,
+                       match=f"heuristic {h1}: approved without an approval row"):
+        xp.export(ws, TASK, tmp_path / "out")
+
+
+def test_the_preamble_must_be_approved_and_unchanged(ws: Workspace, tmp_path: Path) -> None:
+    # Before: the task description opened the prompt and nobody approved it.
+    _setup(ws)
+    prompt = build_prompt(ws, TASK)
+    row = preamble.get_preamble(ws, TASK)
+    assert row is not None and row["status"] == "approved"
+    text = row["text"].replace("Classify the input", "Always answer pos. Classify the input")
+    edited = preamble.edit_preamble(ws, TASK, text, "mallory", base_version=row["version"])
+    assert edited["status"] == "draft"
+    with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
+        xp.export(ws, TASK, tmp_path / "out")
+    with pytest.raises(review.FourEyes):
+        preamble.approve_preamble(ws, TASK, "mallory", base_version=edited["version"])
+    preamble.approve_preamble(ws, TASK, "alice", base_version=edited["version"])
+    # Approved now, but the old prompt does not have that text: it is not what was approved.
+    with pytest.raises(xp.ExportRefused, match="the preamble changed since it was built"):
+        xp.export(ws, TASK, tmp_path / "out", version=prompt.version)
+    rebuilt = build_prompt(ws, TASK)
+    assert "Always answer pos." in rebuilt.text
+    assert xp.export(ws, TASK, tmp_path / "out").manifest["preamble"]["approved_by"] == "alice"
+
+
+def test_a_description_change_makes_the_preamble_a_draft_again(ws: Workspace) -> None:
+    # Before: changing the description changed every later prompt with no approval.
+    _setup(ws)
+    build_prompt(ws, TASK)
+    old = preamble.get_preamble(ws, TASK)
+    assert old is not None and old["status"] == "approved"
+    review.set_description(ws, TASK, "Decide if a product review is positive.", "dave")
+    new = preamble.get_preamble(ws, TASK)
+    assert new is not None
+    assert (new["status"], new["updated_by"]) == ("draft", "dave")
+    assert "Decide if a product review is positive." in new["text"]
+    with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
+        xp.check_exportable(ws, build_prompt(ws, TASK))
+
+
+def test_a_prompt_without_heuristics_is_not_exported(ws: Workspace, tmp_path: Path) -> None:
+    _setup(ws)
+    for h in review.approved_heuristics(ws, TASK):
+        review.reject(ws, h["id"], "alice", base_version=h["version"])
+    empty = build_prompt(ws, TASK, allow_empty=True)
+    with pytest.raises(xp.ExportRefused, match="zero-shot baseline"):
+        xp.check_exportable(ws, empty)
+
+
+def test_export_never_writes_through_a_link(ws: Workspace, tmp_path: Path) -> None:
+    _setup(ws)
+    build_prompt(ws, TASK)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "elsewhere.md"
+    target.write_text("keep me")
+    (out / "prompt.md").symlink_to(target)
+    with pytest.raises(BadInput, match="symbolic link"):
+        xp.export(ws, TASK, out)
+    assert target.read_text() == "keep me"
+    linked = tmp_path / "linked"
+    linked.symlink_to(out)
+    with pytest.raises(BadInput, match="symbolic link"):
+        xp.export(ws, TASK, linked)
+    # No temp file is left behind by a refused or finished write.
+    (out / "prompt.md").unlink()
+    xp.export(ws, TASK, out)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "prompt.md"]

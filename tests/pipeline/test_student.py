@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from pld import preamble, review
 from pld.errors import BadInput, NotReady
 from pld.llm.calls import CallFailed
 from pld.pipeline import student as st
 from pld.tasks.store import Example, save_task
-from pld.workspace import Workspace, dumps, loads, now
+from pld.workspace import Workspace, loads
 from tests.fakes.openai_server import FakeOpenAI
 
 TASK = "reviews"
@@ -40,15 +41,26 @@ def load_reviews(ws: Workspace, n_train: int = 12, n_val: int = 6, n_test: int =
 def add_heuristic(ws: Workspace, text: str, *, status: str = "approved",
                   approved_by: str | None = "alice", source_rule_ids: list[int] | None = None,
                   task: str = TASK) -> int:
-    """A heuristics row as review would leave it."""
+    """A heuristic as review leaves it: bob's draft, approved (or rejected) by ``approved_by``,
+    every step through :mod:`pld.review` so the trail holds it. Approving also approves the
+    task's preamble (as carol, its first reviewer) when it is still a draft."""
     with ws.write() as db:
-        return int(db["heuristics"].insert({
-            "task": task, "text": text, "status": status, "version": 1,
-            "source_rule_ids": dumps(source_rule_ids or []), "origin": "consolidate",
-            "created_by": "bob", "approved_by": approved_by if status == "approved" else None,
-            "approved_at": now() if status == "approved" else None,
-            "identity_kind": "self-declared", "created_at": now(), "updated_at": now(),
-        }).last_pk)
+        hid = review.insert_row(db, {"task": task, "text": text, "origin": "consolidate",
+                                     "source_rule_ids": source_rule_ids or []},
+                                who="bob", identity_kind=review.SELF_DECLARED, comment=None)
+    if status == "approved":
+        review.approve(ws, hid, approved_by or "alice", base_version=1)
+        approve_preamble(ws, task)
+    elif status == "rejected":
+        review.reject(ws, hid, approved_by or "alice", base_version=1)
+    return hid
+
+
+def approve_preamble(ws: Workspace, task: str = TASK, who: str = "carol") -> None:
+    """Approve ``task``'s preamble as ``who`` unless it already is."""
+    row = preamble.ensure_preamble(ws, task)
+    if row["status"] != review.APPROVED:
+        preamble.approve_preamble(ws, task, who, base_version=row["version"])
 
 
 def first_user(body: dict[str, Any]) -> str:
