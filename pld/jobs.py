@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
-from pld.pipeline.runs import DONE, FAILED, INTERRUPTED, RUNNING, list_runs, pid_alive
+from pld.pipeline.runs import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    list_runs,
+    pid_alive,
+    process_start,
+)
 from pld.workspace import Workspace, now, open_workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +68,7 @@ class Job:
     log: str
     started_at: str
     record: str = field(default="", compare=False)
+    pid_start: int | None = None  # with pid, names the process (pids are reused)
 
     def describe(self) -> str:
         """One line for people: the command, its pid and where its log is."""
@@ -88,14 +97,15 @@ def _locked(ws_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _alive(pid: int | None) -> bool:
-    """True while process ``pid`` runs (a zombie counts as ended)."""
+def _alive(pid: int | None, start: int | None = None) -> bool:
+    """True while process ``pid`` runs, and is the one that started at ``start`` when given
+    (a zombie counts as ended)."""
     if not pid:
         return False
     child = _CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
-    return pid_alive(pid)
+    return pid_alive(pid, start)
 
 
 def _reap() -> None:
@@ -110,8 +120,9 @@ def _reap() -> None:
 def _mark_dead_runs(ws: Workspace) -> None:
     """Runs still marked running whose process has ended become ``interrupted``."""
     _reap()
-    rows = ws.query("SELECT id, pid FROM runs WHERE status = ?", [RUNNING])
-    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not _alive(r["pid"])]
+    rows = ws.query("SELECT id, pid, pid_start FROM runs WHERE status = ?", [RUNNING])
+    dead = [r["id"] for r in rows
+            if r["pid"] != os.getpid() and not _alive(r["pid"], r["pid_start"])]
     if dead:
         with ws.write() as db:
             for run_id in dead:
@@ -178,7 +189,8 @@ def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None =
         _CHILDREN[child.pid] = child
         job = Job(id=job_id, pid=child.pid, args=[str(a) for a in args], task=task, kind=kind,
                   workspace=str(path), log=str(log), started_at=now(),
-                  record=str(folder / f"{path.stem}-{job_id}.json"))
+                  record=str(folder / f"{path.stem}-{job_id}.json"),
+                  pid_start=process_start(child.pid))
         _write_record(job)
     return job
 
@@ -228,7 +240,7 @@ def active_jobs(ws: Workspace, task: str, kind: str | None = None) -> list[dict[
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
     for job in list_jobs(ws, task):
-        if job.pid in seen or not _alive(job.pid):
+        if job.pid in seen or not _alive(job.pid, job.pid_start):
             continue
         seen.add(job.pid)
         run = by_pid.get(job.pid)
@@ -239,13 +251,14 @@ def active_jobs(ws: Workspace, task: str, kind: str | None = None) -> list[dict[
                     "run_id": run["id"] if run else None,
                     "done": run["done"] if run else 0, "total": run["total"] if run else 0,
                     "started_at": job.started_at, "job_id": job.id, "log": job.log,
-                    "args": job.args})
+                    "args": job.args, "pid_start": job.pid_start})
     for pid, run in by_pid.items():
         if pid in seen or (kind is not None and run["kind"] != kind):
             continue
         out.append({"pid": pid, "kind": run["kind"], "stage": run["kind"], "run_id": run["id"],
                     "done": run["done"], "total": run["total"],
-                    "started_at": run["started_at"], "job_id": None, "log": None, "args": None})
+                    "started_at": run["started_at"], "job_id": None, "log": None, "args": None,
+                    "pid_start": run["pid_start"]})
     return out
 
 
@@ -262,7 +275,7 @@ def job_status(ws: Workspace, job: Job) -> str:
     Decided by its process while it runs, then by the runs it wrote, then by its exit code when
     this process started it, else by its log (the CLI prints ``error: ...`` when it fails).
     """
-    if _alive(job.pid):
+    if _alive(job.pid, job.pid_start):
         return RUNNING
     _mark_dead_runs(ws)
     statuses = {r["status"] for r in _job_runs(ws, job)}
@@ -316,26 +329,27 @@ def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
     same command again resumes it.
     """
     if isinstance(target, Job):
-        pid, run_id = target.pid, None
+        pid, run_id, start = target.pid, None, target.pid_start
     elif isinstance(target, dict):
-        pid, run_id = int(target["pid"]), target.get("run_id")
+        pid, run_id, start = int(target["pid"]), target.get("run_id"), target.get("pid_start")
     else:
-        rows = ws.query("SELECT id, pid, status FROM runs WHERE id = ?", [target])
+        rows = ws.query("SELECT id, pid, pid_start, status FROM runs WHERE id = ?", [target])
         if not rows:
             raise BadInput(f"run {target} not found")
-        pid, run_id = rows[0]["pid"], rows[0]["id"]
+        pid, run_id, start = rows[0]["pid"], rows[0]["id"], rows[0]["pid_start"]
         if rows[0]["status"] != RUNNING:
             return str(rows[0]["status"])
     if pid == os.getpid():
         raise BadInput(f"run {run_id} runs inside this process; it cannot be cancelled here")
-    if _alive(pid):
+    # Checked before every signal: once our process has ended, its pid may belong to another.
+    if _alive(pid, start):
         _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while _alive(pid, start) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if _alive(pid, start):
             _signal(pid, signal.SIGKILL)
-            while _alive(pid) and time.monotonic() < deadline + 5:
+            while _alive(pid, start) and time.monotonic() < deadline + 5:
                 time.sleep(0.05)
     _mark_dead_runs(ws)
     if run_id is None:
@@ -351,7 +365,7 @@ def stop_jobs(ws: Workspace | str | Path, task: str | None = None,
         return 0
     handle = ws if isinstance(ws, Workspace) else open_workspace(path)
     try:
-        live = [j for j in list_jobs(path, task, limit=10_000) if _alive(j.pid)]
+        live = [j for j in list_jobs(path, task, limit=10_000) if _alive(j.pid, j.pid_start)]
         for job in live:
             cancel(handle, job, timeout_s=timeout_s)
     finally:

@@ -322,6 +322,7 @@ def _v6(db: sqlite_utils.Database) -> None:
     db["heuristics"].add_column("run_id", int)
     db["runs"].add_column("started_by", str)
     db["runs"].add_column("started_by_kind", str)
+    db["runs"].add_column("pid_start", int)
     db["tasks"].add_column("require_oidc", int)
 
 

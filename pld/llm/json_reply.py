@@ -6,9 +6,10 @@ before it; both are tolerated here, once, for all stages.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
+
+from pld.untrusted_json import UntrustedJSONError, loads_untrusted
 
 _WHOLE_FENCE = re.compile(r"^\s*```[\w-]*[ \t]*\n?(.*?)\n?\s*```\s*$", re.S)
 _FENCE = re.compile(r"```[\w-]*[ \t]*\n(.*?)```", re.S)
@@ -29,13 +30,12 @@ def loads_reply(text: str) -> Any:
     """
     body = strip_fences(text)
     try:
-        return json.loads(body)
-    except json.JSONDecodeError as err:
+        return loads_untrusted(body)
+    except UntrustedJSONError as err:
         start, end = body.find("{"), body.rfind("}")
         if 0 <= start < end:
             try:
-                return json.loads(body[start:end + 1])
-            except json.JSONDecodeError:
+                return loads_untrusted(body[start:end + 1])
+            except UntrustedJSONError:
                 pass
-        raise ValueError(f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
-                         ) from None
+        raise ValueError(f"not valid JSON: {err}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
 
 from pld.llm.base import Backend, ConfigError
 from pld.llm.env import env_float
@@ -32,6 +33,27 @@ class ModelSpec:
     base_url: str | None = None
 
 
+_SECRET_PARAMS = {"key", "api_key", "apikey", "api-key", "token", "access_token", "auth",
+                  "password", "secret", "sig", "signature"}
+
+
+def _refuse_credentials(rest: str) -> None:
+    """Refuse a model string that carries a credential (``user:pass@host`` or a key in the
+    query): model strings are logged with every call, stored with runs and exports, shown in
+    the app and passed to jobs, so a key in one would leak everywhere. The message never
+    repeats the credential."""
+    _, _, url = rest.partition("@")
+    parts = urlsplit(url) if url.startswith(("http://", "https://")) else None
+    creds = parts is not None and ("@" in parts.netloc)
+    keys = parts is not None and any(k.lower() in _SECRET_PARAMS
+                                     for k, _ in parse_qsl(parts.query))
+    if creds or keys:
+        raise ConfigError(
+            "openai-compatible model string carries a credential (in the URL's "
+            f"{'user:password@' if creds else 'query'}); refused so it never reaches the call "
+            "log, runs, exports or the app. Put the key in OPENAI_API_KEY instead")
+
+
 def parse_model(model: str) -> ModelSpec:
     """Parse and validate a model string; raise :class:`ConfigError` with a one-line reason."""
     provider, sep, rest = model.partition("/")
@@ -46,6 +68,7 @@ def parse_model(model: str) -> ModelSpec:
         )
     if provider == "openai-compatible":
         name, at, base_url = rest.partition("@")
+        _refuse_credentials(rest)  # before any message can quote the string
         if not at or not name or not base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"model {model!r}: expected openai-compatible/<model>@<http(s)://host:port/v1>"

@@ -59,10 +59,24 @@ class Run:
                                             "updated_at": now()})
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True while process ``pid`` runs. A zombie (ended, not yet reaped by its parent) counts
-    as ended: ``os.kill(pid, 0)`` alone would report it alive."""
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22);
+    None where there is no ``/proc`` or no such process. With the pid it names one process:
+    a pid is reused once its process has ended, its start time is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """True while process ``pid`` runs (and, when ``start`` is given, is the process that
+    started then, not a later one that got the same pid). A zombie (ended, not yet reaped by
+    its parent) counts as ended: ``os.kill(pid, 0)`` alone would report it alive."""
     if not pid:
+        return False
+    if start is not None and process_start(pid) not in (None, start):
         return False
     try:
         os.kill(pid, 0)
@@ -79,8 +93,9 @@ def pid_alive(pid: int | None) -> bool:
 
 def mark_dead_runs(ws: Workspace) -> None:
     """Runs still marked running whose process is gone become ``interrupted``."""
-    rows = ws.query("SELECT id, pid FROM runs WHERE status = ?", [RUNNING])
-    dead = [r["id"] for r in rows if r["pid"] != os.getpid() and not pid_alive(r["pid"])]
+    rows = ws.query("SELECT id, pid, pid_start FROM runs WHERE status = ?", [RUNNING])
+    dead = [r["id"] for r in rows
+            if r["pid"] != os.getpid() and not pid_alive(r["pid"], r["pid_start"])]
     if dead:
         with ws.write() as db:
             for run_id in dead:
@@ -116,7 +131,8 @@ def stage_run(
             run_id = int(db["runs"].insert({
                 "task": task, "kind": kind, "params": dumps(params), "status": RUNNING,
                 "done": 0, "total": 0, "started_at": now(), "updated_at": now(),
-                "pid": os.getpid(), "started_by": started_by,
+                "pid": os.getpid(), "pid_start": process_start(os.getpid()),
+                "started_by": started_by,
                 "started_by_kind": started_by_kind if started_by else None,
             }).last_pk)
     else:
@@ -150,7 +166,8 @@ def _reopen(ws: Workspace, run_id: int, task: str, kind: str, params: dict[str, 
             )
     with ws.write() as db:
         db["runs"].update(run_id, {"status": RUNNING, "error": None, "finished_at": None,
-                                   "updated_at": now(), "pid": os.getpid()})
+                                   "updated_at": now(), "pid": os.getpid(),
+                                   "pid_start": process_start(os.getpid())})
 
 
 def _finish(ws: Workspace, run: Run, status: str, error: str | None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 
 from pld.errors import BadInput
 from pld.tasks.base import BENCHMARK_SIZES, DataDir, Item, Pool, Size, Task, TaskStatus, pool_info
+from pld.untrusted_json import UntrustedJSONError, loads_untrusted
 
 CSV_EXTS = {".csv": None, ".tsv": "\t"}
 JSONL_EXTS = (".jsonl", ".ndjson")
@@ -106,18 +106,25 @@ def _csv_records(path: Path, text: str, delimiter: str | None,
     return out
 
 
+def jsonl_record(name: str | Path, n: int, line: str) -> dict[str, Any]:
+    """Line ``n`` of a JSONL file as a dict; :class:`BadInput` naming the file and line when it
+    is not one JSON object (too deeply nested and over-long numbers included)."""
+    try:
+        rec = loads_untrusted(line)
+    except UntrustedJSONError as e:
+        col = f" at column {e.column}" if e.column is not None else ""
+        raise BadInput(f"{name} line {n}: malformed JSON ({e.reason}{col})") from None
+    if not isinstance(rec, dict):
+        raise BadInput(f"{name} line {n}: expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
 def _jsonl_records(path: Path, text: str, wanted: list[str]) -> list[tuple[int, dict[str, Any]]]:
     out = []
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BadInput(f"{path} line {n}: malformed JSON ({e.msg} at column {e.colno})") \
-                from None
-        if not isinstance(rec, dict):
-            raise BadInput(f"{path} line {n}: expected a JSON object, got {type(rec).__name__}")
+        rec = jsonl_record(path, n, line)
         for col in wanted:
             if col not in rec:
                 raise BadInput(f"{path} line {n}: field {col!r} is missing "
@@ -126,9 +133,16 @@ def _jsonl_records(path: Path, text: str, wanted: list[str]) -> list[tuple[int, 
     return out
 
 
+DEFAULT_ID_COLUMN = "id"
+
+
 def read_rows(path: str | Path, *, text_column: str = "text", label_column: str = "label",
               id_column: str | None = None) -> list[Row]:
-    """Read and validate a CSV/JSONL file; BadInput naming file, line and field on any problem."""
+    """Read and validate a CSV/JSONL file; BadInput naming file, line and field on any problem.
+
+    Without ``id_column``, a column named ``id`` is the id column when the file has one (so a
+    duplicate id is refused); otherwise rows get ids ``row-1``, ``row-2``, ...
+    """
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in CSV_EXTS and ext not in JSONL_EXTS:
@@ -146,6 +160,15 @@ def read_rows(path: str | Path, *, text_column: str = "text", label_column: str 
         records = _jsonl_records(path, text, wanted)
     if not records:
         raise BadInput(f"{path}: empty file (no data rows)")
+    if id_column is None and any(DEFAULT_ID_COLUMN in rec for _, rec in records):
+        # An "id" column is the id, as "text" and "label" are the text and label: loading it
+        # as row-N would accept duplicate ids silently.
+        id_column = DEFAULT_ID_COLUMN
+        for line, rec in records:
+            if id_column not in rec:
+                raise BadInput(f"{path} line {line}: field {id_column!r} is missing (other rows "
+                               f"have one; give every row an id, or rename the column)")
+        wanted.append(id_column)
     rows: list[Row] = []
     seen_ids: dict[str, int] = {}
     for i, (line, rec) in enumerate(records, 1):

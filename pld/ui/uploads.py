@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from pld.errors import BadInput
 from pld.tasks import load_custom
-from pld.tasks.custom import CSV_EXTS, JSONL_EXTS, task_name_for
+from pld.tasks.custom import CSV_EXTS, JSONL_EXTS, jsonl_record, task_name_for
 from pld.workspace import Workspace
 
 SUPPORTED = tuple(e.lstrip(".") for e in (*CSV_EXTS, *JSONL_EXTS))
@@ -58,14 +57,7 @@ def peek(filename: str, data: bytes, limit: int = 5) -> tuple[list[str], list[di
         for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BadInput(f"{name} line {n}: malformed JSON ({e.msg} at column "
-                               f"{e.colno})") from None
-            if not isinstance(rec, dict):
-                raise BadInput(f"{name} line {n}: expected a JSON object, got "
-                               f"{type(rec).__name__}")
+            rec = jsonl_record(name, n, line)
             columns += [k for k in rec if k not in columns]
             rows.append(rec)
             if len(rows) >= limit:

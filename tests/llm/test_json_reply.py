@@ -27,3 +27,14 @@ def test_loads_reply_accepts_what_models_write(text: str) -> None:
 def test_loads_reply_names_the_parse_error() -> None:
     with pytest.raises(ValueError, match=r"not valid JSON: .*line 1"):
         loads_reply('{"a": ')
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"label": "a", "n": ' + "9" * 5000 + "}", "Exceeds the limit"),
+])
+def test_loads_reply_turns_every_parser_failure_into_value_error(text: str, reason: str) -> None:
+    # Before: RecursionError and the int-conversion ValueError escaped the stages' handlers.
+    with pytest.raises(ValueError, match=reason) as err:
+        loads_reply(text)
+    assert type(err.value) is ValueError

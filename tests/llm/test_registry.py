@@ -83,3 +83,17 @@ def test_default_concurrency_by_backend() -> None:
     assert registry.default_concurrency("local/small") == 1
     assert registry.default_concurrency("openai-compatible/m@http://127.0.0.1:1/v1") == 8
     assert registry.default_concurrency("anthropic/claude-x") == 8
+
+
+@pytest.mark.parametrize("model", [
+    "openai-compatible/m@https://user:s3cret-pass@host.example/v1",
+    "openai-compatible/m@http://:s3cret-pass@127.0.0.1:8000/v1",
+    "openai-compatible/m@https://host.example/v1?api_key=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1?x=1&token=s3cret-pass",
+])
+def test_credentials_in_a_model_string_are_refused_without_repeating_them(model: str) -> None:
+    # Before: the string, key included, went into llm_calls, runs, manifests, job argv and UI.
+    with pytest.raises(ConfigError, match="carries a credential") as err:
+        parse_model(model)
+    assert "s3cret-pass" not in str(err.value)
+    assert "OPENAI_API_KEY" in str(err.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from pld import jobs
 from pld.errors import BadInput
+from pld.pipeline.runs import process_start
 from pld.tasks import load_task
 from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI
@@ -168,6 +170,25 @@ def test_cancel_refuses_a_run_of_this_process(ws: Workspace) -> None:
     with pytest.raises(BadInput, match="inside this process"):
         jobs.cancel(ws, run_id)
     assert jobs.active_jobs(ws, "demo", "extract")[0]["run_id"] == run_id
+
+
+def test_cancel_never_signals_a_process_that_reused_the_pid(ws: Workspace) -> None:
+    # Before: cancel signalled whatever process had the recorded pid. Here a live stranger
+    # has it, started at another time than the run's process: it must be left alone.
+    stranger = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        start = process_start(stranger.pid)
+        assert start is not None
+        with ws.write() as db:
+            run_id = int(db["runs"].insert({
+                "task": "demo", "kind": "extract", "status": "running", "pid": stranger.pid,
+                "pid_start": start - 1, "done": 0, "total": 3}).last_pk)
+        assert jobs.cancel(ws, run_id, timeout_s=1) == "interrupted"
+        assert stranger.poll() is None  # still running: never signalled
+        assert jobs.active_jobs(ws, "demo") == []
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def _model_process_of(pid: int) -> int | None:

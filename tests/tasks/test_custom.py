@@ -131,6 +131,19 @@ BAD_FILES: list[tuple[str, str, bytes | None, dict[str, Any], str]] = [
     ("ragged-csv", "x.csv", b"text,label\na,p\nb,p,extra\n", {},
      r"x\.csv line 3: 3 fields, the header has 2"),
     ("missing-file", "nope.csv", None, {}, r"nope\.csv: file not found"),
+    # Before: RecursionError and ValueError escaped the JSON handler.
+    ("deeply-nested-json", "x.jsonl",
+     b'{"text": "a", "label": "p"}\n{"text": "b", "label": "p", "x": ' + b"[" * 100_000
+     + b"]" * 100_000 + b"}\n", {}, r"x\.jsonl line 2: malformed JSON \(nested too deeply\)"),
+    ("huge-integer-json", "x.jsonl",
+     b'{"text": "a", "label": "p"}\n{"text": "b", "label": "p", "n": ' + b"9" * 5000 + b"}\n",
+     {}, r"x\.jsonl line 2: malformed JSON \(Exceeds the limit \(4300 digits\)"),
+    # Before: an "id" column was ignored unless named, so duplicate ids loaded as row-N.
+    ("duplicate-id-by-default", "x.csv", b"id,text,label\n1,a,p\n2,b,p\n3,c,q\n2,d,q\n", {},
+     r"x\.csv line 5: field 'id': duplicate id '2' \(first on line 3\)"),
+    ("id-missing-on-a-jsonl-row", "x.jsonl",
+     b'{"id": "1", "text": "a", "label": "p"}\n{"text": "b", "label": "p"}\n', {},
+     r"x\.jsonl line 2: field 'id' is missing \(other rows have one"),
 ]
 
 
