@@ -10,6 +10,7 @@ import streamlit as st
 
 from pld.llm import calls
 from pld.ui import page
+from pld.ui.plain import literal
 from pld.workspace import Workspace, loads
 
 ALL = "(all)"
@@ -78,18 +79,18 @@ def _messages(raw: str | None) -> list[dict[str, Any]]:
 
 def _detail(row: dict[str, Any]) -> None:
     hit = " · cache hit" if row["cache_hit"] else ""
-    st.caption(f"Call #{row['id']} · {row['created_at']} · `{row['model']}` · stage "
+    st.caption(f"Call #{row['id']} · {row['created_at']} · {literal(row['model'])} · stage "
                f"{row['stage']} · run {row['run_id']} · attempt {row['attempt']}{hit} · "
                f"{row['latency_s'] or 0:.2f} s · key {(row['cache_key'] or '')[:16]}")
     if row["error"]:
-        st.error(row["error"])
+        st.error(literal(row["error"]))  # may quote the model's reply
     if row["system"]:
         st.markdown("**System prompt**")
         st.code(row["system"], language=None, wrap_lines=True)
     st.markdown("**Messages**")
     for m in _messages(row["messages"]):
         content = m.get("content")
-        st.markdown(f"*{m.get('role', '?')}*")
+        st.markdown(f"*{literal(m.get('role', '?'))}*")
         st.code(content if isinstance(content, str) else str(content), language=None,
                 wrap_lines=True)
     st.markdown("**Response**")

@@ -32,6 +32,7 @@ from pld.ui.page import (
     setup,
     show_flash,
 )
+from pld.ui.plain import hover, literal
 from pld.workspace import Workspace
 
 NOISE_LABEL = "noise"
@@ -60,9 +61,9 @@ def _start(ws: Workspace, task: str) -> None:
     try:
         job = jobs.start(ws, args)
     except (BadInput, OSError) as e:
-        flash("error", f"Could not start clustering: {e}")
+        flash("error", f"Could not start clustering: {literal(e)}")
     else:
-        flash("success", f"Clustering started in the background ({job.describe()}).")
+        flash("success", f"Clustering started in the background ({literal(job.describe())}).")
 
 
 def _act(what: str, action: Callable[[sidebar.Identity], str]) -> None:
@@ -74,9 +75,9 @@ def _act(what: str, action: Callable[[sidebar.Identity], str]) -> None:
     try:
         message = action(who)
     except StaleEdit as e:
-        flash("warning", f"Not saved, someone changed it first: {e}")
+        flash("warning", f"Not saved, someone changed it first: {literal(e)}")
     except BadInput as e:
-        flash("error", f"Cannot {what}: {e}")
+        flash("error", f"Cannot {what}: {literal(e)}")
     else:
         flash("success", message)
 
@@ -84,7 +85,8 @@ def _act(what: str, action: Callable[[sidebar.Identity], str]) -> None:
 def _accept(ws: Workspace, clustering_id: int) -> None:
     def run(who: sidebar.Identity) -> str:
         clu.accept_clustering(ws, clustering_id, who.name, identity_kind=who.kind)
-        return f"Clustering #{clustering_id} accepted by {who.name} ({who.kind})."
+        return (f"Clustering #{clustering_id} accepted by {literal(who.name)} "
+                f"({literal(who.kind)}).")
 
     _act("accept", run)
 
@@ -97,7 +99,7 @@ def _rename(ws: Workspace, cluster_id: int, seen_name: str) -> None:
         # since then is refused (StaleEdit) rather than overwritten.
         clu.rename_cluster(ws, cluster_id, name, who.name, expected_name=seen_name,
                            identity_kind=who.kind)
-        return f"Cluster {cluster_id} renamed to {name!r}."
+        return f"Cluster {cluster_id} renamed to {literal(repr(name))}."
 
     _act("rename", run)
 
@@ -179,7 +181,7 @@ def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
                   on_click=_start, args=(ws, task),
                   help="Runs `python -m pld cluster` in the background.")
         if problem and not running_caption(ws, task, "cluster"):
-            st.caption(problem)
+            st.caption(literal(problem))  # may quote the task name
     jobs_panel(ws, task, "cluster")  # outside: the expander is collapsed once results exist
 
 
@@ -191,7 +193,7 @@ def _describe(c: dict[str, Any]) -> str:
 
 def _settings(c: dict[str, Any]) -> str:
     p = c["params"]
-    bits = [f"embedder {c['embed_model']}"]
+    bits = [f"embedder {literal(c['embed_model'])}"]
     if "eps" in p:
         how = " (auto)" if p.get("eps_method") == "auto" else ""
         bits.append(f"eps {p['eps']:.3g}{how}")
@@ -201,7 +203,7 @@ def _settings(c: dict[str, Any]) -> str:
     if p.get("umap"):
         bits.append("UMAP")
     if p.get("label_clusters"):
-        bits.append("kept from noise: " + ", ".join(p["label_clusters"]))
+        bits.append("kept from noise: " + ", ".join(map(literal, p["label_clusters"])))
     return " · ".join(bits)
 
 
@@ -224,7 +226,7 @@ def _overview(ws: Workspace, c: dict[str, Any], who: str) -> None:
         if not who:
             st.warning(NO_REVIEWER)
     elif c["status"] == clu.ACCEPTED:
-        st.success(f"Accepted by {c['accepted_by']} at {c['accepted_at']}.")
+        st.success(f"Accepted by {literal(c['accepted_by'])} at {c['accepted_at']}.")
     else:
         st.caption("Superseded by a clustering accepted later; kept for comparison.")
 
@@ -244,10 +246,11 @@ def _scatter(ws: Workspace, clustering_id: int, names: dict[int, str]) -> None:
         return
     df = pd.DataFrame([{
         "x": p["x"], "y": p["y"],
-        "cluster": names[NOISE_ID if p["cluster_id"] is None else p["cluster_id"]],
-        "rule": p["rule"], "gold label": p["gold_label"], "rule id": p["id"],
+        # Rule text, labels and cluster names become Plotly hover/legend HTML: escaped.
+        "cluster": hover(names[NOISE_ID if p["cluster_id"] is None else p["cluster_id"]]),
+        "rule": hover(p["rule"]), "gold label": hover(p["gold_label"]), "rule id": p["id"],
     } for p in pts])
-    order = [n for n in names.values() if n != NOISE_LABEL] + [NOISE_LABEL]
+    order = [hover(n) for n in names.values() if n != NOISE_LABEL] + [NOISE_LABEL]
     fig = px.scatter(df, x="x", y="y", color="cluster", category_orders={"cluster": order},
                      hover_data={"rule": True, "gold label": True, "rule id": True,
                                  "x": False, "y": False},
@@ -282,7 +285,7 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
                        format_func=lambda i: f"{names[i]} ({sizes[i]} rules)")
     entry = next(s for s in summary if _option(s) == cid)
     if entry["keywords"]:
-        st.caption("Keywords (c-TF-IDF): " + ", ".join(entry["keywords"]))
+        st.caption("Keywords (c-TF-IDF): " + ", ".join(map(literal, entry["keywords"])))
     rows = clu.members(ws, c["id"], None if cid == NOISE_ID else cid)
     st.dataframe(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
                                 "rule": r["rule"]} for r in rows]),

@@ -13,6 +13,7 @@ from pld import jobs
 from pld.errors import BadInput
 from pld.pipeline import decisions, resolve_state, resolve_view
 from pld.ui import diffs, page, sidebar
+from pld.ui.plain import literal
 from pld.workspace import Workspace
 
 PAGE_SIZE = 10
@@ -35,15 +36,15 @@ def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
         p = decisions.decide_proposal(ws, pid, accept, who.name, comment=comment,
                                     identity_kind=who.kind)
     except BadInput as e:
-        page.flash("error", f"Proposal #{pid} not decided: {e}")
+        page.flash("error", f"Proposal #{pid} not decided: {literal(e)}")
         return
     if not accept:
         msg = f"Rejected proposal #{pid}."
     elif p["kind"] == resolve_state.REMOVE:
         msg = f"Accepted proposal #{pid}: heuristic #{p['heuristic_id']} is now rejected."
     else:
-        msg = (f"Accepted proposal #{pid}: the new text is a draft by {who.name}; someone else "
-               "must approve it on the Heuristics page before the next iteration.")
+        msg = (f"Accepted proposal #{pid}: the new text is a draft by {literal(who.name)}; "
+               "someone else must approve it on the Heuristics page before the next iteration.")
     page.flash("success", msg)
 
 
@@ -58,7 +59,7 @@ def _start(ws: Workspace, task: str, student: str, teacher: str, retry: bool) ->
     try:
         jobs.start(ws.path, args)
     except (BadInput, OSError) as e:
-        page.flash("error", f"Could not start the conflict loop: {e}")
+        page.flash("error", f"Could not start the conflict loop: {literal(e)}")
     else:
         page.flash("success", "Conflict loop started in the background.")
 
@@ -69,9 +70,10 @@ def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> No
     student, teacher = sidebar.model("student"), sidebar.model("teacher")
     with st.expander("Run the student on validation and propose changes",
                      expanded=not has_history):
-        st.write(f"Student `{student}` classifies the validation split with the approved "
-                 f"heuristics; teacher `{teacher}` proposes edits from its errors (and a sample "
-                 "of its successes). The loop stops after proposing, until you decide.")
+        st.write(f"Student {literal(student)} classifies the validation split with the "
+                 f"approved heuristics; teacher {literal(teacher)} proposes edits from its errors "
+                 "(and a sample of its successes). The loop stops after proposing, until you "
+                 "decide.")
         c1, c2 = st.columns(2)
         c1.number_input("New iterations", min_value=1, max_value=10, value=1, key="c_iterations")
         c2.number_input("Validation items (0 = all)", min_value=0, value=0, step=10,
@@ -141,7 +143,7 @@ def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None
         if p["status"] != resolve_state.PENDING:
             made = (f" (created heuristic #{p['created_heuristic_id']})"
                     if p.get("created_heuristic_id") else "")
-            st.caption(f"{p['status']} by {p['decided_by']} at {p['decided_at']}{made}")
+            st.caption(f"{p['status']} by {literal(p['decided_by'])} at {p['decided_at']}{made}")
             return
         comment_key = f"{prefix}_comment_{pid}"
         st.text_input("Comment", key=comment_key, disabled=me is None)
@@ -160,11 +162,12 @@ def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, An
     with st.container(border=True):
         left, right = st.columns(2)
         with left:
-            st.markdown(f"**Example #{err['example_id']}** ({err['ext_id']})")
+            st.markdown(f"**Example #{err['example_id']}** ({literal(err['ext_id'])})")
             st.text(err["text"])
-            st.markdown(f"Gold **{err['gold']}** · predicted **{_label(err['predicted'])}**")
+            st.markdown(f"Gold **{literal(err['gold'])}** · predicted "
+                        f"**{literal(_label(err['predicted']))}**")
             if err["raw"] is not None and err["raw"] != err["predicted"]:
-                st.caption(f"Raw answer: {err['raw']!r}")
+                st.caption(f"Raw answer: {literal(repr(err['raw']))}")
         with right:
             st.markdown("**Heuristics involved** (most similar first)")
             if not err["heuristics"]:
@@ -172,8 +175,8 @@ def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, An
                            "iteration.")
             for h in err["heuristics"]:
                 number = f"{h['number']}. " if h["number"] else ""
-                st.markdown(f"{number}#{h['id']} (similarity {h['similarity']:.2f}): "
-                            f"{h['text'] or '(deleted)'}")
+                st.markdown(f"{number}#{h['id']} (similarity {h['similarity']:.2f}):")
+                st.text(h["text"] or "(deleted)")  # heuristic text: plain, never Markdown
             st.markdown(f"**Proposed changes** ({len(related)})")
             if not related:
                 st.caption("No proposal touches these heuristics.")
@@ -230,14 +233,15 @@ def main() -> None:
     failed = bool(history) and history[-1]["stop"] == resolve_state.TEACHER_FAILED
     if failed:
         last = history[-1]
-        reasons = "; ".join(f"heuristic #{h}: {e}" for h, e in last["failed_groups"].items())
+        reasons = "; ".join(f"heuristic #{h}: {literal(e)}"
+                            for h, e in last["failed_groups"].items())
         st.warning(f"Every teacher call of iteration {last['iteration']} failed, so the loop "
                    f"stopped and prompt v{last['best_version']} stands. {reasons} Running the "
                    "loop again asks the teacher again (a larger teacher model may be needed).")
     _run_section(ws, task, bool(history), retry=failed)
     if not history:
-        st.info(f"No conflict-loop iteration for task {task} yet. Approve some heuristics on "
-                "the Heuristics page, then run the loop above.")
+        st.info(f"No conflict-loop iteration for task {literal(task)} yet. Approve some "
+                "heuristics on the Heuristics page, then run the loop above.")
         return
     _chart(history)
     _history_table(history)

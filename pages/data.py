@@ -25,7 +25,7 @@ from pld.tasks.stats import label_counts, preview_rows
 from pld.tasks.store import task_info
 from pld.ui import sidebar, uploads
 from pld.ui.page import flash, setup, show_flash
-from pld.ui.plain import literal
+from pld.ui.plain import hover, literal
 from pld.workspace import Workspace
 
 ERROR_KEY = "data_error"
@@ -89,14 +89,14 @@ def _load_upload(ws: Workspace) -> None:
         return
     st.session_state.pop(ERROR_KEY, None)
     _select_task(name)
-    flash("success", f"Loaded {name} from {upload.name}: "
+    flash("success", f"Loaded {literal(name)} from {literal(upload.name)}: "
                      + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
 def _inline_error(where: str) -> None:
     err = st.session_state.get(ERROR_KEY)
     if err and err[0] == where:
-        st.error(err[1])
+        st.error(literal(err[1]))  # may quote the uploaded file or the teacher
 
 
 def _builtin_section(ws: Workspace) -> None:
@@ -149,7 +149,7 @@ def _upload_section(ws: Workspace) -> None:
     try:
         columns, rows = uploads.peek(upload.name, upload.getvalue())
     except BadInput as e:
-        st.error(str(e))
+        st.error(literal(e))  # may quote the uploaded file
         return
     if not columns:
         st.error("No columns found in the uploaded file:")
@@ -199,7 +199,7 @@ def _keep_description(ws: Workspace, task: str, base: str) -> None:
 def _draft_description(ws: Workspace, task: str) -> None:
     teacher = sidebar.model("teacher")
     try:
-        with st.spinner(f"{teacher} is reading a sample of labelled examples..."):
+        with st.spinner(f"{literal(teacher)} is reading a sample of labelled examples..."):
             draft = draft_description(ws, task, teacher)
     except (BadInput, NotReady, UnusableReply, CallFailed) as e:
         st.session_state[ERROR_KEY] = ("describe", f"No draft: {e}")
@@ -234,12 +234,13 @@ def _description_section(ws: Workspace, task: str) -> None:
 
 def _task_section(ws: Workspace, task: str) -> None:
     counts = label_counts(ws, task)
-    st.subheader(f"Task: {task}")
+    st.subheader(f"Task: {literal(task)}")
     _description_section(ws, task)
     cols = st.columns(len(SPLITS))
     for col, split in zip(cols, SPLITS, strict=True):
         col.metric(f"{split} examples", sum(counts.get(split, {}).values()))
-    long = pd.DataFrame([{"split": split, "label": label, "examples": n}
+    # Labels come from the uploader's file; Plotly reads tick and hover text as HTML.
+    long = pd.DataFrame([{"split": split, "label": hover(label), "examples": n}
                          for split, by_label in counts.items() for label, n in by_label.items()])
     if not long.empty:
         fig = px.bar(long, x="label", y="examples", color="split", barmode="group",

@@ -14,6 +14,7 @@ from pld.errors import BadInput
 from pld.pipeline import evaluate, student
 from pld.tasks.store import examples
 from pld.ui import page, sidebar
+from pld.ui.plain import hover, literal
 from pld.workspace import Workspace
 
 VERSION, ZERO, FEW = "Prompt version", "Zero-shot baseline", "Few-shot baseline"
@@ -42,16 +43,17 @@ def _start(ws: Workspace, task: str, model: str) -> None:
     try:
         jobs.start(ws.path, args)
     except (BadInput, OSError) as e:
-        page.flash("error", f"Could not start the evaluation: {e}")
+        page.flash("error", f"Could not start the evaluation: {literal(e)}")
     else:
-        page.flash("success", f"Evaluation started in the background: "
-                              f"`python -m pld {' '.join(args)}`")
+        # The command holds the task name and the model string: escaped, not a code span.
+        page.flash("success", "Evaluation started in the background: "
+                              + literal(f"python -m pld {' '.join(args)}"))
 
 
 def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool) -> None:
     model = sidebar.model("student")
     with st.expander("Run an evaluation", expanded=not has_evals):
-        st.write(f"Student `{model}` answers the first items of the chosen split under each "
+        st.write(f"Student {literal(model)} answers the first items of the chosen split under each "
                  "method's system prompt; every method sees the same items, so scores compare.")
         methods = [VERSION, ZERO, FEW] if versions else [ZERO, FEW]
         method = st.radio("Method", methods, key="e_method", horizontal=True)
@@ -126,7 +128,7 @@ def _calibration(m: dict[str, Any]) -> None:
         st.caption("Not calibrated (run with a calibration method to see calibrated scores).")
         return
     if cal.get("status") != "fitted":
-        st.caption("Calibration unavailable: " + str(cal.get("reason") or ""))
+        st.caption("Calibration unavailable: " + literal(cal.get("reason") or ""))
         return
     source = ("from the export's manifest" if cal.get("source")
               else f"{cal.get('method')}, fitted on {cal.get('n_val')} validation items")
@@ -145,8 +147,8 @@ def _calibration(m: dict[str, Any]) -> None:
 
 def _share(m: dict[str, Any]) -> str:
     share = m.get("top_answer_share")
-    # A label comes from the uploader's file: a code span shows it literally, not as Markdown.
-    return "" if share is None else f"{share:.0%} answered `{m.get('top_answer')}`"
+    # A label comes from the uploader's file: escaped, shown literally, not as Markdown.
+    return "" if share is None else f"{share:.0%} answered {literal(m.get('top_answer'))}"
 
 
 def _scores(ev: dict[str, Any]) -> None:
@@ -161,11 +163,11 @@ def _scores(ev: dict[str, Any]) -> None:
               f"{m['accuracy']:.3f}" + (f" / {cal['accuracy']:.3f}" if cal else ""))
     c4.metric("Items", m["n"], help=f"{m.get('n_unparseable', 0)} unparseable answers")
     st.caption(f"Macro-F1 {_ci(m, 'macro_f1')} · accuracy {_ci(m, 'accuracy')} "
-               f"(bootstrap over items) · student `{ev['student']}` on {ev['split']} · "
+               f"(bootstrap over items) · student {literal(ev['student'])} on {ev['split']} · "
                f"most frequent answer: raw {_share(m)}"
                + (f", calibrated {_share(cal)}" if cal else ""))
     if (m.get("top_answer_share") or 0) >= 0.9:
-        st.warning(f"The raw student answered `{m.get('top_answer')}` for "
+        st.warning(f"The raw student answered {literal(m.get('top_answer'))} for "
                    f"{m['top_answer_share']:.0%} of the items: its raw score says little "
                    "about the prompt.")
     _calibration(m)
@@ -183,7 +185,9 @@ def _scores(ev: dict[str, Any]) -> None:
                                     for k in ("precision", "recall", "f1")})
     with right:
         cm = shown["confusion"]
-        fig = px.imshow(cm["matrix"], x=cm["columns"], y=cm["rows"], text_auto=True,
+        # Labels come from the uploader's file; Plotly reads tick and hover text as HTML.
+        fig = px.imshow(cm["matrix"], x=[hover(c) for c in cm["columns"]],
+                        y=[hover(r) for r in cm["rows"]], text_auto=True,
                         color_continuous_scale="Blues", aspect="auto",
                         labels={"x": "predicted", "y": "gold", "color": "items"})
         fig.update_layout(height=360, margin={"t": 30, "b": 10},
@@ -223,7 +227,7 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
         col.metric("Macro-F1", f"{ev['metrics']['macro_f1']:.3f}",
                    help=_ci(ev["metrics"], "macro_f1"))
         col.metric("Accuracy", f"{ev['metrics']['accuracy']:.3f}")
-        col.caption(f"{ev['method']} · {ev['student']} · {ev['split']} · n={ev['n']} · "
+        col.caption(f"{ev['method']} · {literal(ev['student'])} · {ev['split']} · n={ev['n']} · "
                     f"{_ci(ev['metrics'], 'macro_f1')}")
     st.markdown(f"B − A: macro-F1 **{cmp['delta_macro_f1']:+.3f}**, accuracy "
                 f"**{cmp['delta_accuracy']:+.3f}** over {cmp['common']} items both scored.")
@@ -254,7 +258,7 @@ def main() -> None:
     evals = evaluate.list_evaluations(ws, task)
     _run_section(ws, task, versions, bool(evals))
     if not evals:
-        st.info(f"No evaluation of task {task} yet: run one above.")
+        st.info(f"No evaluation of task {literal(task)} yet: run one above.")
         return
     _table(evals)
     t_scores, t_compare = st.tabs(["Scores", "Compare two"])

@@ -15,12 +15,13 @@ from pld.errors import BadInput
 from pld.pipeline import export, student
 from pld.pipeline.student import PromptVersion
 from pld.ui import page
+from pld.ui.served_paths import EXPORTS, confine, served_root
 from pld.workspace import Workspace
 
 
 def _build(ws: Workspace, task: str) -> None:
     try:
-        p = student.build_prompt(ws, task)
+        p = student.build_prompt(ws, task, **page.acting())
     except BadInput as e:
         page.flash("error", str(e))
     else:
@@ -41,7 +42,8 @@ def _write(ws: Workspace, task: str, version: int) -> None:
         page.flash("error", "Choose a folder to write to.")
         return
     try:
-        res = export.export(ws, task, out, version=version)
+        folder = confine(out, "the export folder", EXPORTS)
+        res = export.export(ws, task, folder, version=version, **page.acting())
     except BadInput as e:
         page.flash("error", f"Not exported: {e}")
     else:
@@ -82,7 +84,7 @@ def _calibration(manifest: dict[str, Any] | None) -> None:
                  column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
 
 
-def _downloads(p: PromptVersion, manifest: dict[str, Any] | None) -> None:
+def _downloads(ws: Workspace, p: PromptVersion, manifest: dict[str, Any] | None) -> None:
     refused = manifest is None
     # The same bytes export() writes to the folder.
     prompt_bytes = b"" if manifest is None else export.prompt_bytes(p)
@@ -91,9 +93,15 @@ def _downloads(p: PromptVersion, manifest: dict[str, Any] | None) -> None:
     c1.download_button(f"Download {export.PROMPT_FILE}", prompt_bytes,
                        file_name=export.PROMPT_FILE, mime="text/markdown", disabled=refused,
                        key="x_dl_prompt", on_click="ignore")
+    # The downloaded manifest is recorded in the trail like a written one, so verify accepts it.
     c2.download_button(f"Download {export.MANIFEST_FILE}", manifest_bytes,
                        file_name=export.MANIFEST_FILE, mime="application/json",
-                       disabled=refused, key="x_dl_manifest", on_click="ignore")
+                       disabled=refused, key="x_dl_manifest", on_click=_record_download,
+                       args=(ws, p, manifest_bytes))
+
+
+def _record_download(ws: Workspace, p: PromptVersion, data: bytes) -> None:
+    export.record_export(ws, p, data, where="download", **page.acting())
 
 
 def main() -> None:
@@ -142,9 +150,11 @@ def main() -> None:
         else:
             st.json(manifest, expanded=2)
     _calibration(manifest)
-    _downloads(p, manifest)
+    _downloads(ws, p, manifest)
+    root = served_root()
+    base = root / EXPORTS if root is not None else Path("data") / "exports"
     st.text_input("Or write both files to this folder", key=_out_key(task, version),
-                  value=str(Path("data") / "exports" / f"{task}-v{version}"))
+                  value=str(base / f"{task}-v{version}"))
     st.button("Write files", key="x_write", disabled=manifest is None, on_click=_write,
               args=(ws, task, version))
 

@@ -45,15 +45,15 @@ def _start(ws: Workspace, task: str, teacher: str) -> None:
     try:
         job = jobs.start(ws, args)
     except (BadInput, OSError) as e:
-        flash("error", f"Could not start extraction: {e}")
+        flash("error", f"Could not start extraction: {literal(e)}")
     else:
-        flash("success", f"Extraction started in the background ({job.describe()}).")
+        flash("success", f"Extraction started in the background ({literal(job.describe())}).")
 
 
 def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
     teacher = sidebar.model("teacher")
     with st.expander("Extract micro-instructions", expanded=n_rules == 0):
-        st.write(f"The teacher `{teacher}` writes one reasoning trace and one general, "
+        st.write(f"The teacher {literal(teacher)} writes one reasoning trace and one general, "
                  "checkable rule per training example. Examples that already have a rule are "
                  "skipped, so starting again resumes an interrupted run. Failed ones stay failed "
                  "(a rerun makes no new call) unless you ask for them again.")
@@ -73,7 +73,7 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
                   on_click=_start, args=(ws, task, teacher),
                   help="Runs `python -m pld extract` in the background.")
         if problem and "is running" not in problem:
-            st.caption(problem)
+            st.caption(literal(problem))  # may quote the model string or task
     jobs_panel(ws, task, "extract")  # outside: the expander is collapsed once rules exist
 
 
@@ -142,7 +142,8 @@ def _detail(ws: Workspace, rule_id: int) -> None:
     c1, c2 = st.columns(2)
     with c1:
         st.markdown("**Source example** "
-                    f"({example['split']} · `{example['ext_id']}` · gold **{example['label']}**)")
+                    f"({example['split']} · {literal(example['ext_id'])} · "
+                    f"gold **{literal(example['label'])}**)")
         st.text(example["text"])
     with c2:
         if rule["status"] == "ok":
@@ -153,7 +154,7 @@ def _detail(ws: Workspace, rule_id: int) -> None:
             st.text(rule["reasoning"])
         else:
             st.markdown("**Failed**")
-            st.error(rule["error"] or "no error recorded")
+            st.error(literal(rule["error"] or "no error recorded"))  # may quote the reply
             if rule.get("raw"):
                 st.markdown("**Raw reply**")
                 st.code(rule["raw"], language=None)
@@ -166,14 +167,15 @@ def _detail(ws: Workspace, rule_id: int) -> None:
         if call is None:
             st.write("No call is recorded for this rule.")
         else:
-            st.caption(f"call #{call['id']} · {call['model']} · {call['input_tokens']} in / "
-                       f"{call['output_tokens']} out tokens · {call['latency_s']} s · cache hit "
-                       f"{bool(call['cache_hit'])} · attempt {call['attempt']}")
+            st.caption(f"call #{call['id']} · {literal(call['model'])} · "
+                       f"{call['input_tokens']} in / {call['output_tokens']} out tokens · "
+                       f"{call['latency_s']} s · cache hit {bool(call['cache_hit'])} · "
+                       f"attempt {call['attempt']}")
             if call.get("system"):
                 st.markdown("System")
                 st.code(call["system"], language=None)
             for m in call["messages"]:
-                st.markdown(m.get("role", "?"))
+                st.markdown(literal(m.get("role", "?")))
                 st.code(str(m.get("content", "")), language=None)
             st.markdown("Response")
             st.code(call["response"] or call.get("error") or "", language=None)

@@ -18,6 +18,7 @@ from pld.errors import BadInput
 from pld.pipeline import impact
 from pld.ui import diffs, page, sidebar
 from pld.ui.plain import literal
+from pld.ui.preamble_view import preamble_panel
 from pld.workspace import Workspace
 
 
@@ -55,7 +56,8 @@ def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
         page.flash("error", str(e))
     else:
         st.session_state[f"h_comment_{hid}"] = ""
-        page.flash("success", f"Heuristic #{hid} {row['status']} by {who.name} ({who.kind}); "
+        page.flash("success", f"Heuristic #{hid} {row['status']} by {literal(who.name)} "
+                              f"({who.kind}); "
                               f"now version {row['version']}.")
 
 
@@ -239,8 +241,13 @@ def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
     extra = [] if merge == "all" else ["--merge", merge]
     if st.session_state.get("h_retry_failed"):
         extra.append("--retry-failed")
+    me = sidebar.identity()
+    if me is not None:
+        # The drafts count as the starter's: someone else must approve them (four-eyes).
+        extra += ["--as", me.name]
     try:
-        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher, *extra])
+        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher, *extra],
+                         **page.acting())
     except (BadInput, OSError) as e:
         page.flash("error", f"Could not start consolidate: {e}")
     else:
@@ -276,7 +283,8 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
 
 def _start_impact(ws: Workspace, task: str, student: str) -> None:
     try:
-        job = jobs.start(ws.path, ["review", "impact", task, "--student", student])
+        job = jobs.start(ws.path, ["review", "impact", task, "--student", student],
+                         **page.acting())
     except (BadInput, OSError) as e:
         page.flash("error", f"Could not start the measurement: {e}")
     else:
@@ -414,11 +422,11 @@ def _last_change(hist: list[dict[str, Any]], h: dict[str, Any]) -> None:
         before, after = r["before"] or {}, r["after"] or {}
         if before.get("text") is not None and before.get("text") != after.get("text"):
             st.caption(f"Last text change: v{before.get('version')} → v{after.get('version')} "
-                       f"by {r['who']} ({r['identity_kind']}, {r['action']}) at "
+                       f"by {literal(r['who'])} ({r['identity_kind']}, {r['action']}) at "
                        f"{r['created_at']}")
             st.html(diffs.diff_html(before["text"], after["text"]))
             return
-    st.caption(f"Original text, written by {h['created_by']}.")
+    st.caption(f"Original text, written by {literal(h['created_by'])}.")
 
 
 def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
@@ -442,7 +450,7 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
               disabled=me is None or status not in (review.DRAFT, review.APPROVED),
               on_click=_decide, args=(ws, hid, h["version"], "reject"))
     if me is not None:
-        st.caption(f"Signing as **{me.name}** ({me.kind}).")
+        st.caption(f"Signing as **{literal(me.name)}** ({me.kind}).")
 
 
 def _stale_view(hid: int, stale: dict[str, Any]) -> None:
@@ -452,7 +460,7 @@ def _stale_view(hid: int, stale: dict[str, Any]) -> None:
         st.markdown(f"**Your text** (based on v{stale['base_version']}, not saved)")
         st.code(stale["mine"], language=None, wrap_lines=True)
     with right:
-        by = f" by {stale['who']} ({stale['action']})" if stale["who"] else ""
+        by = f" by {literal(stale['who'])} ({stale['action']})" if stale["who"] else ""
         st.markdown(f"**Theirs**: v{stale['version']}, {stale['status']}{by}")
         st.code(stale["theirs"], language=None, wrap_lines=True)
     st.caption("Difference from their text to yours:")
@@ -529,9 +537,11 @@ def _history_tab(hist: list[dict[str, Any]]) -> None:
     for r in reversed(hist):
         before, after = r["before"] or {}, r["after"] or {}
         version = f"v{before.get('version', '–')} → v{after.get('version', '–')}"
-        line = (f"**{r['action']}** by {r['who']} ({r['identity_kind']}) · {r['created_at']} · "
-                f"{version}")
-        st.markdown(line + (f"  \n> {r['comment']}" if r["comment"] else ""))
+        st.markdown(f"**{r['action']}** by {literal(r['who'])} ({r['identity_kind']}) · "
+                    f"{r['created_at']} · {version}")
+        if r["comment"]:
+            # Plain text: a Markdown comment could forge an "approve by alice" line.
+            st.text(f"comment: {r['comment']}")
         if before.get("text") is not None and before.get("text") != after.get("text"):
             st.html(diffs.diff_html(before["text"], after.get("text") or ""))
 
@@ -540,13 +550,14 @@ def _detail(ws: Workspace, hid: int, me: sidebar.Identity | None, approvers: lis
     h = review.get_heuristic(ws, hid)
     hist = review.history(ws, hid)
     st.subheader(f"Heuristic #{hid}")
-    approved = (f" · approved by {h['approved_by']} ({h['identity_kind']})"
+    approved = (f" · approved by {literal(h['approved_by'])} ({h['identity_kind']})"
                 if h["approved_by"] else "")
     st.caption(f"{h['status']} · version {h['version']} · origin {h['origin'] or '–'} · "
-               f"created by {h['created_by']} · last edited by "
-               f"{h['updated_by'] or h['created_by']}{approved}")
-    with st.container(border=True):
-        st.markdown(h["text"])
+               f"created by {literal(h['created_by'])} · last edited by "
+               f"{literal(h['updated_by'] or h['created_by'])}{approved}")
+    # Exactly as written: Markdown here could fake badges and links, or hide reference lines
+    # that stay in the prompt.
+    st.code(h["text"], language=None, wrap_lines=True)
     _last_change(hist, h)
     t_review, t_edit, t_split, t_sources, t_history = st.tabs(
         ["Review", "Edit", "Split", f"Sources ({len(h['sources'])})", f"History ({len(hist)})"])
@@ -578,6 +589,7 @@ def main() -> None:
                    "approve or reject. Those buttons stay disabled until then.")
     page.show_flash()
     rows = review.list_heuristics(ws, task)
+    preamble_panel(ws, task, me)
     _consolidate_section(ws, task, empty=not rows)
     approvers = _approvers_section(ws, task, me)
     _create_section(ws, task, me)

@@ -11,6 +11,7 @@ from pld.llm.local_backend import loaded_models
 from pld.overview import workspace_overview
 from pld.tasks import data_dirs, task_statuses
 from pld.ui import page, sidebar
+from pld.ui.plain import literal
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -50,7 +51,8 @@ st.dataframe(pd.DataFrame([{
 } for t in _builtin_tasks(tuple(map(str, data_dirs())))]), hide_index=True, width="stretch")
 
 st.subheader("Models")
-st.write(f"Teacher: `{sidebar.model('teacher')}` · Student: `{sidebar.model('student')}`")
+st.write(f"Teacher: {literal(sidebar.model('teacher'))} · "
+         f"Student: {literal(sidebar.model('student'))}")
 loaded = loaded_models()
 if loaded:
     st.dataframe(pd.DataFrame(loaded), hide_index=True)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pld import review
 from pld.errors import BadInput
 from pld.pipeline.runs import (
     DONE,
@@ -150,13 +151,29 @@ def _write_record(job: Job) -> None:
     Path(job.record).write_text(json.dumps(asdict(job), indent=2), encoding="utf-8")
 
 
+def _record_action(ws: Workspace | str | Path, who: str | None, identity_kind: str,
+                   action: str, details: dict[str, Any]) -> None:
+    """Audit starting or cancelling a job (jobs spend money and time): who, and what."""
+    actor = review.check_actor(who, identity_kind) if who else review.SYSTEM_PREFIX + "anonymous"
+    handle = ws if isinstance(ws, Workspace) else open_workspace(_ws_path(ws))
+    try:
+        with handle.write() as db:
+            review.audit(db, actor, identity_kind if who else review.AUTO, "job", None, action,
+                         None, details, None)
+    finally:
+        if handle is not ws:
+            handle.close()
+
+
 def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None = None,
-          exclusive: bool = True) -> Job:
+          exclusive: bool = True, who: str | None = None,
+          identity_kind: str = review.SELF_DECLARED) -> Job:
     """Launch ``python -m pld --workspace WS <args>`` detached; return its :class:`Job`.
 
     The command's kind is ``args[0]`` and its task ``args[1]`` (or ``task``). With ``exclusive``
     (the default) a job of the same kind already running for the task raises
     :class:`JobRunning` instead, checked under a file lock so two tabs cannot both start one.
+    The start is recorded in the audit trail as ``who`` (the app's signed-in reviewer).
     """
     path = _ws_path(ws)
     kind, inferred = _infer(args)
@@ -192,6 +209,9 @@ def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None =
                   record=str(folder / f"{path.stem}-{job_id}.json"),
                   pid_start=process_start(child.pid))
         _write_record(job)
+    _record_action(ws, who, identity_kind, "start",
+                   {"job_id": job.id, "kind": kind, "task": task, "args": job.args,
+                    "pid": job.pid})
     return job
 
 
@@ -321,7 +341,8 @@ def job_log(job: Job | dict[str, Any], max_chars: int = LOG_TAIL_CHARS) -> str:
 
 
 def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
-           timeout_s: float = 10.0) -> str:
+           timeout_s: float = 10.0, who: str | None = None,
+           identity_kind: str = review.SELF_DECLARED) -> str:
     """Stop a run (by run id), a launched job or an :func:`active_jobs` entry; return the status.
 
     Sends SIGTERM to the process's group (its own session when started here), then SIGKILL if
@@ -341,6 +362,7 @@ def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
             return str(rows[0]["status"])
     if pid == os.getpid():
         raise BadInput(f"run {run_id} runs inside this process; it cannot be cancelled here")
+    _record_action(ws, who, identity_kind, "cancel", {"pid": pid, "run_id": run_id})
     # Checked before every signal: once our process has ended, its pid may belong to another.
     if _alive(pid, start):
         _signal(pid, signal.SIGTERM)

@@ -324,6 +324,7 @@ def _v6(db: sqlite_utils.Database) -> None:
     db["runs"].add_column("started_by_kind", str)
     db["runs"].add_column("pid_start", int)
     db["tasks"].add_column("require_oidc", int)
+    db["prompts"].add_column("built_by", str)
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pld import review
+from pld import review, trail
 from pld.errors import BadInput
 from pld.review import FourEyes, NotApprover, StaleEdit
 from pld.tasks.store import save_task
@@ -324,3 +325,64 @@ def test_remove_approver(ws: Workspace, task: str) -> None:
     assert review.remove_approver(ws, TASK, "carol", "carol") is True
     assert review.list_approvers(ws, TASK) == []
     assert approve_seen(ws, hid, "alice")["approved_by"] == "alice"
+
+
+def test_names_are_one_person_however_they_are_spelled(ws: Workspace, task: str) -> None:
+    # Before: "Alice", "alice" and "alice" + U+200B were three people, so the author of a text
+    # could approve it under another spelling.
+    hid = teacher_draft(ws, "old text")
+    edited = review.edit(ws, hid, "alice's text", "Alice", base_version=1)
+    assert edited["updated_by"] == "alice"
+    for spelling in ("alice", "ALICE", "alice\u200b", " a\u200dlice ", "ａｌｉｃｅ"):
+        with pytest.raises(FourEyes):
+            review.approve(ws, hid, spelling, base_version=edited["version"])
+    review.add_approver(ws, TASK, "Bob", "bob")
+    with pytest.raises(NotApprover):
+        review.approve(ws, hid, "carol", base_version=edited["version"])
+    assert review.approve(ws, hid, "BOB\u2060", base_version=edited["version"])["approved_by"] \
+        == "bob"
+    assert review.remove_approver(ws, TASK, "B\u200bob", "bob") is True
+
+
+def test_reserved_names_cannot_act(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "text")
+    for name in ("teacher:openai/x", "pld:resolve", "PLD:template", "\u200bteacher:x"):
+        with pytest.raises(BadInput, match="reserved"):
+            review.approve(ws, hid, name, base_version=1)
+
+
+def test_approving_needs_the_version_the_reviewer_read(ws: Workspace, task: str) -> None:
+    # Before: approve without a base version approved whatever text was current.
+    hid = teacher_draft(ws, "text")
+    with pytest.raises(BadInput, match="version you reviewed"):
+        review.approve(ws, hid, "alice", base_version=None)  # type: ignore[arg-type]
+
+
+def test_a_task_can_require_oidc_sign_offs(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "text")
+    review.set_require_oidc(ws, TASK, True, "alice")
+    with pytest.raises(review.IdentityRequired, match="requires sign-offs by logged-in"):
+        review.approve(ws, hid, "bob", base_version=1)
+    with pytest.raises(review.IdentityRequired):
+        review.auto_approve_all(ws, TASK, "bench", run_ids=[RUN])
+    with pytest.raises(review.IdentityRequired):
+        review.set_require_oidc(ws, TASK, False, "alice")  # a typed name cannot lift it
+    row = review.approve(ws, hid, "bob@bank.example", base_version=1, identity_kind="oidc")
+    assert row["identity_kind"] == "oidc"
+    review.set_require_oidc(ws, TASK, False, "alice@bank.example", identity_kind="oidc")
+    assert not review.requires_oidc(ws, TASK)
+
+
+def test_the_trail_is_a_hash_chain(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "text")
+    review.edit(ws, hid, "new text", "bob", base_version=1)
+    approve_seen(ws, hid, "alice")
+    assert trail.check_chain(ws) is None
+    rows = ws.query("SELECT * FROM reviews ORDER BY id")
+    assert rows[0]["prev_hash"] == trail.GENESIS
+    assert all(b["prev_hash"] == a["row_hash"] for a, b in itertools.pairwise(rows))
+    assert trail.head(ws) == trail.Link(rows[-1]["id"], rows[-1]["row_hash"])
+    with ws.write() as db:
+        db.execute("UPDATE reviews SET comment = 'fine' WHERE id = ?", [rows[0]["id"]])
+    broken = trail.check_chain(ws)
+    assert broken is not None and broken.row_id == rows[0]["id"]

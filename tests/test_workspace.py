@@ -106,3 +106,34 @@ def test_default_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert default_path() == tmp_path / "w.db"
     monkeypatch.delenv("PLD_WORKSPACE")
     assert default_path() == Path("data") / "workspace.db"
+
+
+def test_upgrade_chains_the_existing_trail(ws_path: Path) -> None:
+    """A version-5 file's reviews get hashes once, in id order, and the chain then holds."""
+    import sqlite_utils
+
+    from pld import trail, workspace
+
+    conn = sqlite3.connect(ws_path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    conn.executemany("INSERT INTO schema_version VALUES (?, 'then')", [(v,) for v in range(1, 6)])
+    conn.commit()
+    conn.close()
+    db = sqlite_utils.Database(ws_path)
+    for migrate in workspace.MIGRATIONS[:5]:
+        migrate(db)
+    for i in range(3):
+        db["reviews"].insert({"created_at": f"t{i}", "who": "ana", "identity_kind": "auto",
+                              "entity": "heuristic", "entity_id": 1, "action": "edit",
+                              "before": None, "after": "{}", "comment": None})
+    db.close()
+
+    with open_workspace(ws_path) as ws:
+        rows = ws.query("SELECT * FROM reviews ORDER BY id")
+        assert [r["prev_hash"] for r in rows] == [trail.GENESIS, rows[0]["row_hash"],
+                                                 rows[1]["row_hash"]]
+        assert trail.check_chain(ws) is None
+        with ws.write() as db2:
+            link = trail.append(db2, who="bo", identity_kind="auto", entity="x", entity_id=None,
+                                action="y", before=None, after=None, comment=None)
+        assert link.id == 4 and trail.check_chain(ws) is None

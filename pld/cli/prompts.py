@@ -30,10 +30,12 @@ def _prompt_row(ws: Workspace, p: Any) -> dict[str, Any]:
 
 @prompts_group.command("build")
 @click.argument("task")
+@click.option("--as", "who", default=None, metavar="NAME",
+              help="Who builds it; recorded on the version and in the trail.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
-def prompts_build(ctx: click.Context, task: str, as_json: bool) -> None:
+def prompts_build(ctx: click.Context, task: str, who: str | None, as_json: bool) -> None:
     """Render TASK's approved heuristics into a prompt version.
 
     Building the same approved set again gives back the version that already holds that text.
@@ -42,7 +44,7 @@ def prompts_build(ctx: click.Context, task: str, as_json: bool) -> None:
 
     ws = ctx_workspace(ctx)
     before = {p.version for p in list_prompts(ws, task)}
-    p = build_prompt(ws, task)
+    p = build_prompt(ws, task, who=who)
     data = {"task": task, **_prompt_row(ws, p), "new": p.version not in before}
     emit(data, as_json, lambda d: (
         f"prompt v{d['version']} of {d['task']} holds {len(d['heuristic_ids'])} approved "

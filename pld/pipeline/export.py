@@ -248,6 +248,7 @@ def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
         "prompt_origin": prompt.origin,
         "parent_version": prompt.parent_version,
         "prompt_created_at": prompt.created_at,
+        "prompt_built_by": prompt.built_by,
         "preamble": _sign_off(ws, PREAMBLE, preamble),
         "heuristics": heuristics,
         "require_oidc": review.requires_oidc(ws, prompt.task),
@@ -284,7 +285,8 @@ def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None
            who: str | None = None, identity_kind: str = review.SELF_DECLARED) -> ExportResult:
     """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None) and
     record the export in the trail as ``who`` (``pld:cli`` when nobody is named)."""
-    actor = review.check_actor(who, identity_kind) if who else review.SYSTEM_PREFIX + "cli"
+    if who:
+        review.check_actor(who, identity_kind)
     prompt = get_prompt(ws, task, version)
     manifest = build_manifest(ws, prompt)  # refuses a text that no longer has its sha256
     out = Path(out_dir)
@@ -298,13 +300,24 @@ def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None
     # Bytes, not text mode: no newline translation may touch what the sha256 vouches for.
     _write_atomic(prompt_path, prompt_bytes(prompt))
     _write_atomic(manifest_path, data)
+    record_export(ws, prompt, data, who=who, identity_kind=identity_kind,
+                  where=str(out.resolve()))
+    return ExportResult(prompt_path, manifest_path, manifest)
+
+
+def record_export(ws: Workspace, prompt: PromptVersion, manifest_data: bytes, *,
+                  who: str | None = None, identity_kind: str = review.SELF_DECLARED,
+                  where: str) -> None:
+    """Append the ``export`` row that lets :mod:`pld.pipeline.verify` recognise this manifest
+    (its sha256), as ``who`` (``pld:cli`` when nobody is named). ``where``: the folder written,
+    or ``download`` for the app's download buttons."""
+    actor = review.check_actor(who, identity_kind) if who else review.SYSTEM_PREFIX + "cli"
     with ws.write() as db:
         review.audit(db, actor, identity_kind if who else review.AUTO, "export", prompt.id,
                      "export", None,
-                     {"task": task, "version": prompt.version, "prompt_sha256": prompt.sha256,
-                      "manifest_sha256": sha256_bytes(data), "out": str(out.resolve())},
-                     None)
-    return ExportResult(prompt_path, manifest_path, manifest)
+                     {"task": prompt.task, "version": prompt.version,
+                      "prompt_sha256": prompt.sha256,
+                      "manifest_sha256": sha256_bytes(manifest_data), "out": where}, None)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pld import prompts
+from pld import prompts, review
 from pld.errors import BadInput, NotReady
 from pld.llm import calls
 from pld.llm.base import ConfigError
@@ -45,6 +45,7 @@ class PromptVersion:
     origin: str = "review"
     parent_version: int | None = None
     created_at: str = ""
+    built_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def _from_row(row: dict[str, Any]) -> PromptVersion:
         id=row["id"], task=row["task"], version=row["version"], text=row["text"],
         sha256=row["sha256"], heuristic_ids=loads(row["heuristic_ids"], []),
         origin=row["origin"] or "", parent_version=row["parent_version"],
-        created_at=row["created_at"] or "",
+        created_at=row["created_at"] or "", built_by=row.get("built_by"),
     )
 
 
@@ -113,8 +114,11 @@ def store_prompt(
     *,
     origin: str = "review",
     parent_version: int | None = None,
+    built_by: str | None = None,
+    identity_kind: str = review.SELF_DECLARED,
 ) -> PromptVersion:
-    """Store ``text`` as the task's next prompt version, or return the version that has it."""
+    """Store ``text`` as the task's next prompt version, or return the version that has it.
+    A new version is recorded in the trail as built by ``built_by`` (a stage when None)."""
     sha = sha256_text(text)
     with ws.write() as db:
         # Inside the write transaction, so two builders cannot both take the same max+1.
@@ -125,17 +129,23 @@ def store_prompt(
         if same:
             return _from_row(same[0])
         top = ws.query("SELECT max(version) AS v FROM prompts WHERE task = ?", [task])[0]["v"]
+        builder = built_by or review.SYSTEM_PREFIX + origin
         row_id = db["prompts"].insert({
             "task": task, "version": (top or 0) + 1, "text": text, "sha256": sha,
             "heuristic_ids": dumps(list(heuristic_ids)), "origin": origin,
-            "parent_version": parent_version, "created_at": now(),
+            "parent_version": parent_version, "created_at": now(), "built_by": builder,
         }).last_pk
+        review.audit(db, builder, identity_kind if built_by else review.AUTO, "prompt",
+                     int(row_id), "build", None,
+                     {"task": task, "version": (top or 0) + 1, "sha256": sha,
+                      "heuristic_ids": list(heuristic_ids)}, None)
     return _from_row(ws.query("SELECT * FROM prompts WHERE id = ?", [row_id])[0])
 
 
 def build_prompt(
     ws: Workspace, task: str, *, origin: str = "review", parent_version: int | None = None,
-    allow_empty: bool = False,
+    allow_empty: bool = False, who: str | None = None,
+    identity_kind: str = review.SELF_DECLARED,
 ) -> PromptVersion:
     """Render the approved heuristics of ``task`` into a prompt version (new or existing).
 
@@ -144,6 +154,7 @@ def build_prompt(
     a candidate like any other).
     """
     task_info(ws, task)
+    builder = review.check_actor(who, identity_kind) if who else None
     rows = approved_heuristics(ws, task)
     if not rows and not allow_empty:
         raise NotReady(
@@ -152,7 +163,8 @@ def build_prompt(
         )
     text = prompt_text(ws, task, [r["text"] for r in rows])
     return store_prompt(ws, task, text, [int(r["id"]) for r in rows], origin=origin,
-                        parent_version=parent_version)
+                        parent_version=parent_version, built_by=builder,
+                        identity_kind=identity_kind)
 
 
 def get_prompt(ws: Workspace, task: str, version: int | None = None) -> PromptVersion:

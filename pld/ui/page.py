@@ -24,8 +24,25 @@ FLASH_KEY = "_pld_flash"
 POLL_S = 2.0
 
 
+def require_login() -> None:
+    """With ``[auth]`` configured, show only a login prompt (and stop the script) until the
+    visitor is identified: a visitor who is not logged in can read and change nothing."""
+    if not sidebar.auth_configured() or sidebar.identity() is not None:
+        return
+    st.title("PLD Studio")
+    if getattr(st.user, "is_logged_in", False):
+        st.error("Your login does not say who you are (no issuer and subject claims); ask "
+                 "whoever runs this app to check the identity provider.")
+        st.button("Log out", key="_pld_gate_logout", on_click=st.logout)
+    else:
+        st.info("This PLD Studio is shared by a team: log in to see or change anything.")
+        st.button("Log in", key="_pld_gate_login", type="primary", on_click=st.login)
+    st.stop()
+
+
 def render_sidebar() -> None:
     """Draw the sidebar and mark the session so pages do not draw it again (for ``app.py``)."""
+    require_login()
     sidebar.render()
     st.session_state[SIDEBAR_FLAG] = True
 
@@ -35,6 +52,7 @@ def setup() -> tuple[Workspace | None, str | None]:
 
     The workspace is None when its file cannot be opened (the sidebar shows why).
     """
+    require_login()
     if not st.session_state.get(SIDEBAR_FLAG):
         sidebar.render()
     return sidebar.workspace(), sidebar.task()
@@ -103,9 +121,16 @@ def _progress_label(entry: dict[str, object]) -> str:
     return f"{entry['kind']} ({stage}) {count} · pid {entry['pid']}"
 
 
+def acting() -> dict[str, str]:
+    """``who`` and ``identity_kind`` of the signed-in reviewer, for the calls that record who
+    acted (starting and cancelling jobs, exports); empty when nobody is identified."""
+    me = sidebar.identity()
+    return {"who": me.name, "identity_kind": me.kind} if me is not None else {}
+
+
 def _cancel(ws: Workspace, entry: dict[str, object]) -> None:
     try:
-        status = jobs.cancel(ws, entry)
+        status = jobs.cancel(ws, entry, **acting())
     except Exception as e:  # shown to the user; the page must keep working
         flash("error", f"Could not cancel pid {entry['pid']}: {e}")
     else:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import streamlit as st
 
+from pld import review
+from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import DEFAULT_MODEL, parse_model
 from pld.tasks.store import loaded_tasks
+from pld.ui.served_paths import confine
 from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
 
 CREATE_OK_KEY = "_pld_ws_create_ok"
@@ -49,11 +55,17 @@ def _allow_create(path: str) -> None:
 
 
 def workspace() -> Workspace | None:
-    """The workspace chosen in the sidebar, or None (the sidebar says why) if it cannot open."""
+    """The workspace chosen in the sidebar, or None (the sidebar says why) if it cannot open:
+    refused outside ``$PLD_ROOT`` when the app serves a team."""
+    try:
+        path = confine(workspace_path(), "the workspace file")
+    except BadInput as e:
+        st.error(str(e))
+        return None
     if not may_open(workspace_path()):
         return None
     try:
-        return _open(str(workspace_path()))
+        return _open(str(path))
     except WorkspaceError as e:
         st.error(str(e))
         return None
@@ -67,15 +79,29 @@ def auth_configured() -> bool:
         return False
 
 
+def oidc_identity(claims: Mapping[str, Any]) -> Identity | None:
+    """The reviewer an OIDC login names, keyed by the provider's issuer and subject: the email
+    only where the provider verified it, else ``<sub>@<issuer host>``. A display name or an
+    unverified email is never used (anyone can set theirs to "alice"); a login without issuer
+    and subject names nobody."""
+    sub, iss = str(claims.get("sub") or ""), str(claims.get("iss") or "")
+    if not sub or not iss:
+        return None
+    email = str(claims.get("email") or "")
+    name = email if email and claims.get("email_verified") is True else \
+        f"{sub}@{urlsplit(iss).netloc or iss}"
+    return Identity(review.normalize_name(name), review.OIDC)
+
+
 def identity() -> Identity | None:
-    """The acting reviewer: the OIDC user when login is configured, else the typed name."""
+    """The acting reviewer: the OIDC user when login is configured, else the typed name
+    (normalised, see :func:`pld.review.normalize_name`)."""
     if auth_configured():
         if getattr(st.user, "is_logged_in", False):
-            name = st.user.get("email") or st.user.get("name") or ""
-            return Identity(str(name), "oidc") if name else None
+            return oidc_identity(st.user.to_dict())
         return None
-    name = (st.session_state.get("reviewer") or "").strip()
-    return Identity(name, "self-declared") if name else None
+    name = review.normalize_name(st.session_state.get("reviewer") or "")
+    return Identity(name, review.SELF_DECLARED) if name else None
 
 
 def reviewer() -> str:

@@ -53,20 +53,20 @@ def load(ws: Workspace, val: list[tuple[str, str]] = VAL) -> None:
               source="test", params={}, examples=rows)
 
 
-def approved(ws: Workspace, text: str, by: str = "carol") -> int:
+def approved(ws: Workspace, text: str, by: str = "carol", kind: str = "self-declared") -> int:
     """An approved heuristic as review leaves it (a teacher's draft approved by ``by``)."""
     with ws.write() as db:
         return int(db["heuristics"].insert({
             "task": TASK, "text": text, "status": "approved", "version": 2,
             "source_rule_ids": "[]", "origin": "consolidate", "created_by": "teacher:x",
-            "approved_by": by, "approved_at": now(), "identity_kind": "self-declared",
-            "created_at": now(), "updated_at": now(),
+            "updated_by": "teacher:x", "approved_by": by, "approved_at": now(),
+            "identity_kind": kind, "created_at": now(), "updated_at": now(),
         }).last_pk)
 
 
-def setup(ws: Workspace) -> tuple[int, int]:
+def setup(ws: Workspace, by: str = "carol", kind: str = "self-declared") -> tuple[int, int]:
     load(ws)
-    return approved(ws, SPORTS), approved(ws, FINANCE)
+    return approved(ws, SPORTS, by, kind), approved(ws, FINANCE, by, kind)
 
 
 def keywords(text: str) -> list[str]:
@@ -381,12 +381,7 @@ def test_auto_mode_max_iterations_leaves_nothing_unevaluated(
     assert [h["iteration"] for h in again.history] == [1, 2, 3]
 
 
-def test_regressing_iteration_is_kept_but_not_adopted_and_heuristics_revert(
-        ws: Workspace, fake_openai: FakeOpenAI) -> None:
-    sports, finance = setup(ws)
-    before = heuristic(ws, sports)
-    seen_notes: list[str] = []
-
+def _broadening_teacher(seen_notes: list[str]) -> Teacher:
     def teacher(prompt: str, focus: str, ids: list[int]) -> list[dict[str, Any]]:
         if "were undone" in prompt:
             seen_notes.append(prompt)
@@ -396,7 +391,17 @@ def test_regressing_iteration_is_kept_but_not_adopted_and_heuristics_revert(
                      "rationale": "broader", "evidence": ids}]
         return []
 
-    fake_openai.responder = responder(teacher)
+    return teacher
+
+
+def test_regressing_iteration_is_kept_but_not_adopted_and_heuristics_revert(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    # The set was signed by the automatic approver itself (a benchmark run), so undoing the
+    # loop's own change may restore that same sign-off.
+    sports, finance = setup(ws, by="bench", kind="auto")
+    before = heuristic(ws, sports)
+    seen_notes: list[str] = []
+    fake_openai.responder = responder(_broadening_teacher(seen_notes))
 
     s = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
 
@@ -410,12 +415,16 @@ def test_regressing_iteration_is_kept_but_not_adopted_and_heuristics_revert(
     # The regressing prompt and its score are kept for inspection.
     kept = ws.query("SELECT * FROM evaluations WHERE method = 'resolve-iter-2'")[0]
     assert get_prompt(ws, TASK, kept["prompt_version"]).text.count("story are sports") == 1
-    # The heuristics are back to the best version's set, approval included, with an audit row.
+    # The heuristics are back to the best version's text; the revert row itself approves
+    # nothing (a draft), then the automatic approver signs it again in its own row.
     h = heuristic(ws, sports)
     assert (h["text"], h["status"], h["approved_by"]) == (SPORTS, "approved", before["approved_by"])
-    revert = [r for r in review.history(ws, sports) if r["action"] == "revert"]
-    assert len(revert) == 1 and revert[0]["who"] == "pld-resolve"
-    assert "iteration 2" in revert[0]["comment"]
+    hist = review.history(ws, sports)
+    i = next(i for i, r in enumerate(hist) if r["action"] == "revert")
+    assert (hist[i]["who"], hist[i]["after"]["status"]) == ("pld:resolve", "draft")
+    assert (hist[i + 1]["action"], hist[i + 1]["who"], hist[i + 1]["identity_kind"]) \
+        == ("approve", "bench", "auto")
+    assert "iteration 2" in hist[i]["comment"]
     assert heuristic(ws, finance)["status"] == "approved"
     # The teacher was told what was tried and undone.
     assert seen_notes and "Texts mentioning story are sports." in seen_notes[0]
@@ -570,7 +579,7 @@ def test_regression_reverts_with_an_approver_list(ws: Workspace,
     [added] = ws.query("SELECT * FROM heuristics WHERE origin = 'resolve'")
     assert added["status"] == "rejected"
     last = review.history(ws, added["id"])[-1]
-    assert (last["action"], last["who"], last["identity_kind"]) == ("revert", "pld-resolve",
+    assert (last["action"], last["who"], last["identity_kind"]) == ("revert", "pld:resolve",
                                                                     "auto")
     assert {r["id"] for r in review.approved_heuristics(ws, TASK)} == {sports, finance}
 
@@ -651,3 +660,47 @@ def test_removing_every_heuristic_makes_the_rule_free_prompt_a_candidate(
     best = resolve_state.best_version(ws, TASK, fake_openai.model_string("student"))
     assert get_prompt(ws, TASK, best).heuristic_ids == []
     assert s.stop_reason in ("converged", "no-errors", "max-iterations")
+
+
+def test_revert_never_restores_a_persons_approval(ws: Workspace,
+                                                  fake_openai: FakeOpenAI) -> None:
+    # Before: the revert gave the heuristic back carol's approval, written by the loop.
+    sports, finance = setup(ws)  # approved by carol, a person
+    fake_openai.responder = responder(_broadening_teacher([]))
+
+    s = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
+
+    assert [h["adopted"] for h in s.history] == [True, False]
+    h = heuristic(ws, sports)
+    assert (h["text"], h["status"], h["approved_by"]) == (SPORTS, "draft", None)
+    assert s.stop_reason == "awaiting-review"  # people must approve the restored text
+    record = resolve_state.iteration_record(ws, TASK, 2)
+    assert record["reverted_to_draft"] == [sports]
+    after_revert = [r for r in review.history(ws, sports)
+                    if r["action"] == "approve" and r["id"] > min(
+                        x["id"] for x in review.history(ws, sports) if x["action"] == "revert")]
+    assert after_revert == []
+    assert heuristic(ws, finance)["status"] == "approved"
+
+
+def test_revert_leaves_what_people_decided_alone(ws: Workspace,
+                                                 fake_openai: FakeOpenAI) -> None:
+    # Before: a heuristic a person rejected after the loop's change was approved again.
+    sports, finance = setup(ws)
+    fake_openai.responder = responder(_broadening_teacher([]))
+    run(ws, fake_openai, iterations=1)
+    (prop,) = [p for p in resolve_view.list_proposals(ws, TASK) if p["heuristic_id"] == sports]
+    decisions.decide_proposal(ws, prop["id"], True, "alice")
+    approve_seen(ws, sports, "dave")
+    review.reject(ws, finance, "erin", base_version=heuristic(ws, finance)["version"],
+                  comment="outdated")
+
+    s = run(ws, fake_openai, iterations=1)
+
+    assert [h["adopted"] for h in s.history] == [True, False]
+    assert heuristic(ws, finance)["status"] == "rejected"  # erin's decision stands
+    h = heuristic(ws, sports)
+    assert (h["text"], h["status"]) == (SPORTS, "draft")  # the loop's change undone, unsigned
+    record = resolve_state.iteration_record(ws, TASK, 2)
+    assert (record["reverted_to_draft"], record["not_reverted"]) == ([sports], [finance])
+    assert all(r["who"] != "pld:resolve" for r in review.history(ws, finance))

@@ -1,0 +1,72 @@
+"""The preamble's review panel (Heuristics page): the prompt's fixed text, shown exactly, with
+approve, reject and edit under the same rules as a heuristic."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pld import preamble, review
+from pld.errors import BadInput
+from pld.ui import page, sidebar
+from pld.ui.plain import literal
+from pld.workspace import Workspace
+
+
+def _decide(ws: Workspace, task: str, version: int, action: str) -> None:
+    me = sidebar.identity()
+    if me is None:
+        page.flash("error", "Nobody is identified: enter your name in the sidebar (or log in).")
+        return
+    act = preamble.approve_preamble if action == "approve" else preamble.reject_preamble
+    try:
+        row = act(ws, task, me.name, base_version=version, identity_kind=me.kind)
+    except BadInput as e:
+        page.flash("error", f"Preamble not {action}d: {e}")
+    else:
+        page.flash("success", f"Preamble {row['status']} by {literal(me.name)}; now version "
+                              f"{row['version']}.")
+
+
+def _save(ws: Workspace, task: str, version: int) -> None:
+    me = sidebar.identity()
+    if me is None:
+        page.flash("error", "Nobody is identified: enter your name in the sidebar (or log in).")
+        return
+    key = f"pre_text_{task}_{me.name}"
+    try:
+        row = preamble.edit_preamble(ws, task, st.session_state.get(key) or "", me.name,
+                                     base_version=version, identity_kind=me.kind)
+    except BadInput as e:
+        page.flash("error", f"Preamble not saved: {e}")
+    else:
+        page.flash("success", f"Preamble saved as version {row['version']} (a draft: someone "
+                              "else must approve it).")
+
+
+def preamble_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> None:
+    """Draw the task's preamble with its status and the reviewer's actions."""
+    row = preamble.ensure_preamble(ws, task)
+    status = row["status"]
+    title = f"Preamble · {status} · v{row['version']}"
+    with st.expander(title, expanded=status != review.APPROVED):
+        st.caption("Every prompt starts with this text; the heuristics go where the "
+                   f"{preamble.RULES_SLOT} line is. No prompt is exported until it is approved.")
+        st.code(row["text"], language=None, wrap_lines=True)
+        signed = (f"approved by {literal(row['approved_by'])} ({row['identity_kind']})"
+                  if row["approved_by"] else "not approved")
+        st.caption(f"Last written by {literal(row['updated_by'])} · {signed}")
+        c1, c2 = st.columns(2)
+        mine = me is not None and review.normalize_name(row["updated_by"] or "") == me.name
+        c1.button("Approve preamble", key=f"pre_approve_{task}", type="primary",
+                  disabled=me is None or mine or status not in (review.DRAFT, review.REJECTED),
+                  help="You wrote the current text: someone else must approve it." if mine
+                  else None, on_click=_decide, args=(ws, task, row["version"], "approve"))
+        c2.button("Reject preamble", key=f"pre_reject_{task}",
+                  disabled=me is None or status not in (review.DRAFT, review.APPROVED),
+                  on_click=_decide, args=(ws, task, row["version"], "reject"))
+        if me is not None:
+            key = f"pre_text_{task}_{me.name}"
+            page.follow_value(key, row["text"])
+            st.text_area("Edit the preamble", key=key, height=160)
+            st.button("Save preamble", key=f"pre_save_{task}", on_click=_save,
+                      args=(ws, task, row["version"]))
