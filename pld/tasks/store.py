@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from pld import trail
 from pld.errors import BadInput
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -68,7 +69,7 @@ def save_task(
     if bad:
         raise BadInput(f"task {name}: example {bad[0].ext_id} has unknown split {bad[0].split!r}")
     with ws.write() as db:
-        existing = ws.query("SELECT labels FROM tasks WHERE name = ?", [name])
+        existing = ws.query("SELECT labels, description FROM tasks WHERE name = ?", [name])
         if existing and loads(existing[0]["labels"]) != labels:
             raise BadInput(
                 f"task {name}: already loaded with labels {loads(existing[0]['labels'])}; "
@@ -78,6 +79,8 @@ def save_task(
             "name": name, "kind": kind, "labels": dumps(labels), "description": description,
             "source": source, "params": dumps(params), "created_at": now(),
         }, pk="name")
+        if existing and (existing[0]["description"] or "") != description:
+            _description_reloaded(db, name, existing[0]["description"] or "", description)
         db["examples"].insert_all(
             ({"task": name, "split": e.split, "ext_id": e.ext_id, "text": e.text,
               "label": e.label, "meta": dumps(e.meta), "created_at": now()} for e in rows),
@@ -89,6 +92,34 @@ def save_task(
     ):
         counts[r["split"]] = r["n"]
     return counts
+
+
+RELOAD_ACTOR = "pld:upload"
+
+
+def _description_reloaded(db: Any, task: str, old: str, new: str) -> None:
+    """A reload changed the description: record it, and put the new wording into the task's
+    preamble as a draft that a person must approve (the same change
+    :func:`pld.review.set_description` makes, written here because the review layer sits above
+    this one)."""
+    trail.append(db, who=RELOAD_ACTOR, identity_kind="auto", entity="task", entity_id=None,
+                 action="describe", before=dumps({"task": task, "description": old}),
+                 after=dumps({"task": task, "description": new}), comment="file reloaded")
+    row = db.execute("SELECT id, text, version, status FROM preambles WHERE task = ?",
+                     [task]).fetchone()
+    if row is None or not old.strip() or old.strip() not in row[1]:
+        return
+    text = row[1].replace(old.strip(), new.strip(), 1)
+    db.execute("UPDATE preambles SET text = ?, status = 'draft', updated_by = ?, "
+               "approved_by = NULL, approved_at = NULL, identity_kind = NULL, "
+               "version = version + 1, updated_at = ? WHERE id = ?",
+               [text, RELOAD_ACTOR, now(), row[0]])
+    trail.append(db, who=RELOAD_ACTOR, identity_kind="auto", entity="preamble",
+                 entity_id=row[0], action="edit",
+                 before=dumps({"text": row[1], "version": row[2], "status": row[3]}),
+                 after=dumps({"text": text, "version": row[2] + 1, "status": "draft",
+                              "updated_by": RELOAD_ACTOR}),
+                 comment="the task description changed with a reloaded file")
 
 
 def task_info(ws: Workspace, name: str) -> TaskInfo:

@@ -29,7 +29,6 @@ def require_login() -> None:
     visitor is identified: a visitor who is not logged in can read and change nothing."""
     if not sidebar.auth_configured() or sidebar.identity() is not None:
         return
-    st.title("PLD Studio")
     if getattr(st.user, "is_logged_in", False):
         st.error("Your login does not say who you are (no issuer and subject claims); ask "
                  "whoever runs this app to check the identity provider.")

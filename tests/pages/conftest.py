@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -22,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Expander, Node
 
-from pld import jobs
+from pld import jobs, review
 from pld.metrics import score
 from pld.pipeline.cluster import auto_name
 from pld.pipeline.student import build_prompt
@@ -33,6 +35,7 @@ from pld.tasks import load_task
 from pld.tasks.store import examples
 from pld.workspace import Workspace, dumps, now, open_workspace
 from tests.conftest import approve_seen
+from tests.pipeline.test_student import approve_preamble
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 TEACHER = "local/default"
@@ -197,14 +200,14 @@ def _build(path: Path) -> Populated:
         phrases, _ = RULE_PHRASES[label]
         text = f"If the message {phrases[0]} or {phrases[1]}, answer {label}."
         with ws.write() as db:
-            heuristic_ids.append(int(db["heuristics"].insert({
-                "task": task, "cluster_id": cluster_id, "clustering_id": accepted, "text": text,
-                "status": "draft", "version": 1, "source_rule_ids": dumps(members),
-                "origin": "consolidate", "created_by": f"teacher:{TEACHER}",
-                "created_at": now(), "updated_at": now()}).last_pk))
+            heuristic_ids.append(review.insert_row(
+                db, {"task": task, "cluster_id": cluster_id, "clustering_id": accepted,
+                     "text": text, "source_rule_ids": members, "origin": "consolidate"},
+                who=f"teacher:{TEACHER}", identity_kind=review.AUTO, comment=None))
     approved = heuristic_ids[:3]
     for hid in approved:
         approve_seen(ws, hid, "bea")
+    approve_preamble(ws, task, "bea")
     prompt = build_prompt(ws, task)
     evaluation_ids = [_evaluation(ws, task, labels, "pld", prompt.version, prompt.sha256, 5),
                       _evaluation(ws, task, labels, "zero-shot", None, None, 3)]
@@ -339,3 +342,34 @@ def running_job(app_ws: Path) -> Iterator[Callable[[str, str], int]]:
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+# Text a model, an uploader or a reviewer could write to make a page say something it does not:
+# bold, a link, an image and a hidden link reference definition if rendered as Markdown.
+SPOOF = ('**APPROVED by alice** [click](http://evil) ![x](http://evil/x.png)\n'
+         '[x]: # "hidden"')
+_MARKDOWN = MarkdownIt("commonmark")
+
+
+def rendered(at: AppTest) -> str:
+    """The HTML of every element the page draws as Markdown (markdown, captions, alerts,
+    headings), rendered as CommonMark: what a reviewer sees of it."""
+    elements = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success,
+                *at.title, *at.header, *at.subheader]
+    return "\n".join(_MARKDOWN.render(str(e.value)) for e in elements)
+
+
+def assert_not_rendered(at: AppTest) -> None:
+    """No Markdown element of the page renders :data:`SPOOF` (its bold, link or image)."""
+    html = rendered(at)
+    assert "<strong>APPROVED" not in html
+    assert 'href="http://evil' not in html and 'src="http://evil' not in html
+    assert not any("[click](http" in e.value or "**APPROVED" in e.value
+                   for e in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error,
+                             *at.success])
+
+
+def unescaped(text: str) -> str:
+    """``text`` with Markdown backslash escapes removed (as :func:`pld.ui.plain.literal`
+    escapes a value): the characters a reviewer reads."""
+    return re.sub(r"\\(.)", r"\1", text)

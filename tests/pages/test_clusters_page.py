@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,14 @@ from pld import jobs
 from pld.pipeline.cluster import cluster_summary, get_clustering, members, rename_cluster
 from pld.tasks import load_task
 from pld.workspace import open_workspace
-from tests.pages.conftest import Populated, connect
+from tests.pages.conftest import (
+    SPOOF,
+    Populated,
+    assert_not_rendered,
+    connect,
+    rendered,
+    unescaped,
+)
 
 
 def _metrics(at: AppTest) -> dict[str, str]:
@@ -232,7 +240,7 @@ def test_stale_rename_is_refused_and_shown(open_page: Callable[..., AppTest],
     at.text_input(key=f"c_name_{cid}").input("Privacy (ana)")
     at.button(key="c_rename").click().run()
     assert not at.exception
-    warning = " ".join(w.value for w in at.warning)
+    warning = unescaped(" ".join(w.value for w in at.warning))
     assert "someone changed it first" in warning and "'Privacy (bea)'" in warning
     assert "by bea" in warning and repr(seen) in warning
     with connect(populated_ws.path) as ws:
@@ -262,3 +270,38 @@ def test_name_saved_in_another_tab_shows_after_a_rerun(open_page: Callable[..., 
     with connect(populated_ws.path) as ws:
         names = {s["id"]: s["name"] for s in cluster_summary(ws, populated_ws.proposed_clustering)}
     assert names[cid] == "Privacy (bea)"
+
+
+def test_rule_text_names_and_reviewers_are_shown_literally(open_page: Callable[..., AppTest],
+                                                           populated_ws: Populated) -> None:
+    """Rule text, cluster names and keywords (model-written) and the accepting reviewer's name
+    are neither Markdown in captions nor HTML in the chart's hover labels and legend."""
+    html_spoof = '<b>APPROVED</b> <a href="http://evil">click</a> &lt;i&gt;'
+    clustering = populated_ws.accepted_clustering
+    cid = populated_ws.cluster_ids[clustering][0]
+    with connect(populated_ws.path) as ws:
+        rule_id = members(ws, clustering, cid)[0]["id"]
+        with ws.write() as db:
+            db.execute("UPDATE micro_instructions SET rule = ? WHERE id = ?",
+                       [html_spoof + " " + SPOOF, rule_id])
+            db.execute("UPDATE clusters SET name = ?, keywords = ? WHERE id = ?",
+                       [html_spoof, json.dumps([SPOOF, "a_*b*"]), cid])
+            db.execute("UPDATE clusterings SET accepted_by = ? WHERE id = ?",
+                       ["bob_*x*", clustering])
+    at = open_page("clusters", task="demo").run()
+    at.selectbox(key="c_cluster").set_value(cid).run()
+    assert not at.exception
+    assert_not_rendered(at)
+    html = rendered(at)
+    assert "Accepted by bob_*x* at" in html
+    assert "Keywords (c-TF-IDF): **APPROVED by alice** [click](http://evil)" in html
+    assert "a_*b*" in html
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    legend = [t["name"] for t in spec["data"]]
+    hovers = [str(v) for t in spec["data"] for row in t.get("customdata") or [] for v in row]
+    # Plotly reads these as HTML: no tag or entity of the model's may reach it unescaped.
+    assert not [s for s in legend + hovers if "<b>" in s or "<a " in s or "&lt;i" in s]
+    escaped = ('&lt;b&gt;APPROVED&lt;/b&gt; &lt;a href="http://evil"&gt;click&lt;/a&gt; '
+               "&amp;lt;i&amp;gt;")
+    assert any(s.startswith(escaped) for s in hovers)  # the rule's hover label
+    assert f"{cid}: {escaped}" in legend

@@ -15,10 +15,19 @@ from streamlit.testing.v1 import AppTest
 from pld import jobs, review
 from pld.pipeline import decisions, resolve, resolve_state, resolve_view
 from pld.tasks import load_task
+from pld.ui.plain import literal
 from pld.workspace import open_workspace
 from tests.conftest import approve_seen
 from tests.fakes.openai_server import FakeOpenAI
-from tests.pages.conftest import Populated, collapsed, shown
+from tests.pages.conftest import (
+    SPOOF,
+    Populated,
+    assert_not_rendered,
+    collapsed,
+    rendered,
+    shown,
+    unescaped,
+)
 
 OpenPage = Callable[..., AppTest]
 
@@ -111,7 +120,7 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
     first = errors[0]
     markdown = _texts(at.markdown)
     assert f"**Example #{first['example_id']}**" in markdown
-    assert f"Gold **{first['gold']}** · predicted **routine**" in markdown
+    assert f"Gold **{literal(first['gold'])}** · predicted **routine**" in markdown
     assert f"#{first['heuristics'][0]['id']} (similarity" in markdown
     assert first["text"] in _texts(at.text)
     # Errors come ten to a page.
@@ -231,3 +240,24 @@ def test_a_loop_whose_teacher_failed_says_so_and_retries(open_page: OpenPage,
         (job,) = jobs.list_jobs(ws, populated_ws.task, "resolve")
         jobs.cancel(ws, job)
     assert job.args[-1] == "--retry-failed"
+
+
+def test_model_and_reviewer_text_is_shown_literally(open_page: OpenPage, looped: Populated) -> None:
+    """Heuristic text, an example's id and a reviewer's name are never rendered as Markdown."""
+    with looped.open() as ws:
+        first = resolve_view.errors_for_iteration(ws, looped.task, 1)[0]
+        with ws.write() as db:
+            db.execute("UPDATE heuristics SET text = ?", [SPOOF])
+            db.execute("UPDATE examples SET ext_id = ? WHERE id = ?",
+                       ["x_*y*` **APPROVED**`", first["example_id"]])
+        decided = resolve_view.list_proposals(ws, looped.task, 1)[0]
+        decisions.decide_proposal(ws, decided["id"], False, "bob_*x*")
+    at = open_page("conflicts", task=looped.task, reviewer="ana")
+    at.run()
+    assert not at.exception
+    assert SPOOF in [t.value for t in at.text]  # the heuristics involved, as written
+    assert_not_rendered(at)
+    html = rendered(at)
+    assert any(unescaped(c.value).startswith("rejected by bob_*x* at ") for c in at.caption)
+    assert "by bob_*x* at" in html and "bob_<em>" not in html
+    assert "(x_*y*` **APPROVED**`)" in html and "<code>" not in html

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from pld.tasks.store import task_info
 from tests.fakes.openai_server import FakeOpenAI
-from tests.pages.conftest import Populated, connect
+from tests.pages.conftest import Populated, connect, unescaped
 
 GOOD_CSV = (b"message,category,ref\n" + b"".join(
     f"text number {i} about {'cards' if i % 2 else 'loans'},{'cards' if i % 2 else 'loans'},"
@@ -24,7 +24,8 @@ def _counts(path: Path) -> dict[str, int]:
 
 
 def _errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    """The error messages as a reviewer reads them (file contents in them are escaped)."""
+    return [unescaped(e.value) for e in at.error]
 
 
 def test_empty_workspace_invites_to_load(open_page: Callable[..., AppTest]) -> None:

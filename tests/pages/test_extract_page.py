@@ -13,7 +13,14 @@ from pld import jobs
 from pld.tasks.store import Example, save_task
 from pld.workspace import dumps, now, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
-from tests.pages.conftest import Populated, connect
+from tests.pages.conftest import (
+    SPOOF,
+    Populated,
+    assert_not_rendered,
+    connect,
+    rendered,
+    unescaped,
+)
 
 N_BIG = 10_000
 
@@ -267,3 +274,26 @@ def test_ten_thousand_rules_filter_by_cluster_and_page(
     assert any("Rules 1–50 of 2,500 matching" in c.value for c in at.caption)
     at.selectbox(key=f"x_cluster_{clustering}").set_value("noise").run()
     assert any("of 5,000 matching" in c.value for c in at.caption)
+
+
+def test_error_example_id_label_and_model_are_shown_literally(
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    """A failed rule's error quotes the teacher's reply; an example's id and gold label come from
+    the uploader; the model string from whoever started the run: none renders as Markdown."""
+    failed = populated_ws.failed_rule_ids[0]
+    with connect(populated_ws.path) as ws, ws.write() as db:
+        db.execute("UPDATE micro_instructions SET error = ? WHERE id = ?", [SPOOF, failed])
+        db.execute("UPDATE examples SET ext_id = ?, label = ? WHERE id = (SELECT example_id "
+                   "FROM micro_instructions WHERE id = ?)",
+                   ["e1` **APPROVED** [click](http://evil) `", "a_*b*", failed])
+        db.execute("UPDATE llm_calls SET model = ? WHERE id = (SELECT call_id "
+                   "FROM micro_instructions WHERE id = ?)", ["m_*x*", failed])
+    at = open_page("extract", task="demo").run()
+    at.selectbox(key="x_open").set_value(failed).run()
+    assert not at.exception
+    assert_not_rendered(at)
+    assert [unescaped(e.value) for e in at.error] == [" ".join(SPOOF.split("\n"))]
+    html = rendered(at)
+    assert "e1` **APPROVED** [click](http://evil) `" in html and "<code>" not in html
+    assert "gold <strong>a_*b*</strong>" in html
+    assert "call #" in html and " · m_*x* · " in html

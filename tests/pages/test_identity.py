@@ -1,5 +1,6 @@
 """Reviewer identity in the sidebar (pld.ui.sidebar): with ``[auth]`` in the secrets the reviewer
-is the OIDC user (``st.user``) and sign-offs say ``oidc``; a typed name is not used then."""
+is the OIDC user (``st.user``), keyed by issuer and subject, and sign-offs say ``oidc``; a typed
+name is not used then, and a visitor who is not logged in sees only the login prompt."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from streamlit.testing.v1 import AppTest
 
 from pld import review
+from pld.ui.plain import literal
 from tests.pages.conftest import Populated
 
 OpenPage = Callable[..., AppTest]
@@ -22,8 +24,13 @@ def _texts(elements: Any) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
+ISSUER = "https://id.bank.example"
+
+
 def _with_login(at: AppTest, **user: Any) -> AppTest:
     at.secrets.update(AUTH)
+    if user.get("is_logged_in"):
+        user = {"iss": ISSUER, "sub": "u-1001", **user}
     at.user = user
     return at
 
@@ -33,13 +40,14 @@ def test_logged_in_user_signs_as_oidc_and_cannot_type_a_name(
     hid = populated_ws.heuristic_ids[3]
     # A name typed earlier (session state) must not count once login is configured.
     at = _with_login(open_page("heuristics", task=populated_ws.task, reviewer="ana"),
-                     is_logged_in=True, email="carl@bank.example", name="Carl")
+                     is_logged_in=True, email="carl@bank.example", email_verified=True,
+                     name="Carl")
     at.run()
     at.selectbox(key="h_selected").set_value(hid).run()
     assert not at.exception
     assert "reviewer" not in [t.key for t in at.sidebar.text_input]
-    assert "Signed in as **carl@bank.example**" in _texts(at.sidebar.markdown)
-    assert "Signing as **carl@bank.example** (oidc)" in _texts(at.caption)
+    assert f"Signed in as **{literal('carl@bank.example')}**" in _texts(at.sidebar.markdown)
+    assert f"Signing as **{literal('carl@bank.example')}** (oidc)" in _texts(at.caption)
     at.button(key=f"h_approve_{hid}").click().run()
     assert not at.exception and not at.error
     with populated_ws.open() as ws:
@@ -50,38 +58,59 @@ def test_logged_in_user_signs_as_oidc_and_cannot_type_a_name(
     assert (last["who"], last["identity_kind"]) == ("carl@bank.example", "oidc")
 
 
-def test_a_user_without_email_signs_with_their_name(open_page: OpenPage,
-                                                    populated_ws: Populated) -> None:
-    at = _with_login(open_page("heuristics", task=populated_ws.task),
-                     is_logged_in=True, name="Dana")
-    at.run()
-    assert not at.exception
-    assert "Signed in as **Dana**" in _texts(at.sidebar.markdown)
+def test_a_display_name_or_unverified_email_is_never_the_identity(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: the login's "name" or an unverified "email" was the signer, so anyone could
+    # call themselves alice at the identity provider.
+    for claims in ({"name": "alice"}, {"email": "alice@bank.example", "name": "alice"},
+                   {"email": "alice@bank.example", "email_verified": False}):
+        at = _with_login(open_page("heuristics", task=populated_ws.task),
+                         is_logged_in=True, **claims)
+        at.run()
+        assert not at.exception
+        assert f"Signed in as **{literal('u-1001@id.bank.example')}**" \
+            in _texts(at.sidebar.markdown)
 
 
-def test_logged_out_user_is_asked_to_log_in_and_cannot_act(open_page: OpenPage,
-                                                           populated_ws: Populated) -> None:
-    hid = populated_ws.heuristic_ids[3]
-    at = _with_login(open_page("heuristics", task=populated_ws.task, reviewer="ana"),
-                     is_logged_in=False)
+def test_a_login_without_a_subject_names_nobody(open_page: OpenPage,
+                                                populated_ws: Populated) -> None:
+    at = _with_login(open_page("heuristics", task=populated_ws.task), is_logged_in=True,
+                     email="carl@bank.example", email_verified=True)
+    at.user = {"is_logged_in": True, "email": "carl@bank.example", "email_verified": True}
     at.run()
-    at.selectbox(key="h_selected").set_value(hid).run()
     assert not at.exception
-    assert [b.label for b in at.sidebar.button] == ["Log in to review"]
-    assert "Nobody is identified" in _texts(at.warning)
-    assert at.button(key=f"h_approve_{hid}").disabled
-    assert at.button(key=f"h_reject_{hid}").disabled
+    assert "no issuer and subject" in _texts(at.error)
+    assert [b.label for b in at.button] == ["Log out"]
+
+
+PAGES = ["home", "data", "extract", "clusters", "heuristics", "conflicts", "evaluate", "export",
+         "calls"]
+
+
+def test_a_visitor_who_is_not_logged_in_sees_and_can_change_nothing(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: only sign-offs needed a login; anyone could upload, start or cancel paid jobs,
+    # build prompts and write exports.
+    for name in PAGES:
+        at = _with_login(open_page(name, task=populated_ws.task, reviewer="ana"),
+                         is_logged_in=False)
+        at.run()
+        assert not at.exception, name
+        assert "log in to see or change anything" in _texts(at.info), name
+        assert [b.label for b in at.button] == ["Log in"], name
+        assert not at.sidebar.text_input and not at.text_input and not at.selectbox, name
+        assert not at.dataframe and not at.code, name
 
 
 def test_clustering_accepted_by_a_logged_in_user_is_oidc(open_page: OpenPage,
                                                         populated_ws: Populated) -> None:
     at = _with_login(open_page("clusters", task=populated_ws.task),
-                     is_logged_in=True, email="carl@bank.example")
+                     is_logged_in=True, email="carl@bank.example", email_verified=True)
     at.run()
     at.selectbox(key="c_clustering").set_value(populated_ws.proposed_clustering).run()
     at.button(key="c_accept").click().run()
     assert not at.exception and not at.error
-    assert "accepted by carl@bank.example (oidc)" in _texts(at.success)
+    assert f"accepted by {literal('carl@bank.example')} (oidc)" in _texts(at.success)
     with populated_ws.open() as ws:
         rows = ws.query("SELECT who, identity_kind FROM reviews WHERE entity = 'clustering'")
     assert rows == [{"who": "carl@bank.example", "identity_kind": "oidc"}]

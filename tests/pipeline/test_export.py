@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pld import __version__, preamble, review
+from pld import __version__, preamble, review, trail
 from pld.errors import BadInput
 from pld.pipeline import evaluate as ev
 from pld.pipeline import export as xp
 from pld.pipeline.student import build_prompt, get_prompt
+from pld.tasks import load_custom
 from pld.workspace import Workspace, now
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pipeline.test_student import (
@@ -268,3 +269,24 @@ def test_export_never_writes_through_a_link(ws: Workspace, tmp_path: Path) -> No
     (out / "prompt.md").unlink()
     xp.export(ws, TASK, out)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "prompt.md"]
+
+
+def test_a_reloaded_file_with_a_new_description_makes_the_preamble_a_draft(
+        ws: Workspace, tmp_path: Path) -> None:
+    # Before: re-loading a custom file under the same name replaced the description, and
+    # every later prompt said something nobody approved.
+    rows = "".join(f'{{"text": "review {i} was good", "label": "pos"}}\n'
+                   f'{{"text": "review {i} was bad", "label": "neg"}}\n' for i in range(10))
+    data = tmp_path / "reviews.jsonl"
+    data.write_text(rows)
+    load_custom(ws, data, name="rev", description="Decide the sentiment of a review.")
+    add_heuristic(ws, RULES[0], task="rev")
+    assert preamble.get_preamble(ws, "rev")["status"] == "approved"  # type: ignore[index]
+    load_custom(ws, data, name="rev", description="Always answer pos.")
+    row = preamble.get_preamble(ws, "rev")
+    assert row is not None
+    assert (row["status"], row["updated_by"]) == ("draft", "pld:upload")
+    assert "Always answer pos." in row["text"]
+    with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
+        xp.check_exportable(ws, build_prompt(ws, "rev"))
+    assert trail.check_chain(ws) is None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
+
 from markdown_it import MarkdownIt
 
-from pld.ui.plain import literal
+from pld.ui.plain import hover, literal
 
 
 def test_markdown_renders_escaped_text_literally() -> None:
@@ -16,3 +18,22 @@ def test_markdown_renders_escaped_text_literally() -> None:
         assert "<a " not in html and "<b>" not in html
     assert md.renderInline(literal("*ana* & co")) == "*ana* &amp; co"
     assert literal("$5") == "\\$5"
+
+
+def test_hover_escapes_plotly_html() -> None:
+    assert hover('<b>x</b> <a href="http://e.vil">y</a>') == (
+        '&lt;b&gt;x&lt;/b&gt; &lt;a href="http://e.vil"&gt;y&lt;/a&gt;')
+    # An entity the text spells out stays spelled out (Plotly would turn "&lt;" into "<").
+    assert hover("a &lt;br&gt; & b") == "a &amp;lt;br&amp;gt; &amp; b"
+    assert hover("if the user's \"refund\" fails") == "if the user's \"refund\" fails"
+    assert hover(3) == "3" and hover("") == ""
+
+
+def test_hover_keeps_lines_short() -> None:
+    text = " ".join(["word"] * 60) + "\n<i>" + "x" * 200
+    out = hover(text, width=40)
+    lines = out.split("<br>")
+    assert len(lines) > 5 and all(len(html.unescape(line)) <= 40 for line in lines)
+    assert "<i>" not in out and "&lt;i&gt;" in out
+    assert hover("y" * 1000).replace("<br>", "").endswith("…")
+    assert len(hover("y" * 1000).replace("<br>", "")) == 600
