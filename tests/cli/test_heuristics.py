@@ -52,8 +52,15 @@ def test_review_new_writes_a_draft_its_author_cannot_approve(
         "Claims that cite a source are true.", "draft", "bob", "bob")
     assert loads(h["source_rule_ids"]) == rules
 
-    _bad(pld("review", "approve", str(hid), "--as", "bob", ws=ws.path), "four-eyes")
-    assert pld("review", "approve", str(hid), "--as", "alice", ws=ws.path).returncode == 0
+    # Approving needs the version the reviewer read.
+    _bad(pld("review", "approve", str(hid), "--as", "alice", ws=ws.path),
+         "--base-version is required")
+    _bad(pld("review", "approve", str(hid), "--base-version", "1", "--as", "bob", ws=ws.path),
+         "four-eyes")
+    _bad(pld("review", "approve", str(hid), "--base-version", "1", "--as", "Bob\u200b",
+             ws=ws.path), "four-eyes")  # one person however spelled
+    assert pld("review", "approve", str(hid), "--base-version", "1", "--as", "alice",
+               ws=ws.path).returncode == 0
 
     f = tmp_path / "h.txt"
     f.write_text("Claims without a date are false.\n", encoding="utf-8")
@@ -165,7 +172,8 @@ def test_review_approvers_lists_adds_and_removes(ws: Workspace, task: str) -> No
     # Once there is a list, only its members change it, and only they approve.
     _bad(pld("review", "approvers", TASK, "--add", "bob", "--as", "bob", ws=ws.path),
          "bob is not an approver")
-    _bad(pld("review", "approve", str(hid), "--as", "bob", ws=ws.path), "bob is not an approver")
+    _bad(pld("review", "approve", str(hid), "--base-version", "1", "--as", "bob", ws=ws.path),
+         "bob is not an approver")
     assert pld("review", "approvers", TASK, "--add", "carol", "--as", "alice",
                ws=ws.path).returncode == 0
     assert _approvers(ws) == ["alice", "carol"]
@@ -179,8 +187,10 @@ def test_review_approvers_lists_adds_and_removes(ws: Workspace, task: str) -> No
     r = pld("review", "approvers", TASK, "--remove", "alice", "--as", "carol", ws=ws.path)
     assert r.returncode == 0 and r.stdout.splitlines() == [
         f"alice is no longer an approver of {TASK}", f"approvers of {TASK}: carol"]
-    _bad(pld("review", "approve", str(hid), "--as", "alice", ws=ws.path), "not an approver")
+    _bad(pld("review", "approve", str(hid), "--base-version", "1", "--as", "alice",
+             ws=ws.path), "not an approver")
     assert pld("review", "approvers", TASK, "--remove", "carol", "--as", "carol",
                ws=ws.path).returncode == 0
     assert _approvers(ws) == []
-    assert pld("review", "approve", str(hid), "--as", "bob", ws=ws.path).returncode == 0
+    assert pld("review", "approve", str(hid), "--base-version", "1", "--as", "bob",
+               ws=ws.path).returncode == 0

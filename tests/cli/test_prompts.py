@@ -33,7 +33,8 @@ def test_prompts_build_list_show_from_approved_heuristics(
     assert r.returncode == 2 and "no prompt versions" in r.stderr
     assert list_prompts(ws, TASK) == []
 
-    _ok("review", "approve", *map(str, drafts), "--as", "alice", ws=ws)
+    versions = [a for _ in drafts for a in ("--base-version", "1")]
+    _ok("review", "approve", *map(str, drafts), *versions, "--as", "alice", ws=ws)
     first = json.loads(_ok("prompts", "build", TASK, "--json", ws=ws))
     assert (first["version"], first["new"], first["heuristic_ids"]) == (1, True, drafts)
     again = json.loads(_ok("prompts", "build", TASK, "--json", ws=ws))
@@ -46,9 +47,17 @@ def test_prompts_build_list_show_from_approved_heuristics(
     shown = pld("prompts", "show", TASK, ws=ws.path)
     assert shown.returncode == 0 and shown.stdout.rstrip("\n") == stored.text.rstrip("\n")
     assert all(rule in shown.stdout for rule in RULES)
-    _ok("export", TASK, "--out", str(tmp_path / "out"), ws=ws)
+    # The preamble (the prompt's fixed text) is approved like a heuristic before export.
+    r = pld("export", TASK, "--out", str(tmp_path / "out"), ws=ws.path)
+    assert r.returncode == 2 and "the preamble: status is draft" in r.stderr
+    shown_pre = json.loads(_ok("review", "preamble", "show", TASK, "--json", ws=ws))
+    assert "{rules}" in shown_pre["text"] and shown_pre["created_by"] == "pld:template"
+    _ok("review", "preamble", "approve", TASK, "--base-version", str(shown_pre["version"]),
+        "--as", "carol", ws=ws)
+    _ok("export", TASK, "--out", str(tmp_path / "out"), "--as", "dave", ws=ws)
     exported = (tmp_path / "out" / "prompt.md").read_text(encoding="utf-8")
     assert exported == stored.text
+    assert "verified:" in _ok("verify", str(tmp_path / "out"), ws=ws)
     assert json.loads(_ok("prompts", "show", TASK, "--json", ws=ws))["text"] == exported
 
     # An edit takes the heuristic out of the approved set: v1 is refused, a rebuild is v2.

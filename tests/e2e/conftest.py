@@ -29,6 +29,9 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from pld import jobs
+from tests.fakes.oidc_server import CLIENT_ID as OIDC_CLIENT_ID
+from tests.fakes.oidc_server import CLIENT_SECRET as OIDC_CLIENT_SECRET
+from tests.fakes.oidc_server import FakeOIDC
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pipeline.test_chain import scripted
 
@@ -119,15 +122,44 @@ def fake_llm() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def streamlit_app(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path) -> Iterator[RunningApp]:
     """``streamlit run app.py`` on a free port, with a fresh workspace and the fake's models."""
+    yield from _run_app(tmp_path, fake_llm, artifacts, _free_port(), [])
+
+
+@pytest.fixture
+def oidc() -> Iterator[FakeOIDC]:
+    """A fake OpenID Connect provider that logs in a verified bank reviewer."""
+    with FakeOIDC(user={"sub": "u-1001", "email": "Carl@Bank.example",
+                        "email_verified": True, "name": "Carl"}) as idp:
+        yield idp
+
+
+@pytest.fixture
+def streamlit_app_oidc(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path,
+                       oidc: FakeOIDC) -> Iterator[RunningApp]:
+    """The app with ``[auth]`` pointing at the fake provider (a secrets file of its own)."""
+    port = _free_port()
+    secrets_file = tmp_path / "secrets.toml"
+    secrets_file.write_text(
+        "[auth]\n"
+        f'redirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
+        f'cookie_secret = "{os.urandom(16).hex()}"\n'
+        f'client_id = "{OIDC_CLIENT_ID}"\n'
+        f'client_secret = "{OIDC_CLIENT_SECRET}"\n'
+        f'server_metadata_url = "{oidc.issuer}/.well-known/openid-configuration"\n')
+    yield from _run_app(tmp_path, fake_llm, artifacts, port,
+                        ["--secrets.files", str(secrets_file)])
+
+
+def _run_app(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path, port: int,
+             extra: list[str]) -> Iterator[RunningApp]:
     workspace = tmp_path / "workspace.db"
     log = artifacts / "streamlit.log"
-    port = _free_port()
     model = fake_llm.model_string()
     env = {**os.environ, "PLD_WORKSPACE": str(workspace), "PLD_TEACHER": model,
            "PLD_STUDENT": model, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *extra]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
