@@ -24,7 +24,7 @@ from pld.tasks.custom import task_name_for
 from pld.tasks.stats import label_counts, preview_rows
 from pld.tasks.store import task_info
 from pld.ui import sidebar, uploads
-from pld.ui.page import flash, setup, show_flash
+from pld.ui.page import flash, record, setup, show_flash
 from pld.ui.plain import hover, literal
 from pld.workspace import Workspace
 
@@ -62,6 +62,7 @@ def _load_builtin(ws: Workspace, name: str, defaults: dict[str, int]) -> None:
         st.session_state[ERROR_KEY] = ("builtin", str(e))
         return
     st.session_state.pop(ERROR_KEY, None)
+    record(ws, "task", "load", {"task": name, "counts": counts, "seed": seed})
     _select_task(name)
     flash("success", f"Loaded {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
@@ -88,6 +89,7 @@ def _load_upload(ws: Workspace) -> None:
         st.session_state[ERROR_KEY] = ("upload", str(e))
         return
     st.session_state.pop(ERROR_KEY, None)
+    record(ws, "task", "load", {"task": name, "counts": counts, "file": upload.name})
     _select_task(name)
     flash("success", f"Loaded {literal(name)} from {literal(upload.name)}: "
                      + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -154,12 +154,9 @@ def _write_record(job: Job) -> None:
 def _record_action(ws: Workspace | str | Path, who: str | None, identity_kind: str,
                    action: str, details: dict[str, Any]) -> None:
     """Audit starting or cancelling a job (jobs spend money and time): who, and what."""
-    actor = review.check_actor(who, identity_kind) if who else review.SYSTEM_PREFIX + "anonymous"
     handle = ws if isinstance(ws, Workspace) else open_workspace(_ws_path(ws))
     try:
-        with handle.write() as db:
-            review.audit(db, actor, identity_kind if who else review.AUTO, "job", None, action,
-                         None, details, None)
+        review.record_action(handle, who, identity_kind, "job", action, details)
     finally:
         if handle is not ws:
             handle.close()

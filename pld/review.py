@@ -286,6 +286,19 @@ def audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
 _audit = audit
 
 
+ANONYMOUS = SYSTEM_PREFIX + "anonymous"
+
+
+def record_action(ws: Workspace, who: str | None, identity_kind: str, entity: str,
+                  action: str, details: dict[str, Any], entity_id: int | None = None) -> None:
+    """Audit an action that is not a review (loading data, starting or cancelling a job) as
+    ``who``, or as ``pld:anonymous`` when nobody is identified (possible only without login)."""
+    actor = check_actor(who, identity_kind) if who else ANONYMOUS
+    with ws.write() as db:
+        audit(db, actor, identity_kind if who else AUTO, entity, entity_id, action, None,
+              details, None)
+
+
 def apply_change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
                  changes: dict[str, Any], *, who: str, identity_kind: str, action: str,
                  comment: str | None, base_version: int | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pld import jobs
+from pld import jobs, review
 from pld.pipeline.runs import FAILED, INTERRUPTED
 from pld.ui import sidebar
 from pld.workspace import Workspace
@@ -125,6 +125,13 @@ def acting() -> dict[str, str]:
     acted (starting and cancelling jobs, exports); empty when nobody is identified."""
     me = sidebar.identity()
     return {"who": me.name, "identity_kind": me.kind} if me is not None else {}
+
+
+def record(ws: Workspace, entity: str, action: str, details: dict[str, Any]) -> None:
+    """Audit something the signed-in reviewer did that is not a review (loading data)."""
+    me = sidebar.identity()
+    review.record_action(ws, me.name if me else None, me.kind if me else review.SELF_DECLARED,
+                         entity, action, details)
 
 
 def _cancel(ws: Workspace, entry: dict[str, object]) -> None:

@@ -16,7 +16,6 @@ from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import DEFAULT_MODEL, parse_model
 from pld.tasks.store import loaded_tasks
-from pld.ui.plain import literal
 from pld.ui.served_paths import confine
 from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
 
@@ -142,7 +141,7 @@ def render() -> None:
             st.caption("No task loaded yet: start on the Data page.")
         if auth_configured():
             if getattr(st.user, "is_logged_in", False):
-                st.markdown(f"Signed in as **{literal(reviewer())}**")
+                st.text(f"Signed in as {reviewer()}")  # plain: no Markdown, no auto-link
                 st.button("Log out", on_click=st.logout)
             else:
                 st.button("Log in to review", on_click=st.login)

@@ -304,6 +304,9 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     ui.type("Reviewer name", "alice", scope=ui.sidebar)
     expect(ui.main.get_by_text("Signing as alice (self-declared).")).to_be_visible()
     assert _approve_drafts(ui) == 4
+    # The prompt's fixed text (description, labels, output instruction) is signed off too.
+    ui.click("Approve preamble")
+    ui.see(ui.flash("Preamble approved by alice"))
     expect(ui.metric("Approved")).to_have_text("4")
     expect(ui.metric("Draft")).to_have_text("0")
     ui.choose("Open heuristic", re.compile(rf"^#{hid} · "))
@@ -362,6 +365,8 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     assert prompt.is_file() and manifest_file.is_file()
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     assert len(manifest["heuristics"]) == 4
+    assert manifest["preamble"]["approved_by"] == "alice"
+    assert manifest["prompt_built_by"] == "alice"
     assert {e["method"] for e in manifest["evaluations"]} >= {"pld"}
     assert "passcode" in prompt.read_text(encoding="utf-8")
     with page.expect_download() as download:

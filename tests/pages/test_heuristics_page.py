@@ -214,7 +214,12 @@ def test_consolidate_starts_a_background_job(open_page: OpenPage, populated_ws: 
     assert "Consolidation started" in _texts(at.success)
     with populated_ws.open() as ws:
         started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
-    assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher]]
+    # The starter is named: the drafts count as ana's (four-eyes), and the start is audited.
+    assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher,
+                                          "--as", "ana"]]
+    with populated_ws.open() as ws:
+        audit = ws.query("SELECT who, after FROM reviews WHERE entity = 'job'")
+    assert [(a["who"], loads(a["after"])["kind"]) for a in audit] == [("ana", "consolidate")]
 
 
 def test_consolidate_with_another_merge_mode_passes_it(open_page: OpenPage,
@@ -231,7 +236,7 @@ def test_consolidate_with_another_merge_mode_passes_it(open_page: OpenPage,
         started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
     assert [j.args for j in started] == [
         ["consolidate", populated_ws.task, "--teacher", teacher, "--merge", "medoid",
-         "--retry-failed"]]
+         "--retry-failed", "--as", "ana"]]
 
 
 def test_merge_two_heuristics_into_a_draft(open_page: OpenPage, populated_ws: Populated) -> None:

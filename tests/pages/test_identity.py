@@ -46,7 +46,7 @@ def test_logged_in_user_signs_as_oidc_and_cannot_type_a_name(
     at.selectbox(key="h_selected").set_value(hid).run()
     assert not at.exception
     assert "reviewer" not in [t.key for t in at.sidebar.text_input]
-    assert f"Signed in as **{literal('carl@bank.example')}**" in _texts(at.sidebar.markdown)
+    assert "Signed in as carl@bank.example" in _texts(at.sidebar.text)
     assert f"Signing as **{literal('carl@bank.example')}** (oidc)" in _texts(at.caption)
     at.button(key=f"h_approve_{hid}").click().run()
     assert not at.exception and not at.error
@@ -68,8 +68,7 @@ def test_a_display_name_or_unverified_email_is_never_the_identity(
                          is_logged_in=True, **claims)
         at.run()
         assert not at.exception
-        assert f"Signed in as **{literal('u-1001@id.bank.example')}**" \
-            in _texts(at.sidebar.markdown)
+        assert "Signed in as u-1001@id.bank.example" in _texts(at.sidebar.text)
 
 
 def test_a_login_without_a_subject_names_nobody(open_page: OpenPage,
