@@ -589,7 +589,6 @@ def main() -> None:
                    "approve or reject. Those buttons stay disabled until then.")
     page.show_flash()
     rows = review.list_heuristics(ws, task)
-    preamble_panel(ws, task, me)
     _consolidate_section(ws, task, empty=not rows)
     approvers = _approvers_section(ws, task, me)
     _create_section(ws, task, me)
@@ -611,6 +610,8 @@ def main() -> None:
                                                  f"{_short(by_id[i]['text'])}")
         _detail(ws, hid, me, approvers)
     st.divider()
+    # After the heuristics: the rest of the prompt, signed off the same way.
+    preamble_panel(ws, task, me)
     # Last: the evidence is about the approved set as a whole, not the heuristic opened above.
     _impact_section(ws, task)
 
