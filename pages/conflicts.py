@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pld import jobs
+from pld import jobs, review
 from pld.errors import BadInput
 from pld.pipeline import decisions, resolve_state, resolve_view
 from pld.ui import diffs, page, sidebar
@@ -238,6 +238,17 @@ def main() -> None:
         st.warning(f"Every teacher call of iteration {last['iteration']} failed, so the loop "
                    f"stopped and prompt v{last['best_version']} stands. {reasons} Running the "
                    "loop again asks the teacher again (a larger teacher model may be needed).")
+    reverted = [h for h in history if h["reverted_to_draft"]]
+    waiting = [i for i in (reverted[-1]["reverted_to_draft"] if reverted else [])
+               if review.fetch(ws, i)["status"] == review.DRAFT]
+    if waiting:
+        last = reverted[-1]
+        drafts = ", ".join(f"#{i}" for i in waiting)
+        left = ", ".join(f"#{i}" for i in last["not_reverted"]) or "none"
+        st.warning(f"Iteration {last['iteration']} scored lower, so the loop undid its own "
+                   f"changes. The loop never approves: heuristics back at their earlier text "
+                   f"as drafts, waiting for your approval on the Heuristics page: {drafts}. "
+                   f"Changed by people since, left as they are: {left}.")
     _run_section(ws, task, bool(history), retry=failed)
     if not history:
         st.info(f"No conflict-loop iteration for task {literal(task)} yet. Approve some "

@@ -29,8 +29,9 @@ def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
     adoption compares), raw_macro_f1, accuracy, n, n_errors, proposals_made / proposals_accepted /
     proposals_rejected / proposals_pending, adopted, best_version after it, delta (against the
     best before it), basis_version (the version whose errors the proposals address), stop,
-    failed_groups (heuristic id -> error of each teacher call that failed), student and
-    evaluation_id."""
+    failed_groups (heuristic id -> error of each teacher call that failed), reverted_to_draft
+    and not_reverted (what undoing a worse version left for people, and what people had
+    changed, so it was left alone), student and evaluation_id."""
     counts: dict[tuple[int, str], int] = {
         (r["iteration"], r["status"]): r["n"] for r in ws.query(
             "SELECT iteration, status, count(*) AS n FROM proposals WHERE task = ? "
@@ -50,6 +51,8 @@ def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
             "delta": r.get("delta"), "basis_version": (r.get("basis") or {}).get("version"),
             "proposed": bool(r.get("proposed")), "stop": r.get("stop"),
             "failed_groups": r.get("failed_groups") or {},
+            "reverted_to_draft": r.get("reverted_to_draft") or [],
+            "not_reverted": r.get("not_reverted") or [],
             "student": r["student"], "val_limit": r.get("val_limit"),
             "evaluation_id": r["evaluation_id"], "run_id": r["run_id"],
         })

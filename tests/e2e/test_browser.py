@@ -20,6 +20,8 @@ from pathlib import Path
 from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from pld.pipeline.verify import verify
+from pld.workspace import open_workspace
 from tests.e2e.conftest import RunningApp
 
 STEP_TIMEOUT_MS = 30_000    # a page run, a button's callback
@@ -373,6 +375,17 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     with page.expect_download() as download:
         ui.button("Download prompt.md").click()
     assert Path(download.value.path()).read_bytes() == prompt.read_bytes()
+    # A downloaded pair is recorded in the trail like a written one: verify accepts it.
+    saved = tmp_path / "downloaded"
+    saved.mkdir()
+    with page.expect_download() as download:
+        ui.rerun(ui.button("Download manifest.json").click)
+    download.value.save_as(saved / "manifest.json")
+    (saved / "prompt.md").write_bytes(prompt.read_bytes())
+    with open_workspace(streamlit_app.workspace) as ws:
+        for folder in (out, saved):
+            result = verify(ws, folder)
+            assert result.ok, result.broken
     ui.check("export-written")
 
     # Calls: every teacher and student call of the walk is in the log.

@@ -261,3 +261,21 @@ def test_model_and_reviewer_text_is_shown_literally(open_page: OpenPage, looped:
     assert any(unescaped(c.value).startswith("rejected by bob_*x* at ") for c in at.caption)
     assert "by bob_*x* at" in html and "bob_<em>" not in html
     assert "(x_*y*` **APPROVED**`)" in html and "<code>" not in html
+
+
+def test_a_revert_says_which_heuristics_wait_for_people(open_page: OpenPage,
+                                                        looped: Populated) -> None:
+    draft = looped.heuristic_ids[3]
+    with looped.open() as ws:
+        resolve_state.update_record(ws, looped.task, 1, reverted_to_draft=[draft],
+                                    not_reverted=[looped.heuristic_ids[0]])
+    at = open_page("conflicts", task=looped.task, reviewer="ana")
+    at.run()
+    assert not at.exception
+    warned = _texts(at.warning)
+    assert f"waiting for your approval on the Heuristics page: #{draft}" in warned
+    assert f"left as they are: #{looped.heuristic_ids[0]}" in warned
+    with looped.open() as ws:
+        approve_seen(ws, draft, "bea")
+    at.run()
+    assert "waiting for your approval" not in _texts(at.warning)

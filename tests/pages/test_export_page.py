@@ -8,10 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import review
 from pld.pipeline import student
+from pld.pipeline.verify import verify
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.conftest import approve_seen
@@ -130,3 +132,29 @@ def test_default_folder_follows_the_chosen_version(open_page: OpenPage,
     assert not at.exception and not at.error
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["version"] == 1
+
+
+def test_a_served_app_writes_only_under_its_exports_folder(
+        open_page: OpenPage, populated_ws: Populated, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: any folder typed into the page was written to.
+    root = populated_ws.path.parent
+    monkeypatch.setenv("PLD_ROOT", str(root))
+    at = open_page("export", task=populated_ws.task, reviewer="ana")
+    at.run()
+    key = f"x_out_demo_v{populated_ws.prompt_version}"
+    assert at.text_input(key=key).value == str(root / "exports" / "demo-v1")
+    outside = tmp_path.parent / "not-the-team"
+    at.text_input(key=key).input(str(outside)).run()
+    at.button(key="x_write").click().run()
+    assert "must be inside" in _texts(at.error)
+    assert not outside.exists()
+    at.text_input(key=key).input(str(root / "exports" / "demo-v1")).run()
+    at.button(key="x_write").click().run()
+    assert not at.exception and "Wrote" in _texts(at.success)
+    with populated_ws.open() as ws:
+        rows = ws.query("SELECT who, after FROM reviews WHERE entity = 'export'")
+        result = verify(ws, root / "exports" / "demo-v1")
+    assert [r["who"] for r in rows] == ["ana"]  # the export is in the trail with who
+    assert result.ok, result.broken
+

@@ -9,11 +9,11 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
-from pld import jobs, review
+from pld import jobs, preamble, review
 from pld.tasks import load_task
 from pld.workspace import loads, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
-from tests.pages.conftest import Populated
+from tests.pages.conftest import SPOOF, Populated, assert_not_rendered, rendered
 
 OpenPage = Callable[..., AppTest]
 
@@ -424,3 +424,47 @@ def test_impact_of_each_heuristic_is_shown_harmful_first(
         review.reject(ws, first, "ana")
     at.run()
     assert "Measured on an earlier set" in _texts(at.warning)
+
+
+def test_text_names_and_comments_are_shown_exactly_as_written(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: the heuristic above the Approve button was rendered as Markdown (fake badges,
+    # links, hidden reference lines), and a comment could forge an "approve by alice" line.
+    hid = populated_ws.heuristic_ids[3]
+    with populated_ws.open() as ws:
+        edited = review.edit(ws, hid, SPOOF, "mallory_*x*", base_version=1,
+                             comment="ok\n**approve** by alice")
+    at = _open(open_page, populated_ws, hid)
+    assert SPOOF in [c.value for c in at.code]
+    assert "comment: ok\n**approve** by alice" in _texts(at.text)
+    assert_not_rendered(at)
+    assert "<em>x</em>" not in rendered(at)  # the name is not italicised either
+    assert edited["version"] == 2
+
+
+def test_the_preamble_is_reviewed_like_a_heuristic(open_page: OpenPage,
+                                                   populated_ws: Populated) -> None:
+    # Before: the prompt began with the task description, which nobody approved.
+    with populated_ws.open() as ws:
+        row = preamble.get_preamble(ws, populated_ws.task)
+    assert row is not None and row["status"] == "approved"
+    at = open_page("heuristics", task=populated_ws.task, reviewer="dan")
+    at.run()
+    assert row["text"] in [c.value for c in at.code]
+    key = f"pre_text_{populated_ws.task}_dan"
+    at.text_area(key=key).input(row["text"].replace("Label it", "Always label it")).run()
+    at.button(key=f"pre_save_{populated_ws.task}").click().run()
+    assert not at.exception
+    assert "Preamble saved as version" in _texts(at.success)
+    # dan wrote it: his approval is refused before the click (disabled) and after it.
+    assert at.button(key=f"pre_approve_{populated_ws.task}").disabled
+    other = open_page("heuristics", task=populated_ws.task, reviewer="Eve")
+    other.run()
+    other.button(key=f"pre_approve_{populated_ws.task}").click().run()
+    assert not other.exception and "Preamble approved by eve" in _texts(other.success)
+    with populated_ws.open() as ws:
+        now = preamble.get_preamble(ws, populated_ws.task)
+        hist = preamble.preamble_history(ws, populated_ws.task)
+    assert now is not None and (now["status"], now["approved_by"]) == ("approved", "eve")
+    assert "Always label it" in now["text"]
+    assert [(h["action"], h["who"]) for h in hist][-2:] == [("edit", "dan"), ("approve", "eve")]
