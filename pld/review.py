@@ -175,11 +175,6 @@ def check_actor(who: str, identity_kind: str) -> str:
     return who
 
 
-def is_person(name: str | None) -> bool:
-    """True when ``name`` is a person's (not a model's or PLD Studio's own actor)."""
-    return bool(name) and not str(name).startswith(RESERVED_PREFIXES)
-
-
 def _check_text(text: str) -> str:
     text = (text or "").strip()
     if not text:
@@ -234,9 +229,9 @@ def set_require_oidc(ws: Workspace, task: str, required: bool, who: str, *,
         if before == required:
             return
         db.execute("UPDATE tasks SET require_oidc = ? WHERE name = ?", [int(required), task])
-        _audit(db, who, identity_kind, "task", None, "require-oidc",
-               {"task": task, "require_oidc": before}, {"task": task, "require_oidc": required},
-               None)
+        audit(db, who, identity_kind, "task", None, "require-oidc",
+              {"task": task, "require_oidc": before}, {"task": task, "require_oidc": required},
+              None)
 
 
 def _check_four_eyes(row: dict[str, Any], who: str) -> None:
@@ -283,9 +278,6 @@ def audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
         after=None if after is None else dumps(after), comment=comment)
 
 
-_audit = audit
-
-
 ANONYMOUS = SYSTEM_PREFIX + "anonymous"
 
 
@@ -315,8 +307,8 @@ def apply_change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
     if cur.rowcount != 1:
         raise stale_error(ws, row["id"], base, entity)
     after = fetch(ws, row["id"], entity)
-    _audit(db, who, identity_kind, entity, row["id"], action, row,
-           {**after, **(note or {})}, comment)
+    audit(db, who, identity_kind, entity, row["id"], action, row,
+          {**after, **(note or {})}, comment)
     return after
 
 
@@ -333,7 +325,7 @@ def insert_row(db: sqlite_utils.Database, fields: dict[str, Any], *, who: str,
     row["source_rule_ids"] = dumps(sorted(set(row.get("source_rule_ids") or [])))
     hid = int(db["heuristics"].insert(row).last_pk)
     after = {**row, "id": hid, "source_rule_ids": loads(row["source_rule_ids"]), **(note or {})}
-    _audit(db, who, identity_kind, HEURISTIC, hid, "create", None, after, comment)
+    audit(db, who, identity_kind, HEURISTIC, hid, "create", None, after, comment)
     return hid
 
 
@@ -542,8 +534,8 @@ def add_approver(ws: Workspace, task: str, name: str, who: str, *,
         if name in approvers:
             return False
         db["approvers"].insert({"task": task, "name": name, "added_at": now()})
-        _audit(db, who, identity_kind, "approver", None, "add", None,
-               {"task": task, "name": name}, None)
+        audit(db, who, identity_kind, "approver", None, "add", None,
+              {"task": task, "name": name}, None)
     return True
 
 
@@ -565,8 +557,8 @@ def remove_approver(ws: Workspace, task: str, name: str, who: str, *,
         if name not in stored:
             return False
         db.execute("DELETE FROM approvers WHERE task = ? AND name = ?", [task, stored[name]])
-        _audit(db, who, identity_kind, "approver", None, "remove", {"task": task, "name": name},
-               None, None)
+        audit(db, who, identity_kind, "approver", None, "remove", {"task": task, "name": name},
+              None, None)
     return True
 
 
@@ -598,9 +590,9 @@ def set_description(ws: Workspace, task: str, text: str, who: str, *,
         if text == current:
             return False
         db.execute("UPDATE tasks SET description = ? WHERE name = ?", [text, task])
-        _audit(db, who, identity_kind, "task", None, "describe",
-               {"task": task, "description": current}, {"task": task, "description": text},
-               comment)
+        audit(db, who, identity_kind, "task", None, "describe",
+              {"task": task, "description": current}, {"task": task, "description": text},
+              comment)
         _follow_description(ws, db, task, current, text, who, identity_kind)
     return True
 
