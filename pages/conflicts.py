@@ -145,7 +145,8 @@ def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None
                     if p.get("created_heuristic_id") else "")
             st.caption(f"{p['status']} by {literal(p['decided_by'])} at {p['decided_at']}{made}")
             return
-        comment_key = f"{prefix}_comment_{pid}"
+        # Per person: a comment typed under one name is never recorded under another.
+        comment_key = f"{prefix}_comment_{pid}_{me.name if me else ''}"
         st.text_input("Comment", key=comment_key, disabled=me is None)
         c1, c2 = st.columns(2)
         c1.button("Accept", key=f"{prefix}_accept_{pid}", type="primary", disabled=me is None,
@@ -258,6 +259,9 @@ def main() -> None:
     _history_table(history)
     iterations = [h["iteration"] for h in history]
     page.follow_newest("c_iteration", iterations, iterations[-1], scope=task)
+    wanted = st.session_state.pop("_pld_open_iteration", None)
+    if wanted in iterations:  # opened from the Home page's queue
+        st.session_state["c_iteration"] = wanted
     k = st.selectbox("Iteration", iterations, key="c_iteration")
     proposals = resolve_view.list_proposals(ws, task, k)
     errors = resolve_view.errors_for_iteration(ws, task, k)

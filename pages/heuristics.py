@@ -37,11 +37,23 @@ def _short(text: str, n: int = 80) -> str:
 
 # -- callbacks ------------------------------------------------------------------------------------
 
+def _key(part: str, hid: int) -> str:
+    """The session key of one person's unsaved work on heuristic ``hid`` (editor text, base,
+    refused edit): keyed by the reviewer, so switching names never carries it over."""
+    me = sidebar.identity()
+    return f"h_{part}_{hid}_{me.name if me else ''}"
+
+
+def _comment_key(hid: int, name: str) -> str:
+    # Per person: a comment bob typed must not be recorded with alice's decision.
+    return f"h_comment_{hid}_{name}"
+
+
 def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
     who = _actor()
     if who is None:
         return
-    comment = (st.session_state.get(f"h_comment_{hid}") or "").strip() or None
+    comment = (st.session_state.get(_comment_key(hid, who.name)) or "").strip() or None
     act = review.approve if action == "approve" else review.reject
     try:
         row = act(ws, hid, who.name, base_version=version, identity_kind=who.kind,
@@ -55,37 +67,39 @@ def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
     except BadInput as e:
         page.flash("error", str(e))
     else:
-        st.session_state[f"h_comment_{hid}"] = ""
+        st.session_state[_comment_key(hid, who.name)] = ""
         page.flash("success", f"Heuristic #{hid} {row['status']} by {literal(who.name)} "
                               f"({who.kind}); "
                               f"now version {row['version']}.")
 
 
 def _open_edit(hid: int, version: int, text: str) -> None:
-    st.session_state[f"h_edit_base_{hid}"] = {"version": version, "text": text}
-    st.session_state[f"h_edit_text_{hid}"] = text
-    st.session_state.pop(f"h_stale_{hid}", None)
+    st.session_state[_key("edit_base", hid)] = {"version": version, "text": text}
+    st.session_state[_key("edit_text", hid)] = text
+    st.session_state.pop(_key("stale", hid), None)
 
 
 def _close_edit(hid: int) -> None:
-    for key in (f"h_edit_base_{hid}", f"h_edit_text_{hid}", f"h_edit_comment_{hid}"):
+    for key in (_key("edit_base", hid), _key("edit_text", hid), _key("edit_comment", hid),
+                _key("edit_mine", hid), _key("edit_kept", hid)):
         st.session_state.pop(key, None)
 
 
 def _save_edit(ws: Workspace, hid: int) -> None:
     who = _actor()
-    base = st.session_state.get(f"h_edit_base_{hid}")
+    base = st.session_state.get(_key("edit_base", hid))
     if who is None or base is None:
         return
-    text = st.session_state.get(f"h_edit_text_{hid}") or ""
-    comment = (st.session_state.get(f"h_edit_comment_{hid}") or "").strip() or None
+    text = st.session_state.get(_key("edit_text", hid)) or ""
+    comment = (st.session_state.get(_key("edit_comment", hid)) or "").strip() or None
     try:
         row = review.edit(ws, hid, text, who.name, base_version=base["version"],
                           identity_kind=who.kind, comment=comment)
     except review.StaleEdit as e:
         theirs = e.theirs or {}
-        st.session_state[f"h_stale_{hid}"] = {
-            "mine": text, "base_version": base["version"], "message": str(e),
+        st.session_state[_key("stale", hid)] = {
+            "mine": text, "base_version": base["version"], "base_text": base["text"],
+            "message": str(e),
             "theirs": e.current["text"], "version": e.current["version"],
             "status": e.current["status"], "who": theirs.get("who"),
             "action": theirs.get("action"), "at": theirs.get("created_at"),
@@ -101,16 +115,20 @@ def _save_edit(ws: Workspace, hid: int) -> None:
 
 
 def _redo_on_theirs(hid: int) -> None:
-    """Reopen the editor on the current version with the reviewer's own text in it."""
-    stale = st.session_state.pop(f"h_stale_{hid}", None)
+    """Reopen the editor on *their* text (the current version), keeping the reviewer's refused
+    text beside it: starting from their text, saving cannot silently undo their change."""
+    stale = st.session_state.pop(_key("stale", hid), None)
     if stale is not None:
-        st.session_state[f"h_edit_base_{hid}"] = {"version": stale["version"],
+        st.session_state[_key("edit_base", hid)] = {"version": stale["version"],
                                                   "text": stale["theirs"]}
-        st.session_state[f"h_edit_text_{hid}"] = stale["mine"]
+        st.session_state[_key("edit_text", hid)] = stale["theirs"]
+        st.session_state[_key("edit_mine", hid)] = {"text": stale["mine"],
+                                                  "base_text": stale.get("base_text", ""),
+                                                  "base_version": stale["base_version"]}
 
 
 def _discard_stale(hid: int) -> None:
-    st.session_state.pop(f"h_stale_{hid}", None)
+    st.session_state.pop(_key("stale", hid), None)
 
 
 def _add_approver(ws: Workspace, task: str) -> None:
@@ -434,14 +452,14 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
     hid, status = h["id"], h["status"]
     if me is None:
         st.info("Enter your name in the sidebar (or log in) to approve or reject.")
-    elif approvers and me.name not in approvers:
+    elif approvers and me.name not in {review.normalize_name(a) for a in approvers}:
         st.info(f"{literal(me.name)} is not on this task's approver list: you can edit and "
                 "comment, not approve or reject.")
-    elif h["updated_by"] == me.name and status != review.APPROVED:
+    elif review.normalize_name(h["updated_by"] or "") == me.name and status != review.APPROVED:
         st.warning(f"You ({literal(me.name)}) wrote the current text: the four-eyes rule needs "
                    "someone else to approve it.")
-    st.text_input("Comment (recorded with the decision)", key=f"h_comment_{hid}",
-                  disabled=me is None)
+    st.text_input("Comment (recorded with the decision)",
+                  key=_comment_key(hid, me.name if me else ""), disabled=me is None)
     c1, c2 = st.columns(2)
     c1.button("Approve", key=f"h_approve_{hid}", type="primary",
               disabled=me is None or status not in (review.DRAFT, review.REJECTED),
@@ -453,46 +471,73 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
         st.caption(f"Signing as **{literal(me.name)}** ({me.kind}).")
 
 
+def _three_way(base_version: int, base_text: str, theirs_label: str, theirs: str,
+               mine: str) -> None:
+    """Base, theirs and mine side by side, each change marked against the base."""
+    b, t, m = st.columns(3)
+    with b:
+        st.markdown(f"**Base** (v{base_version}, what you started from)")
+        st.code(base_text, language=None, wrap_lines=True)
+    with t:
+        st.markdown(f"**Theirs** ({theirs_label})")
+        st.html(diffs.diff_html(base_text, theirs))
+    with m:
+        st.markdown("**Yours** (not saved)")
+        st.html(diffs.diff_html(base_text, mine))
+
+
 def _stale_view(hid: int, stale: dict[str, Any]) -> None:
+    """Drawn above the tabs, so the refused text is in front of the reviewer, not one click
+    away; nothing of theirs or yours is lost until they choose."""
     st.error(f"Your edit was not saved: {stale['message']}")
-    left, right = st.columns(2)
-    with left:
-        st.markdown(f"**Your text** (based on v{stale['base_version']}, not saved)")
-        st.code(stale["mine"], language=None, wrap_lines=True)
-    with right:
-        by = f" by {literal(stale['who'])} ({stale['action']})" if stale["who"] else ""
-        st.markdown(f"**Theirs**: v{stale['version']}, {stale['status']}{by}")
-        st.code(stale["theirs"], language=None, wrap_lines=True)
-    st.caption("Difference from their text to yours:")
-    st.html(diffs.diff_html(stale["theirs"], stale["mine"]))
+    by = f" by {literal(stale['who'])} ({stale['action']})" if stale["who"] else ""
+    _three_way(stale["base_version"], stale.get("base_text", ""),
+               f"v{stale['version']}, {stale['status']}{by}", stale["theirs"], stale["mine"])
     c1, c2 = st.columns(2)
-    c1.button("Edit again from their version", key=f"h_redo_{hid}", on_click=_redo_on_theirs,
-              args=(hid,), help="Opens the editor on the current version with your text in it; "
-                                "nothing is saved until you save again.")
+    c1.button("Redo mine on theirs", key=f"h_redo_{hid}", on_click=_redo_on_theirs,
+              args=(hid,), type="primary",
+              help="Opens the editor on their text (the current version), with yours beside "
+                   "it to carry your change over; nothing is saved until you save.")
     c2.button("Discard my text", key=f"h_discard_{hid}", on_click=_discard_stale, args=(hid,))
 
 
-def _edit_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> None:
+def _edit_tab(h: dict[str, Any], me: sidebar.Identity | None) -> None:
     hid = h["id"]
-    stale = st.session_state.get(f"h_stale_{hid}")
-    if stale is not None:
-        _stale_view(hid, stale)
+    if st.session_state.get(_key("stale", hid)) is not None:
+        st.caption("Your refused edit is shown above the tabs.")
         return
     if h["status"] not in review.LIVE:
         st.info(f"This heuristic is {h['status']}; it can no longer be edited.")
         return
-    base = st.session_state.get(f"h_edit_base_{hid}")
-    if me is None or base is None:
-        if me is None:
-            st.info("Enter your name in the sidebar (or log in) to edit.")
-        st.button("Edit this heuristic", key=f"h_open_edit_{hid}", on_click=_open_edit,
-                  args=(hid, h["version"], h["text"]), disabled=me is None)
+    if me is not None and st.session_state.get(_key("edit_base", hid)) is not None:
+        st.caption("The editor is open above the tabs.")
         return
+    if me is None:
+        st.info("Enter your name in the sidebar (or log in) to edit.")
+    st.button("Edit this heuristic", key=f"h_open_edit_{hid}", on_click=_open_edit,
+              args=(hid, h["version"], h["text"]), disabled=me is None)
+
+
+def _editor(ws: Workspace, h: dict[str, Any], base: dict[str, Any]) -> None:
+    """The open editor, above the tabs (a rerun shows the first tab again)."""
+    hid = h["id"]
+    mine = st.session_state.get(_key("edit_mine", hid))
+    if mine is not None:
+        st.info("Redoing your change on their version: the box starts from their text. Carry "
+                "your change over, then save.")
+        _three_way(mine["base_version"], mine["base_text"], f"v{base['version']}, now",
+                   base["text"], mine["text"])
     st.caption(f"Editing from version {base['version']}. Saving makes it a draft that someone "
                "else must approve.")
-    st.text_area("Text", key=f"h_edit_text_{hid}", height=160)
-    st.text_input("Comment", key=f"h_edit_comment_{hid}")
-    new = st.session_state.get(f"h_edit_text_{hid}") or ""
+    text_key, kept_key = _key("edit_text", hid), _key("edit_kept", hid)
+    # Streamlit forgets a widget's value while it is not drawn (another reviewer's name in
+    # the sidebar): a copy outside the widget brings the unsaved text back.
+    if text_key not in st.session_state and kept_key in st.session_state:
+        st.session_state[text_key] = st.session_state[kept_key]
+    st.text_area("Text", key=text_key, height=160)
+    st.session_state[kept_key] = st.session_state.get(text_key)
+    st.text_input("Comment", key=_key("edit_comment", hid))
+    new = st.session_state.get(_key("edit_text", hid)) or ""
     spans = diffs.word_diff(base["text"], new)
     if diffs.changed(spans):
         st.caption(f"Your change against version {base['version']}:")
@@ -559,12 +604,19 @@ def _detail(ws: Workspace, hid: int, me: sidebar.Identity | None, approvers: lis
     # that stay in the prompt.
     st.code(h["text"], language=None, wrap_lines=True)
     _last_change(hist, h)
+    stale = st.session_state.get(_key("stale", hid))
+    base = st.session_state.get(_key("edit_base", hid))
+    if stale is not None:
+        _stale_view(hid, stale)
+    elif me is not None and base is not None and h["status"] in review.LIVE:
+        with st.container(border=True):
+            _editor(ws, h, base)
     t_review, t_edit, t_split, t_sources, t_history = st.tabs(
         ["Review", "Edit", "Split", f"Sources ({len(h['sources'])})", f"History ({len(hist)})"])
     with t_review:
         _review_tab(ws, h, me, approvers)
     with t_edit:
-        _edit_tab(ws, h, me)
+        _edit_tab(h, me)
     with t_split:
         _split_tab(ws, h, me)
     with t_sources:
@@ -605,6 +657,9 @@ def main() -> None:
     else:
         _table(shown)
         by_id = {r["id"]: r for r in shown}
+        wanted = st.session_state.pop("_pld_open_heuristic", None)
+        if wanted in by_id:  # opened from the Home page's queue
+            st.session_state["h_selected"] = wanted
         hid = st.selectbox("Open heuristic", list(by_id), key="h_selected",
                            format_func=lambda i: f"#{i} · {by_id[i]['status']} · "
                                                  f"{_short(by_id[i]['text'])}")

@@ -9,9 +9,52 @@ import streamlit as st
 
 from pld.llm.local_backend import loaded_models
 from pld.overview import workspace_overview
+from pld.review_queue import reviewer_queue
 from pld.tasks import data_dirs, task_statuses
 from pld.ui import page, sidebar
 from pld.ui.plain import literal
+from pld.workspace import Workspace
+
+PAGE_FILES = {"heuristics": "pages/heuristics.py", "conflicts": "pages/conflicts.py",
+              "export": "pages/export.py"}
+KIND_TITLES = {"approve": "to approve", "decide": "proposals to decide",
+               "others-sign": "yours, for someone else to sign", "failed-job": "failed jobs",
+               "export-blocked": "exports blocked"}
+
+
+def _open(item: dict[str, object]) -> None:
+    # A callback runs before the sidebar is drawn, so the task can still be switched here;
+    # the page reads its own "_pld_open_*" key when it draws its picker.
+    st.session_state["task"] = item["task"]
+    if item["what"] in ("heuristic", "preamble"):
+        st.session_state["_pld_open_heuristic"] = item["id"] if item["what"] == "heuristic" \
+            else None
+    elif item["what"] == "proposal":
+        st.session_state["_pld_open_iteration"] = item["iteration"]
+    elif item["what"] == "prompt":
+        st.session_state["x_version"] = item["id"]
+    st.session_state["_pld_goto"] = PAGE_FILES.get(str(item["page"]))
+
+
+def _queue(ws: Workspace) -> None:
+    """What waits for the signed-in reviewer, each item one click from where it is resolved."""
+    me = sidebar.identity()
+    st.subheader("Your queue")
+    if me is None:
+        st.caption("Enter your name in the sidebar (or log in) to see what waits for you.")
+        return
+    q = reviewer_queue(ws, me.name, me.kind)
+    if not q["items"]:
+        st.success(f"Nothing waits for {literal(me.name)}.")
+        return
+    st.caption(" · ".join(f"{n} {KIND_TITLES[k]}" for k, n in q["counts"].items() if n))
+    for i, item in enumerate(q["items"]):
+        with st.container(border=True):
+            left, right = st.columns([6, 1])
+            left.caption(f"{KIND_TITLES[item['kind']]} · task {literal(item['task'])}")
+            left.text(item["summary"])  # model- and reviewer-written text: plain
+            if item["page"] in PAGE_FILES:
+                right.button("Open", key=f"home_open_{i}", on_click=_open, args=(item,))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -25,7 +68,11 @@ st.caption("Prompt-Level Distillation with people in the loop: a teacher writes 
            "approve them, a small student follows them.")
 
 ws, _task = page.setup()
+goto = st.session_state.pop("_pld_goto", None)
+if goto:
+    st.switch_page(goto)
 if ws is not None:
+    _queue(ws)
     ov = workspace_overview(ws)
     c1, c2, c3 = st.columns(3)
     c1.metric("Tasks loaded", len(ov["tasks"]))

@@ -17,10 +17,10 @@ from pld.cli import (  # noqa: F401
     evals,
     heuristics,
     models,
-    preamble,
     prompts,
     rules,
     run,
+    signoff,
     tasks,
 )
 from pld.cli.root import cli

@@ -138,7 +138,7 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
     before = edit["heuristic"]
     at = open_page("conflicts", task=looped.task, reviewer="ana")
     at.run()
-    at.text_input(key=f"c_all_comment_{edit['id']}").input("good catch")
+    at.text_input(key=f"c_all_comment_{edit['id']}_ana").input("good catch")
     at.button(key=f"c_all_accept_{edit['id']}").click().run()
     assert not at.exception
     assert f"Accepted proposal #{edit['id']}" in _texts(at.success)

@@ -97,9 +97,9 @@ def test_edit_bumps_version_and_audits(open_page: OpenPage, populated_ws: Popula
     hid = populated_ws.heuristic_ids[3]
     at = _open(open_page, populated_ws, hid)
     at.button(key=f"h_open_edit_{hid}").click().run()
-    at.text_area(key=f"h_edit_text_{hid}").input("Answer routine for chequebooks.").run()
+    at.text_area(key=f"h_edit_text_{hid}_ana").input("Answer routine for chequebooks.").run()
     assert "<ins" in _texts(at.get("html"))  # the live diff against version 1
-    at.text_input(key=f"h_edit_comment_{hid}").input("shorter")
+    at.text_input(key=f"h_edit_comment_{hid}_ana").input("shorter")
     at.button(key=f"h_save_{hid}").click().run()
     assert not at.exception
     assert "as version 2" in _texts(at.success)
@@ -116,7 +116,7 @@ def test_edit_bumps_version_and_audits(open_page: OpenPage, populated_ws: Popula
 def test_approve_as_named_reviewer(open_page: OpenPage, populated_ws: Populated) -> None:
     hid = populated_ws.heuristic_ids[3]
     at = _open(open_page, populated_ws, hid)
-    at.text_input(key=f"h_comment_{hid}").input("reads well")
+    at.text_input(key=f"h_comment_{hid}_ana").input("reads well")
     at.button(key=f"h_approve_{hid}").click().run()
     assert not at.exception
     assert "approved by ana" in _texts(at.success)
@@ -158,26 +158,48 @@ def test_stale_edit_is_refused_and_shown_side_by_side(open_page: OpenPage,
                                                       populated_ws: Populated) -> None:
     hid = populated_ws.heuristic_ids[3]
     at = _open(open_page, populated_ws, hid)
+    original = _row(populated_ws, hid)["text"]
     at.button(key=f"h_open_edit_{hid}").click().run()
     with populated_ws.open() as ws:
         review.edit(ws, hid, "Bob's version of the rule.", "bob", base_version=1)
-    at.text_area(key=f"h_edit_text_{hid}").input("Ana's version of the rule.")
+    at.text_area(key=f"h_edit_text_{hid}_ana").input("Ana's version of the rule.")
     at.button(key=f"h_save_{hid}").click().run()
     assert not at.exception
     assert "changed since your version 1" in _texts(at.error)
-    shown = [c.value for c in at.code]
-    assert "Ana's version of the rule." in shown and "Bob's version of the rule." in shown
+    # Base, theirs and mine, in front of the reviewer (above the tabs), nothing lost.
+    html = _texts(at.get("html"))
+    assert original in [c.value for c in at.code]
+    assert "Bob&#x27;s version" in html or "Bob's version" in html
+    assert "Ana&#x27;s version" in html or "Ana's version" in html
+    assert "Your refused edit is shown above the tabs." in _texts(at.caption)
     row = _row(populated_ws, hid)
     assert (row["text"], row["version"], row["updated_by"]) == (
         "Bob's version of the rule.", 2, "bob")
-    # Editing again starts from their version, with Ana's text kept in the editor.
+    # Before: "edit again" put Ana's old text on the new version, so saving silently undid
+    # Bob's change. Now the editor starts from Bob's text, Ana's kept beside it.
     at.button(key=f"h_redo_{hid}").click().run()
-    assert at.text_area(key=f"h_edit_text_{hid}").value == "Ana's version of the rule."
+    assert at.text_area(key=f"h_edit_text_{hid}_ana").value == "Bob's version of the rule."
+    assert "Redoing your change on their version" in _texts(at.info)
+    at.text_area(key=f"h_edit_text_{hid}_ana").input(
+        "Bob's version of the rule, with Ana's exception.")
     at.button(key=f"h_save_{hid}").click().run()
     assert not at.exception
     row = _row(populated_ws, hid)
     assert (row["text"], row["version"], row["updated_by"]) == (
-        "Ana's version of the rule.", 3, "ana")
+        "Bob's version of the rule, with Ana's exception.", 3, "ana")
+
+
+def test_unsaved_work_belongs_to_its_reviewer(open_page: OpenPage,
+                                              populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    at = _open(open_page, populated_ws, hid, reviewer="bob")
+    at.button(key=f"h_open_edit_{hid}").click().run()
+    at.text_area(key=f"h_edit_text_{hid}_bob").input("bob's unsaved idea").run()
+    at.sidebar.text_input(key="reviewer").input("alice").run()
+    assert not at.exception
+    assert f"h_edit_text_{hid}_alice" not in [t.key for t in at.text_area]
+    at.sidebar.text_input(key="reviewer").input("bob").run()
+    assert at.text_area(key=f"h_edit_text_{hid}_bob").value == "bob's unsaved idea"
 
 
 def test_approver_list_limits_approval(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -199,7 +221,7 @@ def test_approver_list_limits_approval(open_page: OpenPage, populated_ws: Popula
     assert _row(populated_ws, hid)["status"] == "draft"
     # A non-approver may still edit.
     other.button(key=f"h_open_edit_{hid}").click().run()
-    other.text_area(key=f"h_edit_text_{hid}").input("Ana may still edit.")
+    other.text_area(key=f"h_edit_text_{hid}_ana").input("Ana may still edit.")
     other.button(key=f"h_save_{hid}").click().run()
     assert _row(populated_ws, hid)["text"] == "Ana may still edit."
 
@@ -375,7 +397,7 @@ def test_reject_as_a_non_approver_is_refused(open_page: OpenPage,
 def test_reject_a_heuristic(open_page: OpenPage, populated_ws: Populated) -> None:
     hid = populated_ws.approved_heuristic_ids[0]
     at = _open(open_page, populated_ws, hid, reviewer="ana")
-    at.text_input(key=f"h_comment_{hid}").input("too broad")
+    at.text_input(key=f"h_comment_{hid}_ana").input("too broad")
     at.button(key=f"h_reject_{hid}").click().run()
     assert not at.exception and not at.error
     assert f"Heuristic #{hid} rejected by ana" in _texts(at.success)

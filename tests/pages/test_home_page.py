@@ -8,6 +8,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from pld import review
 from tests.pages.conftest import PAGES_DIR, Populated
 
 APP = PAGES_DIR.parent / "app.py"
@@ -76,3 +77,26 @@ def test_a_mistyped_workspace_path_is_not_created_until_asked(
     at.sidebar.text_input(key="ws_path").set_value(str(populated_ws.path)).run()
     assert not at.sidebar.warning
     assert {m.label: m.value for m in at.metric}["Tasks loaded"] == "1"
+
+
+def test_the_queue_lists_what_waits_for_me_and_opens_it(
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    hid = populated_ws.heuristic_ids[3]
+    with populated_ws.open() as ws:
+        edited = review.edit(ws, hid, "If the message asks for a refund, answer complaint.",
+                             "bob", base_version=1)
+    bob = open_page("home", reviewer="bob").run()
+    assert not bob.exception
+    assert f"heuristic #{hid} v2: you wrote it" in "\n".join(t.value for t in bob.text)
+    alice = open_page("home", reviewer="alice").run()
+    assert any(f"heuristic #{hid} v2 by bob" in t.value for t in alice.text)
+    alice.button(key="home_open_0").click().run()
+    assert alice.session_state["_pld_open_heuristic"] == hid
+    heuristics = open_page("heuristics", reviewer="alice", task=populated_ws.task)
+    heuristics.session_state["_pld_open_heuristic"] = hid
+    heuristics.run()
+    assert heuristics.selectbox(key="h_selected").value == hid
+    with populated_ws.open() as ws:
+        review.approve(ws, hid, "alice", base_version=edited["version"])
+    assert not any(f"heuristic #{hid}" in t.value
+                   for t in open_page("home", reviewer="alice").run().text)

@@ -123,3 +123,33 @@ def test_without_auth_the_typed_name_is_self_declared(open_page: OpenPage,
     assert not at.exception
     assert at.sidebar.text_input(key="reviewer").value == "ana"
     assert "Signing as **ana** (self-declared)" in _texts(at.caption)
+
+
+def test_the_typed_name_survives_a_reload_through_the_address(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: reloading the page cleared the reviewer name, and with it the identity.
+    at = open_page("heuristics", task=populated_ws.task, reviewer="ana")
+    at.run()
+    assert at.query_params["as"] in ("ana", ["ana"])
+    reloaded = open_page("heuristics", task=populated_ws.task)
+    reloaded.query_params["as"] = "ana"
+    reloaded.run()
+    assert reloaded.sidebar.text_input(key="reviewer").value == "ana"
+    assert "Nobody is identified" not in _texts(reloaded.warning)
+
+
+def test_a_comment_typed_under_one_name_is_not_recorded_under_another(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: bob's comment stayed in the box and went into alice's decision.
+    hid = populated_ws.heuristic_ids[3]
+    at = open_page("heuristics", task=populated_ws.task, reviewer="bob")
+    at.run()
+    at.selectbox(key="h_selected").set_value(hid).run()
+    at.text_input(key=f"h_comment_{hid}_bob").input("bob thinks it is wrong").run()
+    at.sidebar.text_input(key="reviewer").input("alice").run()
+    assert at.text_input(key=f"h_comment_{hid}_alice").value == ""
+    at.button(key=f"h_approve_{hid}").click().run()
+    assert not at.exception
+    with populated_ws.open() as ws:
+        last = review.history(ws, hid)[-1]
+    assert (last["who"], last["action"], last["comment"]) == ("alice", "approve", None)

@@ -1,5 +1,6 @@
-"""``review preamble ...``: the student prompt's preamble, reviewed like a heuristic; and
-``review require-oidc``: whether a task accepts only logged-in sign-offs."""
+"""Sign-off beyond single heuristics: ``review preamble ...`` (the student prompt's fixed text,
+reviewed like a heuristic), ``review require-oidc`` (whether a task accepts only logged-in
+sign-offs) and ``review queue`` (what waits for one reviewer)."""
 
 from __future__ import annotations
 
@@ -117,3 +118,31 @@ def require_oidc(ctx: click.Context, task: str, required: bool, who: str) -> Non
 
     review.set_require_oidc(ctx_workspace(ctx), task, required, who)
     click.echo(f"task {task}: OIDC sign-offs {'required' if required else 'not required'}")
+
+
+@review_group.command("queue")
+@as_option
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def review_queue(ctx: click.Context, who: str, as_json: bool) -> None:
+    """What waits for NAME: drafts to approve, pending proposals, NAME's own drafts that someone
+    else must sign, failed jobs and blocked exports, each with the command that resolves it.
+
+    \b
+    Example:
+      python -m pld review queue --as alice
+    """
+    from pld.review_queue import reviewer_queue
+
+    data = reviewer_queue(ctx_workspace(ctx), who)
+
+    def text(d: dict[str, Any]) -> str:
+        if not d["items"]:
+            return f"nothing waits for {d['who']}"
+        lines = [f"{len(d['items'])} item(s) for {d['who']}:"]
+        lines += [f"  [{i['kind']}] {i['task']}: {i['summary']}\n      {i['command']}"
+                  for i in d["items"]]
+        return "\n".join(lines)
+
+    emit(data, as_json, text)

@@ -1,0 +1,127 @@
+"""What waits for one reviewer: the queue on the Home page and ``review queue --as NAME``.
+
+Per loaded task, in this order:
+
+* ``approve``: drafts (heuristics and the preamble) this person may sign: not last written by
+  them (nor by a job they started), and they are on the approver list when the task has one;
+* ``decide``: conflict-loop proposals still pending;
+* ``others-sign``: this person's own drafts, which someone else must approve;
+* ``failed-job``: the latest run of a stage that failed, and was not run again successfully;
+* ``export-blocked``: the latest prompt version, when it may not be exported, and why.
+
+Each item names the page where it is resolved (``page``), what to open there (``open``: the
+heuristic or proposal id) and the command that resolves it headless.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pld import review
+from pld.pipeline import resolve_view
+from pld.pipeline.export import refusal
+from pld.pipeline.runs import FAILED, list_runs
+from pld.pipeline.student import list_prompts
+from pld.preamble import get_preamble
+from pld.tasks.store import loaded_tasks
+from pld.workspace import Workspace
+
+APPROVE, DECIDE, OTHERS_SIGN = "approve", "decide", "others-sign"
+FAILED_JOB, EXPORT_BLOCKED = "failed-job", "export-blocked"
+KINDS = (APPROVE, DECIDE, OTHERS_SIGN, FAILED_JOB, EXPORT_BLOCKED)
+PAGES = {"heuristic": "heuristics", "preamble": "heuristics", "proposal": "conflicts",
+         "run": "home", "prompt": "export"}
+
+
+def _short(text: str, n: int = 90) -> str:
+    one = " ".join((text or "").split())
+    return one if len(one) <= n else one[: n - 1] + "…"
+
+
+def _item(kind: str, task: str, what: str, item_id: int | None, summary: str,
+          command: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "task": task, "what": what, "id": item_id, "summary": summary,
+            "page": PAGES[what], "command": command, **extra}
+
+
+def _drafts(ws: Workspace, task: str, who: str, may_sign: bool) -> list[dict[str, Any]]:
+    out = []
+    rows = [("heuristic", h) for h in review.list_heuristics(ws, task, review.DRAFT)]
+    pre = get_preamble(ws, task)
+    if pre is not None and pre["status"] == review.DRAFT:
+        rows.insert(0, ("preamble", pre))
+    for what, row in rows:
+        mine = review.normalize_name(row["updated_by"] or "") == who
+        name = "the preamble" if what == "preamble" else f"heuristic #{row['id']}"
+        cmd = (f"python -m pld review preamble approve {task}" if what == "preamble"
+               else f"python -m pld review approve {row['id']}")
+        if mine:
+            out.append(_item(OTHERS_SIGN, task, what, row["id"],
+                             f"{name} v{row['version']}: you wrote it; someone else must "
+                             f"approve it: {_short(row['text'])}",
+                             f"python -m pld review show {row['id']}"
+                             if what == "heuristic" else
+                             f"python -m pld review preamble show {task}",
+                             version=row["version"]))
+        elif may_sign:
+            out.append(_item(APPROVE, task, what, row["id"],
+                             f"{name} v{row['version']} by {row['updated_by']}: "
+                             f"{_short(row['text'])}",
+                             f"{cmd} --base-version {row['version']} --as {who}",
+                             version=row["version"]))
+    return out
+
+
+def _proposals(ws: Workspace, task: str, who: str) -> list[dict[str, Any]]:
+    return [_item(DECIDE, task, "proposal", p["id"],
+                  f"proposal #{p['id']} (iteration {p['iteration']}): {p['kind']} "
+                  + (f"heuristic #{p['heuristic_id']}" if p["heuristic_id"] else "a new one")
+                  + (f": {_short(p['rationale'])}" if p["rationale"] else ""),
+                  f"python -m pld review decide {p['id']} accept|reject --as {who}",
+                  iteration=p["iteration"])
+            for p in resolve_view.list_proposals(ws, task, status="pending")]
+
+
+def _failed_jobs(ws: Workspace, task: str) -> list[dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for run in list_runs(ws, task=task, limit=200):  # newest first
+        latest.setdefault(run["kind"], run)
+    return [_item(FAILED_JOB, task, "run", run["id"],
+                  f"{run['kind']} run {run['id']} failed at {run['finished_at'] or '?'}: "
+                  f"{_short(run['error'] or 'no reason recorded', 160)}",
+                  f"python -m pld {run['kind']} {task} … (run it again to resume)")
+            for run in latest.values() if run["status"] == FAILED]
+
+
+def _blocked_export(ws: Workspace, task: str) -> list[dict[str, Any]]:
+    prompts = list_prompts(ws, task)
+    if not prompts:
+        return []
+    latest = prompts[-1]
+    why = refusal(ws, latest)
+    if why is None:
+        return []
+    return [_item(EXPORT_BLOCKED, task, "prompt", latest.version,
+                  f"prompt v{latest.version} cannot be exported: {why}",
+                  f"python -m pld prompts list {task}")]
+
+
+def reviewer_queue(ws: Workspace, who: str,
+                   identity_kind: str = review.SELF_DECLARED) -> dict[str, Any]:
+    """Everything that waits for ``who`` across the workspace's tasks: ``items`` (see the
+    module docstring) and ``counts`` per kind."""
+    who = review.check_actor(who, identity_kind)
+    items: list[dict[str, Any]] = []
+    for info in loaded_tasks(ws):
+        approvers = {review.normalize_name(a) for a in review.list_approvers(ws, info.name)}
+        identity_ok = identity_kind == review.OIDC or not review.requires_oidc(ws, info.name)
+        may_sign = (not approvers or who in approvers) and identity_ok
+        drafts = _drafts(ws, info.name, who, may_sign)
+        items += [d for d in drafts if d["kind"] == APPROVE]
+        items += _proposals(ws, info.name, who)
+        items += [d for d in drafts if d["kind"] == OTHERS_SIGN]
+        items += _failed_jobs(ws, info.name)
+        items += _blocked_export(ws, info.name)
+    counts = Counter(i["kind"] for i in items)
+    return {"who": who, "items": items, "counts": {k: counts.get(k, 0) for k in KINDS}}

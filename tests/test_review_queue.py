@@ -1,0 +1,75 @@
+"""``review queue``: what waits for one reviewer, and nothing that does not."""
+
+from __future__ import annotations
+
+import json
+
+from pld import review
+from pld.pipeline.runs import stage_run
+from pld.pipeline.student import build_prompt
+from pld.preamble import ensure_preamble
+from pld.review_queue import reviewer_queue
+from pld.workspace import Workspace
+from tests.cli.test_contract import pld
+from tests.pipeline.test_student import RULES, TASK, add_heuristic, load_reviews
+
+
+def _kinds(q: dict, kind: str) -> list[tuple[str, int | None]]:
+    return [(i["what"], i["id"]) for i in q["items"] if i["kind"] == kind]
+
+
+def test_the_queue_follows_edits_and_approvals(ws: Workspace) -> None:
+    load_reviews(ws)
+    approved = add_heuristic(ws, RULES[0])  # approves the preamble too
+    draft = add_heuristic(ws, RULES[1], status="draft")  # bob's draft
+    build_prompt(ws, TASK)
+
+    alice, bob = reviewer_queue(ws, "alice"), reviewer_queue(ws, "Bob")
+    assert _kinds(alice, "approve") == [("heuristic", draft)]
+    assert _kinds(bob, "approve") == []  # four-eyes: his own text
+    assert _kinds(bob, "others-sign") == [("heuristic", draft)]
+    assert "--base-version 1 --as alice" in alice["items"][0]["command"]
+
+    edited = review.edit(ws, approved, RULES[0] + " Mostly.", "alice", base_version=2)
+    alice = reviewer_queue(ws, "alice")
+    assert _kinds(alice, "others-sign") == [("heuristic", approved)]
+    assert _kinds(alice, "export-blocked") == [("prompt", 1)]
+    assert "status is draft" in alice["items"][-1]["summary"]
+    assert _kinds(reviewer_queue(ws, "bob"), "approve") == [("heuristic", approved)]
+
+    review.approve(ws, approved, "bob", base_version=edited["version"])
+    review.approve(ws, draft, "alice", base_version=1)
+    build_prompt(ws, TASK)
+    assert reviewer_queue(ws, "alice")["items"] == []
+    assert reviewer_queue(ws, "bob")["items"] == []
+
+
+def test_approver_lists_failed_jobs_and_the_preamble(ws: Workspace) -> None:
+    load_reviews(ws)
+    add_heuristic(ws, RULES[0], status="draft")
+    review.add_approver(ws, TASK, "carol", "carol")
+    assert _kinds(reviewer_queue(ws, "dave"), "approve") == []  # not an approver
+    carol = reviewer_queue(ws, "carol")
+    assert [w for w, _ in _kinds(carol, "approve")] == ["heuristic"]
+    try:
+        with stage_run(ws, TASK, "extract", {}):
+            raise RuntimeError("the teacher is down")
+    except RuntimeError:
+        pass
+    failed = _kinds(reviewer_queue(ws, "dave"), "failed-job")
+    assert len(failed) == 1
+    ensure_preamble(ws, TASK)  # a draft from the template: anyone on the list may sign it
+    assert ("preamble", ensure_preamble(ws, TASK)["id"]) in _kinds(reviewer_queue(ws, "carol"),
+                                                                   "approve")
+
+
+def test_review_queue_cli(ws: Workspace) -> None:
+    load_reviews(ws)
+    draft = add_heuristic(ws, RULES[1], status="draft")
+    r = pld("review", "queue", "--as", "alice", "--json", ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["who"] == "alice" and data["counts"]["approve"] == 1
+    assert data["items"][0]["id"] == draft
+    text = pld("review", "queue", "--as", "bob", ws=ws.path).stdout
+    assert "[others-sign]" in text and f"heuristic #{draft}" in text
