@@ -36,6 +36,13 @@ def _open(item: dict[str, object]) -> None:
     st.session_state["_pld_goto"] = PAGE_FILES.get(str(item["page"]))
 
 
+def _open_label(item: dict[str, object]) -> str:
+    what = item["what"]
+    if what == "preamble":
+        return "Open the preamble"
+    return f"Open {what} " + (f"v{item['id']}" if what == "prompt" else f"#{item['id']}")
+
+
 def _queue(ws: Workspace) -> None:
     """What waits for the signed-in reviewer, each item one click from where it is resolved."""
     me = sidebar.identity()
@@ -54,7 +61,8 @@ def _queue(ws: Workspace) -> None:
             left.caption(f"{KIND_TITLES[item['kind']]} · task {literal(item['task'])}")
             left.text(item["summary"])  # model- and reviewer-written text: plain
             if item["page"] in PAGE_FILES:
-                right.button("Open", key=f"home_open_{i}", on_click=_open, args=(item,))
+                right.button(_open_label(item), key=f"home_open_{i}", on_click=_open,
+                             args=(item,))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -70,7 +78,8 @@ st.caption("Prompt-Level Distillation with people in the loop: a teacher writes 
 ws, _task = page.setup()
 goto = st.session_state.pop("_pld_goto", None)
 if goto:
-    st.switch_page(goto)
+    # Keep the address's parameters: the reviewer's name lives there across reloads.
+    st.switch_page(goto, query_params=st.query_params.to_dict())
 if ws is not None:
     _queue(ws)
     ov = workspace_overview(ws)

@@ -251,12 +251,13 @@ def stale_error(ws: Workspace, item_id: int, base_version: int,
     theirs = rows[0] if rows else None
     if theirs is None:
         msg = (f"{entity} {item_id} is at version {current['version']}, not "
-               f"{base_version}; reload it")
+               f"{base_version}; start again from the current version")
     else:
         theirs["before"], theirs["after"] = loads(theirs["before"]), loads(theirs["after"])
         msg = (f"{entity} {item_id} changed since your version {base_version}: "
                f"{theirs['who']} did '{theirs['action']}' at {theirs['created_at']} "
-               f"(now version {current['version']}, {current['status']}); reload and redo yours")
+               f"(now version {current['version']}, {current['status']}); redo yours on the "
+               f"current version")
     return StaleEdit(msg, current, theirs)
 
 

@@ -120,18 +120,20 @@ def model(role: str) -> str:
     return st.session_state.get(f"{role}_model") or DEFAULT_MODEL
 
 
-REVIEWER_PARAM = "as"
+REVIEWER_PARAM = "reviewer"
 
 
-def _remember_reviewer() -> None:
-    """Keep the typed name in the page address (``?as=NAME``), so a reload, a bookmark or a
-    second tab keeps who is reviewing; a name already in this session wins."""
+def remember_reviewer() -> None:
+    """Keep the typed name in the page address (``?reviewer=NAME``), so a reload, a bookmark
+    or a second tab keeps who is reviewing; a name already in this session wins.
+
+    Not ``bind="query-params"``: a bound parameter makes ``st.switch_page`` fail."""
     name = (st.session_state.get("reviewer") or "").strip()
     if not name and st.query_params.get(REVIEWER_PARAM):
         st.session_state["reviewer"] = name = st.query_params[REVIEWER_PARAM]
-    if name:
+    if name and st.query_params.get(REVIEWER_PARAM) != name:
         st.query_params[REVIEWER_PARAM] = name
-    elif REVIEWER_PARAM in st.query_params:
+    elif not name and REVIEWER_PARAM in st.query_params:
         del st.query_params[REVIEWER_PARAM]
 
 
@@ -161,7 +163,7 @@ def render() -> None:
             else:
                 st.button("Log in to review", on_click=st.login)
         else:
-            _remember_reviewer()
+            remember_reviewer()
             st.text_input("Reviewer name", key="reviewer",
                           help="Recorded with every edit and approval as a self-declared "
                                "identity (configure [auth] in .streamlit/secrets.toml for "

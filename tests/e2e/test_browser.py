@@ -20,6 +20,7 @@ from pathlib import Path
 from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from pld import review
 from pld.pipeline.verify import verify
 from pld.workspace import open_workspace
 from tests.e2e.conftest import RunningApp
@@ -303,13 +304,30 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     ui.see(ui.flash(re.compile("four-eyes rule", re.IGNORECASE), kind="Error"))
     ui.check("heuristics-four-eyes", expected_errors=("four-eyes rule",))
 
-    # alice approves bob's edit and the three teacher drafts.
+    # alice's queue on the Home page lists bob's edit; one click opens it where it is signed,
+    # and a reload keeps who she is.
     ui.type("Reviewer name", "alice", scope=ui.sidebar)
+    ui.go("Home", title="PLD Studio")
+    ui.see(ui.main.get_by_text(re.compile(rf"heuristic #{hid} v2 by bob")))
+    ui.check("home-queue")
+    ui.click(f"Open heuristic #{hid}")
+    ui.see(ui.main.get_by_role("heading", name=f"Heuristic #{hid}"))
+    assert "reviewer=alice" in page.url, page.url
+    page.reload()  # a new session: only the address can remember who she is
+    expect(ui.sidebar.get_by_role("textbox", name="Reviewer name", exact=True)
+           ).to_have_value("alice", timeout=STEP_TIMEOUT_MS)
+    ui.settle()
+    ui.choose("Open heuristic", re.compile(rf"^#{hid} · "))
+
+    # alice approves bob's edit and the three teacher drafts.
     expect(ui.main.get_by_text("Signing as alice (self-declared).")).to_be_visible()
     assert _approve_drafts(ui) == 4
     # The prompt's fixed text (description, labels, output instruction) is signed off too.
     ui.click("Approve preamble")
     ui.see(ui.flash("Preamble approved by alice"))
+    ui.go("Home", title="PLD Studio")
+    ui.see(ui.flash("Nothing waits for alice."))
+    ui.go("Heuristics")
     expect(ui.metric("Approved")).to_have_text("4")
     expect(ui.metric("Draft")).to_have_text("0")
     ui.choose("Open heuristic", re.compile(rf"^#{hid} · "))
@@ -392,3 +410,33 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     ui.go("Calls")
     expect(ui.metric("Errors")).to_have_text("0")
     ui.check("calls")
+
+    # A stale save: carol changes the heuristic while alice edits it. alice's text is refused,
+    # shown beside carol's, and "redo mine on theirs" starts from carol's text, so saving
+    # keeps carol's change.
+    ui.go("Heuristics")
+    hid = _open_heuristic(ui)
+    ui.tab("Edit")
+    ui.click("Edit this heuristic")
+    text = ui.main.get_by_role("textbox", name="Text", exact=True)
+    with open_workspace(streamlit_app.workspace) as ws:
+        current = review.fetch(ws, hid)
+        carols = current["text"] + " Carol: a changed payee is escalate-fraud too."
+        review.edit(ws, hid, carols, "carol", base_version=current["version"])
+    text.fill("Alice rewrote it from scratch.")
+    ui.rerun(lambda: text.press("Control+Enter"))
+    ui.click("Save")
+    ui.see(ui.flash("Your edit was not saved", kind="Error"))
+    expect(ui.main.get_by_text("what you started from", exact=False)).to_be_visible()
+    expect(ui.main.get_by_text(re.compile(r"\(v\d+, draft by carol"))).to_be_visible()
+    ui.check("stale-edit", expected_errors=("not saved",))
+    ui.click("Redo mine on theirs")
+    expect(text).to_have_value(carols)
+    text.fill(carols + " Alice: and a new device.")
+    ui.rerun(lambda: text.press("Control+Enter"))
+    ui.click("Save")
+    ui.see(ui.flash(re.compile(rf"Saved heuristic #{hid} as version")))
+    with open_workspace(streamlit_app.workspace) as ws:
+        saved = review.fetch(ws, hid)
+    assert saved["text"] == carols + " Alice: and a new device."
+    ui.check("stale-redone")

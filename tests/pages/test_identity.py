@@ -130,9 +130,9 @@ def test_the_typed_name_survives_a_reload_through_the_address(
     # Before: reloading the page cleared the reviewer name, and with it the identity.
     at = open_page("heuristics", task=populated_ws.task, reviewer="ana")
     at.run()
-    assert at.query_params["as"] in ("ana", ["ana"])
+    assert at.query_params["reviewer"] in ("ana", ["ana"])
     reloaded = open_page("heuristics", task=populated_ws.task)
-    reloaded.query_params["as"] = "ana"
+    reloaded.query_params["reviewer"] = "ana"
     reloaded.run()
     assert reloaded.sidebar.text_input(key="reviewer").value == "ana"
     assert "Nobody is identified" not in _texts(reloaded.warning)
