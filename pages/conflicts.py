@@ -95,7 +95,8 @@ def _chart(history: list[dict[str, Any]]) -> None:
                       "<br>errors %{customdata[1]}<extra></extra>",
     ))
     fig.update_layout(xaxis_title="iteration", yaxis_title="validation macro-F1",
-                      xaxis={"dtick": 1}, height=320, margin={"t": 30, "b": 30})
+                      xaxis={"dtick": 1}, yaxis={"range": [0, 1.02]}, height=320,
+                      margin={"t": 30, "b": 30})
     st.plotly_chart(fig)
     st.caption("Green: adopted (not below the best so far); red: scored lower and reverted.")
 
@@ -104,7 +105,9 @@ def _history_table(history: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
         "iteration": h["iteration"], "prompt": f"v{h['prompt_version']}",
         "macro-F1": h["macro_f1"], "answers": h.get("metric", "raw"),
-        "raw macro-F1": h.get("raw_macro_f1"), "Δ vs best": h["delta"],
+        "raw macro-F1": h.get("raw_macro_f1"),
+        # The first iteration has no best before it: shown empty, not "None".
+        "Δ vs best": h["delta"] if h["delta"] is not None else float("nan"),
         "errors": h["n_errors"],
         "adopted": h["adopted"], "best": f"v{h['best_version']}",
         "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],
@@ -118,6 +121,19 @@ def _history_table(history: list[dict[str, Any]]) -> None:
         st.caption("macro-F1 is scored on calibrated answers (each version's own per-label "
                    "bias, fitted on these validation items): what adoption compares and what "
                    "ships. The raw column is the student's own answers.")
+
+
+def _dropped(record: dict[str, Any]) -> None:
+    """What the teacher proposed in this iteration that the loop did not keep, and why."""
+    if not record["dropped"]:
+        return
+    with st.expander(f"Dropped proposals of iteration {record['iteration']} "
+                     f"({len(record['dropped'])})"):
+        for d in record["dropped"]:
+            st.caption(f"{d['kind']} of heuristic #{d['heuristic_id']}: dropped because "
+                       f"{d['reason']}")
+            if d["text"]:
+                st.text(d["text"])  # the teacher's words: plain
 
 
 def _change_html(p: dict[str, Any]) -> str:
@@ -266,6 +282,10 @@ def main() -> None:
     proposals = resolve_view.list_proposals(ws, task, k)
     errors = resolve_view.errors_for_iteration(ws, task, k)
     pending = sum(p["status"] == resolve_state.PENDING for p in proposals)
+    record = next(h for h in history if h["iteration"] == k)
+    drafts = len(resolve_state.touched_heuristics(ws, task, k))
+    st.info(resolve_view.stop_in_words(ws, record, pending, drafts))
+    _dropped(record)
     if pending:
         st.info(f"{pending} proposal(s) of iteration {k} wait for a decision. After deciding, "
                 "approve the resulting drafts on the Heuristics page and run the loop again.")

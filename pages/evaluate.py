@@ -231,6 +231,15 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
                     f"{_ci(ev['metrics'], 'macro_f1')}")
     st.markdown(f"B − A: macro-F1 **{cmp['delta_macro_f1']:+.3f}**, accuracy "
                 f"**{cmp['delta_accuracy']:+.3f}** over {cmp['common']} items both scored.")
+    paired = cmp["paired"]
+    if paired is not None and paired["ci"] is not None:
+        low, high = paired["ci"]
+        verdict = ("more than noise: the interval excludes 0" if paired["beyond_noise"]
+                   else "within noise: the interval includes 0")
+        st.caption(f"Paired on the same {paired['n']} items: macro-F1 {paired['delta']:+.3f}, "
+                   f"95% CI {low:+.3f} to {high:+.3f} (paired bootstrap), {verdict}. "
+                   f"{len(cmp['wrong_to_right'])} item(s) fixed by B, "
+                   f"{len(cmp['right_to_wrong'])} broken.")
     left, right = st.columns(2)
     with left:
         _flipped(ws, task, ea["split"], cmp["wrong_to_right"], "Fixed by B (wrong → right)")

@@ -248,6 +248,11 @@ def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -
             lines.append("note: different splits or students, so the scores do not compare")
         lines.append(f"B - A: macro-F1 {d['delta_macro_f1']:+.3f}, accuracy "
                      f"{d['delta_accuracy']:+.3f} over {d['common']} items both scored")
+        p = d.get("paired") or {}
+        if p.get("ci"):
+            lines.append(f"paired on {p['n']} items: macro-F1 {p['delta']:+.3f}, 95% CI "
+                         f"{p['ci'][0]:+.3f} to {p['ci'][1]:+.3f} (paired bootstrap): "
+                         + ("more than noise" if p["beyond_noise"] else "within noise"))
         lines.append(f"fixed by B (wrong -> right): {d['wrong_to_right'] or 'none'}")
         lines.append(f"broken by B (right -> wrong): {d['right_to_wrong'] or 'none'}")
         lines.append(d["diff"].rstrip("\n") if d["diff"] else "the two prompts are identical")

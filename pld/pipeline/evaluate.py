@@ -23,7 +23,7 @@ from typing import Any
 
 from pld import prompts
 from pld.errors import BadInput, NotReady
-from pld.metrics import score
+from pld.metrics import paired_delta, score
 from pld.pipeline.calibrate import DEFAULT_METHOD, FITTED, calibrate, calibrated_answers
 from pld.pipeline.calibrate import METHODS as CALIBRATION_METHODS
 from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
@@ -322,14 +322,28 @@ def compare(ws: Workspace, eval_id_a: int, eval_id_b: int) -> dict[str, Any]:
     """Two evaluations side by side: scores, items that flipped, and the prompt diff.
 
     ``right_to_wrong`` are example ids A got right and B got wrong, ``wrong_to_right`` the
-    reverse; only items both evaluations scored are compared (``common``).
+    reverse; only items both evaluations scored are compared (``common``). ``paired`` is the
+    macro-F1 difference B − A on those items with a paired-bootstrap 95% interval, and
+    ``beyond_noise`` says whether that interval excludes zero.
     """
     a, b = _row(ws, eval_id_a), _row(ws, eval_id_b)
-    outcome_a = {r["example_id"]: r["correct"] for r in ws.query(
-        "SELECT example_id, correct FROM predictions WHERE run_id = ?", [a["run_id"]])}
-    outcome_b = {r["example_id"]: r["correct"] for r in ws.query(
-        "SELECT example_id, correct FROM predictions WHERE run_id = ?", [b["run_id"]])}
+    rows_a = {r["example_id"]: r for r in ws.query(
+        "SELECT example_id, correct, label FROM predictions WHERE run_id = ?", [a["run_id"]])}
+    rows_b = {r["example_id"]: r for r in ws.query(
+        "SELECT example_id, correct, label FROM predictions WHERE run_id = ?", [b["run_id"]])}
+    outcome_a = {i: r["correct"] for i, r in rows_a.items()}
+    outcome_b = {i: r["correct"] for i, r in rows_b.items()}
     common = sorted(outcome_a.keys() & outcome_b.keys())
+    paired = None
+    if common:
+        gold = {r["id"]: r["label"] for r in ws.query(
+            "SELECT id, label FROM examples WHERE id IN (SELECT value FROM json_each(?))",
+            [dumps(common)])}
+        labels = task_info(ws, a["task"]).labels
+        d = paired_delta([gold[i] for i in common], [rows_b[i]["label"] for i in common],
+                         [rows_a[i]["label"] for i in common], labels)
+        paired = {"delta": d["delta"], "ci": d["ci"], "n": len(common),
+                  "beyond_noise": d["ci"] is not None and (d["ci"][0] > 0 or d["ci"][1] < 0)}
     diff = "".join(difflib.unified_diff(
         _prompt_text(ws, a["prompt_sha256"]).splitlines(keepends=True),
         _prompt_text(ws, b["prompt_sha256"]).splitlines(keepends=True),
@@ -344,5 +358,6 @@ def compare(ws: Workspace, eval_id_a: int, eval_id_b: int) -> dict[str, Any]:
         "wrong_to_right": [i for i in common if not outcome_a[i] and outcome_b[i]],
         "delta_macro_f1": b["metrics"]["macro_f1"] - a["metrics"]["macro_f1"],
         "delta_accuracy": b["metrics"]["accuracy"] - a["metrics"]["accuracy"],
+        "paired": paired,
         "diff": diff,
     }

@@ -192,24 +192,39 @@ def _ask_teacher(ws: Workspace, o: LoopOptions, run_id: int, prompt: str) -> lis
     return parsed
 
 
+# What one teacher call gave: the proposals kept and those dropped, or why it failed.
+_Outcome = tuple[list[dict[str, Any]], list[dict[str, Any]]] | str
+
+
 def _keep(group: _Group, texts: dict[int, str],
-          raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+          raw: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The proposals of one group as rows: one edit/remove of the focus heuristic at most, at
     most ``MAX_ADD`` adds, none that repeats a current rule's text, evidence limited to the
-    examples the teacher was shown."""
+    examples the teacher was shown. Also returns what was dropped, each with its reason, so
+    people can see what the teacher said even when nothing came of it."""
     shown = [r["example_id"] for r in (*group.errors, *group.successes)]
     fallback = [r["example_id"] for r in group.errors]
     existing = {t.strip() for t in texts.values()}
-    out, changed, adds = [], False, 0
+    out: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
+    changed, adds = False, 0
+
+    def drop(p: dict[str, Any], reason: str) -> None:
+        dropped.append({"heuristic_id": group.heuristic_id, "kind": p["kind"],
+                        "text": p["text"], "reason": reason})
+
     for p in raw:
         if p["kind"] != REMOVE and p["text"] in existing:
+            drop(p, "its text is already a current heuristic's, word for word")
             continue
         if p["kind"] in (EDIT, REMOVE):
             if changed:
+                drop(p, "a second edit or remove of the same heuristic in one reply")
                 continue
             changed = True
         else:
             if adds >= MAX_ADD:
+                drop(p, f"more than {MAX_ADD} new heuristics in one reply")
                 continue
             adds += 1
         evidence = [i for i in dict.fromkeys(p["evidence"]) if i in shown]
@@ -220,7 +235,7 @@ def _keep(group: _Group, texts: dict[int, str],
             # citation, the evidence is what it was shown: the group's errors.
             "evidence": evidence or fallback,
         })
-    return out
+    return out, dropped
 
 
 def tried_changes(ws: Workspace, series: list[dict[str, Any]],
@@ -274,7 +289,7 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
     texts = {r["id"]: r["text"] for r in rules}
     run.set_total(len(groups))
 
-    def work(group: _Group) -> list[dict[str, Any]] | str:
+    def work(group: _Group) -> _Outcome:
         try:
             raw = _ask_teacher(ws, o, run.id, _teacher_prompt(o, rules, group, tried))
         except (UnusableReply, calls.CallFailed) as e:
@@ -282,11 +297,12 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
         return _keep(group, texts, raw)
 
     workers = o.concurrency or default_concurrency(o.teacher)
-    outcomes: dict[int, list[dict[str, Any]] | str] = {}
+    outcomes: dict[int, _Outcome] = {}
     for g, outcome in fan_out(work, groups, workers=workers, name="resolve"):
         outcomes[g.heuristic_id] = outcome
         run.advance()
     found: list[dict[str, Any]] = []
+    dropped: list[dict[str, Any]] = []
     failed: dict[int, str] = {}
     # Collected in group order, so the stored proposals do not depend on thread timing.
     for g in groups:
@@ -294,7 +310,8 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
         if isinstance(outcome, str):
             failed[g.heuristic_id] = outcome
         else:
-            found.extend(outcome)
+            found.extend(outcome[0])
+            dropped.extend(outcome[1])
     removals = _impact_removals(ws, o, found) if o.impact else []
     found.extend(removals)
     if groups and len(failed) == len(groups) and not removals:
@@ -316,7 +333,7 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
               "heuristic_id": p["heuristic_id"], "kind": p["kind"], "text": p["text"],
               "rationale": p["rationale"], "evidence": dumps(p["evidence"]), "status": PENDING,
               "created_at": stamp} for p in unique), pk="id")
-        update_record(ws, o.task.name, k, proposed=True, stop=None,
+        update_record(ws, o.task.name, k, proposed=True, stop=None, dropped=dropped,
                       errors=[p["example_id"] for p in errors],
                       successes=[p["example_id"] for p in sample], attribution=attribution,
                       rules=[r["id"] for r in rules],

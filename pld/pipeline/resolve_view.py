@@ -20,7 +20,7 @@ from pld.pipeline.resolve_state import (
     iteration_records,
     proposal_rows,
 )
-from pld.workspace import Workspace, dumps
+from pld.workspace import Workspace, dumps, loads
 
 
 def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
@@ -52,11 +52,46 @@ def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
             "proposed": bool(r.get("proposed")), "stop": r.get("stop"),
             "failed_groups": r.get("failed_groups") or {},
             "reverted_to_draft": r.get("reverted_to_draft") or [],
+            "dropped": r.get("dropped") or [],
+            "resolve_run_id": r.get("resolve_run_id"),
             "not_reverted": r.get("not_reverted") or [],
             "student": r["student"], "val_limit": r.get("val_limit"),
             "evaluation_id": r["evaluation_id"], "run_id": r["run_id"],
         })
     return out
+
+
+STOP_WORDS = {
+    "converged": "it converged: validation macro-F1 moved by less than the minimum change "
+                 "({min_delta}) against the best version",
+    "no-errors": "the best version makes no errors on the validation items: nothing to fix",
+    "max-iterations": "it evaluated as many new versions as this run allowed; run the loop "
+                      "again to go on",
+    "teacher-failed": "every teacher call of the iteration failed (see the reasons above)",
+    "awaiting-review": "it waits for people: proposals to decide, or drafts to approve",
+}
+
+
+def stop_in_words(ws: Workspace, h: dict[str, Any], pending: int, drafts: int) -> str:
+    """Why the loop stands where it does after iteration ``h``, in a sentence: its stop reason,
+    or what it waits for (``pending`` proposals, ``drafts`` to approve); the proposals the
+    teacher made that were dropped are counted, so "0 proposals" never goes unexplained."""
+    if pending or drafts:
+        why = (f"it waits for people: {pending} proposal(s) to decide and {drafts} draft(s) "
+               "to approve before the next iteration")
+    elif h["stop"]:
+        params = ws.query("SELECT params FROM runs WHERE id = ?", [h.get("resolve_run_id")])
+        min_delta = loads(params[0]["params"], {}).get("min_delta") if params else None
+        why = STOP_WORDS.get(h["stop"], h["stop"]).format(
+            min_delta="min_delta" if min_delta is None else f"{min_delta:g}")
+    elif h["proposed"] and not h["proposals_made"]:
+        why = "the teacher proposed nothing that could be kept"
+    else:
+        why = "it has not proposed for this iteration yet; run the loop to go on"
+    dropped = len(h.get("dropped") or [])
+    tail = (f" {dropped} proposal(s) of the teacher were dropped; each is listed under the "
+            "iteration with why.") if dropped else ""
+    return f"After iteration {h['iteration']} the loop stopped because {why}.{tail}"
 
 
 def list_proposals(ws: Workspace, task: str, iteration: int | None = None,

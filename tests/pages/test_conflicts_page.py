@@ -279,3 +279,20 @@ def test_a_revert_says_which_heuristics_wait_for_people(open_page: OpenPage,
         approve_seen(ws, draft, "bea")
     at.run()
     assert "waiting for your approval" not in _texts(at.warning)
+
+
+def test_why_the_loop_stopped_and_what_was_dropped(open_page: OpenPage,
+                                                   looped: Populated) -> None:
+    # Before: a loop that stopped with 0 proposals did not say why.
+    with looped.open() as ws:
+        resolve_state.update_record(ws, looped.task, 1, dropped=[{
+            "heuristic_id": looped.heuristic_ids[0], "kind": "edit", "text": "**same** text",
+            "reason": "its text is already a current heuristic's, word for word"}])
+    at = open_page("conflicts", task=looped.task, reviewer="ana")
+    at.run()
+    assert not at.exception
+    info = _texts(at.info)
+    assert "After iteration 1 the loop stopped because it waits for people" in info
+    assert "1 proposal(s) of the teacher were dropped" in info
+    assert "dropped because its text is already a current heuristic's" in _texts(at.caption)
+    assert "**same** text" in [t.value for t in at.text]

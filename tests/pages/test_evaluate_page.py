@@ -112,6 +112,10 @@ def test_compare_two_evaluations(open_page: OpenPage, populated_ws: Populated) -
     with populated_ws.open() as ws:
         cmp = evaluate.compare(ws, a, b)
     assert f"macro-F1 **{cmp['delta_macro_f1']:+.3f}**" in _texts(at.markdown)
+    low, high = cmp["paired"]["ci"]
+    assert (f"Paired on the same {cmp['paired']['n']} items: macro-F1 "
+            f"{cmp['paired']['delta']:+.3f}, 95% CI {low:+.3f} to {high:+.3f}") \
+        in _texts(at.caption)
     assert f"Broken by B (right → wrong)** ({len(cmp['right_to_wrong'])})" in _texts(at.markdown)
     fixed = _frame(at, "example")
     assert sorted(fixed["example"]) in (sorted(cmp["wrong_to_right"]),

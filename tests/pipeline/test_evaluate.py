@@ -179,6 +179,12 @@ def test_compare_lists_flipped_items_and_prompt_diff(ws: Workspace,
         pld.metrics["macro_f1"] - zero.metrics["macro_f1"])
     assert f"+1. {RULES[0]}" in out["diff"]
     assert out["diff"].startswith(f"--- evaluation {zero.evaluation_id} (zero-shot)")
+    # Whether the difference is more than noise: a paired bootstrap on the same items.
+    paired = out["paired"]
+    assert paired["n"] == 9 and paired["delta"] == pytest.approx(out["delta_macro_f1"])
+    low, high = paired["ci"]
+    assert low <= paired["delta"] <= high
+    assert paired["beyond_noise"] == (low > 0 or high < 0)
     back = ev.compare(ws, pld.evaluation_id, zero.evaluation_id)
     assert back["right_to_wrong"] == fixed and back["wrong_to_right"] == []
     with pytest.raises(BadInput, match="evaluation 999 not found"):

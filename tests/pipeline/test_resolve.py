@@ -704,3 +704,27 @@ def test_revert_leaves_what_people_decided_alone(ws: Workspace,
     record = resolve_state.iteration_record(ws, TASK, 2)
     assert (record["reverted_to_draft"], record["not_reverted"]) == ([sports], [finance])
     assert all(r["who"] != "pld:resolve" for r in review.history(ws, finance))
+
+
+def test_a_dropped_proposal_is_recorded_with_its_reason(ws: Workspace,
+                                                        fake_openai: FakeOpenAI) -> None:
+    # Before: the loop dropped an edit whose text equalled the current heuristic and said
+    # "0 proposals" with no why.
+    setup(ws)
+
+    def same_text(prompt: str, focus: str, ids: list[int]) -> list[dict[str, Any]]:
+        text = focus.split(". ", 1)[1]
+        return [{"kind": "edit", "text": text, "rationale": "keep it", "evidence": ids}]
+
+    fake_openai.responder = responder(same_text)
+    s = run(ws, fake_openai, iterations=1)
+    [h] = [h for h in resolve_view.iteration_history(ws, TASK) if h["iteration"] == 1]
+    assert h["proposals_made"] == 0 and h["dropped"]
+    assert all(d["reason"] == "its text is already a current heuristic's, word for word"
+               for d in h["dropped"])
+    words = resolve_view.stop_in_words(ws, h, 0, 0)
+    assert words.startswith("After iteration 1 the loop stopped because")
+    assert "the teacher proposed nothing that could be kept" in words
+    assert f"{len(h['dropped'])} proposal(s) of the teacher were dropped" in words
+    # With nothing to change, the next iteration scores the same prompt: converged.
+    assert s.stop_reason == "converged"
