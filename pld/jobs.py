@@ -266,6 +266,7 @@ def active_jobs(ws: Workspace, task: str, kind: str | None = None) -> list[dict[
             continue
         out.append({"pid": job.pid, "kind": job.kind, "stage": stage,
                     "run_id": run["id"] if run else None,
+                    "run_started_at": run["started_at"] if run else None,
                     "done": run["done"] if run else 0, "total": run["total"] if run else 0,
                     "started_at": job.started_at, "job_id": job.id, "log": job.log,
                     "args": job.args, "pid_start": job.pid_start})
@@ -273,6 +274,7 @@ def active_jobs(ws: Workspace, task: str, kind: str | None = None) -> list[dict[
         if pid in seen or (kind is not None and run["kind"] != kind):
             continue
         out.append({"pid": pid, "kind": run["kind"], "stage": run["kind"], "run_id": run["id"],
+                    "run_started_at": run["started_at"],
                     "done": run["done"], "total": run["total"],
                     "started_at": run["started_at"], "job_id": None, "log": None, "args": None,
                     "pid_start": run["pid_start"]})

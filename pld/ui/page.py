@@ -9,13 +9,14 @@ page) or on its own (``AppTest.from_file("pages/x.py")``, ``streamlit run pages/
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from pld import jobs, review
-from pld.pipeline.runs import FAILED, INTERRUPTED
+from pld.pipeline.runs import DONE, FAILED, INTERRUPTED
 from pld.ui import sidebar
 from pld.workspace import Workspace
 
@@ -113,11 +114,32 @@ def is_busy(ws: Workspace, task: str, kind: str) -> bool:
     return bool(jobs.active_jobs(ws, task, kind))
 
 
-def _progress_label(entry: dict[str, object]) -> str:
-    stage = entry.get("stage") or "starting"
-    done, total = entry.get("done") or 0, entry.get("total") or 0
-    count = f"{done}/{total}" if total else "…"
-    return f"{entry['kind']} ({stage}) {count} · pid {entry['pid']}"
+def progress_label(entry: dict[str, Any], now: datetime | None = None) -> str:
+    """What a job is doing, in words: starting (loading the model and the data), preparing, or
+    n of N with the rate and the time left at that rate since its run started."""
+    pid = f"pid {entry['pid']}"
+    if not entry.get("stage"):
+        return f"{entry['kind']}: starting (loading the model and the data) · {pid}"
+    done, total = int(entry.get("done") or 0), int(entry.get("total") or 0)
+    if not total:
+        return f"{entry['kind']} ({entry['stage']}): preparing · {pid}"
+    label = f"{entry['kind']} ({entry['stage']}): {done} of {total}"
+    started = entry.get("run_started_at")
+    if done and started:
+        elapsed = ((now or datetime.now(UTC)) - datetime.fromisoformat(str(started)))
+        seconds = max(elapsed.total_seconds(), 1e-9)
+        rate = done / seconds * 60
+        left = (total - done) / (done / seconds)
+        label += f" · {rate:.1f}/min · about {_duration(left)} left"
+    return f"{label} · {pid}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def acting() -> dict[str, str]:
@@ -163,11 +185,18 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
         was_running = st.session_state.get(seen_key, False)
         st.session_state[seen_key] = bool(active)
         if was_running and not active:
-            st.rerun()  # the job ended: redraw the page with its results
+            # The job ended: say how, then redraw the page with its results.
+            last = jobs.list_jobs(ws, task, kind, limit=1)
+            status = jobs.job_status(ws, last[0]) if last else None
+            if status == DONE:
+                flash("success", f"The {kind} job finished; its results are below.")
+            elif status is not None:
+                flash("warning", f"The {kind} job ended: {status}.")
+            st.rerun()
         for entry in active:
             total = int(entry["total"] or 0)
             st.progress(min(1.0, int(entry["done"] or 0) / total) if total else 0.0,
-                        text=_progress_label(entry))
+                        text=progress_label(entry))
             st.button("Cancel", key=f"_pld_cancel_{kind}_{entry['pid']}", on_click=_cancel,
                       args=(ws, entry), help="Stops the process; its finished work is kept.")
         if active:

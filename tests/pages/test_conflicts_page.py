@@ -187,7 +187,8 @@ def test_running_loop_is_shown_when_the_run_section_is_collapsed(
     assert not at.exception
     assert at.button(key="c_run") in collapsed(at, "button")  # the loop has history
     bars = shown(at, "progress")
-    assert len(bars) == 1 and "3/10" in bars[0].proto.text
+    assert len(bars) == 1 and "3 of 10" in bars[0].proto.text
+    assert "/min" in bars[0].proto.text and "left" in bars[0].proto.text  # rate and time left
 
 
 def test_iteration_choice_moves_to_a_new_iteration(open_page: OpenPage, looped: Populated,

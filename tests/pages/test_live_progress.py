@@ -32,7 +32,8 @@ def test_running_job_is_shown_on_a_page_with_results(
     assert start.disabled and start in collapsed(at, "button")
     # ...but the progress of the running job is in plain sight, with its Cancel button.
     bars = shown(at, "progress")
-    assert len(bars) == 1 and "3/10" in bars[0].proto.text
+    assert len(bars) == 1 and "3 of 10" in bars[0].proto.text
+    assert "/min" in bars[0].proto.text and "left" in bars[0].proto.text  # rate and time left
     assert any(b.label == "Cancel" for b in shown(at, "button"))
 
 
