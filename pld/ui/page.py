@@ -185,14 +185,7 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
         was_running = st.session_state.get(seen_key, False)
         st.session_state[seen_key] = bool(active)
         if was_running and not active:
-            # The job ended: say how, then redraw the page with its results.
-            last = jobs.list_jobs(ws, task, kind, limit=1)
-            status = jobs.job_status(ws, last[0]) if last else None
-            if status == DONE:
-                flash("success", f"The {kind} job finished; its results are below.")
-            elif status is not None:
-                flash("warning", f"The {kind} job ended: {status}.")
-            st.rerun()
+            st.rerun()  # the job ended: redraw the page with its results
         for entry in active:
             total = int(entry["total"] or 0)
             st.progress(min(1.0, int(entry["done"] or 0) / total) if total else 0.0,
@@ -214,6 +207,10 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
                     st.code(jobs.job_log(last[0]) or "(empty log)", language=None)
             elif status == INTERRUPTED:
                 st.warning(f"The last {kind} job was interrupted; start it again to resume.")
+            elif status == DONE:
+                # Here, not as a message at the top of the page: an element added above the
+                # page's expanders would shift them and close the one the reviewer opened.
+                st.caption(f"The last {kind} job finished; its results are on this page.")
         runs = jobs.recent_runs(ws, task, kind, limit=5)
         if runs:
             with st.expander(f"Recent {kind} runs"):
