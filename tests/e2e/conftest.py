@@ -6,6 +6,8 @@ headless Chromium page on it.
 * ``streamlit_app``: ``streamlit run app.py`` on a free localhost port, its workspace in a
   temporary folder and its teacher/student models set to the fake (the sidebar's defaults come
   from ``$PLD_TEACHER``/``$PLD_STUDENT``). Stopped, with any job it started, at teardown.
+* ``oidc`` and ``streamlit_app_oidc``: a fake OpenID Connect provider on 127.0.0.1 and the app
+  with ``[auth]`` pointing at it (its own secrets file), for the login test.
 * ``browser_page``: a Chromium page (Debian's ``/usr/bin/chromium``, never a downloaded one); when
   the test fails, its last state is saved as ``failure.png`` next to the step screenshots.
 """
