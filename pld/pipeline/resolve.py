@@ -441,9 +441,10 @@ def resolve(
                        auto_accept_as=auto_accept_as, n_success=n_success, val_limit=val_limit,
                        min_delta=min_delta, attribution=attribution, top_k=top_k,
                        max_examples=max_examples)
-    o = LoopOptions(info, student, teacher, iterations,
-                    auto_accept_as.strip() if auto_accept_as else None, n_success, val_limit,
-                    seed, min_delta, attribution, top_k, max_examples, concurrency, on_progress,
+    # The one spelling the trail stores, so the loop recognises its automatic approver's rows.
+    auto = review.normalize_name(auto_accept_as) if auto_accept_as else None
+    o = LoopOptions(info, student, teacher, iterations, auto, n_success, val_limit, seed,
+                    min_delta, attribution, top_k, max_examples, concurrency, on_progress,
                     retry_failed, calibration, impact)
     params = {"student": student, "teacher": teacher, "iterations": iterations,
               "auto_accept_as": o.auto_accept_as, "n_success": n_success, "val_limit": val_limit,
