@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pld import jobs, review
+from pld import jobs
 from pld.errors import BadInput
 from pld.pipeline import decisions, resolve_state, resolve_view
 from pld.ui import diffs, page, sidebar
@@ -255,11 +255,8 @@ def main() -> None:
         st.warning(f"Every teacher call of iteration {last['iteration']} failed, so the loop "
                    f"stopped and prompt v{last['best_version']} stands. {reasons} Running the "
                    "loop again asks the teacher again (a larger teacher model may be needed).")
-    reverted = [h for h in history if h["reverted_to_draft"]]
-    waiting = [i for i in (reverted[-1]["reverted_to_draft"] if reverted else [])
-               if review.fetch(ws, i)["status"] == review.DRAFT]
-    if waiting:
-        last = reverted[-1]
+    last, waiting = resolve_view.waiting_after_revert(ws, history)
+    if last is not None:
         drafts = ", ".join(f"#{i}" for i in waiting)
         left = ", ".join(f"#{i}" for i in last["not_reverted"]) or "none"
         st.warning(f"Iteration {last['iteration']} scored lower, so the loop undid its own "

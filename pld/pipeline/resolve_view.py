@@ -94,6 +94,19 @@ def stop_in_words(ws: Workspace, h: dict[str, Any], pending: int, drafts: int) -
     return f"After iteration {h['iteration']} the loop stopped because {why}.{tail}"
 
 
+def waiting_after_revert(ws: Workspace, history: list[dict[str, Any]]
+                         ) -> tuple[dict[str, Any] | None, list[int]]:
+    """The latest iteration whose revert left drafts for people, and those of them still
+    drafts; (None, []) when nothing waits."""
+    reverted = [h for h in history if h["reverted_to_draft"]]
+    if not reverted:
+        return None, []
+    waiting = [i for i in reverted[-1]["reverted_to_draft"]
+               if ws.query("SELECT status FROM heuristics WHERE id = ?", [i])[0]["status"]
+               == "draft"]
+    return (reverted[-1], waiting) if waiting else (None, [])
+
+
 def list_proposals(ws: Workspace, task: str, iteration: int | None = None,
                    status: str | None = None) -> list[dict[str, Any]]:
     """Proposals of ``task`` by id, optionally of one iteration and/or status.
