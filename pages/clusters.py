@@ -27,6 +27,7 @@ from pld.ui.page import (
     flash,
     follow_value,
     jobs_panel,
+    keep_label_current,
     need_task,
     running_caption,
     setup,
@@ -261,9 +262,16 @@ def _scatter(ws: Workspace, clustering_id: int, names: dict[int, str]) -> None:
     st.plotly_chart(fig, key="c_scatter")
 
 
-def _summary_table(summary: list[dict[str, Any]]) -> None:
+def _named_by(rename: dict[str, Any] | None) -> str:
+    if rename is None:
+        return "automatic (keywords)"
+    return f"{rename['who']} ({rename['identity_kind']}), {rename['created_at'][:16]}"
+
+
+def _summary_table(summary: list[dict[str, Any]], renames: dict[int, dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
         "cluster": NOISE_LABEL if s["noise"] else str(s["id"]), "name": s["name"],
+        "named by": "" if s["noise"] else _named_by(renames.get(s["id"])),
         "size": s["size"],
         "keywords": ", ".join(s["keywords"]),
         "label mix": ", ".join(f"{k} {v}" for k, v in s["labels"].items()),
@@ -276,16 +284,44 @@ def _keep_valid(key: str, options: list[Any]) -> None:
         del st.session_state[key]
 
 
+def _rule_option(rows: list[dict[str, Any]]) -> Callable[[int], str]:
+    by_id = {r["id"]: r for r in rows}
+
+    def label(i: int) -> str:
+        r = by_id[i]
+        text = " ".join(str(r["rule"] or "").split())
+        return f"#{i} · {r['gold_label']} · {text[:70]}{'…' if len(text) > 70 else ''}"
+
+    return label
+
+
+def _edit_controls_off(ws: Workspace, clustering_id: int) -> str | None:
+    """Why move/merge/split cannot act on this clustering, shown before anyone clicks."""
+    refusal = clu.edit_refusal(ws, clustering_id, structural=True)
+    if refusal:
+        st.caption(f"Move, merge and split are off: {literal(refusal)}. Renaming still works.")
+    return refusal
+
+
 def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, Any]],
-                    names: dict[int, str]) -> None:
+                    names: dict[int, str], renames: dict[int, dict[str, Any]]) -> None:
     sizes = {_option(s): s["size"] for s in summary}
     options = list(sizes)
     _keep_valid("c_cluster", options)
-    cid = st.selectbox("Cluster", options, key="c_cluster",
-                       format_func=lambda i: f"{names[i]} ({sizes[i]} rules)")
+
+    def cluster_label(i: int) -> str:
+        return f"{names[i]} ({sizes[i]} rules)"
+
+    keep_label_current("c_cluster", cluster_label)
+    cid = st.selectbox("Cluster", options, key="c_cluster", format_func=cluster_label)
     entry = next(s for s in summary if _option(s) == cid)
     if entry["keywords"]:
         st.caption("Keywords (c-TF-IDF): " + ", ".join(map(literal, entry["keywords"])))
+    if cid != NOISE_ID:
+        rename = renames.get(cid)
+        st.caption("Named automatically from its keywords." if rename is None else
+                   f"Named by {literal(_named_by(rename))}; it was "
+                   f"{literal(repr(rename['before_name']))}.")
     rows = clu.members(ws, c["id"], None if cid == NOISE_ID else cid)
     st.dataframe(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
                                 "rule": r["rule"]} for r in rows]),
@@ -301,27 +337,35 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
         follow_value(f"c_name_{cid}", entry["name"])
         c1.text_input("New name", key=f"c_name_{cid}")
         c2.button("Rename", key="c_rename", on_click=_rename, args=(ws, cid, entry["name"]))
+    off = _edit_controls_off(ws, c["id"])
     _keep_valid("c_move_to", others)
+    keep_label_current("c_move_to", names.__getitem__)
     c1, c2, c3 = st.columns([3, 2, 1])
     c1.multiselect("Rules to move", [r["id"] for r in rows], key="c_move_rules",
-                   format_func=lambda i: f"#{i}")
-    c2.selectbox("Move to", others, key="c_move_to", format_func=lambda i: names[i])
-    c3.button("Move", key="c_move", on_click=_move, args=(ws, c["id"]),
-              help="Send rules to another cluster, to noise, or back from noise.")
+                   format_func=_rule_option(rows), select_all=False, disabled=bool(off),
+                   placeholder="Type an id or words of the rule")
+    c2.selectbox("Move to", others, key="c_move_to", format_func=names.__getitem__,
+                 disabled=bool(off))
+    c3.button("Move", key="c_move", on_click=_move, args=(ws, c["id"]), disabled=bool(off),
+              help=off or "Send rules to another cluster, to noise, or back from noise.")
     if cid == NOISE_ID:
         return
     merge_targets = [o for o in others if o != NOISE_ID]
     _keep_valid("c_merge_with", merge_targets)
+    keep_label_current("c_merge_with", names.__getitem__)
     c1, c2 = st.columns([3, 1])
     c1.selectbox("Merge into this cluster", merge_targets, key="c_merge_with",
-                 format_func=lambda i: names[i])
+                 format_func=names.__getitem__, disabled=bool(off))
     c2.button("Merge", key="c_merge", on_click=_merge, args=(ws, c["id"], cid),
-              disabled=not merge_targets)
+              disabled=bool(off) or not merge_targets,
+              help=off or (None if merge_targets else "There is no other cluster."))
     c1, c2 = st.columns([3, 1])
     c1.number_input("Split into k parts", min_value=2, max_value=max(2, entry["size"]), value=2,
-                    key="c_split_k")
+                    key="c_split_k", disabled=bool(off))
     c2.button("Split", key="c_split", on_click=_split, args=(ws, c["id"], cid),
-              disabled=entry["size"] < 2)
+              disabled=bool(off) or entry["size"] < 2,
+              help=off or ("A cluster of one rule cannot be split." if entry["size"] < 2
+                           else None))
 
 
 def main() -> None:
@@ -342,6 +386,7 @@ def main() -> None:
     if st.session_state.get("c_clustering") not in by_id:
         current = clu.current_clustering(ws, task)
         st.session_state["c_clustering"] = current["id"] if current else clusterings[0]["id"]
+    keep_label_current("c_clustering", lambda i: _describe(by_id[i]))
     chosen = st.selectbox("Clustering", list(by_id), key="c_clustering",
                           format_func=lambda i: _describe(by_id[i]))
     c = by_id[chosen]
@@ -349,10 +394,11 @@ def main() -> None:
     _overview(ws, c, who)
     summary = clu.cluster_summary(ws, c["id"])
     names = _names(summary)
+    renames = clu.last_renames(ws, c["id"])
     _scatter(ws, c["id"], names)
     st.subheader("Clusters")
-    _summary_table(summary)
-    _cluster_detail(ws, c, summary, names)
+    _summary_table(summary, renames)
+    _cluster_detail(ws, c, summary, names, renames)
 
 
 main()

@@ -22,7 +22,15 @@ from pld.pipeline.cluster import cluster_summary, current_clustering
 from pld.pipeline.extract import FLAGS, ClusterFilter, count_rules, get_rule, list_rules
 from pld.tasks.store import task_info
 from pld.ui import sidebar
-from pld.ui.page import flash, jobs_panel, need_task, running_caption, setup, show_flash
+from pld.ui.page import (
+    flash,
+    jobs_panel,
+    keep_label_current,
+    need_task,
+    running_caption,
+    setup,
+    show_flash,
+)
 from pld.ui.plain import literal
 from pld.workspace import Workspace
 
@@ -92,9 +100,11 @@ def _cluster_filter(ws: Workspace, task: str) -> ClusterFilter | None:
     names.update({c["id"]: f"{c['id']}: {c['name']} ({c['size']})" for c in clusters})
     # The clustering id is in the key: another clustering has other clusters, so a choice
     # kept in session state from the previous one must not survive.
+    key = f"x_cluster_{clustering['id']}"
+    keep_label_current(key, lambda v: names.get(v, str(v)))  # renamed on Clusters
     chosen = st.selectbox(
         f"Cluster (clustering #{clustering['id']}, {clustering['status']})",
-        [ALL, *(c["id"] for c in clusters), NOISE], key=f"x_cluster_{clustering['id']}",
+        [ALL, *(c["id"] for c in clusters), NOISE], key=key,
         format_func=lambda v: names.get(v, str(v)), on_change=_first_page)
     if chosen == ALL or chosen is None:
         return None

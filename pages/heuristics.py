@@ -660,9 +660,11 @@ def main() -> None:
         wanted = st.session_state.pop("_pld_open_heuristic", None)
         if wanted in by_id:  # opened from the Home page's queue
             st.session_state["h_selected"] = wanted
-        hid = st.selectbox("Open heuristic", list(by_id), key="h_selected",
-                           format_func=lambda i: f"#{i} · {by_id[i]['status']} · "
-                                                 f"{_short(by_id[i]['text'])}")
+        def label(i: int) -> str:
+            return f"#{i} · {by_id[i]['status']} · {_short(by_id[i]['text'])}"
+
+        page.keep_label_current("h_selected", label)
+        hid = st.selectbox("Open heuristic", list(by_id), key="h_selected", format_func=label)
         _detail(ws, hid, me, approvers)
     st.divider()
     # After the heuristics: the rest of the prompt, signed off the same way.

@@ -565,16 +565,43 @@ def accept_clustering(ws: Workspace, clustering_id: int, who: str, *,
                 {"status": ACCEPTED, "superseded": [p["id"] for p in previous]})
 
 
-def _editable(ws: Workspace, clustering_id: int, structural: bool) -> dict[str, Any]:
+def edit_refusal(ws: Workspace, clustering_id: int, *, structural: bool) -> str | None:
+    """Why an edit of the clustering would be refused, or None when it is allowed.
+
+    ``structural`` edits (move, merge, split) change which rules a heuristic was merged from,
+    so they are refused once the clustering has heuristics; a rename is allowed until the
+    clustering is superseded. The app shows this reason before the click.
+    """
     c = get_clustering(ws, clustering_id)
     if c["status"] == SUPERSEDED:
-        raise BadInput(f"clustering {clustering_id} is superseded; edit the current one")
+        return f"clustering {clustering_id} is superseded; edit the current one"
     if structural and ws.query(
         "SELECT 1 FROM heuristics WHERE clustering_id = ? LIMIT 1", [clustering_id]
     ):
-        raise BadInput(f"clustering {clustering_id} already has heuristics; re-cluster instead "
-                       "of changing its clusters")
-    return c
+        return (f"clustering {clustering_id} already has heuristics; re-cluster instead of "
+                "changing its clusters")
+    return None
+
+
+def _editable(ws: Workspace, clustering_id: int, structural: bool) -> dict[str, Any]:
+    refusal = edit_refusal(ws, clustering_id, structural=structural)
+    if refusal:
+        raise BadInput(refusal)
+    return get_clustering(ws, clustering_id)
+
+
+def last_renames(ws: Workspace, clustering_id: int) -> dict[int, dict[str, Any]]:
+    """Per cluster id, the trail row of its latest rename (who, identity_kind, created_at and
+    the name before, as ``before_name``); clusters never renamed keep their automatic name and
+    are absent."""
+    out: dict[int, dict[str, Any]] = {}
+    for r in ws.query(
+        "SELECT id, who, identity_kind, created_at, json_extract(before, '$.name') AS before_name,"
+        " json_extract(after, '$.cluster_id') AS cluster_id FROM reviews "
+        "WHERE entity = 'clustering' AND entity_id = ? AND action = 'rename_cluster' "
+        "ORDER BY id", [clustering_id]):
+        out[int(r["cluster_id"])] = r
+    return out
 
 
 def _cluster_row(ws: Workspace, clustering_id: int, cluster_id: int) -> dict[str, Any]:

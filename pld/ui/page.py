@@ -8,7 +8,7 @@ page) or on its own (``AppTest.from_file("pages/x.py")``, ``streamlit run pages/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +95,27 @@ def follow_newest(key: str, options: Sequence[Any], newest: Any, scope: str = ""
     if st.session_state.get(seen_key) != marker or st.session_state.get(key) not in options:
         st.session_state[key] = newest
         st.session_state[seen_key] = marker
+
+
+def keep_label_current(key: str, format_func: Callable[[Any], str]) -> None:
+    """Call before drawing the keyed selectbox ``key``: when the label of its chosen option
+    changed since the last run (a heuristic approved, a cluster renamed), send the choice again.
+
+    The browser shows the label it was last sent for the chosen option; without this it keeps
+    showing e.g. "draft" for a heuristic approved a moment ago (the options list is fresh, the
+    shown choice is not).
+    """
+    if key not in st.session_state:
+        return
+    value = st.session_state[key]
+    try:
+        label = format_func(value)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return  # no longer an option: the widget resets it itself
+    seen_key = f"_pld_label_{key}"
+    if seen_key in st.session_state and st.session_state[seen_key] != label:
+        st.session_state[key] = value  # assigning marks it changed: the widget sends it anew
+    st.session_state[seen_key] = label
 
 
 def follow_value(key: str, value: Any) -> None:

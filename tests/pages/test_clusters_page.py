@@ -139,6 +139,16 @@ def test_rename_cluster(open_page: Callable[..., AppTest], populated_ws: Populat
     assert names[cid] == "Data-protection rights"
     assert _reviews(populated_ws)[-1] == {"who": "ana", "identity_kind": "self-declared",
                                        "action": "rename_cluster"}
+    # Who named it is shown, in the table and beside the cluster.
+    summary = _frame(at, "keywords").set_index("cluster")
+    assert summary.loc[str(cid), "named by"].startswith("ana (self-declared), ")
+    others = summary.drop(index=[str(cid), "noise"])["named by"]
+    assert set(others) == {"automatic (keywords)"}
+    assert any(unescaped(c.value).startswith("Named by ana (self-declared)") for c in at.caption)
+    # The picker sends its chosen option again, so the browser shows the new name, not the old.
+    picker = at.selectbox(key="c_cluster")
+    assert picker.proto.set_value and picker.proto.raw_value.startswith(
+        f"{cid}: Data-protection rights (")
 
 
 def test_merge_two_clusters(open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
@@ -165,7 +175,7 @@ def test_send_rules_to_noise_and_back(open_page: Callable[..., AppTest],
     cid = populated_ws.cluster_ids[populated_ws.proposed_clustering][0]
     at.selectbox(key="c_cluster").set_value(cid).run()
     rule = at.multiselect(key="c_move_rules").options[0]
-    rule_id = int(rule.lstrip("#"))
+    rule_id = int(rule.lstrip("#").split(" · ")[0])
     at.multiselect(key="c_move_rules").select(rule_id)
     at.selectbox(key="c_move_to").set_value(-1).run()
     at.button(key="c_move").click().run()
@@ -197,16 +207,31 @@ def test_split_cluster(open_page: Callable[..., AppTest], populated_ws: Populate
     assert _metrics(at)["Clusters"] == "5"
 
 
-def test_structural_edit_of_clustering_with_heuristics_is_refused(
+def test_structural_edits_of_a_clustering_with_heuristics_are_off_before_the_click(
         open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
     at = open_page("clusters", task="demo", reviewer="ana").run()
-    a, b = populated_ws.cluster_ids[populated_ws.accepted_clustering][:2]
-    at.selectbox(key="c_merge_with").set_value(b).run()
-    at.button(key="c_merge").click().run()
-    assert any("already has heuristics" in e.value for e in at.error)
-    with connect(populated_ws.path) as ws:
-        assert len(cluster_summary(ws, populated_ws.accepted_clustering)) == 5
-    assert a != b
+    assert at.selectbox(key="c_clustering").value == populated_ws.accepted_clustering
+    for key in ("c_move", "c_merge", "c_split"):
+        assert at.button(key=key).disabled, key
+        assert "already has heuristics" in at.button(key=key).help
+    assert at.multiselect(key="c_move_rules").disabled
+    assert any(unescaped(c.value).startswith("Move, merge and split are off: clustering "
+                                  f"{populated_ws.accepted_clustering} already has heuristics")
+               for c in at.caption)
+    assert not at.button(key="c_rename").disabled  # a name does not change what was merged
+    # The proposed clustering (no heuristics) has them on.
+    at.selectbox(key="c_clustering").set_value(populated_ws.proposed_clustering).run()
+    assert not any(at.button(key=k).disabled for k in ("c_move", "c_merge", "c_split"))
+
+
+def test_the_rule_picker_names_each_rule(open_page: Callable[..., AppTest],
+                                         populated_ws: Populated) -> None:
+    at = _open_proposed(open_page, populated_ws)
+    picker = at.multiselect(key="c_move_rules")
+    rows = {r["rule id"]: r for r in _frame(at, "rule id").to_dict("records")}
+    assert picker.options and len(picker.options) == len(rows)
+    for option, (rid, row) in zip(picker.options, rows.items(), strict=True):
+        assert option.startswith(f"#{rid} · {row['gold label']} · {row['rule'][:20]}")
 
 
 def test_start_clustering_launches_a_job(open_page: Callable[..., AppTest],

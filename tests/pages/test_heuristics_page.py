@@ -126,6 +126,11 @@ def test_approve_as_named_reviewer(open_page: OpenPage, populated_ws: Populated)
     last = _reviews(populated_ws, hid)[-1]
     assert (last["action"], last["comment"], last["identity_kind"]) == (
         "approve", "reads well", "self-declared")
+    # The picker sends its choice again, so the browser no longer shows it as a draft.
+    picker = at.selectbox(key="h_selected")
+    assert picker.proto.set_value and picker.proto.raw_value.startswith(f"#{hid} · approved · ")
+    at.run()
+    assert not at.selectbox(key="h_selected").proto.set_value  # nothing changed: sent once
 
 
 def test_approving_a_version_someone_changed_meanwhile_is_refused(

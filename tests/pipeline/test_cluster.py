@@ -14,9 +14,11 @@ from pld.pipeline.cluster import (
     cluster_summary,
     cover_labels,
     current_clustering,
+    edit_refusal,
     eps_auto,
     get_clustering,
     kdistances,
+    last_renames,
     list_clusterings,
     members,
     merge_clusters,
@@ -327,6 +329,9 @@ def test_accept_supersedes_previous(ws: Workspace, rules: dict[int, str]) -> Non
     with pytest.raises(BadInput, match="superseded"):
         rename_cluster(ws, ws.query("SELECT id FROM clusters WHERE clustering_id = ?",
                                     [first])[0]["id"], "x", "ana")
+    assert edit_refusal(ws, first, structural=False) == (
+        f"clustering {first} is superseded; edit the current one")
+    assert edit_refusal(ws, second, structural=True) is None
 
 
 def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, str]) -> None:
@@ -334,8 +339,14 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
     summary = [e for e in cluster_summary(ws, cid) if not e["noise"]]
     by_topic = {max(e["labels"], key=e["labels"].get): e["id"] for e in summary}
 
+    auto_name = next(e["name"] for e in summary if e["id"] == by_topic["billing"])
+    assert last_renames(ws, cid) == {}
     rename_cluster(ws, by_topic["billing"], "Billing & refunds", "ana")
     assert any(e["name"] == "Billing & refunds" for e in cluster_summary(ws, cid))
+    renamed = last_renames(ws, cid)
+    assert list(renamed) == [by_topic["billing"]]
+    assert (renamed[by_topic["billing"]]["who"], renamed[by_topic["billing"]]["before_name"]) \
+        == ("ana", auto_name)
 
     rule = members(ws, cid, by_topic["shipping"])[0]["id"]
     move_rule(ws, cid, rule, None, "ana")
