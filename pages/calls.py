@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from pld.llm import calls
+from pld.numbers import seconds, seconds_text
 from pld.ui import page
 from pld.ui.plain import literal
 from pld.workspace import Workspace, loads
@@ -19,15 +20,18 @@ PAGE_SIZES = (25, 50, 100, 250)
 
 
 def _totals(total: dict[str, Any]) -> None:
-    c = st.columns(6)
-    c[0].metric("Calls", total["calls"])
-    c[1].metric("Cache hits", total["cache_hits"],
+    # Two rows of three: a token total of a real run (7 digits with separators) fits whole.
+    c = st.columns(3)
+    c[0].metric("Calls", f"{total['calls']:,}")
+    c[1].metric("Cache hits", f"{total['cache_hits']:,}",
                 help="Answered from the workspace cache, no model call made")
-    c[2].metric("Errors", total["errors"])
-    c[3].metric("Tokens in / out", f"{total['input_tokens']:,} / {total['output_tokens']:,}",
+    c[2].metric("Errors", f"{total['errors']:,}")
+    c = st.columns(4)
+    c[0].metric("Tokens in", f"{total['input_tokens']:,}",
                 help=f"{total['cached_tokens']:,} input tokens served from a provider cache")
-    c[4].metric("Latency", f"{total['latency_s']:.1f} s", help="Sum over all calls")
-    c[5].metric("Cost", f"${total['cost_usd']:.4f}", help="Estimate from list prices")
+    c[1].metric("Tokens out", f"{total['output_tokens']:,}")
+    c[2].metric("Latency", seconds_text(total["latency_s"]), help="Sum over all calls")
+    c[3].metric("Cost", f"${total['cost_usd']:.4f}", help="Estimate from list prices")
 
 
 def _groups(groups: list[dict[str, Any]]) -> None:
@@ -35,8 +39,9 @@ def _groups(groups: list[dict[str, Any]]) -> None:
         "model": g["model"], "stage": g["stage"], "calls": g["calls"],
         "cache hits": g["cache_hits"], "errors": g["errors"], "tokens in": g["input_tokens"],
         "tokens out": g["output_tokens"], "cached tokens": g["cached_tokens"],
-        "latency s": g["latency_s"], "cost $": g["cost_usd"],
-    } for g in groups]), hide_index=True)
+        "latency s": seconds(g["latency_s"]), "cost $": g["cost_usd"],
+    } for g in groups]), hide_index=True,
+        column_config={"latency s": st.column_config.NumberColumn(format="%.1f")})
 
 
 def _first_page() -> None:
@@ -64,9 +69,10 @@ def _table(rows: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
         "id": r["id"], "when": r["created_at"], "model": r["model"], "stage": r["stage"],
         "run": r["run_id"], "cache hit": bool(r["cache_hit"]), "tokens in": r["input_tokens"],
-        "tokens out": r["output_tokens"], "latency s": r["latency_s"], "cost $": r["cost_usd"],
-        "attempt": r["attempt"], "error": r["error"] or "",
-    } for r in rows]), hide_index=True)
+        "tokens out": r["output_tokens"], "latency s": seconds(r["latency_s"]),
+        "cost $": r["cost_usd"], "attempt": r["attempt"], "error": r["error"] or "",
+    } for r in rows]), hide_index=True,
+        column_config={"latency s": st.column_config.NumberColumn(format="%.1f")})
 
 
 def _messages(raw: str | None) -> list[dict[str, Any]]:
@@ -81,7 +87,7 @@ def _detail(row: dict[str, Any]) -> None:
     hit = " · cache hit" if row["cache_hit"] else ""
     st.caption(f"Call #{row['id']} · {row['created_at']} · {literal(row['model'])} · stage "
                f"{row['stage']} · run {row['run_id']} · attempt {row['attempt']}{hit} · "
-               f"{row['latency_s'] or 0:.2f} s · key {(row['cache_key'] or '')[:16]}")
+               f"{seconds_text(row['latency_s'] or 0)} · key {(row['cache_key'] or '')[:16]}")
     if row["error"]:
         st.error(literal(row["error"]))  # may quote the model's reply
     if row["system"]:
@@ -106,16 +112,19 @@ def _detail(row: dict[str, Any]) -> None:
 
 def _log(ws: Workspace, groups: list[dict[str, Any]]) -> None:
     filters, size = _filters(groups)
-    page = int(st.number_input("Page", min_value=1, value=1, key="k_page"))
-    # One row more than a page tells whether there is a next page without counting.
-    rows = calls.list_calls(ws, **filters, limit=size + 1, offset=(page - 1) * size)
-    more, rows = len(rows) > size, rows[:size]
-    if not rows:
-        st.info("No call matches these filters" + (" on this page." if page > 1 else "."))
+    total = calls.count_calls(ws, **filters)
+    if not total:
+        st.info("No call matches these filters.")
         return
+    pages = -(-total // size)
+    if st.session_state.get("k_page", 1) > pages:  # fewer calls than when the page was chosen
+        st.session_state["k_page"] = pages
+    page = int(st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, value=1,
+                               key="k_page"))
+    rows = calls.list_calls(ws, **filters, limit=size, offset=(page - 1) * size)
     first = (page - 1) * size + 1
-    st.caption(f"Calls {first}–{first + len(rows) - 1}, newest first"
-               + ("; more on the next page." if more else "."))
+    st.caption(f"Calls {first:,}–{first + len(rows) - 1:,} of {total:,}, newest first · "
+               f"page {page:,} of {pages:,}.")
     _table(rows)
     by_id = {r["id"]: r for r in rows}
     chosen = st.selectbox("Open call", list(by_id), key="k_call",

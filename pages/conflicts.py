@@ -11,6 +11,7 @@ import streamlit as st
 
 from pld import jobs
 from pld.errors import BadInput
+from pld.numbers import score
 from pld.pipeline import decisions, resolve_state, resolve_view
 from pld.ui import diffs, page, sidebar
 from pld.ui.plain import literal
@@ -104,10 +105,10 @@ def _chart(history: list[dict[str, Any]]) -> None:
 def _history_table(history: list[dict[str, Any]]) -> None:
     st.dataframe(pd.DataFrame([{
         "iteration": h["iteration"], "prompt": f"v{h['prompt_version']}",
-        "macro-F1": h["macro_f1"], "answers": h.get("metric", "raw"),
-        "raw macro-F1": h.get("raw_macro_f1"),
+        "macro-F1": score(h["macro_f1"]), "answers": h.get("metric", "raw"),
+        "raw macro-F1": score(h.get("raw_macro_f1")),
         # The first iteration has no best before it: shown empty, not "None".
-        "Δ vs best": h["delta"] if h["delta"] is not None else float("nan"),
+        "Δ vs best": score(h["delta"]) if h["delta"] is not None else float("nan"),
         "errors": h["n_errors"],
         "adopted": h["adopted"], "best": f"v{h['best_version']}",
         "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],

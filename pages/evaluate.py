@@ -11,6 +11,7 @@ import streamlit as st
 
 from pld import jobs
 from pld.errors import BadInput
+from pld.numbers import delta_text, score, score_text
 from pld.pipeline import evaluate, student
 from pld.tasks.store import examples
 from pld.ui import page, sidebar
@@ -85,8 +86,8 @@ def _name(ev: dict[str, Any]) -> str:
     version = f" v{ev['prompt_version']}" if ev["prompt_version"] is not None else ""
     f1 = ev["metrics"].get("macro_f1")
     cal = _calibrated(ev["metrics"]).get("macro_f1")
-    score = (f" · F1 {f1:.3f}" if f1 is not None else "") + (
-        f" (calibrated {cal:.3f})" if cal is not None else "")
+    score = (f" · F1 {score_text(f1)}" if f1 is not None else "") + (
+        f" (calibrated {score_text(cal)})" if cal is not None else "")
     return f"#{ev['id']} {ev['method']}{version} · {ev['split']} n={ev['n']}{score}"
 
 
@@ -95,7 +96,7 @@ def _ci(m: dict[str, Any], key: str) -> str:
     if not ci:
         return "no CI"
     lo, hi = ci[key]
-    return f"{int(ci['level'] * 100)}% CI [{lo:.3f}, {hi:.3f}]"
+    return f"{int(ci['level'] * 100)}% CI [{score_text(lo)}, {score_text(hi)}]"
 
 
 def _calibrated(m: dict[str, Any]) -> dict[str, Any]:
@@ -107,10 +108,10 @@ def _table(evals: list[dict[str, Any]]) -> None:
         "id": e["id"], "method": e["method"],
         "prompt": f"v{e['prompt_version']}" if e["prompt_version"] is not None else "",
         "student": e["student"], "split": e["split"], "n": e["n"],
-        "macro-F1": e["metrics"].get("macro_f1"), "CI": _ci(e["metrics"], "macro_f1"),
-        "accuracy": e["metrics"].get("accuracy"),
+        "macro-F1": score(e["metrics"].get("macro_f1")), "CI": _ci(e["metrics"], "macro_f1"),
+        "accuracy": score(e["metrics"].get("accuracy")),
         "top answer share": e["metrics"].get("top_answer_share"),
-        "calibrated macro-F1": _calibrated(e["metrics"]).get("macro_f1"),
+        "calibrated macro-F1": score(_calibrated(e["metrics"]).get("macro_f1")),
         "calibrated CI": (_ci(_calibrated(e["metrics"]), "macro_f1")
                           if _calibrated(e["metrics"]) else ""),
         "calibrated top share": _calibrated(e["metrics"]).get("top_answer_share"),
@@ -137,12 +138,16 @@ def _calibration(m: dict[str, Any]) -> None:
                "Exported with the prompt as a logit_bias on each label's first token.")
     if cal.get("source"):
         st.text(cal["source"])  # a path the user chose: plain text, never Markdown
-    st.dataframe(pd.DataFrame([{"label": k, "bias": v}
+    st.dataframe(pd.DataFrame([{"label": k, "bias": score(v)}
                                for k, v in (cal.get("bias") or {}).items()]),
                  hide_index=True,
                  column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
     if cal.get("in_sample"):
         st.warning("The bias was fitted on this split: the calibrated score is optimistic.")
+
+
+def _rounded(scores: dict[str, Any]) -> dict[str, Any]:
+    return {k: score(v) if k in ("precision", "recall", "f1") else v for k, v in scores.items()}
 
 
 def _share(m: dict[str, Any]) -> str:
@@ -155,12 +160,12 @@ def _scores(ev: dict[str, Any]) -> None:
     m = ev["metrics"]
     cal = _calibrated(m)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Macro-F1 (raw)", f"{m['macro_f1']:.3f}", help=_ci(m, "macro_f1"))
-    c2.metric("Macro-F1 (calibrated)", f"{cal['macro_f1']:.3f}" if cal else "—",
-              delta=f"{cal['macro_f1'] - m['macro_f1']:+.3f}" if cal else None,
+    c1.metric("Macro-F1 (raw)", score_text(m['macro_f1']), help=_ci(m, "macro_f1"))
+    c2.metric("Macro-F1 (calibrated)", score_text(cal['macro_f1']) if cal else "—",
+              delta=delta_text(cal['macro_f1'] - m['macro_f1']) if cal else None,
               help=_ci(cal, "macro_f1") if cal else "no calibration")
     c3.metric("Accuracy (raw / calibrated)",
-              f"{m['accuracy']:.3f}" + (f" / {cal['accuracy']:.3f}" if cal else ""))
+              score_text(m['accuracy']) + (f" / {score_text(cal['accuracy'])}" if cal else ""))
     c4.metric("Items", m["n"], help=f"{m.get('n_unparseable', 0)} unparseable answers")
     st.caption(f"Macro-F1 {_ci(m, 'macro_f1')} · accuracy {_ci(m, 'accuracy')} "
                f"(bootstrap over items) · student {literal(ev['student'])} on {ev['split']} · "
@@ -178,7 +183,7 @@ def _scores(ev: dict[str, Any]) -> None:
     with left:
         st.markdown("**Per label**")
         # Stored JSON has its keys sorted; the confusion rows keep the task's label order.
-        st.dataframe(pd.DataFrame([{"label": label, **shown["per_label"][label]}
+        st.dataframe(pd.DataFrame([{"label": label, **_rounded(shown["per_label"][label])}
                                    for label in shown["confusion"]["rows"]]),
                      hide_index=True,
                      column_config={k: st.column_config.NumberColumn(format="%.3f")
@@ -224,20 +229,22 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
         st.warning("These evaluations used different splits or students: the scores are not "
                    "directly comparable.")
     for col, ev in ((c1, ea), (c2, eb)):
-        col.metric("Macro-F1", f"{ev['metrics']['macro_f1']:.3f}",
+        col.metric("Macro-F1", score_text(ev['metrics']['macro_f1']),
                    help=_ci(ev["metrics"], "macro_f1"))
-        col.metric("Accuracy", f"{ev['metrics']['accuracy']:.3f}")
+        col.metric("Accuracy", score_text(ev['metrics']['accuracy']))
         col.caption(f"{ev['method']} · {literal(ev['student'])} · {ev['split']} · n={ev['n']} · "
                     f"{_ci(ev['metrics'], 'macro_f1')}")
-    st.markdown(f"B − A: macro-F1 **{cmp['delta_macro_f1']:+.3f}**, accuracy "
-                f"**{cmp['delta_accuracy']:+.3f}** over {cmp['common']} items both scored.")
+    st.markdown(f"B − A: macro-F1 **{delta_text(cmp['delta_macro_f1'])}**, accuracy "
+                f"**{delta_text(cmp['delta_accuracy'])}** over {cmp['common']} items both "
+                "scored.")
     paired = cmp["paired"]
     if paired is not None and paired["ci"] is not None:
         low, high = paired["ci"]
         verdict = ("more than noise: the interval excludes 0" if paired["beyond_noise"]
                    else "within noise: the interval includes 0")
-        st.caption(f"Paired on the same {paired['n']} items: macro-F1 {paired['delta']:+.3f}, "
-                   f"95% CI {low:+.3f} to {high:+.3f} (paired bootstrap), {verdict}. "
+        st.caption(f"Paired on the same {paired['n']} items: macro-F1 "
+                   f"{delta_text(paired['delta'])}, 95% CI {delta_text(low)} to "
+                   f"{delta_text(high)} (paired bootstrap), {verdict}. "
                    f"{len(cmp['wrong_to_right'])} item(s) fixed by B, "
                    f"{len(cmp['right_to_wrong'])} broken.")
     left, right = st.columns(2)

@@ -12,6 +12,7 @@ import streamlit as st
 
 from pld import review
 from pld.errors import BadInput
+from pld.numbers import score
 from pld.pipeline import export, student
 from pld.pipeline.student import PromptVersion
 from pld.ui import page
@@ -79,7 +80,7 @@ def _calibration(manifest: dict[str, Any] | None) -> None:
     st.markdown("**Calibration exported with the prompt**")
     st.caption(f"Fitted for {cal['student']} ({cal['method']}, {cal['n_val']} validation "
                f"items). {cal['how_to_apply']}")
-    st.dataframe(pd.DataFrame([{"label": k, "bias": v} for k, v in cal["bias"].items()]),
+    st.dataframe(pd.DataFrame([{"label": k, "bias": score(v)} for k, v in cal["bias"].items()]),
                  hide_index=True,
                  column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
 

@@ -15,6 +15,7 @@ import streamlit as st
 
 from pld import jobs, review
 from pld.errors import BadInput
+from pld.numbers import delta_text, score, score_text
 from pld.pipeline import impact
 from pld.ui import diffs, page, sidebar
 from pld.ui.plain import literal
@@ -338,17 +339,18 @@ def _impact_report(report: dict[str, Any]) -> None:
         st.warning("Measured on an earlier set of approved heuristics: measure again to see "
                    "the current set.")
     c1, c2, c3 = st.columns(3)
-    c1.metric("All approved heuristics", f"{report['full'][key]:.3f}")
-    c2.metric("No heuristics", f"{report['no_rules'][key]:.3f}",
-              delta=f"{report['no_rules'][key] - report['full'][key]:+.3f}")
+    c1.metric("All approved heuristics", score_text(report['full'][key]))
+    c2.metric("No heuristics", score_text(report['no_rules'][key]),
+              delta=delta_text(report['no_rules'][key] - report['full'][key]))
     c3.metric("Harmful heuristics", sum(h["harmful"] for h in report["heuristics"]))
     st.caption(f"Student {report['student']} · {report['n_val']} validation items · "
                f"{report['metric']} answers (macro-F1) · measured {report['created_at']}")
     st.dataframe(pd.DataFrame([{
-        "#": h["number"], "id": h["heuristic_id"], "effect": h["effect"],
-        "CI low": (h["ci"] or [None, None])[0], "CI high": (h["ci"] or [None, None])[1],
+        "#": h["number"], "id": h["heuristic_id"], "effect": score(h["effect"]),
+        "CI low": score((h["ci"] or [None, None])[0]),
+        "CI high": score((h["ci"] or [None, None])[1]),
         "fixes": len(h["fixes"]), "breaks": len(h["breaks"]),
-        "F1 without": h["without"].get(key), "harmful": h["harmful"], "text": h["text"],
+        "F1 without": score(h["without"].get(key)), "harmful": h["harmful"], "text": h["text"],
     } for h in report["heuristics"]]), hide_index=True,
         column_config={**{k: st.column_config.NumberColumn(format="%+.3f")
                           for k in ("effect", "CI low", "CI high")},

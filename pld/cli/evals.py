@@ -19,6 +19,7 @@ from pld.cli.common import (
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
+from pld.numbers import delta_text, score_text
 
 
 def _concurrency_option(help_text: str) -> Callable[[F], F]:
@@ -80,11 +81,12 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
 
 def _score_line(name: str, m: dict[str, Any]) -> str:
     ci = (m.get("ci") or {}).get("macro_f1")
-    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    interval = f" [{score_text(ci[0])}, {score_text(ci[1])}]" if ci else ""
     share = m.get("top_answer_share")
     top = (f"; most frequent answer {m.get('top_answer')!r} {share:.0%}"
            if share is not None else "")
-    return (f"{name}: macro-F1 {m['macro_f1']:.3f}{interval}, accuracy {m['accuracy']:.3f}"
+    return (f"{name}: macro-F1 {score_text(m['macro_f1'])}{interval}, "
+            f"accuracy {score_text(m['accuracy'])}"
             + (f", {m['n_unparseable']} unparseable" if m.get("n_unparseable") else "") + top)
 
 
@@ -94,7 +96,7 @@ def _calibration_text(m: dict[str, Any]) -> list[str]:
         return ["  calibrated: not asked for (--calibration none)"]
     if cal.get("status") != "fitted":
         return [f"  calibrated: unavailable: {cal.get('reason')}"]
-    bias = ", ".join(f"{label} {v:+.3f}" for label, v in (cal.get("bias") or {}).items())
+    bias = ", ".join(f"{label} {delta_text(v)}" for label, v in (cal.get("bias") or {}).items())
     where = (f"from {cal['source']}" if cal.get("source")
              else f"{cal.get('method')} on {cal.get('n_val')} validation items")
     lines = ["  " + _score_line("calibrated", m["calibrated"]),
@@ -111,8 +113,8 @@ def _metrics_text(d: dict[str, Any]) -> str:
              "  " + _score_line("raw", m), *_calibration_text(m)]
     lines.append(f"  {'label':<24} {'P':>6} {'R':>6} {'F1':>6} {'n':>5}   (raw answers)")
     for label, v in m["per_label"].items():
-        lines.append(f"  {label[:24]:<24} {v['precision']:>6.3f} {v['recall']:>6.3f} "
-                     f"{v['f1']:>6.3f} {v['support']:>5}")
+        p, r, f1 = (score_text(v[k]) for k in ("precision", "recall", "f1"))
+        lines.append(f"  {label[:24]:<24} {p:>6} {r:>6} {f1:>6} {v['support']:>5}")
     return "\n".join(lines)
 
 
@@ -215,13 +217,13 @@ def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
         for e in d["evaluations"]:
             m = e["metrics"]
             lo, hi = (m.get("ci") or {}).get("macro_f1") or (None, None)
-            ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+            ci = f" [{score_text(lo)}, {score_text(hi)}]" if lo is not None else ""
             cal = m.get("calibrated")
-            calibrated = f"; calibrated {cal['macro_f1']:.3f}" if cal else ""
+            calibrated = f"; calibrated {score_text(cal['macro_f1'])}" if cal else ""
             share = m.get("top_answer_share")
             top = f"; top answer {share:.0%}" if share is not None else ""
-            out.append(f"{_eval_name(e)}: macro-F1 {m.get('macro_f1', 0):.3f}{ci}, accuracy "
-                       f"{m.get('accuracy', 0):.3f}{top}{calibrated}")
+            out.append(f"{_eval_name(e)}: macro-F1 {score_text(m.get('macro_f1', 0))}{ci}, "
+                       f"accuracy {score_text(m.get('accuracy', 0))}{top}{calibrated}")
         return "\n".join(out) or f"no evaluations of {d['task']}; run python -m pld eval"
 
     emit(data, as_json, text)
@@ -246,12 +248,13 @@ def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -
         lines = [f"A {_eval_name(a)}", f"B {_eval_name(b)}"]
         if (a["split"], a["student"]) != (b["split"], b["student"]):
             lines.append("note: different splits or students, so the scores do not compare")
-        lines.append(f"B - A: macro-F1 {d['delta_macro_f1']:+.3f}, accuracy "
-                     f"{d['delta_accuracy']:+.3f} over {d['common']} items both scored")
+        lines.append(f"B - A: macro-F1 {delta_text(d['delta_macro_f1'])}, accuracy "
+                     f"{delta_text(d['delta_accuracy'])} over {d['common']} items both scored")
         p = d.get("paired") or {}
         if p.get("ci"):
-            lines.append(f"paired on {p['n']} items: macro-F1 {p['delta']:+.3f}, 95% CI "
-                         f"{p['ci'][0]:+.3f} to {p['ci'][1]:+.3f} (paired bootstrap): "
+            lines.append(f"paired on {p['n']} items: macro-F1 {delta_text(p['delta'])}, 95% CI "
+                         f"{delta_text(p['ci'][0])} to {delta_text(p['ci'][1])} "
+                         "(paired bootstrap): "
                          + ("more than noise" if p["beyond_noise"] else "within noise"))
         lines.append(f"fixed by B (wrong -> right): {d['wrong_to_right'] or 'none'}")
         lines.append(f"broken by B (right -> wrong): {d['right_to_wrong'] or 'none'}")

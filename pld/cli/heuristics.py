@@ -21,6 +21,7 @@ from pld.cli.common import (
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
+from pld.numbers import delta_text, score_text
 
 
 @cli.command("consolidate")
@@ -431,7 +432,8 @@ def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: 
 def _impact_text(d: dict[str, Any]) -> str:
     def f1(block: dict[str, Any]) -> str:
         cal = block.get("calibrated_macro_f1")
-        return f"{block['macro_f1']:.3f}" + (f" (calibrated {cal:.3f})" if cal is not None else "")
+        return score_text(block["macro_f1"]) + (
+            f" (calibrated {score_text(cal)})" if cal is not None else "")
 
     lines = [f"{d['task']}: effect of each approved heuristic on {d['student']}, "
              f"{d['n_val']} validation items, {d['metric']} answers",
@@ -439,8 +441,9 @@ def _impact_text(d: dict[str, Any]) -> str:
              f"  {'#':>3} {'id':>5} {'effect':>7} {'95% CI':>17} {'fixes':>5} {'breaks':>6}  text"]
     for h in d["heuristics"]:
         lo, hi = h["ci"] or (float("nan"), float("nan"))
-        lines.append(f"  {h['number']:>3} {h['heuristic_id']:>5} {h['effect']:>+7.3f} "
-                     f"[{lo:+.3f}, {hi:+.3f}] {len(h['fixes']):>5} {len(h['breaks']):>6}  "
+        lines.append(f"  {h['number']:>3} {h['heuristic_id']:>5} {delta_text(h['effect']):>7} "
+                     f"[{delta_text(lo)}, {delta_text(hi)}] {len(h['fixes']):>5} "
+                     f"{len(h['breaks']):>6}  "
                      f"{' '.join(h['text'].split())[:60]}"
                      + ("  <- removing it raised validation macro-F1" if h["harmful"] else ""))
     return "\n".join(lines)

@@ -294,6 +294,25 @@ def summarize_calls(ws: Workspace) -> dict[str, Any]:
     return {"total": total, "by_model_stage": groups}
 
 
+def _call_filter(model: str | None, stage: str | None, errors_only: bool,
+                 cache_hit: bool | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its arguments) that list_calls and count_calls share."""
+    where: list[str] = []
+    args: list[Any] = []
+    if model:
+        where.append("c.model = ?")
+        args.append(model)
+    if stage:
+        where.append("c.stage = ?")
+        args.append(stage)
+    if errors_only:
+        where.append("c.error IS NOT NULL")
+    if cache_hit is not None:
+        where.append("c.cache_hit = ?")
+        args.append(1 if cache_hit else 0)
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
 def list_calls(
     ws: Workspace,
     *,
@@ -308,22 +327,15 @@ def list_calls(
 
     ``cache_hit``: True = only calls answered from the cache, False = only real model calls.
     """
-    where, args = [], []
-    if model:
-        where.append("c.model = ?")
-        args.append(model)
-    if stage:
-        where.append("c.stage = ?")
-        args.append(stage)
-    if errors_only:
-        where.append("c.error IS NOT NULL")
-    if cache_hit is not None:
-        where.append("c.cache_hit = ?")
-        args.append(1 if cache_hit else 0)
-    sql = (
-        "SELECT c.*, t.text AS system FROM llm_calls c "
-        "LEFT JOIN texts t ON t.sha256 = c.system_sha256"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY c.id DESC LIMIT ? OFFSET ?"
-    )
+    where, args = _call_filter(model, stage, errors_only, cache_hit)
+    sql = ("SELECT c.*, t.text AS system FROM llm_calls c "
+           "LEFT JOIN texts t ON t.sha256 = c.system_sha256" + where
+           + " ORDER BY c.id DESC LIMIT ? OFFSET ?")
     return ws.query(sql, [*args, limit, offset])
+
+
+def count_calls(ws: Workspace, *, model: str | None = None, stage: str | None = None,
+                errors_only: bool = False, cache_hit: bool | None = None) -> int:
+    """How many call-log rows :func:`list_calls` pages through with the same filters."""
+    where, args = _call_filter(model, stage, errors_only, cache_hit)
+    return ws.query("SELECT count(*) AS n FROM llm_calls c" + where, args)[0]["n"]

@@ -58,6 +58,11 @@ def test_totals_and_groups(open_page: OpenPage, logged: tuple[Populated, str]) -
     assert [m.value for m in at.metric[:3]] == [
         str(total["calls"]), str(total["cache_hits"]), str(total["errors"])]
     assert total["cache_hits"] == 1 and total["errors"] >= 1
+    metrics = {m.label: m.value for m in at.metric}
+    # Whole numbers in their own boxes, seconds to one decimal.
+    assert metrics["Tokens in"] == f"{total['input_tokens']:,}"
+    assert metrics["Tokens out"] == f"{total['output_tokens']:,}"
+    assert metrics["Latency"] == f"{total['latency_s']:.1f} s"
     groups = next(d.value for d in at.dataframe if "cost $" in d.value.columns
                   and "stage" in d.value.columns and "attempt" not in d.value.columns)
     assert set(zip(groups["model"], groups["stage"], strict=True)) == {
@@ -70,11 +75,17 @@ def test_filters_and_paging(open_page: OpenPage, logged: tuple[Populated, str]) 
     at.run()
     with pop.open() as ws:
         n_all = calls.summarize_calls(ws)["total"]["calls"]
-    assert len(_log(at)) == min(25, n_all)
-    assert "more on the next page" in _texts(at.caption)
+    assert n_all > 25
+    assert len(_log(at)) == 25
+    pages = -(-n_all // 25)
+    assert f"Calls 1–25 of {n_all}, newest first · page 1 of {pages}." in _texts(at.caption)
+    assert at.number_input(key="k_page").label == f"Page (of {pages})"
+    assert at.number_input(key="k_page").max == pages
     at.number_input(key="k_page").set_value(2).run()
     assert not at.exception
     assert len(_log(at)) == min(25, n_all - 25)
+    # Every latency shown is rounded to one decimal.
+    assert all(round(v, 1) == v for v in _log(at)["latency s"].dropna())
 
     at.number_input(key="k_page").set_value(1)
     at.selectbox(key="k_stage").set_value("consolidate").run()
@@ -115,6 +126,9 @@ def test_list_calls_filters_cache_hits_in_sql(logged: tuple[Populated, str]) -> 
     pop, model = logged
     with pop.open() as ws:
         every = calls.list_calls(ws, limit=1000)
+        assert calls.count_calls(ws) == len(every)
+        assert calls.count_calls(ws, cache_hit=True, model=model) == 1
+        assert calls.count_calls(ws, stage="consolidate") == 3
         hits = calls.list_calls(ws, cache_hit=True, limit=1000)
         misses = calls.list_calls(ws, cache_hit=False, limit=1000)
         assert [r["id"] for r in hits] == [r["id"] for r in every if r["cache_hit"]]

@@ -11,6 +11,7 @@ from typing import Any
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
+from pld.numbers import delta_text, score, score_text
 from pld.pipeline import evaluate, student
 from pld.tasks import load_task
 from pld.workspace import open_workspace
@@ -62,9 +63,9 @@ def test_scores_of_the_latest_evaluation(open_page: OpenPage, populated_ws: Popu
     table = _frame(at, "macro-F1")
     assert list(table["id"]) == [e["id"] for e in reversed(evals)]
     latest = evals[-1]["metrics"]
-    assert at.metric[0].value == f"{latest['macro_f1']:.3f}"
+    assert at.metric[0].value == score_text(latest['macro_f1'])
     lo, hi = latest["ci"]["macro_f1"]
-    assert f"Macro-F1 95% CI [{lo:.3f}, {hi:.3f}]" in _texts(at.caption)
+    assert f"Macro-F1 95% CI [{score_text(lo)}, {score_text(hi)}]" in _texts(at.caption)
     per_label = _frame(at, "recall")
     assert list(per_label["label"]) == populated_ws.labels
     assert list(per_label["support"]) == [latest["per_label"][lab]["support"]
@@ -73,7 +74,7 @@ def test_scores_of_the_latest_evaluation(open_page: OpenPage, populated_ws: Popu
     # Choosing the other evaluation shows its scores.
     first = evals[0]
     at.selectbox(key="e_selected").set_value(first["id"]).run()
-    assert at.metric[0].value == f"{first['metrics']['macro_f1']:.3f}"
+    assert at.metric[0].value == score_text(first["metrics"]["macro_f1"])
 
 
 def test_raw_and_calibrated_side_by_side(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -83,19 +84,21 @@ def test_raw_and_calibrated_side_by_side(open_page: OpenPage, populated_ws: Popu
     at.run()
     table = _frame(at, "calibrated macro-F1")
     row = table[table["id"] == pld_eval["id"]].iloc[0]
-    assert row["calibrated macro-F1"] == cal["macro_f1"]
+    assert row["calibrated macro-F1"] == score(cal["macro_f1"])  # rounded once, half up
     assert row["top answer share"] == m["top_answer_share"]
     at.selectbox(key="e_selected").set_value(pld_eval["id"]).run()
     assert not at.exception
-    assert [x.value for x in at.metric[:2]] == [f"{m['macro_f1']:.3f}", f"{cal['macro_f1']:.3f}"]
+    assert [x.value for x in at.metric[:2]] == [score_text(m["macro_f1"]),
+                                                score_text(cal["macro_f1"])]
     bias = _frame(at, "bias")
     assert dict(zip(bias["label"], bias["bias"], strict=True)) == \
-        m["calibration"]["bias"]
+        {k: score(v) for k, v in m["calibration"]["bias"].items()}
     assert "fitted on 20 validation items" in _texts(at.caption)
     # The confusion matrix and per-label table follow the chosen answers.
     at.radio(key=f"e_view_{pld_eval['id']}").set_value("Calibrated").run()
     recall = _frame(at, "recall")
-    assert list(recall["f1"]) == [cal["per_label"][lab]["f1"] for lab in populated_ws.labels]
+    assert list(recall["f1"]) == [score(cal["per_label"][lab]["f1"])
+                                  for lab in populated_ws.labels]
     # An evaluation without calibration says so and offers raw answers only.
     zero = _evaluations(populated_ws)[1]
     at.selectbox(key="e_selected").set_value(zero["id"]).run()
@@ -111,10 +114,11 @@ def test_compare_two_evaluations(open_page: OpenPage, populated_ws: Populated) -
     assert not at.exception
     with populated_ws.open() as ws:
         cmp = evaluate.compare(ws, a, b)
-    assert f"macro-F1 **{cmp['delta_macro_f1']:+.3f}**" in _texts(at.markdown)
+    assert f"macro-F1 **{delta_text(cmp['delta_macro_f1'])}**" in _texts(at.markdown)
     low, high = cmp["paired"]["ci"]
     assert (f"Paired on the same {cmp['paired']['n']} items: macro-F1 "
-            f"{cmp['paired']['delta']:+.3f}, 95% CI {low:+.3f} to {high:+.3f}") \
+            f"{delta_text(cmp['paired']['delta'])}, 95% CI {delta_text(low)} to "
+            f"{delta_text(high)}") \
         in _texts(at.caption)
     assert f"Broken by B (right → wrong)** ({len(cmp['right_to_wrong'])})" in _texts(at.markdown)
     fixed = _frame(at, "example")
