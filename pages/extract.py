@@ -18,6 +18,7 @@ from pld import jobs
 from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
+from pld.numbers import seconds_text
 from pld.pipeline.cluster import cluster_summary, current_clustering
 from pld.pipeline.extract import FLAGS, ClusterFilter, count_rules, get_rule, list_rules
 from pld.tasks.store import task_info
@@ -179,7 +180,7 @@ def _detail(ws: Workspace, rule_id: int) -> None:
         else:
             st.caption(f"call #{call['id']} · {literal(call['model'])} · "
                        f"{call['input_tokens']} in / {call['output_tokens']} out tokens · "
-                       f"{call['latency_s']} s · cache hit {bool(call['cache_hit'])} · "
+                       f"{seconds_text(call['latency_s'])} · cache hit {bool(call['cache_hit'])} · "
                        f"attempt {call['attempt']}")
             if call.get("system"):
                 st.markdown("System")

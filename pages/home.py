@@ -101,10 +101,18 @@ if ws is not None:
                 "page).")
 
 st.subheader("Built-in tasks")
+builtin = [t for t in _builtin_tasks(tuple(map(str, data_dirs()))) if t["name"] != "custom"]
 st.dataframe(pd.DataFrame([{
     "task": t["name"], "labels": ", ".join(t.get("labels") or []),
-    "data found": t.get("available"), "notes": t.get("notes") or "",
-} for t in _builtin_tasks(tuple(map(str, data_dirs())))]), hide_index=True, width="stretch")
+    "data found": t.get("available"),
+} for t in builtin]), hide_index=True, width="stretch")
+with st.expander("About their data"):
+    # Whole sentences that wrap, rather than a table cell that cuts them off.
+    for t in builtin:
+        st.markdown(f"**{t['name']}**")
+        st.text(t.get("notes") or "–")
+st.caption("Your own labelled examples: upload a CSV or JSONL file on the Data page, with a "
+           "sentence that says what the task is.")
 
 st.subheader("Models")
 st.write(f"Teacher: {literal(sidebar.model('teacher'))} · "

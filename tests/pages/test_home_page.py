@@ -34,6 +34,14 @@ def test_app_opens_home_on_an_empty_workspace(app_ws: Path) -> None:
     # The built-in tasks are listed, the demo among them.
     builtin = next(d.value for d in at.dataframe if "data found" in d.value.columns)
     assert "demo" in set(builtin["task"])
+    # Notes are whole sentences (not cut off in a cell); the custom task is not a row that
+    # tells a browser user to run a command, but points at the Data page.
+    assert "custom" not in set(builtin["task"])
+    notes = [t.value for t in at.text]
+    assert any("in-house demo data shipped in data/demo/" in n for n in notes)
+    assert any("upload a CSV or JSONL file on the Data page" in c.value for c in at.caption)
+    assert not any("python -m pld load custom" in e.value
+                   for e in [*at.caption, *at.text, *at.markdown])
     # app.py draws the sidebar once; the page does not draw it again.
     assert [t.label for t in at.sidebar.text_input].count("Workspace file") == 1
     assert at.sidebar.text_input(key="ws_path").value == str(app_ws)
