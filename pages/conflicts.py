@@ -12,7 +12,7 @@ import streamlit as st
 from pld import jobs
 from pld.errors import BadInput
 from pld.numbers import score
-from pld.pipeline import decisions, resolve_state, resolve_view
+from pld.pipeline import decisions, resolve_state, resolve_view, student
 from pld.ui import diffs, page, sidebar
 from pld.ui.plain import literal
 from pld.workspace import Workspace
@@ -137,6 +137,24 @@ def _dropped(record: dict[str, Any]) -> None:
                 st.text(d["text"])  # the teacher's words: plain
 
 
+def _prompt_of(ws: Workspace, task: str, record: dict[str, Any]) -> None:
+    """The exact system prompt the student ran with in this iteration, byte for byte."""
+    version = record["prompt_version"]
+    try:
+        prompt = student.get_prompt(ws, task, version)
+    except BadInput:
+        st.caption(f"Prompt v{version} is no longer in the workspace.")
+        return
+    basis = record.get("basis_version")
+    with st.expander(f"The prompt the student ran with in iteration {record['iteration']} "
+                     f"(v{version}, {len(prompt.heuristic_ids)} heuristics)"):
+        st.caption(f"sha256 {prompt.sha256[:16]}… · built by {literal(prompt.built_by or '–')}"
+                   f" at {prompt.created_at}" + (
+                       f" · it scored lower than the best, so the proposals address the "
+                       f"errors of v{basis}" if basis is not None and basis != version else ""))
+        st.code(prompt.text, language=None, wrap_lines=True)
+
+
 def _change_html(p: dict[str, Any]) -> str:
     current = (p["heuristic"] or {}).get("text") or ""
     if p["kind"] == resolve_state.ADD:
@@ -193,8 +211,13 @@ def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, An
                            "iteration.")
             for h in err["heuristics"]:
                 number = f"{h['number']}. " if h["number"] else ""
-                st.markdown(f"{number}#{h['id']} (similarity {h['similarity']:.2f}):")
+                version = f" v{h['version']}" if h["version"] is not None else ""
+                st.markdown(f"{number}#{h['id']}{version} (similarity {h['similarity']:.2f}):")
                 st.text(h["text"] or "(deleted)")  # heuristic text: plain, never Markdown
+                if h["version_now"] is None:
+                    st.caption("Deleted since.")
+                elif h["version_now"] != h["version"]:
+                    st.caption(f"Changed since: now v{h['version_now']} (Heuristics page).")
             st.markdown(f"**Proposed changes** ({len(related)})")
             if not related:
                 st.caption("No proposal touches these heuristics.")
@@ -283,6 +306,7 @@ def main() -> None:
     record = next(h for h in history if h["iteration"] == k)
     drafts = len(resolve_state.touched_heuristics(ws, task, k))
     st.info(resolve_view.stop_in_words(ws, record, pending, drafts))
+    _prompt_of(ws, task, record)
     _dropped(record)
     if pending:
         st.info(f"{pending} proposal(s) of iteration {k} wait for a decision. After deciding, "

@@ -142,6 +142,17 @@ def history(ws: Workspace, item_id: int, entity: str = HEURISTIC) -> list[dict[s
     return rows
 
 
+def text_at_version(ws: Workspace, item_id: int, version: int,
+                    entity: str = HEURISTIC) -> str | None:
+    """The text a heuristic (or preamble) had at ``version``, read from the trail (every row
+    records the whole item after it); None when the trail has no row at that version."""
+    rows = ws.query(
+        "SELECT json_extract(after, '$.text') AS text FROM reviews WHERE entity = ? AND "
+        "entity_id = ? AND json_extract(after, '$.version') = ? ORDER BY id DESC LIMIT 1",
+        [entity, item_id, version])
+    return rows[0]["text"] if rows else None
+
+
 def list_approvers(ws: Workspace, task: str) -> list[str]:
     """Names allowed to approve the task's heuristics; empty means anyone may."""
     return [r["name"] for r in ws.query(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pld import review
 from pld.errors import BadInput
 from pld.pipeline.resolve_state import (
     ACCEPTED,
@@ -146,16 +147,25 @@ def errors_for_iteration(ws: Workspace, task: str, iteration: int) -> list[dict[
     """The validation errors that the proposals of ``iteration`` address (the best version's
     when the iteration was not adopted), by example id: example_id, ext_id, text, gold,
     predicted, raw, and ``heuristics``: the attributed heuristics, most similar first, each
-    with its number in the prompt the teacher saw, its text now and the similarity (empty
-    until the iteration has proposed)."""
+    with its number in the prompt the teacher saw, its ``text`` as it was in that prompt (its
+    ``version`` then), ``text_now`` and ``version_now`` (None once deleted) and the similarity
+    (empty until the iteration has proposed)."""
     rec = iteration_record(ws, task, iteration)
     basis = rec.get("basis") or {"run_id": rec["run_id"]}
     attribution = rec.get("attribution") or {}
     rules = rec.get("rules") or []
+    then = {int(h): v for h, v in (rec.get("heuristic_versions") or {}).items()}
     ids = sorted({hid for pairs in attribution.values() for hid, _ in pairs})
-    texts = {r["id"]: r["text"] for r in ws.query(
-        "SELECT id, text FROM heuristics WHERE id IN (SELECT value FROM json_each(?))",
+    now_rows = {r["id"]: r for r in ws.query(
+        "SELECT id, text, version FROM heuristics WHERE id IN (SELECT value FROM json_each(?))",
         [dumps(ids)])} if ids else {}
+    texts: dict[int, dict[str, Any]] = {}
+    for hid in ids:
+        row = now_rows.get(hid) or {}
+        version = then.get(hid, row.get("version"))
+        old = review.text_at_version(ws, hid, version) if version is not None else None
+        texts[hid] = {"text": old if old is not None else row.get("text"), "version": version,
+                      "text_now": row.get("text"), "version_now": row.get("version")}
     out = []
     for p in basis_predictions(ws, task, basis):
         if p["correct"]:
@@ -165,7 +175,7 @@ def errors_for_iteration(ws: Workspace, task: str, iteration: int) -> list[dict[
             "example_id": p["example_id"], "ext_id": p["ext_id"], "text": p["text"],
             "gold": p["gold"], "predicted": p["predicted"], "raw": p["raw"],
             "heuristics": [{"id": hid, "number": rules.index(hid) + 1 if hid in rules else None,
-                            "text": texts.get(hid), "similarity": sim} for hid, sim in pairs],
+                            **texts[hid], "similarity": sim} for hid, sim in pairs],
         })
     return out
 

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs, review
-from pld.pipeline import decisions, resolve, resolve_state, resolve_view
+from pld.pipeline import decisions, resolve, resolve_state, resolve_view, student
 from pld.tasks import load_task
 from pld.ui.plain import literal
 from pld.workspace import open_workspace
@@ -121,7 +121,8 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
     markdown = _texts(at.markdown)
     assert f"**Example #{first['example_id']}**" in markdown
     assert f"Gold **{literal(first['gold'])}** · predicted **routine**" in markdown
-    assert f"#{first['heuristics'][0]['id']} (similarity" in markdown
+    h = first["heuristics"][0]
+    assert f"#{h['id']} v{h['version']} (similarity" in markdown
     assert first["text"] in _texts(at.text)
     # Errors come ten to a page.
     shown = sum("**Example #" in m.value for m in at.markdown)
@@ -154,6 +155,17 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
         ("accept", "ana", "self-declared", "good catch")]
     # Decided proposals show who decided instead of buttons.
     assert not [b for b in at.button if b.key == f"c_all_accept_{edit['id']}"]
+    # The errors still show the heuristic as the student and teacher saw it, and say it changed.
+    with looped.open() as ws:
+        cards = resolve_view.errors_for_iteration(ws, looped.task, 1)
+        prompt = student.get_prompt(ws, looped.task, 1)
+    shown = [h for e in cards for h in e["heuristics"] if h["id"] == edit["heuristic_id"]]
+    assert shown
+    assert all((h["text"], h["version"], h["text_now"], h["version_now"]) == (
+        before["text"], before["version"], edit["text"], before["version"] + 1) for h in shown)
+    assert before["text"] in prompt.text and edit["text"] not in prompt.text
+    # The exact prompt of the iteration, byte for byte, not today's heuristics.
+    assert prompt.text in [c.value for c in at.code]
 
 
 def test_reject_from_an_error_card(open_page: OpenPage, looped: Populated) -> None:
@@ -248,7 +260,11 @@ def test_model_and_reviewer_text_is_shown_literally(open_page: OpenPage, looped:
     with looped.open() as ws:
         first = resolve_view.errors_for_iteration(ws, looped.task, 1)[0]
         with ws.write() as db:
+            # As if the heuristics had read so when the loop ran: the cards show the text of
+            # the version in the iteration's prompt, which the trail holds.
             db.execute("UPDATE heuristics SET text = ?", [SPOOF])
+            db.execute("UPDATE reviews SET after = json_set(after, '$.text', ?) "
+                       "WHERE entity = 'heuristic'", [SPOOF])
             db.execute("UPDATE examples SET ext_id = ? WHERE id = ?",
                        ["x_*y*` **APPROVED**`", first["example_id"]])
         decided = resolve_view.list_proposals(ws, looped.task, 1)[0]
