@@ -211,8 +211,17 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
             total = int(entry["total"] or 0)
             st.progress(min(1.0, int(entry["done"] or 0) / total) if total else 0.0,
                         text=progress_label(entry))
-            st.button("Cancel", key=f"_pld_cancel_{kind}_{entry['pid']}", on_click=_cancel,
-                      args=(ws, entry), help="Stops the process; its finished work is kept.")
+            left, right = st.columns(2)
+            left.button("Cancel", key=f"_pld_cancel_{kind}_{entry['pid']}", on_click=_cancel,
+                        args=(ws, entry), help="Stops the process; its finished work is kept.")
+            done = int(entry["done"] or 0)
+            # Only the panel polls (a whole-page rerun every few seconds would disturb a
+            # reviewer reading the tables); this redraws the page with what is written so far.
+            if done and right.button(f"Show the {done} done so far",
+                                     key=f"_pld_refresh_{kind}_{entry['pid']}",
+                                     help="Redraw the page's tables with the job's results "
+                                          "written to the workspace until now."):
+                st.rerun(scope="app")
         if active:
             return
         last = jobs.list_jobs(ws, task, kind, limit=1)

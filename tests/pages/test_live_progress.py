@@ -35,6 +35,11 @@ def test_running_job_is_shown_on_a_page_with_results(
     assert len(bars) == 1 and "3 of 10" in bars[0].proto.text
     assert "/min" in bars[0].proto.text and "left" in bars[0].proto.text  # rate and time left
     assert any(b.label == "Cancel" for b in shown(at, "button"))
+    # What the job wrote so far is one click away while it runs.
+    refresh = [b for b in shown(at, "button") if b.label == "Show the 3 done so far"]
+    assert len(refresh) == 1
+    refresh[0].click().run()
+    assert not at.exception and len(shown(at, "progress")) == 1
 
 
 @pytest.mark.parametrize("page", list(PAGES))
