@@ -27,7 +27,7 @@ from pld.ui.page import (
     flash,
     follow_value,
     jobs_panel,
-    keep_label_current,
+    labelled_selectbox,
     need_task,
     running_caption,
     setup,
@@ -312,8 +312,7 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
     def cluster_label(i: int) -> str:
         return f"{names[i]} ({sizes[i]} rules)"
 
-    keep_label_current("c_cluster", cluster_label)
-    cid = st.selectbox("Cluster", options, key="c_cluster", format_func=cluster_label)
+    cid = labelled_selectbox("Cluster", options, key="c_cluster", format_func=cluster_label)
     entry = next(s for s in summary if _option(s) == cid)
     if entry["keywords"]:
         st.caption("Keywords (c-TF-IDF): " + ", ".join(map(literal, entry["keywords"])))
@@ -339,23 +338,21 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
         c2.button("Rename", key="c_rename", on_click=_rename, args=(ws, cid, entry["name"]))
     off = _edit_controls_off(ws, c["id"])
     _keep_valid("c_move_to", others)
-    keep_label_current("c_move_to", names.__getitem__)
     c1, c2, c3 = st.columns([3, 2, 1])
     c1.multiselect("Rules to move", [r["id"] for r in rows], key="c_move_rules",
                    format_func=_rule_option(rows), select_all=False, disabled=bool(off),
                    placeholder="Type an id or words of the rule")
-    c2.selectbox("Move to", others, key="c_move_to", format_func=names.__getitem__,
-                 disabled=bool(off))
+    labelled_selectbox("Move to", others, key="c_move_to", format_func=names.__getitem__,
+                       where=c2, disabled=bool(off))
     c3.button("Move", key="c_move", on_click=_move, args=(ws, c["id"]), disabled=bool(off),
               help=off or "Send rules to another cluster, to noise, or back from noise.")
     if cid == NOISE_ID:
         return
     merge_targets = [o for o in others if o != NOISE_ID]
     _keep_valid("c_merge_with", merge_targets)
-    keep_label_current("c_merge_with", names.__getitem__)
     c1, c2 = st.columns([3, 1])
-    c1.selectbox("Merge into this cluster", merge_targets, key="c_merge_with",
-                 format_func=names.__getitem__, disabled=bool(off))
+    labelled_selectbox("Merge into this cluster", merge_targets, key="c_merge_with",
+                       format_func=names.__getitem__, where=c1, disabled=bool(off))
     c2.button("Merge", key="c_merge", on_click=_merge, args=(ws, c["id"], cid),
               disabled=bool(off) or not merge_targets,
               help=off or (None if merge_targets else "There is no other cluster."))
@@ -386,9 +383,8 @@ def main() -> None:
     if st.session_state.get("c_clustering") not in by_id:
         current = clu.current_clustering(ws, task)
         st.session_state["c_clustering"] = current["id"] if current else clusterings[0]["id"]
-    keep_label_current("c_clustering", lambda i: _describe(by_id[i]))
-    chosen = st.selectbox("Clustering", list(by_id), key="c_clustering",
-                          format_func=lambda i: _describe(by_id[i]))
+    chosen = labelled_selectbox("Clustering", list(by_id), key="c_clustering",
+                                format_func=lambda i: _describe(by_id[i]))
     c = by_id[chosen]
     who = sidebar.reviewer()
     _overview(ws, c, who)

@@ -11,7 +11,7 @@ import streamlit as st
 
 from pld import jobs
 from pld.errors import BadInput
-from pld.numbers import score
+from pld.numbers import delta_text, score
 from pld.pipeline import decisions, resolve_state, resolve_view, student
 from pld.ui import diffs, page, sidebar
 from pld.ui.plain import literal
@@ -107,8 +107,9 @@ def _history_table(history: list[dict[str, Any]]) -> None:
         "iteration": h["iteration"], "prompt": f"v{h['prompt_version']}",
         "macro-F1": score(h["macro_f1"]), "answers": h.get("metric", "raw"),
         "raw macro-F1": score(h.get("raw_macro_f1")),
-        # The first iteration has no best before it: shown empty, not "None".
-        "Δ vs best": score(h["delta"]) if h["delta"] is not None else float("nan"),
+        # Text, not a number: the first iteration has no best before it, and a browser table
+        # shows a missing number as "None".
+        "Δ vs best": delta_text(h["delta"]) if h["delta"] is not None else "",
         "errors": h["n_errors"],
         "adopted": h["adopted"], "best": f"v{h['best_version']}",
         "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],
@@ -116,8 +117,7 @@ def _history_table(history: list[dict[str, Any]]) -> None:
         "stop": h["stop"] or "", "student": h["student"],
     } for h in history]), hide_index=True,
         column_config={"macro-F1": st.column_config.NumberColumn(format="%.3f"),
-                       "raw macro-F1": st.column_config.NumberColumn(format="%.3f"),
-                       "Δ vs best": st.column_config.NumberColumn(format="%+.3f")})
+                       "raw macro-F1": st.column_config.NumberColumn(format="%.3f")})
     if any(h.get("metric") == "calibrated" for h in history):
         st.caption("macro-F1 is scored on calibrated answers (each version's own per-label "
                    "bias, fitted on these validation items): what adoption compares and what "

@@ -26,7 +26,7 @@ from pld.ui import sidebar
 from pld.ui.page import (
     flash,
     jobs_panel,
-    keep_label_current,
+    labelled_selectbox,
     need_task,
     running_caption,
     setup,
@@ -102,8 +102,7 @@ def _cluster_filter(ws: Workspace, task: str) -> ClusterFilter | None:
     # The clustering id is in the key: another clustering has other clusters, so a choice
     # kept in session state from the previous one must not survive.
     key = f"x_cluster_{clustering['id']}"
-    keep_label_current(key, lambda v: names.get(v, str(v)))  # renamed on Clusters
-    chosen = st.selectbox(
+    chosen = labelled_selectbox(  # a cluster renamed on the Clusters page shows its new name
         f"Cluster (clustering #{clustering['id']}, {clustering['status']})",
         [ALL, *(c["id"] for c in clusters), NOISE], key=key,
         format_func=lambda v: names.get(v, str(v)), on_change=_first_page)

@@ -665,8 +665,8 @@ def main() -> None:
         def label(i: int) -> str:
             return f"#{i} · {by_id[i]['status']} · {_short(by_id[i]['text'])}"
 
-        page.keep_label_current("h_selected", label)
-        hid = st.selectbox("Open heuristic", list(by_id), key="h_selected", format_func=label)
+        hid = page.labelled_selectbox("Open heuristic", list(by_id), key="h_selected",
+                                      format_func=label)
         _detail(ws, hid, me, approvers)
     st.divider()
     # After the heuristics: the rest of the prompt, signed off the same way.

@@ -97,25 +97,30 @@ def follow_newest(key: str, options: Sequence[Any], newest: Any, scope: str = ""
         st.session_state[seen_key] = marker
 
 
-def keep_label_current(key: str, format_func: Callable[[Any], str]) -> None:
-    """Call before drawing the keyed selectbox ``key``: when the label of its chosen option
-    changed since the last run (a heuristic approved, a cluster renamed), send the choice again.
+def labelled_selectbox(label: str, options: Sequence[Any], *, key: str,
+                       format_func: Callable[[Any], str], where: Any = None,
+                       **kwargs: Any) -> Any:
+    """``st.selectbox`` (in ``where``, a column or container; the page by default) whose shown
+    choice follows its label: when the chosen option's label changed since the last run (a
+    heuristic approved, a cluster renamed), the choice is sent to the browser again.
 
     The browser shows the label it was last sent for the chosen option; without this it keeps
     showing e.g. "draft" for a heuristic approved a moment ago (the options list is fresh, the
     shown choice is not).
     """
-    if key not in st.session_state:
-        return
-    value = st.session_state[key]
-    try:
-        label = format_func(value)
-    except (KeyError, IndexError, TypeError, ValueError):
-        return  # no longer an option: the widget resets it itself
     seen_key = f"_pld_label_{key}"
-    if seen_key in st.session_state and st.session_state[seen_key] != label:
-        st.session_state[key] = value  # assigning marks it changed: the widget sends it anew
-    st.session_state[seen_key] = label
+    if key in st.session_state and seen_key in st.session_state:
+        try:
+            now_label = format_func(st.session_state[key])
+        except (KeyError, IndexError, TypeError, ValueError):
+            now_label = None  # no longer an option: the widget resets it itself
+        if now_label is not None and now_label != st.session_state[seen_key]:
+            # Assigning marks the value changed, so the widget sends it (and its label) anew.
+            st.session_state[key] = st.session_state[key]
+    value = (where or st).selectbox(label, options, key=key, format_func=format_func, **kwargs)
+    # Recorded after drawing: a choice left at its default is in session state only now.
+    st.session_state[seen_key] = None if value is None else format_func(value)
+    return value
 
 
 def follow_value(key: str, value: Any) -> None:

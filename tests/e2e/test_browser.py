@@ -224,8 +224,9 @@ def _pick(ui: Ui, box: Locator, hid: int) -> None:
 def _approve_drafts(ui: Ui) -> int:
     """As the current reviewer, approve every draft heuristic one by one; return how many.
 
-    Drafts are found in the open list of the "Open heuristic" box: the box's own text can lag
-    behind (Streamlit keeps a keyed select box's old label when its format_func output changes).
+    Drafts are found in the open list of the "Open heuristic" box; after each approval the
+    box's own text must say "approved" at once (Streamlit keeps a keyed select box's old label
+    when its format_func output changes, unless the page sends the choice again).
     """
     approved = 0
     box = ui.main.get_by_role("combobox", name="Open heuristic", exact=True)
@@ -246,6 +247,7 @@ def _approve_drafts(ui: Ui) -> int:
         ui.tab("Review")
         ui.click("Approve")
         expect(ui.flash(re.compile(r"Heuristic #\d+ approved by alice"))).to_be_visible()
+        expect(box).to_have_value(re.compile(rf"^#{_open_heuristic(ui)} · approved · "))
         approved += 1
 
 
@@ -391,7 +393,19 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     # ``delta`` starts from the page's main block, which no tab panel contains.
     compare = ui.main.get_by_role("tabpanel").filter(has_text=re.compile(r"B − A: macro-F1"))
     expect(compare).to_contain_text("zero-shot")
+    expect(compare).to_contain_text("paired bootstrap")
     ui.check("evaluate-compare")
+
+    # Conflicts: one iteration of the loop on validation; the page says in words why it
+    # stopped and shows the exact prompt the student ran with.
+    ui.go("Conflicts")
+    ui.click("Run conflict loop")
+    ui.see(ui.flash("Conflict loop started in the background"))
+    ui.see(ui.main.get_by_text(re.compile(r"After iteration \d+ the loop stopped because")),
+           timeout_ms=JOB_TIMEOUT_MS)
+    ui.expand("The prompt the student ran with in iteration")
+    expect(ui.main.get_by_text("passcode").first).to_be_visible()
+    ui.check("conflicts")
 
     # Export: write prompt.md and manifest.json to a folder, and download prompt.md.
     ui.go("Export")

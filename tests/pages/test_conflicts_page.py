@@ -115,6 +115,7 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
     assert len(at.get("plotly_chart")) == 1
     history = _frame(at, "adopted")
     assert list(history["iteration"]) == [1] and list(history["adopted"]) == [True]
+    assert list(history["Δ vs best"]) == [""]  # no best before the first: blank, not "None"
     with looped.open() as ws:
         errors = resolve_view.errors_for_iteration(ws, looped.task, 1)
     first = errors[0]
