@@ -190,8 +190,18 @@ def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None
                   on_click=_decide, args=(ws, pid, False, comment_key))
 
 
+def _unattributed(record: dict[str, Any]) -> str:
+    """Why an error of this iteration names no heuristic."""
+    if record["proposed"]:
+        return "No heuristic was attributed: the prompt had none to attribute it to."
+    if record["stop"]:
+        return ("Not attributed: the loop stopped at this iteration before asking the teacher "
+                "(see why above).")
+    return "Not attributed yet: the teacher has not proposed for this iteration."
+
+
 def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, Any]],
-                me: sidebar.Identity | None) -> None:
+                me: sidebar.Identity | None, unattributed: str) -> None:
     involved = {h["id"] for h in err["heuristics"]}
     related = [p for p in proposals
                if p["heuristic_id"] in involved or err["example_id"] in p["evidence"]]
@@ -207,8 +217,7 @@ def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, An
         with right:
             st.markdown("**Heuristics involved** (most similar first)")
             if not err["heuristics"]:
-                st.caption("Not attributed yet: the teacher has not proposed for this "
-                           "iteration.")
+                st.caption(unattributed)
             for h in err["heuristics"]:
                 number = f"{h['number']}. " if h["number"] else ""
                 version = f" v{h['version']}" if h["version"] is not None else ""
@@ -226,7 +235,7 @@ def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, An
 
 
 def _errors_tab(ws: Workspace, errors: list[dict[str, Any]], proposals: list[dict[str, Any]],
-                me: sidebar.Identity | None) -> None:
+                me: sidebar.Identity | None, record: dict[str, Any]) -> None:
     if not errors:
         st.success("The student made no errors on the validation items of this iteration.")
         return
@@ -236,7 +245,7 @@ def _errors_tab(ws: Workspace, errors: list[dict[str, Any]], proposals: list[dic
         page = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
                                    key="c_error_page"))
     for err in errors[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
-        _error_card(ws, err, proposals, me)
+        _error_card(ws, err, proposals, me, _unattributed(record))
 
 
 def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
@@ -314,7 +323,7 @@ def main() -> None:
     t_errors, t_proposals = st.tabs([f"Errors ({len(errors)})",
                                      f"Proposals ({len(proposals)}, {pending} pending)"])
     with t_errors:
-        _errors_tab(ws, errors, proposals, me)
+        _errors_tab(ws, errors, proposals, me, record)
     with t_proposals:
         _proposals_tab(ws, proposals, me)
 

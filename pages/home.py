@@ -57,7 +57,7 @@ def _queue(ws: Workspace) -> None:
     st.caption(" · ".join(f"{n} {KIND_TITLES[k]}" for k, n in q["counts"].items() if n))
     for i, item in enumerate(q["items"]):
         with st.container(border=True):
-            left, right = st.columns([6, 1])
+            left, right = st.columns([3, 1])  # room for the whole "Open heuristic #12"
             left.caption(f"{KIND_TITLES[item['kind']]} · task {literal(item['task'])}")
             left.text(item["summary"])  # model- and reviewer-written text: plain
             if item["page"] in PAGE_FILES:
@@ -115,8 +115,8 @@ st.caption("Your own labelled examples: upload a CSV or JSONL file on the Data p
            "sentence that says what the task is.")
 
 st.subheader("Models")
-st.write(f"Teacher: {literal(sidebar.model('teacher'))} · "
-         f"Student: {literal(sidebar.model('student'))}")
+# Plain text: a model string's URL must not become a link.
+st.text(f"Teacher: {sidebar.model('teacher')} · Student: {sidebar.model('student')}")
 loaded = loaded_models()
 if loaded:
     st.dataframe(pd.DataFrame(loaded), hide_index=True)
