@@ -462,13 +462,15 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
                    "someone else to approve it.")
     st.text_input("Comment (recorded with the decision)",
                   key=_comment_key(hid, me.name if me else ""), disabled=me is None)
+    # Off before the click, with the reason the refusal would give, not refused after it.
+    off = {a: "Enter your name in the sidebar (or log in) first." if me is None
+           else review.sign_off_refusal(ws, h, me.name, me.kind, a)
+           for a in ("approve", "reject")}
     c1, c2 = st.columns(2)
-    c1.button("Approve", key=f"h_approve_{hid}", type="primary",
-              disabled=me is None or status not in (review.DRAFT, review.REJECTED),
-              on_click=_decide, args=(ws, hid, h["version"], "approve"))
-    c2.button("Reject", key=f"h_reject_{hid}",
-              disabled=me is None or status not in (review.DRAFT, review.APPROVED),
-              on_click=_decide, args=(ws, hid, h["version"], "reject"))
+    c1.button("Approve", key=f"h_approve_{hid}", type="primary", disabled=bool(off["approve"]),
+              help=off["approve"], on_click=_decide, args=(ws, hid, h["version"], "approve"))
+    c2.button("Reject", key=f"h_reject_{hid}", disabled=bool(off["reject"]),
+              help=off["reject"], on_click=_decide, args=(ws, hid, h["version"], "reject"))
     if me is not None:
         st.caption(f"Signing as **{literal(me.name)}** ({me.kind}).")
 

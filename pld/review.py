@@ -251,6 +251,31 @@ def _check_four_eyes(row: dict[str, Any], who: str) -> None:
                        f"{who} started); four-eyes rule: someone else must approve it")
 
 
+def _check_sign_off(ws: Workspace, row: dict[str, Any], who: str, identity_kind: str,
+                    action: str) -> None:
+    """Every check but the version's before ``who`` may ``action`` ("approve" or "reject")
+    ``row``. Rejecting takes a heuristic out of the prompt: as much a sign-off as approving."""
+    _check_approver(ws, row["task"], who, action)
+    if action == "approve":
+        _check_identity(ws, row["task"], identity_kind, action)
+        _check_status(row, (DRAFT, REJECTED), action)
+        _check_four_eyes(row, who)
+    else:
+        _check_status(row, (DRAFT, APPROVED), action)
+
+
+def sign_off_refusal(ws: Workspace, row: dict[str, Any], who: str, identity_kind: str,
+                     action: str) -> str | None:
+    """Why ``who`` cannot ``action`` ("approve" or "reject") ``row`` as it stands, in the words
+    the refusal would use; None when they can. The app disables its button with this reason
+    before the click (the refusal itself still guards the write)."""
+    try:
+        _check_sign_off(ws, row, check_actor(who, identity_kind), identity_kind, action)
+    except BadInput as e:
+        return str(e)
+    return None
+
+
 def stale_error(ws: Workspace, item_id: int, base_version: int,
                 entity: str = HEURISTIC) -> StaleEdit:
     """The StaleEdit for a change based on ``base_version``, naming the change it missed."""
@@ -369,10 +394,7 @@ def approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], w
     (status, approver list, required identity kind, four-eyes, version): the one place that
     sets ``approved``. ``who`` must already have passed :func:`check_actor`."""
     _check_base(ws, row, base_version)
-    _check_approver(ws, row["task"], who)
-    _check_identity(ws, row["task"], identity_kind, "approve")
-    _check_status(row, (DRAFT, REJECTED), "approve")
-    _check_four_eyes(row, who)
+    _check_sign_off(ws, row, who, identity_kind, "approve")
     changes = {"status": APPROVED, "approved_by": who, "approved_at": now(),
                "identity_kind": identity_kind}
     return apply_change(ws, db, row, changes, who=who, identity_kind=identity_kind,
@@ -402,9 +424,7 @@ def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | No
     with ws.write() as db:
         row = fetch(ws, heuristic_id, entity)
         _check_base(ws, row, base_version)
-        # Rejecting takes a heuristic out of the prompt: as much a sign-off as approving.
-        _check_approver(ws, row["task"], who, "reject")
-        _check_status(row, (DRAFT, APPROVED), "reject")
+        _check_sign_off(ws, row, who, identity_kind, "reject")
         return apply_change(ws, db, row, {"status": REJECTED, **_NO_APPROVAL}, who=who,
                        identity_kind=identity_kind, action="reject", comment=comment,
                        base_version=base_version)

@@ -106,6 +106,25 @@ def test_four_eyes(ws: Workspace, task: str) -> None:
         approve_seen(ws, manual, "carol")
 
 
+def test_sign_off_refusal_says_what_the_refusal_would(ws: Workspace, task: str) -> None:
+    hid = teacher_draft(ws, "old text")
+    review.edit(ws, hid, "bob's text", "bob", base_version=1)
+    h = review.fetch(ws, hid)
+    said = review.sign_off_refusal(ws, h, "Bob", review.SELF_DECLARED, "approve")
+    with pytest.raises(FourEyes) as refused:
+        review.approve(ws, hid, "bob", base_version=2)
+    assert said == str(refused.value)
+    assert review.sign_off_refusal(ws, h, "bob", review.SELF_DECLARED, "reject") is None
+    assert review.sign_off_refusal(ws, h, "alice", review.SELF_DECLARED, "approve") is None
+    review.add_approver(ws, TASK, "carol", "carol")
+    assert "alice is not an approver" in review.sign_off_refusal(
+        ws, h, "alice", review.SELF_DECLARED, "approve")
+    approved = review.approve(ws, hid, "carol", base_version=2)
+    assert "is approved; cannot approve it" in review.sign_off_refusal(
+        ws, approved, "carol", review.SELF_DECLARED, "approve")
+    assert row(ws, hid)["status"] == "approved"  # asking changes nothing
+
+
 def test_edit_after_approval_resets_to_draft(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "old text")
     approved = approve_seen(ws, hid, "alice")

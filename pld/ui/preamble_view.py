@@ -55,15 +55,15 @@ def preamble_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> Non
         signed = (f"approved by {literal(row['approved_by'])} ({row['identity_kind']})"
                   if row["approved_by"] else "not approved")
         st.caption(f"Last written by {literal(row['updated_by'])} · {signed}")
+        off = {a: "Enter your name in the sidebar (or log in) first." if me is None
+               else review.sign_off_refusal(ws, row, me.name, me.kind, a)
+               for a in ("approve", "reject")}
         c1, c2 = st.columns(2)
-        mine = me is not None and review.normalize_name(row["updated_by"] or "") == me.name
         c1.button("Approve preamble", key=f"pre_approve_{task}", type="primary",
-                  disabled=me is None or mine or status not in (review.DRAFT, review.REJECTED),
-                  help="You wrote the current text: someone else must approve it." if mine
-                  else None, on_click=_decide, args=(ws, task, row["version"], "approve"))
-        c2.button("Reject preamble", key=f"pre_reject_{task}",
-                  disabled=me is None or status not in (review.DRAFT, review.APPROVED),
-                  on_click=_decide, args=(ws, task, row["version"], "reject"))
+                  disabled=bool(off["approve"]), help=off["approve"], on_click=_decide,
+                  args=(ws, task, row["version"], "approve"))
+        c2.button("Reject preamble", key=f"pre_reject_{task}", disabled=bool(off["reject"]),
+                  help=off["reject"], on_click=_decide, args=(ws, task, row["version"], "reject"))
         if me is not None:
             key = f"pre_text_{task}_{me.name}"
             page.follow_value(key, row["text"])

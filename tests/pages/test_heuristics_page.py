@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs, preamble, review
+from pld.errors import BadInput
 from pld.tasks import load_task
 from pld.workspace import loads, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
@@ -152,9 +154,10 @@ def test_four_eyes_refusal(open_page: OpenPage, populated_ws: Populated) -> None
         review.edit(ws, hid, "Ana's own wording.", "ana", base_version=1)
     at = _open(open_page, populated_ws, hid)
     assert "four-eyes rule" in _texts(at.warning)
-    at.button(key=f"h_approve_{hid}").click().run()
-    assert not at.exception
-    assert "Four-eyes rule" in _texts(at.error)
+    # Off before the click, with the reason; rejecting stays possible.
+    approve = at.button(key=f"h_approve_{hid}")
+    assert approve.disabled and "four-eyes rule: someone else must approve it" in approve.help
+    assert not at.button(key=f"h_reject_{hid}").disabled
     row = _row(populated_ws, hid)
     assert (row["status"], row["version"], row["approved_by"]) == ("draft", 2, None)
 
@@ -220,9 +223,10 @@ def test_approver_list_limits_approval(open_page: OpenPage, populated_ws: Popula
     other = _open(open_page, populated_ws, hid, reviewer="ana")
     assert "not on this task's approver list" in _texts(other.info)
     assert other.button(key="h_add_approver").disabled
-    other.button(key=f"h_approve_{hid}").click().run()
-    assert not other.exception
-    assert "Not an approver" in _texts(other.error)
+    for action in ("approve", "reject"):
+        button = other.button(key=f"h_{action}_{hid}")
+        assert button.disabled
+        assert f"ana is not an approver of task 'demo', so cannot {action}" in button.help
     assert _row(populated_ws, hid)["status"] == "draft"
     # A non-approver may still edit.
     other.button(key=f"h_open_edit_{hid}").click().run()
@@ -393,9 +397,11 @@ def test_reject_as_a_non_approver_is_refused(open_page: OpenPage,
         review.add_approver(ws, populated_ws.task, "bea", "bea")
     at = _open(open_page, populated_ws, hid, reviewer="ana")
     assert "not approve or reject" in _texts(at.info)
-    at.button(key=f"h_reject_{hid}").click().run()
-    assert not at.exception
-    assert "Not an approver" in _texts(at.error) and "cannot reject" in _texts(at.error)
+    reject = at.button(key=f"h_reject_{hid}")
+    assert reject.disabled and "so cannot reject" in reject.help
+    # The refusal itself still guards the write, whatever a page shows.
+    with populated_ws.open() as ws, pytest.raises(BadInput, match="cannot reject"):
+        review.reject(ws, hid, "ana")
     assert _row(populated_ws, hid)["status"] == "approved"
 
 
