@@ -12,6 +12,7 @@ import click
 
 from pld.errors import BadInput
 from pld.llm.base import ConfigError, RuntimeCrashed
+from pld.llm.budget import BudgetReached
 from pld.workspace import Workspace, WorkspaceError, open_workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +39,8 @@ def handles_errors(fn: F) -> F:
         except CallFailed as e:
             fail(1, f"LLM call failed (see llm_calls row {e.call_id}): {e}")
         except RuntimeCrashed as e:
+            fail(1, str(e))
+        except BudgetReached as e:
             fail(1, str(e))
         except DownloadError as e:
             fail(1, str(e).splitlines()[0])
@@ -96,6 +99,27 @@ def merge_option(fn: F) -> F:
         help="How a cluster becomes a heuristic: the teacher merges all its rules (the paper), "
              "or each label's rules apart (parts joined), or no teacher call: each label's "
              "most central rule (medoid), joined.")(fn)
+
+
+def spend_options(fn: F) -> F:
+    """``--estimate-only`` and ``--max-cost USD`` of every command that calls a model."""
+    fn = click.option(
+        "--max-cost", "max_cost", type=float, default=None, metavar="USD",
+        help="Stop cleanly before this command's spend would pass USD (list prices, "
+             "pld/llm/pricing.py); finished work is kept: rerun with a higher limit to go "
+             "on.")(fn)
+    return click.option(
+        "--estimate-only", is_flag=True,
+        help="Print the calls, tokens and dollars this command would spend, per model, and "
+             "stop without calling any model.")(fn)
+
+
+def show_estimate(ws: Workspace, planned: list[Any], what: str, as_json: bool) -> None:
+    """Print what ``planned`` calls would cost (``--estimate-only``); nothing is called."""
+    from pld.pipeline.estimate import estimate_text, summarize
+
+    emit({"estimate": what, **summarize(ws, planned)}, as_json,
+         lambda d: estimate_text(d, what))
 
 
 def as_option(fn: F) -> F:

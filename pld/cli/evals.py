@@ -16,6 +16,8 @@ from pld.cli.common import (
     emit,
     handles_errors,
     model_option,
+    show_estimate,
+    spend_options,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -46,24 +48,35 @@ def _concurrency_option(help_text: str) -> Callable[[F], F]:
 @click.option("--no-impact", "no_impact", is_flag=True,
               help="Do not measure each heuristic's leave-one-out effect (no measured "
                    "remove proposals).")
+@spend_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
                 auto_accept_as: str | None, val_limit: int | None, concurrency: int | None,
-                retry_failed: bool, calibration: str, no_impact: bool, as_json: bool) -> None:
+                retry_failed: bool, calibration: str, no_impact: bool, estimate_only: bool,
+                max_cost: float | None, as_json: bool) -> None:
     """Stage 6: run the student on validation, have the teacher propose fixes."""
     from dataclasses import asdict
 
-    from pld.pipeline.resolve import resolve
+    from pld.llm import budget
+    from pld.pipeline.resolve import planned_calls, resolve
 
     check_model(student)
     check_model(teacher)
-    s = resolve(ctx_workspace(ctx), task, student, teacher, iterations=iterations,
-                auto_accept_as=auto_accept_as, val_limit=val_limit, concurrency=concurrency,
-                retry_failed=retry_failed, on_progress=Progress("resolve"),
-                calibration=None if calibration == "none" else calibration,
-                impact=not no_impact)
+    ws = ctx_workspace(ctx)
+    if estimate_only:
+        show_estimate(ws, planned_calls(ws, task, student, teacher, iterations=iterations,
+                                        val_limit=val_limit, impact=not no_impact),
+                      f"resolve {task} (at most {iterations} new versions)", as_json)
+        return
+    with budget.limit(max_cost, (student, teacher)):
+        s = resolve(ws, task, student, teacher, iterations=iterations,
+                    auto_accept_as=auto_accept_as, val_limit=val_limit,
+                    concurrency=concurrency, retry_failed=retry_failed,
+                    on_progress=Progress("resolve"),
+                    calibration=None if calibration == "none" else calibration,
+                    impact=not no_impact)
     data = asdict(s)
 
     def text(d: dict[str, Any]) -> str:
@@ -151,6 +164,7 @@ def _calibration_option() -> Callable[[F], F]:
 @_concurrency_option("Student calls in flight (default: remote 8, local 1; the local model "
                      "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
 @_calibration_option()
+@spend_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
@@ -158,7 +172,8 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
              version: int | None, zero_shot: bool, few_shot: int | None,
              worked_examples: bool, split: str,
              limit: int | None, seed: int, concurrency: int | None, calibration: str,
-             val_limit: int | None, as_json: bool) -> None:
+             val_limit: int | None, estimate_only: bool, max_cost: float | None,
+             as_json: bool) -> None:
     """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion, raw
     and calibrated.
 
@@ -167,8 +182,10 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
       python -m pld eval demo --student local/default --zero-shot
       python -m pld eval demo --student local/default --version 3 --limit 200
       python -m pld eval demo --student local/default --prompt exported/
+      python -m pld eval demo --student openai/gpt-4.1-mini --zero-shot --estimate-only
     """
-    from pld.pipeline.evaluate import evaluate
+    from pld.llm import budget
+    from pld.pipeline.evaluate import evaluate, planned_calls
 
     chosen = sum(x is not None and x is not False for x in (prompt_file, version, few_shot)) + int(
         zero_shot)
@@ -176,12 +193,19 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
         raise BadInput("eval: give exactly one of --prompt FILE, --version V, --zero-shot, "
                        "--few-shot K")
     check_model(student)
-    r = evaluate(ctx_workspace(ctx), task, student, version=version, prompt_file=prompt_file,
-                 zero_shot=zero_shot, few_shot=few_shot, worked_examples=worked_examples,
-                 split=split, limit=limit, seed=seed,
-                 concurrency=concurrency, on_progress=Progress("eval"),
-                 calibration=None if calibration == "none" else calibration,
-                 val_limit=val_limit)
+    ws = ctx_workspace(ctx)
+    options: dict[str, Any] = {
+        "version": version, "prompt_file": prompt_file, "zero_shot": zero_shot,
+        "few_shot": few_shot, "worked_examples": worked_examples, "split": split,
+        "limit": limit, "seed": seed, "val_limit": val_limit,
+        "calibration": None if calibration == "none" else calibration}
+    if estimate_only:
+        show_estimate(ws, planned_calls(ws, task, student, **options), f"eval {task}",
+                      as_json)
+        return
+    with budget.limit(max_cost, (student,)):
+        r = evaluate(ws, task, student, concurrency=concurrency,
+                     on_progress=Progress("eval"), **options)
     data = {"task": task, "student": student, "split": split, "method": r.method,
             "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
             "run_id": r.run_id, "metrics": r.metrics}

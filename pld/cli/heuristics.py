@@ -18,6 +18,8 @@ from pld.cli.common import (
     handles_errors,
     merge_option,
     model_option,
+    show_estimate,
+    spend_options,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -38,21 +40,30 @@ from pld.numbers import delta_text, score_text
 @click.option("--as", "who", default=None, metavar="NAME",
               help="Who starts the job: the drafts count as yours, so someone else must "
                    "approve them (recorded on the run).")
+@spend_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: int | None,
                     concurrency: int | None, retry_failed: bool, merge: str, who: str | None,
-                    as_json: bool) -> None:
+                    estimate_only: bool, max_cost: float | None, as_json: bool) -> None:
     """Stage 3: one heuristic per cluster, keeping minority labels and edge cases."""
     from dataclasses import asdict
 
-    from pld.pipeline.consolidate import consolidate
+    from pld.llm import budget
+    from pld.pipeline.consolidate import consolidate, planned_calls
 
     check_model(teacher)
-    s = consolidate(ctx_workspace(ctx), task, teacher, clustering_id=clustering_id,
-                    concurrency=concurrency, retry_failed=retry_failed, merge=merge,
-                    started_by=who, on_progress=Progress("consolidate"))
+    ws = ctx_workspace(ctx)
+    if estimate_only:
+        show_estimate(ws, planned_calls(ws, task, teacher, clustering_id=clustering_id,
+                                        retry_failed=retry_failed, merge=merge),
+                      f"consolidate {task}", as_json)
+        return
+    with budget.limit(max_cost, (teacher,)):
+        s = consolidate(ws, task, teacher, clustering_id=clustering_id,
+                        concurrency=concurrency, retry_failed=retry_failed, merge=merge,
+                        started_by=who, on_progress=Progress("consolidate"))
     emit(asdict(s), as_json, lambda d: (
         f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
         f"already there, {d['failed']} failed" + failed_before_note(d)))

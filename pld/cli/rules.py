@@ -15,6 +15,8 @@ from pld.cli.common import (
     handles_errors,
     model_option,
     parse_cluster_ref,
+    show_estimate,
+    spend_options,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -29,19 +31,35 @@ from pld.errors import BadInput
                    "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the examples that failed before.")
+@spend_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @handles_errors
 def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
-                concurrency: int | None, retry_failed: bool, as_json: bool) -> None:
-    """Stage 1: one micro-instruction per training example."""
+                concurrency: int | None, retry_failed: bool, estimate_only: bool,
+                max_cost: float | None, as_json: bool) -> None:
+    """Stage 1: one micro-instruction per training example.
+
+    \b
+    Examples:
+      python -m pld extract demo --teacher local/default
+      python -m pld extract demo --teacher anthropic/claude-sonnet-4-5 --estimate-only
+      python -m pld extract demo --teacher anthropic/claude-sonnet-4-5 --max-cost 5
+    """
     from dataclasses import asdict
 
-    from pld.pipeline.extract import extract
+    from pld.llm import budget
+    from pld.pipeline.extract import extract, planned_calls
 
     check_model(teacher)
-    s = extract(ctx_workspace(ctx), task, teacher, limit=limit, concurrency=concurrency,
-                retry_failed=retry_failed, on_progress=Progress("extract"))
+    ws = ctx_workspace(ctx)
+    if estimate_only:
+        show_estimate(ws, planned_calls(ws, task, teacher, limit=limit,
+                                        retry_failed=retry_failed), f"extract {task}", as_json)
+        return
+    with budget.limit(max_cost, (teacher,)):
+        s = extract(ws, task, teacher, limit=limit, concurrency=concurrency,
+                    retry_failed=retry_failed, on_progress=Progress("extract"))
     emit(asdict(s), as_json, lambda d: (
         f"extract run {d['run_id']}: {d['done']}/{d['total']} rules, {d['skipped']} already "
         f"done, {d['failed']} failed, {d['flagged']} flagged" + failed_before_note(d)))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pld.llm import budget
 from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply, RuntimeCrashed
 from pld.llm.env import env_float, env_int
 from pld.llm.pricing import estimate_cost
@@ -53,6 +54,25 @@ def cache_key(
         sort_keys=True, ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def call_params(*, max_tokens: int, temperature: float = 0.0,
+                choices: list[str] | None = None,
+                json_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters of a call as its cache key and log row hold them."""
+    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    if choices is not None:
+        params["choices"] = list(choices)
+        # Answers to choices carry label scores now; a cached answer from before would not.
+        params["label_scores"] = "first-token"
+    if json_schema is not None:
+        params["json_schema"] = json_schema
+    return params
+
+
+def is_cached(ws: Workspace, key: str) -> bool:
+    """True when a call with this cache key would be answered from the cache (free)."""
+    return _cached(ws, key) is not None
 
 
 def _store_text(ws: Workspace, text: str | None) -> str | None:
@@ -169,13 +189,8 @@ def complete(
     ``choices`` asks for one of a fixed set of answers: the local backend constrains decoding,
     remote backends are validated here and re-asked once when the answer names no choice.
     """
-    params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
-    if choices is not None:
-        params["choices"] = list(choices)
-        # Answers to choices carry label scores now; a cached answer from before would not.
-        params["label_scores"] = "first-token"
-    if json_schema is not None:
-        params["json_schema"] = json_schema
+    params = call_params(max_tokens=max_tokens, temperature=temperature, choices=choices,
+                         json_schema=json_schema)
     key = cache_key(model, system, messages, params)
     base_row: dict[str, Any] = {
         "model": model, "stage": stage, "run_id": run_id, "cache_key": key,
@@ -211,8 +226,11 @@ def complete(
     convo = list(messages)
     reasked = False
     attempt = 0
+    spend = budget.active()
     while True:
         attempt += 1
+        if spend is not None:
+            spend.admit(model, _expected_cost(ws, model, stage, system, convo, max_tokens))
         t0 = time.perf_counter()
         try:
             reply = backend.complete(
@@ -259,6 +277,8 @@ def complete(
                             else None),
         )
         call_id = _log(ws, **row)
+        if spend is not None:
+            spend.charge(row["cost_usd"])
         if error and not reasked and attempt < attempts:
             # Re-ask once with the allowed answers spelled out; the first answer stays logged.
             reasked = True
@@ -267,6 +287,23 @@ def complete(
                       + ", ".join(choices or []) + ". Reply with the answer only."}]
             continue
         return CallResult(reply, call_id, cached=False)
+
+
+def measured_output_tokens(ws: Workspace, model: str, stage: str) -> float | None:
+    """The mean reply length of ``model``'s answered, uncached ``stage`` calls in the log."""
+    row = ws.query(
+        "SELECT avg(output_tokens) AS n FROM llm_calls WHERE model = ? AND stage = ? "
+        "AND cache_hit = 0 AND error IS NULL AND output_tokens > 0", [model, stage])[0]
+    return row["n"]
+
+
+def _expected_cost(ws: Workspace, model: str, stage: str, system: str | None,
+                   messages: list[Message], max_tokens: int) -> float:
+    """What a call about to be made will cost, for the budget: its text's tokens, and the
+    measured reply length of its stage (``max_tokens`` until one is measured)."""
+    out = measured_output_tokens(ws, model, stage)
+    return budget.call_cost(model, budget.text_tokens(system, list(messages)),
+                            round(out) if out is not None else max_tokens)
 
 
 def summarize_calls(ws: Workspace) -> dict[str, Any]:

@@ -33,15 +33,37 @@ PRICES: list[tuple[str, float, float]] = [
 ]
 
 
-def estimate_cost(
-    model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0
-) -> float:
-    """Estimated USD for one call. Cached input tokens are billed at a tenth, as both vendors do."""
+PAID_PROVIDERS = ("anthropic", "openai")
+# Both vendors' batch APIs bill half the list price, input and output.
+BATCH_DISCOUNT = 0.5
+
+
+def _price(model: str) -> tuple[float, float] | None:
     provider, _, name = model.partition("/")
-    if provider not in ("anthropic", "openai"):
-        return 0.0
+    if provider not in PAID_PROVIDERS:
+        return 0.0, 0.0  # local models and self-hosted servers: no per-token bill
     for prefix, p_in, p_out in PRICES:
         if name.startswith(prefix):
-            fresh = max(input_tokens - cached_tokens, 0)
-            return (fresh * p_in + cached_tokens * p_in * 0.1 + output_tokens * p_out) / 1e6
-    return 0.0
+            return p_in, p_out
+    return None
+
+
+def is_priced(model: str) -> bool:
+    """True when a cost can be estimated for ``model``: a listed paid model, or a free one
+    (local, self-hosted). An unlisted paid model is estimated at 0 and is not priced."""
+    return _price(model) is not None
+
+
+def estimate_cost(
+    model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0,
+    *, batch: bool = False,
+) -> float:
+    """Estimated USD for one call. Cached input tokens are billed at a tenth, as both vendors
+    do; ``batch`` calls at :data:`BATCH_DISCOUNT` of the price."""
+    price = _price(model)
+    if price is None:
+        return 0.0
+    p_in, p_out = price
+    fresh = max(input_tokens - cached_tokens, 0)
+    usd = (fresh * p_in + cached_tokens * p_in * 0.1 + output_tokens * p_out) / 1e6
+    return usd * BATCH_DISCOUNT if batch else usd

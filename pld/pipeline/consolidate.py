@@ -44,13 +44,14 @@ import numpy as np
 
 from pld import review
 from pld.errors import BadInput, NotReady
-from pld.llm import calls
+from pld.llm import budget, calls
 from pld.llm.base import ConfigError
 from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
 from pld.llm.teacher_json import UnusableReply, ask_json
 from pld.pipeline.embed import load_vectors
+from pld.pipeline.estimate import TYPICAL_OUTPUT, Planned
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.prompts import render
 from pld.tasks.store import TaskInfo, task_info
@@ -440,6 +441,80 @@ def _work(ctx: _Context, todo: dict[int, list[Rule]], concurrency: int,
         run.advance()
 
 
+def _todo(ws: Workspace, task: str, teacher: str, clustering_id: int | None,
+          retry_failed: bool) -> tuple[dict[str, Any], dict[int, list[Rule]], set[int],
+                                       dict[int, str], dict[int, list[Rule]]]:
+    """The clustering, its clusters' rules, the clusters done, those that failed before (with
+    why) and those still to consolidate."""
+    clustering = choose_clustering(ws, task, clustering_id)
+    cid = int(clustering["id"])
+    clusters = cluster_rules(ws, cid)
+    if not clusters:
+        raise NotReady(f"clustering {cid} of task {task!r} has no clusters (all rules are noise); "
+                       f"re-cluster with other parameters")
+    done = _done_clusters(ws, cid) & clusters.keys()
+    failed_before = {} if retry_failed else {
+        k: e for k, e in _failed_clusters(ws, cid, teacher).items()
+        if k in clusters and k not in done}
+    todo = {k: v for k, v in clusters.items() if k not in done and k not in failed_before}
+    return clustering, clusters, done, failed_before, todo
+
+
+def _plan_reduce(ctx: _Context, rules: list[Rule]) -> list[Planned]:
+    """The calls :func:`_reduce` makes for ``rules``. Merges of partial heuristics depend on
+    replies not made yet: their input is the template plus typical partial heuristics."""
+    params = calls.call_params(max_tokens=MAX_TOKENS, json_schema=ctx.schema)
+
+    def ask(prompt: str, input_tokens: int | None = None) -> Planned:
+        return Planned(ctx.teacher, "consolidate", None, [{"role": "user", "content": prompt}],
+                       params, input_tokens=input_tokens)
+
+    def from_rules(group: Sequence[Rule]) -> Planned:
+        counts = Counter(r.label for r in group)
+        return ask(_prompt(ctx, _rules_text(group), len(group), RULES_KIND, counts))
+
+    if len(rules) <= ctx.max_rules:
+        return [from_rules(rules)]
+    counts = Counter(r.label for r in rules)
+    by_label = sorted(rules, key=lambda r: (-counts[r.label], r.label, r.id))
+    planned = [from_rules(chunk) for chunk in chunks(by_label, ctx.max_rules)]
+    frame = budget.text_tokens(None, [{"content": _prompt(ctx, "", 0, PARTS_KIND, counts)}])
+    typical = TYPICAL_OUTPUT["consolidate"]
+    parts = len(planned)
+    while parts > ctx.max_rules:
+        groups = chunks(range(parts), ctx.max_rules)
+        planned += [ask("", frame + len(g) * typical) for g in groups if len(g) > 1]
+        parts = len(groups)
+    return [*planned, ask("", frame + parts * typical)]
+
+
+def planned_calls(ws: Workspace, task: str, teacher: str, *, clustering_id: int | None = None,
+                  max_rules_per_call: int = 30, retry_failed: bool = False,
+                  merge: str = "all") -> list[Planned]:
+    """The teacher calls :func:`consolidate` would make now (for ``--estimate-only``)."""
+    _check_args(teacher, None, max_rules_per_call)
+    if merge not in MERGES:
+        raise BadInput(f"--merge must be one of {', '.join(MERGES)}, got {merge!r}")
+    info = task_info(ws, task)
+    clustering, _clusters, _done, _failed, todo = _todo(ws, task, teacher, clustering_id,
+                                                        retry_failed)
+    ctx = _Context(ws, info, teacher, 0, int(clustering["id"]), max_rules_per_call,
+                   reply_schema(info.labels), merge)
+    planned: list[Planned] = []
+    for rules in todo.values():
+        counts = Counter(r.label for r in rules)
+        if merge == MEDOID or not rules:
+            continue
+        if merge == BY_LABEL and not (len(counts) == 1 and len(rules) > 1):
+            for lab in _ordered_labels(counts):
+                group = [r for r in rules if r.label == lab]
+                if len(group) > 1:
+                    planned += _plan_reduce(ctx, group)
+        else:
+            planned += _plan_reduce(ctx, rules)
+    return planned
+
+
 def consolidate(
     ws: Workspace,
     task: str,
@@ -473,17 +548,9 @@ def consolidate(
     if merge not in MERGES:
         raise BadInput(f"--merge must be one of {', '.join(MERGES)}, got {merge!r}")
     info = task_info(ws, task)
-    clustering = choose_clustering(ws, task, clustering_id)
+    clustering, clusters, done, failed_before, todo = _todo(ws, task, teacher, clustering_id,
+                                                            retry_failed)
     cid = int(clustering["id"])
-    clusters = cluster_rules(ws, cid)
-    if not clusters:
-        raise NotReady(f"clustering {cid} of task {task!r} has no clusters (all rules are noise); "
-                       f"re-cluster with other parameters")
-    done = _done_clusters(ws, cid) & clusters.keys()
-    failed_before = {} if retry_failed else {
-        k: e for k, e in _failed_clusters(ws, cid, teacher).items()
-        if k in clusters and k not in done}
-    todo = {k: v for k, v in clusters.items() if k not in done and k not in failed_before}
     params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
               "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL,
               "retry_failed": retry_failed, "merge": merge}

@@ -23,14 +23,17 @@ from typing import Any
 
 from pld import prompts
 from pld.errors import BadInput, NotReady
+from pld.llm import calls
 from pld.metrics import paired_delta, score
 from pld.pipeline.calibrate import DEFAULT_METHOD, FITTED, calibrate, calibrated_answers
 from pld.pipeline.calibrate import METHODS as CALIBRATION_METHODS
+from pld.pipeline.estimate import Planned
 from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
-from pld.pipeline.student import get_prompt, predict, sha256_text
+from pld.pipeline.student import STUDENT_MAX_TOKENS, get_prompt, predict, sha256_text
 from pld.pipeline.student import zero_shot_prompt as student_zero_shot
 from pld.pipeline.worked import worked_examples_prompt
 from pld.tasks.store import TaskInfo, task_info
+from pld.tasks.store import examples as task_examples
 from pld.workspace import Workspace, dumps, loads, now
 
 
@@ -201,25 +204,8 @@ def evaluate(
         raise BadInput(f"calibration must be one of {', '.join(CALIBRATION_METHODS)} or none, "
                        f"got {calibration!r}")
     info = task_info(ws, task)
-    params: dict[str, Any] = {}
-    from_manifest = None
-    if version is not None:
-        prompt = get_prompt(ws, task, version)
-        method, text, prompt_version = "pld", prompt.text, prompt.version
-        if worked_examples:
-            method, text = "pld-worked", worked_examples_prompt(ws, prompt)
-    elif prompt_file is not None:
-        text = read_prompt_file(prompt_file)
-        method, prompt_version = "file", _version_of(ws, task, sha256_text(text))
-        params["prompt_file"] = str(prompt_file)
-        from_manifest = manifest_calibration(prompt_file, info.labels, student, sha256_text(text))
-    elif zero_shot:
-        method, text, prompt_version = "zero-shot", zero_shot_prompt(info), None
-    else:
-        assert few_shot is not None
-        demos = few_shot_examples(ws, task, few_shot, seed=seed)
-        method, text, prompt_version = f"few-shot-{few_shot}", few_shot_prompt(info, demos), None
-        params.update(seed=seed, demo_ids=[d["id"] for d in demos])
+    method, text, prompt_version, params, from_manifest = _method_prompt(
+        ws, info, student, version, prompt_file, zero_shot, few_shot, worked_examples, seed)
     sha = sha256_text(text)
     with ws.write() as db:
         # Kept so that compare() can diff any two evaluated prompts, baselines included.
@@ -265,6 +251,55 @@ def evaluate(
         }).last_pk)
     return EvalResult(eval_id, method, metrics, sha, result.run_id, student, split,
                       metrics["n"], prompt_version)
+
+
+def _method_prompt(ws: Workspace, info: TaskInfo, student: str, version: int | None,
+                   prompt_file: str | Path | None, zero_shot: bool, few_shot: int | None,
+                   worked_examples: bool, seed: int
+                   ) -> tuple[str, str, int | None, dict[str, Any], dict[str, Any] | None]:
+    """The method, the system prompt it runs, its prompt version, its own params and the
+    calibration an export's manifest carries (None when not from an export)."""
+    params: dict[str, Any] = {}
+    if version is not None:
+        prompt = get_prompt(ws, info.name, version)
+        if worked_examples:
+            return "pld-worked", worked_examples_prompt(ws, prompt), prompt.version, params, None
+        return "pld", prompt.text, prompt.version, params, None
+    if prompt_file is not None:
+        text = read_prompt_file(prompt_file)
+        params["prompt_file"] = str(prompt_file)
+        return ("file", text, _version_of(ws, info.name, sha256_text(text)), params,
+                manifest_calibration(prompt_file, info.labels, student, sha256_text(text)))
+    if zero_shot:
+        return "zero-shot", zero_shot_prompt(info), None, params, None
+    assert few_shot is not None
+    demos = few_shot_examples(ws, info.name, few_shot, seed=seed)
+    params.update(seed=seed, demo_ids=[d["id"] for d in demos])
+    return f"few-shot-{few_shot}", few_shot_prompt(info, demos), None, params, None
+
+
+def planned_calls(ws: Workspace, task: str, student: str, *, version: int | None = None,
+                  prompt_file: str | Path | None = None, zero_shot: bool = False,
+                  few_shot: int | None = None, worked_examples: bool = False,
+                  split: str = "test", limit: int | None = None, seed: int = 0,
+                  calibration: str | None = DEFAULT_METHOD,
+                  val_limit: int | None = None) -> list[Planned]:
+    """The student calls :func:`evaluate` would make with these arguments (for
+    ``--estimate-only``): one per item of the split, and one per validation item to fit the
+    calibration; items already answered are cached, and so free."""
+    info = task_info(ws, task)
+    _method, text, _version, _params, from_manifest = _method_prompt(
+        ws, info, student, version, prompt_file, zero_shot, few_shot, worked_examples, seed)
+    params = calls.call_params(max_tokens=STUDENT_MAX_TOKENS, choices=info.labels)
+
+    def ask(stage: str, rows: list[dict[str, Any]]) -> list[Planned]:
+        return [Planned(student, stage, text, [{"role": "user", "content": r["text"]}], params)
+                for r in rows]
+
+    planned = ask("eval", task_examples(ws, task, split, limit))
+    if calibration is not None and from_manifest is None:
+        planned += ask("calibrate", task_examples(ws, task, "val", val_limit))
+    return planned
 
 
 def _earlier(ws: Workspace, task: str, same: dict[str, Any]

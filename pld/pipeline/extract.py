@@ -31,6 +31,7 @@ from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency, parse_model
 from pld.llm.teacher_json import UnusableReply, ask_json
+from pld.pipeline.estimate import Planned
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.tasks.store import TaskInfo, task_info
 from pld.tasks.store import examples as task_examples
@@ -310,15 +311,7 @@ def extract(
         raise BadInput(f"concurrency must be at least 1, got {concurrency}")
     if limit is not None and limit < 1:
         raise BadInput(f"limit must be at least 1, got {limit}")
-    rows = task_examples(ws, task, split, limit)
-    if not rows:
-        raise NotReady(f"task {task!r} has no {split!r} examples in {ws.path}; "
-                       f"run: python -m pld load {task}")
-    status = {r["example_id"]: r["status"] for r in ws.query(
-        "SELECT example_id, status FROM micro_instructions WHERE task = ? AND teacher = ?",
-        [task, teacher])}
-    keep = (OK,) if retry_failed else (OK, FAILED)
-    todo = [r for r in rows if status.get(r["id"]) not in keep]
+    rows, todo, status = _todo(ws, task, teacher, split, limit, retry_failed)
     skipped = sum(status.get(r["id"]) == OK for r in rows)
     failed_before = len(rows) - len(todo) - skipped
     params = {"teacher": teacher, "split": split, "limit": limit, "concurrency": concurrency,
@@ -327,6 +320,32 @@ def extract(
         run.set_total(len(rows), skipped + failed_before)
         done, failed, flagged = _work(ws, info, teacher, todo, status, concurrency, run)
     return ExtractSummary(run.id, len(rows), done, skipped, failed, flagged, failed_before)
+
+
+def _todo(ws: Workspace, task: str, teacher: str, split: str, limit: int | None,
+          retry_failed: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                       dict[int, str]]:
+    """The split's examples, those still to ask, and each asked example's rule status."""
+    rows = task_examples(ws, task, split, limit)
+    if not rows:
+        raise NotReady(f"task {task!r} has no {split!r} examples in {ws.path}; "
+                       f"run: python -m pld load {task}")
+    status = {r["example_id"]: r["status"] for r in ws.query(
+        "SELECT example_id, status FROM micro_instructions WHERE task = ? AND teacher = ?",
+        [task, teacher])}
+    keep = (OK,) if retry_failed else (OK, FAILED)
+    return rows, [r for r in rows if status.get(r["id"]) not in keep], status
+
+
+def planned_calls(ws: Workspace, task: str, teacher: str, *, limit: int | None = None,
+                  split: str = "train", retry_failed: bool = False) -> list[Planned]:
+    """The teacher calls :func:`extract` would make now (for ``--estimate-only``); a re-ask
+    after a reply that does not parse is not counted."""
+    info = task_info(ws, task)
+    _rows, todo, status = _todo(ws, task, teacher, split, limit, retry_failed)
+    params = calls.call_params(max_tokens=MAX_TOKENS, json_schema=SCHEMA)
+    return [Planned(teacher, STAGE, None, [{"role": "user", "content": build_prompt(info, ex)}],
+                    params, fresh=status.get(ex["id"]) == FAILED) for ex in todo]
 
 
 def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]],

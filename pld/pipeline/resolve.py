@@ -76,6 +76,7 @@ from typing import Any
 
 from pld import review
 from pld.errors import BadInput, NotReady
+from pld.llm import budget, calls
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
 from pld.metrics import score
@@ -86,11 +87,13 @@ from pld.pipeline.calibrate import (
 )
 from pld.pipeline.decisions import auto_accept
 from pld.pipeline.embed import check_embedder_name
-from pld.pipeline.proposals import propose
+from pld.pipeline.estimate import Planned
+from pld.pipeline.proposals import propose, reply_schema
 from pld.pipeline.resolve_state import (
     AWAITING_REVIEW,
     CONVERGED,
     MAX_ITERATIONS,
+    MAX_TOKENS,
     METHOD_PREFIX,
     NO_ERRORS,
     PENDING,
@@ -114,12 +117,14 @@ from pld.pipeline.resolve_state import (
 from pld.pipeline.resolve_view import iteration_history
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.pipeline.student import (
+    STUDENT_MAX_TOKENS,
     PromptVersion,
     build_prompt,
     predict,
     prompt_text,
 )
 from pld.tasks.store import TaskInfo, task_info
+from pld.tasks.store import examples as task_examples
 from pld.workspace import Workspace, dumps, loads, now
 
 NO_APPROVAL = {"approved_by": None, "approved_at": None, "identity_kind": None}
@@ -399,6 +404,42 @@ def _loop(ws: Workspace, o: LoopOptions, run: Run, summary: ResolveSummary) -> t
 def _next_iteration(ws: Workspace, task: str) -> int:
     recs = iteration_records(ws, task)
     return recs[-1]["iteration"] + 1 if recs else 1
+
+
+def planned_calls(ws: Workspace, task: str, student: str, teacher: str, *, iterations: int = 3,
+                  val_limit: int | None = None, max_examples: int = 8,
+                  impact: bool = True) -> list[Planned]:
+    """The calls one :func:`resolve` run could make at most (for ``--estimate-only``): per
+    evaluated version the student on the validation items, and a teacher call per approved
+    heuristic; with ``impact``, the student once more per heuristic left out. The first version
+    is today's approved prompt (its cached answers are free); later versions' texts depend on
+    the teacher's proposals, so they are counted at today's prompt's size, uncached."""
+    info = task_info(ws, task)
+    rules = [r["text"] for r in review.approved_heuristics(ws, task)]
+    val = task_examples(ws, task, VAL, val_limit)
+    student_params = calls.call_params(max_tokens=STUDENT_MAX_TOKENS, choices=info.labels)
+    teacher_params = calls.call_params(max_tokens=MAX_TOKENS, json_schema=reply_schema())
+
+    def on_val(text: str, stage: str, fresh: bool = False) -> list[Planned]:
+        return [Planned(student, stage, text, [{"role": "user", "content": r["text"]}],
+                        student_params, fresh=fresh) for r in val]
+
+    prompt = prompt_text(ws, task, rules)
+    planned = on_val(prompt, PREDICT_KIND)
+    item_tokens = (sum(budget.text_tokens(None, [{"content": r["text"]}]) for r in val)
+                   // max(len(val), 1))
+    # The teacher sees the numbered rules, then up to max_examples errors and as many successes.
+    teacher_in = budget.text_tokens(prompt, []) + 2 * max_examples * item_tokens + 400
+    for k in range(iterations + 1):
+        if k:
+            planned += on_val(prompt, PREDICT_KIND, fresh=True)
+        if k < iterations:
+            planned += [Planned(teacher, STAGE, None, [], teacher_params, fresh=True,
+                                input_tokens=teacher_in) for _ in rules]
+    if impact and len(rules) > 1:
+        for i in range(len(rules)):
+            planned += on_val(prompt_text(ws, task, rules[:i] + rules[i + 1:]), "impact")
+    return planned
 
 
 def resolve(

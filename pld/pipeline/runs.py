@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
+from pld.llm.budget import BudgetReached
 from pld.workspace import Workspace, dumps, loads, now
 
 ProgressCallback = Callable[[int, int], None]
@@ -120,10 +121,10 @@ def stage_run(
     With ``run_id``, an earlier run of the same task and kind is reopened instead (to fill in
     what it left undone under its own id); the keys named in ``same`` must have the same values
     in its params, else :class:`BadInput`. An exception marks the run ``failed`` with its
-    message (Ctrl-C marks it ``interrupted``) and propagates; completed work already written
-    stays, and the next invocation resumes from it. ``started_by`` (with its identity kind)
-    is the person who started the job, recorded on the run; what it writes counts as theirs
-    for four-eyes.
+    message (Ctrl-C, or reaching ``--max-cost``, marks it ``interrupted``) and propagates;
+    completed work already written stays, and the next invocation resumes from it.
+    ``started_by`` (with its identity kind) is the person who started the job, recorded on the
+    run; what it writes counts as theirs for four-eyes.
     """
     mark_dead_runs(ws)
     if run_id is None:
@@ -142,6 +143,10 @@ def stage_run(
         yield run
     except KeyboardInterrupt:
         _finish(ws, run, INTERRUPTED, "interrupted by user")
+        raise
+    except BudgetReached as e:
+        # Not a failure: the run stopped where the user's limit said, and resumes from there.
+        _finish(ws, run, INTERRUPTED, str(e))
         raise
     except BaseException as e:
         _finish(ws, run, FAILED, f"{type(e).__name__}: {e}")
