@@ -150,6 +150,13 @@ def main() -> None:
         return
     st.subheader("By model and stage")
     _groups(summary["by_model_stage"])
+    if summary["by_run"]:
+        with st.expander(f"Spend per run ({len(summary['by_run'])})"):
+            st.dataframe(pd.DataFrame([{
+                "run": r["run_id"], "task": r["task"], "kind": r["kind"], "status": r["status"],
+                "started": r["started_at"], "calls": r["calls"], "cache hits": r["cache_hits"],
+                "tokens in": r["input_tokens"], "tokens out": r["output_tokens"],
+                "cost $": r["cost_usd"]} for r in summary["by_run"]]), hide_index=True)
     st.subheader("Call log")
     _log(ws, summary["by_model_stage"])
 

@@ -67,6 +67,12 @@ def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
             lines.append(f"{g['model'][:40]:<40} {str(g['stage'])[:12]:<12} {g['calls']:>6} "
                          f"{g['cache_hits']:>6} {g['errors']:>6} {g['input_tokens']:>9} "
                          f"{g['output_tokens']:>8} {g['cost_usd']:>9.4f}")
+        if d["by_run"]:
+            lines += ["", f"{'run':>5} {'task':<16} {'kind':<16} {'status':<12} {'calls':>6} "
+                          f"{'cost $':>9}"]
+            lines += [f"{r['run_id']:>5} {str(r['task'])[:16]:<16} {str(r['kind'])[:16]:<16} "
+                      f"{str(r['status'])[:12]:<12} {r['calls']:>6} {r['cost_usd']:>9.4f}"
+                      for r in d["by_run"]]
         for r in d.get("recent", []):
             lines.append(f"#{r['id']} {r['created_at']} {r['model']} {r['stage']} "
                          f"hit={r['cache_hit']} {r['error'] or ''}")

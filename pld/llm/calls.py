@@ -309,7 +309,7 @@ def _expected_cost(ws: Workspace, model: str, stage: str, system: str | None,
 def summarize_calls(ws: Workspace) -> dict[str, Any]:
     """Totals of the call log: calls, cache hits, uncached calls (``uncached``, errors included;
     ``uncached_ok`` without them), errors, tokens, latency and cost, overall and per (model,
-    stage)."""
+    stage), and the spend of each run (``by_run``, newest first: its task, kind and status)."""
     cols = (
         "count(*) AS calls, coalesce(sum(cache_hit), 0) AS cache_hits, "
         "coalesce(sum(CASE WHEN cache_hit = 0 AND error IS NULL THEN 1 ELSE 0 END), 0) "
@@ -328,7 +328,15 @@ def summarize_calls(ws: Workspace) -> dict[str, Any]:
     groups = ws.query(
         f"SELECT model, stage, {cols} FROM llm_calls GROUP BY model, stage ORDER BY model, stage"
     )
-    return {"total": total, "by_model_stage": groups}
+    runs = ws.query(
+        "SELECT c.run_id, r.task, r.kind, r.status, r.started_at, count(*) AS calls, "
+        "coalesce(sum(c.cache_hit), 0) AS cache_hits, "
+        "coalesce(sum(c.input_tokens), 0) AS input_tokens, "
+        "coalesce(sum(c.output_tokens), 0) AS output_tokens, "
+        "round(coalesce(sum(c.cost_usd), 0), 6) AS cost_usd "
+        "FROM llm_calls c LEFT JOIN runs r ON r.id = c.run_id "
+        "WHERE c.run_id IS NOT NULL GROUP BY c.run_id ORDER BY c.run_id DESC")
+    return {"total": total, "by_model_stage": groups, "by_run": runs}
 
 
 def _call_filter(model: str | None, stage: str | None, errors_only: bool,

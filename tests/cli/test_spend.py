@@ -89,6 +89,11 @@ def test_max_cost_stops_cleanly_and_a_higher_one_goes_on(
     assert 0 < spent["usd"] <= limit
     assert 0 < rules[0]["n"] == spent["n"] == len(fake.requests) < 50  # every paid call kept
     assert run["status"] == "interrupted" and "--max-cost" in run["error"]
+    # The spend of each run is in the call log's summary.
+    [by_run] = _json(pld("calls", "--json", ws=ws_path))["by_run"]
+    assert (by_run["kind"], by_run["status"], by_run["calls"]) == (
+        "extract", "interrupted", spent["n"])
+    assert by_run["cost_usd"] == pytest.approx(spent["usd"], abs=1e-6)
 
     # A higher limit goes on from there: no example is asked twice.
     r = pld("extract", "demo", "--teacher", TEACHER, "--max-cost", "5", "--json", ws=ws_path,
