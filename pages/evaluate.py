@@ -77,6 +77,7 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
             st.caption("No prompt version yet: build one on the Export page (or run the "
                        "conflict loop) to evaluate distilled heuristics.")
         busy = page.is_busy(ws, task, "eval")
+        page.estimate_button(ws, _eval_args(task, model), "e_estimate")
         st.button("Run evaluation", key="e_run", type="primary", disabled=busy,
                   on_click=_start, args=(ws, task, model))
     page.jobs_panel(ws, task, "eval")  # outside: the expander is collapsed once scores exist

@@ -24,6 +24,7 @@ from pld.pipeline.extract import FLAGS, ClusterFilter, count_rules, get_rule, li
 from pld.tasks.store import task_info
 from pld.ui import sidebar
 from pld.ui.page import (
+    estimate_button,
     flash,
     jobs_panel,
     labelled_selectbox,
@@ -41,7 +42,8 @@ NOISE = "noise"
 PAGE_SIZES = (25, 50, 100)
 
 
-def _start(ws: Workspace, task: str, teacher: str) -> None:
+def _args(task: str, teacher: str) -> list[str]:
+    """The extract command the page's settings stand for."""
     args = ["extract", task, "--teacher", teacher]
     limit = int(st.session_state.get("x_limit") or 0)
     concurrency = int(st.session_state.get("x_concurrency") or 0)
@@ -51,6 +53,11 @@ def _start(ws: Workspace, task: str, teacher: str) -> None:
         args += ["--concurrency", str(concurrency)]
     if st.session_state.get("x_retry_failed"):
         args.append("--retry-failed")
+    return args
+
+
+def _start(ws: Workspace, task: str, teacher: str) -> None:
+    args = _args(task, teacher)
     try:
         job = jobs.start(ws, args)
     except (BadInput, OSError) as e:
@@ -78,9 +85,12 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
             parse_model(teacher)
         except ConfigError as e:
             problem = f"Teacher model: {e}"
-        st.button("Start extraction", key="x_start", type="primary", disabled=problem is not None,
+        c1, c2 = st.columns(2)
+        c1.button("Start extraction", key="x_start", type="primary", disabled=problem is not None,
                   on_click=_start, args=(ws, task, teacher),
                   help="Runs `python -m pld extract` in the background.")
+        with c2:
+            estimate_button(ws, _args(task, teacher), "x_estimate")
         if problem and "is running" not in problem:
             st.caption(literal(problem))  # may quote the model string or task
     jobs_panel(ws, task, "extract")  # outside: the expander is collapsed once rules exist

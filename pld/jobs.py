@@ -162,6 +162,28 @@ def _record_action(ws: Workspace | str | Path, who: str | None, identity_kind: s
             handle.close()
 
 
+def _command(path: Path, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``python -m pld --workspace PATH ARGS`` and the environment it runs in."""
+    cmd = [sys.executable, "-m", "pld", "--workspace", str(path), *map(str, args)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return cmd, env
+
+
+def estimate(ws: Workspace | str | Path, args: Sequence[str],
+             timeout_s: float = 300) -> dict[str, Any]:
+    """What the job of ``args`` would spend: ``python -m pld ARGS --estimate-only --json`` run
+    to its end (it calls no model). :class:`BadInput` with the command's own reason when it
+    refuses."""
+    cmd, env = _command(_ws_path(ws), [*args, "--estimate-only", "--json"])
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          cwd=REPO_ROOT, env=env, timeout=timeout_s)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise BadInput(reason.removeprefix("error: "))
+    return json.loads(done.stdout)
+
+
 def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None = None,
           exclusive: bool = True, who: str | None = None,
           identity_kind: str = review.SELF_DECLARED) -> Job:
@@ -190,10 +212,7 @@ def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None =
         folder = jobs_dir(path)
         job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         log = folder / f"{path.stem}-{job_id}.log"
-        cmd = [sys.executable, "-m", "pld", "--workspace", str(path), *map(str, args)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT),
-                                                        env.get("PYTHONPATH")) if p)
+        cmd, env = _command(path, args)
         with open(log, "wb") as out:
             out.write(("$ " + " ".join(cmd) + "\n").encode())
             out.flush()

@@ -258,6 +258,31 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
     _panel()
 
 
+def estimate_words(d: dict[str, Any]) -> str:
+    """An estimate (:func:`pld.jobs.estimate`) in one line."""
+    price = (f"${d['usd']:.4f} at list price (${d['batch_usd']:.4f} through a batch API)"
+             if not d["unpriced"] else "no price known for " + ", ".join(d["unpriced"]))
+    return (f"Estimate: {d['calls']:,} calls ({d['cached']:,} already cached, free), "
+            f"~{d['input_tokens']:,} input and ~{d['output_tokens']:,} output tokens, {price}.")
+
+
+def estimate_button(ws: Workspace, args: list[str], key: str) -> None:
+    """"Estimate the cost" beside a Start button: what ``python -m pld ARGS`` would spend,
+    computed on click (it renders every prompt the job would send, which takes a while on a
+    large task) and shown until the settings change."""
+    shown_key = f"_pld_estimate_{key}"
+    if st.button("Estimate the cost", key=key,
+                 help="Calls nothing: counts the calls, tokens and dollars of these settings "
+                      "(python -m pld … --estimate-only)."):
+        try:
+            st.session_state[shown_key] = (args, estimate_words(jobs.estimate(ws, args)))
+        except Exception as e:  # shown to the user; the page must keep working
+            st.session_state[shown_key] = (args, f"No estimate: {e}")
+    shown = st.session_state.get(shown_key)
+    if shown and shown[0] == args:
+        st.text(shown[1])  # may quote a model string: plain text
+
+
 def running_caption(ws: Workspace, task: str, kind: str) -> str | None:
     """A reason to show next to a disabled Start button, or None when nothing runs."""
     active = jobs.active_jobs(ws, task, kind)

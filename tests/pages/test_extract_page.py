@@ -68,6 +68,18 @@ def test_task_without_rules_offers_extraction(open_page: Callable[..., AppTest],
     assert not at.exception
     assert any("No micro-instructions yet" in i.value for i in at.info)
     assert not at.button(key="x_start").disabled
+    # The cost of these settings, before Start, without calling the teacher.
+    at.number_input(key="x_limit").set_value(20).run()
+    at.button(key="x_estimate").click().run()
+    assert not at.exception
+    shown = [t.value for t in at.text if t.value.startswith("Estimate: ")]
+    assert shown == ["Estimate: 20 calls (0 already cached, free), ~" + shown[0].split("~", 1)[1]]
+    assert "$0.0000 at list price" in shown[0]  # the embedded model costs nothing
+    with open_workspace(app_ws) as ws:
+        assert ws.query("SELECT count(*) AS n FROM llm_calls")[0]["n"] == 0
+    # Other settings, another estimate: the old one is not shown for them.
+    at.number_input(key="x_limit").set_value(10).run()
+    assert not [t for t in at.text if t.value.startswith("Estimate: ")]
 
 
 def test_populated_rules_and_detail(open_page: Callable[..., AppTest],
