@@ -12,7 +12,8 @@ raised as :class:`~pld.errors.BadInput`, since no other item can succeed either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -23,27 +24,42 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def fan_out(work: Callable[[T], R], items: Sequence[T], *, workers: int,
+# Items submitted ahead of the free workers: enough to keep every worker busy, few enough that
+# a stage over 100,000 examples holds a bounded window of requests and replies, not all of them.
+WINDOW_PER_WORKER = 2
+
+
+def fan_out(work: Callable[[T], R], items: Iterable[T], *, workers: int,
             name: str = "pld") -> Iterator[tuple[T, R]]:
     """Yield ``(item, work(item))`` for every item, in the order the calls finish.
 
-    With one worker (or one item) the items run inline, in order, on the calling thread.
+    Items are taken from ``items`` as workers free up (at most ``workers`` x
+    :data:`WINDOW_PER_WORKER` submitted and not yet handed back), so ``items`` may be a
+    generator over a large table. With one worker the items run inline, in order, on the
+    calling thread.
     """
     if workers < 1:
         raise BadInput(f"concurrency must be at least 1, got {workers}")
-    if workers == 1 or len(items) <= 1:
+    if workers == 1:
         for item in items:
             yield item, _call(work, item)
         return
-    pool = ThreadPoolExecutor(max_workers=min(workers, len(items)),
-                              thread_name_prefix=f"pld-{name}")
+    source = iter(items)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"pld-{name}")
     try:
-        pending: dict[Future[R], T] = {pool.submit(work, item): item for item in items}
+        pending: dict[Future[R], T] = {}
+
+        def refill() -> None:
+            for item in itertools.islice(source, workers * WINDOW_PER_WORKER - len(pending)):
+                pending[pool.submit(work, item)] = item
+
+        refill()
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 item = pending.pop(fut)
                 yield item, _result(fut)
+            refill()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
