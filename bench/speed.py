@@ -70,7 +70,7 @@ from _common import (
 from pld.workspace import Workspace, open_workspace
 
 SECTIONS = ("prefix_cache", "local_concurrency", "local_json", "local_teacher", "rerun", "resume",
-            "concurrency", "pages")
+            "concurrency", "pages", "scale")
 DEMO_LABELS = ["escalate-fraud", "data-privacy-request", "complaint", "routine"]
 TARGETS = {
     ("prefix_cache", "speedup"): (">=", 5),
@@ -82,6 +82,7 @@ TARGETS = {
     ("resume", "repeated_calls"): ("==", 0),
     ("concurrency", "speedup_8"): (">=", 6),
     ("pages", "ratio_10k_vs_100"): ("<=", 3),
+    ("scale", "page_100k_vs_100"): ("<=", 3),
 }
 
 
@@ -639,15 +640,28 @@ def _rules_ws(name: str, n: int) -> Path:
 
 def bench_pages(args: argparse.Namespace) -> dict[str, Any]:
     """Median render time of the micro-instructions page at 10,000 rules ÷ at 100."""
+    small, big = args.rules_small, args.rules_big
+    ratio, detail = _page_ratio(small, big, args.renders, "pages")
+    return {"ratio_10k_vs_100": _entry("pages", "ratio_10k_vs_100", round(ratio, 2), detail)}
+
+
+def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """The same page at 100,000 rules ÷ at 100: a workspace of a large extraction."""
+    ratio, detail = _page_ratio(args.rules_small, args.rules_huge, args.renders, "scale")
+    return {"page_100k_vs_100": _entry("scale", "page_100k_vs_100", round(ratio, 2), detail)}
+
+
+def _page_ratio(small: int, big: int, renders: int, label: str) -> tuple[float, dict[str, Any]]:
+    """Median render time of pages/extract.py with ``big`` rules ÷ with ``small``."""
     import streamlit.logger
     from streamlit.testing.v1 import AppTest
 
     # "missing ScriptRunContext" warnings from building the workspaces outside a script run.
     streamlit.logger.set_log_level("error")
-    small, big = args.rules_small, args.rules_big
-    paths = {small: _rules_ws("pages-small.db", small), big: _rules_ws("pages-big.db", big)}
+    paths = {small: _rules_ws(f"{label}-{small}.db", small),
+             big: _rules_ws(f"{label}-{big}.db", big)}
     page = str(REPO / "pages" / "extract.py")
-    print(f"pages: render {page} with {small} and {big} rules, median of {args.renders}",
+    print(f"{label}: render {page} with {small} and {big} rules, median of {renders}",
           flush=True)
 
     def render(n: int) -> float:
@@ -666,17 +680,17 @@ def bench_pages(args: argparse.Namespace) -> dict[str, Any]:
 
     warm = {n: render(n) for n in (small, big)}  # imports, caches: not timed
     times: dict[int, list[float]] = {small: [], big: []}
-    for _ in range(args.renders):
+    for _ in range(renders):
         for n in (small, big):  # interleaved, so noise hits both sizes alike
             times[n].append(render(n))
     ratio = median(times[big]) / median(times[small])
-    return {"ratio_10k_vs_100": _entry("pages", "ratio_10k_vs_100", round(ratio, 2), {
-        "rules_small": small, "rules_big": big, "renders_each": args.renders,
+    return ratio, {
+        "rules_small": small, "rules_big": big, "renders_each": renders,
         "median_s_small": round(median(times[small]), 3),
         "median_s_big": round(median(times[big]), 3),
         "all_s": {str(k): [round(t, 3) for t in v] for k, v in times.items()},
         "warmup_s": {str(k): round(v, 3) for k, v in warm.items()},
-        "page": "pages/extract.py (Micro-instructions), streamlit AppTest"})}
+        "page": "pages/extract.py (Micro-instructions), streamlit AppTest"}
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -685,7 +699,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "prefix_cache": bench_prefix_cache, "local_concurrency": bench_local_concurrency,
     "local_json": bench_local_json, "local_teacher": bench_local_teacher,
     "rerun": bench_rerun, "resume": bench_resume,
-    "concurrency": bench_concurrency, "pages": bench_pages,
+    "concurrency": bench_concurrency, "pages": bench_pages, "scale": bench_scale,
 }
 
 
@@ -718,6 +732,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--delay", type=float, default=0.2,
                    help="concurrency: fake server delay per call, seconds.")
     p.add_argument("--rules-big", type=int, default=None, help="pages: default 10000.")
+    p.add_argument("--rules-huge", type=int, default=None, help="scale: default 100000.")
     p.add_argument("--rules-small", type=int, default=100)
     p.add_argument("--renders", type=int, default=None, help="pages: renders each (default 5).")
     p.add_argument("--out", default=None,
@@ -735,6 +750,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.prompt_tokens = args.prompt_tokens or (600 if quick else 4000)
     args.concurrency_examples = args.concurrency_examples or (16 if quick else 64)
     args.rules_big = args.rules_big or (1000 if quick else 10_000)
+    args.rules_huge = args.rules_huge or (2000 if quick else 100_000)
     args.renders = args.renders or (2 if quick else 5)
     args.out = Path(args.out or RESULTS / ("speed.quick.json" if quick else "speed.json"))
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -762,10 +778,17 @@ def main(argv: list[str] | None = None) -> int:
         for entry in result.values():
             # Sections may come from different runs (--only): each says when and how it ran.
             entry["detail"].update(measured_at=machine["date"], quick=args.quick,
+                                   cpu_model=machine["cpu_model"],
                                    load_average_1_5_15=machine["load_average_1_5_15"])
 
         def update(data: dict[str, Any], section: str = section,
                    result: dict[str, Any] = result, machine: dict[str, Any] = machine) -> None:
+            # Entries from earlier runs keep the CPU they were measured on (the machine block
+            # describes the latest run only).
+            before = (data.get("machine") or {}).get("cpu_model")
+            for old in SECTIONS:
+                for entry in (data.get(old) or {}).values():
+                    entry["detail"].setdefault("cpu_model", before)
             data["machine"] = machine
             data[section] = result
 
@@ -802,13 +825,16 @@ def markdown_table(data: dict[str, Any]) -> str:
                      "local_concurrency": f"{d.get('model')}, {d.get('examples')} examples",
                      "local_json": f"{d.get('model')}, {d.get('calls_each')} calls each",
                      "local_teacher": f"{d.get('model')}, {d.get('calls')} calls",
-                     "pages": f"{d.get('rules_big')} vs {d.get('rules_small')} rules"}[section]
+                     "pages": f"{d.get('rules_big')} vs {d.get('rules_small')} rules",
+                     "scale": f"{d.get('rules_big')} vs {d.get('rules_small')} rules"}[section]
+            cpu = f", {d['cpu_model']}" if d.get("cpu_model") else ""
             lines.append(f"| `{section}.{key}` | {entry['value']} | {entry['target']} | "
                          f"{'yes' if d.get('met') else 'no'} | {scale} | "
-                         f"{d.get('measured_at', '')[:10]} |")
+                         f"{d.get('measured_at', '')[:10]}{cpu} |")
     m = data.get("machine", {})
-    lines += ["", f"Machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, "
-                  f"{m.get('ram_gib', '?')} GiB, Python {m.get('python', '?')}."]
+    lines += ["", f"Latest run's machine: {m.get('cpu_model', '?')}, {m.get('cores', '?')} "
+                  f"cores, {m.get('ram_gib', '?')} GiB, Python {m.get('python', '?')}; each row "
+                  "names the CPU it was measured on."]
     return "\n".join(lines)
 
 
