@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,6 +342,14 @@ def _migrate(ws: Workspace, current: int) -> None:
 def dumps(value: Any) -> str:
     """JSON-encode a value for a TEXT column (stable key order, unicode kept readable)."""
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def where_equal(equal: dict[str, Any], extra: Sequence[str] = ()) -> tuple[str, list[Any]]:
+    """`` WHERE col = ? AND ...`` for the columns of ``equal`` whose value is not None, plus
+    the ``extra`` conditions, and its arguments; ``("", [])`` when nothing filters."""
+    conditions = [f"{col} = ?" for col, v in equal.items() if v is not None] + list(extra)
+    args = [v for v in equal.values() if v is not None]
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), args
 
 
 def loads(value: str | None, default: Any = None) -> Any:

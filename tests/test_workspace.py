@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pld.workspace import SCHEMA_VERSION, WorkspaceError, default_path, open_workspace
+from pld.workspace import (
+    SCHEMA_VERSION,
+    WorkspaceError,
+    default_path,
+    open_workspace,
+    where_equal,
+)
 
 DESIGN_TABLES = {
     "tasks", "examples", "runs", "micro_instructions", "embeddings", "clusterings", "clusters",
@@ -137,3 +143,9 @@ def test_upgrade_chains_the_existing_trail(ws_path: Path) -> None:
             link = trail.append(db2, who="bo", identity_kind="auto", entity="x", entity_id=None,
                                 action="y", before=None, after=None, comment=None)
         assert link.id == 4 and trail.check_chain(ws) is None
+
+
+def test_where_equal_filters_only_by_what_is_given() -> None:
+    assert where_equal({"a": None, "b": None}) == ("", [])
+    assert where_equal({"a": 1, "b": None, "c": 0}, ["d IS NULL"]) == (
+        " WHERE a = ? AND c = ? AND d IS NULL", [1, 0])

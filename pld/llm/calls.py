@@ -21,7 +21,7 @@ from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply, Runtime
 from pld.llm.env import env_float, env_int
 from pld.llm.pricing import estimate_cost
 from pld.llm.registry import get_backend
-from pld.workspace import Workspace, dumps, loads, now
+from pld.workspace import Workspace, dumps, loads, now, where_equal
 
 
 class CallFailed(Exception):
@@ -342,20 +342,9 @@ def summarize_calls(ws: Workspace) -> dict[str, Any]:
 def _call_filter(model: str | None, stage: str | None, errors_only: bool,
                  cache_hit: bool | None) -> tuple[str, list[Any]]:
     """The WHERE clause (with its arguments) that list_calls and count_calls share."""
-    where: list[str] = []
-    args: list[Any] = []
-    if model:
-        where.append("c.model = ?")
-        args.append(model)
-    if stage:
-        where.append("c.stage = ?")
-        args.append(stage)
-    if errors_only:
-        where.append("c.error IS NOT NULL")
-    if cache_hit is not None:
-        where.append("c.cache_hit = ?")
-        args.append(1 if cache_hit else 0)
-    return (" WHERE " + " AND ".join(where) if where else ""), args
+    return where_equal({"c.model": model or None, "c.stage": stage or None,
+                        "c.cache_hit": None if cache_hit is None else int(cache_hit)},
+                       ["c.error IS NOT NULL"] if errors_only else [])
 
 
 def list_calls(

@@ -18,7 +18,7 @@ from typing import Any
 
 from pld.errors import BadInput
 from pld.llm.budget import BudgetReached
-from pld.workspace import Workspace, dumps, loads, now
+from pld.workspace import Workspace, dumps, loads, now, where_equal
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -196,15 +196,8 @@ def list_runs(ws: Workspace, task: str | None = None, kind: str | None = None,
               limit: int = 50) -> list[dict[str, Any]]:
     """Most recent runs first, optionally for one task and/or kind."""
     mark_dead_runs(ws)
-    where, args = [], []
-    if task:
-        where.append("task = ?")
-        args.append(task)
-    if kind:
-        where.append("kind = ?")
-        args.append(kind)
-    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = ws.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+    where, args = where_equal({"task": task or None, "kind": kind or None})
+    rows = ws.query("SELECT * FROM runs" + where + " ORDER BY id DESC LIMIT ?", [*args, limit])
     for r in rows:
         r["params"] = loads(r["params"], {})
     return rows
