@@ -49,7 +49,8 @@ def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
     page.flash("success", msg)
 
 
-def _start(ws: Workspace, task: str, student: str, teacher: str, retry: bool) -> None:
+def _args(task: str, student: str, teacher: str, retry: bool) -> list[str]:
+    """The resolve command the section's settings stand for."""
     args = ["resolve", task, "--student", student, "--teacher", teacher,
             "--iterations", str(int(st.session_state.get("c_iterations") or 1))]
     if retry:
@@ -57,6 +58,11 @@ def _start(ws: Workspace, task: str, student: str, teacher: str, retry: bool) ->
     limit = int(st.session_state.get("c_val_limit") or 0)
     if limit:
         args += ["--val-limit", str(limit)]
+    return args
+
+
+def _start(ws: Workspace, task: str, student: str, teacher: str, retry: bool) -> None:
+    args = _args(task, student, teacher, retry)
     try:
         jobs.start(ws.path, args)
     except (BadInput, OSError) as e:
@@ -80,6 +86,7 @@ def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> No
         c2.number_input("Validation items (0 = all)", min_value=0, value=0, step=10,
                         key="c_val_limit")
         busy = page.is_busy(ws, task, "resolve")
+        page.estimate_button(ws, _args(task, student, teacher, retry), "c_estimate")
         st.button("Run conflict loop", key="c_run", type="primary", disabled=busy,
                   on_click=_start, args=(ws, task, student, teacher, retry))
     page.jobs_panel(ws, task, "resolve")  # outside: the expander is collapsed once run

@@ -255,17 +255,24 @@ def _remove_approver(ws: Workspace, task: str) -> None:
                     else f"{name} was not an approver of {task}."))
 
 
-def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
+def _consolidate_args(task: str, teacher: str) -> list[str]:
+    """The consolidate command the section's settings stand for."""
     merge = st.session_state.get("h_merge_mode", "all")
-    extra = [] if merge == "all" else ["--merge", merge]
+    args = ["consolidate", task, "--teacher", teacher]
+    args += [] if merge == "all" else ["--merge", merge]
     if st.session_state.get("h_retry_failed"):
-        extra.append("--retry-failed")
+        args.append("--retry-failed")
+    return args
+
+
+def _start_consolidate(ws: Workspace, task: str, teacher: str) -> None:
+    extra = []
     me = sidebar.identity()
     if me is not None:
         # The drafts count as the starter's: someone else must approve them (four-eyes).
         extra += ["--as", me.name]
     try:
-        job = jobs.start(ws.path, ["consolidate", task, "--teacher", teacher, *extra],
+        job = jobs.start(ws.path, [*_consolidate_args(task, teacher), *extra],
                          **page.acting())
     except (BadInput, OSError) as e:
         page.flash("error", f"Could not start consolidate: {e}")
@@ -294,6 +301,7 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
                       "each label apart, or keeping each label's most typical rule, avoids that.")
         st.checkbox("Ask the failed clusters again", key="h_retry_failed")
         busy = page.is_busy(ws, task, "consolidate")
+        page.estimate_button(ws, _consolidate_args(task, teacher), "h_estimate")
         st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,
                   on_click=_start_consolidate, args=(ws, task, teacher),
                   help="Runs `python -m pld consolidate` in the background.")

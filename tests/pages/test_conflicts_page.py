@@ -13,7 +13,14 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs, review
-from pld.pipeline import decisions, resolve, resolve_state, resolve_view, student
+from pld.pipeline import (
+    decisions,
+    estimate,
+    resolve,
+    resolve_state,
+    resolve_view,
+    student,
+)
 from pld.tasks import load_task
 from pld.ui.plain import literal
 from pld.workspace import open_workspace
@@ -105,6 +112,16 @@ def test_populated_without_loop_renders(open_page: OpenPage, populated_ws: Popul
     at.run()
     assert not at.exception
     assert "No conflict-loop iteration" in _texts(at.info)
+    # What a loop of these settings could cost, before it is started: the same count the
+    # CLI's --estimate-only gives.
+    at.button(key="c_estimate").click().run()
+    assert not at.exception
+    with populated_ws.open() as ws:
+        expected = estimate.summarize(ws, resolve.planned_calls(
+            ws, populated_ws.task, "local/default", "local/default", iterations=1))
+    assert expected["calls"] > 0
+    assert any(t.value.startswith(f"Estimate: {expected['calls']:,} calls ("
+                                  f"{expected['cached']:,} already cached") for t in at.text)
 
 
 def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
