@@ -207,11 +207,16 @@ def _unattributed(record: dict[str, Any]) -> str:
     return "Not attributed yet: the teacher has not proposed for this iteration."
 
 
+def _related(err: dict[str, Any], proposals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The proposals that touch an error's heuristics or cite it as evidence."""
+    involved = {h["id"] for h in err["heuristics"]}
+    return [p for p in proposals
+            if p["heuristic_id"] in involved or err["example_id"] in p["evidence"]]
+
+
 def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, Any]],
                 me: sidebar.Identity | None, unattributed: str) -> None:
-    involved = {h["id"] for h in err["heuristics"]}
-    related = [p for p in proposals
-               if p["heuristic_id"] in involved or err["example_id"] in p["evidence"]]
+    related = _related(err, proposals)
     with st.container(border=True):
         left, right = st.columns(2)
         with left:
@@ -246,6 +251,12 @@ def _errors_tab(ws: Workspace, errors: list[dict[str, Any]], proposals: list[dic
     if not errors:
         st.success("The student made no errors on the validation items of this iteration.")
         return
+    if proposals and st.toggle("Only errors that a proposal addresses", key="c_err_with_prop",
+                               on_change=lambda: st.session_state.pop("c_error_page", None)):
+        errors = [e for e in errors if _related(e, proposals)]
+        if not errors:
+            st.info("No error of this iteration is addressed by a proposal.")
+            return
     pages = (len(errors) - 1) // PAGE_SIZE + 1
     page = 1
     if pages > 1:

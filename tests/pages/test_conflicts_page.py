@@ -152,6 +152,26 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
         assert at.button(key=f"c_all_accept_{p['id']}")
 
 
+def test_errors_can_be_narrowed_to_those_a_proposal_addresses(open_page: OpenPage,
+                                                               looped: Populated) -> None:
+    with looped.open() as ws:
+        errors = resolve_view.errors_for_iteration(ws, looped.task, 1)
+        kept = resolve_view.list_proposals(ws, looped.task, 1)[0]["id"]
+        cited = [e["example_id"] for e in errors[:2]]
+        with ws.write() as db:  # one proposal left: a new heuristic citing two of the errors
+            db.execute("DELETE FROM proposals WHERE id != ?", [kept])
+            db.execute("UPDATE proposals SET kind = 'add', heuristic_id = NULL, evidence = ? "
+                       "WHERE id = ?", [json.dumps(cited), kept])
+    addressed = [e for e in errors if e["example_id"] in cited]
+    assert len(addressed) == 2 < len(errors)
+    at = open_page("conflicts", task=looped.task, reviewer="ana").run()
+    at.toggle(key="c_err_with_prop").set_value(True).run()
+    assert not at.exception
+    shown = [m.value for m in at.markdown if m.value.startswith("**Example #")]
+    assert len(shown) == min(10, len(addressed))
+    assert all(any(f"#{e['example_id']}**" in v for e in addressed) for v in shown)
+
+
 def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None:
     edit = next(p for p in _proposals(looped) if p["kind"] == "edit")
     before = edit["heuristic"]
