@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
@@ -114,7 +114,7 @@ def spend_options(fn: F) -> F:
              "stop without calling any model.")(fn)
 
 
-def show_estimate(ws: Workspace, planned: list[Any], what: str, as_json: bool) -> None:
+def show_estimate(ws: Workspace, planned: Iterable[Any], what: str, as_json: bool) -> None:
     """Print what ``planned`` calls would cost (``--estimate-only``); nothing is called."""
     from pld.pipeline.estimate import estimate_text, summarize
 

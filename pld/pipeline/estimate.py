@@ -12,6 +12,7 @@ typical length in :data:`TYPICAL_OUTPUT` (our own runs' medians). Dollars come f
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,8 +56,9 @@ class ModelEstimate:
     output_basis: dict[str, str] = field(default_factory=dict)  # stage -> measured | typical
 
 
-def summarize(ws: Workspace, planned: list[Planned]) -> dict[str, Any]:
-    """Per model: calls (cached ones free), input/output tokens and dollars; and totals."""
+def summarize(ws: Workspace, planned: Iterable[Planned]) -> dict[str, Any]:
+    """Per model: calls (cached ones free), input/output tokens and dollars; and totals.
+    ``planned`` is read once, so a stage may hand its calls over one at a time."""
     out: dict[str, ModelEstimate] = {}
     reply_len: dict[tuple[str, str], tuple[int, str]] = {}
     for p in planned:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -283,23 +284,19 @@ def planned_calls(ws: Workspace, task: str, student: str, *, version: int | None
                   few_shot: int | None = None, worked_examples: bool = False,
                   split: str = "test", limit: int | None = None, seed: int = 0,
                   calibration: str | None = DEFAULT_METHOD,
-                  val_limit: int | None = None) -> list[Planned]:
+                  val_limit: int | None = None) -> Iterator[Planned]:
     """The student calls :func:`evaluate` would make with these arguments (for
-    ``--estimate-only``): one per item of the split, and one per validation item to fit the
-    calibration; items already answered are cached, and so free."""
+    ``--estimate-only``), one at a time: one per item of the split, and one per validation
+    item to fit the calibration; items already answered are cached, and so free."""
     info = task_info(ws, task)
     _method, text, _version, _params, from_manifest = _method_prompt(
         ws, info, student, version, prompt_file, zero_shot, few_shot, worked_examples, seed)
     params = calls.call_params(max_tokens=STUDENT_MAX_TOKENS, choices=info.labels)
-
-    def ask(stage: str, rows: list[dict[str, Any]]) -> list[Planned]:
-        return [Planned(student, stage, text, [{"role": "user", "content": r["text"]}], params)
-                for r in rows]
-
-    planned = ask("eval", task_examples(ws, task, split, limit))
+    stages = [("eval", split, limit)]
     if calibration is not None and from_manifest is None:
-        planned += ask("calibrate", task_examples(ws, task, "val", val_limit))
-    return planned
+        stages.append(("calibrate", "val", val_limit))
+    return (Planned(student, stage, text, [{"role": "user", "content": r["text"]}], params)
+            for stage, which, n in stages for r in task_examples(ws, task, which, n))
 
 
 def _earlier(ws: Workspace, task: str, same: dict[str, Any]

@@ -19,7 +19,7 @@ the calls in flight.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -338,14 +338,15 @@ def _todo(ws: Workspace, task: str, teacher: str, split: str, limit: int | None,
 
 
 def planned_calls(ws: Workspace, task: str, teacher: str, *, limit: int | None = None,
-                  split: str = "train", retry_failed: bool = False) -> list[Planned]:
-    """The teacher calls :func:`extract` would make now (for ``--estimate-only``); a re-ask
-    after a reply that does not parse is not counted."""
+                  split: str = "train", retry_failed: bool = False) -> Iterator[Planned]:
+    """The teacher calls :func:`extract` would make now (for ``--estimate-only``), one at a
+    time (a large task's prompts are never all in memory); a re-ask after a reply that does
+    not parse is not counted."""
     info = task_info(ws, task)
     _rows, todo, status = _todo(ws, task, teacher, split, limit, retry_failed)
     params = calls.call_params(max_tokens=MAX_TOKENS, json_schema=SCHEMA)
-    return [Planned(teacher, STAGE, None, [{"role": "user", "content": build_prompt(info, ex)}],
-                    params, fresh=status.get(ex["id"]) == FAILED) for ex in todo]
+    return (Planned(teacher, STAGE, None, [{"role": "user", "content": build_prompt(info, ex)}],
+                    params, fresh=status.get(ex["id"]) == FAILED) for ex in todo)
 
 
 def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]],

@@ -36,10 +36,10 @@ def test_extract_and_consolidate_plan_the_prompts_they_send(ws: Workspace,
                                                             fake: FakeOpenAI) -> None:
     teacher = fake.model_string()
     load_task(ws, "demo")
-    planned = extract.planned_calls(ws, "demo", teacher, limit=12)
+    planned = list(extract.planned_calls(ws, "demo", teacher, limit=12))
     extract.extract(ws, "demo", teacher, limit=12)
     assert _planned_users(planned) == _users(fake.requests) and len(planned) == 12
-    assert extract.planned_calls(ws, "demo", teacher, limit=12) == []  # all done
+    assert list(extract.planned_calls(ws, "demo", teacher, limit=12)) == []  # all done
 
     accept_clustering(ws, cluster(ws, "demo", method="kmeans", k=3), "ana")
     planned = consolidate.planned_calls(ws, "demo", teacher)
