@@ -3,7 +3,7 @@
 Reviewer names, model strings and uploaded file names sometimes belong inside a sentence that
 Streamlit renders as Markdown (a caption, an alert). Backslash-escaping every character Markdown
 (and Streamlit's ``$``-math) gives a meaning to makes the sentence show the text exactly as
-written: ``a_b*`` stays ``a_b*`` instead of turning italic.
+written: ``a_b*`` stays ``a_b*`` instead of turning italic, and ``http://x`` no link.
 
 Plotly renders a subset of HTML (``<b>``, ``<br>``, ``<a href>``, entities) in hover labels,
 legends and tick labels, including the values ``px.scatter(hover_data=...)`` puts in them:
@@ -23,9 +23,19 @@ HOVER_WIDTH = 80
 HOVER_MAX = 600
 
 
+# GitHub-flavoured Markdown (Streamlit's) turns bare URLs and e-mail addresses into links after
+# parsing, so escapes do not stop it: an invisible word joiner inside "://", after "www" and
+# after "@" does, and the reader sees the same characters.
+WORD_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)(?<=https\\:)(?=//)|(?<=http\\:)(?=//)"  # http(s)://
+                       r"|(?<=\bwww)(?=\\\.)|(?<=@)(?=\w)")  # www. and user@host
+
+
 def literal(text: object) -> str:
-    """``text`` escaped so that Markdown renders it character for character."""
-    return _SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+    """``text`` escaped so that Markdown renders it character for character (and a URL or an
+    address in it is no link)."""
+    escaped = _SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+    return _AUTOLINK.sub(WORD_JOINER, escaped)
 
 
 def hover(text: object, width: int = HOVER_WIDTH, limit: int = HOVER_MAX) -> str:

@@ -33,6 +33,7 @@ from pld.pipeline.cluster import auto_name
 from pld.pipeline.student import build_prompt
 from pld.tasks import load_task
 from pld.tasks.store import examples
+from pld.ui.plain import WORD_JOINER
 from pld.workspace import Workspace, dumps, now, open_workspace
 from tests.conftest import approve_seen
 from tests.pipeline.test_student import approve_preamble
@@ -356,7 +357,8 @@ def rendered(at: AppTest) -> str:
     headings), rendered as CommonMark: what a reviewer sees of it."""
     elements = [*at.markdown, *at.caption, *at.info, *at.warning, *at.error, *at.success,
                 *at.title, *at.header, *at.subheader]
-    return "\n".join(_MARKDOWN.render(str(e.value)) for e in elements)
+    # Word joiners are invisible: the reader sees the text without them.
+    return "\n".join(_MARKDOWN.render(str(e.value)) for e in elements).replace(WORD_JOINER, "")
 
 
 def assert_not_rendered(at: AppTest) -> None:
@@ -371,5 +373,5 @@ def assert_not_rendered(at: AppTest) -> None:
 
 def unescaped(text: str) -> str:
     """``text`` with Markdown backslash escapes removed (as :func:`pld.ui.plain.literal`
-    escapes a value): the characters a reviewer reads."""
-    return re.sub(r"\\(.)", r"\1", text)
+    escapes a value, word joiners included): the characters a reviewer reads."""
+    return re.sub(r"\\(.)", r"\1", text).replace(WORD_JOINER, "")

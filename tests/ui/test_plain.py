@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import html
+import re
 
 from markdown_it import MarkdownIt
 
-from pld.ui.plain import hover, literal
+from pld.ui.plain import WORD_JOINER, hover, literal
 
 
 def test_markdown_renders_escaped_text_literally() -> None:
@@ -18,6 +19,22 @@ def test_markdown_renders_escaped_text_literally() -> None:
         assert "<a " not in html and "<b>" not in html
     assert md.renderInline(literal("*ana* & co")) == "*ana* &amp; co"
     assert literal("$5") == "\\$5"
+
+
+# The patterns of GitHub-flavoured Markdown's autolink literals (mdast-util-gfm-autolink-literal,
+# which Streamlit's Markdown runs on the text after escapes are undone).
+GFM_URL = re.compile(r"(https?://|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.IGNORECASE)
+GFM_EMAIL = re.compile(r"([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)")
+
+
+def test_urls_and_addresses_in_text_are_no_links() -> None:
+    for text in ("see http://evil.example/x now", "HTTPS://a.b", "go to www.evil.com",
+                 "carl@bank.example", "teacher:openai-compatible/m@http://127.0.0.1:8000/v1"):
+        shown = re.sub(r"\\(.)", r"\1", literal(text))  # what Markdown's parser leaves
+        assert not GFM_URL.search(shown) and not GFM_EMAIL.search(shown), shown
+        # The reader sees the same characters: only invisible word joiners were added.
+        assert shown.replace(WORD_JOINER, "") == text
+    assert WORD_JOINER not in literal("no link here: a_b*")
 
 
 def test_hover_escapes_plotly_html() -> None:
