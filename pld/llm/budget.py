@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pld.errors import BadInput
-from pld.llm.pricing import estimate_cost, is_priced
+from pld.llm.pricing import is_priced
 
 CHARS_PER_TOKEN = 4
 
@@ -94,8 +94,3 @@ def text_tokens(system: str | None, messages: list[dict[str, Any]]) -> int:
     """A call's input tokens, estimated from its characters."""
     chars = len(system or "") + sum(len(str(m.get("content", ""))) for m in messages)
     return chars // CHARS_PER_TOKEN + 1
-
-
-def call_cost(model: str, input_tokens: int, output_tokens: int) -> float:
-    """Estimated USD of one call at list price."""
-    return estimate_cost(model, input_tokens, output_tokens)

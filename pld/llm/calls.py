@@ -302,8 +302,8 @@ def _expected_cost(ws: Workspace, model: str, stage: str, system: str | None,
     """What a call about to be made will cost, for the budget: its text's tokens, and the
     measured reply length of its stage (``max_tokens`` until one is measured)."""
     out = measured_output_tokens(ws, model, stage)
-    return budget.call_cost(model, budget.text_tokens(system, list(messages)),
-                            round(out) if out is not None else max_tokens)
+    return estimate_cost(model, budget.text_tokens(system, list(messages)),
+                         round(out) if out is not None else max_tokens)
 
 
 def summarize_calls(ws: Workspace) -> dict[str, Any]:
