@@ -23,7 +23,7 @@ import sqlite_utils
 
 from pld import trail
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class WorkspaceError(Exception):
@@ -327,7 +327,32 @@ def _v6(db: sqlite_utils.Database) -> None:
     db["prompts"].add_column("built_by", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: sqlite_utils.Database) -> None:
+    """Batch mode: provider batches and their requests (written before the provider's create,
+    so a killed process resumes by polling them), and the batch each answer came from."""
+    db["batches"].create(
+        {"id": int, "tag": str, "model": str, "provider": str, "provider_batch_id": str,
+         "input_file_id": str, "run_id": int, "status": str, "provider_status": str,
+         "n_requests": int, "bytes": int, "succeeded": int, "failed": int,
+         "unreadable_lines": int, "pid": int, "pid_start": int, "note": str,
+         "created_at": str, "submitted_at": str, "ended_at": str, "landed_at": str,
+         "updated_at": str},
+        pk="id",
+    )
+    db["batches"].create_index(["status"])
+    db["batches"].create_index(["run_id"])
+    db["batch_requests"].create(
+        {"batch_id": int, "custom_id": str, "cache_key": str, "stage": str,
+         "system_sha256": str, "messages": str, "params": str, "status": str},
+        pk=("batch_id", "custom_id"), foreign_keys=[("batch_id", "batches", "id")],
+    )
+    db["batch_requests"].create_index(["cache_key", "status"])
+    db["batch_requests"].create_index(["batch_id", "status"])
+    db["llm_calls"].add_column("batch_id", int)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1, _v2, _v3, _v4, _v5, _v6, _v7]
 
 
 def _migrate(ws: Workspace, current: int) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -102,7 +103,14 @@ def merge_option(fn: F) -> F:
 
 
 def spend_options(fn: F) -> F:
-    """``--estimate-only`` and ``--max-cost USD`` of every command that calls a model."""
+    """``--batch``, ``--estimate-only`` and ``--max-cost USD`` of every command that calls a
+    model."""
+    fn = click.option(
+        "--batch", "use_batch", is_flag=True,
+        help="Send the uncached calls through the provider's batch API (anthropic/…, "
+             "openai/…, openai-compatible servers with /v1/batches) at half the list price; "
+             "answers within 24 h. Killed, the same command resumes by polling the same "
+             "batches. $PLD_BATCH_POLL_S sets the poll interval (default 30).")(fn)
     fn = click.option(
         "--max-cost", "max_cost", type=float, default=None, metavar="USD",
         help="Stop cleanly before this command's spend would pass USD (list prices, "
@@ -112,6 +120,18 @@ def spend_options(fn: F) -> F:
         "--estimate-only", is_flag=True,
         help="Print the calls, tokens and dollars this command would spend, per model, and "
              "stop without calling any model.")(fn)
+
+
+@contextmanager
+def spending(max_cost: float | None, priced: tuple[str, ...], use_batch: bool,
+             batched: tuple[str, ...]) -> Iterator[None]:
+    """Run a stage under ``--max-cost`` (for the ``priced`` models) and, with ``--batch``, in
+    batch mode for the ``batched`` models, telling batch progress on stderr."""
+    from pld.llm import batch, budget
+
+    with budget.limit(max_cost, priced), batch.mode(
+            use_batch, batched, say=lambda line: click.echo(line, err=True)):
+        yield
 
 
 def show_estimate(ws: Workspace, planned: Iterable[Any], what: str, as_json: bool) -> None:

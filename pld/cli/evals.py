@@ -18,6 +18,7 @@ from pld.cli.common import (
     model_option,
     show_estimate,
     spend_options,
+    spending,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -54,12 +55,15 @@ def _concurrency_option(help_text: str) -> Callable[[F], F]:
 @handles_errors
 def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
                 auto_accept_as: str | None, val_limit: int | None, concurrency: int | None,
-                retry_failed: bool, calibration: str, no_impact: bool, estimate_only: bool,
-                max_cost: float | None, as_json: bool) -> None:
-    """Stage 6: run the student on validation, have the teacher propose fixes."""
+                retry_failed: bool, calibration: str, no_impact: bool, use_batch: bool,
+                estimate_only: bool, max_cost: float | None, as_json: bool) -> None:
+    """Stage 6: run the student on validation, have the teacher propose fixes.
+
+    With --batch, each version's student runs on validation go through the batch API; the
+    teacher's proposals (one call per heuristic, each depending on the run before) do not.
+    """
     from dataclasses import asdict
 
-    from pld.llm import budget
     from pld.pipeline.resolve import planned_calls, resolve
 
     check_model(student)
@@ -70,7 +74,7 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
                                         val_limit=val_limit, impact=not no_impact),
                       f"resolve {task} (at most {iterations} new versions)", as_json)
         return
-    with budget.limit(max_cost, (student, teacher)):
+    with spending(max_cost, (student, teacher), use_batch, (student,)):
         s = resolve(ws, task, student, teacher, iterations=iterations,
                     auto_accept_as=auto_accept_as, val_limit=val_limit,
                     concurrency=concurrency, retry_failed=retry_failed,
@@ -172,8 +176,8 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
              version: int | None, zero_shot: bool, few_shot: int | None,
              worked_examples: bool, split: str,
              limit: int | None, seed: int, concurrency: int | None, calibration: str,
-             val_limit: int | None, estimate_only: bool, max_cost: float | None,
-             as_json: bool) -> None:
+             val_limit: int | None, use_batch: bool, estimate_only: bool,
+             max_cost: float | None, as_json: bool) -> None:
     """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion, raw
     and calibrated.
 
@@ -183,8 +187,8 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
       python -m pld eval demo --student local/default --version 3 --limit 200
       python -m pld eval demo --student local/default --prompt exported/
       python -m pld eval demo --student openai/gpt-4.1-mini --zero-shot --estimate-only
+      python -m pld eval demo --student openai/gpt-4.1-mini --version 3 --batch
     """
-    from pld.llm import budget
     from pld.pipeline.evaluate import evaluate, planned_calls
 
     chosen = sum(x is not None and x is not False for x in (prompt_file, version, few_shot)) + int(
@@ -203,7 +207,7 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
         show_estimate(ws, planned_calls(ws, task, student, **options), f"eval {task}",
                       as_json)
         return
-    with budget.limit(max_cost, (student,)):
+    with spending(max_cost, (student,), use_batch, (student,)):
         r = evaluate(ws, task, student, concurrency=concurrency,
                      on_progress=Progress("eval"), **options)
     data = {"task": task, "student": student, "split": split, "method": r.method,

@@ -20,6 +20,7 @@ from pld.cli.common import (
     model_option,
     show_estimate,
     spend_options,
+    spending,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -46,11 +47,11 @@ from pld.numbers import delta_text, score_text
 @handles_errors
 def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: int | None,
                     concurrency: int | None, retry_failed: bool, merge: str, who: str | None,
-                    estimate_only: bool, max_cost: float | None, as_json: bool) -> None:
+                    use_batch: bool, estimate_only: bool, max_cost: float | None,
+                    as_json: bool) -> None:
     """Stage 3: one heuristic per cluster, keeping minority labels and edge cases."""
     from dataclasses import asdict
 
-    from pld.llm import budget
     from pld.pipeline.consolidate import consolidate, planned_calls
 
     check_model(teacher)
@@ -60,7 +61,7 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
                                         retry_failed=retry_failed, merge=merge),
                       f"consolidate {task}", as_json)
         return
-    with budget.limit(max_cost, (teacher,)):
+    with spending(max_cost, (teacher,), use_batch, (teacher,)):
         s = consolidate(ws, task, teacher, clustering_id=clustering_id,
                         concurrency=concurrency, retry_failed=retry_failed, merge=merge,
                         started_by=who, on_progress=Progress("consolidate"))

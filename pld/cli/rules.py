@@ -17,6 +17,7 @@ from pld.cli.common import (
     parse_cluster_ref,
     show_estimate,
     spend_options,
+    spending,
 )
 from pld.cli.root import cli
 from pld.errors import BadInput
@@ -36,8 +37,8 @@ from pld.errors import BadInput
 @click.pass_context
 @handles_errors
 def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
-                concurrency: int | None, retry_failed: bool, estimate_only: bool,
-                max_cost: float | None, as_json: bool) -> None:
+                concurrency: int | None, retry_failed: bool, use_batch: bool,
+                estimate_only: bool, max_cost: float | None, as_json: bool) -> None:
     """Stage 1: one micro-instruction per training example.
 
     \b
@@ -45,10 +46,10 @@ def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
       python -m pld extract demo --teacher local/default
       python -m pld extract demo --teacher anthropic/claude-sonnet-4-5 --estimate-only
       python -m pld extract demo --teacher anthropic/claude-sonnet-4-5 --max-cost 5
+      python -m pld extract demo --teacher anthropic/claude-sonnet-4-5 --batch --max-cost 5
     """
     from dataclasses import asdict
 
-    from pld.llm import budget
     from pld.pipeline.extract import extract, planned_calls
 
     check_model(teacher)
@@ -57,7 +58,7 @@ def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
         show_estimate(ws, planned_calls(ws, task, teacher, limit=limit,
                                         retry_failed=retry_failed), f"extract {task}", as_json)
         return
-    with budget.limit(max_cost, (teacher,)):
+    with spending(max_cost, (teacher,), use_batch, (teacher,)):
         s = extract(ws, task, teacher, limit=limit, concurrency=concurrency,
                     retry_failed=retry_failed, on_progress=Progress("extract"))
     emit(asdict(s), as_json, lambda d: (

@@ -73,8 +73,18 @@ class AnthropicBackend:
         self._secret = key
         self._client = anthropic.Anthropic(api_key=key, timeout=timeout, max_retries=0)
 
-    def _request(self, messages: list[Message], system: str | None, max_tokens: int,
-                 json_schema: dict[str, Any] | None) -> dict[str, Any]:
+    @property
+    def client(self) -> Any:
+        """The SDK client (for the batch API, :mod:`pld.llm.batch`)."""
+        return self._client
+
+    def map_error(self, err: anthropic.AnthropicError) -> LLMError:
+        """An SDK error as an :class:`LLMError`, the key redacted."""
+        return _map_error(err, self._secret, self.timeout)
+
+    def request_params(self, messages: list[Message], system: str | None, max_tokens: int,
+                       json_schema: dict[str, Any] | None) -> dict[str, Any]:
+        """The Messages API parameters of one call (also one batch request's ``params``)."""
         use_tool = json_schema is not None and json_schema.get("type") == "object"
         if json_schema is not None and not use_tool:
             hint = ("Reply with a JSON object only, no other text, matching this JSON schema: "
@@ -111,7 +121,7 @@ class AnthropicBackend:
 
         ``temperature`` is accepted for the protocol but not sent (see the module notes).
         """
-        kwargs = self._request(messages, system, max_tokens, json_schema)
+        kwargs = self.request_params(messages, system, max_tokens, json_schema)
         t0 = time.perf_counter()
         try:
             resp = self._client.messages.create(**kwargs)
@@ -123,7 +133,11 @@ class AnthropicBackend:
         if not isinstance(resp, AnthropicMessage):
             # The SDK hands back the raw text when the content-type is not JSON.
             raise LLMError("malformed response: not a message", transient=True)
-        text = self._text(resp, tool="tools" in kwargs)
+        return self.reply_from(resp, tool="tools" in kwargs, latency=latency)
+
+    def reply_from(self, resp: AnthropicMessage, *, tool: bool, latency: float = 0.0) -> Reply:
+        """The :class:`Reply` in a message (a call's response, or a batch result's)."""
+        text = self._text(resp, tool=tool)
         usage = getattr(resp, "usage", None)
         fresh = int(getattr(usage, "input_tokens", 0) or 0)
         read = int(getattr(usage, "cache_read_input_tokens", 0) or 0)

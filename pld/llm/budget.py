@@ -55,10 +55,16 @@ class Budget:
                 raise BudgetReached(self, model, est_cost)
 
     def charge(self, cost: float) -> None:
-        """Add a finished call's measured cost."""
+        """Add a finished call's measured cost (or a batched request's estimate, reserved
+        when it is submitted)."""
         with self._lock:
             self.spent += cost
             self.calls += 1
+
+    def adjust(self, delta: float) -> None:
+        """Correct the total once the measured cost of reserved requests is known."""
+        with self._lock:
+            self.spent += delta
 
 
 _active: Budget | None = None

@@ -75,7 +75,9 @@ def is_cached(ws: Workspace, key: str) -> bool:
     return _cached(ws, key) is not None
 
 
-def _store_text(ws: Workspace, text: str | None) -> str | None:
+def store_text(ws: Workspace, text: str | None) -> str | None:
+    """Keep ``text`` once in ``texts`` (system prompts repeat across thousands of calls);
+    return its sha256."""
     if text is None:
         return None
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -164,6 +166,16 @@ def _sleep_for(attempt: int, err: LLMError, policy: _RetryPolicy) -> float:
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
+def retry_delay(attempt: int, err: LLMError) -> float | None:
+    """Seconds to wait before attempt ``attempt + 1`` after ``err``; None when it should not
+    be retried (a permanent error, or ``$PLD_MAX_ATTEMPTS`` used up). For requests that are
+    not single calls (batch creates and polls)."""
+    policy = _RetryPolicy.from_env(None)
+    if not err.transient or attempt >= policy.attempts:
+        return None
+    return _sleep_for(attempt, err, policy)
+
+
 def complete(
     ws: Workspace,
     model: str,
@@ -194,7 +206,7 @@ def complete(
     key = cache_key(model, system, messages, params)
     base_row: dict[str, Any] = {
         "model": model, "stage": stage, "run_id": run_id, "cache_key": key,
-        "system_sha256": _store_text(ws, system), "messages": dumps(messages),
+        "system_sha256": store_text(ws, system), "messages": dumps(messages),
         "params": dumps(params),
     }
 

@@ -87,9 +87,19 @@ class OpenAIBackend:
         reasoning = not self._compatible and self.name.startswith(REASONING_PREFIXES)
         return self._logprobs_ok and not reasoning
 
-    def _request(self, messages: list[Message], system: str | None, max_tokens: int,
-                 temperature: float, json_schema: dict[str, Any] | None,
-                 choices: list[str] | None = None) -> dict[str, Any]:
+    @property
+    def client(self) -> Any:
+        """The SDK client (for the batch API, :mod:`pld.llm.batch`)."""
+        return self._client
+
+    def map_error(self, err: openai.OpenAIError) -> LLMError:
+        """An SDK error as an :class:`LLMError`, the key redacted."""
+        return _map_error(err, self._secret, self.timeout)
+
+    def request_params(self, messages: list[Message], system: str | None, max_tokens: int,
+                       temperature: float, json_schema: dict[str, Any] | None,
+                       choices: list[str] | None = None) -> dict[str, Any]:
+        """The chat completion body of one call (also one batch request's ``body``)."""
         if json_schema is not None and not self._json_schema_ok:
             # json_object only promises *some* JSON: spell the schema out for the model.
             hint = ("Reply with a JSON object only, matching this JSON schema: "
@@ -147,7 +157,7 @@ class OpenAIBackend:
         t0 = time.perf_counter()
 
         def send() -> Any:
-            return self._send(self._request(messages, system, max_tokens, temperature,
+            return self._send(self.request_params(messages, system, max_tokens, temperature,
                                             json_schema, choices))
 
         try:
@@ -171,9 +181,12 @@ class OpenAIBackend:
                 self._json_schema_ok = True
                 raise
         latency = time.perf_counter() - t0
-        return self._reply(resp, latency, choices)
+        return self.reply_from(resp, latency, choices)
 
-    def _reply(self, resp: Any, latency: float, labels: list[str] | None = None) -> Reply:
+    def reply_from(self, resp: Any, latency: float = 0.0,
+                   labels: list[str] | None = None) -> Reply:
+        """The :class:`Reply` in a chat completion (a call's response, or a batch result's
+        body); ``labels`` are the call's choices, for their scores."""
         if not isinstance(resp, ChatCompletion):
             # The SDK hands back the raw text when the content-type is not JSON.
             raise LLMError("malformed response: not a chat completion", transient=True)

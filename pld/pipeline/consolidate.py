@@ -44,7 +44,7 @@ import numpy as np
 
 from pld import review
 from pld.errors import BadInput, NotReady
-from pld.llm import budget, calls
+from pld.llm import batch, budget, calls
 from pld.llm.base import ConfigError
 from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
@@ -436,6 +436,9 @@ def _work(ctx: _Context, todo: dict[int, list[Rule]], concurrency: int,
     def work(cluster_id: int) -> Any:
         return _consolidate_cluster(ctx, cluster_id, todo[cluster_id])
 
+    # With --batch, each cluster's first calls go through the batch API first (merges of a
+    # large cluster's partial heuristics depend on those replies and run synchronously).
+    batch.prefetch(ctx.ws, _plan(ctx, todo), run_id=run.id)
     for _, outcome in fan_out(work, list(todo), workers=concurrency, name="consolidate"):
         _record(summary, outcome)
         run.advance()
@@ -500,12 +503,17 @@ def planned_calls(ws: Workspace, task: str, teacher: str, *, clustering_id: int 
                                                         retry_failed)
     ctx = _Context(ws, info, teacher, 0, int(clustering["id"]), max_rules_per_call,
                    reply_schema(info.labels), merge)
+    return _plan(ctx, todo)
+
+
+def _plan(ctx: _Context, todo: dict[int, list[Rule]]) -> list[Planned]:
+    """The teacher calls that consolidating the clusters ``todo`` makes."""
     planned: list[Planned] = []
     for rules in todo.values():
         counts = Counter(r.label for r in rules)
-        if merge == MEDOID or not rules:
+        if ctx.merge == MEDOID or not rules:
             continue
-        if merge == BY_LABEL and not (len(counts) == 1 and len(rules) > 1):
+        if ctx.merge == BY_LABEL and not (len(counts) == 1 and len(rules) > 1):
             for lab in _ordered_labels(counts):
                 group = [r for r in rules if r.label == lab]
                 if len(group) > 1:

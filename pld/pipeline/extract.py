@@ -25,7 +25,7 @@ from typing import Any
 
 from pld import prompts
 from pld.errors import BadInput, NotReady
-from pld.llm import calls
+from pld.llm import batch, calls
 from pld.llm.base import ConfigError
 from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
@@ -344,6 +344,12 @@ def planned_calls(ws: Workspace, task: str, teacher: str, *, limit: int | None =
     not parse is not counted."""
     info = task_info(ws, task)
     _rows, todo, status = _todo(ws, task, teacher, split, limit, retry_failed)
+    return _planned(info, teacher, todo, status)
+
+
+def _planned(info: TaskInfo, teacher: str, todo: Iterable[dict[str, Any]],
+             status: dict[int, str]) -> Iterator[Planned]:
+    """The first teacher call of each example in ``todo``, as :func:`_extract_one` makes it."""
     params = calls.call_params(max_tokens=MAX_TOKENS, json_schema=SCHEMA)
     return (Planned(teacher, STAGE, None, [{"role": "user", "content": build_prompt(info, ex)}],
                     params, fresh=status.get(ex["id"]) == FAILED) for ex in todo)
@@ -357,6 +363,9 @@ def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]
     def work(ex: dict[str, Any]) -> _Outcome:
         return _extract_one(ws, info, teacher, ex, run.id, status.get(ex["id"]) == FAILED)
 
+    # With --batch, the calls go through the provider's batch API first and are then
+    # answered from the cache below; without it, this does nothing.
+    batch.prefetch(ws, _planned(info, teacher, todo, status), run_id=run.id)
     for _, outcome in fan_out(work, todo, workers=concurrency, name="extract"):
         _save(ws, info.name, teacher, run.id, outcome)
         if outcome.status == OK:

@@ -15,10 +15,11 @@ from typing import Any
 
 from pld import prompts, review
 from pld.errors import BadInput, NotReady
-from pld.llm import calls
+from pld.llm import batch, calls
 from pld.llm.base import ConfigError
 from pld.llm.fan_out import fan_out
 from pld.llm.registry import default_concurrency
+from pld.pipeline.estimate import Planned
 from pld.pipeline.runs import (
     ProgressCallback,
     stage_run,
@@ -289,6 +290,12 @@ def predict(
                 db["predictions"].insert(row, ignore=True)
             return row
 
+        # With --batch, the student's calls go through the batch API first (then answered
+        # from the cache in classify); without it, this does nothing.
+        params = calls.call_params(max_tokens=STUDENT_MAX_TOKENS, choices=labels)
+        batch.prefetch(ws, (Planned(student, kind, system_prompt,
+                                    [{"role": "user", "content": ex["text"]}], params)
+                            for ex in todo), run_id=run.id)
         for ex, row in fan_out(classify, todo, workers=workers, name="student"):
             done[ex["id"]] = row
             # Progress is counted on this thread only: Run is not thread-safe.

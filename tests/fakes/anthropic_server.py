@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from typing import Any
 
+from tests.fakes.batches import BatchBook, FakeBatch
 from tests.fakes.server import FakeServer
 
 _ids = itertools.count(1)
@@ -101,3 +103,86 @@ class FakeAnthropic(FakeServer):
 
     def error_body(self, code: int) -> dict[str, Any]:
         return error_payload(code)
+
+
+def _iso(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+class FakeAnthropicBatches(FakeAnthropic):
+    """:class:`FakeAnthropic` with the Message Batches API as the SDK calls it: create
+    (``POST /v1/messages/batches``), retrieve, list, cancel and the results file (JSONL at the
+    batch's ``results_url``). Each request is answered as ``/v1/messages`` would answer it;
+    ``book`` holds the batches and their faults."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.book = BatchBook()
+
+    def _batch(self, batch: FakeBatch) -> dict[str, Any]:
+        ended = batch.state == "ended"
+        return {
+            "id": batch.id, "type": "message_batch",
+            "processing_status": batch.state, "request_counts": {
+                k: v for k, v in self.book.counts(batch).items()},
+            "created_at": _iso(batch.created_at), "expires_at": _iso(batch.created_at + 86400),
+            "ended_at": _iso(int(time.time())) if ended else None,
+            "cancel_initiated_at": None, "archived_at": None,
+            "results_url": (f"{self.base_url}/v1/messages/batches/{batch.id}/results"
+                            if ended else None),
+        }
+
+    def _results(self, batch: FakeBatch) -> bytes:
+        lines = []
+        garbled = self.book.garbled(batch)
+        for cid, outcome in batch.outcomes.items():
+            if cid == garbled:
+                lines.append('{"custom_id": "' + cid + '", "result": {"type": "succ')
+                continue
+            if outcome[0] == "succeeded":
+                result = {"type": "succeeded", "message": outcome[2]}
+            elif outcome[0] == "errored":
+                result = {"type": "errored", "error": error_payload(outcome[1])}
+            else:
+                result = {"type": outcome[0]}
+            lines.append(json.dumps({"custom_id": cid, "result": result}))
+        return ("\n".join(lines) + "\n").encode()
+
+    def handle_route(self, method: str, path: str, raw: bytes
+                     ) -> tuple[int, bytes, str] | None:
+        route = path.split("?")[0].rstrip("/")
+        if not route.startswith("/v1/messages/batches"):
+            return None
+        if not api_key(self.current_headers()):
+            return _json(401, error_payload(401, "x-api-key or authorization header is required"))
+        parts = route.split("/")[4:]  # after /v1/messages/batches
+        if method == "POST" and not parts:
+            body = json.loads(raw or b"{}")
+            requests = [(r["custom_id"], r["params"]) for r in body.get("requests", [])]
+            if not requests or len({c for c, _ in requests}) != len(requests):
+                return _json(400, error_payload(400, "requests must be non-empty, ids unique"))
+            made = self.book.create("msgbatch_", requests)
+            if isinstance(made, int):
+                return _json(made, error_payload(made))
+            return _json(200, self._batch(made))
+        if method == "GET" and not parts:
+            data = sorted(self.book.batches.values(), key=lambda b: b.id, reverse=True)
+            return _json(200, {"data": [self._batch(b) for b in data], "has_more": False,
+                               "first_id": data[0].id if data else None,
+                               "last_id": data[-1].id if data else None})
+        batch = self.book.find(parts[0])
+        if batch is None:
+            return _json(404, error_payload(404, f"no batch {parts[0]}"))
+        if method == "GET" and len(parts) == 1:
+            self.book.poll(batch.id, lambda body: self.handle_json("/v1/messages", body))
+            return _json(200, self._batch(batch))
+        if method == "GET" and parts[1:] == ["results"] and batch.state == "ended":
+            return 200, self._results(batch), "application/binary"
+        if method == "POST" and parts[1:] == ["cancel"]:
+            self.book.cancel(batch.id)
+            return _json(200, self._batch(batch))
+        return _json(404, error_payload(404, f"no route {path}"))
+
+
+def _json(code: int, payload: dict[str, Any]) -> tuple[int, bytes, str]:
+    return code, json.dumps(payload).encode(), "application/json"

@@ -59,6 +59,14 @@ class FakeServer:
         """The body of a ``("status", code)`` fault that brings none; subclasses speak their API."""
         return {"error": {"message": "fault"}}
 
+    def handle_route(self, method: str, path: str, raw: bytes
+                     ) -> tuple[int, bytes, str] | None:
+        """Answer a request outside the per-call API (batch endpoints, file uploads and
+        downloads) as ``(status, body, content type)``, or None to leave it to
+        :meth:`handle_json`. These requests bypass the fault queue: batch faults are set on
+        the fake's :class:`~tests.fakes.batches.BatchBook`."""
+        return None
+
     def current_headers(self) -> dict[str, str]:
         """Lower-cased headers of the request being handled on this thread."""
         return dict(getattr(self._tls, "headers", {}))
@@ -81,9 +89,24 @@ class FakeServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
+            def _route(self, method: str, raw: bytes) -> bool:
+                fake._tls.headers = {k.lower(): v for k, v in self.headers.items()}
+                answer = fake.handle_route(method, self.path, raw)
+                if answer is None:
+                    return False
+                code, data, ctype = answer
+                self._send(code, data, {}, ctype)
+                return True
+
+            def do_GET(self) -> None:
+                if not self._route("GET", b""):
+                    self._send(404, json.dumps(fake.error_body(404)).encode(), {})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 raw = self.rfile.read(length)
+                if self._route("POST", raw):
+                    return
                 body = json.loads(raw or b"{}")
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 fake._tls.headers = headers
@@ -114,9 +137,10 @@ class FakeServer:
                 status, payload = fake.handle_json(self.path, body)
                 self._send(status, json.dumps(payload).encode(), {})
 
-            def _send(self, code: int, data: bytes, headers: dict[str, str]) -> None:
+            def _send(self, code: int, data: bytes, headers: dict[str, str],
+                      ctype: str = "application/json") -> None:
                 self.send_response(code)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)

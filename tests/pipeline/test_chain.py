@@ -27,6 +27,8 @@ KEYWORDS = {"escalate-fraud": "fraud", "data-privacy-request": "data",
 def _schema_keys(body: dict[str, Any]) -> set[str]:
     fmt = body.get("response_format") or {}
     schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    for tool in body.get("tools") or []:  # Anthropic: the schema of the forced tool
+        schema = tool.get("input_schema") or schema
     return set(schema.get("properties") or {})
 
 
