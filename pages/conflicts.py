@@ -58,6 +58,8 @@ def _args(task: str, student: str, teacher: str, retry: bool) -> list[str]:
     limit = int(st.session_state.get("c_val_limit") or 0)
     if limit:
         args += ["--val-limit", str(limit)]
+    if st.session_state.get("c_batch"):
+        args.append("--batch")
     return args
 
 
@@ -85,6 +87,7 @@ def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> No
         c1.number_input("New iterations", min_value=1, max_value=10, value=1, key="c_iterations")
         c2.number_input("Validation items (0 = all)", min_value=0, value=0, step=10,
                         key="c_val_limit")
+        page.batch_checkbox("c_batch", [student])
         busy = page.is_busy(ws, task, "resolve")
         page.estimate_button(ws, _args(task, student, teacher, retry), "c_estimate")
         st.button("Run conflict loop", key="c_run", type="primary", disabled=busy,

@@ -36,6 +36,8 @@ def _eval_args(task: str, model: str) -> list[str]:
     if limit:
         args += ["--limit", str(limit)]
     args += ["--calibration", st.session_state.get("e_calibration") or "max-f1"]
+    if st.session_state.get("e_batch"):
+        args.append("--batch")
     return args
 
 
@@ -76,6 +78,7 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
         if not versions:
             st.caption("No prompt version yet: build one on the Export page (or run the "
                        "conflict loop) to evaluate distilled heuristics.")
+        page.batch_checkbox("e_batch", [model])
         busy = page.is_busy(ws, task, "eval")
         page.estimate_button(ws, _eval_args(task, model), "e_estimate")
         st.button("Run evaluation", key="e_run", type="primary", disabled=busy,

@@ -24,6 +24,7 @@ from pld.pipeline.extract import FLAGS, ClusterFilter, count_rules, get_rule, li
 from pld.tasks.store import task_info
 from pld.ui import sidebar
 from pld.ui.page import (
+    batch_checkbox,
     estimate_button,
     flash,
     jobs_panel,
@@ -53,6 +54,8 @@ def _args(task: str, teacher: str) -> list[str]:
         args += ["--concurrency", str(concurrency)]
     if st.session_state.get("x_retry_failed"):
         args.append("--retry-failed")
+    if st.session_state.get("x_batch"):
+        args.append("--batch")
     return args
 
 
@@ -80,6 +83,7 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
                         max_value=64, value=0, key="x_concurrency")
         st.checkbox("Ask the failed examples again", key="x_retry_failed",
                     help="A fresh teacher call for each example whose reply was not usable.")
+        batch_checkbox("x_batch", [teacher])
         problem = running_caption(ws, task, "extract")
         try:
             parse_model(teacher)

@@ -262,6 +262,8 @@ def _consolidate_args(task: str, teacher: str) -> list[str]:
     args += [] if merge == "all" else ["--merge", merge]
     if st.session_state.get("h_retry_failed"):
         args.append("--retry-failed")
+    if st.session_state.get("h_batch"):
+        args.append("--batch")
     return args
 
 
@@ -300,6 +302,7 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
                       "teacher tends to keep one odd rule and drop the minority labels: merging "
                       "each label apart, or keeping each label's most typical rule, avoids that.")
         st.checkbox("Ask the failed clusters again", key="h_retry_failed")
+        page.batch_checkbox("h_batch", [teacher])
         busy = page.is_busy(ws, task, "consolidate")
         page.estimate_button(ws, _consolidate_args(task, teacher), "h_estimate")
         st.button("Consolidate", key="h_consolidate", type="primary", disabled=busy,

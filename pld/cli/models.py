@@ -79,3 +79,44 @@ def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
         return "\n".join(lines)
 
     emit(data, as_json, text)
+
+
+@cli.command("batches")
+@click.option("--run", "run_id", type=int, default=None, help="Only the batches of this run.")
+@click.option("--cancel", "cancel_id", type=int, default=None, metavar="ID",
+              help="Cancel batch ID at its provider; what it finished lands when its command "
+                   "runs again.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@handles_errors
+def batches_cmd(ctx: click.Context, run_id: int | None, cancel_id: int | None,
+                as_json: bool) -> None:
+    """Provider batches of --batch runs: submitted, done and failed requests, and state.
+
+    \b
+    Examples:
+      python -m pld batches
+      python -m pld batches --run 12 --json
+      python -m pld batches --cancel 3
+    """
+    from pld.llm import batch
+
+    ws = ctx_workspace(ctx)
+    if cancel_id is not None:
+        row = batch.cancel(ws, cancel_id)
+        emit(batch.progress_row(row), as_json,
+             lambda d: f"batch {d['batch']} ({d['provider id']}): cancel asked of the provider")
+        return
+    rows = [batch.progress_row(r) for r in batch.list_batches(ws, run_id=run_id)]
+
+    def text(d: dict[str, Any]) -> str:
+        if not d["batches"]:
+            return "no batches (python -m pld extract|consolidate|resolve|eval … --batch)"
+        lines = [f"{'batch':>5} {'provider id':<28} {'model':<32} {'submitted':>9} {'done':>6} "
+                 f"{'failed':>6} status"]
+        lines += [f"{r['batch']:>5} {r['provider id'][:28]:<28} {r['model'][:32]:<32} "
+                  f"{r['submitted']:>9} {r['done']:>6} {r['failed']:>6} {r['status']}"
+                  + (" (landed)" if r["landed"] else "") for r in d["batches"]]
+        return "\n".join(lines)
+
+    emit({"batches": rows}, as_json, text)

@@ -119,6 +119,14 @@ class Provider(Protocol):
         ...
 
 
+def batchable(model: str) -> bool:
+    """True when ``model``'s provider has a batch API (``--batch`` can be used with it)."""
+    try:
+        return parse_model(model).provider in BATCHABLE
+    except LLMError:
+        return False
+
+
 def provider_for(model: str) -> Provider:
     """The batch API of ``model``'s provider, using its backend's key and request format."""
     spec = parse_model(model)
@@ -550,6 +558,17 @@ def cancel(ws: Workspace, local_id: int) -> dict[str, Any]:
 BATCH_COLUMNS = ("id", "model", "provider_batch_id", "status", "provider_status", "run_id",
                  "n_requests", "succeeded", "failed", "unreadable_lines", "created_at",
                  "submitted_at", "ended_at", "landed_at", "note")
+
+
+def progress_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A batch's progress for people: submitted, done and failed requests, and its state."""
+    return {"batch": row["id"], "provider id": row["provider_batch_id"] or "",
+            "model": row["model"], "submitted": row["n_requests"],
+            "done": row["succeeded"] or 0, "failed": row["failed"] or 0,
+            # Ours while the provider has not said (yet) what we asked of it.
+            "status": (row["status"] if row["status"] in (SUBMITTING, CANCELING, ABANDONED)
+                       else row["provider_status"] or row["status"]),
+            "landed": row["status"] == LANDED}
 
 
 def list_batches(ws: Workspace, *, run_id: int | None = None,

@@ -216,6 +216,8 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
             total = int(entry["total"] or 0)
             st.progress(min(1.0, int(entry["done"] or 0) / total) if total else 0.0,
                         text=progress_label(entry))
+            if entry.get("run_id"):
+                batch_progress(ws, int(entry["run_id"]))
             left, right = st.columns(2)
             left.button("Cancel", key=f"_pld_cancel_{kind}_{entry['pid']}", on_click=_cancel,
                         args=(ws, entry), help="Stops the process; its finished work is kept.")
@@ -281,6 +283,32 @@ def estimate_button(ws: Workspace, args: list[str], key: str) -> None:
     shown = st.session_state.get(shown_key)
     if shown and shown[0] == args:
         st.text(shown[1])  # may quote a model string: plain text
+
+
+def batch_checkbox(key: str, models: list[str]) -> None:
+    """"Use the provider's batch API" (``--batch``) for a job whose calls go to ``models``;
+    disabled, with the reason, when one of them has no batch API (local models)."""
+    from pld.llm import batch
+
+    problem = next((m for m in models if not batch.batchable(m)), None)
+    if problem is not None:
+        st.session_state[key] = False
+    st.checkbox(
+        "Use the provider's batch API (half price, answers within 24 h)", key=key,
+        disabled=problem is not None,
+        help=(f"{problem} has no batch API: local models run here." if problem is not None
+              else "Sends the uncached calls as provider batches (python -m pld … --batch). "
+                   "Their progress shows below while the job runs; cancelling the job cancels "
+                   "them, and starting it again picks up the same batches."))
+
+
+def batch_progress(ws: Workspace, run_id: int) -> None:
+    """Each provider batch of a running job: submitted, done and failed requests."""
+    from pld.llm import batch
+
+    rows = batch.list_batches(ws, run_id=run_id)
+    if rows:
+        st.dataframe(pd.DataFrame([batch.progress_row(r) for r in rows]), hide_index=True)
 
 
 def running_caption(ws: Workspace, task: str, kind: str) -> str | None:
