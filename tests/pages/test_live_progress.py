@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.pages.conftest import Populated, collapsed, shown
+from tests.pages.conftest import Populated, collapsed, connect, shown
 
 # page -> (the job kind its panel follows, the key of its Start button)
 PAGES = {
@@ -48,3 +48,42 @@ def test_no_progress_when_nothing_runs(page: str, open_page: Callable[..., AppTe
     at = open_page(page, task=populated_ws.task, reviewer="ana").run()
     assert not at.exception
     assert not at.get("progress")
+
+
+def test_a_running_batch_job_shows_each_batch(
+        open_page: Callable[..., AppTest], populated_ws: Populated,
+        running_job: Callable[[str, str], int]) -> None:
+    run_id = running_job(populated_ws.task, "extract")
+    with connect(populated_ws.path) as ws, ws.write() as db:
+        db["batches"].insert({"model": "anthropic/claude-sonnet-4-6", "run_id": run_id,
+                              "provider_batch_id": "msgbatch_7", "status": "open",
+                              "provider_status": "in_progress", "n_requests": 500,
+                              "succeeded": 120, "failed": 3})
+    at = open_page("extract", task=populated_ws.task).run()
+    assert not at.exception
+    [table] = [d.value for d in at.dataframe if "provider id" in d.value.columns]
+    assert table.to_dict("records") == [
+        {"batch": 1, "provider id": "msgbatch_7", "model": "anthropic/claude-sonnet-4-6",
+         "submitted": 500, "done": 120, "failed": 3, "status": "in_progress",
+         "landed": False}]
+
+
+@pytest.mark.parametrize(("page", "key", "model_role"), [
+    ("extract", "x_batch", "teacher"),
+    ("heuristics", "h_batch", "teacher"),
+    ("conflicts", "c_batch", "student"),
+    ("evaluate", "e_batch", "student"),
+])
+def test_batch_checkbox_only_for_models_with_a_batch_api(
+        page: str, key: str, model_role: str,
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    local = open_page(page, task=populated_ws.task, reviewer="ana").run()
+    assert not local.exception
+    box = local.checkbox(key=key)
+    assert box.disabled and "has no batch API" in box.help
+    remote = open_page(page, task=populated_ws.task, reviewer="ana",
+                       **{model_role: "anthropic/claude-sonnet-4-6"}).run()
+    box = remote.checkbox(key=key)
+    assert not box.disabled
+    box.check().run()
+    assert not remote.exception
