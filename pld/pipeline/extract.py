@@ -34,7 +34,6 @@ from pld.llm.teacher_json import UnusableReply, ask_json
 from pld.pipeline.estimate import Planned
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.tasks.store import TaskInfo, task_info
-from pld.tasks.store import examples as task_examples
 from pld.workspace import Workspace, dumps, loads, now
 
 STAGE = "extract"
@@ -311,30 +310,60 @@ def extract(
         raise BadInput(f"concurrency must be at least 1, got {concurrency}")
     if limit is not None and limit < 1:
         raise BadInput(f"limit must be at least 1, got {limit}")
-    rows, todo, status = _todo(ws, task, teacher, split, limit, retry_failed)
-    skipped = sum(status.get(r["id"]) == OK for r in rows)
-    failed_before = len(rows) - len(todo) - skipped
+    todo = _Todo(ws, task, teacher, split, limit, retry_failed)
+    total, skipped, failed_before = todo.counts()
     params = {"teacher": teacher, "split": split, "limit": limit, "concurrency": concurrency,
               "retry_failed": retry_failed}
     with stage_run(ws, task, STAGE, params, on_progress) as run:
-        run.set_total(len(rows), skipped + failed_before)
-        done, failed, flagged = _work(ws, info, teacher, todo, status, concurrency, run)
-    return ExtractSummary(run.id, len(rows), done, skipped, failed, flagged, failed_before)
+        run.set_total(total, skipped + failed_before)
+        done, failed, flagged = _work(ws, info, teacher, todo, concurrency, run)
+    return ExtractSummary(run.id, total, done, skipped, failed, flagged, failed_before)
 
 
-def _todo(ws: Workspace, task: str, teacher: str, split: str, limit: int | None,
-          retry_failed: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                       dict[int, str]]:
-    """The split's examples, those still to ask, and each asked example's rule status."""
-    rows = task_examples(ws, task, split, limit)
-    if not rows:
-        raise NotReady(f"task {task!r} has no {split!r} examples in {ws.path}; "
-                       f"run: python -m pld load {task}")
-    status = {r["example_id"]: r["status"] for r in ws.query(
-        "SELECT example_id, status FROM micro_instructions WHERE task = ? AND teacher = ?",
-        [task, teacher])}
-    keep = (OK,) if retry_failed else (OK, FAILED)
-    return rows, [r for r in rows if status.get(r["id"]) not in keep], status
+@dataclass(frozen=True)
+class _Todo:
+    """The examples of a split still to ask, read from the workspace a page at a time each
+    time it is iterated (so 100,000 examples are never all in memory). Each row carries
+    ``rule_status``: that of its rule by this teacher, None when it has none."""
+
+    ws: Workspace
+    task: str
+    teacher: str
+    split: str
+    limit: int | None
+    retry_failed: bool
+    page: int = 1000
+
+    def counts(self) -> tuple[int, int, int]:
+        """Examples considered, those with a rule already, and those that failed before (and
+        stay failed); raises :class:`NotReady` when the split is empty."""
+        row = self.ws.query(
+            "SELECT count(*) AS n, coalesce(sum(m.status = ?), 0) AS ok, "
+            "coalesce(sum(m.status = ?), 0) AS failed FROM (SELECT id FROM examples WHERE "
+            "task = ? AND split = ? ORDER BY id LIMIT ?) e LEFT JOIN micro_instructions m "
+            "ON m.task = ? AND m.example_id = e.id AND m.teacher = ?",
+            [OK, FAILED, self.task, self.split, -1 if self.limit is None else self.limit,
+             self.task, self.teacher])[0]
+        if not row["n"]:
+            raise NotReady(f"task {self.task!r} has no {self.split!r} examples in "
+                           f"{self.ws.path}; run: python -m pld load {self.task}")
+        return row["n"], row["ok"], 0 if self.retry_failed else row["failed"]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        keep = (OK,) if self.retry_failed else (OK, FAILED)
+        after, seen = -1, 0
+        while self.limit is None or seen < self.limit:
+            n = self.page if self.limit is None else min(self.page, self.limit - seen)
+            rows = self.ws.query(
+                "SELECT e.*, m.status AS rule_status FROM examples e LEFT JOIN "
+                "micro_instructions m ON m.task = e.task AND m.example_id = e.id AND "
+                "m.teacher = ? WHERE e.task = ? AND e.split = ? AND e.id > ? ORDER BY e.id "
+                "LIMIT ?", [self.teacher, self.task, self.split, after, n])
+            if not rows:
+                return
+            seen += len(rows)
+            after = rows[-1]["id"]
+            yield from (r for r in rows if r["rule_status"] not in keep)
 
 
 def planned_calls(ws: Workspace, task: str, teacher: str, *, limit: int | None = None,
@@ -343,29 +372,29 @@ def planned_calls(ws: Workspace, task: str, teacher: str, *, limit: int | None =
     time (a large task's prompts are never all in memory); a re-ask after a reply that does
     not parse is not counted."""
     info = task_info(ws, task)
-    _rows, todo, status = _todo(ws, task, teacher, split, limit, retry_failed)
-    return _planned(info, teacher, todo, status)
+    todo = _Todo(ws, task, teacher, split, limit, retry_failed)
+    todo.counts()  # an empty split is NotReady here too
+    return _planned(info, teacher, todo)
 
 
-def _planned(info: TaskInfo, teacher: str, todo: Iterable[dict[str, Any]],
-             status: dict[int, str]) -> Iterator[Planned]:
+def _planned(info: TaskInfo, teacher: str, todo: Iterable[dict[str, Any]]) -> Iterator[Planned]:
     """The first teacher call of each example in ``todo``, as :func:`_extract_one` makes it."""
     params = calls.call_params(max_tokens=MAX_TOKENS, json_schema=SCHEMA)
     return (Planned(teacher, STAGE, None, [{"role": "user", "content": build_prompt(info, ex)}],
-                    params, fresh=status.get(ex["id"]) == FAILED) for ex in todo)
+                    params, fresh=ex["rule_status"] == FAILED) for ex in todo)
 
 
-def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: list[dict[str, Any]],
-          status: dict[int, str], concurrency: int, run: Run) -> tuple[int, int, int]:
+def _work(ws: Workspace, info: TaskInfo, teacher: str, todo: _Todo, concurrency: int,
+          run: Run) -> tuple[int, int, int]:
     """Run the teacher calls on a pool, writing each outcome as it arrives."""
     done = failed = flagged = 0
 
     def work(ex: dict[str, Any]) -> _Outcome:
-        return _extract_one(ws, info, teacher, ex, run.id, status.get(ex["id"]) == FAILED)
+        return _extract_one(ws, info, teacher, ex, run.id, ex["rule_status"] == FAILED)
 
     # With --batch, the calls go through the provider's batch API first and are then
     # answered from the cache below; without it, this does nothing.
-    batch.prefetch(ws, _planned(info, teacher, todo, status), run_id=run.id)
+    batch.prefetch(ws, _planned(info, teacher, todo), run_id=run.id)
     for _, outcome in fan_out(work, todo, workers=concurrency, name="extract"):
         _save(ws, info.name, teacher, run.id, outcome)
         if outcome.status == OK:
