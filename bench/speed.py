@@ -29,7 +29,10 @@ shared machine still gives comparable numbers.
 * ``concurrency.speedup_8`` — extraction of 64 examples against the fake server answering after
   a fixed 200 ms: concurrency 1 ÷ concurrency 8, wall time.
 * ``pages.ratio_10k_vs_100`` — median time to render the micro-instructions page
-  (``pages/extract.py`` in ``AppTest``) for a task with 10,000 rules ÷ one with 100.
+  (``pages/extract.py`` in ``AppTest``) for a task with 10,000 rules ÷ one with 100;
+  ``scale.page_100k_vs_100`` the same at 100,000 rules.
+* ``scale.rss_100k_vs_10k``, ``batch.resubmitted_after_kill``, ``estimate.error`` — see
+  ``bench/speed_batch.py``.
 
     python bench/speed.py                        # everything, local/default, N=50 (~50 min)
     python bench/speed.py --only prefix_cache --model local/small
@@ -53,6 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import speed_batch
 from _common import (
     DEMO_HEURISTICS,
     REPO,
@@ -70,7 +74,7 @@ from _common import (
 from pld.workspace import Workspace, open_workspace
 
 SECTIONS = ("prefix_cache", "local_concurrency", "local_json", "local_teacher", "rerun", "resume",
-            "concurrency", "pages", "scale")
+            "concurrency", "pages", "scale", "batch", "estimate")
 DEMO_LABELS = ["escalate-fraud", "data-privacy-request", "complaint", "routine"]
 TARGETS = {
     ("prefix_cache", "speedup"): (">=", 5),
@@ -83,6 +87,9 @@ TARGETS = {
     ("concurrency", "speedup_8"): (">=", 6),
     ("pages", "ratio_10k_vs_100"): ("<=", 3),
     ("scale", "page_100k_vs_100"): ("<=", 3),
+    ("scale", "rss_100k_vs_10k"): ("<=", 1.5),
+    ("batch", "resubmitted_after_kill"): ("==", 0),
+    ("estimate", "error"): ("<=", 0.25),
 }
 
 
@@ -646,9 +653,26 @@ def bench_pages(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
-    """The same page at 100,000 rules ÷ at 100: a workspace of a large extraction."""
-    ratio, detail = _page_ratio(args.rules_small, args.rules_huge, args.renders, "scale")
-    return {"page_100k_vs_100": _entry("scale", "page_100k_vs_100", round(ratio, 2), detail)}
+    """The same page at 100,000 rules ÷ at 100 (a workspace of a large extraction), and the
+    peak memory of a batch extraction of 100,000 examples ÷ 10,000."""
+    out = {}
+    if "page" in args.scale_parts:
+        ratio, detail = _page_ratio(args.rules_small, args.rules_huge, args.renders, "scale")
+        out["page_100k_vs_100"] = _entry("scale", "page_100k_vs_100", round(ratio, 2), detail)
+    if "rss" in args.scale_parts:
+        ratio, detail = speed_batch.rss_ratio(args.extract_small, args.extract_huge)
+        out["rss_100k_vs_10k"] = _entry("scale", "rss_100k_vs_10k", round(ratio, 2), detail)
+    return out
+
+
+def bench_batch(args: argparse.Namespace) -> dict[str, Any]:
+    """Requests submitted twice when ``extract --batch`` is killed after submit."""
+    return speed_batch.bench_batch(args, _entry)
+
+
+def bench_estimate(args: argparse.Namespace) -> dict[str, Any]:
+    """|estimated − actual| tokens ÷ actual on the demo chain."""
+    return speed_batch.bench_estimate(args, _entry)
 
 
 def _page_ratio(small: int, big: int, renders: int, label: str) -> tuple[float, dict[str, Any]]:
@@ -700,6 +724,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "local_json": bench_local_json, "local_teacher": bench_local_teacher,
     "rerun": bench_rerun, "resume": bench_resume,
     "concurrency": bench_concurrency, "pages": bench_pages, "scale": bench_scale,
+    "batch": bench_batch, "estimate": bench_estimate,
 }
 
 
@@ -734,6 +759,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rules-big", type=int, default=None, help="pages: default 10000.")
     p.add_argument("--rules-huge", type=int, default=None, help="scale: default 100000.")
     p.add_argument("--rules-small", type=int, default=100)
+    p.add_argument("--scale-parts", default="page,rss",
+                   help="scale: which figures (page: the page at 100k rules; rss: peak memory "
+                        "of a 100k batch extraction); the other keeps its value.")
+    p.add_argument("--extract-huge", type=int, default=None,
+                   help="scale rss: examples of the big extraction (default 100000).")
+    p.add_argument("--extract-small", type=int, default=None,
+                   help="scale rss: examples of the small one (default 10000).")
     p.add_argument("--renders", type=int, default=None, help="pages: renders each (default 5).")
     p.add_argument("--out", default=None,
                    help="Results file (default bench/results/speed.json; speed.quick.json "
@@ -752,6 +784,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rules_big = args.rules_big or (1000 if quick else 10_000)
     args.rules_huge = args.rules_huge or (2000 if quick else 100_000)
     args.renders = args.renders or (2 if quick else 5)
+    args.extract_huge = args.extract_huge or (2000 if quick else 100_000)
+    args.extract_small = args.extract_small or (200 if quick else 10_000)
     args.out = Path(args.out or RESULTS / ("speed.quick.json" if quick else "speed.json"))
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -790,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
                 for entry in (data.get(old) or {}).values():
                     entry["detail"].setdefault("cpu_model", before)
             data["machine"] = machine
-            data[section] = result
+            # A section run in part (--scale-parts) keeps its other figures.
+            data[section] = {**(data.get(section) or {}), **result}
 
         data = merge_json(args.out, update)
     rows = []
@@ -826,7 +861,11 @@ def markdown_table(data: dict[str, Any]) -> str:
                      "local_json": f"{d.get('model')}, {d.get('calls_each')} calls each",
                      "local_teacher": f"{d.get('model')}, {d.get('calls')} calls",
                      "pages": f"{d.get('rules_big')} vs {d.get('rules_small')} rules",
-                     "scale": f"{d.get('rules_big')} vs {d.get('rules_small')} rules"}[section]
+                     "scale": (f"{d.get('rules_big')} vs {d.get('rules_small')} rules"
+                               if "rules_big" in d else f"{d.get('examples_big')} vs "
+                               f"{d.get('examples_small')} examples, --batch"),
+                     "batch": f"{d.get('examples')} examples, fake batch API",
+                     "estimate": f"demo chain, {d.get('tokens_counted_with')}"}[section]
             cpu = f", {d['cpu_model']}" if d.get("cpu_model") else ""
             lines.append(f"| `{section}.{key}` | {entry['value']} | {entry['target']} | "
                          f"{'yes' if d.get('met') else 'no'} | {scale} | "

@@ -38,6 +38,8 @@ class FakeOpenAI(FakeServer):
     # body -> [(token, logprob), ...]: the first answer token's alternatives, sent back as
     # ``logprobs.content[0].top_logprobs`` when a request asks for logprobs.
     first_token_logprobs: Callable[[dict[str, Any]], list[tuple[str, float]]] | None = None
+    # text -> tokens, for usage figures like a real tokenizer's (default: whitespace words).
+    token_counter: Callable[[str], int] | None = None
 
     @property
     def base_url(self) -> str:
@@ -59,8 +61,10 @@ class FakeOpenAI(FakeServer):
             return 400, {"error": {"message": "logprobs is not supported", "param": "logprobs",
                                    "type": "invalid_request_error", "code": None}}
         text = self.responder(body)
-        prompt = _prompt_tokens(body)
-        completion = len(text.split())
+        count = self.token_counter
+        prompt = (sum(count(str(m.get("content", ""))) for m in body.get("messages", []))
+                  if count else _prompt_tokens(body))
+        completion = count(text) if count else len(text.split())
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop",
                                   "message": {"role": "assistant", "content": text}}
         if body.get("logprobs") and self.first_token_logprobs is not None:
