@@ -39,6 +39,16 @@ def _start(ws_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[s
         env={**os.environ, "PLD_RETRY_BASE_S": "0.01", "PLD_RETRY_MAX_S": "0.05", **env})
 
 
+def _submitted(ws_path: Path, f: FakeAnthropicBatches, env: dict[str, str],
+               *args: str) -> subprocess.Popen[str]:
+    """``extract demo --batch ARGS`` started, once its batch is submitted and its id stored;
+    the batch stays in progress (a test ends it by setting ``polls_left``)."""
+    f.book.polls_to_finish = 10**9
+    proc = _start(ws_path, env, *args)
+    _wait_for(lambda: f.book.creates == 1 and _stored_id(ws_path) is not None, "the submit")
+    return proc
+
+
 def _wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
     end = time.monotonic() + timeout
     while not check():
@@ -55,9 +65,7 @@ def _stored_id(ws_path: Path) -> str | None:
 def test_kill_after_submit_resumes_by_polling_the_same_batch(
         ws_path: Path, fake: tuple[FakeAnthropicBatches, dict[str, str]]) -> None:
     f, env = fake
-    f.book.polls_to_finish = 10**9  # the batch stays in progress while the first process polls
-    proc = _start(ws_path, env, "--max-cost", "5")
-    _wait_for(lambda: f.book.creates == 1 and _stored_id(ws_path) is not None, "the submit")
+    proc = _submitted(ws_path, f, env, "--max-cost", "5")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     [batch] = f.book.batches.values()
@@ -81,9 +89,7 @@ def test_kill_after_submit_resumes_by_polling_the_same_batch(
 def test_cancel_cancels_the_provider_batch_and_a_rerun_finishes(
         ws_path: Path, fake: tuple[FakeAnthropicBatches, dict[str, str]]) -> None:
     f, env = fake
-    f.book.polls_to_finish = 10**9
-    proc = _start(ws_path, env, "--limit", "6")
-    _wait_for(lambda: _stored_id(ws_path) is not None, "the submit")
+    proc = _submitted(ws_path, f, env, "--limit", "6")
     proc.send_signal(signal.SIGTERM)  # what cancelling the job in the app sends
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "cancel asked of the provider" in err
@@ -109,9 +115,7 @@ def test_cancel_cancels_the_provider_batch_and_a_rerun_finishes(
 def test_batches_cancel_asks_the_provider(
         ws_path: Path, fake: tuple[FakeAnthropicBatches, dict[str, str]]) -> None:
     f, env = fake
-    f.book.polls_to_finish = 10**9
-    proc = _start(ws_path, env, "--limit", "3")
-    _wait_for(lambda: _stored_id(ws_path) is not None, "the submit")
+    proc = _submitted(ws_path, f, env, "--limit", "3")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     r = pld("batches", "--cancel", "1", "--json", ws=ws_path, env=env)
