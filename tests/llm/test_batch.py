@@ -97,10 +97,19 @@ def test_extract_in_one_batch_lands_every_answer_at_the_batch_price(
     assert claude.book.creates == 1
 
 
+# Per provider: the model, its fake's fixture, and how its error rows read for a request that
+# expired, and one that errored, inside a batch.
+PROVIDERS = {"anthropic": (CLAUDE, "claude", "expired inside the batch", "errored: api_error"),
+             "openai": (GPT, "gpt", "batch_expired", "HTTP 500")}
+
+
+@pytest.mark.parametrize("provider", list(PROVIDERS))
 def test_requests_that_fail_inside_a_batch_are_retried_synchronously(
-        ws: Workspace, claude: FakeAnthropicBatches) -> None:
+        ws: Workspace, provider: str, request: pytest.FixtureRequest) -> None:
+    model, fixture, expired, errored_text = PROVIDERS[provider]
+    fake = request.getfixturevalue(fixture)
     make_task(ws, 10)
-    claude.book.expire_after = 7  # the batch expires with 3 requests never run
+    fake.book.expire_after = 7  # the batch expires with 3 requests never run
     first: list[str] = []
 
     def errored(cid: str) -> bool:
@@ -108,20 +117,20 @@ def test_requests_that_fail_inside_a_batch_are_retried_synchronously(
             first.append(cid)
         return cid == first[0]
 
-    claude.book.errored = errored
-    claude.book.malformed_line = True  # and one result line cannot be read
-    s = _extract(ws, CLAUDE)
+    fake.book.errored = errored
+    fake.book.malformed_line = True  # and one result line cannot be read
+    s = _extract(ws, model)
     assert (s.done, s.failed) == (10, 0)
     rows = _calls(ws)
     failed = [r for r in rows if r["batch_id"] is not None and r["error"]]
-    errors = sorted(r["error"].split(": ", 1)[1].split(":")[0] for r in failed)
+    errors = sorted(r["error"] for r in failed)
     # One errored, three expired, and the unreadable line's request: each logged once.
     assert len(failed) == 5, errors
-    assert sum("expired inside the batch" in r["error"] for r in failed) == 3
-    assert sum("errored" in r["error"] for r in failed) == 1
-    assert sum("could not be read" in r["error"] for r in failed) == 1
+    assert sum(expired in r["error"] for r in failed) == 3, errors
+    assert sum(errored_text in r["error"] for r in failed) == 1, errors
+    assert sum("could not be read" in r["error"] for r in failed) == 1, errors
     # Exactly those five were asked synchronously, once each; nothing was submitted twice.
-    assert len(claude.requests) == 5 and claude.book.creates == 1
+    assert len(fake.requests) == 5 and fake.book.creates == 1
     retried = {r["cache_key"] for r in rows if r["batch_id"] is None and not r["cache_hit"]}
     assert retried == {r["cache_key"] for r in failed}
     assert all(r["cost_usd"] == 0 for r in failed)
