@@ -34,7 +34,7 @@ from pld import jobs
 from tests.fakes.oidc_server import CLIENT_ID as OIDC_CLIENT_ID
 from tests.fakes.oidc_server import CLIENT_SECRET as OIDC_CLIENT_SECRET
 from tests.fakes.oidc_server import FakeOIDC
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, FakeOpenAIBatches
 from tests.pipeline.test_chain import scripted
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +107,8 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def fake_llm() -> Iterator[FakeOpenAI]:
-    """The scripted teacher and student of the chain test, on 127.0.0.1."""
+    """The scripted teacher and student of the chain test, on 127.0.0.1, with the Batch API
+    (``--batch``) beside the chat completions."""
     from pld.tasks.demo import DEMO_LABELS
 
     def first_token(body: dict[str, Any]) -> list[tuple[str, float]]:
@@ -116,7 +117,7 @@ def fake_llm() -> Iterator[FakeOpenAI]:
         answer = scripted(body)
         return [(answer, -0.2), *((label, -2.5) for label in DEMO_LABELS if label != answer)]
 
-    with FakeOpenAI(responder=scripted) as fake:
+    with FakeOpenAIBatches(responder=scripted) as fake:
         fake.first_token_logprobs = first_token
         yield fake
 
@@ -158,7 +159,7 @@ def _run_app(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path, port: int,
     log = artifacts / "streamlit.log"
     model = fake_llm.model_string()
     env = {**os.environ, "PLD_WORKSPACE": str(workspace), "PLD_TEACHER": model,
-           "PLD_STUDENT": model, "PYTHONUNBUFFERED": "1"}
+           "PLD_STUDENT": model, "PYTHONUNBUFFERED": "1", "PLD_BATCH_POLL_S": "0.3"}
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", *extra]

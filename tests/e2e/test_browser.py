@@ -1,14 +1,15 @@
 """The review app in a real browser: headless Chromium drives `streamlit run app.py` like a user.
 
 One walk through the method on the demo task, by clicking and typing only: load the demo task,
-extract micro-instructions, cluster them (k-means, k=4) and accept the clustering, consolidate,
-edit a heuristic as bob (whose own approval the four-eyes rule refuses), approve it and the
-others as alice, build a prompt version, evaluate it and the zero-shot baseline, export it to a
-folder and download it. Teacher and student are the fake OpenAI-compatible server of
-``tests/fakes`` with the chain test's scripted answers, not the local LLM, so the walk is fast and
-its outcome fixed; the background jobs the pages start (``python -m pld ...``) reach it over
-127.0.0.1. Each step saves a screenshot under ``test-artifacts/e2e/`` and fails on any
-Streamlit exception box or any error box it did not expect.
+extract micro-instructions (as one batch through the provider's batch API), cluster them
+(k-means, k=4) and accept the clustering, consolidate, edit a heuristic as bob (whose own
+approval the four-eyes rule refuses), approve it and the others as alice, build a prompt
+version, evaluate it and the zero-shot baseline, export it to a folder and download it. Teacher
+and student are the fake OpenAI-compatible server of ``tests/fakes`` with the chain test's
+scripted answers, not the local LLM, so the walk is fast and its outcome fixed; the background
+jobs the pages start (``python -m pld ...``) reach it over 127.0.0.1. Each step saves a
+screenshot under ``test-artifacts/e2e/`` and fails on any Streamlit exception box or any error
+box it did not expect.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pld import review
 from pld.pipeline.verify import verify
 from pld.workspace import open_workspace
 from tests.e2e.conftest import RunningApp
+from tests.fakes.openai_server import FakeOpenAIBatches
 
 STEP_TIMEOUT_MS = 30_000    # a page run, a button's callback
 JOB_TIMEOUT_MS = 180_000    # a background job (clustering loads the embedding model first)
@@ -145,6 +147,12 @@ class Ui:
                     raise
         expect(field).to_have_value(text)
 
+    def tick(self, label: str) -> None:
+        """Tick the checkbox labelled ``label`` (it reruns the app)."""
+        box = self.main.get_by_test_id("stCheckbox").filter(has_text=label)
+        self.rerun(lambda: box.locator("label").click())
+        expect(box.get_by_role("checkbox")).to_be_checked()
+
     def tab(self, name: str | re.Pattern[str]) -> None:
         """Show a tab (tabs switch in the browser, without a run)."""
         self.main.get_by_role("tab", name=name).click()
@@ -252,7 +260,7 @@ def _approve_drafts(ui: Ui) -> int:
 
 
 def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, artifacts: Path,
-                               tmp_path: Path) -> None:
+                               tmp_path: Path, fake_llm: FakeOpenAIBatches) -> None:
     page = browser_page
     page.add_init_script(_RUN_COUNTER)
     ui = Ui(page, artifacts)
@@ -274,12 +282,18 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     expect(ui.sidebar.get_by_role("combobox", name="Task", exact=True)).to_have_value("demo")
     ui.check("data")
 
-    # Micro-instructions: extract a rule from each of the 50 training examples.
+    # Micro-instructions: extract a rule from each of the 50 training examples, as one batch
+    # through the (fake) provider's Batch API.
     ui.go("Micro-instructions")
+    ui.tick("Use the provider's batch API (half price, answers within 24 h)")
     ui.click("Start extraction")
     ui.see(ui.flash("Extraction started in the background"))
     ui.see(ui.main.get_by_text("Rules 1–50 of 50 matching"), timeout_ms=JOB_TIMEOUT_MS)
     expect(ui.metric("Failed")).to_have_text("0")
+    assert fake_llm.book.creates == 1 and len(set(fake_llm.book.submitted)) == 50
+    with open_workspace(streamlit_app.workspace) as ws:
+        assert [(b["n_requests"], b["succeeded"], b["status"])
+                for b in ws.query("SELECT * FROM batches")] == [(50, 50, "landed")]
     expect(ui.main.get_by_text("Micro-instruction", exact=True)).to_be_visible()
     ui.check("extract")
 
