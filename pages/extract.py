@@ -195,6 +195,11 @@ def _detail(ws: Workspace, rule_id: int) -> None:
                        f"{call['input_tokens']} in / {call['output_tokens']} out tokens · "
                        f"{seconds_text(call['latency_s'])} · cache hit {bool(call['cache_hit'])} · "
                        f"attempt {call['attempt']}")
+            source = call.get("answered_by")
+            if source:
+                st.caption(f"The answer of call #{source['id']} ({source['created_at']}"
+                           + (f", provider batch {source['batch_id']}" if source["batch_id"]
+                              else "") + "), served from the cache.")
             if call.get("system"):
                 st.markdown("System")
                 st.code(call["system"], language=None)

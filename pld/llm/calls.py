@@ -70,6 +70,13 @@ def call_params(*, max_tokens: int, temperature: float = 0.0,
     return params
 
 
+def answered_by(ws: Workspace, key: str) -> dict[str, Any] | None:
+    """The call-log row whose answer a cache hit with this key is served: its ``id``,
+    ``created_at`` and ``batch_id`` (set when a provider batch answered it)."""
+    hit = _cached(ws, key)
+    return None if hit is None else {k: hit[k] for k in ("id", "created_at", "batch_id")}
+
+
 def is_cached(ws: Workspace, key: str) -> bool:
     """True when a call with this cache key would be answered from the cache (free)."""
     return _cached(ws, key) is not None
@@ -100,8 +107,8 @@ FINAL_OFF_CHOICE = "answer not in choices after re-ask"
 
 def _cached(ws: Workspace, key: str) -> dict[str, Any] | None:
     rows = ws.query(
-        "SELECT id, response, model, input_tokens, output_tokens, cached_tokens, label_logprobs "
-        "FROM llm_calls "
+        "SELECT id, response, model, input_tokens, output_tokens, cached_tokens, label_logprobs, "
+        "batch_id, created_at FROM llm_calls "
         "WHERE cache_key = ? AND cache_hit = 0 AND response IS NOT NULL "
         "AND (error IS NULL OR error LIKE ?) ORDER BY id LIMIT 1",
         [key, FINAL_OFF_CHOICE + "%"],

@@ -501,7 +501,9 @@ def get_rule(ws: Workspace, rule_id: int) -> dict[str, Any]:
     """One micro-instruction with its source ``example`` and the raw teacher ``call`` joined.
 
     ``call`` is the ``llm_calls`` row that produced the stored outcome (messages and params
-    decoded, ``system`` text restored), or None when there was none.
+    decoded, ``system`` text restored), or None when there was none. When that row is a cache
+    hit, ``call["answered_by"]`` is the row whose answer it served (with its batch id, for an
+    answer from a provider batch).
     """
     rows = ws.query("SELECT * FROM micro_instructions WHERE id = ?", [rule_id])
     if not rows:
@@ -519,5 +521,7 @@ def get_rule(ws: Workspace, rule_id: int) -> dict[str, Any]:
         if call:
             call[0]["messages"] = loads(call[0]["messages"], [])
             call[0]["params"] = loads(call[0]["params"], {})
+            call[0]["answered_by"] = (calls.answered_by(ws, call[0]["cache_key"])
+                                      if call[0]["cache_hit"] else None)
             rule["call"] = call[0]
     return rule

@@ -90,6 +90,10 @@ def test_extract_in_one_batch_lands_every_answer_at_the_batch_price(
     [b] = batch.list_batches(ws)
     assert (b["status"], b["n_requests"], b["succeeded"], b["run_id"]) == (
         "landed", 10, 10, s.run_id)
+    # A rule's call is the stage's cache hit; it says which answer it served, from which batch.
+    rule_id = ws.query("SELECT id FROM micro_instructions ORDER BY id LIMIT 1")[0]["id"]
+    source = ex.get_rule(ws, rule_id)["call"]["answered_by"]
+    assert source["batch_id"] == b["id"] and source["id"] in {r["id"] for r in answers}
     assert any("submitted 10" in line for line in said)
     assert any("landed 10 answers" in line for line in said)
     # Again: everything is cached, so nothing is submitted.
