@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pld.llm import calls
+from pld.llm import batch, calls
 from pld.numbers import seconds, seconds_text
 from pld.ui import page
 from pld.ui.plain import literal
@@ -85,9 +85,12 @@ def _messages(raw: str | None) -> list[dict[str, Any]]:
 
 def _detail(row: dict[str, Any]) -> None:
     hit = " · cache hit" if row["cache_hit"] else ""
+    # A batch answer has no latency of its own: the batch as a whole took its time.
+    took = (f"provider batch {row['batch_id']}" if row.get("batch_id")
+            else seconds_text(row["latency_s"] or 0))
     st.caption(f"Call #{row['id']} · {row['created_at']} · {literal(row['model'])} · stage "
                f"{row['stage']} · run {row['run_id']} · attempt {row['attempt']}{hit} · "
-               f"{seconds_text(row['latency_s'] or 0)} · key {(row['cache_key'] or '')[:16]}")
+               f"{took} · key {(row['cache_key'] or '')[:16]}")
     if row["error"]:
         st.error(literal(row["error"]))  # may quote the model's reply
     if row["system"]:
@@ -157,6 +160,11 @@ def main() -> None:
                 "started": r["started_at"], "calls": r["calls"], "cache hits": r["cache_hits"],
                 "tokens in": r["input_tokens"], "tokens out": r["output_tokens"],
                 "cost $": r["cost_usd"]} for r in summary["by_run"]]), hide_index=True)
+    batches = batch.list_batches(ws)
+    if batches:
+        with st.expander(f"Provider batches ({len(batches)})"):
+            st.dataframe(pd.DataFrame([batch.progress_row(b) for b in batches]),
+                         hide_index=True)
     st.subheader("Call log")
     _log(ws, summary["by_model_stage"])
 

@@ -163,3 +163,26 @@ def test_a_new_filter_starts_from_the_first_page(open_page: OpenPage,
     at.number_input(key="k_page").set_value(2).run()
     at.selectbox(key="k_cache").set_value("cache hits").run()
     assert at.number_input(key="k_page").value == 1 and len(_log(at)) == 1
+
+
+def test_batch_answers_and_the_batches_they_came_in(
+        open_page: OpenPage, app_ws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pld.llm import batch
+    from pld.pipeline.estimate import Planned
+    from pld.workspace import open_workspace
+    from tests.fakes.openai_server import FakeOpenAIBatches
+
+    monkeypatch.setenv("PLD_BATCH_POLL_S", "0.01")
+    with FakeOpenAIBatches(responder=lambda body: "merged") as fake, \
+            open_workspace(app_ws) as ws, batch.mode(True, (fake.model_string(),)):
+        params = calls.call_params(max_tokens=64)
+        batch.prefetch(ws, [Planned(fake.model_string(), "consolidate", "You merge rules.",
+                                    [{"role": "user", "content": f"rules {i}"}], params)
+                            for i in range(3)], run_id=None)
+    at = open_page("calls").run()
+    assert not at.exception
+    [table] = [d.value for d in at.dataframe if "provider id" in d.value.columns]
+    assert table[["submitted", "done", "failed", "landed"]].to_dict("records") == [
+        {"submitted": 3, "done": 3, "failed": 0, "landed": True}]
+    at.selectbox(key="k_call").set_value(_log(at)["id"].iloc[0]).run()
+    assert "provider batch 1" in _texts(at.caption)
