@@ -232,6 +232,8 @@ def prefetch(ws: Workspace, planned: Iterable[Any], *,
     chunks: dict[str, _Chunk] = {}
     spend = budget.active()
     stopped: budget.BudgetReached | None = None
+    # Measured reply length per (model, stage), read once: the log may hold 100,000 rows.
+    reply_tokens = _ReplyTokens(ws)
 
     def submit(chunk: _Chunk) -> None:
         local_id = _submit(ws, chunk, run_id, settings)
@@ -264,11 +266,11 @@ def prefetch(ws: Workspace, planned: Iterable[Any], *,
                 if chunk.lines and not chunk.fits(size, settings.max_requests):
                     submit(chunk)
                     chunk = chunks[p.model] = _Chunk(p.model, chunk.provider)
-                est = _estimate(ws, p)
                 if spend is not None:
+                    est = _estimate(p, reply_tokens)
                     spend.admit(p.model, est)
                     spend.charge(est)  # reserved now; settled when the result lands
-                chunk.est_cost += est
+                    chunk.est_cost += est
                 chunk.lines.append(line)
                 chunk.keys.add(key)
                 chunk.size += size
@@ -291,8 +293,23 @@ def prefetch(ws: Workspace, planned: Iterable[Any], *,
     return summary
 
 
-def _estimate(ws: Workspace, p: Any) -> float:
-    out = calls.measured_output_tokens(ws, p.model, p.stage)
+@dataclass
+class _ReplyTokens:
+    """The call log's mean reply length per (model, stage), each read once."""
+
+    ws: Workspace
+    seen: dict[tuple[str, str], float | None] = field(default_factory=dict)
+
+    def get(self, model: str, stage: str) -> float | None:
+        if (model, stage) not in self.seen:
+            self.seen[(model, stage)] = calls.measured_output_tokens(self.ws, model, stage)
+        return self.seen[(model, stage)]
+
+
+def _estimate(p: Any, reply_tokens: _ReplyTokens) -> float:
+    """A planned request's cost at the batch price: its text's tokens, and the measured reply
+    length of its stage (``max_tokens`` until one is measured), as the budget counts calls."""
+    out = reply_tokens.get(p.model, p.stage)
     return estimate_cost(p.model, budget.text_tokens(p.system, p.messages),
                          round(out) if out is not None else p.params["max_tokens"], batch=True)
 
