@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -165,6 +166,18 @@ def _backend(name: str) -> Any:
     from pld.llm.local_backend import LocalBackend
 
     return LocalBackend(name, role="bench-tokens")
+
+
+def count_rows(path: Path, sql: str) -> int:
+    """The count ``sql`` returns from the workspace at ``path``, which a child process may be
+    writing meanwhile (its own read-only use of a connection); 0 before the tables exist."""
+    con = sqlite3.connect(str(path), timeout=30)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0  # the child has not created the tables yet
+    finally:
+        con.close()
 
 
 def count_tokens(text: str, local_name: str = "default") -> tuple[int, str]:

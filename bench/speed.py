@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from _common import (
     REPO,
     RESULTS,
     WORK,
+    count_rows,
     count_tokens,
     machine_info,
     median,
@@ -291,17 +291,6 @@ def bench_rerun(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- resume ---------------------------------------------------------------------------------------
 
-def _count(path: Path, sql: str) -> int:
-    # Its own connection, only reading: the child process writes the workspace meanwhile.
-    con = sqlite3.connect(str(path), timeout=30)
-    try:
-        return int(con.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0  # the child has not created the tables yet
-    finally:
-        con.close()
-
-
 def bench_resume(args: argparse.Namespace) -> dict[str, Any]:
     """Kill an extraction subprocess at ~50% (SIGKILL), resume it, count repeated calls."""
     from tests.fakes.openai_server import FakeOpenAI
@@ -325,7 +314,7 @@ def bench_resume(args: argparse.Namespace) -> dict[str, Any]:
                                      stderr=err)
         deadline = time.monotonic() + 300  # a guard against a hung child, not a measurement
         try:
-            while _count(path, ok_sql) < n // 2:
+            while count_rows(path, ok_sql) < n // 2:
                 if child.poll() is not None:
                     raise SystemExit(f"resume: the extract child exited early "
                                      f"({child.returncode}): {log.read_text()[-2000:]}")
@@ -337,7 +326,7 @@ def bench_resume(args: argparse.Namespace) -> dict[str, Any]:
             if child.poll() is None:
                 child.kill()
             child.wait()
-        at_kill = _count(path, ok_sql)
+        at_kill = count_rows(path, ok_sql)
         requests_at_kill = len(fake.requests)
         resumed = subprocess.run([*cmd, "--json"], cwd=REPO, env=env, capture_output=True,
                                  text=True, timeout=600)

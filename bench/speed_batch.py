@@ -28,11 +28,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, WORK, count_tokens
+from _common import REPO, WORK, count_rows, count_tokens
 
 from pld.workspace import Workspace, open_workspace
 
 CLAUDE = "anthropic/claude-sonnet-4-6"
+# Batches whose provider id is stored: the moment a killed command resumes by polling.
+STORED_SQL = "SELECT count(*) FROM batches WHERE provider_batch_id IS NOT NULL"
 GPT = "openai/gpt-4.1"
 
 # Reply lengths (output tokens) of the embedded teacher (local/default) in the LogiQA quality
@@ -104,7 +106,7 @@ def bench_batch(args: Any, entry: Callable[..., dict[str, Any]]) -> dict[str, An
                                  stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 300  # a guard against a hung child, not a measurement
         try:
-            while not (fake.book.creates and _stored_batch_id(path)):
+            while not (fake.book.creates and count_rows(path, STORED_SQL)):
                 if child.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("batch: the child ended or hung before submitting")
                 time.sleep(0.02)
@@ -134,19 +136,6 @@ def bench_batch(args: Any, entry: Callable[..., dict[str, Any]]) -> dict[str, An
         "how": "python -m pld extract demo --batch (anthropic SDK, fake Message Batches API); "
                "SIGKILL once the provider batch id is stored, while it polls; the same command "
                "again; resubmitted = custom ids the fake received more than once"})}
-
-
-def _stored_batch_id(path: Path) -> bool:
-    import sqlite3
-
-    con = sqlite3.connect(path, timeout=5)
-    try:
-        return bool(con.execute("SELECT count(*) FROM batches WHERE provider_batch_id IS NOT "
-                                "NULL").fetchone()[0])
-    except sqlite3.OperationalError:
-        return False  # the child has not created the tables yet
-    finally:
-        con.close()
 
 
 # -- scale.rss_100k_vs_10k ----------------------------------------------------------------------

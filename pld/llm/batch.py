@@ -127,14 +127,18 @@ def batchable(model: str) -> bool:
         return False
 
 
-def provider_for(model: str) -> Provider:
-    """The batch API of ``model``'s provider, using its backend's key and request format."""
-    spec = parse_model(model)
-    if spec.provider not in BATCHABLE:
+def _refuse_unbatchable(model: str) -> None:
+    """Raise :class:`BadInput` with the reason when ``model`` has no batch API."""
+    if parse_model(model).provider not in BATCHABLE:
         raise BadInput(f"--batch: {model} has no batch API (use anthropic/…, openai/… or an "
                        "openai-compatible server with /v1/batches); local models run here")
+
+
+def provider_for(model: str) -> Provider:
+    """The batch API of ``model``'s provider, using its backend's key and request format."""
+    _refuse_unbatchable(model)
     backend = get_backend(model)
-    if spec.provider == "anthropic":
+    if parse_model(model).provider == "anthropic":
         from pld.llm.batch_anthropic import AnthropicBatches
 
         return AnthropicBatches(backend)  # type: ignore[arg-type]
@@ -171,8 +175,7 @@ def mode(enabled: bool, models: Iterable[str] = (),
         yield None
         return
     for model in models:
-        if parse_model(model).provider not in BATCHABLE:
-            provider_for(model)  # raises the reason
+        _refuse_unbatchable(model)
     previous, _active = _active, Settings(
         poll_s=env_float("PLD_BATCH_POLL_S", 30.0, minimum=0.0),
         max_requests=env_int("PLD_BATCH_MAX_REQUESTS", DEFAULT_MAX_REQUESTS),
@@ -200,21 +203,9 @@ class _Chunk:
                 and self.size + size <= self.provider.max_bytes)
 
 
-@dataclass
-class PrefetchSummary:
-    """What one :func:`prefetch` did: batches submitted and waited for, requests answered."""
-
-    submitted: int = 0
-    requests: int = 0
-    waited: int = 0
-    answered: int = 0
-    failed: int = 0
-
-
-def prefetch(ws: Workspace, planned: Iterable[Any], *,
-             run_id: int | None) -> PrefetchSummary | None:
+def prefetch(ws: Workspace, planned: Iterable[Any], *, run_id: int | None) -> None:
     """Answer the ``planned`` calls (:class:`~pld.pipeline.estimate.Planned`) through batch
-    APIs, when this command runs with ``--batch``; otherwise do nothing and return None.
+    APIs, when this command runs with ``--batch``; otherwise do nothing.
 
     Calls that are cached, asked ``fresh`` (a retry past the cache), or whose text is not known
     yet are left to the stage. Returns when every batch it submitted or found waiting has ended
@@ -224,8 +215,7 @@ def prefetch(ws: Workspace, planned: Iterable[Any], *,
     """
     settings = _active
     if settings is None:
-        return None
-    summary = PrefetchSummary()
+        return
     _recover_unsubmitted(ws, settings)
     waiting: set[int] = set()
     reserved: dict[int, float] = {}
@@ -239,15 +229,12 @@ def prefetch(ws: Workspace, planned: Iterable[Any], *,
         local_id = _submit(ws, chunk, run_id, settings)
         waiting.add(local_id)
         reserved[local_id] = chunk.est_cost
-        summary.submitted += 1
-        summary.requests += len(chunk.lines)
         chunks.pop(chunk.model)
 
     try:
         try:
             for p in planned:
-                if (p.fresh or p.input_tokens is not None
-                        or parse_model(p.model).provider not in BATCHABLE):
+                if p.fresh or p.input_tokens is not None or not batchable(p.model):
                     continue
                 key = calls.cache_key(p.model, p.system, p.messages, p.params)
                 if calls.is_cached(ws, key):
@@ -282,15 +269,12 @@ def prefetch(ws: Workspace, planned: Iterable[Any], *,
         for chunk in list(chunks.values()):
             if chunk.lines:
                 submit(chunk)
-        summary.waited = len(waiting)
-        answered, failed = _wait(ws, waiting, settings, reserved)
-        summary.answered, summary.failed = answered, failed
+        _wait(ws, waiting, settings, reserved)
     except KeyboardInterrupt:
         _cancel(ws, waiting, settings)
         raise
     if stopped is not None:
         raise stopped
-    return summary
 
 
 @dataclass
@@ -403,15 +387,12 @@ def _recover_unsubmitted(ws: Workspace, settings: Settings) -> None:
 
 
 def _wait(ws: Workspace, ids: set[int], settings: Settings,
-          reserved: dict[int, float]) -> tuple[int, int]:
-    """Poll the batches ``ids`` until each has ended and landed; return requests answered and
-    failed."""
-    answered = failed = 0
+          reserved: dict[int, float]) -> None:
+    """Poll the batches ``ids`` until each has ended and landed."""
     said: dict[int, str] = {}
+    rows = _rows(ws, ids)
     while True:
-        rows = _rows(ws, ids)
-        left = [r for r in rows if r["status"] in WAITING]
-        for row in left:
+        for row in (r for r in rows if r["status"] in WAITING):
             provider = provider_for(row["model"])
             if row["status"] in (OPEN, CANCELING):
                 prog = _retrying(f"polling batch {row['id']}", provider.progress,
@@ -430,16 +411,14 @@ def _wait(ws: Workspace, ids: set[int], settings: Settings,
                 row = {**row, **fields}
             if row["status"] == ENDED:
                 a, f = _land(ws, row, provider, reserved.pop(row["id"], 0.0))
-                answered, failed = answered + a, failed + f
                 settings.say(f"batch {row['id']}: landed {a} answers, {f} failed "
                              "(retried synchronously)" if f else
                              f"batch {row['id']}: landed {a} answers")
         if any(r["status"] == SUBMITTING for r in rows):
             _recover_unsubmitted(ws, settings)
-        if not any(r["status"] in (SUBMITTING, OPEN, CANCELING) for r in _rows(ws, ids)):
-            if not any(r["status"] == ENDED for r in _rows(ws, ids)):
-                return answered, failed
-            continue
+        rows = _rows(ws, ids)
+        if not any(r["status"] in WAITING for r in rows):
+            return
         time.sleep(settings.poll_s)
 
 
