@@ -8,10 +8,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pld.llm import batch, calls
-from pld.numbers import seconds, seconds_text
+from pld.llm import calls
+from pld.llm.batch_store import list_batches, progress_row
+from pld.number_format import seconds, seconds_text
 from pld.ui import page
-from pld.ui.plain import literal
+from pld.ui.escape import literal
 from pld.workspace import Workspace, loads
 
 ALL = "(all)"
@@ -160,10 +161,10 @@ def main() -> None:
                 "started": r["started_at"], "calls": r["calls"], "cache hits": r["cache_hits"],
                 "tokens in": r["input_tokens"], "tokens out": r["output_tokens"],
                 "cost $": r["cost_usd"]} for r in summary["by_run"]]), hide_index=True)
-    batches = batch.list_batches(ws)
+    batches = list_batches(ws)
     if batches:
         with st.expander(f"Provider batches ({len(batches)})"):
-            st.dataframe(pd.DataFrame([batch.progress_row(b) for b in batches]),
+            st.dataframe(pd.DataFrame([progress_row(b) for b in batches]),
                          hide_index=True)
     st.subheader("Call log")
     _log(ws, summary["by_model_stage"])

@@ -3,8 +3,8 @@
 Clustering is ``python -m pld cluster`` started through :mod:`pld.jobs` (embedding the rules the
 first time can take a while). Every clustering is kept as ``proposed`` with its cluster count
 and noise share, so a reviewer can compare settings before accepting one. Edits (rename, move
-rules, merge, split) go through :mod:`pld.pipeline.cluster` under the reviewer's name, which
-records each in the audit trail.
+rules, merge, split) go through :mod:`pld.pipeline.cluster.edits` under the reviewer's name,
+which records each in the audit trail.
 """
 
 from __future__ import annotations
@@ -17,34 +17,24 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pld import jobs
 from pld.errors import BadInput
-from pld.pipeline import cluster as clu
-from pld.pipeline.extract import count_rules
-from pld.review import StaleEdit
+from pld.pipeline.cluster import edits, fit, read
+from pld.pipeline.extract.browse import count_rules
 from pld.ui import sidebar
-from pld.ui.page import (
-    flash,
-    follow_value,
-    jobs_panel,
-    labelled_selectbox,
-    need_task,
-    running_caption,
-    setup,
-    show_flash,
-)
-from pld.ui.plain import hover, literal
+from pld.ui.acting import act, reviewer_or_warning
+from pld.ui.escape import hover, literal
+from pld.ui.launcher import Launch, job_section, start_controls
+from pld.ui.page import follow_value, labelled_selectbox, task_page
 from pld.workspace import Workspace
 
 NOISE_LABEL = "noise"
 NOISE_ID = -1  # the noise "cluster" in selectboxes (clusters.id is positive; None means unset)
-NO_REVIEWER = ("Nobody is identified: enter your name as Reviewer in the sidebar (or log in) "
-               "to accept or edit a clustering; every change is recorded under that name.")
 
 
 # -- actions (button callbacks: they run before the page is drawn) --------------------------------
 
-def _start(ws: Workspace, task: str) -> None:
+def _args(task: str) -> list[str]:
+    """The cluster command the section's settings stand for."""
     method = st.session_state.get("c_method", "dbscan")
     args = ["cluster", task, "--method", method]
     if method == "dbscan":
@@ -59,37 +49,16 @@ def _start(ws: Workspace, task: str) -> None:
         args.append("--umap")
     if method != "kmeans" and st.session_state.get("c_cover"):
         args.append("--cover-labels")
-    try:
-        job = jobs.start(ws, args)
-    except (BadInput, OSError) as e:
-        flash("error", f"Could not start clustering: {literal(e)}")
-    else:
-        flash("success", f"Clustering started in the background ({literal(job.describe())}).")
-
-
-def _act(what: str, action: Callable[[sidebar.Identity], str]) -> None:
-    """Run a reviewer action as the sidebar's identity; leave its outcome as a flash message."""
-    who = sidebar.identity()
-    if who is None:
-        flash("error", f"Cannot {what}: {NO_REVIEWER}")
-        return
-    try:
-        message = action(who)
-    except StaleEdit as e:
-        flash("warning", f"Not saved, someone changed it first: {literal(e)}")
-    except BadInput as e:
-        flash("error", f"Cannot {what}: {literal(e)}")
-    else:
-        flash("success", message)
+    return args
 
 
 def _accept(ws: Workspace, clustering_id: int) -> None:
     def run(who: sidebar.Identity) -> str:
-        clu.accept_clustering(ws, clustering_id, who.name, identity_kind=who.kind)
+        edits.accept_clustering(ws, clustering_id, who.name, identity_kind=who.kind)
         return (f"Clustering #{clustering_id} accepted by {literal(who.name)} "
                 f"({literal(who.kind)}).")
 
-    _act("accept", run)
+    act("accept", run)
 
 
 def _rename(ws: Workspace, cluster_id: int, seen_name: str) -> None:
@@ -98,11 +67,11 @@ def _rename(ws: Workspace, cluster_id: int, seen_name: str) -> None:
     def run(who: sidebar.Identity) -> str:
         # seen_name is the name on the page the reviewer edited: a rename by someone else
         # since then is refused (StaleEdit) rather than overwritten.
-        clu.rename_cluster(ws, cluster_id, name, who.name, expected_name=seen_name,
-                           identity_kind=who.kind)
+        edits.rename_cluster(ws, cluster_id, name, who.name, expected_name=seen_name,
+                             identity_kind=who.kind)
         return f"Cluster {cluster_id} renamed to {literal(repr(name))}."
 
-    _act("rename", run)
+    act("rename", run)
 
 
 def _move(ws: Workspace, clustering_id: int) -> None:
@@ -113,11 +82,11 @@ def _move(ws: Workspace, clustering_id: int) -> None:
     def run(who: sidebar.Identity) -> str:
         if chosen is None:
             raise BadInput("choose where to move the rules")
-        clu.move_rules(ws, clustering_id, rule_ids, target, who.name, identity_kind=who.kind)
+        edits.move_rules(ws, clustering_id, rule_ids, target, who.name, identity_kind=who.kind)
         where = NOISE_LABEL if target is None else f"cluster {target}"
         return f"Moved {len(rule_ids)} rule(s) to {where}."
 
-    _act("move rules", run)
+    act("move rules", run)
     st.session_state["c_move_rules"] = []
 
 
@@ -127,32 +96,32 @@ def _merge(ws: Workspace, clustering_id: int, a: int) -> None:
     def run(who: sidebar.Identity) -> str:
         if b is None:
             raise BadInput("choose the cluster to merge into this one")
-        clu.merge_clusters(ws, clustering_id, a, int(b), who.name, identity_kind=who.kind)
+        edits.merge_clusters(ws, clustering_id, a, int(b), who.name, identity_kind=who.kind)
         return f"Merged cluster {b} into cluster {a}."
 
-    _act("merge", run)
+    act("merge", run)
 
 
 def _split(ws: Workspace, clustering_id: int, cluster_id: int) -> None:
     k = int(st.session_state.get("c_split_k") or 2)
 
     def run(who: sidebar.Identity) -> str:
-        parts = clu.split_cluster(ws, clustering_id, cluster_id, k, who=who.name,
-                                  identity_kind=who.kind)
+        parts = edits.split_cluster(ws, clustering_id, cluster_id, k, who=who.name,
+                                    identity_kind=who.kind)
         return f"Split cluster {cluster_id} into clusters {', '.join(map(str, parts))}."
 
-    _act("split", run)
+    act("split", run)
 
 
 # -- drawing --------------------------------------------------------------------------------------
 
 def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
-    with st.expander("Cluster the rules", expanded=expanded):
+    with job_section(ws, task, "cluster", "Cluster the rules", expanded=expanded):
         st.write("Rules are embedded once (stored per embedding model), then clustered. The "
                  "paper's DBSCAN eps 0.4 was tuned for another embedder: try **auto** (the knee "
                  "of the k-distance curve) or compare a few settings before accepting one.")
         c1, c2, c3, c4 = st.columns(4)
-        method = c1.selectbox("Method", list(clu.METHODS), key="c_method")
+        method = c1.selectbox("Method", list(fit.METHODS), key="c_method")
         if method == "dbscan":
             auto = c2.checkbox("eps auto", value=True, key="c_eps_auto",
                                help="Pick eps at the knee of the k-distance curve.")
@@ -175,15 +144,12 @@ def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
             c4.checkbox("Keep labels lost in noise", key="c_cover",
                         help="A label whose rules all fall into noise gets one cluster of them, "
                              "so it still gets a heuristic.")
-        problem = running_caption(ws, task, "cluster")
-        if not n_ok:
-            problem = "No extracted rules yet: run extraction on the Micro-instructions page."
-        st.button("Start clustering", key="c_start", type="primary", disabled=problem is not None,
-                  on_click=_start, args=(ws, task),
-                  help="Runs `python -m pld cluster` in the background.")
-        if problem and not running_caption(ws, task, "cluster"):
-            st.caption(literal(problem))  # may quote the task name
-    jobs_panel(ws, task, "cluster")  # outside: the expander is collapsed once results exist
+        start_controls(
+            ws, task, Launch("cluster", "Start clustering", key="c_start", prefix="c",
+                             started="Clustering started", command=lambda: _args(task),
+                             help="Runs `python -m pld cluster` in the background."),
+            problem=None if n_ok else
+            "No extracted rules yet: run extraction on the Micro-instructions page.")
 
 
 def _describe(c: dict[str, Any]) -> str:
@@ -208,7 +174,7 @@ def _settings(c: dict[str, Any]) -> str:
     return " · ".join(bits)
 
 
-def _overview(ws: Workspace, c: dict[str, Any], who: str) -> None:
+def _overview(ws: Workspace, c: dict[str, Any]) -> None:
     m = c["metrics"]
     cols = st.columns(4)
     cols[0].metric("Clusters", m.get("n_clusters", 0))
@@ -220,13 +186,12 @@ def _overview(ws: Workspace, c: dict[str, Any], who: str) -> None:
                    help="Cosine silhouette of the clustered rules (-1..1; higher is better).")
     cols[3].metric("Rules", m.get("n_rules", 0))
     st.caption(_settings(c) + (" · edited by reviewers" if m.get("edited") else ""))
-    if c["status"] == clu.PROPOSED:
+    if c["status"] == read.PROPOSED:
         st.button("Accept this clustering", key="c_accept", type="primary", on_click=_accept,
                   args=(ws, c["id"]),
                   help="Consolidation uses the accepted clustering of the task.")
-        if not who:
-            st.warning(NO_REVIEWER)
-    elif c["status"] == clu.ACCEPTED:
+        reviewer_or_warning("accept or edit a clustering")
+    elif c["status"] == read.ACCEPTED:
         st.success(f"Accepted by {literal(c['accepted_by'])} at {c['accepted_at']}.")
     else:
         st.caption("Superseded by a clustering accepted later; kept for comparison.")
@@ -242,7 +207,7 @@ def _names(summary: list[dict[str, Any]]) -> dict[int, str]:
 
 
 def _scatter(ws: Workspace, clustering_id: int, names: dict[int, str]) -> None:
-    pts = clu.points(ws, clustering_id)
+    pts = read.points(ws, clustering_id)
     if not pts:
         return
     df = pd.DataFrame([{
@@ -297,7 +262,7 @@ def _rule_option(rows: list[dict[str, Any]]) -> Callable[[int], str]:
 
 def _edit_controls_off(ws: Workspace, clustering_id: int) -> str | None:
     """Why move/merge/split cannot act on this clustering, shown before anyone clicks."""
-    refusal = clu.edit_refusal(ws, clustering_id, structural=True)
+    refusal = edits.edit_refusal(ws, clustering_id, structural=True)
     if refusal:
         st.caption(f"Move, merge and split are off: {literal(refusal)}. Renaming still works.")
     return refusal
@@ -321,12 +286,12 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
         st.caption("Named automatically from its keywords." if rename is None else
                    f"Named by {literal(_named_by(rename))}; it was "
                    f"{literal(repr(rename['before_name']))}.")
-    rows = clu.members(ws, c["id"], None if cid == NOISE_ID else cid)
+    rows = read.members(ws, c["id"], None if cid == NOISE_ID else cid)
     st.dataframe(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
                                 "rule": r["rule"]} for r in rows]),
                  hide_index=True, key="c_members",
                  column_config={"rule": st.column_config.TextColumn(width="large")})
-    if c["status"] == clu.SUPERSEDED:
+    if c["status"] == read.SUPERSEDED:
         return
     st.markdown("##### Edit")
     others = [o for o in options if o != cid]
@@ -367,13 +332,8 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
 
 def main() -> None:
     """Draw the page."""
-    st.title("Clusters")
-    ws, task = setup()
-    if ws is None or not need_task(task):
-        return
-    assert task is not None
-    show_flash()
-    clusterings = clu.list_clusterings(ws, task)
+    ws, task = task_page("Clusters")
+    clusterings = read.list_clusterings(ws, task)
     n_ok = count_rules(ws, task, status="ok")
     _run_section(ws, task, n_ok, expanded=not clusterings)
     if not clusterings:
@@ -381,16 +341,15 @@ def main() -> None:
         return
     by_id = {c["id"]: c for c in clusterings}
     if st.session_state.get("c_clustering") not in by_id:
-        current = clu.current_clustering(ws, task)
+        current = read.current_clustering(ws, task)
         st.session_state["c_clustering"] = current["id"] if current else clusterings[0]["id"]
     chosen = labelled_selectbox("Clustering", list(by_id), key="c_clustering",
                                 format_func=lambda i: _describe(by_id[i]))
     c = by_id[chosen]
-    who = sidebar.reviewer()
-    _overview(ws, c, who)
-    summary = clu.cluster_summary(ws, c["id"])
+    _overview(ws, c)
+    summary = read.cluster_summary(ws, c["id"])
     names = _names(summary)
-    renames = clu.last_renames(ws, c["id"])
+    renames = edits.last_renames(ws, c["id"])
     _scatter(ws, c["id"], names)
     st.subheader("Clusters")
     _summary_table(summary, renames)

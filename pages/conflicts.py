@@ -1,5 +1,5 @@
 """Conflicts: the student runs on validation, the teacher proposes per-heuristic changes from
-its errors, and reviewers accept or reject them (:mod:`pld.pipeline.resolve`)."""
+its errors, and reviewers accept or reject them (:mod:`pld.pipeline.resolve.loop`)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pld import jobs
 from pld.errors import BadInput
-from pld.numbers import delta_text, score
-from pld.pipeline import decisions, resolve_state, resolve_view, student
+from pld.number_format import delta_text, score
+from pld.pipeline import student
+from pld.pipeline.resolve import decisions, state, view
 from pld.ui import diffs, page, sidebar
-from pld.ui.plain import literal
+from pld.ui.acting import act, review_page
+from pld.ui.escape import literal
+from pld.ui.launcher import Launch, job_section, start_controls
 from pld.workspace import Workspace
 
 PAGE_SIZE = 10
@@ -27,26 +29,20 @@ def _label(value: str | None) -> str:
 # -- callbacks ------------------------------------------------------------------------------------
 
 def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
-    who = sidebar.identity()
-    if who is None:
-        page.flash("error", "Nobody is identified: enter your name in the sidebar (or log in) "
-                            "first.")
-        return
     comment = (st.session_state.get(comment_key) or "").strip() or None
-    try:
+
+    def run(who: sidebar.Identity) -> str:
         p = decisions.decide_proposal(ws, pid, accept, who.name, comment=comment,
-                                    identity_kind=who.kind)
-    except BadInput as e:
-        page.flash("error", f"Proposal #{pid} not decided: {literal(e)}")
-        return
-    if not accept:
-        msg = f"Rejected proposal #{pid}."
-    elif p["kind"] == resolve_state.REMOVE:
-        msg = f"Accepted proposal #{pid}: heuristic #{p['heuristic_id']} is now rejected."
-    else:
-        msg = (f"Accepted proposal #{pid}: the new text is a draft by {literal(who.name)}; "
-               "someone else must approve it on the Heuristics page before the next iteration.")
-    page.flash("success", msg)
+                                      identity_kind=who.kind)
+        if not accept:
+            return f"Rejected proposal #{pid}."
+        if p["kind"] == state.REMOVE:
+            return f"Accepted proposal #{pid}: heuristic #{p['heuristic_id']} is now rejected."
+        return (f"Accepted proposal #{pid}: the new text is a draft by {literal(who.name)}; "
+                "someone else must approve it on the Heuristics page before the next iteration.")
+
+    act(f"decide proposal #{pid}", run,
+        refused=lambda e: f"Proposal #{pid} not decided: {literal(e)}")
 
 
 def _args(task: str, student: str, teacher: str, retry: bool) -> list[str]:
@@ -58,26 +54,14 @@ def _args(task: str, student: str, teacher: str, retry: bool) -> list[str]:
     limit = int(st.session_state.get("c_val_limit") or 0)
     if limit:
         args += ["--val-limit", str(limit)]
-    if st.session_state.get("c_batch"):
-        args.append("--batch")
     return args
-
-
-def _start(ws: Workspace, task: str, student: str, teacher: str, retry: bool) -> None:
-    args = _args(task, student, teacher, retry)
-    try:
-        jobs.start(ws.path, args)
-    except (BadInput, OSError) as e:
-        page.flash("error", f"Could not start the conflict loop: {literal(e)}")
-    else:
-        page.flash("success", "Conflict loop started in the background.")
 
 
 # -- drawing --------------------------------------------------------------------------------------
 
 def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> None:
     student, teacher = sidebar.model("student"), sidebar.model("teacher")
-    with st.expander("Run the student on validation and propose changes",
+    with job_section(ws, task, "resolve", "Run the student on validation and propose changes",
                      expanded=not has_history):
         st.write(f"Student {literal(student)} classifies the validation split with the "
                  f"approved heuristics; teacher {literal(teacher)} proposes edits from its errors "
@@ -87,12 +71,11 @@ def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> No
         c1.number_input("New iterations", min_value=1, max_value=10, value=1, key="c_iterations")
         c2.number_input("Validation items (0 = all)", min_value=0, value=0, step=10,
                         key="c_val_limit")
-        page.batch_checkbox("c_batch", [student])
-        busy = page.is_busy(ws, task, "resolve")
-        page.estimate_button(ws, _args(task, student, teacher, retry), "c_estimate")
-        st.button("Run conflict loop", key="c_run", type="primary", disabled=busy,
-                  on_click=_start, args=(ws, task, student, teacher, retry))
-    page.jobs_panel(ws, task, "resolve")  # outside: the expander is collapsed once run
+        start_controls(ws, task, Launch(
+            "resolve", "Run conflict loop", key="c_run", prefix="c",
+            started="Conflict loop started",
+            command=lambda: _args(task, student, teacher, retry), models=(student,),
+            priced=True))
 
 
 def _chart(history: list[dict[str, Any]]) -> None:
@@ -167,9 +150,9 @@ def _prompt_of(ws: Workspace, task: str, record: dict[str, Any]) -> None:
 
 def _change_html(p: dict[str, Any]) -> str:
     current = (p["heuristic"] or {}).get("text") or ""
-    if p["kind"] == resolve_state.ADD:
+    if p["kind"] == state.ADD:
         return diffs.diff_html("", p["text"])
-    if p["kind"] == resolve_state.REMOVE:
+    if p["kind"] == state.REMOVE:
         return diffs.diff_html(current, "")
     return diffs.diff_html(current, p["text"])
 
@@ -177,15 +160,15 @@ def _change_html(p: dict[str, Any]) -> str:
 def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None,
                    prefix: str) -> None:
     pid, kind = p["id"], p["kind"]
-    target = "a new heuristic" if kind == resolve_state.ADD else f"heuristic #{p['heuristic_id']}"
+    target = "a new heuristic" if kind == state.ADD else f"heuristic #{p['heuristic_id']}"
     with st.container(border=True):
         st.markdown(f"**Proposal #{pid}** · {kind} {target} · *{p['status']}*")
         if p["rationale"]:
             st.text(p["rationale"])  # the teacher's words: plain, never Markdown
-        if kind != resolve_state.ADD and p["heuristic"] is None:
+        if kind != state.ADD and p["heuristic"] is None:
             st.warning(f"Heuristic #{p['heuristic_id']} no longer exists.")
         st.html(_change_html(p))
-        if p["status"] != resolve_state.PENDING:
+        if p["status"] != state.PENDING:
             made = (f" (created heuristic #{p['created_heuristic_id']})"
                     if p.get("created_heuristic_id") else "")
             st.caption(f"{p['status']} by {literal(p['decided_by'])} at {p['decided_at']}{made}")
@@ -287,21 +270,13 @@ def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
 
 def main() -> None:
     """Draw the page."""
-    st.title("Conflicts")
-    ws, task = page.setup()
-    if ws is None or not page.need_task(task):
-        return
-    assert task is not None
-    st.caption("The student's validation errors, the heuristics they point to, and the "
-               "teacher's proposed fixes. Accepted edits become drafts that someone else must "
-               "approve; test items are never used here.")
-    me = sidebar.identity()
-    if me is None:
-        st.warning("Nobody is identified: enter your name in the sidebar (or log in) to accept "
-                   "or reject proposals. Those buttons stay disabled until then.")
-    page.show_flash()
-    history = resolve_view.iteration_history(ws, task)
-    failed = bool(history) and history[-1]["stop"] == resolve_state.TEACHER_FAILED
+    ws, task, me = review_page(
+        "Conflicts", "The student's validation errors, the heuristics they point to, and the "
+        "teacher's proposed fixes. Accepted edits become drafts that someone else must "
+        "approve; test items are never used here.",
+        "accept or reject proposals")
+    history = view.iteration_history(ws, task)
+    failed = bool(history) and history[-1]["stop"] == state.TEACHER_FAILED
     if failed:
         last = history[-1]
         reasons = "; ".join(f"heuristic #{h}: {literal(e)}"
@@ -309,7 +284,7 @@ def main() -> None:
         st.warning(f"Every teacher call of iteration {last['iteration']} failed, so the loop "
                    f"stopped and prompt v{last['best_version']} stands. {reasons} Running the "
                    "loop again asks the teacher again (a larger teacher model may be needed).")
-    last, waiting = resolve_view.waiting_after_revert(ws, history)
+    last, waiting = view.waiting_after_revert(ws, history)
     if last is not None:
         drafts = ", ".join(f"#{i}" for i in waiting)
         left = ", ".join(f"#{i}" for i in last["not_reverted"]) or "none"
@@ -330,12 +305,12 @@ def main() -> None:
     if wanted in iterations:  # opened from the Home page's queue
         st.session_state["c_iteration"] = wanted
     k = st.selectbox("Iteration", iterations, key="c_iteration")
-    proposals = resolve_view.list_proposals(ws, task, k)
-    errors = resolve_view.errors_for_iteration(ws, task, k)
-    pending = sum(p["status"] == resolve_state.PENDING for p in proposals)
+    proposals = view.list_proposals(ws, task, k)
+    errors = view.errors_for_iteration(ws, task, k)
+    pending = sum(p["status"] == state.PENDING for p in proposals)
     record = next(h for h in history if h["iteration"] == k)
-    drafts = len(resolve_state.touched_heuristics(ws, task, k))
-    st.info(resolve_view.stop_in_words(ws, record, pending, drafts))
+    drafts = len(state.touched_heuristics(ws, task, k))
+    st.info(view.stop_in_words(ws, record, pending, drafts))
     _prompt_of(ws, task, record)
     _dropped(record)
     if pending:

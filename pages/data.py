@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pld import review
+from pld import preamble
 from pld.errors import BadInput, NotReady
 from pld.llm.calls import CallFailed
 from pld.llm.teacher_json import UnusableReply
@@ -24,8 +24,9 @@ from pld.tasks.custom import task_name_for
 from pld.tasks.stats import label_counts, preview_rows
 from pld.tasks.store import task_info
 from pld.ui import sidebar, uploads
-from pld.ui.page import flash, record, setup, show_flash
-from pld.ui.plain import hover, literal
+from pld.ui.acting import record
+from pld.ui.escape import hover, literal
+from pld.ui.page import flash, setup, show_flash
 from pld.workspace import Workspace
 
 ERROR_KEY = "data_error"
@@ -190,7 +191,7 @@ def _upload_section(ws: Workspace) -> None:
 def _keep_description(ws: Workspace, task: str, base: str) -> None:
     text = st.session_state.get(f"data_desc_edit_{task}") or ""
     try:
-        changed = review.set_description(ws, task, text, sidebar.reviewer(), base=base)
+        changed = preamble.set_description(ws, task, text, sidebar.reviewer(), base=base)
     except BadInput as e:
         st.session_state[ERROR_KEY] = ("describe", str(e))
         return

@@ -9,13 +9,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pld import jobs
-from pld.errors import BadInput
-from pld.numbers import delta_text, score, score_text
+from pld.number_format import delta_text, score, score_text
 from pld.pipeline import evaluate, student
 from pld.tasks.store import examples
 from pld.ui import page, sidebar
-from pld.ui.plain import hover, literal
+from pld.ui.escape import hover, literal
+from pld.ui.launcher import Launch, job_section, start_controls
 from pld.workspace import Workspace
 
 VERSION, ZERO, FEW = "Prompt version", "Zero-shot baseline", "Few-shot baseline"
@@ -36,26 +35,12 @@ def _eval_args(task: str, model: str) -> list[str]:
     if limit:
         args += ["--limit", str(limit)]
     args += ["--calibration", st.session_state.get("e_calibration") or "max-f1"]
-    if st.session_state.get("e_batch"):
-        args.append("--batch")
     return args
-
-
-def _start(ws: Workspace, task: str, model: str) -> None:
-    args = _eval_args(task, model)
-    try:
-        jobs.start(ws.path, args)
-    except (BadInput, OSError) as e:
-        page.flash("error", f"Could not start the evaluation: {literal(e)}")
-    else:
-        # The command holds the task name and the model string: escaped, not a code span.
-        page.flash("success", "Evaluation started in the background: "
-                              + literal(f"python -m pld {' '.join(args)}"))
 
 
 def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool) -> None:
     model = sidebar.model("student")
-    with st.expander("Run an evaluation", expanded=not has_evals):
+    with job_section(ws, task, "eval", "Run an evaluation", expanded=not has_evals):
         st.write(f"Student {literal(model)} answers the first items of the chosen split under each "
                  "method's system prompt; every method sees the same items, so scores compare.")
         methods = [VERSION, ZERO, FEW] if versions else [ZERO, FEW]
@@ -78,12 +63,9 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
         if not versions:
             st.caption("No prompt version yet: build one on the Export page (or run the "
                        "conflict loop) to evaluate distilled heuristics.")
-        page.batch_checkbox("e_batch", [model])
-        busy = page.is_busy(ws, task, "eval")
-        page.estimate_button(ws, _eval_args(task, model), "e_estimate")
-        st.button("Run evaluation", key="e_run", type="primary", disabled=busy,
-                  on_click=_start, args=(ws, task, model))
-    page.jobs_panel(ws, task, "eval")  # outside: the expander is collapsed once scores exist
+        start_controls(ws, task, Launch(
+            "eval", "Run evaluation", key="e_run", prefix="e", started="Evaluation started",
+            command=lambda: _eval_args(task, model), models=(model,), priced=True))
 
 
 def _name(ev: dict[str, Any]) -> str:
@@ -265,15 +247,10 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
 
 def main() -> None:
     """Draw the page."""
-    st.title("Evaluate")
-    ws, task = page.setup()
-    if ws is None or not page.need_task(task):
-        return
-    assert task is not None
-    st.caption("Macro-F1 with a bootstrap 95% CI, per-label scores and the confusion matrix, "
-               "raw and calibrated; baselines run on exactly the same items and get the same "
-               "calibration.")
-    page.show_flash()
+    ws, task = page.task_page(
+        "Evaluate", "Macro-F1 with a bootstrap 95% CI, per-label scores and the confusion "
+        "matrix, raw and calibrated; baselines run on exactly the same items and get the same "
+        "calibration.")
     versions = [p.version for p in student.list_prompts(ws, task)]
     evals = evaluate.list_evaluations(ws, task)
     _run_section(ws, task, versions, bool(evals))

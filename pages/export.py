@@ -12,17 +12,18 @@ import streamlit as st
 
 from pld import review
 from pld.errors import BadInput
-from pld.numbers import score
+from pld.number_format import score
 from pld.pipeline import export, student
 from pld.pipeline.student import PromptVersion
 from pld.ui import page
+from pld.ui.acting import reviewer_kwargs
 from pld.ui.served_paths import EXPORTS, confine, served_root
 from pld.workspace import Workspace
 
 
 def _build(ws: Workspace, task: str) -> None:
     try:
-        p = student.build_prompt(ws, task, **page.acting())
+        p = student.build_prompt(ws, task, **reviewer_kwargs())
     except BadInput as e:
         page.flash("error", str(e))
     else:
@@ -44,7 +45,7 @@ def _write(ws: Workspace, task: str, version: int) -> None:
         return
     try:
         folder = confine(out, "the export folder", EXPORTS)
-        res = export.export(ws, task, folder, version=version, **page.acting())
+        res = export.export(ws, task, folder, version=version, **reviewer_kwargs())
     except BadInput as e:
         page.flash("error", f"Not exported: {e}")
     else:
@@ -102,20 +103,15 @@ def _downloads(ws: Workspace, p: PromptVersion, manifest: dict[str, Any] | None)
 
 
 def _record_download(ws: Workspace, p: PromptVersion, data: bytes) -> None:
-    export.record_export(ws, p, data, where="download", **page.acting())
+    export.record_export(ws, p, data, where="download", **reviewer_kwargs())
 
 
 def main() -> None:
     """Draw the page."""
-    st.title("Export")
-    ws, task = page.setup()
-    if ws is None or not page.need_task(task):
-        return
-    assert task is not None
-    st.caption("prompt.md is the exact system prompt (its sha256 is in the manifest); "
-               "manifest.json says which heuristics it holds, who approved them and how they "
-               "were identified, what they were distilled from, and every evaluation of it.")
-    page.show_flash()
+    ws, task = page.task_page(
+        "Export", "prompt.md is the exact system prompt (its sha256 is in the manifest); "
+        "manifest.json says which heuristics it holds, who approved them and how they were "
+        "identified, what they were distilled from, and every evaluation of it.")
     _build_section(ws, task)
     prompts = student.list_prompts(ws, task)
     if not prompts:

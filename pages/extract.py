@@ -2,8 +2,8 @@
 
 Extraction is ``python -m pld extract`` started through :mod:`pld.jobs`: its progress comes from
 the workspace, so it survives a reload and shows in every tab. The rules table pages and filters
-in SQL (:func:`pld.pipeline.extract.list_rules` with LIMIT/OFFSET): only one page of rows is
-ever fetched, however many rules the task has.
+in SQL (:func:`pld.pipeline.extract.browse.list_rules` with LIMIT/OFFSET): only one page of
+rows is ever fetched, however many rules the task has.
 """
 
 from __future__ import annotations
@@ -14,27 +14,15 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pld import jobs
-from pld.errors import BadInput
-from pld.llm.base import ConfigError
-from pld.llm.registry import parse_model
-from pld.numbers import seconds_text
-from pld.pipeline.cluster import cluster_summary, current_clustering
-from pld.pipeline.extract import FLAGS, ClusterFilter, count_rules, get_rule, list_rules
+from pld.number_format import seconds_text
+from pld.pipeline.cluster.read import cluster_summary, current_clustering
+from pld.pipeline.extract.browse import ClusterFilter, count_rules, get_rule, list_rules
+from pld.pipeline.extract.flags import FLAGS
 from pld.tasks.store import task_info
 from pld.ui import sidebar
-from pld.ui.page import (
-    batch_checkbox,
-    estimate_button,
-    flash,
-    jobs_panel,
-    labelled_selectbox,
-    need_task,
-    running_caption,
-    setup,
-    show_flash,
-)
-from pld.ui.plain import literal
+from pld.ui.escape import literal
+from pld.ui.launcher import Launch, job_section, start_controls
+from pld.ui.page import labelled_selectbox, task_page
 from pld.workspace import Workspace
 
 ALL = "(all)"
@@ -52,26 +40,12 @@ def _args(task: str, teacher: str) -> list[str]:
         args += ["--limit", str(limit)]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
-    if st.session_state.get("x_retry_failed"):
-        args.append("--retry-failed")
-    if st.session_state.get("x_batch"):
-        args.append("--batch")
     return args
-
-
-def _start(ws: Workspace, task: str, teacher: str) -> None:
-    args = _args(task, teacher)
-    try:
-        job = jobs.start(ws, args)
-    except (BadInput, OSError) as e:
-        flash("error", f"Could not start extraction: {literal(e)}")
-    else:
-        flash("success", f"Extraction started in the background ({literal(job.describe())}).")
 
 
 def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
     teacher = sidebar.model("teacher")
-    with st.expander("Extract micro-instructions", expanded=n_rules == 0):
+    with job_section(ws, task, "extract", "Extract micro-instructions", expanded=n_rules == 0):
         st.write(f"The teacher {literal(teacher)} writes one reasoning trace and one general, "
                  "checkable rule per training example. Examples that already have a rule are "
                  "skipped, so starting again resumes an interrupted run. Failed ones stay failed "
@@ -81,23 +55,11 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
                         key="x_limit")
         c2.number_input("Parallel calls (0 = default: 1 local, 8 remote)", min_value=0,
                         max_value=64, value=0, key="x_concurrency")
-        st.checkbox("Ask the failed examples again", key="x_retry_failed",
-                    help="A fresh teacher call for each example whose reply was not usable.")
-        batch_checkbox("x_batch", [teacher])
-        problem = running_caption(ws, task, "extract")
-        try:
-            parse_model(teacher)
-        except ConfigError as e:
-            problem = f"Teacher model: {e}"
-        c1, c2 = st.columns(2)
-        c1.button("Start extraction", key="x_start", type="primary", disabled=problem is not None,
-                  on_click=_start, args=(ws, task, teacher),
-                  help="Runs `python -m pld extract` in the background.")
-        with c2:
-            estimate_button(ws, _args(task, teacher), "x_estimate")
-        if problem and "is running" not in problem:
-            st.caption(literal(problem))  # may quote the model string or task
-    jobs_panel(ws, task, "extract")  # outside: the expander is collapsed once rules exist
+        start_controls(ws, task, Launch(
+            "extract", "Start extraction", key="x_start", prefix="x",
+            started="Extraction started", command=lambda: _args(task, teacher),
+            models=(teacher,), priced=True, retry="Ask the failed examples again",
+            help="Runs `python -m pld extract` in the background."))
 
 
 def _first_page() -> None:
@@ -249,12 +211,7 @@ def _rules_section(ws: Workspace, task: str, n_rules: int) -> None:
 
 def main() -> None:
     """Draw the page."""
-    st.title("Micro-instructions")
-    ws, task = setup()
-    if ws is None or not need_task(task):
-        return
-    assert task is not None
-    show_flash()
+    ws, task = task_page("Micro-instructions")
     n_rules = count_rules(ws, task)
     _run_section(ws, task, n_rules)
     _rules_section(ws, task, n_rules)

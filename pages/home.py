@@ -12,7 +12,8 @@ from pld.overview import workspace_overview
 from pld.review_queue import reviewer_queue
 from pld.tasks import data_dirs, task_statuses
 from pld.ui import page, sidebar
-from pld.ui.plain import literal
+from pld.ui.acting import SIGN_IN
+from pld.ui.escape import literal
 from pld.workspace import Workspace
 
 PAGE_FILES = {"heuristics": "pages/heuristics.py", "conflicts": "pages/conflicts.py",
@@ -48,7 +49,7 @@ def _queue(ws: Workspace) -> None:
     me = sidebar.identity()
     st.subheader("Your queue")
     if me is None:
-        st.caption("Enter your name in the sidebar (or log in) to see what waits for you.")
+        st.caption(f"{SIGN_IN} to see what waits for you.")
         return
     q = reviewer_queue(ws, me.name, me.kind)
     if not q["items"]:

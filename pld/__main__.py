@@ -1,3 +1,6 @@
+"""``python -m pld``: the same command line as the ``pld`` console script."""
+
 from pld.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld import review
+from pld import review, signoff
 from pld.errors import BadInput
 from pld.pipeline.runs import (
     DONE,
@@ -40,9 +40,9 @@ from pld.pipeline.runs import (
     INTERRUPTED,
     RUNNING,
     list_runs,
-    pid_alive,
-    process_start,
+    mark_dead_runs,
 )
+from pld.processes import pid_alive, process_start
 from pld.workspace import Workspace, now, open_workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,16 +121,7 @@ def _reap() -> None:
 def _mark_dead_runs(ws: Workspace) -> None:
     """Runs still marked running whose process has ended become ``interrupted``."""
     _reap()
-    rows = ws.query("SELECT id, pid, pid_start FROM runs WHERE status = ?", [RUNNING])
-    dead = [r["id"] for r in rows
-            if r["pid"] != os.getpid() and not _alive(r["pid"], r["pid_start"])]
-    if dead:
-        with ws.write() as db:
-            for run_id in dead:
-                db["runs"].update(run_id, {
-                    "status": INTERRUPTED, "updated_at": now(), "finished_at": now(),
-                    "error": "the process ended before the run finished (killed or cancelled); "
-                             "start it again to resume"})
+    mark_dead_runs(ws, alive=_alive)
 
 
 _GROUPS = ("review", "evals", "rules", "clusters", "prompts")
@@ -165,9 +156,9 @@ def _record_action(ws: Workspace | str | Path, who: str | None, identity_kind: s
 def _command(path: Path, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """``python -m pld --workspace PATH ARGS`` and the environment it runs in."""
     cmd = [sys.executable, "-m", "pld", "--workspace", str(path), *map(str, args)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    return cmd, env
+    # Jobs run with the project root as their working folder (REPO_ROOT), so relative paths in
+    # ``args`` mean what they mean in the app, and ``-m`` finds ``pld`` there uninstalled too.
+    return cmd, {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def estimate(ws: Workspace | str | Path, args: Sequence[str],
@@ -186,7 +177,7 @@ def estimate(ws: Workspace | str | Path, args: Sequence[str],
 
 def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None = None,
           exclusive: bool = True, who: str | None = None,
-          identity_kind: str = review.SELF_DECLARED) -> Job:
+          identity_kind: str = signoff.SELF_DECLARED) -> Job:
     """Launch ``python -m pld --workspace WS <args>`` detached; return its :class:`Job`.
 
     The command's kind is ``args[0]`` and its task ``args[1]`` (or ``task``). With ``exclusive``
@@ -360,7 +351,7 @@ def job_log(job: Job | dict[str, Any], max_chars: int = LOG_TAIL_CHARS) -> str:
 
 def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
            timeout_s: float = 10.0, who: str | None = None,
-           identity_kind: str = review.SELF_DECLARED) -> str:
+           identity_kind: str = signoff.SELF_DECLARED) -> str:
     """Stop a run (by run id), a launched job or an :func:`active_jobs` entry; return the status.
 
     Sends SIGTERM to the process's group (its own session when started here), then SIGKILL if

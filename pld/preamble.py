@@ -10,6 +10,9 @@ puts them there. The first draft is the ``student`` template filled in with the 
 description and labels, written by ``pld:template`` (no person, so anyone may approve it).
 A prompt is built from the preamble's stored text, never from the template on disk, so a change
 to the template does not change what people approved.
+
+The task description is the preamble's first words: :func:`set_description` is how a person
+changes it, and the change is carried into the preamble as a draft that someone else approves.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from typing import Any
 
 from pld import prompts, review
 from pld.errors import BadInput
-from pld.tasks.store import TaskInfo, task_info
+from pld.review_rows import DRAFT, PREAMBLE, audit
+from pld.signoff import AUTO, SELF_DECLARED, SYSTEM_PREFIX, check_actor, check_approver
+from pld.tasks.store import TaskInfo, carry_description, task_info
 from pld.workspace import Workspace, now
 
 RULES_SLOT = "{rules}"
-TEMPLATE_AUTHOR = review.SYSTEM_PREFIX + "template"
+TEMPLATE_AUTHOR = SYSTEM_PREFIX + "template"
 
 
 def default_text(description: str, labels: list[str]) -> str:
@@ -77,11 +82,11 @@ def ensure_preamble(ws: Workspace, task: str) -> dict[str, Any]:
     with ws.write() as db:
         if get_preamble(ws, task) is None:  # another writer may have drafted it meanwhile
             ts = now()
-            new = {"task": task, "text": text, "status": review.DRAFT, "version": 1,
+            new = {"task": task, "text": text, "status": DRAFT, "version": 1,
                    "created_by": TEMPLATE_AUTHOR, "updated_by": TEMPLATE_AUTHOR,
                    "created_at": ts, "updated_at": ts}
             pid = int(db["preambles"].insert(new).last_pk)
-            review.audit(db, TEMPLATE_AUTHOR, review.AUTO, review.PREAMBLE, pid, "create", None,
+            audit(db, TEMPLATE_AUTHOR, AUTO, PREAMBLE, pid, "create", None,
                          {**new, "id": pid}, "drafted from the student template")
     row = get_preamble(ws, task)
     assert row is not None
@@ -89,37 +94,37 @@ def ensure_preamble(ws: Workspace, task: str) -> dict[str, Any]:
 
 
 def edit_preamble(ws: Workspace, task: str, text: str, who: str, *, base_version: int,
-                  identity_kind: str = review.SELF_DECLARED,
+                  identity_kind: str = SELF_DECLARED,
                   comment: str | None = None) -> dict[str, Any]:
     """Rewrite the task's preamble (back to draft; ``who`` cannot approve it)."""
     row = ensure_preamble(ws, task)
     return review.edit(ws, row["id"], check_text(text), who, base_version=base_version,
-                       identity_kind=identity_kind, comment=comment, entity=review.PREAMBLE)
+                       identity_kind=identity_kind, comment=comment, entity=PREAMBLE)
 
 
 def approve_preamble(ws: Workspace, task: str, who: str, *, base_version: int,
-                     identity_kind: str = review.SELF_DECLARED,
+                     identity_kind: str = SELF_DECLARED,
                      comment: str | None = None) -> dict[str, Any]:
     """Approve the task's preamble at ``base_version`` (the checks of :func:`review.approve`)."""
     row = ensure_preamble(ws, task)
     return review.approve(ws, row["id"], who, base_version=base_version,
-                          identity_kind=identity_kind, comment=comment, entity=review.PREAMBLE)
+                          identity_kind=identity_kind, comment=comment, entity=PREAMBLE)
 
 
 def reject_preamble(ws: Workspace, task: str, who: str, *, base_version: int | None = None,
-                    identity_kind: str = review.SELF_DECLARED,
+                    identity_kind: str = SELF_DECLARED,
                     comment: str | None = None) -> dict[str, Any]:
     """Reject the task's preamble: no prompt of the task can be exported until it is rewritten
     and approved."""
     row = ensure_preamble(ws, task)
     return review.reject(ws, row["id"], who, base_version=base_version,
-                         identity_kind=identity_kind, comment=comment, entity=review.PREAMBLE)
+                         identity_kind=identity_kind, comment=comment, entity=PREAMBLE)
 
 
 def preamble_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
     """The audit trail of the task's preamble, oldest first."""
     row = get_preamble(ws, task)
-    return [] if row is None else review.history(ws, row["id"], review.PREAMBLE)
+    return [] if row is None else review.history(ws, row["id"], PREAMBLE)
 
 
 def auto_approve_template(ws: Workspace, task: str, who: str) -> bool:
@@ -127,8 +132,44 @@ def auto_approve_template(ws: Workspace, task: str, who: str) -> bool:
     --auto-approve-as``) when it is still the template's untouched draft; True when it did.
     A preamble a person wrote or edited waits for a person."""
     row = ensure_preamble(ws, task)
-    if row["status"] != review.DRAFT or row["updated_by"] != TEMPLATE_AUTHOR:
+    if row["status"] != DRAFT or row["updated_by"] != TEMPLATE_AUTHOR:
         return False
-    approve_preamble(ws, task, who, base_version=row["version"], identity_kind=review.AUTO,
+    approve_preamble(ws, task, who, base_version=row["version"], identity_kind=AUTO,
                      comment=review.AUTO_COMMENT)
+    return True
+
+
+class StaleDescription(BadInput):
+    """The task's description changed since the editor read it."""
+
+
+def set_description(ws: Workspace, task: str, text: str, who: str, *,
+                    base: str | None = None, identity_kind: str = SELF_DECLARED,
+                    comment: str | None = None) -> bool:
+    """Keep ``text`` as the description of ``task`` (what teacher and student read first);
+    False when it already is.
+
+    ``base`` is the description the editor started from: when someone changed it since, the
+    edit is refused (:class:`StaleDescription`) rather than silently overwriting theirs. When
+    the task has an approver list only its members may change the description, since it goes
+    into every prompt built from now on. Prompt versions already built keep their text.
+    """
+    who = check_actor(who, identity_kind)
+    text = " ".join((text or "").split())
+    if not text:
+        raise BadInput("a task description cannot be empty")
+    with ws.write() as db:
+        current = task_info(ws, task).description
+        if base is not None and " ".join(base.split()) != " ".join(current.split()):
+            raise StaleDescription(f"the description of task {task!r} was changed since you "
+                                   f"read it; it now reads: {current}")
+        check_approver(ws, task, who, "change its description")
+        if text == current:
+            return False
+        db.execute("UPDATE tasks SET description = ? WHERE name = ?", [text, task])
+        audit(db, who, identity_kind, "task", None, "describe",
+              {"task": task, "description": current}, {"task": task, "description": text},
+              comment)
+        carry_description(ws, db, task, current, text, who=who, identity_kind=identity_kind,
+                          comment="the task description changed")
     return True

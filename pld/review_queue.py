@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pld import review
-from pld.pipeline import resolve_view
+from pld import review, signoff
 from pld.pipeline.export import refusal
+from pld.pipeline.resolve import view
 from pld.pipeline.runs import FAILED, list_runs
 from pld.pipeline.student import list_prompts
 from pld.preamble import get_preamble
+from pld.review_rows import DRAFT
 from pld.tasks.store import loaded_tasks
 from pld.workspace import Workspace
 
@@ -47,12 +48,12 @@ def _item(kind: str, task: str, what: str, item_id: int | None, summary: str,
 
 def _drafts(ws: Workspace, task: str, who: str, may_sign: bool) -> list[dict[str, Any]]:
     out = []
-    rows = [("heuristic", h) for h in review.list_heuristics(ws, task, review.DRAFT)]
+    rows = [("heuristic", h) for h in review.list_heuristics(ws, task, DRAFT)]
     pre = get_preamble(ws, task)
-    if pre is not None and pre["status"] == review.DRAFT:
+    if pre is not None and pre["status"] == DRAFT:
         rows.insert(0, ("preamble", pre))
     for what, row in rows:
-        mine = review.normalize_name(row["updated_by"] or "") == who
+        mine = signoff.normalize_name(row["updated_by"] or "") == who
         name = "the preamble" if what == "preamble" else f"heuristic #{row['id']}"
         cmd = (f"python -m pld review preamble approve {task}" if what == "preamble"
                else f"python -m pld review approve {row['id']}")
@@ -80,7 +81,7 @@ def _proposals(ws: Workspace, task: str, who: str) -> list[dict[str, Any]]:
                   + (f": {_short(p['rationale'])}" if p["rationale"] else ""),
                   f"python -m pld review decide {p['id']} accept|reject --as {who}",
                   iteration=p["iteration"])
-            for p in resolve_view.list_proposals(ws, task, status="pending")]
+            for p in view.list_proposals(ws, task, status="pending")]
 
 
 def _failed_jobs(ws: Workspace, task: str) -> list[dict[str, Any]]:
@@ -108,14 +109,14 @@ def _blocked_export(ws: Workspace, task: str) -> list[dict[str, Any]]:
 
 
 def reviewer_queue(ws: Workspace, who: str,
-                   identity_kind: str = review.SELF_DECLARED) -> dict[str, Any]:
+                   identity_kind: str = signoff.SELF_DECLARED) -> dict[str, Any]:
     """Everything that waits for ``who`` across the workspace's tasks: ``items`` (see the
     module docstring) and ``counts`` per kind."""
-    who = review.check_actor(who, identity_kind)
+    who = signoff.check_actor(who, identity_kind)
     items: list[dict[str, Any]] = []
     for info in loaded_tasks(ws):
-        approvers = {review.normalize_name(a) for a in review.list_approvers(ws, info.name)}
-        identity_ok = identity_kind == review.OIDC or not review.requires_oidc(ws, info.name)
+        approvers = {signoff.normalize_name(a) for a in signoff.list_approvers(ws, info.name)}
+        identity_ok = identity_kind == signoff.OIDC or not signoff.requires_oidc(ws, info.name)
         may_sign = (not approvers or who in approvers) and identity_ok
         drafts = _drafts(ws, info.name, who, may_sign)
         items += [d for d in drafts if d["kind"] == APPROVE]

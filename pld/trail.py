@@ -18,16 +18,22 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import sqlite_utils
-
-if TYPE_CHECKING:
-    from pld.workspace import Workspace
 
 GENESIS = "0" * 64
 COLUMNS = ("id", "created_at", "who", "identity_kind", "entity", "entity_id", "action",
            "before", "after", "comment", "prev_hash")
+
+
+class Readable(Protocol):
+    """What the trail reads through: a workspace (its ``query`` takes the workspace's lock).
+    Named here, not imported, because the workspace's migrations use this module."""
+
+    def query(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        """The rows of ``sql`` as dicts."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -89,13 +95,13 @@ def hash_existing(db: sqlite_utils.Database) -> None:
                    [row["prev_hash"], prev, row["id"]])
 
 
-def head(ws: Workspace) -> Link:
+def head(ws: Readable) -> Link:
     """The chain's last row now."""
-    with ws.lock:
-        return _last(ws.db)
+    rows = ws.query("SELECT id, row_hash FROM reviews ORDER BY id DESC LIMIT 1")
+    return Link(int(rows[0]["id"]), rows[0]["row_hash"]) if rows else Link(0, GENESIS)
 
 
-def check_chain(ws: Workspace, upto: int | None = None) -> Break | None:
+def check_chain(ws: Readable, upto: int | None = None) -> Break | None:
     """The first broken link of the chain (up to row ``upto`` when given), or None when every
     row's hash matches its content and the row before it."""
     prev, prev_id = GENESIS, 0
@@ -116,7 +122,7 @@ def check_chain(ws: Workspace, upto: int | None = None) -> Break | None:
     return None
 
 
-def get_row(ws: Workspace, row_id: int) -> dict[str, Any] | None:
+def get_row(ws: Readable, row_id: int) -> dict[str, Any] | None:
     """One ``reviews`` row as stored (JSON columns not decoded), or None."""
     rows = ws.query("SELECT * FROM reviews WHERE id = ?", [row_id])
     return rows[0] if rows else None

@@ -1,8 +1,10 @@
-"""Shared fixtures: a fresh workspace per test, fast retries, fake provider servers."""
+"""Shared fixtures: a fresh workspace per test, fast retries, fake provider servers; and the
+guard that keeps the embedded model's weights out of every test not marked ``model``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,32 @@ import pytest
 
 from pld.workspace import Workspace, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
+
+# Under /dev/null nothing can be created: pld's weight cache ($PLD_MODEL_CACHE) there makes any
+# load of the local model's weights fail, naming this path.
+NO_WEIGHTS = "/dev/null/no-model-weights-in-tests-not-marked-pytest.mark.model"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
+                            ) -> Generator[None, object, object]:
+    """A test without the ``model`` marker cannot load the real weights, so ``-m "not model"``
+    stays fast and a test that needs them but lacks the marker fails instead of slowing it.
+
+    Set around the whole test, fixtures of any scope included; child processes (CLI runs,
+    jobs, model servers) inherit it.
+    """
+    if item.get_closest_marker("model"):
+        return (yield)
+    before = os.environ.get("PLD_MODEL_CACHE")
+    os.environ["PLD_MODEL_CACHE"] = NO_WEIGHTS
+    try:
+        return (yield)
+    finally:
+        if before is None:
+            os.environ.pop("PLD_MODEL_CACHE", None)
+        else:
+            os.environ["PLD_MODEL_CACHE"] = before
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +70,7 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 def approve_seen(ws: Workspace, heuristic_id: int, who: str, **kwargs: Any) -> dict[str, Any]:
     """Approve a heuristic as a reviewer who has just read its current version."""
-    from pld import review
+    from pld import review, review_rows
 
-    version = review.fetch(ws, heuristic_id)["version"]
+    version = review_rows.fetch(ws, heuristic_id)["version"]
     return review.approve(ws, heuristic_id, who, base_version=version, **kwargs)

@@ -64,8 +64,8 @@ def test_malformed_template_is_reported(tmp_path: Path, monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("name", BUILTIN_TASKS)
 def test_rule_templates_fit_every_builtin_task(name: str) -> None:
-    from pld.pipeline.consolidate import shape_note
-    from pld.pipeline.extract import build_prompt
+    from pld.pipeline.consolidate.merge import shape_note
+    from pld.pipeline.extract.stage import build_prompt
 
     task = get_task(name)
     labels = list(task.labels) or ["yes", "no"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pld import review
+from pld import review, signoff
 from pld.pipeline.runs import stage_run
 from pld.pipeline.student import build_prompt
 from pld.preamble import ensure_preamble
@@ -47,7 +47,7 @@ def test_the_queue_follows_edits_and_approvals(ws: Workspace) -> None:
 def test_approver_lists_failed_jobs_and_the_preamble(ws: Workspace) -> None:
     load_reviews(ws)
     add_heuristic(ws, RULES[0], status="draft")
-    review.add_approver(ws, TASK, "carol", "carol")
+    signoff.add_approver(ws, TASK, "carol", "carol")
     assert _kinds(reviewer_queue(ws, "dave"), "approve") == []  # not an approver
     carol = reviewer_queue(ws, "carol")
     assert [w for w, _ in _kinds(carol, "approve")] == ["heuristic"]

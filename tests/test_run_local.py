@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_contract import pld
+
+pytestmark = pytest.mark.model
 
 ARGS = ["run", "demo", "--teacher", "local/default", "--student", "local/default",
         "--auto-approve-as", "ci", "--limit", "12", "--method", "kmeans", "--k", "3",

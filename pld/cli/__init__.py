@@ -1,4 +1,4 @@
-"""``python -m pld``: the headless interface to everything the app does.
+"""``python -m pld`` (or ``pld``): the headless interface to everything the app does.
 
 Exit codes: 0 ok, 2 bad input (one line naming the file, field or option), 1 other failure.
 ``--json`` prints exactly one JSON object on stdout.
@@ -14,6 +14,7 @@ import signal
 # Importing a command module registers its commands on ``cli``.
 from pld.cli import (  # noqa: F401
     clusters,
+    conflicts,
     evals,
     heuristics,
     models,
@@ -35,6 +36,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main() -> None:
-    """Entry point of ``python -m pld``."""
+    """Entry point of ``python -m pld`` and of the ``pld`` console script."""
     signal.signal(signal.SIGTERM, _terminate)
-    cli(prog_name="python -m pld")
+    # No prog_name: click names the program as it was called (``python -m pld`` or ``pld``).
+    cli()

@@ -6,65 +6,52 @@ from typing import Any
 
 import click
 
-from pld.cli.common import (
-    NOISE,
-    Progress,
-    as_option,
-    ctx_workspace,
-    emit,
-    handles_errors,
-    parse_cluster_ref,
-)
+from pld.cli import options
+from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
+from pld.cli.inputs import NOISE, parse_cluster_ref, parse_eps
 from pld.cli.root import cli
+from pld.cli.stages import Progress
 from pld.errors import BadInput
 
 
 @cli.command("cluster")
 @click.argument("task")
-@click.option("--method", type=click.Choice(["dbscan", "hdbscan", "kmeans"]), default="dbscan",
-              show_default=True)
-@click.option("--eps", default="0.4", show_default=True,
-              help="DBSCAN radius (cosine distance) or 'auto' (knee of the k-distance curve).")
-@click.option("--min-samples", type=int, default=6, show_default=True)
-@click.option("--k", type=int, default=None, help="k-means: number of clusters.")
+@options.clustering(eps_default="0.4")
 @click.option("--embedder", default=None, help="Embedding model (default: minilm).")
 @click.option("--umap", is_flag=True, help="Reduce with UMAP before clustering.")
-@click.option("--cover-labels", is_flag=True,
-              help="Give each label whose rules all fall into noise one cluster of them, so it "
-                   "still gets a heuristic.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds UMAP and k-means, so the same rules give the same clusters.")
 @click.option("--accept-as", default=None, metavar="NAME",
               help="Accept this clustering as NAME (otherwise it stays proposed).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_samples: int,
-                k: int | None, embedder: str | None, umap: bool, cover_labels: bool, seed: int,
+                k: int | None, cover_labels: bool, embedder: str | None, umap: bool, seed: int,
                 accept_as: str | None, as_json: bool) -> None:
-    """Stage 2: embed the rules and cluster them (proposed until accepted)."""
-    from pld.pipeline import cluster as clustering
+    """Stage 2: embed TASK's rules and cluster them (proposed until accepted).
+
+    \b
+    Examples:
+      python -m pld cluster demo
+      python -m pld cluster demo --eps auto --cover-labels --accept-as alice
+      python -m pld cluster demo --method kmeans --k 8 --json
+    """
+    from pld.pipeline.cluster import edits, read, stage
     from pld.pipeline.embed import DEFAULT_EMBEDDER
 
-    eps_value: float | str
-    if eps == "auto":
-        eps_value = "auto"
-    else:
-        try:
-            eps_value = float(eps)
-        except ValueError:
-            raise BadInput(f"--eps: expected a number or 'auto', got {eps!r}") from None
+    eps_value = parse_eps(eps)
     ws = ctx_workspace(ctx)
-    cid = clustering.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
-                             k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
-                             seed=seed, cover=cover_labels, on_progress=Progress("cluster"))
+    cid = stage.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
+                        k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
+                        seed=seed, cover=cover_labels, on_progress=Progress("cluster"))
     if accept_as:
-        clustering.accept_clustering(ws, cid, accept_as)
+        edits.accept_clustering(ws, cid, accept_as)
     row = ws.query("SELECT * FROM clusterings WHERE id = ?", [cid])[0]
     from pld.workspace import loads
 
     data = {"clustering_id": cid, "status": row["status"], "params": loads(row["params"]),
             "metrics": loads(row["metrics"]),
-            "clusters": clustering.cluster_summary(ws, cid)}
+            "clusters": read.cluster_summary(ws, cid)}
 
     def text(d: dict[str, Any]) -> str:
         m = d["metrics"]
@@ -81,7 +68,14 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
 
 @cli.group("clusters")
 def clusters_group() -> None:
-    """List, show, accept and edit the clusterings that `cluster` made, as a named reviewer."""
+    """List, show, accept and edit the clusterings that `cluster` made, as a named reviewer.
+
+    \b
+    Examples:
+      python -m pld clusters list demo
+      python -m pld clusters show 3
+      python -m pld clusters accept 3 --as alice
+    """
 
 
 def _noise_pct(metrics: dict[str, Any]) -> str:
@@ -90,25 +84,27 @@ def _noise_pct(metrics: dict[str, Any]) -> str:
 
 @clusters_group.command("list")
 @click.argument("task")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def clusters_list(ctx: click.Context, task: str, as_json: bool) -> None:
     """TASK's clusterings, with cluster count and noise share.
 
     Newest first; * marks the one consolidate uses (the accepted one, else the latest).
-    """
-    from pld.pipeline import cluster as clu
-    from pld.tasks.store import task_info
 
-    ws = ctx_workspace(ctx)
-    task_info(ws, task)
-    current = clu.current_clustering(ws, task)
+    \b
+    Examples:
+      python -m pld clusters list demo
+      python -m pld clusters list demo --json
+    """
+    from pld.pipeline.cluster import read
+
+    ws = task_workspace(ctx, task)
+    current = read.current_clustering(ws, task)
     data = {"task": task, "current": current["id"] if current else None,
             "clusterings": [{k: c[k] for k in ("id", "method", "embed_model", "status",
                                                "created_at", "accepted_by", "accepted_at",
                                                "params", "metrics")}
-                            for c in clu.list_clusterings(ws, task)]}
+                            for c in read.list_clusterings(ws, task)]}
 
     def text(d: dict[str, Any]) -> str:
         out = []
@@ -130,28 +126,33 @@ def clusters_list(ctx: click.Context, task: str, as_json: bool) -> None:
 @click.argument("clustering_id", type=int)
 @click.option("--cluster", "cluster_ref", default=None, metavar="ID|noise",
               help="List the rules of this cluster (or the noise) instead of the summary.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | None,
                   as_json: bool) -> None:
-    """A clustering's clusters, or one cluster's rules.
+    """Clustering CLUSTERING_ID's clusters, or one cluster's rules.
 
     Per cluster: id, size, name, c-TF-IDF keywords and the gold-label mix; the rules of one
     cluster (--cluster) give the rule ids that clusters move takes.
+
+    \b
+    Examples:
+      python -m pld clusters show 3
+      python -m pld clusters show 3 --cluster 17
+      python -m pld clusters show 3 --cluster noise --json
     """
-    from pld.pipeline import cluster as clu
+    from pld.pipeline.cluster import read
 
     ws = ctx_workspace(ctx)
-    c = clu.get_clustering(ws, clustering_id)
+    c = read.get_clustering(ws, clustering_id)
     if cluster_ref is not None:
         cid = parse_cluster_ref(cluster_ref, "--cluster")
-        summary = clu.cluster_summary(ws, clustering_id)
+        summary = read.cluster_summary(ws, clustering_id)
         if cid is not None and cid not in {s["id"] for s in summary}:
             raise BadInput(f"--cluster {cid}: not a cluster of clustering {clustering_id} "
                            f"(see python -m pld clusters show {clustering_id})")
         rules = [{"id": r["id"], "gold_label": r["gold_label"], "rule": r["rule"]}
-                 for r in clu.members(ws, clustering_id, cid)]
+                 for r in read.members(ws, clustering_id, cid)]
         data: dict[str, Any] = {"clustering_id": clustering_id, "cluster_id": cid,
                                 "rules": rules}
         emit(data, as_json, lambda d: "\n".join(
@@ -160,7 +161,7 @@ def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | Non
         return
     data = {**{k: c[k] for k in ("id", "task", "method", "embed_model", "status", "created_at",
                                  "accepted_by", "accepted_at", "params", "metrics")},
-            "clusters": clu.cluster_summary(ws, clustering_id)}
+            "clusters": read.cluster_summary(ws, clustering_id)}
 
     def text(d: dict[str, Any]) -> str:
         m = d["metrics"]
@@ -179,17 +180,20 @@ def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | Non
 
 @clusters_group.command("accept")
 @click.argument("clustering_id", type=int)
-@as_option
-@click.pass_context
-@handles_errors
+@options.signer
+@with_context
 def clusters_accept(ctx: click.Context, clustering_id: int, who: str) -> None:
-    """Accept a clustering for consolidate to use.
+    """Accept clustering CLUSTERING_ID for consolidate to use.
 
     A clustering accepted before becomes superseded (kept for comparison, no longer editable).
-    """
-    from pld.pipeline import cluster as clu
 
-    clu.accept_clustering(ctx_workspace(ctx), clustering_id, who)
+    \b
+    Example:
+      python -m pld clusters accept 3 --as alice
+    """
+    from pld.pipeline.cluster import edits
+
+    edits.accept_clustering(ctx_workspace(ctx), clustering_id, who)
     click.echo(f"clustering #{clustering_id} accepted by {who}")
 
 
@@ -198,15 +202,19 @@ def clusters_accept(ctx: click.Context, clustering_id: int, who: str) -> None:
 @click.argument("name")
 @click.option("--expected-name", default=None, metavar="OLD",
               help="The name you saw (see clusters show); refused if it was renamed since.")
-@as_option
-@click.pass_context
-@handles_errors
+@options.signer
+@with_context
 def clusters_rename(ctx: click.Context, cluster_id: int, name: str, expected_name: str | None,
                     who: str) -> None:
-    """Rename a cluster (a name you chose is kept when its keywords change)."""
-    from pld.pipeline import cluster as clu
+    """Rename cluster CLUSTER_ID to NAME (a name you chose is kept when its keywords change).
 
-    clu.rename_cluster(ctx_workspace(ctx), cluster_id, name, who, expected_name=expected_name)
+    \b
+    Example:
+      python -m pld clusters rename 17 "refund requests" --expected-name "refund, money" --as alice
+    """
+    from pld.pipeline.cluster import edits
+
+    edits.rename_cluster(ctx_workspace(ctx), cluster_id, name, who, expected_name=expected_name)
     click.echo(f"cluster {cluster_id} renamed to {name.strip()!r} by {who}")
 
 
@@ -215,18 +223,24 @@ def clusters_rename(ctx: click.Context, cluster_id: int, name: str, expected_nam
 @click.argument("rule_ids", type=int, nargs=-1, required=True)
 @click.option("--to", "target", required=True, metavar="ID|noise",
               help="The cluster to move the rules to, or 'noise' to send them to noise.")
-@as_option
-@click.pass_context
-@handles_errors
+@options.signer
+@with_context
 def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, ...],
                   target: str, who: str) -> None:
-    """Move rules to another cluster or to noise (or back from noise)."""
-    from pld.pipeline import cluster as clu
+    """Move RULE_IDS of clustering CLUSTERING_ID to another cluster or to noise (or back from
+    noise).
+
+    \b
+    Examples:
+      python -m pld clusters move 3 41 42 --to 17 --as alice
+      python -m pld clusters move 3 43 --to noise --as alice
+    """
+    from pld.pipeline.cluster import edits, read
 
     to = parse_cluster_ref(target, "--to")
     ws = ctx_workspace(ctx)
-    clu.get_clustering(ws, clustering_id)
-    clu.move_rules(ws, clustering_id, rule_ids, to, who)  # all or nothing
+    read.get_clustering(ws, clustering_id)
+    edits.move_rules(ws, clustering_id, rule_ids, to, who)  # all or nothing
     where = NOISE if to is None else f"cluster {to}"
     click.echo(f"moved {len(set(rule_ids))} rule(s) to {where} as {who}")
 
@@ -235,20 +249,23 @@ def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, .
 @click.argument("clustering_id", type=int)
 @click.argument("cluster_id", type=int)
 @click.argument("other_ids", type=int, nargs=-1, required=True)
-@as_option
-@click.pass_context
-@handles_errors
+@options.signer
+@with_context
 def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
                    other_ids: tuple[int, ...], who: str) -> None:
-    """Merge clusters into CLUSTER_ID.
+    """Merge clusters of clustering CLUSTERING_ID into CLUSTER_ID.
 
     The OTHER_IDS clusters are removed and their rules join CLUSTER_ID, whose keywords are
     recomputed; a name you gave it is kept.
+
+    \b
+    Example:
+      python -m pld clusters merge 3 17 18 19 --as alice
     """
-    from pld.pipeline import cluster as clu
+    from pld.pipeline.cluster import edits, read
 
     ws = ctx_workspace(ctx)
-    ids = {s["id"] for s in clu.cluster_summary(ws, clustering_id) if not s["noise"]}
+    ids = {s["id"] for s in read.cluster_summary(ws, clustering_id) if not s["noise"]}
     # Checked before the first merge, so a bad id leaves the clustering as it was.
     for cid in (cluster_id, *other_ids):
         if cid not in ids:
@@ -258,7 +275,7 @@ def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
         raise BadInput(f"cannot merge cluster {cluster_id} with itself")
     others = list(dict.fromkeys(other_ids))
     for other in others:
-        clu.merge_clusters(ws, clustering_id, cluster_id, other, who)
+        edits.merge_clusters(ws, clustering_id, cluster_id, other, who)
     click.echo(f"merged cluster(s) {', '.join(map(str, others))} into cluster {cluster_id} "
                f"as {who}")
 
@@ -267,20 +284,23 @@ def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
 @click.argument("clustering_id", type=int)
 @click.argument("cluster_id", type=int)
 @click.option("--k", type=int, default=2, show_default=True, help="Number of parts.")
-@as_option
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.signer
+@options.json_output
+@with_context
 def clusters_split(ctx: click.Context, clustering_id: int, cluster_id: int, k: int, who: str,
                    as_json: bool) -> None:
-    """Split a cluster in K parts.
+    """Split cluster CLUSTER_ID of clustering CLUSTERING_ID in K parts.
 
     k-means on the rules' stored vectors; the largest part keeps CLUSTER_ID, the others get new
     ids and fresh keywords.
-    """
-    from pld.pipeline import cluster as clu
 
-    parts = clu.split_cluster(ctx_workspace(ctx), clustering_id, cluster_id, k, who=who)
+    \b
+    Example:
+      python -m pld clusters split 3 17 --k 3 --as alice
+    """
+    from pld.pipeline.cluster import edits
+
+    parts = edits.split_cluster(ctx_workspace(ctx), clustering_id, cluster_id, k, who=who)
     emit({"clustering_id": clustering_id, "cluster_id": cluster_id, "parts": parts}, as_json,
           lambda d: f"split cluster {d['cluster_id']} into clusters "
                     f"{', '.join(map(str, d['parts']))} as {who}")

@@ -1,99 +1,19 @@
-"""Stage 6 ``resolve`` (the conflict loop), ``eval`` and ``evals list/compare``."""
+"""``eval`` scores a prompt or a baseline; ``evals list|compare`` reads the scores it stored."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pld.cli.common import (
-    F,
-    Progress,
-    check_model,
-    ctx_workspace,
-    emit,
-    handles_errors,
-    model_option,
-    show_estimate,
-    spend_options,
-    spending,
-)
+from pld.cli import options
+from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
+from pld.cli.inputs import calibration_method
 from pld.cli.root import cli
+from pld.cli.stages import Progress, check_model, show_estimate, spending
 from pld.errors import BadInput
-from pld.numbers import delta_text, score_text
-
-
-def _concurrency_option(help_text: str) -> Callable[[F], F]:
-    # IntRange: a zero or negative pool size is bad input (exit 2), not a crash in the pool.
-    return click.option("--concurrency", type=click.IntRange(min=1), default=None,
-                        metavar="K", help=help_text)
-
-
-@cli.command("resolve")
-@click.argument("task")
-@model_option("student", "Student model string.")
-@model_option("teacher", "Teacher model string.")
-@click.option("--iterations", type=int, default=3, show_default=True)
-@click.option("--auto-accept-as", default=None, metavar="NAME",
-              help="Accept proposals and approve their heuristics as NAME (benchmarks).")
-@click.option("--val-limit", type=int, default=None, help="At most N validation examples.")
-@_concurrency_option("Calls in flight (default: remote 8, local 1; the local model decodes "
-                     "up to $PLD_LOCAL_PARALLEL, 4, together).")
-@click.option("--retry-failed", is_flag=True,
-              help="Ask the teacher again after an iteration where every call failed.")
-@click.option("--calibration", type=click.Choice(["max-f1", "content-free", "none"]),
-              default="max-f1", show_default=True,
-              help="Score each version on calibrated answers (its own per-label bias).")
-@click.option("--no-impact", "no_impact", is_flag=True,
-              help="Do not measure each heuristic's leave-one-out effect (no measured "
-                   "remove proposals).")
-@spend_options
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
-def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, iterations: int,
-                auto_accept_as: str | None, val_limit: int | None, concurrency: int | None,
-                retry_failed: bool, calibration: str, no_impact: bool, use_batch: bool,
-                estimate_only: bool, max_cost: float | None, as_json: bool) -> None:
-    """Stage 6: run the student on validation, have the teacher propose fixes.
-
-    With --batch, each version's student runs on validation go through the batch API; the
-    teacher's proposals (one call per heuristic, each depending on the run before) do not.
-    """
-    from dataclasses import asdict
-
-    from pld.pipeline.resolve import planned_calls, resolve
-
-    check_model(student)
-    check_model(teacher)
-    ws = ctx_workspace(ctx)
-    if estimate_only:
-        show_estimate(ws, planned_calls(ws, task, student, teacher, iterations=iterations,
-                                        val_limit=val_limit, impact=not no_impact),
-                      f"resolve {task} (at most {iterations} new versions)", as_json)
-        return
-    with spending(max_cost, (student, teacher), use_batch, (student,)):
-        s = resolve(ws, task, student, teacher, iterations=iterations,
-                    auto_accept_as=auto_accept_as, val_limit=val_limit,
-                    concurrency=concurrency, retry_failed=retry_failed,
-                    on_progress=Progress("resolve"),
-                    calibration=None if calibration == "none" else calibration,
-                    impact=not no_impact)
-    data = asdict(s)
-
-    def text(d: dict[str, Any]) -> str:
-        lines = [f"resolve: {d.get('stop_reason')}; best prompt version {d.get('best_version')}"]
-        for h in d.get("history") or []:
-            lines.append(f"  iteration {h.get('iteration')}: v{h.get('prompt_version')} "
-                         f"val macro-F1 {h.get('macro_f1')} errors {h.get('n_errors')} "
-                         f"{'adopted' if h.get('adopted') else 'not adopted'}")
-        for hid, error in (d.get("failed_groups") or {}).items():
-            lines.append(f"  teacher call for heuristic {hid} failed: {error}")
-        return "\n".join(lines)
-
-    emit(data, as_json, text)
+from pld.number_format import delta_text, score_text
 
 
 def _score_line(name: str, m: dict[str, Any]) -> str:
@@ -135,22 +55,9 @@ def _metrics_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _calibration_option() -> Callable[[F], F]:
-    def wrap(f: F) -> F:
-        f = click.option("--val-limit", type=click.IntRange(min=1), default=None, metavar="N",
-                         help="Fit the calibration on the first N validation items "
-                              "(default: all).")(f)
-        return click.option(
-            "--calibration", type=click.Choice(["max-f1", "content-free", "none"]),
-            default="max-f1", show_default=True,
-            help="Per-label bias on the student's label scores, fitted on validation only and "
-                 "reported beside the raw scores. An export's manifest brings its own.")(f)
-    return wrap
-
-
 @cli.command("eval")
 @click.argument("task")
-@model_option("student", "Student model string.")
+@options.model("student", "Student model string.")
 @click.option("--prompt", "prompt_file", type=click.Path(path_type=Path), default=None,
               help="An exported prompt.md, or the export directory (its manifest's calibration "
                    "is then applied).")
@@ -162,24 +69,26 @@ def _calibration_option() -> Callable[[F], F]:
               help="With --version: each heuristic followed by its most typical source "
                    "example and label (a measured variant, never exported).")
 @click.option("--split", default="test", show_default=True,
-              type=click.Choice(["train", "val", "test"]))
+              type=click.Choice(["train", "val", "test"]), help="The split to score.")
 @click.option("--limit", type=int, default=None, help="First N items of the split.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@_concurrency_option("Student calls in flight (default: remote 8, local 1; the local model "
-                     "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
-@_calibration_option()
-@spend_options
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the --few-shot demonstrations and the bootstrap CI.")
+@options.concurrency("Student calls")
+@options.calibration("Per-label bias on the student's label scores, fitted on validation only "
+                    "and reported beside the raw scores. An export's manifest brings its own.")
+@click.option("--val-limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Fit the calibration on the first N validation items (default: all).")
+@options.spend
+@options.json_output
+@with_context
 def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | None,
              version: int | None, zero_shot: bool, few_shot: int | None,
              worked_examples: bool, split: str,
              limit: int | None, seed: int, concurrency: int | None, calibration: str,
              val_limit: int | None, use_batch: bool, estimate_only: bool,
              max_cost: float | None, as_json: bool) -> None:
-    """Score a prompt (or a baseline) on a split: macro-F1 with CI, per-label, confusion, raw
-    and calibrated.
+    """Score a prompt (or a baseline) for TASK on a split: macro-F1 with CI, per-label,
+    confusion, raw and calibrated.
 
     \b
     Examples:
@@ -198,18 +107,18 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
                        "--few-shot K")
     check_model(student)
     ws = ctx_workspace(ctx)
-    options: dict[str, Any] = {
+    scoring: dict[str, Any] = {
         "version": version, "prompt_file": prompt_file, "zero_shot": zero_shot,
         "few_shot": few_shot, "worked_examples": worked_examples, "split": split,
         "limit": limit, "seed": seed, "val_limit": val_limit,
-        "calibration": None if calibration == "none" else calibration}
+        "calibration": calibration_method(calibration)}
     if estimate_only:
-        show_estimate(ws, planned_calls(ws, task, student, **options), f"eval {task}",
+        show_estimate(ws, planned_calls(ws, task, student, **scoring), f"eval {task}",
                       as_json)
         return
     with spending(max_cost, (student,), use_batch, (student,)):
         r = evaluate(ws, task, student, concurrency=concurrency,
-                     on_progress=Progress("eval"), **options)
+                     on_progress=Progress("eval"), **scoring)
     data = {"task": task, "student": student, "split": split, "method": r.method,
             "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
             "run_id": r.run_id, "metrics": r.metrics}
@@ -218,7 +127,13 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
 
 @cli.group("evals")
 def evals_group() -> None:
-    """List and compare the evaluations that `eval` stored (the Evaluate page's tables)."""
+    """List and compare the evaluations that `eval` stored (the Evaluate page's tables).
+
+    \b
+    Examples:
+      python -m pld evals list demo
+      python -m pld evals compare 3 5
+    """
 
 
 def _eval_name(e: dict[str, Any]) -> str:
@@ -228,17 +143,19 @@ def _eval_name(e: dict[str, Any]) -> str:
 
 @evals_group.command("list")
 @click.argument("task")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
-    """TASK's evaluations, oldest first: method, prompt version, student, split, scores."""
-    from pld.pipeline.evaluate import list_evaluations
-    from pld.tasks.store import task_info
+    """TASK's evaluations, oldest first: method, prompt version, student, split, scores.
 
-    ws = ctx_workspace(ctx)
-    task_info(ws, task)
-    data = {"task": task, "evaluations": list_evaluations(ws, task)}
+    \b
+    Examples:
+      python -m pld evals list demo
+      python -m pld evals list demo --json
+    """
+    from pld.pipeline.evaluate import list_evaluations
+
+    data = {"task": task, "evaluations": list_evaluations(task_workspace(ctx, task), task)}
 
     def text(d: dict[str, Any]) -> str:
         out = []
@@ -260,11 +177,17 @@ def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
 @evals_group.command("compare")
 @click.argument("eval_a", type=int)
 @click.argument("eval_b", type=int)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -> None:
-    """Two evaluations side by side: score deltas, items that flipped, the prompt diff (A → B)."""
+    """Evaluations EVAL_A and EVAL_B side by side: score deltas, items that flipped, the
+    prompt diff (A → B).
+
+    \b
+    Examples:
+      python -m pld evals compare 3 5
+      python -m pld evals compare 3 5 --json
+    """
     from pld.pipeline.evaluate import compare
 
     if eval_a == eval_b:

@@ -6,26 +6,34 @@ from typing import Any
 
 import click
 
-from pld.cli.common import ctx_workspace, emit, handles_errors
+from pld.cli import options
+from pld.cli.common import ctx_workspace, emit, with_context
 from pld.cli.root import cli
+from pld.cli.stages import check_model
 
 
 @cli.command("ask")
 @click.argument("model")
 @click.argument("text")
 @click.option("--system", default=None, help="System prompt.")
-@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("--max-tokens", type=int, default=512, show_default=True,
+              help="Longest answer, in tokens.")
 @click.option("--no-cache", is_flag=True, help="Call the model even if the answer is cached.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def ask_cmd(ctx: click.Context, model: str, text: str, system: str | None, max_tokens: int,
             no_cache: bool, as_json: bool) -> None:
-    """One call through the same cache and log (handy to check a key or a server)."""
-    from pld.llm.calls import complete
-    from pld.llm.registry import parse_model
+    """Send TEXT to MODEL in one call through the same cache and log (handy to check a key or
+    a server).
 
-    parse_model(model)
+    \b
+    Examples:
+      python -m pld ask local/default "Reply with one word: ready?"
+      python -m pld ask openai/gpt-4.1-mini "ping" --system "Answer in one word." --no-cache
+    """
+    from pld.llm.calls import complete
+
+    check_model(model)
     ws = ctx_workspace(ctx)
     result = complete(ws, model, [{"role": "user", "content": text}], system=system,
                       max_tokens=max_tokens, stage="ask", use_cache=not no_cache)
@@ -38,12 +46,17 @@ def ask_cmd(ctx: click.Context, model: str, text: str, system: str | None, max_t
 
 
 @cli.command("calls")
-@click.option("--json", "as_json", is_flag=True)
+@options.json_output
 @click.option("--limit", type=int, default=0, help="Also list the last N calls.")
-@click.pass_context
-@handles_errors
+@with_context
 def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
-    """The call log: counts, tokens, cache hits, errors and cost, per model and stage."""
+    """The call log: counts, tokens, cache hits, errors and cost, per model and stage.
+
+    \b
+    Examples:
+      python -m pld calls
+      python -m pld calls --limit 20 --json
+    """
     from pld.llm.calls import list_calls, summarize_calls
 
     ws = ctx_workspace(ctx)
@@ -86,9 +99,8 @@ def calls_cmd(ctx: click.Context, as_json: bool, limit: int) -> None:
 @click.option("--cancel", "cancel_id", type=int, default=None, metavar="ID",
               help="Cancel batch ID at its provider; what it finished lands when its command "
                    "runs again.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def batches_cmd(ctx: click.Context, run_id: int | None, cancel_id: int | None,
                 as_json: bool) -> None:
     """Provider batches of --batch runs: submitted, done and failed requests, and state.
@@ -100,14 +112,15 @@ def batches_cmd(ctx: click.Context, run_id: int | None, cancel_id: int | None,
       python -m pld batches --cancel 3
     """
     from pld.llm import batch
+    from pld.llm.batch_store import list_batches, progress_row
 
     ws = ctx_workspace(ctx)
     if cancel_id is not None:
         row = batch.cancel(ws, cancel_id)
-        emit(batch.progress_row(row), as_json,
+        emit(progress_row(row), as_json,
              lambda d: f"batch {d['batch']} ({d['provider id']}): cancel asked of the provider")
         return
-    rows = [batch.progress_row(r) for r in batch.list_batches(ws, run_id=run_id)]
+    rows = [progress_row(r) for r in list_batches(ws, run_id=run_id)]
 
     def text(d: dict[str, Any]) -> str:
         if not d["batches"]:

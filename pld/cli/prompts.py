@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from pld.cli.common import ctx_workspace, emit, handles_errors
+from pld.cli import options
+from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
 from pld.cli.root import cli
 from pld.errors import BadInput
 from pld.workspace import Workspace
@@ -15,7 +16,14 @@ from pld.workspace import Workspace
 
 @cli.group("prompts")
 def prompts_group() -> None:
-    """Build, list and show the prompt versions of a task (what eval --version and export use)."""
+    """Build, list and show the prompt versions of a task (what eval --version and export use).
+
+    \b
+    Examples:
+      python -m pld prompts build demo --as alice
+      python -m pld prompts list demo
+      python -m pld prompts show demo --version 3
+    """
 
 
 def _prompt_row(ws: Workspace, p: Any) -> dict[str, Any]:
@@ -32,13 +40,17 @@ def _prompt_row(ws: Workspace, p: Any) -> dict[str, Any]:
 @click.argument("task")
 @click.option("--as", "who", default=None, metavar="NAME",
               help="Who builds it; recorded on the version and in the trail.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def prompts_build(ctx: click.Context, task: str, who: str | None, as_json: bool) -> None:
     """Render TASK's approved heuristics into a prompt version.
 
     Building the same approved set again gives back the version that already holds that text.
+
+    \b
+    Examples:
+      python -m pld prompts build demo --as alice
+      python -m pld prompts build demo --json
     """
     from pld.pipeline.student import build_prompt, list_prompts
 
@@ -53,16 +65,19 @@ def prompts_build(ctx: click.Context, task: str, who: str | None, as_json: bool)
 
 @prompts_group.command("list")
 @click.argument("task")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def prompts_list(ctx: click.Context, task: str, as_json: bool) -> None:
-    """TASK's prompt versions and whether each may be exported (oldest first)."""
-    from pld.pipeline.student import list_prompts
-    from pld.tasks.store import task_info
+    """TASK's prompt versions and whether each may be exported (oldest first).
 
-    ws = ctx_workspace(ctx)
-    task_info(ws, task)
+    \b
+    Examples:
+      python -m pld prompts list demo
+      python -m pld prompts list demo --json
+    """
+    from pld.pipeline.student import list_prompts
+
+    ws = task_workspace(ctx, task)
     data = {"task": task, "prompts": [_prompt_row(ws, p) for p in list_prompts(ws, task)]}
 
     def text(d: dict[str, Any]) -> str:
@@ -81,11 +96,16 @@ def prompts_list(ctx: click.Context, task: str, as_json: bool) -> None:
 @prompts_group.command("show")
 @click.argument("task")
 @click.option("--version", type=int, default=None, help="Prompt version (default: latest).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def prompts_show(ctx: click.Context, task: str, version: int | None, as_json: bool) -> None:
-    """Print a prompt version's exact system prompt (export's prompt.md)."""
+    """Print the exact system prompt of one of TASK's prompt versions (export's prompt.md).
+
+    \b
+    Examples:
+      python -m pld prompts show demo
+      python -m pld prompts show demo --version 3
+    """
     from pld.pipeline.student import get_prompt
 
     ws = ctx_workspace(ctx)
@@ -100,15 +120,15 @@ def prompts_show(ctx: click.Context, task: str, version: int | None, as_json: bo
 @cli.command("export")
 @click.argument("task")
 @click.option("--version", type=int, default=None, help="Prompt version (default: latest).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write prompt.md and manifest.json into (made if missing).")
 @click.option("--as", "who", default=None, metavar="NAME",
               help="Who exports; recorded in the trail (default: pld:cli).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path,
                who: str | None, as_json: bool) -> None:
-    """Write prompt.md and manifest.json of an approved prompt version.
+    """Write prompt.md and manifest.json of an approved prompt version of TASK.
 
     Refused unless the preamble and every heuristic in the prompt is approved. The export is
     recorded in the trail; check it later with python -m pld verify DIR.
@@ -133,12 +153,11 @@ def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path
 @click.option("--workspace", "ws_path", default=None,
               type=click.Path(dir_okay=False, path_type=Path),
               help="The workspace the export came from (default: the global --workspace).")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def verify_cmd(ctx: click.Context, export_dir: Path, ws_path: Path | None,
                as_json: bool) -> None:
-    """Prove that an export is what the people its manifest names approved.
+    """Prove that the export in EXPORT_DIR is what the people its manifest names approved.
 
     Checks prompt.md against its sha256, the workspace's hash-chained trail, that the manifest
     is the one the export wrote, and that the preamble and every heuristic was approved, by

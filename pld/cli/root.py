@@ -15,5 +15,17 @@ from pld.workspace import default_path
 @click.version_option(package_name=None, version=__import__("pld").__version__, prog_name="pld")
 @click.pass_context
 def cli(ctx: click.Context, workspace: Path | None) -> None:
-    """PLD Studio: prompt-level distillation with people in the loop."""
+    """PLD Studio: prompt-level distillation with people in the loop.
+
+    A teacher model writes one rule per training example (extract), the rules are clustered
+    (cluster) and merged into heuristics (consolidate) that people review; the approved
+    heuristics become a student prompt that is scored (eval), improved (resolve) and exported.
+
+    \b
+    Examples:
+      python -m pld load demo
+      python -m pld run demo --teacher local/default --student local/default
+      python -m pld review queue --as alice
+      python -m pld --workspace team.db tasks --json
+    """
     ctx.obj = {"path": workspace or default_path(), "ws": None}

@@ -6,40 +6,28 @@ from typing import Any
 
 import click
 
-from pld.cli.common import (
-    Progress,
-    check_model,
-    ctx_workspace,
-    emit,
-    failed_before_note,
-    handles_errors,
-    model_option,
-    parse_cluster_ref,
-    show_estimate,
-    spend_options,
-    spending,
-)
+from pld.cli import options
+from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
+from pld.cli.inputs import parse_cluster_ref
 from pld.cli.root import cli
+from pld.cli.stages import Progress, check_model, failed_before_note, show_estimate, spending
 from pld.errors import BadInput
 
 
 @cli.command("extract")
 @click.argument("task")
-@model_option("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
+@options.model("teacher", "Teacher model string, e.g. local/default or anthropic/claude-...")
 @click.option("--limit", type=int, default=None, help="At most N training examples.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Teacher calls in flight (default: remote 8, local 1; the local model "
-                   "decodes up to $PLD_LOCAL_PARALLEL, 4, together).")
+@options.concurrency("Teacher calls")
 @click.option("--retry-failed", is_flag=True,
               help="Ask again, with a fresh call, the examples that failed before.")
-@spend_options
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.spend
+@options.json_output
+@with_context
 def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
                 concurrency: int | None, retry_failed: bool, use_batch: bool,
                 estimate_only: bool, max_cost: float | None, as_json: bool) -> None:
-    """Stage 1: one micro-instruction per training example.
+    """Stage 1: one micro-instruction per training example of TASK.
 
     \b
     Examples:
@@ -50,7 +38,7 @@ def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
     """
     from dataclasses import asdict
 
-    from pld.pipeline.extract import extract, planned_calls
+    from pld.pipeline.extract.stage import extract, planned_calls
 
     check_model(teacher)
     ws = ctx_workspace(ctx)
@@ -68,12 +56,19 @@ def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
 
 @cli.group("rules")
 def rules_group() -> None:
-    """Browse the extracted micro-instructions (the Micro-instructions page's table)."""
+    """Browse the extracted micro-instructions (the Micro-instructions page's table).
+
+    \b
+    Examples:
+      python -m pld rules list demo --flag any
+      python -m pld rules show 41
+    """
 
 
 @rules_group.command("list")
 @click.argument("task")
-@click.option("--status", type=click.Choice(["ok", "failed"]), default=None)
+@click.option("--status", type=click.Choice(["ok", "failed"]), default=None,
+              help="Only the rules written (ok) or the examples whose call failed.")
 @click.option("--label", default=None, help="Only rules of examples with this gold label.")
 @click.option("--flag", "flag", default=None, metavar="any|none|NAME",
               help="Flagged rules: any flag, none, or one flag (see rules show).")
@@ -82,17 +77,25 @@ def rules_group() -> None:
               help="With --cluster: the clustering the cluster belongs to.")
 @click.option("--cluster", "cluster_ref", default=None, metavar="ID|noise",
               help="Only the rules of this cluster (or the noise) of --clustering.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Rules on the page.")
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Matching rules to skip before the page.")
+@options.json_output
+@with_context
 def rules_list(ctx: click.Context, task: str, status: str | None, label: str | None,
                flag: str | None, search: str | None, clustering_id: int | None,
                cluster_ref: str | None, limit: int, offset: int, as_json: bool) -> None:
-    """One page of TASK's rules, in example order, with the number that match."""
-    from pld.pipeline.extract import FLAGS, count_rules, list_rules
-    from pld.tasks.store import task_info
+    """One page of TASK's rules, in example order, with the number that match.
+
+    \b
+    Examples:
+      python -m pld rules list demo
+      python -m pld rules list demo --label complaint --flag no_label --limit 20
+      python -m pld rules list demo --clustering 3 --cluster noise --json
+    """
+    from pld.pipeline.extract.browse import count_rules, list_rules
+    from pld.pipeline.extract.flags import FLAGS
 
     flagged: bool | str | None = {None: None, "any": True, "none": False}.get(flag, flag)
     if isinstance(flagged, str) and flagged not in FLAGS:
@@ -101,8 +104,7 @@ def rules_list(ctx: click.Context, task: str, status: str | None, label: str | N
         raise BadInput("rules list: --cluster and --clustering go together")
     cluster = None if clustering_id is None else (
         clustering_id, parse_cluster_ref(cluster_ref or "", "--cluster"))
-    ws = ctx_workspace(ctx)
-    task_info(ws, task)
+    ws = task_workspace(ctx, task)
     filters: dict[str, Any] = {"status": status, "label": label, "flagged": flagged,
                                "search": search, "cluster": cluster}
     rows = list_rules(ws, task, **filters, limit=limit, offset=offset)
@@ -125,12 +127,18 @@ def rules_list(ctx: click.Context, task: str, status: str | None, label: str | N
 
 @rules_group.command("show")
 @click.argument("rule_id", type=int)
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def rules_show(ctx: click.Context, rule_id: int, as_json: bool) -> None:
-    """One rule with its reasoning, its example and the teacher call that wrote it."""
-    from pld.pipeline.extract import FLAGS, get_rule
+    """Rule RULE_ID with its reasoning, its example and the teacher call that wrote it.
+
+    \b
+    Examples:
+      python -m pld rules show 41
+      python -m pld rules show 41 --json
+    """
+    from pld.pipeline.extract.browse import get_rule
+    from pld.pipeline.extract.flags import FLAGS
 
     r = get_rule(ctx_workspace(ctx), rule_id)
 

@@ -7,55 +7,41 @@ from typing import Any
 
 import click
 
-from pld.cli.common import (
-    Progress,
-    check_model,
-    ctx_workspace,
-    emit,
-    failed_before_note,
-    handles_errors,
-    merge_option,
-    model_option,
-)
+from pld.cli import options
+from pld.cli.common import ctx_workspace, emit, with_context
+from pld.cli.inputs import parse_eps
 from pld.cli.root import cli
-from pld.errors import BadInput
+from pld.cli.stages import Progress, check_model, failed_before_note
 
 
 @cli.command("run")
 @click.argument("task")
-@model_option("teacher", "Teacher model string.")
-@model_option("student", "Student model string.")
+@options.model("teacher", "Teacher model string.")
+@options.model("student", "Student model string.")
 @click.option("--auto-approve-as", default=None, metavar="NAME",
               help="Approve every heuristic and proposal as NAME (benchmarks; recorded as auto). "
                    "Without it the run stops after consolidation for people to review.")
 @click.option("--limit", type=int, default=None, help="At most N training examples to extract.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Calls in flight (default: remote 8, local 1; the local model decodes up "
-                   "to $PLD_LOCAL_PARALLEL, 4, together).")
-@click.option("--method", type=click.Choice(["dbscan", "hdbscan", "kmeans"]), default="dbscan",
-              show_default=True)
-@click.option("--eps", default="auto", show_default=True)
-@click.option("--min-samples", type=int, default=6, show_default=True)
-@click.option("--k", type=int, default=None)
-@click.option("--cover-labels", is_flag=True,
-              help="Give each label whose rules all fall into noise one cluster of them, so it "
-                   "still gets a heuristic.")
+@options.concurrency("Calls")
+@options.clustering(eps_default="auto")
 @click.option("--iterations", type=int, default=2, show_default=True,
               help="Conflict-resolution iterations (0 to skip).")
-@click.option("--val-limit", type=int, default=None)
-@click.option("--test-limit", type=int, default=None)
+@click.option("--val-limit", type=int, default=None,
+              help="At most N validation examples (conflict loop and calibration).")
+@click.option("--test-limit", type=int, default=None,
+              help="At most N test examples for the final evaluations.")
 @click.option("--few-shot", type=int, default=None, metavar="K",
               help="Also evaluate a K-shot baseline.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Export the final prompt here (default: data/exports/TASK).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds loading, clustering and evaluation, so a rerun gives the same run.")
 @click.option("--retry-failed", is_flag=True,
               help="Ask failed extract examples, consolidate clusters and conflict-loop "
                    "teacher calls again.")
-@merge_option
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.merge
+@options.json_output
+@with_context
 def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
             auto_approve_as: str | None, limit: int | None, concurrency: int | None,
             method: str, eps: str, min_samples: int, k: int | None, cover_labels: bool,
@@ -63,27 +49,28 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
             val_limit: int | None, test_limit: int | None, few_shot: int | None,
             out_dir: Path | None, seed: int, retry_failed: bool, merge: str,
             as_json: bool) -> None:
-    """All stages for one task: extract, cluster, consolidate, (approve, resolve, eval, export)."""
+    """All stages for TASK: extract, cluster, consolidate, (approve, resolve, eval, export).
+
+    \b
+    Examples:
+      python -m pld run demo --teacher local/default --student local/default
+      python -m pld run demo --teacher local/default --student local/default --limit 40 \\
+        --auto-approve-as bench --iterations 1 --out exported/
+    """
     from dataclasses import asdict
 
     from pld.pipeline.chain import ChainOptions, run_chain
 
     check_model(teacher)
     check_model(student)
-    eps_value: float | str = eps
-    if eps != "auto":
-        try:
-            eps_value = float(eps)
-        except ValueError:
-            raise BadInput(f"--eps: expected a number or 'auto', got {eps!r}") from None
-    options = ChainOptions(
+    chain = ChainOptions(
         teacher=teacher, student=student, auto_approve_as=auto_approve_as, limit=limit,
-        concurrency=concurrency, method=method, eps=eps_value, min_samples=min_samples, k=k,
+        concurrency=concurrency, method=method, eps=parse_eps(eps), min_samples=min_samples, k=k,
         cover_labels=cover_labels, iterations=iterations, val_limit=val_limit,
         test_limit=test_limit, few_shot=few_shot,
         out_dir=out_dir or Path("data") / "exports" / task, seed=seed, retry_failed=retry_failed,
         merge=merge)
-    s = run_chain(ctx_workspace(ctx), task, options, on_progress=Progress(task))
+    s = run_chain(ctx_workspace(ctx), task, chain, on_progress=Progress(task))
 
     def text(d: dict[str, Any]) -> str:
         st = d["stages"]

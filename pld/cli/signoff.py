@@ -4,29 +4,43 @@ sign-offs) and ``review queue`` (what waits for one reviewer)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pld.cli.common import as_option, ctx_workspace, emit, handles_errors
-from pld.cli.heuristics import _one_text, review_group
+from pld.cli import options
+from pld.cli.common import F, ctx_workspace, emit, history_lines, with_context
+from pld.cli.heuristics import review_group
+from pld.cli.inputs import one_text
 
 
 @review_group.group("preamble")
 def preamble_group() -> None:
     """Show, edit, approve or reject TASK's preamble: the description, the line before the
     rules, the label list and the output instruction. Its {rules} line is where the
-    heuristics go. No prompt is exported until the preamble is approved."""
+    heuristics go. No prompt is exported until the preamble is approved.
+
+    \b
+    Examples:
+      python -m pld review preamble show demo
+      python -m pld review preamble approve demo --base-version 1 --as bob
+    """
 
 
 @preamble_group.command("show")
 @click.argument("task")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def preamble_show(ctx: click.Context, task: str, as_json: bool) -> None:
-    """The preamble (drafted from the template when the task has none yet) and its history."""
+    """TASK's preamble (drafted from the template when the task has none yet) and its history.
+
+    \b
+    Examples:
+      python -m pld review preamble show demo
+      python -m pld review preamble show demo --json
+    """
     from pld.preamble import ensure_preamble, preamble_history
 
     ws = ctx_workspace(ctx)
@@ -35,28 +49,30 @@ def preamble_show(ctx: click.Context, task: str, as_json: bool) -> None:
     def text(d: dict[str, Any]) -> str:
         lines = [f"preamble of {task} v{d['version']} [{d['status']}]"
                  + (f", approved by {d['approved_by']}" if d["approved_by"] else ""), "",
-                 d["text"], "", "history:"]
-        lines += [f"  {ev['created_at']} {ev['who']} ({ev.get('identity_kind')}) "
-                  f"{ev['action']} {ev.get('comment') or ''}" for ev in d["history"]]
+                 d["text"], "", *history_lines(d["history"])]
         return "\n".join(lines)
 
     emit(data, as_json, text)
 
 
+def _signs_preamble(base_version_required: bool) -> Callable[[F], F]:
+    """What review preamble edit / approve / reject take: TASK, the version read, a note and
+    the signer's name."""
+    return options.stacked(
+        click.argument("task"),
+        click.option("--base-version", type=int, required=base_version_required, default=None,
+                     help="The version you read (see review preamble show); refused if it "
+                          "changed since."),
+        options.comment, options.signer, with_context)
+
+
 @preamble_group.command("edit")
-@click.argument("task")
-@click.option("--text", "new_text", default=None, help="The new text (keep the {rules} line).")
-@click.option("--file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Read the new text from a UTF-8 file.")
-@click.option("--base-version", type=int, required=True,
-              help="The version you read (see review preamble show).")
-@click.option("--comment", default=None)
-@as_option
-@click.pass_context
-@handles_errors
+@options.text_or_file("the new text")
+@_signs_preamble(base_version_required=True)
 def preamble_edit(ctx: click.Context, task: str, new_text: str | None, file: Path | None,
                   base_version: int, comment: str | None, who: str) -> None:
-    """Rewrite the preamble; it becomes a draft someone else must approve.
+    """Rewrite TASK's preamble, keeping its {rules} line; it becomes a draft someone else must
+    approve.
 
     \b
     Example:
@@ -64,22 +80,22 @@ def preamble_edit(ctx: click.Context, task: str, new_text: str | None, file: Pat
     """
     from pld.preamble import edit_preamble
 
-    row = edit_preamble(ctx_workspace(ctx), task, _one_text("preamble edit", new_text, file),
-                        who, base_version=base_version, comment=comment)
+    text = one_text("review preamble edit", new_text, file)
+    row = edit_preamble(ctx_workspace(ctx), task, text, who, base_version=base_version,
+                        comment=comment)
     click.echo(f"preamble of {task} is now v{row['version']} ({row['status']})")
 
 
 @preamble_group.command("approve")
-@click.argument("task")
-@click.option("--base-version", type=int, required=True,
-              help="The version you read (see review preamble show).")
-@click.option("--comment", default=None)
-@as_option
-@click.pass_context
-@handles_errors
+@_signs_preamble(base_version_required=True)
 def preamble_approve(ctx: click.Context, task: str, base_version: int, comment: str | None,
                      who: str) -> None:
-    """Approve the preamble at the version you read (four-eyes: not its last editor)."""
+    """Approve TASK's preamble at the version you read (four-eyes: not its last editor).
+
+    \b
+    Example:
+      python -m pld review preamble approve demo --base-version 2 --as bob
+    """
     from pld.preamble import approve_preamble
 
     row = approve_preamble(ctx_workspace(ctx), task, who, base_version=base_version,
@@ -88,15 +104,15 @@ def preamble_approve(ctx: click.Context, task: str, base_version: int, comment: 
 
 
 @preamble_group.command("reject")
-@click.argument("task")
-@click.option("--base-version", type=int, default=None, help="The version you read.")
-@click.option("--comment", default=None)
-@as_option
-@click.pass_context
-@handles_errors
+@_signs_preamble(base_version_required=False)
 def preamble_reject(ctx: click.Context, task: str, base_version: int | None,
                     comment: str | None, who: str) -> None:
-    """Reject the preamble: nothing is exported until it is rewritten and approved."""
+    """Reject TASK's preamble: nothing is exported until it is rewritten and approved.
+
+    \b
+    Example:
+      python -m pld review preamble reject demo --comment "Names the wrong labels." --as bob
+    """
     from pld.preamble import reject_preamble
 
     row = reject_preamble(ctx_workspace(ctx), task, who, base_version=base_version,
@@ -108,30 +124,35 @@ def preamble_reject(ctx: click.Context, task: str, base_version: int | None,
 @click.argument("task")
 @click.option("--on/--off", "required", default=True,
               help="Accept only OIDC-identified approvals (--on), or any kind (--off).")
-@as_option
-@click.pass_context
-@handles_errors
+@options.signer
+@with_context
 def require_oidc(ctx: click.Context, task: str, required: bool, who: str) -> None:
     """Make TASK accept only approvals by reviewers logged in through OIDC (the app's
-    [auth] login); export then refuses self-declared and automatic sign-offs."""
-    from pld import review
+    [auth] login); export then refuses self-declared and automatic sign-offs.
 
-    review.set_require_oidc(ctx_workspace(ctx), task, required, who)
+    \b
+    Examples:
+      python -m pld review require-oidc demo --on --as alice
+      python -m pld review require-oidc demo --off --as alice
+    """
+    from pld import signoff
+
+    signoff.set_require_oidc(ctx_workspace(ctx), task, required, who)
     click.echo(f"task {task}: OIDC sign-offs {'required' if required else 'not required'}")
 
 
 @review_group.command("queue")
-@as_option
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.signer
+@options.json_output
+@with_context
 def review_queue(ctx: click.Context, who: str, as_json: bool) -> None:
     """What waits for NAME: drafts to approve, pending proposals, NAME's own drafts that someone
     else must sign, failed jobs and blocked exports, each with the command that resolves it.
 
     \b
-    Example:
+    Examples:
       python -m pld review queue --as alice
+      python -m pld review queue --as alice --json
     """
     from pld.review_queue import reviewer_queue
 

@@ -7,17 +7,24 @@ from typing import Any
 
 import click
 
-from pld.cli.common import check_model, ctx_workspace, emit, handles_errors
+from pld.cli import options
+from pld.cli.common import ctx_workspace, emit, handles_errors, with_context
 from pld.cli.root import cli
+from pld.cli.stages import check_model
 from pld.errors import BadInput
 
 
 @cli.command("tasks")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Built-in tasks, whether their data was found, and split sizes."""
+    """Built-in tasks, whether their data was found, and split sizes.
+
+    \b
+    Examples:
+      python -m pld tasks
+      python -m pld --workspace team.db tasks --json
+    """
     from pld.tasks import data_dir, task_statuses
     from pld.tasks.store import loaded_tasks
 
@@ -54,8 +61,10 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.argument("task")
 @click.option("--file", "file", type=click.Path(path_type=Path), help="custom: CSV or JSONL file.")
 @click.option("--name", help="custom: name of the task in the workspace (default: file stem).")
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--label-column", default="label", show_default=True)
+@click.option("--text-column", default="text", show_default=True,
+              help="custom: the column that holds each input's text.")
+@click.option("--label-column", default="label", show_default=True,
+              help="custom: the column that holds each input's gold label.")
 @click.option("--id-column", default=None, help="custom: optional column of unique ids.")
 @click.option("--description", default=None,
               help="custom: what the task decides and what an input is made of (goes into "
@@ -68,18 +77,27 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--train", "n_train", type=int, default=None, help="Training examples (0 = all).")
 @click.option("--val", "n_val", type=int, default=None, help="Validation examples (0 = all).")
 @click.option("--test", "n_test", type=int, default=None, help="Test examples (0 = all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the split, so loading again gives the same examples.")
 @click.option("--context-tokens", type=int, default=None,
               help="contract-nli: input budget per example in tokens (default 1500); a longer "
                    "NDA keeps its passages most relevant to the hypothesis, and says so.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
              text_column: str, label_column: str, id_column: str | None,
              description: str | None, shape: str, n_train: int | None, n_val: int | None,
              n_test: int | None, seed: int, context_tokens: int | None, as_json: bool) -> None:
-    """Load a task's splits into the workspace (deterministic for a seed)."""
+    """Load TASK's splits into the workspace (deterministic for a seed); TASK is a built-in
+    task (see tasks) or custom with --file.
+
+    \b
+    Examples:
+      python -m pld load demo
+      python -m pld load stereoset --train 200 --val 100 --test 300 --seed 1
+      python -m pld load custom --file tickets.csv --name tickets --label-column category \\
+        --description "Route each support ticket to the team that handles it."
+    """
     from pld.tasks import load_custom, load_task
     from pld.tasks.custom import task_name_for
 
@@ -104,9 +122,9 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
                            "tasks")
         if context_tokens is not None and task != "contract-nli":
             raise BadInput(f"load {task}: --context-tokens is only for contract-nli")
-        options = {"context_tokens": context_tokens} if context_tokens is not None else None
+        task_options = {"context_tokens": context_tokens} if context_tokens is not None else None
         counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
-                           options=options)
+                           options=task_options)
     emit({"task": task, "splits": counts}, as_json,
           lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
 
@@ -115,7 +133,13 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
 @click.argument("task")
 @handles_errors
 def download_cmd(task: str) -> None:
-    """Fetch a task's upstream files into data/ (needs internet)."""
+    """Fetch TASK's upstream files into data/ (needs internet).
+
+    \b
+    Examples:
+      python -m pld download stereoset
+      python -m pld download contract-nli
+    """
     from pld.tasks import download_dir
     from pld.tasks.download import NOTICES, download
 
@@ -136,12 +160,11 @@ def download_cmd(task: str) -> None:
               help="Who keeps the description (with --keep or --text).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds the sample of labelled examples the teacher reads.")
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-@handles_errors
+@options.json_output
+@with_context
 def describe_cmd(ctx: click.Context, task: str, teacher: str | None, text: str | None,
                  keep: bool, who: str | None, seed: int, as_json: bool) -> None:
-    """Draft a task description from labelled examples, for a person to edit and keep.
+    """Draft a description of TASK from labelled examples, for a person to edit and keep.
 
     The description is the first thing teacher and student read. Drafting prints the draft and
     stores nothing; --keep (or --text with an edited version) makes it the task's description,
@@ -154,7 +177,7 @@ def describe_cmd(ctx: click.Context, task: str, teacher: str | None, text: str |
       python -m pld describe privacy-qa --text "Each input is a question and ..." --as ana
     """
     from pld.pipeline.describe import draft_description
-    from pld.review import set_description
+    from pld.preamble import set_description
     from pld.tasks.store import task_info
 
     ws = ctx_workspace(ctx)

@@ -36,51 +36,30 @@ from typing import Any
 import anthropic
 from anthropic.types import Message as AnthropicMessage
 
-from pld.llm.base import ConfigError, LLMError, Message, Reply
-from pld.llm.http_errors import redact, status_error
+from pld.llm.base import ConfigError, LLMError, Message, Reply, Request
+from pld.llm.sdk_backend import SDKBackend
 
 TOOL_NAME = "reply"
 
 
-def _map_error(err: anthropic.AnthropicError, secret: str, timeout: float) -> LLMError:
-    if isinstance(err, anthropic.APITimeoutError):
-        return LLMError(f"request timed out after {timeout:g} s", transient=True)
-    if isinstance(err, anthropic.APIConnectionError):
-        return LLMError(redact(f"connection error: {err}", secret), transient=True)
-    if isinstance(err, anthropic.APIStatusError):
-        return status_error(err.status_code, err.response.headers, err.body, secret)
-    return LLMError(redact(f"{type(err).__name__}: {err}", secret))
-
-
-class AnthropicBackend:
+class AnthropicBackend(SDKBackend):
     """Claude through the official ``anthropic`` SDK.
 
     ``model`` is the full model string (``anthropic/claude-sonnet-4-5``), ``name`` the provider's
     model id (``claude-sonnet-4-5``). Raises :class:`ConfigError` when no key is set.
     """
 
+    sdk = anthropic
     constrains_choices = False
     # The Messages API returns no token log-probabilities: answers stay raw (uncalibrated).
     scores_choices = False
 
     def __init__(self, model: str, name: str, *, timeout: float) -> None:
-        self.model = model
-        self.name = name
-        self.timeout = timeout
         key = os.environ.get("ANTHROPIC_API_KEY")
         if not key:
             raise ConfigError(f"ANTHROPIC_API_KEY is not set; export it to use {model}")
-        self._secret = key
-        self._client = anthropic.Anthropic(api_key=key, timeout=timeout, max_retries=0)
-
-    @property
-    def client(self) -> Any:
-        """The SDK client (for the batch API, :mod:`pld.llm.batch`)."""
-        return self._client
-
-    def map_error(self, err: anthropic.AnthropicError) -> LLMError:
-        """An SDK error as an :class:`LLMError`, the key redacted."""
-        return _map_error(err, self._secret, self.timeout)
+        super().__init__(model, name, timeout=timeout, secret=key, client=anthropic.Anthropic(
+            api_key=key, timeout=timeout, max_retries=0))
 
     def request_params(self, messages: list[Message], system: str | None, max_tokens: int,
                        json_schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -107,26 +86,18 @@ class AnthropicBackend:
             kwargs["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
         return kwargs
 
-    def complete(
-        self,
-        messages: list[Message],
-        *,
-        system: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        choices: list[str] | None = None,
-        json_schema: dict[str, Any] | None = None,
-    ) -> Reply:
+    def attempt(self, request: Request) -> Reply:
         """One Messages API call. ``choices`` is not enforced here; :mod:`pld.llm.calls` checks.
 
         ``temperature`` is accepted for the protocol but not sent (see the module notes).
         """
-        kwargs = self.request_params(messages, system, max_tokens, json_schema)
+        kwargs = self.request_params(request.messages, request.system, request.max_tokens,
+                                     request.json_schema)
         t0 = time.perf_counter()
         try:
             resp = self._client.messages.create(**kwargs)
         except anthropic.AnthropicError as err:
-            raise _map_error(err, self._secret, self.timeout) from None
+            raise self.map_error(err) from None
         except json.JSONDecodeError as err:  # a 200 whose body is not JSON
             raise LLMError(f"malformed response body: {err}", transient=True) from None
         latency = time.perf_counter() - t0

@@ -1,15 +1,32 @@
 """The backend protocol: messages in; text, usage and latency out.
 
-A backend wraps one provider SDK or runtime. It does one attempt per :meth:`Backend.complete`
+A backend wraps one provider SDK or runtime. It does one attempt per :meth:`Backend.attempt`
 call; retries, caching and logging live in :mod:`pld.llm.calls` so they are the same for all.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 Message = dict[str, str]  # {"role": "user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one call asks, and the one place its options and their defaults are spelled out.
+
+    ``choices`` asks for exactly one of a fixed set of answers; ``json_schema`` for a JSON reply
+    matching that schema.
+    """
+
+    messages: list[Message]
+    system: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    choices: list[str] | None = None
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,7 @@ class ConfigError(LLMError):
     """The model string or the environment is wrong (unknown provider, missing API key...)."""
 
 
-class Backend(Protocol):
+class Backend(ABC):
     """What every backend offers. ``model`` is the full model string, e.g. ``anthropic/claude-x``.
 
     ``constrains_choices`` is True when the backend can force the answer into ``choices`` itself
@@ -76,15 +93,12 @@ class Backend(Protocol):
     constrains_choices: bool
     scores_choices: bool
 
-    def complete(
-        self,
-        messages: list[Message],
-        *,
-        system: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        choices: list[str] | None = None,
-        json_schema: dict[str, Any] | None = None,
-    ) -> Reply:
+    def complete(self, messages: list[Message], **options: Any) -> Reply:
+        """One attempt at answering ``messages``; ``options`` are the other fields of
+        :class:`Request` (``system``, ``max_tokens``, ``temperature``, ``choices``,
+        ``json_schema``), by keyword."""
+        return self.attempt(Request(messages, **options))
+
+    @abstractmethod
+    def attempt(self, request: Request) -> Reply:
         """Make one attempt. Raise :class:`LLMError` on failure; never retry internally."""
-        ...

@@ -37,86 +37,38 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pld.errors import BadInput
 from pld.llm import budget, calls
-from pld.llm.base import LLMError, Message, Reply
+from pld.llm.base import LLMError
+from pld.llm.batch_provider import Provider, Result
+from pld.llm.batch_store import (
+    ABANDONED,
+    ANSWERED,
+    CANCELING,
+    ENDED,
+    FAILED,
+    LANDED,
+    OPEN,
+    PENDING,
+    SUBMITTING,
+    UNSENT,
+    WAITING,
+    batch_rows,
+)
 from pld.llm.env import env_float, env_int
 from pld.llm.pricing import estimate_cost
 from pld.llm.registry import get_backend, parse_model
+from pld.processes import pid_alive, process_start
 from pld.workspace import Workspace, dumps, loads, now
 
 BATCHABLE = ("anthropic", "openai", "openai-compatible")
-
-# Local states of a batch: requests written, provider create not yet confirmed; created and
-# running; cancel asked; ended at the provider, results not all landed; every result landed;
-# never created (its requests go into a new batch).
-SUBMITTING, OPEN, CANCELING, ENDED, LANDED, ABANDONED = (
-    "submitting", "open", "canceling", "ended", "landed", "abandoned")
-WAITING = (SUBMITTING, OPEN, CANCELING, ENDED)
-# Request states: in a batch that has not landed; answered; failed inside the batch; never sent.
-PENDING, ANSWERED, FAILED, UNSENT = "pending", "answered", "failed", "unsent"
 
 # Requests per batch by default: far below both providers' limits (100,000 / 50,000), so that
 # one batch's requests are a bounded amount of memory and the first results come back sooner.
 DEFAULT_MAX_REQUESTS = 10_000
 LAND_ROWS_PER_TRANSACTION = 200
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A batch as its provider reports it."""
-
-    status: str
-    ended: bool
-    total: int
-    succeeded: int
-    failed: int
-
-
-@dataclass(frozen=True)
-class Result:
-    """One request's outcome from a results file: a reply, or why there is none."""
-
-    custom_id: str
-    reply: Reply | None = None
-    error: str | None = None
-
-
-class Provider(Protocol):
-    """One provider's batch API. Methods raise :class:`~pld.llm.base.LLMError` (transient
-    ones are retried here)."""
-
-    max_requests: int
-    max_bytes: int
-
-    def request_line(self, custom_id: str, system: str | None, messages: list[Message],
-                     params: dict[str, Any]) -> dict[str, Any]:
-        """The request as one line of the provider's batch input."""
-        ...
-
-    def submit(self, tag: str, lines: list[dict[str, Any]],
-               remember: Callable[[dict[str, Any]], None]) -> str:
-        """Create the batch; return its provider id. ``remember`` stores ids of what was made
-        on the way (OpenAI's input file) in the batch's row."""
-        ...
-
-    def find_submitted(self, row: dict[str, Any], known: set[str]) -> str | None:
-        """The provider id of a batch created for ``row`` whose id was never stored, if any."""
-        ...
-
-    def progress(self, provider_id: str) -> Progress:
-        ...
-
-    def results(self, row: dict[str, Any], params: Callable[[str], dict[str, Any] | None]
-                ) -> Iterator[Result | None]:
-        """Each result line of an ended batch (None for a line that is not readable).
-        ``params`` gives a request's call parameters by custom id."""
-        ...
-
-    def cancel(self, provider_id: str) -> None:
-        ...
 
 
 def batchable(model: str) -> bool:
@@ -328,8 +280,6 @@ def _retrying(what: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 def _submit(ws: Workspace, chunk: _Chunk, run_id: int | None, settings: Settings) -> int:
     """Write the batch and its requests, then create it at the provider and store its id."""
-    from pld.pipeline.runs import process_start
-
     tag = uuid.uuid4().hex
     with ws.write() as db:
         local_id = int(db["batches"].insert({
@@ -363,8 +313,6 @@ def _submit(ws: Workspace, chunk: _Chunk, run_id: int | None, settings: Settings
 def _recover_unsubmitted(ws: Workspace, settings: Settings) -> None:
     """Settle batches left ``submitting`` by a process that died: found at the provider, they
     are open; not found, they were never created, and their requests are free to go again."""
-    from pld.pipeline.runs import pid_alive
-
     for row in ws.query("SELECT * FROM batches WHERE status = ?", [SUBMITTING]):
         if pid_alive(row["pid"], row["pid_start"]):
             continue  # another command is submitting it right now
@@ -390,7 +338,7 @@ def _wait(ws: Workspace, ids: set[int], settings: Settings,
           reserved: dict[int, float]) -> None:
     """Poll the batches ``ids`` until each has ended and landed."""
     said: dict[int, str] = {}
-    rows = _rows(ws, ids)
+    rows = batch_rows(ws, ids)
     while True:
         for row in (r for r in rows if r["status"] in WAITING):
             provider = provider_for(row["model"])
@@ -416,17 +364,10 @@ def _wait(ws: Workspace, ids: set[int], settings: Settings,
                              f"batch {row['id']}: landed {a} answers")
         if any(r["status"] == SUBMITTING for r in rows):
             _recover_unsubmitted(ws, settings)
-        rows = _rows(ws, ids)
+        rows = batch_rows(ws, ids)
         if not any(r["status"] in WAITING for r in rows):
             return
         time.sleep(settings.poll_s)
-
-
-def _rows(ws: Workspace, ids: set[int]) -> list[dict[str, Any]]:
-    if not ids:
-        return []
-    return ws.query("SELECT * FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
-                    "ORDER BY id", [dumps(sorted(ids))])
 
 
 def _land(ws: Workspace, row: dict[str, Any], provider: Provider,
@@ -525,7 +466,7 @@ def _land_rows(ws: Workspace, batch: dict[str, Any], results: list[Result]
 def _cancel(ws: Workspace, ids: set[int], settings: Settings) -> None:
     """Ask the provider to cancel each of ``ids`` still running (best effort: this runs on
     the way out of an interrupted command)."""
-    for row in _rows(ws, ids):
+    for row in batch_rows(ws, ids):
         if row["status"] != OPEN:
             continue
         try:
@@ -542,34 +483,10 @@ def _cancel(ws: Workspace, ids: set[int], settings: Settings) -> None:
 
 def cancel(ws: Workspace, local_id: int) -> dict[str, Any]:
     """Cancel batch ``local_id`` at its provider (``python -m pld batches --cancel ID``)."""
-    rows = _rows(ws, {local_id})
+    rows = batch_rows(ws, {local_id})
     if not rows:
         raise BadInput(f"no batch {local_id} in this workspace")
     if rows[0]["status"] != OPEN:
         raise BadInput(f"batch {local_id} is {rows[0]['status']}, not open: nothing to cancel")
     _cancel(ws, {local_id}, Settings(0.0, 0, lambda line: None))
-    return _rows(ws, {local_id})[0]
-
-
-BATCH_COLUMNS = ("id", "model", "provider_batch_id", "status", "provider_status", "run_id",
-                 "n_requests", "succeeded", "failed", "unreadable_lines", "created_at",
-                 "submitted_at", "ended_at", "landed_at", "note")
-
-
-def progress_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A batch's progress for people: submitted, done and failed requests, and its state."""
-    return {"batch": row["id"], "provider id": row["provider_batch_id"] or "",
-            "model": row["model"], "submitted": row["n_requests"],
-            "done": row["succeeded"] or 0, "failed": row["failed"] or 0,
-            # Ours while the provider has not said (yet) what we asked of it.
-            "status": (row["status"] if row["status"] in (SUBMITTING, CANCELING, ABANDONED)
-                       else row["provider_status"] or row["status"]),
-            "landed": row["status"] == LANDED}
-
-
-def list_batches(ws: Workspace, *, run_id: int | None = None,
-                 limit: int = 100) -> list[dict[str, Any]]:
-    """Batches newest first (those of ``run_id`` only, when given), with their progress."""
-    where, args = ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
-    return ws.query(f"SELECT {', '.join(BATCH_COLUMNS)} FROM batches {where} "
-                    "ORDER BY id DESC LIMIT ?", [*args, limit])
+    return batch_rows(ws, {local_id})[0]

@@ -17,7 +17,7 @@ from anthropic.types import Message as AnthropicMessage
 
 from pld.llm.anthropic_backend import AnthropicBackend
 from pld.llm.base import LLMError, Message
-from pld.llm.batch import Progress, Result
+from pld.llm.batch_provider import Progress, Result
 
 # Batches carry no metadata: one created this long after our row was written, with as many
 # requests, is taken as ours when the process died before storing its id.

@@ -23,7 +23,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from pld.llm.base import LLMError, Message
-from pld.llm.batch import Progress, Result
+from pld.llm.batch_provider import Progress, Result
 from pld.llm.openai_backend import OpenAIBackend
 
 ENDPOINT = "/v1/chat/completions"

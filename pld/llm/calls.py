@@ -13,11 +13,11 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pld.llm import budget
-from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply, RuntimeCrashed
+from pld.llm.base import Backend, ConfigError, LLMError, Message, Reply, Request, RuntimeCrashed
 from pld.llm.env import env_float, env_int
 from pld.llm.pricing import estimate_cost
 from pld.llm.registry import get_backend
@@ -188,19 +188,18 @@ def complete(
     model: str,
     messages: list[Message],
     *,
-    system: str | None = None,
-    max_tokens: int = 512,
-    temperature: float = 0.0,
-    choices: list[str] | None = None,
-    json_schema: dict[str, Any] | None = None,
     stage: str = "ask",
     run_id: int | None = None,
     role: str = "default",
     use_cache: bool = True,
     max_attempts: int | None = None,
     backend: Backend | None = None,
+    **options: Any,
 ) -> CallResult:
     """Answer ``messages`` with ``model``, through the cache and the call log.
+
+    ``options`` are the other fields of :class:`~pld.llm.base.Request` (``system``,
+    ``max_tokens``, ``temperature``, ``choices``, ``json_schema``), by keyword.
 
     Raises :class:`CallFailed` when every attempt failed; the attempts are in ``llm_calls``.
     Raises :class:`ConfigError` (after logging a row) when the model cannot be used as set up
@@ -208,8 +207,10 @@ def complete(
     ``choices`` asks for one of a fixed set of answers: the local backend constrains decoding,
     remote backends are validated here and re-asked once when the answer names no choice.
     """
-    params = call_params(max_tokens=max_tokens, temperature=temperature, choices=choices,
-                         json_schema=json_schema)
+    request = Request(messages, **options)
+    system, max_tokens, choices = request.system, request.max_tokens, request.choices
+    params = call_params(max_tokens=max_tokens, temperature=request.temperature,
+                         choices=choices, json_schema=request.json_schema)
     key = cache_key(model, system, messages, params)
     base_row: dict[str, Any] = {
         "model": model, "stage": stage, "run_id": run_id, "cache_key": key,
@@ -242,31 +243,29 @@ def complete(
              error=f"{type(err).__name__}: {err}")
         raise
     attempts = policy.attempts
-    convo = list(messages)
+    asked = replace(request, messages=list(messages))
     reasked = False
     attempt = 0
     spend = budget.active()
     while True:
         attempt += 1
         if spend is not None:
-            spend.admit(model, _expected_cost(ws, model, stage, system, convo, max_tokens))
+            spend.admit(model, _expected_cost(ws, model, stage, system, asked.messages,
+                                              max_tokens))
         t0 = time.perf_counter()
         try:
-            reply = backend.complete(
-                convo, system=system, max_tokens=max_tokens, temperature=temperature,
-                choices=choices, json_schema=json_schema,
-            )
+            reply = backend.attempt(asked)
         except (ConfigError, RuntimeCrashed) as err:
             # A setup problem found on first use (model files, the runtime missing) or a dead
             # model process: no item can succeed until someone acts, so it is no failed example
             # and propagates after its row.
-            _log(ws, **{**base_row, "messages": dumps(convo)},
+            _log(ws, **{**base_row, "messages": dumps(asked.messages)},
                  latency_s=time.perf_counter() - t0, cache_hit=0, attempt=attempt,
                  error=f"{type(err).__name__}: {err}")
             raise
         except LLMError as err:
             call_id = _log(
-                ws, **{**base_row, "messages": dumps(convo)},
+                ws, **{**base_row, "messages": dumps(asked.messages)},
                 latency_s=time.perf_counter() - t0, cache_hit=0,
                 attempt=attempt, error=f"{type(err).__name__}: {err}",
             )
@@ -287,8 +286,9 @@ def complete(
             error = (f"{FINAL_OFF_CHOICE if final else 'answer not in choices'}: "
                      f"{reply.text[:200]!r}")
         row = dict(
-            base_row, messages=dumps(convo), response=reply.text, input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens, cached_tokens=reply.cached_tokens,
+            base_row, messages=dumps(asked.messages), response=reply.text,
+            input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+            cached_tokens=reply.cached_tokens,
             latency_s=reply.latency_s, cache_hit=0, attempt=attempt, error=error,
             cost_usd=estimate_cost(model, reply.input_tokens, reply.output_tokens,
                                    reply.cached_tokens),
@@ -301,9 +301,10 @@ def complete(
         if error and not reasked and attempt < attempts:
             # Re-ask once with the allowed answers spelled out; the first answer stays logged.
             reasked = True
-            convo = [*messages, {"role": "assistant", "content": reply.text},
-                     {"role": "user", "content": "Answer with exactly one of: "
-                      + ", ".join(choices or []) + ". Reply with the answer only."}]
+            asked = replace(request, messages=[
+                *messages, {"role": "assistant", "content": reply.text},
+                {"role": "user", "content": "Answer with exactly one of: "
+                 + ", ".join(choices or []) + ". Reply with the answer only."}])
             continue
         return CallResult(reply, call_id, cached=False)
 

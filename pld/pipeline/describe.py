@@ -4,7 +4,7 @@ A custom task loaded without ``--description`` only tells the models its file na
 the teacher writes rules that guess at the task and the student classifies blind. Here the
 teacher drafts a description from a stratified sample of labelled training examples
 (``pld/prompts/describe.md``); a person edits it and keeps it with
-:func:`pld.tasks.store.set_description`. Drafting stores nothing but the call.
+:func:`pld.preamble.set_description`. Drafting stores nothing but the call.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def draft_description(ws: Workspace, task: str, teacher: str, *, seed: int = 0) 
     """The teacher's draft description of ``task`` from a sample of its labelled examples.
 
     Nothing is stored but the call; a person keeps (or edits) the draft with
-    :func:`pld.tasks.store.set_description`.
+    :func:`pld.preamble.set_description`.
     """
     info = task_info(ws, task)
     sample = sample_examples(ws, task, seed=seed)

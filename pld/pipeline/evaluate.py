@@ -32,7 +32,7 @@ from pld.pipeline.estimate import Planned
 from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
 from pld.pipeline.student import STUDENT_MAX_TOKENS, get_prompt, predict, sha256_text
 from pld.pipeline.student import zero_shot_prompt as student_zero_shot
-from pld.pipeline.worked import worked_examples_prompt
+from pld.pipeline.worked_examples import worked_examples_prompt
 from pld.tasks.store import TaskInfo, task_info
 from pld.tasks.store import examples as task_examples
 from pld.workspace import Workspace, dumps, loads, now

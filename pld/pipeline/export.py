@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pld import __version__, review, trail
+from pld import __version__, review_rows, signoff, trail
 from pld.errors import BadInput
 from pld.pipeline.calibrate import list_calibrations
 from pld.pipeline.student import PromptVersion, get_prompt, sha256_text
 from pld.preamble import compose, get_preamble
-from pld.review import APPROVED, HEURISTIC, OIDC, PREAMBLE
+from pld.review_rows import APPROVED, HEURISTIC, PREAMBLE
+from pld.signoff import OIDC
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -103,7 +104,7 @@ def check_exportable(ws: Workspace, prompt: PromptVersion) -> dict[int, dict[str
         raise ExportRefused(f"cannot export {prompt.task} prompt v{prompt.version}: it has no "
                             "heuristics (it is the zero-shot baseline)")
     rows = _heuristics(ws, prompt.heuristic_ids)
-    oidc_only = review.requires_oidc(ws, prompt.task)
+    oidc_only = signoff.requires_oidc(ws, prompt.task)
     preamble = get_preamble(ws, prompt.task)
     problems = _sign_off_problems(ws, PREAMBLE, preamble, "the preamble", oidc_only)
     for hid in prompt.heuristic_ids:
@@ -251,7 +252,7 @@ def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
         "prompt_built_by": prompt.built_by,
         "preamble": _sign_off(ws, PREAMBLE, preamble),
         "heuristics": heuristics,
-        "require_oidc": review.requires_oidc(ws, prompt.task),
+        "require_oidc": signoff.requires_oidc(ws, prompt.task),
         "trail": {"head_row_id": head.id, "head_hash": head.hash},
         "source_rules": sources["source_rules"],
         "source_examples": sources["source_examples"],
@@ -282,11 +283,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None = None,
-           who: str | None = None, identity_kind: str = review.SELF_DECLARED) -> ExportResult:
+           who: str | None = None, identity_kind: str = signoff.SELF_DECLARED) -> ExportResult:
     """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None) and
     record the export in the trail as ``who`` (``pld:cli`` when nobody is named)."""
     if who:
-        review.check_actor(who, identity_kind)
+        signoff.check_actor(who, identity_kind)
     prompt = get_prompt(ws, task, version)
     manifest = build_manifest(ws, prompt)  # refuses a text that no longer has its sha256
     out = Path(out_dir)
@@ -306,14 +307,14 @@ def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None
 
 
 def record_export(ws: Workspace, prompt: PromptVersion, manifest_data: bytes, *,
-                  who: str | None = None, identity_kind: str = review.SELF_DECLARED,
+                  who: str | None = None, identity_kind: str = signoff.SELF_DECLARED,
                   where: str) -> None:
     """Append the ``export`` row that lets :mod:`pld.pipeline.verify` recognise this manifest
     (its sha256), as ``who`` (``pld:cli`` when nobody is named). ``where``: the folder written,
     or ``download`` for the app's download buttons."""
-    actor = review.check_actor(who, identity_kind) if who else review.SYSTEM_PREFIX + "cli"
+    actor = signoff.check_actor(who, identity_kind) if who else signoff.SYSTEM_PREFIX + "cli"
     with ws.write() as db:
-        review.audit(db, actor, identity_kind if who else review.AUTO, "export", prompt.id,
+        review_rows.audit(db, actor, identity_kind if who else signoff.AUTO, "export", prompt.id,
                      "export", None,
                      {"task": prompt.task, "version": prompt.version,
                       "prompt_sha256": prompt.sha256,

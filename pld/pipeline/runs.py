@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
 from pld.llm.budget import BudgetReached
+from pld.processes import pid_alive, process_start
 from pld.workspace import Workspace, dumps, loads, now, where_equal
 
 ProgressCallback = Callable[[int, int], None]
@@ -60,47 +60,21 @@ class Run:
                                             "updated_at": now()})
 
 
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22);
-    None where there is no ``/proc`` or no such process. With the pid it names one process:
-    a pid is reused once its process has ended, its start time is not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[-1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pid_alive(pid: int | None, start: int | None = None) -> bool:
-    """True while process ``pid`` runs (and, when ``start`` is given, is the process that
-    started then, not a later one that got the same pid). A zombie (ended, not yet reaped by
-    its parent) counts as ended: ``os.kill(pid, 0)`` alone would report it alive."""
-    if not pid:
-        return False
-    if start is not None and process_start(pid) not in (None, start):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): the signal test is all there is
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def mark_dead_runs(ws: Workspace) -> None:
-    """Runs still marked running whose process is gone become ``interrupted``."""
+def mark_dead_runs(ws: Workspace,
+                   alive: Callable[[int | None, int | None], bool] = pid_alive) -> None:
+    """Runs still marked running whose process has ended become ``interrupted``, with when and
+    why. ``alive`` says whether a run's process still runs (the app's job list passes one that
+    knows the children it started, and reaps them)."""
     rows = ws.query("SELECT id, pid, pid_start FROM runs WHERE status = ?", [RUNNING])
     dead = [r["id"] for r in rows
-            if r["pid"] != os.getpid() and not pid_alive(r["pid"], r["pid_start"])]
+            if r["pid"] != os.getpid() and not alive(r["pid"], r["pid_start"])]
     if dead:
         with ws.write() as db:
             for run_id in dead:
-                db["runs"].update(run_id, {"status": INTERRUPTED, "updated_at": now()})
+                db["runs"].update(run_id, {
+                    "status": INTERRUPTED, "updated_at": now(), "finished_at": now(),
+                    "error": "the process ended before the run finished (killed or cancelled); "
+                             "start it again to resume"})
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pld import prompts, review
+from pld import prompts, review_rows, signoff
 from pld.errors import BadInput, NotReady
 from pld.llm import batch, calls
 from pld.llm.base import ConfigError
@@ -116,7 +116,7 @@ def store_prompt(
     origin: str = "review",
     parent_version: int | None = None,
     built_by: str | None = None,
-    identity_kind: str = review.SELF_DECLARED,
+    identity_kind: str = signoff.SELF_DECLARED,
 ) -> PromptVersion:
     """Store ``text`` as the task's next prompt version, or return the version that has it.
     A new version is recorded in the trail as built by ``built_by`` (a stage when None)."""
@@ -130,13 +130,13 @@ def store_prompt(
         if same:
             return _from_row(same[0])
         top = ws.query("SELECT max(version) AS v FROM prompts WHERE task = ?", [task])[0]["v"]
-        builder = built_by or review.SYSTEM_PREFIX + origin
+        builder = built_by or signoff.SYSTEM_PREFIX + origin
         row_id = db["prompts"].insert({
             "task": task, "version": (top or 0) + 1, "text": text, "sha256": sha,
             "heuristic_ids": dumps(list(heuristic_ids)), "origin": origin,
             "parent_version": parent_version, "created_at": now(), "built_by": builder,
         }).last_pk
-        review.audit(db, builder, identity_kind if built_by else review.AUTO, "prompt",
+        review_rows.audit(db, builder, identity_kind if built_by else signoff.AUTO, "prompt",
                      int(row_id), "build", None,
                      {"task": task, "version": (top or 0) + 1, "sha256": sha,
                       "heuristic_ids": list(heuristic_ids)}, None)
@@ -146,7 +146,7 @@ def store_prompt(
 def build_prompt(
     ws: Workspace, task: str, *, origin: str = "review", parent_version: int | None = None,
     allow_empty: bool = False, who: str | None = None,
-    identity_kind: str = review.SELF_DECLARED,
+    identity_kind: str = signoff.SELF_DECLARED,
 ) -> PromptVersion:
     """Render the approved heuristics of ``task`` into a prompt version (new or existing).
 
@@ -155,7 +155,7 @@ def build_prompt(
     a candidate like any other).
     """
     task_info(ws, task)
-    builder = review.check_actor(who, identity_kind) if who else None
+    builder = signoff.check_actor(who, identity_kind) if who else None
     rows = approved_heuristics(ws, task)
     if not rows and not allow_empty:
         raise NotReady(

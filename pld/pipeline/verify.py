@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld import review, trail
+from pld import review_rows, signoff, trail
 from pld.errors import BadInput
 from pld.pipeline.export import MANIFEST_FILE, PROMPT_FILE, sha256_bytes
 from pld.preamble import compose
@@ -86,14 +86,14 @@ def _last_writer(ws: Workspace, entity: str, approval: dict[str, Any]) -> str:
                       [entity, approval["entity_id"], approval["id"]]):
         before, after = loads(r["before"], {}) or {}, loads(r["after"], {}) or {}
         if "text" in after and after.get("text") != before.get("text"):
-            return review.normalize_name(after.get("updated_by") or r["who"])
+            return signoff.normalize_name(after.get("updated_by") or r["who"])
     return ""
 
 
 def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
                 oidc_only: bool) -> str:
     """The approved text of one manifest item, after every check of step 5."""
-    name = f"the preamble (#{item.get('id')})" if entity == review.PREAMBLE \
+    name = f"the preamble (#{item.get('id')})" if entity == review_rows.PREAMBLE \
         else f"heuristic {item.get('id')}"
     approval = item.get("approval") or {}
     row = trail.get_row(ws, int(approval.get("row_id") or 0))
@@ -108,16 +108,16 @@ def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
     if after.get("text") != item.get("text") or after.get("version") != item.get("version"):
         raise _Broken(f"{name}: the manifest's text or version is not what row {row['id']} "
                       "approved")
-    who = review.normalize_name(row["who"])
-    if (who != review.normalize_name(item.get("approved_by") or "")
+    who = signoff.normalize_name(row["who"])
+    if (who != signoff.normalize_name(item.get("approved_by") or "")
             or row["identity_kind"] != item.get("identity_kind")):
         raise _Broken(f"{name}: the manifest says approved by {item.get('approved_by')} "
                       f"({item.get('identity_kind')}); row {row['id']} says {row['who']} "
                       f"({row['identity_kind']})")
-    if who in (review.normalize_name(before.get("updated_by") or ""),
+    if who in (signoff.normalize_name(before.get("updated_by") or ""),
                _last_writer(ws, entity, row)):
         raise _Broken(f"{name}: approved in row {row['id']} by its own last editor {who}")
-    if oidc_only and row["identity_kind"] != review.OIDC:
+    if oidc_only and row["identity_kind"] != signoff.OIDC:
         raise _Broken(f"{name}: the task requires OIDC sign-offs; row {row['id']} is "
                       f"{row['identity_kind']}")
     later = ws.query("SELECT id, action, who FROM reviews WHERE entity = ? AND entity_id = ? "
@@ -160,9 +160,9 @@ def _verify(ws: Workspace, export_dir: Path, checks: list[str]) -> None:
                       "its hash")
     checks.append(f"the manifest's trail head, row {head_id}, is in the chain")
     oidc_only = bool(manifest.get("require_oidc"))
-    preamble = _check_item(ws, review.PREAMBLE, _field(manifest, "preamble"), head_id,
+    preamble = _check_item(ws, review_rows.PREAMBLE, _field(manifest, "preamble"), head_id,
                            oidc_only)
-    texts = [_check_item(ws, review.HEURISTIC, h, head_id, oidc_only)
+    texts = [_check_item(ws, review_rows.HEURISTIC, h, head_id, oidc_only)
              for h in _field(manifest, "heuristics")]
     checks.append(f"the preamble and {len(texts)} heuristics were approved by someone other "
                   "than their last editor and unchanged until the export")

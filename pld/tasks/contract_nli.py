@@ -14,7 +14,6 @@ one split.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -24,20 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
-from pld.tasks.base import (
-    DataDir,
-    Item,
-    Pool,
-    Task,
-    TaskStatus,
-    as_roots,
-    find_file,
-    pool_info,
-)
+from pld.tasks.base import Item, PoolInfo
+from pld.tasks.benchmark_files import FileBenchmark, Found, cached_per_file
 from pld.tasks.store import Example
 
 LABELS = ["Entailment", "Contradiction", "NotMentioned"]
 FOLDER = "contract_nli"
+# Upstream names; train_truncated.json (a shortened train.json) joins train+val without it.
+FILES = {"train": "train.json", "val": "dev.json", "test": "test.json",
+         "train_truncated": "train_truncated.json"}
 DEFAULT_CONTEXT_TOKENS = 1500
 CHARS_PER_TOKEN = 4
 
@@ -95,25 +89,19 @@ def bm25_scores(query: str, passages: Sequence[str]) -> list[float]:
     return BM25(passages).scores(query)
 
 
-@functools.lru_cache(maxsize=8)
-def _read(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    p = Path(path)
+@cached_per_file(maxsize=8)
+def read_file(path: Path) -> dict[str, Any]:
+    """A parsed Contract-NLI JSON file (cached per path, mtime and size)."""
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
         docs, labels = data["documents"], data["labels"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise BadInput(f"{p}: not a Contract-NLI file ({type(e).__name__}: {e})") from None
+        raise BadInput(f"{path}: not a Contract-NLI file ({type(e).__name__}: {e})") from None
     for i, d in enumerate(docs):
         for k in ("id", "text", "spans", "annotation_sets"):
             if k not in d:
-                raise BadInput(f"{p} documents[{i}]: field {k!r} is missing")
+                raise BadInput(f"{path} documents[{i}]: field {k!r} is missing")
     return {"documents": docs, "labels": labels}
-
-
-def read_file(path: Path) -> dict[str, Any]:
-    """A parsed Contract-NLI JSON file (cached per path, mtime and size)."""
-    st = path.stat()
-    return _read(str(path), st.st_mtime_ns, st.st_size)
 
 
 def _pairs(path: Path) -> list[Item]:
@@ -138,11 +126,10 @@ def _pairs(path: Path) -> list[Item]:
     return items
 
 
-class ContractNLI(Task):
+class ContractNLI(FileBenchmark):
     """Contract-NLI with a context budget (in estimated tokens, chars / 4) per model input."""
 
     name = "contract-nli"
-    kind = "benchmark"
     shape = "pair"  # a hypothesis and the contract
     labels = LABELS
     description = (
@@ -153,6 +140,11 @@ class ContractNLI(Task):
         "(Entailment), contradicts it (Contradiction) or does not address it (NotMentioned). "
         "17 hypotheses per document (Contract-NLI, Findings of EMNLP 2021, CC BY 4.0)."
     )
+    folder = FOLDER
+    files = FILES
+    trainval_extras = ("train_truncated",)
+    complete_notes = ("upstream train/dev/test: train from train.json, val from dev.json, "
+                      "test from test.json")
 
     def __init__(self, context_tokens: int = DEFAULT_CONTEXT_TOKENS) -> None:
         if context_tokens < 100:
@@ -165,57 +157,18 @@ class ContractNLI(Task):
         """The context budget, which decides how documents are shortened."""
         return {"context_tokens": self.context_tokens}
 
-    def _files(self, roots: Sequence[Path]) -> dict[str, Path | None]:
-        return {n: find_file(roots, f"{FOLDER}/{n}.json")
-                for n in ("train", "dev", "test", "train_truncated")}
+    def read_items(self, path: Path) -> list[Item]:
+        """One item per (document, hypothesis) pair of the file."""
+        return _pairs(path)
 
-    def pools(self, data_dir: DataDir = None) -> list[Pool]:
-        """Upstream train / dev / test pools, or (train_truncated + dev) / test when partial."""
-        roots = as_roots(data_dir)
-        f = self._files(roots)
-        missing = [f"{FOLDER}/{n}.json" for n in ("dev", "test") if f[n] is None]
-        if missing:
-            raise BadInput(f"contract-nli: {', '.join(missing)} not found under "
-                           f"{', '.join(map(str, roots))}; "
-                           "run: python -m pld download contract-nli")
-        dev, test = f["dev"], f["test"]
-        assert dev is not None and test is not None
-        pools = []
-        if f["train"] is not None:
-            pools.append(Pool(("train",), _pairs(f["train"]), ("train.json",)))
-            pools.append(Pool(("val",), _pairs(dev), ("dev.json",)))
-        else:
-            items, files = _pairs(dev), ["dev.json"]
-            if f["train_truncated"] is not None:
-                items = _pairs(f["train_truncated"]) + items
-                files.insert(0, "train_truncated.json")
-            pools.append(Pool(("train", "val"), items, tuple(files)))
-        pools.append(Pool(("test",), _pairs(test), ("test.json",)))
-        return pools
-
-    def status(self, data_dir: DataDir = None) -> TaskStatus:
-        """Complete with upstream train.json; otherwise train/val come from what is there."""
-        roots = as_roots(data_dir)
-        f = self._files(roots)
-        found = [str(p) for p in f.values() if p is not None]
-        try:
-            pools = [pool_info(p) for p in self.pools(roots)]
-        except BadInput as e:
-            return TaskStatus(self.name, False, False, files=found,
-                              missing=[f"{FOLDER}/{n}.json" for n in ("train", "dev", "test")
-                                       if f[n] is None], notes=str(e))
-        if f["train"] is not None:
-            return TaskStatus(self.name, True, True, files=found, pools=pools, notes=(
-                "upstream train/dev/test: train from train.json, val from dev.json, "
-                "test from test.json"))
-        partial = "train_truncated.json (first 50 of 423 training documents) + " \
-            if f["train_truncated"] is not None else ""
-        notes = (f"partial: upstream train.json is missing, so train and val are drawn from "
-                 f"{partial}dev.json ({pools[0].size} pairs); test.json ({pools[-1].size} pairs) "
-                 "stays held out. Run: python -m pld download contract-nli for the full "
-                 "training set (7,191 pairs)")
-        return TaskStatus(self.name, True, False, files=found,
-                          missing=[f"{FOLDER}/train.json"], notes=notes, pools=pools)
+    def partial_notes(self, found: Found, pools: Sequence[PoolInfo]) -> str:
+        """Train and val come from dev.json (after train_truncated.json when it is there)."""
+        partial = ("train_truncated.json (first 50 of 423 training documents) + "
+                   if found["train_truncated"] is not None else "")
+        return (f"partial: upstream train.json is missing, so train and val are drawn from "
+                f"{partial}dev.json ({pools[0].size} pairs); test.json ({pools[-1].size} pairs) "
+                "stays held out. Run: python -m pld download contract-nli for the full "
+                "training set (7,191 pairs)")
 
     def _render(self, item: Item) -> tuple[str, dict[str, Any]]:
         doc, hypothesis = item.fields["doc"], item.fields["hypothesis"]

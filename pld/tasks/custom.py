@@ -49,11 +49,17 @@ def _decode(path: Path) -> str:
         data = path.read_bytes()
     except OSError as e:
         raise BadInput(f"{path}: cannot be read ({e.strerror or e})") from None
+    return decode_text(str(path), data)
+
+
+def decode_text(name: str, data: bytes) -> str:
+    """The text of a file's bytes (UTF-8, a byte-order mark dropped); :class:`BadInput` naming
+    ``name``, the line and the byte when they are not UTF-8."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise BadInput(f"{path} line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at "
+        raise BadInput(f"{name} line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at "
                        f"offset {e.start}); save the file as UTF-8") from None
 
 

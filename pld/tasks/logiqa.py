@@ -12,23 +12,14 @@ all three files, train comes from Train.txt, val from Eval.txt and test from Tes
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pld.errors import BadInput
-from pld.tasks.base import (
-    DataDir,
-    Item,
-    Pool,
-    Task,
-    TaskStatus,
-    as_roots,
-    find_file,
-    pool_info,
-)
+from pld.tasks.base import Item, PoolInfo
+from pld.tasks.benchmark_files import FileBenchmark, Found, cached_per_file
 
 LETTERS = "ABCD"
 LABELS = ["A", "B", "C", "D"]
@@ -57,25 +48,26 @@ def strip_prefix(option: str, position: int, block: Sequence[str]) -> tuple[str,
     return option.strip(), None
 
 
-@functools.lru_cache(maxsize=6)
-def _read(path: str, mtime_ns: int, size: int) -> tuple[dict[str, Any], ...]:
-    p = Path(path)
+@cached_per_file(maxsize=6)
+def read_examples(path: Path) -> tuple[dict[str, Any], ...]:
+    """Parsed examples of one LogiQA file (cached per path, mtime and size)."""
     try:
-        text = p.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise BadInput(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise BadInput(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     lines = text.split("\n")
     # The upstream files have no final newline; tolerate one (or a trailing blank) anyway.
     while lines and lines[-1] == "" and len(lines) % 8 != 0:
         lines.pop()
     if len(lines) % 8:
-        raise BadInput(f"{p}: {len(lines)} lines is not a multiple of 8 (one example per 8 lines)")
+        raise BadInput(
+            f"{path}: {len(lines)} lines is not a multiple of 8 (one example per 8 lines)")
     out = []
     for i in range(0, len(lines), 8):
         blank, answer, context, question, *options = lines[i:i + 8]
-        where = f"{p} line {i + 2}"
+        where = f"{path} line {i + 2}"
         if blank.strip():
-            raise BadInput(f"{p} line {i + 1}: expected the blank line that starts an example")
+            raise BadInput(f"{path} line {i + 1}: expected the blank line that starts an example")
         if answer.strip().lower() not in ("a", "b", "c", "d"):
             raise BadInput(f"{where}: field 'answer' is {answer!r}, expected a letter a-d")
         parsed = [strip_prefix(o, j, options) for j, o in enumerate(options)]
@@ -88,12 +80,6 @@ def _read(path: str, mtime_ns: int, size: int) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def read_examples(path: Path) -> tuple[dict[str, Any], ...]:
-    """Parsed examples of one LogiQA file (cached per path, mtime and size)."""
-    st = path.stat()
-    return _read(str(path), st.st_mtime_ns, st.st_size)
-
-
 def _items(path: Path, split_name: str) -> list[Item]:
     out = []
     for ex in read_examples(path):
@@ -104,11 +90,10 @@ def _items(path: Path, split_name: str) -> list[Item]:
     return out
 
 
-class LogiQA(Task):
+class LogiQA(FileBenchmark):
     """LogiQA: pick the option (A-D) that the context logically supports."""
 
     name = "logiqa"
-    kind = "benchmark"
     shape = "multiple-choice"
     labels = LABELS
     description = (
@@ -117,47 +102,19 @@ class LogiQA(Task):
         "the letter of the option that follows from (or best fits) the passage. The label is "
         "the option letter, A, B, C or D (LogiQA, IJCAI 2020)."
     )
+    folder = FOLDER
+    files = FILES
+    complete_notes = "upstream files: train from Train.txt, val from Eval.txt, test from Test.txt"
 
-    def _files(self, roots: Sequence[Path]) -> dict[str, Path | None]:
-        return {s: find_file(roots, f"{FOLDER}/{f}") for s, f in FILES.items()}
+    def read_items(self, path: Path) -> list[Item]:
+        """One item per example of the file; ids name the file (``logiqa-eval-0001``)."""
+        return _items(path, path.stem.lower())
 
-    def pools(self, data_dir: DataDir = None) -> list[Pool]:
-        """Train/Eval/Test pools, or Eval as the train/val pool when Train.txt is absent."""
-        roots = as_roots(data_dir)
-        f = self._files(roots)
-        missing = [f"{FOLDER}/{FILES[s]}" for s in ("val", "test") if f[s] is None]
-        if missing:
-            raise BadInput(f"logiqa: {', '.join(missing)} not found under "
-                           f"{', '.join(map(str, roots))}; run: python -m pld download logiqa")
-        ev, te = f["val"], f["test"]
-        assert ev is not None and te is not None
-        pools = []
-        if f["train"] is not None:
-            pools.append(Pool(("train",), _items(f["train"], "train"), ("Train.txt",)))
-            pools.append(Pool(("val",), _items(ev, "eval"), ("Eval.txt",)))
-        else:
-            pools.append(Pool(("train", "val"), _items(ev, "eval"), ("Eval.txt",)))
-        pools.append(Pool(("test",), _items(te, "test"), ("Test.txt",)))
-        return pools
-
-    def status(self, data_dir: DataDir = None) -> TaskStatus:
-        """Complete with Train.txt; otherwise train and val are drawn from Eval.txt."""
-        roots = as_roots(data_dir)
-        f = self._files(roots)
-        found = [str(p) for p in f.values() if p is not None]
-        try:
-            pools = [pool_info(p) for p in self.pools(roots)]
-        except BadInput as e:
-            return TaskStatus(self.name, False, False, files=found, notes=str(e),
-                              missing=[f"{FOLDER}/{n}" for s, n in FILES.items() if f[s] is None])
-        if f["train"] is not None:
-            return TaskStatus(self.name, True, True, files=found, pools=pools, notes=(
-                "upstream files: train from Train.txt, val from Eval.txt, test from Test.txt"))
-        notes = (f"partial: Train.txt (7,376 examples) is missing, so train and val are drawn "
-                 f"from Eval.txt ({pools[0].size} examples); Test.txt ({pools[-1].size}) stays "
-                 "held out. Run: python -m pld download logiqa for the training file")
-        return TaskStatus(self.name, True, False, files=found, missing=[f"{FOLDER}/Train.txt"],
-                          notes=notes, pools=pools)
+    def partial_notes(self, found: Found, pools: Sequence[PoolInfo]) -> str:
+        """Train and val come from Eval.txt."""
+        return (f"partial: Train.txt (7,376 examples) is missing, so train and val are drawn "
+                f"from Eval.txt ({pools[0].size} examples); Test.txt ({pools[-1].size}) stays "
+                "held out. Run: python -m pld download logiqa for the training file")
 
     def render(self, item: Item) -> str:
         """Passage, question, then the options as "A. ...", one per line."""

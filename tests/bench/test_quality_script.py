@@ -12,43 +12,21 @@ import hashlib
 import json
 import re
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench import quality
+from bench.figures.scripted import last_user, schema_keys
 from pld.tasks.stereoset import DOMAINS
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import FakeOpenAI
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import quality  # noqa: E402  (bench/ is a folder of scripts, not a package)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return " ".join(block.get("text", "") for block in content)
-
-
-def _last_user(body: dict[str, Any]) -> str:
-    return _text([m for m in body["messages"] if m["role"] == "user"][-1]["content"])
-
-
-def _schema_keys(body: dict[str, Any]) -> set[str]:
-    """Property names of the requested JSON schema, in either provider's wire format."""
-    if body.get("tools"):  # Anthropic: a forced tool call carries the schema
-        return set(body["tools"][0]["input_schema"].get("properties") or {})
-    fmt = body.get("response_format") or {}
-    return set(((fmt.get("json_schema") or {}).get("schema") or {}).get("properties") or {})
-
 
 def reply(body: dict[str, Any]) -> str:
     """A teacher that writes one keyword rule per domain and a student that guesses stably."""
-    keys, user = _schema_keys(body), _last_user(body)
+    keys, user = schema_keys(body), last_user(body)
     if {"reasoning", "rule"} <= keys:
         gold = re.search(r"Gold label: (\S+)", user).group(1)  # type: ignore[union-attr]
         return json.dumps({"reasoning": "The candidates are about this domain.",

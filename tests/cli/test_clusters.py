@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pld.cli import cli
-from pld.pipeline import cluster as clu
+from pld.pipeline.cluster import read, stage
 from pld.pipeline.embed import DEFAULT_EMBEDDER
 from pld.workspace import Workspace, loads, now
 from tests.pipeline.test_embed import TOPICS, add_rules, topic_rules
@@ -72,7 +72,7 @@ def _json(r: Result) -> Any:
 def _by_topic(ws: Workspace, clustering_id: int) -> dict[str, int]:
     """Cluster id of each topic (the majority gold label of the cluster)."""
     return {max(s["labels"], key=s["labels"].get): s["id"]
-            for s in clu.cluster_summary(ws, clustering_id) if not s["noise"]}
+            for s in read.cluster_summary(ws, clustering_id) if not s["noise"]}
 
 
 def _cluster_of(ws: Workspace, clustering_id: int) -> dict[int, int | None]:
@@ -112,8 +112,8 @@ def test_cluster_cover_labels_keeps_a_label_lost_in_noise(ws: Workspace,
 def test_clusters_list_show_and_accept(ws: Workspace, rules: dict[int, str]) -> None:
     empty = ok(ws, "clusters", "list", TASK)
     assert "no clusterings" in empty.stdout
-    first = clu.cluster(ws, TASK, method="kmeans", k=3)
-    second = clu.cluster(ws, TASK, method="kmeans", k=2)
+    first = stage.cluster(ws, TASK, method="kmeans", k=3)
+    second = stage.cluster(ws, TASK, method="kmeans", k=2)
 
     listed = _json(ok(ws, "clusters", "list", TASK, "--json"))
     assert [c["id"] for c in listed["clusterings"]] == [second, first]
@@ -140,7 +140,7 @@ def test_clusters_list_show_and_accept(ws: Workspace, rules: dict[int, str]) -> 
     bad(ws, "clusters", "show", "999", says="clustering 999 not found")
 
     ok(ws, "clusters", "accept", str(first), "--as", "ana")
-    c = clu.get_clustering(ws, first)
+    c = read.get_clustering(ws, first)
     assert (c["status"], c["accepted_by"]) == ("accepted", "ana")
     listed = _json(ok(ws, "clusters", "list", TASK, "--json"))
     assert listed["current"] == first
@@ -148,18 +148,18 @@ def test_clusters_list_show_and_accept(ws: Workspace, rules: dict[int, str]) -> 
 
     bad(ws, "clusters", "accept", str(second), "--as", "  ", says="reviewer name")
     bad(ws, "clusters", "accept", "999", "--as", "bo", says="clustering 999 not found")
-    assert clu.get_clustering(ws, second)["status"] == "proposed"
+    assert read.get_clustering(ws, second)["status"] == "proposed"
     ok(ws, "clusters", "accept", str(second), "--as", "bo")
-    assert clu.get_clustering(ws, first)["status"] == "superseded"
+    assert read.get_clustering(ws, first)["status"] == "superseded"
     assert _audit(ws, first) == [("accept", "ana")] and _audit(ws, second) == [("accept", "bo")]
 
 
 def test_clusters_rename_refuses_a_name_changed_since(
     ws: Workspace, rules: dict[int, str]
 ) -> None:
-    cid = clu.cluster(ws, TASK, method="kmeans", k=3)
+    cid = stage.cluster(ws, TASK, method="kmeans", k=3)
     billing = _by_topic(ws, cid)["billing"]
-    seen = next(s["name"] for s in clu.cluster_summary(ws, cid) if s["id"] == billing)
+    seen = next(s["name"] for s in read.cluster_summary(ws, cid) if s["id"] == billing)
 
     ok(ws, "clusters", "rename", str(billing), "Billing & refunds", "--expected-name", seen,
        "--as", "ana")
@@ -177,7 +177,7 @@ def test_clusters_rename_refuses_a_name_changed_since(
 
 
 def test_clusters_move_merge_and_split(ws: Workspace, rules: dict[int, str]) -> None:
-    cid = clu.cluster(ws, TASK, method="kmeans", k=3)
+    cid = stage.cluster(ws, TASK, method="kmeans", k=3)
     topic = _by_topic(ws, cid)
     shipping = [r for r, t in rules.items() if t == "shipping"]
 
@@ -192,7 +192,7 @@ def test_clusters_move_merge_and_split(ws: Workspace, rules: dict[int, str]) -> 
        "--as", "ana")
     where = _cluster_of(ws, cid)
     assert where[shipping[0]] is None and where[shipping[1]] is None
-    assert clu.get_clustering(ws, cid)["metrics"]["n_noise"] == 2
+    assert read.get_clustering(ws, cid)["metrics"]["n_noise"] == 2
     ok(ws, "clusters", "move", str(cid), str(shipping[1]), "--to", str(topic["account"]),
        "--as", "ana")
     assert _cluster_of(ws, cid)[shipping[1]] == topic["account"]
@@ -204,13 +204,13 @@ def test_clusters_move_merge_and_split(ws: Workspace, rules: dict[int, str]) -> 
     assert len(_by_topic(ws, cid)) == 3
     ok(ws, "clusters", "merge", str(cid), str(topic["billing"]), str(topic["shipping"]),
        "--as", "bo")
-    sizes = {s["id"]: s["size"] for s in clu.cluster_summary(ws, cid) if not s["noise"]}
+    sizes = {s["id"]: s["size"] for s in read.cluster_summary(ws, cid) if not s["noise"]}
     assert sizes == {topic["billing"]: 13 + 11, topic["account"]: 14}
 
     parts = _json(ok(ws, "clusters", "split", str(cid), str(topic["billing"]), "--k", "2",
                      "--as", "cy", "--json"))["parts"]
     assert parts[0] == topic["billing"] and len(parts) == 2
-    mixes = [{m["gold_label"] for m in clu.members(ws, cid, p)} for p in parts]
+    mixes = [{m["gold_label"] for m in read.members(ws, cid, p)} for p in parts]
     assert mixes == [{"billing"}, {"shipping"}]
     bad(ws, "clusters", "split", str(cid), str(parts[1]), "--k", "1", "--as", "cy",
         says="k >= 2")

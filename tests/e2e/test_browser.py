@@ -21,7 +21,7 @@ from pathlib import Path
 from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from pld import review
+from pld import review, review_rows
 from pld.pipeline.verify import verify
 from pld.workspace import open_workspace
 from tests.e2e.conftest import RunningApp
@@ -465,7 +465,7 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     ui.click("Edit this heuristic")
     text = ui.main.get_by_role("textbox", name="Text", exact=True)
     with open_workspace(streamlit_app.workspace) as ws:
-        current = review.fetch(ws, hid)
+        current = review_rows.fetch(ws, hid)
         carols = current["text"] + " Carol: a changed payee is escalate-fraud too."
         review.edit(ws, hid, carols, "carol", base_version=current["version"])
     text.fill("Alice rewrote it from scratch.")
@@ -482,6 +482,6 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     ui.click("Save")
     ui.see(ui.flash(re.compile(rf"Saved heuristic #{hid} as version")))
     with open_workspace(streamlit_app.workspace) as ws:
-        saved = review.fetch(ws, hid)
+        saved = review_rows.fetch(ws, hid)
     assert saved["text"] == carols + " Alice: and a new device."
     ui.check("stale-redone")

@@ -12,13 +12,14 @@ import pytest
 
 from pld.errors import BadInput
 from pld.llm import batch, budget, calls, registry
+from pld.llm.batch_store import list_batches
 from pld.llm.pricing import estimate_cost
-from pld.pipeline import extract as ex
 from pld.pipeline import student
+from pld.pipeline.extract import stage as ex
 from pld.workspace import Workspace
 from tests.fakes.anthropic_server import FakeAnthropicBatches
 from tests.fakes.openai_server import FakeOpenAIBatches
-from tests.pipeline.test_extract import LABELS, make_task
+from tests.pipeline.extract.test_stage import LABELS, make_task
 
 CLAUDE = "anthropic/claude-sonnet-4-6"
 GPT = "openai/gpt-4.1-mini"
@@ -87,7 +88,7 @@ def test_extract_in_one_batch_lands_every_answer_at_the_batch_price(
     assert a["cost_usd"] == pytest.approx(
         estimate_cost(CLAUDE, a["input_tokens"], a["output_tokens"]) / 2)
     assert {r["run_id"] for r in rows} == {s.run_id}
-    [b] = batch.list_batches(ws)
+    [b] = list_batches(ws)
     assert (b["status"], b["n_requests"], b["succeeded"], b["run_id"]) == (
         "landed", 10, 10, s.run_id)
     # A rule's call is the stage's cache hit; it says which answer it served, from which batch.
@@ -192,7 +193,7 @@ def test_a_batch_created_but_never_recorded_is_found_not_resubmitted(
     assert gpt.book.creates == 1
     assert _extract(ws, GPT).done == 3
     assert gpt.book.creates == 1 and gpt.requests == []
-    assert batch.list_batches(ws)[0]["status"] == "landed"
+    assert list_batches(ws)[0]["status"] == "landed"
 
 
 def test_max_cost_submits_what_fits_then_stops(

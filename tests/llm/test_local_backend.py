@@ -45,6 +45,7 @@ RULES = "You classify support tickets into billing, technical or other.\n" + "\n
 )
 
 
+@pytest.mark.model
 def test_default_model_answers_a_short_question() -> None:
     reply = LocalBackend("default").complete(
         [{"role": "user", "content": "What is the capital of France? One word."}],
@@ -58,6 +59,7 @@ def test_default_model_answers_a_short_question() -> None:
     assert loaded and loaded[0]["load_s"] > 0 and loaded[0]["pid"] not in (None, os.getpid())
 
 
+@pytest.mark.model
 def test_choices_constrain_the_answer_to_one_label() -> None:
     backend = LocalBackend("small", role="student")
     reply = backend.complete(
@@ -68,6 +70,7 @@ def test_choices_constrain_the_answer_to_one_label() -> None:
     assert backend.constrains_choices is True
 
 
+@pytest.mark.model
 def test_choices_come_with_a_score_per_label() -> None:
     backend = LocalBackend("default", role="student")
     assert backend.scores_choices is True
@@ -87,6 +90,7 @@ def test_choices_come_with_a_score_per_label() -> None:
     assert all(isinstance(i, int) and i >= 0 for i in ids.values())
 
 
+@pytest.mark.model
 def test_labels_with_quotes_and_backslashes_are_escaped() -> None:
     labels = ['say "yes"', "back\\slash"]
     assert choice_grammar_text(tuple(labels)) == 'root ::= "say \\"yes\\"" | "back\\\\slash"'
@@ -96,6 +100,7 @@ def test_labels_with_quotes_and_backslashes_are_escaped() -> None:
     assert reply.text in labels
 
 
+@pytest.mark.model
 def test_json_schema_reply_parses_with_required_keys() -> None:
     schema = {
         "type": "object",
@@ -112,6 +117,7 @@ def test_json_schema_reply_parses_with_required_keys() -> None:
     assert isinstance(data["reasoning"], str) and isinstance(data["rule"], str)
 
 
+@pytest.mark.model
 def test_second_call_with_same_system_prompt_reuses_the_prefix() -> None:
     backend = LocalBackend("small", role="student")
     system = "Prefix test.\n" + RULES  # seen by no other test, so nothing of it is cached yet
@@ -133,6 +139,7 @@ def test_second_call_with_same_system_prompt_reuses_the_prefix() -> None:
     assert second.input_tokens // 2 < second.cached_tokens < second.input_tokens
 
 
+@pytest.mark.model
 def test_prefix_reuse_can_be_turned_off() -> None:
     backend = LocalBackend("small", role="bench", reuse_prefix=False)
     msgs = [{"role": "user", "content": "Ticket: refund please."}]
@@ -141,6 +148,7 @@ def test_prefix_reuse_can_be_turned_off() -> None:
     assert again.cached_tokens == 0 and again.input_tokens > 300
 
 
+@pytest.mark.model
 def test_roles_share_one_model_process() -> None:
     teacher = LocalBackend("small", role="teacher").process()
     student = LocalBackend("small", role="student").process()
@@ -153,6 +161,7 @@ TICKETS = ["Refund my subscription, I was charged twice.", "Error 500 on the das
            "The app crashes when I log in.", "I want to apply for a job with you."]
 
 
+@pytest.mark.model
 def test_concurrent_calls_give_the_labels_of_sequential_ones() -> None:
     backend = LocalBackend("small", role="student")
 
@@ -167,6 +176,7 @@ def test_concurrent_calls_give_the_labels_of_sequential_ones() -> None:
     assert concurrent == sequential
 
 
+@pytest.mark.model
 def test_concurrent_json_calls_all_parse() -> None:
     backend = LocalBackend("small", role="teacher")
     schema = {"type": "object", "properties": {"label": {"type": "string"},
@@ -184,6 +194,7 @@ def test_concurrent_json_calls_all_parse() -> None:
     assert all(set(a) >= {"label", "why"} for a in answers)
 
 
+@pytest.mark.model
 def test_over_long_prompt_is_an_llm_error_and_the_instance_still_works() -> None:
     backend = LocalBackend("small", role="student")
     with pytest.raises(LLMError, match=r"prompt is \d+ tokens but the context window is \d+") \
@@ -199,6 +210,7 @@ def test_unknown_local_model_is_a_config_error() -> None:
         LocalBackend("huge")
 
 
+@pytest.mark.model
 def test_calls_complete_logs_free_local_call_and_caches_it(ws: Workspace) -> None:
     msgs = [{"role": "user", "content": "The login page shows error 403."}]
     first = complete(ws, "local/small", msgs, system=ROUTER, choices=LABELS, role="student",
@@ -215,6 +227,7 @@ def test_calls_complete_logs_free_local_call_and_caches_it(ws: Workspace) -> Non
     assert rows[0]["input_tokens"] > 0
 
 
+@pytest.mark.model
 def test_bad_thread_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLD_LOCAL_THREADS", "two")
     with pytest.raises(ConfigError, match="PLD_LOCAL_THREADS='two'"):

@@ -57,6 +57,7 @@ def _crash_during_a_call(backend: LocalBackend, call: object) -> tuple[int, Base
     return pid, (raised[0] if raised else None)
 
 
+@pytest.mark.model
 def test_segfault_mid_call_is_one_line_and_the_next_call_restarts() -> None:
     backend = LocalBackend("small", role="crash-test")
     pid, err = _crash_during_a_call(backend, lambda: backend.complete(LONG, max_tokens=400))
@@ -73,6 +74,7 @@ def test_segfault_mid_call_is_one_line_and_the_next_call_restarts() -> None:
     assert backend.process().proc.pid != pid  # type: ignore[union-attr]
 
 
+@pytest.mark.model
 def test_crash_is_logged_and_propagates_through_the_call_log(ws: Workspace) -> None:
     backend = LocalBackend("small", role="crash-test")
 
@@ -87,6 +89,7 @@ def test_crash_is_logged_and_propagates_through_the_call_log(ws: Workspace) -> N
     assert rows[0]["error"].startswith("RuntimeCrashed: local/small: the embedded runtime")
 
 
+@pytest.mark.model
 def test_model_process_ends_with_its_parent(tmp_path: Path) -> None:
     script = ("from pld.llm.local_backend import LocalBackend\n"
               "b = LocalBackend('small')\n"
@@ -123,6 +126,7 @@ def test_crash_while_loading_says_so() -> None:
         "local/default", -11, while_loading=True)
 
 
+@pytest.mark.model
 def test_no_answer_in_time_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLD_LOCAL_TIMEOUT", "1")
     backend = LocalBackend("small", role="timeout-test")

@@ -1,54 +1,35 @@
-"""OpenAIBackend driven through the real ``openai`` SDK against a fake Chat Completions API."""
+"""OpenAIBackend driven through the real ``openai`` SDK against a fake Chat Completions API: the
+OpenAI wire format, OpenAI-compatible servers and the retry-hint helpers. What every hosted API
+does alike is in ``test_remote_backends.py``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
-from pld.llm import registry
-from pld.llm.base import ConfigError, LLMError
-from pld.llm.calls import CallFailed, CallResult, complete, match_choice
+from pld.llm.base import LLMError
+from pld.llm.calls import CallFailed, complete
 from pld.llm.http_errors import redact, retry_after_seconds
 from pld.llm.openai_backend import OpenAIBackend
 from pld.llm.pricing import estimate_cost
 from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI
-
-KEY = "sk-test-123-secret"
-MODEL = "openai/gpt-4o-mini"
-SYSTEM = "You sort customer emails into billing, shipping or other."
-CHOICES = ["billing", "shipping", "other"]
-EMAIL = "Where is my parcel? It was due on Monday."
+from tests.llm.conftest import OPENAI, SYSTEM, Ask, Provider, rows
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
-    """The fake stands in for api.openai.com: ``openai/...`` models reach it via OPENAI_BASE_URL."""
-    with FakeOpenAI(responder=lambda body: "shipping") as f:
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("OPENAI_BASE_URL", f.base_url)
-        monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
-        monkeypatch.delenv("OPENAI_CUSTOM_HEADERS", raising=False)
-        yield f
+def provider() -> Provider:
+    """This module's tests are OpenAI's alone."""
+    return OPENAI
 
 
-@pytest.fixture
-def backend(fake: FakeOpenAI) -> OpenAIBackend:
-    return OpenAIBackend(MODEL, "gpt-4o-mini", timeout=5)
-
-
-def ask(ws: Workspace, backend: OpenAIBackend, text: str = EMAIL, **kw: Any) -> CallResult:
-    return complete(ws, backend.model, [{"role": "user", "content": text}], system=SYSTEM,
-                    backend=backend, **kw)
-
-
-def rows(ws: Workspace) -> list[dict[str, Any]]:
-    return ws.query("SELECT * FROM llm_calls ORDER BY id")
+def compatible(fake: FakeOpenAI, name: str = "fake-model") -> OpenAIBackend:
+    """A backend of an OpenAI-compatible server (the fake, under its own model string)."""
+    return OpenAIBackend(fake.model_string(name), name, base_url=fake.base_url, timeout=5)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -66,46 +47,28 @@ def test_retry_after_seconds_reads_every_form() -> None:
 
 
 def test_redact_hides_the_secret() -> None:
-    assert redact(f"bad key {KEY}!", KEY) == "bad key [redacted]!"
-    assert redact("nothing here", KEY) == "nothing here"
+    assert redact(f"bad key {OPENAI.key}!", OPENAI.key) == "bad key [redacted]!"
+    assert redact("nothing here", OPENAI.key) == "nothing here"
 
 
-# -- success, usage, request shape ------------------------------------------------------------
+# -- request shape ----------------------------------------------------------------------------
 
-def test_success_returns_text_usage_and_logs_row(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
-    res = ask(ws, backend)
-    assert res.text == "shipping" and not res.cached
-    prompt_words = len(SYSTEM.split()) + len(EMAIL.split())
-    assert (res.reply.input_tokens, res.reply.output_tokens) == (prompt_words, 1)
-    assert res.reply.model == MODEL and res.reply.latency_s > 0
-
-    [row] = rows(ws)
-    assert row["id"] == res.call_id and row["model"] == MODEL
-    assert row["error"] is None and row["cache_hit"] == 0 and row["attempt"] == 1
-    assert row["response"] == "shipping"
-    assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (prompt_words, 1, 0)
-    assert row["latency_s"] > 0 and row["cost_usd"] > 0
-
+def test_request_carries_the_system_message_and_sampling(fake: FakeOpenAI, ask: Ask) -> None:
+    ask()
     [body] = fake.requests
-    assert body["model"] == "gpt-4o-mini"
     assert body["messages"] == [{"role": "system", "content": SYSTEM},
-                                {"role": "user", "content": EMAIL}]
+                                {"role": "user", "content": OPENAI.email}]
     assert body["max_completion_tokens"] == 512 and "max_tokens" not in body
     assert body["temperature"] == 0 and "response_format" not in body
-    assert fake.headers[0]["authorization"] == f"Bearer {KEY}"
 
 
-def test_cached_prompt_tokens_are_reported(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
+def test_cached_prompt_tokens_are_reported(ws: Workspace, fake: FakeOpenAI, ask: Ask) -> None:
     fake.cached_tokens = 8
-    res = ask(ws, backend)
+    res = ask()
     assert res.reply.cached_tokens == 8
     [row] = rows(ws)
     assert row["cached_tokens"] == 8
-    assert 0 < row["cost_usd"] < estimate_cost(MODEL, row["input_tokens"], 1, 0)
+    assert 0 < row["cost_usd"] < estimate_cost(OPENAI.model, row["input_tokens"], 1, 0)
 
 
 def test_reasoning_models_get_no_temperature(fake: FakeOpenAI) -> None:
@@ -116,19 +79,25 @@ def test_reasoning_models_get_no_temperature(fake: FakeOpenAI) -> None:
 
 
 def test_compatible_server_gets_max_tokens_and_temperature(fake: FakeOpenAI) -> None:
-    b = OpenAIBackend(fake.model_string("o3-local"), "o3-local", base_url=fake.base_url, timeout=5)
-    b.complete([{"role": "user", "content": "x"}], max_tokens=64, temperature=0.2)
+    compatible(fake, "o3-local").complete([{"role": "user", "content": "x"}], max_tokens=64,
+                                          temperature=0.2)
     body = fake.requests[0]
     assert body["max_tokens"] == 64 and "max_completion_tokens" not in body
     assert body["temperature"] == 0.2
 
 
-def test_json_schema_is_sent_as_response_format(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
+def test_temperature_is_part_of_the_cache_key(fake: FakeOpenAI, ask: Ask) -> None:
+    ask()
+    ask(temperature=0.7)
+    assert len(fake.requests) == 2 and fake.requests[1]["temperature"] == 0.7
+
+
+# -- JSON -------------------------------------------------------------------------------------
+
+def test_json_schema_is_sent_as_response_format(fake: FakeOpenAI, ask: Ask) -> None:
     schema = {"type": "object", "properties": {"rule": {"type": "string"}}, "required": ["rule"]}
     fake.responder = lambda body: '{"rule": "Late parcels mean shipping."}'
-    res = ask(ws, backend, json_schema=schema)
+    res = ask(json_schema=schema)
     assert json.loads(res.text) == {"rule": "Late parcels mean shipping."}
     assert fake.requests[0]["response_format"] == {
         "type": "json_schema", "json_schema": {"name": "reply", "schema": schema}}
@@ -137,7 +106,7 @@ def test_json_schema_is_sent_as_response_format(
 def test_compatible_server_without_json_schema_falls_back_to_json_object(
     ws: Workspace, fake: FakeOpenAI
 ) -> None:
-    b = OpenAIBackend(fake.model_string(), "fake-model", base_url=fake.base_url, timeout=5)
+    b = compatible(fake)
     fake.reject_json_schema = True
     fake.responder = lambda body: '{"rule": "r"}'
     schema = {"type": "object", "properties": {"rule": {"type": "string"}}}
@@ -157,7 +126,7 @@ def test_compatible_server_without_json_schema_falls_back_to_json_object(
 
 
 def test_an_unrelated_bad_request_does_not_switch_off_json_schema(fake: FakeOpenAI) -> None:
-    b = OpenAIBackend(fake.model_string(), "fake-model", base_url=fake.base_url, timeout=5)
+    b = compatible(fake)
     schema = {"type": "object"}
     fake.add_fault("status", 400)
     fake.add_fault("status", 400)
@@ -168,71 +137,7 @@ def test_an_unrelated_bad_request_does_not_switch_off_json_schema(fake: FakeOpen
     assert fake.requests[-1]["response_format"]["type"] == "json_schema"
 
 
-# -- cache ------------------------------------------------------------------------------------
-
-def test_identical_call_is_served_from_cache(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
-    first = ask(ws, backend)
-    second = ask(ws, backend)
-    assert len(fake.requests) == 1
-    assert second.cached and second.text == first.text
-    hit = rows(ws)[-1]
-    assert hit["cache_hit"] == 1 and hit["error"] is None and hit["cost_usd"] == 0
-    ask(ws, backend, temperature=0.7)
-    assert len(fake.requests) == 2 and rows(ws)[-1]["cache_hit"] == 0
-
-
-# -- faults -----------------------------------------------------------------------------------
-
-def test_rate_limit_is_retried_after_the_servers_hint(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
-    fake.add_fault("status", 429, {"retry-after-ms": "1500"})
-    with pytest.raises(LLMError) as info:
-        backend.complete([{"role": "user", "content": "x"}])
-    assert info.value.transient and info.value.status == 429 and info.value.retry_after == 1.5
-
-    fake.add_fault("status", 429, {"retry-after": "2"})
-    res = ask(ws, backend)
-    assert res.text == "shipping"
-    err, ok = rows(ws)
-    assert err["attempt"] == 1 and "HTTP 429" in err["error"] and err["response"] is None
-    assert ok["attempt"] == 2 and ok["error"] is None and ok["id"] == res.call_id
-    assert err["created_at"] <= ok["created_at"]
-
-
-@pytest.mark.parametrize("status", [500, 502, 503])
-def test_server_errors_are_retried(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend, status: int
-) -> None:
-    fake.add_fault("status", status)
-    assert ask(ws, backend).text == "shipping"
-    err, ok = rows(ws)
-    assert f"HTTP {status}" in err["error"] and ok["error"] is None
-
-
-def test_hung_connection_times_out_and_is_retried(ws: Workspace, fake: FakeOpenAI) -> None:
-    backend = OpenAIBackend(MODEL, "gpt-4o-mini", timeout=0.5)
-    fake.add_fault("hang", 3)
-    assert ask(ws, backend).text == "shipping"
-    err, ok = rows(ws)
-    assert "timed out" in err["error"] and ok["error"] is None
-
-
-def test_malformed_body_is_retried(ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend) -> None:
-    fake.add_fault("malformed")
-    assert ask(ws, backend).text == "shipping"
-    err, ok = rows(ws)
-    assert "malformed" in err["error"] and ok["error"] is None
-
-
-def test_empty_choices_are_retried(ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend) -> None:
-    fake.add_fault("empty")
-    assert ask(ws, backend).text == "shipping"
-    err, ok = rows(ws)
-    assert "no choices" in err["error"] and ok["error"] is None
-
+# -- replies without content ------------------------------------------------------------------
 
 def _completion(content: str | None, finish: str) -> dict[str, Any]:
     return {"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
@@ -242,10 +147,10 @@ def _completion(content: str | None, finish: str) -> dict[str, Any]:
 
 
 def test_missing_content_without_a_reason_is_retried(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
+    ws: Workspace, fake: FakeOpenAI, ask: Ask
 ) -> None:
     fake.add_fault("status", 200, {}, _completion(None, "stop"))
-    assert ask(ws, backend).text == "shipping"
+    assert ask().text == OPENAI.answer
     err, ok = rows(ws)
     assert "empty reply" in err["error"] and ok["error"] is None
 
@@ -253,109 +158,15 @@ def test_missing_content_without_a_reason_is_retried(
 @pytest.mark.parametrize(("finish", "words"), [("length", "max_tokens"),
                                               ("content_filter", "content filter")])
 def test_empty_answer_the_model_meant_is_not_retried(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend, finish: str, words: str
+    ws: Workspace, fake: FakeOpenAI, ask: Ask, finish: str, words: str
 ) -> None:
     fake.add_fault("status", 200, {}, _completion(None, finish))
     with pytest.raises(CallFailed, match=words):
-        ask(ws, backend)
+        ask()
     assert len(fake.requests) == 1 and len(rows(ws)) == 1
 
 
-def test_unauthorised_is_not_retried_and_the_key_is_redacted(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
-    fake.add_fault("status", 401, {}, {"error": {"message": f"Incorrect API key provided: {KEY}",
-                                                 "type": "invalid_request_error",
-                                                 "code": "invalid_api_key"}})
-    with pytest.raises(CallFailed) as info:
-        ask(ws, backend)
-    assert KEY not in str(info.value) and "401" in str(info.value)
-    [row] = rows(ws)
-    assert row["id"] == info.value.call_id and "HTTP 401" in row["error"]
-    assert "[redacted]" in row["error"] and KEY not in row["error"]
-    assert len(fake.requests) == 1
-
-
-@pytest.mark.parametrize("status", [400, 403, 404])
-def test_other_client_errors_are_permanent(
-    fake: FakeOpenAI, backend: OpenAIBackend, status: int
-) -> None:
-    fake.add_fault("status", status)
-    with pytest.raises(LLMError) as info:
-        backend.complete([{"role": "user", "content": "x"}])
-    assert not info.value.transient and info.value.status == status
-
-
-def test_retries_stop_at_max_attempts(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PLD_MAX_ATTEMPTS", "3")
-    for _ in range(5):
-        fake.add_fault("status", 503)
-    with pytest.raises(CallFailed):
-        ask(ws, backend)
-    assert [r["attempt"] for r in rows(ws)] == [1, 2, 3]
-    assert all("HTTP 503" in r["error"] for r in rows(ws))
-    assert len(fake.requests) == 3 and len(fake.faults) == 2
-
-
-# -- choices ----------------------------------------------------------------------------------
-
-def test_choice_answer_is_normalised(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
-    fake.responder = lambda body: "Billing."
-    res = ask(ws, backend, choices=CHOICES)
-    assert match_choice(res.text, CHOICES) == "billing"
-    assert len(fake.requests) == 1 and rows(ws)[0]["error"] is None
-    assert "grammar" not in fake.requests[0]
-
-
-def test_answer_outside_choices_is_reasked_once(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
-    answers = iter(["I cannot tell.", "other"])
-    fake.responder = lambda body: next(answers)
-    res = ask(ws, backend, choices=CHOICES)
-    assert res.text == "other" and len(fake.requests) == 2
-    reask = fake.requests[1]["messages"]
-    assert reask[-2] == {"role": "assistant", "content": "I cannot tell."}
-    assert reask[-1]["role"] == "user" and "billing, shipping, other" in reask[-1]["content"]
-    first, second = rows(ws)
-    assert "not in choices" in first["error"] and second["error"] is None
-
-
-# -- keys -------------------------------------------------------------------------------------
-
-def test_api_key_is_sent_but_never_stored(
-    ws: Workspace, fake: FakeOpenAI, backend: OpenAIBackend
-) -> None:
-    ask(ws, backend)
-    ask(ws, backend)  # cache hit
-    fake.add_fault("status", 401, {}, {"error": {"message": f"bad key {KEY}"}})
-    with pytest.raises(CallFailed):
-        ask(ws, backend, text="another email")
-    assert all(h["authorization"] == f"Bearer {KEY}" for h in fake.headers)
-    tables = [r["name"] for r in ws.query("SELECT name FROM sqlite_master WHERE type='table'")]
-    checked = 0
-    for table in tables:
-        for col in ws.query(f"PRAGMA table_info([{table}])"):
-            if col["type"].upper() in ("TEXT", ""):
-                sql = f"SELECT count(*) AS n FROM [{table}] WHERE instr([{col['name']}], ?)"
-                assert ws.query(sql, [KEY])[0]["n"] == 0, f"{table}.{col['name']} holds the key"
-                checked += 1
-    assert checked > 10
-
-
-def test_missing_openai_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ConfigError, match="OPENAI_API_KEY") as info:
-        OpenAIBackend(MODEL, "gpt-4o-mini", timeout=5)
-    assert "\n" not in str(info.value)
-    monkeypatch.setattr(registry, "_instances", {})
-    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        registry.get_backend(MODEL)
-
+# -- keys of compatible servers ---------------------------------------------------------------
 
 @pytest.mark.parametrize(("env", "sent"), [
     ({"OPENAI_COMPATIBLE_API_KEY": "sk-compat", "OPENAI_API_KEY": "sk-openai"}, "sk-compat"),
@@ -370,6 +181,5 @@ def test_compatible_server_key_choice(
     monkeypatch.delenv("OPENAI_COMPATIBLE_API_KEY", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    b = OpenAIBackend(fake.model_string(), "fake-model", base_url=fake.base_url, timeout=5)
-    b.complete([{"role": "user", "content": "x"}])
+    compatible(fake).complete([{"role": "user", "content": "x"}])
     assert fake.headers[0]["authorization"] == f"Bearer {sent}"

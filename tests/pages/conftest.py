@@ -27,13 +27,13 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Expander, Node
 
-from pld import jobs, review
+from pld import jobs, review, signoff
 from pld.metrics import score
-from pld.pipeline.cluster import auto_name
+from pld.pipeline.cluster.fit import auto_name
 from pld.pipeline.student import build_prompt
 from pld.tasks import load_task
 from pld.tasks.store import examples
-from pld.ui.plain import WORD_JOINER
+from pld.ui.escape import WORD_JOINER
 from pld.workspace import Workspace, dumps, now, open_workspace
 from tests.conftest import approve_seen
 from tests.pipeline.test_student import approve_preamble
@@ -204,7 +204,7 @@ def _build(path: Path) -> Populated:
             heuristic_ids.append(review.insert_row(
                 db, {"task": task, "cluster_id": cluster_id, "clustering_id": accepted,
                      "text": text, "source_rule_ids": members, "origin": "consolidate"},
-                who=f"teacher:{TEACHER}", identity_kind=review.AUTO, comment=None))
+                who=f"teacher:{TEACHER}", identity_kind=signoff.AUTO, comment=None))
     approved = heuristic_ids[:3]
     for hid in approved:
         approve_seen(ws, hid, "bea")
@@ -372,6 +372,6 @@ def assert_not_rendered(at: AppTest) -> None:
 
 
 def unescaped(text: str) -> str:
-    """``text`` with Markdown backslash escapes removed (as :func:`pld.ui.plain.literal`
+    """``text`` with Markdown backslash escapes removed (as :func:`pld.ui.escape.literal`
     escapes a value, word joiners included): the characters a reviewer reads."""
     return re.sub(r"\\(.)", r"\1", text).replace(WORD_JOINER, "")

@@ -10,7 +10,8 @@ import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
-from pld.pipeline.cluster import cluster_summary, get_clustering, members, rename_cluster
+from pld.pipeline.cluster.edits import rename_cluster
+from pld.pipeline.cluster.read import cluster_summary, get_clustering, members
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.pages.conftest import (

@@ -12,17 +12,11 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pld import jobs, review
-from pld.pipeline import (
-    decisions,
-    estimate,
-    resolve,
-    resolve_state,
-    resolve_view,
-    student,
-)
+from pld import jobs, review, review_rows
+from pld.pipeline import estimate, student
+from pld.pipeline.resolve import decisions, loop, state, view
 from pld.tasks import load_task
-from pld.ui.plain import literal
+from pld.ui.escape import literal
 from pld.workspace import open_workspace
 from tests.conftest import approve_seen
 from tests.fakes.openai_server import FakeOpenAI
@@ -70,15 +64,15 @@ def looped(populated_ws: Populated, fake_openai: FakeOpenAI) -> Populated:
     fake_openai.responder = _responder
     model = fake_openai.model_string()
     with populated_ws.open() as ws:
-        summary = resolve.resolve(ws, populated_ws.task, model, model, iterations=1,
-                                  attribution="tfidf")
-    assert summary.stop_reason == resolve_state.AWAITING_REVIEW and summary.pending > 0
+        summary = loop.resolve(ws, populated_ws.task, model, model, iterations=1,
+                               attribution="tfidf")
+    assert summary.stop_reason == state.AWAITING_REVIEW and summary.pending > 0
     return populated_ws
 
 
 def _proposals(pop: Populated) -> list[dict[str, Any]]:
     with pop.open() as ws:
-        return resolve_view.list_proposals(ws, pop.task)
+        return view.list_proposals(ws, pop.task)
 
 
 def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
@@ -117,7 +111,7 @@ def test_populated_without_loop_renders(open_page: OpenPage, populated_ws: Popul
     at.button(key="c_estimate").click().run()
     assert not at.exception
     with populated_ws.open() as ws:
-        expected = estimate.summarize(ws, resolve.planned_calls(
+        expected = estimate.summarize(ws, loop.planned_calls(
             ws, populated_ws.task, "local/default", "local/default", iterations=1))
     assert expected["calls"] > 0
     assert any(t.value.startswith(f"Estimate: {expected['calls']:,} calls ("
@@ -134,7 +128,7 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
     assert list(history["iteration"]) == [1] and list(history["adopted"]) == [True]
     assert list(history["Δ vs best"]) == [""]  # no best before the first: blank, not "None"
     with looped.open() as ws:
-        errors = resolve_view.errors_for_iteration(ws, looped.task, 1)
+        errors = view.errors_for_iteration(ws, looped.task, 1)
     first = errors[0]
     markdown = _texts(at.markdown)
     assert f"**Example #{first['example_id']}**" in markdown
@@ -155,8 +149,8 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
 def test_errors_can_be_narrowed_to_those_a_proposal_addresses(open_page: OpenPage,
                                                                looped: Populated) -> None:
     with looped.open() as ws:
-        errors = resolve_view.errors_for_iteration(ws, looped.task, 1)
-        kept = resolve_view.list_proposals(ws, looped.task, 1)[0]["id"]
+        errors = view.errors_for_iteration(ws, looped.task, 1)
+        kept = view.list_proposals(ws, looped.task, 1)[0]["id"]
         cited = [e["example_id"] for e in errors[:2]]
         with ws.write() as db:  # one proposal left: a new heuristic citing two of the errors
             db.execute("DELETE FROM proposals WHERE id != ?", [kept])
@@ -195,7 +189,7 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
     assert not [b for b in at.button if b.key == f"c_all_accept_{edit['id']}"]
     # The errors still show the heuristic as the student and teacher saw it, and say it changed.
     with looped.open() as ws:
-        cards = resolve_view.errors_for_iteration(ws, looped.task, 1)
+        cards = view.errors_for_iteration(ws, looped.task, 1)
         prompt = student.get_prompt(ws, looped.task, 1)
     shown = [h for e in cards for h in e["heuristics"] if h["id"] == edit["heuristic_id"]]
     assert shown
@@ -208,7 +202,7 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
 
 def test_reject_from_an_error_card(open_page: OpenPage, looped: Populated) -> None:
     with looped.open() as ws:
-        errors = resolve_view.errors_for_iteration(ws, looped.task, 1)
+        errors = view.errors_for_iteration(ws, looped.task, 1)
     first = errors[0]
     involved = {h["id"] for h in first["heuristics"]}
     target = next(p for p in _proposals(looped)
@@ -248,12 +242,12 @@ def test_iteration_choice_moves_to_a_new_iteration(open_page: OpenPage, looped: 
     assert at.selectbox(key="c_iteration").value == 1
     model = fake_openai.model_string()
     with looped.open() as ws:
-        for p in resolve_view.list_proposals(ws, looped.task, 1):
+        for p in view.list_proposals(ws, looped.task, 1):
             decisions.decide_proposal(ws, p["id"], True, "bea")
-        for h in review.list_heuristics(ws, looped.task, review.DRAFT):
+        for h in review.list_heuristics(ws, looped.task, review_rows.DRAFT):
             approve_seen(ws, h["id"], "carl")
-        resolve.resolve(ws, looped.task, model, model, iterations=1, attribution="tfidf")
-        newest = resolve_view.iteration_history(ws, looped.task)[-1]["iteration"]
+        loop.resolve(ws, looped.task, model, model, iterations=1, attribution="tfidf")
+        newest = view.iteration_history(ws, looped.task)[-1]["iteration"]
     assert newest > 1
     at.run()
     assert not at.exception
@@ -275,9 +269,9 @@ def test_a_loop_whose_teacher_failed_says_so_and_retries(open_page: OpenPage,
     fake_openai.responder = rambling
     model = fake_openai.model_string()
     with populated_ws.open() as ws:
-        summary = resolve.resolve(ws, populated_ws.task, model, model, iterations=1,
-                                  attribution="tfidf")
-    assert summary.stop_reason == resolve_state.TEACHER_FAILED
+        summary = loop.resolve(ws, populated_ws.task, model, model, iterations=1,
+                               attribution="tfidf")
+    assert summary.stop_reason == state.TEACHER_FAILED
 
     at = open_page("conflicts", task=populated_ws.task, reviewer="ana", teacher=model,
                    student=model)
@@ -296,7 +290,7 @@ def test_a_loop_whose_teacher_failed_says_so_and_retries(open_page: OpenPage,
 def test_model_and_reviewer_text_is_shown_literally(open_page: OpenPage, looped: Populated) -> None:
     """Heuristic text, an example's id and a reviewer's name are never rendered as Markdown."""
     with looped.open() as ws:
-        first = resolve_view.errors_for_iteration(ws, looped.task, 1)[0]
+        first = view.errors_for_iteration(ws, looped.task, 1)[0]
         with ws.write() as db:
             # As if the heuristics had read so when the loop ran: the cards show the text of
             # the version in the iteration's prompt, which the trail holds.
@@ -305,7 +299,7 @@ def test_model_and_reviewer_text_is_shown_literally(open_page: OpenPage, looped:
                        "WHERE entity = 'heuristic'", [SPOOF])
             db.execute("UPDATE examples SET ext_id = ? WHERE id = ?",
                        ["x_*y*` **APPROVED**`", first["example_id"]])
-        decided = resolve_view.list_proposals(ws, looped.task, 1)[0]
+        decided = view.list_proposals(ws, looped.task, 1)[0]
         decisions.decide_proposal(ws, decided["id"], False, "bob_*x*")
     at = open_page("conflicts", task=looped.task, reviewer="ana")
     at.run()
@@ -322,8 +316,8 @@ def test_a_revert_says_which_heuristics_wait_for_people(open_page: OpenPage,
                                                         looped: Populated) -> None:
     draft = looped.heuristic_ids[3]
     with looped.open() as ws:
-        resolve_state.update_record(ws, looped.task, 1, reverted_to_draft=[draft],
-                                    not_reverted=[looped.heuristic_ids[0]])
+        state.update_record(ws, looped.task, 1, reverted_to_draft=[draft],
+                            not_reverted=[looped.heuristic_ids[0]])
     at = open_page("conflicts", task=looped.task, reviewer="ana")
     at.run()
     assert not at.exception
@@ -340,7 +334,7 @@ def test_why_the_loop_stopped_and_what_was_dropped(open_page: OpenPage,
                                                    looped: Populated) -> None:
     # Before: a loop that stopped with 0 proposals did not say why.
     with looped.open() as ws:
-        resolve_state.update_record(ws, looped.task, 1, dropped=[{
+        state.update_record(ws, looped.task, 1, dropped=[{
             "heuristic_id": looped.heuristic_ids[0], "kind": "edit", "text": "**same** text",
             "reason": "its text is already a current heuristic's, word for word"}])
     at = open_page("conflicts", task=looped.task, reviewer="ana")

@@ -11,7 +11,7 @@ from typing import Any
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
-from pld.numbers import delta_text, score, score_text
+from pld.number_format import delta_text, score, score_text
 from pld.pipeline import evaluate, student
 from pld.tasks import load_task
 from pld.workspace import open_workspace

@@ -220,7 +220,7 @@ def test_cluster_filter_shows_one_cluster_of_the_accepted_clustering(
 
 def test_cluster_filter_follows_a_newly_accepted_clustering(
         open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
-    from pld.pipeline.cluster import accept_clustering
+    from pld.pipeline.cluster.edits import accept_clustering
 
     at = open_page("extract", task="demo").run()
     at.selectbox(key=f"x_cluster_{populated_ws.accepted_clustering}").set_value("noise").run()
@@ -259,7 +259,7 @@ def big_clustered(big_ws: Path) -> tuple[Path, int, int]:
 
 def test_count_and_list_rules_filter_by_cluster_in_sql(
         big_clustered: tuple[Path, int, int]) -> None:
-    from pld.pipeline.extract import count_rules, list_rules
+    from pld.pipeline.extract.browse import count_rules, list_rules
 
     path, clustering, a = big_clustered
     with open_workspace(path) as ws:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pld import jobs, preamble, review
+from pld import jobs, preamble, review, review_rows, signoff
 from pld.errors import BadInput
 from pld.tasks import load_task
 from pld.workspace import loads, open_workspace
@@ -218,7 +218,7 @@ def test_approver_list_limits_approval(open_page: OpenPage, populated_ws: Popula
     assert not at.exception
     assert "bea is now an approver" in _texts(at.success)
     with populated_ws.open() as ws:
-        assert review.list_approvers(ws, populated_ws.task) == ["bea"]
+        assert signoff.list_approvers(ws, populated_ws.task) == ["bea"]
 
     other = _open(open_page, populated_ws, hid, reviewer="ana")
     assert "not on this task's approver list" in _texts(other.info)
@@ -370,8 +370,8 @@ def test_merge_split_and_new_are_disabled_without_identity(open_page: OpenPage,
 
 def test_remove_an_approver(open_page: OpenPage, populated_ws: Populated) -> None:
     with populated_ws.open() as ws:
-        review.add_approver(ws, populated_ws.task, "bea", "bea")
-        review.add_approver(ws, populated_ws.task, "cy", "bea")
+        signoff.add_approver(ws, populated_ws.task, "bea", "bea")
+        signoff.add_approver(ws, populated_ws.task, "cy", "bea")
     outsider = _open(open_page, populated_ws, populated_ws.heuristic_ids[3], reviewer="ana")
     assert outsider.button(key="h_remove_approver_btn").disabled
     at = _open(open_page, populated_ws, populated_ws.heuristic_ids[3], reviewer="bea")
@@ -380,13 +380,13 @@ def test_remove_an_approver(open_page: OpenPage, populated_ws: Populated) -> Non
     assert not at.exception and not at.error
     assert "cy is no longer an approver" in _texts(at.success)
     with populated_ws.open() as ws:
-        assert review.list_approvers(ws, populated_ws.task) == ["bea"]
+        assert signoff.list_approvers(ws, populated_ws.task) == ["bea"]
     assert at.selectbox(key="h_remove_approver").options == ["bea"]
     # The last one may leave; then anyone may approve again.
     at.button(key="h_remove_approver_btn").click().run()
     assert "anyone may approve again" in _texts(at.success)
     with populated_ws.open() as ws:
-        assert review.list_approvers(ws, populated_ws.task) == []
+        assert signoff.list_approvers(ws, populated_ws.task) == []
     assert "h_remove_approver_btn" not in [b.key for b in at.button]
 
 
@@ -394,7 +394,7 @@ def test_reject_as_a_non_approver_is_refused(open_page: OpenPage,
                                             populated_ws: Populated) -> None:
     hid = populated_ws.approved_heuristic_ids[0]
     with populated_ws.open() as ws:
-        review.add_approver(ws, populated_ws.task, "bea", "bea")
+        signoff.add_approver(ws, populated_ws.task, "bea", "bea")
     at = _open(open_page, populated_ws, hid, reviewer="ana")
     assert "not approve or reject" in _texts(at.info)
     reject = at.button(key=f"h_reject_{hid}")
@@ -424,11 +424,11 @@ def test_reject_a_heuristic(open_page: OpenPage, populated_ws: Populated) -> Non
 
 def test_impact_of_each_heuristic_is_shown_harmful_first(
         open_page: OpenPage, populated_ws: Populated, fake_openai: FakeOpenAI) -> None:
-    from pld.pipeline.impact import measure_impact
+    from pld.pipeline.resolve.impact import measure_impact
 
     first = populated_ws.approved_heuristic_ids[0]
     with populated_ws.open() as ws:
-        first_text = review.fetch(ws, first)["text"]
+        first_text = review_rows.fetch(ws, first)["text"]
 
     def student(body: dict[str, Any]) -> str:
         # Misled by the first heuristic: with it, everything is that label.

@@ -9,8 +9,8 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
-from pld import review
-from pld.ui.plain import literal
+from pld import review, review_rows
+from pld.ui.escape import literal
 from tests.pages.conftest import Populated
 
 OpenPage = Callable[..., AppTest]
@@ -51,7 +51,7 @@ def test_logged_in_user_signs_as_oidc_and_cannot_type_a_name(
     at.button(key=f"h_approve_{hid}").click().run()
     assert not at.exception and not at.error
     with populated_ws.open() as ws:
-        row = review.fetch(ws, hid)
+        row = review_rows.fetch(ws, hid)
         last = review.history(ws, hid)[-1]
     assert (row["status"], row["approved_by"], row["identity_kind"]) == (
         "approved", "carl@bank.example", "oidc")

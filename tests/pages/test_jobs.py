@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from pld import jobs
 from pld.errors import BadInput
-from pld.pipeline.runs import process_start
+from pld.processes import process_start
 from pld.tasks import load_task
 from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI
@@ -204,6 +204,7 @@ def _model_process_of(pid: int) -> int | None:
     return None
 
 
+@pytest.mark.model
 def test_model_process_crash_fails_the_job_with_its_reason(
         ws: Workspace, ws_path: Path, app_ws: Path,
         open_page: Callable[..., AppTest]) -> None:

@@ -10,8 +10,12 @@ import pytest
 
 from pld import review
 from pld.llm import budget
-from pld.pipeline import consolidate, estimate, extract, resolve
-from pld.pipeline.cluster import accept_clustering, cluster
+from pld.pipeline import estimate
+from pld.pipeline.cluster.edits import accept_clustering
+from pld.pipeline.cluster.stage import cluster
+from pld.pipeline.consolidate import stage as consolidate
+from pld.pipeline.extract import stage as extract
+from pld.pipeline.resolve import loop as resolve
 from pld.tasks import load_task
 from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pld import __version__, preamble, review, trail
+from pld import __version__, preamble, review, signoff, trail
 from pld.errors import BadInput
 from pld.pipeline import evaluate as ev
 from pld.pipeline import export as xp
@@ -215,7 +215,7 @@ def test_the_preamble_must_be_approved_and_unchanged(ws: Workspace, tmp_path: Pa
     assert edited["status"] == "draft"
     with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
         xp.export(ws, TASK, tmp_path / "out")
-    with pytest.raises(review.FourEyes):
+    with pytest.raises(signoff.FourEyes):
         preamble.approve_preamble(ws, TASK, "mallory", base_version=edited["version"])
     preamble.approve_preamble(ws, TASK, "alice", base_version=edited["version"])
     # Approved now, but the old prompt does not have that text: it is not what was approved.
@@ -232,7 +232,7 @@ def test_a_description_change_makes_the_preamble_a_draft_again(ws: Workspace) ->
     build_prompt(ws, TASK)
     old = preamble.get_preamble(ws, TASK)
     assert old is not None and old["status"] == "approved"
-    review.set_description(ws, TASK, "Decide if a product review is positive.", "dave")
+    preamble.set_description(ws, TASK, "Decide if a product review is positive.", "dave")
     new = preamble.get_preamble(ws, TASK)
     assert new is not None
     assert (new["status"], new["updated_by"]) == ("draft", "dave")

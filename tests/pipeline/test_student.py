@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pld import preamble, review
+from pld import preamble, review, review_rows, signoff
 from pld.errors import BadInput, NotReady
 from pld.llm.calls import CallFailed
 from pld.pipeline import student as st
@@ -47,7 +47,7 @@ def add_heuristic(ws: Workspace, text: str, *, status: str = "approved",
     with ws.write() as db:
         hid = review.insert_row(db, {"task": task, "text": text, "origin": "consolidate",
                                      "source_rule_ids": source_rule_ids or []},
-                                who="bob", identity_kind=review.SELF_DECLARED, comment=None)
+                                who="bob", identity_kind=signoff.SELF_DECLARED, comment=None)
     if status == "approved":
         review.approve(ws, hid, approved_by or "alice", base_version=1)
         approve_preamble(ws, task)
@@ -59,7 +59,7 @@ def add_heuristic(ws: Workspace, text: str, *, status: str = "approved",
 def approve_preamble(ws: Workspace, task: str = TASK, who: str = "carol") -> None:
     """Approve ``task``'s preamble as ``who`` unless it already is."""
     row = preamble.ensure_preamble(ws, task)
-    if row["status"] != review.APPROVED:
+    if row["status"] != review_rows.APPROVED:
         preamble.approve_preamble(ws, task, who, base_version=row["version"])
 
 
@@ -253,6 +253,7 @@ def test_bad_model_string_is_bad_input(ws: Workspace) -> None:
         st.predict(ws, TASK, "nope/model", system_prompt="S")
 
 
+@pytest.mark.model
 def test_local_student_is_constrained_to_labels(ws: Workspace) -> None:
     """The real embedded model: every answer is one of the labels, one call at a time."""
     load_reviews(ws, n_train=0, n_val=0, n_test=3)

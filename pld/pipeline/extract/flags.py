@@ -1,0 +1,112 @@
+"""Heuristic warnings on an extracted rule, for reviewers: :data:`FLAGS` names them.
+
+A rule that restates its label, names no label or the wrong one, copies the example or (for
+multiple-choice tasks) names an option letter is kept, flagged, for a person to look at.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+FLAGS: dict[str, str] = {
+    "restates_label": "the rule has no condition (no if/when/unless/because/that... word) or "
+                      "fewer than two words besides the label and filler words",
+    "no_label": "the rule names none of the task's labels",
+    "wrong_label": "the rule names labels, but not the example's gold label",
+    "copies_example": "the rule copies 5 or more consecutive words from the example "
+                      "(likely names an entity or is not generalised)",
+    "names_option": "a multiple-choice rule names an option letter, which says nothing about "
+                    "another question",
+}
+
+# Words that introduce a condition; a rule without any of them is "label is X" in disguise.
+_CONDITION_WORDS = frozenset({
+    "if", "when", "whenever", "unless", "because", "where", "wherever", "while", "whether",
+    "that", "which", "who", "whom", "whose", "with", "without", "since", "given", "provided",
+    "once", "only",
+})
+# Words that carry no condition of their own in "If ..., then the label is X." style rules.
+_FILLER_WORDS = frozenset({
+    "the", "a", "an", "label", "labels", "labelled", "labeled", "is", "are", "be", "being",
+    "should", "must", "then", "it", "its", "this", "text", "texts", "example", "examples",
+    "sample", "input", "sentence", "answer", "class", "category", "classified", "classify",
+    "as", "so", "therefore", "thus", "always", "of",
+})
+_COPY_SPAN = 5
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\s_]+", " ", s.lower()).strip()
+
+
+def _label_pattern(label: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-]){re.escape(_norm(label))}(?![\w-])")
+
+
+def labels_named(rule: str, labels: Iterable[str]) -> list[str]:
+    """The labels a rule names as whole words (case- and ``_``/space-insensitive).
+
+    Longer labels are matched first and blanked out, so a rule naming ``not_entailment`` does not
+    also count as naming ``entailment``.
+    """
+    text = _norm(rule)
+    found = []
+    for label in sorted(labels, key=lambda lab: len(_norm(lab)), reverse=True):
+        pattern = _label_pattern(label)
+        if pattern.search(text):
+            found.append(label)
+            text = pattern.sub(" # ", text)
+    return found
+
+
+def names_option(rule: str, letters: Iterable[str]) -> bool:
+    """Whether a rule names an option letter: "option B", "answer is (C)", "(D)", "'A'".
+
+    Case-sensitive on the letter, so the article "a" is not taken for option A.
+    """
+    alt = "|".join(re.escape(x) for x in letters)
+    pattern = (rf"(?:\b(?:[Oo]ption|[Aa]nswer|[Cc]hoice|[Ll]etter)\s+(?:is\s+)?\(?(?:{alt})\)?"
+               rf"|\((?:{alt})\)|[\"'](?:{alt})[\"'])(?![\w-])")
+    return re.search(pattern, rule) is not None
+
+
+def _lacks_condition(rule: str, labels: list[str]) -> bool:
+    without_labels = _norm(rule)
+    for label in sorted(labels, key=lambda lab: len(_norm(lab)), reverse=True):
+        without_labels = _label_pattern(label).sub(" ", without_labels)
+    words = re.findall(r"[^\W_]+(?:['-][^\W_]+)*", without_labels)
+    content = [w for w in words if w not in _FILLER_WORDS and w not in _CONDITION_WORDS]
+    return not any(w in _CONDITION_WORDS for w in words) or len(content) < 2
+
+
+def flag_rule(rule: str, gold: str, labels: list[str], example_text: str,
+              shape: str = "single") -> list[str]:
+    """Heuristic warnings for one rule (names from :data:`FLAGS`), in a fixed order.
+
+    A multiple-choice rule says how to choose an option rather than naming the gold letter, so
+    it is checked for naming a letter instead of for naming the gold label.
+    """
+    flags = []
+    if _lacks_condition(rule, [] if shape == "multiple-choice" else labels):
+        flags.append("restates_label")
+    if shape == "multiple-choice":
+        if names_option(rule, labels):
+            flags.append("names_option")
+    else:
+        named = labels_named(rule, labels)
+        if not named:
+            flags.append("no_label")
+        elif gold not in named:
+            flags.append("wrong_label")
+    if _copies_span(rule, example_text, _COPY_SPAN):
+        flags.append("copies_example")
+    return flags
+
+
+def _copies_span(rule: str, text: str, n: int) -> bool:
+    def grams(s: str) -> set[tuple[str, ...]]:
+        tokens = re.findall(r"\w+", s.lower())
+        return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+    return bool(grams(rule) & grams(text))

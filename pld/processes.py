@@ -1,0 +1,59 @@
+"""Is this process ours, and is it still alive: the facts about OS processes that runs, jobs and
+batches keep in the workspace (a pid plus its start time) and check later.
+
+A pid alone does not name a process: once it has ended its pid is handed to another. A pid
+with its start time does. Everything here reads ``/proc`` where there is one and degrades to
+the signal test where there is not (macOS).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/PID/stat`` field 22);
+    None where there is no ``/proc`` or no such process."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19]) if fields else None
+    except (ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None, start: int | None = None) -> bool:
+    """True while process ``pid`` runs (and, when ``start`` is given, is the process that
+    started then, not a later one that got the same pid). A zombie (ended, not yet reaped by
+    its parent) counts as ended: ``os.kill(pid, 0)`` alone would report it alive."""
+    if not pid:
+        return False
+    if start is not None and process_start(pid) not in (None, start):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    fields = _stat_fields(pid)
+    if fields is None:
+        return True  # no /proc (macOS): the signal test is all there is
+    return fields[0] not in ("Z", "X")
+
+
+def command_line(pid: int) -> list[str] | None:
+    """The arguments process ``pid`` was started with; None where they cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]

@@ -1,0 +1,145 @@
+"""One heuristic on the Heuristics page: its text exactly as written, its last change, and the
+Review, Edit, Split, Sources and History tabs.
+
+Approve and reject run as the signed-in reviewer with the version they were looking at bound
+into the button, so a heuristic changed in between is refused as stale, and the reason a
+sign-off would be refused (four-eyes, approver list) shows before the click.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from pld import review, review_rows, signoff
+from pld.errors import BadInput
+from pld.ui import diffs, sidebar
+from pld.ui.acting import SIGN_IN, act
+from pld.ui.escape import literal
+from pld.ui.heuristic_drafts import split_tab
+from pld.ui.heuristic_editor import edit_tab, editor_panel
+from pld.workspace import Workspace
+
+
+def _comment_key(hid: int, name: str) -> str:
+    # Per person: a comment bob typed must not be recorded with alice's decision.
+    return f"h_comment_{hid}_{name}"
+
+
+def _refusal(e: BadInput, action: str) -> str:
+    if isinstance(e, signoff.FourEyes):
+        return f"Four-eyes rule: {e}"
+    if isinstance(e, signoff.NotApprover):
+        return f"Not an approver: {e}"
+    if isinstance(e, review_rows.StaleEdit):
+        return f"Not {action}d: {e}"
+    return str(e)
+
+
+def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
+    def run(who: sidebar.Identity) -> str:
+        key = _comment_key(hid, who.name)
+        comment = (st.session_state.get(key) or "").strip() or None
+        decide = review.approve if action == "approve" else review.reject
+        row = decide(ws, hid, who.name, base_version=version, identity_kind=who.kind,
+                     comment=comment)
+        st.session_state[key] = ""
+        return (f"Heuristic #{hid} {row['status']} by {literal(who.name)} ({who.kind}); "
+                f"now version {row['version']}.")
+
+    act(action, run, refused=lambda e: _refusal(e, action))
+
+
+def _last_change(hist: list[dict[str, Any]], h: dict[str, Any]) -> None:
+    for r in reversed(hist):
+        before, after = r["before"] or {}, r["after"] or {}
+        if before.get("text") is not None and before.get("text") != after.get("text"):
+            st.caption(f"Last text change: v{before.get('version')} → v{after.get('version')} "
+                       f"by {literal(r['who'])} ({r['identity_kind']}, {r['action']}) at "
+                       f"{r['created_at']}")
+            st.html(diffs.diff_html(before["text"], after["text"]))
+            return
+    st.caption(f"Original text, written by {literal(h['created_by'])}.")
+
+
+def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
+                approvers: list[str]) -> None:
+    hid, status = h["id"], h["status"]
+    if me is None:
+        st.info(f"{SIGN_IN} to approve or reject.")
+    elif approvers and me.name not in {signoff.normalize_name(a) for a in approvers}:
+        st.info(f"{literal(me.name)} is not on this task's approver list: you can edit and "
+                "comment, not approve or reject.")
+    elif (signoff.normalize_name(h["updated_by"] or "") == me.name
+          and status != review_rows.APPROVED):
+        st.warning(f"You ({literal(me.name)}) wrote the current text: the four-eyes rule needs "
+                   "someone else to approve it.")
+    st.text_input("Comment (recorded with the decision)",
+                  key=_comment_key(hid, me.name if me else ""), disabled=me is None)
+    # Off before the click, with the reason the refusal would give, not refused after it.
+    off = {a: f"{SIGN_IN} first." if me is None
+           else signoff.sign_off_refusal(ws, h, me.name, me.kind, a)
+           for a in ("approve", "reject")}
+    c1, c2 = st.columns(2)
+    c1.button("Approve", key=f"h_approve_{hid}", type="primary", disabled=bool(off["approve"]),
+              help=off["approve"], on_click=_decide, args=(ws, hid, h["version"], "approve"))
+    c2.button("Reject", key=f"h_reject_{hid}", disabled=bool(off["reject"]),
+              help=off["reject"], on_click=_decide, args=(ws, hid, h["version"], "reject"))
+    if me is not None:
+        st.caption(f"Signing as **{literal(me.name)}** ({me.kind}).")
+
+
+def _sources_tab(h: dict[str, Any]) -> None:
+    if not h["sources"]:
+        st.caption("No source rules (written by hand or added by the conflict loop).")
+        return
+    st.dataframe(pd.DataFrame([{
+        "rule": s["rule_id"], "micro-instruction": s["rule"], "leads to": s["rule_label"],
+        "example": s["ext_id"], "split": s["split"], "gold label": s["gold_label"],
+        "example text": s["example_text"],
+    } for s in h["sources"]]), hide_index=True)
+
+
+def _history_tab(hist: list[dict[str, Any]]) -> None:
+    for r in reversed(hist):
+        before, after = r["before"] or {}, r["after"] or {}
+        version = f"v{before.get('version', '–')} → v{after.get('version', '–')}"
+        st.markdown(f"**{r['action']}** by {literal(r['who'])} ({r['identity_kind']}) · "
+                    f"{r['created_at']} · {version}")
+        if r["comment"]:
+            # Plain text: a Markdown comment could forge an "approve by alice" line.
+            st.text(f"comment: {r['comment']}")
+        if before.get("text") is not None and before.get("text") != after.get("text"):
+            st.html(diffs.diff_html(before["text"], after.get("text") or ""))
+
+
+def heuristic_detail(ws: Workspace, hid: int, me: sidebar.Identity | None,
+                     approvers: list[str]) -> None:
+    """Draw heuristic ``hid`` with its tabs, for the reviewer ``me`` (None: read only)."""
+    h = review.get_heuristic(ws, hid)
+    hist = review.history(ws, hid)
+    st.subheader(f"Heuristic #{hid}")
+    approved = (f" · approved by {literal(h['approved_by'])} ({h['identity_kind']})"
+                if h["approved_by"] else "")
+    st.caption(f"{h['status']} · version {h['version']} · origin {h['origin'] or '–'} · "
+               f"created by {literal(h['created_by'])} · last edited by "
+               f"{literal(h['updated_by'] or h['created_by'])}{approved}")
+    # Exactly as written: Markdown here could fake badges and links, or hide reference lines
+    # that stay in the prompt.
+    st.code(h["text"], language=None, wrap_lines=True)
+    _last_change(hist, h)
+    editor_panel(ws, h, me)
+    t_review, t_edit, t_split, t_sources, t_history = st.tabs(
+        ["Review", "Edit", "Split", f"Sources ({len(h['sources'])})", f"History ({len(hist)})"])
+    with t_review:
+        _review_tab(ws, h, me, approvers)
+    with t_edit:
+        edit_tab(h, me)
+    with t_split:
+        split_tab(ws, h, me)
+    with t_sources:
+        _sources_tab(h)
+    with t_history:
+        _history_tab(hist)

@@ -1,0 +1,179 @@
+"""Editing one heuristic's text (Heuristics page): the open editor, and an edit refused because
+someone changed the heuristic first, shown three ways (base, theirs, yours) until the reviewer
+redoes it on their text or discards it.
+
+The editor carries the version it was opened on, so a save over a newer version is refused as
+stale (:class:`pld.review_rows.StaleEdit`) instead of silently undoing the other change. The
+unsaved work is kept per reviewer in session state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from pld import review, review_rows
+from pld.ui import diffs, sidebar
+from pld.ui.acting import SIGN_IN, act
+from pld.ui.escape import literal
+from pld.workspace import Workspace
+
+
+def _key(part: str, hid: int) -> str:
+    """The session key of one person's unsaved work on heuristic ``hid`` (editor text, base,
+    refused edit): keyed by the reviewer, so switching names never carries it over."""
+    me = sidebar.identity()
+    return f"h_{part}_{hid}_{me.name if me else ''}"
+
+
+def _open_edit(hid: int, version: int, text: str) -> None:
+    st.session_state[_key("edit_base", hid)] = {"version": version, "text": text}
+    st.session_state[_key("edit_text", hid)] = text
+    st.session_state.pop(_key("stale", hid), None)
+
+
+def _close_edit(hid: int) -> None:
+    for key in (_key("edit_base", hid), _key("edit_text", hid), _key("edit_comment", hid),
+                _key("edit_mine", hid), _key("edit_kept", hid)):
+        st.session_state.pop(key, None)
+
+
+def _keep_refused(hid: int, text: str, base: dict[str, Any], e: review_rows.StaleEdit) -> None:
+    """Keep a refused edit with what it was based on and what replaced that, for the
+    three-way view."""
+    theirs = e.theirs or {}
+    st.session_state[_key("stale", hid)] = {
+        "mine": text, "base_version": base["version"], "base_text": base["text"],
+        "message": str(e),
+        "theirs": e.current["text"], "version": e.current["version"],
+        "status": e.current["status"], "who": theirs.get("who"),
+        "action": theirs.get("action"), "at": theirs.get("created_at"),
+    }
+    _close_edit(hid)
+
+
+def _save_edit(ws: Workspace, hid: int) -> None:
+    base = st.session_state.get(_key("edit_base", hid))
+    if base is None:
+        return
+    text = st.session_state.get(_key("edit_text", hid)) or ""
+    comment = (st.session_state.get(_key("edit_comment", hid)) or "").strip() or None
+
+    def run(who: sidebar.Identity) -> str:
+        try:
+            row = review.edit(ws, hid, text, who.name, base_version=base["version"],
+                              identity_kind=who.kind, comment=comment)
+        except review_rows.StaleEdit as e:
+            _keep_refused(hid, text, base, e)
+            raise
+        _close_edit(hid)
+        return (f"Saved heuristic #{hid} as version {row['version']} (a draft: someone other "
+                f"than {who.name} must approve it).")
+
+    act("save", run, refused=lambda e: f"Not saved: {e}")
+
+
+def _redo_on_theirs(hid: int) -> None:
+    """Reopen the editor on *their* text (the current version), keeping the reviewer's refused
+    text beside it: starting from their text, saving cannot silently undo their change."""
+    stale = st.session_state.pop(_key("stale", hid), None)
+    if stale is not None:
+        st.session_state[_key("edit_base", hid)] = {"version": stale["version"],
+                                                  "text": stale["theirs"]}
+        st.session_state[_key("edit_text", hid)] = stale["theirs"]
+        st.session_state[_key("edit_mine", hid)] = {"text": stale["mine"],
+                                                  "base_text": stale.get("base_text", ""),
+                                                  "base_version": stale["base_version"]}
+
+
+def _discard_stale(hid: int) -> None:
+    st.session_state.pop(_key("stale", hid), None)
+
+
+def _three_way(base_version: int, base_text: str, theirs_label: str, theirs: str,
+               mine: str) -> None:
+    """Base, theirs and mine side by side, each change marked against the base."""
+    b, t, m = st.columns(3)
+    with b:
+        st.markdown(f"**Base** (v{base_version}, what you started from)")
+        st.code(base_text, language=None, wrap_lines=True)
+    with t:
+        st.markdown(f"**Theirs** ({theirs_label})")
+        st.html(diffs.diff_html(base_text, theirs))
+    with m:
+        st.markdown("**Yours** (not saved)")
+        st.html(diffs.diff_html(base_text, mine))
+
+
+def _stale_view(hid: int, stale: dict[str, Any]) -> None:
+    """Drawn above the tabs, so the refused text is in front of the reviewer, not one click
+    away; nothing of theirs or yours is lost until they choose."""
+    st.error(f"Your edit was not saved: {stale['message']}")
+    by = f" by {literal(stale['who'])} ({stale['action']})" if stale["who"] else ""
+    _three_way(stale["base_version"], stale.get("base_text", ""),
+               f"v{stale['version']}, {stale['status']}{by}", stale["theirs"], stale["mine"])
+    c1, c2 = st.columns(2)
+    c1.button("Redo mine on theirs", key=f"h_redo_{hid}", on_click=_redo_on_theirs,
+              args=(hid,), type="primary",
+              help="Opens the editor on their text (the current version), with yours beside "
+                   "it to carry your change over; nothing is saved until you save.")
+    c2.button("Discard my text", key=f"h_discard_{hid}", on_click=_discard_stale, args=(hid,))
+
+
+def _editor(ws: Workspace, h: dict[str, Any], base: dict[str, Any]) -> None:
+    hid = h["id"]
+    mine = st.session_state.get(_key("edit_mine", hid))
+    if mine is not None:
+        st.info("Redoing your change on their version: the box starts from their text. Carry "
+                "your change over, then save.")
+        _three_way(mine["base_version"], mine["base_text"], f"v{base['version']}, now",
+                   base["text"], mine["text"])
+    st.caption(f"Editing from version {base['version']}. Saving makes it a draft that someone "
+               "else must approve.")
+    text_key, kept_key = _key("edit_text", hid), _key("edit_kept", hid)
+    # Streamlit forgets a widget's value while it is not drawn (another reviewer's name in
+    # the sidebar): a copy outside the widget brings the unsaved text back.
+    if text_key not in st.session_state and kept_key in st.session_state:
+        st.session_state[text_key] = st.session_state[kept_key]
+    st.text_area("Text", key=text_key, height=160)
+    st.session_state[kept_key] = st.session_state.get(text_key)
+    st.text_input("Comment", key=_key("edit_comment", hid))
+    new = st.session_state.get(_key("edit_text", hid)) or ""
+    spans = diffs.word_diff(base["text"], new)
+    if diffs.changed(spans):
+        st.caption(f"Your change against version {base['version']}:")
+        st.html(diffs.spans_html(spans))
+    c1, c2 = st.columns(2)
+    c1.button("Save", key=f"h_save_{hid}", type="primary", on_click=_save_edit, args=(ws, hid))
+    c2.button("Cancel", key=f"h_cancel_{hid}", on_click=_close_edit, args=(hid,))
+
+
+def editor_panel(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> None:
+    """Above the tabs of heuristic ``h`` (a rerun shows the first tab again): the reviewer's
+    refused edit, or their open editor; nothing when they have neither."""
+    stale = st.session_state.get(_key("stale", h["id"]))
+    base = st.session_state.get(_key("edit_base", h["id"]))
+    if stale is not None:
+        _stale_view(h["id"], stale)
+    elif me is not None and base is not None and h["status"] in review_rows.LIVE:
+        with st.container(border=True):
+            _editor(ws, h, base)
+
+
+def edit_tab(h: dict[str, Any], me: sidebar.Identity | None) -> None:
+    """The Edit tab of heuristic ``h``: opens the editor (drawn above the tabs)."""
+    hid = h["id"]
+    if st.session_state.get(_key("stale", hid)) is not None:
+        st.caption("Your refused edit is shown above the tabs.")
+        return
+    if h["status"] not in review_rows.LIVE:
+        st.info(f"This heuristic is {h['status']}; it can no longer be edited.")
+        return
+    if me is not None and st.session_state.get(_key("edit_base", hid)) is not None:
+        st.caption("The editor is open above the tabs.")
+        return
+    if me is None:
+        st.info(f"{SIGN_IN} to edit.")
+    st.button("Edit this heuristic", key=f"h_open_edit_{hid}", on_click=_open_edit,
+              args=(hid, h["version"], h["text"]), disabled=me is None)
