@@ -1,5 +1,6 @@
-"""A scripted teacher and student for the fake provider servers: every role of the chain told
-apart by the JSON schema it asks for, in either provider's wire format."""
+"""A scripted teacher and student for the fake provider servers (every role of the chain told
+apart by the JSON schema it asks for, in either provider's wire format), the model string the
+batch figures ask the fake for, and filler words that pad replies and examples."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
+
+# The teacher of the batch figures: an Anthropic model, answered by the fake Message Batches API.
+BATCH_TEACHER = "anthropic/claude-sonnet-4-6"
 
 # Words that pad a scripted reply or a synthetic example to a length without changing its
 # meaning.

@@ -172,9 +172,9 @@ def describe_cmd(ctx: click.Context, task: str, teacher: str | None, text: str |
 
     \b
     Examples:
-      python -m pld describe privacy-qa --teacher local/default
-      python -m pld describe privacy-qa --teacher local/default --keep --as ana
-      python -m pld describe privacy-qa --text "Each input is a question and ..." --as ana
+      python -m pld describe demo --teacher local/default
+      python -m pld describe demo --teacher local/default --keep --as ana
+      python -m pld describe demo --text "Each input is a message to a bank's help desk." --as ana
     """
     from pld.pipeline.describe import draft_description
     from pld.preamble import set_description

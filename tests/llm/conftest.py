@@ -47,7 +47,7 @@ class Provider:
     key: str
     key_env: str
     fake_class: type[FakeServer]
-    make_backend: Callable[[str, str, float], Backend]
+    backend_class: type[AnthropicBackend] | type[OpenAIBackend]
     answer: str  # what the fake answers by default
     email: str
     empty_reply_error: str  # words of the error logged for a reply without content
@@ -57,16 +57,13 @@ class Provider:
 
     def backend(self, timeout: float = 5) -> Backend:
         """A backend of this provider's model, reaching the fake through the environment."""
-        return self.make_backend(self.model, self.api_model, timeout)
-
-    def __str__(self) -> str:
-        return self.name
+        return self.backend_class(self.model, self.api_model, timeout=timeout)
 
 
 ANTHROPIC = Provider(
     name="anthropic", model="anthropic/claude-sonnet-4-6", api_model="claude-sonnet-4-6",
     key="sk-ant-test-123-secret", key_env="ANTHROPIC_API_KEY", fake_class=FakeAnthropic,
-    make_backend=lambda model, name, timeout: AnthropicBackend(model, name, timeout=timeout),
+    backend_class=AnthropicBackend,
     answer="billing", email="My invoice shows a double charge.",
     empty_reply_error="empty reply", retry_hint=({"retry-after": "3"}, 3.0),
     sent_key=api_key, error_body=error_payload,
@@ -74,7 +71,7 @@ ANTHROPIC = Provider(
 OPENAI = Provider(
     name="openai", model="openai/gpt-4o-mini", api_model="gpt-4o-mini",
     key="sk-test-123-secret", key_env="OPENAI_API_KEY", fake_class=FakeOpenAI,
-    make_backend=lambda model, name, timeout: OpenAIBackend(model, name, timeout=timeout),
+    backend_class=OpenAIBackend,
     answer="shipping", email="Where is my parcel? It was due on Monday.",
     empty_reply_error="no choices", retry_hint=({"retry-after-ms": "1500"}, 1.5),
     sent_key=_bearer, error_body=_openai_error,

@@ -16,6 +16,7 @@ from pld.llm.batch_store import list_batches
 from pld.llm.pricing import estimate_cost
 from pld.pipeline import student
 from pld.pipeline.extract import stage as ex
+from pld.pipeline.extract.browse import get_rule
 from pld.workspace import Workspace
 from tests.fakes.anthropic_server import FakeAnthropicBatches
 from tests.fakes.openai_server import FakeOpenAIBatches
@@ -93,7 +94,7 @@ def test_extract_in_one_batch_lands_every_answer_at_the_batch_price(
         "landed", 10, 10, s.run_id)
     # A rule's call is the stage's cache hit; it says which answer it served, from which batch.
     rule_id = ws.query("SELECT id FROM micro_instructions ORDER BY id LIMIT 1")[0]["id"]
-    source = ex.get_rule(ws, rule_id)["call"]["answered_by"]
+    source = get_rule(ws, rule_id)["call"]["answered_by"]
     assert source["batch_id"] == b["id"] and source["id"] in {r["id"] for r in answers}
     assert any("submitted 10" in line for line in said)
     assert any("landed 10 answers" in line for line in said)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pld import preamble, review, trail
 from pld.tasks.store import RELOAD_ACTOR, save_task
 from pld.workspace import Workspace
@@ -14,7 +16,7 @@ def _load(ws: Workspace, description: str) -> None:
               source="test", params={}, examples=[])
 
 
-def _last_edit(ws: Workspace) -> dict:
+def _last_edit(ws: Workspace) -> dict[str, Any]:
     row = preamble.get_preamble(ws, TASK)
     assert row is not None
     return review.history(ws, row["id"], "preamble")[-1]

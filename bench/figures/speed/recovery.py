@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from bench.figures.scripted import scripted_reply
+from bench.figures.scripted import BATCH_TEACHER, scripted_reply
 from bench.figures.speed.report import entry
 from bench.figures.workspaces import (
     child_env,
@@ -34,7 +34,6 @@ from bench.figures.workspaces import (
 from pld.tasks.demo import DEMO_LABELS
 from pld.workspace import Workspace, open_workspace
 
-CLAUDE = "anthropic/claude-sonnet-4-6"
 # Batches whose provider id is stored: the moment a killed command resumes by polling.
 STORED_SQL = "SELECT count(*) FROM batches WHERE provider_batch_id IS NOT NULL"
 
@@ -167,7 +166,7 @@ def measure_batch(args: argparse.Namespace) -> dict[str, Any]:
                          "ANTHROPIC_API_KEY": "sk-ant-bench", "PLD_BATCH_POLL_S": "0.2"})
         fake.book.polls_to_finish = 10**9  # still in progress while the first process polls
         cmd = [sys.executable, "-m", "pld", "--workspace", str(path), "extract", "demo",
-               "--teacher", CLAUDE, "--batch", "--json"]
+               "--teacher", BATCH_TEACHER, "--batch", "--json"]
         polls: list[int] = []
 
         def submitted() -> bool:

@@ -22,8 +22,7 @@ from typing import Any
 
 from bench.figures.machine import REPO
 from bench.figures.results import median
-from bench.figures.scripted import FILLER, scripted_reply
-from bench.figures.speed.recovery import CLAUDE
+from bench.figures.scripted import BATCH_TEACHER, FILLER, scripted_reply
 from bench.figures.speed.report import entry
 from bench.figures.workspaces import child_env, fresh_path
 from pld.workspace import open_workspace
@@ -127,7 +126,7 @@ def extract_rss(n: int) -> dict[str, Any]:
         # Not ru_maxrss: Linux carries the parent's peak into a child's across exec, and this
         # benchmark's process holds the embedding and tokenizer models by then.
         cmd = [sys.executable, "-c", HWM_AT_EXIT, str(hwm), "--workspace", str(path), "extract",
-               "big", "--teacher", CLAUDE, "--batch", "--json"]
+               "big", "--teacher", BATCH_TEACHER, "--batch", "--json"]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=3600)
