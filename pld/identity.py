@@ -88,3 +88,27 @@ class Identity:
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
+
+    @property
+    def is_person(self) -> bool:
+        """False for PLD Studio's own steps and for a model (:meth:`system`, :meth:`teacher`)."""
+        return not self.name.startswith(RESERVED_PREFIXES)
+
+    @classmethod
+    def system(cls, step: str) -> Identity:
+        """PLD Studio's own step as the actor of an audit row (``pld:STEP``, kind ``auto``):
+        the conflict loop's revert, the preamble template, a job nobody named."""
+        return cls._reserved(SYSTEM_PREFIX + step)
+
+    @classmethod
+    def teacher(cls, model: str) -> Identity:
+        """A model as the writer of a text (``teacher:MODEL``, kind ``auto``)."""
+        return cls._reserved(TEACHER_PREFIX + model)
+
+    @classmethod
+    def _reserved(cls, name: str) -> Identity:
+        # The one way round the reserved-prefix check: only these constructors use it.
+        made = object.__new__(cls)
+        object.__setattr__(made, "name", name)
+        object.__setattr__(made, "kind", AUTO)
+        return made

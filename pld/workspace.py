@@ -22,6 +22,7 @@ from typing import Any
 import sqlite_utils
 
 from pld import trail
+from pld.errors import BadInput
 
 SCHEMA_VERSION = 7
 
@@ -367,6 +368,19 @@ def _migrate(ws: Workspace, current: int) -> None:
 def dumps(value: Any) -> str:
     """JSON-encode a value for a TEXT column (stable key order, unicode kept readable)."""
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def row_by_id(ws: Workspace, table: str, row_id: int, what: str,
+              decode: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Row ``row_id`` of ``table`` with the JSON columns named in ``decode`` decoded (each to
+    its default when NULL); :class:`~pld.errors.BadInput` "WHAT ROW_ID not found" otherwise."""
+    rows = ws.query(f"SELECT * FROM {table} WHERE id = ?", [row_id])
+    if not rows:
+        raise BadInput(f"{what} {row_id} not found")
+    row = rows[0]
+    for column, default in (decode or {}).items():
+        row[column] = loads(row[column], default)
+    return row
 
 
 def where_equal(equal: dict[str, Any], extra: Sequence[str] = ()) -> tuple[str, list[Any]]:

@@ -43,3 +43,11 @@ def test_kinds() -> None:
 def test_look_alike_letters_of_another_script_stay_apart() -> None:
     # The documented limit of self-declared names: a Cyrillic "о" is another name.
     assert Identity("b\u043eb").name != Identity("bob").name
+
+
+def test_system_and_teacher_actors_are_not_people() -> None:
+    assert Identity.system("resolve").name == "pld:resolve"
+    assert Identity.teacher("local/default").name == "teacher:local/default"
+    assert Identity.system("resolve").kind == AUTO
+    assert not Identity.teacher("local/default").is_person
+    assert Identity("ana").is_person

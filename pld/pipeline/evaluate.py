@@ -35,7 +35,7 @@ from pld.pipeline.student import zero_shot_prompt as student_zero_shot
 from pld.pipeline.worked_examples import worked_examples_prompt
 from pld.tasks.store import TaskInfo, task_info
 from pld.tasks.store import examples as task_examples
-from pld.workspace import Workspace, dumps, loads, now
+from pld.workspace import Workspace, dumps, loads, now, row_by_id
 
 
 @dataclass(frozen=True)
@@ -328,15 +328,6 @@ def _result(row: dict[str, Any]) -> EvalResult:
                       row["prompt_version"])
 
 
-def _row(ws: Workspace, eval_id: int) -> dict[str, Any]:
-    rows = ws.query("SELECT * FROM evaluations WHERE id = ?", [eval_id])
-    if not rows:
-        raise BadInput(f"evaluation {eval_id} not found")
-    row = rows[0]
-    row["metrics"] = loads(row["metrics"], {})
-    return row
-
-
 def list_evaluations(ws: Workspace, task: str) -> list[dict[str, Any]]:
     """All evaluations of ``task``, oldest first, with ``metrics`` decoded."""
     rows = ws.query("SELECT * FROM evaluations WHERE task = ? ORDER BY id", [task])
@@ -358,7 +349,8 @@ def compare(ws: Workspace, eval_id_a: int, eval_id_b: int) -> dict[str, Any]:
     macro-F1 difference B − A on those items with a paired-bootstrap 95% interval, and
     ``beyond_noise`` says whether that interval excludes zero.
     """
-    a, b = _row(ws, eval_id_a), _row(ws, eval_id_b)
+    a, b = (row_by_id(ws, "evaluations", i, "evaluation", {"metrics": {}})
+            for i in (eval_id_a, eval_id_b))
     rows_a = {r["example_id"]: r for r in ws.query(
         "SELECT example_id, correct, label FROM predictions WHERE run_id = ?", [a["run_id"]])}
     rows_b = {r["example_id"]: r for r in ws.query(

@@ -18,7 +18,7 @@ from typing import Any
 from pld.errors import BadInput
 from pld.llm.budget import BudgetReached
 from pld.processes import pid_alive, process_start
-from pld.workspace import Workspace, dumps, loads, now, where_equal
+from pld.workspace import Workspace, dumps, loads, now, row_by_id, where_equal
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -157,13 +157,8 @@ def _finish(ws: Workspace, run: Run, status: str, error: str | None) -> None:
 
 
 def get_run(ws: Workspace, run_id: int) -> dict[str, Any]:
-    """One run row with its params decoded."""
-    rows = ws.query("SELECT * FROM runs WHERE id = ?", [run_id])
-    if not rows:
-        raise KeyError(f"run {run_id} not found")
-    row = rows[0]
-    row["params"] = loads(row["params"], {})
-    return row
+    """One run row with its params decoded; :class:`BadInput` when there is none."""
+    return row_by_id(ws, "runs", run_id, "run", {"params": {}})
 
 
 def list_runs(ws: Workspace, task: str | None = None, kind: str | None = None,

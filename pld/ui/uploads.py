@@ -17,7 +17,7 @@ from typing import Any
 
 from pld.errors import BadInput
 from pld.tasks import load_custom
-from pld.tasks.custom import CSV_EXTS, JSONL_EXTS, jsonl_record, task_name_for
+from pld.tasks.custom import CSV_EXTS, JSONL_EXTS, decode_text, jsonl_record, task_name_for
 from pld.workspace import Workspace
 
 SUPPORTED = tuple(e.lstrip(".") for e in (*CSV_EXTS, *JSONL_EXTS))
@@ -26,15 +26,6 @@ SUPPORTED = tuple(e.lstrip(".") for e in (*CSV_EXTS, *JSONL_EXTS))
 def _safe_name(filename: str) -> str:
     name = Path(filename or "upload").name
     return re.sub(r"[^\w.() -]+", "_", name).strip() or "upload"
-
-
-def _text(filename: str, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise BadInput(f"{filename} line {line}: not UTF-8 text (byte 0x{data[e.start]:02x} at "
-                       f"offset {e.start}); save the file as UTF-8") from None
 
 
 def peek(filename: str, data: bytes, limit: int = 5) -> tuple[list[str], list[dict[str, Any]]]:
@@ -48,7 +39,7 @@ def peek(filename: str, data: bytes, limit: int = 5) -> tuple[list[str], list[di
     if ext not in CSV_EXTS and ext not in JSONL_EXTS:
         raise BadInput(f"{name}: unsupported file type {ext or '(none)'!r}; use "
                        + ", ".join("." + s for s in SUPPORTED))
-    text = _text(name, data)
+    text = decode_text(name, data)
     if not text.strip():
         raise BadInput(f"{name}: empty file")
     if ext in JSONL_EXTS:

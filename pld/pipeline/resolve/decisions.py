@@ -21,16 +21,11 @@ from pld.pipeline.resolve.state import (
     iteration_record,
     proposal_rows,
 )
-from pld.workspace import Workspace, loads, now
+from pld.workspace import Workspace, now, row_by_id
 
 
 def _proposal(ws: Workspace, proposal_id: int) -> dict[str, Any]:
-    rows = ws.query("SELECT * FROM proposals WHERE id = ?", [proposal_id])
-    if not rows:
-        raise BadInput(f"proposal {proposal_id} not found")
-    row = rows[0]
-    row["evidence"] = loads(row["evidence"], [])
-    return row
+    return row_by_id(ws, "proposals", proposal_id, "proposal", {"evidence": []})
 
 
 def _base_version(ws: Workspace, p: dict[str, Any]) -> int:
