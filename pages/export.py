@@ -17,7 +17,7 @@ from pld.pipeline import export, student
 from pld.pipeline.student import PromptVersion
 from pld.ui import page
 from pld.ui.acting import reviewer_kwargs
-from pld.ui.served_paths import EXPORTS, confine, served_root
+from pld.served_paths import EXPORTS, confine, served_root
 from pld.workspace import Workspace
 
 

@@ -21,13 +21,14 @@ from typing import Any
 
 from pld import prompts, review
 from pld.errors import BadInput
+from pld.identity import AUTO, Identity
 from pld.review_rows import DRAFT, PREAMBLE, audit
-from pld.signoff import AUTO, SELF_DECLARED, SYSTEM_PREFIX, check_actor, check_approver
+from pld.signoff import check_approver
 from pld.tasks.store import TaskInfo, carry_description, task_info
 from pld.workspace import Workspace, now
 
 RULES_SLOT = "{rules}"
-TEMPLATE_AUTHOR = SYSTEM_PREFIX + "template"
+TEMPLATE_AUTHOR = Identity.system("template")
 
 
 def default_text(description: str, labels: list[str]) -> str:
@@ -83,42 +84,40 @@ def ensure_preamble(ws: Workspace, task: str) -> dict[str, Any]:
         if get_preamble(ws, task) is None:  # another writer may have drafted it meanwhile
             ts = now()
             new = {"task": task, "text": text, "status": DRAFT, "version": 1,
-                   "created_by": TEMPLATE_AUTHOR, "updated_by": TEMPLATE_AUTHOR,
+                   "created_by": TEMPLATE_AUTHOR.name, "updated_by": TEMPLATE_AUTHOR.name,
                    "created_at": ts, "updated_at": ts}
             pid = int(db["preambles"].insert(new).last_pk)
-            audit(db, TEMPLATE_AUTHOR, AUTO, PREAMBLE, pid, "create", None,
-                         {**new, "id": pid}, "drafted from the student template")
+            audit(db, TEMPLATE_AUTHOR, PREAMBLE, pid, "create", None, {**new, "id": pid},
+                  "drafted from the student template")
     row = get_preamble(ws, task)
     assert row is not None
     return row
 
 
-def edit_preamble(ws: Workspace, task: str, text: str, who: str, *, base_version: int,
-                  identity_kind: str = SELF_DECLARED,
+def edit_preamble(ws: Workspace, task: str, text: str, who: Identity, *, base_version: int,
                   comment: str | None = None) -> dict[str, Any]:
     """Rewrite the task's preamble (back to draft; ``who`` cannot approve it)."""
     row = ensure_preamble(ws, task)
     return review.edit(ws, row["id"], check_text(text), who, base_version=base_version,
-                       identity_kind=identity_kind, comment=comment, entity=PREAMBLE)
+                       comment=comment, entity=PREAMBLE)
 
 
-def approve_preamble(ws: Workspace, task: str, who: str, *, base_version: int,
-                     identity_kind: str = SELF_DECLARED,
+def approve_preamble(ws: Workspace, task: str, who: Identity, *, base_version: int,
                      comment: str | None = None) -> dict[str, Any]:
     """Approve the task's preamble at ``base_version`` (the checks of :func:`review.approve`)."""
     row = ensure_preamble(ws, task)
-    return review.approve(ws, row["id"], who, base_version=base_version,
-                          identity_kind=identity_kind, comment=comment, entity=PREAMBLE)
+    return review.approve(ws, row["id"], who, base_version=base_version, comment=comment,
+                          entity=PREAMBLE)
 
 
-def reject_preamble(ws: Workspace, task: str, who: str, *, base_version: int | None = None,
-                    identity_kind: str = SELF_DECLARED,
+def reject_preamble(ws: Workspace, task: str, who: Identity, *,
+                    base_version: int | None = None,
                     comment: str | None = None) -> dict[str, Any]:
     """Reject the task's preamble: no prompt of the task can be exported until it is rewritten
     and approved."""
     row = ensure_preamble(ws, task)
-    return review.reject(ws, row["id"], who, base_version=base_version,
-                         identity_kind=identity_kind, comment=comment, entity=PREAMBLE)
+    return review.reject(ws, row["id"], who, base_version=base_version, comment=comment,
+                         entity=PREAMBLE)
 
 
 def preamble_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
@@ -127,15 +126,16 @@ def preamble_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
     return [] if row is None else review.history(ws, row["id"], PREAMBLE)
 
 
-def auto_approve_template(ws: Workspace, task: str, who: str) -> bool:
-    """Approve the task's preamble as ``who`` with identity kind ``auto`` (``run
-    --auto-approve-as``) when it is still the template's untouched draft; True when it did.
+def auto_approve_template(ws: Workspace, task: str, who: Identity) -> bool:
+    """Approve the task's preamble as ``who``, an identity of kind ``auto`` (``run
+    --auto-approve-as``), when it is still the template's untouched draft; True when it did.
     A preamble a person wrote or edited waits for a person."""
+    if who.kind != AUTO:
+        raise BadInput(f"automatic approval needs an identity of kind {AUTO}, not {who.kind}")
     row = ensure_preamble(ws, task)
-    if row["status"] != DRAFT or row["updated_by"] != TEMPLATE_AUTHOR:
+    if row["status"] != DRAFT or row["updated_by"] != TEMPLATE_AUTHOR.name:
         return False
-    approve_preamble(ws, task, who, base_version=row["version"], identity_kind=AUTO,
-                     comment=review.AUTO_COMMENT)
+    approve_preamble(ws, task, who, base_version=row["version"], comment=review.AUTO_COMMENT)
     return True
 
 
@@ -143,9 +143,8 @@ class StaleDescription(BadInput):
     """The task's description changed since the editor read it."""
 
 
-def set_description(ws: Workspace, task: str, text: str, who: str, *,
-                    base: str | None = None, identity_kind: str = SELF_DECLARED,
-                    comment: str | None = None) -> bool:
+def set_description(ws: Workspace, task: str, text: str, who: Identity, *,
+                    base: str | None = None, comment: str | None = None) -> bool:
     """Keep ``text`` as the description of ``task`` (what teacher and student read first);
     False when it already is.
 
@@ -154,7 +153,6 @@ def set_description(ws: Workspace, task: str, text: str, who: str, *,
     the task has an approver list only its members may change the description, since it goes
     into every prompt built from now on. Prompt versions already built keep their text.
     """
-    who = check_actor(who, identity_kind)
     text = " ".join((text or "").split())
     if not text:
         raise BadInput("a task description cannot be empty")
@@ -167,9 +165,9 @@ def set_description(ws: Workspace, task: str, text: str, who: str, *,
         if text == current:
             return False
         db.execute("UPDATE tasks SET description = ? WHERE name = ?", [text, task])
-        audit(db, who, identity_kind, "task", None, "describe",
+        audit(db, who, "task", None, "describe",
               {"task": task, "description": current}, {"task": task, "description": text},
               comment)
-        carry_description(ws, db, task, current, text, who=who, identity_kind=identity_kind,
+        carry_description(ws, db, task, current, text, who=who,
                           comment="the task description changed")
     return True

@@ -37,15 +37,8 @@ from pld.review_rows import (
     decode_heuristic,
     fetch,
 )
-from pld.signoff import (
-    AUTO,
-    SELF_DECLARED,
-    SYSTEM_PREFIX,
-    check_actor,
-    check_approver,
-    check_sign_off,
-    normalize_name,
-)
+from pld.identity import AUTO, Identity, normalize_name
+from pld.signoff import check_approver, check_sign_off
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -131,107 +124,101 @@ def _check_text(text: str) -> str:
     return text
 
 
-ANONYMOUS = SYSTEM_PREFIX + "anonymous"
+ANONYMOUS = Identity.system("anonymous")
 
 
-def record_action(ws: Workspace, who: str | None, identity_kind: str, entity: str,
-                  action: str, details: dict[str, Any], entity_id: int | None = None) -> None:
+def record_action(ws: Workspace, who: Identity | None, entity: str, action: str,
+                  details: dict[str, Any], entity_id: int | None = None) -> None:
     """Audit an action that is not a review (loading data, starting or cancelling a job) as
     ``who``, or as ``pld:anonymous`` when nobody is identified (possible only without login)."""
-    actor = check_actor(who, identity_kind) if who else ANONYMOUS
     with ws.write() as db:
-        audit(db, actor, identity_kind if who else AUTO, entity, entity_id, action, None,
-              details, None)
+        audit(db, who or ANONYMOUS, entity, entity_id, action, None, details, None)
 
-def insert_row(db: sqlite_utils.Database, fields: dict[str, Any], *, who: str,
-               identity_kind: str, comment: str | None, author: str | None = None,
+
+def insert_row(db: sqlite_utils.Database, fields: dict[str, Any], *, who: Identity,
+               comment: str | None, author: Identity | None = None,
                note: dict[str, Any] | None = None) -> int:
     """Insert a draft heuristic inside the caller's transaction and audit it: the one way a
-    heuristic is created. Unlike :func:`create_heuristic` it accepts model writers
-    (``teacher:...``), for pipeline stages; ``author`` is then the person who started the job,
-    who counts as the text's last editor for four-eyes (the writer when None)."""
+    heuristic is created. Unlike :func:`create_heuristic` it is also used with a model as the
+    writer (:meth:`Identity.teacher`), by pipeline stages; ``author`` is then the person who
+    started the job, who counts as the text's last editor for four-eyes (the writer when
+    None)."""
     ts = now()
-    row = {"status": DRAFT, "version": 1, "created_by": who, "updated_by": author or who,
-           "created_at": ts, "updated_at": ts, **fields}
+    row = {"status": DRAFT, "version": 1, "created_by": who.name,
+           "updated_by": (author or who).name, "created_at": ts, "updated_at": ts, **fields}
     row["source_rule_ids"] = dumps(sorted(set(row.get("source_rule_ids") or [])))
     hid = int(db["heuristics"].insert(row).last_pk)
     after = {**row, "id": hid, "source_rule_ids": loads(row["source_rule_ids"]), **(note or {})}
-    audit(db, who, identity_kind, HEURISTIC, hid, "create", None, after, comment)
+    audit(db, who, HEURISTIC, hid, "create", None, after, comment)
     return hid
 
 
-def edit(ws: Workspace, heuristic_id: int, text: str, who: str, *, base_version: int,
-         identity_kind: str = SELF_DECLARED, comment: str | None = None,
-         entity: str = HEURISTIC) -> dict[str, Any]:
+def edit(ws: Workspace, heuristic_id: int, text: str, who: Identity, *, base_version: int,
+         comment: str | None = None, entity: str = HEURISTIC) -> dict[str, Any]:
     """Replace the text of a heuristic (or, with ``entity='preamble'``, a preamble), based on
     ``base_version``; returns the new row.
 
     The editor becomes ``updated_by`` (so cannot approve it), and an approved or rejected
     item goes back to draft: its approval does not cover the new text.
     """
-    who, text = check_actor(who, identity_kind), _check_text(text)
+    text = _check_text(text)
     with ws.write() as db:
         row = fetch(ws, heuristic_id, entity)
         check_base(ws, row, base_version)
         check_status(row, LIVE, "edit")
         if text == row["text"]:
             raise BadInput(f"{entity} {heuristic_id}: the new text is the same as the old")
-        changes = {"text": text, "updated_by": who, "status": DRAFT, **NO_APPROVAL}
-        return apply_change(ws, db, row, changes, who=who, identity_kind=identity_kind,
-                       action="edit", comment=comment, base_version=base_version)
+        changes = {"text": text, "updated_by": who.name, "status": DRAFT, **NO_APPROVAL}
+        return apply_change(ws, db, row, changes, who=who, action="edit", comment=comment,
+                            base_version=base_version)
 
 
-def approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: str,
-                identity_kind: str, comment: str | None,
-                base_version: int | None = None) -> dict[str, Any]:
+def approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: Identity,
+                comment: str | None, base_version: int | None = None) -> dict[str, Any]:
     """Approve ``row`` inside the caller's transaction after every check a sign-off needs
     (status, approver list, required identity kind, four-eyes, version): the one place that
-    sets ``approved``. ``who`` must already have passed :func:`check_actor`."""
+    sets ``approved``."""
     check_base(ws, row, base_version)
-    check_sign_off(ws, row, who, identity_kind, "approve")
-    changes = {"status": APPROVED, "approved_by": who, "approved_at": now(),
-               "identity_kind": identity_kind}
-    return apply_change(ws, db, row, changes, who=who, identity_kind=identity_kind,
-                   action="approve", comment=comment, base_version=base_version)
+    check_sign_off(ws, row, who, "approve")
+    changes = {"status": APPROVED, "approved_by": who.name, "approved_at": now(),
+               "identity_kind": who.kind}
+    return apply_change(ws, db, row, changes, who=who, action="approve", comment=comment,
+                        base_version=base_version)
 
 
-def approve(ws: Workspace, heuristic_id: int, who: str, *, base_version: int,
-            identity_kind: str = SELF_DECLARED, comment: str | None = None,
-            entity: str = HEURISTIC) -> dict[str, Any]:
+def approve(ws: Workspace, heuristic_id: int, who: Identity, *, base_version: int,
+            comment: str | None = None, entity: str = HEURISTIC) -> dict[str, Any]:
     """Approve a draft (or rejected) heuristic (or preamble) at ``base_version``, the version
     the reviewer read; refused for its last editor, a non-approver, a stale version, or a
     self-declared identity on a task that requires OIDC. Returns the new row."""
-    who = check_actor(who, identity_kind)
     if base_version is None:
         raise BadInput("approving needs the version you reviewed (--base-version)")
     with ws.write() as db:
         row = fetch(ws, heuristic_id, entity)
-        return approve_row(ws, db, row, who, identity_kind, comment, base_version)
+        return approve_row(ws, db, row, who, comment, base_version)
 
 
-def reject(ws: Workspace, heuristic_id: int, who: str, *, base_version: int | None = None,
-           identity_kind: str = SELF_DECLARED, comment: str | None = None,
-           entity: str = HEURISTIC) -> dict[str, Any]:
+def reject(ws: Workspace, heuristic_id: int, who: Identity, *, base_version: int | None = None,
+           comment: str | None = None, entity: str = HEURISTIC) -> dict[str, Any]:
     """Reject a draft or approved heuristic (or preamble): it leaves the prompt. Refused for
     a non-approver (like :func:`approve`) or a stale ``base_version``. Returns the new row."""
-    who = check_actor(who, identity_kind)
     with ws.write() as db:
         row = fetch(ws, heuristic_id, entity)
         check_base(ws, row, base_version)
-        check_sign_off(ws, row, who, identity_kind, "reject")
+        check_sign_off(ws, row, who, "reject")
         return apply_change(ws, db, row, {"status": REJECTED, **NO_APPROVAL}, who=who,
-                       identity_kind=identity_kind, action="reject", comment=comment,
-                       base_version=base_version)
+                            action="reject", comment=comment, base_version=base_version)
 
 
-def auto_approve_all(ws: Workspace, task: str, who: str, *, run_ids: Iterable[int],
+def auto_approve_all(ws: Workspace, task: str, who: Identity, *, run_ids: Iterable[int],
                      on_skip: Callable[[str], None] | None = None) -> int:
-    """Approve the drafts of ``task`` that runs ``run_ids`` wrote, as ``who`` with identity
-    kind ``auto`` (benchmarks, ``run --auto-approve-as``); returns how many. Only those: a
+    """Approve the drafts of ``task`` that runs ``run_ids`` wrote, as ``who`` (an identity of
+    kind ``auto``: benchmarks, ``run --auto-approve-as``); returns how many. Only those: a
     person's own draft, or one from another run, waits for a person. Drafts ``who`` wrote or
     whose job ``who`` started are skipped (four-eyes), each reported through ``on_skip`` (and
     the log) with a one-line reason."""
-    who = check_actor(who, AUTO)
+    if who.kind != AUTO:
+        raise BadInput(f"automatic approval needs an identity of kind {AUTO}, not {who.kind}")
     task_info(ws, task)
     check_approver(ws, task, who)
     runs = set(run_ids)
@@ -240,14 +227,14 @@ def auto_approve_all(ws: Workspace, task: str, who: str, *, run_ids: Iterable[in
         for row in list_heuristics(ws, task, DRAFT):
             if row.get("run_id") not in runs:
                 continue
-            if normalize_name(row["updated_by"] or "") == who:
-                msg = (f"heuristic {row['id']} not auto-approved: {who} edited it "
+            if normalize_name(row["updated_by"] or "") == who.name:
+                msg = (f"heuristic {row['id']} not auto-approved: {who.name} edited it "
                        f"(four-eyes); someone else must approve it")
                 log.warning(msg)
                 if on_skip is not None:
                     on_skip(msg)
                 continue
-            approve_row(ws, db, row, who, AUTO, AUTO_COMMENT)
+            approve_row(ws, db, row, who, AUTO_COMMENT)
             approved += 1
     return approved
 
@@ -265,17 +252,16 @@ def _check_rules(ws: Workspace, task: str, rule_ids: Iterable[int]) -> list[int]
     return ids
 
 
-def create_heuristic(ws: Workspace, task: str, text: str, who: str,
+def create_heuristic(ws: Workspace, task: str, text: str, who: Identity,
                      source_rule_ids: Sequence[int] = (), origin: str = "manual", *,
-                     identity_kind: str = SELF_DECLARED, comment: str | None = None) -> int:
+                     comment: str | None = None) -> int:
     """Write a new draft heuristic by hand (``who`` is its author, so cannot approve it)."""
-    who, text = check_actor(who, identity_kind), _check_text(text)
+    text = _check_text(text)
     task_info(ws, task)
     ids = _check_rules(ws, task, source_rule_ids)
     with ws.write() as db:
         return insert_row(db, {"task": task, "text": text, "source_rule_ids": ids,
-                            "origin": origin}, who=who, identity_kind=identity_kind,
-                       comment=comment)
+                               "origin": origin}, who=who, comment=comment)
 
 
 def _shared(rows: Sequence[dict[str, Any]], column: str) -> Any:
@@ -283,16 +269,15 @@ def _shared(rows: Sequence[dict[str, Any]], column: str) -> Any:
     return values.pop() if len(values) == 1 else None
 
 
-def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: str, *,
+def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: Identity, *,
                      base_versions: dict[int, int] | None = None,
-                     identity_kind: str = SELF_DECLARED,
                      comment: str | None = None) -> int:
     """Replace several heuristics of one task by one with ``text``; returns its id.
 
     The new draft's sources are the union of theirs; the old ones become ``merged``.
     ``base_versions`` (id -> version the merger saw) refuses the merge if any changed since.
     """
-    who, text = check_actor(who, identity_kind), _check_text(text)
+    text = _check_text(text)
     unique = sorted(set(ids))
     if len(unique) < 2:
         raise BadInput("merge needs at least two different heuristic ids")
@@ -306,24 +291,22 @@ def merge_heuristics(ws: Workspace, ids: Sequence[int], text: str, who: str, *,
             raise BadInput(f"heuristics {unique} belong to different tasks; cannot merge")
         sources = sorted({s for r in rows for s in r["source_rule_ids"]})
         new = insert_row(db, {"task": task, "text": text, "source_rule_ids": sources,
-                           "origin": "merge", "cluster_id": _shared(rows, "cluster_id"),
-                           "clustering_id": _shared(rows, "clustering_id")},
-                      who=who, identity_kind=identity_kind,
-                      comment=comment or f"merged from {', '.join(f'#{i}' for i in unique)}")
+                              "origin": "merge", "cluster_id": _shared(rows, "cluster_id"),
+                              "clustering_id": _shared(rows, "clustering_id")},
+                         who=who,
+                         comment=comment or f"merged from {', '.join(f'#{i}' for i in unique)}")
         for r in rows:
-            apply_change(ws, db, r, {"status": MERGED, **NO_APPROVAL}, who=who,
-                    identity_kind=identity_kind, action="merge",
-                    comment=comment or f"merged into #{new}", note={"merged_into": new},
-                    base_version=(base_versions or {}).get(r["id"]))
+            apply_change(ws, db, r, {"status": MERGED, **NO_APPROVAL}, who=who, action="merge",
+                         comment=comment or f"merged into #{new}", note={"merged_into": new},
+                         base_version=(base_versions or {}).get(r["id"]))
     return new
 
 
-def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who: str, *,
-                    base_version: int | None = None, identity_kind: str = SELF_DECLARED,
+def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who: Identity, *,
+                    base_version: int | None = None,
                     comment: str | None = None) -> list[int]:
     """Replace one heuristic by several drafts (each keeps all its sources); the old one
     becomes ``split``. Returns the new ids in the order of ``texts``."""
-    who = check_actor(who, identity_kind)
     parts = [_check_text(t) for t in texts]
     if len(parts) < 2:
         raise BadInput("split needs at least two texts")
@@ -333,10 +316,8 @@ def split_heuristic(ws: Workspace, heuristic_id: int, texts: Sequence[str], who:
         check_status(row, LIVE, "split")
         fields = {k: row[k] for k in ("task", "source_rule_ids", "cluster_id", "clustering_id")}
         new = [insert_row(db, {**fields, "text": t, "origin": "split"}, who=who,
-                       identity_kind=identity_kind,
-                       comment=comment or f"split from #{heuristic_id}") for t in parts]
-        apply_change(ws, db, row, {"status": SPLIT, **NO_APPROVAL}, who=who,
-                identity_kind=identity_kind, action="split",
-                comment=comment or f"split into {', '.join(f'#{i}' for i in new)}",
-                base_version=base_version, note={"split_into": new})
+                          comment=comment or f"split from #{heuristic_id}") for t in parts]
+        apply_change(ws, db, row, {"status": SPLIT, **NO_APPROVAL}, who=who, action="split",
+                     comment=comment or f"split into {', '.join(f'#{i}' for i in new)}",
+                     base_version=base_version, note={"split_into": new})
     return new

@@ -25,6 +25,7 @@ import sqlite_utils
 
 from pld import trail
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.workspace import Workspace, dumps, loads, now
 
 DRAFT, APPROVED, REJECTED, MERGED, SPLIT = "draft", "approved", "rejected", "merged", "split"
@@ -97,19 +98,19 @@ def check_base(ws: Workspace, row: dict[str, Any], base_version: int | None) -> 
         raise stale_error(ws, row["id"], base_version, entity_of(row))
 
 
-def audit(db: sqlite_utils.Database, who: str, identity_kind: str, entity: str,
-          entity_id: int | None, action: str, before: Any, after: Any,
-          comment: str | None) -> trail.Link:
-    """Append one row to the audit trail (``before``/``after`` JSON-encoded here); call inside
-    ``ws.write()``. The one way every stage records who did what."""
+def audit(db: sqlite_utils.Database, who: Identity, entity: str, entity_id: int | None,
+          action: str, before: Any, after: Any, comment: str | None) -> trail.Link:
+    """Append one row to the audit trail as ``who`` (its name and kind), ``before``/``after``
+    JSON-encoded here; call inside ``ws.write()``. The one way every stage records who did
+    what."""
     return trail.append(
-        db, who=who, identity_kind=identity_kind, entity=entity, entity_id=entity_id,
+        db, who=who.name, identity_kind=who.kind, entity=entity, entity_id=entity_id,
         action=action, before=None if before is None else dumps(before),
         after=None if after is None else dumps(after), comment=comment)
 
 
 def apply_change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
-                 changes: dict[str, Any], *, who: str, identity_kind: str, action: str,
+                 changes: dict[str, Any], *, who: Identity, action: str,
                  comment: str | None, base_version: int | None = None,
                  note: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply ``changes`` to a heuristic (or preamble) row if it is still at ``base_version``
@@ -124,6 +125,6 @@ def apply_change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
     if cur.rowcount != 1:
         raise stale_error(ws, row["id"], base, entity)
     after = fetch(ws, row["id"], entity)
-    audit(db, who, identity_kind, entity, row["id"], action, row,
+    audit(db, who, entity, row["id"], action, row,
           {**after, **(note or {})}, comment)
     return after

@@ -17,6 +17,7 @@ import click
 from pld.errors import BadInput
 from pld.llm.base import ConfigError, RuntimeCrashed
 from pld.llm.budget import BudgetReached
+from pld.served_paths import confine
 from pld.workspace import Workspace, WorkspaceError, open_workspace
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,7 +65,7 @@ def ctx_workspace(ctx: click.Context) -> Workspace:
     """The workspace of ``--workspace``, opened on first use and closed when the command ends."""
     obj = ctx.find_root().obj
     if obj.get("ws") is None:
-        obj["ws"] = open_workspace(obj["path"])
+        obj["ws"] = open_workspace(confine(obj["path"], "the workspace file"))
         ctx.find_root().call_on_close(obj["ws"].close)
     return obj["ws"]
 

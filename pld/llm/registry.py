@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from pld.llm.base import Backend, ConfigError
 from pld.llm.env import env_float
@@ -33,25 +33,35 @@ class ModelSpec:
     base_url: str | None = None
 
 
-_SECRET_PARAMS = {"key", "api_key", "apikey", "api-key", "token", "access_token", "auth",
-                  "password", "secret", "sig", "signature"}
+_URL_FORM = "openai-compatible/<model>@<http(s)://host:port/v1>"
 
 
-def _refuse_credentials(rest: str) -> None:
-    """Refuse a model string that carries a credential (``user:pass@host`` or a key in the
-    query): model strings are logged with every call, stored with runs and exports, shown in
-    the app and passed to jobs, so a key in one would leak everywhere. The message never
-    repeats the credential."""
-    _, _, url = rest.partition("@")
-    parts = urlsplit(url) if url.startswith(("http://", "https://")) else None
-    creds = parts is not None and ("@" in parts.netloc)
-    keys = parts is not None and any(k.lower() in _SECRET_PARAMS
-                                     for k, _ in parse_qsl(parts.query))
-    if creds or keys:
+def _check_base_url(name: str, url: str) -> str:
+    """The base URL of an ``openai-compatible`` model string, scheme lower-cased, when it is
+    only scheme, host, port and path. Anything that could carry a credential is refused: a
+    ``user:password@``, a query, a fragment, ``;`` parameters or ``=`` in the path (model
+    strings are logged with every call, stored with runs and exports, shown in the app and
+    passed to jobs, so a key in one would leak everywhere). No message repeats anything after
+    the host."""
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port  # a malformed port raises here
+    except ValueError:
+        parts, host = None, None
+    scheme = parts.scheme.lower() if parts else ""
+    shown = f"openai-compatible/{name}@" + (f"{scheme}://{host}" if scheme and host else "")
+    if parts is None or scheme not in ("http", "https") or not host:
+        raise ConfigError(f"model {shown}…: expected {_URL_FORM}")
+    where = ("user:password@" if "@" in parts.netloc
+             else "query" if parts.query or "?" in url
+             else "fragment" if parts.fragment or "#" in url
+             else "path parameters" if ";" in parts.path or "=" in parts.path else None)
+    if where:
         raise ConfigError(
-            "openai-compatible model string carries a credential (in the URL's "
-            f"{'user:password@' if creds else 'query'}); refused so it never reaches the call "
-            "log, runs, exports or the app. Put the key in OPENAI_API_KEY instead")
+            f"model {shown}…: the base URL carries a {where}, which could hold a credential; "
+            "refused so it never reaches the call log, runs, exports or the app. Put the key "
+            "in OPENAI_API_KEY instead")
+    return f"{scheme}://{parts.netloc}{parts.path}"
 
 
 def parse_model(model: str) -> ModelSpec:
@@ -67,13 +77,12 @@ def parse_model(model: str) -> ModelSpec:
             f"model {model!r}: unknown provider {provider!r} (use one of {', '.join(PROVIDERS)})"
         )
     if provider == "openai-compatible":
-        name, at, base_url = rest.partition("@")
-        _refuse_credentials(rest)  # before any message can quote the string
-        if not at or not name or not base_url.startswith(("http://", "https://")):
-            raise ConfigError(
-                f"model {model!r}: expected openai-compatible/<model>@<http(s)://host:port/v1>"
-            )
-        return ModelSpec(model, provider, name, base_url)
+        name, at, url = rest.partition("@")
+        if not at or not name:
+            raise ConfigError(f"model {model[:model.find('@')] if at else model!r}: expected "
+                              f"{_URL_FORM}")
+        base_url = _check_base_url(name, url)  # before any message can quote the string
+        return ModelSpec(f"{provider}/{name}@{base_url}", provider, name, base_url)
     if provider == "local" and rest not in LOCAL_MODELS:
         raise ConfigError(
             f"model {model!r}: unknown local model (use local/default or local/small)"

@@ -34,6 +34,7 @@ from pld.pipeline.calibrate import list_calibrations
 from pld.pipeline.student import PromptVersion, get_prompt, sha256_text
 from pld.preamble import compose, get_preamble
 from pld.review_rows import APPROVED, HEURISTIC, PREAMBLE
+from pld.served_paths import EXPORTS, confine
 from pld.signoff import OIDC
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
@@ -286,11 +287,12 @@ def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None
            who: str | None = None, identity_kind: str = signoff.SELF_DECLARED) -> ExportResult:
     """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None) and
     record the export in the trail as ``who`` (``pld:cli`` when nobody is named)."""
+    # The same confinement as the app's: under $PLD_ROOT/exports when a server sets PLD_ROOT.
+    out = confine(out_dir, "the export folder", EXPORTS)
     if who:
         signoff.check_actor(who, identity_kind)
     prompt = get_prompt(ws, task, version)
     manifest = build_manifest(ws, prompt)  # refuses a text that no longer has its sha256
-    out = Path(out_dir)
     if out.is_symlink():
         raise BadInput(f"{out}: --out is a symbolic link; give the real folder")
     if out.exists() and not out.is_dir():

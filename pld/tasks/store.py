@@ -18,11 +18,12 @@ from typing import Any
 import sqlite_utils
 
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.review_rows import DRAFT, NO_APPROVAL, apply_change, audit
 from pld.workspace import Workspace, dumps, loads, now
 
 SPLITS = ("train", "val", "test")
-RELOAD_ACTOR = "pld:upload"  # a reloaded file, no person; "pld:" names are PLD Studio's own
+RELOAD_ACTOR = Identity.system("upload")  # a reloaded file: no person
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,10 @@ def save_task(
         }, pk="name")
         old = (existing[0]["description"] or "") if existing else description
         if old != description:
-            audit(db, RELOAD_ACTOR, "auto", "task", None, "describe",
+            audit(db, RELOAD_ACTOR, "task", None, "describe",
                   {"task": name, "description": old}, {"task": name, "description": description},
                   "file reloaded")
             carry_description(ws, db, name, old, description, who=RELOAD_ACTOR,
-                              identity_kind="auto",
                               comment="the task description changed with a reloaded file")
         db["examples"].insert_all(
             ({"task": name, "split": e.split, "ext_id": e.ext_id, "text": e.text,
@@ -108,7 +108,7 @@ def save_task(
 
 
 def carry_description(ws: Workspace, db: sqlite_utils.Database, task: str, old: str, new: str,
-                      *, who: str, identity_kind: str, comment: str) -> None:
+                      *, who: Identity, comment: str) -> None:
     """Carry a new task description into the task's preamble as an edit by ``who`` (a draft
     again, for someone else to approve), inside the caller's write transaction. A preamble
     someone rewrote so that it no longer holds the old description is left as it is: their
@@ -120,9 +120,9 @@ def carry_description(ws: Workspace, db: sqlite_utils.Database, task: str, old: 
     row = rows[0]
     text = row["text"].replace(old.strip(), new.strip(), 1)
     if text != row["text"]:
-        apply_change(ws, db, row, {"text": text, "updated_by": who, "status": DRAFT,
+        apply_change(ws, db, row, {"text": text, "updated_by": who.name, "status": DRAFT,
                                    **NO_APPROVAL},
-                     who=who, identity_kind=identity_kind, action="edit", comment=comment)
+                     who=who, action="edit", comment=comment)
 
 
 def task_info(ws: Workspace, name: str) -> TaskInfo:

@@ -16,7 +16,7 @@ from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import DEFAULT_MODEL, parse_model
 from pld.tasks.store import loaded_tasks
-from pld.ui.served_paths import confine
+from pld.served_paths import confine
 from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
 
 CREATE_OK_KEY = "_pld_ws_create_ok"

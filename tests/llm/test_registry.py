@@ -46,8 +46,10 @@ def test_parse_good_model_strings(model: str, spec: ModelSpec) -> None:
 def test_parse_bad_model_strings(model: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_model(model)
-    assert message in str(info.value)
-    assert repr(model) in str(info.value) and "\n" not in str(info.value)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    # An openai-compatible string is quoted only up to its host: what follows may hold a key.
+    shown = model.split("@")[0] if "@" in model else repr(model)
+    assert shown in str(info.value)
 
 
 def test_backends_are_built_once_per_model_string(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,12 +90,39 @@ def test_default_concurrency_by_backend() -> None:
 @pytest.mark.parametrize("model", [
     "openai-compatible/m@https://user:s3cret-pass@host.example/v1",
     "openai-compatible/m@http://:s3cret-pass@127.0.0.1:8000/v1",
+    "openai-compatible/m@HTTP://u:s3cret-pass@host.example/v1",
     "openai-compatible/m@https://host.example/v1?api_key=s3cret-pass",
     "openai-compatible/m@https://host.example/v1?x=1&token=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1#api_key=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1?x-api-key=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1?subscription-key=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1?api_token=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1?a=1;api_key=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1;api_key=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1/key=s3cret-pass",
 ])
 def test_credentials_in_a_model_string_are_refused_without_repeating_them(model: str) -> None:
-    # Before: the string, key included, went into llm_calls, runs, manifests, job argv and UI.
-    with pytest.raises(ConfigError, match="carries a credential") as err:
+    # Before: the string, key included, went into llm_calls, runs, manifests, job argv and UI;
+    # an upper-case scheme was refused with a message that quoted the key.
+    with pytest.raises(ConfigError, match="could hold a credential") as err:
         parse_model(model)
     assert "s3cret-pass" not in str(err.value)
+    assert "/v1" not in str(err.value)  # nothing after the host is repeated
     assert "OPENAI_API_KEY" in str(err.value)
+
+
+@pytest.mark.parametrize("model", [
+    "openai-compatible/m@ftp://host.example/v1?api_key=s3cret-pass",
+    "openai-compatible/m@https://host.example:99999/s3cret-pass",
+    "openai-compatible/m@s3cret-pass",
+])
+def test_a_malformed_base_url_is_refused_without_repeating_it(model: str) -> None:
+    with pytest.raises(ConfigError, match="expected openai-compatible") as err:
+        parse_model(model)
+    assert "s3cret-pass" not in str(err.value)
+
+
+def test_the_scheme_is_stored_in_one_spelling() -> None:
+    spec = parse_model("openai-compatible/m@HTTP://127.0.0.1:8000/v1")
+    assert spec.base_url == "http://127.0.0.1:8000/v1"
+    assert spec.model == "openai-compatible/m@http://127.0.0.1:8000/v1"

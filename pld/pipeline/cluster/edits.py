@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from pld import review_rows, signoff
+from pld import review_rows
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.pipeline.cluster.fit import (
     KMEANS_RESTARTS,
     auto_name,
@@ -26,25 +27,19 @@ from pld.pipeline.cluster.fit import (
 from pld.pipeline.cluster.read import ACCEPTED, SUPERSEDED, get_clustering, rule_texts
 from pld.pipeline.embed import load_vectors
 from pld.review_rows import StaleEdit
-from pld.signoff import SELF_DECLARED
 from pld.workspace import Workspace, dumps, loads, now
 
 
-def _review(db: Any, who: str, identity_kind: str, clustering_id: int, action: str,
-            before: Any, after: Any) -> None:
+def _review(db: Any, who: Identity, clustering_id: int, action: str, before: Any,
+            after: Any) -> None:
     # The same chained audit row as heuristics get, identity kind included, so a clustering
     # sign-off says whether its reviewer logged in or typed a name.
-    review_rows.audit(db, who, identity_kind, "clustering", clustering_id, action, before, after,
-                 None)
+    review_rows.audit(db, who, "clustering", clustering_id, action, before, after, None)
 
 
-def accept_clustering(ws: Workspace, clustering_id: int, who: str, *,
-                      identity_kind: str = SELF_DECLARED) -> None:
-    """Accept a clustering for its task; a previously accepted one becomes ``superseded``.
-
-    ``identity_kind`` (see :data:`pld.signoff.IDENTITY_KINDS`) is recorded with the sign-off.
-    """
-    who = signoff.check_actor(who, identity_kind)
+def accept_clustering(ws: Workspace, clustering_id: int, who: Identity) -> None:
+    """Accept a clustering for its task as ``who`` (the kind of identity is recorded with the
+    sign-off); a previously accepted one becomes ``superseded``."""
     with ws.write() as db:
         c = get_clustering(ws, clustering_id)
         if not c["metrics"].get("n_clusters"):
@@ -57,9 +52,9 @@ def accept_clustering(ws: Workspace, clustering_id: int, who: str, *,
         for p in previous:
             db["clusterings"].update(p["id"], {"status": SUPERSEDED})
         stamp = now()
-        db["clusterings"].update(clustering_id, {"status": ACCEPTED, "accepted_by": who,
+        db["clusterings"].update(clustering_id, {"status": ACCEPTED, "accepted_by": who.name,
                                                  "accepted_at": stamp})
-        _review(db, who, identity_kind, clustering_id, "accept", {"status": c["status"]},
+        _review(db, who, clustering_id, "accept", {"status": c["status"]},
                 {"status": ACCEPTED, "superseded": [p["id"] for p in previous]})
 
 
@@ -158,16 +153,14 @@ def _stale_rename(ws: Workspace, row: dict[str, Any], expected_name: str) -> Sta
                      "again if you still want to", row, theirs)
 
 
-def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: str, *,
-                   expected_name: str | None = None,
-                   identity_kind: str = SELF_DECLARED) -> None:
+def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: Identity, *,
+                   expected_name: str | None = None) -> None:
     """Give a cluster a reviewer-chosen name.
 
     ``expected_name`` is the name the reviewer saw: when someone renamed the cluster since,
     :class:`pld.review_rows.StaleEdit` is raised and nothing changes (two tabs cannot silently
     overwrite each other's names).
     """
-    who = signoff.check_actor(who, identity_kind)
     if not isinstance(name, str) or not name.strip():
         raise BadInput("a cluster name must not be empty")
     rows = ws.query("SELECT clustering_id FROM clusters WHERE id = ?", [cluster_id])
@@ -180,21 +173,19 @@ def rename_cluster(ws: Workspace, cluster_id: int, name: str, who: str, *,
         if expected_name is not None and row["name"] != expected_name:
             raise _stale_rename(ws, row, expected_name)
         db["clusters"].update(cluster_id, {"name": name.strip()})
-        _review(db, who, identity_kind, clustering_id, "rename_cluster",
+        _review(db, who, clustering_id, "rename_cluster",
                 {"cluster_id": cluster_id, "name": row["name"]},
                 {"cluster_id": cluster_id, "name": name.strip()})
 
 
 def move_rules(ws: Workspace, clustering_id: int, rule_ids: Sequence[int],
-               to_cluster_id: int | None, who: str, *,
-               identity_kind: str = SELF_DECLARED) -> int:
+               to_cluster_id: int | None, who: Identity) -> int:
     """Move rules to another cluster of the same clustering (``None``: to noise), all or none.
 
     One transaction: an id that is not in the clustering refuses the whole move, so a typo in
     the last id never leaves the first ones moved. Each moved rule gets its audit row. Returns
     how many rules changed cluster (those already there are left alone).
     """
-    who = signoff.check_actor(who, identity_kind)
     ids = list(dict.fromkeys(int(r) for r in rule_ids))
     if not ids:
         raise BadInput("choose at least one rule to move")
@@ -214,7 +205,7 @@ def move_rules(ws: Workspace, clustering_id: int, rule_ids: Sequence[int],
         for rule_id in moving:
             db.execute("UPDATE cluster_members SET cluster_id = ? WHERE clustering_id = ? "
                        "AND rule_id = ?", [to_cluster_id, clustering_id, rule_id])
-            _review(db, who, identity_kind, clustering_id, "move_rule",
+            _review(db, who, clustering_id, "move_rule",
                     {"rule_id": rule_id, "cluster_id": source[rule_id]},
                     {"rule_id": rule_id, "cluster_id": to_cluster_id})
         if moving:  # sizes and metrics once, not once per rule
@@ -223,15 +214,13 @@ def move_rules(ws: Workspace, clustering_id: int, rule_ids: Sequence[int],
 
 
 def move_rule(ws: Workspace, clustering_id: int, rule_id: int, to_cluster_id: int | None,
-              who: str, *, identity_kind: str = SELF_DECLARED) -> None:
+              who: Identity) -> None:
     """Move one rule to another cluster of the same clustering (``None``: to noise)."""
-    move_rules(ws, clustering_id, [rule_id], to_cluster_id, who, identity_kind=identity_kind)
+    move_rules(ws, clustering_id, [rule_id], to_cluster_id, who)
 
 
-def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: str, *,
-                   identity_kind: str = SELF_DECLARED) -> int:
+def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: Identity) -> int:
     """Merge cluster ``b`` into ``a``; return ``a`` (``b`` is deleted). Keywords are recomputed."""
-    who = signoff.check_actor(who, identity_kind)
     if a == b:
         raise BadInput(f"cannot merge cluster {a} with itself")
     with ws.write() as db:
@@ -244,20 +233,19 @@ def merge_clusters(ws: Workspace, clustering_id: int, a: int, b: int, who: str, 
         db.execute("DELETE FROM clusters WHERE id = ?", [b])
         _refresh(ws, db, clustering_id, {a})
         after = _cluster_row(ws, clustering_id, a)
-        _review(db, who, identity_kind, clustering_id, "merge_clusters",
+        _review(db, who, clustering_id, "merge_clusters",
                 {"a": _brief(row_a), "b": {**_brief(row_b), "rule_ids": moved}},
                 {"cluster": _brief(after)})
     return a
 
 
 def split_cluster(ws: Workspace, clustering_id: int, cluster_id: int, k: int = 2, *,
-                  who: str, identity_kind: str = SELF_DECLARED) -> list[int]:
+                  who: Identity) -> list[int]:
     """Split a cluster in ``k`` with k-means on its stored vectors; return the ids of the parts.
 
     The largest part keeps ``cluster_id``; the others become new clusters. Keywords of all parts
     are recomputed with c-TF-IDF.
     """
-    who = signoff.check_actor(who, identity_kind)
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise BadInput(f"split needs k >= 2, got {k!r}")
     with ws.write() as db:
@@ -291,7 +279,7 @@ def split_cluster(ws: Workspace, clustering_id: int, cluster_id: int, k: int = 2
         for pid in part_ids:
             after.append({**_brief(_cluster_row(ws, clustering_id, pid)),
                           "rule_ids": _member_ids(ws, clustering_id, pid)})
-        _review(db, who, identity_kind, clustering_id, "split_cluster",
+        _review(db, who, clustering_id, "split_cluster",
                 {"cluster": {**_brief(row), "rule_ids": ids}, "k": k}, {"clusters": after})
     return part_ids
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pld import review, review_rows, signoff
+from pld import review, review_rows
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.pipeline.resolve.state import (
     ACCEPTED,
     AUTO_COMMENT,
@@ -37,52 +38,51 @@ def _base_version(ws: Workspace, p: dict[str, Any]) -> int:
     return int(versions[str(p["heuristic_id"])])
 
 
-def _apply(ws: Workspace, p: dict[str, Any], who: str, identity_kind: str, comment: str,
-           author: str | None, approver: str | None) -> dict[str, Any]:
+def _apply(ws: Workspace, p: dict[str, Any], who: Identity, comment: str,
+           author: Identity | None, approver: Identity | None) -> dict[str, Any]:
     """Carry out an accepted proposal; call inside ``ws.write()``. ``author`` (a model, in
     automatic mode) writes the text instead of ``who``; ``approver`` then approves it."""
     out: dict[str, Any] = {}
     if p["kind"] == REMOVE:
         row = review.reject(ws, p["heuristic_id"], who, base_version=_base_version(ws, p),
-                            identity_kind=identity_kind, comment=comment)
+                            comment=comment)
         return {"heuristic_id": row["id"], "heuristic_version": row["version"]}
     if p["kind"] == EDIT:
         base = _base_version(ws, p)
         if author is None:
             row = review.edit(ws, p["heuristic_id"], p["text"], who, base_version=base,
-                              identity_kind=identity_kind, comment=comment)
+                              comment=comment)
         else:
             row = review_rows.fetch(ws, p["heuristic_id"])
             if row["version"] != base:
                 raise review_rows.stale_error(ws, row["id"], base)
             with ws.write() as db:
                 row = review_rows.apply_change(
-                    ws, db, row, {"text": p["text"], "updated_by": author,
-                                  "status": review_rows.DRAFT, "approved_by": None,
-                                  "approved_at": None, "identity_kind": None},
-                    who=author, identity_kind=signoff.AUTO, action="edit", comment=comment)
+                    ws, db, row, {"text": p["text"], "updated_by": author.name,
+                                  "status": review_rows.DRAFT, **review_rows.NO_APPROVAL},
+                    who=author, action="edit", comment=comment)
         hid = row["id"]
     else:
         if author is None:
             hid = review.create_heuristic(ws, p["task"], p["text"], who, origin=STAGE,
-                                          identity_kind=identity_kind, comment=comment)
+                                          comment=comment)
         else:
             with ws.write() as db:
                 hid = review.insert_row(db, {"task": p["task"], "text": p["text"],
                                           "source_rule_ids": [], "origin": STAGE,
                                           "run_id": p["run_id"]},
-                                     who=author, identity_kind=signoff.AUTO, comment=comment)
+                                     who=author, comment=comment)
     if approver is not None:
         review.approve(ws, hid, approver, base_version=review_rows.fetch(ws, hid)["version"],
-                       identity_kind=signoff.AUTO, comment=AUTO_COMMENT)
+                       comment=AUTO_COMMENT)
     row = review_rows.fetch(ws, hid)
     out.update(heuristic_id=hid, heuristic_version=row["version"], heuristic_status=row["status"])
     return out
 
 
-def _decide(ws: Workspace, proposal_id: int, accept: bool, who: str, *, identity_kind: str,
-            comment: str | None, author: str | None = None,
-            approver: str | None = None) -> dict[str, Any]:
+def _decide(ws: Workspace, proposal_id: int, accept: bool, who: Identity, *,
+            comment: str | None, author: Identity | None = None,
+            approver: Identity | None = None) -> dict[str, Any]:
     with ws.write() as db:
         p = _proposal(ws, proposal_id)
         if p["status"] != PENDING:
@@ -93,19 +93,18 @@ def _decide(ws: Workspace, proposal_id: int, accept: bool, who: str, *, identity
         if accept:
             note = (f"accepted proposal #{proposal_id} (resolve iteration {p['iteration']}): "
                     f"{p['rationale'] or p['kind']}")
-            effect = _apply(ws, p, who, identity_kind, comment or note, author, approver)
+            effect = _apply(ws, p, who, comment or note, author, approver)
         stamp = now()
-        db["proposals"].update(proposal_id, {"status": status, "decided_by": who,
+        db["proposals"].update(proposal_id, {"status": status, "decided_by": who.name,
                                              "decided_at": stamp})
-        review_rows.audit(db, who, identity_kind, "proposal", proposal_id,
+        review_rows.audit(db, who, "proposal", proposal_id,
                           "accept" if accept else "reject", {"status": PENDING},
                           {"status": status, "kind": p["kind"], **effect}, comment)
     return _proposal(ws, proposal_id)
 
 
-def decide_proposal(ws: Workspace, proposal_id: int, accept: bool, who: str,
-                    comment: str | None = None,
-                    identity_kind: str = signoff.SELF_DECLARED) -> dict[str, Any]:
+def decide_proposal(ws: Workspace, proposal_id: int, accept: bool, who: Identity,
+                    comment: str | None = None) -> dict[str, Any]:
     """Accept or reject a pending proposal as ``who``; returns the proposal row.
 
     Accepting an ``edit`` edits the heuristic as ``who`` (a draft someone else must approve),
@@ -113,17 +112,15 @@ def decide_proposal(ws: Workspace, proposal_id: int, accept: bool, who: str,
     ``who``; a ``remove`` rejects the heuristic. Every decision appends a ``reviews`` row for
     the proposal (entity ``proposal``), besides the heuristic's own rows, in one transaction.
     """
-    who = signoff.check_actor(who, identity_kind)
-    return _decide(ws, proposal_id, accept, who, identity_kind=identity_kind, comment=comment)
+    return _decide(ws, proposal_id, accept, who, comment=comment)
 
 
 def auto_accept(ws: Workspace, o: LoopOptions, k: int) -> int:
     assert o.auto_accept_as is not None
     n = 0
     for p in proposal_rows(ws, o.task.name, k, PENDING):
-        _decide(ws, p["id"], True, o.auto_accept_as, identity_kind=signoff.AUTO,
-                comment=AUTO_COMMENT, author=signoff.TEACHER_PREFIX + o.teacher,
-                approver=o.auto_accept_as)
+        _decide(ws, p["id"], True, o.auto_accept_as, comment=AUTO_COMMENT,
+                author=Identity.teacher(o.teacher), approver=o.auto_accept_as)
         n += 1
     return n
 

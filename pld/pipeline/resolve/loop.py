@@ -74,8 +74,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pld import review, review_rows, signoff
+from pld import review, review_rows
 from pld.errors import BadInput, NotReady
+from pld.identity import AUTO, Identity, normalize_name
 from pld.llm import budget, calls
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
@@ -167,9 +168,9 @@ def _only_loop_changes(ws: Workspace, o: LoopOptions, heuristic_id: int, since: 
                        loop_versions: dict[int, set[int]]) -> bool:
     """True when every change to the heuristic after version ``since`` was the loop's own: an
     accepted proposal, an automatic decision, a revert, or an approval of one of those."""
-    actors = {REVERT_ACTOR, signoff.TEACHER_PREFIX + o.teacher}
+    actors = {REVERT_ACTOR.name, Identity.teacher(o.teacher).name}
     if o.auto_accept_as:
-        actors.add(o.auto_accept_as)
+        actors.add(o.auto_accept_as.name)
     for r in review.history(ws, heuristic_id):
         version = (r["after"] or {}).get("version")
         if version is None or version <= since or r["action"] == "approve":
@@ -198,8 +199,8 @@ def _revert(ws: Workspace, o: LoopOptions, best: dict[str, Any], comment: str) -
     def change(row: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         with ws.write() as db:
             return review_rows.apply_change(ws, db, row, {**changes, **NO_APPROVAL},
-                                            who=REVERT_ACTOR, identity_kind=signoff.AUTO,
-                                            action="revert", comment=comment)
+                                            who=REVERT_ACTOR, action="revert",
+                                            comment=comment)
 
     for row in review.approved_heuristics(ws, o.task.name):
         if str(row["id"]) in target:
@@ -226,12 +227,12 @@ def _auto_resign(ws: Workspace, o: LoopOptions, row: dict[str, Any],
                  snap: dict[str, Any]) -> bool:
     """In automatic mode, approve a restored text again when the same automatic approver had
     approved it; True when it did."""
-    if not (o.auto_accept_as and snap.get("identity_kind") == signoff.AUTO
-            and signoff.normalize_name(snap.get("approved_by") or "") == o.auto_accept_as):
+    if not (o.auto_accept_as and snap.get("identity_kind") == AUTO
+            and normalize_name(snap.get("approved_by") or "") == o.auto_accept_as.name):
         return False
     try:
         with ws.write() as db:
-            review.approve_row(ws, db, row, o.auto_accept_as, signoff.AUTO,
+            review.approve_row(ws, db, row, o.auto_accept_as,
                                "re-approved after revert (automatic)")
     except BadInput:
         return False
@@ -306,7 +307,7 @@ def _evaluate(ws: Workspace, o: LoopOptions, run: Run, k: int,
 
 
 def _check_args(ws: Workspace, task: str, student: str, teacher: str, *, iterations: int,
-                auto_accept_as: str | None, n_success: int | None, val_limit: int | None,
+                auto_accept_as: Identity | None, n_success: int | None, val_limit: int | None,
                 min_delta: float, attribution: str, top_k: int, max_examples: int) -> TaskInfo:
     for role, model in (("student", student), ("teacher", teacher)):
         try:
@@ -325,8 +326,8 @@ def _check_args(ws: Workspace, task: str, student: str, teacher: str, *, iterati
         raise BadInput("top_k and max_examples must be at least 1")
     if attribution != TFIDF:
         check_embedder_name(attribution)
-    if auto_accept_as is not None:
-        signoff.check_actor(auto_accept_as, signoff.AUTO)
+    if auto_accept_as is not None and auto_accept_as.kind != AUTO:
+        raise BadInput(f"auto_accept_as: an identity of kind {AUTO}, not {auto_accept_as.kind}")
     info = task_info(ws, task)
     n_val = ws.query("SELECT count(*) AS n FROM examples WHERE task = ? AND split = ?",
                      [task, VAL])[0]["n"]
@@ -449,7 +450,7 @@ def resolve(
     teacher: str,
     *,
     iterations: int = 3,
-    auto_accept_as: str | None = None,
+    auto_accept_as: Identity | None = None,
     n_success: int | None = None,
     val_limit: int | None = None,
     seed: int = 0,
@@ -468,9 +469,9 @@ def resolve(
     (every teacher call of the last iteration failed; ``retry_failed=True`` asks again).
 
     ``iterations``: new versions this call may evaluate after the first. ``auto_accept_as``:
-    accept every proposal and approve its heuristic as this name (benchmarks). ``n_success``:
-    successes shown to the teacher (default: as many as errors). ``val_limit``: the first N
-    validation items. ``attribution``: ``minilm``/``e5-small`` (embeddings) or ``tfidf``.
+    accept every proposal and approve its heuristic as this identity, of kind ``auto``
+    (benchmarks). ``n_success``: successes shown to the teacher (default: as many as errors).
+    ``val_limit``: the first N validation items. ``attribution``: ``minilm``/``e5-small`` (embeddings) or ``tfidf``.
     ``top_k``: heuristics kept per example. ``max_examples``: errors (and successes) per teacher
     call. ``calibration``: each version is scored on calibrated answers (its own per-label
     bias, fitted on the same validation items; None: raw answers). ``impact``: measure every
@@ -482,13 +483,12 @@ def resolve(
                        auto_accept_as=auto_accept_as, n_success=n_success, val_limit=val_limit,
                        min_delta=min_delta, attribution=attribution, top_k=top_k,
                        max_examples=max_examples)
-    # The one spelling the trail stores, so the loop recognises its automatic approver's rows.
-    auto = signoff.normalize_name(auto_accept_as) if auto_accept_as else None
-    o = LoopOptions(info, student, teacher, iterations, auto, n_success, val_limit, seed,
-                    min_delta, attribution, top_k, max_examples, concurrency, on_progress,
+    o = LoopOptions(info, student, teacher, iterations, auto_accept_as, n_success, val_limit,
+                    seed, min_delta, attribution, top_k, max_examples, concurrency, on_progress,
                     retry_failed, calibration, impact)
     params = {"student": student, "teacher": teacher, "iterations": iterations,
-              "auto_accept_as": o.auto_accept_as, "n_success": n_success, "val_limit": val_limit,
+              "auto_accept_as": auto_accept_as.name if auto_accept_as else None,
+              "n_success": n_success, "val_limit": val_limit,
               "seed": seed, "min_delta": min_delta, "attribution": attribution, "top_k": top_k,
               "max_examples": max_examples, "calibration": calibration, "impact": impact}
     with stage_run(ws, task, STAGE, params, on_progress) as run:

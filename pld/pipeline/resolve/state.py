@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.pipeline.calibrate import DEFAULT_METHOD as DEFAULT_CALIBRATION
 from pld.pipeline.calibrate import apply_bias
 from pld.pipeline.runs import ProgressCallback
@@ -28,7 +29,7 @@ KINDS = (ADD, EDIT, REMOVE)
 CONVERGED, MAX_ITERATIONS, TEACHER_FAILED = "converged", "max-iterations", "teacher-failed"
 AWAITING_REVIEW, NO_ERRORS = "awaiting-review", "no-errors"
 AUTO_COMMENT = "auto-accepted (benchmark)"
-REVERT_ACTOR = "pld:resolve"  # a reserved name: no person can act as the loop
+REVERT_ACTOR = Identity.system("resolve")  # a reserved name: no person can act as the loop
 TFIDF = "tfidf"
 MAX_TOKENS = 1024
 MAX_ADD = 2
@@ -66,7 +67,7 @@ class LoopOptions:
     student: str
     teacher: str
     iterations: int
-    auto_accept_as: str | None
+    auto_accept_as: Identity | None  # of kind auto
     n_success: int | None
     val_limit: int | None
     seed: int

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pld.errors import BadInput
-from pld.ui.served_paths import EXPORTS, confine
+from pld.served_paths import EXPORTS, confine
 
 
 def test_without_a_root_any_path_is_used_as_given(monkeypatch: pytest.MonkeyPatch,
@@ -33,3 +33,34 @@ def test_a_served_app_keeps_paths_under_its_root(monkeypatch: pytest.MonkeyPatch
     (root / EXPORTS / "link").symlink_to(outside)
     with pytest.raises(BadInput, match="must be inside"):
         confine(root / EXPORTS / "link" / "v1", "the export folder", EXPORTS)
+
+
+def test_the_cli_export_is_confined_like_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: with PLD_ROOT set, the CLI wrote through a symlinked folder under exports/.
+    from click.testing import CliRunner
+
+    from pld.cli import cli
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / EXPORTS).mkdir(parents=True)
+    outside.mkdir()
+    (root / EXPORTS / "elink").symlink_to(outside)
+    monkeypatch.setenv("PLD_ROOT", str(root))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--workspace", str(root / "ws.db"), "load", "demo"]).exit_code == 0
+    got = runner.invoke(cli, ["--workspace", str(root / "ws.db"), "export", "demo", "--out",
+                              str(root / EXPORTS / "elink" / "sub")])
+    assert got.exit_code == 2 and "must be inside" in got.output
+    assert not (outside / "sub").exists()
+
+
+def test_the_cli_workspace_is_confined_like_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pld.cli import cli
+
+    (tmp_path / "root").mkdir()
+    monkeypatch.setenv("PLD_ROOT", str(tmp_path / "root"))
+    got = CliRunner().invoke(cli, ["--workspace", str(tmp_path / "elsewhere.db"), "tasks"])
+    assert got.exit_code == 2 and "must be inside" in got.output
+    assert not (tmp_path / "elsewhere.db").exists()
