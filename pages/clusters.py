@@ -18,9 +18,9 @@ import plotly.express as px
 import streamlit as st
 
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.pipeline.cluster import edits, fit, read
 from pld.pipeline.extract.browse import count_rules
-from pld.ui import sidebar
 from pld.ui.acting import act, reviewer_or_warning
 from pld.ui.escape import hover, literal
 from pld.ui.launcher import Launch, job_section, start_controls
@@ -53,8 +53,8 @@ def _args(task: str) -> list[str]:
 
 
 def _accept(ws: Workspace, clustering_id: int) -> None:
-    def run(who: sidebar.Identity) -> str:
-        edits.accept_clustering(ws, clustering_id, who.name, identity_kind=who.kind)
+    def run(who: Identity) -> str:
+        edits.accept_clustering(ws, clustering_id, who)
         return (f"Clustering #{clustering_id} accepted by {literal(who.name)} "
                 f"({literal(who.kind)}).")
 
@@ -64,11 +64,10 @@ def _accept(ws: Workspace, clustering_id: int) -> None:
 def _rename(ws: Workspace, cluster_id: int, seen_name: str) -> None:
     name = (st.session_state.get(f"c_name_{cluster_id}") or "").strip()
 
-    def run(who: sidebar.Identity) -> str:
+    def run(who: Identity) -> str:
         # seen_name is the name on the page the reviewer edited: a rename by someone else
         # since then is refused (StaleEdit) rather than overwritten.
-        edits.rename_cluster(ws, cluster_id, name, who.name, expected_name=seen_name,
-                             identity_kind=who.kind)
+        edits.rename_cluster(ws, cluster_id, name, who, expected_name=seen_name)
         return f"Cluster {cluster_id} renamed to {literal(repr(name))}."
 
     act("rename", run)
@@ -79,10 +78,10 @@ def _move(ws: Workspace, clustering_id: int) -> None:
     chosen = st.session_state.get("c_move_to")
     target = None if chosen in (None, NOISE_ID) else int(chosen)
 
-    def run(who: sidebar.Identity) -> str:
+    def run(who: Identity) -> str:
         if chosen is None:
             raise BadInput("choose where to move the rules")
-        edits.move_rules(ws, clustering_id, rule_ids, target, who.name, identity_kind=who.kind)
+        edits.move_rules(ws, clustering_id, rule_ids, target, who)
         where = NOISE_LABEL if target is None else f"cluster {target}"
         return f"Moved {len(rule_ids)} rule(s) to {where}."
 
@@ -93,10 +92,10 @@ def _move(ws: Workspace, clustering_id: int) -> None:
 def _merge(ws: Workspace, clustering_id: int, a: int) -> None:
     b = st.session_state.get("c_merge_with")
 
-    def run(who: sidebar.Identity) -> str:
+    def run(who: Identity) -> str:
         if b is None:
             raise BadInput("choose the cluster to merge into this one")
-        edits.merge_clusters(ws, clustering_id, a, int(b), who.name, identity_kind=who.kind)
+        edits.merge_clusters(ws, clustering_id, a, int(b), who)
         return f"Merged cluster {b} into cluster {a}."
 
     act("merge", run)
@@ -105,9 +104,8 @@ def _merge(ws: Workspace, clustering_id: int, a: int) -> None:
 def _split(ws: Workspace, clustering_id: int, cluster_id: int) -> None:
     k = int(st.session_state.get("c_split_k") or 2)
 
-    def run(who: sidebar.Identity) -> str:
-        parts = edits.split_cluster(ws, clustering_id, cluster_id, k, who=who.name,
-                                    identity_kind=who.kind)
+    def run(who: Identity) -> str:
+        parts = edits.split_cluster(ws, clustering_id, cluster_id, k, who=who)
         return f"Split cluster {cluster_id} into clusters {', '.join(map(str, parts))}."
 
     act("split", run)

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.number_format import delta_text, score
 from pld.pipeline import student
 from pld.pipeline.resolve import decisions, state, view
@@ -31,9 +32,8 @@ def _label(value: str | None) -> str:
 def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
     comment = (st.session_state.get(comment_key) or "").strip() or None
 
-    def run(who: sidebar.Identity) -> str:
-        p = decisions.decide_proposal(ws, pid, accept, who.name, comment=comment,
-                                      identity_kind=who.kind)
+    def run(who: Identity) -> str:
+        p = decisions.decide_proposal(ws, pid, accept, who, comment=comment)
         if not accept:
             return f"Rejected proposal #{pid}."
         if p["kind"] == state.REMOVE:
@@ -157,7 +157,7 @@ def _change_html(p: dict[str, Any]) -> str:
     return diffs.diff_html(current, p["text"])
 
 
-def _proposal_card(ws: Workspace, p: dict[str, Any], me: sidebar.Identity | None,
+def _proposal_card(ws: Workspace, p: dict[str, Any], me: Identity | None,
                    prefix: str) -> None:
     pid, kind = p["id"], p["kind"]
     target = "a new heuristic" if kind == state.ADD else f"heuristic #{p['heuristic_id']}"
@@ -201,7 +201,7 @@ def _related(err: dict[str, Any], proposals: list[dict[str, Any]]) -> list[dict[
 
 
 def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, Any]],
-                me: sidebar.Identity | None, unattributed: str) -> None:
+                me: Identity | None, unattributed: str) -> None:
     related = _related(err, proposals)
     with st.container(border=True):
         left, right = st.columns(2)
@@ -233,7 +233,7 @@ def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, An
 
 
 def _errors_tab(ws: Workspace, errors: list[dict[str, Any]], proposals: list[dict[str, Any]],
-                me: sidebar.Identity | None, record: dict[str, Any]) -> None:
+                me: Identity | None, record: dict[str, Any]) -> None:
     if not errors:
         st.success("The student made no errors on the validation items of this iteration.")
         return
@@ -253,7 +253,7 @@ def _errors_tab(ws: Workspace, errors: list[dict[str, Any]], proposals: list[dic
 
 
 def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
-                   me: sidebar.Identity | None) -> None:
+                   me: Identity | None) -> None:
     if not proposals:
         st.info("No proposals for this iteration.")
         return

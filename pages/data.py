@@ -2,7 +2,9 @@
 
 Loading runs in the button's callback (before the page is drawn), so the sidebar can switch to
 the task just loaded. Errors are shown inline, as :class:`BadInput` words them (file, line,
-field), and nothing is written when the file is not valid.
+field), and nothing is written when the file is not valid. An uploaded file's column pickers
+open on the mapping its content suggests (:func:`pld.tasks.columns.guess_columns`), with the
+reasons; changing the mapping clears an error about the old one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pld.llm.teacher_json import UnusableReply
 from pld.pipeline.describe import draft_description
 from pld.tasks import load_task, task_statuses
 from pld.tasks.base import SHAPES
+from pld.tasks.columns import ColumnChoice, guess_columns
 from pld.tasks.custom import task_name_for
 from pld.tasks.stats import label_counts, preview_rows
 from pld.tasks.store import task_info
@@ -30,6 +33,13 @@ from pld.ui.page import flash, setup, show_flash
 from pld.workspace import Workspace
 
 ERROR_KEY = "data_error"
+# The tabs keep their choice across reruns (a flash message above them would otherwise move
+# them, and the browser would show the first tab again after a file is loaded).
+SOURCE_KEY = "data_source"
+BUILTIN_TAB, UPLOAD_TAB = "Built-in task", "Your CSV / JSONL"
+# The upload and mapping last loaded: its Load button is no longer the page's next step.
+LOADED_KEY = "_data_upload_loaded"
+PREVIEW_ROWS = 5
 SPLITS = ("train", "val", "test")
 NO_ID = "(none: number the rows)"
 # Widgets whose defaults come from the uploaded file (its name, its columns).
@@ -90,10 +100,25 @@ def _load_upload(ws: Workspace) -> None:
         st.session_state[ERROR_KEY] = ("upload", str(e))
         return
     st.session_state.pop(ERROR_KEY, None)
+    st.session_state[LOADED_KEY] = _upload_mapping()
+    st.session_state[SOURCE_KEY] = UPLOAD_TAB
     record(ws, "task", "load", {"task": name, "counts": counts, "file": upload.name})
     _select_task(name)
     flash("success", f"Loaded {literal(name)} from {literal(upload.name)}: "
                      + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _upload_mapping() -> tuple[Any, ...]:
+    """The upload and the choices a load reads, to tell whether this one was loaded."""
+    return (st.session_state.get("_data_upload_seen"),
+            *(st.session_state.get(k) for k in UPLOAD_DEFAULTED))
+
+
+def _clear_error(where: str) -> None:
+    # An error about the old mapping is stale once the mapping changes.
+    err = st.session_state.get(ERROR_KEY)
+    if err and err[0] == where:
+        st.session_state.pop(ERROR_KEY, None)
 
 
 def _inline_error(where: str) -> None:
@@ -139,6 +164,7 @@ def _forget_old_upload(upload: Any) -> None:
     if st.session_state.get("_data_upload_seen") != seen:
         for key in UPLOAD_DEFAULTED:
             st.session_state.pop(key, None)
+        _clear_error("upload")  # it was about the previous file
         st.session_state["_data_upload_seen"] = seen
 
 
@@ -150,7 +176,7 @@ def _upload_section(ws: Workspace) -> None:
         return
     _forget_old_upload(upload)
     try:
-        columns, rows = uploads.peek(upload.name, upload.getvalue())
+        columns, rows = uploads.peek(upload.name, upload.getvalue(), limit=uploads.SAMPLE_ROWS)
     except BadInput as e:
         st.error(literal(e))  # may quote the uploaded file
         return
@@ -158,17 +184,28 @@ def _upload_section(ws: Workspace) -> None:
         st.error("No columns found in the uploaded file:")
         st.text(upload.name)  # the uploader's file name: plain, never Markdown
         return
+    guess: ColumnChoice | None
+    try:
+        guess = guess_columns(columns, rows, source=upload.name)
+    except BadInput as e:
+        guess = None
+        st.warning(literal(e))  # names the file's columns
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Text column", columns, key="data_text_col",
-                 index=uploads.default_column(columns, "text", 0))
+                 index=columns.index(guess.text_column) if guess else 0,
+                 on_change=_clear_error, args=("upload",))
     c2.selectbox("Label column", columns, key="data_label_col",
-                 index=uploads.default_column(columns, "label", 1))
+                 index=columns.index(guess.label_column) if guess else min(1, len(columns) - 1),
+                 on_change=_clear_error, args=("upload",))
     id_options = [NO_ID, *columns]
-    lowered = [c.lower() for c in columns]
     c3.selectbox("Id column (optional)", id_options, key="data_id_col",
-                 index=lowered.index("id") + 1 if "id" in lowered else 0)
-    st.caption(f"Preview: the first {len(rows)} rows of {literal(upload.name)}")
-    st.dataframe(pd.DataFrame(rows).astype(str), hide_index=True)
+                 index=id_options.index(guess.id_column) if guess and guess.id_column else 0,
+                 on_change=_clear_error, args=("upload",))
+    if guess:
+        st.caption("Guessed from the content: " + "; ".join(literal(r) for r in guess.reasons))
+    st.caption(f"Preview: the first {min(len(rows), PREVIEW_ROWS)} rows of "
+               f"{literal(upload.name)}")
+    st.dataframe(pd.DataFrame(rows[:PREVIEW_ROWS]).astype(str), hide_index=True)
     c1, c2 = st.columns([3, 1])
     c1.text_input("Task name", value=task_name_for(upload.name), key="data_task_name")
     c2.number_input("Seed", min_value=0, value=0, key="data_upload_seed")
@@ -183,8 +220,11 @@ def _upload_section(ws: Workspace) -> None:
              format_func=SHAPE_NAMES.get,
              help="Picks the form of the teacher's rules: about one text, about how two parts "
                   "relate, or about how to choose among lettered options.")
-    st.button("Load file", key="data_load_upload", type="primary", on_click=_load_upload,
-              args=(ws,))
+    loaded = st.session_state.get(LOADED_KEY) == _upload_mapping()
+    st.button("Load file", key="data_load_upload", type="secondary" if loaded else "primary",
+              on_click=_load_upload, args=(ws,),
+              help="Loaded as below; change the mapping or the options to load it again."
+              if loaded else None)
     _inline_error("upload")
 
 
@@ -200,6 +240,8 @@ def _keep_description(ws: Workspace, task: str, base: str) -> None:
 
 
 def _draft_description(ws: Workspace, task: str) -> None:
+    # The draft (or why there is none) shows inside the expander: keep it open.
+    st.session_state[f"data_desc_open_{task}"] = True
     teacher = sidebar.model("teacher")
     try:
         with st.spinner(f"{literal(teacher)} is reading a sample of labelled examples..."):
@@ -220,7 +262,8 @@ def _description_section(ws: Workspace, task: str) -> None:
         st.text(info.description)  # uploader-written text: plain, never Markdown
     else:
         st.warning("This task has no description: the models only see its labels.")
-    with st.expander("Edit the description", expanded=not info.description.strip()):
+    with st.expander("Edit the description", expanded=not info.description.strip(),
+                     key=f"data_desc_open_{task}", on_change="rerun"):
         st.text_area("Description", value=info.description, key=f"data_desc_edit_{task}",
                      height=120)
         c1, c2 = st.columns(2)
@@ -264,7 +307,7 @@ def main() -> None:
     if ws is None:
         return
     show_flash()
-    builtin, own = st.tabs(["Built-in task", "Your CSV / JSONL"])
+    builtin, own = st.tabs([BUILTIN_TAB, UPLOAD_TAB], key=SOURCE_KEY, on_change="rerun")
     with builtin:
         _builtin_section(ws)
     with own:

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
 from pld.number_format import delta_text, score, score_text
 from pld.pipeline import evaluate, student
+from pld.pipeline.eval_errors import CALIBRATED, RAW
 from pld.tasks.store import examples
 from pld.ui import page, sidebar
-from pld.ui.escape import hover, literal
+from pld.ui.escape import literal
 from pld.ui.launcher import Launch, job_section, start_controls
+from pld.ui.wrong_items import confusion_chart, wrong_items_section
 from pld.workspace import Workspace
 
 VERSION, ZERO, FEW = "Prompt version", "Zero-shot baseline", "Few-shot baseline"
@@ -142,7 +143,7 @@ def _share(m: dict[str, Any]) -> str:
     return "" if share is None else f"{share:.0%} answered {literal(m.get('top_answer'))}"
 
 
-def _scores(ev: dict[str, Any]) -> None:
+def _scores(ws: Workspace, ev: dict[str, Any]) -> None:
     m = ev["metrics"]
     cal = _calibrated(m)
     c1, c2, c3, c4 = st.columns(4)
@@ -175,15 +176,9 @@ def _scores(ev: dict[str, Any]) -> None:
                      column_config={k: st.column_config.NumberColumn(format="%.3f")
                                     for k in ("precision", "recall", "f1")})
     with right:
-        cm = shown["confusion"]
-        # Labels come from the uploader's file; Plotly reads tick and hover text as HTML.
-        fig = px.imshow(cm["matrix"], x=[hover(c) for c in cm["columns"]],
-                        y=[hover(r) for r in cm["rows"]], text_auto=True,
-                        color_continuous_scale="Blues", aspect="auto",
-                        labels={"x": "predicted", "y": "gold", "color": "items"})
-        fig.update_layout(height=360, margin={"t": 30, "b": 10},
-                          title=f"Confusion matrix ({view.lower()})")
-        st.plotly_chart(fig)
+        confusion_chart(ev["id"], shown["confusion"], view)
+    wrong_items_section(ws, ev, shown["confusion"],
+                        CALIBRATED if view == "Calibrated" else RAW)
 
 
 def _flipped(ws: Workspace, task: str, split: str, ids: list[int], title: str) -> None:
@@ -203,26 +198,39 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
         return
     by_id = {e["id"]: e for e in evals}
     ids = [e["id"] for e in reversed(evals)]
+    pair = evaluate.latest_comparable(ws, task)
+    if pair is None:
+        st.caption("No two evaluations scored the same split and the same items; the latest "
+                   "two are shown.")
+    first_a, first_b = pair or (ids[1], ids[0])
     c1, c2 = st.columns(2)
-    a = c1.selectbox("A", ids, index=1, key="e_cmp_a", format_func=lambda i: _name(by_id[i]))
-    b = c2.selectbox("B", ids, index=0, key="e_cmp_b", format_func=lambda i: _name(by_id[i]))
+    a = c1.selectbox("A", ids, index=ids.index(first_a), key="e_cmp_a",
+                     format_func=lambda i: _name(by_id[i]))
+    b = c2.selectbox("B", ids, index=ids.index(first_b), key="e_cmp_b",
+                     format_func=lambda i: _name(by_id[i]))
     if a == b:
         st.info("Choose two different evaluations.")
         return
     cmp = evaluate.compare(ws, a, b)
     ea, eb = cmp["a"], cmp["b"]
-    if (ea["split"], ea["student"]) != (eb["split"], eb["student"]):
-        st.warning("These evaluations used different splits or students: the scores are not "
-                   "directly comparable.")
+    if not cmp["comparable"] and cmp["common"]:
+        st.warning(f"These evaluations scored different splits or items ({cmp['common']} in "
+                   "common): the scores are not directly comparable.")
+    if ea["student"] != eb["student"]:
+        st.caption("A and B used different students.")
     for col, ev in ((c1, ea), (c2, eb)):
         col.metric("Macro-F1", score_text(ev['metrics']['macro_f1']),
                    help=_ci(ev["metrics"], "macro_f1"))
         col.metric("Accuracy", score_text(ev['metrics']['accuracy']))
         col.caption(f"{ev['method']} · {literal(ev['student'])} · {ev['split']} · n={ev['n']} · "
                     f"{_ci(ev['metrics'], 'macro_f1')}")
-    st.markdown(f"B − A: macro-F1 **{delta_text(cmp['delta_macro_f1'])}**, accuracy "
-                f"**{delta_text(cmp['delta_accuracy'])}** over {cmp['common']} items both "
-                "scored.")
+    if not cmp["common"]:
+        st.warning(f"A ({ea['split']}) and B ({eb['split']}) share no items, so their scores "
+                   "have no difference to give: choose two evaluations of the same items.")
+    else:
+        st.markdown(f"B − A: macro-F1 **{delta_text(cmp['delta_macro_f1'])}**, accuracy "
+                    f"**{delta_text(cmp['delta_accuracy'])}** ({cmp['common']} items both "
+                    "scored).")
     paired = cmp["paired"]
     if paired is not None and paired["ci"] is not None:
         low, high = paired["ci"]
@@ -265,7 +273,7 @@ def main() -> None:
         page.follow_newest("e_selected", list(by_id), max(by_id), scope=task)
         chosen = st.selectbox("Evaluation", list(reversed(by_id)), key="e_selected",
                               format_func=lambda i: _name(by_id[i]))
-        _scores(by_id[chosen])
+        _scores(ws, by_id[chosen])
     with t_compare:
         _compare(ws, task, evals)
 

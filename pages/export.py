@@ -15,15 +15,14 @@ from pld.errors import BadInput
 from pld.number_format import score
 from pld.pipeline import export, student
 from pld.pipeline.student import PromptVersion
-from pld.ui import page
-from pld.ui.acting import reviewer_kwargs
 from pld.served_paths import EXPORTS, confine, served_root
+from pld.ui import page, sidebar
 from pld.workspace import Workspace
 
 
 def _build(ws: Workspace, task: str) -> None:
     try:
-        p = student.build_prompt(ws, task, **reviewer_kwargs())
+        p = student.build_prompt(ws, task, who=sidebar.identity())
     except BadInput as e:
         page.flash("error", str(e))
     else:
@@ -45,7 +44,7 @@ def _write(ws: Workspace, task: str, version: int) -> None:
         return
     try:
         folder = confine(out, "the export folder", EXPORTS)
-        res = export.export(ws, task, folder, version=version, **reviewer_kwargs())
+        res = export.export(ws, task, folder, version=version, who=sidebar.identity())
     except BadInput as e:
         page.flash("error", f"Not exported: {e}")
     else:
@@ -103,7 +102,7 @@ def _downloads(ws: Workspace, p: PromptVersion, manifest: dict[str, Any] | None)
 
 
 def _record_download(ws: Workspace, p: PromptVersion, data: bytes) -> None:
-    export.record_export(ws, p, data, where="download", **reviewer_kwargs())
+    export.record_export(ws, p, data, where="download", who=sidebar.identity())
 
 
 def main() -> None:

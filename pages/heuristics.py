@@ -50,11 +50,11 @@ def _consolidate_section(ws: Workspace, task: str, empty: bool) -> None:
                  help="The paper lets the teacher merge all of a cluster's rules. A small "
                       "teacher tends to keep one odd rule and drop the minority labels: merging "
                       "each label apart, or keeping each label's most typical rule, avoids that.")
-        # author: the drafts count as the starter's, so someone else must approve them.
+        # The job acts as the starter: its drafts are theirs, so someone else approves them.
         start_controls(ws, task, Launch(
             "consolidate", "Consolidate", key="h_consolidate", prefix="h",
             started="Consolidation started", command=lambda: _consolidate_args(task, teacher),
-            models=(teacher,), priced=True, retry="Ask the failed clusters again", author=True,
+            models=(teacher,), priced=True, retry="Ask the failed clusters again",
             help="Runs `python -m pld consolidate` in the background."))
 
 

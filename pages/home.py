@@ -51,7 +51,7 @@ def _queue(ws: Workspace) -> None:
     if me is None:
         st.caption(f"{SIGN_IN} to see what waits for you.")
         return
-    q = reviewer_queue(ws, me.name, me.kind)
+    q = reviewer_queue(ws, me)
     if not q["items"]:
         st.success(f"Nothing waits for {literal(me.name)}.")
         return

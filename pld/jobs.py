@@ -11,6 +11,11 @@ disk, not from the page's session:
   opened its ``runs`` row, and failures that end it before any (a bad model string, say);
 * the ``runs`` rows the stages write (status, ``done/total``, the pid of their process).
 
+Who started a job travels with it, unforgeably: its ``start`` row in the audit trail holds the
+sha256 of a random token that only the job's own process gets, in its environment
+(:data:`JOB_TOKEN_ENV`, never on its command line); the process finds its starter, name and
+identity kind, with :func:`job_identity`.
+
 A process that died without closing its run (killed, or cancelled here) leaves a row marked
 running; :func:`active_jobs` turns such rows into ``interrupted``, and since every stage skips
 work already done, running the same command again resumes it.
@@ -19,6 +24,7 @@ work already done, running the same command again resumes it.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -32,8 +38,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld import review, signoff
+from pld import review
 from pld.errors import BadInput
+from pld.identity import RESERVED_PREFIXES, Identity
 from pld.pipeline.runs import (
     DONE,
     FAILED,
@@ -47,6 +54,7 @@ from pld.workspace import Workspace, now, open_workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOG_TAIL_CHARS = 4000
+JOB_TOKEN_ENV = "PLD_JOB_TOKEN"  # a job's proof of who started it (see job_identity)
 # Processes started by this server process. Polling them reaps them: a finished child that is
 # never waited for stays a zombie, which os.kill(pid, 0) reports as alive.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -142,23 +150,44 @@ def _write_record(job: Job) -> None:
     Path(job.record).write_text(json.dumps(asdict(job), indent=2), encoding="utf-8")
 
 
-def _record_action(ws: Workspace | str | Path, who: str | None, identity_kind: str,
-                   action: str, details: dict[str, Any]) -> None:
+def _record_action(ws: Workspace | str | Path, who: Identity | None, action: str,
+                   details: dict[str, Any]) -> None:
     """Audit starting or cancelling a job (jobs spend money and time): who, and what."""
     handle = ws if isinstance(ws, Workspace) else open_workspace(_ws_path(ws))
     try:
-        review.record_action(handle, who, identity_kind, "job", action, details)
+        review.record_action(handle, who, "job", action, details)
     finally:
         if handle is not ws:
             handle.close()
 
 
+def _token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def job_identity(ws: Workspace, token: str) -> Identity | None:
+    """Who started the job that was given ``token`` (:data:`JOB_TOKEN_ENV`): the name and
+    identity kind of its ``start`` row; None when nobody was identified. :class:`BadInput`
+    when no job of this workspace was started with that token."""
+    rows = ws.query("SELECT who, identity_kind FROM reviews WHERE entity = 'job' AND "
+                    "action = 'start' AND json_extract(after, '$.token_sha256') = ? "
+                    "ORDER BY id DESC LIMIT 1", [_token_sha256(token)])
+    if not rows:
+        raise BadInput(f"${JOB_TOKEN_ENV} matches no job started on {ws.path}; refusing to "
+                       "act under an identity nobody vouched for")
+    if rows[0]["who"].startswith(RESERVED_PREFIXES):
+        return None  # started while nobody was identified (pld:anonymous)
+    return Identity(rows[0]["who"], rows[0]["identity_kind"])
+
+
 def _command(path: Path, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """``python -m pld --workspace PATH ARGS`` and the environment it runs in."""
+    """``python -m pld --workspace PATH ARGS`` and the environment it runs in (without a job
+    token: only :func:`start` gives one, to its own job)."""
     cmd = [sys.executable, "-m", "pld", "--workspace", str(path), *map(str, args)]
+    env = {k: v for k, v in os.environ.items() if k != JOB_TOKEN_ENV}
     # Jobs run with the project root as their working folder (REPO_ROOT), so relative paths in
     # ``args`` mean what they mean in the app, and ``-m`` finds ``pld`` there uninstalled too.
-    return cmd, {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return cmd, {**env, "PYTHONUNBUFFERED": "1"}
 
 
 def estimate(ws: Workspace | str | Path, args: Sequence[str],
@@ -176,14 +205,15 @@ def estimate(ws: Workspace | str | Path, args: Sequence[str],
 
 
 def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None = None,
-          exclusive: bool = True, who: str | None = None,
-          identity_kind: str = signoff.SELF_DECLARED) -> Job:
+          exclusive: bool = True, who: Identity | None = None) -> Job:
     """Launch ``python -m pld --workspace WS <args>`` detached; return its :class:`Job`.
 
     The command's kind is ``args[0]`` and its task ``args[1]`` (or ``task``). With ``exclusive``
     (the default) a job of the same kind already running for the task raises
     :class:`JobRunning` instead, checked under a file lock so two tabs cannot both start one.
-    The start is recorded in the audit trail as ``who`` (the app's signed-in reviewer).
+    The start is recorded in the audit trail as ``who`` (the app's signed-in reviewer) before
+    the process starts, and the process acts as ``who`` (see :func:`job_identity`): the runs
+    it opens record them, and what it writes counts as theirs.
     """
     path = _ws_path(ws)
     kind, inferred = _infer(args)
@@ -203,7 +233,14 @@ def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None =
         folder = jobs_dir(path)
         job_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
         log = folder / f"{path.stem}-{job_id}.log"
+        token = secrets.token_urlsafe(32)
+        # Written before the process starts, so that it finds who started it from its first
+        # step; the pid is in the job's record.
+        _record_action(ws, who, "start",
+                       {"job_id": job_id, "kind": kind, "task": task,
+                        "args": [str(a) for a in args], "token_sha256": _token_sha256(token)})
         cmd, env = _command(path, args)
+        env[JOB_TOKEN_ENV] = token  # in the environment only: a command line is public
         with open(log, "wb") as out:
             out.write(("$ " + " ".join(cmd) + "\n").encode())
             out.flush()
@@ -216,9 +253,6 @@ def start(ws: Workspace | str | Path, args: Sequence[str], *, task: str | None =
                   record=str(folder / f"{path.stem}-{job_id}.json"),
                   pid_start=process_start(child.pid))
         _write_record(job)
-    _record_action(ws, who, identity_kind, "start",
-                   {"job_id": job.id, "kind": kind, "task": task, "args": job.args,
-                    "pid": job.pid})
     return job
 
 
@@ -350,8 +384,7 @@ def job_log(job: Job | dict[str, Any], max_chars: int = LOG_TAIL_CHARS) -> str:
 
 
 def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
-           timeout_s: float = 10.0, who: str | None = None,
-           identity_kind: str = signoff.SELF_DECLARED) -> str:
+           timeout_s: float = 10.0, who: Identity | None = None) -> str:
     """Stop a run (by run id), a launched job or an :func:`active_jobs` entry; return the status.
 
     Sends SIGTERM to the process's group (its own session when started here), then SIGKILL if
@@ -371,7 +404,7 @@ def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
             return str(rows[0]["status"])
     if pid == os.getpid():
         raise BadInput(f"run {run_id} runs inside this process; it cannot be cancelled here")
-    _record_action(ws, who, identity_kind, "cancel", {"pid": pid, "run_id": run_id})
+    _record_action(ws, who, "cancel", {"pid": pid, "run_id": run_id})
     # Checked before every signal: once our process has ended, its pid may belong to another.
     if _alive(pid, start):
         _signal(pid, signal.SIGTERM)

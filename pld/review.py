@@ -20,6 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from pld.errors import BadInput
+from pld.identity import AUTO, Identity, normalize_name
 from pld.review_rows import (
     APPROVED,
     DRAFT,
@@ -37,7 +38,6 @@ from pld.review_rows import (
     decode_heuristic,
     fetch,
 )
-from pld.identity import AUTO, Identity, normalize_name
 from pld.signoff import check_approver, check_sign_off
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now

@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 from pld import review, signoff
+from pld.identity import OIDC, Identity, normalize_name
 from pld.pipeline.export import refusal
 from pld.pipeline.resolve import view
 from pld.pipeline.runs import FAILED, list_runs
@@ -46,14 +47,14 @@ def _item(kind: str, task: str, what: str, item_id: int | None, summary: str,
             "page": PAGES[what], "command": command, **extra}
 
 
-def _drafts(ws: Workspace, task: str, who: str, may_sign: bool) -> list[dict[str, Any]]:
+def _drafts(ws: Workspace, task: str, who: Identity, may_sign: bool) -> list[dict[str, Any]]:
     out = []
     rows = [("heuristic", h) for h in review.list_heuristics(ws, task, DRAFT)]
     pre = get_preamble(ws, task)
     if pre is not None and pre["status"] == DRAFT:
         rows.insert(0, ("preamble", pre))
     for what, row in rows:
-        mine = signoff.normalize_name(row["updated_by"] or "") == who
+        mine = normalize_name(row["updated_by"] or "") == who.name
         name = "the preamble" if what == "preamble" else f"heuristic #{row['id']}"
         cmd = (f"python -m pld review preamble approve {task}" if what == "preamble"
                else f"python -m pld review approve {row['id']}")
@@ -69,17 +70,17 @@ def _drafts(ws: Workspace, task: str, who: str, may_sign: bool) -> list[dict[str
             out.append(_item(APPROVE, task, what, row["id"],
                              f"{name} v{row['version']} by {row['updated_by']}: "
                              f"{_short(row['text'])}",
-                             f"{cmd} --base-version {row['version']} --as {who}",
+                             f"{cmd} --base-version {row['version']} --as {who.name}",
                              version=row["version"]))
     return out
 
 
-def _proposals(ws: Workspace, task: str, who: str) -> list[dict[str, Any]]:
+def _proposals(ws: Workspace, task: str, who: Identity) -> list[dict[str, Any]]:
     return [_item(DECIDE, task, "proposal", p["id"],
                   f"proposal #{p['id']} (iteration {p['iteration']}): {p['kind']} "
                   + (f"heuristic #{p['heuristic_id']}" if p["heuristic_id"] else "a new one")
                   + (f": {_short(p['rationale'])}" if p["rationale"] else ""),
-                  f"python -m pld review decide {p['id']} accept|reject --as {who}",
+                  f"python -m pld review decide {p['id']} accept|reject --as {who.name}",
                   iteration=p["iteration"])
             for p in view.list_proposals(ws, task, status="pending")]
 
@@ -108,16 +109,14 @@ def _blocked_export(ws: Workspace, task: str) -> list[dict[str, Any]]:
                   f"python -m pld prompts list {task}")]
 
 
-def reviewer_queue(ws: Workspace, who: str,
-                   identity_kind: str = signoff.SELF_DECLARED) -> dict[str, Any]:
+def reviewer_queue(ws: Workspace, who: Identity) -> dict[str, Any]:
     """Everything that waits for ``who`` across the workspace's tasks: ``items`` (see the
     module docstring) and ``counts`` per kind."""
-    who = signoff.check_actor(who, identity_kind)
     items: list[dict[str, Any]] = []
     for info in loaded_tasks(ws):
-        approvers = {signoff.normalize_name(a) for a in signoff.list_approvers(ws, info.name)}
-        identity_ok = identity_kind == signoff.OIDC or not signoff.requires_oidc(ws, info.name)
-        may_sign = (not approvers or who in approvers) and identity_ok
+        approvers = {normalize_name(a) for a in signoff.list_approvers(ws, info.name)}
+        identity_ok = who.kind == OIDC or not signoff.requires_oidc(ws, info.name)
+        may_sign = (not approvers or who.name in approvers) and identity_ok
         drafts = _drafts(ws, info.name, who, may_sign)
         items += [d for d in drafts if d["kind"] == APPROVE]
         items += _proposals(ws, info.name, who)
@@ -125,4 +124,4 @@ def reviewer_queue(ws: Workspace, who: str,
         items += _failed_jobs(ws, info.name)
         items += _blocked_export(ws, info.name)
     counts = Counter(i["kind"] for i in items)
-    return {"who": who, "items": items, "counts": {k: counts.get(k, 0) for k in KINDS}}
+    return {"who": who.name, "items": items, "counts": {k: counts.get(k, 0) for k in KINDS}}

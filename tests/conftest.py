@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pld.identity import Identity
 from pld.workspace import Workspace, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -68,7 +69,8 @@ def fake_openai() -> Iterator[FakeOpenAI]:
         yield f
 
 
-def approve_seen(ws: Workspace, heuristic_id: int, who: str, **kwargs: Any) -> dict[str, Any]:
+def approve_seen(ws: Workspace, heuristic_id: int, who: Identity,
+                 **kwargs: Any) -> dict[str, Any]:
     """Approve a heuristic as a reviewer who has just read its current version."""
     from pld import review, review_rows
 

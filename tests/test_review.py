@@ -12,6 +12,7 @@ import pytest
 
 from pld import review, trail
 from pld.errors import BadInput
+from pld.identity import AUTO, OIDC, Identity
 from pld.review_rows import StaleEdit
 from pld.tasks.store import save_task
 from pld.workspace import Workspace, dumps, now, open_workspace
@@ -62,7 +63,7 @@ def row(ws: Workspace, hid: int) -> dict[str, Any]:
 
 def test_edit_bumps_version_and_audits(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "old text")
-    after = review.edit(ws, hid, "new text", "alice", base_version=1, comment="clearer")
+    after = review.edit(ws, hid, "new text", Identity("alice"), base_version=1, comment="clearer")
 
     assert (after["version"], after["text"], after["updated_by"]) == (2, "new text", "alice")
     (audit,) = review.history(ws, hid)
@@ -74,10 +75,10 @@ def test_edit_bumps_version_and_audits(ws: Workspace, task: str) -> None:
 
 def test_stale_edit_is_refused_and_shows_their_change(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "old text")
-    review.edit(ws, hid, "alice's text", "alice", base_version=1)
+    review.edit(ws, hid, "alice's text", Identity("alice"), base_version=1)
 
     with pytest.raises(StaleEdit) as err:
-        review.edit(ws, hid, "bob's text", "bob", base_version=1)
+        review.edit(ws, hid, "bob's text", Identity("bob"), base_version=1)
 
     assert err.value.theirs is not None
     assert (err.value.theirs["who"], err.value.theirs["after"]["text"]) == ("alice", "alice's text")
@@ -91,10 +92,10 @@ def test_stale_edit_is_refused_and_shows_their_change(ws: Workspace, task: str) 
 
 def test_edit_after_approval_resets_to_draft(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "old text")
-    approved = approve_seen(ws, hid, "alice")
+    approved = approve_seen(ws, hid, Identity("alice"))
     assert [h["id"] for h in review.approved_heuristics(ws, TASK)] == [hid]
 
-    edited = review.edit(ws, hid, "new text", "bob", base_version=approved["version"])
+    edited = review.edit(ws, hid, "new text", Identity("bob"), base_version=approved["version"])
 
     assert (edited["status"], edited["approved_by"], edited["approved_at"]) \
         == ("draft", None, None)
@@ -103,34 +104,35 @@ def test_edit_after_approval_resets_to_draft(ws: Workspace, task: str) -> None:
 
 def test_approve_and_reject_refuse_stale_base_version(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "old text")
-    review.edit(ws, hid, "new text", "bob", base_version=1)
+    review.edit(ws, hid, "new text", Identity("bob"), base_version=1)
 
     with pytest.raises(StaleEdit, match="bob"):
-        review.approve(ws, hid, "alice", base_version=1)
+        review.approve(ws, hid, Identity("alice"), base_version=1)
     with pytest.raises(StaleEdit):
-        review.reject(ws, hid, "alice", base_version=1)
-    rejected = review.reject(ws, hid, "alice", base_version=2, comment="too vague")
+        review.reject(ws, hid, Identity("alice"), base_version=1)
+    rejected = review.reject(ws, hid, Identity("alice"), base_version=2, comment="too vague")
     assert rejected["status"] == "rejected"
     # An edit prepared before the rejection cannot silently revive it.
     with pytest.raises(StaleEdit, match="reject"):
-        review.edit(ws, hid, "newer text", "bob", base_version=2)
-    revived = review.edit(ws, hid, "newer text", "bob", base_version=3)
+        review.edit(ws, hid, "newer text", Identity("bob"), base_version=2)
+    revived = review.edit(ws, hid, "newer text", Identity("bob"), base_version=3)
     assert revived["status"] == "draft"
 
 
 def test_auto_approve_all(ws: Workspace, task: str) -> None:
     untouched = teacher_draft(ws, "teacher text")
     by_bob = teacher_draft(ws, "teacher text 2")
-    review.edit(ws, by_bob, "bob's text", "bob", base_version=1)
+    review.edit(ws, by_bob, "bob's text", Identity("bob"), base_version=1)
     by_bench = teacher_draft(ws, "teacher text 3")
-    review.edit(ws, by_bench, "bench's text", "bench", base_version=1)
+    review.edit(ws, by_bench, "bench's text", Identity("bench"), base_version=1)
     rejected = teacher_draft(ws, "bad")
-    review.reject(ws, rejected, "bob")
+    review.reject(ws, rejected, Identity("bob"))
     other_run = teacher_draft(ws, "from an earlier run", run_id=RUN + 1)
-    by_hand = review.create_heuristic(ws, TASK, "carol's rule", "carol")
+    by_hand = review.create_heuristic(ws, TASK, "carol's rule", Identity("carol"))
     skipped: list[str] = []
 
-    n = review.auto_approve_all(ws, TASK, "bench", run_ids=[RUN], on_skip=skipped.append)
+    n = review.auto_approve_all(ws, TASK, Identity("bench", AUTO), run_ids=[RUN],
+                                on_skip=skipped.append)
 
     # Only the drafts of the given run: a person's own draft, or another run's, waits.
     assert row(ws, other_run)["status"] == row(ws, by_hand)["status"] == "draft"
@@ -149,7 +151,7 @@ def test_merge_unions_sources(ws: Workspace, task: str) -> None:
     h1 = teacher_draft(ws, "one", [r1, r2])
     h2 = teacher_draft(ws, "two", [r2, r3])
 
-    new = review.merge_heuristics(ws, [h1, h2], "one and two", "alice")
+    new = review.merge_heuristics(ws, [h1, h2], "one and two", Identity("alice"))
 
     merged = review.get_heuristic(ws, new)
     assert (merged["text"], merged["origin"], merged["status"]) == ("one and two", "merge", "draft")
@@ -157,30 +159,30 @@ def test_merge_unions_sources(ws: Workspace, task: str) -> None:
     assert {row(ws, h)["status"] for h in (h1, h2)} == {"merged"}
     assert review.history(ws, h1)[-1]["after"]["merged_into"] == new
     with pytest.raises(BadInput, match="merged"):
-        review.merge_heuristics(ws, [h1, new], "again", "alice")
+        review.merge_heuristics(ws, [h1, new], "again", Identity("alice"))
     with pytest.raises(BadInput, match="merged"):
-        review.edit(ws, h1, "late edit", "bob", base_version=row(ws, h1)["version"])
+        review.edit(ws, h1, "late edit", Identity("bob"), base_version=row(ws, h1)["version"])
 
 
 def test_split_replaces_one_by_several(ws: Workspace, task: str) -> None:
     (r1,) = add_rules(ws, [("a", "true")])
     hid = teacher_draft(ws, "a and b", [r1])
 
-    parts = review.split_heuristic(ws, hid, ["a", "b"], "alice", base_version=1)
+    parts = review.split_heuristic(ws, hid, ["a", "b"], Identity("alice"), base_version=1)
 
     assert [row(ws, p)["text"] for p in parts] == ["a", "b"]
     assert all(review.get_heuristic(ws, p)["source_rule_ids"] == [r1] for p in parts)
     assert row(ws, hid)["status"] == "split"
     assert review.history(ws, hid)[-1]["after"]["split_into"] == parts
     with pytest.raises(BadInput, match="two texts"):
-        review.split_heuristic(ws, parts[0], ["only one"], "alice")
+        review.split_heuristic(ws, parts[0], ["only one"], Identity("alice"))
 
 
 def test_history_is_oldest_first(ws: Workspace, task: str) -> None:
-    hid = review.create_heuristic(ws, TASK, "first", "carol")
-    review.edit(ws, hid, "second", "carol", base_version=1)
-    approve_seen(ws, hid, "alice")
-    review.reject(ws, hid, "bob")
+    hid = review.create_heuristic(ws, TASK, "first", Identity("carol"))
+    review.edit(ws, hid, "second", Identity("carol"), base_version=1)
+    approve_seen(ws, hid, Identity("alice"))
+    review.reject(ws, hid, Identity("bob"))
 
     trail = review.history(ws, hid)
 
@@ -209,25 +211,25 @@ def test_get_heuristic_shows_sources_with_examples(ws: Workspace, task: str) -> 
 def test_list_heuristics_and_input_checks(ws: Workspace, task: str) -> None:
     h1 = teacher_draft(ws, "one")
     h2 = teacher_draft(ws, "two")
-    approve_seen(ws, h2, "alice")
+    approve_seen(ws, h2, Identity("alice"))
 
     assert [h["id"] for h in review.list_heuristics(ws, TASK)] == [h1, h2]
     assert [h["id"] for h in review.list_heuristics(ws, TASK, "draft")] == [h1]
     with pytest.raises(BadInput, match="status"):
         review.list_heuristics(ws, TASK, "pending")
     with pytest.raises(BadInput, match="reviewer name"):
-        review.edit(ws, h1, "x", " ", base_version=1)
+        review.edit(ws, h1, "x", Identity(" "), base_version=1)
     with pytest.raises(BadInput, match="reserved"):
-        approve_seen(ws, h1, "teacher:me")
+        approve_seen(ws, h1, Identity("teacher:me"))
     with pytest.raises(BadInput, match="identity kind"):
-        approve_seen(ws, h1, "alice", identity_kind="trust-me")
+        approve_seen(ws, h1, Identity("alice", "trust-me"))
     with pytest.raises(BadInput, match="same"):
-        review.edit(ws, h1, "one", "alice", base_version=1)
+        review.edit(ws, h1, "one", Identity("alice"), base_version=1)
     with pytest.raises(BadInput, match="is approved"):
-        approve_seen(ws, h2, "bob")
+        approve_seen(ws, h2, Identity("bob"))
     with pytest.raises(BadInput, match="not found"):
-        review.create_heuristic(ws, TASK, "x", "alice", source_rule_ids=[12345])
-    assert approve_seen(ws, h1, "alice", identity_kind="oidc")["identity_kind"] == "oidc"
+        review.create_heuristic(ws, TASK, "x", Identity("alice"), source_rule_ids=[12345])
+    assert approve_seen(ws, h1, Identity("alice", OIDC))["identity_kind"] == "oidc"
 
 
 def test_concurrent_edits_exactly_one_wins(ws: Workspace, ws_path: Path, task: str) -> None:
@@ -240,7 +242,7 @@ def test_concurrent_edits_exactly_one_wins(ws: Workspace, ws_path: Path, task: s
     def editor(name: str, handle: Workspace) -> None:
         barrier.wait()
         try:
-            review.edit(handle, hid, f"{name}'s text", name, base_version=1)
+            review.edit(handle, hid, f"{name}'s text", Identity(name), base_version=1)
             outcomes[name] = "won"
         except StaleEdit:
             outcomes[name] = "stale"
@@ -264,13 +266,13 @@ def test_approving_needs_the_version_the_reviewer_read(ws: Workspace, task: str)
     # Before: approve without a base version approved whatever text was current.
     hid = teacher_draft(ws, "text")
     with pytest.raises(BadInput, match="version you reviewed"):
-        review.approve(ws, hid, "alice", base_version=None)  # type: ignore[arg-type]
+        review.approve(ws, hid, Identity("alice"), base_version=None)  # type: ignore[arg-type]
 
 
 def test_the_trail_is_a_hash_chain(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "text")
-    review.edit(ws, hid, "new text", "bob", base_version=1)
-    approve_seen(ws, hid, "alice")
+    review.edit(ws, hid, "new text", Identity("bob"), base_version=1)
+    approve_seen(ws, hid, Identity("alice"))
     assert trail.check_chain(ws) is None
     rows = ws.query("SELECT * FROM reviews ORDER BY id")
     assert rows[0]["prev_hash"] == trail.GENESIS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from pld import review, signoff
+from pld.identity import Identity
 from pld.pipeline.runs import stage_run
 from pld.pipeline.student import build_prompt
 from pld.preamble import ensure_preamble
@@ -24,43 +25,43 @@ def test_the_queue_follows_edits_and_approvals(ws: Workspace) -> None:
     draft = add_heuristic(ws, RULES[1], status="draft")  # bob's draft
     build_prompt(ws, TASK)
 
-    alice, bob = reviewer_queue(ws, "alice"), reviewer_queue(ws, "Bob")
+    alice, bob = reviewer_queue(ws, Identity("alice")), reviewer_queue(ws, Identity("Bob"))
     assert _kinds(alice, "approve") == [("heuristic", draft)]
     assert _kinds(bob, "approve") == []  # four-eyes: his own text
     assert _kinds(bob, "others-sign") == [("heuristic", draft)]
     assert "--base-version 1 --as alice" in alice["items"][0]["command"]
 
-    edited = review.edit(ws, approved, RULES[0] + " Mostly.", "alice", base_version=2)
-    alice = reviewer_queue(ws, "alice")
+    edited = review.edit(ws, approved, RULES[0] + " Mostly.", Identity("alice"), base_version=2)
+    alice = reviewer_queue(ws, Identity("alice"))
     assert _kinds(alice, "others-sign") == [("heuristic", approved)]
     assert _kinds(alice, "export-blocked") == [("prompt", 1)]
     assert "status is draft" in alice["items"][-1]["summary"]
-    assert _kinds(reviewer_queue(ws, "bob"), "approve") == [("heuristic", approved)]
+    assert _kinds(reviewer_queue(ws, Identity("bob")), "approve") == [("heuristic", approved)]
 
-    review.approve(ws, approved, "bob", base_version=edited["version"])
-    review.approve(ws, draft, "alice", base_version=1)
+    review.approve(ws, approved, Identity("bob"), base_version=edited["version"])
+    review.approve(ws, draft, Identity("alice"), base_version=1)
     build_prompt(ws, TASK)
-    assert reviewer_queue(ws, "alice")["items"] == []
-    assert reviewer_queue(ws, "bob")["items"] == []
+    assert reviewer_queue(ws, Identity("alice"))["items"] == []
+    assert reviewer_queue(ws, Identity("bob"))["items"] == []
 
 
 def test_approver_lists_failed_jobs_and_the_preamble(ws: Workspace) -> None:
     load_reviews(ws)
     add_heuristic(ws, RULES[0], status="draft")
-    signoff.add_approver(ws, TASK, "carol", "carol")
-    assert _kinds(reviewer_queue(ws, "dave"), "approve") == []  # not an approver
-    carol = reviewer_queue(ws, "carol")
+    signoff.add_approver(ws, TASK, "carol", Identity("carol"))
+    assert _kinds(reviewer_queue(ws, Identity("dave")), "approve") == []  # not an approver
+    carol = reviewer_queue(ws, Identity("carol"))
     assert [w for w, _ in _kinds(carol, "approve")] == ["heuristic"]
     try:
         with stage_run(ws, TASK, "extract", {}):
             raise RuntimeError("the teacher is down")
     except RuntimeError:
         pass
-    failed = _kinds(reviewer_queue(ws, "dave"), "failed-job")
+    failed = _kinds(reviewer_queue(ws, Identity("dave")), "failed-job")
     assert len(failed) == 1
     ensure_preamble(ws, TASK)  # a draft from the template: anyone on the list may sign it
-    assert ("preamble", ensure_preamble(ws, TASK)["id"]) in _kinds(reviewer_queue(ws, "carol"),
-                                                                   "approve")
+    carol = reviewer_queue(ws, Identity("carol"))
+    assert ("preamble", ensure_preamble(ws, TASK)["id"]) in _kinds(carol, "approve")
 
 
 def test_review_queue_cli(ws: Workspace) -> None:

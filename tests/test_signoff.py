@@ -7,6 +7,7 @@ import pytest
 
 from pld import review, review_rows, signoff
 from pld.errors import BadInput
+from pld.identity import AUTO, OIDC, Identity
 from pld.signoff import FourEyes, NotApprover
 from pld.workspace import Workspace, loads
 from tests.conftest import approve_seen
@@ -23,125 +24,125 @@ pytestmark = pytest.mark.usefixtures("task")
 
 def test_four_eyes(ws: Workspace) -> None:
     hid = teacher_draft(ws, "old text")
-    review.edit(ws, hid, "bob's text", "bob", base_version=1)
+    review.edit(ws, hid, "bob's text", Identity("bob"), base_version=1)
 
     with pytest.raises(FourEyes, match="bob"):
-        approve_seen(ws, hid, "bob")
-    approved = review.approve(ws, hid, "alice", base_version=2)
+        approve_seen(ws, hid, Identity("bob"))
+    approved = review.approve(ws, hid, Identity("alice"), base_version=2)
 
     assert (approved["status"], approved["approved_by"]) == ("approved", "alice")
     # A teacher's untouched draft has no human author: anyone may approve it.
     untouched = teacher_draft(ws, "teacher text")
-    assert approve_seen(ws, untouched, "bob")["status"] == "approved"
+    assert approve_seen(ws, untouched, Identity("bob"))["status"] == "approved"
     # A hand-written heuristic's author is its editor.
-    manual = review.create_heuristic(ws, TASK, "carol's rule", "carol")
+    manual = review.create_heuristic(ws, TASK, "carol's rule", Identity("carol"))
     with pytest.raises(FourEyes):
-        approve_seen(ws, manual, "carol")
+        approve_seen(ws, manual, Identity("carol"))
 
 
 def test_sign_off_refusal_says_what_the_refusal_would(ws: Workspace) -> None:
     hid = teacher_draft(ws, "old text")
-    review.edit(ws, hid, "bob's text", "bob", base_version=1)
+    review.edit(ws, hid, "bob's text", Identity("bob"), base_version=1)
     h = review_rows.fetch(ws, hid)
-    said = signoff.sign_off_refusal(ws, h, "Bob", signoff.SELF_DECLARED, "approve")
+    said = signoff.sign_off_refusal(ws, h, Identity("Bob"), "approve")
     with pytest.raises(FourEyes) as refused:
-        review.approve(ws, hid, "bob", base_version=2)
+        review.approve(ws, hid, Identity("bob"), base_version=2)
     assert said == str(refused.value)
-    assert signoff.sign_off_refusal(ws, h, "bob", signoff.SELF_DECLARED, "reject") is None
-    assert signoff.sign_off_refusal(ws, h, "alice", signoff.SELF_DECLARED, "approve") is None
-    signoff.add_approver(ws, TASK, "carol", "carol")
+    assert signoff.sign_off_refusal(ws, h, Identity("bob"), "reject") is None
+    assert signoff.sign_off_refusal(ws, h, Identity("alice"), "approve") is None
+    signoff.add_approver(ws, TASK, "carol", Identity("carol"))
     assert "alice is not an approver" in signoff.sign_off_refusal(
-        ws, h, "alice", signoff.SELF_DECLARED, "approve")
-    approved = review.approve(ws, hid, "carol", base_version=2)
+        ws, h, Identity("alice"), "approve")
+    approved = review.approve(ws, hid, Identity("carol"), base_version=2)
     assert "is approved; cannot approve it" in signoff.sign_off_refusal(
-        ws, approved, "carol", signoff.SELF_DECLARED, "approve")
+        ws, approved, Identity("carol"), "approve")
     assert row(ws, hid)["status"] == "approved"  # asking changes nothing
 
 
 def test_approver_list(ws: Workspace) -> None:
     hid = teacher_draft(ws, "text")
     assert signoff.list_approvers(ws, TASK) == []
-    assert signoff.add_approver(ws, TASK, "alice", "alice") is True
-    assert signoff.add_approver(ws, TASK, "alice", "alice") is False
+    assert signoff.add_approver(ws, TASK, "alice", Identity("alice")) is True
+    assert signoff.add_approver(ws, TASK, "alice", Identity("alice")) is False
 
     with pytest.raises(NotApprover, match="bob is not an approver"):
-        approve_seen(ws, hid, "bob")
+        approve_seen(ws, hid, Identity("bob"))
     with pytest.raises(NotApprover):
-        signoff.add_approver(ws, TASK, "bob", "bob")
-    signoff.add_approver(ws, TASK, "carol", "alice")
+        signoff.add_approver(ws, TASK, "bob", Identity("bob"))
+    signoff.add_approver(ws, TASK, "carol", Identity("alice"))
 
     assert signoff.list_approvers(ws, TASK) == ["alice", "carol"]
-    assert approve_seen(ws, hid, "carol")["approved_by"] == "carol"
+    assert approve_seen(ws, hid, Identity("carol"))["approved_by"] == "carol"
     added = ws.query("SELECT who, after FROM reviews WHERE entity = 'approver' ORDER BY id")
     assert [a["who"] for a in added] == ["alice", "alice"]
 
 
 def test_reject_is_for_approvers_only_when_there_is_a_list(ws: Workspace) -> None:
     hid = teacher_draft(ws, "text")
-    signoff.add_approver(ws, TASK, "alice", "alice")
+    signoff.add_approver(ws, TASK, "alice", Identity("alice"))
     with pytest.raises(NotApprover, match=r"bob is not an approver .* cannot reject"):
-        review.reject(ws, hid, "bob")
+        review.reject(ws, hid, Identity("bob"))
     assert row(ws, hid)["status"] == "draft" and row(ws, hid)["version"] == 1
     # A non-approver may still edit; an approver rejects.
-    review.edit(ws, hid, "bob's text", "bob", base_version=1)
-    assert review.reject(ws, hid, "alice", base_version=2)["status"] == "rejected"
+    review.edit(ws, hid, "bob's text", Identity("bob"), base_version=1)
+    assert review.reject(ws, hid, Identity("alice"), base_version=2)["status"] == "rejected"
 
 
 def test_remove_approver(ws: Workspace) -> None:
     hid = teacher_draft(ws, "text")
-    signoff.add_approver(ws, TASK, "alice", "alice")
-    signoff.add_approver(ws, TASK, "carol", "alice", identity_kind="oidc")
+    signoff.add_approver(ws, TASK, "alice", Identity("alice"))
+    signoff.add_approver(ws, TASK, "carol", Identity("alice", OIDC))
     with pytest.raises(NotApprover, match="only alice, carol can remove"):
-        signoff.remove_approver(ws, TASK, "alice", "bob")
-    assert signoff.remove_approver(ws, TASK, "dave", "alice") is False
-    assert signoff.remove_approver(ws, TASK, "alice", "carol", identity_kind="oidc") is True
+        signoff.remove_approver(ws, TASK, "alice", Identity("bob"))
+    assert signoff.remove_approver(ws, TASK, "dave", Identity("alice")) is False
+    assert signoff.remove_approver(ws, TASK, "alice", Identity("carol", OIDC)) is True
     assert signoff.list_approvers(ws, TASK) == ["carol"]
     with pytest.raises(NotApprover):
-        approve_seen(ws, hid, "alice")
+        approve_seen(ws, hid, Identity("alice"))
     removed = ws.query("SELECT who, identity_kind, action, before FROM reviews "
                        "WHERE entity = 'approver' AND action = 'remove'")
     assert [(r["who"], r["identity_kind"], loads(r["before"])) for r in removed] == [
         ("carol", "oidc", {"task": TASK, "name": "alice"})]
     # The last approver may leave: the list is empty and anyone may approve again.
-    assert signoff.remove_approver(ws, TASK, "carol", "carol") is True
+    assert signoff.remove_approver(ws, TASK, "carol", Identity("carol")) is True
     assert signoff.list_approvers(ws, TASK) == []
-    assert approve_seen(ws, hid, "alice")["approved_by"] == "alice"
+    assert approve_seen(ws, hid, Identity("alice"))["approved_by"] == "alice"
 
 
 def test_names_are_one_person_however_they_are_spelled(ws: Workspace) -> None:
     # Before: "Alice", "alice" and "alice" + U+200B were three people, so the author of a text
     # could approve it under another spelling.
     hid = teacher_draft(ws, "old text")
-    edited = review.edit(ws, hid, "alice's text", "Alice", base_version=1)
+    edited = review.edit(ws, hid, "alice's text", Identity("Alice"), base_version=1)
     assert edited["updated_by"] == "alice"
     for spelling in ("alice", "ALICE", "alice\u200b", " a\u200dlice ", "ａｌｉｃｅ"):
         with pytest.raises(FourEyes):
-            review.approve(ws, hid, spelling, base_version=edited["version"])
-    signoff.add_approver(ws, TASK, "Bob", "bob")
+            review.approve(ws, hid, Identity(spelling), base_version=edited["version"])
+    signoff.add_approver(ws, TASK, "Bob", Identity("bob"))
     with pytest.raises(NotApprover):
-        review.approve(ws, hid, "carol", base_version=edited["version"])
-    assert review.approve(ws, hid, "BOB\u2060", base_version=edited["version"])["approved_by"] \
-        == "bob"
-    assert signoff.remove_approver(ws, TASK, "B\u200bob", "bob") is True
+        review.approve(ws, hid, Identity("carol"), base_version=edited["version"])
+    approved = review.approve(ws, hid, Identity("BOB\u2060"), base_version=edited["version"])
+    assert approved["approved_by"] == "bob"
+    assert signoff.remove_approver(ws, TASK, "B\u200bob", Identity("bob")) is True
 
 
 def test_reserved_names_cannot_act(ws: Workspace) -> None:
     hid = teacher_draft(ws, "text")
     for name in ("teacher:openai/x", "pld:resolve", "PLD:template", "\u200bteacher:x"):
         with pytest.raises(BadInput, match="reserved"):
-            review.approve(ws, hid, name, base_version=1)
+            review.approve(ws, hid, Identity(name), base_version=1)
 
 
 def test_a_task_can_require_oidc_sign_offs(ws: Workspace) -> None:
     hid = teacher_draft(ws, "text")
-    signoff.set_require_oidc(ws, TASK, True, "alice")
+    signoff.set_require_oidc(ws, TASK, True, Identity("alice"))
     with pytest.raises(signoff.IdentityRequired, match="requires sign-offs by logged-in"):
-        review.approve(ws, hid, "bob", base_version=1)
+        review.approve(ws, hid, Identity("bob"), base_version=1)
     with pytest.raises(signoff.IdentityRequired):
-        review.auto_approve_all(ws, TASK, "bench", run_ids=[RUN])
+        review.auto_approve_all(ws, TASK, Identity("bench", AUTO), run_ids=[RUN])
     with pytest.raises(signoff.IdentityRequired):
-        signoff.set_require_oidc(ws, TASK, False, "alice")  # a typed name cannot lift it
-    row = review.approve(ws, hid, "bob@bank.example", base_version=1, identity_kind="oidc")
+        signoff.set_require_oidc(ws, TASK, False, Identity("alice"))  # a typed name cannot lift it
+    row = review.approve(ws, hid, Identity("bob@bank.example", OIDC), base_version=1)
     assert row["identity_kind"] == "oidc"
-    signoff.set_require_oidc(ws, TASK, False, "alice@bank.example", identity_kind="oidc")
+    signoff.set_require_oidc(ws, TASK, False, Identity("alice@bank.example", OIDC))
     assert not signoff.requires_oidc(ws, TASK)

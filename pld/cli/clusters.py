@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
+from pld.cli.common import acting, ctx_workspace, emit, signed_by, task_workspace, with_context
 from pld.cli.inputs import NOISE, parse_cluster_ref, parse_eps
 from pld.cli.root import cli
 from pld.cli.stages import Progress
@@ -41,11 +41,13 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
 
     eps_value = parse_eps(eps)
     ws = ctx_workspace(ctx)
+    accepter = signed_by(ctx, accept_as) if accept_as else None
     cid = stage.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
                         k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
-                        seed=seed, cover=cover_labels, on_progress=Progress("cluster"))
-    if accept_as:
-        edits.accept_clustering(ws, cid, accept_as)
+                        seed=seed, cover=cover_labels, started_by=acting(ctx, None),
+                        on_progress=Progress("cluster"))
+    if accepter is not None:
+        edits.accept_clustering(ws, cid, accepter)
     row = ws.query("SELECT * FROM clusterings WHERE id = ?", [cid])[0]
     from pld.workspace import loads
 
@@ -193,7 +195,7 @@ def clusters_accept(ctx: click.Context, clustering_id: int, who: str) -> None:
     """
     from pld.pipeline.cluster import edits
 
-    edits.accept_clustering(ctx_workspace(ctx), clustering_id, who)
+    edits.accept_clustering(ctx_workspace(ctx), clustering_id, signed_by(ctx, who))
     click.echo(f"clustering #{clustering_id} accepted by {who}")
 
 
@@ -214,7 +216,8 @@ def clusters_rename(ctx: click.Context, cluster_id: int, name: str, expected_nam
     """
     from pld.pipeline.cluster import edits
 
-    edits.rename_cluster(ctx_workspace(ctx), cluster_id, name, who, expected_name=expected_name)
+    edits.rename_cluster(ctx_workspace(ctx), cluster_id, name, signed_by(ctx, who),
+                         expected_name=expected_name)
     click.echo(f"cluster {cluster_id} renamed to {name.strip()!r} by {who}")
 
 
@@ -240,7 +243,7 @@ def clusters_move(ctx: click.Context, clustering_id: int, rule_ids: tuple[int, .
     to = parse_cluster_ref(target, "--to")
     ws = ctx_workspace(ctx)
     read.get_clustering(ws, clustering_id)
-    edits.move_rules(ws, clustering_id, rule_ids, to, who)  # all or nothing
+    edits.move_rules(ws, clustering_id, rule_ids, to, signed_by(ctx, who))  # all or nothing
     where = NOISE if to is None else f"cluster {to}"
     click.echo(f"moved {len(set(rule_ids))} rule(s) to {where} as {who}")
 
@@ -264,7 +267,7 @@ def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
     """
     from pld.pipeline.cluster import edits, read
 
-    ws = ctx_workspace(ctx)
+    ws, me = ctx_workspace(ctx), signed_by(ctx, who)
     ids = {s["id"] for s in read.cluster_summary(ws, clustering_id) if not s["noise"]}
     # Checked before the first merge, so a bad id leaves the clustering as it was.
     for cid in (cluster_id, *other_ids):
@@ -275,7 +278,7 @@ def clusters_merge(ctx: click.Context, clustering_id: int, cluster_id: int,
         raise BadInput(f"cannot merge cluster {cluster_id} with itself")
     others = list(dict.fromkeys(other_ids))
     for other in others:
-        edits.merge_clusters(ws, clustering_id, cluster_id, other, who)
+        edits.merge_clusters(ws, clustering_id, cluster_id, other, me)
     click.echo(f"merged cluster(s) {', '.join(map(str, others))} into cluster {cluster_id} "
                f"as {who}")
 
@@ -300,7 +303,8 @@ def clusters_split(ctx: click.Context, clustering_id: int, cluster_id: int, k: i
     """
     from pld.pipeline.cluster import edits
 
-    parts = edits.split_cluster(ctx_workspace(ctx), clustering_id, cluster_id, k, who=who)
+    parts = edits.split_cluster(ctx_workspace(ctx), clustering_id, cluster_id, k,
+                                who=signed_by(ctx, who))
     emit({"clustering_id": clustering_id, "cluster_id": cluster_id, "parts": parts}, as_json,
           lambda d: f"split cluster {d['cluster_id']} into clusters "
                     f"{', '.join(map(str, d['parts']))} as {who}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from pld.errors import BadInput
+from pld.identity import AUTO, Identity
 from pld.llm.base import ConfigError, RuntimeCrashed
 from pld.llm.budget import BudgetReached
 from pld.served_paths import confine
@@ -78,6 +80,35 @@ def task_workspace(ctx: click.Context, task: str) -> Workspace:
     ws = ctx_workspace(ctx)
     task_info(ws, task)
     return ws
+
+
+def acting(ctx: click.Context, name: str | None) -> Identity | None:
+    """Who acts in this command: the one place a name typed on the command line becomes an
+    :class:`~pld.identity.Identity`. ``--as NAME`` given: NAME, self-declared. Else, in a job
+    the app started, whoever started it, with their identity kind (its ``$PLD_JOB_TOKEN``,
+    :func:`pld.jobs.job_identity`; a token no job was started with is refused). Else None.
+    :class:`BadInput` for a name nobody may act under."""
+    from pld.jobs import JOB_TOKEN_ENV, job_identity
+
+    if name is not None:
+        return Identity(name)
+    token = os.environ.get(JOB_TOKEN_ENV)
+    return job_identity(ctx_workspace(ctx), token) if token else None
+
+
+def signed_by(ctx: click.Context, name: str | None) -> Identity:
+    """:func:`acting`, for a command that needs someone to sign: :class:`BadInput` when
+    nobody acts."""
+    who = acting(ctx, name)
+    if who is None:
+        raise BadInput("--as: a reviewer name is required")
+    return who
+
+
+def automatic(name: str | None) -> Identity | None:
+    """``--auto-approve-as NAME`` or ``--auto-accept-as NAME``: NAME as an identity of kind
+    ``auto`` (benchmarks), recorded as such on every sign-off it makes; None without one."""
+    return None if name is None else Identity(name, AUTO)
 
 
 def emit(data: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:

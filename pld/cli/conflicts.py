@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, with_context
+from pld.cli.common import acting, automatic, ctx_workspace, emit, signed_by, with_context
 from pld.cli.heuristics import review_group
 from pld.cli.inputs import calibration_method
 from pld.cli.root import cli
@@ -65,9 +65,9 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
         return
     with spending(max_cost, (student, teacher), use_batch, (student,)):
         s = resolve(ws, task, student, teacher, iterations=iterations,
-                    auto_accept_as=auto_accept_as, val_limit=val_limit,
+                    auto_accept_as=automatic(auto_accept_as), val_limit=val_limit,
                     concurrency=concurrency, retry_failed=retry_failed,
-                    on_progress=Progress("resolve"),
+                    started_by=acting(ctx, None), on_progress=Progress("resolve"),
                     calibration=calibration_method(calibration), impact=not no_impact)
 
     def text(d: dict[str, Any]) -> str:
@@ -132,7 +132,8 @@ def review_decide(ctx: click.Context, proposal_id: int, decision: str, comment: 
     """
     from pld.pipeline.resolve.decisions import decide_proposal
 
-    decide_proposal(ctx_workspace(ctx), proposal_id, decision == "accept", who, comment=comment)
+    decide_proposal(ctx_workspace(ctx), proposal_id, decision == "accept", signed_by(ctx, who),
+                    comment=comment)
     click.echo(f"proposal #{proposal_id} {decision}ed by {who}")
 
 

@@ -1,14 +1,15 @@
-"""``eval`` scores a prompt or a baseline; ``evals list|compare`` reads the scores it stored."""
+"""``eval`` scores a prompt or a baseline; ``evals list|compare|errors`` reads what it stored."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
+from pld.cli.common import acting, ctx_workspace, emit, task_workspace, with_context
 from pld.cli.inputs import calibration_method
 from pld.cli.root import cli
 from pld.cli.stages import Progress, check_model, show_estimate, spending
@@ -117,7 +118,7 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
                       as_json)
         return
     with spending(max_cost, (student,), use_batch, (student,)):
-        r = evaluate(ws, task, student, concurrency=concurrency,
+        r = evaluate(ws, task, student, concurrency=concurrency, started_by=acting(ctx, None),
                      on_progress=Progress("eval"), **scoring)
     data = {"task": task, "student": student, "split": split, "method": r.method,
             "evaluation_id": r.evaluation_id, "prompt_sha256": r.prompt_sha256,
@@ -127,12 +128,14 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
 
 @cli.group("evals")
 def evals_group() -> None:
-    """List and compare the evaluations that `eval` stored (the Evaluate page's tables).
+    """List and compare the evaluations that `eval` stored, and list the items one got wrong
+    (the Evaluate page's tables).
 
     \b
     Examples:
       python -m pld evals list demo
       python -m pld evals compare 3 5
+      python -m pld evals errors 5 --gold pos
     """
 
 
@@ -175,21 +178,35 @@ def evals_list(ctx: click.Context, task: str, as_json: bool) -> None:
 
 
 @evals_group.command("compare")
-@click.argument("eval_a", type=int)
-@click.argument("eval_b", type=int)
+@click.argument("eval_a", type=int, required=False)
+@click.argument("eval_b", type=int, required=False)
+@click.option("--task", default=None, metavar="TASK",
+              help="Without EVAL_A and EVAL_B: compare TASK's latest two evaluations that "
+                   "scored the same split and the same items.")
 @options.json_output
 @with_context
-def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -> None:
+def evals_compare(ctx: click.Context, eval_a: int | None, eval_b: int | None,
+                  task: str | None, as_json: bool) -> None:
     """Evaluations EVAL_A and EVAL_B side by side: score deltas, items that flipped, the
-    prompt diff (A → B).
+    prompt diff (A → B). With --task instead of the two ids: the task's latest two
+    comparable evaluations (same split, same items).
 
     \b
     Examples:
       python -m pld evals compare 3 5
       python -m pld evals compare 3 5 --json
+      python -m pld evals compare --task demo
     """
-    from pld.pipeline.evaluate import compare
+    from pld.pipeline.evaluate import compare, latest_comparable
 
+    if eval_a is None and task is not None:
+        pair = latest_comparable(task_workspace(ctx, task), task)
+        if pair is None:
+            raise BadInput(f"evals compare: no two evaluations of {task} scored the same split "
+                           "and the same items; give EVAL_A EVAL_B")
+        eval_a, eval_b = pair
+    elif eval_a is None or eval_b is None or task is not None:
+        raise BadInput("evals compare: give EVAL_A EVAL_B, or --task TASK alone")
     if eval_a == eval_b:
         raise BadInput("evals compare: give two different evaluation ids")
     data = compare(ctx_workspace(ctx), eval_a, eval_b)
@@ -197,10 +214,18 @@ def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -
     def text(d: dict[str, Any]) -> str:
         a, b = d["a"], d["b"]
         lines = [f"A {_eval_name(a)}", f"B {_eval_name(b)}"]
-        if (a["split"], a["student"]) != (b["split"], b["student"]):
-            lines.append("note: different splits or students, so the scores do not compare")
-        lines.append(f"B - A: macro-F1 {delta_text(d['delta_macro_f1'])}, accuracy "
-                     f"{delta_text(d['delta_accuracy'])} over {d['common']} items both scored")
+        if not d["common"]:
+            lines.append("no items both scored: A and B share no items, so their scores "
+                         "have no difference to give")
+        else:
+            if not d["comparable"]:
+                lines.append(f"note: A and B scored different splits or items ({d['common']} "
+                             "in common), so their scores do not compare directly")
+            if a["student"] != b["student"]:
+                lines.append("note: different students")
+            lines.append(f"B - A: macro-F1 {delta_text(d['delta_macro_f1'])}, accuracy "
+                         f"{delta_text(d['delta_accuracy'])} ({d['common']} items both "
+                         "scored)")
         p = d.get("paired") or {}
         if p.get("ci"):
             lines.append(f"paired on {p['n']} items: macro-F1 {delta_text(p['delta'])}, 95% CI "
@@ -213,3 +238,52 @@ def evals_compare(ctx: click.Context, eval_a: int, eval_b: int, as_json: bool) -
         return "\n".join(lines)
 
     emit(data, as_json, text)
+
+
+def _errors_text(d: dict[str, Any]) -> str:
+    from pld.metrics import UNPARSEABLE
+
+    shown = [f"gold {d['gold']}"] * (d["gold"] is not None) + [
+        f"answer {d['answer']}"] * (d["answer"] is not None)
+    lines = [f"evaluation #{d['evaluation']} {d['method']} on {d['split']}: "
+             f"{len(d['errors'])} wrong of {d['n']} items"
+             + (f" with {' and '.join(shown)}" if shown else "")
+             + f" (judged by the {d['judged_by']} answers)"]
+    for e in d["errors"]:
+        text = " ".join(e["text"].split())
+        cal = f"  calibrated {e['calibrated']}" if d["calibrated"] else ""
+        lines.append(f"#{e['example_id']} {e['item']}  gold {e['gold']}  raw "
+                     f"{e['raw'] or UNPARSEABLE}{cal}  {text[:70]}"
+                     + ("…" if len(text) > 70 else ""))
+        if e["scores"]:
+            lines.append("    scores: " + ", ".join(f"{label} {v:.2f}"
+                                                    for label, v in e["scores"].items()))
+    return "\n".join(lines)
+
+
+@evals_group.command("errors")
+@click.argument("eval_id", type=int)
+@click.option("--gold", default=None, metavar="LABEL",
+              help="Only the items whose gold label is LABEL.")
+@click.option("--answer", default=None, metavar="LABEL",
+              help="Only the items answered LABEL: the calibrated answer when the evaluation "
+                   "has calibration, else the raw one; '(unparseable)' for replies naming no "
+                   "label.")
+@options.json_output
+@with_context
+def evals_errors(ctx: click.Context, eval_id: int, gold: str | None, answer: str | None,
+                 as_json: bool) -> None:
+    """The items evaluation EVAL_ID got wrong, by example id: the task's item id, text, gold,
+    raw and calibrated answer, and each label's score. An item is wrong when its calibrated
+    answer (raw, without calibration) is not its gold label.
+
+    \b
+    Examples:
+      python -m pld evals errors 5
+      python -m pld evals errors 5 --gold pos --answer neutral
+      python -m pld evals errors 5 --json
+    """
+    from pld.pipeline.eval_errors import wrong_items
+
+    found = wrong_items(ctx_workspace(ctx), eval_id, gold=gold, answer=answer)
+    emit(asdict(found), as_json, _errors_text)

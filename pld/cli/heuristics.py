@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, history_lines, task_workspace, with_context
+from pld.cli.common import (
+    acting,
+    ctx_workspace,
+    emit,
+    history_lines,
+    signed_by,
+    task_workspace,
+    with_context,
+)
 from pld.cli.inputs import one_text, read_text
 from pld.cli.root import cli
 from pld.cli.stages import Progress, check_model, failed_before_note, show_estimate, spending
@@ -57,7 +65,7 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
     with spending(max_cost, (teacher,), use_batch, (teacher,)):
         s = consolidate(ws, task, teacher, clustering_id=clustering_id,
                         concurrency=concurrency, retry_failed=retry_failed, merge=merge,
-                        started_by=who, on_progress=Progress("consolidate"))
+                        started_by=acting(ctx, who), on_progress=Progress("consolidate"))
     emit(asdict(s), as_json, lambda d: (
         f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
         f"already there, {d['failed']} failed" + failed_before_note(d)))
@@ -161,7 +169,8 @@ def review_edit(ctx: click.Context, heuristic_id: int, new_text: str | None, fil
         raise BadInput(f"review edit: --base-version is required (the version you read; see "
                        f"python -m pld review show {heuristic_id})")
     ws = ctx_workspace(ctx)
-    h = review.edit(ws, heuristic_id, text, who=who, base_version=base_version, comment=comment)
+    h = review.edit(ws, heuristic_id, text, who=signed_by(ctx, who), base_version=base_version,
+                    comment=comment)
     click.echo(f"heuristic #{heuristic_id} is now v{h['version']} ({h['status']})")
 
 
@@ -201,9 +210,9 @@ def _sign_each(ctx: click.Context, command: str, ids: tuple[int, ...],
 
     sign, done = ((review.approve, "approved") if command == "approve"
                   else (review.reject, "rejected"))
-    ws = ctx_workspace(ctx)
+    ws, me = ctx_workspace(ctx), signed_by(ctx, who)
     for hid, base in _with_base_versions(command, ids, versions):
-        sign(ws, hid, who=who, base_version=base, comment=comment)
+        sign(ws, hid, who=me, base_version=base, comment=comment)
         click.echo(f"heuristic #{hid} {done} by {who}")
 
 
@@ -266,8 +275,8 @@ def review_new(ctx: click.Context, task: str, new_text: str | None, file: Path |
     from pld import review
 
     text = one_text("review new", new_text, file)
-    hid = review.create_heuristic(ctx_workspace(ctx), task, text, who, source_rule_ids,
-                                  comment=comment)
+    hid = review.create_heuristic(ctx_workspace(ctx), task, text, signed_by(ctx, who),
+                                  source_rule_ids, comment=comment)
     emit({"action": "new", "ids": [hid], "by": who}, as_json, _new_ids_text)
 
 
@@ -299,7 +308,7 @@ def review_merge(ctx: click.Context, heuristic_ids: tuple[int, ...], new_text: s
         raise BadInput("review merge: --base-version is required, one per heuristic id "
                        "(the versions you read; see python -m pld review show ID)")
     pairs = _with_base_versions("merge", heuristic_ids, base_versions)
-    new = review.merge_heuristics(ctx_workspace(ctx), heuristic_ids, text, who,
+    new = review.merge_heuristics(ctx_workspace(ctx), heuristic_ids, text, signed_by(ctx, who),
                                   base_versions=dict(pairs),  # type: ignore[arg-type]
                                   comment=comment)
     emit({"action": "merge", "from": sorted(set(heuristic_ids)), "ids": [new], "by": who},
@@ -337,7 +346,7 @@ def review_split(ctx: click.Context, heuristic_id: int, texts: tuple[str, ...],
         raise BadInput(f"review split: --base-version is required (the version you read; see "
                        f"python -m pld review show {heuristic_id})")
     parts = list(texts) or [read_text(f, "--file") for f in files]
-    new = review.split_heuristic(ctx_workspace(ctx), heuristic_id, parts, who,
+    new = review.split_heuristic(ctx_workspace(ctx), heuristic_id, parts, signed_by(ctx, who),
                                  base_version=base_version, comment=comment)
     emit({"action": "split", "from": [heuristic_id], "ids": new, "by": who}, as_json,
           _new_ids_text)
@@ -371,13 +380,14 @@ def review_approvers(ctx: click.Context, task: str, add_name: str | None,
     ws = task_workspace(ctx, task)
     data: dict[str, Any] = {"task": task}
     if add_name is not None or remove_name is not None:
-        if who is None:
+        me = acting(ctx, who)
+        if me is None:
             raise BadInput("review approvers: --as NAME is required to change the list")
         if add_name is not None:
-            changed = signoff.add_approver(ws, task, add_name, who)
+            changed = signoff.add_approver(ws, task, add_name, me)
             data.update(action="add", name=add_name.strip(), changed=changed)
         else:
-            changed = signoff.remove_approver(ws, task, remove_name or "", who)
+            changed = signoff.remove_approver(ws, task, remove_name or "", me)
             data.update(action="remove", name=(remove_name or "").strip(), changed=changed)
     data["approvers"] = signoff.list_approvers(ws, task)
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
+from pld.cli.common import acting, ctx_workspace, emit, task_workspace, with_context
 from pld.cli.root import cli
 from pld.errors import BadInput
 from pld.workspace import Workspace
@@ -56,7 +56,7 @@ def prompts_build(ctx: click.Context, task: str, who: str | None, as_json: bool)
 
     ws = ctx_workspace(ctx)
     before = {p.version for p in list_prompts(ws, task)}
-    p = build_prompt(ws, task, who=who)
+    p = build_prompt(ws, task, who=acting(ctx, who))
     data = {"task": task, **_prompt_row(ws, p), "new": p.version not in before}
     emit(data, as_json, lambda d: (
         f"prompt v{d['version']} of {d['task']} holds {len(d['heuristic_ids'])} approved "
@@ -140,7 +140,7 @@ def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path
     from pld.pipeline.export import export
 
     try:
-        r = export(ctx_workspace(ctx), task, out_dir, version=version, who=who)
+        r = export(ctx_workspace(ctx), task, out_dir, version=version, who=acting(ctx, who))
     except OSError as e:  # the workspace is SQLite, so an OSError here is about --out
         raise BadInput(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
     data = {"prompt": str(r.prompt_path), "manifest": str(r.manifest_path),

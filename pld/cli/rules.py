@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, task_workspace, with_context
+from pld.cli.common import acting, ctx_workspace, emit, task_workspace, with_context
 from pld.cli.inputs import parse_cluster_ref
 from pld.cli.root import cli
 from pld.cli.stages import Progress, check_model, failed_before_note, show_estimate, spending
@@ -48,7 +48,8 @@ def extract_cmd(ctx: click.Context, task: str, teacher: str, limit: int | None,
         return
     with spending(max_cost, (teacher,), use_batch, (teacher,)):
         s = extract(ws, task, teacher, limit=limit, concurrency=concurrency,
-                    retry_failed=retry_failed, on_progress=Progress("extract"))
+                    retry_failed=retry_failed, started_by=acting(ctx, None),
+                    on_progress=Progress("extract"))
     emit(asdict(s), as_json, lambda d: (
         f"extract run {d['run_id']}: {d['done']}/{d['total']} rules, {d['skipped']} already "
         f"done, {d['failed']} failed, {d['flagged']} flagged" + failed_before_note(d)))

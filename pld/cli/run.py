@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, with_context
+from pld.cli.common import automatic, ctx_workspace, emit, with_context
 from pld.cli.inputs import parse_eps
 from pld.cli.root import cli
 from pld.cli.stages import Progress, check_model, failed_before_note
@@ -64,7 +64,7 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
     check_model(teacher)
     check_model(student)
     chain = ChainOptions(
-        teacher=teacher, student=student, auto_approve_as=auto_approve_as, limit=limit,
+        teacher=teacher, student=student, auto_approve_as=automatic(auto_approve_as), limit=limit,
         concurrency=concurrency, method=method, eps=parse_eps(eps), min_samples=min_samples, k=k,
         cover_labels=cover_labels, iterations=iterations, val_limit=val_limit,
         test_limit=test_limit, few_shot=few_shot,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import F, ctx_workspace, emit, history_lines, with_context
+from pld.cli.common import F, ctx_workspace, emit, history_lines, signed_by, with_context
 from pld.cli.heuristics import review_group
 from pld.cli.inputs import one_text
 
@@ -81,8 +81,8 @@ def preamble_edit(ctx: click.Context, task: str, new_text: str | None, file: Pat
     from pld.preamble import edit_preamble
 
     text = one_text("review preamble edit", new_text, file)
-    row = edit_preamble(ctx_workspace(ctx), task, text, who, base_version=base_version,
-                        comment=comment)
+    row = edit_preamble(ctx_workspace(ctx), task, text, signed_by(ctx, who),
+                        base_version=base_version, comment=comment)
     click.echo(f"preamble of {task} is now v{row['version']} ({row['status']})")
 
 
@@ -98,8 +98,8 @@ def preamble_approve(ctx: click.Context, task: str, base_version: int, comment: 
     """
     from pld.preamble import approve_preamble
 
-    row = approve_preamble(ctx_workspace(ctx), task, who, base_version=base_version,
-                           comment=comment)
+    row = approve_preamble(ctx_workspace(ctx), task, signed_by(ctx, who),
+                           base_version=base_version, comment=comment)
     click.echo(f"preamble of {task} v{row['version']} approved by {row['approved_by']}")
 
 
@@ -115,8 +115,8 @@ def preamble_reject(ctx: click.Context, task: str, base_version: int | None,
     """
     from pld.preamble import reject_preamble
 
-    row = reject_preamble(ctx_workspace(ctx), task, who, base_version=base_version,
-                          comment=comment)
+    row = reject_preamble(ctx_workspace(ctx), task, signed_by(ctx, who),
+                          base_version=base_version, comment=comment)
     click.echo(f"preamble of {task} v{row['version']} rejected by {who}")
 
 
@@ -137,7 +137,7 @@ def require_oidc(ctx: click.Context, task: str, required: bool, who: str) -> Non
     """
     from pld import signoff
 
-    signoff.set_require_oidc(ctx_workspace(ctx), task, required, who)
+    signoff.set_require_oidc(ctx_workspace(ctx), task, required, signed_by(ctx, who))
     click.echo(f"task {task}: OIDC sign-offs {'required' if required else 'not required'}")
 
 
@@ -156,7 +156,7 @@ def review_queue(ctx: click.Context, who: str, as_json: bool) -> None:
     """
     from pld.review_queue import reviewer_queue
 
-    data = reviewer_queue(ctx_workspace(ctx), who)
+    data = reviewer_queue(ctx_workspace(ctx), signed_by(ctx, who))
 
     def text(d: dict[str, Any]) -> str:
         if not d["items"]:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from pld.cli import options
-from pld.cli.common import ctx_workspace, emit, handles_errors, with_context
+from pld.cli.common import acting, ctx_workspace, emit, handles_errors, with_context
 from pld.cli.root import cli
 from pld.cli.stages import check_model
 from pld.errors import BadInput
@@ -61,11 +61,15 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.argument("task")
 @click.option("--file", "file", type=click.Path(path_type=Path), help="custom: CSV or JSONL file.")
 @click.option("--name", help="custom: name of the task in the workspace (default: file stem).")
-@click.option("--text-column", default="text", show_default=True,
-              help="custom: the column that holds each input's text.")
-@click.option("--label-column", default="label", show_default=True,
-              help="custom: the column that holds each input's gold label.")
-@click.option("--id-column", default=None, help="custom: optional column of unique ids.")
+@click.option("--text-column", default=None,
+              help="custom: the column that holds each input's text (default: the column of "
+                   "long free text).")
+@click.option("--label-column", default=None,
+              help="custom: the column that holds each input's gold label (default: a column "
+                   "of a few repeated values).")
+@click.option("--id-column", default=None,
+              help="custom: optional column of unique ids (default: a column of unique short "
+                   "values, if any).")
 @click.option("--description", default=None,
               help="custom: what the task decides and what an input is made of (goes into "
                    "every prompt). Without it, draft one: python -m pld describe TASK.")
@@ -85,31 +89,41 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @options.json_output
 @with_context
 def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
-             text_column: str, label_column: str, id_column: str | None,
+             text_column: str | None, label_column: str | None, id_column: str | None,
              description: str | None, shape: str, n_train: int | None, n_val: int | None,
              n_test: int | None, seed: int, context_tokens: int | None, as_json: bool) -> None:
     """Load TASK's splits into the workspace (deterministic for a seed); TASK is a built-in
-    task (see tasks) or custom with --file.
+    task (see tasks) or custom with --file. For a custom file, the columns not given are
+    guessed from its content, and the choice is printed with its reasons.
 
     \b
     Examples:
       python -m pld load demo
       python -m pld load stereoset --train 200 --val 100 --test 300 --seed 1
+      python -m pld load custom --file tickets.csv
       python -m pld load custom --file tickets.csv --name tickets --label-column category \\
         --description "Route each support ticket to the team that handles it."
     """
     from pld.tasks import load_custom, load_task
-    from pld.tasks.custom import task_name_for
+    from pld.tasks.custom import guess_file_columns, task_name_for
 
     ws = ctx_workspace(ctx)
+    extra: dict[str, Any] = {}
     if task == "custom":
         if file is None:
             raise BadInput("load custom: --file PATH is required (a CSV or JSONL file)")
-        counts = load_custom(ws, file, name=name, text_column=text_column,
-                             label_column=label_column, id_column=id_column, n_train=n_train,
-                             n_val=n_val, n_test=n_test, seed=seed, shape=shape,
+        choice = guess_file_columns(file, text_column=text_column, label_column=label_column,
+                                    id_column=id_column)
+        # Before loading, so that an error about the file's labels follows the mapping it
+        # was read with.
+        click.echo(f"columns of {file.name} (set with --text-column, --label-column, "
+                   "--id-column):\n" + "\n".join(f"  {r}" for r in choice.reasons), err=True)
+        counts = load_custom(ws, file, name=name, text_column=choice.text_column,
+                             label_column=choice.label_column, id_column=choice.id_column,
+                             n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, shape=shape,
                              description=(description or "").strip() or None)
         task = name or task_name_for(file)
+        extra["columns"] = choice.as_dict()
         if not (description or "").strip():
             # Not an error (the file loaded), but the models would work blind: say so.
             click.echo(f"note: {task} has no description, so teacher and student only see its "
@@ -125,7 +139,7 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
         task_options = {"context_tokens": context_tokens} if context_tokens is not None else None
         counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
                            options=task_options)
-    emit({"task": task, "splits": counts}, as_json,
+    emit({"task": task, "splits": counts, **extra}, as_json,
           lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
 
 
@@ -185,16 +199,16 @@ def describe_cmd(ctx: click.Context, task: str, teacher: str | None, text: str |
     given = text is not None
     if given and (keep or teacher):
         raise BadInput("describe: give --text to keep your own, or --teacher to draft one")
-    if (keep or given) and not who:
+    me = acting(ctx, who) if keep or given else None
+    if (keep or given) and me is None:
         raise BadInput("describe: --as NAME is required to keep a description")
     if text is None:
         if not teacher:
             raise BadInput("describe: --teacher MODEL is required to draft a description")
         check_model(teacher)
         text = draft_description(ws, task, teacher, seed=seed)
-    if keep or given:
-        assert who is not None
-        set_description(ws, task, text, who, base=before)
+    if me is not None:
+        set_description(ws, task, text, me, base=before)
     data = {"task": task, "description": " ".join(text.split()), "previous": before,
             "kept": keep or given}
 

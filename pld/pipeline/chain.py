@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld import review, signoff
+from pld import review
 from pld.errors import NotReady
+from pld.identity import Identity
 from pld.pipeline.cluster.edits import accept_clustering
 from pld.pipeline.cluster.read import ACCEPTED, get_clustering
 from pld.pipeline.cluster.stage import cluster
@@ -42,7 +43,7 @@ class ChainOptions:
 
     teacher: str
     student: str
-    auto_approve_as: str | None = None
+    auto_approve_as: Identity | None = None  # of kind auto: signs every sign-off of the chain
     limit: int | None = None
     concurrency: int | None = None
     method: str = "dbscan"
@@ -115,7 +116,7 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
     # Not "is it the current one": a task's only clustering is current while merely proposed,
     # and the run's sign-off must still be recorded.
     if o.auto_approve_as and get_clustering(ws, cid)["status"] != ACCEPTED:
-        accept_clustering(ws, cid, o.auto_approve_as, identity_kind=signoff.AUTO)
+        accept_clustering(ws, cid, o.auto_approve_as)
     metrics = get_clustering(ws, cid)["metrics"]
     return {"clustering_id": cid, "reused": reused, "fallback": fallback,
             "n_clusters": metrics.get("n_clusters"), "noise_share": metrics.get("noise_share")}

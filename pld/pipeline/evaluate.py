@@ -24,6 +24,7 @@ from typing import Any
 
 from pld import prompts
 from pld.errors import BadInput, NotReady
+from pld.identity import Identity
 from pld.llm import calls
 from pld.metrics import paired_delta, score
 from pld.pipeline.calibrate import DEFAULT_METHOD, FITTED, calibrate, calibrated_answers
@@ -177,6 +178,7 @@ def evaluate(
     concurrency: int | None = None,
     calibration: str | None = DEFAULT_METHOD,
     val_limit: int | None = None,
+    started_by: Identity | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> EvalResult:
     """Evaluate one method on the first ``limit`` items (by id) of ``split`` and store it.
@@ -193,6 +195,7 @@ def evaluate(
     calibrated answers, and ``metrics["calibration"]`` the bias used: the one an export's
     manifest carries for this student, else the one fitted with ``calibration`` (a method of
     :mod:`pld.pipeline.calibrate`, None for none) on the first ``val_limit`` validation items.
+    ``started_by``: who started the job, recorded on its run.
     """
     chosen = [version is not None, prompt_file is not None, zero_shot, few_shot is not None]
     if sum(chosen) != 1:
@@ -227,7 +230,7 @@ def evaluate(
         ws, task, student, system_prompt=text, split=split, limit=limit, kind="eval",
         params={"method": method, "prompt_version": prompt_version, **params},
         concurrency=concurrency, on_progress=on_progress,
-        run_id=run["id"] if run is not None else None,
+        run_id=run["id"] if run is not None else None, started_by=started_by,
     )
     metrics = score(result.gold, result.pred, info.labels, seed=seed)
     if from_manifest is not None:
@@ -341,13 +344,40 @@ def _prompt_text(ws: Workspace, sha: str) -> str:
     return rows[0]["text"] if rows else ""
 
 
+def _item_sets(ws: Workspace, task: str) -> dict[int, frozenset[int]]:
+    """Each evaluation of ``task`` and the example ids it scored."""
+    items: dict[int, set[int]] = {}
+    for r in ws.query("SELECT e.id, p.example_id FROM evaluations e "
+                      "JOIN predictions p ON p.run_id = e.run_id WHERE e.task = ?", [task]):
+        items.setdefault(r["id"], set()).add(r["example_id"])
+    return {i: frozenset(s) for i, s in items.items()}
+
+
+def latest_comparable(ws: Workspace, task: str) -> tuple[int, int] | None:
+    """The ids (A, B) of the latest two evaluations of ``task`` that compare: same split and
+    the same items. B is the newest evaluation with an older comparable one, A the newest of
+    those; None when no two evaluations compare."""
+    items = _item_sets(ws, task)
+    seen: dict[tuple[str, frozenset[int]], int] = {}
+    best: tuple[int, int] | None = None
+    # Oldest first, so each key keeps the newest evaluation before the current one.
+    for e in ws.query("SELECT id, split FROM evaluations WHERE task = ? ORDER BY id", [task]):
+        key = (e["split"], items.get(e["id"], frozenset()))
+        if key[1] and key in seen:
+            best = (seen[key], e["id"])
+        seen[key] = e["id"]
+    return best
+
+
 def compare(ws: Workspace, eval_id_a: int, eval_id_b: int) -> dict[str, Any]:
     """Two evaluations side by side: scores, items that flipped, and the prompt diff.
 
     ``right_to_wrong`` are example ids A got right and B got wrong, ``wrong_to_right`` the
     reverse; only items both evaluations scored are compared (``common``). ``paired`` is the
     macro-F1 difference B − A on those items with a paired-bootstrap 95% interval, and
-    ``beyond_noise`` says whether that interval excludes zero.
+    ``beyond_noise`` says whether that interval excludes zero. ``comparable``: both scored the
+    same split and the same items. With no item in common the score deltas are None: two
+    scores of disjoint item sets have no difference worth a number.
     """
     a, b = (row_by_id(ws, "evaluations", i, "evaluation", {"metrics": {}})
             for i in (eval_id_a, eval_id_b))
@@ -380,8 +410,11 @@ def compare(ws: Workspace, eval_id_a: int, eval_id_b: int) -> dict[str, Any]:
         "common": len(common),
         "right_to_wrong": [i for i in common if outcome_a[i] and not outcome_b[i]],
         "wrong_to_right": [i for i in common if not outcome_a[i] and outcome_b[i]],
-        "delta_macro_f1": b["metrics"]["macro_f1"] - a["metrics"]["macro_f1"],
-        "delta_accuracy": b["metrics"]["accuracy"] - a["metrics"]["accuracy"],
+        "comparable": a["split"] == b["split"] and set(rows_a) == set(rows_b) != set(),
+        "delta_macro_f1": (b["metrics"]["macro_f1"] - a["metrics"]["macro_f1"]
+                           if common else None),
+        "delta_accuracy": (b["metrics"]["accuracy"] - a["metrics"]["accuracy"]
+                           if common else None),
         "paired": paired,
         "diff": diff,
     }

@@ -30,12 +30,12 @@ from typing import Any
 
 from pld import __version__, review_rows, signoff, trail
 from pld.errors import BadInput
+from pld.identity import OIDC, Identity
 from pld.pipeline.calibrate import list_calibrations
 from pld.pipeline.student import PromptVersion, get_prompt, sha256_text
 from pld.preamble import compose, get_preamble
 from pld.review_rows import APPROVED, HEURISTIC, PREAMBLE
 from pld.served_paths import EXPORTS, confine
-from pld.signoff import OIDC
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -284,13 +284,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None = None,
-           who: str | None = None, identity_kind: str = signoff.SELF_DECLARED) -> ExportResult:
+           who: Identity | None = None) -> ExportResult:
     """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None) and
     record the export in the trail as ``who`` (``pld:cli`` when nobody is named)."""
     # The same confinement as the app's: under $PLD_ROOT/exports when a server sets PLD_ROOT.
     out = confine(out_dir, "the export folder", EXPORTS)
-    if who:
-        signoff.check_actor(who, identity_kind)
     prompt = get_prompt(ws, task, version)
     manifest = build_manifest(ws, prompt)  # refuses a text that no longer has its sha256
     if out.is_symlink():
@@ -303,24 +301,20 @@ def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None
     # Bytes, not text mode: no newline translation may touch what the sha256 vouches for.
     _write_atomic(prompt_path, prompt_bytes(prompt))
     _write_atomic(manifest_path, data)
-    record_export(ws, prompt, data, who=who, identity_kind=identity_kind,
-                  where=str(out.resolve()))
+    record_export(ws, prompt, data, who=who, where=str(out.resolve()))
     return ExportResult(prompt_path, manifest_path, manifest)
 
 
 def record_export(ws: Workspace, prompt: PromptVersion, manifest_data: bytes, *,
-                  who: str | None = None, identity_kind: str = signoff.SELF_DECLARED,
-                  where: str) -> None:
+                  who: Identity | None = None, where: str) -> None:
     """Append the ``export`` row that lets :mod:`pld.pipeline.verify` recognise this manifest
     (its sha256), as ``who`` (``pld:cli`` when nobody is named). ``where``: the folder written,
     or ``download`` for the app's download buttons."""
-    actor = signoff.check_actor(who, identity_kind) if who else signoff.SYSTEM_PREFIX + "cli"
     with ws.write() as db:
-        review_rows.audit(db, actor, identity_kind if who else signoff.AUTO, "export", prompt.id,
-                     "export", None,
-                     {"task": prompt.task, "version": prompt.version,
-                      "prompt_sha256": prompt.sha256,
-                      "manifest_sha256": sha256_bytes(manifest_data), "out": where}, None)
+        review_rows.audit(db, who or Identity.system("cli"), "export", prompt.id, "export", None,
+                          {"task": prompt.task, "version": prompt.version,
+                           "prompt_sha256": prompt.sha256,
+                           "manifest_sha256": sha256_bytes(manifest_data), "out": where}, None)
 
 
 def sha256_bytes(data: bytes) -> str:

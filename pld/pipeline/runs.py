@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.llm.budget import BudgetReached
 from pld.processes import pid_alive, process_start
 from pld.workspace import Workspace, dumps, loads, now, row_by_id, where_equal
@@ -87,8 +88,7 @@ def stage_run(
     *,
     run_id: int | None = None,
     same: tuple[str, ...] = (),
-    started_by: str | None = None,
-    started_by_kind: str | None = None,
+    started_by: Identity | None = None,
 ) -> Iterator[Run]:
     """Open a run row for one stage invocation and close it with its outcome.
 
@@ -97,8 +97,8 @@ def stage_run(
     in its params, else :class:`BadInput`. An exception marks the run ``failed`` with its
     message (Ctrl-C, or reaching ``--max-cost``, marks it ``interrupted``) and propagates;
     completed work already written stays, and the next invocation resumes from it.
-    ``started_by`` (with its identity kind) is the person who started the job, recorded on the
-    run; what it writes counts as theirs for four-eyes.
+    ``started_by`` is the person who started the job, recorded on the run (name and identity
+    kind); what it writes counts as theirs for four-eyes.
     """
     mark_dead_runs(ws)
     if run_id is None:
@@ -107,8 +107,8 @@ def stage_run(
                 "task": task, "kind": kind, "params": dumps(params), "status": RUNNING,
                 "done": 0, "total": 0, "started_at": now(), "updated_at": now(),
                 "pid": os.getpid(), "pid_start": process_start(os.getpid()),
-                "started_by": started_by,
-                "started_by_kind": started_by_kind if started_by else None,
+                "started_by": started_by.name if started_by else None,
+                "started_by_kind": started_by.kind if started_by else None,
             }).last_pk)
     else:
         _reopen(ws, run_id, task, kind, params, same)

@@ -13,8 +13,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pld import prompts, review_rows, signoff
+from pld import prompts, review_rows
 from pld.errors import BadInput, NotReady
+from pld.identity import Identity
 from pld.llm import batch, calls
 from pld.llm.base import ConfigError
 from pld.llm.fan_out import fan_out
@@ -115,8 +116,7 @@ def store_prompt(
     *,
     origin: str = "review",
     parent_version: int | None = None,
-    built_by: str | None = None,
-    identity_kind: str = signoff.SELF_DECLARED,
+    built_by: Identity | None = None,
 ) -> PromptVersion:
     """Store ``text`` as the task's next prompt version, or return the version that has it.
     A new version is recorded in the trail as built by ``built_by`` (a stage when None)."""
@@ -130,23 +130,21 @@ def store_prompt(
         if same:
             return _from_row(same[0])
         top = ws.query("SELECT max(version) AS v FROM prompts WHERE task = ?", [task])[0]["v"]
-        builder = built_by or signoff.SYSTEM_PREFIX + origin
+        builder = built_by or Identity.system(origin)
         row_id = db["prompts"].insert({
             "task": task, "version": (top or 0) + 1, "text": text, "sha256": sha,
             "heuristic_ids": dumps(list(heuristic_ids)), "origin": origin,
-            "parent_version": parent_version, "created_at": now(), "built_by": builder,
+            "parent_version": parent_version, "created_at": now(), "built_by": builder.name,
         }).last_pk
-        review_rows.audit(db, builder, identity_kind if built_by else signoff.AUTO, "prompt",
-                     int(row_id), "build", None,
-                     {"task": task, "version": (top or 0) + 1, "sha256": sha,
-                      "heuristic_ids": list(heuristic_ids)}, None)
+        review_rows.audit(db, builder, "prompt", int(row_id), "build", None,
+                          {"task": task, "version": (top or 0) + 1, "sha256": sha,
+                           "heuristic_ids": list(heuristic_ids)}, None)
     return _from_row(ws.query("SELECT * FROM prompts WHERE id = ?", [row_id])[0])
 
 
 def build_prompt(
     ws: Workspace, task: str, *, origin: str = "review", parent_version: int | None = None,
-    allow_empty: bool = False, who: str | None = None,
-    identity_kind: str = signoff.SELF_DECLARED,
+    allow_empty: bool = False, who: Identity | None = None,
 ) -> PromptVersion:
     """Render the approved heuristics of ``task`` into a prompt version (new or existing).
 
@@ -155,7 +153,6 @@ def build_prompt(
     a candidate like any other).
     """
     task_info(ws, task)
-    builder = signoff.check_actor(who, identity_kind) if who else None
     rows = approved_heuristics(ws, task)
     if not rows and not allow_empty:
         raise NotReady(
@@ -164,8 +161,7 @@ def build_prompt(
         )
     text = prompt_text(ws, task, [r["text"] for r in rows])
     return store_prompt(ws, task, text, [int(r["id"]) for r in rows], origin=origin,
-                        parent_version=parent_version, built_by=builder,
-                        identity_kind=identity_kind)
+                        parent_version=parent_version, built_by=who)
 
 
 def get_prompt(ws: Workspace, task: str, version: int | None = None) -> PromptVersion:
@@ -242,6 +238,7 @@ def predict(
     concurrency: int | None = None,
     on_progress: ProgressCallback | None = None,
     run_id: int | None = None,
+    started_by: Identity | None = None,
 ) -> PredictResult:
     """Classify examples of ``task`` with ``student`` under ``system_prompt``.
 
@@ -249,7 +246,8 @@ def predict(
     Each answer is parsed strictly against the label set; an unparseable answer is stored with a
     NULL label and counts as wrong. One ``predictions`` row per (run, example) is written as it
     arrives; passing the ``run_id`` of an earlier, unfinished run resumes it and skips the rows
-    it already has. Calls run on a thread pool of ``concurrency``
+    it already has (and keeps whoever started it; ``started_by`` is recorded on a new run).
+    Calls run on a thread pool of ``concurrency``
     (default: :func:`~pld.llm.registry.default_concurrency`). A call that fails for good fails the
     run; its finished rows stay.
     """
@@ -267,7 +265,7 @@ def predict(
         run_params["example_ids"] = [r["id"] for r in items]
 
     with stage_run(ws, task, kind, run_params, on_progress, run_id=run_id,
-                   same=("student", "prompt_sha256", "split")) as run:
+                   same=("student", "prompt_sha256", "split"), started_by=started_by) as run:
         done = {r["example_id"]: r for r in ws.query(
             "SELECT example_id, label, call_id, scores FROM predictions WHERE run_id = ?",
             [run.id])}

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pld import review_rows, signoff, trail
+from pld import review_rows, trail
 from pld.errors import BadInput
+from pld.identity import OIDC, normalize_name
 from pld.pipeline.export import MANIFEST_FILE, PROMPT_FILE, sha256_bytes
 from pld.preamble import compose
 from pld.workspace import Workspace, loads
@@ -86,7 +87,7 @@ def _last_writer(ws: Workspace, entity: str, approval: dict[str, Any]) -> str:
                       [entity, approval["entity_id"], approval["id"]]):
         before, after = loads(r["before"], {}) or {}, loads(r["after"], {}) or {}
         if "text" in after and after.get("text") != before.get("text"):
-            return signoff.normalize_name(after.get("updated_by") or r["who"])
+            return normalize_name(after.get("updated_by") or r["who"])
     return ""
 
 
@@ -108,16 +109,16 @@ def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
     if after.get("text") != item.get("text") or after.get("version") != item.get("version"):
         raise _Broken(f"{name}: the manifest's text or version is not what row {row['id']} "
                       "approved")
-    who = signoff.normalize_name(row["who"])
-    if (who != signoff.normalize_name(item.get("approved_by") or "")
+    who = normalize_name(row["who"])
+    if (who != normalize_name(item.get("approved_by") or "")
             or row["identity_kind"] != item.get("identity_kind")):
         raise _Broken(f"{name}: the manifest says approved by {item.get('approved_by')} "
                       f"({item.get('identity_kind')}); row {row['id']} says {row['who']} "
                       f"({row['identity_kind']})")
-    if who in (signoff.normalize_name(before.get("updated_by") or ""),
+    if who in (normalize_name(before.get("updated_by") or ""),
                _last_writer(ws, entity, row)):
         raise _Broken(f"{name}: approved in row {row['id']} by its own last editor {who}")
-    if oidc_only and row["identity_kind"] != signoff.OIDC:
+    if oidc_only and row["identity_kind"] != OIDC:
         raise _Broken(f"{name}: the task requires OIDC sign-offs; row {row['id']} is "
                       f"{row['identity_kind']}")
     later = ws.query("SELECT id, action, who FROM reviews WHERE entity = ? AND entity_id = ? "

@@ -5,7 +5,9 @@ naming the file, the line and the field, and nothing is written. Checks: support
 (.csv, .tsv, .jsonl, .ndjson), UTF-8 text, not empty, the text/label/id columns exist, no empty
 text or label, no duplicate ids, valid JSON objects (JSONL), rows as wide as the header (CSV),
 at least two labels, and every label seen at least twice (a label seen once cannot be both
-learnt and evaluated, and is usually a typo).
+learnt and evaluated, and is usually a typo; most labels seen once mean the label column is
+the wrong one, and the error says so). Columns not given can be guessed from the content
+(:func:`guess_file_columns`).
 
 Default split sizes are fractions of the file, 50% / 20% / 30%, each capped at the benchmark
 defaults (60 / 40 / 100) so that a large file stays practical on the local CPU model; pass
@@ -25,6 +27,7 @@ from typing import Any, ClassVar
 
 from pld.errors import BadInput
 from pld.tasks.base import BENCHMARK_SIZES, DataDir, Item, Pool, Size, Task, TaskStatus, pool_info
+from pld.tasks.columns import ColumnChoice, guess_columns
 from pld.untrusted_json import UntrustedJSONError, loads_untrusted
 
 CSV_EXTS = {".csv": None, ".tsv": "\t"}
@@ -77,9 +80,9 @@ def _csv_records(path: Path, text: str, delimiter: str | None,
     first = text.split("\n", 1)[0]
     if delimiter is None:
         # Excel in many locales writes ';'; take the delimiter under which the header has the
-        # requested columns, else the comma.
-        delimiter = next((d for d in (",", ";", "\t")
-                          if set(wanted) <= {c.strip() for c in first.split(d)}), ",")
+        # requested columns (and the most of them: none may be requested), else the comma.
+        fits = [d for d in (",", ";", "\t") if set(wanted) <= {c.strip() for c in first.split(d)}]
+        delimiter = max(fits, key=lambda d: len(first.split(d)), default=",")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader, None)
@@ -150,22 +153,11 @@ def read_rows(path: str | Path, *, text_column: str = "text", label_column: str 
     duplicate id is refused); otherwise rows get ids ``row-1``, ``row-2``, ...
     """
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in CSV_EXTS and ext not in JSONL_EXTS:
-        raise BadInput(f"{path}: unsupported file type {ext or '(none)'!r}; use .csv, .tsv, "
-                       ".jsonl or .ndjson")
-    if not path.is_file():
-        raise BadInput(f"{path}: file not found")
-    text = _decode(path)
-    if not text.strip():
-        raise BadInput(f"{path}: empty file")
+    if text_column == label_column:
+        raise BadInput(f"{path}: the text and the label are both column {text_column!r}; "
+                       "choose two different columns")
     wanted = [text_column, label_column] + ([id_column] if id_column else [])
-    if ext in CSV_EXTS:
-        records = _csv_records(path, text, CSV_EXTS[ext], wanted)
-    else:
-        records = _jsonl_records(path, text, wanted)
-    if not records:
-        raise BadInput(f"{path}: empty file (no data rows)")
+    records = _records(path, wanted)
     if id_column is None and any(DEFAULT_ID_COLUMN in rec for _, rec in records):
         # An "id" column is the id, as "text" and "label" are the text and label: loading it
         # as row-N would accept duplicate ids silently.
@@ -190,16 +182,67 @@ def read_rows(path: str | Path, *, text_column: str = "text", label_column: str 
             ext_id = f"row-{i}"
         extra = {k: v for k, v in rec.items() if k not in wanted}
         rows.append(Row(line, ext_id, text_v, label_v, extra))
+    _check_labels(path, label_column, rows)
+    return rows
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
+
+def _check_labels(path: Path, column: str, rows: list[Row]) -> None:
+    """Every label seen twice, at least two labels; errors name the column the labels came
+    from, so a wrong column mapping shows as one."""
     counts = Counter(r.label for r in rows)
     once = [r for r in rows if counts[r.label] == 1]
+    if len(once) * 2 > len(rows):
+        raise BadInput(f"{path}: {len(once)} of {len(rows)} values of the label column "
+                       f"{column!r} appear only once (line {once[0].line}: "
+                       f"{_shown(once[0].label)!r}): {column!r} does not look like a label "
+                       "column; choose a column of a few values, each repeated")
     if once:
         r = once[0]
-        raise BadInput(f"{path} line {r.line}: field {label_column!r}: label {r.label!r} appears "
-                       "only once; every label needs at least 2 examples (typo?)")
+        raise BadInput(f"{path} line {r.line}: field {column!r} (the label column): label "
+                       f"{_shown(r.label)!r} appears only once; every label needs at least 2 "
+                       "examples (typo?)")
     if len(counts) < 2:
-        raise BadInput(f"{path}: field {label_column!r} has only one label "
-                       f"({next(iter(counts))!r}); a classification task needs at least two")
-    return rows
+        raise BadInput(f"{path}: the label column {column!r} has only one value "
+                       f"({_shown(next(iter(counts)))!r}); a classification task needs at "
+                       "least two labels")
+
+
+def _records(path: Path, wanted: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """Every record of a CSV/JSONL file with its line, the ``wanted`` columns checked present."""
+    ext = path.suffix.lower()
+    if ext not in CSV_EXTS and ext not in JSONL_EXTS:
+        raise BadInput(f"{path}: unsupported file type {ext or '(none)'!r}; use .csv, .tsv, "
+                       ".jsonl or .ndjson")
+    if not path.is_file():
+        raise BadInput(f"{path}: file not found")
+    text = _decode(path)
+    if not text.strip():
+        raise BadInput(f"{path}: empty file")
+    if ext in CSV_EXTS:
+        records = _csv_records(path, text, CSV_EXTS[ext], wanted)
+    else:
+        records = _jsonl_records(path, text, wanted)
+    if not records:
+        raise BadInput(f"{path}: empty file (no data rows)")
+    return records
+
+
+def guess_file_columns(path: str | Path, *, text_column: str | None = None,
+                       label_column: str | None = None,
+                       id_column: str | None = None) -> ColumnChoice:
+    """The text, label and id columns of a CSV/JSONL file, the ones not given guessed from
+    every row's values (:func:`pld.tasks.columns.guess_columns`); :class:`BadInput` as
+    :func:`read_rows` words it when the file cannot be read."""
+    path = Path(path)
+    records = _records(path, [c for c in (text_column, label_column, id_column) if c])
+    columns = list(dict.fromkeys(k for _, rec in records for k in rec))
+    return guess_columns(columns, [rec for _, rec in records], source=str(path),
+                         text_column=text_column, label_column=label_column,
+                         id_column=id_column)
 
 
 def task_name_for(path: str | Path) -> str:
@@ -270,7 +313,8 @@ class CustomTask(Task):
         if self.path is None:
             return TaskStatus(self.name, False, False, notes=(
                 "needs --file PATH: python -m pld load custom --file PATH [--name NAME] "
-                "[--text-column C] [--label-column L] (CSV or JSONL)"))
+                "[--text-column C] [--label-column L] (CSV or JSONL; columns not given are "
+                "guessed from the content)"))
         try:
             pools = [pool_info(p) for p in self.pools()]
         except BadInput as e:

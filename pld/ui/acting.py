@@ -1,9 +1,10 @@
 """Acting as the signed-in reviewer: running a page's action under their identity, and what a
 page says while nobody is identified.
 
-Every change a page makes goes through :func:`act` (review actions) or :func:`reviewer_kwargs`
-(jobs, prompt builds, exports), so it is recorded under the sidebar's identity and refused,
-with one message, when there is none.
+Every review action a page makes goes through :func:`act`, so it is done as the sidebar's
+identity and refused, with one message, when there is none; jobs, prompt builds and exports
+pass :func:`pld.ui.sidebar.identity` (``pld:anonymous`` in the trail when nobody is
+identified, possible only without login).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 
 import streamlit as st
 
-from pld import review, review_rows, signoff
+from pld import review, review_rows
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.ui import sidebar
 from pld.ui.escape import literal
 from pld.ui.page import flash, task_page
@@ -24,7 +26,7 @@ SIGN_IN = "Enter your name in the sidebar (or log in)"
 NOBODY = f"Nobody is identified: {SIGN_IN[0].lower()}{SIGN_IN[1:]}"
 
 
-def act(what: str, action: Callable[[sidebar.Identity], str],
+def act(what: str, action: Callable[[Identity], str],
         refused: Callable[[BadInput], str] | None = None) -> bool:
     """Run ``action`` as the signed-in reviewer and leave its outcome as a flash message.
 
@@ -52,7 +54,7 @@ def act(what: str, action: Callable[[sidebar.Identity], str],
 
 
 def review_page(title: str, caption: str,
-                purpose: str) -> tuple[Workspace, str, sidebar.Identity | None]:
+                purpose: str) -> tuple[Workspace, str, Identity | None]:
     """Start a page where reviewers sign (:func:`pld.ui.page.task_page`): the workspace, the
     task and the signed-in reviewer, with a warning while nobody is (see
     :func:`reviewer_or_warning`)."""
@@ -60,7 +62,7 @@ def review_page(title: str, caption: str,
     return ws, task, reviewer_or_warning(purpose)
 
 
-def reviewer_or_warning(purpose: str) -> sidebar.Identity | None:
+def reviewer_or_warning(purpose: str) -> Identity | None:
     """The signed-in reviewer; while nobody is, a warning says that ``purpose`` (e.g. "accept
     or reject proposals") needs a name first."""
     me = sidebar.identity()
@@ -69,16 +71,6 @@ def reviewer_or_warning(purpose: str) -> sidebar.Identity | None:
     return me
 
 
-def reviewer_kwargs() -> dict[str, str]:
-    """``who`` and ``identity_kind`` of the signed-in reviewer, for the calls that record who
-    acted (starting and cancelling jobs, building prompts, exports); empty when nobody is
-    identified."""
-    me = sidebar.identity()
-    return {"who": me.name, "identity_kind": me.kind} if me is not None else {}
-
-
 def record(ws: Workspace, entity: str, action: str, details: dict[str, Any]) -> None:
     """Audit something the signed-in reviewer did that is not a review (loading data)."""
-    me = sidebar.identity()
-    review.record_action(ws, me.name if me else None, me.kind if me else signoff.SELF_DECLARED,
-                         entity, action, details)
+    review.record_action(ws, sidebar.identity(), entity, action, details)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from pld import signoff
 from pld.errors import BadInput
-from pld.ui import sidebar
+from pld.identity import Identity, normalize_name
 from pld.ui.acting import act
 from pld.ui.escape import literal
 from pld.workspace import Workspace
@@ -16,8 +16,8 @@ from pld.workspace import Workspace
 def _add(ws: Workspace, task: str) -> None:
     name = (st.session_state.get("h_new_approver") or "").strip()
 
-    def run(who: sidebar.Identity) -> str:
-        if not signoff.add_approver(ws, task, name, who.name, identity_kind=who.kind):
+    def run(who: Identity) -> str:
+        if not signoff.add_approver(ws, task, name, who):
             raise BadInput(f"{literal(name)} is already an approver of {literal(task)}.")
         st.session_state["h_new_approver"] = ""
         return f"{literal(name)} is now an approver of {literal(task)}."
@@ -30,8 +30,8 @@ def _remove(ws: Workspace, task: str) -> None:
     if not name:
         return
 
-    def run(who: sidebar.Identity) -> str:
-        if not signoff.remove_approver(ws, task, name, who.name, identity_kind=who.kind):
+    def run(who: Identity) -> str:
+        if not signoff.remove_approver(ws, task, name, who):
             raise BadInput(f"{literal(name)} was not an approver of {literal(task)}.")
         after = ("" if signoff.list_approvers(ws, task)
                  else " The list is empty: anyone may approve again.")
@@ -40,7 +40,7 @@ def _remove(ws: Workspace, task: str) -> None:
     act("remove an approver", run, refused=lambda e: f"Approver not removed: {e}")
 
 
-def approvers_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> list[str]:
+def approvers_panel(ws: Workspace, task: str, me: Identity | None) -> list[str]:
     """Draw the task's approver list with add and remove; return the list (empty: anyone but
     a heuristic's last editor may approve)."""
     approvers = signoff.list_approvers(ws, task)
@@ -52,7 +52,8 @@ def approvers_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> li
         else:
             st.write("No approver list: anyone except a heuristic's last editor may approve. "
                      "Adding a name restricts approval to the list.")
-        may_add = me is not None and (not approvers or me.name in approvers)
+        listed = {normalize_name(a) for a in approvers}
+        may_add = me is not None and (not approvers or me.name in listed)
         st.text_input("Add an approver", key="h_new_approver", disabled=not may_add)
         st.button("Add approver", key="h_add_approver", disabled=not may_add,
                   on_click=_add, args=(ws, task))
@@ -60,7 +61,7 @@ def approvers_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> li
             st.caption(f"Only approvers can add or remove names; {literal(me.name)} is not on "
                        "the list.")
         if approvers:
-            may_remove = me is not None and me.name in approvers
+            may_remove = me is not None and me.name in listed
             if st.session_state.get("h_remove_approver") not in approvers:
                 st.session_state.pop("h_remove_approver", None)  # removed meanwhile
             st.selectbox("Remove an approver", approvers, key="h_remove_approver",

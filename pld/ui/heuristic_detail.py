@@ -15,7 +15,8 @@ import streamlit as st
 
 from pld import review, review_rows, signoff
 from pld.errors import BadInput
-from pld.ui import diffs, sidebar
+from pld.identity import Identity, normalize_name
+from pld.ui import diffs
 from pld.ui.acting import SIGN_IN, act
 from pld.ui.escape import literal
 from pld.ui.heuristic_drafts import split_tab
@@ -39,12 +40,11 @@ def _refusal(e: BadInput, action: str) -> str:
 
 
 def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
-    def run(who: sidebar.Identity) -> str:
+    def run(who: Identity) -> str:
         key = _comment_key(hid, who.name)
         comment = (st.session_state.get(key) or "").strip() or None
         decide = review.approve if action == "approve" else review.reject
-        row = decide(ws, hid, who.name, base_version=version, identity_kind=who.kind,
-                     comment=comment)
+        row = decide(ws, hid, who, base_version=version, comment=comment)
         st.session_state[key] = ""
         return (f"Heuristic #{hid} {row['status']} by {literal(who.name)} ({who.kind}); "
                 f"now version {row['version']}.")
@@ -64,15 +64,15 @@ def _last_change(hist: list[dict[str, Any]], h: dict[str, Any]) -> None:
     st.caption(f"Original text, written by {literal(h['created_by'])}.")
 
 
-def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
+def _review_tab(ws: Workspace, h: dict[str, Any], me: Identity | None,
                 approvers: list[str]) -> None:
     hid, status = h["id"], h["status"]
     if me is None:
         st.info(f"{SIGN_IN} to approve or reject.")
-    elif approvers and me.name not in {signoff.normalize_name(a) for a in approvers}:
+    elif approvers and me.name not in {normalize_name(a) for a in approvers}:
         st.info(f"{literal(me.name)} is not on this task's approver list: you can edit and "
                 "comment, not approve or reject.")
-    elif (signoff.normalize_name(h["updated_by"] or "") == me.name
+    elif (normalize_name(h["updated_by"] or "") == me.name
           and status != review_rows.APPROVED):
         st.warning(f"You ({literal(me.name)}) wrote the current text: the four-eyes rule needs "
                    "someone else to approve it.")
@@ -80,7 +80,7 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None,
                   key=_comment_key(hid, me.name if me else ""), disabled=me is None)
     # Off before the click, with the reason the refusal would give, not refused after it.
     off = {a: f"{SIGN_IN} first." if me is None
-           else signoff.sign_off_refusal(ws, h, me.name, me.kind, a)
+           else signoff.sign_off_refusal(ws, h, me, a)
            for a in ("approve", "reject")}
     c1, c2 = st.columns(2)
     c1.button("Approve", key=f"h_approve_{hid}", type="primary", disabled=bool(off["approve"]),
@@ -115,7 +115,7 @@ def _history_tab(hist: list[dict[str, Any]]) -> None:
             st.html(diffs.diff_html(before["text"], after.get("text") or ""))
 
 
-def heuristic_detail(ws: Workspace, hid: int, me: sidebar.Identity | None,
+def heuristic_detail(ws: Workspace, hid: int, me: Identity | None,
                      approvers: list[str]) -> None:
     """Draw heuristic ``hid`` with its tabs, for the reviewer ``me`` (None: read only)."""
     h = review.get_heuristic(ws, hid)

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from pld import review, review_rows
-from pld.ui import sidebar
+from pld.identity import Identity
 from pld.ui.acting import SIGN_IN, act
 from pld.workspace import Workspace
 
@@ -42,9 +42,8 @@ def _split(ws: Workspace, hid: int, version: int) -> None:
     keys = _split_keys(hid, version)
     texts = [st.session_state.get(k) or "" for k in keys]
 
-    def run(who: sidebar.Identity) -> str:
-        new = review.split_heuristic(ws, hid, texts, who.name, base_version=version,
-                                     identity_kind=who.kind,
+    def run(who: Identity) -> str:
+        new = review.split_heuristic(ws, hid, texts, who, base_version=version,
                                      comment=_comment(f"h_split_comment_{hid}"))
         for key in [*keys, f"h_split_comment_{hid}", f"h_split_n_{hid}"]:
             st.session_state.pop(key, None)
@@ -68,11 +67,10 @@ def _fill_merge_text(texts: dict[int, str]) -> None:
 def _merge(ws: Workspace, versions: dict[int, int]) -> None:
     ids = [int(i) for i in st.session_state.get("h_merge_ids") or []]
 
-    def run(who: sidebar.Identity) -> str:
+    def run(who: Identity) -> str:
         # The versions the reviewer saw: a heuristic changed since is refused as stale.
         new = review.merge_heuristics(ws, ids, st.session_state.get("h_merge_text") or "",
-                                      who.name, base_versions={i: versions[i] for i in ids},
-                                      identity_kind=who.kind,
+                                      who, base_versions={i: versions[i] for i in ids},
                                       comment=_comment("h_merge_comment"))
         st.session_state["h_merge_ids"] = []
         for key in ("h_merge_text", "h_merge_comment", "_h_merge_auto"):
@@ -85,10 +83,9 @@ def _merge(ws: Workspace, versions: dict[int, int]) -> None:
 
 
 def _create(ws: Workspace, task: str) -> None:
-    def run(who: sidebar.Identity) -> str:
+    def run(who: Identity) -> str:
         new = review.create_heuristic(ws, task, st.session_state.get("h_new_text") or "",
-                                      who.name, identity_kind=who.kind,
-                                      comment=_comment("h_new_comment"))
+                                      who, comment=_comment("h_new_comment"))
         for key in ("h_new_text", "h_new_comment"):
             st.session_state.pop(key, None)
         _open_heuristic(new)
@@ -97,7 +94,7 @@ def _create(ws: Workspace, task: str) -> None:
     act("add a heuristic", run, refused=lambda e: f"Not added: {e}")
 
 
-def merge_panel(ws: Workspace, rows: list[dict[str, Any]], me: sidebar.Identity | None) -> None:
+def merge_panel(ws: Workspace, rows: list[dict[str, Any]], me: Identity | None) -> None:
     """"Merge heuristics": several live heuristics of ``rows`` into one new draft."""
     live = [r for r in rows if r["status"] in review_rows.LIVE]
     with st.expander("Merge heuristics"):
@@ -121,7 +118,7 @@ def merge_panel(ws: Workspace, rows: list[dict[str, Any]], me: sidebar.Identity 
                   disabled=me is None)
 
 
-def create_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> None:
+def create_panel(ws: Workspace, task: str, me: Identity | None) -> None:
     """"Write a new heuristic": a draft written by hand, with no source rules."""
     with st.expander("Write a new heuristic"):
         st.text_area("Text", key="h_new_text", height=100, disabled=me is None)
@@ -131,7 +128,7 @@ def create_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> None:
                                             "it.")
 
 
-def split_tab(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> None:
+def split_tab(ws: Workspace, h: dict[str, Any], me: Identity | None) -> None:
     """The Split tab of heuristic ``h``: its text into several drafts."""
     hid, version = h["id"], h["version"]
     if h["status"] not in review_rows.LIVE:

@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from pld import review, review_rows
+from pld.identity import Identity
 from pld.ui import diffs, sidebar
 from pld.ui.acting import SIGN_IN, act
 from pld.ui.escape import literal
@@ -60,10 +61,10 @@ def _save_edit(ws: Workspace, hid: int) -> None:
     text = st.session_state.get(_key("edit_text", hid)) or ""
     comment = (st.session_state.get(_key("edit_comment", hid)) or "").strip() or None
 
-    def run(who: sidebar.Identity) -> str:
+    def run(who: Identity) -> str:
         try:
-            row = review.edit(ws, hid, text, who.name, base_version=base["version"],
-                              identity_kind=who.kind, comment=comment)
+            row = review.edit(ws, hid, text, who, base_version=base["version"],
+                              comment=comment)
         except review_rows.StaleEdit as e:
             _keep_refused(hid, text, base, e)
             raise
@@ -149,7 +150,7 @@ def _editor(ws: Workspace, h: dict[str, Any], base: dict[str, Any]) -> None:
     c2.button("Cancel", key=f"h_cancel_{hid}", on_click=_close_edit, args=(hid,))
 
 
-def editor_panel(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) -> None:
+def editor_panel(ws: Workspace, h: dict[str, Any], me: Identity | None) -> None:
     """Above the tabs of heuristic ``h`` (a rerun shows the first tab again): the reviewer's
     refused edit, or their open editor; nothing when they have neither."""
     stale = st.session_state.get(_key("stale", h["id"]))
@@ -161,7 +162,7 @@ def editor_panel(ws: Workspace, h: dict[str, Any], me: sidebar.Identity | None) 
             _editor(ws, h, base)
 
 
-def edit_tab(h: dict[str, Any], me: sidebar.Identity | None) -> None:
+def edit_tab(h: dict[str, Any], me: Identity | None) -> None:
     """The Edit tab of heuristic ``h``: opens the editor (drawn above the tabs)."""
     hid = h["id"]
     if st.session_state.get(_key("stale", hid)) is not None:

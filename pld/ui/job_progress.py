@@ -15,7 +15,7 @@ import streamlit as st
 
 from pld import jobs
 from pld.pipeline.runs import DONE, FAILED, INTERRUPTED
-from pld.ui.acting import reviewer_kwargs
+from pld.ui import sidebar
 from pld.ui.page import flash
 from pld.workspace import Workspace
 
@@ -52,7 +52,7 @@ def _duration(seconds: float) -> str:
 
 def _cancel(ws: Workspace, entry: dict[str, object]) -> None:
     try:
-        status = jobs.cancel(ws, entry, **reviewer_kwargs())
+        status = jobs.cancel(ws, entry, who=sidebar.identity())
     except Exception as e:  # shown to the user; the page must keep working
         flash("error", f"Could not cancel pid {entry['pid']}: {e}")
     else:

@@ -20,7 +20,6 @@ from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
 from pld.ui import sidebar
-from pld.ui.acting import reviewer_kwargs
 from pld.ui.escape import literal
 from pld.ui.job_progress import jobs_panel
 from pld.ui.page import flash
@@ -33,7 +32,8 @@ class Launch:
 
     ``command`` gives the command the page's settings stand for, read from session state when
     called (a click applies the settings changed with it before the job starts). The launcher
-    adds ``--retry-failed``, ``--batch`` and ``--as`` from its own widgets and the reviewer.
+    adds ``--retry-failed`` and ``--batch`` from its own widgets; the job acts as the signed-in
+    reviewer (see :func:`pld.jobs.start`), and what it writes counts as theirs.
     """
 
     kind: str                                # the job's kind, as its runs record it
@@ -45,7 +45,6 @@ class Launch:
     models: tuple[str, ...] = ()             # what its calls go to: each must parse
     priced: bool = False                     # takes --batch and --estimate-only
     retry: str | None = None                 # label of "ask the failed ones again"
-    author: bool = False                     # what it writes counts as the starter's (--as)
     help: str | None = None
 
 
@@ -85,7 +84,7 @@ def start_controls(ws: Workspace, task: str, launch: Launch,
 
 
 def command(launch: Launch) -> list[str]:
-    """The command Start runs (without ``--as``), as the settings stand now."""
+    """The command Start runs, as the settings stand now."""
     args = [*launch.command()]
     if launch.retry and st.session_state.get(f"{launch.prefix}_retry_failed"):
         args.append("--retry-failed")
@@ -104,13 +103,9 @@ def _model_problem(models: tuple[str, ...]) -> str | None:
 
 
 def _start(ws: Workspace, launch: Launch) -> None:
-    args = command(launch)
-    me = sidebar.identity()
-    if launch.author and me is not None:
-        # What the job writes counts as the starter's: someone else must approve it.
-        args += ["--as", me.name]
     try:
-        job = jobs.start(ws, args, **reviewer_kwargs())
+        # The job acts as the reviewer: what it writes is theirs, so someone else approves it.
+        job = jobs.start(ws, command(launch), who=sidebar.identity())
     except (BadInput, OSError) as e:
         flash("error", f"Could not start the {launch.kind} job: {literal(e)}")
     else:

@@ -6,33 +6,34 @@ from __future__ import annotations
 import streamlit as st
 
 from pld import preamble, review_rows, signoff
-from pld.ui import page, sidebar
+from pld.identity import Identity
+from pld.ui import page
 from pld.ui.acting import SIGN_IN, act
 from pld.ui.escape import literal
 from pld.workspace import Workspace
 
 
 def _decide(ws: Workspace, task: str, version: int, action: str) -> None:
-    def run(me: sidebar.Identity) -> str:
+    def run(me: Identity) -> str:
         decide = preamble.approve_preamble if action == "approve" else preamble.reject_preamble
-        row = decide(ws, task, me.name, base_version=version, identity_kind=me.kind)
+        row = decide(ws, task, me, base_version=version)
         return f"Preamble {row['status']} by {literal(me.name)}; now version {row['version']}."
 
     act(f"{action} the preamble", run, refused=lambda e: f"Preamble not {action}d: {e}")
 
 
 def _save(ws: Workspace, task: str, version: int) -> None:
-    def run(me: sidebar.Identity) -> str:
+    def run(me: Identity) -> str:
         key = f"pre_text_{task}_{me.name}"
-        row = preamble.edit_preamble(ws, task, st.session_state.get(key) or "", me.name,
-                                     base_version=version, identity_kind=me.kind)
+        row = preamble.edit_preamble(ws, task, st.session_state.get(key) or "", me,
+                                     base_version=version)
         return (f"Preamble saved as version {row['version']} (a draft: someone else must "
                 "approve it).")
 
     act("save the preamble", run, refused=lambda e: f"Preamble not saved: {e}")
 
 
-def preamble_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> None:
+def preamble_panel(ws: Workspace, task: str, me: Identity | None) -> None:
     """Draw the task's preamble with its status and the reviewer's actions."""
     row = preamble.ensure_preamble(ws, task)
     status = row["status"]
@@ -45,7 +46,7 @@ def preamble_panel(ws: Workspace, task: str, me: sidebar.Identity | None) -> Non
                   if row["approved_by"] else "not approved")
         st.caption(f"Last written by {literal(row['updated_by'])} · {signed}")
         off = {a: f"{SIGN_IN} first." if me is None
-               else signoff.sign_off_refusal(ws, row, me.name, me.kind, a)
+               else signoff.sign_off_refusal(ws, row, me, a)
                for a in ("approve", "reject")}
         c1, c2 = st.columns(2)
         c1.button("Approve preamble", key=f"pre_approve_{task}", type="primary",

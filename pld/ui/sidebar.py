@@ -4,30 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import streamlit as st
 
-from pld import signoff
 from pld.errors import BadInput
+from pld.identity import OIDC, Identity
 from pld.llm.base import ConfigError
 from pld.llm.registry import DEFAULT_MODEL, parse_model
-from pld.tasks.store import loaded_tasks
 from pld.served_paths import confine
+from pld.tasks.store import loaded_tasks
+from pld.ui.escape import literal
 from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
 
 CREATE_OK_KEY = "_pld_ws_create_ok"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is acting. ``kind`` is 'oidc' (logged in through st.login) or 'self-declared'."""
-
-    name: str
-    kind: str
 
 
 @st.cache_resource(show_spinner=False)
@@ -83,25 +75,38 @@ def oidc_identity(claims: Mapping[str, Any]) -> Identity | None:
     """The reviewer an OIDC login names, keyed by the provider's issuer and subject: the email
     only where the provider verified it, else ``<sub>@<issuer host>``. A display name or an
     unverified email is never used (anyone can set theirs to "alice"); a login without issuer
-    and subject names nobody."""
+    and subject, or with a name no person may act under, names nobody."""
     sub, iss = str(claims.get("sub") or ""), str(claims.get("iss") or "")
     if not sub or not iss:
         return None
     email = str(claims.get("email") or "")
     name = email if email and claims.get("email_verified") is True else \
         f"{sub}@{urlsplit(iss).netloc or iss}"
-    return Identity(signoff.normalize_name(name), signoff.OIDC)
+    try:
+        return Identity(name, OIDC)
+    except BadInput:
+        return None
+
+
+def _typed_identity() -> Identity | None:
+    """The name typed in the sidebar as a self-declared identity; None when none is typed.
+    :class:`BadInput` says why a typed name cannot act."""
+    name = st.session_state.get("reviewer") or ""
+    return Identity(name) if name.strip() else None
 
 
 def identity() -> Identity | None:
     """The acting reviewer: the OIDC user when login is configured, else the typed name
-    (normalised, see :func:`pld.signoff.normalize_name`)."""
+    (self-declared); None when nobody is identified, or the typed name may not act (the
+    sidebar says why)."""
     if auth_configured():
         if getattr(st.user, "is_logged_in", False):
             return oidc_identity(st.user.to_dict())
         return None
-    name = signoff.normalize_name(st.session_state.get("reviewer") or "")
-    return Identity(name, signoff.SELF_DECLARED) if name else None
+    try:
+        return _typed_identity()
+    except BadInput:
+        return None
 
 
 def reviewer() -> str:
@@ -168,6 +173,10 @@ def render() -> None:
                           help="Recorded with every edit and approval as a self-declared "
                                "identity (configure [auth] in .streamlit/secrets.toml for "
                                "OIDC login).")
+            try:
+                _typed_identity()
+            except BadInput as e:
+                st.error(literal(e))  # quotes the typed name
         for role in ("teacher", "student"):
             st.text_input(f"{role.title()} model", value=os.environ.get(
                 f"PLD_{role.upper()}", DEFAULT_MODEL), key=f"{role}_model")

@@ -21,6 +21,8 @@ from pld.tasks.custom import CSV_EXTS, JSONL_EXTS, decode_text, jsonl_record, ta
 from pld.workspace import Workspace
 
 SUPPORTED = tuple(e.lstrip(".") for e in (*CSV_EXTS, *JSONL_EXTS))
+# Rows :func:`peek` reads to guess the column mapping from (the preview shows the first few).
+SAMPLE_ROWS = 500
 
 
 def _safe_name(filename: str) -> str:
@@ -71,14 +73,6 @@ def peek(filename: str, data: bytes, limit: int = 5) -> tuple[list[str], list[di
     except csv.Error as e:
         raise BadInput(f"{name} line {reader.line_num}: malformed CSV ({e})") from None
     return header, rows
-
-
-def default_column(columns: list[str], wanted: str, fallback: int) -> int:
-    """Index of ``wanted`` in ``columns`` (case-insensitive), else ``fallback`` (clamped)."""
-    lowered = [c.lower() for c in columns]
-    if wanted.lower() in lowered:
-        return lowered.index(wanted.lower())
-    return min(fallback, max(len(columns) - 1, 0))
 
 
 def load_custom_upload(ws: Workspace, filename: str, data: bytes, *, name: str | None = None,

@@ -82,6 +82,29 @@ def test_bad_custom_file_exits_2_naming_the_row_and_imports_nothing(
     assert data["loaded"] == {}
 
 
+def test_load_custom_without_column_flags_guesses_and_says_why(
+    ws_path: Path, tmp_path: Path
+) -> None:
+    f = tmp_path / "tickets.csv"
+    areas = ["billing", "onboarding", "mobile app"]
+    f.write_text("ticket_id,complaint,product_area\n" + "".join(
+        f"T-{i},The trial was supposed to end on day {i} but I was charged anyway,"
+        f"{areas[i % 3]}\n" for i in range(12)), encoding="utf-8")
+    r = pld("load", "custom", "--file", str(f), "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    assert "label: product_area, 3 values" in r.stderr and "id: ticket_id, unique" in r.stderr
+    columns = json.loads(r.stdout)["columns"]
+    assert {k: columns[k] for k in ("text", "label", "id")} == {
+        "text": "complaint", "label": "product_area", "id": "ticket_id"}
+    # The mapping the analyst first chose: the error names the column it read labels from.
+    r = pld("load", "custom", "--file", str(f), "--name", "wrong", "--text-column",
+            "ticket_id", "--label-column", "complaint", ws=ws_path)
+    assert r.returncode == 2
+    assert "label: complaint (given)" in r.stderr
+    assert "the label column 'complaint'" in r.stderr
+    assert "'complaint' does not look like a label column" in r.stderr
+
+
 def test_load_custom_takes_the_description_the_upload_form_takes(
     ws_path: Path, tmp_path: Path
 ) -> None:

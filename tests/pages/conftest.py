@@ -27,7 +27,8 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Expander, Node
 
-from pld import jobs, review, signoff
+from pld import jobs, review
+from pld.identity import Identity
 from pld.metrics import score
 from pld.pipeline.cluster.fit import auto_name
 from pld.pipeline.student import build_prompt
@@ -204,11 +205,11 @@ def _build(path: Path) -> Populated:
             heuristic_ids.append(review.insert_row(
                 db, {"task": task, "cluster_id": cluster_id, "clustering_id": accepted,
                      "text": text, "source_rule_ids": members, "origin": "consolidate"},
-                who=f"teacher:{TEACHER}", identity_kind=signoff.AUTO, comment=None))
+                who=Identity.teacher(TEACHER), comment=None))
     approved = heuristic_ids[:3]
     for hid in approved:
-        approve_seen(ws, hid, "bea")
-    approve_preamble(ws, task, "bea")
+        approve_seen(ws, hid, Identity("bea"))
+    approve_preamble(ws, task, Identity("bea"))
     prompt = build_prompt(ws, task)
     evaluation_ids = [_evaluation(ws, task, labels, "pld", prompt.version, prompt.sha256, 5),
                       _evaluation(ws, task, labels, "zero-shot", None, None, 3)]

@@ -10,6 +10,7 @@ import pandas as pd
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
+from pld.identity import Identity
 from pld.pipeline.cluster.edits import rename_cluster
 from pld.pipeline.cluster.read import cluster_summary, get_clustering, members
 from pld.tasks import load_task
@@ -262,7 +263,7 @@ def test_stale_rename_is_refused_and_shown(open_page: Callable[..., AppTest],
     seen = at.text_input(key=f"c_name_{cid}").value
     # Someone else renames the cluster in another tab, after this page was drawn.
     with connect(populated_ws.path) as ws:
-        rename_cluster(ws, cid, "Privacy (bea)", "bea", expected_name=seen)
+        rename_cluster(ws, cid, "Privacy (bea)", Identity("bea"), expected_name=seen)
     at.text_input(key=f"c_name_{cid}").input("Privacy (ana)")
     at.button(key="c_rename").click().run()
     assert not at.exception
@@ -288,7 +289,7 @@ def test_name_saved_in_another_tab_shows_after_a_rerun(open_page: Callable[..., 
     cid = populated_ws.cluster_ids[populated_ws.proposed_clustering][1]
     at.selectbox(key="c_cluster").set_value(cid).run()
     with connect(populated_ws.path) as ws:
-        rename_cluster(ws, cid, "Privacy (bea)", "bea")
+        rename_cluster(ws, cid, "Privacy (bea)", Identity("bea"))
     at.run()
     assert at.text_input(key=f"c_name_{cid}").value == "Privacy (bea)"
     # Clicking Rename now sends nothing stale back: the name stays theirs.

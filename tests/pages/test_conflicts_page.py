@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs, review, review_rows
+from pld.identity import Identity
 from pld.pipeline import estimate, student
 from pld.pipeline.resolve import decisions, loop, state, view
 from pld.tasks import load_task
@@ -243,9 +244,9 @@ def test_iteration_choice_moves_to_a_new_iteration(open_page: OpenPage, looped: 
     model = fake_openai.model_string()
     with looped.open() as ws:
         for p in view.list_proposals(ws, looped.task, 1):
-            decisions.decide_proposal(ws, p["id"], True, "bea")
+            decisions.decide_proposal(ws, p["id"], True, Identity("bea"))
         for h in review.list_heuristics(ws, looped.task, review_rows.DRAFT):
-            approve_seen(ws, h["id"], "carl")
+            approve_seen(ws, h["id"], Identity("carl"))
         loop.resolve(ws, looped.task, model, model, iterations=1, attribution="tfidf")
         newest = view.iteration_history(ws, looped.task)[-1]["iteration"]
     assert newest > 1
@@ -300,7 +301,7 @@ def test_model_and_reviewer_text_is_shown_literally(open_page: OpenPage, looped:
             db.execute("UPDATE examples SET ext_id = ? WHERE id = ?",
                        ["x_*y*` **APPROVED**`", first["example_id"]])
         decided = view.list_proposals(ws, looped.task, 1)[0]
-        decisions.decide_proposal(ws, decided["id"], False, "bob_*x*")
+        decisions.decide_proposal(ws, decided["id"], False, Identity("bob_*x*"))
     at = open_page("conflicts", task=looped.task, reviewer="ana")
     at.run()
     assert not at.exception
@@ -325,7 +326,7 @@ def test_a_revert_says_which_heuristics_wait_for_people(open_page: OpenPage,
     assert f"waiting for your approval on the Heuristics page: #{draft}" in warned
     assert f"left as they are: #{looped.heuristic_ids[0]}" in warned
     with looped.open() as ws:
-        approve_seen(ws, draft, "bea")
+        approve_seen(ws, draft, Identity("bea"))
     at.run()
     assert "waiting for your approval" not in _texts(at.warning)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Block, Button, Expander
 
 from pld.tasks.store import task_info
 from tests.fakes.openai_server import FakeOpenAI
@@ -17,10 +18,40 @@ GOOD_CSV = (b"message,category,ref\n" + b"".join(
     f"r{i}\n".encode() for i in range(12)))
 
 
+NO_ID = "(none: number the rows)"  # the Id picker's "no id column"
+SOURCE_KEY = "data_source"  # the tabs' key: which one is open
+
+# The analyst's file (issue 24): the mapping she first chose was text = ticket_id, label =
+# complaint; the content says text = complaint, label = product_area, id = ticket_id.
+AREAS = ["billing", "onboarding", "mobile app"]
+TICKETS_CSV = b"ticket_id,complaint,product_area\n" + b"".join(
+    f"T-{1000 + i},The trial was supposed to end on day {i + 7} but I was charged anyway,"
+    f"{AREAS[i % 3]}\n".encode() for i in range(12))
+
+
 def _counts(path: Path) -> dict[str, int]:
     with connect(path) as ws:
         return {r["task"]: r["n"] for r in ws.query(
             "SELECT task, count(*) AS n FROM examples GROUP BY task")}
+
+
+def _expander(at: AppTest, label: str) -> Expander:
+    return next(e for e in at.expander if e.label == label)
+
+
+def _tabs(at: AppTest) -> tuple[list[str], Block]:
+    """The Data page's tab labels and the tab the reviewer sees (the selected one)."""
+    container = next(n for n in _blocks(at.main)
+                     if n.proto is not None and n.proto.WhichOneof("type") == "tab_container")
+    tabs = [container.children[i] for i in sorted(container.children)]
+    return [t.label for t in tabs], tabs[container.proto.tab_container.default_tab_index]
+
+
+def _blocks(node: Block) -> Iterator[Block]:
+    yield node
+    for child in node.children.values():
+        if isinstance(child, Block):
+            yield from _blocks(child)
 
 
 def _errors(at: AppTest) -> list[str]:
@@ -91,9 +122,63 @@ def test_bad_upload_shows_specific_error_and_adds_nothing(open_page: Callable[..
     errors = _errors(at)
     assert len(errors) == 1
     assert errors[0].startswith(
-        "alerts.csv line 4: field 'label': label 'biling' appears only once")
+        "alerts.csv line 4: field 'label' (the label column): label 'biling' appears only once")
     assert "pld-upload" not in errors[0]  # the temporary folder is not shown
     assert _counts(populated_ws.path) == before
+
+
+def test_pickers_open_on_the_mapping_the_content_suggests(
+        open_page: Callable[..., AppTest], app_ws: Path) -> None:
+    at = open_page("data").run()
+    at.file_uploader(key="data_upload").set_value(("tickets.csv", TICKETS_CSV, "text/csv")).run()
+    assert not at.exception
+    assert at.selectbox(key="data_text_col").value == "complaint"
+    assert at.selectbox(key="data_label_col").value == "product_area"
+    assert at.selectbox(key="data_id_col").value == "ticket_id"
+    reasons = next(unescaped(c.value) for c in at.caption if "Guessed" in c.value)
+    assert "label: product_area, 3 values" in reasons and "id: ticket_id, unique" in reasons
+    assert "text: complaint, free text averaging" in reasons
+    at.button(key="data_load_upload").click().run()
+    assert not _errors(at), _errors(at)
+    with connect(app_ws) as ws:
+        assert task_info(ws, "tickets").labels == sorted(AREAS)
+
+
+def test_a_label_error_names_its_column_and_a_fixed_mapping_clears_it(
+        open_page: Callable[..., AppTest], app_ws: Path) -> None:
+    at = open_page("data").run()
+    at.file_uploader(key="data_upload").set_value(("tickets.csv", TICKETS_CSV, "text/csv")).run()
+    at.selectbox(key="data_text_col").set_value("ticket_id")
+    at.selectbox(key="data_label_col").set_value("complaint")
+    at.selectbox(key="data_id_col").set_value(NO_ID)
+    at.button(key="data_load_upload").click().run()
+    [error] = _errors(at)
+    assert "the label column 'complaint'" in error
+    assert "'complaint' does not look like a label column" in error
+    # She fixes the mapping: the error about the old one goes at once, before loading.
+    at.selectbox(key="data_label_col").set_value("product_area").run()
+    at.selectbox(key="data_text_col").set_value("complaint").run()
+    assert not _errors(at)
+    at.button(key="data_load_upload").click().run()
+    assert not _errors(at) and _counts(app_ws) == {"tickets": 12}
+
+
+def test_after_loading_a_file_the_upload_tab_stays_without_a_red_load_button(
+        open_page: Callable[..., AppTest], app_ws: Path) -> None:
+    at = open_page("data").run()
+    labels, _ = _tabs(at)
+    at.session_state[SOURCE_KEY] = labels[1]  # she opens the upload tab
+    at.file_uploader(key="data_upload").set_value(("tickets.csv", TICKETS_CSV, "text/csv")).run()
+    assert _tabs(at)[1].label == labels[1]
+    assert at.button(key="data_load_upload").proto.type == "primary"
+    at.button(key="data_load_upload").click().run()
+    assert not at.exception and not _errors(at)
+    assert at.session_state["task"] == "tickets"
+    labels, open_tab = _tabs(at)
+    assert open_tab.label == labels[1]
+    # The loaded file's Load button is no longer the next step; the built-in one is hidden.
+    red = [b for b in open_tab.get("button") if isinstance(b, Button) and b.proto.type == "primary"]
+    assert red == []
 
 
 def test_unreadable_upload_is_reported_before_mapping(open_page: Callable[..., AppTest],
@@ -154,9 +239,13 @@ def test_upload_keeps_description_and_shape_then_a_draft_is_kept(
         info = task_info(ws, "bank-mail")
     assert info.shape == "pair" and info.description.startswith("Custom task from")
 
+    assert not _expander(at, "Edit the description").proto.expanded  # it has a description
     at.button(key="data_desc_draft").click().run()
     assert not at.exception and not _errors(at)
     assert at.text_area(key="data_desc_edit_bank-mail").value == draft
+    # The page says the draft is in the box below: the box stays open to show it.
+    assert any("draft is in the box below" in i.value for i in at.info)
+    assert _expander(at, "Edit the description").proto.expanded
     with connect(app_ws) as ws:
         assert task_info(ws, "bank-mail").description != draft  # a draft keeps nothing
     at.text_area(key="data_desc_edit_bank-mail").set_value(draft + " Edited.")

@@ -1,19 +1,28 @@
-"""The Evaluate page: stored scores with CI, per-label table and confusion matrix, comparing
-two evaluations, and running one in the background."""
+"""The Evaluate page: stored scores with CI, per-label table and confusion matrix, the wrong
+items a click on the matrix selects, comparing two evaluations, and running one in the
+background."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
+from pld.identity import Identity
 from pld.number_format import delta_text, score, score_text
 from pld.pipeline import evaluate, student
+from pld.pipeline.eval_errors import wrong_items
 from pld.tasks import load_task
+from pld.ui.escape import hover
 from pld.workspace import open_workspace
 from tests.conftest import approve_seen
 from tests.fakes.openai_server import FakeOpenAI
@@ -171,9 +180,126 @@ def test_a_new_evaluation_and_a_new_version_are_chosen_when_they_appear(
     with populated_ws.open() as ws:
         newest = _evaluation(ws, populated_ws.task, populated_ws.labels, "few-shot", None,
                              None, 2)
-        approve_seen(ws, populated_ws.heuristic_ids[3], "bea")
+        approve_seen(ws, populated_ws.heuristic_ids[3], Identity("bea"))
         version = student.build_prompt(ws, populated_ws.task).version
     at.run()
     assert not at.exception
     assert at.selectbox(key="e_selected").value == newest
     assert at.selectbox(key="e_version").value == version > populated_ws.prompt_version
+
+
+def _click_cell(at: AppTest, key: str, labels: list[str], gold: str, answer: str) -> AppTest:
+    """Click the (gold, answer) cell of the confusion matrix with ``key`` as the browser
+    reports it: the cell's marker, its customdata (row, column, count). AppTest has no Plotly
+    widget, so the selection is sent as the chart's widget state."""
+    chart = next(c for c in at.get("plotly_chart") if c.key == key)
+    i, j = labels.index(gold), labels.index(answer)
+    states = at._tree.get_widget_states()
+    state = states.widgets.add()
+    state.id = chart.proto.id
+    state.string_value = json.dumps({"selection": {
+        "points": [{"x": hover(answer), "y": hover(gold), "curve_number": 1,
+                    "point_number": i * len(labels) + j, "customdata": [i, j, 1]}],
+        "point_indices": [i * len(labels) + j], "box": [], "lasso": []}})
+    return at._run(states)
+
+
+def _wrong(pop: Populated, eval_id: int, **filters: Any) -> list[int]:
+    with pop.open() as ws:
+        return [e["example_id"] for e in wrong_items(ws, eval_id, **filters).errors]
+
+
+def test_wrong_items_filtered_by_a_click_on_the_confusion_matrix(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    zero = populated_ws.evaluation_ids[1]  # the latest: raw answers, every third one wrong
+    first, second = populated_ws.labels[:2]
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    assert not at.exception
+    table = _frame(at, "reply")
+    assert list(table["example"]) == _wrong(populated_ws, zero) != []
+    assert list(table.columns[:5]) == ["example", "item", "gold", "raw", "text"]
+    assert f"score {first}" in table.columns
+    assert f"{len(table)} wrong item(s) of the" in _texts(at.caption)
+
+    at.selectbox(key=f"e_err_gold_{zero}").set_value(first).run()
+    assert list(_frame(at, "reply")["gold"]) == [first] * len(_wrong(populated_ws, zero,
+                                                                      gold=first))
+    at.selectbox(key=f"e_err_gold_{zero}").set_value(None).run()
+
+    # A click on an off-diagonal cell selects its gold label and answer.
+    at = _click_cell(at, f"e_cm_{zero}_raw", populated_ws.labels, first, second)
+    assert not at.exception
+    assert at.selectbox(key=f"e_err_gold_{zero}").value == first
+    assert at.selectbox(key=f"e_err_answer_{zero}").value == second
+    table = _frame(at, "reply")
+    assert list(table["example"]) == _wrong(populated_ws, zero, gold=first, answer=second)
+    assert set(table["raw"]) == {second}
+    # A cell on the diagonal holds right answers only.
+    at = _click_cell(at, f"e_cm_{zero}_raw", populated_ws.labels, first, first)
+    assert "those items are right" in _texts(at.info)
+
+
+def test_calibrated_evaluation_lists_both_answers(open_page: OpenPage,
+                                                  populated_ws: Populated) -> None:
+    calibrated = populated_ws.evaluation_ids[0]
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    at.selectbox(key="e_selected").set_value(calibrated).run()
+    assert "calibrated" not in _frame(at, "reply").columns  # the raw view is shown first
+    at.radio(key=f"e_view_{calibrated}").set_value("Calibrated").run()
+    assert not at.exception
+    table = _frame(at, "reply")
+    assert "calibrated" in table.columns
+    assert list(table["example"]) == _wrong(populated_ws, calibrated, judged_by="calibrated")
+    assert "judged by the calibrated answers" in _texts(at.caption)
+
+
+def test_wrong_items_download_as_csv_without_formulas(
+        open_page: OpenPage, populated_ws: Populated, monkeypatch: pytest.MonkeyPatch) -> None:
+    zero = populated_ws.evaluation_ids[1]
+    wrong = _wrong(populated_ws, zero)
+    with populated_ws.open() as ws, ws.write() as db:
+        db["examples"].update(wrong[0], {"text": '=HYPERLINK("http://evil","x")'})
+    saved: list[tuple[str | None, bytes | str]] = []
+    add = MediaFileManager.add
+
+    def spy(self: MediaFileManager, data: bytes | str, mimetype: str, *args: Any,
+            **kwargs: Any) -> str:
+        if mimetype.startswith("text/csv"):
+            saved.append((kwargs.get("file_name", args[1] if len(args) > 1 else None), data))
+        return add(self, data, mimetype, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add", spy)
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    assert not at.exception
+    assert at.get("download_button")
+    name, data = saved[-1]
+    assert name == f"evaluation-{zero}-wrong-items.csv"
+    rows = list(csv.reader(io.StringIO(data if isinstance(data, str) else data.decode())))
+    assert rows[0][:4] == ["example", "item", "gold", "raw"]
+    assert [int(r[0]) for r in rows[1:]] == wrong
+    text = rows[0].index("text")
+    assert rows[1][text] == '\'=HYPERLINK("http://evil","x")'
+    # The dataframe shows the text as it is: a cell, never a formula or Markdown.
+    assert _frame(at, "reply")["text"].iloc[0] == '=HYPERLINK("http://evil","x")'
+
+
+def test_compare_defaults_to_the_latest_comparable_pair(
+        open_page: OpenPage, populated_ws: Populated, fake_openai: FakeOpenAI) -> None:
+    a, b = populated_ws.evaluation_ids
+    fake_openai.responder = lambda body: "routine"
+    with populated_ws.open() as ws:
+        val = evaluate.evaluate(ws, populated_ws.task, fake_openai.model_string(),
+                                zero_shot=True, split="val", limit=4,
+                                calibration=None).evaluation_id
+    at = open_page("evaluate", task=populated_ws.task)
+    at.run()
+    assert not at.exception
+    # The newest evaluation is on validation: the two test runs are compared.
+    assert (at.selectbox(key="e_cmp_a").value, at.selectbox(key="e_cmp_b").value) == (a, b)
+    at.selectbox(key="e_cmp_a").set_value(val).run()
+    assert not at.exception
+    assert "share no items" in _texts(at.warning)
+    assert "B − A" not in _texts(at.markdown)

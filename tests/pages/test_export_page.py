@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import review
+from pld.identity import Identity
 from pld.pipeline import student
 from pld.pipeline.verify import verify
 from pld.tasks import load_task
@@ -73,7 +74,7 @@ def test_refused_when_a_heuristic_is_no_longer_approved(open_page: OpenPage,
                                                         populated_ws: Populated) -> None:
     hid = populated_ws.approved_heuristic_ids[0]
     with populated_ws.open() as ws:
-        review.reject(ws, hid, "carl", comment="misleads the student")
+        review.reject(ws, hid, Identity("carl"), comment="misleads the student")
     at = open_page("export", task=populated_ws.task)
     at.run()
     assert not at.exception
@@ -88,7 +89,7 @@ def test_build_a_new_version_after_approving(open_page: OpenPage,
                                              populated_ws: Populated) -> None:
     draft = populated_ws.heuristic_ids[3]
     with populated_ws.open() as ws:
-        approve_seen(ws, draft, "bea")
+        approve_seen(ws, draft, Identity("bea"))
     at = open_page("export", task=populated_ws.task, reviewer="ana")
     at.run()
     at.button(key="x_build").click().run()
@@ -117,7 +118,7 @@ def test_default_folder_follows_the_chosen_version(open_page: OpenPage,
                                                   populated_ws: Populated,
                                                   tmp_path: Path) -> None:
     with populated_ws.open() as ws:
-        approve_seen(ws, populated_ws.heuristic_ids[3], "bea")
+        approve_seen(ws, populated_ws.heuristic_ids[3], Identity("bea"))
         assert student.build_prompt(ws, populated_ws.task).version == 2
     at = open_page("export", task=populated_ws.task)
     at.run()

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs
+from pld.identity import Identity
 from pld.tasks.store import Example, save_task
 from pld.workspace import dumps, now, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
@@ -226,7 +227,7 @@ def test_cluster_filter_follows_a_newly_accepted_clustering(
     at.selectbox(key=f"x_cluster_{populated_ws.accepted_clustering}").set_value("noise").run()
     proposed = populated_ws.proposed_clustering
     with connect(populated_ws.path) as ws:
-        accept_clustering(ws, proposed, "bea")
+        accept_clustering(ws, proposed, Identity("bea"))
     at.run()
     box = at.selectbox(key=f"x_cluster_{proposed}")
     assert box.value == "(all)"  # the old clustering's choice does not carry over

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from pld import jobs, preamble, review, review_rows, signoff
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.tasks import load_task
 from pld.workspace import loads, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
@@ -140,7 +141,7 @@ def test_approving_a_version_someone_changed_meanwhile_is_refused(
     hid = populated_ws.heuristic_ids[3]
     at = _open(open_page, populated_ws, hid)  # ana sees version 1
     with populated_ws.open() as ws:
-        review.edit(ws, hid, "Bob changed it.", "bob", base_version=1)
+        review.edit(ws, hid, "Bob changed it.", Identity("bob"), base_version=1)
     at.button(key=f"h_approve_{hid}").click().run()
     assert not at.exception
     assert "Not approved" in _texts(at.error) and "bob did 'edit'" in _texts(at.error)
@@ -151,7 +152,7 @@ def test_approving_a_version_someone_changed_meanwhile_is_refused(
 def test_four_eyes_refusal(open_page: OpenPage, populated_ws: Populated) -> None:
     hid = populated_ws.heuristic_ids[3]
     with populated_ws.open() as ws:
-        review.edit(ws, hid, "Ana's own wording.", "ana", base_version=1)
+        review.edit(ws, hid, "Ana's own wording.", Identity("ana"), base_version=1)
     at = _open(open_page, populated_ws, hid)
     assert "four-eyes rule" in _texts(at.warning)
     # Off before the click, with the reason; rejecting stays possible.
@@ -169,7 +170,7 @@ def test_stale_edit_is_refused_and_shown_side_by_side(open_page: OpenPage,
     original = _row(populated_ws, hid)["text"]
     at.button(key=f"h_open_edit_{hid}").click().run()
     with populated_ws.open() as ws:
-        review.edit(ws, hid, "Bob's version of the rule.", "bob", base_version=1)
+        review.edit(ws, hid, "Bob's version of the rule.", Identity("bob"), base_version=1)
     at.text_area(key=f"h_edit_text_{hid}_ana").input("Ana's version of the rule.")
     at.button(key=f"h_save_{hid}").click().run()
     assert not at.exception
@@ -245,9 +246,9 @@ def test_consolidate_starts_a_background_job(open_page: OpenPage, populated_ws: 
     assert "Consolidation started" in _texts(at.success)
     with populated_ws.open() as ws:
         started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
-    # The starter is named: the drafts count as ana's (four-eyes), and the start is audited.
-    assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher,
-                                          "--as", "ana"]]
+    # The starter travels with the job, not on its command line: the drafts count as ana's
+    # (four-eyes), and the start is audited.
+    assert [j.args for j in started] == [["consolidate", populated_ws.task, "--teacher", teacher]]
     with populated_ws.open() as ws:
         audit = ws.query("SELECT who, after FROM reviews WHERE entity = 'job'")
     assert [(a["who"], loads(a["after"])["kind"]) for a in audit] == [("ana", "consolidate")]
@@ -267,7 +268,7 @@ def test_consolidate_with_another_merge_mode_passes_it(open_page: OpenPage,
         started = jobs.list_jobs(ws, populated_ws.task, "consolidate")
     assert [j.args for j in started] == [
         ["consolidate", populated_ws.task, "--teacher", teacher, "--merge", "medoid",
-         "--retry-failed", "--as", "ana"]]
+         "--retry-failed"]]
 
 
 def test_merge_two_heuristics_into_a_draft(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -308,7 +309,7 @@ def test_merge_of_a_heuristic_changed_meanwhile_is_refused(open_page: OpenPage,
     at = _open(open_page, populated_ws, a)  # ana sees version 1 of b
     at.multiselect(key="h_merge_ids").select(a).select(b).run()
     with populated_ws.open() as ws:
-        review.edit(ws, b, "Bob changed it.", "bob", base_version=1)
+        review.edit(ws, b, "Bob changed it.", Identity("bob"), base_version=1)
     at.button(key="h_merge").click().run()
     assert not at.exception
     assert "Not merged" in _texts(at.error) and "bob did 'edit'" in _texts(at.error)
@@ -370,8 +371,8 @@ def test_merge_split_and_new_are_disabled_without_identity(open_page: OpenPage,
 
 def test_remove_an_approver(open_page: OpenPage, populated_ws: Populated) -> None:
     with populated_ws.open() as ws:
-        signoff.add_approver(ws, populated_ws.task, "bea", "bea")
-        signoff.add_approver(ws, populated_ws.task, "cy", "bea")
+        signoff.add_approver(ws, populated_ws.task, "bea", Identity("bea"))
+        signoff.add_approver(ws, populated_ws.task, "cy", Identity("bea"))
     outsider = _open(open_page, populated_ws, populated_ws.heuristic_ids[3], reviewer="ana")
     assert outsider.button(key="h_remove_approver_btn").disabled
     at = _open(open_page, populated_ws, populated_ws.heuristic_ids[3], reviewer="bea")
@@ -394,14 +395,14 @@ def test_reject_as_a_non_approver_is_refused(open_page: OpenPage,
                                             populated_ws: Populated) -> None:
     hid = populated_ws.approved_heuristic_ids[0]
     with populated_ws.open() as ws:
-        signoff.add_approver(ws, populated_ws.task, "bea", "bea")
+        signoff.add_approver(ws, populated_ws.task, "bea", Identity("bea"))
     at = _open(open_page, populated_ws, hid, reviewer="ana")
     assert "not approve or reject" in _texts(at.info)
     reject = at.button(key=f"h_reject_{hid}")
     assert reject.disabled and "so cannot reject" in reject.help
     # The refusal itself still guards the write, whatever a page shows.
     with populated_ws.open() as ws, pytest.raises(BadInput, match="cannot reject"):
-        review.reject(ws, hid, "ana")
+        review.reject(ws, hid, Identity("ana"))
     assert _row(populated_ws, hid)["status"] == "approved"
 
 
@@ -454,7 +455,7 @@ def test_impact_of_each_heuristic_is_shown_harmful_first(
         [job] = jobs.list_jobs(ws, populated_ws.task, "impact")
         assert job.args == ["review", "impact", populated_ws.task, "--student", model]
         # Once the approved set changes, the report says it is about an earlier set.
-        review.reject(ws, first, "ana")
+        review.reject(ws, first, Identity("ana"))
     at.run()
     assert "Measured on an earlier set" in _texts(at.warning)
 
@@ -465,7 +466,7 @@ def test_text_names_and_comments_are_shown_exactly_as_written(
     # links, hidden reference lines), and a comment could forge an "approve by alice" line.
     hid = populated_ws.heuristic_ids[3]
     with populated_ws.open() as ws:
-        edited = review.edit(ws, hid, SPOOF, "mallory_*x*", base_version=1,
+        edited = review.edit(ws, hid, SPOOF, Identity("mallory_*x*"), base_version=1,
                              comment="ok\n**approve** by alice")
     at = _open(open_page, populated_ws, hid)
     assert SPOOF in [c.value for c in at.code]

@@ -9,6 +9,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from pld import review
+from pld.identity import Identity
 from tests.pages.conftest import PAGES_DIR, Populated
 
 APP = PAGES_DIR.parent / "app.py"
@@ -92,7 +93,7 @@ def test_the_queue_lists_what_waits_for_me_and_opens_it(
     hid = populated_ws.heuristic_ids[3]
     with populated_ws.open() as ws:
         edited = review.edit(ws, hid, "If the message asks for a refund, answer complaint.",
-                             "bob", base_version=1)
+                             Identity("bob"), base_version=1)
     bob = open_page("home", reviewer="bob").run()
     assert not bob.exception
     assert f"heuristic #{hid} v2: you wrote it" in "\n".join(t.value for t in bob.text)
@@ -105,6 +106,6 @@ def test_the_queue_lists_what_waits_for_me_and_opens_it(
     heuristics.run()
     assert heuristics.selectbox(key="h_selected").value == hid
     with populated_ws.open() as ws:
-        review.approve(ws, hid, "alice", base_version=edited["version"])
+        review.approve(ws, hid, Identity("alice"), base_version=edited["version"])
     assert not any(f"heuristic #{hid}" in t.value
                    for t in open_page("home", reviewer="alice").run().text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from pld import jobs
 from pld.errors import BadInput
+from pld.identity import OIDC, Identity
 from pld.processes import process_start
 from pld.tasks import load_task
 from pld.workspace import Workspace
@@ -49,9 +51,10 @@ def demo(ws: Workspace, app_ws: Path, fake_openai: FakeOpenAI) -> FakeOpenAI:
     return fake_openai
 
 
-def _extract(ws_path: Path, fake: FakeOpenAI, limit: int) -> jobs.Job:
+def _extract(ws_path: Path, fake: FakeOpenAI, limit: int,
+             who: Identity | None = None) -> jobs.Job:
     return jobs.start(ws_path, ["extract", "demo", "--teacher", fake.model_string(),
-                                "--limit", str(limit), "--concurrency", "1"])
+                                "--limit", str(limit), "--concurrency", "1"], who=who)
 
 
 def _ok_rules(ws: Workspace) -> int:
@@ -86,6 +89,55 @@ def test_extract_job_reports_progress_until_done(ws: Workspace, ws_path: Path,
     # Another handle (another tab, a reloaded page) finds the same job from disk.
     with connect(ws_path) as other:
         assert [j.id for j in jobs.list_jobs(other, "demo", "extract")] == [job.id]
+
+
+def _start_row(ws: Workspace, job: jobs.Job) -> dict[str, Any]:
+    rows = [r for r in ws.query("SELECT * FROM reviews WHERE entity = 'job' AND action = 'start'")
+            if json.loads(r["after"])["job_id"] == job.id]
+    assert len(rows) == 1
+    return {**rows[0], "after": json.loads(rows[0]["after"])}
+
+
+@pytest.mark.parametrize("who", [Identity("ana@bank.example", OIDC), Identity("Ana")])
+def test_the_job_acts_as_whoever_started_it(ws: Workspace, ws_path: Path, demo: FakeOpenAI,
+                                            who: Identity) -> None:
+    # Before: a job got only --as NAME, so an OIDC reviewer's job was recorded self-declared,
+    # and jobs other than consolidate were started by pld:anonymous.
+    job = _extract(ws_path, demo, 2, who=who)
+    _wait("the extract job to end", lambda: jobs.job_status(ws, job) != "running")
+    assert jobs.job_status(ws, job) == "done", jobs.job_log(job)
+    start = _start_row(ws, job)
+    assert (start["who"], start["identity_kind"]) == (who.name, who.kind)
+    assert start["after"]["kind"] == "extract" and start["after"]["args"] == job.args
+    run = jobs.recent_runs(ws, "demo", "extract")[0]
+    assert (run["pid"], run["started_by"], run["started_by_kind"]) == (job.pid, who.name, who.kind)
+    # The token that carries the identity is in the job's environment, never on its command
+    # line (the log's first line is the command).
+    assert "PLD_JOB_TOKEN" not in jobs.job_log(job) and "token" not in " ".join(job.args)
+
+
+def test_a_job_nobody_started_records_nobody(ws: Workspace, ws_path: Path,
+                                             demo: FakeOpenAI) -> None:
+    job = _extract(ws_path, demo, 1)
+    _wait("the extract job to end", lambda: jobs.job_status(ws, job) != "running")
+    assert _start_row(ws, job)["who"] == "pld:anonymous"
+    run = jobs.recent_runs(ws, "demo", "extract")[0]
+    assert (run["started_by"], run["started_by_kind"]) == (None, None)
+
+
+def test_a_process_with_a_token_no_job_was_given_is_refused(ws: Workspace, ws_path: Path,
+                                                            demo: FakeOpenAI) -> None:
+    job = _extract(ws_path, demo, 1, who=Identity("ana"))  # a start row, with its own token
+    _wait("the extract job to end", lambda: jobs.job_status(ws, job) != "running")
+    env = {**os.environ, "PLD_JOB_TOKEN": "not-the-token-any-job-was-given"}
+    done = subprocess.run([sys.executable, "-m", "pld", "--workspace", str(ws_path), "extract",
+                           "demo", "--teacher", demo.model_string(), "--limit", "1"],
+                          capture_output=True, text=True, env=env, cwd=jobs.REPO_ROOT,
+                          timeout=GUARD_S)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: $PLD_JOB_TOKEN matches no job")
+    assert done.stderr.count("\n") == 1
+    assert len(jobs.recent_runs(ws, "demo", "extract")) == 1  # it opened no run
 
 
 def test_cancel_midway_interrupts_and_rerun_resumes(ws: Workspace, ws_path: Path,

@@ -10,6 +10,7 @@ import pytest
 
 from pld import preamble, signoff
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.pipeline.describe import draft_description, sample_examples
 from pld.tasks.store import task_info
 from pld.workspace import Workspace
@@ -44,19 +45,19 @@ def test_keeping_a_description_is_audited_and_never_overwrites_a_newer_one(
         ws: Workspace) -> None:
     load_reviews(ws)
     before = task_info(ws, TASK).description
-    assert preamble.set_description(ws, TASK, DRAFT, "ana", base=before)
+    assert preamble.set_description(ws, TASK, DRAFT, Identity("ana"), base=before)
     assert task_info(ws, TASK).description == DRAFT
     [row] = ws.query("SELECT * FROM reviews WHERE entity = 'task'")
     assert (row["who"], row["action"]) == ("ana", "describe")
     assert json.loads(row["before"])["description"] == before
     with pytest.raises(preamble.StaleDescription, match="changed since you read it"):
-        preamble.set_description(ws, TASK, "Another one.", "bo", base=before)
-    assert not preamble.set_description(ws, TASK, DRAFT, "bo", base=DRAFT)
-    signoff.add_approver(ws, TASK, "ana", "ana")
+        preamble.set_description(ws, TASK, "Another one.", Identity("bo"), base=before)
+    assert not preamble.set_description(ws, TASK, DRAFT, Identity("bo"), base=DRAFT)
+    signoff.add_approver(ws, TASK, "ana", Identity("ana"))
     with pytest.raises(signoff.NotApprover):
-        preamble.set_description(ws, TASK, "Mine.", "bo", base=DRAFT)
+        preamble.set_description(ws, TASK, "Mine.", Identity("bo"), base=DRAFT)
     with pytest.raises(BadInput, match="empty"):
-        preamble.set_description(ws, TASK, "  ", "ana")
+        preamble.set_description(ws, TASK, "  ", Identity("ana"))
 
 
 def test_describe_command_drafts_then_keeps(ws: Workspace, ws_path: Path,

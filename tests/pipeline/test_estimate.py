@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pld import review
+from pld.identity import Identity
 from pld.llm import budget
 from pld.pipeline import estimate
 from pld.pipeline.cluster.edits import accept_clustering
@@ -45,7 +46,7 @@ def test_extract_and_consolidate_plan_the_prompts_they_send(ws: Workspace,
     assert _planned_users(planned) == _users(fake.requests) and len(planned) == 12
     assert list(extract.planned_calls(ws, "demo", teacher, limit=12)) == []  # all done
 
-    accept_clustering(ws, cluster(ws, "demo", method="kmeans", k=3), "ana")
+    accept_clustering(ws, cluster(ws, "demo", method="kmeans", k=3), Identity("ana"))
     planned = consolidate.planned_calls(ws, "demo", teacher)
     before = len(fake.requests)
     consolidate.consolidate(ws, "demo", teacher)
@@ -60,7 +61,7 @@ def test_a_large_cluster_plans_its_partial_merges(ws: Workspace, fake: FakeOpenA
     teacher = fake.model_string()
     load_task(ws, "demo")
     extract.extract(ws, "demo", teacher, limit=20)
-    accept_clustering(ws, cluster(ws, "demo", method="kmeans", k=2), "ana")
+    accept_clustering(ws, cluster(ws, "demo", method="kmeans", k=2), Identity("ana"))
     planned = consolidate.planned_calls(ws, "demo", teacher, max_rules_per_call=4)
     before = len(fake.requests)
     consolidate.consolidate(ws, "demo", teacher, max_rules_per_call=4)
@@ -79,8 +80,8 @@ def test_resolve_plans_student_and_teacher_calls_per_version(ws: Workspace,
     load_task(ws, "demo")
     for text in ("If the text is about fraud matters, the label is escalate-fraud.",
                  "If the text is about data matters, the label is data-privacy-request."):
-        hid = review.create_heuristic(ws, "demo", text, "bob")
-        review.approve(ws, hid, "ana", base_version=1)
+        hid = review.create_heuristic(ws, "demo", text, Identity("bob"))
+        review.approve(ws, hid, Identity("ana"), base_version=1)
     planned = resolve.planned_calls(ws, "demo", teacher, teacher, iterations=2, val_limit=5)
     stages = [p.stage for p in planned]
     # 3 versions x 5 validation items; 2 iterations x 2 heuristics; 2 left-out prompts x 5.

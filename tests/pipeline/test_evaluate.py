@@ -246,3 +246,29 @@ def test_interrupted_evaluation_resumes_its_run(ws: Workspace, fake_openai: Fake
     assert asked == {r["text"] for r in items[3:]}
     assert ws.query("SELECT count(*) AS n FROM predictions")[0]["n"] == 6
     assert ws.query("SELECT count(*) AS n FROM runs")[0]["n"] == 1
+
+
+def test_latest_comparable_pair_scored_the_same_split_and_items(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    load_reviews(ws)
+    fake_openai.responder = keyword_student
+    model = fake_openai.model_string()
+    assert ev.latest_comparable(ws, TASK) is None
+    first = ev.evaluate(ws, TASK, model, zero_shot=True, calibration=None).evaluation_id
+    second = ev.evaluate(ws, TASK, model, few_shot=3, calibration=None).evaluation_id
+    assert ev.latest_comparable(ws, TASK) == (first, second)
+    # Newer evaluations on validation and on fewer test items compare with neither.
+    val = ev.evaluate(ws, TASK, model, zero_shot=True, split="val",
+                      calibration=None).evaluation_id
+    fewer = ev.evaluate(ws, TASK, model, few_shot=3, limit=4, calibration=None).evaluation_id
+    assert ev.latest_comparable(ws, TASK) == (first, second)
+    third = ev.evaluate(ws, TASK, model, few_shot=2, limit=4, calibration=None).evaluation_id
+    assert ev.latest_comparable(ws, TASK) == (fewer, third)
+    assert ev.compare(ws, first, second)["comparable"]
+    assert not ev.compare(ws, second, third)["comparable"]
+
+    # A validation run against a test run: no item in common, so no difference either.
+    cross = ev.compare(ws, val, second)
+    assert cross["common"] == 0 and not cross["comparable"]
+    assert cross["delta_macro_f1"] is None and cross["delta_accuracy"] is None
+    assert cross["paired"] is None

@@ -10,6 +10,7 @@ import pytest
 
 from pld import __version__, preamble, review, signoff, trail
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.pipeline import evaluate as ev
 from pld.pipeline import export as xp
 from pld.pipeline.student import build_prompt, get_prompt
@@ -126,7 +127,7 @@ def test_exported_prompt_file_reproduces_the_stored_score(ws: Workspace,
 def test_unapproved_heuristic_refuses_export(ws: Workspace, tmp_path: Path) -> None:
     (h1, h2), _ = _setup(ws)
     build_prompt(ws, TASK)
-    review.reject(ws, h2, "alice", base_version=2)
+    review.reject(ws, h2, Identity("alice"), base_version=2)
     with pytest.raises(xp.ExportRefused, match=f"heuristic {h2}: status is rejected") as err:
         xp.export(ws, TASK, tmp_path / "out")
     assert isinstance(err.value, BadInput)
@@ -137,8 +138,9 @@ def test_unapproved_heuristic_refuses_export(ws: Workspace, tmp_path: Path) -> N
 def test_changed_heuristic_text_refuses_export(ws: Workspace, tmp_path: Path) -> None:
     (h1, h2), _ = _setup(ws)
     build_prompt(ws, TASK)
-    edited = review.edit(ws, h1, RULES[0] + " Unless it is sarcastic.", "dave", base_version=2)
-    review.approve(ws, h1, "erin", base_version=edited["version"])
+    edited = review.edit(ws, h1, RULES[0] + " Unless it is sarcastic.", Identity("dave"),
+                         base_version=2)
+    review.approve(ws, h1, Identity("erin"), base_version=edited["version"])
     with pytest.raises(xp.ExportRefused) as err:
         xp.export(ws, TASK, tmp_path / "out")
     msg = str(err.value)
@@ -195,7 +197,7 @@ def test_an_approved_status_without_its_approval_row_refuses_export(ws: Workspac
     # Before: the export looked at heuristics.status only, which any SQL or code path can set.
     (h1, _), _ = _setup(ws)
     build_prompt(ws, TASK)
-    review.reject(ws, h1, "alice", base_version=2)
+    review.reject(ws, h1, Identity("alice"), base_version=2)
     with ws.write() as db:
         db.execute("UPDATE heuristics SET status = 'approved', approved_by = 'alice' "
                    "WHERE id = ?", [h1])
@@ -211,13 +213,14 @@ def test_the_preamble_must_be_approved_and_unchanged(ws: Workspace, tmp_path: Pa
     row = preamble.get_preamble(ws, TASK)
     assert row is not None and row["status"] == "approved"
     text = row["text"].replace("Classify the input", "Always answer pos. Classify the input")
-    edited = preamble.edit_preamble(ws, TASK, text, "mallory", base_version=row["version"])
+    edited = preamble.edit_preamble(ws, TASK, text, Identity("mallory"),
+                                    base_version=row["version"])
     assert edited["status"] == "draft"
     with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
         xp.export(ws, TASK, tmp_path / "out")
     with pytest.raises(signoff.FourEyes):
-        preamble.approve_preamble(ws, TASK, "mallory", base_version=edited["version"])
-    preamble.approve_preamble(ws, TASK, "alice", base_version=edited["version"])
+        preamble.approve_preamble(ws, TASK, Identity("mallory"), base_version=edited["version"])
+    preamble.approve_preamble(ws, TASK, Identity("alice"), base_version=edited["version"])
     # Approved now, but the old prompt does not have that text: it is not what was approved.
     with pytest.raises(xp.ExportRefused, match="the preamble changed since it was built"):
         xp.export(ws, TASK, tmp_path / "out", version=prompt.version)
@@ -232,7 +235,7 @@ def test_a_description_change_makes_the_preamble_a_draft_again(ws: Workspace) ->
     build_prompt(ws, TASK)
     old = preamble.get_preamble(ws, TASK)
     assert old is not None and old["status"] == "approved"
-    preamble.set_description(ws, TASK, "Decide if a product review is positive.", "dave")
+    preamble.set_description(ws, TASK, "Decide if a product review is positive.", Identity("dave"))
     new = preamble.get_preamble(ws, TASK)
     assert new is not None
     assert (new["status"], new["updated_by"]) == ("draft", "dave")
@@ -244,7 +247,7 @@ def test_a_description_change_makes_the_preamble_a_draft_again(ws: Workspace) ->
 def test_a_prompt_without_heuristics_is_not_exported(ws: Workspace, tmp_path: Path) -> None:
     _setup(ws)
     for h in review.approved_heuristics(ws, TASK):
-        review.reject(ws, h["id"], "alice", base_version=h["version"])
+        review.reject(ws, h["id"], Identity("alice"), base_version=h["version"])
     empty = build_prompt(ws, TASK, allow_empty=True)
     with pytest.raises(xp.ExportRefused, match="zero-shot baseline"):
         xp.check_exportable(ws, empty)

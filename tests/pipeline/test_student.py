@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from pld import preamble, review, review_rows, signoff
+from pld import preamble, review, review_rows
 from pld.errors import BadInput, NotReady
+from pld.identity import Identity
 from pld.llm.calls import CallFailed
 from pld.pipeline import student as st
 from pld.tasks.store import Example, save_task
@@ -47,20 +48,21 @@ def add_heuristic(ws: Workspace, text: str, *, status: str = "approved",
     with ws.write() as db:
         hid = review.insert_row(db, {"task": task, "text": text, "origin": "consolidate",
                                      "source_rule_ids": source_rule_ids or []},
-                                who="bob", identity_kind=signoff.SELF_DECLARED, comment=None)
+                                who=Identity("bob"), comment=None)
     if status == "approved":
-        review.approve(ws, hid, approved_by or "alice", base_version=1)
+        review.approve(ws, hid, Identity(approved_by or "alice"), base_version=1)
         approve_preamble(ws, task)
     elif status == "rejected":
-        review.reject(ws, hid, approved_by or "alice", base_version=1)
+        review.reject(ws, hid, Identity(approved_by or "alice"), base_version=1)
     return hid
 
 
-def approve_preamble(ws: Workspace, task: str = TASK, who: str = "carol") -> None:
-    """Approve ``task``'s preamble as ``who`` unless it already is."""
+def approve_preamble(ws: Workspace, task: str = TASK, who: Identity | None = None) -> None:
+    """Approve ``task``'s preamble as ``who`` (carol by default) unless it already is."""
     row = preamble.ensure_preamble(ws, task)
     if row["status"] != review_rows.APPROVED:
-        preamble.approve_preamble(ws, task, who, base_version=row["version"])
+        preamble.approve_preamble(ws, task, who or Identity("carol"),
+                                  base_version=row["version"])
 
 
 def first_user(body: dict[str, Any]) -> str:

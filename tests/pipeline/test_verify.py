@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pld import review, trail
+from pld.identity import Identity
 from pld.pipeline import export as xp
 from pld.pipeline.student import build_prompt
 from pld.pipeline.verify import verify
@@ -24,7 +25,7 @@ def exported(ws: Workspace, tmp_path: Path) -> Path:
     add_heuristic(ws, RULES[1], approved_by="dave")
     build_prompt(ws, TASK)
     out = tmp_path / "export"
-    xp.export(ws, TASK, out, who="erin")
+    xp.export(ws, TASK, out, who=Identity("erin"))
     return out
 
 
@@ -103,10 +104,10 @@ def test_an_approval_by_the_last_editor_is_caught(ws: Workspace, tmp_path: Path)
     load_reviews(ws)
     hid = add_heuristic(ws, RULES[0], status="draft")
     add_heuristic(ws, RULES[1])
-    edited = review.edit(ws, hid, RULES[0] + " Mostly.", "mallory", base_version=1)
+    edited = review.edit(ws, hid, RULES[0] + " Mostly.", Identity("mallory"), base_version=1)
     with ws.write() as db:
         db.execute("UPDATE heuristics SET updated_by = 'bob' WHERE id = ?", [hid])
-    review.approve(ws, hid, "mallory", base_version=edited["version"])
+    review.approve(ws, hid, Identity("mallory"), base_version=edited["version"])
     build_prompt(ws, TASK)
     out = tmp_path / "forged"
     xp.export(ws, TASK, out)

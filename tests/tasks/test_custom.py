@@ -11,7 +11,7 @@ import pytest
 
 from pld.errors import BadInput
 from pld.tasks import load_custom, load_task
-from pld.tasks.custom import CustomTask, read_rows, task_name_for
+from pld.tasks.custom import CustomTask, guess_file_columns, read_rows, task_name_for
 from pld.tasks.store import examples, task_info
 from pld.workspace import Workspace
 
@@ -108,9 +108,14 @@ BAD_FILES: list[tuple[str, str, bytes | None, dict[str, Any], str]] = [
      b'{"text": "a", "label": "p"}\n{"text": "b", "label": null}\n', {},
      r"x\.jsonl line 2: field 'label' is empty"),
     ("label-once", "x.csv", b"text,label\na,p\nb,p\nc,q\nd,q\ne,qq\n", {},
-     r"x\.csv line 6: field 'label': label 'qq' appears only once"),
+     r"x\.csv line 6: field 'label' \(the label column\): label 'qq' appears only once"),
     ("single-label", "x.csv", b"text,label\na,p\nb,p\n", {},
-     r"x\.csv: field 'label' has only one label \('p'\)"),
+     r"x\.csv: the label column 'label' has only one value \('p'\)"),
+    ("not-a-label-column", "x.csv", b"text,label\na,p\nb,q\nc,r\nd,s\ne,s\n", {},
+     r"x\.csv: 3 of 5 values of the label column 'label' appear only once \(line 2: 'p'\): "
+     r"'label' does not look like a label column"),
+    ("same-text-and-label", "x.csv", b"text,label\na,p\nb,p\n", {"label_column": "text"},
+     r"x\.csv: the text and the label are both column 'text'"),
     ("bad-encoding", "x.csv", "text,label\na,p\nb,p\ncaf\u00e9,q\nd,q\n".encode("latin-1"), {},
      r"x\.csv line 4: not UTF-8 text \(byte 0xe9"),
     ("duplicate-id", "x.csv", b"id,text,label\n1,a,p\n2,b,p\n3,c,q\n2,d,q\n", {"id_column": "id"},
@@ -211,3 +216,18 @@ def test_shape_is_kept_and_checked(ws: Workspace, tmp_path: Path, ws_path: Path)
     assert "no description" in r.stderr and "python -m pld describe blind" in r.stderr
     bad = pld("load", "demo", "--shape", "pair", ws=ws_path)
     assert bad.returncode == 2 and "--shape" in bad.stderr
+
+
+def test_guess_file_columns_reads_every_row_of_csv_and_jsonl(tmp_path: Path) -> None:
+    rows = [{"ticket_id": f"T-{i}", "complaint": f"I was charged twice for order {i}, why?",
+             "product_area": LABELS[i % 3]} for i in range(9)]
+    semicolons = _csv(tmp_path / "tickets.csv", rows, sep=";")
+    lines = _jsonl(tmp_path / "tickets.jsonl", rows)
+    for path in (semicolons, lines):
+        choice = guess_file_columns(path)
+        assert (choice.text_column, choice.label_column, choice.id_column) == (
+            "complaint", "product_area", "ticket_id"), path
+        assert choice.reasons[1] == "label: product_area, 3 values"
+    # A column given is checked as when loading.
+    with pytest.raises(BadInput, match=r"no column 'category' in the header"):
+        guess_file_columns(semicolons, label_column="category")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pld import preamble, review, trail
+from pld.identity import Identity
 from pld.tasks.store import RELOAD_ACTOR, save_task
 from pld.workspace import Workspace
 
@@ -27,11 +28,11 @@ def test_a_reload_and_a_person_carry_the_description_the_same_way(ws: Workspace)
     preamble.ensure_preamble(ws, TASK)
     _load(ws, "Sort incoming mail.")
     reloaded = _last_edit(ws)
-    preamble.set_description(ws, TASK, "Sort incoming bank mail.", "ana")
+    preamble.set_description(ws, TASK, "Sort incoming bank mail.", Identity("ana"))
     edited = _last_edit(ws)
 
     assert (reloaded["who"], reloaded["identity_kind"], reloaded["action"]) \
-        == (RELOAD_ACTOR, "auto", "edit")
+        == (RELOAD_ACTOR.name, "auto", "edit")
     assert (edited["who"], edited["identity_kind"], edited["action"]) \
         == ("ana", "self-declared", "edit")
     # One audited change: the whole row before and after, the version bumped by one.
@@ -48,7 +49,7 @@ def test_a_rewritten_preamble_keeps_its_wording(ws: Workspace) -> None:
     _load(ws, "Sort mail.")
     row = preamble.ensure_preamble(ws, TASK)
     mine = row["text"].replace("Sort mail.", "Decide whether a message is spam.")
-    preamble.edit_preamble(ws, TASK, mine, "bo", base_version=row["version"])
+    preamble.edit_preamble(ws, TASK, mine, Identity("bo"), base_version=row["version"])
     _load(ws, "Sort incoming mail.")
     after = preamble.get_preamble(ws, TASK)
     assert after is not None

@@ -31,6 +31,7 @@ from bench.figures.quality.variants import (
     workspace_path,
 )
 from bench.figures.tokens import count_tokens
+from pld.identity import AUTO, Identity
 from pld.llm.registry import parse_model
 from pld.workspace import Workspace
 
@@ -171,7 +172,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     first_run = ws.query("SELECT coalesce(max(id), 0) AS n FROM runs")[0]["n"]
     t0 = time.monotonic()
     options = ChainOptions(
-        teacher=args.teacher, student=args.student, auto_approve_as=APPROVER,
+        teacher=args.teacher, student=args.student, auto_approve_as=Identity(APPROVER, AUTO),
         concurrency=args.concurrency, method=args.method, eps=args.eps,
         min_samples=args.min_samples, k=args.k, cover_labels=args.cover_labels,
         iterations=sizes.iterations,

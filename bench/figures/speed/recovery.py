@@ -31,6 +31,7 @@ from bench.figures.workspaces import (
     load_demo,
     run_again,
 )
+from pld.identity import AUTO, Identity
 from pld.tasks.demo import DEMO_LABELS
 from pld.workspace import Workspace, open_workspace
 
@@ -42,7 +43,8 @@ def _chain_twice(ws: Workspace, teacher: str, student: str, **options: Any) -> d
     """Run the chain on the demo task, then again; what the second run added to the call log."""
     from pld.pipeline.chain import ChainOptions, run_chain
 
-    o = ChainOptions(teacher=teacher, student=student, auto_approve_as="bench", **options)
+    o = ChainOptions(teacher=teacher, student=student, auto_approve_as=Identity("bench", AUTO),
+                     **options)
     t0 = time.monotonic()
     first = run_chain(ws, "demo", o)
     t1 = time.monotonic()

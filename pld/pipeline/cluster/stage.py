@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pld.errors import BadInput, NotReady
+from pld.identity import Identity
 from pld.pipeline.cluster.fit import (
     METHODS,
     UMAP_MIN_RULES,
@@ -99,6 +100,7 @@ def cluster(
     umap: bool = False,
     seed: int = 0,
     cover: bool = False,
+    started_by: Identity | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> int:
     """Cluster the task's ok rules and store a ``proposed`` clustering; return its id.
@@ -139,7 +141,8 @@ def cluster(
     if cover:
         params["cover_labels"] = True
     run_params = {**params, "eps": eps} if method == "dbscan" else dict(params)
-    with stage_run(ws, task, "cluster", run_params, on_progress=on_progress) as run:
+    with stage_run(ws, task, "cluster", run_params, on_progress=on_progress,
+                   started_by=started_by) as run:
         run.set_total(4)
         ids = [int(r["id"]) for r in rules]
         docs = [r["rule"] or "" for r in rules]

@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pld import review, signoff
+from pld import review
 from pld.errors import BadInput, NotReady
+from pld.identity import Identity
 from pld.llm import batch, calls
 from pld.llm.fan_out import fan_out
 from pld.llm.teacher_json import UnusableReply
@@ -78,7 +79,7 @@ class _Context:
 
     merger: Merger
     clustering_id: int
-    author: str | None = None  # the person who started the job: counts as the drafts' author
+    author: Identity | None = None  # who started the job: counts as the drafts' author
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,6 @@ def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
            method: str) -> int | None:
     """Insert the draft and its audit row; None when another process stored one first."""
     m = ctx.merger
-    who = signoff.TEACHER_PREFIX + m.teacher
     with m.ws.write() as db:
         if db.execute("SELECT 1 FROM heuristics WHERE clustering_id = ? AND cluster_id = ?",
                       [ctx.clustering_id, cluster_id]).fetchone():
@@ -167,7 +167,7 @@ def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
                  "clustering_id": ctx.clustering_id, "text": part.text,
                  "source_rule_ids": [r.id for r in rules], "origin": "consolidate",
                  "run_id": m.run_id},
-            who=who, identity_kind=signoff.AUTO, author=ctx.author,
+            who=Identity.teacher(m.teacher), author=ctx.author,
             note={"labels_covered": part.labels_covered, "method": method},
             comment=f"consolidated from {len(rules)} rules of cluster {cluster_id} "
                     f"({method}, run {m.run_id})")
@@ -273,8 +273,7 @@ def consolidate(
     max_rules_per_call: int = 30,
     retry_failed: bool = False,
     merge: str = "all",
-    started_by: str | None = None,
-    identity_kind: str = signoff.SELF_DECLARED,
+    started_by: Identity | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ConsolidateSummary:
     """Write one draft heuristic per cluster that has none yet; return what was done.
@@ -291,8 +290,6 @@ def consolidate(
     when the task has no clustering or the clustering has no clusters.
     """
     concurrency = _check_args(teacher, concurrency, max_rules_per_call, merge)
-    if started_by is not None:
-        started_by = signoff.check_actor(started_by, identity_kind)
     info = task_info(ws, task)
     clustering, clusters, done, failed_before, todo = _todo(ws, task, teacher, clustering_id,
                                                             retry_failed)
@@ -300,8 +297,8 @@ def consolidate(
     params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
               "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL,
               "retry_failed": retry_failed, "merge": merge}
-    with stage_run(ws, task, "consolidate", params, on_progress, started_by=started_by,
-                   started_by_kind=identity_kind) as run:
+    with stage_run(ws, task, "consolidate", params, on_progress,
+                   started_by=started_by) as run:
         summary = ConsolidateSummary(run.id, cid, skipped=len(done),
                                      failed_before=len(failed_before), errors=failed_before)
         run.set_total(len(clusters), done=len(done) + len(failed_before))

@@ -25,6 +25,7 @@ from typing import Any
 
 from pld import prompts
 from pld.errors import BadInput, NotReady
+from pld.identity import Identity
 from pld.llm import batch, calls
 from pld.llm.fan_out import fan_out
 from pld.llm.json_reply import loads_reply
@@ -185,6 +186,7 @@ def extract(
     concurrency: int | None = None,
     split: str = "train",
     retry_failed: bool = False,
+    started_by: Identity | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ExtractSummary:
     """Write one micro-instruction per example of ``task``'s ``split``, asking ``teacher``.
@@ -192,7 +194,8 @@ def extract(
     ``limit`` considers only the first N examples (by id). ``concurrency`` is the number of teacher
     calls in flight (default: 1 for local models, 8 for remote ones). Examples that failed before
     are left as they are unless ``retry_failed``, which asks them again bypassing the cache (a
-    cached bad reply would only fail again). Raises :class:`BadInput` for an unknown task, model
+    cached bad reply would only fail again). ``started_by``: who started the job, recorded on
+    the run. Raises :class:`BadInput` for an unknown task, model
     string or option, :class:`NotReady` when the split is empty.
     """
     info = task_info(ws, task)
@@ -203,7 +206,7 @@ def extract(
     total, skipped, failed_before = todo.counts()
     params = {"teacher": teacher, "split": split, "limit": limit, "concurrency": concurrency,
               "retry_failed": retry_failed}
-    with stage_run(ws, task, STAGE, params, on_progress) as run:
+    with stage_run(ws, task, STAGE, params, on_progress, started_by=started_by) as run:
         run.set_total(total, skipped + failed_before)
         done, failed, flagged = _work(ws, info, teacher, todo, concurrency, run)
     return ExtractSummary(run.id, total, done, skipped, failed, flagged, failed_before)

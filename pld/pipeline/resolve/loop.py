@@ -462,6 +462,7 @@ def resolve(
     retry_failed: bool = False,
     calibration: str | None = DEFAULT_CALIBRATION,
     impact: bool = True,
+    started_by: Identity | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> ResolveSummary:
     """Run the conflict loop of ``task`` (see the module docstring) and say where it stopped:
@@ -471,12 +472,13 @@ def resolve(
     ``iterations``: new versions this call may evaluate after the first. ``auto_accept_as``:
     accept every proposal and approve its heuristic as this identity, of kind ``auto``
     (benchmarks). ``n_success``: successes shown to the teacher (default: as many as errors).
-    ``val_limit``: the first N validation items. ``attribution``: ``minilm``/``e5-small`` (embeddings) or ``tfidf``.
-    ``top_k``: heuristics kept per example. ``max_examples``: errors (and successes) per teacher
-    call. ``calibration``: each version is scored on calibrated answers (its own per-label
-    bias, fitted on the same validation items; None: raw answers). ``impact``: measure every
-    heuristic's leave-one-out effect and propose removing those whose removal raises validation
-    macro-F1. Raises :class:`NotReady` without approved heuristics or validation examples and
+    ``val_limit``: the first N validation items. ``attribution``: ``minilm``/``e5-small``
+    (embeddings) or ``tfidf``. ``top_k``: heuristics kept per example. ``max_examples``: errors
+    (and successes) per teacher call. ``calibration``: each version is scored on calibrated
+    answers (its own per-label bias, fitted on the same validation items; None: raw answers).
+    ``impact``: measure every heuristic's leave-one-out effect and propose removing those whose
+    removal raises validation macro-F1. ``started_by``: who started the job, recorded on the
+    run. Raises :class:`NotReady` without approved heuristics or validation examples and
     :class:`BadInput` for bad model strings or options.
     """
     info = _check_args(ws, task, student, teacher, iterations=iterations,
@@ -491,7 +493,7 @@ def resolve(
               "n_success": n_success, "val_limit": val_limit,
               "seed": seed, "min_delta": min_delta, "attribution": attribution, "top_k": top_k,
               "max_examples": max_examples, "calibration": calibration, "impact": impact}
-    with stage_run(ws, task, STAGE, params, on_progress) as run:
+    with stage_run(ws, task, STAGE, params, on_progress, started_by=started_by) as run:
         summary = ResolveSummary(run.id, task, 0, "", None, None)
         stop, ran = _loop(ws, o, run, summary)
         final = _summary(ws, o, run, ran, stop, summary.proposals_made, summary.failed_groups)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.pipeline.cluster.edits import (
     accept_clustering,
     edit_refusal,
@@ -37,13 +38,13 @@ def test_accept_supersedes_previous(ws: Workspace, rules: dict[int, str]) -> Non
     assert current_clustering(ws, TASK)["id"] == second
     assert [c["id"] for c in list_clusterings(ws, TASK)] == [second, first]
 
-    accept_clustering(ws, first, "ana")
+    accept_clustering(ws, first, Identity("ana"))
     cur = current_clustering(ws, TASK)
     assert cur["id"] == first and cur["status"] == "accepted" and cur["accepted_by"] == "ana"
     cluster(ws, TASK, method="kmeans", k=4)
     assert current_clustering(ws, TASK)["id"] == first
 
-    accept_clustering(ws, second, "bo")
+    accept_clustering(ws, second, Identity("bo"))
     assert get_clustering(ws, first)["status"] == "superseded"
     assert get_clustering(ws, second)["status"] == "accepted"
     assert len(ws.query("SELECT id FROM clusterings WHERE status = 'accepted'")) == 1
@@ -52,12 +53,12 @@ def test_accept_supersedes_previous(ws: Workspace, rules: dict[int, str]) -> Non
         ("ana", "clustering", first), ("bo", "clustering", second)]
     assert loads(reviews[1]["after"])["superseded"] == [first]
     with pytest.raises(BadInput, match="reviewer name"):
-        accept_clustering(ws, first, " ")
+        accept_clustering(ws, first, Identity(" "))
     with pytest.raises(BadInput, match="not found"):
-        accept_clustering(ws, 999, "ana")
+        accept_clustering(ws, 999, Identity("ana"))
     with pytest.raises(BadInput, match="superseded"):
         rename_cluster(ws, ws.query("SELECT id FROM clusters WHERE clustering_id = ?",
-                                    [first])[0]["id"], "x", "ana")
+                                    [first])[0]["id"], "x", Identity("ana"))
     assert edit_refusal(ws, first, structural=False) == (
         f"clustering {first} is superseded; edit the current one")
     assert edit_refusal(ws, second, structural=True) is None
@@ -70,7 +71,7 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
 
     auto_name = next(e["name"] for e in summary if e["id"] == by_topic["billing"])
     assert last_renames(ws, cid) == {}
-    rename_cluster(ws, by_topic["billing"], "Billing & refunds", "ana")
+    rename_cluster(ws, by_topic["billing"], "Billing & refunds", Identity("ana"))
     assert any(e["name"] == "Billing & refunds" for e in cluster_summary(ws, cid))
     renamed = last_renames(ws, cid)
     assert list(renamed) == [by_topic["billing"]]
@@ -78,14 +79,14 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
         == ("ana", auto_name)
 
     rule = members(ws, cid, by_topic["shipping"])[0]["id"]
-    move_rule(ws, cid, rule, None, "ana")
+    move_rule(ws, cid, rule, None, Identity("ana"))
     assert rule in {m["id"] for m in members(ws, cid, None)}
     assert get_clustering(ws, cid)["metrics"]["n_noise"] == 1
-    move_rule(ws, cid, rule, by_topic["account"], "ana")
+    move_rule(ws, cid, rule, by_topic["account"], Identity("ana"))
     assert rule in {m["id"] for m in members(ws, cid, by_topic["account"])}
     sizes_consistent(ws, cid)
 
-    merged = merge_clusters(ws, cid, by_topic["billing"], by_topic["shipping"], "bo")
+    merged = merge_clusters(ws, cid, by_topic["billing"], by_topic["shipping"], Identity("bo"))
     assert merged == by_topic["billing"]
     assert not ws.query("SELECT id FROM clusters WHERE id = ?", [by_topic["shipping"]])
     merged_members = members(ws, cid, merged)
@@ -96,7 +97,7 @@ def test_reviewer_edits_keep_members_and_sizes(ws: Workspace, rules: dict[int, s
     assert set(row["keywords"]) & TOPIC_WORDS["shipping"]
     sizes_consistent(ws, cid)
 
-    parts = split_cluster(ws, cid, merged, 2, who="cy")
+    parts = split_cluster(ws, cid, merged, 2, who=Identity("cy"))
     assert parts[0] == merged and len(parts) == 2
     part_topics = [{m["gold_label"] for m in members(ws, cid, p)} for p in parts]
     assert sorted(len(m) for p in parts for m in [members(ws, cid, p)]) == sorted(
@@ -125,13 +126,13 @@ def test_moving_several_rules_is_all_or_nothing(ws: Workspace, rules: dict[int, 
     before = {m["id"] for m in members(ws, cid, b)}
 
     with pytest.raises(BadInput, match=r"rules not in clustering \d+: 10000; nothing was moved"):
-        move_rules(ws, cid, [*two, 10_000], b, "ana")
+        move_rules(ws, cid, [*two, 10_000], b, Identity("ana"))
     assert {m["id"] for m in members(ws, cid, b)} == before
     assert ws.query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
 
-    assert move_rules(ws, cid, [*two, *two], b, "ana") == 2  # a repeated id moves once
+    assert move_rules(ws, cid, [*two, *two], b, Identity("ana")) == 2  # a repeated id moves once
     assert {m["id"] for m in members(ws, cid, b)} == before | set(two)
-    assert move_rules(ws, cid, two, b, "ana") == 0  # already there: nothing to record
+    assert move_rules(ws, cid, two, b, Identity("ana")) == 0  # already there: nothing to record
     assert [loads(r["after"])["rule_id"] for r in ws.query(
         "SELECT after FROM reviews WHERE action = 'move_rule' ORDER BY id")] == two
     sizes_consistent(ws, cid)
@@ -143,18 +144,18 @@ def test_edit_validation(ws: Workspace, rules: dict[int, str]) -> None:
     other = cluster(ws, TASK, method="kmeans", k=2)
     foreign = next(e["id"] for e in cluster_summary(ws, other) if not e["noise"])
     with pytest.raises(BadInput, match="itself"):
-        merge_clusters(ws, cid, a, a, "ana")
+        merge_clusters(ws, cid, a, a, Identity("ana"))
     with pytest.raises(BadInput, match=f"cluster {foreign} is not in clustering {cid}"):
-        merge_clusters(ws, cid, a, foreign, "ana")
+        merge_clusters(ws, cid, a, foreign, Identity("ana"))
     with pytest.raises(BadInput, match="cannot split"):
-        split_cluster(ws, cid, a, 99, who="ana")
+        split_cluster(ws, cid, a, 99, who=Identity("ana"))
     with pytest.raises(BadInput, match="k >= 2"):
-        split_cluster(ws, cid, a, 1, who="ana")
+        split_cluster(ws, cid, a, 1, who=Identity("ana"))
     with pytest.raises(BadInput, match="not in clustering"):
-        move_rule(ws, cid, 10_000, b, "ana")
+        move_rule(ws, cid, 10_000, b, Identity("ana"))
     with pytest.raises(BadInput, match="must not be empty"):
-        rename_cluster(ws, a, "  ", "ana")
+        rename_cluster(ws, a, "  ", Identity("ana"))
     with pytest.raises(BadInput, match="reviewer name"):
-        move_rule(ws, cid, next(iter(rules)), None, "")
+        move_rule(ws, cid, next(iter(rules)), None, Identity(""))
     assert ws.query("SELECT count(*) AS n FROM reviews")[0]["n"] == 0
     sizes_consistent(ws, cid)

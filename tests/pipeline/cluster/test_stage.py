@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from pld.errors import BadInput, NotReady
+from pld.identity import Identity
 from pld.pipeline.cluster.edits import accept_clustering
 from pld.pipeline.cluster.read import (
     cluster_summary,
@@ -160,7 +161,7 @@ def test_all_noise_gives_zero_clusters(ws: Workspace, rules: dict[int, str]) -> 
     assert metrics["silhouette"] is None and metrics["sizes"] == []
     assert len(members(ws, cid, None)) == len(rules)
     with pytest.raises(BadInput, match="no clusters"):
-        accept_clustering(ws, cid, "ana")
+        accept_clustering(ws, cid, Identity("ana"))
 
 
 def test_eps_auto_is_chosen_and_stored(ws: Workspace, rules: dict[int, str]) -> None:

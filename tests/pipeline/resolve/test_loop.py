@@ -13,6 +13,7 @@ import pytest
 
 from pld import review, signoff
 from pld.errors import BadInput, NotReady
+from pld.identity import AUTO, Identity
 from pld.pipeline.resolve import decisions, impact, proposals, state, view
 from pld.pipeline.resolve import loop as rs
 from pld.pipeline.student import get_prompt
@@ -213,8 +214,9 @@ def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
     first = run(ws, fake_openai, iterations=1)
     props = {p["heuristic_id"]: p for p in view.list_proposals(ws, TASK)}
 
-    decisions.decide_proposal(ws, props[sports]["id"], True, "alice", comment="good catch")
-    decisions.decide_proposal(ws, props[finance]["id"], False, "alice")
+    decisions.decide_proposal(ws, props[sports]["id"], True, Identity("alice"),
+                              comment="good catch")
+    decisions.decide_proposal(ws, props[finance]["id"], False, Identity("alice"))
 
     h = heuristic(ws, sports)
     assert (h["text"], h["status"], h["updated_by"]) == (props[sports]["text"], "draft", "alice")
@@ -233,15 +235,15 @@ def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
     assert (edit["who"], edit["before"]["text"], edit["after"]["text"]) \
         == ("alice", SPORTS, props[sports]["text"])
     with pytest.raises(BadInput, match="already accepted"):
-        decisions.decide_proposal(ws, props[sports]["id"], False, "bob")
+        decisions.decide_proposal(ws, props[sports]["id"], False, Identity("bob"))
 
     # The edited heuristic is a draft: the loop waits for someone other than alice to approve.
     n = len(fake_openai.requests)
     assert run(ws, fake_openai, iterations=1).stop_reason == "awaiting-review"
     assert len(fake_openai.requests) == n
     with pytest.raises(FourEyes):
-        approve_seen(ws, sports, "alice")
-    approve_seen(ws, sports, "bob")
+        approve_seen(ws, sports, Identity("alice"))
+    approve_seen(ws, sports, Identity("bob"))
 
     s = run(ws, fake_openai, iterations=1)
 
@@ -266,11 +268,11 @@ def test_accepting_a_proposal_on_a_heuristic_changed_since_is_stale(
     fake_openai.responder = responder(fixing_teacher({"sports": ["team"]}))
     run(ws, fake_openai, iterations=1)
     (p,) = view.list_proposals(ws, TASK)
-    review.edit(ws, sports, "Texts mentioning goal, match or trophy are sports.", "dave",
+    review.edit(ws, sports, "Texts mentioning goal, match or trophy are sports.", Identity("dave"),
                 base_version=heuristic(ws, sports)["version"])
 
     with pytest.raises(StaleEdit):
-        decisions.decide_proposal(ws, p["id"], True, "alice")
+        decisions.decide_proposal(ws, p["id"], True, Identity("alice"))
 
     assert view.list_proposals(ws, TASK)[0]["status"] == "pending"
     assert heuristic(ws, sports)["text"] == "Texts mentioning goal, match or trophy are sports."
@@ -295,8 +297,8 @@ def test_add_and_remove_proposals(ws: Workspace, fake_openai: FakeOpenAI) -> Non
     # Evidence is limited to examples the teacher was shown; "#12" is read as 12.
     assert props["add"]["evidence"] == [val_ids(ws)[VAL[5][0]]]
 
-    decisions.decide_proposal(ws, props["remove"]["id"], True, "alice")
-    decisions.decide_proposal(ws, props["add"]["id"], True, "alice")
+    decisions.decide_proposal(ws, props["remove"]["id"], True, Identity("alice"))
+    decisions.decide_proposal(ws, props["add"]["id"], True, Identity("alice"))
 
     assert heuristic(ws, finance)["status"] == "rejected"
     (added,) = [r for r in view.list_proposals(ws, TASK) if r["kind"] == "add"]
@@ -312,7 +314,7 @@ def test_auto_mode_converges_and_stores_every_iteration(
     # Only the sports rule can be fixed; the finance error stays, so the loop converges.
     fake_openai.responder = responder(fixing_teacher({"sports": ["team", "cup"]}))
 
-    s = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
+    s = run(ws, fake_openai, iterations=3, auto_accept_as=Identity("bench", AUTO))
 
     assert s.stop_reason == "converged"
     assert [(h["iteration"], h["adopted"], h["n_errors"]) for h in s.history] \
@@ -341,7 +343,7 @@ def test_auto_mode_converges_and_stores_every_iteration(
 
     # A rerun of a converged loop with unchanged heuristics calls nothing and stores nothing.
     n, n_props = len(fake_openai.requests), len(view.list_proposals(ws, TASK))
-    again = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
+    again = run(ws, fake_openai, iterations=3, auto_accept_as=Identity("bench", AUTO))
     assert again.stop_reason == "converged" and again.iterations_run == 0
     assert len(fake_openai.requests) == n
     assert len(view.list_proposals(ws, TASK)) == n_props
@@ -353,7 +355,7 @@ def test_auto_mode_stops_when_no_errors_remain(ws: Workspace, fake_openai: FakeO
     fake_openai.responder = responder(fixing_teacher({"sports": ["team", "cup"],
                                                       "finance": ["bond"]}))
 
-    s = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
+    s = run(ws, fake_openai, iterations=3, auto_accept_as=Identity("bench", AUTO))
 
     assert s.stop_reason == "no-errors"
     assert [(h["n_errors"], h["macro_f1"]) for h in s.history][-1] == (0, 1.0)
@@ -365,7 +367,7 @@ def test_auto_mode_max_iterations_leaves_nothing_unevaluated(
     setup(ws)
     fake_openai.responder = responder(fixing_teacher({"sports": ["team", "cup"]}))
 
-    s = run(ws, fake_openai, iterations=1, auto_accept_as="bench", val_limit=7)
+    s = run(ws, fake_openai, iterations=1, auto_accept_as=Identity("bench", AUTO), val_limit=7)
 
     # One round: the accepted change is evaluated, and the last version gets no proposals.
     assert s.stop_reason == "max-iterations"
@@ -377,7 +379,7 @@ def test_auto_mode_max_iterations_leaves_nothing_unevaluated(
 
     # The next call goes on from there: it proposes for iteration 2 (nothing to fix for the
     # finance error), evaluates the unchanged prompt again and converges.
-    again = run(ws, fake_openai, iterations=1, auto_accept_as="bench", val_limit=7)
+    again = run(ws, fake_openai, iterations=1, auto_accept_as=Identity("bench", AUTO), val_limit=7)
     assert again.stop_reason == "converged"
     assert [h["iteration"] for h in again.history] == [1, 2, 3]
 
@@ -404,7 +406,7 @@ def test_regressing_iteration_is_kept_but_not_adopted_and_heuristics_revert(
     seen_notes: list[str] = []
     fake_openai.responder = responder(_broadening_teacher(seen_notes))
 
-    s = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
+    s = run(ws, fake_openai, iterations=3, auto_accept_as=Identity("bench", AUTO))
 
     one, two, three = s.history
     assert (one["adopted"], two["adopted"], three["adopted"]) == (True, False, True)
@@ -442,7 +444,7 @@ def test_regression_reverts_an_added_heuristic(ws: Workspace, fake_openai: FakeO
 
     fake_openai.responder = responder(teacher)
 
-    s = run(ws, fake_openai, iterations=2, auto_accept_as="bench")
+    s = run(ws, fake_openai, iterations=2, auto_accept_as=Identity("bench", AUTO))
 
     assert [h["adopted"] for h in s.history][:2] == [True, False]
     added = ws.query("SELECT * FROM heuristics WHERE origin = 'resolve'")
@@ -486,9 +488,9 @@ def test_not_ready_and_bad_input(ws: Workspace, fake_openai: FakeOpenAI) -> None
     with pytest.raises(BadInput):
         run(ws, fake_openai, attribution="word2vec")
     with pytest.raises(BadInput, match="teacher:"):
-        run(ws, fake_openai, auto_accept_as="teacher:me")
+        run(ws, fake_openai, auto_accept_as=Identity("teacher:me", AUTO))
     with pytest.raises(BadInput, match="proposal 42 not found"):
-        decisions.decide_proposal(ws, 42, True, "alice")
+        decisions.decide_proposal(ws, 42, True, Identity("alice"))
     with pytest.raises(BadInput, match="status"):
         view.list_proposals(ws, TASK, status="maybe")
     assert not fake_openai.requests
@@ -564,7 +566,7 @@ def test_regression_reverts_with_an_approver_list(ws: Workspace,
     """Undoing an adopted heuristic is the loop's bookkeeping, not a reviewer's rejection:
     it works when only named approvers may reject."""
     sports, finance = setup(ws)
-    signoff.add_approver(ws, TASK, "bench", "bench")
+    signoff.add_approver(ws, TASK, "bench", Identity("bench"))
 
     def teacher(prompt: str, focus: str, ids: list[int]) -> list[dict[str, Any]]:
         if "were undone" in prompt or "finance" in focus:
@@ -574,7 +576,7 @@ def test_regression_reverts_with_an_approver_list(ws: Workspace,
 
     fake_openai.responder = responder(teacher)
 
-    s = run(ws, fake_openai, iterations=2, auto_accept_as="bench")
+    s = run(ws, fake_openai, iterations=2, auto_accept_as=Identity("bench", AUTO))
 
     assert [h["adopted"] for h in s.history][:2] == [True, False]
     [added] = ws.query("SELECT * FROM heuristics WHERE origin = 'resolve'")
@@ -637,7 +639,7 @@ def test_measured_harm_becomes_a_remove_proposal(ws: Workspace,
     # Evidence is measured on validation only: no test item was ever sent.
     assert not any("TESTONLY" in json.dumps(b) for b in fake_openai.requests)
 
-    decisions.decide_proposal(ws, p["id"], True, "dana")
+    decisions.decide_proposal(ws, p["id"], True, Identity("dana"))
     s = run(ws, fake_openai, impact=True)
     assert heuristic(ws, harmful)["status"] == "rejected"
     best = state.best_version(ws, TASK, fake_openai.model_string("student"))
@@ -652,7 +654,7 @@ def test_removing_every_heuristic_makes_the_rule_free_prompt_a_candidate(
                   ("A garden story: the roses bloomed.", "other")])
     only = approved(ws, "Texts mentioning story are sports.")
     fake_openai.responder = responder(lambda prompt, focus, ids: [])
-    s = run(ws, fake_openai, impact=True, auto_accept_as="dana", iterations=3)
+    s = run(ws, fake_openai, impact=True, auto_accept_as=Identity("dana", AUTO), iterations=3)
     assert heuristic(ws, only)["status"] == "rejected"
     history = view.iteration_history(ws, TASK)
     # Without the rule that sends every story to "other", validation macro-F1 cannot be lower:
@@ -669,7 +671,7 @@ def test_revert_never_restores_a_persons_approval(ws: Workspace,
     sports, finance = setup(ws)  # approved by carol, a person
     fake_openai.responder = responder(_broadening_teacher([]))
 
-    s = run(ws, fake_openai, iterations=3, auto_accept_as="bench")
+    s = run(ws, fake_openai, iterations=3, auto_accept_as=Identity("bench", AUTO))
 
     assert [h["adopted"] for h in s.history] == [True, False]
     h = heuristic(ws, sports)
@@ -691,9 +693,9 @@ def test_revert_leaves_what_people_decided_alone(ws: Workspace,
     fake_openai.responder = responder(_broadening_teacher([]))
     run(ws, fake_openai, iterations=1)
     (prop,) = [p for p in view.list_proposals(ws, TASK) if p["heuristic_id"] == sports]
-    decisions.decide_proposal(ws, prop["id"], True, "alice")
-    approve_seen(ws, sports, "dave")
-    review.reject(ws, finance, "erin", base_version=heuristic(ws, finance)["version"],
+    decisions.decide_proposal(ws, prop["id"], True, Identity("alice"))
+    approve_seen(ws, sports, Identity("dave"))
+    review.reject(ws, finance, Identity("erin"), base_version=heuristic(ws, finance)["version"],
                   comment="outdated")
 
     s = run(ws, fake_openai, iterations=1)
