@@ -27,7 +27,7 @@ from pld.tasks.custom import task_name_for
 from pld.tasks.stats import label_counts, preview_rows
 from pld.tasks.store import task_info
 from pld.ui import sidebar, uploads
-from pld.ui.acting import record
+from pld.ui.acting import NOBODY, record
 from pld.ui.escape import hover, literal
 from pld.ui.page import flash, setup, show_flash
 from pld.workspace import Workspace
@@ -230,8 +230,12 @@ def _upload_section(ws: Workspace) -> None:
 
 def _keep_description(ws: Workspace, task: str, base: str) -> None:
     text = st.session_state.get(f"data_desc_edit_{task}") or ""
+    me = sidebar.identity()
+    if me is None:
+        st.session_state[ERROR_KEY] = ("describe", f"Not kept: {NOBODY} first.")
+        return
     try:
-        changed = preamble.set_description(ws, task, text, sidebar.reviewer(), base=base)
+        changed = preamble.set_description(ws, task, text, me, base=base)
     except BadInput as e:
         st.session_state[ERROR_KEY] = ("describe", str(e))
         return

@@ -35,7 +35,8 @@ def test_a_served_app_keeps_paths_under_its_root(monkeypatch: pytest.MonkeyPatch
         confine(root / EXPORTS / "link" / "v1", "the export folder", EXPORTS)
 
 
-def test_the_cli_export_is_confined_like_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_export_is_confined_like_the_app(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: with PLD_ROOT set, the CLI wrote through a symlinked folder under exports/.
     from click.testing import CliRunner
 
@@ -54,7 +55,8 @@ def test_the_cli_export_is_confined_like_the_app(tmp_path: Path, monkeypatch: py
     assert not (outside / "sub").exists()
 
 
-def test_the_cli_workspace_is_confined_like_the_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_workspace_is_confined_like_the_app(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
     from pld.cli import cli

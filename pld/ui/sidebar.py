@@ -109,12 +109,6 @@ def identity() -> Identity | None:
         return None
 
 
-def reviewer() -> str:
-    """The acting reviewer's name ('' when nobody is identified)."""
-    who = identity()
-    return who.name if who else ""
-
-
 def task() -> str | None:
     """The task chosen in the sidebar (None when the workspace has no task loaded)."""
     return st.session_state.get("task") or None
@@ -163,7 +157,8 @@ def render() -> None:
             st.caption("No task loaded yet: start on the Data page.")
         if auth_configured():
             if getattr(st.user, "is_logged_in", False):
-                st.text(f"Signed in as {reviewer()}")  # plain: no Markdown, no auto-link
+                me = identity()
+                st.text(f"Signed in as {me.name if me else ''}")  # plain: no Markdown
                 st.button("Log out", on_click=st.logout)
             else:
                 st.button("Log in to review", on_click=st.login)

@@ -130,7 +130,8 @@ def test_compare_two_evaluations(open_page: OpenPage, populated_ws: Populated) -
             f"{delta_text(high)}") \
         in _texts(at.caption)
     assert f"Broken by B (right → wrong)** ({len(cmp['right_to_wrong'])})" in _texts(at.markdown)
-    fixed = _frame(at, "example")
+    fixed = next(d.value for d in at.dataframe  # not the Scores tab's wrong items
+                 if "example" in d.value.columns and "reply" not in d.value.columns)
     assert sorted(fixed["example"]) in (sorted(cmp["wrong_to_right"]),
                                         sorted(cmp["right_to_wrong"]))
     assert cmp["diff"] in [c.value for c in at.code]
@@ -246,13 +247,17 @@ def test_calibrated_evaluation_lists_both_answers(open_page: OpenPage,
     at = open_page("evaluate", task=populated_ws.task)
     at.run()
     at.selectbox(key="e_selected").set_value(calibrated).run()
-    assert "calibrated" not in _frame(at, "reply").columns  # the raw view is shown first
+    # The raw view is shown first: items its raw answers got wrong, with both answers.
+    table = _frame(at, "reply")
+    assert list(table.columns[:6]) == ["example", "item", "gold", "raw", "calibrated", "text"]
+    assert list(table["example"]) == _wrong(populated_ws, calibrated, judged_by="raw")
+    assert "judged by the raw answers" in _texts(at.caption)
     at.radio(key=f"e_view_{calibrated}").set_value("Calibrated").run()
     assert not at.exception
     table = _frame(at, "reply")
-    assert "calibrated" in table.columns
     assert list(table["example"]) == _wrong(populated_ws, calibrated, judged_by="calibrated")
     assert "judged by the calibrated answers" in _texts(at.caption)
+    assert at.selectbox(key=f"e_err_answer_{calibrated}").label == "Answer (calibrated)"
 
 
 def test_wrong_items_download_as_csv_without_formulas(

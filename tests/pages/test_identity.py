@@ -125,6 +125,14 @@ def test_without_auth_the_typed_name_is_self_declared(open_page: OpenPage,
     assert "Signing as **ana** (self-declared)" in _texts(at.caption)
 
 
+def test_a_reserved_typed_name_identifies_nobody_and_says_why(open_page: OpenPage,
+                                                              populated_ws: Populated) -> None:
+    at = open_page("heuristics", task=populated_ws.task, reviewer="pld:resolve").run()
+    assert not at.exception
+    assert "reserved" in _texts(at.sidebar.error)
+    assert "Signing as" not in _texts(at.caption)
+
+
 def test_the_typed_name_survives_a_reload_through_the_address(
         open_page: OpenPage, populated_ws: Populated) -> None:
     # Before: reloading the page cleared the reviewer name, and with it the identity.

@@ -128,8 +128,6 @@ from pld.tasks.store import TaskInfo, task_info
 from pld.tasks.store import examples as task_examples
 from pld.workspace import Workspace, dumps, loads, now
 
-NO_APPROVAL = {"approved_by": None, "approved_at": None, "identity_kind": None}
-
 
 def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
     keys = ("text", "version", "approved_by", "approved_at", "identity_kind", "updated_by")
@@ -198,7 +196,7 @@ def _revert(ws: Workspace, o: LoopOptions, best: dict[str, Any], comment: str) -
 
     def change(row: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
         with ws.write() as db:
-            return review_rows.apply_change(ws, db, row, {**changes, **NO_APPROVAL},
+            return review_rows.apply_change(ws, db, row, {**changes, **review_rows.NO_APPROVAL},
                                             who=REVERT_ACTOR, action="revert",
                                             comment=comment)
 
