@@ -49,7 +49,7 @@ from pld.pipeline.runs import (
     list_runs,
     mark_dead_runs,
 )
-from pld.processes import pid_alive, process_start
+from pld.processes import pid_alive, process_start, runs_pld_on
 from pld.workspace import Workspace, now, open_workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -313,6 +313,7 @@ def active_jobs(ws: Workspace, task: str, kind: str | None = None) -> list[dict[
                     "run_started_at": run["started_at"] if run else None,
                     "done": run["done"] if run else 0, "total": run["total"] if run else 0,
                     "started_at": job.started_at, "job_id": job.id, "log": job.log,
+                    "workspace": job.workspace,
                     "args": job.args, "pid_start": job.pid_start})
     for pid, run in by_pid.items():
         if pid in seen or (kind is not None and run["kind"] != kind):
@@ -371,10 +372,15 @@ def job_log(job: Job | dict[str, Any], max_chars: int = LOG_TAIL_CHARS) -> str:
     ``job`` is a :class:`Job` or an entry of :func:`active_jobs`.
     """
     log = job.log if isinstance(job, Job) else job.get("log")
-    if not log:
+    workspace = job.workspace if isinstance(job, Job) else job.get("workspace")
+    if not log or not workspace:
+        return ""
+    # A job record is a file anyone with the folder can edit: serve only logs in its folder.
+    path = Path(log).resolve()
+    if not path.is_relative_to(jobs_dir(workspace).resolve()) or path.suffix != ".log":
         return ""
     try:
-        with open(log, "rb") as fh:
+        with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - max_chars))
@@ -404,6 +410,7 @@ def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
             return str(rows[0]["status"])
     if pid == os.getpid():
         raise BadInput(f"run {run_id} runs inside this process; it cannot be cancelled here")
+    _check_ours(ws, pid, start, run_id)
     _record_action(ws, who, "cancel", {"pid": pid, "run_id": run_id})
     # Checked before every signal: once our process has ended, its pid may belong to another.
     if _alive(pid, start):
@@ -419,6 +426,22 @@ def cancel(ws: Workspace, target: int | Job | dict[str, Any], *,
     if run_id is None:
         return INTERRUPTED
     return str(ws.query("SELECT status FROM runs WHERE id = ?", [run_id])[0]["status"])
+
+
+def _check_ours(ws: Workspace, pid: int, start: int | None, run_id: int | None) -> None:
+    """:class:`BadInput` unless ``pid`` is a process this server started, or a PLD Studio
+    command on this workspace that started when its record says. Run rows and job records
+    are files anyone with the workspace can write: a forged one must not make the app signal
+    an unrelated process."""
+    if pid in _CHILDREN:
+        return
+    what = f"run {run_id}" if run_id is not None else f"job pid {pid}"
+    if start is None:
+        raise BadInput(f"{what}: its record has no process start time, so pid {pid} cannot be "
+                       "shown to be that process; not signalled")
+    if _alive(pid, start) and not runs_pld_on(pid, _ws_path(ws)):
+        raise BadInput(f"{what}: pid {pid} is not a PLD Studio command on this workspace; "
+                       "not signalled")
 
 
 def stop_jobs(ws: Workspace | str | Path, task: str | None = None,

@@ -9,6 +9,7 @@ the signal test where there is not (macOS).
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 from pathlib import Path
 
 
@@ -57,3 +58,29 @@ def command_line(pid: int) -> list[str] | None:
     except OSError:
         return None
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def runs_pld_on(pid: int, workspace: Path) -> bool:
+    """True when process ``pid`` is PLD Studio's command line (``python -m pld`` or the ``pld``
+    script) and, when its arguments name a ``--workspace``, that is ``workspace``. Where the
+    arguments cannot be read (no ``/proc``), False: a process that cannot be shown to be ours
+    is not signalled."""
+    argv = command_line(pid)
+    if not argv:
+        return False
+    pld = any(a == "-m" and b == "pld" for a, b in pairwise(argv)) or any(
+        Path(a).name == "pld" for a in argv[:2])
+    if not pld:
+        return False
+    for flag, value in pairwise(argv):
+        if flag == "--workspace":
+            base = _cwd(pid) or Path("/")
+            return (base / value).resolve() == workspace.resolve()
+    return True

@@ -285,3 +285,45 @@ def test_model_process_crash_fails_the_job_with_its_reason(
     assert not at.exception
     assert any("The last extract job failed" in e.value for e in at.error)
     assert any(reason in t.value for t in at.text)
+
+
+def _forged_run(ws: Workspace, pid: int, pid_start: int | None) -> int:
+    with ws.write() as db:
+        return int(db["runs"].insert({
+            "task": "demo", "kind": "extract", "params": "{}", "status": "running", "done": 0,
+            "total": 1, "started_at": "2026-01-01T00:00:00", "updated_at": "2026-01-01T00:00:00",
+            "pid": pid, "pid_start": pid_start}).last_pk)
+
+
+@pytest.mark.parametrize("with_start", [True, False])
+def test_a_forged_run_row_never_gets_another_process_signalled(ws: Workspace,
+                                                                with_start: bool) -> None:
+    # Before: a runs row naming another process's pid (with its real start time, or none)
+    # got that process SIGTERM from the app's Cancel button.
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start = process_start(stranger.pid) if with_start else None
+        run_id = _forged_run(ws, stranger.pid, start)
+        with pytest.raises(BadInput, match="not signalled"):
+            jobs.cancel(ws, run_id, timeout_s=1)
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_a_job_record_cannot_serve_a_file_outside_the_jobs_folder(ws_path: Path,
+                                                                  tmp_path: Path) -> None:
+    secret = tmp_path / "secret.log"
+    secret.write_text("not for the page")
+    folder = jobs.jobs_dir(ws_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for log in ("/etc/passwd", str(secret), str(folder / ".." / "secret.log")):
+        forged = jobs.Job(id="x", pid=1, args=["extract", "demo"], task="demo", kind="extract",
+                          workspace=str(ws_path.resolve()), log=log, started_at="")
+        assert jobs.job_log(forged) == ""
+    real = folder / "workspace-1.log"
+    real.write_text("a real log")
+    assert jobs.job_log(jobs.Job(id="y", pid=1, args=[], task="demo", kind="extract",
+                                 workspace=str(ws_path.resolve()), log=str(real),
+                                 started_at="")) == "a real log"
