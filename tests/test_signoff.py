@@ -146,3 +146,14 @@ def test_a_task_can_require_oidc_sign_offs(ws: Workspace) -> None:
     assert row["identity_kind"] == "oidc"
     signoff.set_require_oidc(ws, TASK, False, Identity("alice@bank.example", OIDC))
     assert not signoff.requires_oidc(ws, TASK)
+
+
+@pytest.mark.parametrize("invisible", ["\u3164", "\u115f", "\u2800", "\u034f", "\ufe0f"])
+def test_an_invisible_character_does_not_make_a_second_person(ws: Workspace,
+                                                               invisible: str) -> None:
+    # Before: "bob" + U+3164 (or U+115F, U+2800, U+034F, U+FE0F) approved bob's own draft and
+    # verify called it properly signed.
+    hid = teacher_draft(ws, "old text")
+    review.edit(ws, hid, "bob's text", Identity("bob"), base_version=1)
+    with pytest.raises(FourEyes):
+        approve_seen(ws, hid, Identity("bob" + invisible))
