@@ -12,7 +12,7 @@ from pld.llm import calls
 from pld.llm.batch_store import list_batches, progress_row
 from pld.number_format import seconds, seconds_text
 from pld.ui import page
-from pld.ui.escape import literal
+from pld.ui.escape import literal, say
 from pld.workspace import Workspace, loads
 
 ALL = "(all)"
@@ -93,7 +93,7 @@ def _detail(row: dict[str, Any]) -> None:
                f"{row['stage']} · run {row['run_id']} · attempt {row['attempt']}{hit} · "
                f"{took} · key {(row['cache_key'] or '')[:16]}")
     if row["error"]:
-        st.error(literal(row["error"]))  # may quote the model's reply
+        say("error", row["error"])  # may quote the model's reply
     if row["system"]:
         st.markdown("**System prompt**")
         st.code(row["system"], language=None, wrap_lines=True)

@@ -22,7 +22,7 @@ from pld.identity import Identity
 from pld.pipeline.cluster import edits, fit, read
 from pld.pipeline.extract.browse import count_rules
 from pld.ui.acting import act, reviewer_or_warning
-from pld.ui.escape import hover, literal
+from pld.ui.escape import hover, literal, say, tip
 from pld.ui.launcher import Launch, job_section, start_controls
 from pld.ui.page import follow_value, labelled_selectbox, task_page
 from pld.workspace import Workspace
@@ -55,8 +55,7 @@ def _args(task: str) -> list[str]:
 def _accept(ws: Workspace, clustering_id: int) -> None:
     def run(who: Identity) -> str:
         edits.accept_clustering(ws, clustering_id, who)
-        return (f"Clustering #{clustering_id} accepted by {literal(who.name)} "
-                f"({literal(who.kind)}).")
+        return f"Clustering #{clustering_id} accepted by {who.name} ({who.kind})."
 
     act("accept", run)
 
@@ -68,7 +67,7 @@ def _rename(ws: Workspace, cluster_id: int, seen_name: str) -> None:
         # seen_name is the name on the page the reviewer edited: a rename by someone else
         # since then is refused (StaleEdit) rather than overwritten.
         edits.rename_cluster(ws, cluster_id, name, who, expected_name=seen_name)
-        return f"Cluster {cluster_id} renamed to {literal(repr(name))}."
+        return f"Cluster {cluster_id} renamed to {name!r}."
 
     act("rename", run)
 
@@ -190,7 +189,7 @@ def _overview(ws: Workspace, c: dict[str, Any]) -> None:
                   help="Consolidation uses the accepted clustering of the task.")
         reviewer_or_warning("accept or edit a clustering")
     elif c["status"] == read.ACCEPTED:
-        st.success(f"Accepted by {literal(c['accepted_by'])} at {c['accepted_at']}.")
+        say("success", f"Accepted by {c['accepted_by']} at {c['accepted_at']}.")
     else:
         st.caption("Superseded by a clustering accepted later; kept for comparison.")
 
@@ -262,7 +261,7 @@ def _edit_controls_off(ws: Workspace, clustering_id: int) -> str | None:
     """Why move/merge/split cannot act on this clustering, shown before anyone clicks."""
     refusal = edits.edit_refusal(ws, clustering_id, structural=True)
     if refusal:
-        st.caption(f"Move, merge and split are off: {literal(refusal)}. Renaming still works.")
+        say("caption", f"Move, merge and split are off: {refusal}. Renaming still works.")
     return refusal
 
 
@@ -281,9 +280,8 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
         st.caption("Keywords (c-TF-IDF): " + ", ".join(map(literal, entry["keywords"])))
     if cid != NOISE_ID:
         rename = renames.get(cid)
-        st.caption("Named automatically from its keywords." if rename is None else
-                   f"Named by {literal(_named_by(rename))}; it was "
-                   f"{literal(repr(rename['before_name']))}.")
+        say("caption", "Named automatically from its keywords." if rename is None else
+            f"Named by {_named_by(rename)}; it was {rename['before_name']!r}.")
     rows = read.members(ws, c["id"], None if cid == NOISE_ID else cid)
     st.dataframe(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
                                 "rule": r["rule"]} for r in rows]),
@@ -308,7 +306,7 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
     labelled_selectbox("Move to", others, key="c_move_to", format_func=names.__getitem__,
                        where=c2, disabled=bool(off))
     c3.button("Move", key="c_move", on_click=_move, args=(ws, c["id"]), disabled=bool(off),
-              help=off or "Send rules to another cluster, to noise, or back from noise.")
+              help=tip(off) or "Send rules to another cluster, to noise, or back from noise.")
     if cid == NOISE_ID:
         return
     merge_targets = [o for o in others if o != NOISE_ID]
@@ -318,14 +316,14 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
                        format_func=names.__getitem__, where=c1, disabled=bool(off))
     c2.button("Merge", key="c_merge", on_click=_merge, args=(ws, c["id"], cid),
               disabled=bool(off) or not merge_targets,
-              help=off or (None if merge_targets else "There is no other cluster."))
+              help=tip(off) or (None if merge_targets else "There is no other cluster."))
     c1, c2 = st.columns([3, 1])
     c1.number_input("Split into k parts", min_value=2, max_value=max(2, entry["size"]), value=2,
                     key="c_split_k", disabled=bool(off))
     c2.button("Split", key="c_split", on_click=_split, args=(ws, c["id"], cid),
               disabled=bool(off) or entry["size"] < 2,
-              help=off or ("A cluster of one rule cannot be split." if entry["size"] < 2
-                           else None))
+              help=tip(off) or ("A cluster of one rule cannot be split." if entry["size"] < 2
+                                else None))
 
 
 def main() -> None:

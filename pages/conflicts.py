@@ -16,7 +16,7 @@ from pld.pipeline import student
 from pld.pipeline.resolve import decisions, state, view
 from pld.ui import diffs, page, sidebar
 from pld.ui.acting import act, review_page
-from pld.ui.escape import literal
+from pld.ui.escape import hover, literal, say
 from pld.ui.launcher import Launch, job_section, start_controls
 from pld.workspace import Workspace
 
@@ -38,11 +38,11 @@ def _decide(ws: Workspace, pid: int, accept: bool, comment_key: str) -> None:
             return f"Rejected proposal #{pid}."
         if p["kind"] == state.REMOVE:
             return f"Accepted proposal #{pid}: heuristic #{p['heuristic_id']} is now rejected."
-        return (f"Accepted proposal #{pid}: the new text is a draft by {literal(who.name)}; "
+        return (f"Accepted proposal #{pid}: the new text is a draft by {who.name}; "
                 "someone else must approve it on the Heuristics page before the next iteration.")
 
     act(f"decide proposal #{pid}", run,
-        refused=lambda e: f"Proposal #{pid} not decided: {literal(e)}")
+        refused=lambda e: f"Proposal #{pid} not decided: {e}")
 
 
 def _args(task: str, student: str, teacher: str, retry: bool) -> list[str]:
@@ -78,36 +78,71 @@ def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> No
             priced=True))
 
 
+# What the chart's colours and the history table's "adopted" column say, from one table so
+# that the legend and the table cannot disagree: (table word, colour, colour name, meaning).
+ADOPTION = {
+    "first": ("first of its series", "#1565c0", "Blue",
+              "the first iteration of a series, adopted because nothing before it compares"),
+    "adopted": ("adopted", "#2e7d32", "Green", "adopted, not below the best so far in its series"),
+    "reverted": ("reverted", "#c62828", "Red", "scored lower than its series' best and reverted"),
+}
+
+
+def _adoption(h: dict[str, Any]) -> str:
+    if h["series_first"]:
+        return "first"
+    return "adopted" if h["adopted"] else "reverted"
+
+
+def _series_name(h: dict[str, Any]) -> str:
+    items = f", {h['val_limit']} validation items" if h.get("val_limit") else ""
+    return f"series {h['series']}: {h['student']}{items}"
+
+
 def _chart(history: list[dict[str, Any]]) -> None:
-    df = pd.DataFrame(history)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=df["iteration"], y=df["macro_f1"], mode="lines+markers", name="validation macro-F1",
-        marker={"size": 11, "color": ["#2e7d32" if a else "#c62828" for a in df["adopted"]]},
-        customdata=df[["prompt_version", "n_errors"]],
-        hovertemplate="iteration %{x}<br>macro-F1 %{y:.3f}<br>prompt v%{customdata[0]}"
-                      "<br>errors %{customdata[1]}<extra></extra>",
-    ))
+    for n in sorted({h["series"] for h in history}):
+        rows = [h for h in history if h["series"] == n]
+        fig.add_trace(go.Scatter(
+            # One line per series: a line between two students' scores would compare them.
+            x=[h["iteration"] for h in rows], y=[h["macro_f1"] for h in rows],
+            mode="lines+markers", name=hover(_series_name(rows[0]), width=200),
+            marker={"size": 11, "color": [ADOPTION[_adoption(h)][1] for h in rows]},
+            customdata=[[h["prompt_version"], h["n_errors"], ADOPTION[_adoption(h)][0]]
+                        for h in rows],
+            hovertemplate="iteration %{x}<br>macro-F1 %{y:.3f}<br>prompt v%{customdata[0]}"
+                          "<br>errors %{customdata[1]}<br>%{customdata[2]}<extra></extra>",
+        ))
     fig.update_layout(xaxis_title="iteration", yaxis_title="validation macro-F1",
                       xaxis={"dtick": 1}, yaxis={"range": [0, 1.02]}, height=320,
-                      margin={"t": 30, "b": 30})
+                      margin={"t": 30, "b": 30}, showlegend=True,
+                      legend={"orientation": "h", "y": -0.3})
     st.plotly_chart(fig)
-    st.caption("Green: adopted (not below the best so far); red: scored lower and reverted.")
+    st.caption("Each line is a series: one student on one set of validation items. Scores "
+               "compare only within a series, which keeps its own best version. "
+               + "; ".join(f"{colour}: {meaning}" for _, _, colour, meaning
+                           in ADOPTION.values()) + ".")
 
 
-def _history_table(history: list[dict[str, Any]]) -> None:
+def _history_table(ws: Workspace, task: str, history: list[dict[str, Any]]) -> None:
+    def stop(h: dict[str, Any]) -> str:
+        drafts = (len(state.touched_heuristics(ws, task, h["iteration"]))
+                  if h["series_last"] else 0)
+        return view.stop_label(h, h["proposals_pending"] if h["series_last"] else 0, drafts)
+
     st.dataframe(pd.DataFrame([{
-        "iteration": h["iteration"], "prompt": f"v{h['prompt_version']}",
+        "iteration": h["iteration"], "student": h["student"], "series": h["series"],
+        "prompt": f"v{h['prompt_version']}",
         "macro-F1": score(h["macro_f1"]), "answers": h.get("metric", "raw"),
         "raw macro-F1": score(h.get("raw_macro_f1")),
-        # Text, not a number: the first iteration has no best before it, and a browser table
-        # shows a missing number as "None".
+        # Text, not a number: a series' first iteration has no best before it, and a browser
+        # table shows a missing number as "None".
         "Δ vs best": delta_text(h["delta"]) if h["delta"] is not None else "",
         "errors": h["n_errors"],
-        "adopted": h["adopted"], "best": f"v{h['best_version']}",
+        "adopted": ADOPTION[_adoption(h)][0], "best": f"v{h['best_version']}",
         "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],
         "rejected": h["proposals_rejected"], "pending": h["proposals_pending"],
-        "stop": h["stop"] or "", "student": h["student"],
+        "stop": stop(h),
     } for h in history]), hide_index=True,
         column_config={"macro-F1": st.column_config.NumberColumn(format="%.3f"),
                        "raw macro-F1": st.column_config.NumberColumn(format="%.3f")})
@@ -157,29 +192,50 @@ def _change_html(p: dict[str, Any]) -> str:
     return diffs.diff_html(current, p["text"])
 
 
-def _proposal_card(ws: Workspace, p: dict[str, Any], me: Identity | None,
-                   prefix: str) -> None:
+def _target(p: dict[str, Any]) -> str:
+    return "a new heuristic" if p["kind"] == state.ADD else f"heuristic #{p['heuristic_id']}"
+
+
+def _proposal_title(p: dict[str, Any]) -> str:
+    return f"#{p['id']} ({p['kind']} {_target(p)}, {p['status']})"
+
+
+def _examples_table(examples: list[dict[str, Any]]) -> None:
+    st.dataframe(pd.DataFrame([{
+        "example": e["example_id"], "id": e["ext_id"], "gold": e["gold"],
+        "predicted": _label(e["predicted"]), "error": e["error"], "cited": e["cited"],
+        "text": e["text"]} for e in examples]), hide_index=True,
+        column_config={"text": st.column_config.TextColumn(width="large")})
+
+
+def _proposal_card(ws: Workspace, p: dict[str, Any], errors: list[dict[str, Any]],
+                   me: Identity | None) -> None:
+    """One card per proposal: its change, the examples it is about, and its decision."""
     pid, kind = p["id"], p["kind"]
-    target = "a new heuristic" if kind == state.ADD else f"heuristic #{p['heuristic_id']}"
     with st.container(border=True):
-        st.markdown(f"**Proposal #{pid}** · {kind} {target} · *{p['status']}*")
+        st.markdown(f"**Proposal #{pid}** · {kind} {_target(p)} · *{p['status']}*")
         if p["rationale"]:
             st.text(p["rationale"])  # the teacher's words: plain, never Markdown
         if kind != state.ADD and p["heuristic"] is None:
             st.warning(f"Heuristic #{p['heuristic_id']} no longer exists.")
         st.html(_change_html(p))
+        examples = view.addressed_examples(p, errors)
+        st.caption(f"Examples it is about ({len(examples)}): the errors of the heuristic it "
+                   "changes, and the examples the teacher cited.")
+        if examples:
+            _examples_table(examples)
         if p["status"] != state.PENDING:
             made = (f" (created heuristic #{p['created_heuristic_id']})"
                     if p.get("created_heuristic_id") else "")
             st.caption(f"{p['status']} by {literal(p['decided_by'])} at {p['decided_at']}{made}")
             return
         # Per person: a comment typed under one name is never recorded under another.
-        comment_key = f"{prefix}_comment_{pid}_{me.name if me else ''}"
+        comment_key = f"c_comment_{pid}_{me.name if me else ''}"
         st.text_input("Comment", key=comment_key, disabled=me is None)
         c1, c2 = st.columns(2)
-        c1.button("Accept", key=f"{prefix}_accept_{pid}", type="primary", disabled=me is None,
+        c1.button("Accept", key=f"c_accept_{pid}", type="primary", disabled=me is None,
                   on_click=_decide, args=(ws, pid, True, comment_key))
-        c2.button("Reject", key=f"{prefix}_reject_{pid}", disabled=me is None,
+        c2.button("Reject", key=f"c_reject_{pid}", disabled=me is None,
                   on_click=_decide, args=(ws, pid, False, comment_key))
 
 
@@ -194,15 +250,35 @@ def _unattributed(record: dict[str, Any]) -> str:
 
 
 def _related(err: dict[str, Any], proposals: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The proposals that touch an error's heuristics or cite it as evidence."""
-    involved = {h["id"] for h in err["heuristics"]}
-    return [p for p in proposals
-            if p["heuristic_id"] in involved or err["example_id"] in p["evidence"]]
+    """The proposals that address an error."""
+    return [p for p in proposals if view.addresses(p, err)]
 
 
-def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, Any]],
-                me: Identity | None, unattributed: str) -> None:
-    related = _related(err, proposals)
+def _proposal_refs(proposals: list[dict[str, Any]], what: str) -> None:
+    """Which proposals address ``what``, by number: they are decided in the Proposals tab,
+    where each is drawn once."""
+    if proposals:
+        st.caption(f"Proposals that address {what}: "
+                   + ", ".join(_proposal_title(p) for p in proposals)
+                   + ". Decide them in the Proposals tab.")
+    else:
+        st.caption(f"No proposal addresses {what}.")
+
+
+def _heuristic_lines(h: dict[str, Any]) -> None:
+    number = f"{h['number']}. " if h["number"] else ""
+    version = f" v{h['version']}" if h["version"] is not None else ""
+    similarity = f" (similarity {h['similarity']:.2f})" if "similarity" in h else ""
+    st.markdown(f"{number}#{h['id']}{version}{similarity}:")
+    st.text(h["text"] or "(deleted)")  # heuristic text: plain, never Markdown
+    if h["version_now"] is None:
+        st.caption("Deleted since.")
+    elif h["version_now"] != h["version"]:
+        st.caption(f"Changed since: now v{h['version_now']} (Heuristics page).")
+
+
+def _error_card(err: dict[str, Any], proposals: list[dict[str, Any]],
+                unattributed: str) -> None:
     with st.container(border=True):
         left, right = st.columns(2)
         with left:
@@ -217,55 +293,76 @@ def _error_card(ws: Workspace, err: dict[str, Any], proposals: list[dict[str, An
             if not err["heuristics"]:
                 st.caption(unattributed)
             for h in err["heuristics"]:
-                number = f"{h['number']}. " if h["number"] else ""
-                version = f" v{h['version']}" if h["version"] is not None else ""
-                st.markdown(f"{number}#{h['id']}{version} (similarity {h['similarity']:.2f}):")
-                st.text(h["text"] or "(deleted)")  # heuristic text: plain, never Markdown
-                if h["version_now"] is None:
-                    st.caption("Deleted since.")
-                elif h["version_now"] != h["version"]:
-                    st.caption(f"Changed since: now v{h['version_now']} (Heuristics page).")
-            st.markdown(f"**Proposed changes** ({len(related)})")
-            if not related:
-                st.caption("No proposal touches these heuristics.")
-            for p in related:
-                _proposal_card(ws, p, me, prefix=f"c_err{err['example_id']}")
+                _heuristic_lines(h)
+            _proposal_refs(_related(err, proposals), "this error")
 
 
-def _errors_tab(ws: Workspace, errors: list[dict[str, Any]], proposals: list[dict[str, Any]],
-                me: Identity | None, record: dict[str, Any]) -> None:
+def _heuristic_group(h: dict[str, Any] | None, errors: list[dict[str, Any]],
+                     proposals: list[dict[str, Any]], unattributed: str) -> None:
+    """One heuristic with the errors attributed to it (None: the errors with none)."""
+    with st.container(border=True):
+        if h is None:
+            st.markdown(f"**No heuristic attributed** · {len(errors)} error(s)")
+            st.caption(unattributed)
+        else:
+            st.markdown(f"**Heuristic #{h['id']}** · {len(errors)} error(s)")
+            _heuristic_lines({k: v for k, v in h.items() if k != "similarity"})
+        st.dataframe(pd.DataFrame([{
+            "example": e["example_id"], "id": e["ext_id"], "gold": e["gold"],
+            "predicted": _label(e["predicted"]),
+            **({"similarity": round(e["similarity"], 2)} if h is not None else {}),
+            "text": e["text"]} for e in errors]), hide_index=True,
+            column_config={"text": st.column_config.TextColumn(width="large")})
+        if h is not None:
+            on_it = [p for p in proposals
+                     if p["heuristic_id"] == h["id"]
+                     or any(e["example_id"] in p["evidence"] for e in errors)]
+            _proposal_refs(on_it, "these errors")
+
+
+def _paged(items: list[Any], what: str) -> list[Any]:
+    """The page of ``items`` the reviewer chose, ten to a page."""
+    pages = (len(items) - 1) // PAGE_SIZE + 1
+    n = 1
+    if pages > 1:
+        n = int(st.number_input(f"Page of {what} (of {pages})", min_value=1, max_value=pages,
+                                value=1, key="c_error_page"))
+    return items[(n - 1) * PAGE_SIZE: n * PAGE_SIZE]
+
+
+def _errors_tab(errors: list[dict[str, Any]], proposals: list[dict[str, Any]],
+                record: dict[str, Any]) -> None:
     if not errors:
         st.success("The student made no errors on the validation items of this iteration.")
         return
+
+    def first_page() -> None:
+        st.session_state.pop("c_error_page", None)
+
+    arrange = st.radio("Arrange", ["one by one", "by heuristic"], key="c_err_arrange",
+                       horizontal=True, on_change=first_page)
     if proposals and st.toggle("Only errors that a proposal addresses", key="c_err_with_prop",
-                               on_change=lambda: st.session_state.pop("c_error_page", None)):
+                               on_change=first_page):
         errors = [e for e in errors if _related(e, proposals)]
         if not errors:
             st.info("No error of this iteration is addressed by a proposal.")
             return
-    pages = (len(errors) - 1) // PAGE_SIZE + 1
-    page = 1
-    if pages > 1:
-        page = int(st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1,
-                                   key="c_error_page"))
-    for err in errors[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]:
-        _error_card(ws, err, proposals, me, _unattributed(record))
+    unattributed = _unattributed(record)
+    if arrange == "by heuristic":
+        for h, group in _paged(view.errors_by_heuristic(errors), "heuristics"):
+            _heuristic_group(h, group, proposals, unattributed)
+        return
+    for err in _paged(errors, "errors"):
+        _error_card(err, proposals, unattributed)
 
 
 def _proposals_tab(ws: Workspace, proposals: list[dict[str, Any]],
-                   me: Identity | None) -> None:
+                   errors: list[dict[str, Any]], me: Identity | None) -> None:
     if not proposals:
         st.info("No proposals for this iteration.")
         return
     for p in proposals:
-        _proposal_card(ws, p, me, prefix="c_all")
-        if p["evidence_examples"]:
-            with st.expander(f"Evidence of proposal #{p['id']} "
-                             f"({len(p['evidence_examples'])} examples)"):
-                st.dataframe(pd.DataFrame([{
-                    "example": e["id"], "gold": e["gold"], "predicted": _label(e["predicted"]),
-                    "text": e["text"]} for e in p["evidence_examples"]]),
-                    hide_index=True)
+        _proposal_card(ws, p, errors, me)
 
 
 def main() -> None:
@@ -279,11 +376,11 @@ def main() -> None:
     failed = bool(history) and history[-1]["stop"] == state.TEACHER_FAILED
     if failed:
         last = history[-1]
-        reasons = "; ".join(f"heuristic #{h}: {literal(e)}"
-                            for h, e in last["failed_groups"].items())
-        st.warning(f"Every teacher call of iteration {last['iteration']} failed, so the loop "
-                   f"stopped and prompt v{last['best_version']} stands. {reasons} Running the "
-                   "loop again asks the teacher again (a larger teacher model may be needed).")
+        reasons = "; ".join(f"heuristic #{h}: {e}" for h, e in last["failed_groups"].items())
+        say("warning", f"Every teacher call of iteration {last['iteration']} failed, so the "
+                       f"loop stopped and prompt v{last['best_version']} stands. {reasons} "
+                       "Running the loop again asks the teacher again (a larger teacher model "
+                       "may be needed).")
     last, waiting = view.waiting_after_revert(ws, history)
     if last is not None:
         drafts = ", ".join(f"#{i}" for i in waiting)
@@ -294,11 +391,11 @@ def main() -> None:
                    f"Changed by people since, left as they are: {left}.")
     _run_section(ws, task, bool(history), retry=failed)
     if not history:
-        st.info(f"No conflict-loop iteration for task {literal(task)} yet. Approve some "
-                "heuristics on the Heuristics page, then run the loop above.")
+        say("info", f"No conflict-loop iteration for task {task} yet. Approve some "
+                    "heuristics on the Heuristics page, then run the loop above.")
         return
     _chart(history)
-    _history_table(history)
+    _history_table(ws, task, history)
     iterations = [h["iteration"] for h in history]
     page.follow_newest("c_iteration", iterations, iterations[-1], scope=task)
     wanted = st.session_state.pop("_pld_open_iteration", None)
@@ -319,9 +416,9 @@ def main() -> None:
     t_errors, t_proposals = st.tabs([f"Errors ({len(errors)})",
                                      f"Proposals ({len(proposals)}, {pending} pending)"])
     with t_errors:
-        _errors_tab(ws, errors, proposals, me, record)
+        _errors_tab(errors, proposals, record)
     with t_proposals:
-        _proposals_tab(ws, proposals, me)
+        _proposals_tab(ws, proposals, errors, me)
 
 
 main()

@@ -28,7 +28,7 @@ from pld.tasks.stats import label_counts, preview_rows
 from pld.tasks.store import task_info
 from pld.ui import sidebar, uploads
 from pld.ui.acting import NOBODY, record
-from pld.ui.escape import hover, literal
+from pld.ui.escape import hover, literal, say
 from pld.ui.page import flash, setup, show_flash
 from pld.workspace import Workspace
 
@@ -104,7 +104,7 @@ def _load_upload(ws: Workspace) -> None:
     st.session_state[SOURCE_KEY] = UPLOAD_TAB
     record(ws, "task", "load", {"task": name, "counts": counts, "file": upload.name})
     _select_task(name)
-    flash("success", f"Loaded {literal(name)} from {literal(upload.name)}: "
+    flash("success", f"Loaded {name} from {upload.name}: "
                      + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
@@ -124,7 +124,7 @@ def _clear_error(where: str) -> None:
 def _inline_error(where: str) -> None:
     err = st.session_state.get(ERROR_KEY)
     if err and err[0] == where:
-        st.error(literal(err[1]))  # may quote the uploaded file or the teacher
+        say("error", err[1])  # may quote the uploaded file or the teacher
 
 
 def _builtin_section(ws: Workspace) -> None:
@@ -136,9 +136,9 @@ def _builtin_section(ws: Workspace) -> None:
         "Task", names, key="data_task", index=names.index("demo") if "demo" in names else 0,
         format_func=lambda n: n + ("" if by_name[n].get("available") else "  (data not found)"))
     info = by_name[name]
-    st.caption(info.get("description") or "")
+    say("caption", info.get("description") or "")
     if info.get("notes"):
-        st.caption(info["notes"])
+        say("caption", info["notes"])  # file names and commands, not Markdown
     defaults = {s: int(v) for s, v in (info.get("split_sizes") or {}).items()}
     cols = st.columns(4)
     for col, split in zip(cols, SPLITS, strict=False):
@@ -178,7 +178,7 @@ def _upload_section(ws: Workspace) -> None:
     try:
         columns, rows = uploads.peek(upload.name, upload.getvalue(), limit=uploads.SAMPLE_ROWS)
     except BadInput as e:
-        st.error(literal(e))  # may quote the uploaded file
+        say("error", e)  # may quote the uploaded file
         return
     if not columns:
         st.error("No columns found in the uploaded file:")
@@ -189,7 +189,7 @@ def _upload_section(ws: Workspace) -> None:
         guess = guess_columns(columns, rows, source=upload.name)
     except BadInput as e:
         guess = None
-        st.warning(literal(e))  # names the file's columns
+        say("warning", e)  # names the file's columns
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Text column", columns, key="data_text_col",
                  index=columns.index(guess.text_column) if guess else 0,
@@ -202,9 +202,8 @@ def _upload_section(ws: Workspace) -> None:
                  index=id_options.index(guess.id_column) if guess and guess.id_column else 0,
                  on_change=_clear_error, args=("upload",))
     if guess:
-        st.caption("Guessed from the content: " + "; ".join(literal(r) for r in guess.reasons))
-    st.caption(f"Preview: the first {min(len(rows), PREVIEW_ROWS)} rows of "
-               f"{literal(upload.name)}")
+        say("caption", "Guessed from the content: " + "; ".join(guess.reasons))
+    say("caption", f"Preview: the first {min(len(rows), PREVIEW_ROWS)} rows of {upload.name}")
     st.dataframe(pd.DataFrame(rows[:PREVIEW_ROWS]).astype(str), hide_index=True)
     c1, c2 = st.columns([3, 1])
     c1.text_input("Task name", value=task_name_for(upload.name), key="data_task_name")

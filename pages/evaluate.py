@@ -13,7 +13,7 @@ from pld.pipeline import evaluate, student
 from pld.pipeline.eval_errors import CALIBRATED, RAW
 from pld.tasks.store import examples
 from pld.ui import page, sidebar
-from pld.ui.escape import literal
+from pld.ui.escape import literal, say
 from pld.ui.launcher import Launch, job_section, start_controls
 from pld.ui.wrong_items import confusion_chart, wrong_items_section
 from pld.workspace import Workspace
@@ -116,7 +116,7 @@ def _calibration(m: dict[str, Any]) -> None:
         st.caption("Not calibrated (run with a calibration method to see calibrated scores).")
         return
     if cal.get("status") != "fitted":
-        st.caption("Calibration unavailable: " + literal(cal.get("reason") or ""))
+        say("caption", "Calibration unavailable: " + (cal.get("reason") or ""))
         return
     source = ("from the export's manifest" if cal.get("source")
               else f"{cal.get('method')}, fitted on {cal.get('n_val')} validation items")
@@ -159,9 +159,9 @@ def _scores(ws: Workspace, ev: dict[str, Any]) -> None:
                f"most frequent answer: raw {_share(m)}"
                + (f", calibrated {_share(cal)}" if cal else ""))
     if (m.get("top_answer_share") or 0) >= 0.9:
-        st.warning(f"The raw student answered {literal(m.get('top_answer'))} for "
-                   f"{m['top_answer_share']:.0%} of the items: its raw score says little "
-                   "about the prompt.")
+        say("warning", f"The raw student answered {m.get('top_answer')} for "
+                       f"{m['top_answer_share']:.0%} of the items: its raw score says little "
+                       "about the prompt.")
     _calibration(m)
     views = ["Raw", "Calibrated"] if cal else ["Raw"]
     view = st.radio("Answers", views, horizontal=True, key=f"e_view_{ev['id']}")
@@ -263,7 +263,7 @@ def main() -> None:
     evals = evaluate.list_evaluations(ws, task)
     _run_section(ws, task, versions, bool(evals))
     if not evals:
-        st.info(f"No evaluation of task {literal(task)} yet: run one above.")
+        say("info", f"No evaluation of task {task} yet: run one above.")
         return
     _table(evals)
     t_scores, t_compare = st.tabs(["Scores", "Compare two"])

@@ -17,6 +17,7 @@ from pld.pipeline import export, student
 from pld.pipeline.student import PromptVersion
 from pld.served_paths import EXPORTS, confine, served_root
 from pld.ui import page, sidebar
+from pld.ui.escape import literal, say
 from pld.workspace import Workspace
 
 
@@ -48,7 +49,10 @@ def _write(ws: Workspace, task: str, version: int) -> None:
     except BadInput as e:
         page.flash("error", f"Not exported: {e}")
     else:
-        page.flash("success", f"Wrote {res.prompt_path} and {res.manifest_path}.")
+        # Full paths: a folder typed as "data/exports/…" is relative to the server's folder,
+        # which the reviewer may not know.
+        page.flash("success", f"Wrote {res.prompt_path.resolve()} and "
+                              f"{res.manifest_path.resolve()}.")
 
 
 def _versions_table(prompts: list[PromptVersion], refusals: dict[int, str | None]) -> None:
@@ -63,8 +67,8 @@ def _versions_table(prompts: list[PromptVersion], refusals: dict[int, str | None
 def _build_section(ws: Workspace, task: str) -> None:
     n = len(review.approved_heuristics(ws, task))
     with st.expander("Build a prompt version from the approved heuristics", expanded=False):
-        st.write(f"{n} heuristic(s) of {task} are approved. Building the same set again returns "
-                 "the version that already holds that text.")
+        st.write(f"{n} heuristic(s) of {literal(task)} are approved. Building the same set "
+                 "again returns the version that already holds that text.")
         st.button("Build prompt version", key="x_build", disabled=n == 0, on_click=_build,
                   args=(ws, task))
 
@@ -78,8 +82,8 @@ def _calibration(manifest: dict[str, Any] | None) -> None:
                    "gives label scores to fit one on validation.")
         return
     st.markdown("**Calibration exported with the prompt**")
-    st.caption(f"Fitted for {cal['student']} ({cal['method']}, {cal['n_val']} validation "
-               f"items). {cal['how_to_apply']}")
+    say("caption", f"Fitted for {cal['student']} ({cal['method']}, {cal['n_val']} validation "
+                   f"items). {cal['how_to_apply']}")
     st.dataframe(pd.DataFrame([{"label": k, "bias": score(v)} for k, v in cal["bias"].items()]),
                  hide_index=True,
                  column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
@@ -88,7 +92,7 @@ def _calibration(manifest: dict[str, Any] | None) -> None:
 def _downloads(ws: Workspace, p: PromptVersion, manifest: dict[str, Any] | None) -> None:
     refused = manifest is None
     # The same bytes export() writes to the folder.
-    prompt_bytes = b"" if manifest is None else export.prompt_bytes(p)
+    prompt_bytes = b"" if manifest is None else export.prompt_bytes(ws, p)
     manifest_bytes = b"" if manifest is None else export.manifest_bytes(manifest)
     c1, c2 = st.columns(2)
     c1.download_button(f"Download {export.PROMPT_FILE}", prompt_bytes,
@@ -114,8 +118,8 @@ def main() -> None:
     _build_section(ws, task)
     prompts = student.list_prompts(ws, task)
     if not prompts:
-        st.info(f"Task {task} has no prompt version yet. Approve heuristics on the Heuristics "
-                "page, then build one above (or run the conflict loop).")
+        say("info", f"Task {task} has no prompt version yet. Approve heuristics on the "
+                    "Heuristics page, then build one above (or run the conflict loop).")
         return
     refusals = {p.version: export.refusal(ws, p) for p in prompts}
     _versions_table(prompts, refusals)
@@ -130,12 +134,12 @@ def main() -> None:
     p = by_version[version]
     manifest = None
     if refusals[version] is not None:
-        st.error(f"Refused: {refusals[version]}")
+        say("error", f"Refused: {refusals[version]}")
     else:
         try:
             manifest = export.build_manifest(ws, p)
         except BadInput as e:
-            st.error(f"Refused: {e}")
+            say("error", f"Refused: {e}")
     t_prompt, t_manifest = st.tabs([export.PROMPT_FILE, export.MANIFEST_FILE])
     with t_prompt:
         st.caption(f"sha256 {p.sha256}")

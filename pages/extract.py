@@ -20,7 +20,7 @@ from pld.pipeline.extract.browse import ClusterFilter, count_rules, get_rule, li
 from pld.pipeline.extract.flags import FLAGS
 from pld.tasks.store import task_info
 from pld.ui import sidebar
-from pld.ui.escape import literal
+from pld.ui.escape import literal, say
 from pld.ui.launcher import Launch, job_section, start_controls
 from pld.ui.page import labelled_selectbox, task_page
 from pld.workspace import Workspace
@@ -140,7 +140,7 @@ def _detail(ws: Workspace, rule_id: int) -> None:
             st.text(rule["reasoning"])
         else:
             st.markdown("**Failed**")
-            st.error(literal(rule["error"] or "no error recorded"))  # may quote the reply
+            say("error", rule["error"] or "no error recorded")  # may quote the reply
             if rule.get("raw"):
                 st.markdown("**Raw reply**")
                 st.code(rule["raw"], language=None)

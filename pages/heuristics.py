@@ -17,7 +17,7 @@ from pld import review, review_rows
 from pld.ui import page, sidebar
 from pld.ui.acting import review_page
 from pld.ui.approvers_panel import approvers_panel
-from pld.ui.escape import literal
+from pld.ui.escape import literal, say
 from pld.ui.heuristic_detail import heuristic_detail
 from pld.ui.heuristic_drafts import create_panel, merge_panel, short
 from pld.ui.impact_view import impact_panel
@@ -101,8 +101,8 @@ def main() -> None:
     approvers = approvers_panel(ws, task, me)
     create_panel(ws, task, me)
     if not rows:
-        st.info(f"Task {literal(task)} has no heuristics yet. Cluster its micro-instructions "
-                "on the Clusters page, then consolidate them above.")
+        say("info", f"Task {task} has no heuristics yet. Cluster its micro-instructions on "
+                    "the Clusters page, then consolidate them above.")
         return
     _overview(rows)
     merge_panel(ws, rows, me)

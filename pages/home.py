@@ -13,7 +13,7 @@ from pld.review_queue import reviewer_queue
 from pld.tasks import data_dirs, task_statuses
 from pld.ui import page, sidebar
 from pld.ui.acting import SIGN_IN
-from pld.ui.escape import literal
+from pld.ui.escape import say
 from pld.workspace import Workspace
 
 PAGE_FILES = {"heuristics": "pages/heuristics.py", "conflicts": "pages/conflicts.py",
@@ -53,13 +53,13 @@ def _queue(ws: Workspace) -> None:
         return
     q = reviewer_queue(ws, me)
     if not q["items"]:
-        st.success(f"Nothing waits for {literal(me.name)}.")
+        say("success", f"Nothing waits for {me.name}.")
         return
     st.caption(" · ".join(f"{n} {KIND_TITLES[k]}" for k, n in q["counts"].items() if n))
     for i, item in enumerate(q["items"]):
         with st.container(border=True):
             left, right = st.columns([3, 1])  # room for the whole "Open heuristic #12"
-            left.caption(f"{KIND_TITLES[item['kind']]} · task {literal(item['task'])}")
+            say("caption", f"{KIND_TITLES[item['kind']]} · task {item['task']}", where=left)
             left.text(item["summary"])  # model- and reviewer-written text: plain
             if item["page"] in PAGE_FILES:
                 right.button(_open_label(item), key=f"home_open_{i}", on_click=_open,

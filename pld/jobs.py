@@ -80,8 +80,9 @@ class Job:
     pid_start: int | None = None  # with pid, names the process (pids are reused)
 
     def describe(self) -> str:
-        """One line for people: the command, its pid and where its log is."""
-        return f"`pld {' '.join(self.args)}`, pid {self.pid}, log {Path(self.log).name}"
+        """One line for people: the command, its pid and where its log is (plain text: the
+        pages show it literally, so Markdown backticks would show as backticks)."""
+        return f"pld {' '.join(self.args)} · pid {self.pid} · log {Path(self.log).name}"
 
 
 def jobs_dir(ws_path: str | Path) -> Path:

@@ -2,9 +2,10 @@
 
 A workspace is a single SQLite file (WAL mode) managed through sqlite-utils. Every table of the
 method lives here: examples, rules, embeddings, clusterings, heuristics, reviews, prompts, runs,
-predictions, evaluations, proposals and the LLM call log. The schema carries a version number in
-``schema_version``; opening an older file upgrades it in place, opening a newer file or a file that
-is not SQLite fails with :class:`WorkspaceError` and leaves the file untouched.
+predictions, evaluations, proposals, the LLM call log and reviewers' private drafts. The schema
+carries a version number in ``schema_version``; opening an older file upgrades it in place,
+opening a newer file or a file that is not SQLite fails with :class:`WorkspaceError` and leaves
+the file untouched.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sqlite_utils
 from pld import trail
 from pld.errors import BadInput
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 class WorkspaceError(Exception):
@@ -352,8 +353,20 @@ def _v7(db: sqlite_utils.Database) -> None:
     db["llm_calls"].add_column("batch_id", int)
 
 
+def _v8(db: sqlite_utils.Database) -> None:
+    """Drafts: a reviewer's unsaved text (an edit, its comment), kept privately until it is
+    saved or discarded, so a reload loses nothing typed. Not part of the audit trail."""
+    db["drafts"].create(
+        {"id": int, "who": str, "identity_kind": str, "entity": str, "entity_id": int,
+         "field": str, "text": str, "base_version": int, "updated_at": str},
+        pk="id",
+    )
+    db["drafts"].create_index(["who", "identity_kind", "entity", "entity_id", "field"],
+                              unique=True)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _v1, _v2, _v3, _v4, _v5, _v6, _v7]
+    _v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 
 
 def _migrate(ws: Workspace, current: int) -> None:

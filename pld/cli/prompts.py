@@ -124,28 +124,38 @@ def prompts_show(ctx: click.Context, task: str, version: int | None, as_json: bo
               help="Directory to write prompt.md and manifest.json into (made if missing).")
 @click.option("--as", "who", default=None, metavar="NAME",
               help="Who exports; recorded in the trail (default: pld:cli).")
+@click.option("--ledger", "ledger", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Ledger file to append the trail's new head to, kept where the workspace's "
+                   "writers cannot rewrite it (default: ledger.jsonl in the folder above --out; "
+                   "with PLD_ROOT set, PLD_ROOT/exports/ledger.jsonl).")
 @options.json_output
 @with_context
 def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path,
-               who: str | None, as_json: bool) -> None:
+               who: str | None, ledger: Path | None, as_json: bool) -> None:
     """Write prompt.md and manifest.json of an approved prompt version of TASK.
 
-    Refused unless the preamble and every heuristic in the prompt is approved. The export is
-    recorded in the trail; check it later with python -m pld verify DIR.
+    The prompt is composed from the texts the approval rows of the trail recorded; refused
+    unless the preamble and every heuristic in the prompt is approved with that text. The export
+    is recorded in the trail and its new head appended to a ledger outside the workspace; check
+    both later with python -m pld verify DIR --ledger FILE.
 
     \b
-    Example:
+    Examples:
       python -m pld export demo --out exported/ --as alice
+      python -m pld export demo --out exported/ --ledger /srv/audit/ledger.jsonl
     """
     from pld.pipeline.export import export
 
     try:
-        r = export(ctx_workspace(ctx), task, out_dir, version=version, who=acting(ctx, who))
+        r = export(ctx_workspace(ctx), task, out_dir, version=version, who=acting(ctx, who),
+                   ledger=ledger)
     except OSError as e:  # the workspace is SQLite, so an OSError here is about --out
         raise BadInput(f"--out {out_dir}: cannot write there ({e.strerror or e})") from e
     data = {"prompt": str(r.prompt_path), "manifest": str(r.manifest_path),
-            "sha256": r.manifest.get("prompt_sha256"), "version": r.manifest.get("version")}
-    emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}")
+            "ledger": str(r.ledger_path), "sha256": r.manifest.get("prompt_sha256"),
+            "version": r.manifest.get("version")}
+    emit(data, as_json, lambda d: f"wrote {d['prompt']} and {d['manifest']}; the trail's head "
+                                  f"is in {d['ledger']}")
 
 
 @cli.command("verify")
@@ -153,20 +163,26 @@ def export_cmd(ctx: click.Context, task: str, version: int | None, out_dir: Path
 @click.option("--workspace", "ws_path", default=None,
               type=click.Path(dir_okay=False, path_type=Path),
               help="The workspace the export came from (default: the global --workspace).")
+@click.option("--ledger", "ledger", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Ledger file exports appended to: every chain head it witnessed for this "
+                   "workspace must still be in the trail (catches deleted newest rows).")
 @options.json_output
 @with_context
 def verify_cmd(ctx: click.Context, export_dir: Path, ws_path: Path | None,
-               as_json: bool) -> None:
+               ledger: Path | None, as_json: bool) -> None:
     """Prove that the export in EXPORT_DIR is what the people its manifest names approved.
 
-    Checks prompt.md against its sha256, the workspace's hash-chained trail, that the manifest
-    is the one the export wrote, and that the preamble and every heuristic was approved, by
+    Checks prompt.md against its sha256, the workspace's hash-chained trail, with --ledger that
+    no trail row a ledger entry witnessed was deleted or rewritten since, that the manifest is
+    the one the export wrote, and that the preamble and every heuristic was approved, by
     someone other than its last editor, for exactly the text in the prompt. Exit 0 when all
     hold, 1 naming the first broken link.
 
     \b
-    Example:
+    Examples:
       python -m pld verify exported/ --workspace team.db
+      python -m pld verify exported/ --workspace team.db --ledger ledger.jsonl
     """
     from pld.pipeline.verify import verify
 
@@ -175,7 +191,7 @@ def verify_cmd(ctx: click.Context, export_dir: Path, ws_path: Path | None,
         root["path"] = ws_path
     if not Path(root["path"]).is_file():
         raise BadInput(f"--workspace {root['path']}: no such workspace file")
-    result = verify(ctx_workspace(ctx), export_dir)
+    result = verify(ctx_workspace(ctx), export_dir, ledger)
     data = {"export_dir": result.export_dir, "ok": result.ok, "checks": result.checks,
             "broken": result.broken}
 

@@ -1,21 +1,29 @@
 """Stage 7, export: a prompt version becomes ``prompt.md`` plus ``manifest.json``.
 
-``prompt.md`` holds the exact system prompt, byte for byte the stored text, so its sha256 equals
-the manifest's and evaluating the file reproduces the version's scores. The manifest records
-where the prompt came from: the heuristics with who approved them and how that person was
-identified, how many rules and examples they were distilled from, which teachers wrote those
-rules, and every evaluation stored for this exact prompt text.
+``prompt.md`` is composed from what people approved, not from the editable tables: the preamble
+and the heuristic texts recorded in the ``after`` of each one's approval row, whose hashes the
+chain vouches for (:mod:`pld.trail`, checked up to them). It must be the stored prompt version
+byte for byte, so its sha256 equals the manifest's and evaluating the file reproduces the
+version's scores. The manifest records where the prompt came from: the heuristics with who
+approved them and how that person was identified, how many rules and examples they were
+distilled from, which teachers wrote those rules, and every evaluation stored for this exact
+prompt text.
 
 A version is only exported while it still stands for what people approved: the task's preamble
 and every heuristic in it must be approved, each by an approval row of the audit trail that made
-its current version, and composing the approved preamble with the approved heuristic texts must
-give the prompt's text byte for byte. A task that requires OIDC sign-offs refuses any other kind.
+its current version, with the text that row approved still in the table, and composing the
+approved texts must give the prompt's text byte for byte. Otherwise the export is refused, naming
+the item. A task that requires OIDC sign-offs refuses any other kind.
 
-The manifest names, for the preamble and every heuristic, who created it, who last wrote it and
-who approved it, with the id and hash of that approval row in the trail, plus the trail's head
-when it was written. Writing the export appends an ``export`` row to the trail holding the
-manifest's sha256, so :mod:`pld.pipeline.verify` can prove later that neither file nor trail was
-altered. Both files are written atomically (temp file, then rename) and never through a link.
+The manifest carries approved text only: for the preamble and every heuristic, the text, who
+created it, who last wrote it and who approved it are the approval row's, with that row's id and
+hash, plus the trail's head when it was written; its ``description`` is the approved preamble's
+opening paragraph (:func:`approved_description`), never the task's current description. Writing
+the export appends an ``export`` row to the trail holding the manifest's sha256, so
+:mod:`pld.pipeline.verify` can prove later that neither file nor trail was altered, and a line
+with the chain's new head to a ledger outside the workspace (:mod:`pld.pipeline.ledger`), so a
+later deletion of the trail's newest rows shows. Both files are written atomically (temp file,
+then rename) and never through a link.
 """
 
 from __future__ import annotations
@@ -31,9 +39,10 @@ from typing import Any
 from pld import __version__, review_rows, signoff, trail
 from pld.errors import BadInput
 from pld.identity import OIDC, Identity
+from pld.pipeline import ledger as witness
 from pld.pipeline.calibrate import list_calibrations
 from pld.pipeline.student import PromptVersion, get_prompt, sha256_text
-from pld.preamble import compose, get_preamble
+from pld.preamble import RULES_SLOT, compose, get_preamble
 from pld.review_rows import APPROVED, HEURISTIC, PREAMBLE
 from pld.served_paths import EXPORTS, confine
 from pld.tasks.store import task_info
@@ -49,11 +58,31 @@ class ExportRefused(BadInput):
 
 @dataclass(frozen=True)
 class ExportResult:
-    """The two files written and the manifest they describe."""
+    """The two files written, the manifest they describe and the ledger witnessing them."""
 
     prompt_path: Path
     manifest_path: Path
     manifest: dict[str, Any]
+    ledger_path: Path
+
+
+@dataclass(frozen=True)
+class Signed:
+    """One approved item as the trail vouches for it: its approval row (as stored) and the
+    item that row approved (the row's ``after``, decoded)."""
+
+    approval: dict[str, Any]
+    item: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Approved:
+    """What an exportable prompt version is made of, read from the approval rows: the preamble,
+    the heuristics in prompt order, and the prompt they compose to."""
+
+    preamble: Signed
+    heuristics: list[Signed]
+    text: str
 
 
 def _heuristics(ws: Workspace, ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -73,19 +102,25 @@ def approval_row(ws: Workspace, entity: str, row: dict[str, Any]) -> dict[str, A
     return got[0]
 
 
-def _sign_off_problems(ws: Workspace, entity: str, row: dict[str, Any] | None, name: str,
-                       oidc_only: bool) -> list[str]:
+def _signed(ws: Workspace, entity: str, row: dict[str, Any] | None, name: str,
+            oidc_only: bool) -> Signed | str:
+    """The approved item ``row`` as its approval row recorded it, or why there is none."""
     if row is None:
-        return [f"{name}: deleted"]
+        return f"{name}: deleted"
     if row["status"] != APPROVED:
-        return [f"{name}: status is {row['status']}, not approved"]
+        return f"{name}: status is {row['status']}, not approved"
     found = approval_row(ws, entity, row)
     if found is None:
-        return [f"{name}: approved without an approval row in the trail"]
+        return f"{name}: approved without an approval row in the trail"
+    item = loads(found["after"], {}) or {}
+    if item.get("text") != row["text"]:
+        # Someone changed the table without the review (plain SQL): the trail's text counts.
+        return (f"{name}: its text in the workspace is not the text trail row {found['id']} "
+                "approved (changed outside the review)")
     if oidc_only and found["identity_kind"] != OIDC:
-        return [f"{name}: approved by a {found['identity_kind']} identity; this task requires "
-                f"OIDC sign-offs"]
-    return []
+        return (f"{name}: approved by a {found['identity_kind']} identity; this task requires "
+                f"OIDC sign-offs")
+    return Signed(found, item)
 
 
 def check_integrity(prompt: PromptVersion) -> None:
@@ -95,36 +130,58 @@ def check_integrity(prompt: PromptVersion) -> None:
                             "does not match its sha256")
 
 
-def check_exportable(ws: Workspace, prompt: PromptVersion) -> dict[int, dict[str, Any]]:
-    """The prompt's heuristic rows; :class:`ExportRefused` when its text does not match its
-    sha256, when it has no heuristic (that is the zero-shot baseline), or naming the preamble
-    or each heuristic that is not approved by an approval row (by OIDC where the task requires
-    it), and saying so when the approved texts no longer compose to the prompt."""
+def _unvouched(ws: Workspace, signed: dict[str, Signed]) -> list[str]:
+    """The items whose approval row the chain does not vouch for (checked up to the last of
+    them), each naming where the chain breaks."""
+    broken = trail.check_chain(ws, upto=max(s.approval["id"] for s in signed.values()))
+    if broken is None:
+        return []
+    return [f"{name}: its approval row {s.approval['id']} is not vouched for by the trail "
+            f"(broken at {broken})" for name, s in signed.items()
+            if s.approval["id"] >= broken.row_id]
+
+
+def check_exportable(ws: Workspace, prompt: PromptVersion) -> Approved:
+    """What ``prompt`` is made of, from the approval rows; :class:`ExportRefused` when its text
+    does not match its sha256, when it has no heuristic (that is the zero-shot baseline), or
+    naming the preamble or each heuristic that is not approved by an approval row the chain
+    vouches for (by OIDC where the task requires it) with its text still in the table, and
+    saying so when the approved texts do not compose to the prompt."""
     check_integrity(prompt)
     if not prompt.heuristic_ids:
         raise ExportRefused(f"cannot export {prompt.task} prompt v{prompt.version}: it has no "
                             "heuristics (it is the zero-shot baseline)")
     rows = _heuristics(ws, prompt.heuristic_ids)
     oidc_only = signoff.requires_oidc(ws, prompt.task)
-    preamble = get_preamble(ws, prompt.task)
-    problems = _sign_off_problems(ws, PREAMBLE, preamble, "the preamble", oidc_only)
+    found = {"the preamble": _signed(ws, PREAMBLE, get_preamble(ws, prompt.task),
+                                     "the preamble", oidc_only)}
     for hid in prompt.heuristic_ids:
-        problems += _sign_off_problems(ws, HEURISTIC, rows.get(hid), f"heuristic {hid}",
-                                       oidc_only)
+        found[f"heuristic {hid}"] = _signed(ws, HEURISTIC, rows.get(hid), f"heuristic {hid}",
+                                            oidc_only)
+    problems = [why for why in found.values() if isinstance(why, str)]
+    signed = {name: s for name, s in found.items() if isinstance(s, Signed)}
     if not problems:
-        assert preamble is not None
-        texts = [rows[h]["text"] for h in prompt.heuristic_ids]
-        if compose(preamble["text"], texts) != prompt.text:
-            changed = [f"heuristic {h}" for h in prompt.heuristic_ids
-                       if rows[h]["text"] not in prompt.text] or ["the preamble"]
-            problems.append("the approved texts no longer make this prompt ("
-                            + ", ".join(changed) + " changed since it was built)")
+        problems = _unvouched(ws, signed)
+    text = ""
+    if not problems:
+        texts = [signed[f"heuristic {h}"].item["text"] for h in prompt.heuristic_ids]
+        try:
+            text = compose(signed["the preamble"].item["text"], texts)
+        except BadInput as e:
+            problems.append(f"the approved texts do not make a prompt ({e})")
+        else:
+            if text != prompt.text:
+                changed = [f"heuristic {h}" for h, t in zip(prompt.heuristic_ids, texts,
+                                                            strict=True)
+                           if t not in prompt.text] or ["the preamble"]
+                problems.append("the approved texts no longer make this prompt ("
+                                + ", ".join(changed) + " changed since it was built)")
     if problems:
         raise ExportRefused(
             f"cannot export {prompt.task} prompt v{prompt.version}: " + "; ".join(problems)
             + "; review them and rebuild the prompt"
         )
-    return rows
+    return Approved(signed.pop("the preamble"), list(signed.values()), text)
 
 
 def _sources(ws: Workspace, rule_ids: list[int]) -> dict[str, Any]:
@@ -203,9 +260,10 @@ def refusal(ws: Workspace, prompt: PromptVersion) -> str | None:
     return None
 
 
-def prompt_bytes(prompt: PromptVersion) -> bytes:
-    """The bytes of ``prompt.md``: the stored text exactly, so its sha256 is the manifest's."""
-    return prompt.text.encode("utf-8")
+def prompt_bytes(ws: Workspace, prompt: PromptVersion) -> bytes:
+    """The bytes of ``prompt.md``: the approved texts composed (the stored text exactly, so its
+    sha256 is the manifest's); :class:`ExportRefused` if ``prompt`` may not be exported."""
+    return check_exportable(ws, prompt).text.encode("utf-8")
 
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
@@ -213,37 +271,48 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def _sign_off(ws: Workspace, entity: str, r: dict[str, Any]) -> dict[str, Any]:
-    """Who made and signed one item of the prompt, with the approval's place in the trail."""
-    row = approval_row(ws, entity, r)
-    assert row is not None  # check_exportable refused otherwise
-    return {"id": r["id"], "text": r["text"], "version": r["version"],
-            "created_by": r["created_by"], "last_edited_by": r["updated_by"],
-            "approved_by": r["approved_by"], "approved_at": r["approved_at"],
-            "identity_kind": r["identity_kind"],
-            "approval": {"row_id": row["id"], "row_hash": row["row_hash"]}}
+def approved_description(preamble_text: str) -> str:
+    """The task description as an approved preamble states it: its opening paragraph (the lines
+    before the first blank line or the rules line). For a preamble drafted from the template
+    that is the task description it was drafted with."""
+    opening: list[str] = []
+    for line in preamble_text.strip().split("\n"):
+        if not line.strip() or line.strip() == RULES_SLOT:
+            break
+        opening.append(line)
+    return "\n".join(opening).strip()
+
+
+def _sign_off(s: Signed) -> dict[str, Any]:
+    """Who made and signed one item of the prompt, as its approval row recorded it, with that
+    row's place in the trail."""
+    a = s.item
+    return {"id": a.get("id"), "text": a["text"], "version": a.get("version"),
+            "created_by": a.get("created_by"), "last_edited_by": a.get("updated_by"),
+            "approved_by": a.get("approved_by"), "approved_at": a.get("approved_at"),
+            "identity_kind": a.get("identity_kind"),
+            "approval": {"row_id": s.approval["id"], "row_hash": s.approval["row_hash"]}}
 
 
 def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
     """The manifest of ``prompt``; :class:`ExportRefused` if it may not be exported."""
-    rows = check_exportable(ws, prompt)
-    info = task_info(ws, prompt.task)
-    preamble = get_preamble(ws, prompt.task)
-    assert preamble is not None
+    return _manifest(ws, prompt, check_exportable(ws, prompt))
+
+
+def _manifest(ws: Workspace, prompt: PromptVersion, approved: Approved) -> dict[str, Any]:
     head = trail.head(ws)
     heuristics = []
     rule_ids: list[int] = []
-    for hid in prompt.heuristic_ids:
-        r = rows[hid]
-        source = [int(i) for i in loads(r["source_rule_ids"], [])]
+    for s in approved.heuristics:
+        source = [int(i) for i in s.item.get("source_rule_ids") or []]
         rule_ids.extend(source)
-        heuristics.append({**_sign_off(ws, HEURISTIC, r), "source_rules": len(source)})
+        heuristics.append({**_sign_off(s), "source_rules": len(source)})
     sources = _sources(ws, rule_ids)
     evaluations = _evaluations(ws, prompt.task, prompt.sha256)
     return {
         "task": prompt.task,
-        "labels": info.labels,
-        "description": info.description,
+        "labels": task_info(ws, prompt.task).labels,
+        "description": approved_description(approved.preamble.item["text"]),
         "version": prompt.version,
         "prompt_file": PROMPT_FILE,
         "prompt_sha256": prompt.sha256,
@@ -251,7 +320,7 @@ def build_manifest(ws: Workspace, prompt: PromptVersion) -> dict[str, Any]:
         "parent_version": prompt.parent_version,
         "prompt_created_at": prompt.created_at,
         "prompt_built_by": prompt.built_by,
-        "preamble": _sign_off(ws, PREAMBLE, preamble),
+        "preamble": _sign_off(approved.preamble),
         "heuristics": heuristics,
         "require_oidc": signoff.requires_oidc(ws, prompt.task),
         "trail": {"head_row_id": head.id, "head_hash": head.hash},
@@ -284,37 +353,47 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None = None,
-           who: Identity | None = None) -> ExportResult:
-    """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None) and
-    record the export in the trail as ``who`` (``pld:cli`` when nobody is named)."""
+           who: Identity | None = None, ledger: str | Path | None = None) -> ExportResult:
+    """Write ``prompt.md`` and ``manifest.json`` for prompt ``version`` (latest when None),
+    record the export in the trail as ``who`` (``pld:cli`` when nobody is named) and append the
+    chain's new head to ``ledger`` (default: :func:`pld.pipeline.ledger.default_path`)."""
     # The same confinement as the app's: under $PLD_ROOT/exports when a server sets PLD_ROOT.
     out = confine(out_dir, "the export folder", EXPORTS)
+    actor = who or Identity.system("cli")
     prompt = get_prompt(ws, task, version)
-    manifest = build_manifest(ws, prompt)  # refuses a text that no longer has its sha256
+    approved = check_exportable(ws, prompt)  # refuses anything the trail does not vouch for
+    manifest = _manifest(ws, prompt, approved)
     if out.is_symlink():
         raise BadInput(f"{out}: --out is a symbolic link; give the real folder")
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out}: --out must be a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    prompt_path, manifest_path = out / PROMPT_FILE, out / MANIFEST_FILE
-    data = manifest_bytes(manifest)
-    # Bytes, not text mode: no newline translation may touch what the sha256 vouches for.
-    _write_atomic(prompt_path, prompt_bytes(prompt))
-    _write_atomic(manifest_path, data)
-    record_export(ws, prompt, data, who=who, where=str(out.resolve()))
-    return ExportResult(prompt_path, manifest_path, manifest)
+    # Opened first: a ledger that cannot be written refuses the export before anything is.
+    with witness.Ledger(witness.default_path(out) if ledger is None else ledger) as book:
+        out.mkdir(parents=True, exist_ok=True)
+        prompt_path, manifest_path = out / PROMPT_FILE, out / MANIFEST_FILE
+        data = manifest_bytes(manifest)
+        # Bytes, not text mode: no newline translation may touch what the sha256 vouches for.
+        _write_atomic(prompt_path, approved.text.encode("utf-8"))
+        _write_atomic(manifest_path, data)
+        where = str(out.resolve())
+        head = record_export(ws, prompt, data, who=actor, where=where)
+        book.append(witness.entry(
+            ws, task=prompt.task, version=prompt.version, head=head,
+            manifest_sha256=sha256_bytes(data), prompt_sha256=prompt.sha256, out=where,
+            who=actor.name))
+    return ExportResult(prompt_path, manifest_path, manifest, book.path)
 
 
 def record_export(ws: Workspace, prompt: PromptVersion, manifest_data: bytes, *,
-                  who: Identity | None = None, where: str) -> None:
+                  who: Identity | None = None, where: str) -> trail.Link:
     """Append the ``export`` row that lets :mod:`pld.pipeline.verify` recognise this manifest
-    (its sha256), as ``who`` (``pld:cli`` when nobody is named). ``where``: the folder written,
-    or ``download`` for the app's download buttons."""
+    (its sha256), as ``who`` (``pld:cli`` when nobody is named); the chain's new head.
+    ``where``: the folder written, or ``download`` for the app's download buttons."""
     with ws.write() as db:
-        review_rows.audit(db, who or Identity.system("cli"), "export", prompt.id, "export", None,
-                          {"task": prompt.task, "version": prompt.version,
-                           "prompt_sha256": prompt.sha256,
-                           "manifest_sha256": sha256_bytes(manifest_data), "out": where}, None)
+        return review_rows.audit(
+            db, who or Identity.system("cli"), "export", prompt.id, "export", None,
+            {"task": prompt.task, "version": prompt.version, "prompt_sha256": prompt.sha256,
+             "manifest_sha256": sha256_bytes(manifest_data), "out": where}, None)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -5,13 +5,16 @@ The checks, in order; the first that fails is the answer:
 
 1. ``prompt.md`` has the manifest's sha256.
 2. The trail is intact: every row's hash matches its content and the row before it.
-3. The manifest is the one an export wrote: the trail holds an ``export`` row with its sha256.
-4. The trail head the manifest names is in the chain with the same hash.
-5. The preamble and every heuristic has its approval row in the chain, before the head, by the
+3. With a ledger (:mod:`pld.pipeline.ledger`): every chain head it witnessed for this workspace
+   is still in the chain with its hash, so no newest rows were deleted after those exports.
+4. The manifest is the one an export wrote: the trail holds an ``export`` row with its sha256.
+5. The trail head the manifest names is in the chain with the same hash.
+6. The preamble and every heuristic has its approval row in the chain, before the head, by the
    person and identity kind the manifest names, for the text and version it lists, by someone
    other than the item's last editor (OIDC where the task required it), and nothing changed the
-   item between that approval and the export.
-6. The approved texts, composed, are ``prompt.md`` byte for byte.
+   item between that approval and the export; the manifest's description is the approved
+   preamble's.
+7. The approved texts, composed, are ``prompt.md`` byte for byte.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 from pld import review_rows, trail
 from pld.errors import BadInput
 from pld.identity import OIDC, normalize_name
-from pld.pipeline.export import MANIFEST_FILE, PROMPT_FILE, sha256_bytes
+from pld.pipeline import ledger as witness
+from pld.pipeline.export import MANIFEST_FILE, PROMPT_FILE, approved_description, sha256_bytes
 from pld.preamble import compose
 from pld.workspace import Workspace, loads
 
@@ -130,17 +134,20 @@ def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
     return str(after["text"])
 
 
-def verify(ws: Workspace, export_dir: str | Path) -> Verification:
-    """Run every check on the export in ``export_dir`` against ``ws``'s trail."""
+def verify(ws: Workspace, export_dir: str | Path,
+           ledger: str | Path | None = None) -> Verification:
+    """Run every check on the export in ``export_dir`` against ``ws``'s trail, and against the
+    ledger at ``ledger`` when given (:class:`BadInput` when there is no such file)."""
     out = Verification(str(export_dir))
     try:
-        _verify(ws, Path(export_dir), out.checks)
+        _verify(ws, Path(export_dir), out.checks, ledger)
     except _Broken as e:
         out.broken = str(e)
     return out
 
 
-def _verify(ws: Workspace, export_dir: Path, checks: list[str]) -> None:
+def _verify(ws: Workspace, export_dir: Path, checks: list[str],
+            ledger: str | Path | None) -> None:
     prompt, raw, manifest = _read(export_dir)
     if sha256_bytes(prompt) != _field(manifest, "prompt_sha256"):
         raise _Broken(f"{PROMPT_FILE}: its sha256 {sha256_bytes(prompt)[:12]}… is not the "
@@ -151,6 +158,12 @@ def _verify(ws: Workspace, export_dir: Path, checks: list[str]) -> None:
     if broken is not None:
         raise _Broken(f"the trail is broken at {broken}")
     checks.append(f"the trail's {trail.head(ws).id} rows are an intact hash chain")
+    if ledger is not None:
+        witnessed = witness.check(ws, ledger, sha256_bytes(raw))
+        if witnessed.broken is not None:
+            raise _Broken(witnessed.broken)
+        checks.append(f"the {witnessed.checked} chain heads the ledger {ledger} witnessed for "
+                      "this workspace are still in the chain")
     export_row = _export_row(ws, sha256_bytes(raw))
     checks.append(f"{MANIFEST_FILE} is the one export row {export_row['id']} recorded")
     head_id, head_hash = _field(manifest, "trail", "head_row_id"), _field(manifest, "trail",
@@ -163,10 +176,13 @@ def _verify(ws: Workspace, export_dir: Path, checks: list[str]) -> None:
     oidc_only = bool(manifest.get("require_oidc"))
     preamble = _check_item(ws, review_rows.PREAMBLE, _field(manifest, "preamble"), head_id,
                            oidc_only)
+    if manifest.get("description") != approved_description(preamble):
+        raise _Broken(f"{MANIFEST_FILE}: its description is not the approved preamble's")
     texts = [_check_item(ws, review_rows.HEURISTIC, h, head_id, oidc_only)
              for h in _field(manifest, "heuristics")]
     checks.append(f"the preamble and {len(texts)} heuristics were approved by someone other "
-                  "than their last editor and unchanged until the export")
+                  "than their last editor and unchanged until the export; the description is "
+                  "the approved preamble's")
     try:
         composed = compose(preamble, texts).encode("utf-8")
     except BadInput as e:

@@ -18,7 +18,6 @@ from pld import review, review_rows
 from pld.errors import BadInput
 from pld.identity import Identity
 from pld.ui import sidebar
-from pld.ui.escape import literal
 from pld.ui.page import flash, task_page
 from pld.workspace import Workspace
 
@@ -27,13 +26,15 @@ NOBODY = f"Nobody is identified: {SIGN_IN[0].lower()}{SIGN_IN[1:]}"
 
 
 def act(what: str, action: Callable[[Identity], str],
-        refused: Callable[[BadInput], str] | None = None) -> bool:
+        refused: Callable[[BadInput], str | None] | None = None) -> bool:
     """Run ``action`` as the signed-in reviewer and leave its outcome as a flash message.
 
     ``action`` makes its ``pld`` calls as the identity it is given and returns the message that
     says what it did; a :class:`BadInput` it raises is the refusal, worded by ``refused``
-    (by default "Cannot WHAT: reason", and a stale edit as a warning). With nobody identified
-    nothing runs. True when the action was done.
+    (by default "Cannot WHAT: reason", and a stale edit as a warning; None from ``refused``:
+    the page shows that refusal itself). Messages are plain text
+    (:func:`pld.ui.page.flash` shows them literally). With nobody identified nothing runs.
+    True when the action was done.
     """
     who = sidebar.identity()
     if who is None:
@@ -43,11 +44,13 @@ def act(what: str, action: Callable[[Identity], str],
         message = action(who)
     except BadInput as e:
         if refused is not None:
-            flash("error", refused(e))
+            why = refused(e)
+            if why is not None:
+                flash("error", why)
         elif isinstance(e, review_rows.StaleEdit):
-            flash("warning", f"Not saved, someone changed it first: {literal(e)}")
+            flash("warning", f"Not saved, someone changed it first: {e}")
         else:
-            flash("error", f"Cannot {what}: {literal(e)}")
+            flash("error", f"Cannot {what}: {e}")
         return False
     flash("success", message)
     return True

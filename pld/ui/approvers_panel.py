@@ -9,7 +9,7 @@ from pld import signoff
 from pld.errors import BadInput
 from pld.identity import Identity, normalize_name
 from pld.ui.acting import act
-from pld.ui.escape import literal
+from pld.ui.escape import literal, say
 from pld.workspace import Workspace
 
 
@@ -18,9 +18,9 @@ def _add(ws: Workspace, task: str) -> None:
 
     def run(who: Identity) -> str:
         if not signoff.add_approver(ws, task, name, who):
-            raise BadInput(f"{literal(name)} is already an approver of {literal(task)}.")
+            raise BadInput(f"{name} is already an approver of {task}.")
         st.session_state["h_new_approver"] = ""
-        return f"{literal(name)} is now an approver of {literal(task)}."
+        return f"{name} is now an approver of {task}."
 
     act("add an approver", run, refused=lambda e: f"Approver not added: {e}")
 
@@ -32,10 +32,10 @@ def _remove(ws: Workspace, task: str) -> None:
 
     def run(who: Identity) -> str:
         if not signoff.remove_approver(ws, task, name, who):
-            raise BadInput(f"{literal(name)} was not an approver of {literal(task)}.")
+            raise BadInput(f"{name} was not an approver of {task}.")
         after = ("" if signoff.list_approvers(ws, task)
                  else " The list is empty: anyone may approve again.")
-        return f"{literal(name)} is no longer an approver of {literal(task)}.{after}"
+        return f"{name} is no longer an approver of {task}.{after}"
 
     act("remove an approver", run, refused=lambda e: f"Approver not removed: {e}")
 
@@ -48,7 +48,7 @@ def approvers_panel(ws: Workspace, task: str, me: Identity | None) -> list[str]:
         if approvers:
             st.write("Only these people may approve or reject heuristics of this task (others "
                      "may still edit, merge, split and comment): "
-                     + ", ".join(f"**{a}**" for a in approvers))
+                     + ", ".join(f"**{literal(a)}**" for a in approvers))
         else:
             st.write("No approver list: anyone except a heuristic's last editor may approve. "
                      "Adding a name restricts approval to the list.")
@@ -58,8 +58,8 @@ def approvers_panel(ws: Workspace, task: str, me: Identity | None) -> list[str]:
         st.button("Add approver", key="h_add_approver", disabled=not may_add,
                   on_click=_add, args=(ws, task))
         if me is not None and not may_add:
-            st.caption(f"Only approvers can add or remove names; {literal(me.name)} is not on "
-                       "the list.")
+            say("caption", f"Only approvers can add or remove names; {me.name} is not on the "
+                           "list.")
         if approvers:
             may_remove = me is not None and me.name in listed
             if st.session_state.get("h_remove_approver") not in approvers:

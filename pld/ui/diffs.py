@@ -1,9 +1,10 @@
-"""Text diffs for the review pages: word-level spans, a unified diff, and side-by-side rows.
+"""Text diffs for the review pages: word-level spans shown old beside new, a unified diff, and
+side-by-side rows.
 
 Heuristics are a few sentences long, so a word-level diff shows what a reviewer changed far more
 readably than a line diff; prompts are many lines, so those get a unified or side-by-side line
-diff. Everything here is pure (strings in, data out) except :func:`spans_html`, which only
-formats: the pages decide how to show it.
+diff. Everything here is pure (strings in, data out) except :func:`side_html` and
+:func:`diff_html`, which only format: the pages decide how to show it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def word_diff(old: str, new: str) -> list[Span]:
         if tag == "equal":
             add(EQUAL, a[i1:i2])
         else:
-            # A replacement reads best as "old words struck, new words after them".
+            # A replacement: the old words (struck on the old side), then the new ones.
             add(DELETE, a[i1:i2])
             add(INSERT, b[j1:j2])
     return spans
@@ -80,24 +81,33 @@ def changed(spans: list[Span]) -> bool:
     return any(s.op != EQUAL for s in spans)
 
 
-def spans_html(spans: list[Span]) -> str:
-    """The spans as escaped HTML: deletions struck through in red, insertions in green."""
+def side_html(spans: list[Span], side: str) -> str:
+    """One side of a word diff as escaped HTML: ``side`` DELETE gives the old text with its
+    deleted words struck through in red, INSERT the new text with its inserted words in green."""
+    tag = "del" if side == DELETE else "ins"
     parts = []
     for s in spans:
-        text = html.escape(s.text)
-        if s.op == INSERT:
-            parts.append(f'<ins style="{_STYLE[INSERT]}">{text}</ins>')
-        elif s.op == DELETE:
-            parts.append(f'<del style="{_STYLE[DELETE]}">{text}</del>')
-        else:
-            parts.append(text)
+        if s.op == EQUAL:
+            parts.append(html.escape(s.text))
+        elif s.op == side:
+            parts.append(f'<{tag} style="{_STYLE[side]}">{html.escape(s.text)}</{tag}>')
     body = "".join(parts) or "<em>(empty)</em>"
     return f'<div class="pld-diff" style="white-space:pre-wrap;line-height:1.6">{body}</div>'
 
 
-def diff_html(old: str, new: str) -> str:
-    """:func:`word_diff` of ``old`` and ``new`` rendered by :func:`spans_html`."""
-    return spans_html(word_diff(old, new))
+def diff_html(old: str, new: str, *, old_title: str = "Before",
+              new_title: str = "After") -> str:
+    """``old`` and ``new`` side by side, the words :func:`word_diff` finds changed marked
+    within each: struck through in the old text, highlighted in the new. Interleaving them
+    in one text ("~~delivery~~parcel ~~did~~is") is hard to read once a sentence is
+    rewritten."""
+    spans = word_diff(old, new)
+    columns = "".join(
+        f'<div><div style="font-size:0.8em;opacity:0.7">{html.escape(title)}</div>'
+        f"{side_html(spans, side)}</div>"
+        for title, side in ((old_title, DELETE), (new_title, INSERT)))
+    return ('<div class="pld-diff-sides" style="display:grid;grid-template-columns:1fr 1fr;'
+            f'gap:1em">{columns}</div>')
 
 
 def unified(old: str, new: str, *, old_name: str = "before", new_name: str = "after") -> str:

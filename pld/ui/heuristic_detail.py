@@ -18,7 +18,7 @@ from pld.errors import BadInput
 from pld.identity import Identity, normalize_name
 from pld.ui import diffs
 from pld.ui.acting import SIGN_IN, act
-from pld.ui.escape import literal
+from pld.ui.escape import literal, say, tip
 from pld.ui.heuristic_drafts import split_tab
 from pld.ui.heuristic_editor import edit_tab, editor_panel
 from pld.workspace import Workspace
@@ -29,13 +29,30 @@ def _comment_key(hid: int, name: str) -> str:
     return f"h_comment_{hid}_{name}"
 
 
-def _refusal(e: BadInput, action: str) -> str:
+def _stale_decision(e: review_rows.StaleEdit, action: str, version: int) -> str:
+    """Why a decision on ``version`` was refused once the heuristic had changed: what changed
+    and by whom, and that the new version is on screen to review. The reviewer wrote nothing,
+    so there is nothing of theirs to redo (the refusal's own words are for an edit)."""
+    now, theirs = e.current, e.theirs
+    what = f"heuristic #{now['id']} changed after you opened version {version}"
+    if theirs is not None:
+        before, after = theirs["before"] or {}, theirs["after"] or {}
+        change = "its text" if before.get("text") != after.get("text") else "its status"
+        what += (f": {theirs['who']} did '{theirs['action']}' at "
+                 f"{theirs['created_at']}, which changed {change}")
+    return (f"Not {action}d: {what}. It is now version {now['version']}, {now['status']}. "
+            f"You had written nothing, so nothing is lost: version {now['version']} is shown "
+            f"here with its last change marked; review it, then {action} it if you still "
+            "mean to.")
+
+
+def _refusal(e: BadInput, action: str, version: int) -> str:
     if isinstance(e, signoff.FourEyes):
         return f"Four-eyes rule: {e}"
     if isinstance(e, signoff.NotApprover):
         return f"Not an approver: {e}"
     if isinstance(e, review_rows.StaleEdit):
-        return f"Not {action}d: {e}"
+        return _stale_decision(e, action, version)
     return str(e)
 
 
@@ -46,22 +63,22 @@ def _decide(ws: Workspace, hid: int, version: int, action: str) -> None:
         decide = review.approve if action == "approve" else review.reject
         row = decide(ws, hid, who, base_version=version, comment=comment)
         st.session_state[key] = ""
-        return (f"Heuristic #{hid} {row['status']} by {literal(who.name)} ({who.kind}); "
+        return (f"Heuristic #{hid} {row['status']} by {who.name} ({who.kind}); "
                 f"now version {row['version']}.")
 
-    act(action, run, refused=lambda e: _refusal(e, action))
+    act(action, run, refused=lambda e: _refusal(e, action, version))
 
 
 def _last_change(hist: list[dict[str, Any]], h: dict[str, Any]) -> None:
     for r in reversed(hist):
         before, after = r["before"] or {}, r["after"] or {}
         if before.get("text") is not None and before.get("text") != after.get("text"):
-            st.caption(f"Last text change: v{before.get('version')} → v{after.get('version')} "
-                       f"by {literal(r['who'])} ({r['identity_kind']}, {r['action']}) at "
-                       f"{r['created_at']}")
+            say("caption", f"Last text change: v{before.get('version')} → "
+                           f"v{after.get('version')} by {r['who']} ({r['identity_kind']}, "
+                           f"{r['action']}) at {r['created_at']}")
             st.html(diffs.diff_html(before["text"], after["text"]))
             return
-    st.caption(f"Original text, written by {literal(h['created_by'])}.")
+    say("caption", f"Original text, written by {h['created_by']}.")
 
 
 def _review_tab(ws: Workspace, h: dict[str, Any], me: Identity | None,
@@ -70,12 +87,12 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: Identity | None,
     if me is None:
         st.info(f"{SIGN_IN} to approve or reject.")
     elif approvers and me.name not in {normalize_name(a) for a in approvers}:
-        st.info(f"{literal(me.name)} is not on this task's approver list: you can edit and "
-                "comment, not approve or reject.")
+        say("info", f"{me.name} is not on this task's approver list: you can edit and "
+                    "comment, not approve or reject.")
     elif (normalize_name(h["updated_by"] or "") == me.name
           and status != review_rows.APPROVED):
-        st.warning(f"You ({literal(me.name)}) wrote the current text: the four-eyes rule needs "
-                   "someone else to approve it.")
+        say("warning", f"You ({me.name}) wrote the current text: the four-eyes rule needs "
+                       "someone else to approve it.")
     st.text_input("Comment (recorded with the decision)",
                   key=_comment_key(hid, me.name if me else ""), disabled=me is None)
     # Off before the click, with the reason the refusal would give, not refused after it.
@@ -84,9 +101,10 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: Identity | None,
            for a in ("approve", "reject")}
     c1, c2 = st.columns(2)
     c1.button("Approve", key=f"h_approve_{hid}", type="primary", disabled=bool(off["approve"]),
-              help=off["approve"], on_click=_decide, args=(ws, hid, h["version"], "approve"))
+              help=tip(off["approve"]), on_click=_decide,
+              args=(ws, hid, h["version"], "approve"))
     c2.button("Reject", key=f"h_reject_{hid}", disabled=bool(off["reject"]),
-              help=off["reject"], on_click=_decide, args=(ws, hid, h["version"], "reject"))
+              help=tip(off["reject"]), on_click=_decide, args=(ws, hid, h["version"], "reject"))
     if me is not None:
         st.caption(f"Signing as **{literal(me.name)}** ({me.kind}).")
 
@@ -121,11 +139,11 @@ def heuristic_detail(ws: Workspace, hid: int, me: Identity | None,
     h = review.get_heuristic(ws, hid)
     hist = review.history(ws, hid)
     st.subheader(f"Heuristic #{hid}")
-    approved = (f" · approved by {literal(h['approved_by'])} ({h['identity_kind']})"
+    approved = (f" · approved by {h['approved_by']} ({h['identity_kind']})"
                 if h["approved_by"] else "")
-    st.caption(f"{h['status']} · version {h['version']} · origin {h['origin'] or '–'} · "
-               f"created by {literal(h['created_by'])} · last edited by "
-               f"{literal(h['updated_by'] or h['created_by'])}{approved}")
+    say("caption", f"{h['status']} · version {h['version']} · origin {h['origin'] or '–'} · "
+                   f"created by {h['created_by']} · last edited by "
+                   f"{h['updated_by'] or h['created_by']}{approved}")
     # Exactly as written: Markdown here could fake badges and links, or hide reference lines
     # that stay in the prompt.
     st.code(h["text"], language=None, wrap_lines=True)
@@ -136,7 +154,7 @@ def heuristic_detail(ws: Workspace, hid: int, me: Identity | None,
     with t_review:
         _review_tab(ws, h, me, approvers)
     with t_edit:
-        edit_tab(h, me)
+        edit_tab(ws, h, me)
     with t_split:
         split_tab(ws, h, me)
     with t_sources:

@@ -16,6 +16,7 @@ import streamlit as st
 from pld import jobs
 from pld.pipeline.runs import DONE, FAILED, INTERRUPTED
 from pld.ui import sidebar
+from pld.ui.escape import literal
 from pld.ui.page import flash
 from pld.workspace import Workspace
 
@@ -108,7 +109,8 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
                 if reason:
                     # Plain text, never Markdown: it can quote model output or a file's lines.
                     st.text(reason)
-                with st.expander(f"Its log ({last[0].describe()})", expanded=reason is None):
+                with st.expander(f"Its log ({literal(last[0].describe())})",
+                                 expanded=reason is None):
                     st.code(jobs.job_log(last[0]) or "(empty log)", language=None)
             elif status == INTERRUPTED:
                 st.warning(f"The last {kind} job was interrupted; start it again to resume.")

@@ -20,7 +20,7 @@ from pld.errors import BadInput
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
 from pld.ui import sidebar
-from pld.ui.escape import literal
+from pld.ui.escape import say, tip
 from pld.ui.job_progress import jobs_panel
 from pld.ui.page import flash
 from pld.workspace import Workspace
@@ -80,7 +80,7 @@ def start_controls(ws: Workspace, task: str, launch: Launch,
         with right:
             _estimate_button(ws, command(launch), f"{launch.prefix}_estimate")
     if problem:
-        st.caption(literal(problem))  # may quote a model string or the task
+        say("caption", problem)  # may quote a model string or the task
 
 
 def command(launch: Launch) -> list[str]:
@@ -107,9 +107,9 @@ def _start(ws: Workspace, launch: Launch) -> None:
         # The job acts as the reviewer: what it writes is theirs, so someone else approves it.
         job = jobs.start(ws, command(launch), who=sidebar.identity())
     except (BadInput, OSError) as e:
-        flash("error", f"Could not start the {launch.kind} job: {literal(e)}")
+        flash("error", f"Could not start the {launch.kind} job: {e}")
     else:
-        flash("success", f"{launch.started} in the background ({literal(job.describe())}).")
+        flash("success", f"{launch.started} in the background ({job.describe()}).")
 
 
 def _estimate_words(d: dict[str, Any]) -> str:
@@ -147,7 +147,7 @@ def _batch_checkbox(key: str, models: tuple[str, ...]) -> None:
     st.checkbox(
         "Use the provider's batch API (half price, answers within 24 h)", key=key,
         disabled=problem is not None,
-        help=(f"{problem} has no batch API: local models run here." if problem is not None
+        help=(tip(f"{problem} has no batch API: local models run here.") if problem is not None
               else "Sends the uncached calls as provider batches (python -m pld … --batch). "
                    "Their progress shows below while the job runs; cancelling the job cancels "
                    "them, and starting it again picks up the same batches."))

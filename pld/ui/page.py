@@ -1,5 +1,5 @@
-"""What every page does first (login, sidebar, the chosen task, the last action's message) and
-the widget helpers that keep keyed inputs in step with the workspace.
+"""What every page does first (login, sidebar, the chosen task, the last action's message, shown
+literally) and the widget helpers that keep keyed inputs in step with the workspace.
 
 A page runs inside ``app.py`` (which draws the sidebar once, before ``st.navigation`` runs the
 page) or on its own (``AppTest.from_file("pages/x.py")``, ``streamlit run pages/x.py``).
@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from pld.ui import sidebar
+from pld.ui.escape import say
 from pld.workspace import Workspace
 
 SIDEBAR_FLAG = "_pld_sidebar_rendered"
@@ -81,8 +82,10 @@ def task_page(title: str, caption: str | None = None) -> tuple[Workspace, str]:
 def flash(kind: str, message: str) -> None:
     """Keep a message for the next run of the page (``kind``: success, info, warning, error).
 
-    Actions run in button callbacks, before the page is drawn; the page shows the message with
-    :func:`show_flash` where it starts.
+    ``message`` is plain text, not Markdown: it is shown literally (:func:`pld.ui.escape.say`),
+    so a name or a refusal quoted in it needs no escaping. Actions run in button callbacks,
+    before the page is drawn; the page shows the message with :func:`show_flash` where it
+    starts.
     """
     st.session_state[FLASH_KEY] = (kind, message)
 
@@ -91,7 +94,7 @@ def show_flash() -> None:
     """Show (once) the message left by :func:`flash`."""
     kind, message = st.session_state.pop(FLASH_KEY, (None, None))
     if kind in ("success", "info", "warning", "error"):
-        getattr(st, kind)(message)
+        say(kind, message)
 
 
 def follow_newest(key: str, options: Sequence[Any], newest: Any, scope: str = "") -> None:
@@ -136,11 +139,15 @@ def labelled_selectbox(label: str, options: Sequence[Any], *, key: str,
 
 def follow_value(key: str, value: Any) -> None:
     """Call before drawing the keyed input ``key`` (without ``value=``): set it to ``value``
-    whenever ``value`` changed since the last call, e.g. a name someone else saved meanwhile.
+    whenever ``value`` changed since the last call, e.g. a name someone else saved meanwhile,
+    and whenever the input opens again; what the reviewer types in between is kept.
 
-    Otherwise the input would keep showing (and resubmit) the old value it was first drawn with.
+    Otherwise the input would keep showing (and resubmit) the old value it was first drawn with,
+    or open empty: Streamlit forgets the value of an input a run did not draw (another page,
+    another cluster chosen), while the marker of the value seen stays.
     """
     seen_key = f"_pld_value_{key}"
-    if seen_key not in st.session_state or st.session_state[seen_key] != value:
+    if (key not in st.session_state or seen_key not in st.session_state
+            or st.session_state[seen_key] != value):
         st.session_state[key] = value
         st.session_state[seen_key] = value

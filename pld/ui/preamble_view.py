@@ -9,7 +9,7 @@ from pld import preamble, review_rows, signoff
 from pld.identity import Identity
 from pld.ui import page
 from pld.ui.acting import SIGN_IN, act
-from pld.ui.escape import literal
+from pld.ui.escape import say, tip
 from pld.workspace import Workspace
 
 
@@ -17,7 +17,7 @@ def _decide(ws: Workspace, task: str, version: int, action: str) -> None:
     def run(me: Identity) -> str:
         decide = preamble.approve_preamble if action == "approve" else preamble.reject_preamble
         row = decide(ws, task, me, base_version=version)
-        return f"Preamble {row['status']} by {literal(me.name)}; now version {row['version']}."
+        return f"Preamble {row['status']} by {me.name}; now version {row['version']}."
 
     act(f"{action} the preamble", run, refused=lambda e: f"Preamble not {action}d: {e}")
 
@@ -42,18 +42,19 @@ def preamble_panel(ws: Workspace, task: str, me: Identity | None) -> None:
         st.caption("Every prompt starts with this text; the heuristics go where the "
                    f"{preamble.RULES_SLOT} line is. No prompt is exported until it is approved.")
         st.code(row["text"], language=None, wrap_lines=True)
-        signed = (f"approved by {literal(row['approved_by'])} ({row['identity_kind']})"
+        signed = (f"approved by {row['approved_by']} ({row['identity_kind']})"
                   if row["approved_by"] else "not approved")
-        st.caption(f"Last written by {literal(row['updated_by'])} · {signed}")
+        say("caption", f"Last written by {row['updated_by']} · {signed}")
         off = {a: f"{SIGN_IN} first." if me is None
                else signoff.sign_off_refusal(ws, row, me, a)
                for a in ("approve", "reject")}
         c1, c2 = st.columns(2)
         c1.button("Approve preamble", key=f"pre_approve_{task}", type="primary",
-                  disabled=bool(off["approve"]), help=off["approve"], on_click=_decide,
+                  disabled=bool(off["approve"]), help=tip(off["approve"]), on_click=_decide,
                   args=(ws, task, row["version"], "approve"))
         c2.button("Reject preamble", key=f"pre_reject_{task}", disabled=bool(off["reject"]),
-                  help=off["reject"], on_click=_decide, args=(ws, task, row["version"], "reject"))
+                  help=tip(off["reject"]), on_click=_decide,
+                  args=(ws, task, row["version"], "reject"))
         if me is not None:
             key = f"pre_text_{task}_{me.name}"
             page.follow_value(key, row["text"])

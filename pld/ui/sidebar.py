@@ -13,10 +13,10 @@ import streamlit as st
 from pld.errors import BadInput
 from pld.identity import OIDC, Identity
 from pld.llm.base import ConfigError
-from pld.llm.registry import DEFAULT_MODEL, parse_model
+from pld.llm.registry import DEFAULT_MODEL, PROVIDERS, parse_model
 from pld.served_paths import confine
 from pld.tasks.store import loaded_tasks
-from pld.ui.escape import literal
+from pld.ui.escape import say
 from pld.workspace import Workspace, WorkspaceError, default_path, open_workspace
 
 CREATE_OK_KEY = "_pld_ws_create_ok"
@@ -52,14 +52,14 @@ def workspace() -> Workspace | None:
     try:
         path = confine(workspace_path(), "the workspace file")
     except BadInput as e:
-        st.error(str(e))
+        say("error", e)
         return None
     if not may_open(workspace_path()):
         return None
     try:
         return _open(str(path))
     except WorkspaceError as e:
-        st.error(str(e))
+        say("error", e)
         return None
 
 
@@ -114,9 +114,73 @@ def task() -> str | None:
     return st.session_state.get("task") or None
 
 
+ROLES = ("teacher", "student")
+
+
 def model(role: str) -> str:
     """The model string for ``role`` ('teacher' or 'student')."""
-    return st.session_state.get(f"{role}_model") or DEFAULT_MODEL
+    return st.session_state.get(f"{role}_model") or default_model(role)
+
+
+def default_model(role: str) -> str:
+    """The model ``role`` starts with: ``$PLD_TEACHER``/``$PLD_STUDENT``, else the local one."""
+    return os.environ.get(f"PLD_{role.upper()}", DEFAULT_MODEL)
+
+
+def _refused_key(role: str) -> str:
+    return f"_pld_{role}_model_refused"
+
+
+def _forget_refusal(role: str) -> None:
+    # Typing another model answers the address's refused one: its message goes.
+    st.session_state.pop(_refused_key(role), None)
+
+
+def _address_refusal(value: str, e: ConfigError) -> str:
+    """Why ``value`` from the address was refused, quoting none of it past the provider (or
+    past the host, as :func:`~pld.llm.registry.parse_model` words it): a link can carry a
+    key."""
+    provider = value.partition("/")[0]
+    shown = f"{provider}/…" if provider in PROVIDERS else "…"
+    return str(e).replace(repr(value), shown).replace(repr(provider), "…")
+
+
+def _model_from_address(role: str) -> str | None:
+    """The model string the address names for ``role`` when it is a valid one; an invalid
+    one is dropped from the address, and the sidebar says why it was not used."""
+    value = st.query_params.get(role)
+    if not value:
+        return None
+    try:
+        return parse_model(value).model
+    except ConfigError as e:
+        st.session_state[_refused_key(role)] = (
+            f"The {role} model in the page address was refused: "
+            f"{_address_refusal(value, e)}. Using {default_model(role)} instead.")
+        del st.query_params[role]
+        return None
+
+
+def remember_models() -> None:
+    """Keep the teacher and student model strings in the page address (``?teacher=…``,
+    ``?student=…``) like the reviewer name, so a reload does not quietly fall back to the
+    default model; a model already in this session wins. A string from the address is checked
+    first (:func:`_model_from_address`), and a typed one that does not parse never goes there.
+    The default model is left out of the address."""
+    for role in ROLES:
+        key = f"{role}_model"
+        if key not in st.session_state:
+            st.session_state[key] = _model_from_address(role) or default_model(role)
+        chosen = st.session_state[key]
+        try:
+            parse_model(chosen)
+        except ConfigError:
+            continue  # the sidebar says why; the address keeps the last good one
+        if chosen == default_model(role):
+            if role in st.query_params:
+                del st.query_params[role]
+        elif st.query_params.get(role) != chosen:
+            st.query_params[role] = chosen
 
 
 REVIEWER_PARAM = "reviewer"
@@ -143,7 +207,7 @@ def render() -> None:
                       help="One SQLite file holds everything; $PLD_WORKSPACE sets the default.")
         path = workspace_path()
         if not may_open(path):
-            st.warning(f"There is no workspace file at {path}.")
+            say("warning", f"There is no workspace file at {path}.")
             st.button("Create a new workspace there", key="ws_create", on_click=_allow_create,
                       args=(str(path),))
         ws = workspace()
@@ -171,11 +235,14 @@ def render() -> None:
             try:
                 _typed_identity()
             except BadInput as e:
-                st.error(literal(e))  # quotes the typed name
-        for role in ("teacher", "student"):
-            st.text_input(f"{role.title()} model", value=os.environ.get(
-                f"PLD_{role.upper()}", DEFAULT_MODEL), key=f"{role}_model")
+                say("error", e)  # quotes the typed name
+        remember_models()
+        for role in ROLES:
+            st.text_input(f"{role.title()} model", key=f"{role}_model",
+                          on_change=_forget_refusal, args=(role,))
+            if st.session_state.get(_refused_key(role)):
+                say("error", st.session_state[_refused_key(role)])
             try:
                 parse_model(model(role))
             except ConfigError as e:
-                st.error(str(e))
+                say("error", e)  # quotes the model string

@@ -73,3 +73,25 @@ def test_prompts_build_list_show_from_approved_heuristics(
     assert RULES[1] not in _ok("prompts", "show", TASK, ws=ws)
     r = pld("prompts", "show", TASK, "--version", "9", ws=ws.path)
     assert r.returncode == 2 and "no prompt version 9 (versions: 1, 2)" in r.stderr
+
+
+def test_export_appends_to_the_ledger_it_is_given(ws: Workspace, tmp_path: Path) -> None:
+    load_reviews(ws)
+    add_heuristic(ws, RULES[0])
+    _ok("prompts", "build", TASK, ws=ws)
+    out, ledger = tmp_path / "exports" / "v1", tmp_path / "audit" / "ledger.jsonl"
+    data = json.loads(_ok("export", TASK, "--out", str(out), "--ledger", str(ledger), "--json",
+                          ws=ws))
+    assert data["ledger"] == str(ledger)
+    [entry] = [json.loads(line) for line in ledger.read_text(encoding="utf-8").splitlines()]
+    assert (entry["task"], entry["version"]) == (TASK, 1)
+    assert not (tmp_path / "exports" / "ledger.jsonl").exists()
+    text = _ok("export", TASK, "--out", str(out), ws=ws)  # the default: next to --out
+    assert f"is in {tmp_path / 'exports' / 'ledger.jsonl'}" in text
+    assert "verified:" in _ok("verify", str(out), "--ledger", str(ledger), ws=ws)
+    (tmp_path / "a-file").write_text("")
+    r = pld("export", TASK, "--out", str(tmp_path / "v1b"), "--ledger",
+            str(tmp_path / "a-file" / "ledger.jsonl"), ws=ws.path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "cannot append to the ledger" in r.stderr
+    assert not (tmp_path / "v1b").exists()  # refused before anything was written

@@ -346,6 +346,40 @@ def running_job(app_ws: Path) -> Iterator[Callable[[str, str], int]]:
         proc.wait()
 
 
+# One session moving between pages: each run executes the page named in session state, so a
+# run draws only that page's widgets and Streamlit forgets the others', as when a reviewer
+# opens another page of the app. (AppTest.switch_page on app.py runs the page file without
+# app.py, so no sidebar: not what a browser does.)
+_VISIT_SCRIPT = """
+import runpy
+import streamlit as st
+runpy.run_path(st.session_state["_test_page"], run_name="__main__")
+"""
+
+
+@pytest.fixture
+def visit_pages(app_ws: Path) -> Callable[..., Callable[[str], AppTest]]:
+    """``visit = visit_pages(task="demo", reviewer="dan")``; ``visit("heuristics")`` runs that
+    page in the same session (sidebar included) and returns the ``AppTest``."""
+
+    def _session(*, task: str | None = None, reviewer: str = "") -> Callable[[str], AppTest]:
+        at = AppTest.from_string(_VISIT_SCRIPT, default_timeout=60)
+        if task:
+            at.session_state["task"] = task
+        if reviewer:
+            at.session_state["reviewer"] = reviewer
+
+        def visit(page: str) -> AppTest:
+            at.session_state["_test_page"] = str(PAGES_DIR / f"{page}.py")
+            at.run()
+            assert not at.exception, page
+            return at
+
+        return visit
+
+    return _session
+
+
 # Text a model, an uploader or a reviewer could write to make a page say something it does not:
 # bold, a link, an image and a hidden link reference definition if rendered as Markdown.
 SPOOF = ('**APPROVED by alice** [click](http://evil) ![x](http://evil/x.png)\n'

@@ -332,3 +332,32 @@ def test_rule_text_names_and_reviewers_are_shown_literally(open_page: Callable[.
                "&amp;lt;i&amp;gt;")
     assert any(s.startswith(escaped) for s in hovers)  # the rule's hover label
     assert f"{cid}: {escaped}" in legend
+
+
+def test_the_new_name_box_opens_with_the_current_name_on_every_visit(
+        visit_pages: Callable[..., Callable[[str], AppTest]], populated_ws: Populated) -> None:
+    # Before: after another page (or another cluster) the box opened empty, and renaming from
+    # it was refused as an empty name.
+    visit = visit_pages(task=populated_ws.task, reviewer="ana")
+    at = visit("clusters")
+    [box] = [t for t in at.text_input if t.key.startswith("c_name_")]
+    name = box.value
+    assert name
+    visit("home")
+    at = visit("clusters")
+    assert at.text_input(key=box.key).value == name
+    cid = int(box.key.removeprefix("c_name_"))
+    other = next(c for c in populated_ws.cluster_ids[populated_ws.accepted_clustering]
+                 if c != cid)
+    at.selectbox(key="c_cluster").set_value(other).run()
+    at.selectbox(key="c_cluster").set_value(cid).run()
+    assert at.text_input(key=box.key).value == name
+    # What the reviewer types stays while the page reruns, and is what the rename saves.
+    at.text_input(key=box.key).input("Card fraud").run()
+    at.run()
+    assert at.text_input(key=box.key).value == "Card fraud"
+    at.button(key="c_rename").click().run()
+    assert not at.exception and not at.error
+    with connect(populated_ws.path) as ws:
+        names = {s["id"]: s["name"] for s in cluster_summary(ws, populated_ws.accepted_clustering)}
+    assert names[cid] == "Card fraud"

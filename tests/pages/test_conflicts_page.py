@@ -126,7 +126,8 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1
     history = _frame(at, "adopted")
-    assert list(history["iteration"]) == [1] and list(history["adopted"]) == [True]
+    assert list(history["iteration"]) == [1]
+    assert list(history["adopted"]) == ["first of its series"]
     assert list(history["Δ vs best"]) == [""]  # no best before the first: blank, not "None"
     with looped.open() as ws:
         errors = view.errors_for_iteration(ws, looped.task, 1)
@@ -144,7 +145,7 @@ def test_errors_side_by_side_with_heuristics_and_proposals(open_page: OpenPage,
     pending = [p for p in _proposals(looped) if p["status"] == "pending"]
     assert "<ins" in _texts(at.get("html"))
     for p in pending:
-        assert at.button(key=f"c_all_accept_{p['id']}")
+        assert at.button(key=f"c_accept_{p['id']}")
 
 
 def test_errors_can_be_narrowed_to_those_a_proposal_addresses(open_page: OpenPage,
@@ -172,8 +173,8 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
     before = edit["heuristic"]
     at = open_page("conflicts", task=looped.task, reviewer="ana")
     at.run()
-    at.text_input(key=f"c_all_comment_{edit['id']}_ana").input("good catch")
-    at.button(key=f"c_all_accept_{edit['id']}").click().run()
+    at.text_input(key=f"c_comment_{edit['id']}_ana").input("good catch")
+    at.button(key=f"c_accept_{edit['id']}").click().run()
     assert not at.exception
     assert f"Accepted proposal #{edit['id']}" in _texts(at.success)
     after = next(p for p in _proposals(looped) if p["id"] == edit["id"])
@@ -187,7 +188,7 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
     assert [(r["action"], r["who"], r["identity_kind"], r["comment"]) for r in audit] == [
         ("accept", "ana", "self-declared", "good catch")]
     # Decided proposals show who decided instead of buttons.
-    assert not [b for b in at.button if b.key == f"c_all_accept_{edit['id']}"]
+    assert not [b for b in at.button if b.key == f"c_accept_{edit['id']}"]
     # The errors still show the heuristic as the student and teacher saw it, and say it changed.
     with looped.open() as ws:
         cards = view.errors_for_iteration(ws, looped.task, 1)
@@ -201,19 +202,91 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
     assert prompt.text in [c.value for c in at.code]
 
 
-def test_reject_from_an_error_card(open_page: OpenPage, looped: Populated) -> None:
+def test_one_card_per_proposal_listing_its_examples(open_page: OpenPage,
+                                                   looped: Populated) -> None:
+    # Before: a proposal was drawn once in the Proposals tab and again in the card of every
+    # error it addressed, each copy with its own Accept and Reject buttons.
     with looped.open() as ws:
         errors = view.errors_for_iteration(ws, looped.task, 1)
-    first = errors[0]
-    involved = {h["id"] for h in first["heuristics"]}
-    target = next(p for p in _proposals(looped)
-                  if p["heuristic_id"] in involved or first["example_id"] in p["evidence"])
+        proposals = view.list_proposals(ws, looped.task, 1)
+    assert any(sum(view.addresses(p, e) for e in errors) > 1 for p in proposals)
     at = open_page("conflicts", task=looped.task, reviewer="ana")
     at.run()
-    at.button(key=f"c_err{first['example_id']}_reject_{target['id']}").click().run()
+    assert not at.exception
+    for label in ("Accept", "Reject"):
+        keys = [b.key for b in at.button if b.label == label]
+        assert sorted(keys) == sorted(f"c_{label.lower()}_{p['id']}" for p in proposals)
+    # Each card lists the examples it is about: the errors it addresses, the ones it cites.
+    tables = [d.value for d in at.dataframe if "cited" in d.value.columns]
+    assert len(tables) == len(proposals)
+    for p, table in zip(proposals, tables, strict=True):
+        addressed = {e["example_id"] for e in errors if view.addresses(p, e)}
+        assert set(table["example"]) == addressed | set(p["evidence"])
+        assert set(table.loc[table["cited"], "example"]) == set(p["evidence"])
+    # The error cards name the proposals that address them, without buttons of their own.
+    first = errors[0]
+    related = [p["id"] for p in proposals if view.addresses(p, first)]
+    assert any(f"#{related[0]} (" in c.value and "Proposals tab" in c.value
+               for c in at.caption)
+    target = next(p for p in proposals if p["id"] == related[0])
+    at.button(key=f"c_reject_{target['id']}").click().run()
     assert not at.exception
     assert f"Rejected proposal #{target['id']}" in _texts(at.success)
     assert next(p for p in _proposals(looped) if p["id"] == target["id"])["status"] == "rejected"
+
+
+def test_errors_grouped_by_heuristic(open_page: OpenPage, looped: Populated) -> None:
+    with looped.open() as ws:
+        errors = view.errors_for_iteration(ws, looped.task, 1)
+    groups = view.errors_by_heuristic(errors)
+    assert sum(len(g) for _, g in groups) >= len(errors)
+    assert [len(g) for h, g in groups if h is not None] == sorted(
+        (len(g) for h, g in groups if h is not None), reverse=True)
+    at = open_page("conflicts", task=looped.task, reviewer="ana").run()
+    at.radio(key="c_err_arrange").set_value("by heuristic").run()
+    assert not at.exception
+    heads = [m.value for m in at.markdown if m.value.startswith("**Heuristic #")]
+    assert heads == [f"**Heuristic #{h['id']}** · {len(g)} error(s)"
+                     for h, g in groups[:10] if h is not None]
+    tables = [d.value for d in at.dataframe if "similarity" in d.value.columns]
+    assert [list(t["example"]) for t in tables] == [
+        [e["example_id"] for e in g] for h, g in groups[:10] if h is not None]
+
+
+def test_history_names_each_student_and_starts_a_series_per_student(
+        open_page: OpenPage, looped: Populated, fake_openai: FakeOpenAI) -> None:
+    # Before: iteration 2 (another student) was ticked "adopted" and drawn green on the same
+    # line as iteration 1, under a legend saying "not below the best so far", with no student
+    # column and a blank "stop" cell.
+    fake_openai.responder = _responder
+    first, second = fake_openai.model_string(), fake_openai.model_string("second-student")
+    with looped.open() as ws:
+        loop.resolve(ws, looped.task, second, first, iterations=1, attribution="tfidf")
+        history = view.iteration_history(ws, looped.task)
+    assert [(h["iteration"], h["student"], h["series"]) for h in history] == [
+        (1, first, 1), (2, second, 2)]
+    at = open_page("conflicts", task=looped.task, reviewer="ana").run()
+    assert not at.exception
+    table = _frame(at, "adopted")
+    assert list(table.columns[:3]) == ["iteration", "student", "series"]
+    assert list(table["student"]) == [first, second]
+    assert list(table["series"]) == [1, 2]
+    assert list(table["adopted"]) == ["first of its series"] * 2
+    assert list(table["Δ vs best"]) == ["", ""]  # nothing before either to compare with
+    assert list(table["stop"]) == ["awaiting review"] * 2
+    # One line per series, named by its student; the legend names what each colour means,
+    # the same words the table uses.
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    traces = spec["data"]
+    assert [t["x"] for t in traces] == [[1], [2]]
+    assert [t["name"] for t in traces] == [f"series 1: {first}", f"series 2: {second}"]
+    caption = _texts(at.caption)
+    assert "Each line is a series: one student on one set of validation items" in caption
+    colours = {t["marker"]["color"][0] for t in traces}
+    assert len(colours) == 1
+    assert "Blue: the first iteration of a series" in caption
+    assert colours == {"#1565c0"}
+    assert "Green: adopted, not below the best so far in its series" in caption
 
 
 def test_no_identity_disables_decisions(open_page: OpenPage, looped: Populated) -> None:
@@ -222,7 +295,7 @@ def test_no_identity_disables_decisions(open_page: OpenPage, looped: Populated) 
     at.run()
     assert not at.exception
     assert "Nobody is identified" in _texts(at.warning)
-    assert all(at.button(key=f"c_all_accept_{p['id']}").disabled for p in pending)
+    assert all(at.button(key=f"c_accept_{p['id']}").disabled for p in pending)
 
 
 def test_running_loop_is_shown_when_the_run_section_is_collapsed(

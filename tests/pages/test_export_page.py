@@ -18,7 +18,7 @@ from pld.pipeline.verify import verify
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.conftest import approve_seen
-from tests.pages.conftest import Populated
+from tests.pages.conftest import Populated, unescaped
 
 OpenPage = Callable[..., AppTest]
 
@@ -159,3 +159,19 @@ def test_a_served_app_writes_only_under_its_exports_folder(
     assert [r["who"] for r in rows] == ["ana"]  # the export is in the trail with who
     assert result.ok, result.broken
 
+
+
+def test_a_relative_folder_is_reported_by_its_full_path(
+        open_page: OpenPage, populated_ws: Populated, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: "Wrote data/exports/demo-v1/prompt.md …", relative to a folder the reviewer
+    # may not know (where the server was started).
+    monkeypatch.chdir(tmp_path)
+    at = open_page("export", task=populated_ws.task, reviewer="ana").run()
+    at.text_input(key=f"x_out_demo_v{populated_ws.prompt_version}").input("data/exports/mine")
+    at.button(key="x_write").click().run()
+    assert not at.exception
+    full = tmp_path / "data" / "exports" / "mine"
+    assert (full / "prompt.md").is_file()
+    said = unescaped(_texts(at.success))
+    assert f"Wrote {full / 'prompt.md'} and {full / 'manifest.json'}." in said

@@ -179,6 +179,10 @@ def test_start_launches_a_job_and_disables_start(open_page: Callable[..., AppTes
     assert launched[0].args == ["extract", "demo", "--teacher", fake_openai.model_string(),
                                 "--limit", "3", "--concurrency", "1", "--retry-failed"]
     assert any("Extraction started" in s.value for s in at.success)
+    # The command as people read it: before, Markdown backticks showed literally around it.
+    assert any(f"(pld extract demo --teacher {fake_openai.model_string()} " in unescaped(s.value)
+               for s in at.success)
+    assert not any("`" in unescaped(s.value) for s in at.success)
     # The next run (or another tab) sees it running: Start is disabled, progress is shown.
     at.run()
     assert at.button(key="x_start").disabled

@@ -16,7 +16,13 @@ from pld.identity import Identity
 from pld.tasks import load_task
 from pld.workspace import loads, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
-from tests.pages.conftest import SPOOF, Populated, assert_not_rendered, rendered
+from tests.pages.conftest import (
+    SPOOF,
+    Populated,
+    assert_not_rendered,
+    rendered,
+    unescaped,
+)
 
 OpenPage = Callable[..., AppTest]
 
@@ -144,9 +150,18 @@ def test_approving_a_version_someone_changed_meanwhile_is_refused(
         review.edit(ws, hid, "Bob changed it.", Identity("bob"), base_version=1)
     at.button(key=f"h_approve_{hid}").click().run()
     assert not at.exception
-    assert "Not approved" in _texts(at.error) and "bob did 'edit'" in _texts(at.error)
+    refused = unescaped(_texts(at.error))
+    assert "Not approved" in refused and "bob did 'edit'" in refused
+    # Before: "redo yours on the current version", to a reviewer who had written nothing.
+    assert "redo yours" not in refused
+    assert "which changed its text" in refused and "It is now version 2, draft" in refused
+    assert "You had written nothing" in refused and "review it, then approve it" in refused
+    # The new version is there to review: its change marked, the buttons bound to it.
+    assert "Last text change: v1 → v2 by bob" in unescaped(_texts(at.caption))
     row = _row(populated_ws, hid)
     assert (row["status"], row["version"], row["text"]) == ("draft", 2, "Bob changed it.")
+    at.button(key=f"h_approve_{hid}").click().run()
+    assert "approved by ana" in _texts(at.success)
 
 
 def test_four_eyes_refusal(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -174,7 +189,8 @@ def test_stale_edit_is_refused_and_shown_side_by_side(open_page: OpenPage,
     at.text_area(key=f"h_edit_text_{hid}_ana").input("Ana's version of the rule.")
     at.button(key=f"h_save_{hid}").click().run()
     assert not at.exception
-    assert "changed since your version 1" in _texts(at.error)
+    # Said once, above the three texts (before: a second copy flashed above the page).
+    assert [e.value.count("changed since your version 1") for e in at.error] == [1]
     # Base, theirs and mine, in front of the reviewer (above the tabs), nothing lost.
     html = _texts(at.get("html"))
     assert original in [c.value for c in at.code]
@@ -502,3 +518,22 @@ def test_the_preamble_is_reviewed_like_a_heuristic(open_page: OpenPage,
     assert now is not None and (now["status"], now["approved_by"]) == ("approved", "eve")
     assert "Always label it" in now["text"]
     assert [(h["action"], h["who"]) for h in hist][-2:] == [("edit", "dan"), ("approve", "eve")]
+
+
+def test_the_preamble_box_opens_with_the_current_text_on_every_visit(
+        visit_pages: Callable[..., Callable[[str], AppTest]], populated_ws: Populated) -> None:
+    # Before: it was filled on the first visit only; after another page it opened empty, and
+    # saving the empty box was refused, so the reviewer retyped the whole preamble.
+    with populated_ws.open() as ws:
+        row = preamble.get_preamble(ws, populated_ws.task)
+    assert row is not None
+    key = f"pre_text_{populated_ws.task}_dan"
+    visit = visit_pages(task=populated_ws.task, reviewer="dan")
+    assert visit("heuristics").text_area(key=key).value == row["text"]
+    visit("home")
+    at = visit("heuristics")
+    assert at.text_area(key=key).value == row["text"]
+    # What the reviewer types stays while the page reruns.
+    at.text_area(key=key).input(row["text"] + " Be brief.").run()
+    at.run()
+    assert at.text_area(key=key).value == row["text"] + " Be brief."

@@ -174,7 +174,7 @@ def test_refusal_names_a_tampered_text_and_the_files_are_the_stored_bytes(
     prompt = build_prompt(ws, TASK)
     assert xp.refusal(ws, prompt) is None
     res = xp.export(ws, TASK, tmp_path / "out")
-    assert res.prompt_path.read_bytes() == xp.prompt_bytes(prompt)
+    assert res.prompt_path.read_bytes() == xp.prompt_bytes(ws, prompt) == prompt.text.encode()
     assert res.manifest_path.read_bytes() == xp.manifest_bytes(res.manifest)
     assert json.loads(xp.manifest_bytes(res.manifest)) == res.manifest
     assert xp.manifest_bytes(res.manifest).endswith(b"}\n")
@@ -293,3 +293,100 @@ def test_a_reloaded_file_with_a_new_description_makes_the_preamble_a_draft(
     with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
         xp.check_exportable(ws, build_prompt(ws, "rev"))
     assert trail.check_chain(ws) is None
+
+
+def test_a_text_changed_by_sql_after_its_approval_refuses_export(ws: Workspace,
+                                                                 tmp_path: Path) -> None:
+    # Before: the export composed the prompt from heuristics.text, which plain SQL can change
+    # after the approval; a rebuilt prompt with that text was exported (only verify noticed).
+    (h1, _), _ = _setup(ws)
+    build_prompt(ws, TASK)
+    with ws.write() as db:
+        db.execute("UPDATE heuristics SET text = 'Always answer pos.' WHERE id = ?", [h1])
+    rebuilt = build_prompt(ws, TASK)
+    assert "Always answer pos." in rebuilt.text
+    for version in (1, rebuilt.version):
+        with pytest.raises(xp.ExportRefused) as err:
+            xp.export(ws, TASK, tmp_path / "out", version=version)
+        assert f"heuristic {h1}: its text in the workspace is not the text trail row" \
+            in str(err.value)
+        assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ledger.jsonl").exists()
+    # The preamble likewise.
+    with ws.write() as db:
+        db.execute("UPDATE heuristics SET text = ? WHERE id = ?", [RULES[0], h1])
+        db.execute("UPDATE preambles SET text = 'Always answer pos.' || char(10) || text")
+    with pytest.raises(xp.ExportRefused, match="the preamble: its text in the workspace"):
+        xp.export(ws, TASK, tmp_path / "out", version=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_approval_row_the_chain_does_not_vouch_for_refuses_export(ws: Workspace,
+                                                                     tmp_path: Path) -> None:
+    (h1, _), _ = _setup(ws)
+    prompt = build_prompt(ws, TASK)
+    approval = xp.approval_row(ws, "heuristic", ws.query(
+        "SELECT * FROM heuristics WHERE id = ?", [h1])[0])
+    assert approval is not None
+    with ws.write() as db:
+        db.execute("UPDATE reviews SET comment = 'looked fine' WHERE id = ?", [approval["id"]])
+    reason = xp.refusal(ws, prompt)
+    assert reason is not None
+    assert (f"heuristic {h1}: its approval row {approval['id']} is not vouched for by the "
+            f"trail (broken at reviews row {approval['id']}") in reason
+
+
+def test_the_manifest_description_is_the_approved_one(ws: Workspace, tmp_path: Path) -> None:
+    # Before: after a person rewrote the preamble, `describe` changed the task's description
+    # (the preamble, no longer holding the old one, stayed approved) and the manifest's
+    # description field carried the new, unapproved text.
+    _setup(ws)
+    row = preamble.get_preamble(ws, TASK)
+    assert row is not None
+    rules_at = row["text"].index("Classify the input")
+    text = "You read product reviews for a shop.\n\n" + row["text"][rules_at:]
+    edited = preamble.edit_preamble(ws, TASK, text, Identity("mallory"),
+                                    base_version=row["version"])
+    preamble.approve_preamble(ws, TASK, Identity("alice"), base_version=edited["version"])
+    assert preamble.set_description(ws, TASK, "Always answer pos.", Identity("dave"))
+    assert preamble.get_preamble(ws, TASK)["status"] == "approved"  # type: ignore[index]
+    build_prompt(ws, TASK)
+    res = xp.export(ws, TASK, tmp_path / "out")
+    assert res.manifest["description"] == "You read product reviews for a shop."
+    assert "Always answer pos." not in res.manifest_path.read_text(encoding="utf-8")
+
+
+def test_the_description_of_a_template_preamble_is_the_task_description() -> None:
+    text = preamble.default_text("Decide the sentiment of a review.", LABELS)
+    assert xp.approved_description(text) == "Decide the sentiment of a review."
+    assert xp.approved_description("Say pos.\n{rules}\nAnswer.") == "Say pos."
+
+
+def test_each_export_appends_its_chain_head_to_the_ledger(ws: Workspace, tmp_path: Path) -> None:
+    _setup(ws)
+    build_prompt(ws, TASK)
+    first = xp.export(ws, TASK, tmp_path / "exports" / "v1", who=Identity("erin"))
+    assert first.ledger_path == tmp_path / "exports" / "ledger.jsonl"
+    chosen = tmp_path / "audit" / "book.jsonl"
+    second = xp.export(ws, TASK, tmp_path / "exports" / "again", ledger=chosen)
+    assert second.ledger_path == chosen
+    [line] = first.ledger_path.read_text(encoding="utf-8").splitlines()
+    entry = json.loads(line)
+    head = trail.head(ws)
+    export_row = ws.query("SELECT id, row_hash FROM reviews WHERE entity = 'export' "
+                          "ORDER BY id LIMIT 1")[0]
+    assert (entry["head_row_id"], entry["head_hash"]) == (export_row["id"],
+                                                          export_row["row_hash"])
+    assert entry["manifest_sha256"] == hashlib.sha256(
+        first.manifest_path.read_bytes()).hexdigest()
+    assert (entry["task"], entry["version"], entry["who"]) == (TASK, 1, "erin")
+    assert entry["workspace"] == str(Path(ws.path).resolve()) and entry["exported_at"]
+    [other] = chosen.read_text(encoding="utf-8").splitlines()
+    assert json.loads(other)["head_row_id"] == head.id
+    # A ledger that is a link is refused before anything is written.
+    link = tmp_path / "linked.jsonl"
+    link.symlink_to(tmp_path / "elsewhere.jsonl")
+    with pytest.raises(BadInput, match="the ledger is a symbolic link"):
+        xp.export(ws, TASK, tmp_path / "exports" / "third", ledger=link)
+    assert not (tmp_path / "exports" / "third").exists()
+    assert not (tmp_path / "elsewhere.jsonl").exists()

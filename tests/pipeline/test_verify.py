@@ -129,3 +129,82 @@ def test_verify_cli_exit_codes(ws: Workspace, exported: Path) -> None:
     missing = pld("verify", str(exported), "--workspace", str(exported / "nope.db"),
                   ws=ws.path)
     assert missing.returncode == 2 and "no such workspace" in missing.stderr
+
+
+def _later_export(ws: Workspace, tmp_path: Path) -> int:
+    """After the fixture's export, carl rejects heuristic 2 and v2 (heuristic 1 alone) is
+    exported: the ledger witnesses both. The id of the reject row."""
+    hid = ws.query("SELECT id, version FROM heuristics ORDER BY id")[1]
+    review.reject(ws, hid["id"], Identity("carl"), base_version=hid["version"],
+                  comment="misleads the student")
+    rejected = trail.head(ws).id
+    build_prompt(ws, TASK)
+    xp.export(ws, TASK, tmp_path / "v2", who=Identity("erin"))
+    return rejected
+
+
+def test_deleting_the_newest_rows_is_caught_by_the_ledger(ws: Workspace, exported: Path,
+                                                          tmp_path: Path) -> None:
+    # Before: deleting the trail's newest rows (here carl's rejection and the export after it)
+    # left a consistent chain, and nothing outside the workspace remembered them.
+    ledger = tmp_path / "ledger.jsonl"
+    rejected = _later_export(ws, tmp_path)
+    result = verify(ws, exported, ledger)
+    assert result.ok, result.broken
+    assert any("the 2 chain heads the ledger" in c for c in result.checks)
+    witnessed = trail.head(ws).id
+    _sql(ws, "DELETE FROM reviews WHERE id >= ?", [rejected])
+    assert trail.check_chain(ws) is None
+    assert verify(ws, exported).ok  # the trail alone cannot tell
+    result = verify(ws, exported, ledger)
+    assert result.broken is not None
+    assert result.broken.startswith(f"ledger line 2 (the export of {TASK} v2 at ")
+    assert f"the trail row {witnessed} it witnessed is gone" in result.broken
+    # Rows written again over the deleted ones do not have the hashes the ledger witnessed.
+    for i in range(witnessed - rejected + 1):
+        version = ws.query("SELECT version FROM heuristics WHERE id = 1")[0]["version"]
+        review.edit(ws, 1, f"{RULES[0]} ({i})", Identity("mallory"), base_version=version)
+    result = verify(ws, exported, ledger)
+    assert result.broken is not None and f"trail row {witnessed} no longer has the hash" \
+        in result.broken
+
+
+def test_a_ledger_of_another_workspace_proves_nothing(ws: Workspace, exported: Path,
+                                                      tmp_path: Path) -> None:
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"trail_root": "f" * 64, "head_row_id": 1,
+                                 "head_hash": "0" * 64, "manifest_sha256": "x"}) + "\n")
+    result = verify(ws, exported, other)
+    assert result.broken is not None and "holds no entry for this workspace" in result.broken
+    (tmp_path / "edited.jsonl").write_text("not json\n")
+    result = verify(ws, exported, tmp_path / "edited.jsonl")
+    assert result.broken == "ledger line 1: not valid JSON (the ledger was edited)"
+
+
+def test_a_manifest_with_an_unapproved_description_fails(ws: Workspace, exported: Path) -> None:
+    # Before: the manifest's description was the task's current one, approved or not, and
+    # verify passed it. A manifest written that way (and recorded as an export) fails now.
+    path = exported / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["description"] = "Always answer pos."
+    data = xp.manifest_bytes(manifest)
+    path.write_bytes(data)
+    xp.record_export(ws, build_prompt(ws, TASK), data, where=str(exported))
+    result = verify(ws, exported)
+    assert result.broken == "manifest.json: its description is not the approved preamble's"
+
+
+def test_verify_cli_checks_the_ledger(ws: Workspace, exported: Path, tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    ok = pld("verify", str(exported), "--workspace", str(ws.path), "--ledger", str(ledger),
+             ws=ws.path)
+    assert ok.returncode == 0, ok.stderr
+    assert "chain heads the ledger" in ok.stdout and "verified:" in ok.stdout
+    _sql(ws, "DELETE FROM reviews WHERE entity = 'export'")
+    bad = pld("verify", str(exported), "--workspace", str(ws.path), "--ledger", str(ledger),
+              "--json", ws=ws.path)
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["broken"].startswith(f"ledger line 1 (the export of {TASK} v1")
+    missing = pld("verify", str(exported), "--workspace", str(ws.path), "--ledger",
+                  str(tmp_path / "nope.jsonl"), ws=ws.path)
+    assert missing.returncode == 2 and "no such ledger file" in missing.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 from pld.ui import diffs
 from pld.ui.diffs import DELETE, EQUAL, INSERT, Row, Span
 
@@ -34,12 +37,32 @@ def test_word_diff_from_and_to_empty() -> None:
     assert diffs.word_diff("", "") == []
 
 
-def test_spans_html_escapes_and_marks() -> None:
+def _text(html_part: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", html_part))
+
+
+def test_diff_html_escapes_and_marks() -> None:
     out = diffs.diff_html("if x < 3 or z", "if x <= 3 & y")
     assert "<script" not in diffs.diff_html("a", "<script>alert(1)</script>")
     assert "&lt;" in out and "&amp;" in out
     assert "<ins" in out and "<del" in out
-    assert "(empty)" in diffs.spans_html([])
+    assert "(empty)" in diffs.side_html([], INSERT)
+
+
+def test_diff_html_shows_old_and_new_side_by_side_with_changes_marked_in_each() -> None:
+    # Before: "~~delivery~~parcel ~~did~~is ~~not~~late…", deleted and added words in turn.
+    old = "If the delivery did not arrive on time, answer late."
+    new = "If the parcel is late or lost, answer late."
+    out = diffs.diff_html(old, new, old_title="v1", new_title="v2")
+    sides = re.findall(r'<div class="pld-diff"[^>]*>(.*?)</div>', out)
+    assert len(sides) == 2
+    before, after = sides
+    assert _text(before) == old and _text(after) == new
+    assert "<del" in before and "<ins" not in before
+    assert "<ins" in after and "<del" not in after
+    assert re.search(r"<del[^>]*>delivery", before) and re.search(r"<ins[^>]*>parcel", after)
+    assert out.index("v1") < out.index(before) < out.index("v2") < out.index(after)
+    assert "grid-template-columns:1fr 1fr" in out
 
 
 def test_unified_diff() -> None:

@@ -70,15 +70,17 @@ def _where(task: str, *, status: str | None = None, label: str | None = None,
 
 def list_rules(ws: Workspace, task: str, *, limit: int = 50, offset: int = 0,
                **filters: Unpack[RuleFilters]) -> list[dict[str, Any]]:
-    """One page of a task's micro-instructions in example order, with their example's text.
+    """One page of a task's micro-instructions by id, with their example's text.
 
-    ``filters`` are those of :class:`RuleFilters`. Paging is done in SQL.
+    ``filters`` are those of :class:`RuleFilters`. Paging is done in SQL. By id, the order the
+    table shows them in: rules extracted in parallel get their ids in the order the teacher
+    answered, so example order read "5, 8, 4, 1…".
     """
     where, args = _where(task, **filters)
     rows = ws.query(
         "SELECT m.*, e.ext_id, e.split, e.text AS example_text FROM micro_instructions m "
         f"JOIN examples e ON e.id = m.example_id WHERE {where} "
-        "ORDER BY m.example_id, m.id LIMIT ? OFFSET ?",
+        "ORDER BY m.id LIMIT ? OFFSET ?",
         [*args, limit, offset],
     )
     for row in rows:

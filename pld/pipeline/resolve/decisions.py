@@ -10,6 +10,7 @@ from typing import Any
 from pld import review, review_rows
 from pld.errors import BadInput
 from pld.identity import Identity
+from pld.pipeline.resolve.evidence import BETTER
 from pld.pipeline.resolve.state import (
     ACCEPTED,
     AUTO_COMMENT,
@@ -21,12 +22,13 @@ from pld.pipeline.resolve.state import (
     LoopOptions,
     iteration_record,
     proposal_rows,
+    read_evidence,
 )
 from pld.workspace import Workspace, now, row_by_id
 
 
 def _proposal(ws: Workspace, proposal_id: int) -> dict[str, Any]:
-    return row_by_id(ws, "proposals", proposal_id, "proposal", {"evidence": []})
+    return read_evidence(row_by_id(ws, "proposals", proposal_id, "proposal"))
 
 
 def _base_version(ws: Workspace, p: dict[str, Any]) -> int:
@@ -115,12 +117,20 @@ def decide_proposal(ws: Workspace, proposal_id: int, accept: bool, who: Identity
     return _decide(ws, proposal_id, accept, who, comment=comment)
 
 
-def auto_accept(ws: Workspace, o: LoopOptions, k: int) -> int:
+def auto_accept(ws: Workspace, o: LoopOptions, k: int) -> tuple[int, list[int]]:
+    """Accept the pending proposals of iteration ``k`` as the automatic approver (the teacher
+    writes, ``o.auto_accept_as`` approves). A measured proposal whose paired CI does not show
+    a gain is held instead: left pending, with its CI, for people to decide. The teacher's
+    proposals are accepted on trial: the next iteration's comparison with the best version
+    keeps or undoes them. Returns how many were accepted and the ids held."""
     assert o.auto_accept_as is not None
-    n = 0
+    n, held = 0, []
     for p in proposal_rows(ws, o.task.name, k, PENDING):
+        if p["measured"] is not None and p["measured"].get("verdict") != BETTER:
+            held.append(p["id"])
+            continue
         _decide(ws, p["id"], True, o.auto_accept_as, comment=AUTO_COMMENT,
                 author=Identity.teacher(o.teacher), approver=o.auto_accept_as)
         n += 1
-    return n
+    return n, held
 

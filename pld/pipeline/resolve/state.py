@@ -28,6 +28,8 @@ ADD, EDIT, REMOVE = "add", "edit", "remove"
 KINDS = (ADD, EDIT, REMOVE)
 CONVERGED, MAX_ITERATIONS, TEACHER_FAILED = "converged", "max-iterations", "teacher-failed"
 AWAITING_REVIEW, NO_ERRORS = "awaiting-review", "no-errors"
+# The automatic run could change nothing on evidence: what is left waits for people, with its CI.
+INDISTINCT = "not-distinguishable"
 AUTO_COMMENT = "auto-accepted (benchmark)"
 REVERT_ACTOR = Identity.system("resolve")  # a reserved name: no person can act as the loop
 TFIDF = "tfidf"
@@ -135,10 +137,27 @@ def proposal_rows(ws: Workspace, task: str, iteration: int | None = None,
     if status is not None:
         sql += " AND status = ?"
         args.append(status)
-    rows = ws.query(sql + " ORDER BY id", args)
-    for r in rows:
-        r["evidence"] = loads(r["evidence"], [])
-    return rows
+    return [read_evidence(r) for r in ws.query(sql + " ORDER BY id", args)]
+
+
+def read_evidence(row: dict[str, Any]) -> dict[str, Any]:
+    """A proposal row with its stored ``evidence`` decoded: ``evidence`` the example ids, and
+    ``measured`` what a measured proposal carries besides (the change, its paired CI, the
+    verdict; see :mod:`pld.pipeline.resolve.evidence`), None for the teacher's proposals."""
+    stored = loads(row["evidence"], []) if isinstance(row["evidence"], str) else row["evidence"]
+    if isinstance(stored, dict):
+        row["evidence"], row["measured"] = list(stored.get("examples") or []), stored.get("measured")
+    else:
+        row["evidence"], row["measured"] = list(stored or []), None
+    return row
+
+
+def stored_evidence(example_ids: list[int], measured: dict[str, Any] | None) -> str:
+    """The ``evidence`` column of a proposal: its example ids, with the measurement when it has
+    one (:func:`read_evidence` reads both shapes)."""
+    if measured is None:
+        return dumps(example_ids)
+    return dumps({"examples": example_ids, "measured": measured})
 
 
 def decision_of(ws: Workspace, proposal_id: int) -> dict[str, Any] | None:

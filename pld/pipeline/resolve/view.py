@@ -32,17 +32,31 @@ def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
     best before it), basis_version (the version whose errors the proposals address), stop,
     failed_groups (heuristic id -> error of each teacher call that failed), reverted_to_draft
     and not_reverted (what undoing a worse version left for people, and what people had
-    changed, so it was left alone), student and evaluation_id."""
+    changed, so it was left alone), student and evaluation_id.
+
+    ``series`` numbers the loops (1, 2, … in order of their first iteration): one student on one
+    validation limit, whose scores compare with each other and with no other series' (the loop
+    keeps a best version per series). ``series_first`` marks a series' first iteration, adopted
+    because there is nothing before it to compare with, and ``series_last`` its latest."""
     counts: dict[tuple[int, str], int] = {
         (r["iteration"], r["status"]): r["n"] for r in ws.query(
             "SELECT iteration, status, count(*) AS n FROM proposals WHERE task = ? "
             "GROUP BY iteration, status", [task])}
+    records = iteration_records(ws, task)
+    series: dict[tuple[str, int | None], int] = {}
+    for r in records:
+        series.setdefault((r["student"], r.get("val_limit")), len(series) + 1)
+    last_of = {series[(r["student"], r.get("val_limit"))]: r["iteration"] for r in records}
     out = []
-    for r in iteration_records(ws, task):
+    for r in records:
         k = r["iteration"]
         made = sum(counts.get((k, s), 0) for s in PROPOSAL_STATUSES)
+        n_series = series[(r["student"], r.get("val_limit"))]
         out.append({
-            "iteration": k, "prompt_version": r["prompt_version"], "macro_f1": r["macro_f1"],
+            "iteration": k, "series": n_series,
+            "series_first": not any(h["series"] == n_series for h in out),
+            "series_last": last_of[n_series] == k,
+            "prompt_version": r["prompt_version"], "macro_f1": r["macro_f1"],
             "metric": r["metric"], "raw_macro_f1": r["raw_macro_f1"],
             "accuracy": r["accuracy"], "n": r["n"], "n_errors": r.get("n_errors"),
             "proposals_made": made, "proposals_accepted": counts.get((k, ACCEPTED), 0),
@@ -95,6 +109,26 @@ def stop_in_words(ws: Workspace, h: dict[str, Any], pending: int, drafts: int) -
     return f"After iteration {h['iteration']} the loop stopped because {why}.{tail}"
 
 
+STOP_LABELS = {"awaiting": "awaiting review", "nothing": "nothing kept to decide",
+               "continued": "went on", "open": "not proposed yet",
+               "ready": "ready for the next iteration"}
+
+
+def stop_label(h: dict[str, Any], pending: int, drafts: int) -> str:
+    """A short word for the history table's "stop" column of iteration ``h``: its stop reason,
+    or where the loop stands there (``pending`` proposals and ``drafts`` to approve count only
+    for the latest iteration of its series, where the loop waits); never blank."""
+    if h["stop"]:
+        return str(h["stop"])
+    if not h["series_last"]:
+        return STOP_LABELS["continued"]
+    if pending or drafts:
+        return STOP_LABELS["awaiting"]
+    if h["proposed"]:
+        return STOP_LABELS["ready"] if h["proposals_made"] else STOP_LABELS["nothing"]
+    return STOP_LABELS["open"]
+
+
 def waiting_after_revert(ws: Workspace, history: list[dict[str, Any]]
                          ) -> tuple[dict[str, Any] | None, list[int]]:
     """The latest iteration whose revert left drafts for people, and those of them still
@@ -141,6 +175,47 @@ def list_proposals(ws: Workspace, task: str, iteration: int | None = None,
         if r["kind"] == ADD and r["status"] == ACCEPTED:
             r["created_heuristic_id"] = (decision_of(ws, r["id"]) or {}).get("heuristic_id")
     return rows
+
+
+def addresses(p: dict[str, Any], err: dict[str, Any]) -> bool:
+    """True when proposal ``p`` addresses error ``err`` (of
+    :func:`errors_for_iteration`): it changes one of the error's heuristics, or cites it."""
+    return (p["heuristic_id"] in {h["id"] for h in err["heuristics"]}
+            or err["example_id"] in p["evidence"])
+
+
+def addressed_examples(p: dict[str, Any], errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The examples proposal ``p`` (of :func:`list_proposals`) is about, by id: the errors it
+    :func:`addresses` and the examples it cites as evidence (successes too: the teacher sees a
+    sample of them). Each: example_id, ext_id, gold, predicted, text, ``error`` and ``cited``."""
+    out = {e["example_id"]: {"example_id": e["example_id"], "ext_id": e["ext_id"],
+                             "gold": e["gold"], "predicted": e["predicted"], "text": e["text"],
+                             "error": True, "cited": e["example_id"] in p["evidence"]}
+           for e in errors if addresses(p, e)}
+    for e in p["evidence_examples"]:
+        out.setdefault(e["id"], {"example_id": e["id"], "ext_id": e["ext_id"],
+                                 "gold": e["gold"], "predicted": e["predicted"],
+                                 "text": e["text"], "error": e["gold"] != e["predicted"],
+                                 "cited": True})
+    return [out[i] for i in sorted(out)]
+
+
+def errors_by_heuristic(errors: list[dict[str, Any]]) -> list[tuple[dict[str, Any] | None,
+                                                                      list[dict[str, Any]]]]:
+    """The errors of :func:`errors_for_iteration` grouped by the heuristics they are
+    attributed to, most errors first (ties by heuristic id): (heuristic, its errors), each error
+    with that heuristic's ``similarity``. An error counts under each of its heuristics; errors
+    with none come last, under None."""
+    groups: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    loose = []
+    for e in errors:
+        if not e["heuristics"]:
+            loose.append(e)
+        for h in e["heuristics"]:
+            groups.setdefault(h["id"], (h, []))[1].append({**e, "similarity": h["similarity"]})
+    out: list[tuple[dict[str, Any] | None, list[dict[str, Any]]]] = sorted(
+        groups.values(), key=lambda g: (-len(g[1]), g[0]["id"]))
+    return out + ([(None, loose)] if loose else [])
 
 
 def errors_for_iteration(ws: Workspace, task: str, iteration: int) -> list[dict[str, Any]]:
