@@ -6,12 +6,17 @@ A thin view over the ``pld`` package: it opens the workspace, keeps the sidebar 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from pld.ui import page
 
-# Material icons ship with Streamlit as a font: emoji would need one on the reviewer's machine.
-st.set_page_config(page_title="PLD Studio", page_icon=":material/straighten:", layout="wide")
+# A file of our own, sent inline: a Material icon as the page icon is fetched from Google's font
+# CDN (it fails offline, and a tool for teams makes no outside request), an emoji needs an emoji
+# font on the reviewer's machine. The navigation's Material icons ship with Streamlit.
+ICON = Path(__file__).resolve().parent / "assets" / "pld-studio.svg"
+st.set_page_config(page_title="PLD Studio", page_icon=ICON, layout="wide")
 
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),

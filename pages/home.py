@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -56,14 +57,45 @@ def _queue(ws: Workspace) -> None:
         say("success", f"Nothing waits for {me.name}.")
         return
     st.caption(" · ".join(f"{n} {KIND_TITLES[k]}" for k, n in q["counts"].items() if n))
-    for i, item in enumerate(q["items"]):
+    for members in _by_run(q["items"]):
         with st.container(border=True):
-            left, right = st.columns([3, 1])  # room for the whole "Open heuristic #12"
-            say("caption", f"{KIND_TITLES[item['kind']]} · task {item['task']}", where=left)
-            left.text(item["summary"])  # model- and reviewer-written text: plain
-            if item["page"] in PAGE_FILES:
-                right.button(_open_label(item), key=f"home_open_{i}", on_click=_open,
-                             args=(item,))
+            if len(members) == 1:
+                _item_row(*members[0], kind_caption=True)
+                continue
+            first = members[0][1]
+            run = first["run"]
+            st.markdown(f"**{len(members)} drafts from {run['kind']} run {run['id']}**")
+            say("caption", f"{KIND_TITLES[first['kind']]} · task {first['task']} · started by "
+                           f"{run['started_by'] or 'a command line'} at {run['started_at']}")
+            with st.expander(f"The {len(members)} drafts of run {run['id']}"):
+                for i, item in members:
+                    _item_row(i, item, kind_caption=False)
+
+
+def _by_run(items: list[dict[str, Any]]) -> list[list[tuple[int, dict[str, Any]]]]:
+    """The queue's items (with their place in it), the drafts one run wrote for the same
+    action together where the run's first draft stands; everything else on its own."""
+    groups: list[list[tuple[int, dict[str, Any]]]] = []
+    of_run: dict[tuple[str, str, int], list[tuple[int, dict[str, Any]]]] = {}
+    for i, item in enumerate(items):
+        run = item.get("run")
+        key = (item["kind"], item["task"], run["id"]) if run else None
+        if key is not None and key in of_run:
+            of_run[key].append((i, item))
+            continue
+        groups.append([(i, item)])
+        if key is not None:
+            of_run[key] = groups[-1]
+    return groups
+
+
+def _item_row(i: int, item: dict[str, Any], kind_caption: bool) -> None:
+    left, right = st.columns([3, 1])  # room for the whole "Open heuristic #12"
+    if kind_caption:
+        say("caption", f"{KIND_TITLES[item['kind']]} · task {item['task']}", where=left)
+    left.text(item["summary"])  # model- and reviewer-written text: plain
+    if item["page"] in PAGE_FILES:
+        right.button(_open_label(item), key=f"home_open_{i}", on_click=_open, args=(item,))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -90,13 +122,18 @@ if ws is not None:
     c3.metric("Cache hits", ov["calls"]["cache_hits"])
     st.subheader("Tasks in this workspace")
     if ov["tasks"]:
+        # Counts only, under short headings: the label names (a long list for some tasks)
+        # pushed the table past the page's width, so they are listed under it.
         st.dataframe(pd.DataFrame([{
-            "task": t["name"], "labels": ", ".join(t["labels"]),
-            **{f"{s} examples": t["splits"].get(s, 0) for s in ("train", "val", "test")},
+            "task": t["name"], "labels": len(t["labels"]),
+            **{s: t["splits"].get(s, 0) for s in ("train", "val", "test")},
             "rules": sum(t["rules"].values()), "heuristics": sum(t["heuristics"].values()),
             "approved": t["heuristics"].get("approved", 0),
-            "prompt versions": t["prompt_versions"],
-        } for t in ov["tasks"]]), hide_index=True, width="stretch")
+            "prompts": t["prompt_versions"],
+        } for t in ov["tasks"]]), hide_index=True, width="stretch",
+            column_config={"task": st.column_config.TextColumn(width="medium")})
+        for t in ov["tasks"]:
+            say("caption", f"{t['name']} labels: {', '.join(t['labels'])}")
     else:
         st.info("No task loaded yet. Load one with `python -m pld load demo` (or from the Data "
                 "page).")

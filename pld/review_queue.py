@@ -10,7 +10,9 @@ Per loaded task, in this order:
 * ``export-blocked``: the latest prompt version, when it may not be exported, and why.
 
 Each item names the page where it is resolved (``page``), what to open there (``open``: the
-heuristic or proposal id) and the command that resolves it headless.
+heuristic or proposal id) and the command that resolves it headless. A draft a job wrote
+(``consolidate``, the conflict loop) names that run (``run``: id, kind, who started it and
+when), so a page can show one run's drafts together.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pld.pipeline.student import list_prompts
 from pld.preamble import get_preamble
 from pld.review_rows import DRAFT
 from pld.tasks.store import loaded_tasks
-from pld.workspace import Workspace
+from pld.workspace import Workspace, dumps
 
 APPROVE, DECIDE, OTHERS_SIGN = "approve", "decide", "others-sign"
 FAILED_JOB, EXPORT_BLOCKED = "failed-job", "export-blocked"
@@ -47,9 +49,20 @@ def _item(kind: str, task: str, what: str, item_id: int | None, summary: str,
             "page": PAGES[what], "command": command, **extra}
 
 
+def _runs_of(ws: Workspace, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The runs that wrote ``rows`` (heuristics), by id: id, kind, started_by, started_at."""
+    ids = sorted({r["run_id"] for r in rows if r.get("run_id") is not None})
+    if not ids:
+        return {}
+    return {r["id"]: r for r in ws.query(
+        "SELECT id, kind, started_by, started_at FROM runs "
+        "WHERE id IN (SELECT value FROM json_each(?))", [dumps(ids)])}
+
+
 def _drafts(ws: Workspace, task: str, who: Identity, may_sign: bool) -> list[dict[str, Any]]:
     out = []
     rows = [("heuristic", h) for h in review.list_heuristics(ws, task, DRAFT)]
+    runs = _runs_of(ws, [h for _, h in rows])
     pre = get_preamble(ws, task)
     if pre is not None and pre["status"] == DRAFT:
         rows.insert(0, ("preamble", pre))
@@ -65,13 +78,13 @@ def _drafts(ws: Workspace, task: str, who: Identity, may_sign: bool) -> list[dic
                              f"python -m pld review show {row['id']}"
                              if what == "heuristic" else
                              f"python -m pld review preamble show {task}",
-                             version=row["version"]))
+                             version=row["version"], run=runs.get(row.get("run_id"))))
         elif may_sign:
             out.append(_item(APPROVE, task, what, row["id"],
                              f"{name} v{row['version']} by {row['updated_by']}: "
                              f"{_short(row['text'])}",
                              f"{cmd} --base-version {row['version']} --as {who.name}",
-                             version=row["version"]))
+                             version=row["version"], run=runs.get(row.get("run_id"))))
     return out
 
 

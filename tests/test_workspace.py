@@ -62,6 +62,37 @@ def test_older_file_is_upgraded(ws_path: Path) -> None:
     ws.close()
 
 
+def test_version_7_file_gains_the_drafts_table(ws_path: Path) -> None:
+    """A version-7 file (before drafts) gains the private drafts table and keeps its rows;
+    a draft is then kept once per person, item and field."""
+    import sqlite_utils
+
+    from pld import workspace
+
+    conn = sqlite3.connect(ws_path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    conn.executemany("INSERT INTO schema_version VALUES (?, 'then')", [(v,) for v in range(1, 8)])
+    conn.commit()
+    conn.close()
+    db = sqlite_utils.Database(ws_path)
+    for migrate in workspace.MIGRATIONS[:7]:
+        migrate(db)
+    db["tasks"].insert({"name": "old", "kind": "custom", "labels": "[]"})
+    db.close()
+
+    with open_workspace(ws_path) as ws:
+        assert "drafts" in ws.db.table_names()
+        assert ws.query("SELECT max(version) AS v FROM schema_version")[0]["v"] == 8
+        assert ws.query("SELECT name FROM tasks") == [{"name": "old"}]
+        row = {"who": "bob", "identity_kind": "self-declared", "entity": "heuristic",
+               "entity_id": 1, "field": "text", "text": "t", "base_version": 1,
+               "updated_at": "now"}
+        with ws.write() as db2:
+            db2["drafts"].insert(row)
+        with pytest.raises(sqlite3.IntegrityError), ws.write() as db2:
+            db2["drafts"].insert(row)
+
+
 def test_non_sqlite_file_refused_untouched(tmp_path: Path) -> None:
     p = tmp_path / "notes.db"
     p.write_bytes(b"hello, this is not a database\n" * 10)

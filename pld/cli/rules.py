@@ -87,7 +87,7 @@ def rules_group() -> None:
 def rules_list(ctx: click.Context, task: str, status: str | None, label: str | None,
                flag: str | None, search: str | None, clustering_id: int | None,
                cluster_ref: str | None, limit: int, offset: int, as_json: bool) -> None:
-    """One page of TASK's rules, in example order, with the number that match.
+    """One page of TASK's rules, by rule id, with the number that match.
 
     \b
     Examples:

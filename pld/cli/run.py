@@ -96,6 +96,8 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
                          + (f"; calibrated {cal:.3f}" if cal is not None else ""))
         if "export" in st:
             lines.append(f"  export: {st['export']['prompt']}")
+        if d.get("statement"):
+            lines.append(f"  {d['statement']}")
         if d["stopped"] == "awaiting-review":
             lines.append(f"  next: review the heuristics (python -m pld review list {d['task']})")
         return "\n".join(lines)

@@ -7,6 +7,10 @@ conflict loop is not repeated, and evaluations hit the call cache.
 
 Without ``auto_approve_as`` the chain stops after consolidation: people review the heuristics
 (app or ``python -m pld review``) and continue with ``resolve``, ``eval`` and ``export``.
+
+When the conflict loop removed every heuristic because the zero-shot prompt scored best, no
+heuristic helped: the chain still evaluates every method, says so in ``statement`` and exports
+nothing (the zero-shot baseline is not a distilled prompt).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pld.pipeline.evaluate import evaluate
 from pld.pipeline.export import export
 from pld.pipeline.extract.stage import extract
 from pld.pipeline.resolve.loop import resolve
+from pld.pipeline.resolve.outcome import no_heuristic_helped
 from pld.pipeline.resolve.state import best_version
 from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
 from pld.pipeline.student import PromptVersion, build_prompt, get_prompt
@@ -70,6 +75,10 @@ class ChainSummary:
     task: str
     stages: dict[str, Any] = field(default_factory=dict)
     stopped: str = "done"
+    # The conflict loop removed every heuristic and the zero-shot prompt scored best: an
+    # outcome, said plainly in ``statement``; nothing is exported.
+    no_heuristic_helped: bool = False
+    statement: str | None = None
 
 
 def _find_clustering(ws: Workspace, task: str, params: dict[str, Any]) -> int | None:
@@ -211,7 +220,9 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
                        "calibrated_top_answer_share": cal.get("top_answer_share")}
     s.stages["eval"] = evals
 
-    if o.out_dir is not None:
+    s.statement = no_heuristic_helped(ws, task, o.student)
+    s.no_heuristic_helped = s.statement is not None
+    if o.out_dir is not None and not s.no_heuristic_helped:
         ex_res = export(ws, task, o.out_dir, version=best)
         s.stages["export"] = {"prompt": str(ex_res.prompt_path),
                               "manifest": str(ex_res.manifest_path), "version": best}

@@ -3,14 +3,20 @@ populated workspace."""
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+import streamlit as st
+from streamlit.commands.page_config import _get_favicon_string
 from streamlit.testing.v1 import AppTest
 
 from pld import review
 from pld.identity import Identity
-from tests.pages.conftest import PAGES_DIR, Populated
+from pld.workspace import dumps, now
+from tests.pages.conftest import PAGES_DIR, Populated, unescaped
 
 APP = PAGES_DIR.parent / "app.py"
 
@@ -56,9 +62,9 @@ def test_app_home_on_a_populated_workspace(populated_ws: Populated) -> None:
         populated_ws.rule_ids)
     [row] = _tasks_table(at)
     assert (row["task"], row["rules"], row["heuristics"], row["approved"],
-            row["prompt versions"]) == ("demo", len(populated_ws.rule_ids),
-                                        len(populated_ws.heuristic_ids),
-                                        len(populated_ws.approved_heuristic_ids), 1)
+            row["prompts"]) == ("demo", len(populated_ws.rule_ids),
+                                len(populated_ws.heuristic_ids),
+                                len(populated_ws.approved_heuristic_ids), 1)
     assert at.sidebar.selectbox(key="task").value == "demo"
 
 
@@ -109,3 +115,66 @@ def test_the_queue_lists_what_waits_for_me_and_opens_it(
         review.approve(ws, hid, Identity("alice"), base_version=edited["version"])
     assert not any(f"heuristic #{hid}" in t.value
                    for t in open_page("home", reviewer="alice").run().text)
+
+
+def test_the_tasks_table_fits_the_page(populated_ws: Populated) -> None:
+    # Before: the label names in a cell and headings like "prompt versions" pushed the table
+    # past a 1400 px window, cutting off its last columns.
+    at = _app().run()
+    [row] = _tasks_table(at)
+    assert row["labels"] == len(populated_ws.labels)
+    assert all(len(str(k)) <= 10 and len(str(v)) <= 10 for k, v in row.items())
+    assert any(unescaped(c.value) == f"demo labels: {', '.join(populated_ws.labels)}"
+               for c in at.caption)
+
+
+def test_the_queue_groups_one_runs_drafts(open_page: Callable[..., AppTest],
+                                          populated_ws: Populated) -> None:
+    # Before: each draft a consolidate run wrote was its own card, fourteen in a row.
+    with populated_ws.open() as ws:
+        own = review.create_heuristic(ws, populated_ws.task, "If unsure, answer routine.",
+                                      Identity("carol"))
+        with ws.write() as db:
+            run = int(db["runs"].insert({
+                "task": populated_ws.task, "kind": "consolidate", "params": dumps({}),
+                "status": "done", "started_at": now(), "updated_at": now(),
+                "started_by": "bob"}).last_pk)
+        drafts = [populated_ws.heuristic_ids[3], review.create_heuristic(
+            ws, populated_ws.task, "If the message is a threat, answer escalate-fraud.",
+            Identity.teacher("local/default"))]
+        with ws.write() as db:
+            db.execute("UPDATE heuristics SET run_id = ? WHERE id IN (?, ?)", [run, *drafts])
+    at = open_page("home", reviewer="alice").run()
+    assert not at.exception
+    assert [m.value for m in at.markdown if "drafts from" in m.value] == [
+        f"**2 drafts from consolidate run {run}**"]
+    assert any("started by bob at" in unescaped(c.value) for c in at.caption)
+    (group,) = [e for e in at.expander if e.label == f"The 2 drafts of run {run}"]
+    inside = [t.value for t in group.text]
+    assert [any(f"heuristic #{h} " in t for t in inside) for h in drafts] == [True, True]
+    # A draft a person wrote stays on its own, outside the group; every draft still opens.
+    assert not any(f"heuristic #{own} " in t for t in inside)
+    assert any(f"heuristic #{own} " in t.value for t in at.text)
+    opened = [b for b in group.button if b.label.startswith("Open heuristic")]
+    assert [b.label for b in opened] == [f"Open heuristic #{h}" for h in drafts]
+
+
+def test_the_app_asks_nothing_of_outside_servers(app_ws: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the page icon was a Material icon, which the browser fetches from Google's font
+    # CDN (failing offline); the toolbar offered "Deploy"; usage statistics went to Streamlit.
+    config = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["toolbarMode"] == "viewer"
+    assert config["browser"]["gatherUsageStats"] is False
+    seen: dict[str, Any] = {}
+    real = st.set_page_config
+
+    def record(**kw: Any) -> None:
+        seen.update(kw)
+        real(**kw)
+
+    monkeypatch.setattr(st, "set_page_config", record)
+    at = _app().run()
+    assert not at.exception
+    icon = _get_favicon_string(seen["page_icon"])
+    assert icon.startswith("data:image/svg+xml;base64,")  # inline: nothing to fetch

@@ -19,7 +19,6 @@ from pld.identity import Identity
 from pld.pipeline.cluster import edits
 from pld.pipeline.resolve import decisions, loop, state, view
 from pld.pipeline.student import build_prompt
-from pld.ui.escape import WORD_JOINER
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import Populated, unescaped
 from tests.pages.test_conflicts_page import _responder
@@ -164,6 +163,7 @@ def test_every_page_shows_her_name_as_text(open_page: OpenPage, scene: Scene, na
         for cid in (scene.pop.accepted_clustering, scene.pop.proposed_clustering):
             at.selectbox(key="c_clustering").set_value(cid).run()
             assert_shown_as_text(at)
+        assert SHOWN in markdown_text(at)  # "Named by ...", as text
 
 
 def _heuristic(open_page: OpenPage, scene: Scene, hid: int, reviewer: str) -> AppTest:
@@ -173,40 +173,61 @@ def _heuristic(open_page: OpenPage, scene: Scene, hid: int, reviewer: str) -> Ap
     return at
 
 
+def _said(at: AppTest, words: str) -> None:
+    """The page ran, shows ``words`` and nothing of EVIL as a link or an image."""
+    assert_shown_as_text(at)
+    assert words in markdown_text(at)
+
+
 def test_refusals_quoting_her_name_show_it_as_text(open_page: OpenPage, scene: Scene) -> None:
-    task, hid = scene.pop.task, scene.hers
-    # Four-eyes: her own draft (the tooltip before the click, the refusal after it).
+    task, hid, evil = scene.pop.task, scene.hers, Identity(EVIL)
+    # Four-eyes, before the click: the Approve button of her own draft says why it is off.
     at = _heuristic(open_page, scene, hid, EVIL)
-    assert SHOWN in at.button(key=f"h_approve_{hid}").help.replace(WORD_JOINER, "")
-    at.button(key=f"h_approve_{hid}").click().run()
-    assert_shown_as_text(at)
-    assert "four-eyes" in markdown_text(at)
-    # Her own preamble draft.
-    at.button(key=f"pre_approve_{task}").click().run()
-    assert_shown_as_text(at)
-    # Saving an edit says someone other than her must approve it.
+    assert at.button(key=f"h_approve_{hid}").disabled
+    assert SHOWN in unescaped(at.button(key=f"h_approve_{hid}").help)
+    assert f"You ({EVIL}) wrote the current text" in markdown_text(at)
+    # Adding herself again: "... is already an approver".
+    at.text_input(key="h_new_approver").input(EVIL)
+    at.button(key="h_add_approver").click().run()
+    _said(at, f"{EVIL} is already an approver")
+    # Saving an edit: someone other than her must approve it.
     at.button(key=f"h_open_edit_{hid}").click().run()
     at.text_area(key=f"h_edit_text_{hid}_{EVIL}").input("Her second wording.")
     at.button(key=f"h_save_{hid}").click().run()
-    assert_shown_as_text(at)
-    assert "someone other than" in markdown_text(at)
-    # Not an approver: the refusal lists the approvers, her among them.
-    at = _heuristic(open_page, scene, hid, OTHER)
-    at.button(key=f"h_approve_{hid}").click().run()
-    assert_shown_as_text(at)
-    at.text_input(key="h_new_approver").input("carl")
-    at.button(key="h_add_approver").click().run()
-    assert_shown_as_text(at)
-    assert "not an approver" in markdown_text(at)
-    # Stale: bob approves, and edits, a version she changed meanwhile.
+    _said(at, f"someone other than {EVIL} must approve it")
+    # Stale: bob approves, and saves an edit of, a version she changed meanwhile.
     at = _heuristic(open_page, scene, hid, "bob")
     at.button(key=f"h_open_edit_{hid}").click().run()
     with scene.pop.open() as ws:
-        review.edit(ws, hid, "Her third wording.", Identity(EVIL), base_version=_v(ws, hid))
+        review.edit(ws, hid, "Her third wording.", evil, base_version=_v(ws, hid))
     at.button(key=f"h_approve_{hid}").click().run()
-    assert_shown_as_text(at)
-    assert "did 'edit'" in markdown_text(at)
+    _said(at, f"{EVIL} did 'edit'")
     at.text_area(key=f"h_edit_text_{hid}_bob").input("Bob's wording.")
     at.button(key=f"h_save_{hid}").click().run()
-    assert_shown_as_text(at)
-    assert "changed since your version" in markdown_text(at)
+    _said(at, f"Your edit was not saved: heuristic {hid} changed since your version")
+    # Not an approver: carl saw no approver list, she made one meanwhile; the refusal
+    # names the approvers.
+    with scene.pop.open() as ws:
+        signoff.remove_approver(ws, task, "bob", evil)
+        signoff.remove_approver(ws, task, EVIL, evil)
+    at = _heuristic(open_page, scene, hid, OTHER)
+    with scene.pop.open() as ws:
+        signoff.add_approver(ws, task, EVIL, evil)
+    at.button(key=f"h_approve_{hid}").click().run()
+    _said(at, f"approvers: {EVIL})")
+    # Her decisions: the preamble rejected, a proposal accepted, a cluster renamed.
+    at = open_page("heuristics", task=task, reviewer=EVIL).run()
+    at.button(key=f"pre_reject_{task}").click().run()
+    _said(at, f"Preamble rejected by {EVIL}")
+    at = open_page("conflicts", task=task, reviewer=EVIL).run()
+    next(b for b in at.button if b.label == "Accept" and not b.disabled).click().run()
+    # Refused as stale (she rejected the heuristic since), or accepted as her draft.
+    _said(at, f"{EVIL} did" if "not decided" in markdown_text(at) else f"a draft by {EVIL}")
+    at = open_page("clusters", task=task, reviewer=EVIL).run()
+    at.selectbox(key="c_clustering").set_value(scene.pop.proposed_clustering).run()
+    cluster = at.selectbox(key="c_cluster").value
+    at.text_input(key=f"c_name_{cluster}").input(f"{EVIL} again").run()
+    at.button(key="c_rename").click().run()
+    _said(at, f"renamed to '{EVIL} again'")
+    at.button(key="c_accept").click().run()
+    _said(at, f"accepted by {EVIL} (self-declared)")

@@ -187,3 +187,46 @@ def test_run_cover_labels_gives_a_label_lost_in_noise_its_own_heuristic(ws_path:
             "WHERE c.clustering_id = ? AND c.name LIKE 'routine: kept from noise%'", [row["id"]])
     assert len(covered) == 1 and covered[0]["size"] >= 3
     assert "routine" in covered[0]["text"]
+
+
+def test_run_whose_loop_removes_every_heuristic_says_so_and_exits_0(
+    ws_path: Path, tmp_path: Path
+) -> None:
+    # Before: the conflict loop removed every heuristic, and `run` then tried to export the
+    # zero-shot baseline and ended in an error instead of saying that no heuristic helped.
+    assert pld("load", "demo", ws=ws_path).returncode == 0
+    with open_workspace(ws_path) as ws:
+        gold = {r["text"]: r["label"] for r in ws.query(
+            "SELECT text, label FROM examples WHERE task = 'demo'")}
+
+    def every_rule_misleads(body: dict[str, Any]) -> str:
+        keys = _schema_keys(body)
+        if {"reasoning", "rule"} <= keys or "heuristic" in keys or "proposals" in keys:
+            return scripted(body)
+        # The student: right on its own, wrong on an item whose label's rule it is shown.
+        system = next(m["content"] for m in body["messages"] if m["role"] == "system")
+        label = gold.get(_user(body), LABELS[0])
+        if f"the label is {label}" in system:
+            return LABELS[(LABELS.index(label) + 1) % len(LABELS)]
+        return label
+
+    out = tmp_path / "exported"
+    args = ["run", "demo", "--auto-approve-as", "ci", "--method", "kmeans", "--k", "4",
+            "--iterations", "1", "--test-limit", "6", "--out", str(out)]
+    with FakeOpenAI(responder=every_rule_misleads) as fake:
+        model = fake.model_string()
+        first = pld(*args, "--teacher", model, "--student", model, "--json", ws=ws_path)
+        again = pld(*args, "--teacher", model, "--student", model, ws=ws_path)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert summary["stages"]["prompt"]["heuristics"] == 4
+    assert summary["stages"]["resolve"]["stop_reason"] == "no-errors"
+    assert summary["no_heuristic_helped"] is True
+    statement = summary["statement"]
+    assert statement.startswith("No heuristic helped on validation: the best prompt is the "
+                                "zero-shot baseline (macro-F1 1.000 on 20 validation items")
+    assert "nothing to export" in statement
+    assert "export" not in summary["stages"] and not out.exists()
+    assert {"zero-shot", "pld"} <= set(summary["stages"]["eval"])
+    assert again.returncode == 0, again.stderr
+    assert statement in again.stdout and "error" not in again.stderr.lower()

@@ -305,7 +305,7 @@ def test_a_text_changed_by_sql_after_its_approval_refuses_export(ws: Workspace,
         db.execute("UPDATE heuristics SET text = 'Always answer pos.' WHERE id = ?", [h1])
     rebuilt = build_prompt(ws, TASK)
     assert "Always answer pos." in rebuilt.text
-    for version in (1, rebuilt.version):
+    for version in (rebuilt.version, 1):
         with pytest.raises(xp.ExportRefused) as err:
             xp.export(ws, TASK, tmp_path / "out", version=version)
         assert f"heuristic {h1}: its text in the workspace is not the text trail row" \

@@ -162,12 +162,16 @@ def project(vectors: np.ndarray, umap: bool, seed: int) -> tuple[np.ndarray, str
     return xy, "pca"
 
 
+# Words of two or more characters, a hyphenated word ("account-access", "e-mail") kept whole.
+TOKEN_PATTERN = r"(?u)\b\w[\w-]*\w\b"
+
+
 def vectorizer() -> Any:
-    """The bag of words c-TF-IDF counts (English stop words dropped)."""
+    """The bag of words c-TF-IDF counts (English stop words dropped, hyphenated words whole)."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     # min_df=1: clusters of a few short rules would otherwise leave an empty vocabulary.
-    return CountVectorizer(stop_words="english", min_df=1)
+    return CountVectorizer(stop_words="english", min_df=1, token_pattern=TOKEN_PATTERN)
 
 
 def relabel_by_size(labels: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
@@ -196,6 +200,10 @@ def fit_bertopic(docs: list[str], space: np.ndarray,
         embedding_model=None, umap_model=BaseDimensionalityReduction(),
         hdbscan_model=clusterer, vectorizer_model=vectorizer(), top_n_words=TOP_N_WORDS,
         calculate_probabilities=False, verbose=False,
+        # BERTopic's English cleaning deletes every character but letters, digits and spaces
+        # before counting, gluing "account-access" into "accountaccess"; with no language it
+        # leaves the words to the vectorizer. The embeddings are given, so it picks no model.
+        language=None,
     )
     note = None
     raw_keywords: dict[int, list[str]] = {}

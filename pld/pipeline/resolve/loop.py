@@ -13,9 +13,14 @@ the previous iteration's proposals led to. Per iteration:
    :class:`SplitLeakError` otherwise. The score is stored as an ``evaluations`` row (method
    ``resolve-iter-N``, split ``val``, the prompt version); the iteration's bookkeeping lives in
    that row's metrics under the key ``"resolve"``.
-2. **Adopt or revert.** A version is *adopted* when its macro-F1 is not below the best so far
-   (iteration 1 is always adopted). ``best_version`` is the last adopted version. A version that
-   scores lower is kept (prompt row, predictions, score) but not adopted, and the heuristics are
+2. **Adopt or revert, on evidence.** A version is compared with the best so far on the same
+   validation items, paired bootstrap (:mod:`~pld.pipeline.resolve.evidence`; the comparison
+   is stored in the record). It is *adopted* when the 95% interval of the macro-F1 difference
+   lies above zero, and not when it lies below. When the interval includes zero the difference
+   is *not distinguishable*: a version people made stands as they approved it (adopted), a
+   version made by automatic decisions is not adopted (iteration 1, and the best version
+   evaluated again, are always adopted). ``best_version`` is the last adopted version. A version
+   not adopted is kept (prompt row, predictions, score), and the heuristics are
    reverted in the same transaction that stores the score, but only the loop's own adopted
    changes (accepted proposals, automatic decisions, approvals of those): a heuristic of the best
    version gets back the text it had then as a *draft* (a review row with action ``revert``),
@@ -55,9 +60,11 @@ on once no proposal of the last iteration is pending and every heuristic that an
 proposal created or edited has been approved or rejected. With ``auto_accept_as=NAME`` every
 proposal is accepted at once: the teacher is recorded as the author of the new text and NAME
 approves it (identity kind ``auto``, comment ``auto-accepted (benchmark)``), which keeps the
-four-eyes rule intact. ``iterations`` bounds how many new versions one call evaluates after the
-first; in automatic mode the last of them gets no proposals, so nothing accepted is left
-unevaluated.
+four-eyes rule intact. A measured removal whose paired CI does not lie above zero is *held*
+instead: left pending, with its CI, for people; when nothing else was accepted the loop stops
+with ``not-distinguishable``. ``iterations`` bounds how many new versions one call evaluates
+after the first; in automatic mode the last of them gets no proposals, so nothing accepted is
+left unevaluated.
 
 The loop is idempotent: an iteration's proposals are written once (a rerun finds them), a
 converged loop with unchanged heuristics returns at once, and every LLM call goes through the
@@ -66,6 +73,8 @@ version, because their scores are not comparable.
 
 The parts live beside this module: :mod:`~pld.pipeline.resolve.state` (records and rows),
 :mod:`~pld.pipeline.resolve.proposals` (attribution, the teacher, measured removals),
+:mod:`~pld.pipeline.resolve.evidence` (the paired CI every automatic change must clear),
+:mod:`~pld.pipeline.resolve.revert` (undoing a version not adopted),
 :mod:`~pld.pipeline.resolve.decisions` (people's decisions) and :mod:`~pld.pipeline.resolve.view`
 (what the Conflicts page reads).
 """
@@ -74,9 +83,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pld import review, review_rows
+from pld import review
 from pld.errors import BadInput, NotReady
-from pld.identity import AUTO, Identity, normalize_name
+from pld.identity import AUTO, Identity
 from pld.llm import budget, calls
 from pld.llm.base import ConfigError
 from pld.llm.registry import parse_model
@@ -89,17 +98,19 @@ from pld.pipeline.calibrate import (
 from pld.pipeline.embed import check_embedder_name
 from pld.pipeline.estimate import Planned
 from pld.pipeline.resolve.decisions import auto_accept
+from pld.pipeline.resolve.evidence import adopts, versus_best
 from pld.pipeline.resolve.proposals import propose, reply_schema
+from pld.pipeline.resolve.revert import revert_to_best
 from pld.pipeline.resolve.state import (
     AWAITING_REVIEW,
     CONVERGED,
+    INDISTINCT,
     MAX_ITERATIONS,
     MAX_TOKENS,
     METHOD_PREFIX,
     NO_ERRORS,
     PENDING,
     PREDICT_KIND,
-    REVERT_ACTOR,
     STAGE,
     TEACHER_FAILED,
     TFIDF,
@@ -126,7 +137,7 @@ from pld.pipeline.student import (
 )
 from pld.tasks.store import TaskInfo, task_info
 from pld.tasks.store import examples as task_examples
-from pld.workspace import Workspace, dumps, loads, now
+from pld.workspace import Workspace, dumps, now
 
 
 def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +184,13 @@ def _evaluate(ws: Workspace, o: LoopOptions, run: Run, k: int,
     f1 = (metrics.get("calibrated") or metrics)["macro_f1"]
     n_errors = sum(g != p for g, p in zip(result.gold, answers, strict=True))
     best_f1 = best["best_macro_f1"] if best else None
-    adopted = best is None or f1 >= best_f1 - 1e-12
+    comparison = None
+    if best is None or prompt.version == best["best_version"]:
+        adopted = True  # the first version, or the best one evaluated again: nothing to decide
+    else:
+        comparison = versus_best(ws, o.task.name, o.task.labels, result.example_ids,
+                                 result.gold, answers, best["basis_of_best"], seed=o.seed)
+        adopted = adopts(comparison["verdict"], automatic=o.auto_accept_as is not None)
     delta = None if best is None else f1 - best_f1
     rec: dict[str, Any] = {
         "iteration": k, "val_limit": o.val_limit, "adopted": adopted,
@@ -182,6 +199,7 @@ def _evaluate(ws: Workspace, o: LoopOptions, run: Run, k: int,
         "best_iteration": k if adopted else best["best_iteration"],
         "parent_version": parent, "delta": delta, "n_errors": n_errors,
         "heuristics": snapshot, "proposed": False, "stop": None, "resolve_run_id": run.id,
+        "comparison": comparison,
     }
     if adopted:
         rec["basis"] = {"version": prompt.version, "run_id": result.run_id, "iteration": k}
@@ -209,9 +227,11 @@ def _evaluate(ws: Workspace, o: LoopOptions, run: Run, k: int,
         if not adopted:
             assert best is not None and delta is not None
             best_rec = iteration_record(ws, o.task.name, best["best_iteration"])
-            undone = _revert(ws, o, best_rec, f"reverted by resolve: iteration {k} (prompt "
-                             f"v{prompt.version}) lowered validation macro-F1 {best_f1:.3f} -> "
-                             f"{f1:.3f}; back to prompt v{parent}")
+            assert comparison is not None
+            undone = revert_to_best(
+                ws, o, best_rec, f"reverted by resolve: iteration {k} (prompt v{prompt.version}) "
+                f"against the best version, validation macro-F1 {best_f1:.3f} -> {f1:.3f}: "
+                f"{comparison['verdict']}; back to prompt v{parent}")
             update_record(ws, o.task.name, k, reverted_to_draft=undone["to_draft"],
                           not_reverted=undone["left"])
     return iteration_record(ws, o.task.name, k)
@@ -278,8 +298,13 @@ def _loop(ws: Workspace, o: LoopOptions, run: Run, summary: ResolveSummary) -> t
             rec = _evaluate(ws, o, run, _next_iteration(ws, task), None)
         elif last.get("proposed"):
             pending = proposal_rows(ws, task, last["iteration"], PENDING)
+            if o.auto_accept_as:  # held for people: an automatic run goes on without them
+                pending = [p for p in pending if p["id"] not in (last.get("held") or [])]
             if pending or touched_heuristics(ws, task, last["iteration"]):
                 return AWAITING_REVIEW, ran
+            if last.get("stop") == INDISTINCT and _current_prompt(
+                    ws, o, last["best_version"])[0].version == last["best_version"]:
+                return INDISTINCT, ran  # nothing changed since: nothing new to evaluate
             if ran >= o.iterations:
                 return MAX_ITERATIONS, ran
             rec = _evaluate(ws, o, run, _next_iteration(ws, task), _best(last))
@@ -308,7 +333,12 @@ def _loop(ws: Workspace, o: LoopOptions, run: Run, summary: ResolveSummary) -> t
             return TEACHER_FAILED, ran
         summary.proposals_made += made
         if o.auto_accept_as:
-            auto_accept(ws, o, rec["iteration"])
+            accepted, held = auto_accept(ws, o, rec["iteration"])
+            if held:
+                update_record(ws, task, rec["iteration"], held=held,
+                              **({} if accepted else {"stop": INDISTINCT}))
+            if held and not accepted:
+                return INDISTINCT, ran
         elif made:
             return AWAITING_REVIEW, ran
 
@@ -377,8 +407,9 @@ def resolve(
     on_progress: ProgressCallback | None = None,
 ) -> ResolveSummary:
     """Run the conflict loop of ``task`` (see the module docstring) and say where it stopped:
-    ``converged``, ``max-iterations``, ``awaiting-review``, ``no-errors`` or ``teacher-failed``
-    (every teacher call of the last iteration failed; ``retry_failed=True`` asks again).
+    ``converged``, ``max-iterations``, ``awaiting-review``, ``no-errors``, ``teacher-failed``
+    (every teacher call of the last iteration failed; ``retry_failed=True`` asks again) or
+    ``not-distinguishable`` (automatic mode: what is left waits for people, with its CI).
 
     ``iterations``: new versions this call may evaluate after the first. ``auto_accept_as``:
     accept every proposal and approve its heuristic as this identity, of kind ``auto``

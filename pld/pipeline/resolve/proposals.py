@@ -21,6 +21,7 @@ from pld.llm.json_reply import loads_reply
 from pld.llm.registry import default_concurrency
 from pld.llm.teacher_json import UnusableReply, ask_json
 from pld.pipeline.embed import get_embedder
+from pld.pipeline.resolve.evidence import ci_words, removal_evidence
 from pld.pipeline.resolve.impact import measure_impact
 from pld.pipeline.resolve.state import (
     ACCEPTED,
@@ -39,12 +40,13 @@ from pld.pipeline.resolve.state import (
     ResolveSummary,
     basis_predictions,
     proposal_rows,
+    stored_evidence,
     update_record,
 )
 from pld.pipeline.runs import Run
 from pld.preamble import heuristic_item
 from pld.prompts import render
-from pld.workspace import Workspace, dumps, now
+from pld.workspace import Workspace, now
 
 
 class BadReplyError(ValueError):
@@ -331,7 +333,8 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
         db["proposals"].insert_all(
             ({"task": o.task.name, "run_id": run.id, "iteration": k,
               "heuristic_id": p["heuristic_id"], "kind": p["kind"], "text": p["text"],
-              "rationale": p["rationale"], "evidence": dumps(p["evidence"]), "status": PENDING,
+              "rationale": p["rationale"],
+              "evidence": stored_evidence(p["evidence"], p.get("measured")), "status": PENDING,
               "created_at": stamp} for p in unique), pk="id")
         update_record(ws, o.task.name, k, proposed=True, stop=None, dropped=dropped,
                       errors=[p["example_id"] for p in errors],
@@ -346,8 +349,10 @@ def propose(ws: Workspace, o: LoopOptions, run: Run, rec: dict[str, Any],
 
 def _impact_removals(ws: Workspace, o: LoopOptions,
                      found: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A ``remove`` proposal, carrying the measured evidence, for each approved heuristic whose
-    removal raised validation macro-F1 and that no teacher proposal already edits or removes."""
+    """A ``remove`` proposal for each approved heuristic whose removal raised validation
+    macro-F1 and that no teacher proposal already edits or removes, carrying the measurement:
+    the change, its paired CI and the verdict (only a removal whose CI lies above zero may be
+    accepted automatically)."""
     report = measure_impact(ws, o.task.name, o.student, val_limit=o.val_limit,
                             calibration=o.calibration, seed=o.seed,
                             concurrency=o.concurrency, on_progress=o.on_progress)
@@ -356,8 +361,7 @@ def _impact_removals(ws: Workspace, o: LoopOptions,
     for h in report["heuristics"]:
         if not h["harmful"] or h["heuristic_id"] in targeted:
             continue
-        lo, hi = h["ci"] or (None, None)
-        ci = f", paired 95% CI of the change [{lo:+.3f}, {hi:+.3f}]" if lo is not None else ""
+        measured = removal_evidence(report, h)
         with_f1 = report["full"].get("calibrated_macro_f1" if report["metric"] == "calibrated"
                                      else "macro_f1")
         out.append({
@@ -365,10 +369,12 @@ def _impact_removals(ws: Workspace, o: LoopOptions,
             "rationale": (f"Measured, not proposed by the teacher: on {report['n_val']} "
                           f"validation items ({report['metric']} answers) macro-F1 is "
                           f"{with_f1:.3f} with this heuristic and {with_f1 - h['effect']:.3f} "
-                          f"without it{ci}; it breaks {len(h['breaks'])} answers and fixes "
-                          f"{len(h['fixes'])}."),
+                          f"without it; removing it changes macro-F1 by "
+                          f"{ci_words(measured['change'], measured['ci'], measured['n'])}. It "
+                          f"breaks {len(h['breaks'])} answers and fixes {len(h['fixes'])}."),
             # The answers it breaks first: they are the case for removing it.
             "evidence": [*h["breaks"], *h["fixes"]],
+            "measured": measured,
         })
     return out
 

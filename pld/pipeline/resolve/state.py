@@ -145,10 +145,10 @@ def read_evidence(row: dict[str, Any]) -> dict[str, Any]:
     ``measured`` what a measured proposal carries besides (the change, its paired CI, the
     verdict; see :mod:`pld.pipeline.resolve.evidence`), None for the teacher's proposals."""
     stored = loads(row["evidence"], []) if isinstance(row["evidence"], str) else row["evidence"]
+    measured = None
     if isinstance(stored, dict):
-        row["evidence"], row["measured"] = list(stored.get("examples") or []), stored.get("measured")
-    else:
-        row["evidence"], row["measured"] = list(stored or []), None
+        stored, measured = stored.get("examples"), stored.get("measured")
+    row["evidence"], row["measured"] = list(stored or []), measured
     return row
 
 

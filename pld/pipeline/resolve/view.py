@@ -11,6 +11,7 @@ from pld.errors import BadInput
 from pld.pipeline.resolve.state import (
     ACCEPTED,
     ADD,
+    INDISTINCT,
     PENDING,
     PROPOSAL_STATUSES,
     REJECTED,
@@ -32,7 +33,9 @@ def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
     best before it), basis_version (the version whose errors the proposals address), stop,
     failed_groups (heuristic id -> error of each teacher call that failed), reverted_to_draft
     and not_reverted (what undoing a worse version left for people, and what people had
-    changed, so it was left alone), student and evaluation_id.
+    changed, so it was left alone), comparison (against the best version before it: delta,
+    paired CI, n, verdict; see :mod:`pld.pipeline.resolve.evidence`), held (proposals an
+    automatic run left to people), student and evaluation_id.
 
     ``series`` numbers the loops (1, 2, … in order of their first iteration): one student on one
     validation limit, whose scores compare with each other and with no other series' (the loop
@@ -70,6 +73,7 @@ def iteration_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
             "dropped": r.get("dropped") or [],
             "resolve_run_id": r.get("resolve_run_id"),
             "not_reverted": r.get("not_reverted") or [],
+            "comparison": r.get("comparison"), "held": r.get("held") or [],
             "student": r["student"], "val_limit": r.get("val_limit"),
             "evaluation_id": r["evaluation_id"], "run_id": r["run_id"],
         })
@@ -83,6 +87,9 @@ STOP_WORDS = {
     "max-iterations": "it evaluated as many new versions as this run allowed; run the loop "
                       "again to go on",
     "teacher-failed": "every teacher call of the iteration failed (see the reasons above)",
+    INDISTINCT: "the changes left to make were not distinguishable from noise (their "
+                           "paired 95% CI includes zero), so it kept the approved heuristics; "
+                           "those proposals wait for people, each with its CI",
     "awaiting-review": "it waits for people: proposals to decide, or drafts to approve",
 }
 
@@ -91,7 +98,7 @@ def stop_in_words(ws: Workspace, h: dict[str, Any], pending: int, drafts: int) -
     """Why the loop stands where it does after iteration ``h``, in a sentence: its stop reason,
     or what it waits for (``pending`` proposals, ``drafts`` to approve); the proposals the
     teacher made that were dropped are counted, so "0 proposals" never goes unexplained."""
-    if pending or drafts:
+    if (pending or drafts) and h["stop"] != INDISTINCT:  # that stop names what waits itself
         why = (f"it waits for people: {pending} proposal(s) to decide and {drafts} draft(s) "
                "to approve before the next iteration")
     elif h["stop"]:

@@ -7,7 +7,13 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from pld.errors import BadInput
-from pld.pipeline.cluster.fit import cover_labels, eps_auto, kdistances
+from pld.pipeline.cluster.fit import (
+    class_keywords,
+    cover_labels,
+    eps_auto,
+    fit_bertopic,
+    kdistances,
+)
 
 
 def test_cover_labels_adds_a_cluster_only_for_labels_wholly_in_noise() -> None:
@@ -42,3 +48,21 @@ def test_eps_auto_finds_the_knee_between_dense_and_sparse() -> None:
     assert info["k"] == 5 and info["n"] == 126 and 0 <= info["knee_index"] < 126
     with pytest.raises(BadInput, match="at least 2"):
         eps_auto(dense[:1], 5)
+
+
+def test_keywords_keep_hyphenated_words_whole() -> None:
+    # Before: BERTopic's cleaning glued "account-access" into the keyword "accountaccess".
+    from sklearn.cluster import KMeans
+
+    docs = ["The customer reports an account-access problem after the reset.",
+            "Answer account-access when login fails twice.",
+            "A refund request for a duplicate charge.",
+            "The charge was taken twice; a refund is asked."]
+    space = np.array([[0.0, 1.0], [0.1, 1.0], [1.0, 0.0], [1.0, 0.1]])
+    labels, keywords, note = fit_bertopic(docs, space, KMeans(n_clusters=2, n_init=1,
+                                                               random_state=0))
+    assert note is None and labels.tolist() in ([0, 0, 1, 1], [1, 1, 0, 0])
+    words = [w for ws in keywords.values() for w in ws]
+    assert "account-access" in words and "accountaccess" not in words
+    ids = {0: docs[:2], 1: docs[2:]}
+    assert "account-access" in class_keywords(ids)[0]

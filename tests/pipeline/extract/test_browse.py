@@ -51,13 +51,13 @@ def test_list_and_count_rules_filter_and_page_in_sql(ws: Workspace,
     page3 = list_rules(ws, "tickets", limit=4, offset=8)
     ids = [r["id"] for r in page1 + page2 + page3]
     assert len(page1) == 4 and len(page2) == 4 and len(page3) == 1
-    assert len(set(ids)) == 9
-    assert [r["ext_id"] for r in page1 + page2 + page3] == [f"t{i}" for i in range(9)]
+    assert len(set(ids)) == 9 and ids == sorted(ids)
+    assert {r["ext_id"] for r in page1 + page2 + page3} == {f"t{i}" for i in range(9)}
     flagged = list_rules(ws, "tickets", flagged="restates_label", label="technical")
     assert len(flagged) == 3
     assert all(r["flags"] == ["restates_label"] for r in flagged)
-    assert [r["ext_id"] for r in flagged] == ["t1", "t4", "t7"]
-    assert [r["example_text"] for r in flagged] == [f"{TEXTS[i]} (#{i})" for i in (1, 4, 7)]
+    assert sorted((r["ext_id"], r["example_text"]) for r in flagged) == [
+        (f"t{i}", f"{TEXTS[i]} (#{i})") for i in (1, 4, 7)]
     [failed] = list_rules(ws, "tickets", status="failed")
     assert failed["raw"] == "broken" and failed["ext_id"] == "t8" and failed["split"] == "train"
 
@@ -79,3 +79,18 @@ def test_get_rule_joins_example_and_call(ws: Workspace, fake_openai: FakeOpenAI)
     with pytest.raises(BadInput, match="rule 999"):
         get_rule(ws, 999)
 
+
+
+def test_rules_are_listed_by_id_whatever_order_the_teacher_answered_in(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    # Before: in example order, so a table led by the rule id read "5, 8, 4, 1…" after a
+    # parallel extraction stored the answers as they came.
+    make_task(ws, n=4)
+    fake_openai.responder = good_reply
+    extract(ws, "tickets", fake_openai.model_string())
+    first = list_rules(ws, "tickets", limit=1)[0]
+    with ws.write() as db:  # the first example's answer came last
+        db.execute("UPDATE micro_instructions SET id = 100 WHERE id = ?", [first["id"]])
+    listed = list_rules(ws, "tickets")
+    assert [r["id"] for r in listed] == sorted(r["id"] for r in listed)
+    assert listed[-1]["id"] == 100 and listed[-1]["ext_id"] == first["ext_id"]

@@ -38,6 +38,9 @@ VAL = [
     ("A weather story: rain is expected tomorrow.", "other"),
     ("A cooking story: bake the bread slowly.", "other"),
 ]
+# Each item said twice: on the 8 items of VAL two fixed answers are within noise (the paired CI
+# of the change includes zero), on these 16 four are not, so an automatic change is decided.
+VAL_TWICE = VAL + [(f"{text} Reported again.", label) for text, label in VAL]
 # Test items carry a marker so that any leak into the loop is visible in the fake's requests.
 TEST = [("TESTONLY sports: the team won the match.", "sports"),
         ("TESTONLY finance: the bond market rallied.", "finance")]
@@ -66,8 +69,9 @@ def approved(ws: Workspace, text: str, by: str = "carol", kind: str = "self-decl
         }).last_pk)
 
 
-def setup(ws: Workspace, by: str = "carol", kind: str = "self-declared") -> tuple[int, int]:
-    load(ws)
+def setup(ws: Workspace, by: str = "carol", kind: str = "self-declared",
+          val: list[tuple[str, str]] = VAL) -> tuple[int, int]:
+    load(ws, val)
     return approved(ws, SPORTS, by, kind), approved(ws, FINANCE, by, kind)
 
 
@@ -310,7 +314,7 @@ def test_add_and_remove_proposals(ws: Workspace, fake_openai: FakeOpenAI) -> Non
 
 def test_auto_mode_converges_and_stores_every_iteration(
         ws: Workspace, fake_openai: FakeOpenAI) -> None:
-    sports, finance = setup(ws)
+    sports, finance = setup(ws, val=VAL_TWICE)
     # Only the sports rule can be fixed; the finance error stays, so the loop converges.
     fake_openai.responder = responder(fixing_teacher({"sports": ["team", "cup"]}))
 
@@ -318,7 +322,7 @@ def test_auto_mode_converges_and_stores_every_iteration(
 
     assert s.stop_reason == "converged"
     assert [(h["iteration"], h["adopted"], h["n_errors"]) for h in s.history] \
-        == [(1, True, 3), (2, True, 1), (3, True, 1)]
+        == [(1, True, 6), (2, True, 2), (3, True, 2)]
     f1 = [h["macro_f1"] for h in s.history]
     assert f1[1] > f1[0] and f1[2] == f1[1]
     assert s.history[2]["delta"] == 0
@@ -364,22 +368,23 @@ def test_auto_mode_stops_when_no_errors_remain(ws: Workspace, fake_openai: FakeO
 
 def test_auto_mode_max_iterations_leaves_nothing_unevaluated(
         ws: Workspace, fake_openai: FakeOpenAI) -> None:
-    setup(ws)
+    setup(ws, val=VAL_TWICE)
     fake_openai.responder = responder(fixing_teacher({"sports": ["team", "cup"]}))
 
-    s = run(ws, fake_openai, iterations=1, auto_accept_as=Identity("bench", AUTO), val_limit=7)
+    s = run(ws, fake_openai, iterations=1, auto_accept_as=Identity("bench", AUTO), val_limit=14)
 
     # One round: the accepted change is evaluated, and the last version gets no proposals.
     assert s.stop_reason == "max-iterations"
     assert [h["iteration"] for h in s.history] == [1, 2]
     assert (s.history[-1]["proposals_made"], s.history[-1]["stop"]) == (0, "max-iterations")
     assert not view.list_proposals(ws, TASK, status="pending")
-    assert len(student_requests(fake_openai)) == 7 + 7
-    assert s.history[0]["n"] == 7
+    assert len(student_requests(fake_openai)) == 14 + 14
+    assert s.history[0]["n"] == 14
 
     # The next call goes on from there: it proposes for iteration 2 (nothing to fix for the
     # finance error), evaluates the unchanged prompt again and converges.
-    again = run(ws, fake_openai, iterations=1, auto_accept_as=Identity("bench", AUTO), val_limit=7)
+    again = run(ws, fake_openai, iterations=1, auto_accept_as=Identity("bench", AUTO),
+                val_limit=14)
     assert again.stop_reason == "converged"
     assert [h["iteration"] for h in again.history] == [1, 2, 3]
 
@@ -689,7 +694,7 @@ def test_revert_never_restores_a_persons_approval(ws: Workspace,
 def test_revert_leaves_what_people_decided_alone(ws: Workspace,
                                                  fake_openai: FakeOpenAI) -> None:
     # Before: a heuristic a person rejected after the loop's change was approved again.
-    sports, finance = setup(ws)
+    sports, finance = setup(ws, val=VAL_TWICE)
     fake_openai.responder = responder(_broadening_teacher([]))
     run(ws, fake_openai, iterations=1)
     (prop,) = [p for p in view.list_proposals(ws, TASK) if p["heuristic_id"] == sports]
@@ -706,6 +711,8 @@ def test_revert_leaves_what_people_decided_alone(ws: Workspace,
     assert (h["text"], h["status"]) == (SPORTS, "draft")  # the loop's change undone, unsigned
     record = state.iteration_record(ws, TASK, 2)
     assert (record["reverted_to_draft"], record["not_reverted"]) == ([sports], [finance])
+    # People made it, but it is clearly worse: the paired CI lies below zero.
+    assert record["comparison"]["verdict"] == "worse" and record["comparison"]["ci"][1] < 0
     assert all(r["who"] != "pld:resolve" for r in review.history(ws, finance))
 
 
