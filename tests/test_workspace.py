@@ -6,8 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from pld.workspace import (
+    MIGRATIONS,
     SCHEMA_VERSION,
     WorkspaceError,
     default_path,
@@ -62,21 +64,25 @@ def test_older_file_is_upgraded(ws_path: Path) -> None:
     ws.close()
 
 
+def _older_file(path: Path, version: int) -> sqlite_utils.Database:
+    """A genuine version-``version`` workspace at ``path``, built with the real migrations
+    (close the returned handle before opening the file)."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
+    conn.executemany("INSERT INTO schema_version VALUES (?, 'then')",
+                     [(v,) for v in range(1, version + 1)])
+    conn.commit()
+    conn.close()
+    db = sqlite_utils.Database(path)
+    for migrate in MIGRATIONS[:version]:
+        migrate(db)
+    return db
+
+
 def test_version_7_file_gains_the_drafts_table(ws_path: Path) -> None:
     """A version-7 file (before drafts) gains the private drafts table and keeps its rows;
     a draft is then kept once per person, item and field."""
-    import sqlite_utils
-
-    from pld import workspace
-
-    conn = sqlite3.connect(ws_path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
-    conn.executemany("INSERT INTO schema_version VALUES (?, 'then')", [(v,) for v in range(1, 8)])
-    conn.commit()
-    conn.close()
-    db = sqlite_utils.Database(ws_path)
-    for migrate in workspace.MIGRATIONS[:7]:
-        migrate(db)
+    db = _older_file(ws_path, 7)
     db["tasks"].insert({"name": "old", "kind": "custom", "labels": "[]"})
     db.close()
 
@@ -147,18 +153,9 @@ def test_default_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 
 def test_upgrade_chains_the_existing_trail(ws_path: Path) -> None:
     """A version-5 file's reviews get hashes once, in id order, and the chain then holds."""
-    import sqlite_utils
+    from pld import trail
 
-    from pld import trail, workspace
-
-    conn = sqlite3.connect(ws_path)
-    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
-    conn.executemany("INSERT INTO schema_version VALUES (?, 'then')", [(v,) for v in range(1, 6)])
-    conn.commit()
-    conn.close()
-    db = sqlite_utils.Database(ws_path)
-    for migrate in workspace.MIGRATIONS[:5]:
-        migrate(db)
+    db = _older_file(ws_path, 5)
     for i in range(3):
         db["reviews"].insert({"created_at": f"t{i}", "who": "ana", "identity_kind": "auto",
                               "entity": "heuristic", "entity_id": 1, "action": "edit",

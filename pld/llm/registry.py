@@ -8,6 +8,7 @@ per role, so teacher and student keep separate prompt caches).
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ class ModelSpec:
 
 
 _URL_FORM = "openai-compatible/<model>@<http(s)://host:port/v1>"
+_NAME = re.compile(r"[A-Za-z0-9._:/+-]+")
 
 
 def _check_base_url(name: str, url: str) -> str:
@@ -76,6 +78,11 @@ def parse_model(model: str) -> ModelSpec:
         raise ConfigError(
             f"model {model!r}: unknown provider {provider!r} (use one of {', '.join(PROVIDERS)})"
         )
+    name = rest.partition("@")[0] if provider == "openai-compatible" else rest
+    if not _NAME.fullmatch(name or "x"):
+        # Not quoted: a name with these characters may be a key pasted in by mistake.
+        raise ConfigError(f"model {provider}/…: a model name may hold only letters, digits "
+                          "and . _ : / + - (no spaces, ?, #, =, ; or @)")
     if provider == "openai-compatible":
         name, at, url = rest.partition("@")
         if not at or not name:

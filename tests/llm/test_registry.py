@@ -126,3 +126,15 @@ def test_the_scheme_is_stored_in_one_spelling() -> None:
     spec = parse_model("openai-compatible/m@HTTP://127.0.0.1:8000/v1")
     assert spec.base_url == "http://127.0.0.1:8000/v1"
     assert spec.model == "openai-compatible/m@http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize("model", [
+    "anthropic/claude?key=s3cret-pass", "openai/gpt 4o", "openai/gpt-4o#s3cret-pass",
+    "openai/gpt-4o;api_key=s3cret-pass", "anthropic/x@s3cret-pass", "local/default=s3cret-pass",
+    "openai-compatible/m?k=s3cret-pass@http://127.0.0.1:1/v1",
+])
+def test_a_model_name_with_characters_that_could_carry_a_key_is_refused_unquoted(
+        model: str) -> None:
+    with pytest.raises(ConfigError, match="may hold only") as err:
+        parse_model(model)
+    assert "s3cret-pass" not in str(err.value)

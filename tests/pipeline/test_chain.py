@@ -201,7 +201,11 @@ def test_run_whose_loop_removes_every_heuristic_says_so_and_exits_0(
 
     def every_rule_misleads(body: dict[str, Any]) -> str:
         keys = _schema_keys(body)
-        if {"reasoning", "rule"} <= keys or "heuristic" in keys or "proposals" in keys:
+        if "heuristic" in keys:  # one heuristic per cluster, for the label of its rules
+            [lab] = {x for x in LABELS if f"then the label is {x}." in _user(body)}
+            return json.dumps({"heuristic": f"If the text is about {KEYWORDS[lab]} matters, "
+                                            f"the label is {lab}.", "labels_covered": [lab]})
+        if {"reasoning", "rule"} <= keys or "proposals" in keys:
             return scripted(body)
         # The student: right on its own, wrong on an item whose label's rule it is shown.
         system = next(m["content"] for m in body["messages"] if m["role"] == "system")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
+import pytest
 from markdown_it import MarkdownIt
 
-from pld.ui.escape import WORD_JOINER, hover, literal
+from pld.ui.escape import WORD_JOINER, hover, literal, say, tip
 
 
 def test_markdown_renders_escaped_text_literally() -> None:
@@ -54,3 +56,31 @@ def test_hover_keeps_lines_short() -> None:
     assert "<i>" not in out and "&lt;i&gt;" in out
     assert hover("y" * 1000).replace("<br>", "").endswith("…")
     assert len(hover("y" * 1000).replace("<br>", "")) == 600
+
+
+class _Recorder:
+    """Stands in for ``st`` or a column: records what each element was given."""
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[str, str]] = []
+
+    def __getattr__(self, kind: str) -> Callable[[str], None]:
+        return lambda body: self.shown.append((kind, body))
+
+
+def test_say_shows_a_plain_message_literally() -> None:
+    where = _Recorder()
+    name = '<a href="https://e.vil/x">re-login</a>![i](https://e.vil/i.png)'
+    say("error", f"Not approved: {name} did 'edit'", where=where)
+    say("caption", "a_b*", where=where)
+    assert where.shown == [("error", literal(f"Not approved: {name} did 'edit'")),
+                           ("caption", literal("a_b*"))]
+    html_out = MarkdownIt("commonmark").render(where.shown[0][1])
+    assert "<a " not in html_out and "<img" not in html_out
+    with pytest.raises(ValueError, match="kind"):
+        say("markdown_unsafe", "x", where=where)
+
+
+def test_tip_escapes_a_tooltip_and_keeps_none() -> None:
+    assert tip(None) is None
+    assert tip("[x](http://e.vil)") == literal("[x](http://e.vil)")
