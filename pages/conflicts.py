@@ -13,7 +13,7 @@ from pld.errors import BadInput
 from pld.identity import Identity
 from pld.number_format import delta_text, score
 from pld.pipeline import student
-from pld.pipeline.resolve import decisions, state, view
+from pld.pipeline.resolve import decisions, evidence, outcome, state, view
 from pld.ui import diffs, page, sidebar
 from pld.ui.acting import act, review_page
 from pld.ui.escape import hover, literal, say
@@ -83,8 +83,12 @@ def _run_section(ws: Workspace, task: str, has_history: bool, retry: bool) -> No
 ADOPTION = {
     "first": ("first of its series", "#1565c0", "Blue",
               "the first iteration of a series, adopted because nothing before it compares"),
-    "adopted": ("adopted", "#2e7d32", "Green", "adopted, not below the best so far in its series"),
-    "reverted": ("reverted", "#c62828", "Red", "scored lower than its series' best and reverted"),
+    "adopted": ("adopted", "#2e7d32", "Green",
+                "adopted: better than its series' best beyond noise (paired 95% CI above zero), "
+                "or within noise and made by people, who approved it"),
+    "reverted": ("reverted", "#c62828", "Red",
+                 "reverted: worse than its series' best beyond noise, or within noise and made "
+                 "by the loop's automatic decisions"),
 }
 
 
@@ -124,6 +128,14 @@ def _chart(history: list[dict[str, Any]]) -> None:
                            in ADOPTION.values()) + ".")
 
 
+def _versus(h: dict[str, Any]) -> str:
+    """The comparison that decided adoption: its paired interval and verdict ("" for none)."""
+    c = h.get("comparison") or {}
+    if not c.get("ci"):
+        return ""
+    return f"[{delta_text(c['ci'][0])}, {delta_text(c['ci'][1])}] {c['verdict']}"
+
+
 def _history_table(ws: Workspace, task: str, history: list[dict[str, Any]]) -> None:
     def stop(h: dict[str, Any]) -> str:
         drafts = (len(state.touched_heuristics(ws, task, h["iteration"]))
@@ -138,6 +150,7 @@ def _history_table(ws: Workspace, task: str, history: list[dict[str, Any]]) -> N
         # Text, not a number: a series' first iteration has no best before it, and a browser
         # table shows a missing number as "None".
         "Δ vs best": delta_text(h["delta"]) if h["delta"] is not None else "",
+        "paired 95% CI vs best": _versus(h),
         "errors": h["n_errors"],
         "adopted": ADOPTION[_adoption(h)][0], "best": f"v{h['best_version']}",
         "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],
@@ -216,6 +229,9 @@ def _proposal_card(ws: Workspace, p: dict[str, Any], errors: list[dict[str, Any]
         st.markdown(f"**Proposal #{pid}** · {kind} {_target(p)} · *{p['status']}*")
         if p["rationale"]:
             st.text(p["rationale"])  # the teacher's words: plain, never Markdown
+        if p.get("measured"):  # the paired CI beside the proposal, for people to decide
+            say("info" if p["measured"].get("verdict") == evidence.BETTER else "warning",
+                evidence.measured_words(p["measured"]))
         if kind != state.ADD and p["heuristic"] is None:
             st.warning(f"Heuristic #{p['heuristic_id']} no longer exists.")
         st.html(_change_html(p))
@@ -373,6 +389,9 @@ def main() -> None:
         "approve; test items are never used here.",
         "accept or reject proposals")
     history = view.iteration_history(ws, task)
+    statement = outcome.no_heuristic_helped(ws, task)
+    if statement:  # an outcome, not an error
+        say("info", statement)
     failed = bool(history) and history[-1]["stop"] == state.TEACHER_FAILED
     if failed:
         last = history[-1]
@@ -385,9 +404,11 @@ def main() -> None:
     if last is not None:
         drafts = ", ".join(f"#{i}" for i in waiting)
         left = ", ".join(f"#{i}" for i in last["not_reverted"]) or "none"
-        st.warning(f"Iteration {last['iteration']} scored lower, so the loop undid its own "
-                   f"changes. The loop never approves: heuristics back at their earlier text "
-                   f"as drafts, waiting for your approval on the Heuristics page: {drafts}. "
+        verdict = (last.get("comparison") or {}).get("verdict") or "worse"
+        st.warning(f"Iteration {last['iteration']} was not adopted (against the best version: "
+                   f"{verdict}), so the loop undid its own changes. The loop never approves: "
+                   f"heuristics back at their earlier text as drafts, waiting for your "
+                   f"approval on the Heuristics page: {drafts}. "
                    f"Changed by people since, left as they are: {left}.")
     _run_section(ws, task, bool(history), retry=failed)
     if not history:
@@ -408,6 +429,9 @@ def main() -> None:
     record = next(h for h in history if h["iteration"] == k)
     drafts = len(state.touched_heuristics(ws, task, k))
     st.info(view.stop_in_words(ws, record, pending, drafts))
+    compared = evidence.comparison_words(record)
+    if compared:
+        say("info", compared)
     _prompt_of(ws, task, record)
     _dropped(record)
     if pending:

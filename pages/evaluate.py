@@ -19,6 +19,8 @@ from pld.ui.wrong_items import confusion_chart, wrong_items_section
 from pld.workspace import Workspace
 
 VERSION, ZERO, FEW = "Prompt version", "Zero-shot baseline", "Few-shot baseline"
+# For each item the K training examples most similar to it: the strongest cheap baseline.
+NEAREST = "Nearest k-shot baseline"
 
 
 def _eval_args(task: str, model: str) -> list[str]:
@@ -32,6 +34,8 @@ def _eval_args(task: str, model: str) -> list[str]:
         args += ["--zero-shot"]
     else:
         args += ["--few-shot", str(int(st.session_state.get("e_k") or 8))]
+        if method == NEAREST:
+            args += ["--nearest"]
     limit = int(st.session_state.get("e_limit") or 0)
     if limit:
         args += ["--limit", str(limit)]
@@ -44,15 +48,18 @@ def _run_section(ws: Workspace, task: str, versions: list[int], has_evals: bool)
     with job_section(ws, task, "eval", "Run an evaluation", expanded=not has_evals):
         st.write(f"Student {literal(model)} answers the first items of the chosen split under each "
                  "method's system prompt; every method sees the same items, so scores compare.")
-        methods = [VERSION, ZERO, FEW] if versions else [ZERO, FEW]
+        methods = [VERSION, ZERO, FEW, NEAREST] if versions else [ZERO, FEW, NEAREST]
         method = st.radio("Method", methods, key="e_method", horizontal=True)
         c1, c2, c3 = st.columns(3)
         if method == VERSION:
             page.follow_newest("e_version", versions, versions[-1], scope=task)
             c1.selectbox("Prompt version", versions, key="e_version",
                          format_func=lambda v: f"v{v}")
-        elif method == FEW:
-            c1.number_input("Demonstrations (K)", min_value=1, max_value=64, value=8, key="e_k")
+        elif method in (FEW, NEAREST):
+            c1.number_input("Demonstrations (K)", min_value=1, max_value=64, value=8, key="e_k",
+                            help="Few-shot: K training examples drawn at random, the same for "
+                                 "every item. Nearest: for each item the K training examples "
+                                 "most similar to it.")
         c2.selectbox("Split", ["test", "val"], key="e_split")
         c3.number_input("Items (0 = all)", min_value=0, value=0, step=50, key="e_limit")
         st.selectbox(

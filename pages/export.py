@@ -14,6 +14,7 @@ from pld import review
 from pld.errors import BadInput
 from pld.number_format import score
 from pld.pipeline import export, student
+from pld.pipeline.resolve import outcome
 from pld.pipeline.student import PromptVersion
 from pld.served_paths import EXPORTS, confine, served_root
 from pld.ui import page, sidebar
@@ -121,6 +122,9 @@ def main() -> None:
         say("info", f"Task {task} has no prompt version yet. Approve heuristics on the "
                     "Heuristics page, then build one above (or run the conflict loop).")
         return
+    statement = outcome.no_heuristic_helped(ws, task)
+    if statement:  # the conflict loop's outcome, not an error
+        say("info", statement)
     refusals = {p.version: export.refusal(ws, p) for p in prompts}
     _versions_table(prompts, refusals)
     by_version = {p.version: p for p in prompts}
@@ -133,7 +137,12 @@ def main() -> None:
                                                             is None else " (refused)"))
     p = by_version[version]
     manifest = None
-    if refusals[version] is not None:
+    if refusals[version] is not None and not p.heuristic_ids:
+        # The prompt without rules is the zero-shot baseline: not exported, and no error.
+        say("caption" if statement else "info",
+            f"Prompt v{version} holds no heuristic: it is the zero-shot baseline, which is "
+            "not exported.")
+    elif refusals[version] is not None:
         say("error", f"Refused: {refusals[version]}")
     else:
         try:

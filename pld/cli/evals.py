@@ -66,6 +66,10 @@ def _metrics_text(d: dict[str, Any]) -> str:
 @click.option("--zero-shot", is_flag=True, help="Baseline: labels and task description only.")
 @click.option("--few-shot", type=int, default=None, metavar="K",
               help="Baseline: K training examples as demonstrations.")
+@click.option("--nearest", is_flag=True,
+              help="With --few-shot K: for each item the K training examples most similar to "
+                   "it (sentence embeddings) instead of K random ones; calibrated like the "
+                   "others.")
 @click.option("--worked-examples", is_flag=True,
               help="With --version: each heuristic followed by its most typical source "
                    "example and label (a measured variant, never exported).")
@@ -83,7 +87,7 @@ def _metrics_text(d: dict[str, Any]) -> str:
 @options.json_output
 @with_context
 def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | None,
-             version: int | None, zero_shot: bool, few_shot: int | None,
+             version: int | None, zero_shot: bool, few_shot: int | None, nearest: bool,
              worked_examples: bool, split: str,
              limit: int | None, seed: int, concurrency: int | None, calibration: str,
              val_limit: int | None, use_batch: bool, estimate_only: bool,
@@ -94,6 +98,7 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
     \b
     Examples:
       python -m pld eval demo --student local/default --zero-shot
+      python -m pld eval demo --student local/default --few-shot 5 --nearest
       python -m pld eval demo --student local/default --version 3 --limit 200
       python -m pld eval demo --student local/default --prompt exported/
       python -m pld eval demo --student openai/gpt-4.1-mini --zero-shot --estimate-only
@@ -101,6 +106,8 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
     """
     from pld.pipeline.evaluate import evaluate, planned_calls
 
+    if nearest and few_shot is None:
+        raise BadInput("eval: --nearest goes with --few-shot K")
     chosen = sum(x is not None and x is not False for x in (prompt_file, version, few_shot)) + int(
         zero_shot)
     if chosen != 1:
@@ -110,8 +117,8 @@ def eval_cmd(ctx: click.Context, task: str, student: str, prompt_file: Path | No
     ws = ctx_workspace(ctx)
     scoring: dict[str, Any] = {
         "version": version, "prompt_file": prompt_file, "zero_shot": zero_shot,
-        "few_shot": few_shot, "worked_examples": worked_examples, "split": split,
-        "limit": limit, "seed": seed, "val_limit": val_limit,
+        "few_shot": few_shot, "nearest": nearest, "worked_examples": worked_examples,
+        "split": split, "limit": limit, "seed": seed, "val_limit": val_limit,
         "calibration": calibration_method(calibration)}
     if estimate_only:
         show_estimate(ws, planned_calls(ws, task, student, **scoring), f"eval {task}",

@@ -34,7 +34,13 @@ from pld.llm.base import ConfigError
 from pld.llm.registry import get_backend
 from pld.metrics import score
 from pld.pipeline.runs import ProgressCallback
-from pld.pipeline.student import STUDENT_MAX_TOKENS, PredictResult, predict, sha256_text
+from pld.pipeline.student import (
+    STUDENT_MAX_TOKENS,
+    ItemPrompt,
+    PredictResult,
+    predict,
+    sha256_text,
+)
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -228,11 +234,12 @@ def _val_metrics(gold: list[str], raw: list[str | None], cal: list[str | None],
 
 
 def _content_free_scores(ws: Workspace, student: str, system_prompt: str, labels: list[str],
-                         run_id: int | None) -> list[Scores]:
+                         run_id: int | None, item_prompt: ItemPrompt | None) -> list[Scores]:
     out = []
     for text in CONTENT_FREE_INPUTS:
+        system = system_prompt if item_prompt is None else item_prompt(text)
         res = calls.complete(ws, student, [{"role": "user", "content": text}],
-                             system=system_prompt, choices=labels,
+                             system=system, choices=labels,
                              max_tokens=STUDENT_MAX_TOKENS, stage="calibrate", run_id=run_id,
                              role="student")
         if res.reply.label_logprobs is not None:
@@ -250,9 +257,12 @@ def calibrate(
     val_limit: int | None = None,
     concurrency: int | None = None,
     on_progress: ProgressCallback | None = None,
+    item_prompt: ItemPrompt | None = None,
 ) -> Calibration:
     """The calibration of ``student`` under ``system_prompt``, fitted on the validation split
-    (its first ``val_limit`` items by id) and stored; the stored one when it exists.
+    (its first ``val_limit`` items by id) and stored; the stored one when it exists. With
+    ``item_prompt`` each item is asked under its own prompt and ``system_prompt`` stands for
+    the method (see :func:`~pld.pipeline.student.predict`).
 
     Only validation examples are ever read (and, for ``content-free``, inputs without content).
     The validation answers go through the call cache, so a prompt the conflict loop already ran
@@ -274,14 +284,15 @@ def calibrate(
         return _store(ws, {**base, "status": UNAVAILABLE, "reason": reason, "n": 0})
     val = predict(ws, task, student, system_prompt=system_prompt, split="val", limit=val_limit,
                   kind="calibrate", params={"method": method}, concurrency=concurrency,
-                  on_progress=on_progress)
+                  on_progress=on_progress, item_prompt=item_prompt)
     return fit_calibration(ws, task, student, system_prompt, val, method=method,
-                           val_limit=val_limit)
+                           val_limit=val_limit, item_prompt=item_prompt)
 
 
 def fit_calibration(ws: Workspace, task: str, student: str, system_prompt: str,
                     val: PredictResult, *, method: str = DEFAULT_METHOD,
-                    val_limit: int | None = None) -> Calibration:
+                    val_limit: int | None = None,
+                    item_prompt: ItemPrompt | None = None) -> Calibration:
     """Fit and store the calibration of ``system_prompt`` from ``val``, the student's answers
     on the first ``val_limit`` validation items under it (the stored one when it exists)."""
     sha = sha256_text(system_prompt)
@@ -300,7 +311,7 @@ def fit_calibration(ws: Workspace, task: str, student: str, system_prompt: str,
         bias = fit_max_f1([val.scores[i] for i in scored], [val.gold[i] for i in scored],
                           labels)
     else:
-        cf = _content_free_scores(ws, student, system_prompt, labels, val.run_id)
+        cf = _content_free_scores(ws, student, system_prompt, labels, val.run_id, item_prompt)
         if not cf:
             return _store(ws, {**base, "status": UNAVAILABLE, "run_id": val.run_id, "n": 0,
                                "reason": f"{student} gave no label scores on content-free inputs"})

@@ -5,7 +5,9 @@ Every method is just a different system prompt in front of the same example mess
 ``limit`` items of the split by id. That keeps methods comparable, and it makes evaluating an
 exported ``prompt.md`` hit the call cache of the version it was exported from, so the stored
 score is reproduced exactly. One ``evaluations`` row per evaluation holds the metrics together
-with the model, the split and the prompt's sha256.
+with the model, the split and the prompt's sha256. Nearest-neighbour k-shot is the one method
+whose system prompt depends on the item (its demonstrations are the item's nearest training
+examples); the text it stores and hashes is the method's key (:mod:`pld.pipeline.nearest_shots`).
 
 Evaluating is idempotent and resumable like every stage: the same method, prompt, student, split,
 limit and seed again returns the stored evaluation (no new rows), and an evaluation whose run was
@@ -30,8 +32,9 @@ from pld.metrics import paired_delta, score
 from pld.pipeline.calibrate import DEFAULT_METHOD, FITTED, calibrate, calibrated_answers
 from pld.pipeline.calibrate import METHODS as CALIBRATION_METHODS
 from pld.pipeline.estimate import Planned
+from pld.pipeline.nearest_shots import NearestShots
 from pld.pipeline.runs import DONE, ProgressCallback, mark_dead_runs
-from pld.pipeline.student import STUDENT_MAX_TOKENS, get_prompt, predict, sha256_text
+from pld.pipeline.student import STUDENT_MAX_TOKENS, ItemPrompt, get_prompt, predict, sha256_text
 from pld.pipeline.student import zero_shot_prompt as student_zero_shot
 from pld.pipeline.worked_examples import worked_examples_prompt
 from pld.tasks.store import TaskInfo, task_info
@@ -171,6 +174,7 @@ def evaluate(
     prompt_file: str | Path | None = None,
     zero_shot: bool = False,
     few_shot: int | None = None,
+    nearest: bool = False,
     worked_examples: bool = False,
     split: str = "test",
     limit: int | None = None,
@@ -185,7 +189,9 @@ def evaluate(
 
     Exactly one of ``version`` (a stored prompt version, method ``pld``), ``prompt_file`` (an
     exported prompt.md or its directory, method ``file``), ``zero_shot`` or ``few_shot=K``
-    (``few-shot-K``, K stratified training demos drawn with ``seed``) must be given;
+    (``few-shot-K``, K stratified training demos drawn with ``seed``; with ``nearest``,
+    ``few-shot-K-nearest``: for each item the K most similar training examples, see
+    :mod:`pld.pipeline.nearest_shots`, calibrated like every method) must be given;
     ``worked_examples`` with ``version`` evaluates that version with each heuristic followed by
     its most typical source example (method ``pld-worked``, never exported). ``seed``
     also seeds the bootstrap CI. ``concurrency``: student calls in flight (default: 1 for local
@@ -204,12 +210,15 @@ def evaluate(
         raise BadInput(f"--limit must be at least 1, got {limit}")
     if worked_examples and version is None:
         raise BadInput("--worked-examples goes with --version V")
+    if nearest and few_shot is None:
+        raise BadInput("--nearest goes with --few-shot K")
     if calibration is not None and calibration not in CALIBRATION_METHODS:
         raise BadInput(f"calibration must be one of {', '.join(CALIBRATION_METHODS)} or none, "
                        f"got {calibration!r}")
     info = task_info(ws, task)
-    method, text, prompt_version, params, from_manifest = _method_prompt(
-        ws, info, student, version, prompt_file, zero_shot, few_shot, worked_examples, seed)
+    method, text, prompt_version, params, from_manifest, shots = _method_prompt(
+        ws, info, student, version, prompt_file, zero_shot, few_shot, nearest, worked_examples,
+        seed)
     sha = sha256_text(text)
     with ws.write() as db:
         # Kept so that compare() can diff any two evaluated prompts, baselines included.
@@ -226,18 +235,22 @@ def evaluate(
     run, stored = _earlier(ws, task, same)
     if stored is not None:
         return _result(stored)
+    item_prompt = _item_prompt(ws, info, shots, (split, limit),
+                               ("val", val_limit) if calibration is not None else None)
     result = predict(
         ws, task, student, system_prompt=text, split=split, limit=limit, kind="eval",
         params={"method": method, "prompt_version": prompt_version, **params},
         concurrency=concurrency, on_progress=on_progress,
         run_id=run["id"] if run is not None else None, started_by=started_by,
+        item_prompt=item_prompt,
     )
     metrics = score(result.gold, result.pred, info.labels, seed=seed)
     if from_manifest is not None:
         summary: dict[str, Any] | None = from_manifest
     elif calibration is not None:
         summary = calibrate(ws, task, student, text, method=calibration, val_limit=val_limit,
-                            concurrency=concurrency, on_progress=on_progress).summary()
+                            concurrency=concurrency, on_progress=on_progress,
+                            item_prompt=item_prompt).summary()
     else:
         summary = None
     if summary is not None:
@@ -257,34 +270,55 @@ def evaluate(
                       metrics["n"], prompt_version)
 
 
+# What a method runs: its name, its system prompt (the key of a per-item method), its prompt
+# version, its own params, the calibration an export's manifest carries (None when not from an
+# export), and the nearest-neighbour picker of a per-item method.
+_Method = tuple[str, str, int | None, dict[str, Any], dict[str, Any] | None, NearestShots | None]
+
+
 def _method_prompt(ws: Workspace, info: TaskInfo, student: str, version: int | None,
                    prompt_file: str | Path | None, zero_shot: bool, few_shot: int | None,
-                   worked_examples: bool, seed: int
-                   ) -> tuple[str, str, int | None, dict[str, Any], dict[str, Any] | None]:
-    """The method, the system prompt it runs, its prompt version, its own params and the
-    calibration an export's manifest carries (None when not from an export)."""
+                   nearest: bool, worked_examples: bool, seed: int) -> _Method:
+    """The method chosen by the arguments (see :data:`_Method`)."""
     params: dict[str, Any] = {}
     if version is not None:
         prompt = get_prompt(ws, info.name, version)
         if worked_examples:
-            return "pld-worked", worked_examples_prompt(ws, prompt), prompt.version, params, None
-        return "pld", prompt.text, prompt.version, params, None
+            return ("pld-worked", worked_examples_prompt(ws, prompt), prompt.version, params,
+                    None, None)
+        return "pld", prompt.text, prompt.version, params, None, None
     if prompt_file is not None:
         text = read_prompt_file(prompt_file)
         params["prompt_file"] = str(prompt_file)
         return ("file", text, _version_of(ws, info.name, sha256_text(text)), params,
-                manifest_calibration(prompt_file, info.labels, student, sha256_text(text)))
+                manifest_calibration(prompt_file, info.labels, student, sha256_text(text)), None)
     if zero_shot:
-        return "zero-shot", zero_shot_prompt(info), None, params, None
+        return "zero-shot", zero_shot_prompt(info), None, params, None, None
     assert few_shot is not None
+    if nearest:
+        shots = NearestShots(ws, info.name, few_shot)
+        params.update(nearest=True, embedder=shots.embedder)
+        return f"few-shot-{few_shot}-nearest", shots.key(), None, params, None, shots
     demos = few_shot_examples(ws, info.name, few_shot, seed=seed)
     params.update(seed=seed, demo_ids=[d["id"] for d in demos])
-    return f"few-shot-{few_shot}", few_shot_prompt(info, demos), None, params, None
+    return f"few-shot-{few_shot}", few_shot_prompt(info, demos), None, params, None, None
+
+
+def _item_prompt(ws: Workspace, info: TaskInfo, shots: NearestShots | None,
+                 *splits: tuple[str, int | None] | None) -> ItemPrompt | None:
+    """Each item's system prompt for a per-item method (None for the others), with the
+    demonstrations of the items of ``splits`` (split, limit) picked at once, in one batch."""
+    if shots is None:
+        return None
+    shots.prepare([r["text"] for s in splits if s is not None
+                   for r in task_examples(ws, info.name, *s)])
+    return lambda text: few_shot_prompt(info, shots.demos(text))
 
 
 def planned_calls(ws: Workspace, task: str, student: str, *, version: int | None = None,
                   prompt_file: str | Path | None = None, zero_shot: bool = False,
-                  few_shot: int | None = None, worked_examples: bool = False,
+                  few_shot: int | None = None, nearest: bool = False,
+                  worked_examples: bool = False,
                   split: str = "test", limit: int | None = None, seed: int = 0,
                   calibration: str | None = DEFAULT_METHOD,
                   val_limit: int | None = None) -> Iterator[Planned]:
@@ -292,13 +326,16 @@ def planned_calls(ws: Workspace, task: str, student: str, *, version: int | None
     ``--estimate-only``), one at a time: one per item of the split, and one per validation
     item to fit the calibration; items already answered are cached, and so free."""
     info = task_info(ws, task)
-    _method, text, _version, _params, from_manifest = _method_prompt(
-        ws, info, student, version, prompt_file, zero_shot, few_shot, worked_examples, seed)
+    _method, text, _version, _params, from_manifest, shots = _method_prompt(
+        ws, info, student, version, prompt_file, zero_shot, few_shot, nearest, worked_examples,
+        seed)
     params = calls.call_params(max_tokens=STUDENT_MAX_TOKENS, choices=info.labels)
     stages = [("eval", split, limit)]
     if calibration is not None and from_manifest is None:
         stages.append(("calibrate", "val", val_limit))
-    return (Planned(student, stage, text, [{"role": "user", "content": r["text"]}], params)
+    item_prompt = _item_prompt(ws, info, shots, *[(which, n) for _, which, n in stages])
+    return (Planned(student, stage, text if item_prompt is None else item_prompt(r["text"]),
+                    [{"role": "user", "content": r["text"]}], params)
             for stage, which, n in stages for r in task_examples(ws, task, which, n))
 
 

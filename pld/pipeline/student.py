@@ -10,6 +10,7 @@ text again returns the version that already holds it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
 STUDENT_MAX_TOKENS = 16
+# A method whose system prompt depends on the item: the item's text -> its system prompt.
+ItemPrompt = Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -239,8 +242,13 @@ def predict(
     on_progress: ProgressCallback | None = None,
     run_id: int | None = None,
     started_by: Identity | None = None,
+    item_prompt: ItemPrompt | None = None,
 ) -> PredictResult:
     """Classify examples of ``task`` with ``student`` under ``system_prompt``.
+
+    With ``item_prompt`` each item gets its own system prompt, ``item_prompt(text)`` (a method
+    whose prompt depends on the item, e.g. nearest-neighbour k-shot); ``system_prompt`` then
+    stands for the method: its sha256 is the run's ``prompt_sha256``.
 
     Items are ``example_ids`` (any split) or the first ``limit`` examples of ``split`` by id.
     Each answer is parsed strictly against the label set; an unparseable answer is stored with a
@@ -272,9 +280,12 @@ def predict(
         todo = [r for r in items if r["id"] not in done]
         run.set_total(len(items), done=len(items) - len(todo))
 
+        def system_for(ex: dict[str, Any]) -> str:
+            return system_prompt if item_prompt is None else item_prompt(ex["text"])
+
         def classify(ex: dict[str, Any]) -> dict[str, Any]:
             res = calls.complete(
-                ws, student, [{"role": "user", "content": ex["text"]}], system=system_prompt,
+                ws, student, [{"role": "user", "content": ex["text"]}], system=system_for(ex),
                 choices=labels, max_tokens=STUDENT_MAX_TOKENS, stage=kind, run_id=run.id,
                 role="student",
             )
@@ -291,7 +302,7 @@ def predict(
         # With --batch, the student's calls go through the batch API first (then answered
         # from the cache in classify); without it, this does nothing.
         params = calls.call_params(max_tokens=STUDENT_MAX_TOKENS, choices=labels)
-        batch.prefetch(ws, (Planned(student, kind, system_prompt,
+        batch.prefetch(ws, (Planned(student, kind, system_for(ex),
                                     [{"role": "user", "content": ex["text"]}], params)
                             for ex in todo), run_id=run.id)
         for ex, row in fan_out(classify, todo, workers=workers, name="student"):

@@ -127,3 +127,14 @@ def test_evals_compare_defaults_to_the_latest_comparable_pair(
     for args in ([str(zero)], [str(zero), str(few), "--task", TASK], []):
         r = pld("evals", "compare", *args, ws=ws.path)
         assert r.returncode == 2 and "give EVAL_A EVAL_B" in r.stderr, r.stderr
+
+
+def test_nearest_goes_with_few_shot(ws: Workspace) -> None:
+    # Before: there was no --nearest; now without --few-shot K it is bad input (exit 2).
+    load_reviews(ws, n_val=3, n_test=3)
+    for method in ([], ["--zero-shot"]):
+        r = pld("eval", TASK, "--student", "openai/gpt-4.1-mini", *method, "--nearest",
+                ws=ws.path)
+        assert r.returncode == 2, r.stderr
+        assert "--nearest goes with --few-shot K" in r.stderr
+    assert not ws.query("SELECT 1 FROM runs")

@@ -123,7 +123,8 @@ def test_accept_without_reviewer_is_refused_clearly(open_page: Callable[..., App
     at = _open_proposed(open_page, populated_ws, reviewer="")
     assert any("enter your name" in w.value for w in at.warning)
     at.button(key="c_accept").click().run()
-    assert any(e.value.startswith("Cannot accept: Nobody is identified") for e in at.error)
+    assert any(unescaped(e.value).startswith("Cannot accept: Nobody is identified")
+               for e in at.error)
     with connect(populated_ws.path) as ws:
         assert get_clustering(ws, populated_ws.proposed_clustering)["status"] == "proposed"
     assert _reviews(populated_ws) == []

@@ -35,7 +35,8 @@ OpenPage = Callable[..., AppTest]
 
 
 def _texts(elements: Any) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """What the elements say as a reader sees it (messages are shown escaped)."""
+    return unescaped("\n".join(str(e.value) for e in elements))
 
 
 def _frame(at: AppTest, column: str) -> Any:
@@ -92,7 +93,7 @@ def test_no_iteration_yet_and_the_loop_starts_as_a_job(open_page: OpenPage, app_
     at = open_page("conflicts", task="demo", reviewer="ana", teacher=model, student=model)
     at.run()
     assert not at.exception
-    assert "No conflict-loop iteration" in _texts(at.info)
+    assert "No conflict-loop iteration" in unescaped(_texts(at.info))
     at.button(key="c_run").click().run()
     assert not at.exception
     assert "Conflict loop started" in _texts(at.success)
@@ -106,7 +107,7 @@ def test_populated_without_loop_renders(open_page: OpenPage, populated_ws: Popul
     at = open_page("conflicts", task=populated_ws.task, reviewer="ana")
     at.run()
     assert not at.exception
-    assert "No conflict-loop iteration" in _texts(at.info)
+    assert "No conflict-loop iteration" in unescaped(_texts(at.info))
     # What a loop of these settings could cost, before it is started: the same count the
     # CLI's --estimate-only gives.
     at.button(key="c_estimate").click().run()
@@ -176,7 +177,7 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
     at.text_input(key=f"c_comment_{edit['id']}_ana").input("good catch")
     at.button(key=f"c_accept_{edit['id']}").click().run()
     assert not at.exception
-    assert f"Accepted proposal #{edit['id']}" in _texts(at.success)
+    assert f"Accepted proposal #{edit['id']}" in unescaped(_texts(at.success))
     after = next(p for p in _proposals(looped) if p["id"] == edit["id"])
     assert (after["status"], after["decided_by"]) == ("accepted", "ana")
     with looped.open() as ws:
@@ -231,7 +232,7 @@ def test_one_card_per_proposal_listing_its_examples(open_page: OpenPage,
     target = next(p for p in proposals if p["id"] == related[0])
     at.button(key=f"c_reject_{target['id']}").click().run()
     assert not at.exception
-    assert f"Rejected proposal #{target['id']}" in _texts(at.success)
+    assert f"Rejected proposal #{target['id']}" in unescaped(_texts(at.success))
     assert next(p for p in _proposals(looped) if p["id"] == target["id"])["status"] == "rejected"
 
 
@@ -286,7 +287,7 @@ def test_history_names_each_student_and_starts_a_series_per_student(
     assert len(colours) == 1
     assert "Blue: the first iteration of a series" in caption
     assert colours == {"#1565c0"}
-    assert "Green: adopted, not below the best so far in its series" in caption
+    assert "Green: adopted: better than its series' best beyond noise" in caption
 
 
 def test_no_identity_disables_decisions(open_page: OpenPage, looped: Populated) -> None:

@@ -61,7 +61,8 @@ def test_task_without_evaluations_offers_only_baselines(open_page: OpenPage,
     at.run()
     assert not at.exception
     assert "No evaluation of task demo yet" in _texts(at.info)
-    assert at.radio(key="e_method").options == ["Zero-shot baseline", "Few-shot baseline"]
+    assert at.radio(key="e_method").options == ["Zero-shot baseline", "Few-shot baseline",
+                                                "Nearest k-shot baseline"]
 
 
 def test_scores_of_the_latest_evaluation(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -164,6 +165,22 @@ def test_run_a_baseline_in_the_background(open_page: OpenPage, populated_ws: Pop
     at.run()
     assert not at.exception
     assert new["id"] in list(_frame(at, "macro-F1")["id"])
+
+
+def test_nearest_k_shot_is_a_method_of_its_own(open_page: OpenPage, populated_ws: Populated,
+                                               fake_openai: FakeOpenAI) -> None:
+    # Before: the page offered random k-shot only.
+    model = fake_openai.model_string("student")
+    at = open_page("evaluate", task=populated_ws.task, student=model)
+    at.run()
+    at.radio(key="e_method").set_value("Nearest k-shot baseline").run()
+    at.number_input(key="e_k").set_value(5).run()
+    at.button(key="e_run").click().run()
+    assert not at.exception
+    with populated_ws.open() as ws:
+        [job] = jobs.list_jobs(ws, populated_ws.task, "eval")
+    assert job.args == ["eval", populated_ws.task, "--student", model, "--split", "test",
+                        "--few-shot", "5", "--nearest", "--calibration", "max-f1"]
 
 
 def test_a_new_evaluation_and_a_new_version_are_chosen_when_they_appear(

@@ -24,7 +24,8 @@ OpenPage = Callable[..., AppTest]
 
 
 def _texts(elements: Any) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """What the elements say as a reader sees it (messages are shown escaped)."""
+    return unescaped("\n".join(str(e.value) for e in elements))
 
 
 def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:

@@ -28,7 +28,8 @@ OpenPage = Callable[..., AppTest]
 
 
 def _texts(elements: Any) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """What the elements say as a reader sees it (messages are shown escaped)."""
+    return unescaped("\n".join(str(e.value) for e in elements))
 
 
 def _frame(at: AppTest, column: str) -> Any:
@@ -172,7 +173,8 @@ def test_four_eyes_refusal(open_page: OpenPage, populated_ws: Populated) -> None
     assert "four-eyes rule" in _texts(at.warning)
     # Off before the click, with the reason; rejecting stays possible.
     approve = at.button(key=f"h_approve_{hid}")
-    assert approve.disabled and "four-eyes rule: someone else must approve it" in approve.help
+    assert approve.disabled
+    assert "four-eyes rule: someone else must approve it" in unescaped(approve.help)
     assert not at.button(key=f"h_reject_{hid}").disabled
     row = _row(populated_ws, hid)
     assert (row["status"], row["version"], row["approved_by"]) == ("draft", 2, None)
@@ -243,7 +245,8 @@ def test_approver_list_limits_approval(open_page: OpenPage, populated_ws: Popula
     for action in ("approve", "reject"):
         button = other.button(key=f"h_{action}_{hid}")
         assert button.disabled
-        assert f"ana is not an approver of task 'demo', so cannot {action}" in button.help
+        assert (f"ana is not an approver of task 'demo', so cannot {action}"
+                in unescaped(button.help))
     assert _row(populated_ws, hid)["status"] == "draft"
     # A non-approver may still edit.
     other.button(key=f"h_open_edit_{hid}").click().run()

@@ -6,13 +6,14 @@ import hashlib
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pld.errors import BadInput, NotReady
 from pld.pipeline import evaluate as ev
 from pld.pipeline.student import build_prompt
-from pld.tasks.store import task_info
+from pld.tasks.store import Example, save_task, task_info
 from pld.workspace import Workspace, loads
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pipeline.test_student import (
@@ -20,6 +21,7 @@ from tests.pipeline.test_student import (
     RULES,
     TASK,
     add_heuristic,
+    first_user,
     keyword_student,
     load_reviews,
     system_of,
@@ -272,3 +274,71 @@ def test_latest_comparable_pair_scored_the_same_split_and_items(
     assert cross["common"] == 0 and not cross["comparable"]
     assert cross["delta_macro_f1"] is None and cross["delta_accuracy"] is None
     assert cross["paired"] is None
+
+
+NEWS_TRAIN = [
+    ("The striker scored a late goal to win the football match.", "sports"),
+    ("The goalkeeper saved a penalty in the final minute of the cup final.", "sports"),
+    ("The central bank raised interest rates for the third time this year.", "finance"),
+    ("Stock markets fell sharply as investors sold their shares.", "finance"),
+    ("Bake the bread slowly in a low oven until the crust is golden.", "other"),
+    ("Stir the soup and add fresh basil just before serving.", "other"),
+]
+NEWS_ITEM = "Their forward scored twice and the team won the football final."
+
+
+def nearest_student(body: dict[str, Any]) -> str:
+    """Leans to "other" whatever it reads (its answer)."""
+    return "other"
+
+
+def nearest_scores(body: dict[str, Any]) -> list[tuple[str, float]]:
+    """Label scores: "other" on top, the label of the last (most similar) demonstration second,
+    so a calibrated answer copies the nearest neighbour."""
+    copied = re.findall(r"^Label: (\S+)$", system_of(body), re.M)[-1]
+    scores = {"other": -0.2, "sports": -3.0, "finance": -3.0}
+    scores[copied] = max(scores[copied], -1.0)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def test_nearest_k_shot_shows_each_item_its_most_similar_training_examples(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    # Before: k-shot drew the same K random demonstrations for every item.
+    val = [("A defender headed the ball into the net in stoppage time.", "sports"),
+           ("Bond yields climbed after the inflation report.", "finance"),
+           ("Roast the vegetables with olive oil and garlic.", "other")]
+    test = [(NEWS_ITEM, "sports"), ("Shares of the bank dropped on weak earnings.", "finance")]
+    save_task(ws, name="news", kind="custom", labels=["sports", "finance", "other"],
+              description="Classify a news snippet.", source="test", params={},
+              examples=[Example(f"{split}-{i}", split, text, label, {})
+                        for split, rows in (("train", NEWS_TRAIN), ("val", val), ("test", test))
+                        for i, (text, label) in enumerate(rows)])
+    fake_openai.responder = nearest_student
+    fake_openai.first_token_logprobs = nearest_scores
+    model = fake_openai.model_string()
+
+    res = ev.evaluate(ws, "news", model, few_shot=2, nearest=True, concurrency=1)
+
+    assert res.method == "few-shot-2-nearest"
+    asked = {first_user(b): system_of(b) for b in fake_openai.requests}
+    system = asked[NEWS_ITEM]
+    # The two football examples, the closest last; no other training example.
+    shown = sorted((text for text, _ in NEWS_TRAIN if text in system), key=system.index)
+    assert shown == [NEWS_TRAIN[1][0], NEWS_TRAIN[0][0]]
+    assert "Stock markets" in asked[test[1][0]] and "striker" not in asked[test[1][0]]
+    # Calibrated like the others: fitted on validation items, each under its own prompt.
+    assert all(text in asked for text, _ in val)
+    assert res.metrics["calibration"]["status"] == "fitted"
+    assert res.metrics["calibrated"]["accuracy"] == 1.0 and res.metrics["accuracy"] == 0.0
+    [cal] = ws.query("SELECT prompt_sha256 FROM calibrations")
+    assert cal["prompt_sha256"] == res.prompt_sha256
+    key = ws.query("SELECT text FROM texts WHERE sha256 = ?", [res.prompt_sha256])[0]["text"]
+    assert key.startswith("Nearest-neighbour 2-shot")
+    # Stored like any evaluation: asked again, it is the same one, with no new call.
+    n = len(fake_openai.requests)
+    again = ev.evaluate(ws, "news", model, few_shot=2, nearest=True)
+    assert again.evaluation_id == res.evaluation_id and len(fake_openai.requests) == n
+    random_k = ev.evaluate(ws, "news", model, few_shot=2, concurrency=1)
+    assert random_k.method == "few-shot-2" and random_k.prompt_sha256 != res.prompt_sha256
+    with pytest.raises(BadInput, match="--nearest goes with --few-shot K"):
+        ev.evaluate(ws, "news", model, zero_shot=True, nearest=True)
