@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any
 
 from pld import review, signoff
-from pld.identity import OIDC, Identity, normalize_name
+from pld.identity import OIDC, RESERVED_PREFIXES, Identity, normalize_name
 from pld.pipeline.export import refusal
 from pld.pipeline.resolve import view
 from pld.pipeline.runs import FAILED, list_runs
@@ -59,6 +59,14 @@ def _runs_of(ws: Workspace, rows: list[dict[str, Any]]) -> dict[int, dict[str, A
         "WHERE id IN (SELECT value FROM json_each(?))", [dumps(ids)])}
 
 
+def _run_of(row: dict[str, Any], runs: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+    """The run that wrote the draft's current text, if a run did: its first version, or a later
+    one a model or PLD Studio wrote. A person's edit makes the text theirs, not the run's."""
+    if row["version"] == 1 or (row["updated_by"] or "").startswith(RESERVED_PREFIXES):
+        return runs.get(row.get("run_id"))
+    return None
+
+
 def _drafts(ws: Workspace, task: str, who: Identity, may_sign: bool) -> list[dict[str, Any]]:
     out = []
     rows = [("heuristic", h) for h in review.list_heuristics(ws, task, DRAFT)]
@@ -78,13 +86,13 @@ def _drafts(ws: Workspace, task: str, who: Identity, may_sign: bool) -> list[dic
                              f"python -m pld review show {row['id']}"
                              if what == "heuristic" else
                              f"python -m pld review preamble show {task}",
-                             version=row["version"], run=runs.get(row.get("run_id"))))
+                             version=row["version"], run=_run_of(row, runs)))
         elif may_sign:
             out.append(_item(APPROVE, task, what, row["id"],
                              f"{name} v{row['version']} by {row['updated_by']}: "
                              f"{_short(row['text'])}",
                              f"{cmd} --base-version {row['version']} --as {who.name}",
-                             version=row["version"], run=runs.get(row.get("run_id"))))
+                             version=row["version"], run=_run_of(row, runs)))
     return out
 
 

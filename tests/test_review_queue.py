@@ -74,3 +74,21 @@ def test_review_queue_cli(ws: Workspace) -> None:
     assert data["items"][0]["id"] == draft
     text = pld("review", "queue", "--as", "bob", ws=ws.path).stdout
     assert "[others-sign]" in text and f"heuristic #{draft}" in text
+
+
+def test_a_runs_drafts_name_their_run_until_a_person_rewrites_one(ws: Workspace) -> None:
+    from pld.tasks.store import save_task
+    from tests.test_review import TASK as CLAIMS
+    from tests.test_review import teacher_draft
+
+    save_task(ws, name=CLAIMS, kind="custom", labels=["true", "false"], description="",
+              source="test", params={}, examples=[])
+    with stage_run(ws, CLAIMS, "consolidate", {}) as run:
+        first = teacher_draft(ws, "rule one", run_id=run.id)
+        second = teacher_draft(ws, "rule two", run_id=run.id)
+    review.edit(ws, second, "bob's rule two", Identity("bob"), base_version=1)
+    items = {i["id"]: i for i in reviewer_queue(ws, Identity("alice"))["items"]
+             if i["what"] == "heuristic"}
+    assert items[first]["run"]["id"] == run.id
+    # Before: bob's rewrite was shown among the run's drafts, as if the job had written it.
+    assert items[second]["run"] is None
