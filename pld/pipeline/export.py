@@ -367,9 +367,16 @@ def export(ws: Workspace, task: str, out_dir: str | Path, *, version: int | None
         raise BadInput(f"{out}: --out is a symbolic link; give the real folder")
     if out.exists() and not out.is_dir():
         raise BadInput(f"{out}: --out must be a directory")
-    # Opened first: a ledger that cannot be written refuses the export before anything is.
-    with witness.Ledger(witness.default_path(out) if ledger is None else ledger) as book:
-        out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)  # first, so that an unusable --out is named as such
+    try:
+        # Opened before any file: a ledger that cannot be written refuses the export.
+        book = witness.Ledger(witness.default_path(out) if ledger is None else ledger)
+    except BadInput:
+        if created:
+            out.rmdir()
+        raise
+    with book:
         prompt_path, manifest_path = out / PROMPT_FILE, out / MANIFEST_FILE
         data = manifest_bytes(manifest)
         # Bytes, not text mode: no newline translation may touch what the sha256 vouches for.

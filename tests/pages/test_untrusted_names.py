@@ -19,6 +19,7 @@ from pld.identity import Identity
 from pld.pipeline.cluster import edits
 from pld.pipeline.resolve import decisions, loop, state, view
 from pld.pipeline.student import build_prompt
+from pld.workspace import Workspace
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import Populated, unescaped
 from tests.pages.test_conflicts_page import _responder
@@ -105,16 +106,17 @@ class Scene:
 
     pop: Populated
     hers: int  # a draft EVIL wrote (four-eyes refuses her approval)
-    approved: int  # approved by EVIL
-    rejected: int  # rejected by EVIL
 
 
-def _v(ws: object, hid: int) -> int:
-    return review_rows.fetch(ws, hid)["version"]  # type: ignore[arg-type]
+def _v(ws: Workspace, hid: int) -> int:
+    return int(review_rows.fetch(ws, hid)["version"])
 
 
 @pytest.fixture
 def scene(populated_ws: Populated, fake_openai: FakeOpenAI) -> Scene:
+    """EVIL (self-declared) decided a proposal, is on the approver list (and put bob there),
+    approved bob's edit, rejected a heuristic, wrote a draft heuristic and the draft
+    preamble, built a prompt, renamed a cluster and accepted a clustering."""
     pop = populated_ws
     evil, bob = Identity(EVIL), Identity("bob")
     assert evil.name == EVIL  # nothing in the name is folded away
@@ -143,7 +145,7 @@ def scene(populated_ws: Populated, fake_openai: FakeOpenAI) -> Scene:
         edits.rename_cluster(ws, cluster, f"named by {EVIL}", evil, expected_name=name)
         with ws.write() as db:
             db["clusterings"].update(pop.accepted_clustering, {"accepted_by": EVIL})
-    return Scene(pop, hers=h3, approved=h0, rejected=h1)
+    return Scene(pop, hers=h3)
 
 
 @pytest.mark.parametrize("reviewer", [EVIL, OTHER], ids=["her", "other"])
