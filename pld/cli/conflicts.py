@@ -53,6 +53,7 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
     """
     from dataclasses import asdict
 
+    from pld.pipeline.resolve.evidence import comparison_words
     from pld.pipeline.resolve.loop import planned_calls, resolve
 
     check_model(student)
@@ -76,6 +77,8 @@ def resolve_cmd(ctx: click.Context, task: str, student: str, teacher: str, itera
             lines.append(f"  iteration {h.get('iteration')}: v{h.get('prompt_version')} "
                          f"val macro-F1 {h.get('macro_f1')} errors {h.get('n_errors')} "
                          f"{'adopted' if h.get('adopted') else 'not adopted'}")
+            if comparison_words(h):
+                lines.append(f"    {comparison_words(h)}")
         for hid, error in (d.get("failed_groups") or {}).items():
             lines.append(f"  teacher call for heuristic {hid} failed: {error}")
         return "\n".join(lines)
@@ -98,6 +101,7 @@ def review_proposals(ctx: click.Context, task: str, status: str, as_json: bool) 
       python -m pld review proposals demo
       python -m pld review proposals demo --status all --json
     """
+    from pld.pipeline.resolve.evidence import measured_words
     from pld.pipeline.resolve.view import list_proposals
 
     rows = list_proposals(ctx_workspace(ctx), task, status=None if status == "all" else status)
@@ -110,6 +114,8 @@ def review_proposals(ctx: click.Context, task: str, status: str, as_json: bool) 
             out.append(f"#{p['id']} iter {p['iteration']} {p['kind']} {target} "
                        f"[{p['status']}]: {(p.get('text') or '')[:80]}")
             out.append(f"     why: {(p.get('rationale') or '')[:100]}")
+            if p.get("measured"):
+                out.append(f"     {measured_words(p['measured'])}")
         return "\n".join(out) or "no proposals"
 
     emit(data, as_json, text)

@@ -13,6 +13,7 @@ from pld.pipeline.resolve import evidence, state, view
 from pld.pipeline.student import get_prompt
 from pld.review import approved_heuristics
 from pld.workspace import Workspace
+from tests.cli.test_contract import pld
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pipeline.resolve.test_loop import (
     FINANCE,
@@ -67,6 +68,8 @@ def test_a_removal_the_ci_cannot_tell_from_zero_is_held_for_people_with_its_ci(
     [h] = view.iteration_history(ws, TASK)
     assert (h["stop"], h["held"]) == ("not-distinguishable", [p["id"]])
     assert "not distinguishable from noise" in view.stop_in_words(ws, h, 1, 0)
+    listed = pld("review", "proposals", TASK, ws=ws.path)
+    assert listed.returncode == 0 and "not distinguishable from zero" in listed.stdout
 
     # A rerun with nothing changed evaluates nothing and asks nobody.
     n = len(fake_openai.requests)
