@@ -229,6 +229,24 @@ def _pick(ui: Ui, box: Locator, hid: int) -> None:
     expect(heading).to_be_visible()
 
 
+def _open_list(ui: Ui, box: Locator) -> Locator:
+    """Open the list of select box ``box``; return its options. A run that redraws the box
+    (its choice is sent again after the label changed) can close the list as it opens: wait
+    for the app to settle and open it again, twice at most."""
+    options = ui.page.get_by_role("option")
+    for attempt in range(3):
+        box.click()
+        try:
+            expect(options.first).to_be_visible(timeout=5000)
+            return options
+        except AssertionError:
+            if attempt == 2:
+                raise
+            ui.page.keyboard.press("Escape")
+            ui.settle()
+    return options
+
+
 def _approve_drafts(ui: Ui) -> int:
     """As the current reviewer, approve every draft heuristic one by one; return how many.
 
@@ -240,9 +258,7 @@ def _approve_drafts(ui: Ui) -> int:
     box = ui.main.get_by_role("combobox", name="Open heuristic", exact=True)
     while True:
         current = _open_heuristic(ui)  # read before the list opens: it hides the page from roles
-        box.click()
-        options = ui.page.get_by_role("option")
-        expect(options.first).to_be_visible()
+        options = _open_list(ui, box)
         drafts = [int(m[1]) for t in options.all_inner_texts()
                   if (m := re.match(r"#(\d+) · draft · ", t))]
         if not drafts or current in drafts:

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld.llm import calls
+from pld.number_format import seconds_text
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import Populated
 
@@ -62,7 +63,9 @@ def test_totals_and_groups(open_page: OpenPage, logged: tuple[Populated, str]) -
     # Whole numbers in their own boxes, seconds to one decimal.
     assert metrics["Tokens in"] == f"{total['input_tokens']:,}"
     assert metrics["Tokens out"] == f"{total['output_tokens']:,}"
-    assert metrics["Latency"] == f"{total['latency_s']:.1f} s"
+    # Seconds to one decimal, rounded half up like every number the app shows (a 20.15 s sum
+    # reads 20.2 s, where Python's format would say 20.1).
+    assert metrics["Latency"] == seconds_text(total["latency_s"])
     groups = next(d.value for d in at.dataframe if "cost $" in d.value.columns
                   and "stage" in d.value.columns and "attempt" not in d.value.columns)
     assert set(zip(groups["model"], groups["stage"], strict=True)) == {
