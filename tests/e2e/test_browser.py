@@ -22,6 +22,7 @@ from playwright.sync_api import Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from pld import review, review_rows
+from pld.identity import Identity
 from pld.pipeline.verify import verify
 from pld.workspace import open_workspace
 from tests.e2e.conftest import RunningApp
@@ -483,7 +484,7 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
     with open_workspace(streamlit_app.workspace) as ws:
         current = review_rows.fetch(ws, hid)
         carols = current["text"] + " Carol: a changed payee is escalate-fraud too."
-        review.edit(ws, hid, carols, "carol", base_version=current["version"])
+        review.edit(ws, hid, carols, Identity("carol"), base_version=current["version"])
     text.fill("Alice rewrote it from scratch.")
     ui.rerun(lambda: text.press("Control+Enter"))
     ui.click("Save")
