@@ -15,7 +15,7 @@ from pld.ui import page
 # A file of our own, sent inline: a Material icon as the page icon is fetched from Google's font
 # CDN (it fails offline, and a tool for teams makes no outside request), an emoji needs an emoji
 # font on the reviewer's machine. The navigation's Material icons ship with Streamlit.
-ICON = Path(__file__).resolve().parent / "assets" / "pld-studio.svg"
+ICON = Path(__file__).resolve().parent / "pld" / "ui" / "pld-studio.svg"
 st.set_page_config(page_title="PLD Studio", page_icon=ICON, layout="wide")
 
 pages = [
