@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -56,7 +57,7 @@ def _normalise(vectors: Any) -> np.ndarray:
     return (arr / norms).astype(np.float32)
 
 
-class _Loaded:
+class _Loaded(ABC):
     """What the local models share: ``dim`` learnt from the vectors, rows L2-normalised.
 
     Each model gives its raw vectors in :meth:`_vectors`.
@@ -64,9 +65,9 @@ class _Loaded:
 
     _dim: int | None = None
 
+    @abstractmethod
     def _vectors(self, texts: list[str], batch_size: int) -> Any:
         """The model's vectors for ``texts``, one row each, in batches of ``batch_size``."""
-        raise NotImplementedError
 
     @property
     def dim(self) -> int:
