@@ -1,5 +1,6 @@
-"""Quality benchmark: zero-shot, 5-shot, PLD after consolidation and PLD after the conflict loop,
-on the same fixed test items, for StereoSet, Contract-NLI and LogiQA.
+"""Quality benchmark: zero-shot, 5-shot, nearest-neighbour 5-shot, PLD after consolidation and PLD
+after the conflict loop, on the same fixed test items, for StereoSet, Contract-NLI, LogiQA and the
+demo, with the paired-bootstrap CI of PLD minus each strong baseline.
 
 It drives the real pipeline (:func:`pld.pipeline.chain.run_chain`, the same code as
 ``python -m pld run``) on one workspace per task and configuration under ``bench/.work/``. Every
@@ -13,9 +14,17 @@ teacher and student on a quiet 2-core CPU machine; the script prints its estimat
 starts. ``--train/--val/--test`` scale them up for a GPU server
 (``--teacher openai-compatible/<model>@http://host:port/v1``) or an API (``--teacher
 anthropic/<model>``, key in ``ANTHROPIC_API_KEY``). The stages live in ``bench/figures/quality/``;
-this script parses the command line and runs them task by task.
+this script parses the command line and runs them task by task (and seed by seed).
+
+Each part of the method that is on by default can be switched off, and a run with a part off is
+a variant with its own row: ``--no-contrastive``, ``--no-failing-first``, ``--no-verify-rules``,
+``--method dbscan`` (the earlier default clustering). ``--seeds 0,1,2`` runs each seed (its own
+split draw, clustering and calibration) and reports the spread over seeds.
 
     python bench/quality.py --task stereoset
+    python bench/quality.py --task demo --seeds 0,1,2
+    python bench/quality.py --task demo --no-contrastive --no-failing-first --no-verify-rules \
+        --method dbscan                                  # the method before issue 22
     python bench/quality.py --task all --teacher anthropic/claude-sonnet-4-5 --train 600 --test 500
     python bench/quality.py --quick --task all          # tiny smoke run on local/small
 """
@@ -53,10 +62,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="contract-nli: input budget per example (default 500 here; the task's "
                         "own default is 1500).")
     p.add_argument("--few-shot", type=int, default=5, help="k of the k-shot baseline (0: skip).")
+    p.add_argument("--nearest-few-shot", type=int, default=5,
+                   help="k of the nearest-neighbour k-shot baseline: each item's k most similar "
+                        "training examples (0: skip).")
     p.add_argument("--worked-examples", action="store_true",
                    help="Also evaluate the adopted prompt with each heuristic followed by its "
                         "most typical source example (eval --worked-examples).")
-    p.add_argument("--method", default="dbscan", choices=["dbscan", "hdbscan", "kmeans"])
+    p.add_argument("--no-contrastive", dest="contrastive", action="store_false",
+                   help="Extract from each example alone, not against its nearest example of "
+                        "another label (run --no-contrastive).")
+    p.add_argument("--no-failing-first", dest="failing_first", action="store_false",
+                   help="Extract from every training example, not first from those the "
+                        "calibrated zero-shot student gets wrong (run --no-failing-first).")
+    p.add_argument("--no-verify-rules", dest="verify_rules", action="store_false",
+                   help="Do not try each rule on the student before clustering "
+                        "(run --no-verify-rules).")
+    p.add_argument("--method", default="auto", choices=["auto", "dbscan", "hdbscan", "kmeans"],
+                   help="Clustering; dbscan (with --eps auto) is the default before issue 22.")
     p.add_argument("--eps", default="auto")
     p.add_argument("--min-samples", type=int, default=6)
     p.add_argument("--k", type=int, default=None, help="k-means: number of clusters.")
@@ -66,17 +88,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=None,
                    help="Parallel teacher calls (default: 1 local, 8 remote).")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="Run each of these seeds (e.g. 0,1,2) and report the spread over them; "
+                        "the first one's results are the table's row.")
     p.add_argument("--merge", default="all", choices=["all", "by-label", "medoid"],
                    help="How consolidate turns a cluster into a heuristic (consolidate --merge). "
-                        "This or any clustering option other than the default makes a variant: "
-                        "its results go to variants.NAME.TASK (NAME e.g. merge-medoid, "
-                        "kmeans-k8) and its new workspace's call cache is seeded from the base "
-                        "run's, so shared calls are not paid again.")
+                        "This or any --no-... or clustering option other than the default makes "
+                        "a variant: its results go to variants.NAME.TASK (NAME e.g. "
+                        "merge-medoid, kmeans-k8, no-contrastive) and its new workspace's call "
+                        "cache is seeded from the base run's, so shared calls are not paid "
+                        "again.")
     p.add_argument("--work", default=str(WORK), help="Folder of the benchmark workspaces.")
     p.add_argument("--out", default=None, help="Results file (default bench/results/quality.json"
                                                ", quality.quick.json with --quick).")
     p.add_argument("--quick", action="store_true",
-                   help="Tiny smoke run: 8/4/4 items, local/small, k-means k=2, 2-shot.")
+                   help="Tiny smoke run: 8/4/4 items, local/small, 2-shot.")
     p.add_argument("--estimate-only", action="store_true",
                    help="Load the data, print the time estimate and stop.")
     args = p.parse_args(argv)
@@ -85,12 +111,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.teacher = "local/small"
         if args.student == "local/default":
             args.student = "local/small"
-        if args.method == "dbscan":
-            args.method, args.k = "kmeans", args.k or 2
-            args.base_method = {"method": "kmeans", "k": args.k}  # not a variant: the smoke run
         args.few_shot = min(args.few_shot, 2)
+        args.nearest_few_shot = min(args.nearest_few_shot, 2)
     if args.eps != "auto":
         args.eps = float(args.eps)
+    try:
+        args.seeds = ([int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds
+                      else [args.seed])
+    except ValueError:
+        p.error(f"--seeds: expected integers separated by commas, got {args.seeds!r}")
+    if not args.seeds:
+        p.error("--seeds: give at least one seed")
     for m in (args.teacher, args.student):
         try:
             parse_model(m)
@@ -107,18 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     tasks = TASKS if args.task == "all" else (args.task,)
     failed = False
     for task in tasks:
-        try:
-            block = run_task(task, args, sizes_for(task, args))
-        except (BadInput, NotReady, ConfigError) as e:
-            print(f"{task}: {e}", file=sys.stderr)
-            failed = True
-            continue
-        if not block:
-            continue
-        data = record(args.out, task, block, args)
-        print_summary(args.out, data)
-        if not args.quick and args.out.resolve() == (RESULTS / "quality.json").resolve():
-            update_readme(data)
+        for seed in args.seeds:
+            args.seed = seed
+            try:
+                block = run_task(task, args, sizes_for(task, args))
+            except (BadInput, NotReady, ConfigError) as e:
+                print(f"{task} (seed {seed}): {e}", file=sys.stderr)
+                failed = True
+                continue
+            if not block:
+                continue
+            data = record(args.out, task, block, args, primary=seed == args.seeds[0])
+            print_summary(args.out, data)
+            if not args.quick and args.out.resolve() == (RESULTS / "quality.json").resolve():
+                update_readme(data)
     return 1 if failed else 0
 
 

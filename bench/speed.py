@@ -4,12 +4,14 @@ shared machine still gives comparable numbers.
 Each figure family lives in a module of ``bench/figures/speed/`` that says how it is measured:
 ``prefix_cache`` (the student's KV-state reuse), ``local_runtime`` (local_concurrency,
 local_json, local_teacher), ``recovery`` (rerun, resume, batch), ``concurrency``, ``scale``
-(pages, scale) and ``estimate``. This script parses the command line, runs the chosen sections
-and merges each into the results file as it finishes.
+(pages, scale), ``estimate`` and ``load`` (concurrent writers on one workspace). This script
+parses the command line, runs the chosen sections and merges each into the results file as it
+finishes.
 
     python bench/speed.py                        # everything, local/default, N=50 (~50 min)
     python bench/speed.py --only prefix_cache --model local/small
     python bench/speed.py --quick                # tiny smoke run of every measurement
+    python bench/speed.py --only load --seconds 3 --processes 4
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bench.figures.machine import RESULTS
 from bench.figures.results import read_json
 from bench.figures.speed.concurrency import measure_concurrency
 from bench.figures.speed.estimate import measure_estimate
+from bench.figures.speed.load import measure_load
 from bench.figures.speed.local_runtime import (
     measure_local_concurrency,
     measure_local_json,
@@ -42,7 +45,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "local_json": measure_local_json, "local_teacher": measure_local_teacher,
     "rerun": measure_rerun, "resume": measure_resume,
     "concurrency": measure_concurrency, "pages": measure_pages, "scale": measure_scale,
-    "batch": measure_batch, "estimate": measure_estimate,
+    "batch": measure_batch, "estimate": measure_estimate, "load": measure_load,
 }
 
 
@@ -85,12 +88,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--extract-small", type=int, default=None,
                    help="scale rss: examples of the small one (default 10000).")
     p.add_argument("--renders", type=int, default=None, help="pages: renders each (default 5).")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="load: how long the writers run, seconds (default 60; 3 with --quick).")
+    p.add_argument("--processes", type=int, default=None,
+                   help="load: writer processes on one workspace (default 16; 4 with --quick).")
     p.add_argument("--out", default=None,
                    help="Results file (default bench/results/speed.json; speed.quick.json "
                         "with --quick).")
     p.add_argument("--quick", action="store_true",
                    help="Tiny smoke run: local/small, 3 examples, 600-token prompt, 16 "
-                        "extraction examples, 1,000 vs 100 rules, 2 renders.")
+                        "extraction examples, 1,000 vs 100 rules, 2 renders, 4 writers "
+                        "for 3 s.")
     args = p.parse_args(argv)
     quick = args.quick
     args.model = args.model or ("local/small" if quick else "local/default")
@@ -104,12 +112,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.renders = args.renders or (2 if quick else 5)
     args.extract_huge = args.extract_huge or (2000 if quick else 100_000)
     args.extract_small = args.extract_small or (200 if quick else 10_000)
+    args.seconds = args.seconds or (3.0 if quick else 60.0)
+    args.processes = args.processes or (4 if quick else 16)
     args.out = Path(args.out or RESULTS / ("speed.quick.json" if quick else "speed.json"))
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         p.error(f"--only: unknown section(s) {', '.join(unknown)}; choose from "
                 f"{', '.join(SECTIONS)}")
+    if args.seconds <= 0 or args.processes < 1:
+        p.error("--seconds must be positive and --processes at least 1")
     if not 1 <= args.concurrency_examples <= 83:
         p.error("--concurrency-examples must be 1..83 (the demo task has 100 items)")
     return args

@@ -13,6 +13,7 @@ from pld.llm.batch_store import list_batches, progress_row
 from pld.number_format import seconds, seconds_text
 from pld.ui import page
 from pld.ui.escape import literal, say
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace, loads
 
 ALL = "(all)"
@@ -36,12 +37,12 @@ def _totals(total: dict[str, Any]) -> None:
 
 
 def _groups(groups: list[dict[str, Any]]) -> None:
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "model": g["model"], "stage": g["stage"], "calls": g["calls"],
         "cache hits": g["cache_hits"], "errors": g["errors"], "tokens in": g["input_tokens"],
         "tokens out": g["output_tokens"], "cached tokens": g["cached_tokens"],
         "latency s": seconds(g["latency_s"]), "cost $": g["cost_usd"],
-    } for g in groups]), hide_index=True,
+    } for g in groups]), "calls-by-model-and-stage.csv",
         column_config={"latency s": st.column_config.NumberColumn(format="%.1f")})
 
 
@@ -67,12 +68,12 @@ def _filters(groups: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "id": r["id"], "when": r["created_at"], "model": r["model"], "stage": r["stage"],
         "run": r["run_id"], "cache hit": bool(r["cache_hit"]), "tokens in": r["input_tokens"],
         "tokens out": r["output_tokens"], "latency s": seconds(r["latency_s"]),
         "cost $": r["cost_usd"], "attempt": r["attempt"], "error": r["error"] or "",
-    } for r in rows]), hide_index=True,
+    } for r in rows]), "calls.csv",
         column_config={"latency s": st.column_config.NumberColumn(format="%.1f")})
 
 
@@ -156,16 +157,16 @@ def main() -> None:
     _groups(summary["by_model_stage"])
     if summary["by_run"]:
         with st.expander(f"Spend per run ({len(summary['by_run'])})"):
-            st.dataframe(pd.DataFrame([{
+            untrusted_table(pd.DataFrame([{
                 "run": r["run_id"], "task": r["task"], "kind": r["kind"], "status": r["status"],
                 "started": r["started_at"], "calls": r["calls"], "cache hits": r["cache_hits"],
                 "tokens in": r["input_tokens"], "tokens out": r["output_tokens"],
-                "cost $": r["cost_usd"]} for r in summary["by_run"]]), hide_index=True)
+                "cost $": r["cost_usd"]} for r in summary["by_run"]]), "calls-by-run.csv")
     batches = list_batches(ws)
     if batches:
         with st.expander(f"Provider batches ({len(batches)})"):
-            st.dataframe(pd.DataFrame([progress_row(b) for b in batches]),
-                         hide_index=True)
+            untrusted_table(pd.DataFrame([progress_row(b) for b in batches]),
+                            "provider-batches.csv")
     st.subheader("Call log")
     _log(ws, summary["by_model_stage"])
 

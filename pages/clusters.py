@@ -22,9 +22,11 @@ from pld.identity import Identity
 from pld.pipeline.cluster import edits, fit, read
 from pld.pipeline.extract.browse import count_rules
 from pld.ui.acting import act, reviewer_or_warning
+from pld.ui.clustering_choice import choice_panel
 from pld.ui.escape import hover, literal, say, tip
 from pld.ui.launcher import Launch, job_section, start_controls
 from pld.ui.page import follow_value, labelled_selectbox, task_page
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 NOISE_LABEL = "noise"
@@ -35,13 +37,13 @@ NOISE_ID = -1  # the noise "cluster" in selectboxes (clusters.id is positive; No
 
 def _args(task: str) -> list[str]:
     """The cluster command the section's settings stand for."""
-    method = st.session_state.get("c_method", "dbscan")
+    method = st.session_state.get("c_method", fit.AUTO)
     args = ["cluster", task, "--method", method]
     if method == "dbscan":
         eps = "auto" if st.session_state.get("c_eps_auto") else \
             f"{float(st.session_state.get('c_eps') or 0.4):g}"
         args += ["--eps", eps]
-    if method in ("dbscan", "hdbscan"):
+    if method in ("dbscan", "hdbscan", fit.AUTO):
         args += ["--min-samples", str(int(st.session_state.get("c_min_samples") or 6))]
     if method == "kmeans":
         args += ["--k", str(int(st.session_state.get("c_k") or 2))]
@@ -114,9 +116,11 @@ def _split(ws: Workspace, clustering_id: int, cluster_id: int) -> None:
 
 def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
     with job_section(ws, task, "cluster", "Cluster the rules", expanded=expanded):
-        st.write("Rules are embedded once (stored per embedding model), then clustered. The "
-                 "paper's DBSCAN eps 0.4 was tuned for another embedder: try **auto** (the knee "
-                 "of the k-distance curve) or compare a few settings before accepting one.")
+        st.write("Rules are embedded once (stored per embedding model), then clustered. Method "
+                 "**auto** tries k-means over a range of k, one cluster per label (split "
+                 "further), HDBSCAN and DBSCAN, and keeps the best-separated clustering in which "
+                 "no cluster holds more than 60% of the rules. An explicit method is kept as "
+                 "you choose it, and recorded as your choice.")
         c1, c2, c3, c4 = st.columns(4)
         method = c1.selectbox("Method", list(fit.METHODS), key="c_method")
         if method == "dbscan":
@@ -124,7 +128,7 @@ def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
                                help="Pick eps at the knee of the k-distance curve.")
             c2.number_input("eps (cosine distance)", min_value=0.01, max_value=2.0, value=0.4,
                             step=0.05, key="c_eps", disabled=auto)
-        if method in ("dbscan", "hdbscan"):
+        if method in ("dbscan", "hdbscan", fit.AUTO):
             c3.number_input("min samples", min_value=1, max_value=100, value=6,
                             key="c_min_samples")
         if method == "kmeans":
@@ -150,9 +154,12 @@ def _run_section(ws: Workspace, task: str, n_ok: int, expanded: bool) -> None:
 
 
 def _describe(c: dict[str, Any]) -> str:
-    m = c["metrics"]
-    return (f"#{c['id']} · {c['method']} · {m.get('n_clusters', 0)} clusters · noise "
-            f"{100 * (m.get('noise_share') or 0):.0f}% · {c['status']}")
+    m, auto = c["metrics"], c["params"].get(fit.AUTO)
+    method = c["method"] + (f" → {auto['chosen']}" if auto else "")
+    share = read.largest_share(m)
+    largest = "" if share is None else f" · largest {100 * share:.0f}%"
+    return (f"#{c['id']} · {method} · {m.get('n_clusters', 0)} clusters · noise "
+            f"{100 * (m.get('noise_share') or 0):.0f}%{largest} · {c['status']}")
 
 
 def _settings(c: dict[str, Any]) -> str:
@@ -173,7 +180,7 @@ def _settings(c: dict[str, Any]) -> str:
 
 def _overview(ws: Workspace, c: dict[str, Any]) -> None:
     m = c["metrics"]
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Clusters", m.get("n_clusters", 0))
     cols[1].metric("Noise share", f"{100 * (m.get('noise_share') or 0):.1f}%",
                    help=f"{m.get('n_noise', 0)} rules in no cluster; noise is left out of "
@@ -182,7 +189,11 @@ def _overview(ws: Workspace, c: dict[str, Any]) -> None:
     cols[2].metric("Silhouette", "–" if sil is None else f"{sil:.2f}",
                    help="Cosine silhouette of the clustered rules (-1..1; higher is better).")
     cols[3].metric("Rules", m.get("n_rules", 0))
+    share = read.largest_share(m)
+    cols[4].metric("Largest cluster", "–" if share is None else f"{100 * share:.0f}%",
+                   help="The share of all rules in the largest cluster.")
     st.caption(_settings(c) + (" · edited by reviewers" if m.get("edited") else ""))
+    choice_panel(c)
     if c["status"] == read.PROPOSED:
         st.button("Accept this clustering", key="c_accept", type="primary", on_click=_accept,
                   args=(ws, c["id"]),
@@ -231,13 +242,13 @@ def _named_by(rename: dict[str, Any] | None) -> str:
 
 
 def _summary_table(summary: list[dict[str, Any]], renames: dict[int, dict[str, Any]]) -> None:
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "cluster": NOISE_LABEL if s["noise"] else str(s["id"]), "name": s["name"],
         "named by": "" if s["noise"] else _named_by(renames.get(s["id"])),
         "size": s["size"],
         "keywords": ", ".join(s["keywords"]),
         "label mix": ", ".join(f"{k} {v}" for k, v in s["labels"].items()),
-    } for s in summary]), hide_index=True, key="c_summary")
+    } for s in summary]), "clusters.csv", key="c_summary")
 
 
 def _keep_valid(key: str, options: list[Any]) -> None:
@@ -283,10 +294,10 @@ def _cluster_detail(ws: Workspace, c: dict[str, Any], summary: list[dict[str, An
         say("caption", "Named automatically from its keywords." if rename is None else
             f"Named by {_named_by(rename)}; it was {rename['before_name']!r}.")
     rows = read.members(ws, c["id"], None if cid == NOISE_ID else cid)
-    st.dataframe(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
-                                "rule": r["rule"]} for r in rows]),
-                 hide_index=True, key="c_members",
-                 column_config={"rule": st.column_config.TextColumn(width="large")})
+    untrusted_table(pd.DataFrame([{"rule id": r["id"], "gold label": r["gold_label"],
+                                   "rule": r["rule"]} for r in rows]),
+                    f"cluster-{cid}-rules.csv", key="c_members",
+                    column_config={"rule": st.column_config.TextColumn(width="large")})
     if c["status"] == read.SUPERSEDED:
         return
     st.markdown("##### Edit")

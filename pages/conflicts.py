@@ -18,6 +18,7 @@ from pld.ui import diffs, page, sidebar
 from pld.ui.acting import act, review_page
 from pld.ui.escape import hover, literal, say
 from pld.ui.launcher import Launch, job_section, start_controls
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 PAGE_SIZE = 10
@@ -142,7 +143,7 @@ def _history_table(ws: Workspace, task: str, history: list[dict[str, Any]]) -> N
                   if h["series_last"] else 0)
         return view.stop_label(h, h["proposals_pending"] if h["series_last"] else 0, drafts)
 
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "iteration": h["iteration"], "student": h["student"], "series": h["series"],
         "prompt": f"v{h['prompt_version']}",
         "macro-F1": score(h["macro_f1"]), "answers": h.get("metric", "raw"),
@@ -156,7 +157,7 @@ def _history_table(ws: Workspace, task: str, history: list[dict[str, Any]]) -> N
         "proposals": h["proposals_made"], "accepted": h["proposals_accepted"],
         "rejected": h["proposals_rejected"], "pending": h["proposals_pending"],
         "stop": stop(h),
-    } for h in history]), hide_index=True,
+    } for h in history]), "conflict-iterations.csv",
         column_config={"macro-F1": st.column_config.NumberColumn(format="%.3f"),
                        "raw macro-F1": st.column_config.NumberColumn(format="%.3f")})
     if any(h.get("metric") == "calibrated" for h in history):
@@ -213,11 +214,11 @@ def _proposal_title(p: dict[str, Any]) -> str:
     return f"#{p['id']} ({p['kind']} {_target(p)}, {p['status']})"
 
 
-def _examples_table(examples: list[dict[str, Any]]) -> None:
-    st.dataframe(pd.DataFrame([{
+def _examples_table(examples: list[dict[str, Any]], file_name: str) -> None:
+    untrusted_table(pd.DataFrame([{
         "example": e["example_id"], "id": e["ext_id"], "gold": e["gold"],
         "predicted": _label(e["predicted"]), "error": e["error"], "cited": e["cited"],
-        "text": e["text"]} for e in examples]), hide_index=True,
+        "text": e["text"]} for e in examples]), file_name,
         column_config={"text": st.column_config.TextColumn(width="large")})
 
 
@@ -239,7 +240,7 @@ def _proposal_card(ws: Workspace, p: dict[str, Any], errors: list[dict[str, Any]
         st.caption(f"Examples it is about ({len(examples)}): the errors of the heuristic it "
                    "changes, and the examples the teacher cited.")
         if examples:
-            _examples_table(examples)
+            _examples_table(examples, f"proposal-{pid}-examples.csv")
         if p["status"] != state.PENDING:
             made = (f" (created heuristic #{p['created_heuristic_id']})"
                     if p.get("created_heuristic_id") else "")
@@ -323,11 +324,12 @@ def _heuristic_group(h: dict[str, Any] | None, errors: list[dict[str, Any]],
         else:
             st.markdown(f"**Heuristic #{h['id']}** · {len(errors)} error(s)")
             _heuristic_lines({k: v for k, v in h.items() if k != "similarity"})
-        st.dataframe(pd.DataFrame([{
+        untrusted_table(pd.DataFrame([{
             "example": e["example_id"], "id": e["ext_id"], "gold": e["gold"],
             "predicted": _label(e["predicted"]),
             **({"similarity": round(e["similarity"], 2)} if h is not None else {}),
-            "text": e["text"]} for e in errors]), hide_index=True,
+            "text": e["text"]} for e in errors]),
+            f"errors-of-heuristic-{h['id']}.csv" if h is not None else "errors-unattributed.csv",
             column_config={"text": st.column_config.TextColumn(width="large")})
         if h is not None:
             on_it = [p for p in proposals

@@ -30,6 +30,7 @@ from pld.ui import sidebar, uploads
 from pld.ui.acting import NOBODY, record
 from pld.ui.escape import hover, literal, say
 from pld.ui.page import flash, setup, show_flash
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 ERROR_KEY = "data_error"
@@ -68,7 +69,7 @@ def _load_builtin(ws: Workspace, name: str, defaults: dict[str, int]) -> None:
     seed = int(st.session_state.get("data_seed") or 0)
     try:
         counts = load_task(ws, name, n_train=sizes["train"], n_val=sizes["val"],
-                           n_test=sizes["test"], seed=seed)
+                           n_test=sizes["test"], seed=seed, who=sidebar.identity())
     except BadInput as e:
         st.session_state[ERROR_KEY] = ("builtin", str(e))
         return
@@ -91,6 +92,8 @@ def _load_upload(ws: Workspace) -> None:
         "seed": int(st.session_state.get("data_upload_seed") or 0),
         "description": (st.session_state.get("data_description") or "").strip() or None,
         "shape": st.session_state.get("data_shape") or "single",
+        # Whoever uploads the file wrote its description: they cannot approve the preamble.
+        "who": sidebar.identity(),
     }
     try:
         name, counts = uploads.load_custom_upload(
@@ -204,7 +207,7 @@ def _upload_section(ws: Workspace) -> None:
     if guess:
         say("caption", "Guessed from the content: " + "; ".join(guess.reasons))
     say("caption", f"Preview: the first {min(len(rows), PREVIEW_ROWS)} rows of {upload.name}")
-    st.dataframe(pd.DataFrame(rows[:PREVIEW_ROWS]).astype(str), hide_index=True)
+    untrusted_table(pd.DataFrame(rows[:PREVIEW_ROWS]).astype(str), "upload-preview.csv")
     c1, c2 = st.columns([3, 1])
     c1.text_input("Task name", value=task_name_for(upload.name), key="data_task_name")
     c2.number_input("Seed", min_value=0, value=0, key="data_upload_seed")
@@ -299,8 +302,8 @@ def _task_section(ws: Workspace, task: str) -> None:
     split = st.selectbox("Preview split", [s for s in SPLITS if s in counts] or list(SPLITS),
                          key="data_preview_split")
     rows = preview_rows(ws, task, split, limit=10)
-    st.dataframe(pd.DataFrame([{"id": r["ext_id"], "label": r["label"], "text": r["text"]}
-                               for r in rows]), hide_index=True)
+    untrusted_table(pd.DataFrame([{"id": r["ext_id"], "label": r["label"], "text": r["text"]}
+                                  for r in rows]), f"{split}-preview.csv")
 
 
 def main() -> None:

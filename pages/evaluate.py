@@ -15,6 +15,7 @@ from pld.tasks.store import examples
 from pld.ui import page, sidebar
 from pld.ui.escape import literal, say
 from pld.ui.launcher import Launch, job_section, start_controls
+from pld.ui.tables import untrusted_table
 from pld.ui.wrong_items import confusion_chart, wrong_items_section
 from pld.workspace import Workspace
 
@@ -98,7 +99,7 @@ def _calibrated(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(evals: list[dict[str, Any]]) -> None:
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "id": e["id"], "method": e["method"],
         "prompt": f"v{e['prompt_version']}" if e["prompt_version"] is not None else "",
         "student": e["student"], "split": e["split"], "n": e["n"],
@@ -110,7 +111,7 @@ def _table(evals: list[dict[str, Any]]) -> None:
                           if _calibrated(e["metrics"]) else ""),
         "calibrated top share": _calibrated(e["metrics"]).get("top_answer_share"),
         "when": e["created_at"],
-    } for e in reversed(evals)]), hide_index=True,
+    } for e in reversed(evals)]), "evaluations.csv",
         column_config={k: st.column_config.NumberColumn(format="%.3f")
                        for k in ("macro-F1", "accuracy", "calibrated macro-F1")}
         | {k: st.column_config.NumberColumn(format="percent")
@@ -132,10 +133,10 @@ def _calibration(m: dict[str, Any]) -> None:
                "Exported with the prompt as a logit_bias on each label's first token.")
     if cal.get("source"):
         st.text(cal["source"])  # a path the user chose: plain text, never Markdown
-    st.dataframe(pd.DataFrame([{"label": k, "bias": score(v)}
-                               for k, v in (cal.get("bias") or {}).items()]),
-                 hide_index=True,
-                 column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
+    untrusted_table(pd.DataFrame([{"label": k, "bias": score(v)}
+                                  for k, v in (cal.get("bias") or {}).items()]),
+                    "calibration-bias.csv",
+                    column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
     if cal.get("in_sample"):
         st.warning("The bias was fitted on this split: the calibrated score is optimistic.")
 
@@ -177,26 +178,27 @@ def _scores(ws: Workspace, ev: dict[str, Any]) -> None:
     with left:
         st.markdown("**Per label**")
         # Stored JSON has its keys sorted; the confusion rows keep the task's label order.
-        st.dataframe(pd.DataFrame([{"label": label, **_rounded(shown["per_label"][label])}
-                                   for label in shown["confusion"]["rows"]]),
-                     hide_index=True,
-                     column_config={k: st.column_config.NumberColumn(format="%.3f")
-                                    for k in ("precision", "recall", "f1")})
+        untrusted_table(pd.DataFrame([{"label": label, **_rounded(shown["per_label"][label])}
+                                      for label in shown["confusion"]["rows"]]),
+                        f"evaluation-{ev['id']}-per-label.csv",
+                        column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                       for k in ("precision", "recall", "f1")})
     with right:
         confusion_chart(ev["id"], shown["confusion"], view)
     wrong_items_section(ws, ev, shown["confusion"],
                         CALIBRATED if view == "Calibrated" else RAW)
 
 
-def _flipped(ws: Workspace, task: str, split: str, ids: list[int], title: str) -> None:
+def _flipped(ws: Workspace, task: str, split: str, ids: list[int], title: str,
+             file_name: str) -> None:
     st.markdown(f"**{title}** ({len(ids)})")
     if not ids:
         st.caption("None.")
         return
     wanted = set(ids)
-    st.dataframe(pd.DataFrame([{"example": r["id"], "gold": r["label"], "text": r["text"]}
-                               for r in examples(ws, task, split) if r["id"] in wanted]),
-                 hide_index=True)
+    untrusted_table(pd.DataFrame([{"example": r["id"], "gold": r["label"], "text": r["text"]}
+                                  for r in examples(ws, task, split) if r["id"] in wanted]),
+                    file_name)
 
 
 def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
@@ -250,9 +252,11 @@ def _compare(ws: Workspace, task: str, evals: list[dict[str, Any]]) -> None:
                    f"{len(cmp['right_to_wrong'])} broken.")
     left, right = st.columns(2)
     with left:
-        _flipped(ws, task, ea["split"], cmp["wrong_to_right"], "Fixed by B (wrong → right)")
+        _flipped(ws, task, ea["split"], cmp["wrong_to_right"], "Fixed by B (wrong → right)",
+                 "fixed-by-b.csv")
     with right:
-        _flipped(ws, task, ea["split"], cmp["right_to_wrong"], "Broken by B (right → wrong)")
+        _flipped(ws, task, ea["split"], cmp["right_to_wrong"], "Broken by B (right → wrong)",
+                 "broken-by-b.csv")
     st.markdown("**Prompt diff (A → B)**")
     if cmp["diff"]:
         st.code(cmp["diff"], language="diff")

@@ -19,6 +19,7 @@ from pld.pipeline.student import PromptVersion
 from pld.served_paths import EXPORTS, confine, served_root
 from pld.ui import page, sidebar
 from pld.ui.escape import literal, say
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 
@@ -57,12 +58,12 @@ def _write(ws: Workspace, task: str, version: int) -> None:
 
 
 def _versions_table(prompts: list[PromptVersion], refusals: dict[int, str | None]) -> None:
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "version": p.version, "created": p.created_at, "origin": p.origin,
         "parent": p.parent_version, "heuristics": len(p.heuristic_ids),
         "sha256": p.sha256[:12], "exportable": refusals[p.version] is None,
         "why not": refusals[p.version] or "",
-    } for p in reversed(prompts)]), hide_index=True)
+    } for p in reversed(prompts)]), "prompt-versions.csv")
 
 
 def _build_section(ws: Workspace, task: str) -> None:
@@ -85,9 +86,9 @@ def _calibration(manifest: dict[str, Any] | None) -> None:
     st.markdown("**Calibration exported with the prompt**")
     say("caption", f"Fitted for {cal['student']} ({cal['method']}, {cal['n_val']} validation "
                    f"items). {cal['how_to_apply']}")
-    st.dataframe(pd.DataFrame([{"label": k, "bias": score(v)} for k, v in cal["bias"].items()]),
-                 hide_index=True,
-                 column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
+    untrusted_table(pd.DataFrame([{"label": k, "bias": score(v)}
+                                  for k, v in cal["bias"].items()]), "calibration.csv",
+                    column_config={"bias": st.column_config.NumberColumn(format="%+.3f")})
 
 
 def _downloads(ws: Workspace, p: PromptVersion, manifest: dict[str, Any] | None) -> None:

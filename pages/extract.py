@@ -1,9 +1,11 @@
 """Micro-instructions: run extraction in the background and browse the rules it wrote.
 
 Extraction is ``python -m pld extract`` started through :mod:`pld.jobs`: its progress comes from
-the workspace, so it survives a reload and shows in every tab. The rules table pages and filters
-in SQL (:func:`pld.pipeline.extract.browse.list_rules` with LIMIT/OFFSET): only one page of
-rows is ever fetched, however many rules the task has.
+the workspace, so it survives a reload and shows in every tab. Verifying the rules with the
+student (``python -m pld rules verify``) is a job the same way; each rule shows the examples it
+came from side by side and its evidence (:mod:`pld.ui.rule_evidence_view`). The rules table
+pages and filters in SQL (:func:`pld.pipeline.extract.browse.list_rules` with LIMIT/OFFSET):
+only one page of rows is ever fetched, however many rules the task has.
 """
 
 from __future__ import annotations
@@ -18,11 +20,19 @@ from pld.number_format import seconds_text
 from pld.pipeline.cluster.read import cluster_summary, current_clustering
 from pld.pipeline.extract.browse import ClusterFilter, count_rules, get_rule, list_rules
 from pld.pipeline.extract.flags import FLAGS
+from pld.pipeline.rule_evidence import rule_effects
 from pld.tasks.store import task_info
 from pld.ui import sidebar
 from pld.ui.escape import literal, say
 from pld.ui.launcher import Launch, job_section, start_controls
 from pld.ui.page import labelled_selectbox, task_page
+from pld.ui.rule_evidence_view import (
+    evidence_panel,
+    example_pair,
+    restatement_note,
+    verify_section,
+)
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 ALL = "(all)"
@@ -31,7 +41,7 @@ NOISE = "noise"
 PAGE_SIZES = (25, 50, 100)
 
 
-def _args(task: str, teacher: str) -> list[str]:
+def _args(task: str, teacher: str, student: str) -> list[str]:
     """The extract command the page's settings stand for."""
     args = ["extract", task, "--teacher", teacher]
     limit = int(st.session_state.get("x_limit") or 0)
@@ -40,11 +50,15 @@ def _args(task: str, teacher: str) -> list[str]:
         args += ["--limit", str(limit)]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
+    if not st.session_state.get("x_contrastive", True):
+        args.append("--no-contrastive")
+    if st.session_state.get("x_where_student_fails"):
+        args += ["--student", student]
     return args
 
 
 def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
-    teacher = sidebar.model("teacher")
+    teacher, student = sidebar.model("teacher"), sidebar.model("student")
     with job_section(ws, task, "extract", "Extract micro-instructions", expanded=n_rules == 0):
         st.write(f"The teacher {literal(teacher)} writes one reasoning trace and one general, "
                  "checkable rule per training example. Examples that already have a rule are "
@@ -55,9 +69,15 @@ def _run_section(ws: Workspace, task: str, n_rules: int) -> None:
                         key="x_limit")
         c2.number_input("Parallel calls (0 = default: 1 local, 8 remote)", min_value=0,
                         max_value=64, value=0, key="x_concurrency")
+        st.checkbox("Contrastive: show each example beside its most similar training example "
+                    "of another label, and ask for the rule that separates them",
+                    value=True, key="x_contrastive")
+        st.checkbox(f"Start where the student fails: leave out the examples the zero-shot "
+                    f"student {literal(student)} already answers right (calibrated on "
+                    "validation)", key="x_where_student_fails")
         start_controls(ws, task, Launch(
             "extract", "Start extraction", key="x_start", prefix="x",
-            started="Extraction started", command=lambda: _args(task, teacher),
+            started="Extraction started", command=lambda: _args(task, teacher, student),
             models=(teacher,), priced=True, retry="Ask the failed examples again",
             help="Runs `python -m pld extract` in the background."))
 
@@ -104,17 +124,20 @@ def _filters(ws: Workspace, task: str, labels: list[str]) -> dict[str, Any]:
             "cluster": _cluster_filter(ws, task)}
 
 
-def _table(rows: list[dict[str, Any]]) -> int | None:
-    """Draw one page of rules; return the id of a row the reviewer just selected, if any."""
+def _table(rows: list[dict[str, Any]], effects: dict[int, float]) -> int | None:
+    """Draw one page of rules with their verified ``effects``; return the id of a row the
+    reviewer just selected, if any."""
     df = pd.DataFrame([{
         "id": r["id"], "gold label": r["label"], "status": r["status"],
         "rule": r["rule"] if r["status"] == "ok" else f"(failed) {r['error'] or ''}",
+        "effect": effects.get(r["id"]),
         "flags": ", ".join(r["flags"]), "example": r["example_text"],
     } for r in rows])
-    event = st.dataframe(df, hide_index=True, key="x_table", on_select="rerun",
-                         selection_mode="single-row",
-                         column_config={"rule": st.column_config.TextColumn(width="large"),
-                                        "example": st.column_config.TextColumn(width="medium")})
+    event = untrusted_table(df, "micro-instructions.csv", key="x_table", on_select="rerun",
+                            selection_mode="single-row",
+                            column_config={"rule": st.column_config.TextColumn(width="large"),
+                                           "example": st.column_config.TextColumn(
+                                               width="medium")})
     selected = list(event.selection.rows) if event is not None else []
     if not selected:
         return None
@@ -123,15 +146,10 @@ def _table(rows: list[dict[str, Any]]) -> int | None:
 
 def _detail(ws: Workspace, rule_id: int) -> None:
     rule = get_rule(ws, rule_id)
-    example = rule["example"]
     st.markdown(f"#### Rule #{rule['id']} · {rule['status']}")
+    example_pair(rule)
     c1, c2 = st.columns(2)
     with c1:
-        st.markdown("**Source example** "
-                    f"({example['split']} · {literal(example['ext_id'])} · "
-                    f"gold **{literal(example['label'])}**)")
-        st.text(example["text"])
-    with c2:
         if rule["status"] == "ok":
             st.markdown("**Micro-instruction**")
             # Model text: plain, never Markdown.
@@ -146,8 +164,12 @@ def _detail(ws: Workspace, rule_id: int) -> None:
                 st.code(rule["raw"], language=None)
         if rule["flags"]:
             st.warning("Flags: " + "; ".join(f"{f}: {FLAGS.get(f, '')}" for f in rule["flags"]))
+        restatement_note(rule)
         st.caption(f"teacher {literal(rule['teacher'])} · run {rule['run_id']} · "
                    f"{rule['created_at']}")
+    if rule["status"] == "ok":
+        with c2:
+            evidence_panel(rule)
     call = rule.get("call")
     with st.expander("The raw teacher call"):
         if call is None:
@@ -175,10 +197,14 @@ def _detail(ws: Workspace, rule_id: int) -> None:
 
 def _rules_section(ws: Workspace, task: str, n_rules: int) -> None:
     st.subheader("Rules")
-    c1, c2, c3 = st.columns(3)
+    effects = rule_effects(ws, task)
+    c1, c2, c3, c4 = st.columns(4)
     c1.metric("Rules", n_rules)
     c2.metric("Failed", count_rules(ws, task, status="failed"))
     c3.metric("Flagged", count_rules(ws, task, status="ok", flagged=True))
+    c4.metric("Restate the task", count_rules(ws, task, status="ok", flagged="restates_task"),
+              help="Rules whose condition reads like the task description or a label's name "
+                   "(and, once verified, moved the student by nearly nothing).")
     if not n_rules:
         st.info("No micro-instructions yet: start an extraction above.")
         return
@@ -194,7 +220,7 @@ def _rules_section(ws: Workspace, task: str, n_rules: int) -> None:
         return
     st.caption(f"Rules {(page - 1) * size + 1:,}–{(page - 1) * size + len(rows):,} of {n:,} "
                "matching")
-    picked = _table(rows)
+    picked = _table(rows, effects)
     st.pagination(pages, default=page, key="x_page")
     ids = [int(r["id"]) for r in rows]
     # A newly selected table row opens that rule (the selectbox can still pick another one).
@@ -214,6 +240,8 @@ def main() -> None:
     ws, task = task_page("Micro-instructions")
     n_rules = count_rules(ws, task)
     _run_section(ws, task, n_rules)
+    if n_rules:
+        verify_section(ws, task, len(rule_effects(ws, task, sidebar.model("student"))))
     _rules_section(ws, task, n_rules)
 
 

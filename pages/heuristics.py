@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from pld import review, review_rows
+from pld.authorship import Authorship
 from pld.ui import page, sidebar
 from pld.ui.acting import review_page
 from pld.ui.approvers_panel import approvers_panel
@@ -23,6 +24,7 @@ from pld.ui.heuristic_drafts import create_panel, merge_panel, short
 from pld.ui.impact_view import impact_panel
 from pld.ui.launcher import Launch, job_section, start_controls
 from pld.ui.preamble_view import preamble_panel
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 MERGE_MODES = {"all": "teacher merges all rules (paper)",
@@ -66,12 +68,12 @@ def _overview(rows: list[dict[str, Any]]) -> None:
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "id": r["id"], "status": r["status"], "version": r["version"],
         "text": r["text"], "sources": len(r["source_rule_ids"]),
-        "last edited by": r["updated_by"] or r["created_by"],
+        "written by": Authorship.from_row(r).by,
         "approved by": r["approved_by"] or "",
-    } for r in rows]), hide_index=True,
+    } for r in rows]), "heuristics.csv",
         column_config={"text": st.column_config.TextColumn(width="large")})
 
 
@@ -93,8 +95,8 @@ def main() -> None:
     """Draw the page."""
     ws, task, me = review_page(
         "Heuristics", "Each heuristic merges one cluster of micro-instructions. Only approved "
-        "heuristics enter the student's prompt; whoever last wrote a heuristic's text cannot "
-        "approve it (four-eyes).",
+        "heuristics enter the student's prompt; whoever wrote a heuristic's text, started the "
+        "job that wrote it or accepted it cannot approve it (four-eyes).",
         "edit, approve or reject heuristics")
     rows = review.list_heuristics(ws, task)
     _consolidate_section(ws, task, empty=not rows)

@@ -15,13 +15,14 @@ from pld.tasks import data_dirs, task_statuses
 from pld.ui import page, sidebar
 from pld.ui.acting import SIGN_IN
 from pld.ui.escape import say
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 PAGE_FILES = {"heuristics": "pages/heuristics.py", "conflicts": "pages/conflicts.py",
               "export": "pages/export.py"}
 KIND_TITLES = {"approve": "to approve", "decide": "proposals to decide",
-               "others-sign": "yours, for someone else to sign", "failed-job": "failed jobs",
-               "export-blocked": "exports blocked"}
+               "others-sign": "written, started or accepted by you: for someone else to sign",
+               "failed-job": "failed jobs", "export-blocked": "exports blocked"}
 
 
 def _open(item: dict[str, object]) -> None:
@@ -124,13 +125,13 @@ if ws is not None:
     if ov["tasks"]:
         # Counts only, under short headings: the label names (a long list for some tasks)
         # pushed the table past the page's width, so they are listed under it.
-        st.dataframe(pd.DataFrame([{
+        untrusted_table(pd.DataFrame([{
             "task": t["name"], "labels": len(t["labels"]),
             **{s: t["splits"].get(s, 0) for s in ("train", "val", "test")},
             "rules": sum(t["rules"].values()), "heuristics": sum(t["heuristics"].values()),
             "approved": t["heuristics"].get("approved", 0),
             "prompts": t["prompt_versions"],
-        } for t in ov["tasks"]]), hide_index=True, width="stretch",
+        } for t in ov["tasks"]]), "tasks.csv", width="stretch",
             column_config={"task": st.column_config.TextColumn(width="medium")})
         for t in ov["tasks"]:
             say("caption", f"{t['name']} labels: {', '.join(t['labels'])}")
@@ -140,6 +141,7 @@ if ws is not None:
 
 st.subheader("Built-in tasks")
 builtin = [t for t in _builtin_tasks(tuple(map(str, data_dirs()))) if t["name"] != "custom"]
+# Shipped with the app, no text from an upload or a model: no download of its own.
 st.dataframe(pd.DataFrame([{
     "task": t["name"], "labels": ", ".join(t.get("labels") or []),
     "data found": t.get("available"),
@@ -157,7 +159,7 @@ st.subheader("Models")
 st.text(f"Teacher: {sidebar.model('teacher')} · Student: {sidebar.model('student')}")
 loaded = loaded_models()
 if loaded:
-    st.dataframe(pd.DataFrame(loaded), hide_index=True)
+    untrusted_table(pd.DataFrame(loaded), "local-models.csv")
 else:
     st.caption("No local model process started by this server yet; one starts on first use "
                "(background jobs start their own).")

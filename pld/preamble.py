@@ -5,11 +5,13 @@ instruction. It is a reviewed item like a heuristic (one per task, in ``preamble
 versions, four-eyes, history and approval through :mod:`pld.review` with ``entity='preamble'``,
 so that every byte of an exported prompt is something a person approved.
 
-Its text holds the line :data:`RULES_SLOT` where the numbered heuristics go; :func:`compose`
-puts them there. The first draft is the ``student`` template filled in with the task's
-description and labels, written by ``pld:template`` (no person, so anyone may approve it).
-A prompt is built from the preamble's stored text, never from the template on disk, so a change
-to the template does not change what people approved.
+Its text holds the line :data:`~pld.tasks.store.RULES_SLOT` where the numbered heuristics go;
+:func:`compose` puts them there. The first draft is the ``student`` template filled in with the
+task's description and labels (:func:`~pld.tasks.store.default_text`), written as whoever
+supplied the description when the task was loaded, or, for a built-in task's own description,
+by ``pld:template`` (no person, so anyone but the person who loaded it may approve it). A prompt
+is built from the preamble's stored text, never from the template on disk, so a change to the
+template does not change what people approved.
 
 The task description is the preamble's first words: :func:`set_description` is how a person
 changes it, and the change is carried into the preamble as a draft that someone else approves.
@@ -19,22 +21,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pld import prompts, review
+from pld import review
+from pld.approvers import check_approver
+from pld.authorship import TEMPLATE, Authorship
 from pld.errors import BadInput
 from pld.identity import AUTO, Identity
 from pld.review_rows import DRAFT, PREAMBLE, audit
-from pld.signoff import check_approver
-from pld.tasks.store import TaskInfo, carry_description, task_info
-from pld.workspace import Workspace, now
-
-RULES_SLOT = "{rules}"
-TEMPLATE_AUTHOR = Identity.system("template")
-
-
-def default_text(description: str, labels: list[str]) -> str:
-    """The first draft: the ``student`` template with the rules left as :data:`RULES_SLOT`."""
-    return prompts.render("student", description=description.strip(), heuristics=RULES_SLOT,
-                          labels=", ".join(labels)).strip()
+from pld.signoff import FourEyes, Unidentified, check_authorship
+from pld.tasks.store import RULES_SLOT, TaskInfo, carry_description, draft_preamble, task_info
+from pld.workspace import Workspace
 
 
 def check_text(text: str) -> str:
@@ -74,21 +69,15 @@ def get_preamble(ws: Workspace, task: str) -> dict[str, Any] | None:
 
 
 def ensure_preamble(ws: Workspace, task: str) -> dict[str, Any]:
-    """The task's preamble, first drafted from the template when it has none."""
+    """The task's preamble; a task loaded without a named author of its description (a
+    built-in task's own) gets it now, drafted from the template as ``pld:template``'s."""
     row = get_preamble(ws, task)
     if row is not None:
         return row
     info: TaskInfo = task_info(ws, task)
-    text = default_text(info.description, info.labels)
     with ws.write() as db:
-        if get_preamble(ws, task) is None:  # another writer may have drafted it meanwhile
-            ts = now()
-            new = {"task": task, "text": text, "status": DRAFT, "version": 1,
-                   "created_by": TEMPLATE_AUTHOR.name, "updated_by": TEMPLATE_AUTHOR.name,
-                   "created_at": ts, "updated_at": ts}
-            pid = int(db["preambles"].insert(new).last_pk)
-            audit(db, TEMPLATE_AUTHOR, PREAMBLE, pid, "create", None, {**new, "id": pid},
-                  "drafted from the student template")
+        draft_preamble(ws, db, task, info.description, info.labels,
+                       authorship=Authorship(TEMPLATE))
     row = get_preamble(ws, task)
     assert row is not None
     return row
@@ -128,12 +117,17 @@ def preamble_history(ws: Workspace, task: str) -> list[dict[str, Any]]:
 
 def auto_approve_template(ws: Workspace, task: str, who: Identity) -> bool:
     """Approve the task's preamble as ``who``, an identity of kind ``auto`` (``run
-    --auto-approve-as``), when it is still the template's untouched draft; True when it did.
-    A preamble a person wrote or edited waits for a person."""
+    --auto-approve-as``), when it is still the template's draft and ``who`` is not in its
+    authorship (:func:`pld.signoff.check_authorship`); True when it did. A preamble a person
+    wrote or edited waits for a person."""
     if who.kind != AUTO:
         raise BadInput(f"automatic approval needs an identity of kind {AUTO}, not {who.kind}")
     row = ensure_preamble(ws, task)
-    if row["status"] != DRAFT or row["updated_by"] != TEMPLATE_AUTHOR.name:
+    if row["status"] != DRAFT or Authorship.from_row(row).written_by != TEMPLATE:
+        return False
+    try:
+        check_authorship(row, who)
+    except (FourEyes, Unidentified):
         return False
     approve_preamble(ws, task, who, base_version=row["version"], comment=review.AUTO_COMMENT)
     return True
@@ -168,6 +162,6 @@ def set_description(ws: Workspace, task: str, text: str, who: Identity, *,
         audit(db, who, "task", None, "describe",
               {"task": task, "description": current}, {"task": task, "description": text},
               comment)
-        carry_description(ws, db, task, current, text, who=who,
+        carry_description(ws, db, task, current, text, authorship=Authorship(who),
                           comment="the task description changed")
     return True

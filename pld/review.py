@@ -19,8 +19,10 @@ from typing import Any
 
 import sqlite_utils
 
+from pld.approvers import check_approver
+from pld.authorship import ANONYMOUS, Authorship
 from pld.errors import BadInput
-from pld.identity import AUTO, Identity, normalize_name
+from pld.identity import AUTO, Identity
 from pld.review_rows import (
     APPROVED,
     DRAFT,
@@ -37,8 +39,9 @@ from pld.review_rows import (
     check_status,
     decode_heuristic,
     fetch,
+    insert_item,
 )
-from pld.signoff import check_approver, check_sign_off
+from pld.signoff import FourEyes, Unidentified, check_authorship, check_sign_off
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
@@ -124,9 +127,6 @@ def _check_text(text: str) -> str:
     return text
 
 
-ANONYMOUS = Identity.system("anonymous")
-
-
 def record_action(ws: Workspace, who: Identity | None, entity: str, action: str,
                   details: dict[str, Any], entity_id: int | None = None) -> None:
     """Audit an action that is not a review (loading data, starting or cancelling a job) as
@@ -136,41 +136,38 @@ def record_action(ws: Workspace, who: Identity | None, entity: str, action: str,
 
 
 def insert_row(db: sqlite_utils.Database, fields: dict[str, Any], *, who: Identity,
-               comment: str | None, author: Identity | None = None,
+               comment: str | None, authorship: Authorship | None = None,
                note: dict[str, Any] | None = None) -> int:
-    """Insert a draft heuristic inside the caller's transaction and audit it: the one way a
-    heuristic is created. Unlike :func:`create_heuristic` it is also used with a model as the
-    writer (:meth:`Identity.teacher`), by pipeline stages; ``author`` is then the person who
-    started the job, who counts as the text's last editor for four-eyes (the writer when
-    None)."""
-    ts = now()
-    row = {"status": DRAFT, "version": 1, "created_by": who.name,
-           "updated_by": (author or who).name, "created_at": ts, "updated_at": ts, **fields}
-    row["source_rule_ids"] = dumps(sorted(set(row.get("source_rule_ids") or [])))
-    hid = int(db["heuristics"].insert(row).last_pk)
-    after = {**row, "id": hid, "source_rule_ids": loads(row["source_rule_ids"]), **(note or {})}
-    audit(db, who, HEURISTIC, hid, "create", None, after, comment)
-    return hid
+    """Insert a draft heuristic inside the caller's transaction and audit it as ``who``: the
+    one way a heuristic is created. ``authorship`` says who wrote it (default: ``who``); a
+    pipeline stage passes a model as the writer (:meth:`Identity.teacher`) with the person who
+    started the job, and four-eyes keeps every person in it from approving."""
+    row = {**fields, "source_rule_ids": dumps(sorted(set(fields.get("source_rule_ids") or [])))}
+    return insert_item(db, HEURISTIC, row, who=who, authorship=authorship or Authorship(who),
+                       comment=comment, note=note)[0]
 
 
 def edit(ws: Workspace, heuristic_id: int, text: str, who: Identity, *, base_version: int,
-         comment: str | None = None, entity: str = HEURISTIC) -> dict[str, Any]:
+         comment: str | None = None, entity: str = HEURISTIC,
+         authorship: Authorship | None = None) -> dict[str, Any]:
     """Replace the text of a heuristic (or, with ``entity='preamble'``, a preamble), based on
     ``base_version``; returns the new row.
 
-    The editor becomes ``updated_by`` (so cannot approve it), and an approved or rejected
-    item goes back to draft: its approval does not cover the new text.
+    The text becomes ``authorship``'s (default: written by ``who``, who then cannot approve
+    it), and an approved or rejected item goes back to draft: its approval does not cover the
+    new text. The same text again is refused, except when nobody named wrote it (an upload
+    without a name): saving it unchanged makes ``who`` its author, so it can be approved.
     """
     text = _check_text(text)
     with ws.write() as db:
         row = fetch(ws, heuristic_id, entity)
         check_base(ws, row, base_version)
         check_status(row, LIVE, "edit")
-        if text == row["text"]:
+        if text == row["text"] and Authorship.from_row(row).identified:
             raise BadInput(f"{entity} {heuristic_id}: the new text is the same as the old")
-        changes = {"text": text, "updated_by": who.name, "status": DRAFT, **NO_APPROVAL}
+        changes = {"text": text, "status": DRAFT, **NO_APPROVAL}
         return apply_change(ws, db, row, changes, who=who, action="edit", comment=comment,
-                            base_version=base_version)
+                            base_version=base_version, authorship=authorship or Authorship(who))
 
 
 def approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: Identity,
@@ -214,9 +211,9 @@ def auto_approve_all(ws: Workspace, task: str, who: Identity, *, run_ids: Iterab
                      on_skip: Callable[[str], None] | None = None) -> int:
     """Approve the drafts of ``task`` that runs ``run_ids`` wrote, as ``who`` (an identity of
     kind ``auto``: benchmarks, ``run --auto-approve-as``); returns how many. Only those: a
-    person's own draft, or one from another run, waits for a person. Drafts ``who`` wrote or
-    whose job ``who`` started are skipped (four-eyes), each reported through ``on_skip`` (and
-    the log) with a one-line reason."""
+    person's own draft, or one from another run, waits for a person. Drafts ``who`` may not
+    approve (:func:`pld.signoff.check_authorship`: four-eyes, an unidentified writer) are
+    skipped, each reported through ``on_skip`` (and the log) with a one-line reason."""
     if who.kind != AUTO:
         raise BadInput(f"automatic approval needs an identity of kind {AUTO}, not {who.kind}")
     task_info(ws, task)
@@ -227,9 +224,10 @@ def auto_approve_all(ws: Workspace, task: str, who: Identity, *, run_ids: Iterab
         for row in list_heuristics(ws, task, DRAFT):
             if row.get("run_id") not in runs:
                 continue
-            if normalize_name(row["updated_by"] or "") == who.name:
-                msg = (f"heuristic {row['id']} not auto-approved: {who.name} edited it "
-                       f"(four-eyes); someone else must approve it")
+            try:
+                check_authorship(row, who)
+            except (FourEyes, Unidentified) as e:
+                msg = f"heuristic {row['id']} not auto-approved: {e}"
                 log.warning(msg)
                 if on_skip is not None:
                     on_skip(msg)
@@ -254,14 +252,16 @@ def _check_rules(ws: Workspace, task: str, rule_ids: Iterable[int]) -> list[int]
 
 def create_heuristic(ws: Workspace, task: str, text: str, who: Identity,
                      source_rule_ids: Sequence[int] = (), origin: str = "manual", *,
-                     comment: str | None = None) -> int:
-    """Write a new draft heuristic by hand (``who`` is its author, so cannot approve it)."""
+                     comment: str | None = None, authorship: Authorship | None = None) -> int:
+    """Write a new draft heuristic as ``who``, by hand (``who`` is its author, so cannot
+    approve it) or, with ``authorship``, as a proposal ``who`` accepted."""
     text = _check_text(text)
     task_info(ws, task)
     ids = _check_rules(ws, task, source_rule_ids)
     with ws.write() as db:
         return insert_row(db, {"task": task, "text": text, "source_rule_ids": ids,
-                               "origin": origin}, who=who, comment=comment)
+                               "origin": origin}, who=who, comment=comment,
+                          authorship=authorship)
 
 
 def _shared(rows: Sequence[dict[str, Any]], column: str) -> Any:

@@ -2,10 +2,12 @@
 
 Per loaded task, in this order:
 
-* ``approve``: drafts (heuristics and the preamble) this person may sign: not last written by
-  them (nor by a job they started), and they are on the approver list when the task has one;
+* ``approve``: drafts (heuristics and the preamble) this person may sign: they are not in its
+  authorship (:class:`~pld.authorship.Authorship`: they did not write it, start the job that
+  wrote it or accept the proposal that wrote it), and they are on the approver list when the
+  task has one; a draft nobody named wrote is listed to be saved under a name first;
 * ``decide``: conflict-loop proposals still pending;
-* ``others-sign``: this person's own drafts, which someone else must approve;
+* ``others-sign``: drafts this person is an author of, which someone else must approve;
 * ``failed-job``: the latest run of a stage that failed, and was not run again successfully;
 * ``export-blocked``: the latest prompt version, when it may not be exported, and why.
 
@@ -21,7 +23,9 @@ from collections import Counter
 from typing import Any
 
 from pld import review, signoff
-from pld.identity import OIDC, RESERVED_PREFIXES, Identity, normalize_name
+from pld.approvers import list_approvers
+from pld.authorship import Authorship
+from pld.identity import OIDC, Identity, normalize_name
 from pld.pipeline.export import refusal
 from pld.pipeline.resolve import view
 from pld.pipeline.runs import FAILED, list_runs
@@ -62,7 +66,7 @@ def _runs_of(ws: Workspace, rows: list[dict[str, Any]]) -> dict[int, dict[str, A
 def _run_of(row: dict[str, Any], runs: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
     """The run that wrote the draft's current text, if a run did: its first version, or a later
     one a model or PLD Studio wrote. A person's edit makes the text theirs, not the run's."""
-    if row["version"] == 1 or (row["updated_by"] or "").startswith(RESERVED_PREFIXES):
+    if row["version"] == 1 or not Authorship.from_row(row).written_by.is_person:
         return runs.get(row.get("run_id"))
     return None
 
@@ -75,21 +79,28 @@ def _drafts(ws: Workspace, task: str, who: Identity, may_sign: bool) -> list[dic
     if pre is not None and pre["status"] == DRAFT:
         rows.insert(0, ("preamble", pre))
     for what, row in rows:
-        mine = normalize_name(row["updated_by"] or "") == who.name
+        authorship = Authorship.from_row(row)
         name = "the preamble" if what == "preamble" else f"heuristic #{row['id']}"
+        show = (f"python -m pld review show {row['id']}" if what == "heuristic" else
+                f"python -m pld review preamble show {task}")
         cmd = (f"python -m pld review preamble approve {task}" if what == "preamble"
                else f"python -m pld review approve {row['id']}")
-        if mine:
+        if who.name in authorship.persons():
+            wrote = ("you wrote it" if authorship.written_by.name == who.name
+                     else authorship.sentence())
             out.append(_item(OTHERS_SIGN, task, what, row["id"],
-                             f"{name} v{row['version']}: you wrote it; someone else must "
-                             f"approve it: {_short(row['text'])}",
-                             f"python -m pld review show {row['id']}"
-                             if what == "heuristic" else
-                             f"python -m pld review preamble show {task}",
+                             f"{name} v{row['version']}: {wrote}; someone else must "
+                             f"approve it: {_short(row['text'])}", show,
+                             version=row["version"], run=_run_of(row, runs)))
+        elif not authorship.identified:
+            out.append(_item(APPROVE, task, what, row["id"],
+                             f"{name} v{row['version']} was {authorship.sentence()}: save it "
+                             f"under your name first, then someone else approves it: "
+                             f"{_short(row['text'])}", show,
                              version=row["version"], run=_run_of(row, runs)))
         elif may_sign:
             out.append(_item(APPROVE, task, what, row["id"],
-                             f"{name} v{row['version']} by {row['updated_by']}: "
+                             f"{name} v{row['version']} by {authorship.by}: "
                              f"{_short(row['text'])}",
                              f"{cmd} --base-version {row['version']} --as {who.name}",
                              version=row["version"], run=_run_of(row, runs)))
@@ -135,7 +146,7 @@ def reviewer_queue(ws: Workspace, who: Identity) -> dict[str, Any]:
     module docstring) and ``counts`` per kind."""
     items: list[dict[str, Any]] = []
     for info in loaded_tasks(ws):
-        approvers = {normalize_name(a) for a in signoff.list_approvers(ws, info.name)}
+        approvers = {normalize_name(a) for a in list_approvers(ws, info.name)}
         identity_ok = who.kind == OIDC or not signoff.requires_oidc(ws, info.name)
         may_sign = (not approvers or who.name in approvers) and identity_ok
         drafts = _drafts(ws, info.name, who, may_sign)

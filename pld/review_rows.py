@@ -4,7 +4,9 @@ change that every review action makes.
 A reviewed item is a heuristic (``heuristics``) or a task's preamble (``preambles``). Every
 change appends one row to ``reviews`` (who, identity kind, when, action, the row before and after
 as JSON, comment) through :func:`audit`, which chains it (:mod:`pld.trail`); nothing there is
-ever updated or deleted.
+ever updated or deleted. Every change of a text sets its whole
+:class:`~pld.authorship.Authorship` with it (:func:`insert_item`, :func:`apply_change`), so the
+trail's ``before`` and ``after`` say who wrote each version.
 
 Concurrency is optimistic. An item's ``version`` is bumped by every change (an approval too, so
 an edit prepared before someone approved cannot silently undo that approval). A change based on
@@ -24,6 +26,7 @@ from typing import Any
 import sqlite_utils
 
 from pld import trail
+from pld.authorship import Authorship
 from pld.errors import BadInput
 from pld.identity import Identity
 from pld.workspace import Workspace, dumps, loads, now
@@ -109,15 +112,36 @@ def audit(db: sqlite_utils.Database, who: Identity, entity: str, entity_id: int 
         after=None if after is None else dumps(after), comment=comment)
 
 
+def insert_item(db: sqlite_utils.Database, entity: str, fields: dict[str, Any], *,
+                who: Identity, authorship: Authorship, comment: str | None,
+                note: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """Insert a draft heuristic (or preamble) written as ``authorship`` and audit its creation
+    as ``who``, inside the caller's transaction; the new id and the row as inserted.
+    ``fields`` are stored as given (JSON columns already encoded)."""
+    ts = now()
+    row = {"status": DRAFT, "version": 1, "created_by": authorship.written_by.name,
+           "created_at": ts, "updated_at": ts, **fields, **authorship.columns()}
+    item_id = int(db[TABLES[entity]].insert(row).last_pk)
+    row["id"] = item_id
+    after = {**row, "source_rule_ids": loads(row["source_rule_ids"])} \
+        if entity == HEURISTIC else dict(row)
+    audit(db, who, entity, item_id, "create", None, {**after, **(note or {})}, comment)
+    return item_id, row
+
+
 def apply_change(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any],
                  changes: dict[str, Any], *, who: Identity, action: str,
                  comment: str | None, base_version: int | None = None,
-                 note: dict[str, Any] | None = None) -> dict[str, Any]:
+                 note: dict[str, Any] | None = None,
+                 authorship: Authorship | None = None) -> dict[str, Any]:
     """Apply ``changes`` to a heuristic (or preamble) row if it is still at ``base_version``
-    (default: the version in ``row``), bump its version and audit it."""
+    (default: the version in ``row``), bump its version and audit it. A change of the text
+    needs the new text's ``authorship``, which replaces the row's whole authorship."""
+    if authorship is None and "text" in changes:
+        raise ValueError("a change of the text needs its authorship")
     entity = entity_of(row)
     base = row["version"] if base_version is None else base_version
-    cols = {**changes, "updated_at": now()}
+    cols = {**changes, **(authorship.columns() if authorship else {}), "updated_at": now()}
     sets = ", ".join(f"{c} = ?" for c in cols)
     cur = db.execute(
         f"UPDATE {TABLES[entity]} SET {sets}, version = version + 1 WHERE id = ? AND version = ?",

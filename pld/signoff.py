@@ -1,19 +1,23 @@
 """Who may sign off: who may approve or reject a reviewed item (heuristic or preamble), and the
 task's approver list and identity requirement. Who is acting at all is a
-:class:`~pld.identity.Identity`.
+:class:`~pld.identity.Identity`; who wrote the version is its :class:`~pld.authorship.Authorship`.
 
-Four-eyes: the last person who wrote an item's text (``updated_by``) cannot approve it; for a
-draft a job wrote that is the person who started the job. A teacher's draft from a job nobody
-named has no human author, so anyone may approve it. When the task has an approver list, only
-the people on it may approve or reject (both decide what enters the prompt), and add or remove
-names; anyone may still edit, merge, split and comment. A task may also require OIDC-identified
-approvals. Names are compared in one spelling (:func:`~pld.identity.normalize_name`).
+Four-eyes: nobody in the version's authorship may approve it: whoever wrote it, the person who
+started the job that wrote it, the person who accepted the proposal that wrote it. A teacher's
+draft from a job nobody named has no human author, so anyone may approve it; a text nobody
+named wrote (a file uploaded without a name) nobody may approve until a named person saves it.
+When the task has an approver list, only the people on it may approve or reject (both decide
+what enters the prompt), and add or remove names; anyone may still edit, merge, split and
+comment. A task may also require OIDC-identified approvals. Names are compared in one spelling
+(:func:`~pld.identity.normalize_name`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pld.approvers import NotApprover, check_approver, list_approvers
+from pld.authorship import Authorship
 from pld.errors import BadInput
 from pld.identity import OIDC, Identity, normalize_name
 from pld.review_rows import APPROVED, DRAFT, REJECTED, audit, check_status, entity_of
@@ -22,31 +26,17 @@ from pld.workspace import Workspace, now
 
 
 class FourEyes(BadInput):
-    """The approver is the heuristic's last editor."""
+    """The approver is in the version's authorship (wrote it, started the job that wrote it, or
+    accepted the proposal that wrote it)."""
 
 
-class NotApprover(BadInput):
-    """The task has an approver list and the actor is not on it (approve, reject, or change
-    the list)."""
+class Unidentified(BadInput):
+    """Nobody named wrote the version (an upload without a name): nobody may approve it until
+    a named person saves it."""
 
 
 class IdentityRequired(BadInput):
     """The task requires approvals by logged-in (OIDC) reviewers and this one is not."""
-
-
-def list_approvers(ws: Workspace, task: str) -> list[str]:
-    """Names allowed to approve the task's heuristics; empty means anyone may."""
-    return [r["name"] for r in ws.query(
-        "SELECT name FROM approvers WHERE task = ? ORDER BY name", [task])]
-
-
-def check_approver(ws: Workspace, task: str, who: Identity, action: str = "approve") -> None:
-    """:class:`NotApprover` when the task has an approver list and ``who`` is not on it, so
-    cannot ``action``."""
-    approvers = list_approvers(ws, task)
-    if approvers and who.name not in {normalize_name(a) for a in approvers}:
-        raise NotApprover(f"{who.name} is not an approver of task {task!r}, so cannot {action} "
-                          f"(approvers: {', '.join(approvers)})")
 
 
 def requires_oidc(ws: Workspace, task: str) -> bool:
@@ -79,10 +69,19 @@ def set_require_oidc(ws: Workspace, task: str, required: bool, who: Identity) ->
               None)
 
 
-def _check_four_eyes(row: dict[str, Any], who: Identity) -> None:
-    if normalize_name(row["updated_by"] or "") == who.name:
-        raise FourEyes(f"{entity_of(row)} {row['id']} was last written by {who.name} (or by a "
-                       f"job {who.name} started); four-eyes rule: someone else must approve it")
+def check_authorship(row: dict[str, Any], who: Identity) -> None:
+    """The sign-off checks of the version's authorship: :class:`Unidentified` when nobody
+    named wrote it, :class:`FourEyes` when ``who`` is in its authorship. The one check for
+    people, ``auto_approve_all`` and ``auto_approve_template`` alike."""
+    authorship = Authorship.from_row(row)
+    item = f"{entity_of(row)} {row['id']} v{row['version']}"
+    if not authorship.identified:
+        raise Unidentified(f"{item} was {authorship.sentence()}: nobody may approve it until a "
+                           "named person saves it (edit it, or save it unchanged, under your "
+                           "name)")
+    if who.name in authorship.persons():
+        raise FourEyes(f"{item} was {authorship.sentence()}, so {who.name} cannot approve it; "
+                       "four-eyes rule: someone else must approve it")
 
 
 def check_sign_off(ws: Workspace, row: dict[str, Any], who: Identity, action: str) -> None:
@@ -92,7 +91,7 @@ def check_sign_off(ws: Workspace, row: dict[str, Any], who: Identity, action: st
     if action == "approve":
         _check_identity(ws, row["task"], who, action)
         check_status(row, (DRAFT, REJECTED), action)
-        _check_four_eyes(row, who)
+        check_authorship(row, who)
     else:
         check_status(row, (DRAFT, APPROVED), action)
 

@@ -25,7 +25,7 @@ import sqlite_utils
 from pld import trail
 from pld.errors import BadInput
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 10
 
 
 class WorkspaceError(Exception):
@@ -365,8 +365,66 @@ def _v8(db: sqlite_utils.Database) -> None:
                               unique=True)
 
 
+def _v9_roles(db: sqlite_utils.Database, entity: str,
+              row: dict[str, Any]) -> dict[str, str | None]:
+    """A row's authorship from what v8 kept: ``updated_by`` (for a job's draft, the person who
+    started it) and the trail's last write of its text (who wrote it, with what kind)."""
+    last, last_by = None, row["updated_by"]
+    for r in db.query("SELECT who, identity_kind, before, after FROM reviews WHERE entity = ? "
+                      "AND entity_id = ? ORDER BY id DESC", [entity, row["id"]]):
+        before, after = loads(r["before"], {}) or {}, loads(r["after"], {}) or {}
+        if "text" in after and (not before or before.get("text") != after.get("text")):
+            last = r
+            break
+    name = last_by or (last["who"] if last else None) or row["created_by"] or "pld:anonymous"
+    kind = "auto" if name.startswith(("teacher:", "pld:")) else "self-declared"
+    roles: dict[str, str | None] = {"written_by": name, "written_by_kind": kind,
+                                    "started_by": None, "started_by_kind": None,
+                                    "accepted_by": None, "accepted_by_kind": None}
+    if last is not None and last["who"] == name:
+        roles["written_by_kind"] = last["identity_kind"]
+    elif last is not None and last["who"].startswith("teacher:") and kind != "auto":
+        # A job's draft: the teacher wrote it, the person who started the job answers for it.
+        run = list(db.query("SELECT started_by, started_by_kind FROM runs WHERE id = ?",
+                            [row.get("run_id")]))
+        roles.update(written_by=last["who"], written_by_kind="auto", started_by=name,
+                     started_by_kind=run[0]["started_by_kind"]
+                     if run and run[0]["started_by"] == name else kind)
+    return roles
+
+
+def _v9(db: sqlite_utils.Database) -> None:
+    """Authorship (:mod:`pld.authorship`): each heuristic and preamble records who wrote its
+    text, who started the job that wrote it and who accepted the proposal that wrote it, each
+    with an identity kind; they replace ``updated_by``, the last writer."""
+    for table, entity in (("heuristics", "heuristic"), ("preambles", "preamble")):
+        for role in ("written_by", "started_by", "accepted_by"):
+            db[table].add_column(role, str)
+            db[table].add_column(f"{role}_kind", str)
+        for row in list(db.query(f"SELECT * FROM {table}")):
+            roles = _v9_roles(db, entity, row)
+            db.execute(f"UPDATE {table} SET " + ", ".join(f"{c} = ?" for c in roles)
+                       + " WHERE id = ?", [*roles.values(), row["id"]])
+        db.execute(f"ALTER TABLE {table} DROP COLUMN updated_by")
+
+
+def _v10(db: sqlite_utils.Database) -> None:
+    """Rule evidence: the examples a rule came from (its source and contrast), its similarity
+    to the task description (restatements), and what it did alone in a student's prompt."""
+    db["micro_instructions"].add_column("source_examples", str)
+    db["micro_instructions"].add_column("task_similarity", float)
+    db["micro_instructions"].add_column("similar_to", str)
+    db["rule_evidence"].create(
+        {"rule_id": int, "student": str, "task": str, "status": str, "effect": float,
+         "helped": int, "hurt": int, "n": int, "items": str, "prompt_sha256": str,
+         "calibration_id": int, "run_id": int, "reason": str, "created_at": str},
+        pk=("rule_id", "student"), foreign_keys=[("rule_id", "micro_instructions", "id")],
+    )
+    db["rule_evidence"].create_index(["task", "student"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+    _v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 
 
 def _migrate(ws: Workspace, current: int) -> None:

@@ -19,6 +19,17 @@ from tests.fakes.openai_server import FakeOpenAI
 NO_WEIGHTS = "/dev/null/no-model-weights-in-tests-not-marked-pytest.mark.model"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n auto --dist loadgroup``) all tests that load the real weights
+    run on one worker, one after another: two llama.cpp processes on few cores slow each other
+    far more than twice. The browser tests share a worker for the same reason."""
+    for item in items:
+        if item.get_closest_marker("model"):
+            item.add_marker(pytest.mark.xdist_group("model"))
+        elif "tests/e2e/" in item.nodeid:
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
                             ) -> Generator[None, object, object]:

@@ -65,7 +65,7 @@ def test_edit_bumps_version_and_audits(ws: Workspace, task: str) -> None:
     hid = teacher_draft(ws, "old text")
     after = review.edit(ws, hid, "new text", Identity("alice"), base_version=1, comment="clearer")
 
-    assert (after["version"], after["text"], after["updated_by"]) == (2, "new text", "alice")
+    assert (after["version"], after["text"], after["written_by"]) == (2, "new text", "alice")
     (audit,) = review.history(ws, hid)
     assert (audit["who"], audit["action"], audit["identity_kind"], audit["comment"]) \
         == ("alice", "edit", "self-declared", "clearer")

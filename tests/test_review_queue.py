@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from pld import review, signoff
+from pld.authorship import Authorship
 from pld.identity import Identity
 from pld.pipeline.runs import stage_run
 from pld.pipeline.student import build_prompt
@@ -92,3 +93,24 @@ def test_a_runs_drafts_name_their_run_until_a_person_rewrites_one(ws: Workspace)
     assert items[first]["run"]["id"] == run.id
     # Before: bob's rewrite was shown among the run's drafts, as if the job had written it.
     assert items[second]["run"] is None
+
+
+def test_teacher_text_of_a_job_she_started_is_not_hers(ws: Workspace) -> None:
+    # Before: the Home page told ana "you wrote it" of the teacher's text her job wrote.
+    load_reviews(ws)
+    add_heuristic(ws, RULES[0])  # approves the preamble too
+    teacher = Identity.teacher("local/default")
+    with ws.write() as db:
+        hid = review.insert_row(db, {"task": TASK, "text": RULES[1], "origin": "consolidate"},
+                                who=teacher, comment=None,
+                                authorship=Authorship(teacher, Identity("ana")))
+    ana, bob = reviewer_queue(ws, Identity("ana")), reviewer_queue(ws, Identity("bob"))
+    assert _kinds(ana, "approve") == [] and _kinds(ana, "others-sign") == [("heuristic", hid)]
+    (mine,) = [i for i in ana["items"] if i["kind"] == "others-sign"]
+    assert "you wrote it" not in mine["summary"]
+    assert mine["summary"].startswith(
+        f"heuristic #{hid} v1: written by teacher local/default in a job started by ana; "
+        "someone else must approve it")
+    (theirs,) = [i for i in bob["items"] if i["kind"] == "approve"]
+    assert theirs["summary"].startswith(
+        f"heuristic #{hid} v1 by teacher local/default in a job started by ana: ")

@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from pld import review, review_rows, signoff
+from pld.approvers import NotApprover, list_approvers
+from pld.authorship import UNNAMED_UPLOAD, Authorship
 from pld.errors import BadInput
 from pld.identity import AUTO, OIDC, Identity
-from pld.signoff import FourEyes, NotApprover
+from pld.signoff import FourEyes
 from pld.workspace import Workspace, loads
 from tests.conftest import approve_seen
 from tests.test_review import (
@@ -61,7 +63,7 @@ def test_sign_off_refusal_says_what_the_refusal_would(ws: Workspace) -> None:
 
 def test_approver_list(ws: Workspace) -> None:
     hid = teacher_draft(ws, "text")
-    assert signoff.list_approvers(ws, TASK) == []
+    assert list_approvers(ws, TASK) == []
     assert signoff.add_approver(ws, TASK, "alice", Identity("alice")) is True
     assert signoff.add_approver(ws, TASK, "alice", Identity("alice")) is False
 
@@ -71,7 +73,7 @@ def test_approver_list(ws: Workspace) -> None:
         signoff.add_approver(ws, TASK, "bob", Identity("bob"))
     signoff.add_approver(ws, TASK, "carol", Identity("alice"))
 
-    assert signoff.list_approvers(ws, TASK) == ["alice", "carol"]
+    assert list_approvers(ws, TASK) == ["alice", "carol"]
     assert approve_seen(ws, hid, Identity("carol"))["approved_by"] == "carol"
     added = ws.query("SELECT who, after FROM reviews WHERE entity = 'approver' ORDER BY id")
     assert [a["who"] for a in added] == ["alice", "alice"]
@@ -96,7 +98,7 @@ def test_remove_approver(ws: Workspace) -> None:
         signoff.remove_approver(ws, TASK, "alice", Identity("bob"))
     assert signoff.remove_approver(ws, TASK, "dave", Identity("alice")) is False
     assert signoff.remove_approver(ws, TASK, "alice", Identity("carol", OIDC)) is True
-    assert signoff.list_approvers(ws, TASK) == ["carol"]
+    assert list_approvers(ws, TASK) == ["carol"]
     with pytest.raises(NotApprover):
         approve_seen(ws, hid, Identity("alice"))
     removed = ws.query("SELECT who, identity_kind, action, before FROM reviews "
@@ -105,7 +107,7 @@ def test_remove_approver(ws: Workspace) -> None:
         ("carol", "oidc", {"task": TASK, "name": "alice"})]
     # The last approver may leave: the list is empty and anyone may approve again.
     assert signoff.remove_approver(ws, TASK, "carol", Identity("carol")) is True
-    assert signoff.list_approvers(ws, TASK) == []
+    assert list_approvers(ws, TASK) == []
     assert approve_seen(ws, hid, Identity("alice"))["approved_by"] == "alice"
 
 
@@ -114,7 +116,7 @@ def test_names_are_one_person_however_they_are_spelled(ws: Workspace) -> None:
     # could approve it under another spelling.
     hid = teacher_draft(ws, "old text")
     edited = review.edit(ws, hid, "alice's text", Identity("Alice"), base_version=1)
-    assert edited["updated_by"] == "alice"
+    assert edited["written_by"] == "alice"
     for spelling in ("alice", "ALICE", "alice\u200b", " a\u200dlice ", "ａｌｉｃｅ"):
         with pytest.raises(FourEyes):
             review.approve(ws, hid, Identity(spelling), base_version=edited["version"])
@@ -157,3 +159,56 @@ def test_an_invisible_character_does_not_make_a_second_person(ws: Workspace,
     review.edit(ws, hid, "bob's text", Identity("bob"), base_version=1)
     with pytest.raises(FourEyes):
         approve_seen(ws, hid, Identity("bob" + invisible))
+
+
+def _job_draft(ws: Workspace, text: str, started_by: Identity) -> int:
+    """A heuristic as consolidate writes it: the teacher's text in a job ``started_by``
+    started."""
+    teacher = Identity.teacher("local/default")
+    with ws.write() as db:
+        return review.insert_row(db, {"task": TASK, "text": text, "origin": "consolidate",
+                                      "run_id": RUN},
+                                 who=teacher, comment=None,
+                                 authorship=Authorship(teacher, started_by))
+
+
+def test_teacher_text_from_a_job_ana_started_is_not_hers_to_approve(ws: Workspace) -> None:
+    # Before: the draft named ana its last editor ("you wrote it"); now it says what happened.
+    hid = _job_draft(ws, "teacher text", Identity("ana"))
+    row = review_rows.fetch(ws, hid)
+    assert (row["created_by"], row["written_by"], row["started_by"]) \
+        == ("teacher:local/default", "teacher:local/default", "ana")
+    with pytest.raises(FourEyes) as refused:
+        approve_seen(ws, hid, Identity("ana"))
+    assert "written by teacher local/default in a job started by ana" in str(refused.value)
+    skipped: list[str] = []
+    assert review.auto_approve_all(ws, TASK, Identity("ana", AUTO), run_ids=[RUN],
+                                   on_skip=skipped.append) == 0
+    assert len(skipped) == 1 and "four-eyes" in skipped[0]
+    assert approve_seen(ws, hid, Identity("bob"))["approved_by"] == "bob"
+
+
+def test_a_text_nobody_named_wrote_waits_for_a_named_save(ws: Workspace) -> None:
+    # Before: a preamble carrying a description uploaded with no name was pld:upload's, and
+    # anyone (the uploader included) could approve it.
+    hid = _job_draft(ws, "uploaded text", Identity("ana"))
+    with ws.write() as db:
+        review_rows.apply_change(ws, db, review_rows.fetch(ws, hid), {"text": "uploaded text"},
+                                 who=UNNAMED_UPLOAD, action="edit", comment=None,
+                                 authorship=Authorship(UNNAMED_UPLOAD))
+    row = review_rows.fetch(ws, hid)
+    for who in (Identity("bob"), Identity("carol", OIDC), Identity("bench", AUTO)):
+        assert "nobody may approve it until a named person saves it" in str(
+            signoff.sign_off_refusal(ws, row, who, "approve"))
+        with pytest.raises(signoff.Unidentified):
+            approve_seen(ws, hid, who)
+    assert review.auto_approve_all(ws, TASK, Identity("bench", AUTO), run_ids=[RUN]) == 0
+    # bob saves it unchanged: it is his now, so carol may approve it, and he may not.
+    saved = review.edit(ws, hid, "uploaded text", Identity("bob"), base_version=2)
+    assert (saved["text"], saved["written_by"], saved["version"]) == ("uploaded text", "bob", 3)
+    assert review.history(ws, hid)[-1]["who"] == "bob"
+    with pytest.raises(BadInput, match="same as the old"):
+        review.edit(ws, hid, "uploaded text", Identity("carol"), base_version=3)
+    with pytest.raises(FourEyes):
+        approve_seen(ws, hid, Identity("bob"))
+    assert approve_seen(ws, hid, Identity("carol"))["status"] == "approved"

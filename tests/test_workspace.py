@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def test_version_7_file_gains_the_drafts_table(ws_path: Path) -> None:
 
     with open_workspace(ws_path) as ws:
         assert "drafts" in ws.db.table_names()
-        assert ws.query("SELECT max(version) AS v FROM schema_version")[0]["v"] == 8
+        assert ws.query("SELECT max(version) AS v FROM schema_version")[0]["v"] \
+            == SCHEMA_VERSION
         assert ws.query("SELECT name FROM tasks") == [{"name": "old"}]
         row = {"who": "bob", "identity_kind": "self-declared", "entity": "heuristic",
                "entity_id": 1, "field": "text", "text": "t", "base_version": 1,
@@ -177,3 +179,68 @@ def test_where_equal_filters_only_by_what_is_given() -> None:
     assert where_equal({"a": None, "b": None}) == ("", [])
     assert where_equal({"a": 1, "b": None, "c": 0}, ["d IS NULL"]) == (
         " WHERE a = ? AND c = ? AND d IS NULL", [1, 0])
+
+
+def test_a_version_8_file_keeps_four_eyes_with_its_authorship(ws_path: Path) -> None:
+    """A version-8 file kept only the last writer (``updated_by``; for a job's draft, the person
+    who started it): the upgrade reads who wrote each text from the trail, and every person
+    four-eyes excluded before is excluded still."""
+    from pld import review, trail
+    from pld.authorship import Authorship
+    from pld.identity import OIDC, Identity
+    from pld.signoff import FourEyes, Unidentified
+
+    db = _older_file(ws_path, 8)
+    db["tasks"].insert({"name": "old", "kind": "custom", "labels": "[]", "description": "d"})
+    db["runs"].insert({"id": 3, "task": "old", "kind": "consolidate", "started_by": "ana",
+                       "started_by_kind": OIDC})
+    rows = [  # as v8 wrote them: a job's draft, a person's edit, a reloaded file's preamble
+        ("heuristics", {"id": 1, "run_id": 3, "created_by": "teacher:local/default",
+                        "updated_by": "ana"}, "teacher:local/default", "auto"),
+        ("heuristics", {"id": 2, "run_id": None, "created_by": "teacher:local/default",
+                        "updated_by": "bob"}, "bob", "self-declared"),
+        ("preambles", {"id": 1, "created_by": "pld:template", "updated_by": "pld:upload"},
+         "pld:upload", "auto"),
+    ]
+    for table, cols, who, kind in rows:
+        row = {"task": "old", "text": f"{table} {cols['id']}", "status": "draft", "version": 1,
+               **cols}
+        if table == "heuristics":
+            row["source_rule_ids"] = "[]"
+        db[table].insert(row)
+        trail.append(db, who=who, identity_kind=kind, entity=table[:-1],
+                     entity_id=cols["id"], action="create", before=None,
+                     after=json.dumps(row), comment=None)
+    db.close()
+
+    with open_workspace(ws_path) as ws:
+        assert "updated_by" not in ws.db["heuristics"].columns_dict
+        h1, h2 = (review.get_heuristic(ws, i) for i in (1, 2))
+        assert Authorship.from_row(h1).sentence() \
+            == "written by teacher local/default in a job started by ana"
+        assert Authorship.from_row(h1).started_by == Identity("ana", OIDC)
+        assert Authorship.from_row(h2).sentence() == "written by bob"
+        for hid, author in ((1, "ana"), (2, "bob")):
+            with pytest.raises(FourEyes):
+                review.approve(ws, hid, Identity(author), base_version=1)
+            assert review.approve(ws, hid, Identity("carol"), base_version=1)["status"] \
+                == "approved"
+        with pytest.raises(Unidentified):
+            review.approve(ws, 1, Identity("carol"), base_version=1, entity="preamble")
+
+
+def test_version_9_file_gains_rule_evidence(ws_path: Path) -> None:
+    """A version-9 file (before rule evidence) keeps its rules; they gain the examples they
+    came from and their similarity to the task, and the rule_evidence table appears."""
+    db = _older_file(ws_path, 9)
+    db["micro_instructions"].insert({"task": "old", "example_id": None, "rule": "r",
+                                     "status": "ok", "flags": "[]"})
+    db.close()
+
+    with open_workspace(ws_path) as ws:
+        assert ws.query("SELECT max(version) AS v FROM schema_version")[0]["v"] == 10
+        [row] = ws.query("SELECT * FROM micro_instructions")
+        assert row["rule"] == "r" and row["source_examples"] is None
+        assert row["task_similarity"] is None and row["similar_to"] is None
+        assert "rule_evidence" in ws.db.table_names()
+        assert ws.db["rule_evidence"].pks == ["rule_id", "student"]

@@ -13,6 +13,7 @@ import signal
 
 # Importing a command module registers its commands on ``cli``.
 from pld.cli import (  # noqa: F401
+    backup,
     clusters,
     conflicts,
     evals,

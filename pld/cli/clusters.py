@@ -8,7 +8,7 @@ import click
 
 from pld.cli import options
 from pld.cli.common import acting, ctx_workspace, emit, signed_by, task_workspace, with_context
-from pld.cli.inputs import NOISE, parse_cluster_ref, parse_eps
+from pld.cli.inputs import NOISE, check_clustering, parse_cluster_ref, parse_eps
 from pld.cli.root import cli
 from pld.cli.stages import Progress
 from pld.errors import BadInput
@@ -23,28 +23,35 @@ from pld.errors import BadInput
               help="Seeds UMAP and k-means, so the same rules give the same clusters.")
 @click.option("--accept-as", default=None, metavar="NAME",
               help="Accept this clustering as NAME (otherwise it stays proposed).")
+@click.option("--as", "who", default=None, metavar="NAME",
+              help="Who starts the clustering (recorded on the run); an explicit --method is "
+                   "recorded as NAME's choice.")
 @options.json_output
 @with_context
 def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_samples: int,
                 k: int | None, cover_labels: bool, embedder: str | None, umap: bool, seed: int,
-                accept_as: str | None, as_json: bool) -> None:
+                accept_as: str | None, who: str | None, as_json: bool) -> None:
     """Stage 2: embed TASK's rules and cluster them (proposed until accepted).
+
+    By default (--method auto) no cluster holds more than 60% of the rules; the clusterings
+    tried and why the kept one won are in the params. An explicit --method is kept as chosen.
 
     \b
     Examples:
       python -m pld cluster demo
-      python -m pld cluster demo --eps auto --cover-labels --accept-as alice
-      python -m pld cluster demo --method kmeans --k 8 --json
+      python -m pld cluster demo --method dbscan --eps auto --cover-labels --accept-as alice
+      python -m pld cluster demo --method kmeans --k 8 --as alice --json
     """
     from pld.pipeline.cluster import edits, read, stage
     from pld.pipeline.embed import DEFAULT_EMBEDDER
 
+    check_clustering(ctx, method)
     eps_value = parse_eps(eps)
     ws = ctx_workspace(ctx)
     accepter = signed_by(ctx, accept_as) if accept_as else None
     cid = stage.cluster(ws, task, method=method, eps=eps_value, min_samples=min_samples,
                         k=k, embed_model=embedder or DEFAULT_EMBEDDER, umap=umap,
-                        seed=seed, cover=cover_labels, started_by=acting(ctx, None),
+                        seed=seed, cover=cover_labels, started_by=acting(ctx, who),
                         on_progress=Progress("cluster"))
     if accepter is not None:
         edits.accept_clustering(ws, cid, accepter)
@@ -58,8 +65,11 @@ def cluster_cmd(ctx: click.Context, task: str, method: str, eps: str, min_sample
     def text(d: dict[str, Any]) -> str:
         m = d["metrics"]
         lines = [f"clustering {d['clustering_id']} ({d['status']}): {m.get('n_clusters')} "
-                 f"clusters, noise {100 * (m.get('noise_share') or 0):.0f}%, silhouette "
-                 f"{m.get('silhouette')}"]
+                 f"clusters, noise {100 * (m.get('noise_share') or 0):.0f}%, largest "
+                 f"{100 * (m.get('largest_share') or 0):.0f}%, silhouette {m.get('silhouette')}",
+                 f"  {read.choice_words(d['params'])}",
+                 *(f"    tried {read.candidate_words(x)}"
+                   for x in (d["params"].get("auto") or {}).get("candidates", []))]
         for c in d["clusters"]:
             lines.append(f"  {c.get('id') or 'noise'!s:>5}  {c.get('size', 0):>4}  "
                          f"{c.get('name') or ''}")
@@ -170,7 +180,8 @@ def clusters_show(ctx: click.Context, clustering_id: int, cluster_ref: str | Non
         lines = [f"clustering #{d['id']} of {d['task']} ({d['status']}"
                  + (f" by {d['accepted_by']}" if d["accepted_by"] else "") + f"): {d['method']}, "
                  f"{m.get('n_clusters', 0)} clusters, noise {_noise_pct(m)}, silhouette "
-                 f"{m.get('silhouette')}" + (", edited by reviewers" if m.get("edited") else "")]
+                 f"{m.get('silhouette')}" + (", edited by reviewers" if m.get("edited") else ""),
+                 f"  {read.choice_words(d['params'])}"]
         for s in d["clusters"]:
             mix = ", ".join(f"{k} {v}" for k, v in s["labels"].items())
             lines.append(f"  {NOISE if s['noise'] else s['id']!s:>6} {s['size']:>4}  "

@@ -19,7 +19,14 @@ from pld.cli.common import (
 )
 from pld.cli.inputs import one_text, read_text
 from pld.cli.root import cli
-from pld.cli.stages import Progress, check_model, failed_before_note, show_estimate, spending
+from pld.cli.stages import (
+    Progress,
+    check_model,
+    failed_before_note,
+    set_aside_note,
+    show_estimate,
+    spending,
+)
 from pld.errors import BadInput
 
 
@@ -68,7 +75,7 @@ def consolidate_cmd(ctx: click.Context, task: str, teacher: str, clustering_id: 
                         started_by=acting(ctx, who), on_progress=Progress("consolidate"))
     emit(asdict(s), as_json, lambda d: (
         f"consolidate run {d['run_id']}: {d['created']} heuristics created, {d['skipped']} "
-        f"already there, {d['failed']} failed" + failed_before_note(d)))
+        f"already there, {d['failed']} failed" + failed_before_note(d) + set_aside_note(d)))
 
 
 @cli.group("review")
@@ -105,7 +112,8 @@ def review_list(ctx: click.Context, task: str, status: str | None, who: str | No
 
     rows = review.list_heuristics(task_workspace(ctx, task), task, status=status)
     data = {"task": task, "heuristics": [
-        {k: r.get(k) for k in ("id", "status", "version", "updated_by", "approved_by", "text")}
+        {k: r.get(k) for k in ("id", "status", "version", "written_by", "started_by",
+                               "accepted_by", "approved_by", "text")}
         for r in rows]}
 
     def text(d: dict[str, Any]) -> str:
@@ -373,7 +381,7 @@ def review_approvers(ctx: click.Context, task: str, add_name: str | None,
       python -m pld review approvers demo
       python -m pld review approvers demo --add bob --as alice
     """
-    from pld import signoff
+    from pld import approvers, signoff
 
     if add_name is not None and remove_name is not None:
         raise BadInput("review approvers: give --add or --remove, not both")
@@ -389,7 +397,7 @@ def review_approvers(ctx: click.Context, task: str, add_name: str | None,
         else:
             changed = signoff.remove_approver(ws, task, remove_name or "", me)
             data.update(action="remove", name=(remove_name or "").strip(), changed=changed)
-    data["approvers"] = signoff.list_approvers(ws, task)
+    data["approvers"] = approvers.list_approvers(ws, task)
 
     def text(d: dict[str, Any]) -> str:
         lines = []

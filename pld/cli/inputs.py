@@ -1,9 +1,12 @@
-"""Reading the values people type on the command line: cluster references, ``--eps``,
-``--calibration``, and texts given as ``--text`` or ``--file``."""
+"""Reading the values people type on the command line: cluster references, ``--eps`` (and the
+clustering options that go with an explicit method), ``--calibration``, and texts given as
+``--text`` or ``--file``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import click
 
 from pld.errors import BadInput
 
@@ -32,6 +35,17 @@ def parse_eps(eps: str) -> float | str:
     """``--eps``: a DBSCAN radius, or ``auto`` (the knee of the k-distance curve)."""
     value = _number_or_word(eps, "auto", float, "--eps", "a number")
     return value if isinstance(value, str) else float(value)
+
+
+def check_clustering(ctx: click.Context, method: str) -> None:
+    """Refuse ``--eps`` or ``--k`` typed with ``--method auto``: auto chooses its own, and a
+    value that would be silently ignored reads as if it had been used."""
+    if method != "auto":
+        return
+    for name, belongs in (("eps", "dbscan"), ("k", "kmeans")):
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT):
+            raise BadInput(f"--{name} goes with --method {belongs}; --method auto chooses its "
+                           "own clustering")
 
 
 def calibration_method(value: str) -> str | None:

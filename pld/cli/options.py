@@ -46,16 +46,22 @@ def concurrency(calls: str) -> Callable[[F], F]:
 
 
 def clustering(eps_default: str) -> Callable[[F], F]:
-    """How stage 2 clusters the rules: ``--method``, ``--eps`` (``common.parse_eps`` reads it),
-    ``--min-samples``, ``--k`` and ``--cover-labels``."""
+    """How stage 2 clusters the rules: ``--method``, ``--eps`` (``inputs.parse_eps`` reads it,
+    ``inputs.check_clustering`` refuses it with auto), ``--min-samples``, ``--k`` and
+    ``--cover-labels``."""
     return stacked(
-        click.option("--method", type=click.Choice(["dbscan", "hdbscan", "kmeans"]),
-                     default="dbscan", show_default=True, help="Clustering algorithm."),
+        click.option("--method", type=click.Choice(["auto", "dbscan", "hdbscan", "kmeans"]),
+                     default="auto", show_default=True,
+                     help="Clustering algorithm. auto tries k-means over a range of k, one "
+                          "cluster per label (split further), HDBSCAN and DBSCAN, and keeps the "
+                          "best silhouette among those where no cluster holds more than 60% of "
+                          "the rules; another method is kept as you chose it."),
         click.option("--eps", default=eps_default, show_default=True,
                      help="DBSCAN radius (cosine distance) or 'auto' (knee of the k-distance "
-                          "curve)."),
+                          "curve); with --method dbscan."),
         click.option("--min-samples", type=int, default=6, show_default=True,
-                     help="DBSCAN/HDBSCAN: rules a dense neighbourhood needs."),
+                     help="DBSCAN/HDBSCAN (and auto's density candidates): rules a dense "
+                          "neighbourhood needs."),
         click.option("--k", type=int, default=None, help="k-means: number of clusters."),
         click.option("--cover-labels", is_flag=True,
                      help="Give each label whose rules all fall into noise one cluster of them, "

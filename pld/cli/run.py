@@ -9,9 +9,9 @@ import click
 
 from pld.cli import options
 from pld.cli.common import automatic, ctx_workspace, emit, with_context
-from pld.cli.inputs import parse_eps
+from pld.cli.inputs import check_clustering, parse_eps
 from pld.cli.root import cli
-from pld.cli.stages import Progress, check_model, failed_before_note
+from pld.cli.stages import Progress, check_model, failed_before_note, set_aside_note
 
 
 @cli.command("run")
@@ -22,6 +22,16 @@ from pld.cli.stages import Progress, check_model, failed_before_note
               help="Approve every heuristic and proposal as NAME (benchmarks; recorded as auto). "
                    "Without it the run stops after consolidation for people to review.")
 @click.option("--limit", type=int, default=None, help="At most N training examples to extract.")
+@click.option("--contrastive/--no-contrastive", default=True, show_default=True,
+              help="Extract each rule from a training example and its nearest example of "
+                   "another label: what makes this one X where the similar one is Y.")
+@click.option("--failing-first/--no-failing-first", default=True, show_default=True,
+              help="Extract from the training examples the calibrated zero-shot student gets "
+                   "wrong (the student answers them first).")
+@click.option("--verify-rules/--no-verify-rules", default=True, show_default=True,
+              help="Before clustering, try each rule alone in the student's prompt on its "
+                   "examples and near ones; consolidation leaves out rules that hurt and "
+                   "clusters of restatements.")
 @options.concurrency("Calls")
 @options.clustering(eps_default="auto")
 @click.option("--iterations", type=int, default=2, show_default=True,
@@ -32,6 +42,9 @@ from pld.cli.stages import Progress, check_model, failed_before_note
               help="At most N test examples for the final evaluations.")
 @click.option("--few-shot", type=int, default=None, metavar="K",
               help="Also evaluate a K-shot baseline.")
+@click.option("--nearest-few-shot", type=int, default=None, metavar="K",
+              help="Also evaluate nearest-neighbour K-shot: each item's K most similar "
+                   "training examples (eval --few-shot K --nearest).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Export the final prompt here (default: data/exports/TASK).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -43,12 +56,13 @@ from pld.cli.stages import Progress, check_model, failed_before_note
 @options.json_output
 @with_context
 def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
-            auto_approve_as: str | None, limit: int | None, concurrency: int | None,
+            auto_approve_as: str | None, limit: int | None, contrastive: bool,
+            failing_first: bool, verify_rules: bool, concurrency: int | None,
             method: str, eps: str, min_samples: int, k: int | None, cover_labels: bool,
             iterations: int,
             val_limit: int | None, test_limit: int | None, few_shot: int | None,
-            out_dir: Path | None, seed: int, retry_failed: bool, merge: str,
-            as_json: bool) -> None:
+            nearest_few_shot: int | None, out_dir: Path | None, seed: int, retry_failed: bool,
+            merge: str, as_json: bool) -> None:
     """All stages for TASK: extract, cluster, consolidate, (approve, resolve, eval, export).
 
     \b
@@ -56,6 +70,8 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
       python -m pld run demo --teacher local/default --student local/default
       python -m pld run demo --teacher local/default --student local/default --limit 40 \\
         --auto-approve-as bench --iterations 1 --out exported/
+      python -m pld run demo --teacher local/default --student local/default \\
+        --no-contrastive --no-failing-first --no-verify-rules --method dbscan
     """
     from dataclasses import asdict
 
@@ -63,11 +79,13 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
 
     check_model(teacher)
     check_model(student)
+    check_clustering(ctx, method)
     chain = ChainOptions(
         teacher=teacher, student=student, auto_approve_as=automatic(auto_approve_as), limit=limit,
+        contrastive=contrastive, failing_first=failing_first, verify_rules=verify_rules,
         concurrency=concurrency, method=method, eps=parse_eps(eps), min_samples=min_samples, k=k,
         cover_labels=cover_labels, iterations=iterations, val_limit=val_limit,
-        test_limit=test_limit, few_shot=few_shot,
+        test_limit=test_limit, few_shot=few_shot, nearest_few_shot=nearest_few_shot,
         out_dir=out_dir or Path("data") / "exports" / task, seed=seed, retry_failed=retry_failed,
         merge=merge)
     s = run_chain(ctx_workspace(ctx), task, chain, on_progress=Progress(task))
@@ -78,16 +96,29 @@ def run_cmd(ctx: click.Context, task: str, teacher: str, student: str,
         if "extract" in st:
             e = st["extract"]
             lines.append(f"  extract: {e['done']}/{e['total']} rules ({e['failed']} failed)"
-                         + failed_before_note(e))
+                         + failed_before_note(e)
+                         + (f"; {e['contrasted']} from a contrasting pair"
+                            if e.get("contrasted") else "")
+                         + (f"; {e['screen_note']}" if e.get("screen_note") else ""))
+        if st.get("student_scores"):
+            lines.append(f"  {st['student_scores']}")
+        if "verify" in st:
+            v = st["verify"]
+            lines.append(f"  verify: {v['with_evidence']} rules tried on the student, "
+                         f"{v['helping']} help, {v['hurting']} hurt, {v['no_effect']} no "
+                         f"effect; {v['restatements']} restatement(s)")
         if "cluster" in st:
             c = st["cluster"]
             lines.append(f"  cluster: {c['n_clusters']} clusters, noise "
-                         f"{100 * (c['noise_share'] or 0):.0f}%"
+                         f"{100 * (c['noise_share'] or 0):.0f}%, largest "
+                         f"{100 * (c.get('largest_share') or 0):.0f}%"
+                         + (f", auto kept {c['chosen']}" if c.get("chosen") else "")
                          + (f" ({c['fallback']})" if c.get("fallback") else ""))
         if "consolidate" in st:
             c = st["consolidate"]
             lines.append(f"  consolidate: {c['created']} heuristics created, {c['skipped']} "
-                         f"already there, {c['failed']} failed" + failed_before_note(c))
+                         f"already there, {c['failed']} failed" + failed_before_note(c)
+                         + set_aside_note(c))
         for name, ev in st.get("eval", {}).items():
             cal = ev.get("calibrated_macro_f1")
             lines.append(f"  eval {name}: macro-F1 {ev['macro_f1']:.3f} "

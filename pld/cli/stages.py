@@ -1,6 +1,6 @@
 """What the commands that run a pipeline stage share: refusing a bad model string before any
-work, ``--estimate-only``, ``--max-cost`` and ``--batch``, progress on stderr, and the note on
-items that stayed failed."""
+work, ``--estimate-only``, ``--max-cost`` and ``--batch``, progress on stderr, and the notes on
+items that stayed failed and on clusters consolidation set aside."""
 
 from __future__ import annotations
 
@@ -68,3 +68,17 @@ def failed_before_note(d: dict[str, Any]) -> str:
     """The tail of a stage's summary line that says how many items stayed failed."""
     n = d.get("failed_before") or 0
     return f"; {n} failed before, kept as failed (--retry-failed asks them again)" if n else ""
+
+
+def set_aside_note(d: dict[str, Any]) -> str:
+    """The tail of consolidate's summary line on the clusters its evidence kept from a heuristic
+    and the rules it left out."""
+    aside, dropped = d.get("set_aside") or {}, d.get("dropped_rules") or {}
+    note = ""
+    if aside:
+        note += (f"; {len(aside)} cluster(s) got no heuristic ("
+                 + "; ".join(f"{k}: {v}" for k, v in aside.items()) + ")")
+    if dropped:
+        note += (f"; {sum(map(len, dropped.values()))} rule(s) left out for a negative "
+                 "verified effect")
+    return note

@@ -86,12 +86,17 @@ def tasks_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--context-tokens", type=int, default=None,
               help="contract-nli: input budget per example in tokens (default 1500); a longer "
                    "NDA keeps its passages most relevant to the hypothesis, and says so.")
+@click.option("--as", "who", default=None, metavar="NAME",
+              help="Who loads it: the author of a custom file's description (so cannot "
+                   "approve the preamble it makes); without it nobody may approve that preamble "
+                   "until a named person saves it. Needed to reload a task that has approvers.")
 @options.json_output
 @with_context
 def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
              text_column: str | None, label_column: str | None, id_column: str | None,
              description: str | None, shape: str, n_train: int | None, n_val: int | None,
-             n_test: int | None, seed: int, context_tokens: int | None, as_json: bool) -> None:
+             n_test: int | None, seed: int, context_tokens: int | None, who: str | None,
+             as_json: bool) -> None:
     """Load TASK's splits into the workspace (deterministic for a seed); TASK is a built-in
     task (see tasks) or custom with --file. For a custom file, the columns not given are
     guessed from its content, and the choice is printed with its reasons.
@@ -102,12 +107,13 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
       python -m pld load stereoset --train 200 --val 100 --test 300 --seed 1
       python -m pld load custom --file tickets.csv
       python -m pld load custom --file tickets.csv --name tickets --label-column category \\
-        --description "Route each support ticket to the team that handles it."
+        --description "Route each support ticket to the team that handles it." --as ana
     """
     from pld.tasks import load_custom, load_task
     from pld.tasks.custom import guess_file_columns, task_name_for
 
     ws = ctx_workspace(ctx)
+    me = acting(ctx, who)
     extra: dict[str, Any] = {}
     if task == "custom":
         if file is None:
@@ -121,7 +127,7 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
         counts = load_custom(ws, file, name=name, text_column=choice.text_column,
                              label_column=choice.label_column, id_column=choice.id_column,
                              n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, shape=shape,
-                             description=(description or "").strip() or None)
+                             description=(description or "").strip() or None, who=me)
         task = name or task_name_for(file)
         extra["columns"] = choice.as_dict()
         if not (description or "").strip():
@@ -138,7 +144,7 @@ def load_cmd(ctx: click.Context, task: str, file: Path | None, name: str | None,
             raise BadInput(f"load {task}: --context-tokens is only for contract-nli")
         task_options = {"context_tokens": context_tokens} if context_tokens is not None else None
         counts = load_task(ws, task, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
-                           options=task_options)
+                           options=task_options, who=me)
     emit({"task": task, "splits": counts, **extra}, as_json,
           lambda d: f"loaded {d['task']}: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
 

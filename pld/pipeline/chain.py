@@ -1,5 +1,13 @@
 """``python -m pld run``: every stage of the method for one task, in order.
 
+By default the chain uses what issue 22 added where it helps: extraction contrasts each training
+example with its nearest examples of another label (``contrastive``) and starts with the examples
+the calibrated zero-shot student gets wrong (``failing_first``); each rule is tried alone on the
+student before clustering (``verify_rules``) so consolidation can weigh rules by that evidence;
+and clustering is ``auto``, which never keeps one cluster of most rules. Each is switchable off.
+Failing-first and verification read the student's label scores: with a student that gives none
+(an Anthropic model) both are left out and the summary says so (``student_scores``).
+
 Each stage is idempotent, so running the chain again resumes an interrupted run and, once a run
 has finished, repeats it without a single uncached LLM call: extraction and consolidation skip
 what exists, the clustering with the same parameters over the same rules is reused, a finished
@@ -21,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from pld import review
-from pld.errors import NotReady
+from pld.errors import BadInput, NotReady
 from pld.identity import Identity
 from pld.pipeline.cluster.edits import accept_clustering
+from pld.pipeline.cluster.fit import AUTO
 from pld.pipeline.cluster.read import ACCEPTED, get_clustering
 from pld.pipeline.cluster.stage import cluster
 from pld.pipeline.consolidate.stage import consolidate
@@ -31,9 +40,11 @@ from pld.pipeline.embed import DEFAULT_EMBEDDER
 from pld.pipeline.evaluate import evaluate
 from pld.pipeline.export import export
 from pld.pipeline.extract.stage import extract
+from pld.pipeline.extract.student_scores import zero_shot_calibration
 from pld.pipeline.resolve.loop import resolve
 from pld.pipeline.resolve.outcome import no_heuristic_helped
 from pld.pipeline.resolve.state import best_version
+from pld.pipeline.rule_evidence import verify_rules
 from pld.pipeline.runs import ProgressCallback, list_runs, stage_run
 from pld.pipeline.student import PromptVersion, build_prompt, get_prompt
 from pld.preamble import auto_approve_template
@@ -51,7 +62,10 @@ class ChainOptions:
     auto_approve_as: Identity | None = None  # of kind auto: signs every sign-off of the chain
     limit: int | None = None
     concurrency: int | None = None
-    method: str = "dbscan"
+    contrastive: bool = True  # extraction contrasts each example with a near one of another label
+    failing_first: bool = True  # extract from what the calibrated zero-shot student gets wrong
+    verify_rules: bool = True  # try each rule alone on the student before clustering
+    method: str = AUTO
     eps: float | str = "auto"
     min_samples: int = 6
     k: int | None = None
@@ -61,6 +75,7 @@ class ChainOptions:
     val_limit: int | None = None
     test_limit: int | None = None
     few_shot: int | None = None
+    nearest_few_shot: int | None = None  # also evaluate nearest-neighbour k-shot
     out_dir: Path | None = None
     seed: int = 0
     retry_failed: bool = False  # ask failed extract rows and consolidate clusters again
@@ -79,6 +94,19 @@ class ChainSummary:
     # outcome, said plainly in ``statement``; nothing is exported.
     no_heuristic_helped: bool = False
     statement: str | None = None
+
+
+def _without_scores(ws: Workspace, task: str, o: ChainOptions) -> str | None:
+    """Why the student cannot screen examples or verify rules (it gives no label scores to
+    calibrate), in a sentence; None when it can. The calibration fitted here is the zero-shot
+    one that extraction, verification and the zero-shot evaluation share."""
+    try:
+        zero_shot_calibration(ws, task, o.student, val_limit=o.val_limit,
+                              concurrency=o.concurrency)
+    except BadInput as e:
+        return (f"{e}; so extraction takes every example (no failing-first) and rules are not "
+                "verified")
+    return None
 
 
 def _find_clustering(ws: Workspace, task: str, params: dict[str, Any]) -> int | None:
@@ -108,7 +136,7 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
         with stage_run(ws, task, "chain-cluster", {"options": options}) as run:
             cid = cluster(ws, task, method=o.method, eps=o.eps, min_samples=o.min_samples,
                           k=o.k, embed_model=o.embed_model, seed=o.seed,
-                          cover=o.cover_labels)
+                          cover=o.cover_labels, started_by=o.auto_approve_as)
             if get_clustering(ws, cid)["metrics"].get("n_clusters") == 0:
                 # Density clustering found no dense region (small task, or an embedder whose
                 # distances do not suit eps): fall back to k-means so the run can continue, and
@@ -118,7 +146,7 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
                 k = max(2, min(n - 1, round(math.sqrt(n / 2))))
                 fallback = f"{o.method} found no clusters; fell back to kmeans k={k}"
                 cid = cluster(ws, task, method="kmeans", k=k, embed_model=o.embed_model,
-                              seed=o.seed)
+                              seed=o.seed, started_by=o.auto_approve_as)
             with ws.write() as db:
                 db["runs"].update(run.id, {"params": dumps({"options": options,
                                                             "clustering_id": cid})})
@@ -126,9 +154,14 @@ def _cluster(ws: Workspace, task: str, o: ChainOptions) -> dict[str, Any]:
     # and the run's sign-off must still be recorded.
     if o.auto_approve_as and get_clustering(ws, cid)["status"] != ACCEPTED:
         accept_clustering(ws, cid, o.auto_approve_as)
-    metrics = get_clustering(ws, cid)["metrics"]
+    clustering = get_clustering(ws, cid)
+    metrics, params = clustering["metrics"], clustering["params"]
+    auto = params.get(AUTO) or {}
     return {"clustering_id": cid, "reused": reused, "fallback": fallback,
-            "n_clusters": metrics.get("n_clusters"), "noise_share": metrics.get("noise_share")}
+            "method": clustering["method"], "chosen": auto.get("chosen"), "why": auto.get("why"),
+            "n_clusters": metrics.get("n_clusters"), "noise_share": metrics.get("noise_share"),
+            "largest_share": metrics.get("largest_share"),
+            "over_max_share": params.get("over_max_share")}
 
 
 def _consolidated_prompt(ws: Workspace, task: str, clustering_id: int) -> PromptVersion:
@@ -163,11 +196,21 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
             raise NotReady(f"task {task!r} is not loaded; load it first (python -m pld load)")
         s.stages["load"] = load_task(ws, task, seed=o.seed)
 
+    no_scores = _without_scores(ws, task, o) if o.failing_first or o.verify_rules else None
+    if no_scores:
+        s.stages["student_scores"] = no_scores
     ex = extract(ws, task, o.teacher, limit=o.limit, concurrency=o.concurrency,
-                 retry_failed=o.retry_failed, on_progress=on_progress)
+                 retry_failed=o.retry_failed, on_progress=on_progress,
+                 contrastive=o.contrastive, val_limit=o.val_limit,
+                 student=o.student if o.failing_first and not no_scores else None)
     s.stages["extract"] = {"run_id": ex.run_id, "total": ex.total, "done": ex.done,
                            "skipped": ex.skipped, "failed": ex.failed, "flagged": ex.flagged,
-                           "failed_before": ex.failed_before}
+                           "failed_before": ex.failed_before, "contrastive": ex.contrastive,
+                           "contrasted": ex.contrasted, "student_right": ex.student_right,
+                           "screen_note": ex.screen_note, "restatements": ex.restatements}
+    if o.verify_rules and not no_scores:
+        s.stages["verify"] = verify_rules(ws, task, o.student, concurrency=o.concurrency,
+                                          val_limit=o.val_limit, on_progress=on_progress)
     s.stages["cluster"] = _cluster(ws, task, o)
     cs = consolidate(ws, task, o.teacher, clustering_id=s.stages["cluster"]["clustering_id"],
                      concurrency=o.concurrency, retry_failed=o.retry_failed,
@@ -200,6 +243,9 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
     evals: dict[str, Any] = {}
     for name, kwargs in (("zero-shot", {"zero_shot": True}),
                          *((("few-shot", {"few_shot": o.few_shot}),) if o.few_shot else ()),
+                         *((("few-shot-nearest", {"few_shot": o.nearest_few_shot,
+                                                  "nearest": True}),)
+                           if o.nearest_few_shot else ()),
                          ("pld-consolidated", {"version": first.version}),
                          ("pld", {"version": best}),
                          *((("pld-worked", {"version": best, "worked_examples": True}),)

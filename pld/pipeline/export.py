@@ -15,12 +15,14 @@ its current version, with the text that row approved still in the table, and com
 approved texts must give the prompt's text byte for byte. Otherwise the export is refused, naming
 the item. A task that requires OIDC sign-offs refuses any other kind.
 
-The manifest carries approved text only: for the preamble and every heuristic, the text, who
-created it, who last wrote it and who approved it are the approval row's, with that row's id and
-hash, plus the trail's head when it was written; its ``description`` is the approved preamble's
-opening paragraph (:func:`approved_description`), never the task's current description. Writing
-the export appends an ``export`` row to the trail holding the manifest's sha256, so
-:mod:`pld.pipeline.verify` can prove later that neither file nor trail was altered, and a line
+The manifest carries approved text only: for the preamble and every heuristic, the text and
+who approved it are the approval row's, with that row's id and hash, and who wrote it (written,
+started and accepted by, with identity kinds: :class:`~pld.authorship.Authorship`) is what the
+trail's last write of that text recorded, plus the trail's head when it was written; its
+``description`` is the approved preamble's opening paragraph (:func:`approved_description`),
+never the task's current description. Writing the export appends an ``export`` row to the
+trail holding the manifest's sha256, so :mod:`pld.pipeline.verify` can prove later that neither
+file nor trail was altered, and a line
 with the chain's new head to a ledger outside the workspace (:mod:`pld.pipeline.ledger`), so a
 later deletion of the trail's newest rows shows. Both files are written atomically (temp file,
 then rename) and never through a link.
@@ -37,15 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from pld import __version__, review_rows, signoff, trail
+from pld.authorship import Authorship, written_in_trail
 from pld.errors import BadInput
 from pld.identity import OIDC, Identity
 from pld.pipeline import ledger as witness
 from pld.pipeline.calibrate import list_calibrations
 from pld.pipeline.student import PromptVersion, get_prompt, sha256_text
-from pld.preamble import RULES_SLOT, compose, get_preamble
+from pld.preamble import compose, get_preamble
 from pld.review_rows import APPROVED, HEURISTIC, PREAMBLE
 from pld.served_paths import EXPORTS, confine
-from pld.tasks.store import task_info
+from pld.tasks.store import RULES_SLOT, task_info
 from pld.workspace import Workspace, dumps, loads, now
 
 PROMPT_FILE = "prompt.md"
@@ -283,12 +286,17 @@ def approved_description(preamble_text: str) -> str:
     return "\n".join(opening).strip()
 
 
-def _sign_off(s: Signed) -> dict[str, Any]:
-    """Who made and signed one item of the prompt, as its approval row recorded it, with that
-    row's place in the trail."""
+def _sign_off(ws: Workspace, s: Signed) -> dict[str, Any]:
+    """Who wrote and signed one item of the prompt: the approval as its row recorded it, with
+    that row's place in the trail, and the authorship the trail's last write of the approved
+    text recorded (the approval row's own copy when the trail has none)."""
     a = s.item
+    written = written_in_trail(ws, s.approval["entity"], s.approval["entity_id"],
+                               s.approval["id"])
+    authorship = written.authorship if written else Authorship.from_row(a)
     return {"id": a.get("id"), "text": a["text"], "version": a.get("version"),
-            "created_by": a.get("created_by"), "last_edited_by": a.get("updated_by"),
+            "created_by": a.get("created_by"), **authorship.columns(),
+            "authorship": authorship.sentence(),
             "approved_by": a.get("approved_by"), "approved_at": a.get("approved_at"),
             "identity_kind": a.get("identity_kind"),
             "approval": {"row_id": s.approval["id"], "row_hash": s.approval["row_hash"]}}
@@ -306,7 +314,7 @@ def _manifest(ws: Workspace, prompt: PromptVersion, approved: Approved) -> dict[
     for s in approved.heuristics:
         source = [int(i) for i in s.item.get("source_rule_ids") or []]
         rule_ids.extend(source)
-        heuristics.append({**_sign_off(s), "source_rules": len(source)})
+        heuristics.append({**_sign_off(ws, s), "source_rules": len(source)})
     sources = _sources(ws, rule_ids)
     evaluations = _evaluations(ws, prompt.task, prompt.sha256)
     return {
@@ -320,7 +328,7 @@ def _manifest(ws: Workspace, prompt: PromptVersion, approved: Approved) -> dict[
         "parent_version": prompt.parent_version,
         "prompt_created_at": prompt.created_at,
         "prompt_built_by": prompt.built_by,
-        "preamble": _sign_off(approved.preamble),
+        "preamble": _sign_off(ws, approved.preamble),
         "heuristics": heuristics,
         "require_oidc": signoff.requires_oidc(ws, prompt.task),
         "trail": {"head_row_id": head.id, "head_hash": head.hash},

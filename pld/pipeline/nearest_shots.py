@@ -63,14 +63,33 @@ class NearestShots:
         if not todo:
             return
         model = get_embedder(self.embedder)
-        if self._train_vectors is None:
-            self._train_vectors = model.encode([r["text"] for r in self._train])
-        sims = model.encode(todo) @ self._train_vectors.T
-        for text, row in zip(todo, np.asarray(sims, dtype=np.float64), strict=True):
-            order = [int(i) for i in np.argsort(-row, kind="stable")
-                     if self._train[int(i)]["text"] != text][:self.k]
+        sims = model.encode(todo) @ self._vectors().T
+        for text, row in zip(todo, sims, strict=True):
+            order = self._order(row, text)[:self.k]
             # Most similar last: the demonstration nearest the input is the closest one.
             self._picked[text] = [self._train[i] for i in reversed(order)]
+
+    def _vectors(self) -> np.ndarray:
+        """The training examples' vectors, embedded once."""
+        if self._train_vectors is None:
+            self._train_vectors = get_embedder(self.embedder).encode(
+                [r["text"] for r in self._train])
+        return self._train_vectors
+
+    def _order(self, sims: np.ndarray, text: str) -> list[int]:
+        """Training rows by similarity, highest first (ties by id), without ``text`` itself."""
+        return [int(i) for i in np.argsort(-np.asarray(sims, dtype=np.float64), kind="stable")
+                if self._train[int(i)]["text"] != text]
+
+    def ranked(self, text: str) -> list[dict[str, Any]]:
+        """Every training example (id, text, label) but those with ``text`` itself, the most
+        similar to ``text`` first; a training text reuses its stored vector."""
+        with self._lock:
+            train = self._vectors()
+            own = next((i for i, r in enumerate(self._train) if r["text"] == text), None)
+            vector = (train[own] if own is not None
+                      else get_embedder(self.embedder).encode([text])[0])
+        return [self._train[i] for i in self._order(train @ vector, text)]
 
     def demos(self, text: str) -> list[dict[str, Any]]:
         """The training examples (id, text, label) shown with ``text``, most similar last."""

@@ -26,10 +26,10 @@ from pld.pipeline.runs import (
     ProgressCallback,
     stage_run,
 )
-from pld.preamble import compose, default_text, ensure_preamble
+from pld.preamble import compose, ensure_preamble
 from pld.review import approved_heuristics
+from pld.tasks.store import default_text, task_info
 from pld.tasks.store import examples as task_examples
-from pld.tasks.store import task_info
 from pld.workspace import Workspace, dumps, loads, now
 
 STUDENT_MAX_TOKENS = 16

@@ -10,10 +10,12 @@ The checks, in order; the first that fails is the answer:
 4. The manifest is the one an export wrote: the trail holds an ``export`` row with its sha256.
 5. The trail head the manifest names is in the chain with the same hash.
 6. The preamble and every heuristic has its approval row in the chain, before the head, by the
-   person and identity kind the manifest names, for the text and version it lists, by someone
-   other than the item's last editor (OIDC where the task required it), and nothing changed the
-   item between that approval and the export; the manifest's description is the approved
-   preamble's.
+   person and identity kind the manifest names, for the text and version it lists; the
+   authorship the manifest names (written, started, accepted by, with kinds) is the one the
+   trail's last write of that text recorded (:func:`pld.authorship.written_in_trail`), a named
+   author wrote it, and the approver is none of those people nor the one who made that write
+   (OIDC where the task required it); nothing changed the item between that approval and the
+   export; the manifest's description is the approved preamble's.
 7. The approved texts, composed, are ``prompt.md`` byte for byte.
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pld import review_rows, trail
+from pld.authorship import COLUMNS, written_in_trail
 from pld.errors import BadInput
 from pld.identity import OIDC, normalize_name
 from pld.pipeline import ledger as witness
@@ -83,16 +86,31 @@ def _export_row(ws: Workspace, manifest_sha: str) -> dict[str, Any]:
                   "workspace's trail (the manifest was edited, or comes from another workspace)")
 
 
-def _last_writer(ws: Workspace, entity: str, approval: dict[str, Any]) -> str:
-    """Who last wrote the item's text before ``approval``, read from the trail itself (the
-    person a job's draft counts as, where one started it), not from the mutable table."""
-    for r in ws.query("SELECT who, before, after FROM reviews WHERE entity = ? AND "
-                      "entity_id = ? AND id < ? ORDER BY id DESC",
-                      [entity, approval["entity_id"], approval["id"]]):
-        before, after = loads(r["before"], {}) or {}, loads(r["after"], {}) or {}
-        if "text" in after and after.get("text") != before.get("text"):
-            return normalize_name(after.get("updated_by") or r["who"])
-    return ""
+def _check_authorship(ws: Workspace, name: str, entity: str, item: dict[str, Any],
+                      approval: dict[str, Any], approver: str) -> None:
+    """The authorship checks of step 6, against the trail's record of who wrote the approved
+    text, never the mutable table."""
+    written = written_in_trail(ws, entity, approval["entity_id"], approval["id"])
+    if written is None:
+        raise _Broken(f"{name}: the trail has no row that wrote the text row {approval['id']} "
+                      "approved")
+    if written.text != item.get("text"):
+        raise _Broken(f"{name}: the text row {approval['id']} approved is not the text trail row "
+                      f"{written.row_id} wrote (changed outside the review)")
+    recorded = written.authorship
+    # A manifest written before authorship had its fields names none of them.
+    named = any(c in item for c in COLUMNS)
+    if named and {c: item.get(c) for c in COLUMNS} != recorded.columns():
+        raise _Broken(f"{name}: the manifest's authorship is not the one trail row "
+                      f"{written.row_id} recorded ({recorded.sentence()})")
+    if not recorded.identified:
+        raise _Broken(f"{name}: approved in row {approval['id']}, but the text was "
+                      f"{recorded.sentence()} (trail row {written.row_id}): nobody may approve "
+                      "it until a named person saves it")
+    if approver in written.excluded():
+        raise _Broken(f"{name}: approved in row {approval['id']} by its own author {approver}: "
+                      f"the text was {recorded.sentence()} (trail row {written.row_id}, by "
+                      f"{written.actor.name})")
 
 
 def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
@@ -109,7 +127,7 @@ def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
         raise _Broken(f"{name}: trail row {row['id']} is not its approval")
     if row["id"] > head_id:
         raise _Broken(f"{name}: its approval row {row['id']} comes after the export's head")
-    before, after = loads(row["before"], {}), loads(row["after"], {})
+    after = loads(row["after"], {})
     if after.get("text") != item.get("text") or after.get("version") != item.get("version"):
         raise _Broken(f"{name}: the manifest's text or version is not what row {row['id']} "
                       "approved")
@@ -119,9 +137,7 @@ def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
         raise _Broken(f"{name}: the manifest says approved by {item.get('approved_by')} "
                       f"({item.get('identity_kind')}); row {row['id']} says {row['who']} "
                       f"({row['identity_kind']})")
-    if who in (normalize_name(before.get("updated_by") or ""),
-               _last_writer(ws, entity, row)):
-        raise _Broken(f"{name}: approved in row {row['id']} by its own last editor {who}")
+    _check_authorship(ws, name, entity, item, row, who)
     if oidc_only and row["identity_kind"] != OIDC:
         raise _Broken(f"{name}: the task requires OIDC sign-offs; row {row['id']} is "
                       f"{row['identity_kind']}")
@@ -180,9 +196,9 @@ def _verify(ws: Workspace, export_dir: Path, checks: list[str],
         raise _Broken(f"{MANIFEST_FILE}: its description is not the approved preamble's")
     texts = [_check_item(ws, review_rows.HEURISTIC, h, head_id, oidc_only)
              for h in _field(manifest, "heuristics")]
-    checks.append(f"the preamble and {len(texts)} heuristics were approved by someone other "
-                  "than their last editor and unchanged until the export; the description is "
-                  "the approved preamble's")
+    checks.append(f"the preamble and {len(texts)} heuristics were approved by someone outside "
+                  "the authorship the trail records for them, and unchanged until the export; "
+                  "the description is the approved preamble's")
     try:
         composed = compose(preamble, texts).encode("utf-8")
     except BadInput as e:

@@ -13,7 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pld.authorship import TEMPLATE, UNNAMED_UPLOAD, Authorship
 from pld.errors import BadInput
+from pld.identity import Identity
 from pld.tasks.base import SHAPES, DataDir, Size, Task, TaskStatus, as_roots, resolve_counts
 from pld.tasks.contract_nli import ContractNLI
 from pld.tasks.custom import CustomTask
@@ -98,7 +100,7 @@ def task_statuses(data_dir: DataDir = None) -> list[dict[str, Any]]:
 
 
 def _save(ws: Workspace, task: Task, examples: list[Example], *, description: str, source: str,
-          params: dict[str, Any]) -> dict[str, int]:
+          params: dict[str, Any], author: Authorship | None) -> dict[str, int]:
     # A reload with another seed or other sizes could put an example into a different split
     # than the one it already has, mixing training and held-out data: refuse that.
     have = {r["ext_id"]: r["split"] for r in ws.query(
@@ -111,18 +113,23 @@ def _save(ws: Workspace, task: Task, examples: list[Example], *, description: st
             f"examples would change split, e.g. {e.ext_id} from {have[e.ext_id]} to {e.split}); "
             "use the seed and sizes it was loaded with, or a new workspace")
     return save_task(ws, name=task.name, kind=task.kind, labels=list(task.labels),
-                     description=description, source=source, params=params, examples=examples)
+                     description=description, source=source, params=params, examples=examples,
+                     author=author)
 
 
 def load_task(
     ws: Workspace, name: str, *, n_train: Size = None, n_val: Size = None, n_test: Size = None,
     seed: int = 0, data_dir: DataDir = None, options: dict[str, Any] | None = None,
+    who: Identity | None = None,
 ) -> dict[str, int]:
-    """Load built-in task ``name`` into ``ws``; return example counts per split.
+    """Load built-in task ``name`` into ``ws`` as ``who``; return example counts per split.
 
     Sizes: None = task default (60/40/100 for benchmarks, 50%/20%/30% for demo), an int =
     that many, 0 or "all" = the whole pool, a float in (0, 1) = that fraction of the pool.
-    ``options`` are task options (contract-nli: ``context_tokens``).
+    ``options`` are task options (contract-nli: ``context_tokens``). The task's description is
+    its own, so its preamble is written by ``pld:template``; ``who`` (None: nobody named) loaded
+    it, so cannot approve that preamble, and is the one a reload that changes the task is
+    recorded under and checked against its approver list.
     """
     if name == "custom":
         raise BadInput("custom needs a file: python -m pld load custom --file PATH")
@@ -136,14 +143,14 @@ def load_task(
               "shape": task.shape, **task.params()}
     source = "; ".join(st.files)
     return _save(ws, task, examples, description=task.task_description, source=source,
-                 params=params)
+                 params=params, author=None if who is None else Authorship(TEMPLATE, who))
 
 
 def load_custom(
     ws: Workspace, path: str | Path, *, name: str | None = None, text_column: str = "text",
     label_column: str = "label", id_column: str | None = None, description: str | None = None,
     n_train: Size = None, n_val: Size = None, n_test: Size = None, seed: int = 0,
-    shape: str = "single",
+    shape: str = "single", who: Identity | None = None,
 ) -> dict[str, int]:
     """Validate a user's CSV/JSONL file and load it as task ``name`` (default: the file stem).
 
@@ -151,7 +158,9 @@ def load_custom(
     defaults are 50% / 20% / 30% of the rows, capped at 60 / 40 / 100. ``shape`` says how
     each text is built (:data:`~pld.tasks.base.SHAPES`); it picks the form of the teacher's
     rules. ``description`` is the first thing teacher and student read: without one they only
-    learn the file name and the labels.
+    learn the file name and the labels. ``who`` supplied the file and its description: the
+    task's preamble is their draft, which someone else approves; None (nobody named) leaves a
+    preamble nobody may approve until a named person saves it.
     """
     if name is not None and name in BUILTIN_TASKS:
         raise BadInput(f"--name {name!r} is a built-in task; choose another name")
@@ -166,4 +175,5 @@ def load_custom(
     params = {"seed": seed, "sizes": {"train": n_train, "val": n_val, "test": n_test},
               "shape": shape, **task.params()}
     return _save(ws, task, examples, description=task.task_description,
-                 source=str(Path(path).resolve()), params=params)
+                 source=str(Path(path).resolve()), params=params,
+                 author=Authorship(who or UNNAMED_UPLOAD))

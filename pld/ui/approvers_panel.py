@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pld import signoff
+from pld.approvers import list_approvers
 from pld.errors import BadInput
 from pld.identity import Identity, normalize_name
 from pld.ui.acting import act
@@ -33,7 +34,7 @@ def _remove(ws: Workspace, task: str) -> None:
     def run(who: Identity) -> str:
         if not signoff.remove_approver(ws, task, name, who):
             raise BadInput(f"{name} was not an approver of {task}.")
-        after = ("" if signoff.list_approvers(ws, task)
+        after = ("" if list_approvers(ws, task)
                  else " The list is empty: anyone may approve again.")
         return f"{name} is no longer an approver of {task}.{after}"
 
@@ -43,7 +44,7 @@ def _remove(ws: Workspace, task: str) -> None:
 def approvers_panel(ws: Workspace, task: str, me: Identity | None) -> list[str]:
     """Draw the task's approver list with add and remove; return the list (empty: anyone but
     a heuristic's last editor may approve)."""
-    approvers = signoff.list_approvers(ws, task)
+    approvers = list_approvers(ws, task)
     with st.expander(f"Approvers ({len(approvers) or 'anyone'})"):
         if approvers:
             st.write("Only these people may approve or reject heuristics of this task (others "

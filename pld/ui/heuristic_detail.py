@@ -14,6 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from pld import review, review_rows, signoff
+from pld.approvers import NotApprover
+from pld.authorship import Authorship
 from pld.errors import BadInput
 from pld.identity import Identity, normalize_name
 from pld.ui import diffs
@@ -21,6 +23,7 @@ from pld.ui.acting import SIGN_IN, act
 from pld.ui.escape import literal, say, tip
 from pld.ui.heuristic_drafts import split_tab
 from pld.ui.heuristic_editor import edit_tab, editor_panel
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 
@@ -49,7 +52,7 @@ def _stale_decision(e: review_rows.StaleEdit, action: str, version: int) -> str:
 def _refusal(e: BadInput, action: str, version: int) -> str:
     if isinstance(e, signoff.FourEyes):
         return f"Four-eyes rule: {e}"
-    if isinstance(e, signoff.NotApprover):
+    if isinstance(e, NotApprover):
         return f"Not an approver: {e}"
     if isinstance(e, review_rows.StaleEdit):
         return _stale_decision(e, action, version)
@@ -78,7 +81,7 @@ def _last_change(hist: list[dict[str, Any]], h: dict[str, Any]) -> None:
                            f"{r['action']}) at {r['created_at']}")
             st.html(diffs.diff_html(before["text"], after["text"]))
             return
-    say("caption", f"Original text, written by {h['created_by']}.")
+    say("caption", f"Original text, {Authorship.from_row(h).sentence()}.")
 
 
 def _review_tab(ws: Workspace, h: dict[str, Any], me: Identity | None,
@@ -89,10 +92,12 @@ def _review_tab(ws: Workspace, h: dict[str, Any], me: Identity | None,
     elif approvers and me.name not in {normalize_name(a) for a in approvers}:
         say("info", f"{me.name} is not on this task's approver list: you can edit and "
                     "comment, not approve or reject.")
-    elif (normalize_name(h["updated_by"] or "") == me.name
-          and status != review_rows.APPROVED):
-        say("warning", f"You ({me.name}) wrote the current text: the four-eyes rule needs "
-                       "someone else to approve it.")
+    elif me.name in (authorship := Authorship.from_row(h)).persons() \
+            and status != review_rows.APPROVED:
+        mine = (f"You ({me.name}) wrote the current text" if authorship.written_by.name == me.name
+                else f"The current text was {authorship.sentence()}")
+        say("warning", f"{mine}: the four-eyes rule needs someone other than {me.name} to "
+                       "approve it.")
     st.text_input("Comment (recorded with the decision)",
                   key=_comment_key(hid, me.name if me else ""), disabled=me is None)
     # Off before the click, with the reason the refusal would give, not refused after it.
@@ -113,11 +118,11 @@ def _sources_tab(h: dict[str, Any]) -> None:
     if not h["sources"]:
         st.caption("No source rules (written by hand or added by the conflict loop).")
         return
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "rule": s["rule_id"], "micro-instruction": s["rule"], "leads to": s["rule_label"],
         "example": s["ext_id"], "split": s["split"], "gold label": s["gold_label"],
         "example text": s["example_text"],
-    } for s in h["sources"]]), hide_index=True)
+    } for s in h["sources"]]), f"heuristic-{h['id']}-sources.csv")
 
 
 def _history_tab(hist: list[dict[str, Any]]) -> None:
@@ -142,8 +147,7 @@ def heuristic_detail(ws: Workspace, hid: int, me: Identity | None,
     approved = (f" · approved by {h['approved_by']} ({h['identity_kind']})"
                 if h["approved_by"] else "")
     say("caption", f"{h['status']} · version {h['version']} · origin {h['origin'] or '–'} · "
-                   f"created by {h['created_by']} · last edited by "
-                   f"{h['updated_by'] or h['created_by']}{approved}")
+                   f"{Authorship.from_row(h).sentence()}{approved}")
     # Exactly as written: Markdown here could fake badges and links, or hide reference lines
     # that stay in the prompt.
     st.code(h["text"], language=None, wrap_lines=True)

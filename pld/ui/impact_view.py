@@ -14,6 +14,7 @@ from pld.pipeline.resolve import impact
 from pld.ui import sidebar
 from pld.ui.escape import literal
 from pld.ui.launcher import Launch, job_section, start_controls
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 
@@ -53,13 +54,13 @@ def _report(report: dict[str, Any]) -> None:
     c3.metric("Harmful heuristics", sum(h["harmful"] for h in report["heuristics"]))
     st.caption(f"Student {literal(report['student'])} · {report['n_val']} validation items · "
                f"{report['metric']} answers (macro-F1) · measured {report['created_at']}")
-    st.dataframe(pd.DataFrame([{
+    untrusted_table(pd.DataFrame([{
         "#": h["number"], "id": h["heuristic_id"], "effect": score(h["effect"]),
         "CI low": score((h["ci"] or [None, None])[0]),
         "CI high": score((h["ci"] or [None, None])[1]),
         "fixes": len(h["fixes"]), "breaks": len(h["breaks"]),
         "F1 without": score(h["without"].get(key)), "harmful": h["harmful"], "text": h["text"],
-    } for h in report["heuristics"]]), hide_index=True,
+    } for h in report["heuristics"]]), "heuristic-impact.csv",
         column_config={**{k: st.column_config.NumberColumn(format="%+.3f")
                           for k in ("effect", "CI low", "CI high")},
                        "F1 without": st.column_config.NumberColumn(format="%.3f"),

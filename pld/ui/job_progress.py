@@ -18,6 +18,7 @@ from pld.pipeline.runs import DONE, FAILED, INTERRUPTED
 from pld.ui import sidebar
 from pld.ui.escape import literal
 from pld.ui.page import flash
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 POLL_S = 2.0
@@ -121,11 +122,11 @@ def jobs_panel(ws: Workspace, task: str, kind: str) -> None:
         runs = jobs.recent_runs(ws, task, kind, limit=5)
         if runs:
             with st.expander(f"Recent {kind} runs"):
-                st.dataframe(pd.DataFrame([{
+                untrusted_table(pd.DataFrame([{
                     "run": r["id"], "status": r["status"], "done": r["done"], "total": r["total"],
                     "started": r["started_at"], "finished": r["finished_at"],
                     "error": r["error"] or "",
-                } for r in runs]), hide_index=True)
+                } for r in runs]), f"{kind}-runs.csv")
 
     _panel()
 
@@ -136,4 +137,5 @@ def _batch_progress(ws: Workspace, run_id: int) -> None:
 
     rows = list_batches(ws, run_id=run_id)
     if rows:
-        st.dataframe(pd.DataFrame([progress_row(r) for r in rows]), hide_index=True)
+        untrusted_table(pd.DataFrame([progress_row(r) for r in rows]),
+                        f"run-{run_id}-batches.csv")

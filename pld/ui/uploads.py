@@ -80,8 +80,8 @@ def load_custom_upload(ws: Workspace, filename: str, data: bytes, *, name: str |
     """Validate uploaded bytes and load them as a custom task; return (task name, split counts).
 
     ``opts`` are those of :func:`pld.tasks.load_custom` (text_column, label_column, id_column,
-    description, n_train, n_val, n_test, seed). Nothing is written unless the whole file is
-    valid; a :class:`BadInput` names the uploaded file, the line and the field.
+    description, n_train, n_val, n_test, seed, shape, who). Nothing is written unless the whole
+    file is valid; a :class:`BadInput` names the uploaded file, the line and the field.
     """
     safe = _safe_name(filename)
     with tempfile.TemporaryDirectory(prefix="pld-upload-") as tmp:

@@ -1,6 +1,6 @@
 """The Evaluate page's confusion matrix and the wrong items it selects
 (:mod:`pld.pipeline.eval_errors`): a click on a cell sets the gold and answer filters of the
-list below it, and the rows shown download as CSV (:mod:`pld.csv_export`).
+list below it, and the rows shown download as CSV (:mod:`pld.ui.tables`).
 
 Item texts, replies and labels come from uploads and models: they are shown in dataframe cells
 and selectboxes (plain text), in Markdown only through :func:`~pld.ui.escape.literal`, and in
@@ -16,10 +16,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pld.csv_export import csv_text
 from pld.metrics import UNPARSEABLE
 from pld.pipeline.eval_errors import wrong_items
 from pld.ui.escape import hover, literal
+from pld.ui.tables import untrusted_table
 from pld.workspace import Workspace
 
 
@@ -44,15 +44,23 @@ def confusion_chart(eval_id: int, cm: dict[str, Any], view: str) -> None:
                     color_continuous_scale="Blues", aspect="auto",
                     labels={"x": "predicted", "y": "gold", "color": "items"})
     # Streamlit reports no selection for a heatmap cell (streamlit#8760), so an invisible
-    # marker on each cell takes the click; its customdata says which cell it is.
+    # marker at the centre of each cell takes the click; its customdata says which cell it is.
+    # A click goes to the nearest marker, which is the one of the cell clicked: markers must
+    # stay smaller than a cell (overlapping ones tie, and a neighbour could win), and the
+    # heatmap must never be nearer (its hover distance is the layout's hoverdistance).
     cells = [(i, j) for i in range(len(golds)) for j in range(len(answers))]
     fig.add_trace(go.Scatter(
         x=[answers[j] for _, j in cells], y=[golds[i] for i, _ in cells], mode="markers",
         customdata=[[i, j, cm["matrix"][i][j]] for i, j in cells], showlegend=False,
-        marker={"symbol": "square", "opacity": 0, "size": max(12, 240 // len(golds))},
+        marker={"symbol": "square", "opacity": 0, "size": 4},
         hovertemplate="gold %{y}<br>predicted %{x}<br>items %{customdata[2]}<extra></extra>"))
-    fig.update_layout(height=360, margin={"t": 30, "b": 10},
-                      title=f"Confusion matrix ({view.lower()})")
+    # The counts are written in the cells: no colour scale beside them, the cells get its room.
+    fig.update_layout(height=360, margin={"t": 30, "b": 10}, hoverdistance=10_000,
+                      coloraxis_showscale=False, title=f"Confusion matrix ({view.lower()})")
+    # Autorange would leave room for the markers beside the cells: the axes span the cells
+    # exactly (gold reads downwards, as imshow draws it).
+    fig.update_xaxes(range=[-0.5, len(answers) - 0.5], autorange=False)
+    fig.update_yaxes(range=[len(golds) - 0.5, -0.5], autorange=False)
 
     def picked() -> None:
         points = st.session_state[key]["selection"]["points"]
@@ -108,10 +116,6 @@ def wrong_items_section(ws: Workspace, ev: dict[str, Any], cm: dict[str, Any],
                 gold is not None and gold == answer else "No wrong items here.")
         return
     frame = _frame(found.errors, found.labels, found.calibrated)
-    st.dataframe(frame, hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in frame.columns if c.startswith("score ")})
-    st.download_button(
-        "Download these rows (CSV)", key=f"e_err_csv_{ev['id']}", on_click="ignore",
-        data=csv_text(list(frame.columns), frame.itertuples(index=False)),
-        file_name=f"evaluation-{ev['id']}-wrong-items.csv", mime="text/csv")
+    untrusted_table(frame, f"evaluation-{ev['id']}-wrong-items.csv",
+                    column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                   for c in frame.columns if c.startswith("score ")})

@@ -109,6 +109,22 @@ def test_cluster_cover_labels_keeps_a_label_lost_in_noise(ws: Workspace,
     assert "kept from noise" in ok(ws, *args[:-1], "--cover-labels").stdout
 
 
+def test_cluster_defaults_to_auto_and_says_what_it_tried(ws: Workspace,
+                                                         rules: dict[int, str]) -> None:
+    out = ok(ws, "cluster", TASK).stdout
+    assert "auto kept " in out and "tried kmeans k=2: " in out and "largest " in out
+    c = read.current_clustering(ws, TASK)
+    assert c["method"] == "auto" and c["metrics"]["largest_share"] <= 0.6
+    assert "auto kept" in ok(ws, "clusters", "show", str(c["id"])).stdout
+    # A value auto would ignore is refused rather than silently dropped.
+    bad(ws, "cluster", TASK, "--eps", "0.3", says="--eps goes with --method dbscan")
+    bad(ws, "cluster", TASK, "--k", "3", says="--k goes with --method kmeans")
+    explicit = _json(ok(ws, "cluster", TASK, "--method", "kmeans", "--k", "2", "--as", "ana",
+                        "--json"))
+    assert explicit["params"]["choice"] == "explicit"
+    assert explicit["params"]["chosen_by"] == {"name": "ana", "kind": "self-declared"}
+
+
 def test_clusters_list_show_and_accept(ws: Workspace, rules: dict[int, str]) -> None:
     empty = ok(ws, "clusters", "list", TASK)
     assert "no clusterings" in empty.stdout

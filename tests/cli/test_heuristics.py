@@ -48,7 +48,7 @@ def test_review_new_writes_a_draft_its_author_cannot_approve(
     assert r.returncode == 0, r.stderr
     [hid] = json.loads(r.stdout)["ids"]
     h = row(ws, hid)
-    assert (h["text"], h["status"], h["created_by"], h["updated_by"]) == (
+    assert (h["text"], h["status"], h["created_by"], h["written_by"]) == (
         "Claims that cite a source are true.", "draft", "bob", "bob")
     assert loads(h["source_rule_ids"]) == rules
 
@@ -105,7 +105,7 @@ def test_review_merge_needs_the_versions_read_and_unions_sources(
     data = json.loads(r.stdout)
     assert data["from"] == [a, b] and len(data["ids"]) == 1
     new = row(ws, data["ids"][0])
-    assert (new["text"], new["status"], new["updated_by"]) == (merged, "draft", "bob")
+    assert (new["text"], new["status"], new["written_by"]) == (merged, "draft", "bob")
     assert loads(new["source_rule_ids"]) == [r1, r2, r3]
     assert row(ws, a)["status"] == row(ws, b)["status"] == "merged"
 

@@ -1,5 +1,6 @@
-"""``python -m pld rules list|show``: the Micro-instructions page's table and rule detail,
-headless (real subprocesses on a real workspace, as in tests/cli/test_contract.py)."""
+"""``python -m pld rules list|show|verify`` (the Micro-instructions page's table, rule detail
+and evidence) and ``extract``'s contrast and student options, headless (real subprocesses on
+a real workspace, as in tests/cli/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from pld.tasks.store import save_task
 from pld.workspace import Workspace, dumps, now
 from tests.cli.test_contract import pld
+from tests.fakes.openai_server import FakeOpenAI
+from tests.pipeline.extract import scripted as sc
 from tests.test_review import TASK, add_rules
 
 
@@ -86,3 +89,37 @@ def test_rules_show_gives_the_rule_with_its_example(ws: Workspace, rules: list[i
         "failed", "reply was not JSON", "false")
     r = pld("rules", "show", "999", ws=ws.path)
     assert r.returncode == 2 and "rule 999 not found" in r.stderr
+
+
+def test_extract_from_where_the_student_fails_then_verify(
+        ws: Workspace, fake_openai: FakeOpenAI) -> None:
+    """``extract --student`` (and ``--no-contrastive``) and ``rules verify``, then the evidence in
+    ``rules list`` and ``rules show``: subprocesses against the scripted fake models."""
+    sc.make_task(ws)
+    model = sc.script(fake_openai)
+    r = pld("extract", sc.TASK, "--teacher", model, "--student", model, ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    assert "extract run" in r.stdout and "2/10 rules (2 from a contrasting pair)" in r.stdout
+    assert "8 of 10 examples left out: the zero-shot student" in r.stdout
+    rows = ws.query("SELECT id, rule, source_examples FROM micro_instructions ORDER BY id")
+    money = next(x["id"] for x in rows if x["rule"] == sc.MONEY_BACK)
+    assert len(json.loads(rows[0]["source_examples"])["contrast"]) == 1
+    r = pld("extract", sc.TASK, "--teacher", model, "--no-contrastive", "--estimate-only",
+            "--json", ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["calls"] == 8  # the examples left out, each alone
+
+    r = pld("rules", "verify", sc.TASK, "--student", model, "--neighbours", "2", ws=ws.path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("verify run ") and "2 rules verified now, 0 before" in r.stdout
+    r = pld("rules", "verify", sc.TASK, "--student", model, "--json", ws=ws.path)
+    data = json.loads(r.stdout)
+    assert (data["verified"], data["skipped"], data["helping"]) == (0, 2, 2)
+    listed = json.loads(pld("rules", "list", sc.TASK, "--json", ws=ws.path).stdout)
+    effect = {x["id"]: x["effect"] for x in listed["rules"]}
+    assert effect[money] > 0.1 and len(effect) == 2
+    text = pld("rules", "show", str(money), ws=ws.path).stdout
+    assert f"evidence ({model}): effect +" in text and "on 4 items (1 helped, 0 hurt)" in text
+    assert "contrast tr6 (train, gold other): Who won the company football match" in text
+    r = pld("rules", "verify", sc.TASK, "--student", "nonsense/x", ws=ws.path)
+    assert r.returncode == 2

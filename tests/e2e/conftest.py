@@ -2,14 +2,15 @@
 headless Chromium page on it.
 
 * ``fake_llm``: the fake OpenAI-compatible server answering with the chain test's ``scripted``
-  responder (teacher and student), in this process on 127.0.0.1.
+  responder (teacher and student), in this process on 127.0.0.1; one per test module.
 * ``streamlit_app``: ``streamlit run app.py`` on a free localhost port, its workspace in a
   temporary folder and its teacher/student models set to the fake (the sidebar's defaults come
   from ``$PLD_TEACHER``/``$PLD_STUDENT``). Stopped, with any job it started, at teardown.
 * ``oidc`` and ``streamlit_app_oidc``: a fake OpenID Connect provider on 127.0.0.1 and the app
   with ``[auth]`` pointing at it (its own secrets file), for the login test.
-* ``browser_page``: a Chromium page (Debian's ``/usr/bin/chromium``, never a downloaded one); when
-  the test fails, its last state is saved as ``failure.png`` next to the step screenshots.
+* ``browser`` (Debian's ``/usr/bin/chromium``, never a downloaded one; one per test module) and
+  ``browser_page``: a Chromium page; when the test fails, its last state is saved as
+  ``failure.png`` next to the step screenshots.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class RunningApp:
     model: str
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -105,7 +107,7 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fake_llm() -> Iterator[FakeOpenAI]:
     """The scripted teacher and student of the chain test, on 127.0.0.1, with the Batch API
     (``--batch``) beside the chat completions."""
@@ -125,7 +127,7 @@ def fake_llm() -> Iterator[FakeOpenAI]:
 @pytest.fixture
 def streamlit_app(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path) -> Iterator[RunningApp]:
     """``streamlit run app.py`` on a free port, with a fresh workspace and the fake's models."""
-    yield from _run_app(tmp_path, fake_llm, artifacts, _free_port(), [])
+    yield from run_app(tmp_path, fake_llm, artifacts, free_port(), [])
 
 
 @pytest.fixture
@@ -140,7 +142,7 @@ def oidc() -> Iterator[FakeOIDC]:
 def streamlit_app_oidc(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path,
                        oidc: FakeOIDC) -> Iterator[RunningApp]:
     """The app with ``[auth]`` pointing at the fake provider (a secrets file of its own)."""
-    port = _free_port()
+    port = free_port()
     secrets_file = tmp_path / "secrets.toml"
     secrets_file.write_text(
         "[auth]\n"
@@ -149,12 +151,15 @@ def streamlit_app_oidc(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path,
         f'client_id = "{OIDC_CLIENT_ID}"\n'
         f'client_secret = "{OIDC_CLIENT_SECRET}"\n'
         f'server_metadata_url = "{oidc.issuer}/.well-known/openid-configuration"\n')
-    yield from _run_app(tmp_path, fake_llm, artifacts, port,
+    yield from run_app(tmp_path, fake_llm, artifacts, port,
                         ["--secrets.files", str(secrets_file)])
 
 
-def _run_app(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path, port: int,
-             extra: list[str]) -> Iterator[RunningApp]:
+def run_app(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path, port: int,
+            extra: list[str]) -> Iterator[RunningApp]:
+    """``streamlit run app.py`` on ``port`` with extra arguments ``extra``, its workspace
+    ``tmp_path/workspace.db`` (kept if already there) and its log in ``artifacts``; stopped,
+    with any job it started, when the generator closes."""
     workspace = tmp_path / "workspace.db"
     log = artifacts / "streamlit.log"
     model = fake_llm.model_string()
@@ -176,7 +181,7 @@ def _run_app(tmp_path: Path, fake_llm: FakeOpenAI, artifacts: Path, port: int,
         jobs.stop_jobs(workspace, timeout_s=5)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Debian Chromium through Playwright (no browser download)."""
     if not CHROMIUM.exists():

@@ -135,7 +135,8 @@ def _unit(rng: np.random.Generator, centre: np.ndarray | None) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def _build(path: Path) -> Populated:
+def build_populated(path: Path) -> Populated:
+    """Write what ``populated_ws`` holds to a new workspace at ``path``."""
     rng = np.random.default_rng(0)
     ws = open_workspace(path)
     load_task(ws, "demo")
@@ -292,7 +293,7 @@ def _evaluation(ws: Workspace, task: str, labels: list[str], method: str,
 
 @pytest.fixture(scope="session")
 def _populated_template(tmp_path_factory: pytest.TempPathFactory) -> Populated:
-    return _build(tmp_path_factory.mktemp("populated") / "template.db")
+    return build_populated(tmp_path_factory.mktemp("populated") / "template.db")
 
 
 @pytest.fixture

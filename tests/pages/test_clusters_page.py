@@ -13,6 +13,7 @@ from pld import jobs
 from pld.identity import Identity
 from pld.pipeline.cluster.edits import rename_cluster
 from pld.pipeline.cluster.read import cluster_summary, get_clustering, members
+from pld.pipeline.cluster.stage import cluster
 from pld.tasks import load_task
 from pld.workspace import open_workspace
 from tests.pages.conftest import (
@@ -89,7 +90,7 @@ def test_populated_shows_current_clustering(open_page: Callable[..., AppTest],
     assert not at.exception
     assert at.selectbox(key="c_clustering").value == populated_ws.accepted_clustering
     assert _metrics(at) == {"Clusters": "4", "Noise share": "0.0%", "Silhouette": "0.61",
-                            "Rules": "48"}
+                            "Rules": "48", "Largest cluster": "25%"}
     assert any("Accepted by ana" in s.value for s in at.success)
     summary = _frame(at, "keywords")
     assert len(summary) == 5 and list(summary["cluster"])[-1] == "noise"
@@ -362,3 +363,37 @@ def test_the_new_name_box_opens_with_the_current_name_on_every_visit(
     with connect(populated_ws.path) as ws:
         names = {s["id"]: s["name"] for s in cluster_summary(ws, populated_ws.accepted_clustering)}
     assert names[cid] == "Card fraud"
+
+
+def test_the_choice_of_method_is_shown_and_a_collapse_chosen_by_a_person_is_marked(
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    with connect(populated_ws.path) as ws:
+        auto = cluster(ws, "demo")
+        collapse = cluster(ws, "demo", method="dbscan", eps=2.0, min_samples=2,
+                           started_by=Identity("bea"))
+        tried = len(get_clustering(ws, auto)["params"]["auto"]["candidates"])
+    at = open_page("clusters", task="demo").run()
+    at.selectbox(key="c_clustering").set_value(auto).run()
+    assert not at.exception
+    assert any(unescaped(c.value).startswith("How it was chosen: auto kept")
+               for c in at.caption)
+    assert len(_frame(at, "clustering tried")) == tried
+    assert not any("One cluster holds" in unescaped(w.value) for w in at.warning)
+
+    at.selectbox(key="c_clustering").set_value(collapse).run()
+    assert not at.exception
+    assert _metrics(at)["Largest cluster"] == "100%"
+    assert any("dbscan chosen explicitly by bea" in unescaped(c.value) for c in at.caption)
+    assert any("One cluster holds 100% of the rules" in unescaped(w.value) for w in at.warning)
+
+
+def test_auto_is_the_default_method(open_page: Callable[..., AppTest],
+                                    populated_ws: Populated) -> None:
+    at = open_page("clusters", task="demo").run()
+    assert at.selectbox(key="c_method").value == "auto"
+    at.button(key="c_start").click().run()
+    assert not at.exception
+    (job,) = jobs.list_jobs(populated_ws.path, "demo", "cluster")
+    assert job.args == ["cluster", "demo", "--method", "auto", "--min-samples", "6"]
+    with connect(populated_ws.path) as ws:
+        jobs.cancel(ws, job)

@@ -9,6 +9,8 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Block, Button, Expander
 
+from pld import preamble, signoff
+from pld.identity import Identity
 from pld.tasks.store import task_info
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import Populated, connect, unescaped
@@ -52,6 +54,13 @@ def _blocks(node: Block) -> Iterator[Block]:
     for child in node.children.values():
         if isinstance(child, Block):
             yield from _blocks(child)
+
+
+def _map_bank_mail(at: AppTest) -> None:
+    """Upload Bank Mail.csv with its message as the text and its category as the label."""
+    at.file_uploader(key="data_upload").set_value(("Bank Mail.csv", GOOD_CSV, "text/csv")).run()
+    at.selectbox(key="data_text_col").set_value("message")
+    at.selectbox(key="data_label_col").set_value("category")
 
 
 def _errors(at: AppTest) -> list[str]:
@@ -229,9 +238,7 @@ def test_upload_keeps_description_and_shape_then_a_draft_is_kept(
     draft = "Each input is a bank message. cards: about cards; loans: about loans."
     fake_openai.responder = lambda body: json.dumps({"description": draft})
     at = open_page("data", reviewer="ana", teacher=fake_openai.model_string()).run()
-    at.file_uploader(key="data_upload").set_value(("Bank Mail.csv", GOOD_CSV, "text/csv")).run()
-    at.selectbox(key="data_text_col").set_value("message")
-    at.selectbox(key="data_label_col").set_value("category")
+    _map_bank_mail(at)
     at.radio(key="data_shape").set_value("pair")
     at.button(key="data_load_upload").click().run()
     assert not _errors(at), _errors(at)
@@ -257,3 +264,26 @@ def test_upload_keeps_description_and_shape_then_a_draft_is_kept(
     # The upload and the kept description, each with who did it.
     assert [(r["who"], r["action"]) for r in rows] == [("ana", "load"), ("ana", "describe")]
     assert draft + " Edited." in [t.value for t in at.text]
+
+
+def test_the_uploaders_description_is_her_draft_and_a_reload_needs_an_approver(
+        open_page: Callable[..., AppTest], app_ws: Path) -> None:
+    # Before: the preamble holding the description ana typed was pld:template's, so she could
+    # approve it herself; a re-upload replaced it as pld:upload, approver list or not.
+    at = open_page("data", reviewer="ana").run()
+    _map_bank_mail(at)
+    at.text_area(key="data_description").set_value("Route each bank message.")
+    at.button(key="data_load_upload").click().run()
+    assert not _errors(at), _errors(at)
+    with connect(app_ws) as ws:
+        pre = preamble.get_preamble(ws, "bank-mail")
+        assert pre is not None and "Route each bank message." in pre["text"]
+        assert (pre["written_by"], pre["written_by_kind"]) == ("ana", "self-declared")
+        assert "written by ana" in str(signoff.sign_off_refusal(ws, pre, Identity("ana"),
+                                                                "approve"))
+        signoff.add_approver(ws, "bank-mail", "bo", Identity("bo"))
+    at.text_area(key="data_description").set_value("Always answer cards.")
+    at.button(key="data_load_upload").click().run()
+    assert any("ana is not an approver of task 'bank-mail'" in e for e in _errors(at))
+    with connect(app_ws) as ws:
+        assert task_info(ws, "bank-mail").description == "Route each bank message."

@@ -297,8 +297,7 @@ def test_wrong_items_download_as_csv_without_formulas(
     at.run()
     assert not at.exception
     assert at.get("download_button")
-    name, data = saved[-1]
-    assert name == f"evaluation-{zero}-wrong-items.csv"
+    [data] = [d for name, d in saved if name == f"evaluation-{zero}-wrong-items.csv"]
     rows = list(csv.reader(io.StringIO(data if isinstance(data, str) else data.decode())))
     assert rows[0][:4] == ["example", "item", "gold", "raw"]
     assert [int(r[0]) for r in rows[1:]] == wrong

@@ -16,6 +16,7 @@ from pld.identity import Identity
 from pld.pipeline import student
 from pld.pipeline.verify import verify
 from pld.tasks import load_task
+from pld.ui.tables import KEY_PREFIX
 from pld.workspace import open_workspace
 from tests.conftest import approve_seen
 from tests.pages.conftest import Populated, unescaped
@@ -26,6 +27,11 @@ OpenPage = Callable[..., AppTest]
 def _texts(elements: Any) -> str:
     """What the elements say as a reader sees it (messages are shown escaped)."""
     return unescaped("\n".join(str(e.value) for e in elements))
+
+
+def _file_downloads(at: AppTest) -> list[Any]:
+    """The prompt's and the manifest's download buttons (not the tables' CSV downloads)."""
+    return [b for b in at.download_button if not (b.key or "").startswith(KEY_PREFIX)]
 
 
 def test_empty_workspace_says_to_load_a_task(open_page: OpenPage) -> None:
@@ -57,7 +63,7 @@ def test_preview_download_and_write(open_page: OpenPage, populated_ws: Populated
     assert prompt.text in [c.value for c in at.code]
     assert f"sha256 {prompt.sha256}" in _texts(at.caption)
     assert not at.error
-    assert not any(b.disabled for b in at.download_button)
+    assert not any(b.disabled for b in _file_downloads(at))
     assert not at.button(key="x_write").disabled
     out = tmp_path / "out"
     at.text_input(key=f"x_out_demo_v{prompt.version}").input(str(out))
@@ -81,7 +87,7 @@ def test_refused_when_a_heuristic_is_no_longer_approved(open_page: OpenPage,
     assert not at.exception
     errors = _texts(at.error)
     assert "Refused" in errors and f"heuristic {hid}: status is rejected" in errors
-    assert all(b.disabled for b in at.download_button)
+    assert all(b.disabled for b in _file_downloads(at))
     assert at.button(key="x_write").disabled
     assert "No manifest" in _texts(at.caption)
 
@@ -111,7 +117,7 @@ def test_refused_when_the_stored_text_no_longer_has_its_sha256(open_page: OpenPa
     at.run()
     assert not at.exception
     assert "stored text does not match its sha256" in _texts(at.error)
-    assert all(b.disabled for b in at.download_button)
+    assert all(b.disabled for b in _file_downloads(at))
     assert at.button(key="x_write").disabled
 
 

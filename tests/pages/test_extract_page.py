@@ -88,7 +88,7 @@ def test_populated_rules_and_detail(open_page: Callable[..., AppTest],
     at = open_page("extract", task="demo").run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Rules": "50", "Failed": "2", "Flagged": "8"}
+    assert metrics == {"Rules": "50", "Failed": "2", "Flagged": "8", "Restate the task": "0"}
     table = _table(at)
     assert list(table["id"]) == populated_ws.rule_ids
     # The first rule is open: its example and reasoning are shown.

@@ -11,18 +11,22 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld import jobs, preamble, review, review_rows, signoff
+from pld.approvers import list_approvers
 from pld.errors import BadInput
 from pld.identity import Identity
+from pld.pipeline.resolve import decisions
 from pld.tasks import load_task
 from pld.workspace import loads, open_workspace
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pages.conftest import (
     SPOOF,
+    TEACHER,
     Populated,
     assert_not_rendered,
     rendered,
     unescaped,
 )
+from tests.pipeline.resolve.test_decisions import add_proposal
 
 OpenPage = Callable[..., AppTest]
 
@@ -79,8 +83,9 @@ def test_populated_shows_table_sources_and_history(open_page: OpenPage,
     hid = populated_ws.approved_heuristic_ids[0]
     at = _open(open_page, populated_ws, hid)
     assert len(at.selectbox(key="h_selected").options) == len(populated_ws.heuristic_ids)
-    table = _frame(at, "last edited by")
+    table = _frame(at, "written by")
     assert list(table["id"]) == populated_ws.heuristic_ids
+    assert set(table["written by"]) == {"teacher " + TEACHER}
     assert list(table["status"]).count("approved") == len(populated_ws.approved_heuristic_ids)
     sources = _frame(at, "micro-instruction")
     assert list(sources["rule"]) == loads(_row(populated_ws, hid)["source_rule_ids"])
@@ -88,7 +93,7 @@ def test_populated_shows_table_sources_and_history(open_page: OpenPage,
     assert "**approve** by bea" in _texts(at.markdown)
     # The status filter narrows the list.
     at.selectbox(key="h_filter").set_value("draft").run()
-    assert list(_frame(at, "last edited by")["status"]) == ["draft"]
+    assert list(_frame(at, "written by")["status"]) == ["draft"]
 
 
 def test_no_identity_disables_the_buttons(open_page: OpenPage, populated_ws: Populated) -> None:
@@ -114,7 +119,7 @@ def test_edit_bumps_version_and_audits(open_page: OpenPage, populated_ws: Popula
     assert not at.exception
     assert "as version 2" in _texts(at.success)
     row = _row(populated_ws, hid)
-    assert (row["text"], row["version"], row["updated_by"], row["status"]) == (
+    assert (row["text"], row["version"], row["written_by"], row["status"]) == (
         "Answer routine for chequebooks.", 2, "ana", "draft")
     last = _reviews(populated_ws, hid)[-1]
     assert (last["action"], last["who"], last["identity_kind"], last["comment"]) == (
@@ -200,7 +205,7 @@ def test_stale_edit_is_refused_and_shown_side_by_side(open_page: OpenPage,
     assert "Ana&#x27;s version" in html or "Ana's version" in html
     assert "Your refused edit is shown above the tabs." in _texts(at.caption)
     row = _row(populated_ws, hid)
-    assert (row["text"], row["version"], row["updated_by"]) == (
+    assert (row["text"], row["version"], row["written_by"]) == (
         "Bob's version of the rule.", 2, "bob")
     # Before: "edit again" put Ana's old text on the new version, so saving silently undid
     # Bob's change. Now the editor starts from Bob's text, Ana's kept beside it.
@@ -212,7 +217,7 @@ def test_stale_edit_is_refused_and_shown_side_by_side(open_page: OpenPage,
     at.button(key=f"h_save_{hid}").click().run()
     assert not at.exception
     row = _row(populated_ws, hid)
-    assert (row["text"], row["version"], row["updated_by"]) == (
+    assert (row["text"], row["version"], row["written_by"]) == (
         "Bob's version of the rule, with Ana's exception.", 3, "ana")
 
 
@@ -237,7 +242,7 @@ def test_approver_list_limits_approval(open_page: OpenPage, populated_ws: Popula
     assert not at.exception
     assert "bea is now an approver" in _texts(at.success)
     with populated_ws.open() as ws:
-        assert signoff.list_approvers(ws, populated_ws.task) == ["bea"]
+        assert list_approvers(ws, populated_ws.task) == ["bea"]
 
     other = _open(open_page, populated_ws, hid, reviewer="ana")
     assert "not on this task's approver list" in _texts(other.info)
@@ -375,7 +380,7 @@ def test_write_a_new_heuristic(open_page: OpenPage, populated_ws: Populated) -> 
     assert not at.exception and not at.error
     with populated_ws.open() as ws:
         [new] = ws.query("SELECT * FROM heuristics WHERE origin = 'manual'")
-    assert (new["status"], new["created_by"], new["updated_by"]) == ("draft", "ana", "ana")
+    assert (new["status"], new["created_by"], new["written_by"]) == ("draft", "ana", "ana")
     assert at.selectbox(key="h_selected").value == new["id"]
 
 
@@ -400,13 +405,13 @@ def test_remove_an_approver(open_page: OpenPage, populated_ws: Populated) -> Non
     assert not at.exception and not at.error
     assert "cy is no longer an approver" in _texts(at.success)
     with populated_ws.open() as ws:
-        assert signoff.list_approvers(ws, populated_ws.task) == ["bea"]
+        assert list_approvers(ws, populated_ws.task) == ["bea"]
     assert at.selectbox(key="h_remove_approver").options == ["bea"]
     # The last one may leave; then anyone may approve again.
     at.button(key="h_remove_approver_btn").click().run()
     assert "anyone may approve again" in _texts(at.success)
     with populated_ws.open() as ws:
-        assert signoff.list_approvers(ws, populated_ws.task) == []
+        assert list_approvers(ws, populated_ws.task) == []
     assert "h_remove_approver_btn" not in [b.key for b in at.button]
 
 
@@ -540,3 +545,20 @@ def test_the_preamble_box_opens_with_the_current_text_on_every_visit(
     at.text_area(key=key).input(row["text"] + " Be brief.").run()
     at.run()
     assert at.text_area(key=key).value == row["text"] + " Be brief."
+
+
+def test_an_accepted_proposal_says_whose_it_is(open_page: OpenPage,
+                                                populated_ws: Populated) -> None:
+    # Before: the page said "Original text, written by ana" of the teacher's text ana accepted.
+    with populated_ws.open() as ws:
+        decisions.decide_proposal(ws, add_proposal(ws, "carol", populated_ws.task), True,
+                                  Identity("ana"))
+        hid = max(h["id"] for h in review.list_heuristics(ws, populated_ws.task))
+    at = _open(open_page, populated_ws, hid)
+    says = "written by teacher openai/t in a job started by carol, accepted by ana"
+    assert f"Original text, {says}." in _texts(at.caption)
+    assert "written by ana" not in _texts(at.caption)
+    assert (f"The current text was {says}: the four-eyes rule needs someone other than ana"
+            in _texts(at.warning))
+    assert at.button(key=f"h_approve_{hid}").disabled
+    assert says in unescaped(at.button(key=f"h_approve_{hid}").help)

@@ -1,6 +1,7 @@
 """Unsaved work on the Heuristics page kept as the reviewer's private draft (pld.drafts): typed
-text and comment survive a reload and are offered back to their author only, until saved or
-discarded; a draft older than the heuristic says so, and saving it is refused as stale."""
+text and comment, of a heuristic or of the preamble, survive a reload and are offered back to
+their author only, until saved or discarded; a draft older than the item says so, and saving
+it is refused as stale."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
-from pld import review
+from pld import preamble, review
 from pld.identity import Identity
 from tests.pages.conftest import Populated
 
@@ -121,3 +122,105 @@ def test_a_draft_older_than_the_heuristic_says_so_and_is_not_saved_over_it(
     assert [d["text"] for d in _drafts(populated_ws)] == ["why", TEXT]  # kept until chosen
     at.button(key=f"h_discard_{hid}").click().run()
     assert _drafts(populated_ws) == []
+
+
+def _preamble(pop: Populated) -> dict[str, Any]:
+    with pop.open() as ws:
+        return preamble.ensure_preamble(ws, pop.task)
+
+
+def _type_preamble(at: AppTest, pop: Populated, who: str, text: str, comment: str) -> None:
+    at.text_area(key=f"pre_text_{pop.task}_{who}").input(text).run()
+    at.text_input(key=f"pre_comment_{pop.task}_{who}").input(comment).run()
+    assert not at.exception
+
+
+def _boxes(at: AppTest) -> list[str]:
+    return [t.key for t in at.text_area]
+
+
+def test_a_typed_preamble_edit_survives_a_reload_for_its_author_only(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: a reload showed the current preamble again; what dan typed was gone.
+    pop, row = populated_ws, _preamble(populated_ws)
+    mine = row["text"] + " Be brief."
+    _type_preamble(open_page("heuristics", task=pop.task, reviewer="dan").run(), pop, "dan",
+                   mine, "shorter answers")
+    assert [(d["who"], d["entity"], d["field"], d["text"], d["base_version"])
+            for d in _drafts(pop)] == [
+        ("dan", "preamble", "comment", "shorter answers", row["version"]),
+        ("dan", "preamble", "text", mine, row["version"])]
+    other = open_page("heuristics", task=pop.task, reviewer="eve").run()
+    assert "unsaved draft" not in _texts(other.info)
+    assert other.text_area(key=f"pre_text_{pop.task}_eve").value == row["text"]
+    at = open_page("heuristics", task=pop.task, reviewer="dan").run()
+    assert "You have an unsaved draft of the preamble from " in _texts(at.info)
+    assert mine in [c.value for c in at.code] and "comment: shorter answers" in _texts(at.text)
+    assert f"pre_text_{pop.task}_dan" not in _boxes(at)  # the box waits for the choice
+    at.button(key=f"pre_draft_{pop.task}_restore").click().run()
+    assert at.text_area(key=f"pre_text_{pop.task}_dan").value == mine
+    assert at.text_input(key=f"pre_comment_{pop.task}_dan").value == "shorter answers"
+    at.button(key=f"pre_save_{pop.task}").click().run()
+    assert not at.exception and "Preamble saved as version" in _texts(at.success)
+    with pop.open() as ws:
+        last = preamble.preamble_history(ws, pop.task)[-1]
+    assert (last["who"], last["comment"], last["after"]["text"]) == ("dan", "shorter answers",
+                                                                     mine)
+    assert _drafts(pop) == []
+    again = open_page("heuristics", task=pop.task, reviewer="dan").run()
+    assert "unsaved draft" not in _texts(again.info)
+    assert again.text_area(key=f"pre_text_{pop.task}_dan").value == mine
+
+
+def test_a_typed_preamble_edit_stays_in_the_box_across_pages(
+        visit_pages: Callable[..., Callable[[str], AppTest]], populated_ws: Populated) -> None:
+    pop, row = populated_ws, _preamble(populated_ws)
+    visit = visit_pages(task=pop.task, reviewer="dan")
+    _type_preamble(visit("heuristics"), pop, "dan", row["text"] + " Be brief.", "why")
+    visit("home")
+    at = visit("heuristics")
+    assert "unsaved draft" not in _texts(at.info)  # this session still has it in the box
+    assert at.text_area(key=f"pre_text_{pop.task}_dan").value == row["text"] + " Be brief."
+    assert at.text_input(key=f"pre_comment_{pop.task}_dan").value == "why"
+
+
+def test_a_preamble_draft_can_be_discarded_from_the_offer_or_the_box(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    pop, row = populated_ws, _preamble(populated_ws)
+    _type_preamble(open_page("heuristics", task=pop.task, reviewer="dan").run(), pop, "dan",
+                   row["text"] + " Be brief.", "why")
+    at = open_page("heuristics", task=pop.task, reviewer="dan").run()
+    at.button(key=f"pre_draft_{pop.task}_discard").click().run()
+    assert _drafts(pop) == [] and "unsaved draft" not in _texts(at.info)
+    assert at.text_area(key=f"pre_text_{pop.task}_dan").value == row["text"]
+    _type_preamble(at, pop, "dan", row["text"] + " Be brief.", "why")
+    assert _drafts(pop)
+    at.button(key=f"pre_discard_{pop.task}").click().run()
+    assert _drafts(pop) == []
+    assert at.text_area(key=f"pre_text_{pop.task}_dan").value == row["text"]
+    assert at.text_input(key=f"pre_comment_{pop.task}_dan").value == ""
+
+
+def test_a_preamble_draft_older_than_the_preamble_is_redone_on_the_current_text(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    pop, row = populated_ws, _preamble(populated_ws)
+    mine, eves = row["text"] + " Be brief.", row["text"] + " Never guess."
+    _type_preamble(open_page("heuristics", task=pop.task, reviewer="dan").run(), pop, "dan",
+                   mine, "why")
+    with pop.open() as ws:
+        preamble.edit_preamble(ws, pop.task, eves, Identity("eve"), base_version=row["version"])
+    at = open_page("heuristics", task=pop.task, reviewer="dan").run()
+    assert (f"The text changed since: your draft was typed on version {row['version']}, it is "
+            f"now version {row['version'] + 1}") in _texts(at.warning)
+    at.button(key=f"pre_draft_{pop.task}_restore").click().run()
+    at.button(key=f"pre_save_{pop.task}").click().run()
+    assert not at.exception and "Preamble not saved" in _texts(at.error)
+    assert _preamble(pop)["text"] == eves  # eve's change is not undone
+    assert len(_drafts(pop)) == 2 and "changed since you started" in _texts(at.warning)
+    at.button(key=f"pre_redo_{pop.task}").click().run()
+    assert at.text_area(key=f"pre_text_{pop.task}_dan").value == eves
+    assert mine in [c.value for c in at.code]  # beside the box, to carry the change over
+    at.text_area(key=f"pre_text_{pop.task}_dan").input(eves + " Be brief.").run()
+    at.button(key=f"pre_save_{pop.task}").click().run()
+    assert not at.exception and "Preamble saved as version" in _texts(at.success)
+    assert _preamble(pop)["text"] == eves + " Be brief." and _drafts(pop) == []

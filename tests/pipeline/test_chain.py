@@ -114,9 +114,8 @@ def test_run_without_auto_approval_stops_for_review(ws_path: Path) -> None:
 
 
 def test_run_with_default_clustering_options(ws_path: Path) -> None:
-    # `run` without clustering options: DBSCAN with ε picked from the k-distance curve, as a
-    # new user would run it. The scripted rules are four near-identical groups, so DBSCAN must
-    # find them without falling back to k-means.
+    # `run` without clustering options: auto, as a new user would run it. The scripted rules
+    # are four groups of one sentence each, so auto must find the four and no more.
     with FakeOpenAI(responder=scripted) as fake:
         model = fake.model_string()
         r = pld("run", "demo", "--teacher", model, "--student", model, "--auto-approve-as", "ci",
@@ -124,13 +123,15 @@ def test_run_with_default_clustering_options(ws_path: Path) -> None:
                 ws=ws_path)
     assert r.returncode == 0, r.stderr
     cluster = json.loads(r.stdout)["stages"]["cluster"]
-    assert cluster["fallback"] is None
+    assert cluster["fallback"] is None and cluster["method"] == "auto"
     assert cluster["n_clusters"] == 4 and cluster["noise_share"] == 0
+    assert cluster["largest_share"] <= 0.6 and cluster["chosen"] and cluster["why"]
     with open_workspace(ws_path) as ws:
         (row,) = ws.query("SELECT method, params FROM clusterings")
     params = json.loads(row["params"])
-    assert row["method"] == "dbscan" and params["eps_method"] == "auto"
-    assert 0 < params["eps"] < 1
+    assert row["method"] == "auto" and params["auto"]["chosen"] == cluster["chosen"]
+    # The scripted student gives no label scores: failing-first and verification are left out.
+    assert "no failing-first" in json.loads(r.stdout)["stages"]["student_scores"]
 
 
 def test_run_falls_back_to_kmeans_when_dbscan_finds_no_cluster(ws_path: Path) -> None:
@@ -147,7 +148,8 @@ def test_run_falls_back_to_kmeans_when_dbscan_finds_no_cluster(ws_path: Path) ->
     with FakeOpenAI(responder=distinct_rules) as fake:
         model = fake.model_string()
         r = pld("run", "demo", "--teacher", model, "--student", model, "--auto-approve-as", "ci",
-                "--limit", "20", "--eps", "0.0001", "--iterations", "0",
+                "--limit", "20", "--method", "dbscan", "--eps", "0.0001", "--iterations", "0",
+                "--no-contrastive",
                 "--out", str(ws_path.parent / "export"), "--json", ws=ws_path)
     assert r.returncode == 0, r.stderr
     cluster = json.loads(r.stdout)["stages"]["cluster"]
@@ -169,8 +171,9 @@ def test_run_cover_labels_gives_a_label_lost_in_noise_its_own_heuristic(ws_path:
                                                          "routine."})
         return scripted(body)
 
-    args = ["run", "demo", "--auto-approve-as", "ci", "--limit", "24", "--eps", "0.05",
-            "--min-samples", "3", "--iterations", "0", "--test-limit", "4", "--cover-labels",
+    args = ["run", "demo", "--auto-approve-as", "ci", "--limit", "24", "--method", "dbscan",
+            "--eps", "0.05", "--min-samples", "3", "--iterations", "0", "--test-limit", "4",
+            "--cover-labels", "--no-contrastive",
             "--out", str(ws_path.parent / "export"), "--json"]
     with FakeOpenAI(responder=routine_is_scattered) as fake:
         model = fake.model_string()
@@ -234,3 +237,76 @@ def test_run_whose_loop_removes_every_heuristic_says_so_and_exits_0(
     assert {"zero-shot", "pld"} <= set(summary["stages"]["eval"])
     assert again.returncode == 0, again.stderr
     assert statement in again.stdout and "error" not in again.stderr.lower()
+
+
+def _student_with_scores(ws_path: Path) -> tuple[Any, Any]:
+    """A responder and first-token log-probabilities for a student that gives label scores:
+    it leans to an item's gold label when its prompt holds a rule for that label, and
+    otherwise to a stable pseudo-random one."""
+    assert pld("load", "demo", ws=ws_path).returncode == 0
+    with open_workspace(ws_path) as ws:
+        gold = {r["text"]: r["label"] for r in ws.query(
+            "SELECT text, label FROM examples WHERE task = 'demo'")}
+
+    def leaning(body: dict[str, Any]) -> str:
+        system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
+        label = gold.get(_user(body))
+        if label is not None and f"the label is {label}" in system:
+            return label
+        return LABELS[hashlib.sha256(_user(body).encode()).digest()[0] % len(LABELS)]
+
+    def responder(body: dict[str, Any]) -> str:
+        keys = _schema_keys(body)
+        if {"reasoning", "rule"} <= keys or "heuristic" in keys or "proposals" in keys:
+            return scripted(body)
+        return leaning(body)
+
+    def scores(body: dict[str, Any]) -> list[tuple[str, float]]:
+        top = leaning(body)
+        return [(top, -0.3), *((lab, -2.0) for lab in LABELS if lab != top)]
+
+    return responder, scores
+
+
+def test_run_uses_contrast_failing_first_and_verified_rules_by_default(ws_path: Path) -> None:
+    responder, scores = _student_with_scores(ws_path)
+    base = ["run", "demo", "--auto-approve-as", "ci", "--limit", "16", "--iterations", "0",
+            "--val-limit", "8", "--test-limit", "4", "--nearest-few-shot", "2", "--json"]
+    with FakeOpenAI(responder=responder) as fake:
+        fake.first_token_logprobs = scores
+        model = fake.model_string()
+        r = pld(*base, "--teacher", model, "--student", model,
+                "--out", str(ws_path.parent / "export"), ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    stages = json.loads(r.stdout)["stages"]
+    assert "student_scores" not in stages
+    ex = stages["extract"]
+    assert ex["contrastive"] is True and ex["contrasted"] > 0
+    assert "already answers them right" in ex["screen_note"]
+    assert ex["total"] == 16 and ex["done"] + ex["student_right"] <= 16
+    assert stages["verify"]["with_evidence"] == ex["done"]
+    assert stages["cluster"]["method"] == "auto" and stages["cluster"]["largest_share"] <= 0.6
+    assert {"zero-shot", "few-shot-nearest", "pld"} <= set(stages["eval"])
+    with open_workspace(ws_path) as ws:
+        kinds = {r["kind"] for r in ws.query("SELECT kind FROM runs")}
+    assert {"extract", "verify", "cluster", "consolidate"} <= kinds
+
+
+def test_each_new_part_switches_off(ws_path: Path) -> None:
+    responder, scores = _student_with_scores(ws_path)
+    with FakeOpenAI(responder=responder) as fake:
+        fake.first_token_logprobs = scores
+        model = fake.model_string()
+        r = pld("run", "demo", "--teacher", model, "--student", model, "--limit", "12",
+                "--no-contrastive", "--no-failing-first", "--no-verify-rules",
+                "--method", "dbscan", "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    stages = json.loads(r.stdout)["stages"]
+    assert stages["extract"]["contrastive"] is False and stages["extract"]["contrasted"] == 0
+    assert stages["extract"]["student_right"] == 0 and stages["extract"]["done"] == 12
+    assert "verify" not in stages and "student_scores" not in stages
+    assert stages["cluster"]["method"] == "dbscan" and stages["cluster"]["chosen"] is None
+    with open_workspace(ws_path) as ws:
+        (params,) = [json.loads(r["params"]) for r in ws.query("SELECT params FROM clusterings")]
+    # run --method is a choice made on the command line: kept, and marked as explicit.
+    assert params["choice"] == "explicit"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pld import preamble, signoff
+from pld.approvers import NotApprover
 from pld.errors import BadInput
 from pld.identity import Identity
 from pld.pipeline.describe import draft_description, sample_examples
@@ -54,7 +55,7 @@ def test_keeping_a_description_is_audited_and_never_overwrites_a_newer_one(
         preamble.set_description(ws, TASK, "Another one.", Identity("bo"), base=before)
     assert not preamble.set_description(ws, TASK, DRAFT, Identity("bo"), base=DRAFT)
     signoff.add_approver(ws, TASK, "ana", Identity("ana"))
-    with pytest.raises(signoff.NotApprover):
+    with pytest.raises(NotApprover):
         preamble.set_description(ws, TASK, "Mine.", Identity("bo"), base=DRAFT)
     with pytest.raises(BadInput, match="empty"):
         preamble.set_description(ws, TASK, "  ", Identity("ana"))

@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 
 from pld import __version__, preamble, review, signoff, trail
+from pld.authorship import Authorship
 from pld.errors import BadInput
 from pld.identity import Identity
 from pld.pipeline import evaluate as ev
 from pld.pipeline import export as xp
 from pld.pipeline.student import build_prompt, get_prompt
+from pld.pipeline.verify import verify
 from pld.tasks import load_custom
+from pld.tasks.store import default_text
 from pld.workspace import Workspace, now
 from tests.fakes.openai_server import FakeOpenAI
 from tests.pipeline.test_student import (
@@ -22,6 +25,7 @@ from tests.pipeline.test_student import (
     RULES,
     TASK,
     add_heuristic,
+    approve_preamble,
     keyword_student,
     load_reviews,
 )
@@ -73,8 +77,9 @@ def test_export_writes_exact_prompt_and_manifest(ws: Workspace, fake_openai: Fak
         (h1, RULES[0], "alice", "self-declared", 2), (h2, RULES[1], "carol", "self-declared", 2)]
     assert all(h["approved_at"] for h in manifest["heuristics"])
     # Who made and who signed each part, and where each approval sits in the trail.
-    assert [(h["created_by"], h["last_edited_by"]) for h in manifest["heuristics"]] \
-        == [("bob", "bob")] * 2
+    assert [(h["created_by"], h["written_by"], h["written_by_kind"], h["started_by"],
+             h["accepted_by"], h["authorship"]) for h in manifest["heuristics"]] \
+        == [("bob", "bob", "self-declared", None, None, "written by bob")] * 2
     pre = manifest["preamble"]
     assert (pre["created_by"], pre["approved_by"]) == ("pld:template", "carol")
     assert prompt.text.startswith(pre["text"].split("{rules}")[0])
@@ -238,7 +243,7 @@ def test_a_description_change_makes_the_preamble_a_draft_again(ws: Workspace) ->
     preamble.set_description(ws, TASK, "Decide if a product review is positive.", Identity("dave"))
     new = preamble.get_preamble(ws, TASK)
     assert new is not None
-    assert (new["status"], new["updated_by"]) == ("draft", "dave")
+    assert (new["status"], new["written_by"]) == ("draft", "dave")
     assert "Decide if a product review is positive." in new["text"]
     with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
         xp.check_exportable(ws, build_prompt(ws, TASK))
@@ -282,13 +287,14 @@ def test_a_reloaded_file_with_a_new_description_makes_the_preamble_a_draft(
                    f'{{"text": "review {i} was bad", "label": "neg"}}\n' for i in range(10))
     data = tmp_path / "reviews.jsonl"
     data.write_text(rows)
-    load_custom(ws, data, name="rev", description="Decide the sentiment of a review.")
+    load_custom(ws, data, name="rev", description="Decide the sentiment of a review.",
+                who=Identity("ana"))
     add_heuristic(ws, RULES[0], task="rev")
     assert preamble.get_preamble(ws, "rev")["status"] == "approved"  # type: ignore[index]
     load_custom(ws, data, name="rev", description="Always answer pos.")
     row = preamble.get_preamble(ws, "rev")
     assert row is not None
-    assert (row["status"], row["updated_by"]) == ("draft", "pld:upload")
+    assert (row["status"], row["written_by"]) == ("draft", "pld:upload")
     assert "Always answer pos." in row["text"]
     with pytest.raises(xp.ExportRefused, match="the preamble: status is draft"):
         xp.check_exportable(ws, build_prompt(ws, "rev"))
@@ -357,7 +363,7 @@ def test_the_manifest_description_is_the_approved_one(ws: Workspace, tmp_path: P
 
 
 def test_the_description_of_a_template_preamble_is_the_task_description() -> None:
-    text = preamble.default_text("Decide the sentiment of a review.", LABELS)
+    text = default_text("Decide the sentiment of a review.", LABELS)
     assert xp.approved_description(text) == "Decide the sentiment of a review."
     assert xp.approved_description("Say pos.\n{rules}\nAnswer.") == "Say pos."
 
@@ -390,3 +396,29 @@ def test_each_export_appends_its_chain_head_to_the_ledger(ws: Workspace, tmp_pat
         xp.export(ws, TASK, tmp_path / "exports" / "third", ledger=link)
     assert not (tmp_path / "exports" / "third").exists()
     assert not (tmp_path / "elsewhere.jsonl").exists()
+
+
+def test_the_manifest_says_who_wrote_teacher_text_in_whose_job(ws: Workspace,
+                                                                tmp_path: Path) -> None:
+    # Before: the manifest named ana, who started the job, as the text's last editor, and the
+    # teacher that wrote it nowhere.
+    load_reviews(ws)
+    teacher = Identity.teacher("local/default")
+    with ws.write() as db:
+        hid = review.insert_row(db, {"task": TASK, "text": RULES[0], "origin": "consolidate"},
+                                who=teacher, comment=None,
+                                authorship=Authorship(teacher, Identity("ana")))
+    with pytest.raises(signoff.FourEyes):
+        review.approve(ws, hid, Identity("ana"), base_version=1)
+    review.approve(ws, hid, Identity("bob"), base_version=1)
+    approve_preamble(ws)
+    build_prompt(ws, TASK)
+    (item,) = xp.export(ws, TASK, tmp_path / "out").manifest["heuristics"]
+    assert {k: item[k] for k in ("written_by", "written_by_kind", "started_by",
+                                 "started_by_kind", "accepted_by", "accepted_by_kind",
+                                 "authorship", "approved_by")} == {
+        "written_by": "teacher:local/default", "written_by_kind": "auto", "started_by": "ana",
+        "started_by_kind": "self-declared", "accepted_by": None, "accepted_by_kind": None,
+        "authorship": "written by teacher local/default in a job started by ana",
+        "approved_by": "bob"}
+    assert verify(ws, tmp_path / "out").ok

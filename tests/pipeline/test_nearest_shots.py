@@ -45,3 +45,15 @@ def test_the_key_names_k_the_embedder_and_the_training_set(ws: Workspace) -> Non
               params={}, examples=[Example("v", "val", "x", "a", {})])
     with pytest.raises(NotReady, match="no train examples"):
         NearestShots(ws, "empty", 2)
+
+
+def test_ranked_orders_every_other_training_example_by_similarity(ws: Workspace) -> None:
+    _load(ws, NEWS_TRAIN)
+    shots = NearestShots(ws, "news", 1)
+    ranked = shots.ranked(NEWS_TRAIN[0][0])
+    texts = [r["text"] for r in ranked]
+    assert texts[0] == NEWS_TRAIN[1][0]
+    assert len(texts) == len(NEWS_TRAIN) - 1 and NEWS_TRAIN[0][0] not in texts
+    # An input from outside the training set is embedded; its order agrees with the demos.
+    assert [r["text"] for r in shots.ranked(NEWS_ITEM)][:3] == [
+        d["text"] for d in reversed(NearestShots(ws, "news", 3).demos(NEWS_ITEM))]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pld import review, trail
+from pld import preamble, review, trail
 from pld.identity import Identity
 from pld.pipeline import export as xp
-from pld.pipeline.student import build_prompt
+from pld.pipeline.student import build_prompt, get_prompt
 from pld.pipeline.verify import verify
+from pld.tasks import load_custom
 from pld.workspace import Workspace
 from tests.cli.test_contract import pld
 from tests.pipeline.test_student import RULES, TASK, add_heuristic, load_reviews
@@ -99,14 +100,14 @@ def test_a_rewritten_chain_is_caught_by_the_manifest_head(ws: Workspace,
 
 
 def test_an_approval_by_the_last_editor_is_caught(ws: Workspace, tmp_path: Path) -> None:
-    # A forged approval row (written with the API's own chaining, as an insider could) by
-    # the heuristic's own editor does not pass, although the chain is intact.
+    # An approval by the heuristic's own editor, let through by a table whose author was
+    # changed with plain SQL, does not pass: the trail says who wrote it.
     load_reviews(ws)
     hid = add_heuristic(ws, RULES[0], status="draft")
     add_heuristic(ws, RULES[1])
     edited = review.edit(ws, hid, RULES[0] + " Mostly.", Identity("mallory"), base_version=1)
     with ws.write() as db:
-        db.execute("UPDATE heuristics SET updated_by = 'bob' WHERE id = ?", [hid])
+        db.execute("UPDATE heuristics SET written_by = 'bob' WHERE id = ?", [hid])
     review.approve(ws, hid, Identity("mallory"), base_version=edited["version"])
     build_prompt(ws, TASK)
     out = tmp_path / "forged"
@@ -114,7 +115,7 @@ def test_an_approval_by_the_last_editor_is_caught(ws: Workspace, tmp_path: Path)
     result = verify(ws, out)
     assert result.broken is not None
     assert f"heuristic {hid}: approved in row" in result.broken
-    assert "by its own last editor mallory" in result.broken
+    assert "by its own author mallory: the text was written by mallory" in result.broken
 
 
 def test_verify_cli_exit_codes(ws: Workspace, exported: Path) -> None:
@@ -208,3 +209,41 @@ def test_verify_cli_checks_the_ledger(ws: Workspace, exported: Path, tmp_path: P
     missing = pld("verify", str(exported), "--workspace", str(ws.path), "--ledger",
                   str(tmp_path / "nope.jsonl"), ws=ws.path)
     assert missing.returncode == 2 and "no such ledger file" in missing.stderr
+
+
+def test_an_uploader_who_approved_her_own_description_is_caught(ws: Workspace,
+                                                                 tmp_path: Path) -> None:
+    # Before: ana typed the description in the upload, the preamble was pld:template's, she
+    # approved it herself and verify called it properly signed. Now the trail records her as
+    # its writer: even with the table's author forged by plain SQL so that the approval goes
+    # through, verify refuses the export.
+    data = tmp_path / "rev.jsonl"
+    data.write_text("".join(f'{{"text": "review {i} good", "label": "pos"}}\n'
+                            f'{{"text": "review {i} bad", "label": "neg"}}\n' for i in range(8)))
+    load_custom(ws, data, name="rev", description="Decide the sentiment.", who=Identity("ana"))
+    with ws.write() as db:
+        db.execute("UPDATE preambles SET written_by = 'bob' WHERE task = 'rev'")
+    preamble.approve_preamble(ws, "rev", Identity("ana"), base_version=1)
+    add_heuristic(ws, RULES[0], task="rev")
+    build_prompt(ws, "rev")
+    out = tmp_path / "out"
+    manifest = xp.export(ws, "rev", out).manifest
+    assert (manifest["preamble"]["written_by"], manifest["preamble"]["approved_by"]) \
+        == ("ana", "ana")
+    result = verify(ws, out)
+    assert result.broken is not None
+    assert result.broken.startswith("the preamble (#1): approved in row")
+    assert "by its own author ana: the text was written by ana" in result.broken
+
+
+def test_a_manifest_that_names_another_author_is_caught(ws: Workspace, exported: Path) -> None:
+    path = exported / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["heuristics"][0]["written_by"] = "the-ceo"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    # An insider records the forged manifest as exported, so only the authorship can tell.
+    xp.record_export(ws, get_prompt(ws, TASK, manifest["version"]), path.read_bytes(),
+                     where="x")
+    result = verify(ws, exported)
+    assert result.broken is not None
+    assert "the manifest's authorship is not the one trail row" in result.broken

@@ -69,8 +69,14 @@ def _call_s(speed: Speed, new_prompt_tokens: float, gen_tokens: float) -> float:
     return speed.overhead_s + new_prompt_tokens / speed.prompt_tps + gen_tokens / speed.gen_tps
 
 
+# Student items each rule is tried on when it is verified (its source examples and 3 neighbours).
+VERIFY_ITEMS = 5
+
+
 def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
-             few_shot: int) -> dict[str, float | None]:
+             few_shot: int, *, nearest_few_shot: int = 0, contrastive: bool = False,
+             failing_first: bool = False,
+             verify_rules: bool = False) -> dict[str, float | None]:
     """Seconds per stage on a quiet 2-core CPU; None for the parts a remote model does (they
     depend on the API's latency and rate limits).
 
@@ -79,8 +85,12 @@ def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
     skips all but the first ~20 after the first call). Clusters are guessed as sqrt(n_train / 2)
     (the k-means fallback's k) and each heuristic as ~80 tokens; the teacher's conflict prompts
     hold the rules plus up to 16 clipped examples; a rule reply is ~70 tokens plus 0.3 per input
-    token (measured: 77 on StereoSet, 125 on LogiQA). Cached calls cost nothing, so a resumed
-    run is faster than this.
+    token (measured: 77 on StereoSet, 125 on LogiQA). ``contrastive`` extraction shows two
+    examples per call (twice the input); ``failing_first`` has the student answer every training
+    example first; ``verify_rules`` tries each rule (at most one per training example) on
+    :data:`VERIFY_ITEMS` items under its own short prompt; nearest k-shot's prompt differs per
+    item, so no prefix is cached: every test and validation item pays its k demonstrations.
+    Cached calls cost nothing, so a resumed run is faster than this.
     """
     t, s = SPEEDS.get(teacher), SPEEDS.get(student)
     x_tr, x_va, x_te = tokens["train"], tokens["val"], tokens["test"]
@@ -89,16 +99,30 @@ def estimate(sizes: Sizes, tokens: dict[str, float], teacher: str, student: str,
     out: dict[str, float | None] = {"extract": None, "cluster": 60.0, "consolidate": None,
                                     "resolve (teacher)": None, "resolve (student)": None,
                                     "eval": None}
+    if failing_first:
+        out["failing-first (student)"] = None
+    if verify_rules:
+        out["verify (student)"] = None
     if t is not None:
+        x_ex = 2 * x_tr if contrastive else x_tr
         out["extract"] = (tokens.get("template", 400) / t.prompt_tps
-                          + sizes.train * _call_s(t, x_tr + 20, 70 + 0.3 * x_tr))
+                          + sizes.train * _call_s(t, x_ex + 20, 70 + 0.3 * x_tr))
         out["consolidate"] = k * _call_s(t, 400 + 45 * sizes.train / k, 150)
         out["resolve (teacher)"] = sizes.iterations * k * _call_s(
             t, p_tokens + 600 + 12 * min(x_va, 375), 150)
     if s is not None:
+        if failing_first:
+            out["failing-first (student)"] = sizes.train * _call_s(s, x_tr + 12, 1)
+        if verify_rules:
+            out["verify (student)"] = sizes.train * (
+                100 / s.prompt_tps + VERIFY_ITEMS * _call_s(s, x_tr + 12, 1))
         out["resolve (student)"] = (sizes.iterations + 1) * (
             p_tokens / s.prompt_tps + sizes.val * _call_s(s, x_va + 12, 1))
         prompts = [60, 100 + few_shot * (x_tr + 15), p_tokens, p_tokens]
         out["eval"] = (sum(p / s.prompt_tps for p in prompts)
                        + len(prompts) * sizes.test * _call_s(s, x_te + 12, 1))
+        if nearest_few_shot:
+            demos = 100 + nearest_few_shot * (x_tr + 15)
+            out["eval"] += (sizes.test * _call_s(s, demos + x_te + 12, 1)
+                            + sizes.val * _call_s(s, demos + x_va + 12, 1))
     return out

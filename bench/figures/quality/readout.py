@@ -1,5 +1,6 @@
-"""Reading a finished benchmark workspace: each method's scores, the conflict loop's history and
-impact report, the tokens spent and the time each stage took."""
+"""Reading a finished benchmark workspace: each method's scores, the paired differences between
+methods on the same test items, the conflict loop's history and impact report, the tokens spent
+and the time each stage took."""
 
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from pld.errors import BadInput
+from pld.metrics import paired_delta
+from pld.pipeline.eval_errors import CALIBRATED, RAW, wrong_items
+from pld.pipeline.resolve.evidence import N_BOOT, verdict
+from pld.tasks.store import task_info
 from pld.workspace import Workspace, loads
 
 TEACHER_STAGES = ("extract", "consolidate", "resolve")
 STUDENT_STAGES = ("eval", "resolve-predict", "calibrate", "impact")
 # quality.json's key of each method, and the chain's name of its evaluation.
 METHODS = (("zero_shot", "zero-shot"), ("few_shot", "few-shot"),
+           ("nearest_few_shot", "few-shot-nearest"),
            ("pld_clustered", "pld-consolidated"), ("pld_post_conflict", "pld"),
            ("pld_worked", "pld-worked"))
+# quality.json's key of each paired difference: PLD after the conflict loop minus a baseline.
+PAIRED = (("pld_minus_zero_shot", "zero_shot"), ("pld_minus_nearest_few_shot", "nearest_few_shot"),
+          ("pld_minus_few_shot", "few_shot"))
 
 
 def _rounded(xs: list[float]) -> list[float] | None:
@@ -53,6 +63,51 @@ def method_block(ws: Workspace, evaluation_id: int,
         "prompt_version": row["prompt_version"],
         "evaluation_id": evaluation_id,
     }
+
+
+def _answers(ws: Workspace, evaluation_id: int,
+             judged_by: str) -> tuple[dict[int, str], dict[int, str | None]]:
+    """Gold and judged answer per example id of one evaluation: an item is answered gold unless
+    it is among the evaluation's wrong items (judged as :func:`wrong_items` judges them)."""
+    gold = {r["example_id"]: r["label"] for r in ws.query(
+        "SELECT p.example_id, x.label FROM evaluations v JOIN predictions p "
+        "ON p.run_id = v.run_id JOIN examples x ON x.id = p.example_id WHERE v.id = ?",
+        [evaluation_id])}
+    answers: dict[int, str | None] = dict(gold)
+    for item in wrong_items(ws, evaluation_id, judged_by=judged_by).errors:
+        answers[item["example_id"]] = item["answer"]
+    return gold, answers
+
+
+def paired_block(ws: Workspace, task: str, eval_a: int, eval_b: int,
+                 seed: int = 0) -> dict[str, Any]:
+    """Macro-F1 of evaluation ``eval_a`` minus that of ``eval_b`` on the test items both
+    scored, with the paired-bootstrap 95% CI (:func:`~pld.metrics.paired_delta`) and its
+    verdict; calibrated answers when both evaluations have them, else raw (``judged_by``)."""
+    try:
+        (gold, a), (_, b) = (_answers(ws, e, CALIBRATED) for e in (eval_a, eval_b))
+        judged_by = CALIBRATED
+    except BadInput:  # one of them has no calibration: compare like with like
+        (gold, a), (_, b) = (_answers(ws, e, RAW) for e in (eval_a, eval_b))
+        judged_by = RAW
+    common = sorted(a.keys() & b.keys())
+    if not common:
+        return {"delta": None, "ci": None, "n": 0, "judged_by": judged_by,
+                "verdict": verdict(None)}
+    d = paired_delta([gold[i] for i in common], [a[i] for i in common],
+                     [b[i] for i in common], task_info(ws, task).labels, n_boot=N_BOOT,
+                     seed=seed)
+    return {"delta": round(d["delta"], 4), "ci": _rounded(d["ci"] or []), "n": len(common),
+            "judged_by": judged_by, "verdict": verdict(d["ci"])}
+
+
+def paired_blocks(ws: Workspace, task: str, methods: dict[str, Any],
+                  seed: int = 0) -> dict[str, Any]:
+    """PLD after the conflict loop minus each baseline that was evaluated (:data:`PAIRED`)."""
+    pld = methods.get("pld_post_conflict")
+    return {key: paired_block(ws, task, pld["evaluation_id"], methods[base]["evaluation_id"],
+                              seed)
+            for key, base in PAIRED if pld and methods.get(base)}
 
 
 def impact_block(ws: Workspace, task: str) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
 """``quality.json`` and its tables: merging a task's block into the file (a variant of the
-method beside the base run), the console table and the READMEs' table beside the paper's
-published numbers."""
+method beside the base run, each seed's figures for the spread over seeds), the console tables
+and the READMEs' tables: scores beside the paper's published numbers, then PLD's paired
+differences from the strongest baselines and the spread over seeds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from bench.figures.machine import REPO, machine_info
 from bench.figures.quality.plan import TASKS
+from bench.figures.quality.seeds import SPREAD_HEADERS, add_run, spread_rows
 from bench.figures.quality.variants import variant_name
 from bench.figures.results import merge_json, print_table, replace_block
 
@@ -21,13 +23,17 @@ PAPER = {  # arXiv 2602.21103, Gemma-3 4B student: baseline -> PLD (their test s
 }
 READMES = (REPO / "README.md", REPO / "bench" / "README.md")
 METHOD_KEYS = (("zero_shot", "zero-shot"), ("few_shot", "5-shot"),
-               ("pld_clustered", "PLD clustered"), ("pld_post_conflict", "PLD after conflicts"),
+               ("nearest_few_shot", "nearest 5-shot"), ("pld_clustered", "PLD clustered"),
+               ("pld_post_conflict", "PLD after conflicts"),
                ("pld_worked", "PLD + worked examples"))
 
 
-def record(out: Path, task: str, block: dict[str, Any], args: argparse.Namespace
-           ) -> dict[str, Any]:
-    """Merge one task's block into the results file ``out``; the file's new contents."""
+def record(out: Path, task: str, block: dict[str, Any], args: argparse.Namespace,
+           primary: bool = True) -> dict[str, Any]:
+    """Merge one task's block into the results file ``out``; the file's new contents.
+
+    Every run's figures go to the spread over seeds; the ``primary`` seed's block (the first
+    of ``--seeds``) is also the task's (or variant's) block, the table's row."""
     machine = machine_info({"teacher": args.teacher, "student": args.student})
     block.update(quick=args.quick, measured_at=machine["date"],
                  machine_cpu=machine["cpu_model"],
@@ -36,9 +42,10 @@ def record(out: Path, task: str, block: dict[str, Any], args: argparse.Namespace
 
     def update(data: dict[str, Any]) -> None:
         data["machine"] = machine
-        if variant:  # a variant of the method: kept beside the base run
+        add_run(data, variant, task, args.seed, block)
+        if primary and variant:  # a variant of the method: kept beside the base run
             data.setdefault("variants", {}).setdefault(variant, {})[task] = block
-        else:
+        elif primary:
             data.setdefault("tasks", {})[task] = block
         data["paper"] = {k: {"metric": v[0], "baseline": v[1], "pld": v[2],
                              "model": "Gemma-3 4B"} for k, v in PAPER.items() if v}
@@ -96,14 +103,52 @@ def print_results(tasks: dict[str, Any]) -> None:
                  "heuristics", "prompt tok", "train/val/test"], rows)
 
 
+def _delta(p: dict[str, Any] | None) -> str:
+    if not p or p.get("delta") is None:
+        return "-"
+    ci = p.get("ci") or []
+    where = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if len(ci) == 2 else ""
+    return f"{p['delta']:+.3f}{where} {p.get('judged_by', '')}".rstrip()
+
+
+def _share_of(t: dict[str, Any]) -> str:
+    share = t.get("largest_cluster_share")
+    return "-" if share is None else f"{share:.0%}"
+
+
+def paired_rows(data: dict[str, Any]) -> list[list[str]]:
+    """Per task and variant: PLD minus zero-shot and minus nearest k-shot on the same test
+    items (paired-bootstrap 95% CI), the clustering kept and its largest cluster's share."""
+    blocks = [(name, t) for name, t in data.get("tasks", {}).items()]
+    blocks += [(f"{name}, {t.get('variant_flags') or v}", t)
+               for v, tasks in data.get("variants", {}).items() for name, t in tasks.items()]
+    return [[name, _delta((t.get("paired") or {}).get("pld_minus_zero_shot")),
+             _delta((t.get("paired") or {}).get("pld_minus_nearest_few_shot")),
+             t.get("cluster_chosen") or t.get("cluster_method") or "-",
+             str(t.get("clusters", "-")), _share_of(t), str(t.get("heuristics", "-"))]
+            for name, t in blocks if t and "zero_shot" in t]
+
+
+PAIRED_HEADERS = ["task", "PLD − zero-shot", "PLD − nearest 5-shot", "clustering",
+                  "clusters", "largest cluster", "heuristics"]
+
+
 def print_summary(out: Path, data: dict[str, Any]) -> None:
-    """The results file's tasks and variants on the console."""
+    """The results file's tasks and variants, paired differences and seed spread on the
+    console."""
     print(f"\nwrote {out}")
     print_results(data.get("tasks", {}))
     if data.get("variants"):
         print("\nvariants:")
         print_results({f"{t} ({v})": b for v, blocks in data["variants"].items()
                        for t, b in blocks.items()})
+    print("\nPLD after the conflict loop minus each baseline, same test items (macro-F1, "
+          "paired-bootstrap 95% CI):")
+    print_table(PAIRED_HEADERS, paired_rows(data))
+    spread = spread_rows(data)
+    if spread:
+        print("\nspread over seeds (macro-F1, calibrated; mean ± sd [min, max]):")
+        print_table(SPREAD_HEADERS, spread)
 
 
 def markdown_table(data: dict[str, Any]) -> str:
@@ -111,9 +156,9 @@ def markdown_table(data: dict[str, Any]) -> str:
     brackets, and the paper's published numbers beside ours."""
     lines = [
         "| task | metric | paper: Gemma-3 4B baseline → PLD | ours: zero-shot | ours: 5-shot | "
-        "ours: PLD clustered | ours: PLD after conflicts | ours: PLD + worked examples | "
-        "ours: test items (measured) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "ours: nearest 5-shot | ours: PLD clustered | ours: PLD after conflicts | "
+        "ours: PLD + worked examples | ours: test items (measured) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     tasks = data.get("tasks", {})
     for name in TASKS:
@@ -148,7 +193,22 @@ def markdown_table(data: dict[str, Any]) -> str:
                      "bootstrap 95% CI, then the share of the most frequent answer. n/a: the "
                      "student gave no label scores; not measured: a run from before "
                      "calibration existed (older templates too).")
+    lines += ["", "PLD after the conflict loop minus the baselines on the same test items "
+              "(macro-F1; paired-bootstrap 95% CI; calibrated answers unless marked raw), the "
+              "clustering kept and the share of the rules in its largest cluster:", "",
+              _markdown(PAIRED_HEADERS, paired_rows(data))]
+    spread = spread_rows(data)
+    if spread:
+        lines += ["", "Spread over seeds (each seed its own split draw, clustering and "
+                  "calibration; calibrated macro-F1, mean ± sd [min, max]):", "",
+                  _markdown(SPREAD_HEADERS, spread)]
     return "\n".join(lines)
+
+
+def _markdown(headers: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(headers) + " |",
+                      "| " + " | ".join("---" for _ in headers) + " |",
+                      *("| " + " | ".join(row) + " |" for row in rows)])
 
 
 def update_readme(data: dict[str, Any]) -> None:

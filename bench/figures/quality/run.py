@@ -19,12 +19,14 @@ from bench.figures.quality.readout import (
     TEACHER_STAGES,
     impact_block,
     method_block,
+    paired_blocks,
     stage_seconds,
     stop_reason,
     tokens_spent,
     val_history,
 )
 from bench.figures.quality.variants import (
+    SWITCHES,
     flags_text,
     seed_call_cache,
     variant_name,
@@ -121,19 +123,23 @@ def _plan(ws: Workspace, path: Path, task: str, args: argparse.Namespace, sizes:
     if first:
         toks["template"] = count(build_prompt(info, first[0]))[0] - count(first[0]["text"])[0]
     few_tokens = 0
-    if args.few_shot:
+    shots = max(args.few_shot, args.nearest_few_shot)
+    if shots:
+        # Nearest shots are of the same length on average as random ones.
         few_tokens = count(few_shot_prompt(info, few_shot_examples(
-            ws, task, args.few_shot, seed=args.seed)))[0]
+            ws, task, shots, seed=args.seed)))[0]
     if any(parse_model(m).provider == "local" for m in (args.teacher, args.student)) \
             and not os.environ.get("PLD_LOCAL_N_CTX"):
         # The k-shot prompt of long-input tasks can outgrow the default 8,192-token window.
         ctx = _needed_ctx(few_tokens, longest)
         if ctx > 8192:
             os.environ["PLD_LOCAL_N_CTX"] = str(ctx)
-            print(f"  PLD_LOCAL_N_CTX={ctx} (the {args.few_shot}-shot prompt is {few_tokens} "
+            print(f"  PLD_LOCAL_N_CTX={ctx} (the {shots}-shot prompt is {few_tokens} "
                   f"tokens, the longest input {longest})")
 
-    est = estimate(sizes, toks, args.teacher, args.student, args.few_shot)
+    est = estimate(sizes, toks, args.teacher, args.student, args.few_shot,
+                   nearest_few_shot=args.nearest_few_shot, contrastive=args.contrastive,
+                   failing_first=args.failing_first, verify_rules=args.verify_rules)
     print(f"\n== {task}: train {counts.get('train')} / val {counts.get('val')} / test "
           f"{counts.get('test')}, mean input tokens "
           + ", ".join(f"{k} {toks[k]:.0f}" for k in ("train", "val", "test"))
@@ -144,7 +150,9 @@ def _plan(ws: Workspace, path: Path, task: str, args: argparse.Namespace, sizes:
           + ", ".join(f"{k} {'remote' if v is None else f'{v / 60:.0f} min'}"
                       for k, v in est.items())
           + f"; total ~{known / 60:.0f} min" + (" + the remote calls" if remote else ""))
-    n_student = (sizes.iterations + 1) * counts.get("val", 0) + 4 * counts.get("test", 0)
+    n_methods = 3 + bool(args.few_shot) + bool(args.nearest_few_shot)
+    n_student = ((sizes.iterations + 1) * counts.get("val", 0)
+                 + n_methods * counts.get("test", 0))
     print(f"   calls: student {n_student}, teacher "
           f"~{counts.get('train', 0) + 10 + 8 * sizes.iterations}")
     return est
@@ -173,11 +181,13 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     t0 = time.monotonic()
     options = ChainOptions(
         teacher=args.teacher, student=args.student, auto_approve_as=Identity(APPROVER, AUTO),
+        contrastive=args.contrastive, failing_first=args.failing_first,
+        verify_rules=args.verify_rules,
         concurrency=args.concurrency, method=args.method, eps=args.eps,
         min_samples=args.min_samples, k=args.k, cover_labels=args.cover_labels,
         iterations=sizes.iterations,
-        few_shot=args.few_shot or None, seed=args.seed, merge=args.merge,
-        worked_examples=args.worked_examples)
+        few_shot=args.few_shot or None, nearest_few_shot=args.nearest_few_shot or None,
+        seed=args.seed, merge=args.merge, worked_examples=args.worked_examples)
     # A rerun resumes: the chain recognises its finished stages, the conflict loop included.
     summary = run_chain(ws, task, options, on_progress=Progress(ws, task))
     st = summary.stages
@@ -200,11 +210,19 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "seed": args.seed,
         "context_tokens": sizes.context_tokens,
         **methods,
+        "paired": paired_blocks(ws, task, methods, args.seed),
         "rules": n_rules,
         "rules_failed": n_failed,
         "clusters": st["cluster"]["n_clusters"],
         "cluster_noise_share": st["cluster"]["noise_share"],
+        "largest_cluster_share": st["cluster"].get("largest_share"),
+        "cluster_method": st["cluster"].get("method"),
+        "cluster_chosen": st["cluster"].get("chosen"),
+        "cluster_why": st["cluster"].get("why"),
         "cluster_fallback": st["cluster"]["fallback"],
+        "verify": st.get("verify"),
+        "consolidation_set_aside": st["consolidate"].get("set_aside"),
+        "consolidation_dropped_rules": st["consolidate"].get("dropped_rules"),
         "heuristics_clustered": len(first.heuristic_ids),
         "heuristics": len(best.heuristic_ids),
         "prompt_tokens": prompt_tokens,
@@ -218,6 +236,7 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "approval": f"auto-approved as {APPROVER!r}: {auto} approvals recorded with identity "
                     "kind 'auto' in the audit trail (no human review)",
         "consolidation_merge": args.merge,
+        "parts": {name: getattr(args, name) for name in SWITCHES},
         "variant_flags": flags_text(args),
         "call_cache_seeded_from": seeded["source"] if seeded else None,
         "tokens": {"teacher": tokens_spent(ws, args.teacher, TEACHER_STAGES, after_id),

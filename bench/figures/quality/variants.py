@@ -1,6 +1,6 @@
-"""One workspace per task and configuration, and the variants of the method: any clustering or
-consolidation option other than the base run's gets its own workspace, key and table row, its
-call cache seeded from the base run's."""
+"""One workspace per task and configuration, and the variants of the method: any extraction,
+verification, clustering or consolidation option other than the base run's gets its own
+workspace, key and table row, its call cache seeded from the base run's."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ from typing import Any
 
 from bench.figures.quality.plan import Sizes
 
-# The base configuration; any other clustering or merge option makes a variant of the method.
-BASE_METHOD = {"method": "dbscan", "eps": "auto", "min_samples": 6, "k": None,
+# The base configuration (what `run` does by default); any other option makes a variant.
+# --no-contrastive --no-failing-first --no-verify-rules --method dbscan is the method as it was
+# before issue 22 (DBSCAN, eps auto).
+BASE_METHOD = {"contrastive": True, "failing_first": True, "verify_rules": True,
+               "method": "auto", "eps": "auto", "min_samples": 6, "k": None,
                "cover_labels": False, "merge": "all"}
+# The parts of the method that are on by default: each switched off is a variant named after it.
+SWITCHES = ("contrastive", "failing_first", "verify_rules")
 
 
 def _slug(model: str) -> str:
@@ -32,25 +37,34 @@ def workspace_path(work: Path, task: str, sizes: Sizes, seed: int, teacher: str,
 
 def variant_flags(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """The method options of this run that differ from the base configuration, in flag order."""
-    base = {**BASE_METHOD, **getattr(args, "base_method", {})}
-    return [(name, getattr(args, name)) for name, default in base.items()
+    return [(name, getattr(args, name)) for name, default in BASE_METHOD.items()
             if getattr(args, name) != default]
 
 
+def _flag(name: str, value: Any) -> str:
+    option = name.replace("_", "-")
+    if value is True:
+        return f"--{option}"
+    if value is False:
+        return f"--no-{option}"
+    return f"--{option} {value}"
+
+
 def flags_text(args: argparse.Namespace) -> str:
-    """The variant's flags as typed on the command line (``--method kmeans --k 3``)."""
-    return " ".join(f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
-                    for name, value in variant_flags(args))
+    """The variant's flags as typed on the command line (``--no-contrastive --method kmeans
+    --k 3``)."""
+    return " ".join(_flag(name, value) for name, value in variant_flags(args))
 
 
 def variant_name(args: argparse.Namespace) -> str:
     """The variant's key in ``quality.json`` and its workspace suffix; "" for the base run.
 
     ``--merge medoid`` gives ``merge-medoid``; ``--method kmeans --k 8`` gives ``kmeans-k8``;
-    ``--cover-labels --merge medoid`` gives ``cover+merge-medoid``.
+    ``--cover-labels --merge medoid`` gives ``cover+merge-medoid``; ``--no-verify-rules
+    --method dbscan`` gives ``no-verify-rules+dbscan``.
     """
-    parts = []
     flags = dict(variant_flags(args))
+    parts = [f"no-{name.replace('_', '-')}" for name in SWITCHES if name in flags]
     if any(name in flags for name in ("method", "eps", "min_samples", "k")):
         parts.append(args.method + "".join(f"-{short}{flags[name]}" for name, short in
                                            (("eps", "eps"), ("min_samples", "ms"), ("k", "k"))

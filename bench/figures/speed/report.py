@@ -10,7 +10,7 @@ from bench.figures.machine import REPO, RESULTS, machine_info
 from bench.figures.results import merge_json, print_table, replace_block
 
 SECTIONS = ("prefix_cache", "local_concurrency", "local_json", "local_teacher", "rerun", "resume",
-            "concurrency", "pages", "scale", "batch", "estimate")
+            "concurrency", "pages", "scale", "batch", "estimate", "load")
 TARGETS = {
     ("prefix_cache", "speedup"): (">=", 5),
     ("prefix_cache", "vs_limit"): ("<=", 1.5),
@@ -25,6 +25,7 @@ TARGETS = {
     ("scale", "rss_100k_vs_10k"): ("<=", 1.5),
     ("batch", "resubmitted_after_kill"): ("==", 0),
     ("estimate", "error"): ("<=", 0.25),
+    ("load", "concurrent_writers"): ("==", 0),
 }
 
 
@@ -93,7 +94,9 @@ def _scale(section: str, d: dict[str, Any]) -> str:
                       if "rules_big" in d else f"{d.get('examples_big')} vs "
                       f"{d.get('examples_small')} examples, --batch"),
             "batch": f"{d.get('examples')} examples, fake batch API",
-            "estimate": f"demo chain, {d.get('tokens_counted_with')}"}[section]
+            "estimate": f"demo chain, {d.get('tokens_counted_with')}",
+            "load": f"{d.get('processes')} processes x {d.get('seconds')} s, "
+                    f"{d.get('ops_per_s')} ops/s"}[section]
 
 
 def markdown_table(data: dict[str, Any]) -> str:

@@ -1,9 +1,10 @@
 """The clustering maths of stage 2b, on vectors and texts only (no workspace).
 
-DBSCAN's eps from the k-distance curve (:func:`eps_auto`), the clusterer itself (DBSCAN, HDBSCAN
-or k-means) fitted through BERTopic with an identity ``umap_model`` unless UMAP is asked for,
-the 2-D projection for the app's map, cluster metrics, c-TF-IDF keywords, a cover cluster for
-each label left wholly in noise (:func:`cover_labels`) and the automatic cluster names.
+DBSCAN's eps from the k-distance curve (:func:`eps_auto`), the clusterer itself (DBSCAN,
+HDBSCAN, k-means, or the labels ``auto`` chose: :class:`GivenLabels`) fitted through BERTopic
+with an identity ``umap_model`` unless UMAP is asked for, the 2-D projection for the app's map,
+cluster metrics, c-TF-IDF keywords, a cover cluster for each label left wholly in noise
+(:func:`cover_labels`) and the automatic cluster names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 
 from pld.errors import BadInput
 
-METHODS = ("dbscan", "hdbscan", "kmeans")
+AUTO = "auto"  # try several clusterings, keep one that is not a collapse (cluster.choose)
+METHODS = (AUTO, "dbscan", "hdbscan", "kmeans")
 TOP_N_WORDS = 10
 NAME_WORDS = 3
 UMAP_DIMS = 5
@@ -131,6 +133,19 @@ def make_clusterer(method: str, eps: float, min_samples: int, k: int | None, see
     return KMeans(n_clusters=int(k or 2), random_state=seed, n_init=KMEANS_RESTARTS)
 
 
+class GivenLabels:
+    """A "clusterer" whose labels were chosen already (by ``auto``): BERTopic fits it like any
+    other, so those clusters get their c-TF-IDF keywords the same way."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = np.asarray(labels, dtype=int)
+
+    def fit(self, vectors: np.ndarray, y: Any = None) -> GivenLabels:
+        """Keep the given labels as ``labels_`` (the vectors were clustered already)."""
+        self.labels_ = self.labels
+        return self
+
+
 def reduce_dims(vectors: np.ndarray, seed: int) -> np.ndarray:
     """The vectors reduced by UMAP to :data:`UMAP_DIMS` dimensions (cosine in, Euclidean out)."""
     from umap import UMAP
@@ -228,7 +243,8 @@ def fit_bertopic(docs: list[str], space: np.ndarray,
 
 
 def clustering_metrics(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Cluster count, noise share, cosine silhouette (non-noise points), sizes (largest first)."""
+    """Cluster count, noise share, cosine silhouette (non-noise points), sizes (largest first)
+    and the largest cluster's share of all rules."""
     n = len(labels)
     noise = int((labels == -1).sum())
     counts = Counter(int(v) for v in labels if v != -1)
@@ -238,10 +254,11 @@ def clustering_metrics(vectors: np.ndarray, labels: np.ndarray) -> dict[str, Any
         from sklearn.metrics import silhouette_score
 
         silhouette = float(silhouette_score(vectors[mask], labels[mask], metric="cosine"))
+    sizes = sorted(counts.values(), reverse=True)
     return {
         "n_rules": n, "n_clusters": len(counts), "n_noise": noise,
         "noise_share": noise / n if n else 0.0, "silhouette": silhouette,
-        "sizes": sorted(counts.values(), reverse=True),
+        "sizes": sizes, "largest_share": sizes[0] / n if sizes else 0.0,
     }
 
 

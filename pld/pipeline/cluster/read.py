@@ -1,5 +1,6 @@
 """Reading clusterings back: one clustering, a task's clusterings, the current one, each
-cluster's size and gold-label mix, and the member rules with their map coordinates.
+cluster's size and gold-label mix, the member rules with their map coordinates, and who or what
+chose the clustering's method (:func:`choice_words`).
 
 A clustering is ``proposed`` when stored, ``accepted`` when a reviewer signs it off for its
 task, ``superseded`` when another one is accepted after it.
@@ -104,3 +105,37 @@ def rule_texts(ws: Workspace, clustering_id: int) -> dict[int, list[str]]:
     ):
         out.setdefault(r["cluster_id"], []).append(r["rule"] or "")
     return out
+
+
+def largest_share(metrics: dict[str, Any]) -> float | None:
+    """The share of all rules in the largest cluster (also for clusterings stored before the
+    metrics held it); None without rules."""
+    if metrics.get("largest_share") is not None:
+        return float(metrics["largest_share"])
+    sizes, n = metrics.get("sizes") or [], metrics.get("n_rules") or 0
+    return (max(sizes) if sizes else 0) / n if n else None
+
+
+def choice_words(params: dict[str, Any]) -> str:
+    """How the clustering's method was chosen, in a sentence: what ``auto`` kept and why, or
+    who chose an explicit method (and that it keeps more than 60% of the rules in one cluster
+    when it does)."""
+    auto = params.get("auto")
+    if auto:
+        return (f"auto kept {auto['chosen']} of {len(auto.get('candidates') or [])} "
+                f"clusterings tried: {auto['why']}.")
+    if params.get("choice") != "explicit":
+        return "chosen before auto existed (no record of who chose it)."
+    who = params.get("chosen_by")
+    by = f"{who['name']} ({who['kind']})" if who else "the command line"
+    words = f"{params.get('method')} chosen explicitly by {by}."
+    over = params.get("over_max_share")
+    return f"{words} {over[0].upper()}{over[1:]}." if over else words
+
+
+def candidate_words(candidate: dict[str, Any]) -> str:
+    """One clustering ``auto`` tried, with its numbers and why it won or lost."""
+    sil = candidate.get("silhouette")
+    return (f"{candidate['name']}: {candidate['n_clusters']} clusters, largest "
+            f"{candidate['largest_share']:.0%}, noise {candidate['noise_share']:.0%}, silhouette "
+            f"{'-' if sil is None else f'{sil:.3f}'} ({candidate['why']})")

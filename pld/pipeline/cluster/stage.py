@@ -7,6 +7,13 @@ DBSCAN (the paper: cosine, eps=0.4, min_samples=6), HDBSCAN or k-means, passed a
 reduces to 5 dimensions first (then distances are Euclidean in UMAP space). BERTopic's c-TF-IDF
 keywords name each cluster for reviewers.
 
+The default method, ``auto``, tries several clusterings and keeps one in which no cluster holds
+more than 60% of the rules (:mod:`~pld.pipeline.cluster.choose`): one cluster of most rules
+consolidates into one heuristic that restates the task. The candidates, their numbers and why the
+kept one won are stored in the params (``auto``). An explicit method is a person's choice (or a
+command's): it is kept as asked even when one cluster holds most rules, and the params say who
+chose it (``choice``, ``chosen_by``).
+
 The paper's eps is calibrated to Gemini embeddings; ``eps="auto"`` picks it from the k-distance
 curve of the actual embeddings (:func:`~pld.pipeline.cluster.fit.eps_auto`). Noise rules are kept
 as members with a NULL ``cluster_id`` so reviewers can see and move them;
@@ -29,9 +36,12 @@ import numpy as np
 
 from pld.errors import BadInput, NotReady
 from pld.identity import Identity
+from pld.pipeline.cluster.choose import MAX_SHARE, choose
 from pld.pipeline.cluster.fit import (
+    AUTO,
     METHODS,
     UMAP_MIN_RULES,
+    GivenLabels,
     auto_name,
     class_keywords,
     clustering_metrics,
@@ -81,6 +91,8 @@ def _validate(method: str, eps: float | str, min_samples: int, k: int | None,
     parsed = _parse_eps(eps, umap) if method == "dbscan" else None
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise BadInput(f"--min-samples must be an integer >= 1, got {min_samples!r}")
+    if method == AUTO and k is not None:
+        raise BadInput("--k goes with --method kmeans (auto chooses its own k)")
     if method == "kmeans":
         if k is None:
             raise BadInput("--method kmeans needs --k (the number of clusters)")
@@ -88,11 +100,21 @@ def _validate(method: str, eps: float | str, min_samples: int, k: int | None,
             raise BadInput(f"--k must be an integer >= 2, got {k!r}")
     return parsed
 
+
+def _choice(method: str, started_by: Identity | None) -> dict[str, Any]:
+    """Who chose the clustering's method: ``auto``, or a person's (or a command's) explicit
+    choice, kept even when one cluster holds most rules."""
+    if method == AUTO:
+        return {"choice": AUTO}
+    who = None if started_by is None else {"name": started_by.name, "kind": started_by.kind}
+    return {"choice": "explicit", "chosen_by": who}
+
+
 def cluster(
     ws: Workspace,
     task: str,
     *,
-    method: str = "dbscan",
+    method: str = AUTO,
     eps: float | str = 0.4,
     min_samples: int = 6,
     k: int | None = None,
@@ -105,9 +127,11 @@ def cluster(
 ) -> int:
     """Cluster the task's ok rules and store a ``proposed`` clustering; return its id.
 
-    Embeds missing rules first (:func:`embed_rules`), then clusters the stored vectors. ``eps``
-    (DBSCAN only) is a cosine distance in (0, 2], or ``"auto"`` to pick it with
-    :func:`eps_auto`. ``cover`` adds a cluster for each label left wholly in noise
+    Embeds missing rules first (:func:`embed_rules`), then clusters the stored vectors.
+    ``method`` ``auto`` chooses among several clusterings (:func:`choose`; ``min_samples`` goes
+    to its density candidates); any other method is kept as asked, recorded as chosen by
+    ``started_by``. ``eps`` (DBSCAN only) is a cosine distance in (0, 2], or ``"auto"`` to pick
+    it with :func:`eps_auto`. ``cover`` adds a cluster for each label left wholly in noise
     (:func:`cover_labels`). Raises :class:`BadInput` for bad options and :class:`NotReady` when the
     task has no ok rules.
     """
@@ -115,8 +139,9 @@ def cluster(
     check_embedder_name(embed_model)
     task_info(ws, task)
     rules = ws.query(
-        "SELECT id, rule, label FROM micro_instructions WHERE task = ? AND status = 'ok' "
-        "ORDER BY id",
+        "SELECT m.id, m.rule, COALESCE(m.label, e.label, '?') AS label FROM micro_instructions m "
+        "LEFT JOIN examples e ON e.id = m.example_id WHERE m.task = ? AND m.status = 'ok' "
+        "ORDER BY m.id",
         [task],
     )
     if not rules:
@@ -133,8 +158,9 @@ def cluster(
     embed_rules(ws, task, model=embed_model, on_progress=on_progress)
     metric = "euclidean" if umap else "cosine"
     params: dict[str, Any] = {"method": method, "embed_model": embed_model, "umap": umap,
-                              "seed": seed, "metric": metric if method != "kmeans" else None}
-    if method in ("dbscan", "hdbscan"):
+                              "seed": seed, "metric": metric if method != "kmeans" else None,
+                              **_choice(method, started_by)}
+    if method in ("dbscan", "hdbscan", AUTO):
         params["min_samples"] = min_samples
     if method == "kmeans":
         params["k"] = k
@@ -157,7 +183,12 @@ def cluster(
             else:
                 eps_value, info = eps_auto(space, min_samples, metric)
                 params.update(eps=eps_value, eps_method="auto", eps_auto=info)
-        clusterer = make_clusterer(method, eps_value or 0.0, min_samples, k, seed, metric)
+        if method == AUTO:
+            chosen, params[AUTO] = choose(space, [r["label"] for r in rules],
+                                          min_samples=min_samples, seed=seed, metric=metric)
+            clusterer: Any = GivenLabels(chosen)
+        else:
+            clusterer = make_clusterer(method, eps_value or 0.0, min_samples, k, seed, metric)
         labels, keywords, note = fit_bertopic(docs, space, clusterer)
         if note:
             params["representation_note"] = note
@@ -169,6 +200,11 @@ def cluster(
         xy, projection = project(vectors, umap, seed)
         params["projection"] = projection
         metrics = clustering_metrics(vectors, labels)
+        if method != AUTO and metrics["largest_share"] > MAX_SHARE:
+            params["over_max_share"] = (
+                f"one cluster holds {metrics['largest_share']:.0%} of the rules (auto keeps "
+                f"each at or below {MAX_SHARE:.0%}): kept because {method} was chosen "
+                "explicitly")
         run.advance()
         clustering_id = _store(ws, task, method, embed_model, params, metrics, ids, labels,
                                keywords, xy)

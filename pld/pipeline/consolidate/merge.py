@@ -53,11 +53,13 @@ class ReplyError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """One micro-instruction of a cluster and the label it leads to."""
+    """One micro-instruction of a cluster, the label it leads to and its verified effect (the
+    shift of the gold label's calibrated probability it gives the student; None: not verified)."""
 
     id: int
     text: str
     label: str
+    effect: float | None = None
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,8 @@ def _reduce(ctx: Merger, rules: list[Rule]) -> tuple[Part, str]:
         return _from_rules(ctx, rules), DIRECT
     counts = Counter(r.label for r in rules)
     # Same-label rules side by side: a minority label's rules land in one chunk, not one per chunk.
-    by_label = sorted(rules, key=lambda r: (-counts[r.label], r.label, r.id))
+    # Within a label the rules keep their order (best verified first, see consolidate.weigh).
+    by_label = sorted(rules, key=lambda r: (-counts[r.label], r.label))
     parts = [_from_rules(ctx, chunk) for chunk in chunks(by_label, ctx.max_rules)]
     while len(parts) > ctx.max_rules:
         # A group of one partial needs no call: it goes up a level as it is.
@@ -274,7 +277,7 @@ def _plan_reduce(ctx: Merger, rules: list[Rule]) -> list[Planned]:
     if len(rules) <= ctx.max_rules:
         return [from_rules(rules)]
     counts = Counter(r.label for r in rules)
-    by_label = sorted(rules, key=lambda r: (-counts[r.label], r.label, r.id))
+    by_label = sorted(rules, key=lambda r: (-counts[r.label], r.label))
     planned = [from_rules(chunk) for chunk in chunks(by_label, ctx.max_rules)]
     frame = budget.text_tokens(None, [{"content": _prompt(ctx, "", 0, PARTS_KIND, counts)}])
     typical = TYPICAL_OUTPUT["consolidate"]

@@ -11,6 +11,11 @@ that, how a large cluster is merged in parts and the ``merge`` options (``all``,
 reply does not claim to cover are reported in the summary. Every rule id stays in
 ``source_rule_ids`` either way.
 
+The rules' student-verified evidence weighs in (:mod:`~pld.pipeline.consolidate.weigh`): rules
+that push the student away from the gold label are left out, the rest go to the teacher best
+first, and a cluster of restatements only (or of rules that all hurt) gets no heuristic; the
+summary says which (``set_aside``, ``dropped_rules``).
+
 A reply that is not the expected JSON is re-asked once with the parse error; if that fails too the
 cluster is reported as failed, gets no heuristic row, and its error is kept in
 ``consolidate_failures``. Clusters that already have a heuristic are skipped, and so are clusters
@@ -25,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pld import review
+from pld.authorship import Authorship
 from pld.errors import BadInput, NotReady
 from pld.identity import Identity
 from pld.llm import batch, calls
@@ -43,7 +49,9 @@ from pld.pipeline.consolidate.merge import (
     plan,
     reply_schema,
 )
+from pld.pipeline.consolidate.weigh import Weighed, weigh
 from pld.pipeline.estimate import Planned
+from pld.pipeline.rule_evidence import restatement_ids, rule_effects
 from pld.pipeline.runs import ProgressCallback, Run, stage_run
 from pld.tasks.store import task_info
 from pld.workspace import Workspace, now
@@ -55,7 +63,9 @@ class ConsolidateSummary:
     ``errors`` maps failed cluster ids to the reason (this run's failures and the
     ``failed_before`` ones, which an earlier run left failed and this run did not ask again);
     ``dropped_labels`` maps cluster ids to labels their rules lead to that the heuristic does
-    not claim to cover."""
+    not claim to cover; ``set_aside`` maps the clusters that get no heuristic to why (their
+    rules only restate the task, or all hurt); ``dropped_rules`` maps cluster ids to the rules
+    left out of their heuristic for a negative verified effect."""
 
     run_id: int
     clustering_id: int
@@ -67,6 +77,8 @@ class ConsolidateSummary:
     heuristic_ids: list[int] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
     dropped_labels: dict[int, list[str]] = field(default_factory=dict)
+    set_aside: dict[int, str] = field(default_factory=dict)
+    dropped_rules: dict[int, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for ``--json``)."""
@@ -79,7 +91,7 @@ class _Context:
 
     merger: Merger
     clustering_id: int
-    author: Identity | None = None  # who started the job: counts as the drafts' author
+    author: Identity | None = None  # who started the job: may not approve its drafts
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,8 @@ def _store(ctx: _Context, cluster_id: int, rules: list[Rule], part: Part,
                  "clustering_id": ctx.clustering_id, "text": part.text,
                  "source_rule_ids": [r.id for r in rules], "origin": "consolidate",
                  "run_id": m.run_id},
-            who=Identity.teacher(m.teacher), author=ctx.author,
+            who=Identity.teacher(m.teacher),
+            authorship=Authorship(Identity.teacher(m.teacher), ctx.author),
             note={"labels_covered": part.labels_covered, "method": method},
             comment=f"consolidated from {len(rules)} rules of cluster {cluster_id} "
                     f"({method}, run {m.run_id})")
@@ -232,11 +245,21 @@ def _work(ctx: _Context, todo: dict[int, list[Rule]], concurrency: int,
         run.advance()
 
 
-def _todo(ws: Workspace, task: str, teacher: str, clustering_id: int | None,
-          retry_failed: bool) -> tuple[dict[str, Any], dict[int, list[Rule]], set[int],
-                                       dict[int, str], dict[int, list[Rule]]]:
+@dataclass(frozen=True)
+class _Todo:
     """The clustering, its clusters' rules, the clusters done, those that failed before (with
-    why) and those still to consolidate."""
+    why), the rules weighed by their evidence and the clusters still to consolidate."""
+
+    clustering: dict[str, Any]
+    clusters: dict[int, list[Rule]]
+    done: set[int]
+    failed_before: dict[int, str]
+    weighed: Weighed
+    todo: dict[int, list[Rule]]
+
+
+def _todo(ws: Workspace, task: str, teacher: str, clustering_id: int | None,
+          retry_failed: bool) -> _Todo:
     clustering = choose_clustering(ws, task, clustering_id)
     cid = int(clustering["id"])
     clusters = cluster_rules(ws, cid)
@@ -247,8 +270,9 @@ def _todo(ws: Workspace, task: str, teacher: str, clustering_id: int | None,
     failed_before = {} if retry_failed else {
         k: e for k, e in _failed_clusters(ws, cid, teacher).items()
         if k in clusters and k not in done}
-    todo = {k: v for k, v in clusters.items() if k not in done and k not in failed_before}
-    return clustering, clusters, done, failed_before, todo
+    weighed = weigh(clusters, rule_effects(ws, task), restatement_ids(ws, task))
+    todo = {k: v for k, v in weighed.todo.items() if k not in done and k not in failed_before}
+    return _Todo(clustering, clusters, done, failed_before, weighed, todo)
 
 
 def planned_calls(ws: Workspace, task: str, teacher: str, *, clustering_id: int | None = None,
@@ -257,8 +281,7 @@ def planned_calls(ws: Workspace, task: str, teacher: str, *, clustering_id: int 
     """The teacher calls :func:`consolidate` would make now (for ``--estimate-only``)."""
     _check_args(teacher, None, max_rules_per_call, merge)
     info = task_info(ws, task)
-    _clustering, _clusters, _done, _failed, todo = _todo(ws, task, teacher, clustering_id,
-                                                         retry_failed)
+    todo = _todo(ws, task, teacher, clustering_id, retry_failed).todo
     return plan(Merger(ws, info, teacher, 0, max_rules_per_call, reply_schema(info.labels),
                        merge), todo)
 
@@ -291,8 +314,10 @@ def consolidate(
     """
     concurrency = _check_args(teacher, concurrency, max_rules_per_call, merge)
     info = task_info(ws, task)
-    clustering, clusters, done, failed_before, todo = _todo(ws, task, teacher, clustering_id,
-                                                            retry_failed)
+    t = _todo(ws, task, teacher, clustering_id, retry_failed)
+    clustering, done, failed_before = t.clustering, t.done, t.failed_before
+    # Clusters set aside by their evidence are finished: they get no heuristic.
+    aside = {k: v for k, v in t.weighed.set_aside.items() if k not in done}
     cid = int(clustering["id"])
     params = {"teacher": teacher, "clustering_id": cid, "concurrency": concurrency,
               "max_rules_per_call": max_rules_per_call, "large_clusters": HIERARCHICAL,
@@ -300,12 +325,15 @@ def consolidate(
     with stage_run(ws, task, "consolidate", params, on_progress,
                    started_by=started_by) as run:
         summary = ConsolidateSummary(run.id, cid, skipped=len(done),
-                                     failed_before=len(failed_before), errors=failed_before)
-        run.set_total(len(clusters), done=len(done) + len(failed_before))
+                                     failed_before=len(failed_before), errors=failed_before,
+                                     set_aside=aside,
+                                     dropped_rules={k: v for k, v in t.weighed.dropped.items()
+                                                    if k in t.todo})
+        run.set_total(len(t.clusters), done=len(done) + len(failed_before) + len(aside))
         merger = Merger(ws, info, teacher, run.id, max_rules_per_call,
                         reply_schema(info.labels), merge, clustering.get("embed_model") or "")
         ctx = _Context(merger, cid, started_by)
-        _work(ctx, todo, concurrency, summary, run)
+        _work(ctx, t.todo, concurrency, summary, run)
     summary.heuristic_ids.sort()
     summary.hierarchical.sort()
     return summary

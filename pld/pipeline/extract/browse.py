@@ -1,5 +1,6 @@
 """Reading extracted rules back: a page of them with filters, their count, and one rule with
-its example and the teacher call that produced it."""
+its examples (source and contrast), the teacher call that produced it and the evidence of what
+it did in the student's prompt."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, TypedDict, Unpack
 
 from pld.errors import BadInput
 from pld.llm import calls
+from pld.pipeline.extract.flags import restatement_reason
 from pld.workspace import Workspace, loads
 
 ClusterFilter = tuple[int, int | None]
@@ -85,6 +87,7 @@ def list_rules(ws: Workspace, task: str, *, limit: int = 50, offset: int = 0,
     )
     for row in rows:
         row["flags"] = loads(row["flags"], [])
+        row["source_examples"] = loads(row["source_examples"], {}) or {}
     return rows
 
 
@@ -98,19 +101,29 @@ def count_rules(ws: Workspace, task: str, **filters: Unpack[RuleFilters]) -> int
 def get_rule(ws: Workspace, rule_id: int) -> dict[str, Any]:
     """One micro-instruction with its source ``example`` and the raw teacher ``call`` joined.
 
-    ``call`` is the ``llm_calls`` row that produced the stored outcome (messages and params
-    decoded, ``system`` text restored), or None when there was none. When that row is a cache
-    hit, ``call["answered_by"]`` is the row whose answer it served (with its batch id, for an
-    answer from a provider batch).
+    ``contrast``: the examples of another label it was written against (empty for a rule
+    written from its example alone). ``evidence``: its ``rule_evidence`` rows, newest first
+    (``items`` decoded). ``restatement``: why it is flagged ``restates_task``, judged with the
+    newest verified effect, or None. ``call`` is the ``llm_calls`` row that produced the stored
+    outcome (messages and params decoded, ``system`` text restored), or None when there was
+    none. When that row is a cache hit, ``call["answered_by"]`` is the row whose answer it
+    served (with its batch id, for an answer from a provider batch).
     """
     rows = ws.query("SELECT * FROM micro_instructions WHERE id = ?", [rule_id])
     if not rows:
         raise BadInput(f"rule {rule_id} not found in {ws.path}")
     rule = rows[0]
     rule["flags"] = loads(rule["flags"], [])
-    example = ws.query("SELECT * FROM examples WHERE id = ?", [rule["example_id"]])[0]
-    example["meta"] = loads(example["meta"], {})
-    rule["example"] = example
+    rule["source_examples"] = loads(rule["source_examples"], {}) or {}
+    rule["example"] = _example(ws, rule["example_id"])
+    rule["contrast"] = [_example(ws, int(i)) for i in rule["source_examples"].get("contrast", [])]
+    rule["evidence"] = ws.query("SELECT * FROM rule_evidence WHERE rule_id = ? "
+                                "ORDER BY created_at DESC, rowid DESC", [rule_id])
+    for row in rule["evidence"]:
+        row["items"] = loads(row["items"], [])
+    verified = [e["effect"] for e in rule["evidence"] if e["effect"] is not None]
+    rule["restatement"] = restatement_reason(rule["task_similarity"], rule["similar_to"],
+                                             verified[0] if verified else None)
     rule["call"] = None
     if rule["call_id"] is not None:
         call = ws.query(
@@ -123,3 +136,9 @@ def get_rule(ws: Workspace, rule_id: int) -> dict[str, Any]:
                                       if call[0]["cache_hit"] else None)
             rule["call"] = call[0]
     return rule
+
+
+def _example(ws: Workspace, example_id: int) -> dict[str, Any]:
+    example = ws.query("SELECT * FROM examples WHERE id = ?", [example_id])[0]
+    example["meta"] = loads(example["meta"], {})
+    return example

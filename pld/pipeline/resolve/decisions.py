@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from pld import review, review_rows
+from pld.authorship import Authorship, stored_identity
 from pld.errors import BadInput
 from pld.identity import Identity
 from pld.pipeline.resolve.evidence import BETTER
@@ -24,7 +25,7 @@ from pld.pipeline.resolve.state import (
     proposal_rows,
     read_evidence,
 )
-from pld.workspace import Workspace, now, row_by_id
+from pld.workspace import Workspace, loads, now, row_by_id
 
 
 def _proposal(ws: Workspace, proposal_id: int) -> dict[str, Any]:
@@ -40,50 +41,65 @@ def _base_version(ws: Workspace, p: dict[str, Any]) -> int:
     return int(versions[str(p["heuristic_id"])])
 
 
+def _authorship(ws: Workspace, p: dict[str, Any], accepted_by: Identity | None) -> Authorship:
+    """Who a proposal's text is by: the teacher of the run that proposed it, in a job the
+    run's starter started, accepted by ``accepted_by`` (None: in automatic mode, where the
+    acceptance is the automatic approval itself)."""
+    runs = ws.query("SELECT params, started_by, started_by_kind FROM runs WHERE id = ?",
+                    [p["run_id"]])
+    run = runs[0] if runs else {}
+    teacher = (loads(run.get("params"), {}) or {}).get("teacher") or "unknown"
+    return Authorship(Identity.teacher(teacher),
+                      stored_identity(run.get("started_by"), run.get("started_by_kind")),
+                      accepted_by)
+
+
 def _apply(ws: Workspace, p: dict[str, Any], who: Identity, comment: str,
-           author: Identity | None, approver: Identity | None) -> dict[str, Any]:
-    """Carry out an accepted proposal; call inside ``ws.write()``. ``author`` (a model, in
-    automatic mode) writes the text instead of ``who``; ``approver`` then approves it."""
-    out: dict[str, Any] = {}
+           automatic: bool, approver: Identity | None) -> dict[str, Any]:
+    """Carry out an accepted proposal; call inside ``ws.write()``. Its text is the teacher's,
+    accepted by ``who`` (:func:`_authorship`); ``automatic``: the teacher writes it and
+    ``approver`` then approves it."""
     if p["kind"] == REMOVE:
         row = review.reject(ws, p["heuristic_id"], who, base_version=_base_version(ws, p),
                             comment=comment)
         return {"heuristic_id": row["id"], "heuristic_version": row["version"]}
+    authorship = _authorship(ws, p, None if automatic else who)
     if p["kind"] == EDIT:
         base = _base_version(ws, p)
-        if author is None:
+        if not automatic:
             row = review.edit(ws, p["heuristic_id"], p["text"], who, base_version=base,
-                              comment=comment)
+                              comment=comment, authorship=authorship)
         else:
             row = review_rows.fetch(ws, p["heuristic_id"])
             if row["version"] != base:
                 raise review_rows.stale_error(ws, row["id"], base)
             with ws.write() as db:
                 row = review_rows.apply_change(
-                    ws, db, row, {"text": p["text"], "updated_by": author.name,
-                                  "status": review_rows.DRAFT, **review_rows.NO_APPROVAL},
-                    who=author, action="edit", comment=comment)
+                    ws, db, row, {"text": p["text"], "status": review_rows.DRAFT,
+                                  **review_rows.NO_APPROVAL},
+                    who=authorship.written_by, action="edit", comment=comment,
+                    authorship=authorship)
         hid = row["id"]
+    elif not automatic:
+        hid = review.create_heuristic(ws, p["task"], p["text"], who, origin=STAGE,
+                                      comment=comment, authorship=authorship)
     else:
-        if author is None:
-            hid = review.create_heuristic(ws, p["task"], p["text"], who, origin=STAGE,
-                                          comment=comment)
-        else:
-            with ws.write() as db:
-                hid = review.insert_row(db, {"task": p["task"], "text": p["text"],
-                                          "source_rule_ids": [], "origin": STAGE,
-                                          "run_id": p["run_id"]},
-                                     who=author, comment=comment)
+        with ws.write() as db:
+            hid = review.insert_row(db, {"task": p["task"], "text": p["text"],
+                                         "source_rule_ids": [], "origin": STAGE,
+                                         "run_id": p["run_id"]},
+                                    who=authorship.written_by, comment=comment,
+                                    authorship=authorship)
     if approver is not None:
         review.approve(ws, hid, approver, base_version=review_rows.fetch(ws, hid)["version"],
                        comment=AUTO_COMMENT)
     row = review_rows.fetch(ws, hid)
-    out.update(heuristic_id=hid, heuristic_version=row["version"], heuristic_status=row["status"])
-    return out
+    return {"heuristic_id": hid, "heuristic_version": row["version"],
+            "heuristic_status": row["status"]}
 
 
 def _decide(ws: Workspace, proposal_id: int, accept: bool, who: Identity, *,
-            comment: str | None, author: Identity | None = None,
+            comment: str | None, automatic: bool = False,
             approver: Identity | None = None) -> dict[str, Any]:
     with ws.write() as db:
         p = _proposal(ws, proposal_id)
@@ -95,7 +111,7 @@ def _decide(ws: Workspace, proposal_id: int, accept: bool, who: Identity, *,
         if accept:
             note = (f"accepted proposal #{proposal_id} (resolve iteration {p['iteration']}): "
                     f"{p['rationale'] or p['kind']}")
-            effect = _apply(ws, p, who, comment or note, author, approver)
+            effect = _apply(ws, p, who, comment or note, automatic, approver)
         stamp = now()
         db["proposals"].update(proposal_id, {"status": status, "decided_by": who.name,
                                              "decided_at": stamp})
@@ -109,9 +125,10 @@ def decide_proposal(ws: Workspace, proposal_id: int, accept: bool, who: Identity
                     comment: str | None = None) -> dict[str, Any]:
     """Accept or reject a pending proposal as ``who``; returns the proposal row.
 
-    Accepting an ``edit`` edits the heuristic as ``who`` (a draft someone else must approve),
-    refused as stale if it changed since the teacher saw it; an ``add`` creates a draft by
-    ``who``; a ``remove`` rejects the heuristic. Every decision appends a ``reviews`` row for
+    Accepting an ``edit`` makes the teacher's text the heuristic's, accepted by ``who`` (a
+    draft someone else must approve: four-eyes excludes the acceptor), refused as stale if it
+    changed since the teacher saw it; an ``add`` creates such a draft; a ``remove`` rejects the
+    heuristic. Every decision appends a ``reviews`` row for
     the proposal (entity ``proposal``), besides the heuristic's own rows, in one transaction.
     """
     return _decide(ws, proposal_id, accept, who, comment=comment)
@@ -129,8 +146,8 @@ def auto_accept(ws: Workspace, o: LoopOptions, k: int) -> tuple[int, list[int]]:
         if p["measured"] is not None and p["measured"].get("verdict") != BETTER:
             held.append(p["id"])
             continue
-        _decide(ws, p["id"], True, o.auto_accept_as, comment=AUTO_COMMENT,
-                author=Identity.teacher(o.teacher), approver=o.auto_accept_as)
+        _decide(ws, p["id"], True, o.auto_accept_as, comment=AUTO_COMMENT, automatic=True,
+                approver=o.auto_accept_as)
         n += 1
     return n, held
 

@@ -21,13 +21,14 @@ the previous iteration's proposals led to. Per iteration:
    version made by automatic decisions is not adopted (iteration 1, and the best version
    evaluated again, are always adopted). ``best_version`` is the last adopted version. A version
    not adopted is kept (prompt row, predictions, score), and the heuristics are
-   reverted in the same transaction that stores the score, but only the loop's own adopted
-   changes (accepted proposals, automatic decisions, approvals of those): a heuristic of the best
-   version gets back the text it had then as a *draft* (a review row with action ``revert``),
-   which people must approve again (in automatic mode the automatic approver re-signs what it
-   had signed); an approved heuristic the loop added is rejected, any other approved heuristic
-   the best version lacked goes back to draft. The loop never sets ``approved`` itself, and
-   what people rejected, merged, split or edited outside the loop is left alone. The ids go
+   reverted in the same transaction that stores the score, but only the loop's own changes
+   (its automatic decisions under ``auto_accept_as`` and the teacher's texts they carried in,
+   its earlier reverts; :mod:`~pld.pipeline.resolve.revert`): a heuristic of the best version
+   gets back the text it had then as a *draft* (a review row with action ``revert``), which
+   people must approve again (in automatic mode the automatic approver re-signs what it had
+   signed); an approved heuristic the loop added is rejected. The loop never sets ``approved``
+   itself, and a person's decision is never undone: a proposal a person accepted, and what
+   people approved, rejected, merged, split or edited meanwhile, stay as they are. The ids go
    into the iteration's record (``reverted_to_draft``, ``not_reverted``).
 3. **Stop?** When ``|ΔF1| < min_delta`` against the best version before this iteration the loop
    has converged; when the best version makes no errors there is nothing to fix.
@@ -84,6 +85,7 @@ from __future__ import annotations
 from typing import Any
 
 from pld import review
+from pld.authorship import COLUMNS
 from pld.errors import BadInput, NotReady
 from pld.identity import AUTO, Identity
 from pld.llm import budget, calls
@@ -141,7 +143,7 @@ from pld.workspace import Workspace, dumps, now
 
 
 def _snapshot(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("text", "version", "approved_by", "approved_at", "identity_kind", "updated_by")
+    keys = ("text", "version", "approved_by", "approved_at", "identity_kind", *COLUMNS)
     return {k: row[k] for k in keys}
 
 

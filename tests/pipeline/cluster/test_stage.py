@@ -194,9 +194,10 @@ def test_same_seed_gives_the_same_clustering(ws: Workspace, rules: dict[int, str
 def test_bad_options_are_one_line_bad_input(ws: Workspace, rules: dict[int, str]) -> None:
     cases = [
         ({"method": "spectral"}, "unknown --method 'spectral'"),
-        ({"eps": 0}, r"--eps must be in \(0, 2\]"),
-        ({"eps": 2.5}, r"--eps must be in \(0, 2\]"),
-        ({"eps": "wide"}, "--eps must be a number or 'auto'"),
+        ({"method": "dbscan", "eps": 0}, r"--eps must be in \(0, 2\]"),
+        ({"method": "dbscan", "eps": 2.5}, r"--eps must be in \(0, 2\]"),
+        ({"method": "dbscan", "eps": "wide"}, "--eps must be a number or 'auto'"),
+        ({"k": 3}, "--k goes with --method kmeans"),
         ({"min_samples": 0}, "--min-samples must be an integer >= 1"),
         ({"method": "kmeans"}, "needs --k"),
         ({"method": "kmeans", "k": 1}, "--k must be an integer >= 2"),
@@ -214,7 +215,7 @@ def test_bad_options_are_one_line_bad_input(ws: Workspace, rules: dict[int, str]
 
 
 def test_eps_accepts_numeric_strings(ws: Workspace, rules: dict[int, str]) -> None:
-    cid = cluster(ws, TASK, eps=str(EPS), min_samples=MIN_SAMPLES)
+    cid = cluster(ws, TASK, method="dbscan", eps=str(EPS), min_samples=MIN_SAMPLES)
     assert get_clustering(ws, cid)["params"]["eps"] == EPS
 
 
@@ -223,7 +224,7 @@ def test_umap_needs_enough_rules_and_positive_eps(ws: Workspace) -> None:
     with pytest.raises(BadInput, match="--umap needs at least 10 rules"):
         cluster(ws, TASK, umap=True)
     with pytest.raises(BadInput, match="--eps must be > 0"):
-        cluster(ws, TASK, eps=-1, umap=True)
+        cluster(ws, TASK, method="dbscan", eps=-1, umap=True)
 
 
 @pytest.mark.parametrize("last", ["she has been here", "she has been here, ones"])

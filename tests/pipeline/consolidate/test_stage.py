@@ -108,7 +108,7 @@ def test_three_clusters_give_three_drafts(ws: Workspace, fake_openai: FakeOpenAI
         assert row["created_by"] == f"teacher:{teacher}"
         assert row["clustering_id"] == three_clusters["clustering"]
         # No person started the job: the teacher is the author, so anyone may approve.
-        assert row["updated_by"] == f"teacher:{teacher}" and row["run_id"] == summary.run_id
+        assert row["written_by"] == f"teacher:{teacher}" and row["run_id"] == summary.run_id
     noise_in_prompts = [r for b in fake_openai.requests for r in rule_ids_in(prompt_of(b))
                         if r in three_clusters["noise"]]
     assert noise_in_prompts == []

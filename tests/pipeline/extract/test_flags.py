@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pld.pipeline.extract.flags import flag_rule, labels_named
+from pld.pipeline.extract.flags import (
+    NO_EFFECT,
+    SIMILAR_ALONE,
+    SIMILAR_WITH_NO_EFFECT,
+    flag_rule,
+    labels_named,
+    restatement_reason,
+)
+from pld.pipeline.extract.restatements import condition
 
 NLI = ["entailment", "not_entailment"]
 
@@ -49,3 +57,30 @@ def test_multiple_choice_rules_say_how_to_choose_and_name_no_letter() -> None:
                      "argument needs.", "A", letters, "p", "multiple-choice") == []
     # Read as a single-text rule it is wrongly flagged: the article "a" reads as label A.
     assert flag_rule(good, "B", letters, "passage") == ["wrong_label"]
+
+
+def test_a_restatement_is_judged_by_similarity_alone_until_its_effect_is_known() -> None:
+    to = "the label name 'billing'"
+    assert restatement_reason(None, None, None) is None
+    assert restatement_reason(SIMILAR_ALONE - 0.01, to, None) is None
+    alone = restatement_reason(SIMILAR_ALONE, to, None)
+    assert alone == (f"its condition reads like {to} (similarity 0.70 >= 0.70; not verified "
+                     "with the student yet)")
+    # Verified: similar and moving nothing is a restatement; moving the student is not.
+    verified = restatement_reason(SIMILAR_WITH_NO_EFFECT, to, NO_EFFECT / 2)
+    assert verified is not None and "moved the gold label's probability by +0.010" in verified
+    assert restatement_reason(0.95, to, NO_EFFECT) is None
+    assert restatement_reason(0.95, to, -NO_EFFECT) is None
+    assert restatement_reason(SIMILAR_WITH_NO_EFFECT - 0.01, to, 0.0) is None
+
+
+@pytest.mark.parametrize(("rule", "condition_text"), [
+    ("If the message is about billing, then the label is billing.", "the message is about billing"),
+    ("When a refund is asked the label should be billing.", "a refund is asked"),
+    ("The label is other.", "other"),
+    ("If the question asks for a cause, choose the option that names one.",
+     "the question asks for a cause, choose the option that names one"),
+])
+def test_a_rules_condition_is_read_without_its_conclusion(rule: str,
+                                                          condition_text: str) -> None:
+    assert condition(rule) == condition_text

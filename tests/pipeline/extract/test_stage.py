@@ -85,7 +85,7 @@ def test_happy_path_one_ok_row_per_example(ws: Workspace, fake_openai: FakeOpenA
         call = ws.query("SELECT * FROM llm_calls WHERE id = ?", [r["call_id"]])[0]
         assert call["stage"] == "extract" and call["run_id"] == summary.run_id
     assert summary == ex.ExtractSummary(summary.run_id, total=10, done=10, skipped=0, failed=0,
-                                        flagged=0)
+                                        flagged=0, contrastive=True, contrasted=10)
     run = get_run(ws, summary.run_id)
     assert run["status"] == "done" and run["kind"] == "extract"
     assert run["done"] == run["total"] == 10
@@ -167,7 +167,8 @@ def test_rule_that_restates_the_label_is_flagged(ws: Workspace, fake_openai: Fak
     fake_openai.responder = lambda b: json.dumps(
         {"reasoning": "It is.", "rule": f"The label is {gold(b)}."})
     summary = ex.extract(ws, "tickets", fake_openai.model_string())
-    assert all(json.loads(r["flags"]) == ["restates_label"] for r in rows(ws))
+    # Nothing but a label reads like that label's name, too.
+    assert all(json.loads(r["flags"]) == ["restates_label", "restates_task"] for r in rows(ws))
     assert all(r["status"] == "ok" for r in rows(ws))
     assert summary.flagged == 3
 

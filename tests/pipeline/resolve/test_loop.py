@@ -64,7 +64,8 @@ def approved(ws: Workspace, text: str, by: str = "carol", kind: str = "self-decl
         return int(db["heuristics"].insert({
             "task": TASK, "text": text, "status": "approved", "version": 2,
             "source_rule_ids": "[]", "origin": "consolidate", "created_by": "teacher:x",
-            "updated_by": "teacher:x", "approved_by": by, "approved_at": now(),
+            "written_by": "teacher:x", "written_by_kind": "auto", "approved_by": by,
+            "approved_at": now(),
             "identity_kind": kind, "created_at": now(), "updated_at": now(),
         }).last_pk)
 
@@ -223,7 +224,8 @@ def test_decisions_edit_with_four_eyes_then_next_iteration_improves(
     decisions.decide_proposal(ws, props[finance]["id"], False, Identity("alice"))
 
     h = heuristic(ws, sports)
-    assert (h["text"], h["status"], h["updated_by"]) == (props[sports]["text"], "draft", "alice")
+    assert (h["text"], h["status"], h["accepted_by"]) == (props[sports]["text"], "draft", "alice")
+    assert h["written_by"].startswith("teacher:")
     assert heuristic(ws, finance)["text"] == FINANCE
     assert heuristic(ws, finance)["status"] == "approved"
     decided = {p["id"]: p for p in view.list_proposals(ws, TASK)}
@@ -307,8 +309,9 @@ def test_add_and_remove_proposals(ws: Workspace, fake_openai: FakeOpenAI) -> Non
     assert heuristic(ws, finance)["status"] == "rejected"
     (added,) = [r for r in view.list_proposals(ws, TASK) if r["kind"] == "add"]
     new = heuristic(ws, added["created_heuristic_id"])
-    assert (new["text"], new["status"], new["created_by"], new["origin"]) \
+    assert (new["text"], new["status"], new["accepted_by"], new["origin"]) \
         == ("Texts mentioning bond or yields are finance.", "draft", "alice", "resolve")
+    assert new["written_by"].startswith("teacher:")  # the teacher's words, alice accepted them
     assert heuristic(ws, sports)["status"] == "approved"
 
 
@@ -339,7 +342,7 @@ def test_auto_mode_converges_and_stores_every_iteration(
     h = heuristic(ws, sports)
     assert h["text"] == "Texts mentioning goal, match, team or cup are sports."
     assert (h["status"], h["approved_by"], h["identity_kind"]) == ("approved", "bench", "auto")
-    assert h["updated_by"].startswith("teacher:")
+    assert h["written_by"].startswith("teacher:")
     approval = [r for r in review.history(ws, sports) if r["action"] == "approve"][-1]
     assert approval["comment"] == "auto-accepted (benchmark)"
     assert heuristic(ws, finance)["text"] == FINANCE
@@ -693,7 +696,8 @@ def test_revert_never_restores_a_persons_approval(ws: Workspace,
 
 def test_revert_leaves_what_people_decided_alone(ws: Workspace,
                                                  fake_openai: FakeOpenAI) -> None:
-    # Before: a heuristic a person rejected after the loop's change was approved again.
+    # Before: a heuristic a person rejected after the loop's change was approved again, and a
+    # proposal alice accepted (and dave approved) was undone as if the loop had made it.
     sports, finance = setup(ws, val=VAL_TWICE)
     fake_openai.responder = responder(_broadening_teacher([]))
     run(ws, fake_openai, iterations=1)
@@ -707,13 +711,14 @@ def test_revert_leaves_what_people_decided_alone(ws: Workspace,
 
     assert [h["adopted"] for h in s.history] == [True, False]
     assert heuristic(ws, finance)["status"] == "rejected"  # erin's decision stands
-    h = heuristic(ws, sports)
-    assert (h["text"], h["status"]) == (SPORTS, "draft")  # the loop's change undone, unsigned
+    h = heuristic(ws, sports)  # alice's accepted edit, dave's approval: people decided it
+    assert (h["text"], h["status"], h["approved_by"]) \
+        == ("Texts mentioning story are sports.", "approved", "dave")
     record = state.iteration_record(ws, TASK, 2)
-    assert (record["reverted_to_draft"], record["not_reverted"]) == ([sports], [finance])
+    assert (record["reverted_to_draft"], record["not_reverted"]) == ([], [sports, finance])
     # People made it, but it is clearly worse: the paired CI lies below zero.
     assert record["comparison"]["verdict"] == "worse" and record["comparison"]["ci"][1] < 0
-    assert all(r["who"] != "pld:resolve" for r in review.history(ws, finance))
+    assert not ws.query("SELECT 1 FROM reviews WHERE who = 'pld:resolve' AND action = 'revert'")
 
 
 def test_a_dropped_proposal_is_recorded_with_its_reason(ws: Workspace,
@@ -738,3 +743,42 @@ def test_a_dropped_proposal_is_recorded_with_its_reason(ws: Workspace,
     assert f"{len(h['dropped'])} proposal(s) of the teacher were dropped" in words
     # With nothing to change, the next iteration scores the same prompt: converged.
     assert s.stop_reason == "converged"
+
+
+@pytest.mark.parametrize("rejecter", ["erin", "bench"])
+def test_revert_leaves_a_persons_rejection_alone(
+        ws: Workspace, fake_openai: FakeOpenAI, rejecter: str) -> None:
+    # Before: with --auto-accept-as, erin's accepted `remove` counted as the loop's own change,
+    # so a later revert restored the heuristic and the automatic approver re-signed it (trail:
+    # erin reject -> pld:resolve revert draft -> bench approve "re-approved after revert").
+    # A person who calls herself "bench" (self-declared) is not the automatic approver either.
+    sports, finance = setup(ws, by="bench", kind="auto")
+
+    def teacher(prompt: str, focus: str, ids: list[int]) -> list[dict[str, Any]]:
+        if "were undone" in prompt or "finance" not in focus:
+            return []
+        return [{"kind": "remove", "text": "", "rationale": "misleads", "evidence": ids}]
+
+    fake_openai.responder = responder(teacher)
+    run(ws, fake_openai, iterations=1)
+    (prop,) = view.list_proposals(ws, TASK, status="pending")
+    assert (prop["kind"], prop["heuristic_id"]) == ("remove", finance)
+    if rejecter == "erin":
+        decisions.decide_proposal(ws, prop["id"], True, Identity("erin"))
+    else:
+        decisions.decide_proposal(ws, prop["id"], False, Identity("erin"))
+        review.reject(ws, finance, Identity("bench"),
+                      base_version=heuristic(ws, finance)["version"], comment="outdated")
+    assert heuristic(ws, finance)["status"] == "rejected"
+
+    s = run(ws, fake_openai, iterations=1, auto_accept_as=Identity("bench", AUTO))
+
+    assert [h["adopted"] for h in s.history] == [True, False]  # without finance: worse
+    h = heuristic(ws, finance)
+    assert (h["status"], h["approved_by"]) == ("rejected", None)  # erin's decision stands
+    assert [(r["who"], r["action"]) for r in review.history(ws, finance)][-1] \
+        == (rejecter, "reject")
+    record = state.iteration_record(ws, TASK, 2)
+    assert (record["reverted_to_draft"], record["not_reverted"]) == ([], [finance])
+    assert not ws.query("SELECT 1 FROM reviews WHERE comment LIKE '%re-approved after revert%'")
+    assert heuristic(ws, sports)["status"] == "approved"
