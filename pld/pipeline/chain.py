@@ -18,7 +18,11 @@ Without ``auto_approve_as`` the chain stops after consolidation: people review t
 
 When the conflict loop removed every heuristic because the zero-shot prompt scored best, no
 heuristic helped: the chain still evaluates every method, says so in ``statement`` and exports
-nothing (the zero-shot baseline is not a distilled prompt).
+nothing (the zero-shot baseline is not a distilled prompt). The same holds when consolidation
+made no heuristic at all (every cluster held only restatements or rules that hurt the student):
+the baselines are evaluated and ``statement`` says why there is no PLD prompt; and when extraction
+wrote no rule (failing-first left out every training example: the student already answers them
+right).
 """
 
 from __future__ import annotations
@@ -187,70 +191,31 @@ def _resolve_done(ws: Workspace, task: str, params: dict[str, Any]) -> bool:
                for r in list_runs(ws, task=task, kind="chain-resolve", limit=20))
 
 
-def run_chain(ws: Workspace, task: str, o: ChainOptions,
-              on_progress: ProgressCallback | None = None) -> ChainSummary:
-    """Run every stage for ``task``; see the module docstring for what is skipped on a rerun."""
-    s = ChainSummary(task)
-    if task not in {t.name for t in loaded_tasks(ws)}:
-        if task not in BUILTIN_TASKS or task == "custom":
-            raise NotReady(f"task {task!r} is not loaded; load it first (python -m pld load)")
-        s.stages["load"] = load_task(ws, task, seed=o.seed)
+def _no_heuristic_made(cs: dict[str, Any]) -> str:
+    """The plain statement when consolidation left nothing to approve."""
+    why = "; ".join(sorted(set((cs.get("set_aside") or {}).values())))
+    failed = f"{cs['failed']} cluster(s) failed" if cs.get("failed") else ""
+    reasons = "; ".join(x for x in (why, failed) if x) or "no cluster gave one"
+    return (f"No heuristic was made: consolidation set every cluster of clustering "
+            f"{cs['clustering_id']} aside ({reasons}), so the zero-shot prompt stands and there "
+            "is nothing to export.")
 
-    no_scores = _without_scores(ws, task, o) if o.failing_first or o.verify_rules else None
-    if no_scores:
-        s.stages["student_scores"] = no_scores
-    ex = extract(ws, task, o.teacher, limit=o.limit, concurrency=o.concurrency,
-                 retry_failed=o.retry_failed, on_progress=on_progress,
-                 contrastive=o.contrastive, val_limit=o.val_limit,
-                 student=o.student if o.failing_first and not no_scores else None)
-    s.stages["extract"] = {"run_id": ex.run_id, "total": ex.total, "done": ex.done,
-                           "skipped": ex.skipped, "failed": ex.failed, "flagged": ex.flagged,
-                           "failed_before": ex.failed_before, "contrastive": ex.contrastive,
-                           "contrasted": ex.contrasted, "student_right": ex.student_right,
-                           "screen_note": ex.screen_note, "restatements": ex.restatements}
-    if o.verify_rules and not no_scores:
-        s.stages["verify"] = verify_rules(ws, task, o.student, concurrency=o.concurrency,
-                                          val_limit=o.val_limit, on_progress=on_progress)
-    s.stages["cluster"] = _cluster(ws, task, o)
-    cs = consolidate(ws, task, o.teacher, clustering_id=s.stages["cluster"]["clustering_id"],
-                     concurrency=o.concurrency, retry_failed=o.retry_failed,
-                     merge=o.merge, on_progress=on_progress)
-    s.stages["consolidate"] = cs.to_dict()
-    if not o.auto_approve_as:
-        s.stopped = "awaiting-review"
-        return s
 
-    cid = s.stages["cluster"]["clustering_id"]
-    runs = [r["id"] for r in list_runs(ws, task=task, kind="consolidate", limit=1000)
-            if r["params"].get("clustering_id") == cid]
-    s.stages["approve"] = {
-        "approved": review.auto_approve_all(ws, task, o.auto_approve_as, run_ids=runs),
-        "preamble": auto_approve_template(ws, task, o.auto_approve_as)}
-    first = _consolidated_prompt(ws, task, s.stages["cluster"]["clustering_id"])
-    s.stages["prompt"] = {"version": first.version, "sha256": first.sha256,
-                          "heuristics": len(first.heuristic_ids)}
-
-    resolve_params = {"student": o.student, "teacher": o.teacher, "iterations": o.iterations,
-                      "val_limit": o.val_limit, "from_version": first.version}
-    if o.iterations > 0 and (o.retry_failed or not _resolve_done(ws, task, resolve_params)):
-        with stage_run(ws, task, "chain-resolve", resolve_params):
-            rs = resolve(ws, task, o.student, o.teacher, iterations=o.iterations,
-                         auto_accept_as=o.auto_approve_as, val_limit=o.val_limit, seed=o.seed,
-                         retry_failed=o.retry_failed, on_progress=on_progress)
-        s.stages["resolve"] = {"stop_reason": rs.stop_reason, "best_version": rs.best_version}
-    best = best_version(ws, task, o.student) or first.version
-
+def _evaluate(ws: Workspace, task: str, o: ChainOptions, first: int | None, best: int | None,
+              on_progress: ProgressCallback | None) -> dict[str, Any]:
+    """Every method on the same test items: the baselines, and PLD when a version exists."""
     evals: dict[str, Any] = {}
+    pld = () if first is None else (
+        ("pld-consolidated", {"version": first}), ("pld", {"version": best}),
+        *((("pld-worked", {"version": best, "worked_examples": True}),)
+          if o.worked_examples else ()))
     for name, kwargs in (("zero-shot", {"zero_shot": True}),
                          *((("few-shot", {"few_shot": o.few_shot}),) if o.few_shot else ()),
                          *((("few-shot-nearest", {"few_shot": o.nearest_few_shot,
                                                   "nearest": True}),)
                            if o.nearest_few_shot else ()),
-                         ("pld-consolidated", {"version": first.version}),
-                         ("pld", {"version": best}),
-                         *((("pld-worked", {"version": best, "worked_examples": True}),)
-                           if o.worked_examples else ())):
-        if name == "pld" and best == first.version:
+                         *pld):
+        if name == "pld" and best == first:
             evals[name] = evals["pld-consolidated"]
             continue
         # Calibrated on the validation items the conflict loop used, so every method's bias
@@ -264,7 +229,95 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
                        "calibrated_macro_f1": cal.get("macro_f1"),
                        "calibrated_ci": (cal.get("ci") or {}).get("macro_f1"),
                        "calibrated_top_answer_share": cal.get("top_answer_share")}
-    s.stages["eval"] = evals
+    return evals
+
+
+def _no_rule(ex: dict[str, Any]) -> str:
+    """The plain statement when extraction left the task without a rule."""
+    if ex["student_right"] and ex["student_right"] == ex["total"]:
+        why = ("the calibrated zero-shot student already answers every training example "
+               "right (failing-first), so no example needs a rule")
+    else:
+        why = f"{ex['failed'] + ex['failed_before']} example(s) failed"
+    return (f"No rule was extracted: {why}; the zero-shot prompt stands and there is nothing "
+            "to cluster, consolidate or export.")
+
+
+def _rules_to_heuristics(ws: Workspace, task: str, o: ChainOptions, s: ChainSummary,
+                         on_progress: ProgressCallback | None) -> bool:
+    """Extract, verify, cluster and consolidate, each stage's summary into ``s``; False (and
+    ``s.statement`` says why) when extraction left no rule to go on with."""
+    no_scores = _without_scores(ws, task, o) if o.failing_first or o.verify_rules else None
+    if no_scores:
+        s.stages["student_scores"] = no_scores
+    ex = extract(ws, task, o.teacher, limit=o.limit, concurrency=o.concurrency,
+                 retry_failed=o.retry_failed, on_progress=on_progress,
+                 contrastive=o.contrastive, val_limit=o.val_limit,
+                 student=o.student if o.failing_first and not no_scores else None)
+    s.stages["extract"] = {"run_id": ex.run_id, "total": ex.total, "done": ex.done,
+                           "skipped": ex.skipped, "failed": ex.failed, "flagged": ex.flagged,
+                           "failed_before": ex.failed_before, "contrastive": ex.contrastive,
+                           "contrasted": ex.contrasted, "student_right": ex.student_right,
+                           "screen_note": ex.screen_note, "restatements": ex.restatements}
+    if not ws.query("SELECT 1 FROM micro_instructions WHERE task = ? AND status = 'ok' LIMIT 1",
+                    [task]):
+        s.statement = _no_rule(s.stages["extract"])
+        return False
+    if o.verify_rules and not no_scores:
+        s.stages["verify"] = verify_rules(ws, task, o.student, concurrency=o.concurrency,
+                                          val_limit=o.val_limit, on_progress=on_progress)
+    s.stages["cluster"] = _cluster(ws, task, o)
+    cs = consolidate(ws, task, o.teacher, clustering_id=s.stages["cluster"]["clustering_id"],
+                     concurrency=o.concurrency, retry_failed=o.retry_failed,
+                     merge=o.merge, on_progress=on_progress)
+    s.stages["consolidate"] = cs.to_dict()
+    return True
+
+
+def run_chain(ws: Workspace, task: str, o: ChainOptions,
+              on_progress: ProgressCallback | None = None) -> ChainSummary:
+    """Run every stage for ``task``; see the module docstring for what is skipped on a rerun."""
+    s = ChainSummary(task)
+    if task not in {t.name for t in loaded_tasks(ws)}:
+        if task not in BUILTIN_TASKS or task == "custom":
+            raise NotReady(f"task {task!r} is not loaded; load it first (python -m pld load)")
+        s.stages["load"] = load_task(ws, task, seed=o.seed)
+    if not _rules_to_heuristics(ws, task, o, s, on_progress):
+        s.no_heuristic_helped = True
+        if o.auto_approve_as:  # a benchmark: the baselines are still measured
+            s.stages["eval"] = _evaluate(ws, task, o, None, None, on_progress)
+        return s
+    if not o.auto_approve_as:
+        s.stopped = "awaiting-review"
+        return s
+
+    cid = s.stages["cluster"]["clustering_id"]
+    runs = [r["id"] for r in list_runs(ws, task=task, kind="consolidate", limit=1000)
+            if r["params"].get("clustering_id") == cid]
+    s.stages["approve"] = {
+        "approved": review.auto_approve_all(ws, task, o.auto_approve_as, run_ids=runs),
+        "preamble": auto_approve_template(ws, task, o.auto_approve_as)}
+    if not review.approved_heuristics(ws, task):
+        # Every cluster was set aside (restatements, rules that hurt) or failed: an outcome,
+        # said plainly; the baselines are still measured.
+        s.statement = _no_heuristic_made(s.stages["consolidate"])
+        s.no_heuristic_helped = True
+        s.stages["eval"] = _evaluate(ws, task, o, None, None, on_progress)
+        return s
+    first = _consolidated_prompt(ws, task, cid)
+    s.stages["prompt"] = {"version": first.version, "sha256": first.sha256,
+                          "heuristics": len(first.heuristic_ids)}
+
+    resolve_params = {"student": o.student, "teacher": o.teacher, "iterations": o.iterations,
+                      "val_limit": o.val_limit, "from_version": first.version}
+    if o.iterations > 0 and (o.retry_failed or not _resolve_done(ws, task, resolve_params)):
+        with stage_run(ws, task, "chain-resolve", resolve_params):
+            rs = resolve(ws, task, o.student, o.teacher, iterations=o.iterations,
+                         auto_accept_as=o.auto_approve_as, val_limit=o.val_limit, seed=o.seed,
+                         retry_failed=o.retry_failed, on_progress=on_progress)
+        s.stages["resolve"] = {"stop_reason": rs.stop_reason, "best_version": rs.best_version}
+    best = best_version(ws, task, o.student) or first.version
+    s.stages["eval"] = _evaluate(ws, task, o, first.version, best, on_progress)
 
     s.statement = no_heuristic_helped(ws, task, o.student)
     s.no_heuristic_helped = s.statement is not None

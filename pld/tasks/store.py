@@ -112,7 +112,7 @@ def save_task(
                   "file reloaded")
             carry_description(ws, db, name, old, description, authorship=writer,
                               comment="the task description changed with a reloaded file")
-        if author is not None and (not existing or old != description):
+        if author is not None and not existing:
             draft_preamble(ws, db, name, description, labels, authorship=author)
         db["examples"].insert_all(
             ({"task": name, "split": e.split, "ext_id": e.ext_id, "text": e.text,
@@ -163,11 +163,16 @@ def carry_description(ws: Workspace, db: sqlite_utils.Database, task: str, old: 
                       *, authorship: Authorship, comment: str) -> None:
     """Carry a new task description into the task's preamble as a change written as
     ``authorship`` (a draft again, for someone else to approve), audited as its actor, inside
-    the caller's write transaction. A preamble someone rewrote so that it no longer holds the
-    old description is left as it is: their wording is not overwritten. The one way a
-    description change reaches the preamble, for a person's edit and a reloaded file alike."""
+    the caller's write transaction; a task with no preamble yet gets its first draft, written
+    so. A preamble someone rewrote so that it no longer holds the old description is left as it
+    is: their wording is not overwritten. The one way a description change reaches the
+    preamble, for a person's edit and a reloaded file alike."""
     rows = ws.query("SELECT * FROM preambles WHERE task = ?", [task])
-    if not rows or not old.strip() or old.strip() not in rows[0]["text"]:
+    if not rows:
+        labels = ws.query("SELECT labels FROM tasks WHERE name = ?", [task])[0]["labels"]
+        draft_preamble(ws, db, task, new, loads(labels), authorship=authorship)
+        return
+    if not old.strip() or old.strip() not in rows[0]["text"]:
         return
     row = rows[0]
     text = row["text"].replace(old.strip(), new.strip(), 1)

@@ -200,6 +200,21 @@ def remember_reviewer() -> None:
         del st.query_params[REVIEWER_PARAM]
 
 
+TASK_PARAM = "task"
+
+
+def remember_task(names: list[str]) -> None:
+    """Keep the chosen task in the page address (``?task=NAME``) like the reviewer and the
+    models, so a reload stays on it; a task already chosen in this session wins, and a name
+    the workspace does not hold falls back to its first task."""
+    chosen = st.session_state.get("task")
+    if chosen not in names:
+        chosen = st.query_params.get(TASK_PARAM)
+        st.session_state["task"] = chosen if chosen in names else names[0]
+    if st.query_params.get(TASK_PARAM) != st.session_state["task"]:
+        st.query_params[TASK_PARAM] = st.session_state["task"]
+
+
 def render() -> None:
     """Draw the sidebar controls."""
     with st.sidebar:
@@ -213,8 +228,7 @@ def render() -> None:
         ws = workspace()
         names = [t.name for t in loaded_tasks(ws)] if ws is not None else []
         if names:
-            if st.session_state.get("task") not in names:
-                st.session_state["task"] = names[0]
+            remember_task(names)
             st.selectbox("Task", names, key="task")
         else:
             st.session_state["task"] = None

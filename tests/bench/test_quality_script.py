@@ -29,13 +29,16 @@ from tests.fakes.openai_server import FakeOpenAI
 
 
 def reply(body: dict[str, Any]) -> str:
-    """A teacher that writes one keyword rule per domain and a student that guesses stably."""
+    """A teacher that writes one rule per domain and a student that guesses stably.
+
+    The rules' condition says something the task description does not (a rule that only
+    restated it would be set aside, leaving no heuristic to measure)."""
     keys, user = schema_keys(body), last_user(body)
     if {"reasoning", "rule"} <= keys:
         gold = re.search(r"Gold label: (\S+)", user).group(1)  # type: ignore[union-attr]
         return json.dumps({"reasoning": "The candidates are about this domain.",
-                           "rule": f"If the candidates talk about {gold} roles, then the label "
-                                   f"is {gold}."})
+                           "rule": "If the second sentence names a cooking utensil or a "
+                                   f"kitchen chore, then the label is {gold}."})
     if "heuristic" in keys:
         found = [d for d in DOMAINS if d in user]
         return json.dumps({"heuristic": " ".join(
@@ -98,7 +101,9 @@ def test_quality_script_with_remote_models_resumes_and_seeds_a_variant(
     assert block["parts"] == {"contrastive": True, "failing_first": True, "verify_rules": True}
     assert block["cluster_method"] == "auto" and block["largest_cluster_share"] <= 0.6
     assert block["verify"]["with_evidence"] >= 1
-    assert block["rules"] == 8 and block["clusters"] >= 1
+    # Failing-first: the examples the calibrated zero-shot student answers right get no rule.
+    assert block["rules"] + block["extraction"]["student_right"] == 8 and block["clusters"] >= 1
+    assert block["extraction"]["contrastive"] is True and block["student_scores"] is None
     assert block["heuristics"] >= 1 and block["prompt_tokens"] > 0
     for role in ("teacher", "student"):
         assert block["tokens"][role]["calls"] > 0 and block["tokens"][role]["input_tokens"] > 0
@@ -132,8 +137,10 @@ def test_quick_smoke_run_with_seeds_reports_the_spread(
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
         monkeypatch.setenv("ANTHROPIC_BASE_URL", teacher.base_url)
         out = tmp_path / "quality.quick.json"
+        # Its own teacher name: the backend of "anthropic/claude-test" is cached in this
+        # process with the base URL of the other test's fake server.
         assert quality.main(["--quick", "--task", "stereoset", "--seeds", "0,1",
-                             "--teacher", "anthropic/claude-test",
+                             "--teacher", "anthropic/claude-quick",
                              "--student", student.model_string(),
                              "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     data = json.loads(out.read_text())

@@ -184,7 +184,7 @@ def test_accept_an_edit_proposal(open_page: OpenPage, looped: Populated) -> None
         row = ws.query("SELECT * FROM heuristics WHERE id = ?", [edit["heuristic_id"]])[0]
         audit = ws.query("SELECT * FROM reviews WHERE entity = 'proposal' AND entity_id = ?",
                          [edit["id"]])
-    assert (row["text"], row["status"], row["written_by"], row["version"]) == (
+    assert (row["text"], row["status"], row["accepted_by"], row["version"]) == (
         edit["text"], "draft", "ana", before["version"] + 1)
     assert [(r["action"], r["who"], r["identity_kind"], r["comment"]) for r in audit] == [
         ("accept", "ana", "self-declared", "good catch")]

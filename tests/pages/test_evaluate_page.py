@@ -258,6 +258,23 @@ def test_wrong_items_filtered_by_a_click_on_the_confusion_matrix(
     assert "those items are right" in _texts(at.info)
 
 
+def test_a_click_anywhere_in_a_cell_lands_on_that_cells_marker(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before (seen in Chromium): the invisible click markers were 60 px wide, so the axes were
+    # padded for them (the matrix shrank to a strip) and neighbouring markers overlapped: a
+    # click in one cell could select the next. The nearest marker must be the cell's own.
+    at = open_page("evaluate", task=populated_ws.task).run()
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    n = len(populated_ws.labels)
+    heatmap, markers = spec["data"]
+    assert (heatmap["type"], markers["type"]) == ("heatmap", "scatter")
+    assert markers["marker"]["size"] <= 8 and markers["marker"]["opacity"] == 0
+    layout = spec["layout"]
+    assert (layout["xaxis"]["range"], layout["xaxis"]["autorange"]) == ([-0.5, n - 0.5], False)
+    assert (layout["yaxis"]["range"], layout["yaxis"]["autorange"]) == ([n - 0.5, -0.5], False)
+    assert layout["hoverdistance"] >= 1000  # the heatmap is never nearer than a marker
+
+
 def test_calibrated_evaluation_lists_both_answers(open_page: OpenPage,
                                                   populated_ws: Populated) -> None:
     calibrated = populated_ws.evaluation_ids[0]

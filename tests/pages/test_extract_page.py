@@ -314,3 +314,86 @@ def test_error_example_id_label_and_model_are_shown_literally(
     assert "e1` **APPROVED** [click](http://evil) `" in html and "<code>" not in html
     assert "gold <strong>a_*b*</strong>" in html
     assert "call #" in html and " · m_*x* · " in html
+
+
+def _with_evidence(populated: Populated) -> int:
+    """Give the first ok rule a contrast example, stored evidence and a restatement flag, all
+    carrying Markdown that must show as written; return the rule's id."""
+    rule_id = populated.ok_rule_ids[0]
+    with connect(populated.path) as ws, ws.write() as db:
+        rule = ws.query("SELECT * FROM micro_instructions WHERE id = ?", [rule_id])[0]
+        contrast = ws.query("SELECT id FROM examples WHERE task = 'demo' AND split = 'train' "
+                            "AND label != ? ORDER BY id LIMIT 1", [rule["label"]])[0]["id"]
+        db.execute("UPDATE examples SET text = ? WHERE id = ?", [SPOOF, contrast])
+        db.execute("UPDATE micro_instructions SET source_examples = ?, task_similarity = 0.81, "
+                   "similar_to = ?, flags = ? WHERE id = ?",
+                   [dumps({"source": rule["example_id"], "contrast": [contrast]}),
+                    "the label name '**APPROVED by alice**'", dumps(["restates_task"]), rule_id])
+        db["rule_evidence"].insert({
+            "rule_id": rule_id, "student": "m_*x*", "task": "demo", "status": "verified",
+            "effect": 0.004, "helped": 0, "hurt": 1, "n": 2, "created_at": now(),
+            "items": dumps([
+                {"example_id": rule["example_id"], "role": "source", "gold": rule["label"],
+                 "zero_shot": 0.4, "with_rule": 0.41, "answer_zero_shot": rule["label"],
+                 "answer_with_rule": rule["label"]},
+                {"example_id": contrast, "role": "contrast", "gold": "**x**",
+                 "zero_shot": 0.5, "with_rule": 0.4, "answer_zero_shot": "**x**",
+                 "answer_with_rule": rule["label"]}])})
+    return rule_id
+
+
+def test_a_rules_pair_evidence_and_restatement_are_shown_as_written(
+        open_page: Callable[..., AppTest], populated_ws: Populated) -> None:
+    rule_id = _with_evidence(populated_ws)
+    at = open_page("extract", task="demo").run()
+    at.selectbox(key="x_open").set_value(rule_id).run()
+    assert not at.exception
+    assert_not_rendered(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Restate the task"] == "1"
+    table = _table(at)
+    effects = dict(zip(table["id"], table["effect"], strict=True))
+    assert effects[rule_id] == 0.004 and pd.isna(effects[populated_ws.ok_rule_ids[1]])
+    # The source and the contrast side by side, their texts plain.
+    titles = [m.value for m in at.markdown if m.value.startswith("**")]
+    assert any(t.startswith("**Source example**") for t in titles)
+    assert any(t.startswith("**Contrast example**") for t in titles)
+    assert SPOOF in [t.value for t in at.text]
+    # The evidence, item by item, and why the rule reads as a restatement.
+    html = rendered(at)
+    assert "m_*x*: effect +0.004 on 2 items; 0 moved toward the gold label and 1 away" in html
+    evidence = next(d.value for d in at.dataframe if "P(gold) with the rule" in d.value)
+    assert list(evidence["role"]) == ["source", "contrast"]
+    assert list(evidence["change"]) == [0.01, -0.1]
+    [warning] = [w.value for w in at.warning if "Restates the task" in unescaped(w.value)]
+    assert unescaped(warning).startswith(
+        "Restates the task: its condition reads like the label name '**APPROVED by alice**' "
+        "(similarity 0.81 >= 0.50) and, alone in the student's prompt, it moved the gold "
+        "label's probability by +0.004")
+    # A rule without a contrast or evidence says so.
+    at.selectbox(key="x_open").set_value(populated_ws.ok_rule_ids[1]).run()
+    assert any("Not verified yet" in unescaped(c.value) for c in at.caption)
+    assert any("Written from this example alone" in c.value for c in at.caption)
+
+
+def test_extraction_options_and_verification_start_their_jobs(
+        open_page: Callable[..., AppTest], populated_ws: Populated,
+        fake_openai: FakeOpenAI) -> None:
+    fake_openai.delay_s = 2.0
+    model = fake_openai.model_string()
+    at = open_page("extract", task="demo", teacher=model, student=model).run()
+    at.checkbox(key="x_contrastive").uncheck()
+    at.checkbox(key="x_where_student_fails").check()
+    at.button(key="x_start").click().run()
+    assert not at.exception
+    [extract] = jobs.list_jobs(populated_ws.path, "demo", "extract")
+    assert extract.args == ["extract", "demo", "--teacher", model, "--no-contrastive",
+                            "--student", model]
+    at.button(key="x_verify").click().run()
+    assert not at.exception
+    [verify] = jobs.list_jobs(populated_ws.path, "demo", "verify")
+    assert verify.args == ["rules", "verify", "demo", "--student", model]
+    assert any("Verifying the rules" in s.value for s in at.success)
+    with connect(populated_ws.path) as ws:
+        for job in (extract, verify):
+            jobs.cancel(ws, job)

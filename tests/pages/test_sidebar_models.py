@@ -11,6 +11,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pld.llm.registry import DEFAULT_MODEL
+from pld.tasks.store import Example, save_task
+from pld.workspace import open_workspace
 from tests.pages.conftest import Populated, unescaped
 
 OpenPage = Callable[..., AppTest]
@@ -87,3 +89,26 @@ def test_a_bad_model_in_the_address_is_refused_without_echoing_it(
     # Choosing a model answers it: the message goes.
     at.sidebar.text_input(key="teacher_model").input(TEACHER).run()
     assert not at.sidebar.error and _param(at, "teacher") == TEACHER
+
+
+def test_the_chosen_task_survives_a_reload_through_the_address(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: a reload kept the reviewer and the models but put the sidebar back on the first
+    # task, so the analyst found herself on another task's page.
+    ws = open_workspace(populated_ws.path)
+    save_task(ws, name="aaa-first", kind="custom", labels=["x", "y"], source="test",
+              description="A second task, first in name order.", params={},
+              examples=[Example(split=s, ext_id=f"{s}{i}", text=f"text {s} {i}", label=lab,
+                                meta={})
+                        for s in ("train", "val", "test") for i, lab in enumerate(("x", "y"))])
+    at = open_page("heuristics", task=populated_ws.task, reviewer="ana").run()
+    assert _param(at, "task") == populated_ws.task
+    reloaded = open_page("heuristics")
+    reloaded.query_params["task"] = populated_ws.task
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.sidebar.selectbox(key="task").value == populated_ws.task
+    stranger = open_page("heuristics")
+    stranger.query_params["task"] = "no-such-task"
+    stranger.run()
+    assert stranger.sidebar.selectbox(key="task").value == "aaa-first"

@@ -310,3 +310,39 @@ def test_each_new_part_switches_off(ws_path: Path) -> None:
         (params,) = [json.loads(r["params"]) for r in ws.query("SELECT params FROM clusterings")]
     # run --method is a choice made on the command line: kept, and marked as explicit.
     assert params["choice"] == "explicit"
+
+
+def test_run_whose_rules_only_restate_the_labels_makes_no_heuristic_and_exits_0(
+        ws_path: Path, tmp_path: Path) -> None:
+    def restating(body: dict[str, Any]) -> str:
+        if {"reasoning", "rule"} <= _schema_keys(body):
+            gold = re.search(r"Gold label: (\S+)", _user(body)).group(1)  # type: ignore[union-attr]
+            return json.dumps({"reasoning": "r", "rule": f"If the text is about "
+                                                         f"{gold.replace('-', ' ')}, then the "
+                                                         f"label is {gold}."})
+        return scripted(body)
+
+    def deaf(body: dict[str, Any]) -> list[tuple[str, float]]:
+        # Label scores that no rule in the prompt moves: every rule's effect is zero.
+        top = LABELS[hashlib.sha256(_user(body).encode()).digest()[0] % len(LABELS)]
+        return [(top, -0.3), *((lab, -2.0) for lab in LABELS if lab != top)]
+
+    out = tmp_path / "exported"
+    with FakeOpenAI(responder=restating) as fake:
+        fake.first_token_logprobs = deaf
+        model = fake.model_string()
+        r = pld("run", "demo", "--teacher", model, "--student", model, "--auto-approve-as", "ci",
+                "--limit", "12", "--iterations", "1", "--val-limit", "8", "--test-limit", "4",
+                "--out", str(out), "--json", ws=ws_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    stages = summary["stages"]
+    assert stages["verify"]["restatements"] == stages["extract"]["done"] > 0
+    aside = stages["consolidate"]["set_aside"]
+    assert aside and stages["consolidate"]["created"] == 0
+    assert set(aside.values()) == {"every rule restates the task description or a label's name"}
+    assert summary["no_heuristic_helped"] is True
+    assert summary["statement"].startswith("No heuristic was made: consolidation set every "
+                                           "cluster of clustering")
+    assert "prompt" not in stages and "export" not in stages and not out.exists()
+    assert set(stages["eval"]) == {"zero-shot"}

@@ -24,10 +24,11 @@ from tests.pipeline.extract import scripted as sc
 
 @pytest.fixture
 def extracted(ws: Workspace, fake_openai: FakeOpenAI) -> str:
-    """The ticket task with one contrastive rule per training example; the scripted model."""
+    """The ticket task with one contrastive rule per training example, rule ids in example
+    order; the scripted model."""
     sc.make_task(ws)
     model = sc.script(fake_openai)
-    extract(ws, sc.TASK, model)
+    extract(ws, sc.TASK, model, concurrency=1)
     fake_openai.requests.clear()
     return model
 
@@ -103,10 +104,10 @@ def test_verifying_again_is_free_and_a_killed_run_resumes(
 
     fake_openai.first_token_logprobs = broken
     with pytest.raises(CallFailed):
-        verify_rules(ws, sc.TASK, extracted)
+        verify_rules(ws, sc.TASK, extracted, concurrency=1)  # the broken rule comes last
     done = {r["rule_id"] for r in ws.query("SELECT rule_id FROM rule_evidence")}
     nothing = _rule_id(ws, sc.NOTHING_LOADS)
-    assert done and nothing not in done
+    assert len(done) == len(sc.TRAIN) - 1 and nothing not in done
     run = ws.query("SELECT status FROM runs WHERE kind = 'verify'")[0]
     assert run["status"] == "failed"
 

@@ -109,3 +109,16 @@ def test_a_reload_that_changes_the_task_needs_an_approver(ws: Workspace) -> None
     assert [(r["who"], r["action"]) for r in rows] \
         == [("bo", "reload"), ("bo", "describe"), ("bo", "edit")]
     assert preamble.get_preamble(ws, TASK)["written_by"] == "bo"  # type: ignore[index]
+
+
+def test_a_description_kept_before_the_preamble_exists_is_its_keepers_draft(
+        ws: Workspace) -> None:
+    # Before: the preamble drafted later from the template carried ana's description as
+    # pld:template's, so she could approve her own words.
+    _load(ws, "Sort mail.")
+    assert preamble.get_preamble(ws, TASK) is None
+    preamble.set_description(ws, TASK, "Decide whether a message is spam.", Identity("ana"))
+    row = preamble.ensure_preamble(ws, TASK)
+    assert "Decide whether a message is spam." in row["text"] and row["written_by"] == "ana"
+    with pytest.raises(signoff.FourEyes):
+        preamble.approve_preamble(ws, TASK, Identity("ana"), base_version=row["version"])

@@ -38,6 +38,10 @@ from pld.llm.registry import parse_model
 from pld.workspace import Workspace
 
 APPROVER = "bench"
+# The rule verification figures that describe the workspace's rules (a resumed run gives the
+# same), not what one invocation verified.
+VERIFY_KEYS = ("rules", "with_evidence", "mean_effect", "helping", "hurting", "no_effect",
+               "restatements")
 
 
 def _needed_ctx(prompt_tokens: int, longest_input: int) -> int:
@@ -194,11 +198,14 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
     evals = st["eval"]
     methods = {key: method_block(ws, evals[name]["evaluation_id"], count)
                if name in evals else None for key, name in METHODS}
-    v_first = st["prompt"]["version"]
-    v_best = methods["pld_post_conflict"]["prompt_version"]
+    # No prompt stage: consolidation made no heuristic (summary.statement says why), and the
+    # zero-shot prompt is what PLD leaves.
+    made = "prompt" in st
+    clustered = st.get("cluster") or {}  # none when extraction wrote no rule
     wall = time.monotonic() - t0
-    first, best = get_prompt(ws, task, v_first), get_prompt(ws, task, v_best)
-    prompt_tokens, how = count(best.text)
+    first = get_prompt(ws, task, st["prompt"]["version"]) if made else None
+    best = get_prompt(ws, task, methods["pld_post_conflict"]["prompt_version"]) if made else None
+    prompt_tokens, how = count(best.text) if best else (None, "")
     counts = _split_counts(ws, task)
     n_rules, n_failed = (ws.query(
         "SELECT count(*) AS n FROM micro_instructions WHERE task = ? AND status = ?",
@@ -213,22 +220,28 @@ def run_task(task: str, args: argparse.Namespace, sizes: Sizes) -> dict[str, Any
         "paired": paired_blocks(ws, task, methods, args.seed),
         "rules": n_rules,
         "rules_failed": n_failed,
-        "clusters": st["cluster"]["n_clusters"],
-        "cluster_noise_share": st["cluster"]["noise_share"],
-        "largest_cluster_share": st["cluster"].get("largest_share"),
-        "cluster_method": st["cluster"].get("method"),
-        "cluster_chosen": st["cluster"].get("chosen"),
-        "cluster_why": st["cluster"].get("why"),
-        "cluster_fallback": st["cluster"]["fallback"],
-        "verify": st.get("verify"),
-        "consolidation_set_aside": st["consolidate"].get("set_aside"),
-        "consolidation_dropped_rules": st["consolidate"].get("dropped_rules"),
-        "heuristics_clustered": len(first.heuristic_ids),
-        "heuristics": len(best.heuristic_ids),
+        # What the workspace holds (the same on a resumed run), not this invocation's counts.
+        "extraction": {k: st["extract"].get(k) for k in ("contrastive", "student_right",
+                                                          "restatements")},
+        "student_scores": st.get("student_scores"),
+        "clusters": clustered.get("n_clusters"),
+        "cluster_noise_share": clustered.get("noise_share"),
+        "largest_cluster_share": clustered.get("largest_share"),
+        "cluster_method": clustered.get("method"),
+        "cluster_chosen": clustered.get("chosen"),
+        "cluster_why": clustered.get("why"),
+        "cluster_fallback": clustered.get("fallback"),
+        "verify": {k: v for k, v in st["verify"].items() if k in VERIFY_KEYS}
+        if "verify" in st else None,
+        "consolidation_set_aside": st.get("consolidate", {}).get("set_aside"),
+        "consolidation_dropped_rules": st.get("consolidate", {}).get("dropped_rules"),
+        "heuristics_clustered": len(first.heuristic_ids) if first else 0,
+        "heuristics": len(best.heuristic_ids) if best else 0,
+        "statement": summary.statement,
         "prompt_tokens": prompt_tokens,
         "prompt_tokens_counted_with": how,
-        "prompt_version": best.version,
-        "prompt_sha256": best.sha256,
+        "prompt_version": best.version if best else None,
+        "prompt_sha256": best.sha256 if best else None,
         "impact": impact_block(ws, task),
         "conflict_loop": {"iterations": sizes.iterations,
                           "stop_reason": stop_reason(ws, task, args.student),

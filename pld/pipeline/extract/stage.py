@@ -239,8 +239,8 @@ def extract(
         raise BadInput(f"limit must be at least 1, got {limit}")
     todo = _Todo(ws, task, teacher, split, limit, retry_failed)
     total, skipped, failed_before = todo.counts()
-    picked = screen(ws, task, student, [ex["id"] for ex in todo], val_limit=val_limit) \
-        if student is not None else None
+    picked = screen(ws, task, student, [ex["id"] for ex in todo], val_limit=val_limit,
+                    on_progress=on_progress) if student is not None else None
     right = picked.right if picked is not None else frozenset()
     contrasts = Contrasts(ws, info, contrastive)
     params = {"teacher": teacher, "split": split, "limit": limit, "concurrency": concurrency,

@@ -21,6 +21,7 @@ from pld.pipeline.calibrate import (
     apply_bias,
     calibrate,
 )
+from pld.pipeline.runs import ProgressCallback
 from pld.pipeline.student import predict, prompt_text
 from pld.tasks.store import task_info
 from pld.workspace import Workspace
@@ -75,13 +76,15 @@ def zero_shot_calibration(ws: Workspace, task: str, student: str, *,
 
 def scored(ws: Workspace, task: str, student: str, system_prompt: str, example_ids: list[int],
            calibration: Calibration | None, *, kind: str, params: dict[str, object] | None = None,
-           concurrency: int | None = None) -> Scored:
+           concurrency: int | None = None,
+           on_progress: ProgressCallback | None = None) -> Scored:
     """Ask ``student`` about ``example_ids`` under ``system_prompt`` (one ``kind`` run) and
     read the answers through ``calibration``'s bias (none: the raw scores)."""
     labels = task_info(ws, task).labels
     bias = calibration.bias if calibration is not None else None
     result = predict(ws, task, student, system_prompt=system_prompt, example_ids=example_ids,
-                     kind=kind, params=params, concurrency=concurrency)
+                     kind=kind, params=params, concurrency=concurrency,
+                     on_progress=on_progress)
     gold = dict(zip(result.example_ids, result.gold, strict=True))
     probs, answers = {}, {}
     for ex_id, pred, scores in zip(result.example_ids, result.pred, result.scores, strict=True):
@@ -101,14 +104,16 @@ class Screen:
 
 
 def screen(ws: Workspace, task: str, student: str, example_ids: list[int], *,
-           val_limit: int | None = None, concurrency: int | None = None) -> Screen:
+           val_limit: int | None = None, concurrency: int | None = None,
+           on_progress: ProgressCallback | None = None) -> Screen:
     """The examples of ``example_ids`` that ``student`` answers right under the zero-shot
-    prompt, calibrated on validation: they need no rule, so extraction leaves them out."""
+    prompt, calibrated on validation: they need no rule, so extraction leaves them out.
+    ``on_progress`` follows the answers on the examples."""
     if not example_ids:
         return Screen(frozenset(), "")
     cal = zero_shot_calibration(ws, task, student, val_limit=val_limit, concurrency=concurrency)
     got = scored(ws, task, student, prompt_text(ws, task, []), example_ids, cal,
-                 kind="extract-screen", concurrency=concurrency)
+                 kind="extract-screen", concurrency=concurrency, on_progress=on_progress)
     right = frozenset(i for i, answer in got.answers.items() if answer == got.gold[i])
     how = (f"calibrated with the zero-shot bias fitted on {cal.n} validation items"
            if cal is not None else "raw answers: the task has no validation split to "

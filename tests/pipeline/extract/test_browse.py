@@ -33,7 +33,8 @@ def _mixed_workspace(ws: Workspace, fake: FakeOpenAI) -> None:
 def test_list_and_count_rules_filter_and_page_in_sql(ws: Workspace,
                                                      fake_openai: FakeOpenAI) -> None:
     _mixed_workspace(ws, fake_openai)
-    # 9 examples: 3 technical (flagged restates_label), 1 failed ("other" #8), 5 clean ok.
+    # 9 examples: 3 technical (flagged restates_label and restates_task), 1 failed ("other"
+    # #8), 5 clean ok.
     assert count_rules(ws, "tickets") == 9
     assert count_rules(ws, "tickets", status="failed") == 1
     assert count_rules(ws, "tickets", status="ok", flagged=False) == 5
@@ -55,7 +56,8 @@ def test_list_and_count_rules_filter_and_page_in_sql(ws: Workspace,
     assert {r["ext_id"] for r in page1 + page2 + page3} == {f"t{i}" for i in range(9)}
     flagged = list_rules(ws, "tickets", flagged="restates_label", label="technical")
     assert len(flagged) == 3
-    assert all(r["flags"] == ["restates_label"] for r in flagged)
+    # A rule that is nothing but its label restates the label's name as well.
+    assert all(r["flags"] == ["restates_label", "restates_task"] for r in flagged)
     assert sorted((r["ext_id"], r["example_text"]) for r in flagged) == [
         (f"t{i}", f"{TEXTS[i]} (#{i})") for i in (1, 4, 7)]
     [failed] = list_rules(ws, "tickets", status="failed")

@@ -50,7 +50,8 @@ def test_each_example_is_shown_beside_its_nearest_example_of_another_label(
                                                                 "contrast": [ids[j]]}
     # The invoice that was charged twice is paired with the invoice page that crashes.
     assert _nearest_other(0) == 1
-    prompt = sc.user(fake_openai.requests[0])
+    prompt = next(sc.user(b) for b in fake_openai.requests
+                  if sc.example_text(sc.user(b)) == sc.TRAIN[0][0])
     assert "two examples that read alike" in prompt and "Its label: " in prompt
     assert prompt.rstrip().endswith(f"Gold label: {sc.TRAIN[0][1]}") and "$" not in prompt
     rule = get_rule(ws, rules[ids[0]]["id"])
