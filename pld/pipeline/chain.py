@@ -297,10 +297,11 @@ def run_chain(ws: Workspace, task: str, o: ChainOptions,
     s.stages["approve"] = {
         "approved": review.auto_approve_all(ws, task, o.auto_approve_as, run_ids=runs),
         "preamble": auto_approve_template(ws, task, o.auto_approve_as)}
-    if not review.approved_heuristics(ws, task):
+    cs = s.stages["consolidate"]
+    if not cs["created"] and not cs["skipped"]:
         # Every cluster was set aside (restatements, rules that hurt) or failed: an outcome,
         # said plainly; the baselines are still measured.
-        s.statement = _no_heuristic_made(s.stages["consolidate"])
+        s.statement = _no_heuristic_made(cs)
         s.no_heuristic_helped = True
         s.stages["eval"] = _evaluate(ws, task, o, None, None, on_progress)
         return s
