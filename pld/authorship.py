@@ -149,14 +149,18 @@ class Written:
 
 
 def written_in_trail(ws: Workspace, entity: str, entity_id: int,
-                     before_row: int) -> Written | None:
+                     before_row: int | None = None) -> Written | None:
     """The trail's record of who wrote the text that ``entity`` ``entity_id`` had just before
-    trail row ``before_row``: the last earlier row whose ``after`` changed its text or its
-    authorship (a decision row carries both unchanged, so a later change of the table does
-    not count); None when the trail has none."""
-    for r in ws.query("SELECT id, who, identity_kind, before, after FROM reviews "
-                      "WHERE entity = ? AND entity_id = ? AND id < ? ORDER BY id DESC",
-                      [entity, entity_id, before_row]):
+    trail row ``before_row`` (None: has now): the last earlier row whose ``after`` changed its
+    text or its authorship (a decision row carries both unchanged, so a later change of the
+    table does not count); None when the trail has none."""
+    sql = "SELECT id, who, identity_kind, before, after FROM reviews WHERE entity = ? " \
+          "AND entity_id = ?"
+    args: list[Any] = [entity, entity_id]
+    if before_row is not None:
+        sql += " AND id < ?"
+        args.append(before_row)
+    for r in ws.query(sql + " ORDER BY id DESC", args):
         before, after = loads(r["before"], {}) or {}, loads(r["after"], {}) or {}
         if "text" not in after:
             continue

@@ -126,7 +126,7 @@ def auto_approve_template(ws: Workspace, task: str, who: Identity) -> bool:
     if row["status"] != DRAFT or Authorship.from_row(row).written_by != TEMPLATE:
         return False
     try:
-        check_authorship(row, who)
+        check_authorship(ws, row, who)
     except (FourEyes, Unidentified):
         return False
     approve_preamble(ws, task, who, base_version=row["version"], comment=review.AUTO_COMMENT)

@@ -67,20 +67,44 @@ def _cwd(pid: int) -> Path | None:
         return None
 
 
+def _environment(pid: int) -> dict[str, str] | None:
+    """The environment process ``pid`` was started with; None where it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    pairs = (a.decode(errors="replace").partition("=") for a in raw.split(b"\0") if a)
+    return {k: v for k, _, v in pairs}
+
+
+def _workspace_named(pid: int, argv: list[str]) -> str | None:
+    """The workspace a PLD Studio command works on, as it names it: ``--workspace PATH`` or
+    ``--workspace=PATH``, else ``$PLD_WORKSPACE`` in its environment, else the default
+    ``data/workspace.db``; None when its environment cannot be read."""
+    for flag, value in pairwise(argv):
+        if flag == "--workspace":
+            return value
+    for arg in argv:
+        if arg.startswith("--workspace="):
+            return arg.partition("=")[2]
+    env = _environment(pid)
+    if env is None:
+        return None
+    return env.get("PLD_WORKSPACE") or str(Path("data") / "workspace.db")
+
+
 def runs_pld_on(pid: int, workspace: Path) -> bool:
     """True when process ``pid`` is PLD Studio's command line (``python -m pld`` or the ``pld``
-    script) and, when its arguments name a ``--workspace``, that is ``workspace``. Where the
-    arguments cannot be read (no ``/proc``), False: a process that cannot be shown to be ours
-    is not signalled."""
+    script) working on ``workspace`` (named by ``--workspace``, ``$PLD_WORKSPACE`` or the
+    default, relative to its working folder). Where that cannot be read (no ``/proc``), False:
+    a process that cannot be shown to be ours is not signalled."""
     argv = command_line(pid)
     if not argv:
         return False
     pld = any(a == "-m" and b == "pld" for a, b in pairwise(argv)) or any(
         Path(a).name == "pld" for a in argv[:2])
-    if not pld:
+    named = _workspace_named(pid, argv) if pld else None
+    if named is None:
         return False
-    for flag, value in pairwise(argv):
-        if flag == "--workspace":
-            base = _cwd(pid) or Path("/")
-            return (base / value).resolve() == workspace.resolve()
-    return True
+    base = _cwd(pid) or Path("/")
+    return (base / named).resolve() == workspace.resolve()

@@ -20,7 +20,7 @@ from typing import Any
 import sqlite_utils
 
 from pld.approvers import check_approver
-from pld.authorship import ANONYMOUS, Authorship
+from pld.authorship import ANONYMOUS, Authorship, written_in_trail
 from pld.errors import BadInput
 from pld.identity import AUTO, Identity
 from pld.review_rows import (
@@ -156,18 +156,27 @@ def edit(ws: Workspace, heuristic_id: int, text: str, who: Identity, *, base_ver
     The text becomes ``authorship``'s (default: written by ``who``, who then cannot approve
     it), and an approved or rejected item goes back to draft: its approval does not cover the
     new text. The same text again is refused, except when nobody named wrote it (an upload
-    without a name): saving it unchanged makes ``who`` its author, so it can be approved.
+    without a name) or it was changed outside the review (plain SQL): saving it unchanged
+    makes ``who`` its author, so it can be approved.
     """
     text = _check_text(text)
     with ws.write() as db:
         row = fetch(ws, heuristic_id, entity)
         check_base(ws, row, base_version)
         check_status(row, LIVE, "edit")
-        if text == row["text"] and Authorship.from_row(row).identified:
+        if text == row["text"] and Authorship.from_row(row).identified \
+                and not _outside_review(ws, row, entity):
             raise BadInput(f"{entity} {heuristic_id}: the new text is the same as the old")
         changes = {"text": text, "status": DRAFT, **NO_APPROVAL}
         return apply_change(ws, db, row, changes, who=who, action="edit", comment=comment,
                             base_version=base_version, authorship=authorship or Authorship(who))
+
+
+def _outside_review(ws: Workspace, row: dict[str, Any], entity: str) -> bool:
+    """True when the row's text is not the one the trail's last write of it recorded (changed
+    with plain SQL): saving it unchanged makes it a reviewed text, written by whoever saves."""
+    written = written_in_trail(ws, entity, row["id"])
+    return written is not None and written.text != row["text"]
 
 
 def approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], who: Identity,
@@ -225,7 +234,7 @@ def auto_approve_all(ws: Workspace, task: str, who: Identity, *, run_ids: Iterab
             if row.get("run_id") not in runs:
                 continue
             try:
-                check_authorship(row, who)
+                check_authorship(ws, row, who)
             except (FourEyes, Unidentified) as e:
                 msg = f"heuristic {row['id']} not auto-approved: {e}"
                 log.warning(msg)

@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from pld.approvers import NotApprover, check_approver, list_approvers
-from pld.authorship import Authorship
+from pld.authorship import Authorship, Written, written_in_trail
 from pld.errors import BadInput
 from pld.identity import OIDC, Identity, normalize_name
 from pld.review_rows import APPROVED, DRAFT, REJECTED, audit, check_status, entity_of
 from pld.tasks.store import task_info
-from pld.workspace import Workspace, now
+from pld.workspace import Workspace, loads, now
 
 
 class FourEyes(BadInput):
@@ -35,15 +35,35 @@ class Unidentified(BadInput):
     a named person saves it."""
 
 
+class OutsideReview(Unidentified):
+    """The item's text is not the one the trail's last write of it recorded (it was changed
+    with plain SQL), or the trail has no write of it: the trail cannot say who wrote it."""
+
+
 class IdentityRequired(BadInput):
     """The task requires approvals by logged-in (OIDC) reviewers and this one is not."""
 
 
 def requires_oidc(ws: Workspace, task: str) -> bool:
     """True when only OIDC-identified people may approve the task's items (and export then
-    refuses approvals of any other kind)."""
+    refuses approvals of any other kind): when the task's row says so, or the trail's last
+    change of the requirement does (:func:`oidc_in_trail`), so that plain SQL on the table
+    cannot lift it."""
     rows = ws.query("SELECT require_oidc FROM tasks WHERE name = ?", [task])
-    return bool(rows and rows[0]["require_oidc"])
+    return bool(rows and rows[0]["require_oidc"]) or oidc_in_trail(ws, task)
+
+
+def oidc_in_trail(ws: Workspace, task: str, upto: int | None = None) -> bool:
+    """True when the trail's last change of ``task``'s identity requirement (up to trail row
+    ``upto``, when given) turned it on."""
+    sql = ("SELECT after FROM reviews WHERE entity = 'task' AND action = 'require-oidc' "
+           "AND json_extract(after, '$.task') = ?")
+    args: list[Any] = [task]
+    if upto is not None:
+        sql += " AND id <= ?"
+        args.append(upto)
+    rows = ws.query(sql + " ORDER BY id DESC LIMIT 1", args)
+    return bool(rows and (loads(rows[0]["after"], {}) or {}).get("require_oidc"))
 
 
 def _check_identity(ws: Workspace, task: str, who: Identity, action: str) -> None:
@@ -69,10 +89,12 @@ def set_require_oidc(ws: Workspace, task: str, required: bool, who: Identity) ->
               None)
 
 
-def check_authorship(row: dict[str, Any], who: Identity) -> None:
+def check_authorship(ws: Workspace, row: dict[str, Any], who: Identity) -> None:
     """The sign-off checks of the version's authorship: :class:`Unidentified` when nobody
-    named wrote it, :class:`FourEyes` when ``who`` is in its authorship. The one check for
-    people, ``auto_approve_all`` and ``auto_approve_template`` alike."""
+    named wrote it, :class:`FourEyes` when ``who`` is in its authorship, both as the row says
+    and as the trail's record of its text says (:func:`check_written`; the table can be edited
+    with plain SQL, the trail cannot unnoticed). The one check for people,
+    ``auto_approve_all`` and ``auto_approve_template`` alike."""
     authorship = Authorship.from_row(row)
     item = f"{entity_of(row)} {row['id']} v{row['version']}"
     if not authorship.identified:
@@ -82,6 +104,35 @@ def check_authorship(row: dict[str, Any], who: Identity) -> None:
     if who.name in authorship.persons():
         raise FourEyes(f"{item} was {authorship.sentence()}, so {who.name} cannot approve it; "
                        "four-eyes rule: someone else must approve it")
+    # A row the trail never recorded (written before the trail, or by a test) has only the
+    # table to go by; export and verify refuse it.
+    check_written(ws, entity_of(row), row["id"], row["text"], who.name, untracked_ok=True)
+
+
+def check_written(ws: Workspace, entity: str, item_id: int, text: str | None, who: str, *,
+                  before_row: int | None = None, untracked_ok: bool = False) -> Written | None:
+    """The trail's record of who wrote ``text``, the text of ``entity`` ``item_id`` (just
+    before trail row ``before_row``; None: now), once it shows that the person named ``who``
+    may approve it: :class:`OutsideReview` when the trail's last write of the item wrote
+    another text or there is none (None instead with ``untracked_ok``),
+    :class:`Unidentified` when nobody named wrote it, :class:`FourEyes` when ``who`` is in
+    its authorship or made that write. What approving, export and verify all require."""
+    written = written_in_trail(ws, entity, item_id, before_row)
+    item = f"{entity} {item_id}"
+    if written is None:
+        if untracked_ok:
+            return None
+        raise OutsideReview(f"{item}: no trail row wrote its text (changed outside the review)")
+    if written.text != text:
+        raise OutsideReview(f"{item}: its text is not the one trail row {written.row_id} wrote "
+                            "(changed outside the review)")
+    said = f"{item} was {written.authorship.sentence()} (trail row {written.row_id}"
+    if not written.authorship.identified:
+        raise Unidentified(f"{said}): nobody may approve it until a named person saves it")
+    if who in written.excluded():
+        raise FourEyes(f"{said}, by {written.actor.name}), so {who} cannot approve it; "
+                       "four-eyes rule: someone else must approve it")
+    return written
 
 
 def check_sign_off(ws: Workspace, row: dict[str, Any], who: Identity, action: str) -> None:
@@ -91,7 +142,7 @@ def check_sign_off(ws: Workspace, row: dict[str, Any], who: Identity, action: st
     if action == "approve":
         _check_identity(ws, row["task"], who, action)
         check_status(row, (DRAFT, REJECTED), action)
-        check_authorship(row, who)
+        check_authorship(ws, row, who)
     else:
         check_status(row, (DRAFT, APPROVED), action)
 

@@ -212,3 +212,50 @@ def test_a_text_nobody_named_wrote_waits_for_a_named_save(ws: Workspace) -> None
     with pytest.raises(FourEyes):
         approve_seen(ws, hid, Identity("bob"))
     assert approve_seen(ws, hid, Identity("carol"))["status"] == "approved"
+
+
+def _sql(ws: Workspace, sql: str, args: list[object]) -> None:
+    # Plain SQL on the table, as someone with the database file (not PLD Studio) would do it.
+    with ws.write() as db:
+        db.execute(sql, args)
+
+
+def test_an_author_changed_in_the_table_cannot_approve(ws: Workspace) -> None:
+    # Before: approving read the authorship from the editable table, so bob set it to dave
+    # with plain SQL, approved his own text and export wrote it (only verify noticed).
+    hid = review.create_heuristic(ws, TASK, "bob's rule", Identity("bob"))
+    _sql(ws, "UPDATE heuristics SET written_by = 'dave', created_by = 'dave' WHERE id = ?",
+         [hid])
+    row = review_rows.fetch(ws, hid)
+    assert "written by bob" in str(signoff.sign_off_refusal(ws, row, Identity("bob"),
+                                                            "approve"))
+    with pytest.raises(FourEyes, match="written by bob"):
+        approve_seen(ws, hid, Identity("bob"))
+    assert review.auto_approve_all(ws, TASK, Identity("bob", AUTO), run_ids=[RUN]) == 0
+    assert approve_seen(ws, hid, Identity("carol"))["approved_by"] == "carol"
+
+
+def test_a_text_changed_outside_the_review_cannot_be_approved(ws: Workspace) -> None:
+    # Before: a text put into the table with plain SQL was approved, and exported, as if the
+    # trail's writer had written it.
+    hid = review.create_heuristic(ws, TASK, "bob's rule", Identity("bob"))
+    _sql(ws, "UPDATE heuristics SET text = 'Always answer pos.' WHERE id = ?", [hid])
+    with pytest.raises(signoff.OutsideReview, match="changed outside the review"):
+        approve_seen(ws, hid, Identity("carol"))
+    # Saved through the review, it is an edit like any other.
+    review.edit(ws, hid, "Always answer pos.", Identity("dave"), base_version=1)
+    assert approve_seen(ws, hid, Identity("carol"))["status"] == "approved"
+
+
+def test_the_oidc_requirement_cannot_be_lifted_in_the_table(ws: Workspace) -> None:
+    # Before: the requirement was read from tasks.require_oidc alone; set to 0 with plain SQL,
+    # self-declared approvals went through and export wrote them.
+    hid = teacher_draft(ws, "text")
+    signoff.set_require_oidc(ws, TASK, True, Identity("alice"))
+    _sql(ws, "UPDATE tasks SET require_oidc = 0 WHERE name = ?", [TASK])
+    assert signoff.requires_oidc(ws, TASK)
+    with pytest.raises(signoff.IdentityRequired):
+        review.approve(ws, hid, Identity("bob"), base_version=1)
+    signoff.set_require_oidc(ws, TASK, False, Identity("alice@bank.example", OIDC))
+    assert not signoff.requires_oidc(ws, TASK)
+    assert review.approve(ws, hid, Identity("bob"), base_version=1)["status"] == "approved"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pld.llm.base import Backend, ConfigError
 from pld.llm.env import env_float
@@ -41,23 +41,31 @@ _NAME = re.compile(r"[A-Za-z0-9._:/+-]+")
 def _check_base_url(name: str, url: str) -> str:
     """The base URL of an ``openai-compatible`` model string, scheme lower-cased, when it is
     only scheme, host, port and path. Anything that could carry a credential is refused: a
-    ``user:password@``, a query, a fragment, ``;`` parameters or ``=`` in the path (model
+    ``user:password@``, a query, a fragment, ``;`` parameters or ``=`` in the path, written
+    plainly or %-escaped, and blanks or control characters anywhere (model
     strings are logged with every call, stored with runs and exports, shown in the app and
     passed to jobs, so a key in one would leak everywhere). No message repeats anything after
     the host."""
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        # Checked before parsing: the parser drops tabs and newlines, joining what follows.
+        raise ConfigError(f"model openai-compatible/{name}@…: the base URL holds a blank or a "
+                          f"control character; expected {_URL_FORM}")
     try:
         parts = urlsplit(url)
         host, _ = parts.hostname, parts.port  # a malformed port raises here
     except ValueError:
         parts, host = None, None
     scheme = parts.scheme.lower() if parts else ""
-    shown = f"openai-compatible/{name}@" + (f"{scheme}://{host}" if scheme and host else "")
+    # A %-escape in the host part may hide a user:password@ in what would be repeated as host.
+    shown = f"openai-compatible/{name}@" + (f"{scheme}://{host}" if scheme and host
+                                            and "%" not in parts.netloc else "")
     if parts is None or scheme not in ("http", "https") or not host:
         raise ConfigError(f"model {shown}…: expected {_URL_FORM}")
-    where = ("user:password@" if "@" in parts.netloc
-             else "query" if parts.query or "?" in url
-             else "fragment" if parts.fragment or "#" in url
-             else "path parameters" if ";" in parts.path or "=" in parts.path else None)
+    path = unquote(parts.path)  # an escaped "?" or "=" reaches a server all the same
+    where = ("user:password@" if "@" in parts.netloc or "%" in parts.netloc
+             else "query" if parts.query or "?" in url or "?" in path
+             else "fragment" if parts.fragment or "#" in url or "#" in path
+             else "path parameters" if any(c in path for c in ";=@") else None)
     if where:
         raise ConfigError(
             f"model {shown}…: the base URL carries a {where}, which could hold a credential; "

@@ -11,9 +11,11 @@ prompt text.
 
 A version is only exported while it still stands for what people approved: the task's preamble
 and every heuristic in it must be approved, each by an approval row of the audit trail that made
-its current version, with the text that row approved still in the table, and composing the
-approved texts must give the prompt's text byte for byte. Otherwise the export is refused, naming
-the item. A task that requires OIDC sign-offs refuses any other kind.
+its current version, with the text that row approved still in the table, that text the one the
+trail's last write of the item wrote, by a named writer, and the approver none of the people the
+trail records for it (:func:`pld.signoff.check_written`, what verify checks too), and composing
+the approved texts must give the prompt's text byte for byte. Otherwise the export is refused,
+naming the item. A task that requires OIDC sign-offs refuses any other kind.
 
 The manifest carries approved text only: for the preamble and every heuristic, the text and
 who approved it are the approval row's, with that row's id and hash, and who wrote it (written,
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from pld import __version__, review_rows, signoff, trail
-from pld.authorship import Authorship, written_in_trail
+from pld.authorship import Written
 from pld.errors import BadInput
 from pld.identity import OIDC, Identity
 from pld.pipeline import ledger as witness
@@ -71,11 +73,12 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class Signed:
-    """One approved item as the trail vouches for it: its approval row (as stored) and the
-    item that row approved (the row's ``after``, decoded)."""
+    """One approved item as the trail vouches for it: its approval row (as stored), the item
+    that row approved (the row's ``after``, decoded) and the trail's record of who wrote it."""
 
     approval: dict[str, Any]
     item: dict[str, Any]
+    written: Written
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,16 @@ def _signed(ws: Workspace, entity: str, row: dict[str, Any] | None, name: str,
     if oidc_only and found["identity_kind"] != OIDC:
         return (f"{name}: approved by a {found['identity_kind']} identity; this task requires "
                 f"OIDC sign-offs")
-    return Signed(found, item)
+    try:
+        # The same check as approving, against the trail as it stood at the approval: an
+        # approval an older PLD Studio (or plain SQL) let through is refused here, not only by
+        # verify later.
+        written = signoff.check_written(ws, entity, row["id"], item.get("text"), found["who"],
+                                        before_row=found["id"])
+    except BadInput as e:
+        return f"{name}: approved in row {found['id']} by {found['who']}, but {e}"
+    assert written is not None  # untracked_ok is off: a missing record raises
+    return Signed(found, item, written)
 
 
 def check_integrity(prompt: PromptVersion) -> None:
@@ -286,14 +298,12 @@ def approved_description(preamble_text: str) -> str:
     return "\n".join(opening).strip()
 
 
-def _sign_off(ws: Workspace, s: Signed) -> dict[str, Any]:
+def _sign_off(s: Signed) -> dict[str, Any]:
     """Who wrote and signed one item of the prompt: the approval as its row recorded it, with
     that row's place in the trail, and the authorship the trail's last write of the approved
-    text recorded (the approval row's own copy when the trail has none)."""
+    text recorded."""
     a = s.item
-    written = written_in_trail(ws, s.approval["entity"], s.approval["entity_id"],
-                               s.approval["id"])
-    authorship = written.authorship if written else Authorship.from_row(a)
+    authorship = s.written.authorship
     return {"id": a.get("id"), "text": a["text"], "version": a.get("version"),
             "created_by": a.get("created_by"), **authorship.columns(),
             "authorship": authorship.sentence(),
@@ -314,7 +324,7 @@ def _manifest(ws: Workspace, prompt: PromptVersion, approved: Approved) -> dict[
     for s in approved.heuristics:
         source = [int(i) for i in s.item.get("source_rule_ids") or []]
         rule_ids.extend(source)
-        heuristics.append({**_sign_off(ws, s), "source_rules": len(source)})
+        heuristics.append({**_sign_off(s), "source_rules": len(source)})
     sources = _sources(ws, rule_ids)
     evaluations = _evaluations(ws, prompt.task, prompt.sha256)
     return {
@@ -328,7 +338,7 @@ def _manifest(ws: Workspace, prompt: PromptVersion, approved: Approved) -> dict[
         "parent_version": prompt.parent_version,
         "prompt_created_at": prompt.created_at,
         "prompt_built_by": prompt.built_by,
-        "preamble": _sign_off(ws, approved.preamble),
+        "preamble": _sign_off(approved.preamble),
         "heuristics": heuristics,
         "require_oidc": signoff.requires_oidc(ws, prompt.task),
         "trail": {"head_row_id": head.id, "head_hash": head.hash},

@@ -5,8 +5,9 @@ newest rows deleted: what is left is still a consistent chain. So every export a
 (JSON) to a ledger file outside the workspace: the workspace, task and version, which chain it is
 (the hash of the trail's first row), the chain's head right after the export was recorded (its
 row id and hash), the manifest's sha256 and the time. :func:`check` proves every head a ledger
-witnessed for this chain is still in it with the same hash, and names the first entry that is
-not: rows deleted from the end of the trail after an export, or a trail rewritten after it.
+witnessed for this chain (or for this workspace file, so a chain rewritten from its first row
+still counts) is still in it with the same hash, and names the first entry that is not: rows
+deleted from the end of the trail after an export, or a trail rewritten after it.
 
 What it covers is what it witnessed, and only while the ledger is kept where the workspace's
 writers cannot rewrite it. Rows written after the last export and then deleted, and rows deleted
@@ -110,11 +111,16 @@ def _describe(n: int, e: dict[str, Any]) -> str:
             f"{e.get('exported_at')} to {e.get('out')})")
 
 
-def _failure(ws: Workspace, n: int, e: dict[str, Any]) -> str | None:
-    """Why entry ``e`` (line ``n``) no longer holds, or None."""
+def _failure(ws: Workspace, root: str, n: int, e: dict[str, Any]) -> str | None:
+    """Why entry ``e`` (line ``n``) no longer holds in a chain whose first row has hash
+    ``root``, or None."""
     head_id, head_hash = e.get("head_row_id"), e.get("head_hash")
     if not isinstance(head_id, int) or not isinstance(head_hash, str):
         return f"{_describe(n, e)}: has no chain head (the ledger was edited)"
+    if e.get("trail_root") != root:
+        return (f"{_describe(n, e)}: the trail's first row is not the one it witnessed (the "
+                "whole trail was rewritten after that export, or another workspace replaced "
+                "this file)")
     row = trail.get_row(ws, head_id)
     if row is None:
         return (f"{_describe(n, e)}: the trail row {head_id} it witnessed is gone (rows were "
@@ -126,14 +132,17 @@ def _failure(ws: Workspace, n: int, e: dict[str, Any]) -> str | None:
 
 
 def check(ws: Workspace, path: str | Path, manifest_sha256: str) -> LedgerCheck:
-    """Check every entry of the ledger at ``path`` that belongs to ``ws``'s chain (or names the
-    manifest ``manifest_sha256``): its head must still be in the chain with its hash. Entries of
-    other workspaces are skipped; a ledger with no entry for this one fails.
+    """Check every entry of the ledger at ``path`` that belongs to ``ws``'s chain, names its
+    file or names the manifest ``manifest_sha256``: the chain must still start with the row it
+    witnessed, and its head must still be in the chain with its hash. Entries of other
+    workspaces are skipped; a ledger with no entry for this one fails.
     :class:`BadInput` when there is no such file."""
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"--ledger {p}: no such ledger file")
     root, checked = chain_root(ws), 0
+    # Its file too: a chain rewritten from its first row is still this workspace's.
+    here = str(Path(ws.path).resolve())
     with p.open(encoding="utf-8") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
@@ -146,10 +155,11 @@ def check(ws: Workspace, path: str | Path, manifest_sha256: str) -> LedgerCheck:
             if not isinstance(e, dict):
                 return LedgerCheck(checked, f"ledger line {n}: not a JSON object (the ledger "
                                             "was edited)")
-            if e.get("trail_root") != root and e.get("manifest_sha256") != manifest_sha256:
+            if (e.get("trail_root") != root and e.get("manifest_sha256") != manifest_sha256
+                    and e.get("workspace") != here):
                 continue  # another workspace's export
             checked += 1
-            failure = _failure(ws, n, e)
+            failure = _failure(ws, root, n, e)
             if failure is not None:
                 return LedgerCheck(checked, failure)
     if not checked:

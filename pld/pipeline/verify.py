@@ -12,10 +12,11 @@ The checks, in order; the first that fails is the answer:
 6. The preamble and every heuristic has its approval row in the chain, before the head, by the
    person and identity kind the manifest names, for the text and version it lists; the
    authorship the manifest names (written, started, accepted by, with kinds) is the one the
-   trail's last write of that text recorded (:func:`pld.authorship.written_in_trail`), a named
+   trail's last write of that text recorded (:func:`pld.signoff.check_written`), a named
    author wrote it, and the approver is none of those people nor the one who made that write
-   (OIDC where the task required it); nothing changed the item between that approval and the
-   export; the manifest's description is the approved preamble's.
+   (OIDC where the manifest or the trail up to its head required it); nothing changed the
+   item between that approval and the export; the manifest's description is the approved
+   preamble's.
 7. The approved texts, composed, are ``prompt.md`` byte for byte.
 """
 
@@ -27,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from pld import review_rows, trail
-from pld.authorship import COLUMNS, written_in_trail
+from pld.authorship import COLUMNS
 from pld.errors import BadInput
 from pld.identity import OIDC, normalize_name
 from pld.pipeline import ledger as witness
 from pld.pipeline.export import MANIFEST_FILE, PROMPT_FILE, approved_description, sha256_bytes
 from pld.preamble import compose
+from pld.signoff import check_written, oidc_in_trail
 from pld.workspace import Workspace, loads
 
 
@@ -89,28 +91,21 @@ def _export_row(ws: Workspace, manifest_sha: str) -> dict[str, Any]:
 def _check_authorship(ws: Workspace, name: str, entity: str, item: dict[str, Any],
                       approval: dict[str, Any], approver: str) -> None:
     """The authorship checks of step 6, against the trail's record of who wrote the approved
-    text, never the mutable table."""
-    written = written_in_trail(ws, entity, approval["entity_id"], approval["id"])
-    if written is None:
-        raise _Broken(f"{name}: the trail has no row that wrote the text row {approval['id']} "
-                      "approved")
-    if written.text != item.get("text"):
-        raise _Broken(f"{name}: the text row {approval['id']} approved is not the text trail row "
-                      f"{written.row_id} wrote (changed outside the review)")
+    text, never the mutable table: the same check as approving and export
+    (:func:`pld.signoff.check_written`), then the manifest's authorship against it."""
+    try:
+        written = check_written(ws, entity, approval["entity_id"], item.get("text"), approver,
+                                before_row=approval["id"])
+    except BadInput as e:
+        raise _Broken(f"{name}: approved in row {approval['id']} by {approver}, but {e}") \
+            from None
+    assert written is not None  # untracked_ok is off: a missing record raises
     recorded = written.authorship
     # A manifest written before authorship had its fields names none of them.
     named = any(c in item for c in COLUMNS)
     if named and {c: item.get(c) for c in COLUMNS} != recorded.columns():
         raise _Broken(f"{name}: the manifest's authorship is not the one trail row "
                       f"{written.row_id} recorded ({recorded.sentence()})")
-    if not recorded.identified:
-        raise _Broken(f"{name}: approved in row {approval['id']}, but the text was "
-                      f"{recorded.sentence()} (trail row {written.row_id}): nobody may approve "
-                      "it until a named person saves it")
-    if approver in written.excluded():
-        raise _Broken(f"{name}: approved in row {approval['id']} by its own author {approver}: "
-                      f"the text was {recorded.sentence()} (trail row {written.row_id}, by "
-                      f"{written.actor.name})")
 
 
 def _check_item(ws: Workspace, entity: str, item: dict[str, Any], head_id: int,
@@ -189,7 +184,10 @@ def _verify(ws: Workspace, export_dir: Path, checks: list[str],
         raise _Broken(f"the manifest's trail head (row {head_id}) is not in the chain with "
                       "its hash")
     checks.append(f"the manifest's trail head, row {head_id}, is in the chain")
-    oidc_only = bool(manifest.get("require_oidc"))
+    # The trail's word, not only the manifest's: an export made while the table's flag was
+    # lifted by plain SQL says false.
+    oidc_only = bool(manifest.get("require_oidc")) or oidc_in_trail(
+        ws, str(manifest.get("task")), int(head_id or 0))
     preamble = _check_item(ws, review_rows.PREAMBLE, _field(manifest, "preamble"), head_id,
                            oidc_only)
     if manifest.get("description") != approved_description(preamble):

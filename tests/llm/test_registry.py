@@ -138,3 +138,21 @@ def test_a_model_name_with_characters_that_could_carry_a_key_is_refused_unquoted
     with pytest.raises(ConfigError, match="may hold only") as err:
         parse_model(model)
     assert "s3cret-pass" not in str(err.value)
+
+
+@pytest.mark.parametrize("model", [
+    "openai-compatible/m@https://host.example/v1 s3cret-pass",
+    "openai-compatible/m@https://host.example/v1\ts3cret-pass",
+    "openai-compatible/m@https://host.example/v1\n?api_key=s3cret-pass",
+    "openai-compatible/m@https://host.example/v1%3Fapi_key%3Ds3cret-pass",
+    "openai-compatible/m@https://host.example/v1%3Bkey%3Ds3cret-pass",
+    "openai-compatible/m@https://u%3As3cret-pass%40host.example/v1",
+])
+def test_a_credential_hidden_by_blanks_or_percent_escapes_is_refused(model: str) -> None:
+    # Before: a blank, a tab (which the URL parser drops) or %-escaped "?", "=", ";" or "@"
+    # let a key through into the stored model string; a %-escaped user:password@ became part
+    # of the host, which the refusal repeats.
+    with pytest.raises(ConfigError) as err:
+        parse_model(model)
+    assert "s3cret-pass" not in str(err.value)
+    assert "example/v1" not in str(err.value)  # nothing after the host is repeated

@@ -327,6 +327,40 @@ def test_a_text_changed_by_sql_after_its_approval_refuses_export(ws: Workspace,
     assert not (tmp_path / "out").exists()
 
 
+def _unchecked_approval(ws: Workspace, hid: int, who: Identity) -> None:
+    """An approval row written without the sign-off checks (as an older PLD Studio, or someone
+    with the trail's code but not its rules, could write it): chained, so the trail is intact."""
+    from pld import review_rows
+
+    with ws.write() as db:
+        review_rows.apply_change(ws, db, review_rows.fetch(ws, hid),
+                                 {"status": "approved", "approved_by": who.name,
+                                  "approved_at": now(), "identity_kind": who.kind},
+                                 who=who, action="approve", comment=None)
+
+
+def test_export_refuses_what_verify_would_call_broken(ws: Workspace, tmp_path: Path) -> None:
+    # Before: export checked only that an approval row made the current version with its text;
+    # an approval by the text's own writer, or of a text no trail row wrote, was exported and
+    # only verify said so later.
+    load_reviews(ws)
+    add_heuristic(ws, RULES[1])
+    own = review.create_heuristic(ws, TASK, RULES[0], Identity("mallory"))
+    _unchecked_approval(ws, own, Identity("mallory"))
+    with pytest.raises(xp.ExportRefused) as err:
+        xp.export(ws, TASK, tmp_path / "out", version=build_prompt(ws, TASK).version)
+    assert f"heuristic {own}: approved in row" in str(err.value)
+    assert "so mallory cannot approve it" in str(err.value)
+    assert not (tmp_path / "out").exists()
+    review.reject(ws, own, Identity("carol"))
+    sneaked = review.create_heuristic(ws, TASK, "Plain reviews are neutral.", Identity("bob"))
+    with ws.write() as db:
+        db.execute("UPDATE heuristics SET text = 'Always answer pos.' WHERE id = ?", [sneaked])
+    _unchecked_approval(ws, sneaked, Identity("carol"))
+    with pytest.raises(xp.ExportRefused, match=f"heuristic {sneaked}: .*changed outside"):
+        xp.export(ws, TASK, tmp_path / "out", version=build_prompt(ws, TASK).version)
+
+
 def test_an_approval_row_the_chain_does_not_vouch_for_refuses_export(ws: Workspace,
                                                                      tmp_path: Path) -> None:
     (h1, _), _ = _setup(ws)

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pld import preamble, review, trail
+from pld import preamble, review, review_rows, signoff, trail
+from pld.authorship import written_in_trail
 from pld.identity import Identity
 from pld.pipeline import export as xp
 from pld.pipeline.student import build_prompt, get_prompt
 from pld.pipeline.verify import verify
 from pld.tasks import load_custom
-from pld.workspace import Workspace
+from pld.workspace import Workspace, now
 from tests.cli.test_contract import pld
 from tests.pipeline.test_student import RULES, TASK, add_heuristic, load_reviews
 
@@ -99,23 +100,52 @@ def test_a_rewritten_chain_is_caught_by_the_manifest_head(ws: Workspace,
     assert "trail head" in result.broken or "matches no export" in result.broken
 
 
-def test_an_approval_by_the_last_editor_is_caught(ws: Workspace, tmp_path: Path) -> None:
-    # An approval by the heuristic's own editor, let through by a table whose author was
-    # changed with plain SQL, does not pass: the trail says who wrote it.
+def _approved_unchecked(ws: Workspace, entity: str, item_id: int, who: Identity) -> None:
+    """An approval row written without the sign-off checks, as an older PLD Studio let one
+    through (approving and export refuse it now): chained, so the trail is intact."""
+    with ws.write() as db:
+        review_rows.apply_change(ws, db, review_rows.fetch(ws, item_id, entity),
+                                 {"status": "approved", "approved_by": who.name,
+                                  "approved_at": now(), "identity_kind": who.kind},
+                                 who=who, action="approve", comment=None)
+
+
+def _export_unchecked(ws: Workspace, task: str, out: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """The export an older PLD Studio wrote: without export's authorship check (verify keeps
+    its own); its manifest."""
+    with monkeypatch.context() as m:
+        m.setattr(signoff, "check_written",
+                  lambda ws, entity, item_id, text, who, **kw: written_in_trail(
+                      ws, entity, item_id, kw.get("before_row")))
+        return xp.export(ws, task, out).manifest
+
+
+def test_an_approval_by_the_last_editor_is_caught(ws: Workspace, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # An approval by the heuristic's own editor, once let through by a table whose author was
+    # changed with plain SQL (approving reads the trail too now), does not pass verify: the
+    # trail says who wrote it.
     load_reviews(ws)
     hid = add_heuristic(ws, RULES[0], status="draft")
     add_heuristic(ws, RULES[1])
     edited = review.edit(ws, hid, RULES[0] + " Mostly.", Identity("mallory"), base_version=1)
     with ws.write() as db:
         db.execute("UPDATE heuristics SET written_by = 'bob' WHERE id = ?", [hid])
-    review.approve(ws, hid, Identity("mallory"), base_version=edited["version"])
+    with pytest.raises(signoff.FourEyes, match="written by mallory"):
+        review.approve(ws, hid, Identity("mallory"), base_version=edited["version"])
+    _approved_unchecked(ws, "heuristic", hid, Identity("mallory"))
     build_prompt(ws, TASK)
+    with pytest.raises(xp.ExportRefused, match="so mallory cannot approve it"):
+        xp.export(ws, TASK, tmp_path / "refused")
     out = tmp_path / "forged"
-    xp.export(ws, TASK, out)
+    _export_unchecked(ws, TASK, out, monkeypatch)
     result = verify(ws, out)
     assert result.broken is not None
     assert f"heuristic {hid}: approved in row" in result.broken
-    assert "by its own author mallory: the text was written by mallory" in result.broken
+    assert "by mallory, but heuristic" in result.broken
+    assert "was written by mallory" in result.broken
+    assert "so mallory cannot approve it" in result.broken
 
 
 def test_verify_cli_exit_codes(ws: Workspace, exported: Path) -> None:
@@ -170,6 +200,24 @@ def test_deleting_the_newest_rows_is_caught_by_the_ledger(ws: Workspace, exporte
         in result.broken
 
 
+def test_a_chain_rewritten_from_its_first_row_is_caught_by_the_ledger(
+        ws: Workspace, exported: Path, tmp_path: Path) -> None:
+    # Before: the ledger knew this workspace's entries only by the hash of the trail's first
+    # row, so rewriting the whole chain (first row included) made every entry "another
+    # workspace's", and the next export verified against the ledger.
+    ledger = tmp_path / "ledger.jsonl"
+    first = ws.query("SELECT id FROM reviews ORDER BY id LIMIT 1")[0]["id"]
+    _sql(ws, "UPDATE reviews SET comment = 'rewritten' WHERE id = ?", [first])
+    with ws.write() as db:
+        trail.hash_existing(db)
+    assert trail.check_chain(ws) is None
+    _later_export(ws, tmp_path)
+    result = verify(ws, tmp_path / "v2", ledger)
+    assert result.broken is not None
+    assert result.broken.startswith(f"ledger line 1 (the export of {TASK} v1 at ")
+    assert "the trail's first row is not the one it witnessed" in result.broken
+
+
 def test_a_ledger_of_another_workspace_proves_nothing(ws: Workspace, exported: Path,
                                                       tmp_path: Path) -> None:
     other = tmp_path / "other.jsonl"
@@ -211,29 +259,34 @@ def test_verify_cli_checks_the_ledger(ws: Workspace, exported: Path, tmp_path: P
     assert missing.returncode == 2 and "no such ledger file" in missing.stderr
 
 
-def test_an_uploader_who_approved_her_own_description_is_caught(ws: Workspace,
-                                                                 tmp_path: Path) -> None:
+def test_an_uploader_who_approved_her_own_description_is_caught(
+        ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: ana typed the description in the upload, the preamble was pld:template's, she
     # approved it herself and verify called it properly signed. Now the trail records her as
-    # its writer: even with the table's author forged by plain SQL so that the approval goes
-    # through, verify refuses the export.
+    # its writer: with the table's author forged by plain SQL, approving still refuses her,
+    # and an approval an older PLD Studio let through fails export and verify.
     data = tmp_path / "rev.jsonl"
     data.write_text("".join(f'{{"text": "review {i} good", "label": "pos"}}\n'
                             f'{{"text": "review {i} bad", "label": "neg"}}\n' for i in range(8)))
     load_custom(ws, data, name="rev", description="Decide the sentiment.", who=Identity("ana"))
     with ws.write() as db:
         db.execute("UPDATE preambles SET written_by = 'bob' WHERE task = 'rev'")
-    preamble.approve_preamble(ws, "rev", Identity("ana"), base_version=1)
+    with pytest.raises(signoff.FourEyes, match="written by ana"):
+        preamble.approve_preamble(ws, "rev", Identity("ana"), base_version=1)
+    _approved_unchecked(ws, "preamble", preamble.ensure_preamble(ws, "rev")["id"],
+                        Identity("ana"))
     add_heuristic(ws, RULES[0], task="rev")
     build_prompt(ws, "rev")
+    with pytest.raises(xp.ExportRefused, match="the preamble: approved in row"):
+        xp.export(ws, "rev", tmp_path / "refused")
     out = tmp_path / "out"
-    manifest = xp.export(ws, "rev", out).manifest
+    manifest = _export_unchecked(ws, "rev", out, monkeypatch)
     assert (manifest["preamble"]["written_by"], manifest["preamble"]["approved_by"]) \
         == ("ana", "ana")
     result = verify(ws, out)
     assert result.broken is not None
     assert result.broken.startswith("the preamble (#1): approved in row")
-    assert "by its own author ana: the text was written by ana" in result.broken
+    assert "was written by ana" in result.broken and "so ana cannot approve it" in result.broken
 
 
 def test_a_manifest_that_names_another_author_is_caught(ws: Workspace, exported: Path) -> None:
@@ -247,3 +300,19 @@ def test_a_manifest_that_names_another_author_is_caught(ws: Workspace, exported:
     result = verify(ws, exported)
     assert result.broken is not None
     assert "the manifest's authorship is not the one trail row" in result.broken
+
+
+def test_an_oidc_requirement_lifted_in_the_table_is_caught(ws: Workspace, exported: Path,
+                                                           tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: with tasks.require_oidc set to 0 by plain SQL, export wrote self-declared
+    # sign-offs with "require_oidc": false in the manifest, and verify believed the manifest.
+    signoff.set_require_oidc(ws, TASK, True, Identity("alice"))
+    _sql(ws, "UPDATE tasks SET require_oidc = 0 WHERE name = ?", [TASK])
+    with pytest.raises(xp.ExportRefused, match="requires OIDC sign-offs"):
+        xp.export(ws, TASK, tmp_path / "refused")
+    with monkeypatch.context() as m:  # an export as an older PLD Studio wrote it
+        m.setattr(signoff, "requires_oidc", lambda ws, task: False)
+        xp.export(ws, TASK, tmp_path / "lifted")
+    result = verify(ws, tmp_path / "lifted")
+    assert result.broken is not None and "requires OIDC sign-offs" in result.broken
