@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from pld.ui import page
+from pld.ui.escape import say
 
 # A file of our own, sent inline: a Material icon as the page icon is fetched from Google's font
 # CDN (it fails offline, and a tool for teams makes no outside request), an emoji needs an emoji
@@ -30,5 +31,12 @@ pages = [
     st.Page("pages/calls.py", title="Calls", icon=":material/receipt_long:"),
 ]
 nav = st.navigation(pages)
+if not st.get_option("client.disableDataExport"):
+    # .streamlit/config.toml is read from the folder Streamlit starts in: started elsewhere,
+    # the tables' own "Download as CSV" (which writes =formulas live) is back on.
+    say("warning", "PLD Studio was started outside its folder, so its settings are not "
+                   "loaded and the tables' built-in CSV download is on: it writes cells that "
+                   "begin with = + - @ as live formulas. Use the 'Download these rows' buttons, "
+                   "or restart with: cd PLD-STUDIO-FOLDER && streamlit run app.py")
 page.render_sidebar()
 nav.run()

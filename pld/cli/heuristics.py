@@ -228,7 +228,8 @@ def _sign_each(ctx: click.Context, command: str, ids: tuple[int, ...],
 @_signs_heuristics
 def review_approve(ctx: click.Context, heuristic_ids: tuple[int, ...],
                    base_versions: tuple[int, ...], comment: str | None, who: str) -> None:
-    """Approve HEURISTIC_IDS at the versions you read (four-eyes: not the last editor).
+    """Approve HEURISTIC_IDS at the versions you read (four-eyes: nobody who wrote the text,
+    started the job that wrote it or accepted it).
 
     \b
     Example:
@@ -373,8 +374,9 @@ def review_approvers(ctx: click.Context, task: str, add_name: str | None,
                      remove_name: str | None, who: str | None, as_json: bool) -> None:
     """List who may approve TASK's heuristics, or change that list (--add, --remove).
 
-    An empty list means anyone (but a heuristic's last editor) may approve. Once it has names,
-    only the people on it may approve, reject, or change the list.
+    An empty list means anyone may approve (four-eyes still applies: nobody who wrote a
+    heuristic, started its job or accepted it). Once it has names, only the people on it may
+    approve, reject, or change the list.
 
     \b
     Examples:

@@ -176,7 +176,8 @@ def verify_cmd(ctx: click.Context, export_dir: Path, ws_path: Path | None,
     Checks prompt.md against its sha256, the workspace's hash-chained trail, with --ledger that
     no trail row a ledger entry witnessed was deleted or rewritten since, that the manifest is
     the one the export wrote, and that the preamble and every heuristic was approved, by
-    someone other than its last editor, for exactly the text in the prompt. Exit 0 when all
+    nobody the trail records as its writer, starter or acceptor, for exactly the text in the
+    prompt. Exit 0 when all
     hold, 1 naming the first broken link.
 
     \b

@@ -90,7 +90,8 @@ def preamble_edit(ctx: click.Context, task: str, new_text: str | None, file: Pat
 @_signs_preamble(base_version_required=True)
 def preamble_approve(ctx: click.Context, task: str, base_version: int, comment: str | None,
                      who: str) -> None:
-    """Approve TASK's preamble at the version you read (four-eyes: not its last editor).
+    """Approve TASK's preamble at the version you read (four-eyes: nobody who wrote it or
+    loaded the description it holds).
 
     \b
     Example:

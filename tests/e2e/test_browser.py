@@ -152,7 +152,11 @@ def test_review_app_end_to_end(streamlit_app: RunningApp, browser_page: Page, ar
               "escalate-fraud even when the customer sounds calm.")
     text.fill(edited)
     ui.rerun(lambda: text.press("Control+Enter"))
-    ui.type("Comment", "Added the passcode case.")
+    # The heuristic's own comment box: the preamble panel, open beside it, has one too.
+    editor = ui.main.get_by_test_id("stVerticalBlock").filter(
+        has=ui.page.get_by_role("textbox", name="Text", exact=True)).filter(
+        has_not=ui.page.get_by_role("textbox", name="Edit the preamble", exact=True)).last
+    ui.type("Comment", "Added the passcode case.", scope=editor)
     ui.click("Save")
     ui.see(ui.flash(f"Saved heuristic #{hid} as version 2"))
     ui.tab("Review")
