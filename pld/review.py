@@ -195,7 +195,8 @@ def approve_row(ws: Workspace, db: sqlite_utils.Database, row: dict[str, Any], w
 def approve(ws: Workspace, heuristic_id: int, who: Identity, *, base_version: int,
             comment: str | None = None, entity: str = HEURISTIC) -> dict[str, Any]:
     """Approve a draft (or rejected) heuristic (or preamble) at ``base_version``, the version
-    the reviewer read; refused for its last editor, a non-approver, a stale version, or a
+    the reviewer read; refused for anyone who wrote it, started the job that wrote it or
+    accepted it (:func:`~pld.signoff.check_sign_off`), a non-approver, a stale version, or a
     self-declared identity on a task that requires OIDC. Returns the new row."""
     if base_version is None:
         raise BadInput("approving needs the version you reviewed (--base-version)")

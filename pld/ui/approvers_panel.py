@@ -42,8 +42,8 @@ def _remove(ws: Workspace, task: str) -> None:
 
 
 def approvers_panel(ws: Workspace, task: str, me: Identity | None) -> list[str]:
-    """Draw the task's approver list with add and remove; return the list (empty: anyone but
-    a heuristic's last editor may approve)."""
+    """Draw the task's approver list with add and remove; return the list (empty: anyone may
+    approve, four-eyes still applying)."""
     approvers = list_approvers(ws, task)
     with st.expander(f"Approvers ({len(approvers) or 'anyone'})"):
         if approvers:
@@ -51,8 +51,9 @@ def approvers_panel(ws: Workspace, task: str, me: Identity | None) -> list[str]:
                      "may still edit, merge, split and comment): "
                      + ", ".join(f"**{literal(a)}**" for a in approvers))
         else:
-            st.write("No approver list: anyone except a heuristic's last editor may approve. "
-                     "Adding a name restricts approval to the list.")
+            st.write("No approver list: anyone may approve, except who wrote a text, started "
+                     "the job that wrote it or accepted it. Adding a name restricts approval to "
+                     "the list.")
         listed = {normalize_name(a) for a in approvers}
         may_add = me is not None and (not approvers or me.name in listed)
         st.text_input("Add an approver", key="h_new_approver", disabled=not may_add)
