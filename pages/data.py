@@ -313,7 +313,11 @@ def main() -> None:
     if ws is None:
         return
     show_flash()
-    builtin, own = st.tabs([BUILTIN_TAB, UPLOAD_TAB], key=SOURCE_KEY, on_change="rerun")
+    # Back on this page with one's own task chosen, its tab opens, not the built-in one with
+    # its Load button above the task.
+    own_task = bool(task) and task_info(ws, task).kind == "custom"
+    builtin, own = st.tabs([BUILTIN_TAB, UPLOAD_TAB], key=SOURCE_KEY, on_change="rerun",
+                           default=UPLOAD_TAB if own_task else BUILTIN_TAB)
     with builtin:
         _builtin_section(ws)
     with own:
@@ -322,8 +326,8 @@ def main() -> None:
     if task:
         _task_section(ws, task)
     else:
-        st.info("No task is loaded in this workspace yet: load the demo task above to try "
-                "PLD Studio, a built-in benchmark, or your own labelled file.")
+        st.info("No task is loaded in this workspace yet: load the demo task (the Built-in "
+                "task tab) to try PLD Studio, a built-in benchmark, or your own labelled file.")
 
 
 main()

@@ -190,6 +190,25 @@ def test_after_loading_a_file_the_upload_tab_stays_without_a_red_load_button(
     assert red == []
 
 
+def test_back_on_the_page_with_her_own_task_its_tab_opens(
+        open_page: Callable[..., AppTest], app_ws: Path) -> None:
+    # Before: going back to Data (or reloading it) with her own task chosen opened the
+    # built-in tab, the demo's red Load button above "Task: tickets".
+    at = open_page("data").run()
+    labels, _ = _tabs(at)
+    at.session_state[SOURCE_KEY] = labels[1]
+    at.file_uploader(key="data_upload").set_value(("tickets.csv", TICKETS_CSV, "text/csv")).run()
+    at.button(key="data_load_upload").click().run()
+    assert at.session_state["task"] == "tickets"
+    back = open_page("data", task="tickets").run()  # a new session: another page, or a reload
+    assert not back.exception
+    assert _tabs(back)[1].label == labels[1]
+    back.button(key="data_load").click().run()  # the demo, a built-in task, is chosen now
+    assert back.session_state["task"] == "demo"
+    again = open_page("data", task="demo").run()
+    assert _tabs(again)[1].label == labels[0]
+
+
 def test_unreadable_upload_is_reported_before_mapping(open_page: Callable[..., AppTest],
                                                       app_ws: Path) -> None:
     at = open_page("data").run()
