@@ -13,8 +13,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from pld import review, review_rows
+from pld import drafts, review, review_rows
 from pld.authorship import Authorship
+from pld.identity import Identity
 from pld.ui import page, sidebar
 from pld.ui.acting import review_page
 from pld.ui.approvers_panel import approvers_panel
@@ -77,18 +78,29 @@ def _table(rows: list[dict[str, Any]]) -> None:
         column_config={"text": st.column_config.TextColumn(width="large")})
 
 
-def _pick(rows: list[dict[str, Any]]) -> int:
-    """The heuristic to open among ``rows`` (the Home page's queue may name one)."""
+def _pick(ws: Workspace, rows: list[dict[str, Any]], me: Identity | None) -> int:
+    """The heuristic to open among ``rows``: the one the Home page's queue names, else, in a
+    new session (a reload), the one ``me`` last left an unsaved draft on, saying so."""
     by_id = {r["id"]: r for r in rows}
     wanted = st.session_state.pop("_pld_open_heuristic", None)
+    drafted = ([i for i in drafts.drafted_items(ws, me, review_rows.HEURISTIC) if i in by_id]
+               if me is not None and me.is_person else [])
+    if wanted is None and "h_selected" not in st.session_state and drafted:
+        wanted = drafted[0]
     if wanted in by_id:
         st.session_state["h_selected"] = wanted
 
     def label(i: int) -> str:
         return f"#{i} · {by_id[i]['status']} · {short(by_id[i]['text'])}"
 
-    return page.labelled_selectbox("Open heuristic", list(by_id), key="h_selected",
-                                   format_func=label)
+    chosen = page.labelled_selectbox("Open heuristic", list(by_id), key="h_selected",
+                                     format_func=label)
+    others = [i for i in drafted if i != chosen]
+    if others:
+        say("info", "You also have unsaved drafts on heuristic "
+                    + ", ".join(f"#{i}" for i in others) + ": open one to restore or discard "
+                    "its draft.")
+    return chosen
 
 
 def main() -> None:
@@ -114,7 +126,7 @@ def main() -> None:
         st.info(f"No {show} heuristics.")
     else:
         _table(shown)
-        heuristic_detail(ws, _pick(shown), me, approvers)
+        heuristic_detail(ws, _pick(ws, shown, me), me, approvers)
     st.divider()
     # After the heuristics: the rest of the prompt, signed off the same way.
     preamble_panel(ws, task, me)

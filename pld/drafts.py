@@ -56,6 +56,16 @@ def get_drafts(ws: Workspace, who: Identity, entity: str,
     return {r.pop("field"): r for r in rows}
 
 
+def drafted_items(ws: Workspace, who: Identity, entity: str) -> list[int]:
+    """The ids of the items of kind ``entity`` on which ``who`` has a draft, the most
+    recently typed first."""
+    rows = ws.query(
+        "SELECT entity_id, max(updated_at) AS last FROM drafts WHERE who = ? AND "
+        "identity_kind = ? AND entity = ? GROUP BY entity_id ORDER BY last DESC, entity_id",
+        [*_owner(who), entity])
+    return [int(r["entity_id"]) for r in rows]
+
+
 def discard_drafts(ws: Workspace, who: Identity, entity: str, entity_id: int,
                    fields: tuple[str, ...] | None = None) -> None:
     """Remove ``who``'s drafts of the item (only ``fields`` when given): it was saved, or they

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from pld import preamble, review
 from pld.identity import Identity
-from tests.pages.conftest import Populated
+from tests.pages.conftest import Populated, unescaped
 
 OpenPage = Callable[..., AppTest]
 TEXT = "Answer routine for chequebooks and address changes."
@@ -224,3 +224,20 @@ def test_a_preamble_draft_older_than_the_preamble_is_redone_on_the_current_text(
     at.button(key=f"pre_save_{pop.task}").click().run()
     assert not at.exception and "Preamble saved as version" in _texts(at.success)
     assert _preamble(pop)["text"] == eves + " Be brief." and _drafts(pop) == []
+
+
+def test_a_reload_opens_the_heuristic_her_draft_waits_on(
+        open_page: OpenPage, populated_ws: Populated) -> None:
+    # Before: a reload opened heuristic #1 and nothing said a draft waited on another one.
+    hid = populated_ws.heuristic_ids[3]
+    _type_edit(_open(open_page, populated_ws, hid, "bob"), hid, "bob", TEXT, "covers addresses")
+    at = open_page("heuristics", task=populated_ws.task, reviewer="bob").run()
+    assert not at.exception
+    assert at.selectbox(key="h_selected").value == hid
+    assert f"You have an unsaved draft of heuristic #{hid}" in _texts(at.info)
+    first = populated_ws.heuristic_ids[0]
+    at.selectbox(key="h_selected").set_value(first).run()
+    assert f"You also have unsaved drafts on heuristic #{hid}" in unescaped(_texts(at.info))
+    carol = open_page("heuristics", task=populated_ws.task, reviewer="carol").run()
+    assert carol.selectbox(key="h_selected").value != hid or hid == populated_ws.heuristic_ids[0]
+    assert "unsaved drafts on heuristic" not in unescaped(_texts(carol.info))
