@@ -100,7 +100,16 @@ class Ui:
     def go(self, link: str, title: str | None = None) -> None:
         """Open a page from the sidebar navigation; wait for its title."""
         nav = self.page.get_by_test_id("stSidebarNav")
-        self.rerun(lambda: nav.get_by_role("link", name=link, exact=True).click())
+        target = nav.get_by_role("link", name=link, exact=True)
+        try:
+            target.wait_for(timeout=10_000)
+        except PlaywrightTimeoutError:
+            # Streamlit now and then keeps listing the pages/ folder by file name in a session
+            # opened at a sub-page's address (it reads the folder beside app.py before
+            # st.navigation runs); a reload brings the app's own navigation back.
+            self.page.reload()
+            target.wait_for()
+        self.rerun(lambda: target.click())
         self.see(self.main.get_by_role("heading", name=title or link, level=1))
 
     def choose(self, label: str, option: str | re.Pattern[str],
